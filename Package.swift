@@ -1,0 +1,76 @@
+// swift-tools-version: 6.0
+//
+// Opacity: lung-opacity detection on chest X-rays with single-shot detectors.
+//
+// Layers (a lower layer never imports a higher one):
+//   C libraries -> OpacityTensor -> OpacityCore -> Plugins/* -> OpacityData -> OpacityTraining -> opacity (CLI)
+// See Documentation/Architecture.md.
+import PackageDescription
+
+// MARK: - System libraries (Debian -dev packages)
+
+let systemLibraries: [Target] = [
+    .systemLibrary(
+        name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+        providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(
+        name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+        providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(
+        name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+        providers: [.apt(["libzstd-dev"])]),
+    .systemLibrary(
+        name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libturbojpeg",
+        providers: [.apt(["libturbojpeg0-dev"])]),
+]
+
+// MARK: - Framework layers
+
+let core: [Target] = [
+    .target(name: "OpacityTensor", dependencies: ["CBLAS"]),
+    .target(name: "OpacityCore", dependencies: ["OpacityTensor", "CZstd"]),
+    .target(name: "OpacityData", dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG"]),
+    .target(name: "OpacityTraining", dependencies: ["OpacityTensor", "OpacityCore", "OpacityData"]),
+]
+
+// MARK: - Plugins: one target per family, each registers its names
+
+let pluginNames = ["ResNet", "FPN", "RetinaNet"]
+let plugins: [Target] = pluginNames.map { name in
+    .target(
+        name: "Opacity\(name)", dependencies: ["OpacityTensor", "OpacityCore"],
+        path: "Plugins/\(name)")
+}
+let pluginProducts: [Target.Dependency] = pluginNames.map { .target(name: "Opacity\($0)") }
+
+// MARK: - Umbrella, CLI and benchmarks
+
+let apps: [Target] = [
+    .target(
+        name: "Opacity",
+        dependencies: ["OpacityTensor", "OpacityCore", "OpacityData", "OpacityTraining"] + pluginProducts),
+    .executableTarget(
+        name: "opacity",
+        dependencies: ["Opacity", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+    .executableTarget(name: "opacity-bench", dependencies: ["Opacity"]),
+]
+
+// MARK: - Tests
+
+let tests: [Target] = [
+    .testTarget(name: "OpacityTensorTests", dependencies: ["OpacityTensor"]),
+]
+
+let package = Package(
+    name: "Opacity",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "Opacity", targets: ["Opacity"]),
+        .executable(name: "opacity", targets: ["opacity"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: systemLibraries + core + plugins + apps + tests,
+    swiftLanguageModes: [.v6]
+)

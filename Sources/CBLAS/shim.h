@@ -1,0 +1,4 @@
+#ifndef OPACITY_CBLAS_SHIM_H
+#define OPACITY_CBLAS_SHIM_H
+#include <cblas.h>
+#endif

@@ -1,0 +1,4 @@
+#ifndef OPACITY_CZSTD_SHIM_H
+#define OPACITY_CZSTD_SHIM_H
+#include <zstd.h>
+#endif

@@ -1,0 +1,148 @@
+import Foundation
+
+/// One recorded operation in the autograd graph (a tape entry).
+///
+/// A node knows its parents (the nodes of the inputs that need gradients) and a closure
+/// that maps the gradient of the output to gradients of each input. ``Tensor/backward(_:)``
+/// walks the nodes in reverse topological order and frees each closure once used.
+public final class GradNode: @unchecked Sendable {
+    /// The operation that made this node, for messages.
+    public let op: String
+    /// The shape of the output this node stands for.
+    public let shape: [Int]
+    var parents: [GradNode?]
+    var backwardFn: ((Tensor) -> [Tensor?])?
+    /// The gradient arriving at this node (kept for leaves after backward).
+    public internal(set) var grad: Tensor?
+    /// Set for leaves that belong to a parameter.
+    weak var parameter: Parameter?
+    let isLeaf: Bool
+
+    init(op: String, shape: [Int], parents: [GradNode?], backward: @escaping (Tensor) -> [Tensor?]) {
+        self.op = op
+        self.shape = shape
+        self.parents = parents
+        self.backwardFn = backward
+        self.isLeaf = false
+    }
+
+    init(leafShape: [Int], parameter: Parameter? = nil) {
+        self.op = "leaf"
+        self.shape = leafShape
+        self.parents = []
+        self.backwardFn = nil
+        self.parameter = parameter
+        self.isLeaf = true
+    }
+
+    func accumulate(_ g: Tensor) {
+        shapeCheck(g.shape == shape, "backward(\(op))", "gradient of shape \(describe(g.shape)) for output \(describe(shape))")
+        if let old = grad { grad = Tensor.addUntracked(old, g) } else { grad = g.detached() }
+    }
+}
+
+/// Controls whether operations record the autograd graph.
+///
+/// Recording is on by default. Inside ``Autograd/inference(_:)`` nothing is recorded, so
+/// every intermediate activation is freed as soon as the next layer has consumed it.
+public enum Autograd {
+    @TaskLocal static var recording = true
+
+    /// Whether operations currently record gradients.
+    public static var isRecording: Bool { recording }
+
+    /// Runs `body` with recording switched off (inference: no graph, activations freed early).
+    public static func inference<R>(_ body: () throws -> R) rethrows -> R {
+        try $recording.withValue(false) { try body() }
+    }
+
+    /// Runs `body` with recording switched on.
+    public static func recordingGradients<R>(_ body: () throws -> R) rethrows -> R {
+        try $recording.withValue(true) { try body() }
+    }
+
+    /// Whether an op over these inputs must record a node.
+    @inline(__always)
+    static func needsGrad(_ inputs: Tensor...) -> Bool {
+        guard recording else { return false }
+        for t in inputs where t.node != nil { return true }
+        return false
+    }
+
+    @inline(__always)
+    static func needsGrad(_ inputs: [Tensor]) -> Bool {
+        guard recording else { return false }
+        for t in inputs where t.node != nil { return true }
+        return false
+    }
+
+    /// Attaches a node to `output` when any input is tracked and recording is on.
+    ///
+    /// `backward` receives the output gradient and returns one gradient (or `nil`) per input.
+    static func record(_ op: String, _ output: Tensor, inputs: [Tensor],
+                       backward: @escaping (Tensor) -> [Tensor?]) -> Tensor {
+        guard needsGrad(inputs) else { return output }
+        let node = GradNode(op: op, shape: output.shape, parents: inputs.map { $0.node }, backward: backward)
+        return output.withNode(node)
+    }
+}
+
+extension Tensor {
+    /// Back-propagates from this tensor.
+    ///
+    /// - Parameter seed: The gradient of some scalar with respect to this tensor; omit it
+    ///   for a one-element tensor (the seed is then 1).
+    ///
+    /// Gradients accumulate into parameters (``Parameter/grad``) and into leaves made with
+    /// ``requiringGrad()``. The graph is consumed: its closures and intermediate gradients
+    /// are freed as the walk passes them.
+    public func backward(_ seed: Tensor? = nil) {
+        guard let root = node else {
+            fatalError("backward: this tensor does not require gradients (no parameter or requiringGrad() input reached it)")
+        }
+        let seedTensor: Tensor
+        if let s = seed {
+            shapeCheck(s.shape == shape, "backward", "seed shape \(describe(s.shape)) differs from output \(describe(shape))")
+            seedTensor = s.detached()
+        } else {
+            shapeCheck(count == 1, "backward", "output of shape \(describe(shape)) is not a scalar; pass a seed gradient")
+            seedTensor = Tensor(shape: shape, repeating: 1)
+        }
+        // Iterative depth-first topological order (deep networks would overflow recursion).
+        var order: [GradNode] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(GradNode, Int)] = [(root, 0)]
+        visited.insert(ObjectIdentifier(root))
+        while !stack.isEmpty {
+            let (n, i) = stack[stack.count - 1]
+            if i < n.parents.count {
+                stack[stack.count - 1].1 = i + 1
+                if let p = n.parents[i], !visited.contains(ObjectIdentifier(p)) {
+                    visited.insert(ObjectIdentifier(p))
+                    stack.append((p, 0))
+                }
+            } else {
+                order.append(n)
+                stack.removeLast()
+            }
+        }
+        Autograd.$recording.withValue(false) {
+            root.accumulate(seedTensor)
+            for n in order.reversed() {
+                guard let g = n.grad else { continue }
+                if let fn = n.backwardFn {
+                    let grads = fn(g)
+                    for (p, gi) in zip(n.parents, grads) {
+                        if let p, let gi { p.accumulate(gi) }
+                    }
+                    n.grad = nil
+                    n.backwardFn = nil
+                    n.parents = []
+                } else if let param = n.parameter {
+                    param.accumulateGrad(g)
+                    n.grad = nil
+                }
+            }
+        }
+    }
+}

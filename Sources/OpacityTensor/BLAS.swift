@@ -1,0 +1,209 @@
+import CBLAS
+import Foundation
+
+/// The OpenBLAS binding: GEMM for the engine, and the choice of kernels.
+///
+/// Debian's OpenBLAS 0.3.21 picks its kernels at load time from the CPU. On CPUs it does
+/// not know it falls back to generic "Prescott" kernels (about a tenth of the speed), and
+/// machines often pin `OPENBLAS_CORETYPE` to an older family for safety. Opacity therefore
+/// chooses the fastest kernel family the CPU supports (SkylakeX with AVX-512, Haswell with
+/// AVX2 and FMA) before its first GEMM, then checks that family's results against a plain
+/// reference GEMM on random matrices; if the check fails it falls back to the family
+/// OpenBLAS chose itself. `OPACITY_BLAS_CORE` overrides the choice: `keep` leaves
+/// OpenBLAS's own choice alone, a family name (`SkylakeX`, `Haswell`, ...) forces it.
+public enum BLAS {
+    /// What kernel selection did, for reports and benchmarks.
+    public struct KernelReport: Sendable {
+        /// The family OpenBLAS picked on its own (after `OPENBLAS_CORETYPE`).
+        public var initial: String
+        /// The family in use now.
+        public var active: String
+        /// Why the active family was chosen.
+        public var reason: String
+        /// The largest relative difference to the reference GEMM in the self-check.
+        public var selfCheckError: Float
+    }
+
+    private static let setup: KernelReport = configure()
+
+    /// The kernel report; the first call selects and checks the kernels.
+    public static var kernels: KernelReport { setup }
+
+    /// Makes sure kernel selection has run. Cheap after the first call.
+    @inline(__always) public static func ensureConfigured() { _ = setup }
+
+    static func setThreads(_ n: Int) {
+        ensureConfigured()
+        openblas_set_num_threads(Int32(n))
+    }
+
+    /// The name OpenBLAS reports for its active kernels.
+    public static var coreName: String {
+        guard let p = openblas_get_corename() else { return "unknown" }
+        return String(cString: p)
+    }
+
+    private static func configure() -> KernelReport {
+        let initial = coreNameRaw()
+        openblas_set_num_threads(Int32(Compute.threads))
+        let env = ProcessInfo.processInfo.environment
+        let request = env["OPACITY_BLAS_CORE"] ?? "auto"
+        if request.lowercased() == "keep" {
+            return KernelReport(initial: initial, active: initial, reason: "OPACITY_BLAS_CORE=keep", selfCheckError: selfCheck())
+        }
+        let wanted: String?
+        if request.lowercased() == "auto" {
+            wanted = CPUFeatures.bestOpenBLASFamily()
+        } else {
+            wanted = request
+        }
+        guard let target = wanted, target.lowercased() != initial.lowercased(),
+              rank(target) > rank(initial) || request.lowercased() != "auto"
+        else {
+            return KernelReport(initial: initial, active: initial, reason: "OpenBLAS's own choice is the best this CPU supports",
+                                selfCheckError: selfCheck())
+        }
+        guard switchKernels(to: target) else {
+            return KernelReport(initial: initial, active: coreNameRaw(), reason: "could not switch OpenBLAS kernels (not a DYNAMIC_ARCH build)",
+                                selfCheckError: selfCheck())
+        }
+        let err = selfCheck()
+        if err > 1e-4 {
+            _ = switchKernels(to: initial)
+            return KernelReport(initial: initial, active: coreNameRaw(),
+                                reason: "\(target) kernels failed the self-check (relative error \(err)); kept \(initial)",
+                                selfCheckError: selfCheck())
+        }
+        return KernelReport(initial: initial, active: coreNameRaw(),
+                            reason: request.lowercased() == "auto" ? "fastest family this CPU supports" : "OPACITY_BLAS_CORE=\(request)",
+                            selfCheckError: err)
+    }
+
+    private static func coreNameRaw() -> String {
+        guard let p = openblas_get_corename() else { return "unknown" }
+        return String(cString: p)
+    }
+
+    /// Orders kernel families by speed on x86-64 (unknown names rank lowest).
+    private static func rank(_ name: String) -> Int {
+        switch name.lowercased() {
+        case "skylakex", "cooperlake", "sapphirerapids": return 3
+        case "haswell", "zen": return 2
+        case "sandybridge", "excavator", "steamroller", "piledriver", "bulldozer": return 1
+        default: return 0
+        }
+    }
+
+    /// Re-runs OpenBLAS's dynamic kernel selection with `OPENBLAS_CORETYPE=name`.
+    private static func switchKernels(to name: String) -> Bool {
+        guard let handle = dlopen(nil, RTLD_NOW),
+              let quitSym = dlsym(handle, "gotoblas_dynamic_quit"),
+              let initSym = dlsym(handle, "gotoblas_dynamic_init")
+        else { return false }
+        typealias VoidFn = @convention(c) () -> Void
+        let quit = unsafeBitCast(quitSym, to: VoidFn.self)
+        let start = unsafeBitCast(initSym, to: VoidFn.self)
+        let previous = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
+        setenv("OPENBLAS_CORETYPE", name, 1)
+        quit()
+        start()
+        if let previous { setenv("OPENBLAS_CORETYPE", previous, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
+        return coreNameRaw().lowercased() == name.lowercased()
+    }
+
+    /// Compares OpenBLAS's SGEMM with a plain triple loop on odd-sized random matrices
+    /// (all four transpose combinations); returns the largest relative error.
+    static func selfCheck() -> Float {
+        var rng = RandomGenerator(seed: 12345)
+        var worst: Float = 0
+        for (m, n, k) in [(67, 45, 129), (130, 257, 64), (8, 300, 33)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = (0..<(m * k)).map { _ in rng.nextUniform() * 2 - 1 }
+                let b = (0..<(k * n)).map { _ in rng.nextUniform() * 2 - 1 }
+                var c = [Float](repeating: 0, count: m * n)
+                a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                    rawGemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a: ap.baseAddress!, lda: ta ? m : k,
+                            b: bp.baseAddress!, ldb: tb ? k : n, beta: 0, c: cp.baseAddress!, ldc: n)
+                } } }
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s: Double = 0, mag: Double = 0
+                        for p in 0..<k {
+                            let av = Double(ta ? a[p * m + i] : a[i * k + p])
+                            let bv = Double(tb ? b[j * k + p] : b[p * n + j])
+                            s += av * bv
+                            mag += abs(av * bv)
+                        }
+                        let e = Float(abs(Double(c[i * n + j]) - s) / max(mag, 1e-6))
+                        worst = max(worst, e.isNaN ? .infinity : e)
+                    }
+                }
+            }
+        }
+        return worst
+    }
+
+    @inline(__always)
+    static func rawGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// Row-major SGEMM: `C = alpha * op(A) * op(B) + beta * C`, with `op(A)` `[m, k]` and
+    /// `op(B)` `[k, n]`.
+    @inline(__always)
+    public static func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                            a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        ensureConfigured()
+        if m == 0 || n == 0 { return }
+        if k == 0 {
+            if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+            return
+        }
+        rawGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                beta: beta, c: c, ldc: ldc)
+    }
+
+    /// A plain reference SGEMM (no BLAS), for tests.
+    public static func referenceGemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                                     a: [Float], b: [Float]) -> [Float] {
+        var c = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s: Double = 0
+                for p in 0..<k {
+                    s += Double(transA ? a[p * m + i] : a[i * k + p]) * Double(transB ? b[j * k + p] : b[p * n + j])
+                }
+                c[i * n + j] = Float(s)
+            }
+        }
+        return c
+    }
+}
+
+/// CPU feature detection for kernel selection (x86-64 `cpuid`; other CPUs report none).
+enum CPUFeatures {
+    static func bestOpenBLASFamily() -> String? {
+        #if arch(x86_64)
+        guard let flags = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+            .split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        else { return nil }
+        let set = Set(flags.split(separator: " ").map(String.init))
+        if ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(set.contains) { return "SkylakeX" }
+        if ["avx2", "fma"].allSatisfy(set.contains) { return "Haswell" }
+        return nil
+        #else
+        return nil
+        #endif
+    }
+}
+
+extension BLAS {
+    static func setThreadsRaw(_ n: Int) {
+        ensureConfigured()
+        openblas_set_num_threads(Int32(n))
+    }
+}

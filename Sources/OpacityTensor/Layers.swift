@@ -1,0 +1,191 @@
+import Foundation
+
+/// A module with one input and one output.
+public protocol Layer: Module {
+    /// Applies the layer.
+    func callAsFunction(_ x: Tensor) -> Tensor
+}
+
+/// A 2-D convolution layer; parameters `weight` `[out, in/groups, kh, kw]` and `bias` `[out]`.
+public final class Conv2d: Module, Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: (Int, Int)
+    public let padding: (Int, Int)
+    public let dilation: (Int, Int)
+    public let groups: Int
+
+    /// - Parameters:
+    ///   - kernel: square kernel size, or use ``init(_:_:kernel2:stride:padding:dilation:groups:bias:initializer:)``.
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+                dilation: Int = 1, groups: Int = 1, bias: Bool = true, initializer: Initializer = .pytorchDefault) {
+        precondition(inChannels % groups == 0 && outChannels % groups == 0,
+                     "Conv2d: \(inChannels) -> \(outChannels) channels do not split into \(groups) groups")
+        let wshape = [outChannels, inChannels / groups, kernel, kernel]
+        self.weight = Parameter(initializer.make(wshape))
+        self.bias = bias ? Parameter(Initializer.uniform(-1 / Float(wshape[1...].reduce(1, *)).squareRoot(),
+                                                         1 / Float(wshape[1...].reduce(1, *)).squareRoot()).make([outChannels])) : nil
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.dilation = (dilation, dilation)
+        self.groups = groups
+    }
+
+    /// A convolution with a rectangular kernel and per-axis stride and padding.
+    public init(_ inChannels: Int, _ outChannels: Int, kernel2: (Int, Int), stride: (Int, Int) = (1, 1),
+                padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1, bias: Bool = true,
+                initializer: Initializer = .pytorchDefault) {
+        let wshape = [outChannels, inChannels / groups, kernel2.0, kernel2.1]
+        self.weight = Parameter(initializer.make(wshape))
+        let b = 1 / Float(wshape[1...].reduce(1, *)).squareRoot()
+        self.bias = bias ? Parameter(Initializer.uniform(-b, b).make([outChannels])) : nil
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+    }
+
+    public var inChannels: Int { weight.shape[1] * groups }
+    public var outChannels: Int { weight.shape[0] }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.conv2d(weight.tensor, bias: bias?.tensor, stride: stride, padding: padding, dilation: dilation, groups: groups)
+    }
+}
+
+/// Batch normalisation over channels of `[N, C, H, W]`.
+///
+/// Three behaviours: training (batch statistics, running statistics updated with
+/// `momentum`), evaluation (running statistics), and *frozen* (running statistics fixed
+/// even in training mode while `weight` and `bias` still train, as the paper trains).
+public final class BatchNorm2d: Module, Layer {
+    public let weight: Parameter
+    public let bias: Parameter
+    @Named("running_mean") public var runningMean = Buffer(.zeros([1]))
+    @Named("running_var") public var runningVar = Buffer(.ones([1]))
+    public let eps: Float
+    public let momentum: Float
+    /// Keep running statistics fixed in training mode too.
+    public var frozen = false
+
+    public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
+        weight = Parameter(.ones([channels]))
+        bias = Parameter(.zeros([channels]))
+        self.eps = eps
+        self.momentum = momentum
+        super.init()
+        runningMean = Buffer(.zeros([channels]))
+        runningVar = Buffer(.ones([channels]))
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if isTraining && !frozen {
+            let (y, mean, variance) = x.batchNorm2dTraining(weight: weight.tensor, bias: bias.tensor, eps: eps)
+            let n = Float(x.count / max(1, x.shape[1]))
+            let unbias = n > 1 ? n / (n - 1) : 1
+            runningMean.value.withUnsafeMutableBufferPointer { m in
+                for i in 0..<m.count { m[i] = (1 - momentum) * m[i] + momentum * mean[i] }
+            }
+            runningVar.value.withUnsafeMutableBufferPointer { v in
+                for i in 0..<v.count { v[i] = (1 - momentum) * v[i] + momentum * variance[i] * unbias }
+            }
+            return y
+        }
+        return x.batchNorm2d(weight: weight.tensor, bias: bias.tensor, mean: runningMean.value, variance: runningVar.value, eps: eps)
+    }
+}
+
+/// A fully connected layer; `weight` `[out, in]`, `bias` `[out]`.
+public final class Linear: Module, Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, initializer: Initializer = .pytorchDefault) {
+        weight = Parameter(initializer.make([outFeatures, inFeatures]))
+        let b = 1 / Float(max(1, inFeatures)).squareRoot()
+        self.bias = bias ? Parameter(Initializer.uniform(-b, b).make([outFeatures])) : nil
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.linear(weight: weight.tensor, bias: bias?.tensor) }
+}
+
+/// Layers applied in order; children are named `0`, `1`, ... as in PyTorch's `Sequential`.
+public final class Sequential: Module, Layer {
+    public let layers: [any Layer]
+    public init(_ layers: [any Layer]) { self.layers = layers }
+    public convenience init(_ layers: any Layer...) { self.init(layers) }
+    override public func namedChildren() -> [(String, Module)] { layers.enumerated().map { ("\($0.offset)", $0.element) } }
+    public func callAsFunction(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
+}
+
+/// `max(x, 0)`.
+public final class ReLU: Module, Layer {
+    override public init() {}
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.relu() }
+}
+
+/// Passes its input through.
+public final class Identity: Module, Layer {
+    override public init() {}
+    public func callAsFunction(_ x: Tensor) -> Tensor { x }
+}
+
+/// Max pooling as a layer.
+public final class MaxPool2d: Module, Layer {
+    public let kernel: Int, stride: Int, padding: Int, ceilMode: Bool
+    public init(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) {
+        self.kernel = kernel
+        self.stride = stride ?? kernel
+        self.padding = padding
+        self.ceilMode = ceilMode
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.maxPool2d(kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), ceilMode: ceilMode)
+    }
+}
+
+/// Average pooling as a layer.
+public final class AvgPool2d: Module, Layer {
+    public let kernel: Int, stride: Int, padding: Int, ceilMode: Bool, countIncludePad: Bool
+    public init(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false, countIncludePad: Bool = true) {
+        self.kernel = kernel
+        self.stride = stride ?? kernel
+        self.padding = padding
+        self.ceilMode = ceilMode
+        self.countIncludePad = countIncludePad
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.avgPool2d(kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), ceilMode: ceilMode,
+                    countIncludePad: countIncludePad)
+    }
+}
+
+/// Dropout that is active only in training mode; its mask generator is seeded.
+public final class Dropout: Module, Layer {
+    public let p: Float
+    private var rng: RandomGenerator
+
+    /// - Parameter seed: the mask stream; by default drawn from the initialisation generator
+    ///   so a model built under ``Initializer/withSeed(_:_:)`` repeats its masks too.
+    public init(_ p: Float, seed: UInt64? = nil) {
+        precondition(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got \(p)")
+        self.p = p
+        self.rng = RandomGenerator(seed: seed ?? Initializer.nextSeed())
+    }
+
+    /// Restarts the mask stream (e.g. per epoch, for resumable training).
+    public func reseed(_ seed: UInt64) { rng = RandomGenerator(seed: seed) }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        guard isTraining, p > 0 else { return x }
+        return x.dropout(p, using: &rng)
+    }
+}
+
+extension Module {
+    /// Freezes every batch-norm layer in the tree: running statistics stay fixed in
+    /// training mode while the affine parameters still train (the paper's `freeze_bn`).
+    public func freezeBatchNorm(_ frozen: Bool = true) {
+        for (_, m) in namedModules() { (m as? BatchNorm2d)?.frozen = frozen }
+    }
+}

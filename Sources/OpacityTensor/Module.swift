@@ -1,0 +1,260 @@
+import Foundation
+
+/// A trainable tensor owned by a module.
+///
+/// Reading ``tensor`` inside a recorded computation connects the parameter to the graph;
+/// ``Tensor/backward(_:)`` accumulates into ``grad`` until ``zeroGrad()``.
+public final class Parameter: @unchecked Sendable {
+    /// The current value.
+    public var value: Tensor {
+        didSet {
+            shapeCheck(value.shape == leaf.shape, "Parameter", "new value \(describe(value.shape)) for parameter of shape \(describe(leaf.shape))")
+            leaf = GradNode(leafShape: value.shape, parameter: self)
+        }
+    }
+    /// The accumulated gradient, or `nil` before the first backward pass.
+    public var grad: Tensor?
+    /// Whether the optimizer updates this parameter and gradients reach it.
+    public var requiresGrad = true
+    private var leaf: GradNode
+
+    public init(_ value: Tensor) {
+        self.value = value.detached()
+        self.leaf = GradNode(leafShape: value.shape)
+        self.leaf.parameter = self
+    }
+
+    /// The value as a tracked tensor (when recording and `requiresGrad`).
+    public var tensor: Tensor {
+        guard requiresGrad, Autograd.isRecording else { return value }
+        return value.withNode(leaf)
+    }
+
+    /// The shape of the value.
+    public var shape: [Int] { value.shape }
+
+    func accumulateGrad(_ g: Tensor) {
+        if let old = grad { grad = Tensor.addUntracked(old, g) } else { grad = g.detached() }
+    }
+
+    /// Drops the accumulated gradient.
+    public func zeroGrad() { grad = nil }
+}
+
+/// A non-trainable tensor saved with a module (e.g. batch-norm running statistics).
+public final class Buffer: @unchecked Sendable {
+    public var value: Tensor
+    public init(_ value: Tensor) { self.value = value }
+}
+
+/// Gives a child module, parameter, buffer or module array a checkpoint name that differs
+/// from its Swift property name, e.g. `@Named("se_module") var squeeze: SEModule`.
+@propertyWrapper
+public struct Named<Value> {
+    public let key: String
+    public var wrappedValue: Value
+    public init(wrappedValue: Value, _ key: String) {
+        self.key = key
+        self.wrappedValue = wrappedValue
+    }
+}
+
+protocol NamedValue {
+    var key: String { get }
+    var anyValue: Any { get }
+}
+
+extension Named: NamedValue {
+    var anyValue: Any { wrappedValue }
+}
+
+/// The base class of layers and models.
+///
+/// Children, parameters and buffers are found by reflection over stored properties, in
+/// declaration order; their names join with dots into paths that equal PyTorch
+/// `state_dict` keys (`layer1.0.conv1.weight`). Arrays of modules are numbered. A property
+/// can be renamed on disk with ``Named``. Subclasses that hold children in another way
+/// override ``namedChildren()``.
+open class Module {
+    /// Whether the module is in training mode (dropout active, batch statistics used).
+    public private(set) var isTraining = true
+
+    public init() {}
+
+    /// The direct children with their names.
+    open func namedChildren() -> [(String, Module)] {
+        var out: [(String, Module)] = []
+        visitProperties { name, value in
+            if let m = value as? Module { out.append((name, m)) } else if let ms = value as? [Module] {
+                for (i, m) in ms.enumerated() { out.append(("\(name).\(i)", m)) }
+            }
+        }
+        return out
+    }
+
+    /// This module's own parameters (not its children's).
+    open func ownParameters() -> [(String, Parameter)] {
+        var out: [(String, Parameter)] = []
+        visitProperties { name, value in if let p = value as? Parameter { out.append((name, p)) } }
+        return out
+    }
+
+    /// This module's own buffers.
+    open func ownBuffers() -> [(String, Buffer)] {
+        var out: [(String, Buffer)] = []
+        visitProperties { name, value in if let b = value as? Buffer { out.append((name, b)) } }
+        return out
+    }
+
+    private func visitProperties(_ body: (String, Any) -> Void) {
+        var mirrors: [Mirror] = []
+        var m: Mirror? = Mirror(reflecting: self)
+        while let cur = m { mirrors.append(cur); m = cur.superclassMirror }
+        for mirror in mirrors.reversed() {
+            for child in mirror.children {
+                guard var label = child.label else { continue }
+                var value = child.value
+                if let named = value as? NamedValue {
+                    label = named.key
+                    value = named.anyValue
+                } else if label.hasPrefix("_") {
+                    continue
+                }
+                if let opt = value as? OptionalProtocol {
+                    guard let unwrapped = opt.wrapped else { continue }
+                    value = unwrapped
+                }
+                body(label, value)
+            }
+        }
+    }
+
+    /// Every parameter of this module and its descendants with its full path.
+    public func namedParameters(prefix: String = "") -> [(String, Parameter)] {
+        var out = ownParameters().map { (prefix + $0.0, $0.1) }
+        for (name, child) in namedChildren() { out += child.namedParameters(prefix: prefix + name + ".") }
+        return out
+    }
+
+    /// Every buffer with its full path.
+    public func namedBuffers(prefix: String = "") -> [(String, Buffer)] {
+        var out = ownBuffers().map { (prefix + $0.0, $0.1) }
+        for (name, child) in namedChildren() { out += child.namedBuffers(prefix: prefix + name + ".") }
+        return out
+    }
+
+    /// Every module in the tree, this one first, with its path.
+    public func namedModules(prefix: String = "") -> [(String, Module)] {
+        var out: [(String, Module)] = [(prefix, self)]
+        for (name, child) in namedChildren() {
+            out += child.namedModules(prefix: prefix.isEmpty ? name : prefix + "." + name)
+        }
+        return out
+    }
+
+    /// All parameters.
+    public var parameters: [Parameter] { namedParameters().map(\.1) }
+
+    /// The number of scalar parameters.
+    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
+
+    /// Sets training or evaluation mode on the whole tree.
+    public func train(_ on: Bool = true) {
+        for (_, m) in namedModules() { m.isTraining = on; m.didChangeMode() }
+    }
+
+    /// Evaluation mode (dropout off, batch norm uses running statistics).
+    public func eval() { train(false) }
+
+    /// Called after the mode changes; override to react.
+    open func didChangeMode() {}
+
+    /// Drops every parameter's gradient.
+    public func zeroGrad() { for p in parameters { p.zeroGrad() } }
+
+    /// Parameters and buffers by path, in order (a `state_dict`).
+    public func stateDict() -> [(String, Tensor)] {
+        namedParameters().map { ($0.0, $0.1.value) } + namedBuffers().map { ($0.0, $0.1.value) }
+    }
+}
+
+protocol OptionalProtocol { var wrapped: Any? { get } }
+extension Optional: OptionalProtocol {
+    var wrapped: Any? { if case .some(let v) = self { return v } else { return nil } }
+}
+
+// MARK: - Loading state
+
+/// How strictly ``Module/load(_:options:)`` matches names.
+public struct LoadOptions: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// Every parameter and buffer of the module must be given.
+    public static let noMissingKeys = LoadOptions(rawValue: 1)
+    /// Every given name must belong to the module.
+    public static let noUnusedKeys = LoadOptions(rawValue: 2)
+    /// Shapes must agree (a mismatched tensor is never loaded, whatever the options).
+    public static let shapeMismatch = LoadOptions(rawValue: 4)
+    /// All checks: the default.
+    public static let strict: LoadOptions = [.noMissingKeys, .noUnusedKeys, .shapeMismatch]
+}
+
+/// What a load did: which names loaded, and which did not fit.
+public struct LoadReport: Sendable, CustomStringConvertible {
+    public var loaded: [String] = []
+    public var missing: [String] = []
+    public var unexpected: [String] = []
+    public var mismatched: [(name: String, expected: [Int], got: [Int])] = []
+
+    public var description: String {
+        var lines = ["loaded \(loaded.count) tensors"]
+        if !missing.isEmpty { lines.append("missing (\(missing.count)): " + missing.joined(separator: ", ")) }
+        if !unexpected.isEmpty { lines.append("unexpected (\(unexpected.count)): " + unexpected.joined(separator: ", ")) }
+        if !mismatched.isEmpty {
+            lines.append("mis-shaped (\(mismatched.count)): " + mismatched.map { "\($0.name) expected \(describe($0.expected)) got \(describe($0.got))" }.joined(separator: ", "))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// A load that did not satisfy its options; nothing was changed.
+public struct LoadError: Error, CustomStringConvertible, Sendable {
+    public let report: LoadReport
+    public var description: String { "state does not fit the model:\n" + report.description }
+}
+
+extension Module {
+    /// Loads parameters and buffers by path.
+    ///
+    /// Checks everything first and changes nothing when a check fails, so a failed load
+    /// never leaves a half-loaded model.
+    /// - Parameters:
+    ///   - state: tensors by path.
+    ///   - options: which mismatches are errors (``LoadOptions/strict`` by default).
+    ///   - only: when set, only paths with this prefix take part (e.g. `"encoder."`).
+    /// - Returns: the report of what loaded.
+    /// - Throws: ``LoadError`` with the full report.
+    @discardableResult
+    public func load(_ state: [String: Tensor], options: LoadOptions = .strict, only prefix: String? = nil) throws -> LoadReport {
+        var report = LoadReport()
+        var targets: [(String, (Tensor) -> Void, [Int])] = []
+        for (name, p) in namedParameters() { targets.append((name, { p.value = $0 }, p.shape)) }
+        for (name, b) in namedBuffers() { targets.append((name, { b.value = $0 }, b.value.shape)) }
+        if let prefix { targets = targets.filter { $0.0.hasPrefix(prefix) } }
+        let known = Set(targets.map(\.0))
+        var apply: [() -> Void] = []
+        for (name, set, shape) in targets {
+            guard let t = state[name] else { report.missing.append(name); continue }
+            if t.shape != shape { report.mismatched.append((name, shape, t.shape)); continue }
+            report.loaded.append(name)
+            apply.append { set(t.detached()) }
+        }
+        report.unexpected = state.keys.filter { !known.contains($0) && (prefix == nil || $0.hasPrefix(prefix!)) }.sorted()
+        let failed = (!report.mismatched.isEmpty && options.contains(.shapeMismatch))
+            || (!report.missing.isEmpty && options.contains(.noMissingKeys))
+            || (!report.unexpected.isEmpty && options.contains(.noUnusedKeys))
+        if failed { throw LoadError(report: report) }
+        for a in apply { a() }
+        return report
+    }
+}

@@ -1,0 +1,266 @@
+import Foundation
+
+// MARK: - Broadcasting
+
+/// How two shapes broadcast (numpy rules), collapsed to as few dimensions as possible.
+struct BroadcastPlan {
+    var outShape: [Int]
+    /// Collapsed dimensions and the strides of each operand over them (0 where broadcast).
+    var dims: [Int]
+    var stridesA: [Int]
+    var stridesB: [Int]
+
+    init?(_ a: [Int], _ b: [Int]) {
+        let r = max(a.count, b.count)
+        let pa = Array(repeating: 1, count: r - a.count) + a
+        let pb = Array(repeating: 1, count: r - b.count) + b
+        var out = [Int](repeating: 1, count: r)
+        for i in 0..<r {
+            if pa[i] == pb[i] || pb[i] == 1 { out[i] = pa[i] } else if pa[i] == 1 { out[i] = pb[i] } else { return nil }
+        }
+        outShape = out
+        func strides(_ s: [Int]) -> [Int] {
+            var st = [Int](repeating: 0, count: r)
+            var acc = 1
+            for i in stride(from: r - 1, through: 0, by: -1) {
+                st[i] = s[i] == 1 ? 0 : acc
+                acc *= s[i]
+            }
+            return st
+        }
+        let sa = strides(pa), sb = strides(pb)
+        // Collapse adjacent dims when both operands stay contiguous across them.
+        var d: [Int] = [], xa: [Int] = [], xb: [Int] = []
+        for i in 0..<r where out[i] != 1 {
+            if let last = d.last,
+               xa.last! == sa[i] * out[i] || (xa.last! == 0 && sa[i] == 0),
+               xb.last! == sb[i] * out[i] || (xb.last! == 0 && sb[i] == 0) {
+                d[d.count - 1] = last * out[i]
+                xa[xa.count - 1] = sa[i]
+                xb[xb.count - 1] = sb[i]
+            } else {
+                d.append(out[i]); xa.append(sa[i]); xb.append(sb[i])
+            }
+        }
+        if d.isEmpty { d = [1]; xa = [0]; xb = [0] }
+        dims = d; stridesA = xa; stridesB = xb
+    }
+
+    /// Calls `body(offsetA, offsetB, outOffset, strideA, strideB, length)` for each
+    /// innermost run, in order.
+    @inline(__always)
+    func forEachRun(_ body: (Int, Int, Int, Int, Int, Int) -> Void) {
+        let r = dims.count
+        let inner = dims[r - 1], isa = stridesA[r - 1], isb = stridesB[r - 1]
+        let outer = dims.dropLast().reduce(1, *)
+        var idx = [Int](repeating: 0, count: max(0, r - 1))
+        var oa = 0, ob = 0
+        for o in 0..<outer {
+            body(oa, ob, o * inner, isa, isb, inner)
+            // advance the multi-index
+            var k = r - 2
+            while k >= 0 {
+                idx[k] += 1
+                oa += stridesA[k]; ob += stridesB[k]
+                if idx[k] < dims[k] { break }
+                oa -= stridesA[k] * dims[k]; ob -= stridesB[k] * dims[k]
+                idx[k] = 0
+                k -= 1
+            }
+        }
+    }
+}
+
+extension Tensor {
+    /// Sums `self` down to `target` (the inverse of broadcasting `target` to `self.shape`).
+    public func sum(toShape target: [Int]) -> Tensor {
+        if target == shape { return self }
+        guard let plan = BroadcastPlan(shape, target), plan.outShape == shape else {
+            fatalError(ShapeError(op: "sum(toShape:)", "\(describe(shape)) does not broadcast from \(describe(target))").description)
+        }
+        let out = Tensor.zeros(target)
+        let src = pointer, dst = out.mutablePointer
+        plan.forEachRun { _, ob, oo, _, sb, n in
+            if sb == 0 {
+                var s: Float = 0
+                for i in 0..<n { s += src[oo + i] }
+                dst[ob] += s
+            } else {
+                for i in 0..<n { dst[ob + i * sb] += src[oo + i] }
+            }
+        }
+        return out
+    }
+}
+
+// MARK: - Binary operations
+
+enum BinaryKind { case add, sub, mul, div }
+
+extension Tensor {
+    @inline(__always)
+    static func binaryKernel(_ a: Tensor, _ b: Tensor, _ kind: BinaryKind, op: String) -> Tensor {
+        if a.shape == b.shape {
+            let out = Tensor(uninitializedShape: a.shape)
+            let pa = a.pointer, pb = b.pointer, po = out.mutablePointer
+            Compute.parallelRanges(a.count, minPerThread: 1 << 16) { r in
+                switch kind {
+                case .add: for i in r { po[i] = pa[i] + pb[i] }
+                case .sub: for i in r { po[i] = pa[i] - pb[i] }
+                case .mul: for i in r { po[i] = pa[i] * pb[i] }
+                case .div: for i in r { po[i] = pa[i] / pb[i] }
+                }
+            }
+            return out
+        }
+        guard let plan = BroadcastPlan(a.shape, b.shape) else {
+            fatalError(ShapeError(op: op, "shapes \(describe(a.shape)) and \(describe(b.shape)) do not broadcast").description)
+        }
+        let out = Tensor(uninitializedShape: plan.outShape)
+        let pa = a.pointer, pb = b.pointer, po = out.mutablePointer
+        plan.forEachRun { oa, ob, oo, sa, sb, n in
+            switch kind {
+            case .add:
+                if sa == 1 && sb == 0 { let v = pb[ob]; for i in 0..<n { po[oo + i] = pa[oa + i] + v } }
+                else { for i in 0..<n { po[oo + i] = pa[oa + i * sa] + pb[ob + i * sb] } }
+            case .sub:
+                for i in 0..<n { po[oo + i] = pa[oa + i * sa] - pb[ob + i * sb] }
+            case .mul:
+                if sa == 1 && sb == 0 { let v = pb[ob]; for i in 0..<n { po[oo + i] = pa[oa + i] * v } }
+                else { for i in 0..<n { po[oo + i] = pa[oa + i * sa] * pb[ob + i * sb] } }
+            case .div:
+                for i in 0..<n { po[oo + i] = pa[oa + i * sa] / pb[ob + i * sb] }
+            }
+        }
+        return out
+    }
+
+    /// Adds without recording (used by gradient accumulation).
+    static func addUntracked(_ a: Tensor, _ b: Tensor) -> Tensor { binaryKernel(a, b, .add, op: "add") }
+
+    /// Elementwise sum with broadcasting (e.g. `[N, C, H, W] + [1, C, 1, 1]`).
+    public static func + (a: Tensor, b: Tensor) -> Tensor {
+        let out = binaryKernel(a, b, .add, op: "add")
+        let sa = a.shape, sb = b.shape
+        return Autograd.record("add", out, inputs: [a, b]) { g in [g.sum(toShape: sa), g.sum(toShape: sb)] }
+    }
+
+    /// Elementwise difference with broadcasting.
+    public static func - (a: Tensor, b: Tensor) -> Tensor {
+        let out = binaryKernel(a, b, .sub, op: "sub")
+        let sa = a.shape, sb = b.shape
+        return Autograd.record("sub", out, inputs: [a, b]) { g in [g.sum(toShape: sa), (-g).sum(toShape: sb)] }
+    }
+
+    /// Elementwise product with broadcasting (e.g. squeeze-and-excitation:
+    /// `[N, C, H, W] * [N, C, 1, 1]`).
+    public static func * (a: Tensor, b: Tensor) -> Tensor {
+        let out = binaryKernel(a, b, .mul, op: "mul")
+        let ad = a.detached(), bd = b.detached()
+        let ta = a.node != nil, tb = b.node != nil
+        return Autograd.record("mul", out, inputs: [a, b]) { g in
+            [ta ? binaryKernel(g, bd, .mul, op: "mul").sum(toShape: ad.shape) : nil,
+             tb ? binaryKernel(g, ad, .mul, op: "mul").sum(toShape: bd.shape) : nil]
+        }
+    }
+
+    /// Elementwise quotient with broadcasting.
+    public static func / (a: Tensor, b: Tensor) -> Tensor {
+        let out = binaryKernel(a, b, .div, op: "div")
+        let ad = a.detached(), bd = b.detached()
+        return Autograd.record("div", out, inputs: [a, b]) { g in
+            let ga = binaryKernel(g, bd, .div, op: "div").sum(toShape: ad.shape)
+            // d(a/b)/db = -a / b^2
+            let q = binaryKernel(binaryKernel(g, ad, .mul, op: "div"), binaryKernel(bd, bd, .mul, op: "div"), .div, op: "div")
+            return [ga, (-q).sum(toShape: bd.shape)]
+        }
+    }
+}
+
+// MARK: - Unary operations and scalars
+
+extension Tensor {
+    @inline(__always)
+    func mapUntracked(_ f: (Float) -> Float) -> Tensor {
+        let out = Tensor(uninitializedShape: shape)
+        let p = pointer, o = out.mutablePointer
+        for i in 0..<count { o[i] = f(p[i]) }
+        return out
+    }
+
+    /// Negation.
+    public static prefix func - (a: Tensor) -> Tensor {
+        let out = a.mapUntracked { -$0 }
+        return Autograd.record("neg", out, inputs: [a]) { g in [g.mapUntracked { -$0 }] }
+    }
+
+    /// Adds a scalar.
+    public static func + (a: Tensor, s: Float) -> Tensor {
+        let out = a.mapUntracked { $0 + s }
+        return Autograd.record("addScalar", out, inputs: [a]) { g in [g] }
+    }
+
+    /// Subtracts a scalar.
+    public static func - (a: Tensor, s: Float) -> Tensor { a + (-s) }
+
+    /// Multiplies by a scalar.
+    public static func * (a: Tensor, s: Float) -> Tensor {
+        let out = a.mapUntracked { $0 * s }
+        return Autograd.record("mulScalar", out, inputs: [a]) { g in [g.mapUntracked { $0 * s }] }
+    }
+
+    /// Multiplies by a scalar.
+    public static func * (s: Float, a: Tensor) -> Tensor { a * s }
+
+    /// Rectified linear unit, `max(x, 0)`; the gradient at 0 is 0.
+    public func relu() -> Tensor {
+        let out = Tensor(uninitializedShape: shape)
+        let p = pointer, o = out.mutablePointer
+        Compute.parallelRanges(count, minPerThread: 1 << 16) { r in
+            for i in r { o[i] = max(p[i], 0) }
+        }
+        return Autograd.record("relu", out, inputs: [self]) { g in
+            let gi = Tensor(uninitializedShape: g.shape)
+            let gp = g.pointer, op = out.pointer, gq = gi.mutablePointer
+            Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in
+                for i in r { gq[i] = op[i] > 0 ? gp[i] : 0 }
+            }
+            return [gi]
+        }
+    }
+
+    /// The logistic function `1 / (1 + exp(-x))`.
+    public func sigmoid() -> Tensor {
+        let out = mapUntracked { x in x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
+        let od = out.detached()
+        return Autograd.record("sigmoid", out, inputs: [self]) { g in
+            let gi = Tensor(uninitializedShape: g.shape)
+            let gp = g.pointer, op = od.pointer, gq = gi.mutablePointer
+            for i in 0..<g.count { gq[i] = gp[i] * op[i] * (1 - op[i]) }
+            return [gi]
+        }
+    }
+
+    /// Elementwise `exp`.
+    public func exp() -> Tensor {
+        let out = mapUntracked { Foundation.exp($0) }
+        let od = out.detached()
+        return Autograd.record("exp", out, inputs: [self]) { g in [Tensor.binaryKernel(g, od, .mul, op: "exp")] }
+    }
+
+    /// Elementwise natural logarithm.
+    public func log() -> Tensor {
+        let out = mapUntracked { Foundation.log($0) }
+        let xd = detached()
+        return Autograd.record("log", out, inputs: [self]) { g in [Tensor.binaryKernel(g, xd, .div, op: "log")] }
+    }
+
+    /// Elementwise square.
+    public func squared() -> Tensor {
+        let out = mapUntracked { $0 * $0 }
+        let xd = detached()
+        return Autograd.record("square", out, inputs: [self]) { g in
+            [Tensor.binaryKernel(g, xd.mapUntracked { 2 * $0 }, .mul, op: "square")]
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+
+/// The engine's compute threads.
+///
+/// One pool, sized to the machine's cores (or `OPACITY_THREADS`), runs our own kernels;
+/// OpenBLAS gets the same count and is only ever called from outside a parallel region,
+/// so the two never oversubscribe the cores. With a fixed thread count every kernel
+/// splits work the same way on every run, so results repeat bit for bit.
+public enum Compute {
+    nonisolated(unsafe) private static var _threads: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_THREADS"], let n = Int(s), n > 0 { return n }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }()
+
+    /// The number of threads kernels and OpenBLAS use.
+    public static var threads: Int {
+        get { _threads }
+        set {
+            _threads = max(1, newValue)
+            BLAS.setThreads(_threads)
+        }
+    }
+
+    /// Runs `body(i)` for `i` in `0..<count`, spread over the compute threads.
+    ///
+    /// Work is split into contiguous chunks, one per thread, so the assignment of indices
+    /// to threads is deterministic. Small counts run inline.
+    @inlinable
+    public static func parallelFor(_ count: Int, minPerThread: Int = 1, _ body: (Int) -> Void) {
+        let t = min(threads, count / max(1, minPerThread))
+        if t <= 1 || count <= 1 {
+            for i in 0..<count { body(i) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UnsafeSendableBox(body)
+            DispatchQueue.concurrentPerform(iterations: t) { chunk in
+                let lo = count * chunk / t, hi = count * (chunk + 1) / t
+                for i in lo..<hi { box.value(i) }
+            }
+        }
+    }
+
+    /// Runs `body(range)` over `t` contiguous ranges that cover `0..<count`.
+    @inlinable
+    public static func parallelRanges(_ count: Int, minPerThread: Int = 4096, _ body: (Range<Int>) -> Void) {
+        let t = min(threads, max(1, count / max(1, minPerThread)))
+        if t <= 1 {
+            body(0..<count)
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UnsafeSendableBox(body)
+            DispatchQueue.concurrentPerform(iterations: t) { chunk in
+                let lo = count * chunk / t, hi = count * (chunk + 1) / t
+                if lo < hi { box.value(lo..<hi) }
+            }
+        }
+    }
+}
+
+/// Carries a non-Sendable value into a concurrent region whose tasks touch disjoint data.
+@usableFromInline
+struct UnsafeSendableBox<T>: @unchecked Sendable {
+    @usableFromInline let value: T
+    @usableFromInline init(_ value: T) { self.value = value }
+}
