@@ -35,7 +35,7 @@ let core: [Target] = [
 
 // MARK: - Plugins: one target per family, each registers its names
 
-let pluginNames = ["ResNet", "FPN", "RetinaNet"]
+let pluginNames = ["ResNet", "FPN", "RetinaNet", "SEResNeXt", "Xception", "DPN", "NASNet"]
 let plugins: [Target] = pluginNames.map { name in
     .target(
         name: "Opacity\(name)", dependencies: ["OpacityTensor", "OpacityCore"],
@@ -59,6 +59,11 @@ let apps: [Target] = [
 
 let tests: [Target] = [
     .testTarget(name: "OpacityTensorTests", dependencies: ["OpacityTensor"]),
+    .testTarget(name: "OpacityCoreTests", dependencies: ["OpacityCore"]),
+    .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData"]),
+    .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"]),
+    .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"]),
+    .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"]),
 ]
 
 let package = Package(

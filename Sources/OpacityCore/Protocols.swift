@@ -1,0 +1,92 @@
+import Foundation
+
+/// One feature map an encoder or neck produces: its channel count and its stride
+/// (input pixels per feature pixel).
+public struct FeatureLevel: Hashable, Codable, Sendable, CustomStringConvertible {
+    public var channels: Int
+    public var stride: Int
+    public init(channels: Int, stride: Int) {
+        self.channels = channels
+        self.stride = stride
+    }
+    public var description: String { "\(channels)ch/s\(stride)" }
+}
+
+/// The typed contract between an encoder, a neck and a head: the feature maps, in order.
+public struct FeatureSpec: Hashable, Codable, Sendable, CustomStringConvertible {
+    public var levels: [FeatureLevel]
+    public init(_ levels: [FeatureLevel]) { self.levels = levels }
+    public var description: String { "[" + levels.map(\.description).joined(separator: ", ") + "]" }
+    public var channels: [Int] { levels.map(\.channels) }
+    public var strides: [Int] { levels.map(\.stride) }
+}
+
+/// An image encoder (backbone): `[N, 1, H, W]` X-rays in `[0, 1]` -> feature maps C2..C5
+/// at strides 4, 8, 16 and 32.
+///
+/// Parameter paths follow timm's `state_dict` for the model of the same name, so ImageNet
+/// weights import one to one.
+public protocol Encoder: Module {
+    /// Channels and strides of the maps ``features(_:)`` returns.
+    var featureSpec: FeatureSpec { get }
+    /// The feature maps, shallowest first.
+    func features(_ images: Tensor) -> [Tensor]
+}
+
+/// A neck: encoder features -> a pyramid (FPN P2/P3..P7).
+public protocol Neck: Module {
+    /// The pyramid's levels.
+    var outputSpec: FeatureSpec { get }
+    /// Builds the pyramid from the encoder's maps.
+    func pyramid(_ features: [Tensor]) -> [Tensor]
+}
+
+/// What a detection head predicts for a batch.
+public struct HeadOutput {
+    /// Per-anchor class logits `[N, A, K]` (before the sigmoid).
+    public var classLogits: Tensor
+    /// Per-anchor box deltas `[N, A, 4]` in std-normalised units `(dx, dy, dw, dh)`.
+    public var boxDeltas: Tensor
+    /// Image-level class log-probabilities `[N, 3]`, if the head has a global classifier.
+    public var globalLogProbs: Tensor?
+
+    public init(classLogits: Tensor, boxDeltas: Tensor, globalLogProbs: Tensor?) {
+        self.classLogits = classLogits
+        self.boxDeltas = boxDeltas
+        self.globalLogProbs = globalLogProbs
+    }
+}
+
+/// A detection head: pyramid (plus the encoder's deepest map for a global classifier)
+/// -> per-anchor predictions.
+public protocol Head: Module {
+    /// Anchors per pyramid location.
+    var anchorsPerLocation: Int { get }
+    /// Predicts for every anchor of every level, level-major then row-major then anchor.
+    func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput
+}
+
+/// Named loss terms and their weighted total.
+public struct LossTerms {
+    /// The differentiable total.
+    public var total: Tensor
+    /// Every term's value (`focal`, `regression`, `global`, ...), unweighted.
+    public var terms: [(name: String, value: Float)]
+
+    public init(total: Tensor, terms: [(name: String, value: Float)]) {
+        self.total = total
+        self.terms = terms
+    }
+
+    public subscript(name: String) -> Float? { terms.first { $0.name == name }?.value }
+}
+
+/// A detection loss: head output + targets -> named terms.
+public protocol Loss: Sendable {
+    func loss(_ output: HeadOutput, targets: [DetectionTarget], anchors: AnchorSet) -> LossTerms
+}
+
+/// Post-processing: head output -> scored boxes per image, in network-input pixels.
+public protocol Postprocessor: Sendable {
+    func detections(_ output: HeadOutput, anchors: AnchorSet, imageSize: (height: Int, width: Int)) -> [[Detection]]
+}
