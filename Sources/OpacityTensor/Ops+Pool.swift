@@ -29,7 +29,8 @@ extension Tensor {
         var indices = needIdx ? [Int32](repeating: 0, count: n * c * ho * wo) : []
         let xp = pointer, op = out.mutablePointer
         indices.withUnsafeMutableBufferPointer { ib in
-            let ip = ib.baseAddress
+            // An empty array may still have a base address: only write indices when kept.
+            let ip = needIdx ? ib.baseAddress : nil
             Compute.parallelFor(n * c, minPerThread: 4) { plane in
                 let src = xp + plane * h * w
                 let dst = op + plane * ho * wo
