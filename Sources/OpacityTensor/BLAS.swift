@@ -37,6 +37,25 @@ public enum BLAS {
         openblas_set_num_threads(Int32(n))
     }
 
+    /// Runs `body` with OpenBLAS switched to the kernel family `family` (`SkylakeX`,
+    /// `Haswell`, `Prescott`, ...), then switches back to the selected family.
+    ///
+    /// For benchmarks that compare kernel families; not for use while other threads
+    /// call into OpenBLAS.
+    /// - Returns: `body`'s result, or `nil` when OpenBLAS cannot switch to `family`
+    ///   (an unknown name, or a build without dynamic kernel selection).
+    public static func withKernels<R>(_ family: String, _ body: () throws -> R) rethrows -> R? {
+        ensureConfigured()
+        let active = coreNameRaw()
+        defer {
+            _ = switchKernels(to: active)
+            openblas_set_num_threads(Int32(Compute.threads))
+        }
+        guard switchKernels(to: family) else { return nil }
+        openblas_set_num_threads(Int32(Compute.threads))
+        return try body()
+    }
+
     /// The name OpenBLAS reports for its active kernels.
     public static var coreName: String {
         guard let p = openblas_get_corename() else { return "unknown" }

@@ -1,0 +1,177 @@
+import Foundation
+import Opacity
+
+// MARK: - Options
+
+/// Command-line options shared by all sections.
+struct BenchOptions: Sendable {
+    var sections: [BenchSection] = BenchSection.all.filter(\.runsByDefault)
+    var threads: Int?
+    /// Timed repetitions per measurement (after warm-up).
+    var repetitions = 5
+    /// Input side for the convolution and network sections.
+    var imageSize = 512
+    /// Batch sizes for the network section.
+    var batches = [1, 2]
+    /// Where PyTorch's reference figures come from.
+    var pytorch: PyTorchSource = .auto
+    var help = false
+
+    enum PyTorchSource: Sendable, Equatable {
+        /// Run scripts/bench_pytorch.py if a Python with torch is found.
+        case auto
+        /// Read figures written earlier by scripts/bench_pytorch.py.
+        case file(String)
+        /// Use this Python interpreter to run the script.
+        case python(String)
+        case off
+    }
+
+    struct UsageError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static var usage: String {
+        let names = BenchSection.all.map { "  \($0.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \($0.summary)" }
+        return """
+            usage: opacity-bench [section ...] [options]
+
+            sections (default: all):
+            \(names.joined(separator: "\n"))
+
+            options:
+              --threads N         compute threads for our kernels, OpenBLAS and PyTorch (default: all cores
+                                  or OPACITY_THREADS)
+              --repeat N          timed repetitions per measurement, after warm-up (default 5)
+              --size S            image side for conv and network sections (default 512)
+              --batches 1,2       batch sizes for the network section (default 1,2)
+              --pytorch-json F    read PyTorch figures from F (written by scripts/bench_pytorch.py)
+              --python P          run scripts/bench_pytorch.py with interpreter P
+              --no-pytorch        skip the PyTorch comparison
+            By default the PyTorch comparison runs scripts/bench_pytorch.py with the first of
+            $OPACITY_PYTHON, $VIRTUAL_ENV/bin/python, <package>/.venv, <package>/../venv and python3
+            that can import torch. OPACITY_BLAS_CORE=keep|SkylakeX|Haswell|... forces OpenBLAS kernels.
+            """
+    }
+
+    static func parse(_ args: [String]) throws -> BenchOptions {
+        var o = BenchOptions()
+        var named: [BenchSection] = []
+        var i = 0
+        func value() throws -> String {
+            i += 1
+            guard i < args.count else { throw UsageError(description: "\(args[i - 1]) needs a value") }
+            return args[i]
+        }
+        func positiveInt(_ s: String, _ flag: String) throws -> Int {
+            guard let v = Int(s), v > 0 else { throw UsageError(description: "\(flag) expects a positive integer, got '\(s)'") }
+            return v
+        }
+        while i < args.count {
+            let a = args[i]
+            switch a {
+            case "-h", "--help": o.help = true
+            case "--threads": o.threads = try positiveInt(try value(), a)
+            case "--repeat": o.repetitions = try positiveInt(try value(), a)
+            case "--size": o.imageSize = try positiveInt(try value(), a)
+            case "--batches":
+                o.batches = try value().split(separator: ",").map { try positiveInt(String($0), a) }
+            case "--pytorch-json": o.pytorch = .file(try value())
+            case "--python": o.pytorch = .python(try value())
+            case "--no-pytorch": o.pytorch = .off
+            case "all": named += BenchSection.all
+            default:
+                if let s = BenchSection.named(a) {
+                    named.append(s)
+                } else {
+                    let known = BenchSection.all.map(\.name).joined(separator: ", ")
+                    throw UsageError(description: "unknown section or option '\(a)' (sections: \(known))")
+                }
+            }
+            i += 1
+        }
+        if !named.isEmpty { o.sections = named }
+        return o
+    }
+}
+
+// MARK: - Shared state
+
+/// Figures that later sections reuse, and the report's formatting.
+struct BenchContext {
+    let options: BenchOptions
+    /// The sgemm rate at 2048 (GFLOP/s), once the blas section has run.
+    var sgemmGFLOPS: Double?
+    /// PyTorch's figures, loaded once.
+    var pytorch: PyTorchFigures??
+
+    init(options: BenchOptions) { self.options = options }
+
+    func printHeader() {
+        let host = ProcessInfo.processInfo
+        print("opacity-bench")
+        print("  cpu: \(cpuModel()), \(host.activeProcessorCount) cores; threads: \(Compute.threads)")
+        let k = BLAS.kernels
+        print("  OpenBLAS kernels: \(k.active) (OpenBLAS chose \(k.initial); \(k.reason); self-check error \(String(format: "%.1e", k.selfCheckError)))")
+        print("")
+    }
+
+    /// The sgemm figure, measuring it if the blas section did not run.
+    mutating func sgemmFigure() -> Double {
+        if let s = sgemmGFLOPS { return s }
+        let s = measureSgemm(n: 2048, repetitions: options.repetitions).gflops
+        sgemmGFLOPS = s
+        return s
+    }
+
+    /// PyTorch's figures for the network section, if they can be had.
+    mutating func pytorchFigures() -> PyTorchFigures? {
+        if let p = pytorch { return p }
+        let p = PyTorchFigures.obtain(options: options)
+        pytorch = .some(p)
+        return p
+    }
+}
+
+// MARK: - Timing
+
+/// Times of repeated runs of one piece of work.
+struct Timing {
+    var seconds: [Double]
+    var median: Double {
+        let s = seconds.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : 0.5 * (s[s.count / 2 - 1] + s[s.count / 2])
+    }
+    var best: Double { seconds.min() ?? .nan }
+}
+
+/// Runs `body` `warmup` times untimed, then `repetitions` times timed.
+func measure(repetitions: Int, warmup: Int = 1, _ body: () -> Void) -> Timing {
+    for _ in 0..<warmup { body() }
+    var t: [Double] = []
+    for _ in 0..<repetitions {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        t.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+    }
+    return Timing(seconds: t)
+}
+
+func cpuModel() -> String {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+          let colon = line.firstIndex(of: ":")
+    else { return "unknown CPU" }
+    return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+}
+
+/// `value` formatted with `digits` decimals, right-aligned in `width` columns.
+func fmt(_ value: Double, _ digits: Int = 1, width: Int = 0) -> String {
+    let s = String(format: "%.\(digits)f", value)
+    return s.count >= width ? s : String(repeating: " ", count: width - s.count) + s
+}
+
+/// `s` padded on the right to `width` columns.
+func pad(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
+}
