@@ -1,1 +1,163 @@
+import OpacityCore
 import OpacityTensor
+
+/// ResNet-18/34/50/101/152 encoders with timm's architecture and parameter names
+/// (`conv1`, `bn1`, `layer1.0.conv1`, ..., `fc`).
+///
+/// The stem takes `inChannels` (1 for X-rays); loading a 3-channel ImageNet stem into a
+/// 1-channel one sums the kernels, which equals feeding the grey image three times.
+/// `width` scales every stage's channels (1 gives the published network).
+public final class ResNet: Module, Encoder {
+    /// The depth variants.
+    public enum Depth: Int, CaseIterable, Sendable {
+        case resnet18 = 18, resnet34 = 34, resnet50 = 50, resnet101 = 101, resnet152 = 152
+
+        var blocks: [Int] {
+            switch self {
+            case .resnet18: return [2, 2, 2, 2]
+            case .resnet34: return [3, 4, 6, 3]
+            case .resnet50: return [3, 4, 6, 3]
+            case .resnet101: return [3, 4, 23, 3]
+            case .resnet152: return [3, 8, 36, 3]
+            }
+        }
+        var bottleneck: Bool { rawValue >= 50 }
+        public var name: String { "resnet\(rawValue)" }
+    }
+
+    public let conv1: Conv2d
+    public let bn1: BatchNorm2d
+    public let layer1: Sequential
+    public let layer2: Sequential
+    public let layer3: Sequential
+    public let layer4: Sequential
+    /// The ImageNet classifier, present only when built with `classes > 0`.
+    public let fc: Linear?
+    public let featureSpec: FeatureSpec
+
+    /// - Parameters:
+    ///   - depth: the variant.
+    ///   - inChannels: input channels (1 for X-rays, 3 for ImageNet images).
+    ///   - width: channel multiplier for every stage (1 for the published network).
+    ///   - classes: size of the ImageNet classifier; 0 leaves it out.
+    public init(_ depth: Depth, inChannels: Int = 1, width: Double = 1, classes: Int = 0) {
+        func ch(_ c: Int) -> Int { max(1, Int((Double(c) * width).rounded())) }
+        let expansion = depth.bottleneck ? 4 : 1
+        let stem = ch(64)
+        conv1 = Conv2d(inChannels, stem, kernel: 7, stride: 2, padding: 3, bias: false, initializer: .heNormal(fanOut: true))
+        bn1 = BatchNorm2d(stem)
+        var inplanes = stem
+        var stages: [Sequential] = []
+        for (i, n) in depth.blocks.enumerated() {
+            let planes = ch(64 << i)
+            var blocks: [any Layer] = []
+            for b in 0..<n {
+                let stride = (b == 0 && i > 0) ? 2 : 1
+                let block: any Layer = depth.bottleneck
+                    ? Bottleneck(inplanes, planes, stride: stride, expansion: expansion)
+                    : BasicBlock(inplanes, planes, stride: stride)
+                blocks.append(block)
+                inplanes = planes * expansion
+            }
+            stages.append(Sequential(blocks))
+        }
+        layer1 = stages[0]; layer2 = stages[1]; layer3 = stages[2]; layer4 = stages[3]
+        fc = classes > 0 ? Linear(inplanes, classes) : nil
+        featureSpec = FeatureSpec((0..<4).map { FeatureLevel(channels: ch(64 << $0) * expansion, stride: 4 << $0) })
+    }
+
+    public func features(_ images: Tensor) -> [Tensor] {
+        var x = bn1(conv1(images)).relu()
+        x = x.maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        let c2 = layer1(x)
+        let c3 = layer2(c2)
+        let c4 = layer3(c3)
+        let c5 = layer4(c4)
+        return [c2, c3, c4, c5]
+    }
+
+    /// ImageNet logits (only with a classifier).
+    public func classify(_ images: Tensor) -> Tensor {
+        guard let fc else { preconditionFailure("ResNet.classify: built without a classifier (classes: 0)") }
+        let c5 = features(images)[3]
+        return fc(c5.globalAvgPool2d().flattened())
+    }
+}
+
+/// The two-convolution residual block of ResNet-18/34.
+public final class BasicBlock: Module, Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d
+    public let downsample: Sequential?
+
+    public init(_ inplanes: Int, _ planes: Int, stride: Int) {
+        conv1 = Conv2d(inplanes, planes, kernel: 3, stride: stride, padding: 1, bias: false, initializer: .heNormal(fanOut: true))
+        bn1 = BatchNorm2d(planes)
+        conv2 = Conv2d(planes, planes, kernel: 3, padding: 1, bias: false, initializer: .heNormal(fanOut: true))
+        bn2 = BatchNorm2d(planes)
+        bn2.weight.value = .zeros([planes])  // timm's zero_init_last
+        downsample = (stride != 1 || inplanes != planes)
+            ? Sequential(Conv2d(inplanes, planes, kernel: 1, stride: stride, bias: false, initializer: .heNormal(fanOut: true)),
+                         BatchNorm2d(planes))
+            : nil
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let out = bn2(conv2(bn1(conv1(x)).relu()))
+        return (out + (downsample?(x) ?? x)).relu()
+    }
+}
+
+/// The 1x1-3x3-1x1 bottleneck of ResNet-50 and deeper (stride on the 3x3, as timm).
+public final class Bottleneck: Module, Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
+    public let downsample: Sequential?
+
+    public init(_ inplanes: Int, _ planes: Int, stride: Int, expansion: Int = 4) {
+        let out = planes * expansion
+        conv1 = Conv2d(inplanes, planes, kernel: 1, bias: false, initializer: .heNormal(fanOut: true))
+        bn1 = BatchNorm2d(planes)
+        conv2 = Conv2d(planes, planes, kernel: 3, stride: stride, padding: 1, bias: false, initializer: .heNormal(fanOut: true))
+        bn2 = BatchNorm2d(planes)
+        conv3 = Conv2d(planes, out, kernel: 1, bias: false, initializer: .heNormal(fanOut: true))
+        bn3 = BatchNorm2d(out)
+        bn3.weight.value = .zeros([out])  // timm's zero_init_last
+        downsample = (stride != 1 || inplanes != out)
+            ? Sequential(Conv2d(inplanes, out, kernel: 1, stride: stride, bias: false, initializer: .heNormal(fanOut: true)),
+                         BatchNorm2d(out))
+            : nil
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = bn1(conv1(x)).relu()
+        y = bn2(conv2(y)).relu()
+        y = bn3(conv3(y))
+        return (y + (downsample?(x) ?? x)).relu()
+    }
+}
+
+/// Registers `encoder/resnet18` ... `encoder/resnet152`.
+public enum ResNetPlugin: OpacityPlugin {
+    public static let name = "ResNet"
+
+    /// The parameters every ResNet encoder takes.
+    public static let parameters: [ParameterSpec] = [
+        ParameterSpec("in_channels", .int(1...4), default: .int(1), "input channels (1 for X-rays)"),
+        ParameterSpec("width", .float(0.03125...4), default: .float(1), "channel multiplier (1 = the published network)"),
+        ParameterSpec("classes", .int(0...100_000), default: .int(0), "ImageNet classifier outputs (0 = none)"),
+    ]
+
+    public static func register(into registry: inout Registry) throws {
+        for depth in ResNet.Depth.allCases {
+            let info = ComponentInfo(kind: .encoder, name: depth.name, plugin: name,
+                                     summary: "ResNet-\(depth.rawValue) (timm layout and names)", parameters: parameters)
+            try registry.registerEncoder(info, EncoderFactory(
+                featureSpec: { cfg in
+                    let w = cfg.double("width"), e = depth.bottleneck ? 4 : 1
+                    return FeatureSpec((0..<4).map { FeatureLevel(channels: max(1, Int((Double(64 << $0) * w).rounded())) * e, stride: 4 << $0) })
+                },
+                make: { cfg in
+                    ResNet(depth, inChannels: cfg.int("in_channels"), width: cfg.double("width"), classes: cfg.int("classes"))
+                }))
+        }
+    }
+}

@@ -1,5 +1,23 @@
-// The umbrella module: `import Opacity` brings the whole framework.
+// The umbrella module: `import Opacity` brings the whole framework and its built-in plugins.
 @_exported import OpacityTensor
 @_exported import OpacityCore
 @_exported import OpacityData
 @_exported import OpacityTraining
+@_exported import OpacityResNet
+@_exported import OpacityFPN
+@_exported import OpacityRetinaNet
+
+/// The plugins that ship with Opacity, in registration order.
+///
+/// This is the one place that lists them; the `opacity` command and ``Registry/standard()``
+/// use it. A program with plugins of its own passes a longer list to ``Registry/init(plugins:)``.
+public let builtinPlugins: [any OpacityPlugin.Type] = [
+    ResNetPlugin.self,
+    FPNPlugin.self,
+    RetinaNetPlugin.self,
+]
+
+extension Registry {
+    /// A registry with the built-in plugins.
+    public static func standard() throws -> Registry { try Registry(plugins: builtinPlugins) }
+}

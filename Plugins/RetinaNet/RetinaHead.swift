@@ -1,0 +1,90 @@
+import Foundation
+import OpacityCore
+import OpacityTensor
+
+/// Four 3x3 convolutions with ReLU and an output convolution, shared across pyramid levels
+/// (names `conv1`..`conv4`, `output`).
+public final class Subnet: Module {
+    public let conv1: Conv2d, conv2: Conv2d, conv3: Conv2d, conv4: Conv2d
+    public let output: Conv2d
+    let dropout: Dropout?
+
+    init(inChannels: Int, channels: Int, outputs: Int, dropout: Float, outputBias: Float) {
+        let he = Initializer.heNormal(fanOut: true)
+        conv1 = Conv2d(inChannels, channels, kernel: 3, padding: 1, initializer: he)
+        conv2 = Conv2d(channels, channels, kernel: 3, padding: 1, initializer: he)
+        conv3 = Conv2d(channels, channels, kernel: 3, padding: 1, initializer: he)
+        conv4 = Conv2d(channels, channels, kernel: 3, padding: 1, initializer: he)
+        output = Conv2d(channels, outputs, kernel: 3, padding: 1, initializer: .zeros)
+        output.bias?.value = Tensor(shape: [outputs], repeating: outputBias)
+        self.dropout = dropout > 0 ? Dropout(dropout) : nil
+    }
+
+    /// `[N, C, H, W]` -> `[N, H*W*A, outputs/A]`.
+    func callAsFunction(_ x: Tensor, perAnchor k: Int) -> Tensor {
+        var y = conv1(x).relu()
+        y = conv2(y).relu()
+        y = conv3(y).relu()
+        y = conv4(y).relu()
+        if let dropout { y = dropout(y) }
+        y = output(y)
+        let n = y.shape[0]
+        return y.permuted([0, 2, 3, 1]).reshaped([n, -1, k])
+    }
+}
+
+/// The paper's global image classifier on the encoder's deepest map: 2x2 max pool, 3x3
+/// convolution without padding, ReLU, concatenated global average and max pool, dropout,
+/// linear to 3 classes, log-softmax.
+///
+/// A pooled map smaller than 3x3 (tiny inputs) is zero-padded to 3x3 first.
+public final class GlobalClassifier: Module {
+    public let conv: Conv2d
+    public let fc: Linear
+    let dropout: Dropout?
+
+    init(inChannels: Int, channels: Int, dropout: Float, classes: Int = 3) {
+        conv = Conv2d(inChannels, channels, kernel: 3, initializer: .heNormal(fanOut: true))
+        fc = Linear(2 * channels, classes)
+        self.dropout = dropout > 0 ? Dropout(dropout) : nil
+    }
+
+    /// `[N, C, H, W]` -> `[N, 3]` log-probabilities.
+    func callAsFunction(_ c5: Tensor) -> Tensor {
+        var x = c5.shape[2] >= 2 && c5.shape[3] >= 2 ? c5.maxPool2d(kernel: (2, 2)) : c5
+        let ph = max(0, 3 - x.shape[2]), pw = max(0, 3 - x.shape[3])
+        if ph > 0 || pw > 0 { x = x.padded2d(left: pw / 2, right: pw - pw / 2, top: ph / 2, bottom: ph - ph / 2) }
+        x = conv(x).relu()
+        var f = Tensor.concat([x.globalAvgPool2d(), x.globalMaxPool2d()], axis: 1).flattened()
+        if let dropout { f = dropout(f) }
+        return fc(f).logSoftmax()
+    }
+}
+
+/// The RetinaNet head with the paper's changes: dropout before the classification output
+/// and an optional global 3-class classifier.
+public final class RetinaHead: Module, Head {
+    public let regressionModel: Subnet
+    public let classificationModel: Subnet
+    public let globalClassificationModel: GlobalClassifier?
+    public let anchorsPerLocation: Int
+    public let classes: Int
+
+    public init(context: HeadContext, channels: Int, prior: Float) {
+        let cin = context.pyramid.levels[0].channels
+        anchorsPerLocation = context.anchorsPerLocation
+        classes = context.classes
+        regressionModel = Subnet(inChannels: cin, channels: channels, outputs: context.anchorsPerLocation * 4, dropout: 0, outputBias: 0)
+        classificationModel = Subnet(inChannels: cin, channels: channels, outputs: context.anchorsPerLocation * context.classes,
+                                     dropout: context.dropout, outputBias: -Foundation.log((1 - prior) / prior))
+        globalClassificationModel = context.globalDropout.map {
+            GlobalClassifier(inChannels: context.deepest.channels, channels: channels, dropout: $0)
+        }
+    }
+
+    public func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
+        let cls = Tensor.concat(pyramid.map { classificationModel($0, perAnchor: classes) }, axis: 1)
+        let reg = Tensor.concat(pyramid.map { regressionModel($0, perAnchor: 4) }, axis: 1)
+        return HeadOutput(classLogits: cls, boxDeltas: reg, globalLogProbs: globalClassificationModel?(deepest))
+    }
+}

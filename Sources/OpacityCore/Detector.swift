@@ -1,0 +1,81 @@
+import Foundation
+
+/// A single-shot detector composed of an encoder, a neck, a head, a loss and a
+/// post-processor, built from one config string.
+///
+/// Parameter paths start with `encoder.`, `neck.` and `head.`; the encoder's part equals
+/// timm's `state_dict` names after that prefix.
+public final class Detector: Module {
+    /// The canonical config string (defaults elided, keys sorted).
+    public let config: String
+    public let encoder: any Encoder
+    public let neck: any Neck
+    public let head: any Head
+    /// Not a module: has no parameters.
+    public let lossFunction: any Loss
+    public let postprocessor: any Postprocessor
+    public let anchorGenerator: AnchorGenerator
+    /// The square training and inference size in pixels.
+    public let inputSize: Int
+
+    private let anchorCache = AnchorCache()
+
+    public init(config: String, encoder: any Encoder, neck: any Neck, head: any Head, loss: any Loss,
+                postprocessor: any Postprocessor, anchors: AnchorGenerator, inputSize: Int) {
+        self.config = config
+        self.encoder = encoder
+        self.neck = neck
+        self.head = head
+        self.lossFunction = loss
+        self.postprocessor = postprocessor
+        self.anchorGenerator = anchors
+        self.inputSize = inputSize
+    }
+
+    /// The anchors for an input size (computed once per size).
+    public func anchors(height: Int, width: Int) -> AnchorSet {
+        anchorCache.get(height: height, width: width) { anchorGenerator.anchors(height: height, width: width) }
+    }
+
+    /// Runs encoder, neck and head on `[N, 1, H, W]` images in `[0, 1]`.
+    public func forward(_ images: Tensor) -> HeadOutput {
+        precondition(images.rank == 4 && images.shape[1] == 1, "Detector.forward: expects [N, 1, H, W] images, got \(describe(images.shape))")
+        let features = encoder.features(images)
+        let pyramid = neck.pyramid(features)
+        let out = head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+        let a = anchors(height: images.shape[2], width: images.shape[3])
+        precondition(out.classLogits.shape[1] == a.count,
+                     "Detector.forward: head predicts \(out.classLogits.shape[1]) anchors but the anchor layout has \(a.count) for \(images.shape[2])x\(images.shape[3])")
+        return out
+    }
+
+    /// The loss terms for a batch (`targets` in input pixels).
+    public func losses(_ images: Tensor, targets: [DetectionTarget]) -> LossTerms {
+        let out = forward(images)
+        return lossFunction.loss(out, targets: targets, anchors: anchors(height: images.shape[2], width: images.shape[3]))
+    }
+
+    /// Scored boxes per image in input pixels, after decoding and NMS (no thresholding
+    /// beyond the post-processor's own).
+    public func detect(_ images: Tensor) -> [[Detection]] {
+        Autograd.inference {
+            let out = forward(images)
+            return postprocessor.detections(out, anchors: anchors(height: images.shape[2], width: images.shape[3]),
+                                            imageSize: (images.shape[2], images.shape[3]))
+        }
+    }
+}
+
+final class AnchorCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cache: [Int: AnchorSet] = [:]
+    func get(height: Int, width: Int, make: () -> AnchorSet) -> AnchorSet {
+        let key = height << 20 | width
+        lock.lock()
+        defer { lock.unlock() }
+        if let a = cache[key] { return a }
+        let a = make()
+        cache[key] = a
+        return a
+    }
+}
