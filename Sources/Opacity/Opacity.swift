@@ -6,6 +6,10 @@
 @_exported import OpacityResNet
 @_exported import OpacityFPN
 @_exported import OpacityRetinaNet
+@_exported import OpacitySEResNeXt
+@_exported import OpacityXception
+@_exported import OpacityDPN
+@_exported import OpacityNASNet
 
 /// The plugins that ship with Opacity, in registration order.
 ///
@@ -15,6 +19,10 @@ public let builtinPlugins: [any OpacityPlugin.Type] = [
     ResNetPlugin.self,
     FPNPlugin.self,
     RetinaNetPlugin.self,
+    SEResNeXtPlugin.self,
+    XceptionPlugin.self,
+    DPNPlugin.self,
+    NASNetPlugin.self,
 ]
 
 extension Registry {
