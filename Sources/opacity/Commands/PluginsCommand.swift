@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity plugins`: every registered component with its parameters and defaults.
+struct PluginsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugins",
+        abstract: "List every registered encoder, neck, head and detector with its parameters and defaults.",
+        discussion: """
+            Names listed here can be used in config strings, e.g.
+              retinanet(encoder=seresnext50_32x4d, levels=3-7, neck=fpn(channels=128))
+            Pass --canonical CONFIG to check a config string and print its canonical form.
+            """)
+
+    @Option(name: .long, help: "Only this kind: detector, encoder, neck or head.")
+    var kind: String?
+
+    @Option(name: .long, help: "Check a config string and print its canonical form (defaults elided, keys sorted).")
+    var canonical: String?
+
+    func run() throws {
+        let registry = try Registry.standard()
+        if let canonical {
+            let c = try registry.canonical(canonical)
+            let r = try registry.checkDetector(c)
+            print(c)
+            _ = r
+            return
+        }
+        var kinds = ComponentKind.allCases
+        if let kind {
+            guard let k = ComponentKind(rawValue: kind) else {
+                throw ValidationError("unknown kind '\(kind)'; expected one of \(ComponentKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            kinds = [k]
+        }
+        print("plugins: \(registry.plugins.joined(separator: ", "))")
+        for k in kinds {
+            let items = registry.components.filter { $0.kind == k }
+            guard !items.isEmpty else { continue }
+            print("\n\(k.rawValue)s:")
+            for info in items {
+                print("  \(info.key)  [\(info.plugin)]  \(info.summary)")
+                for p in info.parameters {
+                    let def = "\(p.name)=\(p.defaultValue)"
+                    print("      \(def.padding(toLength: max(def.count, 28), withPad: " ", startingAt: 0))  \(p.kind)  \(p.summary)")
+                }
+            }
+        }
+    }
+}
