@@ -1,0 +1,705 @@
+import Foundation
+
+/// A DICOM transfer syntax: how the dataset and its pixels are encoded.
+public struct TransferSyntax: Sendable, Hashable, CustomStringConvertible {
+    /// The UID, e.g. `1.2.840.10008.1.2.4.50`.
+    public var uid: String
+
+    /// A transfer syntax from its UID.
+    public init(uid: String) { self.uid = uid }
+
+    /// Implicit VR Little Endian (the DICOM default).
+    public static let implicitVRLittleEndian = TransferSyntax(uid: "1.2.840.10008.1.2")
+    /// Explicit VR Little Endian.
+    public static let explicitVRLittleEndian = TransferSyntax(uid: "1.2.840.10008.1.2.1")
+    /// Explicit VR Big Endian (retired, still met).
+    public static let explicitVRBigEndian = TransferSyntax(uid: "1.2.840.10008.1.2.2")
+    /// JPEG Baseline (Process 1): 8-bit lossy JPEG, the RSNA challenge images.
+    public static let jpegBaseline = TransferSyntax(uid: "1.2.840.10008.1.2.4.50")
+
+    /// The syntaxes ``DICOM`` decodes.
+    public static let supported: [TransferSyntax] = [
+        .implicitVRLittleEndian, .explicitVRLittleEndian, .explicitVRBigEndian, .jpegBaseline,
+    ]
+
+    /// Whether ``DICOM`` can decode this syntax.
+    public var isSupported: Bool { TransferSyntax.supported.contains(self) }
+
+    /// The standard's name for the UID (or "unknown transfer syntax").
+    public var name: String { TransferSyntax.names[uid] ?? "unknown transfer syntax" }
+
+    /// `name (uid)`.
+    public var description: String { "\(name) (\(uid))" }
+
+    private static let names: [String: String] = [
+        "1.2.840.10008.1.2": "Implicit VR Little Endian",
+        "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+        "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+        "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+        "1.2.840.10008.1.2.4.50": "JPEG Baseline (Process 1)",
+        "1.2.840.10008.1.2.4.51": "JPEG Extended (Process 2 and 4)",
+        "1.2.840.10008.1.2.4.57": "JPEG Lossless, Non-Hierarchical (Process 14)",
+        "1.2.840.10008.1.2.4.70": "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])",
+        "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+        "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
+        "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+        "1.2.840.10008.1.2.4.91": "JPEG 2000",
+        "1.2.840.10008.1.2.4.201": "High-Throughput JPEG 2000 Lossless",
+        "1.2.840.10008.1.2.4.202": "High-Throughput JPEG 2000 with RPCL Options Lossless",
+        "1.2.840.10008.1.2.4.203": "High-Throughput JPEG 2000",
+        "1.2.840.10008.1.2.5": "RLE Lossless",
+    ]
+}
+
+/// The header attributes Opacity uses from a DICOM image.
+public struct DICOMHeader: Sendable, Equatable {
+    /// How the file is encoded.
+    public var transferSyntax: TransferSyntax
+    /// Whether the 128-byte preamble and `DICM` prefix were present.
+    public var hasPreamble: Bool
+    /// (0028,0010) Rows.
+    public var rows: Int
+    /// (0028,0011) Columns.
+    public var columns: Int
+    /// (0028,0100) Bits Allocated.
+    public var bitsAllocated: Int
+    /// (0028,0101) Bits Stored.
+    public var bitsStored: Int
+    /// (0028,0102) High Bit.
+    public var highBit: Int
+    /// (0028,0103) Pixel Representation: 0 unsigned, 1 two's complement.
+    public var pixelRepresentation: Int
+    /// (0028,0002) Samples per Pixel.
+    public var samplesPerPixel: Int
+    /// (0028,0004) Photometric Interpretation, e.g. `MONOCHROME2`.
+    public var photometricInterpretation: String
+    /// (0028,0008) Number of Frames (1 when absent). Only the first frame is decoded.
+    public var numberOfFrames: Int
+    /// (0028,1053) Rescale Slope (1 when absent).
+    public var rescaleSlope: Double
+    /// (0028,1052) Rescale Intercept (0 when absent).
+    public var rescaleIntercept: Double
+    /// (0028,1050) Window Center (first value), if present.
+    public var windowCenter: Double?
+    /// (0028,1051) Window Width (first value), if present.
+    public var windowWidth: Double?
+    /// (0010,0020) Patient ID.
+    public var patientID: String?
+    /// (0008,0060) Modality, e.g. `CR`.
+    public var modality: String?
+    /// (0018,5101) View Position, e.g. `PA` or `AP`.
+    public var viewPosition: String?
+    /// (0028,0030) Pixel Spacing in mm (row, column), if present.
+    public var pixelSpacing: [Double]?
+
+    /// Whether the stored values are signed.
+    public var isSigned: Bool { pixelRepresentation == 1 }
+    /// Whether white means low values (MONOCHROME1), so display must invert.
+    public var isInverted: Bool { photometricInterpretation == "MONOCHROME1" }
+}
+
+/// Stored pixel values of the first frame, row-major, as the file holds them (after
+/// masking to Bits Stored and sign extension), before rescale or windowing.
+public enum DICOMPixels: Sendable, Equatable {
+    /// 8-bit unsigned values.
+    case uint8([UInt8])
+    /// 8-bit signed values.
+    case int8([Int8])
+    /// 16-bit unsigned values.
+    case uint16([UInt16])
+    /// 16-bit signed values.
+    case int16([Int16])
+
+    /// The number of values.
+    public var count: Int {
+        switch self {
+        case let .uint8(a): return a.count
+        case let .int8(a): return a.count
+        case let .uint16(a): return a.count
+        case let .int16(a): return a.count
+        }
+    }
+
+    /// The values widened to `Int32` (convenient for statistics).
+    public var int32Values: [Int32] {
+        switch self {
+        case let .uint8(a): return a.map { Int32($0) }
+        case let .int8(a): return a.map { Int32($0) }
+        case let .uint16(a): return a.map { Int32($0) }
+        case let .int16(a): return a.map { Int32($0) }
+        }
+    }
+
+    /// The values as little-endian bytes of their own width (1 or 2 bytes each).
+    public var littleEndianBytes: [UInt8] {
+        switch self {
+        case let .uint8(a): return a
+        case let .int8(a): return a.map { UInt8(bitPattern: $0) }
+        case let .uint16(a): return a.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        case let .int16(a): return a.flatMap { let u = UInt16(bitPattern: $0); return [UInt8(u & 0xFF), UInt8(u >> 8)] }
+        }
+    }
+}
+
+/// How stored values become 8-bit display/training values.
+public enum WindowSetting: Sendable, Equatable {
+    /// The file's own window when it has one; otherwise identity for 8-bit unsigned data
+    /// without rescale (the RSNA images keep their exact values); otherwise the
+    /// minimum-to-maximum range of the rescaled values.
+    case automatic
+    /// The minimum-to-maximum range of the rescaled values.
+    case minMax
+    /// A fixed window in rescaled (modality) units, DICOM's linear VOI function.
+    case fixed(center: Double, width: Double)
+}
+
+/// A decoded DICOM image: header plus stored pixels of the first frame.
+public struct DICOMImage: Sendable {
+    /// The file it came from (for messages).
+    public var path: String
+    /// The header attributes.
+    public var header: DICOMHeader
+    /// The stored values, `rows * columns` of them.
+    public var pixels: DICOMPixels
+
+    /// Width in pixels (Columns).
+    public var width: Int { header.columns }
+    /// Height in pixels (Rows).
+    public var height: Int { header.rows }
+
+    /// Values after the modality rescale: `slope * stored + intercept`.
+    public func modalityValues() -> [Float] {
+        let s = Float(header.rescaleSlope), b = Float(header.rescaleIntercept)
+        switch pixels {
+        case let .uint8(a): return a.map { Float($0) * s + b }
+        case let .int8(a): return a.map { Float($0) * s + b }
+        case let .uint16(a): return a.map { Float($0) * s + b }
+        case let .int16(a): return a.map { Float($0) * s + b }
+        }
+    }
+
+    /// The 8-bit display image: rescale, window, then inversion for MONOCHROME1 so that
+    /// dense tissue (bone) is always bright.
+    /// - Parameter window: how to map modality values to 0...255.
+    /// - Returns: a `columns x rows` image.
+    public func displayImage(window: WindowSetting = .automatic) -> GrayImage {
+        let h = header
+        let identity8 = h.bitsAllocated == 8 && !h.isSigned && h.rescaleSlope == 1 && h.rescaleIntercept == 0
+        var out: [UInt8]
+        if case .automatic = window, identity8, h.windowCenter == nil || h.windowWidth == nil, case let .uint8(a) = pixels {
+            out = a
+        } else {
+            let values = modalityValues()
+            var center: Double, width: Double
+            switch window {
+            case let .fixed(c, w):
+                center = c; width = w
+            case .automatic where h.windowCenter != nil && h.windowWidth != nil && h.windowWidth! >= 1:
+                center = h.windowCenter!; width = h.windowWidth!
+            default:
+                var lo = Float.infinity, hi = -Float.infinity
+                for v in values {
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                }
+                if !(lo <= hi) { lo = 0; hi = 0 }
+                // Map lo -> 0 and hi -> 255 with the DICOM linear function.
+                width = Double(hi - lo) + 1
+                center = Double(lo) + 0.5 + (width - 1) / 2
+            }
+            width = max(width, 1)
+            let c0 = Float(center - 0.5), w1 = Float(max(width - 1, 1e-6))
+            let lowEdge = c0 - w1 / 2, highEdge = c0 + w1 / 2
+            out = [UInt8](repeating: 0, count: values.count)
+            for i in 0..<values.count {
+                let x = values[i]
+                if x <= lowEdge { out[i] = 0 } else if x > highEdge { out[i] = 255 } else {
+                    let y = ((x - c0) / w1 + 0.5) * 255
+                    out[i] = UInt8(min(max(y.rounded(), 0), 255))
+                }
+            }
+        }
+        if h.isInverted {
+            for i in 0..<out.count { out[i] = 255 &- out[i] }
+        }
+        return GrayImage(width: h.columns, height: h.rows, pixels: out)
+    }
+}
+
+/// DICOM Part 10 reading (and writing of simple uncompressed or JPEG Baseline files).
+///
+/// Reads Implicit VR Little Endian, Explicit VR Little Endian, Explicit VR Big Endian and
+/// encapsulated JPEG Baseline (decoded with libjpeg-turbo); 8- and 16-bit grayscale,
+/// signed or unsigned, MONOCHROME1 or MONOCHROME2. Anything else (deflate, JPEG lossless or
+/// extended, JPEG 2000, RLE, colour) fails with an error naming the file and the syntax.
+public enum DICOM {
+    /// Reads and decodes a DICOM file.
+    /// - Parameter url: the `.dcm` file.
+    /// - Returns: header and stored pixels of the first frame.
+    /// - Throws: ``DataError/unreadableFile(path:reason:)``, ``DataError/malformedDICOM(path:reason:)``,
+    ///   ``DataError/unsupportedTransferSyntax(path:uid:name:)``,
+    ///   ``DataError/unsupportedPixelFormat(path:reason:)``, ``DataError/jpegDecodingFailed(path:reason:)``.
+    public static func read(_ url: URL) throws -> DICOMImage {
+        let data = try readFile(url)
+        return try decode(data, path: url.path)
+    }
+
+    /// Reads a DICOM file's header without decoding pixels.
+    /// - Throws: as ``read(_:)``, except pixel decoding errors.
+    public static func readHeader(_ url: URL) throws -> DICOMHeader {
+        let data = try readFile(url)
+        return try data.withUnsafeBytes { raw in
+            var p = DICOMParser(bytes: raw, path: url.path)
+            return try p.parse(decodePixels: false).header
+        }
+    }
+
+    /// Reads a DICOM file straight to an 8-bit display image (see
+    /// ``DICOMImage/displayImage(window:)``).
+    /// - Throws: as ``read(_:)``.
+    public static func readGray(_ url: URL, window: WindowSetting = .automatic) throws -> GrayImage {
+        try read(url).displayImage(window: window)
+    }
+
+    /// Decodes DICOM bytes.
+    /// - Parameters:
+    ///   - data: the whole file.
+    ///   - path: the name used in error messages.
+    /// - Throws: as ``read(_:)``.
+    public static func decode(_ data: Data, path: String) throws -> DICOMImage {
+        try data.withUnsafeBytes { raw in
+            var p = DICOMParser(bytes: raw, path: path)
+            let r = try p.parse(decodePixels: true)
+            return DICOMImage(path: path, header: r.header, pixels: r.pixels!)
+        }
+    }
+
+    /// Encodes an 8-bit MONOCHROME2 image as a DICOM Part 10 file (Secondary Capture).
+    /// - Parameters:
+    ///   - image: the pixels.
+    ///   - patientID: written to (0010,0020).
+    ///   - jpegQuality: when set, the pixels are stored as encapsulated JPEG Baseline
+    ///     (like the RSNA files); when `nil`, uncompressed Explicit VR Little Endian.
+    /// - Returns: the file bytes.
+    /// - Throws: JPEG encoder errors.
+    public static func encode(_ image: GrayImage, patientID: String, jpegQuality: Int? = nil) throws -> Data {
+        var w = DICOMWriter()
+        let syntax = jpegQuality == nil ? TransferSyntax.explicitVRLittleEndian : .jpegBaseline
+        var fnv: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in patientID.utf8 { fnv = (fnv ^ UInt64(b)) &* 0x100_0000_01b3 }
+        let sopInstance = "1.2.826.0.1.3680043.8.498.\(fnv % 1_000_000_000_000)"
+        w.fileMeta(syntax: syntax.uid, sopClass: "1.2.840.10008.5.1.4.1.1.7", sopInstance: sopInstance)
+        w.element(0x0008, 0x0016, "UI", string: "1.2.840.10008.5.1.4.1.1.7")
+        w.element(0x0008, 0x0018, "UI", string: sopInstance)
+        w.element(0x0008, 0x0060, "CS", string: "OT")
+        w.element(0x0010, 0x0010, "PN", string: patientID)
+        w.element(0x0010, 0x0020, "LO", string: patientID)
+        w.element(0x0028, 0x0002, "US", uint16: 1)
+        w.element(0x0028, 0x0004, "CS", string: "MONOCHROME2")
+        w.element(0x0028, 0x0010, "US", uint16: UInt16(image.height))
+        w.element(0x0028, 0x0011, "US", uint16: UInt16(image.width))
+        w.element(0x0028, 0x0100, "US", uint16: 8)
+        w.element(0x0028, 0x0101, "US", uint16: 8)
+        w.element(0x0028, 0x0102, "US", uint16: 7)
+        w.element(0x0028, 0x0103, "US", uint16: 0)
+        if let q = jpegQuality {
+            var jpeg = [UInt8](try JPEG.encodeGray(image, quality: q))
+            if jpeg.count % 2 == 1 { jpeg.append(0) }
+            w.encapsulatedPixelData(fragment: jpeg)
+        } else {
+            w.element(0x7FE0, 0x0010, "OB", bytes: image.pixels)
+        }
+        return w.data
+    }
+
+    /// Writes an 8-bit image as a DICOM file (see ``encode(_:patientID:jpegQuality:)``).
+    /// - Throws: ``DataError/unwritableFile(path:reason:)`` and encoder errors.
+    public static func write(_ image: GrayImage, patientID: String, jpegQuality: Int? = nil, to url: URL) throws {
+        try writeData(try encode(image, patientID: patientID, jpegQuality: jpegQuality), to: url)
+    }
+
+    static func readFile(_ url: URL) throws -> Data {
+        do { return try Data(contentsOf: url) } catch {
+            throw DataError.unreadableFile(path: url.path, reason: (error as NSError).localizedDescription)
+        }
+    }
+}
+
+// MARK: - Implementation details
+
+/// A one-pass parser over the file bytes.
+struct DICOMParser {
+    let bytes: UnsafeRawBufferPointer
+    let path: String
+    var pos = 0
+    var bigEndian = false
+    var explicitVR = true
+
+    init(bytes: UnsafeRawBufferPointer, path: String) {
+        self.bytes = bytes
+        self.path = path
+    }
+
+    func fail(_ reason: String) -> DataError { .malformedDICOM(path: path, reason: reason) }
+
+    func u16(_ at: Int) -> UInt16 {
+        let a = UInt16(bytes[at]), b = UInt16(bytes[at + 1])
+        return bigEndian ? (a << 8 | b) : (b << 8 | a)
+    }
+
+    func u32(_ at: Int) -> UInt32 {
+        let a = UInt32(bytes[at]), b = UInt32(bytes[at + 1]), c = UInt32(bytes[at + 2]), d = UInt32(bytes[at + 3])
+        return bigEndian ? (a << 24 | b << 16 | c << 8 | d) : (d << 24 | c << 16 | b << 8 | a)
+    }
+
+    static let longVRs: Set<String> = ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]
+
+    struct Element {
+        var group: UInt16
+        var element: UInt16
+        var vr: String
+        var length: UInt32  // 0xFFFFFFFF = undefined
+        var valueOffset: Int
+    }
+
+    /// Reads one element header at `pos` and advances to its value.
+    mutating func readElementHeader() throws -> Element {
+        guard pos + 8 <= bytes.count else { throw fail("truncated element header at byte \(pos)") }
+        let g = u16(pos), e = u16(pos + 2)
+        // Item / delimitation tags never carry a VR.
+        if g == 0xFFFE {
+            let len = u32(pos + 4)
+            pos += 8
+            return Element(group: g, element: e, vr: "", length: len, valueOffset: pos)
+        }
+        if explicitVR {
+            let v0 = bytes[pos + 4], v1 = bytes[pos + 5]
+            guard (65...90).contains(v0), (65...90).contains(v1) else {
+                throw fail(String(format: "element (%04X,%04X) at byte %d has no valid VR (explicit VR expected)", g, e, pos))
+            }
+            let vr = String(decoding: [v0, v1], as: UTF8.self)
+            if DICOMParser.longVRs.contains(vr) {
+                guard pos + 12 <= bytes.count else { throw fail("truncated element header at byte \(pos)") }
+                let len = u32(pos + 8)
+                pos += 12
+                return Element(group: g, element: e, vr: vr, length: len, valueOffset: pos)
+            }
+            let len = UInt32(u16(pos + 6))
+            pos += 8
+            return Element(group: g, element: e, vr: vr, length: len, valueOffset: pos)
+        }
+        let len = u32(pos + 4)
+        pos += 8
+        return Element(group: g, element: e, vr: "", length: len, valueOffset: pos)
+    }
+
+    /// Skips a value of undefined length (a sequence or encapsulated data) starting at `pos`.
+    mutating func skipUndefined() throws {
+        while true {
+            let el = try readElementHeader()
+            guard el.group == 0xFFFE else {
+                throw fail(String(format: "expected an item tag (FFFE,E000) at byte %d, found (%04X,%04X)", pos - 8, el.group, el.element))
+            }
+            if el.element == 0xE0DD { return }  // sequence delimitation
+            if el.element == 0xE000 {
+                if el.length == 0xFFFF_FFFF {
+                    try skipItemUndefined()
+                } else {
+                    pos += Int(el.length)
+                }
+            }
+            guard pos <= bytes.count else { throw fail("item runs past the end of the file") }
+        }
+    }
+
+    /// Skips the elements of an item of undefined length up to its item delimiter.
+    mutating func skipItemUndefined() throws {
+        while true {
+            let el = try readElementHeader()
+            if el.group == 0xFFFE && el.element == 0xE00D { return }
+            if el.length == 0xFFFF_FFFF { try skipUndefined() } else { pos += Int(el.length) }
+            guard pos <= bytes.count else { throw fail("item runs past the end of the file") }
+        }
+    }
+
+    func string(_ el: Element) -> String {
+        let end = min(el.valueOffset + Int(el.length), bytes.count)
+        let slice = bytes[el.valueOffset..<end]
+        return String(decoding: slice, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: " \0"))
+    }
+
+    func numbers(_ el: Element) -> [Double] {
+        string(el).split(separator: "\\").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    func ushort(_ el: Element) -> Int { el.length >= 2 ? Int(u16(el.valueOffset)) : 0 }
+
+    struct Result {
+        var header: DICOMHeader
+        var pixels: DICOMPixels?
+    }
+
+    mutating func parse(decodePixels: Bool) throws -> Result {
+        // Preamble.
+        var hasPreamble = false
+        if bytes.count >= 132, bytes[128] == 0x44, bytes[129] == 0x49, bytes[130] == 0x43, bytes[131] == 0x4D {
+            hasPreamble = true
+            pos = 132
+        } else if bytes.count >= 8, bytes[1] == 0x00, bytes[0] == 0x02 || bytes[0] == 0x08 {
+            pos = 0  // no preamble, starts with group 0002 or 0008
+        } else {
+            throw fail("no 'DICM' prefix at byte 128 and no DICOM group at the start (is this a DICOM file?)")
+        }
+        // File meta: Explicit VR LE.
+        var syntaxUID: String?
+        explicitVR = true
+        bigEndian = false
+        while pos + 8 <= bytes.count, u16(pos) == 0x0002 {
+            let el = try readElementHeader()
+            guard el.length != 0xFFFF_FFFF, pos + Int(el.length) <= bytes.count else {
+                throw fail("file meta element (0002,\(String(format: "%04X", el.element))) has a bad length")
+            }
+            if el.element == 0x0010 { syntaxUID = string(el) }
+            pos += Int(el.length)
+        }
+        let syntax = TransferSyntax(uid: syntaxUID ?? TransferSyntax.implicitVRLittleEndian.uid)
+        if syntaxUID == nil {
+            // No meta group: sniff explicit vs implicit from the first element.
+            if pos + 6 <= bytes.count, (65...90).contains(bytes[pos + 4]), (65...90).contains(bytes[pos + 5]) {
+                explicitVR = true
+            } else {
+                explicitVR = false
+            }
+        }
+        guard syntax.isSupported else {
+            throw DataError.unsupportedTransferSyntax(path: path, uid: syntax.uid, name: syntax.name)
+        }
+        if syntaxUID != nil {
+            explicitVR = syntax != .implicitVRLittleEndian
+            bigEndian = syntax == .explicitVRBigEndian
+        }
+
+        var h = DICOMHeader(transferSyntax: syntax, hasPreamble: hasPreamble, rows: 0, columns: 0, bitsAllocated: 0,
+                            bitsStored: 0, highBit: 0, pixelRepresentation: 0, samplesPerPixel: 1,
+                            photometricInterpretation: "", numberOfFrames: 1, rescaleSlope: 1, rescaleIntercept: 0)
+        var seen = Set<UInt32>()
+        var pixelElement: Element?
+        while pos < bytes.count {
+            if bytes.count - pos < 8 { break }  // trailing padding
+            let el = try readElementHeader()
+            let tag = UInt32(el.group) << 16 | UInt32(el.element)
+            if tag == 0x7FE0_0010 {
+                pixelElement = el
+                break
+            }
+            if el.length == 0xFFFF_FFFF {
+                try skipUndefined()
+                continue
+            }
+            guard el.valueOffset + Int(el.length) <= bytes.count else {
+                throw fail(String(format: "element (%04X,%04X) of length %u runs past the end of the file (%d bytes)",
+                                  el.group, el.element, el.length, bytes.count))
+            }
+            seen.insert(tag)
+            switch tag {
+            case 0x0028_0010: h.rows = ushort(el)
+            case 0x0028_0011: h.columns = ushort(el)
+            case 0x0028_0100: h.bitsAllocated = ushort(el)
+            case 0x0028_0101: h.bitsStored = ushort(el)
+            case 0x0028_0102: h.highBit = ushort(el)
+            case 0x0028_0103: h.pixelRepresentation = ushort(el)
+            case 0x0028_0002: h.samplesPerPixel = ushort(el)
+            case 0x0028_0004: h.photometricInterpretation = string(el)
+            case 0x0028_0008: h.numberOfFrames = max(1, Int(numbers(el).first ?? 1))
+            case 0x0028_1053: h.rescaleSlope = numbers(el).first ?? 1
+            case 0x0028_1052: h.rescaleIntercept = numbers(el).first ?? 0
+            case 0x0028_1050: h.windowCenter = numbers(el).first
+            case 0x0028_1051: h.windowWidth = numbers(el).first
+            case 0x0028_0030: h.pixelSpacing = numbers(el)
+            case 0x0010_0020: h.patientID = string(el)
+            case 0x0008_0060: h.modality = string(el)
+            case 0x0018_5101: h.viewPosition = string(el)
+            default: break
+            }
+            pos = el.valueOffset + Int(el.length)
+        }
+        if h.rescaleSlope == 0 { h.rescaleSlope = 1 }
+        for (tag, name) in [(UInt32(0x0028_0010), "Rows (0028,0010)"), (0x0028_0011, "Columns (0028,0011)"),
+                            (0x0028_0100, "BitsAllocated (0028,0100)")] where !seen.contains(tag) {
+            throw fail("required attribute \(name) is missing")
+        }
+        if !seen.contains(0x0028_0101) { h.bitsStored = h.bitsAllocated }
+        if !seen.contains(0x0028_0102) { h.highBit = h.bitsStored - 1 }
+        if h.photometricInterpretation.isEmpty { h.photometricInterpretation = "MONOCHROME2" }
+
+        guard decodePixels else { return Result(header: h, pixels: nil) }
+        // Pixel format checks (colour and odd bit depths are refused with the syntax named).
+        let where_ = "transfer syntax \(syntax.uid) (\(syntax.name))"
+        guard h.samplesPerPixel == 1, h.photometricInterpretation == "MONOCHROME1" || h.photometricInterpretation == "MONOCHROME2" else {
+            throw DataError.unsupportedPixelFormat(
+                path: path,
+                reason: "colour image (PhotometricInterpretation \(h.photometricInterpretation), SamplesPerPixel \(h.samplesPerPixel), \(where_)); "
+                    + "Opacity reads grayscale MONOCHROME1/MONOCHROME2 with 1 sample per pixel")
+        }
+        guard h.bitsAllocated == 8 || h.bitsAllocated == 16 else {
+            throw DataError.unsupportedPixelFormat(
+                path: path, reason: "BitsAllocated \(h.bitsAllocated) (\(where_)); expected 8 or 16")
+        }
+        guard h.bitsStored >= 1, h.bitsStored <= h.bitsAllocated, h.rows > 0, h.columns > 0 else {
+            throw DataError.unsupportedPixelFormat(
+                path: path, reason: "BitsStored \(h.bitsStored), Rows \(h.rows), Columns \(h.columns) (\(where_)); expected 1...BitsAllocated and positive sizes")
+        }
+        guard let px = pixelElement else { throw fail("no Pixel Data element (7FE0,0010)") }
+
+        if syntax == .jpegBaseline {
+            guard px.length == 0xFFFF_FFFF else { throw fail("JPEG Baseline Pixel Data must be encapsulated (undefined length)") }
+            guard h.bitsAllocated == 8 else {
+                throw DataError.unsupportedPixelFormat(path: path, reason: "JPEG Baseline with BitsAllocated \(h.bitsAllocated); expected 8")
+            }
+            let frame = try firstFrameFragments()
+            let img = try frame.withUnsafeBytes { try JPEG.decodeGray($0, path: path) }
+            guard img.width == h.columns, img.height == h.rows else {
+                throw fail("JPEG is \(img.width)x\(img.height) but the header says \(h.columns)x\(h.rows)")
+            }
+            return Result(header: h, pixels: .uint8(img.pixels))
+        }
+
+        // Native pixels.
+        let count = h.rows * h.columns
+        let bytesPer = h.bitsAllocated / 8
+        let need = count * bytesPer
+        guard px.length != 0xFFFF_FFFF else { throw fail("native Pixel Data has undefined length (encapsulated data in an uncompressed syntax)") }
+        guard Int(px.length) >= need, px.valueOffset + need <= bytes.count else {
+            throw fail("Pixel Data holds \(min(Int(px.length), bytes.count - px.valueOffset)) bytes; \(h.columns)x\(h.rows) at \(h.bitsAllocated) bits needs \(need)")
+        }
+        let base = px.valueOffset
+        let shift = max(0, h.highBit + 1 - h.bitsStored)
+        let mask = h.bitsStored >= 16 ? 0xFFFF : (1 << h.bitsStored) - 1
+        if bytesPer == 1 {
+            var a = [UInt8](repeating: 0, count: count)
+            for i in 0..<count { a[i] = bytes[base + i] }
+            if h.bitsStored < 8 { for i in 0..<count { a[i] = UInt8((Int(a[i]) >> shift) & mask) } }
+            if h.isSigned {
+                let signBit = 1 << (h.bitsStored - 1)
+                return Result(header: h, pixels: .int8(a.map { v in
+                    let x = Int(v) & mask
+                    return Int8(truncatingIfNeeded: x & signBit != 0 ? x - (mask + 1) : x)
+                }))
+            }
+            return Result(header: h, pixels: .uint8(a))
+        }
+        var a = [UInt16](repeating: 0, count: count)
+        a.withUnsafeMutableBufferPointer { dst in
+            if bigEndian {
+                for i in 0..<count { dst[i] = UInt16(bytes[base + 2 * i]) << 8 | UInt16(bytes[base + 2 * i + 1]) }
+            } else {
+                for i in 0..<count { dst[i] = UInt16(bytes[base + 2 * i + 1]) << 8 | UInt16(bytes[base + 2 * i]) }
+            }
+            if h.bitsStored < 16 {
+                for i in 0..<count { dst[i] = UInt16((Int(dst[i]) >> shift) & mask) }
+            }
+        }
+        if h.isSigned {
+            let signBit = 1 << (h.bitsStored - 1)
+            return Result(header: h, pixels: .int16(a.map { v in
+                let x = Int(v)
+                return Int16(truncatingIfNeeded: x & signBit != 0 ? x - (mask + 1) : x)
+            }))
+        }
+        return Result(header: h, pixels: .uint16(a))
+    }
+
+    /// Collects the fragments of the first frame of encapsulated Pixel Data (at `pos`,
+    /// right after the Pixel Data header): skips the Basic Offset Table, concatenates
+    /// fragments until the next JPEG SOI or the sequence delimiter.
+    mutating func firstFrameFragments() throws -> [UInt8] {
+        var out: [UInt8] = []
+        var first = true
+        while true {
+            let el = try readElementHeader()
+            guard el.group == 0xFFFE else {
+                throw fail(String(format: "expected an item (FFFE,E000) in encapsulated Pixel Data at byte %d", pos - 8))
+            }
+            if el.element == 0xE0DD { break }
+            guard el.element == 0xE000, el.length != 0xFFFF_FFFF, pos + Int(el.length) <= bytes.count else {
+                throw fail("bad fragment item in encapsulated Pixel Data at byte \(pos - 8)")
+            }
+            let start = pos, len = Int(el.length)
+            pos += len
+            if first {  // Basic Offset Table
+                first = false
+                continue
+            }
+            let startsSOI = len >= 2 && bytes[start] == 0xFF && bytes[start + 1] == 0xD8
+            if startsSOI && !out.isEmpty { break }  // next frame
+            out.append(contentsOf: bytes[start..<(start + len)])
+        }
+        guard !out.isEmpty else { throw fail("encapsulated Pixel Data has no fragments") }
+        return out
+    }
+}
+
+/// A minimal Explicit VR Little Endian writer.
+struct DICOMWriter {
+    var data = Data()
+
+    mutating func u16(_ v: UInt16) { data.append(UInt8(v & 0xFF)); data.append(UInt8(v >> 8)) }
+    mutating func u32(_ v: UInt32) { for s in stride(from: 0, to: 32, by: 8) { data.append(UInt8((v >> UInt32(s)) & 0xFF)) } }
+
+    static func padded(_ s: String, vr: String) -> [UInt8] {
+        var b = Array(s.utf8)
+        if b.count % 2 == 1 { b.append(vr == "UI" ? 0 : 0x20) }
+        return b
+    }
+
+    mutating func header(_ g: UInt16, _ e: UInt16, _ vr: String, length: UInt32) {
+        u16(g); u16(e)
+        data.append(contentsOf: Array(vr.utf8))
+        if DICOMParser.longVRs.contains(vr) {
+            u16(0); u32(length)
+        } else {
+            u16(UInt16(length))
+        }
+    }
+
+    mutating func element(_ g: UInt16, _ e: UInt16, _ vr: String, string: String) {
+        let b = DICOMWriter.padded(string, vr: vr)
+        header(g, e, vr, length: UInt32(b.count))
+        data.append(contentsOf: b)
+    }
+
+    mutating func element(_ g: UInt16, _ e: UInt16, _ vr: String, uint16: UInt16) {
+        header(g, e, vr, length: 2)
+        u16(uint16)
+    }
+
+    mutating func element(_ g: UInt16, _ e: UInt16, _ vr: String, bytes: [UInt8]) {
+        var b = bytes
+        if b.count % 2 == 1 { b.append(0) }
+        header(g, e, vr, length: UInt32(b.count))
+        data.append(contentsOf: b)
+    }
+
+    mutating func encapsulatedPixelData(fragment: [UInt8]) {
+        header(0x7FE0, 0x0010, "OB", length: 0xFFFF_FFFF)
+        u16(0xFFFE); u16(0xE000); u32(0)  // empty Basic Offset Table
+        u16(0xFFFE); u16(0xE000); u32(UInt32(fragment.count))
+        data.append(contentsOf: fragment)
+        u16(0xFFFE); u16(0xE0DD); u32(0)
+    }
+
+    mutating func fileMeta(syntax: String, sopClass: String, sopInstance: String) {
+        data.append(Data(count: 128))
+        data.append(contentsOf: Array("DICM".utf8))
+        var meta = DICOMWriter()
+        meta.element(0x0002, 0x0001, "OB", bytes: [0, 1])
+        meta.element(0x0002, 0x0002, "UI", string: sopClass)
+        meta.element(0x0002, 0x0003, "UI", string: sopInstance)
+        meta.element(0x0002, 0x0010, "UI", string: syntax)
+        meta.element(0x0002, 0x0012, "UI", string: "1.2.826.0.1.3680043.8.498.1")
+        meta.element(0x0002, 0x0013, "SH", string: "OPACITY")
+        header(0x0002, 0x0000, "UL", length: 4)
+        u32(UInt32(meta.data.count))
+        data.append(meta.data)
+    }
+}

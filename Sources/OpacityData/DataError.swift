@@ -1,0 +1,108 @@
+import Foundation
+
+/// Everything that can go wrong while reading, writing or preparing data.
+///
+/// Every case names the file (and where it applies the field, line or column), says what
+/// was expected, and gives the nearest valid value when there is one, so a user can fix
+/// the input without reading the code.
+public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    /// A file could not be opened or read.
+    case unreadableFile(path: String, reason: String)
+    /// A file could not be written.
+    case unwritableFile(path: String, reason: String)
+    /// The file is not a DICOM Part 10 file (or is truncated / malformed).
+    case malformedDICOM(path: String, reason: String)
+    /// The DICOM transfer syntax is not one Opacity decodes.
+    case unsupportedTransferSyntax(path: String, uid: String, name: String)
+    /// The DICOM image is not single-channel grayscale, or has a pixel layout we do not decode.
+    case unsupportedPixelFormat(path: String, reason: String)
+    /// The JPEG codestream inside a DICOM (or a bare JPEG) failed to decode.
+    case jpegDecodingFailed(path: String, reason: String)
+    /// libpng refused the file.
+    case pngFailed(path: String, reason: String)
+    /// The file's format was not recognised from its extension and magic bytes.
+    case unknownImageFormat(path: String, expected: String)
+    /// A CSV header did not have the expected columns.
+    case csvHeader(path: String, found: [String], expected: [String])
+    /// A CSV value could not be used.
+    case csvValue(path: String, line: Int, column: String, value: String, expected: String, nearest: String?)
+    /// Labels contradict each other (e.g. `Target` and the class disagree).
+    case inconsistentLabels(path: String, line: Int, reason: String)
+    /// A directory or file required by a dataset layout is not there.
+    case missingFile(path: String, expected: String)
+    /// Images the labels name are missing or cannot be decoded (reported together).
+    case imageProblems(missing: Int, unreadable: Int, examples: [String])
+    /// A parameter value is out of its valid range.
+    case invalidParameter(name: String, value: String, expected: String, nearest: String?)
+
+    /// A one-paragraph message a user can act on.
+    public var description: String {
+        switch self {
+        case let .unreadableFile(path, reason):
+            return "cannot read '\(path)': \(reason)"
+        case let .unwritableFile(path, reason):
+            return "cannot write '\(path)': \(reason)"
+        case let .malformedDICOM(path, reason):
+            return "'\(path)' is not a readable DICOM Part 10 file: \(reason)"
+        case let .unsupportedTransferSyntax(path, uid, name):
+            return "'\(path)': transfer syntax \(uid) (\(name)) is not supported; Opacity reads "
+                + "Implicit VR Little Endian (1.2.840.10008.1.2), Explicit VR Little Endian (1.2.840.10008.1.2.1), "
+                + "Explicit VR Big Endian (1.2.840.10008.1.2.2) and JPEG Baseline (1.2.840.10008.1.2.4.50); "
+                + "convert the file first (e.g. `dcmdjpeg` or `gdcmconv --raw`)"
+        case let .unsupportedPixelFormat(path, reason):
+            return "'\(path)': \(reason)"
+        case let .jpegDecodingFailed(path, reason):
+            return "'\(path)': JPEG decoding failed: \(reason)"
+        case let .pngFailed(path, reason):
+            return "'\(path)': PNG: \(reason)"
+        case let .unknownImageFormat(path, expected):
+            return "'\(path)': unknown image format; expected \(expected)"
+        case let .csvHeader(path, found, expected):
+            return "'\(path)' line 1: header is '\(found.joined(separator: ","))'; expected columns '\(expected.joined(separator: ","))'"
+        case let .csvValue(path, line, column, value, expected, nearest):
+            var s = "'\(path)' line \(line), column '\(column)': '\(value)' is not valid; expected \(expected)"
+            if let n = nearest { s += " (did you mean '\(n)'?)" }
+            return s
+        case let .inconsistentLabels(path, line, reason):
+            return "'\(path)' line \(line): \(reason)"
+        case let .missingFile(path, expected):
+            return "'\(path)' does not exist; expected \(expected)"
+        case let .imageProblems(missing, unreadable, examples):
+            var s = "\(missing) image(s) missing and \(unreadable) unreadable"
+            if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).joined(separator: "; ") }
+            return s + "; pass skipProblemImages (CLI: --skip-bad-images) to train without them"
+        case let .invalidParameter(name, value, expected, nearest):
+            var s = "parameter '\(name)' = '\(value)' is not valid; expected \(expected)"
+            if let n = nearest { s += " (did you mean '\(n)'?)" }
+            return s
+        }
+    }
+
+    /// Same as ``description``.
+    public var errorDescription: String? { description }
+}
+
+/// The candidate closest to `word` by edit distance, or `nil` when none is reasonably close.
+func nearestName(_ word: String, in candidates: [String]) -> String? {
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var prev = Array(0...b.count), cur = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            cur[0] = i
+            for j in 1...b.count {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            swap(&prev, &cur)
+        }
+        return prev[b.count]
+    }
+    let w = Array(word.lowercased())
+    var best: (String, Int)?
+    for c in candidates {
+        let d = distance(w, Array(c.lowercased()))
+        if best == nil || d < best!.1 { best = (c, d) }
+    }
+    guard let (name, d) = best else { return nil }
+    return d <= max(2, (w.count + 1) / 2) ? name : nil
+}

@@ -1,0 +1,169 @@
+import Foundation
+import OpacityCore
+
+/// One labelled image of a detection dataset: where its pixels are, its boxes (in the
+/// image's own pixels, top-left + size) and its 3-way class.
+public struct DatasetRecord: Sendable, Hashable {
+    /// The patient or image id (RSNA `patientId`).
+    public var id: String
+    /// The image file, or `nil` when it is missing.
+    public var imageURL: URL?
+    /// Ground-truth boxes in source-image pixels; empty for images without opacity.
+    public var boxes: [BoundingBox]
+    /// The image-level class.
+    public var imageClass: ImageClass
+
+    /// A record.
+    public init(id: String, imageURL: URL?, boxes: [BoundingBox], imageClass: ImageClass) {
+        self.id = id
+        self.imageURL = imageURL
+        self.boxes = boxes
+        self.imageClass = imageClass
+    }
+}
+
+/// What to do with images the labels name but which are missing or cannot be decoded.
+public enum ProblemImagePolicy: String, Sendable, CaseIterable {
+    /// Throw ``DataError/imageProblems(missing:unreadable:examples:)`` listing them together.
+    case fail
+    /// Drop them from the dataset and list them in the ``DatasetReport``.
+    case skip
+}
+
+/// How thoroughly a loader checks the image files.
+public enum ImageCheck: String, Sendable, CaseIterable {
+    /// Only that the file exists (fast: one directory listing).
+    case exists
+    /// That the file exists and its header parses (DICOM header / PNG signature).
+    case header
+    /// That the image fully decodes (slow: reads every pixel).
+    case decode
+}
+
+/// A summary of what a dataset loader read, fixed and dropped.
+public struct DatasetReport: Sendable, Equatable, CustomStringConvertible {
+    /// Data rows in the labels CSV.
+    public var labelRows = 0
+    /// Distinct patients (images) in the labels.
+    public var patients = 0
+    /// Boxes after duplicate removal.
+    public var boxes = 0
+    /// Exact duplicate label rows removed.
+    public var duplicateRowsRemoved = 0
+    /// Patients per class, indexed by ``ImageClass/rawValue``.
+    public var classCounts = [0, 0, 0]
+    /// Ids whose image file was not found.
+    public var missingImages: [String] = []
+    /// Ids whose image failed to decode, with the reason.
+    public var unreadableImages: [String: String] = [:]
+    /// Image files in the folder that no label names.
+    public var unlabelledImages = 0
+
+    /// An empty report.
+    public init() {}
+
+    /// Several lines of counts, then the first few problem images.
+    public var description: String {
+        var s = "\(labelRows) label rows, \(patients) patients, \(boxes) boxes"
+        s += "; classes: " + ImageClass.allCases.map { "\($0.label) \(classCounts[$0.rawValue])" }.joined(separator: ", ")
+        if duplicateRowsRemoved > 0 { s += "\n\(duplicateRowsRemoved) duplicate label rows removed" }
+        if !missingImages.isEmpty || !unreadableImages.isEmpty {
+            s += "\n\(missingImages.count) missing and \(unreadableImages.count) unreadable images"
+            let ex = missingImages.prefix(3).map { "\($0) (missing)" }
+                + unreadableImages.sorted { $0.key < $1.key }.prefix(3).map { "\($0.key) (\($0.value))" }
+            if !ex.isEmpty { s += ", e.g. " + ex.joined(separator: "; ") }
+        }
+        if unlabelledImages > 0 { s += "\n\(unlabelledImages) images in the folder have no label" }
+        return s
+    }
+}
+
+/// A labelled set of images: records in a stable order plus the loader's report.
+public struct DetectionDataset: Sendable {
+    /// The records, in label-file order of first appearance.
+    public var records: [DatasetRecord]
+    /// What the loader found.
+    public var report: DatasetReport
+
+    /// A dataset from records.
+    public init(records: [DatasetRecord], report: DatasetReport = DatasetReport()) {
+        self.records = records
+        self.report = report
+    }
+
+    /// The number of records.
+    public var count: Int { records.count }
+
+    /// The records whose ids are in `ids`, in this dataset's order.
+    public func subset(ids: Set<String>) -> DetectionDataset {
+        DetectionDataset(records: records.filter { ids.contains($0.id) }, report: report)
+    }
+
+    /// Patients per class, indexed by ``ImageClass/rawValue``.
+    public var classCounts: [Int] {
+        var c = [0, 0, 0]
+        for r in records { c[r.imageClass.rawValue] += 1 }
+        return c
+    }
+}
+
+// MARK: - Implementation details
+
+/// Checks the image files of `records` and applies `policy`.
+func checkImages(_ records: [DatasetRecord], check: ImageCheck, policy: ProblemImagePolicy,
+                 report: inout DatasetReport) throws -> [DatasetRecord] {
+    var kept: [DatasetRecord] = []
+    kept.reserveCapacity(records.count)
+    var examples: [String] = []
+    for r in records {
+        guard let url = r.imageURL else {
+            report.missingImages.append(r.id)
+            if examples.count < 5 { examples.append("\(r.id) (missing)") }
+            continue
+        }
+        if check != .exists {
+            do {
+                if check == .header {
+                    if url.pathExtension.lowercased() == "png" {
+                        let h = try FileHandle(forReadingFrom: url)
+                        let sig = h.readData(ofLength: 8)
+                        try? h.close()
+                        if !sig.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+                            throw DataError.pngFailed(path: url.path, reason: "no PNG signature")
+                        }
+                    } else if ["dcm", "dicom"].contains(url.pathExtension.lowercased()) {
+                        _ = try DICOM.readHeader(url)
+                    }
+                } else {
+                    _ = try ImageFile.read(url)
+                }
+            } catch {
+                report.unreadableImages[r.id] = "\(error)"
+                if examples.count < 5 { examples.append("\(r.id) (\(error))") }
+                continue
+            }
+        }
+        kept.append(r)
+    }
+    if policy == .fail && (!report.missingImages.isEmpty || !report.unreadableImages.isEmpty) {
+        throw DataError.imageProblems(missing: report.missingImages.count, unreadable: report.unreadableImages.count,
+                                      examples: examples)
+    }
+    return kept
+}
+
+/// Image files in `folder` keyed by file name without extension (one directory listing).
+func indexImages(in folder: URL) -> [String: URL] {
+    var map: [String: URL] = [:]
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+    // Prefer DICOM over PNG over JPEG when several exist for one id.
+    let rank: [String: Int] = ["dcm": 0, "dicom": 0, "png": 1, "jpg": 2, "jpeg": 2]
+    for n in names.sorted() {
+        let ext = (n as NSString).pathExtension.lowercased()
+        guard let r = rank[ext] else { continue }
+        let stem = (n as NSString).deletingPathExtension
+        if let existing = map[stem], rank[existing.pathExtension.lowercased()]! <= r { continue }
+        map[stem] = folder.appendingPathComponent(n)
+    }
+    return map
+}

@@ -1,0 +1,158 @@
+import Foundation
+import OpacityCore
+import OpacityTensor
+
+/// A k-fold split at patient level, stratified by the 3 image classes.
+///
+/// Train on every fold but `k` and validate on fold `k` (the paper uses 4 folds). The file
+/// form is a CSV `patientId,class,fold` (class as its label, fold 0-based), the same
+/// columns as the paper's `folds.csv`.
+public struct Folds: Sendable, Equatable {
+    /// The number of folds.
+    public let count: Int
+    /// Patient ids in file order.
+    public private(set) var ids: [String]
+    /// Fold of each patient.
+    public private(set) var fold: [String: Int]
+    /// Class of each patient.
+    public private(set) var classes: [String: ImageClass]
+
+    /// The CSV header.
+    public static let header = ["patientId", "class", "fold"]
+
+    /// A stratified, seeded split.
+    ///
+    /// Patients of each class are sorted by id, shuffled with a generator seeded by
+    /// `(seed, class)`, and dealt round-robin, each class continuing where the previous one
+    /// stopped; so per-fold counts differ by at most one per class and at most one in
+    /// total, and the same input and seed always give the same split.
+    /// - Parameters:
+    ///   - patients: `(id, class)` pairs; duplicate ids are counted once.
+    ///   - count: the number of folds, at least 2.
+    ///   - seed: the shuffle seed.
+    /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` for a bad
+    ///   fold count, ``DataError/inconsistentLabels(path:line:reason:)`` when one id has two classes.
+    public static func stratified(_ patients: [(id: String, imageClass: ImageClass)], count: Int = 4, seed: UInt64 = 42) throws -> Folds {
+        guard count >= 2 else {
+            throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "at least 2", nearest: "4")
+        }
+        var classes: [String: ImageClass] = [:]
+        for p in patients {
+            if let c = classes[p.id], c != p.imageClass {
+                throw DataError.inconsistentLabels(path: "<folds>", line: 0,
+                                                   reason: "patient \(p.id) has classes '\(c.label)' and '\(p.imageClass.label)'")
+            }
+            classes[p.id] = p.imageClass
+        }
+        var fold: [String: Int] = [:]
+        var ids: [String] = []
+        var offset = 0
+        for c in ImageClass.allCases {
+            var group = classes.filter { $0.value == c }.map(\.key).sorted()
+            var rng = RandomGenerator(seed: seed, stream: UInt64(c.rawValue) &+ 1)
+            if group.count > 1 {
+                for i in stride(from: group.count - 1, to: 0, by: -1) {
+                    let j = rng.nextInt(i + 1)
+                    group.swapAt(i, j)
+                }
+            }
+            for (i, id) in group.enumerated() { fold[id] = (offset + i) % count }
+            offset = (offset + group.count) % count
+            ids += group
+        }
+        ids.sort()
+        return Folds(count: count, ids: ids, fold: fold, classes: classes)
+    }
+
+    /// A stratified split of a dataset's records (see ``stratified(_:count:seed:)``).
+    public static func stratified(_ dataset: DetectionDataset, count: Int = 4, seed: UInt64 = 42) throws -> Folds {
+        try stratified(dataset.records.map { (id: $0.id, imageClass: $0.imageClass) }, count: count, seed: seed)
+    }
+
+    /// Patients per class in each fold: `counts[fold][class.rawValue]`.
+    public var classCounts: [[Int]] {
+        var c = [[Int]](repeating: [0, 0, 0], count: count)
+        for id in ids { c[fold[id]!][classes[id]!.rawValue] += 1 }
+        return c
+    }
+
+    /// The ids in fold `k`, in file order.
+    public func ids(inFold k: Int) -> [String] { ids.filter { fold[$0] == k } }
+
+    /// Splits a dataset: fold `validationFold` for validation, the rest for training.
+    /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` for a fold
+    ///   out of range or when dataset records are not in the folds file.
+    public func split(_ dataset: DetectionDataset, validationFold k: Int) throws -> (train: DetectionDataset, validation: DetectionDataset) {
+        guard (0..<count).contains(k) else {
+            throw DataError.invalidParameter(name: "fold", value: "\(k)", expected: "0...\(count - 1)", nearest: "\(min(max(k, 0), count - 1))")
+        }
+        let unknown = dataset.records.filter { fold[$0.id] == nil }
+        if !unknown.isEmpty {
+            throw DataError.invalidParameter(name: "folds", value: "\(unknown.count) patients without a fold, e.g. \(unknown[0].id)",
+                                             expected: "a folds file covering every patient of the dataset", nearest: nil)
+        }
+        var train = dataset, val = dataset
+        train.records = dataset.records.filter { fold[$0.id] != k }
+        val.records = dataset.records.filter { fold[$0.id] == k }
+        return (train, val)
+    }
+
+    /// The CSV text (`patientId,class,fold`, sorted by id).
+    public var csv: String {
+        var s = Folds.header.joined(separator: ",") + "\n"
+        for id in ids { s += "\(csvField(id)),\(csvField(classes[id]!.label)),\(fold[id]!)\n" }
+        return s
+    }
+
+    /// Writes the CSV.
+    /// - Throws: ``DataError/unwritableFile(path:reason:)``.
+    public func write(to url: URL) throws { try writeData(Data(csv.utf8), to: url) }
+
+    /// Reads a folds CSV.
+    /// - Parameters:
+    ///   - url: the file.
+    ///   - expectedCount: when set, the number of folds the file must have.
+    /// - Throws: ``DataError`` naming the line and column of a bad value.
+    public static func read(from url: URL, expectedCount: Int? = nil) throws -> Folds {
+        let t = try CSVTable(contentsOf: url)
+        try t.requireHeader(header)
+        var ids: [String] = [], fold: [String: Int] = [:], classes: [String: ImageClass] = [:]
+        let labels = ImageClass.allCases.map(\.label)
+        var maxFold = -1
+        for (line, f) in t.rows {
+            let id = f[0]
+            guard let c = ImageClass(label: f[1]) else {
+                throw DataError.csvValue(path: url.path, line: line, column: "class", value: f[1],
+                                         expected: "one of \(labels.joined(separator: ", "))", nearest: nearestName(f[1], in: labels))
+            }
+            guard let k = Int(f[2].trimmingCharacters(in: .whitespaces)), k >= 0, k < (expectedCount ?? Int.max) else {
+                throw DataError.csvValue(path: url.path, line: line, column: "fold", value: f[2],
+                                         expected: expectedCount.map { "an integer in 0...\($0 - 1)" } ?? "a non-negative integer",
+                                         nearest: nil)
+            }
+            if let old = fold[id] {
+                if old != k || classes[id] != c {
+                    throw DataError.inconsistentLabels(path: url.path, line: line,
+                                                       reason: "patient \(id) appears twice with different fold or class")
+                }
+                continue
+            }
+            ids.append(id)
+            fold[id] = k
+            classes[id] = c
+            maxFold = max(maxFold, k)
+        }
+        let n = expectedCount ?? (maxFold + 1)
+        guard n >= 2 else {
+            throw DataError.invalidParameter(name: "folds", value: "\(n)", expected: "a file with at least 2 folds (\(url.path))", nearest: nil)
+        }
+        return Folds(count: n, ids: ids, fold: fold, classes: classes)
+    }
+
+    init(count: Int, ids: [String], fold: [String: Int], classes: [String: ImageClass]) {
+        self.count = count
+        self.ids = ids
+        self.fold = fold
+        self.classes = classes
+    }
+}

@@ -1,0 +1,63 @@
+import Foundation
+
+/// Reading any supported image file (DICOM, PNG, JPEG) as an 8-bit gray image.
+public enum ImageFile {
+    /// A recognised image file format.
+    public enum Format: String, Sendable, CaseIterable {
+        /// DICOM Part 10 (`.dcm`, `.dicom`, or the `DICM` prefix).
+        case dicom
+        /// PNG.
+        case png
+        /// A bare JPEG file.
+        case jpeg
+    }
+
+    /// File extensions that ``read(_:window:)`` accepts, lower-case, without the dot.
+    public static let extensions = ["dcm", "dicom", "png", "jpg", "jpeg"]
+
+    /// The format of `data` from its magic bytes, or from the extension of `url`.
+    /// - Returns: `nil` when neither says.
+    public static func format(of data: Data, url: URL) -> Format? {
+        if data.count >= 8, data.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return .png }
+        if data.count >= 132, data[data.startIndex + 128..<data.startIndex + 132].elementsEqual(Array("DICM".utf8)) { return .dicom }
+        if data.count >= 3, data.starts(with: [0xFF, 0xD8, 0xFF]) { return .jpeg }
+        switch url.pathExtension.lowercased() {
+        case "dcm", "dicom": return .dicom
+        case "png": return .png
+        case "jpg", "jpeg": return .jpeg
+        default: return nil
+        }
+    }
+
+    /// Reads an image file as 8-bit gray.
+    ///
+    /// DICOM is windowed to 8 bits (``DICOMImage/displayImage(window:)``); PNG 16-bit is
+    /// scaled to 8 bits and colour reduced to luma.
+    /// - Parameters:
+    ///   - url: the file.
+    ///   - window: the windowing for DICOM files.
+    /// - Throws: ``DataError`` naming the file (unreadable, unknown format, decoder errors).
+    public static func read(_ url: URL, window: WindowSetting = .automatic) throws -> GrayImage {
+        let data = try DICOM.readFile(url)
+        switch format(of: data, url: url) {
+        case .dicom: return try DICOM.decode(data, path: url.path).displayImage(window: window)
+        case .png: return try PNG.decode(data, path: url.path).gray
+        case .jpeg: return try JPEG.decodeGray(data, path: url.path)
+        case nil:
+            throw DataError.unknownImageFormat(path: url.path, expected: "DICOM (.dcm), PNG (.png) or JPEG (.jpg)")
+        }
+    }
+
+    /// The image files directly inside `folder` (not recursive), sorted by name.
+    /// - Throws: ``DataError/missingFile(path:expected:)`` when the folder does not exist.
+    public static func list(in folder: URL) throws -> [URL] {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDir), isDir.boolValue else {
+            throw DataError.missingFile(path: folder.path, expected: "a folder of images (.dcm, .png, .jpg)")
+        }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.filter { extensions.contains(($0 as NSString).pathExtension.lowercased()) }
+            .sorted()
+            .map { folder.appendingPathComponent($0) }
+    }
+}
