@@ -11,6 +11,11 @@ import Foundation
 /// reference GEMM on random matrices; if the check fails it falls back to the family
 /// OpenBLAS chose itself. `OPACITY_BLAS_CORE` overrides the choice: `keep` leaves
 /// OpenBLAS's own choice alone, a family name (`SkylakeX`, `Haswell`, ...) forces it.
+///
+/// OpenBLAS always runs single-threaded: the engine splits every GEMM over its own
+/// compute threads (``Compute``), so OpenBLAS's thread pool and ours never compete for
+/// the cores (OpenBLAS's idle workers spin for a while after each call, which would steal
+/// a core from the elementwise kernels that follow a convolution).
 public enum BLAS {
     /// What kernel selection did, for reports and benchmarks.
     public struct KernelReport: Sendable {
@@ -32,9 +37,10 @@ public enum BLAS {
     /// Makes sure kernel selection has run. Cheap after the first call.
     @inline(__always) public static func ensureConfigured() { _ = setup }
 
+    /// Called when ``Compute/threads`` changes. OpenBLAS stays single-threaded; our
+    /// own threads split the work.
     static func setThreads(_ n: Int) {
         ensureConfigured()
-        openblas_set_num_threads(Int32(n))
     }
 
     /// Runs `body` with OpenBLAS switched to the kernel family `family` (`SkylakeX`,
@@ -49,10 +55,10 @@ public enum BLAS {
         let active = coreNameRaw()
         defer {
             _ = switchKernels(to: active)
-            openblas_set_num_threads(Int32(Compute.threads))
+            openblas_set_num_threads(1)
         }
         guard switchKernels(to: family) else { return nil }
-        openblas_set_num_threads(Int32(Compute.threads))
+        openblas_set_num_threads(1)
         return try body()
     }
 
@@ -64,7 +70,7 @@ public enum BLAS {
 
     private static func configure() -> KernelReport {
         let initial = coreNameRaw()
-        openblas_set_num_threads(Int32(Compute.threads))
+        openblas_set_num_threads(1)
         let env = ProcessInfo.processInfo.environment
         let request = env["OPACITY_BLAS_CORE"] ?? "auto"
         if request.lowercased() == "keep" {
@@ -171,15 +177,54 @@ public enum BLAS {
     }
 
     /// Row-major SGEMM: `C = alpha * op(A) * op(B) + beta * C`, with `op(A)` `[m, k]` and
-    /// `op(B)` `[k, n]`.
-    @inline(__always)
+    /// `op(B)` `[k, n]`, split over the compute threads.
+    ///
+    /// Large products are cut into blocks of columns (or of rows, when `C` is tall), one
+    /// per thread, each multiplied by single-threaded OpenBLAS. Every element of `C` is
+    /// computed by one thread in the same order whatever the split, so results repeat.
     public static func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         ensureConfigured()
+        let t = min(Compute.threads, max(1, (m * n * k) / (1 << 18)))
+        if t <= 1 || (m < 32 && n < 32) {
+            gemmSerial(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                       beta: beta, c: c, ldc: ldc)
+            return
+        }
+        if n >= m {
+            // Column blocks of C (multiples of 16 columns): B's columns and C's columns.
+            let blocks = min(t, (n + 15) / 16)
+            Compute.parallelFor(blocks) { i in
+                let j0 = (n * i / blocks) & ~15, j1 = i == blocks - 1 ? n : (n * (i + 1) / blocks) & ~15
+                guard j1 > j0 else { return }
+                gemmSerial(transA: transA, transB: transB, m: m, n: j1 - j0, k: k, alpha: alpha, a: a, lda: lda,
+                           b: transB ? b + j0 * ldb : b + j0, ldb: ldb, beta: beta, c: c + j0, ldc: ldc)
+            }
+        } else {
+            let blocks = min(t, (m + 7) / 8)
+            Compute.parallelFor(blocks) { i in
+                let i0 = (m * i / blocks) & ~7, i1 = i == blocks - 1 ? m : (m * (i + 1) / blocks) & ~7
+                guard i1 > i0 else { return }
+                gemmSerial(transA: transA, transB: transB, m: i1 - i0, n: n, k: k, alpha: alpha,
+                           a: transA ? a + i0 : a + i0 * lda, lda: lda, b: b, ldb: ldb, beta: beta,
+                           c: c + i0 * ldc, ldc: ldc)
+            }
+        }
+    }
+
+    /// Row-major SGEMM on the calling thread (for kernels that split work themselves).
+    /// Call ``ensureConfigured()`` before entering a parallel region.
+    @inline(__always)
+    static func gemmSerial(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                           a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                           beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
         if k == 0 {
-            if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+            for i in 0..<m {
+                let row = c + i * ldc
+                if beta == 0 { row.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { row[j] *= beta } }
+            }
             return
         }
         rawGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
@@ -217,12 +262,5 @@ enum CPUFeatures {
         #else
         return nil
         #endif
-    }
-}
-
-extension BLAS {
-    static func setThreadsRaw(_ n: Int) {
-        ensureConfigured()
-        openblas_set_num_threads(Int32(n))
     }
 }

@@ -28,83 +28,6 @@ public struct Conv2DGeometry: Equatable, Sendable {
     }
 }
 
-// MARK: - im2col / col2im
-
-/// Unfolds channels `c0..<c1` of one image `[C, H, W]` into rows of `col` (`[C*kh*kw, Ho*Wo]`).
-@inline(__always)
-func im2col(_ src: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, ho: Int, wo: Int,
-            col: UnsafeMutablePointer<Float>) {
-    let (kh, kw) = g.kernel, (sh, sw) = g.stride, (ph, pw) = g.padding, (dh, dw) = g.dilation
-    let p = ho * wo
-    for c in channels {
-        let plane = src + c * h * w
-        for ki in 0..<kh {
-            for kj in 0..<kw {
-                let row = col + ((c * kh + ki) * kw + kj) * p
-                // valid ox range: 0 <= ox*sw - pw + kj*dw < w
-                let off = kj * dw - pw
-                var oxLo = 0
-                if off < 0 { oxLo = (-off + sw - 1) / sw }
-                var oxHi = wo
-                if w - off <= 0 { oxHi = 0 } else { oxHi = min(wo, (w - off + sw - 1) / sw) }
-                if oxHi < oxLo { oxHi = oxLo }
-                for oy in 0..<ho {
-                    let iy = oy * sh - ph + ki * dh
-                    let dst = row + oy * wo
-                    if iy < 0 || iy >= h {
-                        dst.update(repeating: 0, count: wo)
-                        continue
-                    }
-                    let srow = plane + iy * w
-                    if oxLo > 0 { dst.update(repeating: 0, count: oxLo) }
-                    if sw == 1 {
-                        if oxHi > oxLo { (dst + oxLo).update(from: srow + oxLo + off, count: oxHi - oxLo) }
-                    } else {
-                        var ox = oxLo
-                        while ox < oxHi { dst[ox] = srow[ox * sw + off]; ox += 1 }
-                    }
-                    if oxHi < wo { (dst + oxHi).update(repeating: 0, count: wo - oxHi) }
-                }
-            }
-        }
-    }
-}
-
-/// Folds rows of `col` back into channels `c0..<c1` of one image, adding to `dst`.
-@inline(__always)
-func col2im(_ col: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, ho: Int, wo: Int,
-            dst: UnsafeMutablePointer<Float>) {
-    let (kh, kw) = g.kernel, (sh, sw) = g.stride, (ph, pw) = g.padding, (dh, dw) = g.dilation
-    let p = ho * wo
-    for c in channels {
-        let plane = dst + c * h * w
-        for ki in 0..<kh {
-            for kj in 0..<kw {
-                let row = col + ((c * kh + ki) * kw + kj) * p
-                let off = kj * dw - pw
-                var oxLo = 0
-                if off < 0 { oxLo = (-off + sw - 1) / sw }
-                var oxHi = wo
-                if w - off <= 0 { oxHi = 0 } else { oxHi = min(wo, (w - off + sw - 1) / sw) }
-                if oxHi < oxLo { oxHi = oxLo }
-                for oy in 0..<ho {
-                    let iy = oy * sh - ph + ki * dh
-                    if iy < 0 || iy >= h { continue }
-                    let drow = plane + iy * w
-                    let srow = row + oy * wo
-                    if sw == 1 {
-                        var ox = oxLo
-                        while ox < oxHi { drow[ox + off] += srow[ox]; ox += 1 }
-                    } else {
-                        var ox = oxLo
-                        while ox < oxHi { drow[ox * sw + off] += srow[ox]; ox += 1 }
-                    }
-                }
-            }
-        }
-    }
-}
-
 // MARK: - conv2d
 
 extension Tensor {
@@ -115,11 +38,13 @@ extension Tensor {
     ///   - bias: `[Cout]` or `nil`.
     ///   - stride, padding, dilation: `(vertical, horizontal)`.
     ///   - groups: channel groups; `groups == Cin` with one input channel per group is a
-    ///     depthwise convolution and runs a direct kernel.
+    ///     depthwise convolution (any channel multiplier `Cout / Cin`) and runs a direct kernel.
     /// - Returns: `[N, Cout, Ho, Wo]` with `Ho = (H + 2p - d(k-1) - 1) / s + 1`.
     ///
-    /// Grouped and dense convolutions reach SGEMM: a 1x1 stride-1 convolution multiplies
-    /// the input directly, others go through im2col.
+    /// Dense and grouped convolutions reach SGEMM: a 1x1 stride-1 convolution multiplies
+    /// the input directly, others unfold tiles of output rows (im2col) small enough to
+    /// stay in cache. The input gradient of a stride-1 convolution is itself a convolution
+    /// (of the output gradient with the flipped, transposed kernel) and takes the same path.
     public func conv2d(_ weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                        dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
         shapeCheck(rank == 4 && weight.rank == 4, "conv2d", "input \(describe(shape)) and weight \(describe(weight.shape)) must both be rank 4")
@@ -127,10 +52,12 @@ extension Tensor {
         let cout = weight.shape[0]
         shapeCheck(groups > 0 && cin % groups == 0 && cout % groups == 0 && weight.shape[1] == cin / groups, "conv2d",
                    "input \(describe(shape)) with \(groups) groups does not fit weight \(describe(weight.shape))")
+        shapeCheck(stride.0 > 0 && stride.1 > 0 && dilation.0 > 0 && dilation.1 > 0 && padding.0 >= 0 && padding.1 >= 0, "conv2d",
+                   "stride \(stride) and dilation \(dilation) must be positive, padding \(padding) not negative")
         if let b = bias { shapeCheck(b.shape == [cout], "conv2d", "bias \(describe(b.shape)) for \(cout) output channels") }
         let geo = Conv2DGeometry(kernel: (weight.shape[2], weight.shape[3]), stride: stride, padding: padding, dilation: dilation)
         let (ho, wo) = geo.output(h: h, w: w)
-        shapeCheck(ho > 0 && wo > 0, "conv2d", "input \(describe(shape)) is too small for weight \(describe(weight.shape)) with padding \(padding)")
+        shapeCheck(ho > 0 && wo > 0, "conv2d", "input \(describe(shape)) is too small for weight \(describe(weight.shape)) with padding \(padding) and dilation \(dilation)")
         let out = Tensor(uninitializedShape: [n, cout, ho, wo])
         ConvKernels.forward(input: self, weight: weight, bias: bias, geo: geo, groups: groups, out: out)
         let x = detached(), wt = weight.detached()
@@ -145,53 +72,144 @@ extension Tensor {
     }
 }
 
-enum ConvKernels {
-    static func isDepthwise(cin: Int, groups: Int) -> Bool { groups > 1 && cin == groups }
-    static func isPointwise(_ g: Conv2DGeometry) -> Bool {
-        g.kernel == (1, 1) && g.stride == (1, 1) && g.padding == (0, 0)
+/// The sizes of one convolution and how its work is cut into tasks.
+struct ConvPlan {
+    let n: Int, cin: Int, h: Int, w: Int
+    let cout: Int, ho: Int, wo: Int
+    let groups: Int
+    let geo: Conv2DGeometry
+    /// Input and output channels per group.
+    let cinG: Int, coutG: Int
+    /// Kernel cells (`kh * kw`) and the GEMM depth per group (`cinG * kh * kw`).
+    let kk: Int, k: Int
+    /// Output positions per image.
+    let p: Int
+    /// 1x1, stride 1, no padding: the input is already the unfolded matrix.
+    let pointwise: Bool
+
+    init(input: [Int], cout: Int, geo: Conv2DGeometry, groups: Int) {
+        (n, cin, h, w) = (input[0], input[1], input[2], input[3])
+        self.cout = cout
+        self.geo = geo
+        self.groups = groups
+        (ho, wo) = geo.output(h: h, w: w)
+        cinG = cin / groups
+        coutG = cout / groups
+        kk = geo.kernel.0 * geo.kernel.1
+        k = cinG * kk
+        p = ho * wo
+        pointwise = geo.kernel == (1, 1) && geo.stride == (1, 1) && geo.padding == (0, 0)
     }
 
-    static func forward(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry, groups: Int, out: Tensor) {
-        let (n, cin, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-        let cout = out.shape[1], ho = out.shape[2], wo = out.shape[3]
-        let p = ho * wo
-        if isDepthwise(cin: cin, groups: groups) {
-            depthwiseForward(input: input, weight: weight, geo: geo, out: out)
-        } else {
-            let cinG = cin / groups, coutG = cout / groups
-            let k = cinG * geo.kernel.0 * geo.kernel.1
-            let xp = input.pointer, wp = weight.pointer, op = out.mutablePointer
-            let direct = isPointwise(geo)
-            for b in 0..<n {
-                let img = xp + b * cin * h * w
-                let dst = op + b * cout * p
-                let run = { (col: UnsafePointer<Float>) in
-                    if groups == 1 {
-                        BLAS.gemm(m: cout, n: p, k: k, a: wp, lda: k, b: col, ldb: p, c: dst, ldc: p)
-                    } else {
-                        withSingleThreadedBLAS {
-                            Compute.parallelFor(groups) { gi in
-                                BLAS.gemm(m: coutG, n: p, k: k, a: wp + gi * coutG * k, lda: k, b: col + gi * k * p, ldb: p,
-                                          c: dst + gi * coutG * p, ldc: p)
-                            }
-                        }
+    /// Floats of unfolded columns that one task keeps in cache (the per-core L2 share).
+    static let tileBudget = 160 * 1024
+
+    /// The number of row tiles an image is cut into so one tile's unfolded columns
+    /// (`k * rows * wo` floats) stay within `budget`, but no tile is narrower than
+    /// `minColumns` (narrow GEMMs repack the weights too often).
+    func rowTiles(budget: Int = ConvPlan.tileBudget, minColumns: Int = 192) -> Int {
+        let columns = max(minColumns, budget / max(1, k))
+        let rows = max(1, columns / wo)
+        return max(1, (ho + rows - 1) / rows)
+    }
+
+    /// Output rows `[lo, hi)` of tile `t` of `tiles` (an even split).
+    @inline(__always)
+    func rows(_ t: Int, of tiles: Int) -> Range<Int> { (ho * t / tiles)..<(ho * (t + 1) / tiles) }
+}
+
+// MARK: - im2col / col2im
+
+/// Unfolds channels `channels` of one image `[C, H, W]` for output rows `oyRange` into
+/// `col`: row `(c - channels.lowerBound) * kh * kw + ki * kw + kj`, column
+/// `(oy - oyRange.lowerBound) * wo + ox`, rows `ldcol` apart.
+@inline(__always)
+func im2col(_ src: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, wo: Int,
+            rows oyRange: Range<Int>, col: UnsafeMutablePointer<Float>, ldcol: Int) {
+    let (kh, kw) = g.kernel, (sh, sw) = g.stride, (ph, pw) = g.padding, (dh, dw) = g.dilation
+    for c in channels {
+        let plane = src + c * h * w
+        for ki in 0..<kh {
+            for kj in 0..<kw {
+                let row = col + (((c - channels.lowerBound) * kh + ki) * kw + kj) * ldcol
+                // Valid ox: 0 <= ox * sw + off < w.
+                let off = kj * dw - pw
+                let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
+                let oxHi = max(oxLo, w - off <= 0 ? 0 : min(wo, (w - off + sw - 1) / sw))
+                for oy in oyRange {
+                    let iy = oy * sh - ph + ki * dh
+                    let dst = row + (oy - oyRange.lowerBound) * wo
+                    if iy < 0 || iy >= h {
+                        dst.update(repeating: 0, count: wo)
+                        continue
                     }
+                    let srow = plane + iy * w + off
+                    if oxLo > 0 { dst.update(repeating: 0, count: oxLo) }
+                    if sw == 1 {
+                        if oxHi > oxLo { (dst + oxLo).update(from: srow + oxLo, count: oxHi - oxLo) }
+                    } else if sw == 2 {
+                        var ox = oxLo
+                        while ox < oxHi { dst[ox] = srow[2 * ox]; ox += 1 }
+                    } else {
+                        var ox = oxLo
+                        while ox < oxHi { dst[ox] = srow[ox * sw]; ox += 1 }
+                    }
+                    if oxHi < wo { (dst + oxHi).update(repeating: 0, count: wo - oxHi) }
                 }
-                if direct {
-                    run(img)
-                } else {
-                    Workspace.with(cin * geo.kernel.0 * geo.kernel.1 * p) { col in
-                        Compute.parallelRanges(cin, minPerThread: 1) { r in
-                            im2col(img, channels: r, h: h, w: w, g: geo, ho: ho, wo: wo, col: col)
-                        }
-                        run(UnsafePointer(col))
+            }
+        }
+    }
+}
+
+/// Folds rows of `col` (`[C*kh*kw, ho*wo]` for one image, rows `ldcol` apart) back into
+/// channels `channels` of the image gradient `dst`, adding.
+@inline(__always)
+func col2im(_ col: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, ho: Int, wo: Int,
+            ldcol: Int, dst: UnsafeMutablePointer<Float>) {
+    let (kh, kw) = g.kernel, (sh, sw) = g.stride, (ph, pw) = g.padding, (dh, dw) = g.dilation
+    for c in channels {
+        let plane = dst + c * h * w
+        for ki in 0..<kh {
+            for kj in 0..<kw {
+                let row = col + ((c * kh + ki) * kw + kj) * ldcol
+                let off = kj * dw - pw
+                let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
+                let oxHi = max(oxLo, w - off <= 0 ? 0 : min(wo, (w - off + sw - 1) / sw))
+                for oy in 0..<ho {
+                    let iy = oy * sh - ph + ki * dh
+                    if iy < 0 || iy >= h { continue }
+                    let drow = plane + iy * w + off
+                    let srow = row + oy * wo
+                    var ox = oxLo
+                    if sw == 1 {
+                        while ox < oxHi { drow[ox] += srow[ox]; ox += 1 }
+                    } else {
+                        while ox < oxHi { drow[ox * sw] += srow[ox]; ox += 1 }
                     }
                 }
             }
         }
+    }
+}
+
+// MARK: - Kernels
+
+enum ConvKernels {
+    static func isDepthwise(cin: Int, groups: Int) -> Bool { groups > 1 && cin == groups }
+
+    // MARK: Forward
+
+    static func forward(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry, groups: Int, out: Tensor) {
+        let plan = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
+        if isDepthwise(cin: plan.cin, groups: groups) {
+            depthwiseForward(input: input, weight: weight, geo: geo, out: out)
+        } else {
+            gemmForward(plan, input: input.pointer, weight: weight.pointer, out: out.mutablePointer)
+        }
         if let bias {
             let bp = bias.pointer, op = out.mutablePointer
-            Compute.parallelFor(n * cout, minPerThread: 16) { i in
+            let (cout, p) = (plan.cout, plan.p)
+            Compute.parallelFor(plan.n * cout, minPerThread: 16) { i in
                 let v = bp[i % cout]
                 let row = op + i * p
                 for j in 0..<p { row[j] += v }
@@ -199,15 +217,79 @@ enum ConvKernels {
         }
     }
 
+    /// `out[b, g] = W[g] x unfold(input[b, g])` for every image `b` and group `g`.
+    ///
+    /// When there are enough row tiles, each task unfolds one tile of one image into a
+    /// cache-sized buffer and multiplies it by the whole weight matrix; otherwise (small
+    /// late-stage maps) each image is unfolded once, in parallel over channels, and the
+    /// rows of the weight matrix are split over the threads.
+    static func gemmForward(_ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
+                            out op: UnsafeMutablePointer<Float>) {
+        BLAS.ensureConfigured()
+        let threads = Compute.threads
+        let tiles = pl.rowTiles()
+        let tasks = pl.n * pl.groups * tiles
+        let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
+        if tasks >= threads || threads == 1 {
+            let maxColumns = pl.pointwise ? 0 : pl.k * ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
+            withScratch(perThread: maxColumns) { scratch in
+                Compute.parallelChunks(tasks) { chunk, range in
+                    let col = scratch(chunk)
+                    for task in range {
+                        let t = task % tiles, gi = (task / tiles) % pl.groups, b = task / (tiles * pl.groups)
+                        let rows = pl.rows(t, of: tiles)
+                        let c0 = rows.lowerBound * pl.wo, cols = rows.count * pl.wo
+                        let img = xp + b * imageIn
+                        let bmat: UnsafePointer<Float>, ldb: Int
+                        if pl.pointwise {
+                            bmat = img + gi * pl.cinG * pl.p + c0
+                            ldb = pl.p
+                        } else {
+                            im2col(img, channels: (gi * pl.cinG)..<((gi + 1) * pl.cinG), h: pl.h, w: pl.w, g: pl.geo,
+                                   wo: pl.wo, rows: rows, col: col, ldcol: cols)
+                            bmat = UnsafePointer(col)
+                            ldb = cols
+                        }
+                        BLAS.gemmSerial(m: pl.coutG, n: cols, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
+                                        b: bmat, ldb: ldb, c: op + b * imageOut + gi * pl.coutG * pl.p + c0, ldc: pl.p)
+                    }
+                }
+            }
+            return
+        }
+        // Few, small maps: unfold whole images, split the weight rows.
+        withScratch(perThread: 0, shared: pl.pointwise ? 0 : pl.cin * pl.kk * pl.p) { scratch in
+            let col = scratch(-1)
+            for b in 0..<pl.n {
+                let img = xp + b * imageIn
+                let bmat: UnsafePointer<Float>
+                if pl.pointwise {
+                    bmat = img
+                } else {
+                    Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
+                        im2col(img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
+                               col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
+                    }
+                    bmat = UnsafePointer(col)
+                }
+                for gi in 0..<pl.groups {
+                    BLAS.gemm(m: pl.coutG, n: pl.p, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
+                              b: bmat + gi * pl.k * pl.p, ldb: pl.p, c: op + b * imageOut + gi * pl.coutG * pl.p, ldc: pl.p)
+                }
+            }
+        }
+    }
+
+    // MARK: Backward
+
     static func backward(input: Tensor, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry, groups: Int,
                          needInput: Bool, needWeight: Bool, needBias: Bool) -> (Tensor?, Tensor?, Tensor?) {
-        let (n, cin, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-        let cout = gradOut.shape[1], ho = gradOut.shape[2], wo = gradOut.shape[3]
-        let p = ho * wo
+        let pl = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
         var gb: Tensor?
         if needBias {
-            let t = Tensor.zeros([cout])
+            let t = Tensor(uninitializedShape: [pl.cout])
             let gp = gradOut.pointer, bp = t.mutablePointer
+            let (n, cout, p) = (pl.n, pl.cout, pl.p)
             Compute.parallelFor(cout, minPerThread: 8) { c in
                 var s: Float = 0
                 for b in 0..<n {
@@ -218,78 +300,147 @@ enum ConvKernels {
             }
             gb = t
         }
-        if isDepthwise(cin: cin, groups: groups) {
+        if isDepthwise(cin: pl.cin, groups: groups) {
             let (gx, gw) = depthwiseBackward(input: input, weight: weight, gradOut: gradOut, geo: geo,
                                              needInput: needInput, needWeight: needWeight)
             return (gx, gw, gb)
         }
-        let cinG = cin / groups, coutG = cout / groups
-        let kk = geo.kernel.0 * geo.kernel.1
-        let k = cinG * kk
-        let gx: Tensor? = needInput ? Tensor.zeros(input.shape) : nil
-        let gw: Tensor? = needWeight ? Tensor.zeros(weight.shape) : nil
-        let xp = input.pointer, wp = weight.pointer, gp = gradOut.pointer
-        let direct = isPointwise(geo)
-        for b in 0..<n {
-            let img = xp + b * cin * h * w
-            let gout = gp + b * cout * p
-            if let gw {
-                let gwp = gw.mutablePointer
-                let accumulate = { (col: UnsafePointer<Float>) in
-                    if groups == 1 {
-                        BLAS.gemm(transB: true, m: cout, n: k, k: p, a: gout, lda: p, b: col, ldb: p, beta: 1, c: gwp, ldc: k)
-                    } else {
-                        withSingleThreadedBLAS {
-                            Compute.parallelFor(groups) { gi in
-                                BLAS.gemm(transB: true, m: coutG, n: k, k: p, a: gout + gi * coutG * p, lda: p,
-                                          b: col + gi * k * p, ldb: p, beta: 1, c: gwp + gi * coutG * k, ldc: k)
-                            }
-                        }
-                    }
-                }
-                if direct { accumulate(img) } else {
-                    Workspace.with(cin * kk * p) { col in
-                        Compute.parallelRanges(cin, minPerThread: 1) { r in
-                            im2col(img, channels: r, h: h, w: w, g: geo, ho: ho, wo: wo, col: col)
-                        }
-                        accumulate(UnsafePointer(col))
+        var gw: Tensor?
+        if needWeight {
+            let t = Tensor(uninitializedShape: weight.shape)
+            weightGradient(pl, input: input.pointer, gradOut: gradOut.pointer, out: t.mutablePointer)
+            gw = t
+        }
+        var gx: Tensor?
+        if needInput {
+            gx = inputGradient(pl, weight: weight, gradOut: gradOut)
+        }
+        return (gx, gw, gb)
+    }
+
+    /// The input gradient.
+    ///
+    /// With stride 1 it is the convolution of the output gradient with the kernel flipped
+    /// in space and transposed in channels, padded by `d(k-1) - p`, and takes the forward
+    /// path. Strided convolutions multiply by the transposed weights and fold back (col2im).
+    static func inputGradient(_ pl: ConvPlan, weight: Tensor, gradOut: Tensor) -> Tensor {
+        let (kh, kw) = pl.geo.kernel, (dh, dw) = pl.geo.dilation
+        let tpad = (dh * (kh - 1) - pl.geo.padding.0, dw * (kw - 1) - pl.geo.padding.1)
+        if pl.geo.stride == (1, 1) && tpad.0 >= 0 && tpad.1 >= 0 {
+            // W'[g*cinG + ci, co, kh-1-i, kw-1-j] = W[g*coutG + co, ci, i, j]
+            let flipped = Tensor(uninitializedShape: [pl.cin, pl.coutG, kh, kw])
+            let src = weight.pointer, dst = flipped.mutablePointer
+            for gi in 0..<pl.groups {
+                for co in 0..<pl.coutG {
+                    for ci in 0..<pl.cinG {
+                        let s = src + ((gi * pl.coutG + co) * pl.cinG + ci) * pl.kk
+                        let d = dst + ((gi * pl.cinG + ci) * pl.coutG + co) * pl.kk
+                        for i in 0..<pl.kk { d[pl.kk - 1 - i] = s[i] }
                     }
                 }
             }
-            if let gx {
-                let dst = gx.mutablePointer + b * cin * h * w
-                if direct {
-                    // dX = W^T * dY, straight into the image gradient.
-                    if groups == 1 {
-                        BLAS.gemm(transA: true, m: cin, n: p, k: cout, a: wp, lda: k, b: gout, ldb: p, c: dst, ldc: p)
-                    } else {
-                        withSingleThreadedBLAS {
-                            Compute.parallelFor(groups) { gi in
-                                BLAS.gemm(transA: true, m: cinG, n: p, k: coutG, a: wp + gi * coutG * k, lda: k,
-                                          b: gout + gi * coutG * p, ldb: p, c: dst + gi * cinG * p, ldc: p)
-                            }
-                        }
-                    }
-                } else {
-                    Workspace.with(cin * kk * p) { col in
-                        if groups == 1 {
-                            BLAS.gemm(transA: true, m: k, n: p, k: cout, a: wp, lda: k, b: gout, ldb: p, c: col, ldc: p)
-                        } else {
-                            withSingleThreadedBLAS {
-                                Compute.parallelFor(groups) { gi in
-                                    BLAS.gemm(transA: true, m: k, n: p, k: coutG, a: wp + gi * coutG * k, lda: k,
-                                              b: gout + gi * coutG * p, ldb: p, c: col + gi * k * p, ldc: p)
-                                }
-                            }
-                        }
-                        Compute.parallelRanges(cin, minPerThread: 1) { r in
-                            col2im(UnsafePointer(col), channels: r, h: h, w: w, g: geo, ho: ho, wo: wo, dst: dst)
-                        }
-                    }
+            let tgeo = Conv2DGeometry(kernel: pl.geo.kernel, stride: (1, 1), padding: tpad, dilation: pl.geo.dilation)
+            let tplan = ConvPlan(input: gradOut.shape, cout: pl.cin, geo: tgeo, groups: pl.groups)
+            precondition(tplan.ho == pl.h && tplan.wo == pl.w, "conv2d backward: transposed geometry does not restore the input size")
+            let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
+            gemmForward(tplan, input: gradOut.pointer, weight: flipped.pointer, out: gx.mutablePointer)
+            return gx
+        }
+        // Strided: col = W^T dY per image and group, folded back into the zeroed gradient.
+        let gx = Tensor.zeros([pl.n, pl.cin, pl.h, pl.w])
+        let wp = weight.pointer, gp = gradOut.pointer, dp = gx.mutablePointer
+        withScratch(perThread: 0, shared: pl.cin * pl.kk * pl.p) { scratch in
+            let col = scratch(-1)
+            for b in 0..<pl.n {
+                let gout = gp + b * pl.cout * pl.p
+                for gi in 0..<pl.groups {
+                    BLAS.gemm(transA: true, m: pl.k, n: pl.p, k: pl.coutG, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
+                              b: gout + gi * pl.coutG * pl.p, ldb: pl.p, c: col + gi * pl.k * pl.p, ldc: pl.p)
+                }
+                let dst = dp + b * pl.cin * pl.h * pl.w
+                Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
+                    col2im(UnsafePointer(col), channels: r, h: pl.h, w: pl.w, g: pl.geo, ho: pl.ho, wo: pl.wo,
+                           ldcol: pl.p, dst: dst)
                 }
             }
         }
-        return (gx, gw, gb)
+        return gx
+    }
+
+    /// The weight gradient `dW[g] = sum over images of dY[b, g] x unfold(x[b, g])^T`.
+    ///
+    /// Large maps: each thread unfolds its own row tiles and accumulates into a private
+    /// gradient; the private gradients are then summed in a fixed order. Small maps: each
+    /// image is unfolded once and the output channels are split over the threads.
+    static func weightGradient(_ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>,
+                               out dwp: UnsafeMutablePointer<Float>) {
+        BLAS.ensureConfigured()
+        let threads = Compute.threads
+        let tiles = pl.rowTiles(minColumns: 512)
+        let tasks = pl.n * pl.groups * tiles
+        let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
+        let weightCount = pl.cout * pl.k
+        let chunks = min(threads, tasks)
+        if chunks > 1 && tasks >= 2 * threads && weightCount * (chunks - 1) <= 8 << 20 {
+            let maxColumns = pl.pointwise ? 0 : pl.k * ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
+            // Chunk 0 accumulates straight into the result, the others into private copies.
+            withScratch(perThread: maxColumns, shared: weightCount * (chunks - 1)) { scratch in
+                let partials = scratch(-1)
+                Compute.parallelChunks(tasks) { chunk, range in
+                    let col = scratch(chunk)
+                    let acc = chunk == 0 ? dwp : partials + (chunk - 1) * weightCount
+                    acc.update(repeating: 0, count: weightCount)
+                    for task in range {
+                        let t = task % tiles, gi = (task / tiles) % pl.groups, b = task / (tiles * pl.groups)
+                        let rows = pl.rows(t, of: tiles)
+                        let c0 = rows.lowerBound * pl.wo, cols = rows.count * pl.wo
+                        let img = xp + b * imageIn
+                        let bmat: UnsafePointer<Float>, ldb: Int
+                        if pl.pointwise {
+                            bmat = img + gi * pl.cinG * pl.p + c0
+                            ldb = pl.p
+                        } else {
+                            im2col(img, channels: (gi * pl.cinG)..<((gi + 1) * pl.cinG), h: pl.h, w: pl.w, g: pl.geo,
+                                   wo: pl.wo, rows: rows, col: col, ldcol: cols)
+                            bmat = UnsafePointer(col)
+                            ldb = cols
+                        }
+                        BLAS.gemmSerial(transB: true, m: pl.coutG, n: pl.k, k: cols,
+                                        a: gp + b * imageOut + gi * pl.coutG * pl.p + c0, lda: pl.p,
+                                        b: bmat, ldb: ldb, beta: 1, c: acc + gi * pl.coutG * pl.k, ldc: pl.k)
+                    }
+                }
+                // Sum the private gradients into the result, in chunk order.
+                Compute.parallelRanges(weightCount, minPerThread: 1 << 14) { r in
+                    for c in 1..<chunks {
+                        let src = partials + (c - 1) * weightCount
+                        for i in r { dwp[i] += src[i] }
+                    }
+                }
+            }
+            return
+        }
+        withScratch(perThread: 0, shared: pl.pointwise ? 0 : pl.cin * pl.kk * pl.p) { scratch in
+            let col = scratch(-1)
+            for b in 0..<pl.n {
+                let img = xp + b * imageIn
+                let bmat: UnsafePointer<Float>
+                if pl.pointwise {
+                    bmat = img
+                } else {
+                    Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
+                        im2col(img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
+                               col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
+                    }
+                    bmat = UnsafePointer(col)
+                }
+                for gi in 0..<pl.groups {
+                    BLAS.gemm(transB: true, m: pl.coutG, n: pl.k, k: pl.p, a: gp + b * imageOut + gi * pl.coutG * pl.p,
+                              lda: pl.p, b: bmat + gi * pl.k * pl.p, ldb: pl.p, beta: b == 0 ? 0 : 1,
+                              c: dwp + gi * pl.coutG * pl.k, ldc: pl.k)
+                }
+            }
+        }
     }
 
     // MARK: Depthwise (one input channel per group, channel multiplier m)
@@ -310,10 +461,8 @@ enum ConvKernels {
                 for kj in 0..<kw {
                     let wv = kern[ki * kw + kj]
                     let off = kj * dw - pw
-                    var oxLo = 0
-                    if off < 0 { oxLo = (-off + sw - 1) / sw }
-                    var oxHi = wo
-                    if w - off <= 0 { oxHi = 0 } else { oxHi = min(wo, (w - off + sw - 1) / sw) }
+                    let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
+                    let oxHi = w - off <= 0 ? 0 : min(wo, (w - off + sw - 1) / sw)
                     if oxHi <= oxLo { continue }
                     for oy in 0..<ho {
                         let iy = oy * sh - ph + ki * dh
@@ -340,10 +489,8 @@ enum ConvKernels {
         let xp = input.pointer, wp = weight.pointer, gp = gradOut.pointer
         func range(_ kj: Int) -> (Int, Int, Int) {
             let off = kj * dw - pw
-            var oxLo = 0
-            if off < 0 { oxLo = (-off + sw - 1) / sw }
-            var oxHi = wo
-            if w - off <= 0 { oxHi = 0 } else { oxHi = min(wo, (w - off + sw - 1) / sw) }
+            let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
+            let oxHi = w - off <= 0 ? 0 : min(wo, (w - off + sw - 1) / sw)
             return (off, oxLo, oxHi)
         }
         var gx: Tensor?
@@ -409,12 +556,4 @@ enum ConvKernels {
         }
         return (gx, gw)
     }
-}
-
-/// Runs `body` with OpenBLAS limited to one thread (for GEMMs issued from our own
-/// parallel loops), restoring the engine's thread count afterwards.
-func withSingleThreadedBLAS<R>(_ body: () -> R) -> R {
-    BLAS.setThreadsRaw(1)
-    defer { BLAS.setThreadsRaw(Compute.threads) }
-    return body()
 }

@@ -59,6 +59,27 @@ public enum Compute {
     }
 }
 
+extension Compute {
+    /// Runs `body(chunk, range)` over `min(threads, count)` contiguous chunks of `0..<count`,
+    /// `chunk` numbering them from 0 (an index for per-thread scratch memory).
+    ///
+    /// The split depends only on `count` and the thread count, so work that accumulates
+    /// per chunk and is reduced in chunk order repeats bit for bit.
+    static func parallelChunks(_ count: Int, _ body: (Int, Range<Int>) -> Void) {
+        let t = min(threads, count)
+        if t <= 1 {
+            if count > 0 { body(0, 0..<count) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UnsafeSendableBox(body)
+            DispatchQueue.concurrentPerform(iterations: t) { chunk in
+                box.value(chunk, (count * chunk / t)..<(count * (chunk + 1) / t))
+            }
+        }
+    }
+}
+
 /// Carries a non-Sendable value into a concurrent region whose tasks touch disjoint data.
 @usableFromInline
 struct UnsafeSendableBox<T>: @unchecked Sendable {

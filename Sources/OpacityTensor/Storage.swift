@@ -4,17 +4,24 @@ import Foundation
 ///
 /// Storage is a reference type; ``Tensor`` gives it value semantics by copying on write
 /// only when a storage block is shared and about to be mutated. Kernels never copy.
+///
+/// Large blocks come from a process-wide pool (see ``cacheLimitBytes``): a network's
+/// forward and backward passes allocate the same sizes over and over, and reusing freed
+/// blocks saves the page faults and kernel zeroing of fresh memory on every step.
 public final class TensorStorage: @unchecked Sendable {
     /// The first element.
     public let base: UnsafeMutablePointer<Float>
     /// The number of elements.
     public let count: Int
+    /// The allocated size in bytes (a pool size class for large blocks).
+    private let capacityBytes: Int
 
     /// Allocates uninitialised storage for `count` elements.
     public init(uninitializedCount count: Int) {
         self.count = count
         let bytes = max(1, count) * MemoryLayout<Float>.stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let (raw, capacity) = StoragePool.allocate(bytes)
+        capacityBytes = capacity
         base = raw.bindMemory(to: Float.self, capacity: max(1, count))
     }
 
@@ -36,6 +43,112 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
-        UnsafeMutableRawPointer(base).deallocate()
+        StoragePool.release(UnsafeMutableRawPointer(base), capacityBytes)
+    }
+
+    /// The most bytes of freed large blocks kept for reuse (default: an eighth of the
+    /// physical memory, at most 2 GiB; `OPACITY_POOL_MB` overrides). Setting it lower
+    /// frees cached blocks at once; 0 turns the pool off.
+    public static var cacheLimitBytes: Int {
+        get { StoragePool.limit }
+        set { StoragePool.setLimit(newValue) }
+    }
+
+    /// The bytes currently held by the pool for reuse.
+    public static var cachedBytes: Int { StoragePool.cachedBytes }
+}
+
+/// Size-classed free lists of large aligned blocks (see ``TensorStorage``).
+enum StoragePool {
+    /// Blocks smaller than this come from `malloc` directly.
+    static let minPooledBytes = 256 << 10
+    static let alignment = 64
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var free: [Int: [UnsafeMutableRawPointer]] = [:]
+    nonisolated(unsafe) private static var cached = 0
+    nonisolated(unsafe) private(set) static var limit: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_POOL_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
+        return Int(min(ProcessInfo.processInfo.physicalMemory / 8, 2 << 30))
+    }()
+
+    static var cachedBytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return cached
+    }
+
+    /// The size class of a request: rounded up to an eighth of its power of two
+    /// (at most 12.5% waste), so similar sizes share blocks.
+    @inline(__always)
+    static func sizeClass(_ bytes: Int) -> Int {
+        if bytes < minPooledBytes { return bytes }
+        let top = Int.bitWidth - 1 - bytes.leadingZeroBitCount
+        let step = 1 << (top - 3)
+        return (bytes + step - 1) & ~(step - 1)
+    }
+
+    static func allocate(_ bytes: Int) -> (UnsafeMutableRawPointer, Int) {
+        let size = sizeClass(bytes)
+        if size >= minPooledBytes {
+            lock.lock()
+            if var list = free[size], let p = list.popLast() {
+                free[size] = list
+                cached -= size
+                lock.unlock()
+                return (p, size)
+            }
+            lock.unlock()
+        }
+        return (UnsafeMutableRawPointer.allocate(byteCount: size, alignment: alignment), size)
+    }
+
+    static func release(_ p: UnsafeMutableRawPointer, _ size: Int) {
+        guard size >= minPooledBytes else {
+            p.deallocate()
+            return
+        }
+        lock.lock()
+        if size > limit {
+            lock.unlock()
+            p.deallocate()
+            return
+        }
+        var evicted: [UnsafeMutableRawPointer] = []
+        // Make room by dropping blocks of other sizes, largest classes first.
+        if cached + size > limit {
+            for key in free.keys.sorted(by: >) where key != size {
+                evict(key, until: limit - size, into: &evicted)
+                if cached + size <= limit { break }
+            }
+        }
+        if cached + size <= limit {
+            free[size, default: []].append(p)
+            cached += size
+        } else {
+            evicted.append(p)
+        }
+        lock.unlock()
+        for q in evicted { q.deallocate() }
+    }
+
+    /// Moves blocks of class `key` to `evicted` until at most `target` bytes stay cached.
+    /// Call with the lock held.
+    private static func evict(_ key: Int, until target: Int, into evicted: inout [UnsafeMutableRawPointer]) {
+        guard var list = free[key] else { return }
+        while cached > target, let q = list.popLast() {
+            cached -= key
+            evicted.append(q)
+        }
+        free[key] = list.isEmpty ? nil : list
+    }
+
+    static func setLimit(_ bytes: Int) {
+        lock.lock()
+        limit = max(0, bytes)
+        var evicted: [UnsafeMutableRawPointer] = []
+        for key in free.keys.sorted(by: >) { evict(key, until: limit, into: &evicted) }
+        lock.unlock()
+        for q in evicted { q.deallocate() }
     }
 }

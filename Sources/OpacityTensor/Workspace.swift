@@ -1,37 +1,18 @@
 import Foundation
 
-/// Reusable scratch buffers for kernels (im2col columns and the like).
+/// Runs `body` with scratch memory for a kernel: one buffer of `perThread` floats for
+/// each compute thread (`scratch(chunk)`, for the chunks of ``Compute/parallelChunks(_:_:)``)
+/// and one of `shared` floats (`scratch(-1)`). Contents are undefined.
 ///
-/// Large scratch buffers are kept after use instead of being returned to the system, so
-/// hot loops do not pay for fresh pages on every call. Thread-safe.
-enum Workspace {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var free: [TensorStorage] = []
-
-    /// Runs `body` with a scratch buffer of at least `count` floats (contents undefined).
-    static func with<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
-        let buffer = take(count)
-        defer { give(buffer) }
-        return body(buffer.base)
-    }
-
-    private static func take(_ count: Int) -> TensorStorage {
-        lock.lock()
-        defer { lock.unlock() }
-        if let i = free.indices.filter({ free[$0].count >= count }).min(by: { free[$0].count < free[$1].count }) {
-            return free.remove(at: i)
-        }
-        return TensorStorage(uninitializedCount: count)
-    }
-
-    private static func give(_ s: TensorStorage) {
-        lock.lock()
-        defer { lock.unlock() }
-        free.append(s)
-        // Keep at most a few buffers; drop the smallest first.
-        if free.count > 4 {
-            free.sort { $0.count > $1.count }
-            free.removeLast()
-        }
+/// The memory comes from the storage pool, so a kernel that runs every step does not
+/// pay for fresh pages each time.
+@inline(__always)
+func withScratch<R>(perThread: Int, shared: Int = 0, _ body: ((Int) -> UnsafeMutablePointer<Float>) -> R) -> R {
+    let threads = Compute.threads
+    let slot = (perThread + 15) & ~15  // keep every buffer 64-byte aligned
+    let storage = TensorStorage(uninitializedCount: slot * threads + shared)
+    return withExtendedLifetime(storage) {
+        let base = storage.base
+        return body { i in i < 0 ? base + slot * threads : base + slot * i }
     }
 }

@@ -1,0 +1,157 @@
+import OpacityTensor
+import XCTest
+
+/// Convolution: forward against a direct loop, gradients against finite differences and
+/// against direct-loop gradients, over every path of the kernel (tiled im2col, whole-image
+/// im2col, 1x1 direct, strided col2im, grouped, depthwise) and several thread counts.
+final class ConvolutionTests: XCTestCase {
+    struct Case {
+        var name: String
+        var input: [Int]
+        var cout: Int
+        var kernel: (Int, Int)
+        var stride: (Int, Int) = (1, 1)
+        var padding: (Int, Int) = (0, 0)
+        var dilation: (Int, Int) = (1, 1)
+        var groups = 1
+        var bias = false
+    }
+
+    static let cases: [Case] = [
+        Case(name: "3x3 pad 1 with bias", input: [2, 3, 6, 5], cout: 4, kernel: (3, 3), padding: (1, 1), bias: true),
+        Case(name: "3x3 stride 2 pad 1, odd size", input: [2, 3, 7, 6], cout: 4, kernel: (3, 3), stride: (2, 2), padding: (1, 1)),
+        Case(name: "non-square 3x2 kernel, stride (2,1), pad (1,0)", input: [1, 2, 7, 5], cout: 3, kernel: (3, 2),
+             stride: (2, 1), padding: (1, 0), bias: true),
+        Case(name: "dilation 2 pad 2", input: [1, 3, 7, 7], cout: 2, kernel: (3, 3), padding: (2, 2), dilation: (2, 2)),
+        Case(name: "dilation (2,1) stride 2", input: [2, 2, 8, 7], cout: 3, kernel: (3, 3), stride: (2, 2), padding: (1, 1),
+             dilation: (2, 1)),
+        Case(name: "groups 2", input: [2, 4, 5, 5], cout: 6, kernel: (3, 3), padding: (1, 1), groups: 2, bias: true),
+        Case(name: "groups 3 stride 2", input: [1, 6, 7, 6], cout: 3, kernel: (3, 3), stride: (2, 2), padding: (1, 1), groups: 3),
+        Case(name: "depthwise", input: [2, 3, 6, 5], cout: 3, kernel: (3, 3), padding: (1, 1), groups: 3, bias: true),
+        Case(name: "depthwise multiplier 2 stride 2", input: [1, 3, 7, 7], cout: 6, kernel: (3, 3), stride: (2, 2),
+             padding: (1, 1), groups: 3),
+        Case(name: "depthwise 5x5 dilation 2", input: [1, 2, 9, 8], cout: 2, kernel: (5, 5), padding: (4, 4), dilation: (2, 2),
+             groups: 2),
+        Case(name: "1x1 direct", input: [2, 5, 4, 3], cout: 4, kernel: (1, 1), bias: true),
+        Case(name: "1x1 direct groups 2", input: [2, 4, 3, 3], cout: 6, kernel: (1, 1), groups: 2),
+        Case(name: "1x1 stride 2", input: [2, 4, 5, 6], cout: 3, kernel: (1, 1), stride: (2, 2)),
+        Case(name: "7x7 stride 2 pad 3 (stem)", input: [1, 3, 11, 10], cout: 2, kernel: (7, 7), stride: (2, 2), padding: (3, 3)),
+        Case(name: "padding beyond the kernel reach", input: [1, 2, 4, 4], cout: 2, kernel: (3, 3), padding: (3, 2)),
+        Case(name: "kernel as large as the padded input", input: [1, 2, 3, 3], cout: 2, kernel: (5, 5), padding: (1, 1)),
+    ]
+
+    func conv(_ c: Case, _ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
+        x.conv2d(w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+    }
+
+    func tensors(_ c: Case, seed: UInt64) -> (Tensor, Tensor, Tensor?) {
+        let x = uniform(c.input, seed: seed)
+        let w = uniform([c.cout, c.input[1] / c.groups, c.kernel.0, c.kernel.1], -0.5, 0.5, seed: seed + 1)
+        let b = c.bias ? uniform([c.cout], seed: seed + 2) : nil
+        return (x, w, b)
+    }
+
+    func testForwardMatchesDirectLoops() {
+        let saved = Compute.threads
+        defer { Compute.threads = saved }
+        for threads in [1, 2, 3] {
+            Compute.threads = threads
+            for (i, c) in Self.cases.enumerated() {
+                let (x, w, b) = tensors(c, seed: UInt64(10 * i))
+                let y = conv(c, x, w, b)
+                let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+                XCTAssertEqual(y.shape, ref.shape, c.name)
+                assertClose(y, ref.values, absolute: 1e-5, relative: 1e-5, "\(c.name), \(threads) threads")
+            }
+        }
+    }
+
+    func testGradientsMatchFiniteDifferences() {
+        for (i, c) in Self.cases.enumerated() {
+            let (x, w, b) = tensors(c, seed: UInt64(10 * i + 3))
+            var inputs = [x, w]
+            if let b { inputs.append(b) }
+            checkGradients("conv2d \(c.name)", inputs, eps: 1e-2) { t in
+                conv(c, t[0], t[1], t.count > 2 ? t[2] : nil)
+            }
+        }
+    }
+
+    /// Direct-loop gradients of `sum(conv(x, w) * r)`.
+    func referenceGradients(_ c: Case, _ x: Tensor, _ w: Tensor, _ r: Tensor) -> (dx: [Double], dw: [Double]) {
+        let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (cout, cinG, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        let (ho, wo) = (r.shape[2], r.shape[3])
+        let coutG = cout / c.groups
+        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+        let xs = x.scalars, ws = w.scalars, rs = r.scalars
+        for b in 0..<n {
+            for oc in 0..<cout {
+                for oy in 0..<ho {
+                    for ox in 0..<wo {
+                        let g = Double(rs[((b * cout + oc) * ho + oy) * wo + ox])
+                        for ci in 0..<cinG {
+                            let ch = (oc / coutG) * cinG + ci
+                            for i in 0..<kh {
+                                for j in 0..<kw {
+                                    let iy = oy * c.stride.0 - c.padding.0 + i * c.dilation.0
+                                    let ix = ox * c.stride.1 - c.padding.1 + j * c.dilation.1
+                                    if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+                                    let xi = ((b * cin + ch) * h + iy) * wd + ix, wi = ((oc * cinG + ci) * kh + i) * kw + j
+                                    dx[xi] += g * Double(ws[wi])
+                                    dw[wi] += g * Double(xs[xi])
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dx, dw)
+    }
+
+    /// Larger maps, so the kernels cut the work into several row tiles, per-thread weight
+    /// gradients, and whole-image paths; checked exactly against direct loops.
+    func testLargeMapsUseEveryPathAndMatchDirectLoops() {
+        let large: [Case] = [
+            Case(name: "tiled 3x3", input: [2, 64, 40, 36], cout: 8, kernel: (3, 3), padding: (1, 1)),
+            Case(name: "tiled 3x3 stride 2", input: [1, 48, 41, 30], cout: 6, kernel: (3, 3), stride: (2, 2), padding: (1, 1)),
+            Case(name: "tiled 1x1", input: [1, 32, 48, 48], cout: 16, kernel: (1, 1), bias: true),
+            Case(name: "tiled 1x1 stride 2", input: [2, 32, 30, 30], cout: 8, kernel: (1, 1), stride: (2, 2)),
+            Case(name: "tiled grouped 3x3", input: [1, 64, 30, 30], cout: 32, kernel: (3, 3), padding: (1, 1), groups: 4),
+            Case(name: "whole-image deep 3x3", input: [1, 256, 6, 6], cout: 64, kernel: (3, 3), padding: (1, 1)),
+            Case(name: "whole-image deep 3x3 stride 2 grouped", input: [1, 128, 8, 8], cout: 64, kernel: (3, 3),
+                 stride: (2, 2), padding: (1, 1), groups: 2),
+            Case(name: "whole-image deep 1x1", input: [1, 512, 4, 4], cout: 128, kernel: (1, 1)),
+        ]
+        let saved = Compute.threads
+        defer { Compute.threads = saved }
+        for threads in [1, 2, 4] {
+            Compute.threads = threads
+            for (i, c) in large.enumerated() {
+                let (x, w, b) = tensors(c, seed: UInt64(100 + i))
+                let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+                let xg = x.requiringGrad(), wg = w.requiringGrad()
+                let y = conv(c, xg, wg, b)
+                assertClose(y, ref.values, absolute: 1e-4, relative: 1e-4, "\(c.name) forward, \(threads) threads")
+                let r = uniform(y.shape, seed: UInt64(200 + i))
+                y.backward(r)
+                let (dx, dw) = referenceGradients(c, x, w, r)
+                assertClose(xg.grad!, dx, absolute: 1e-3, relative: 1e-4, "\(c.name) input gradient, \(threads) threads")
+                assertClose(wg.grad!, dw, absolute: 1e-3, relative: 1e-4, "\(c.name) weight gradient, \(threads) threads")
+            }
+        }
+    }
+
+    func testLayerNamesAndShapes() {
+        let conv = Conv2d(4, 8, kernel: 3, stride: 2, padding: 1, bias: true)
+        XCTAssertEqual(conv.namedParameters().map(\.0), ["weight", "bias"])
+        XCTAssertEqual(conv.weight.shape, [8, 4, 3, 3])
+        XCTAssertEqual(conv(Tensor.zeros([1, 4, 9, 9])).shape, [1, 8, 5, 5])
+        let depthwise = Conv2d(4, 8, kernel: 3, padding: 1, groups: 4, bias: false)
+        XCTAssertEqual(depthwise.weight.shape, [8, 1, 3, 3])
+        XCTAssertNil(depthwise.bias)
+        let rect = Conv2d(3, 5, kernel2: (1, 7), padding: (0, 3))
+        XCTAssertEqual(rect(Tensor.zeros([2, 3, 4, 9])).shape, [2, 5, 4, 9])
+    }
+}
