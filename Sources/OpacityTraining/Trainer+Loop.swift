@@ -1,0 +1,242 @@
+import Foundation
+import OpacityCore
+import OpacityTensor
+
+/// Trains a detector the paper's way: Adam, gradient-norm clipping, ReduceLROnPlateau on
+/// the validation regression loss, validation loss and challenge metric every epoch, a
+/// checkpoint per epoch, a `best` link, an epoch log in JSON lines.
+///
+/// Run folder layout: `options.json`, `log.jsonl`, `checkpoints/epoch_NNN.opb`,
+/// `checkpoints/interrupted.opb` (after a stop request), `best.opb` (a link to the best
+/// epoch's checkpoint).
+///
+/// A run is deterministic for a seed and thread count: batches come in a fixed order per
+/// epoch, augmentations are seeded per sample, dropout masks are reseeded per step, so
+/// ``resume()`` continues to the same weights an uninterrupted run reaches.
+public final class Trainer {
+    public let options: TrainingOptions
+    public let detector: Detector
+    public let runDirectory: URL
+    public weak var observer: TrainingObserver?
+    /// Polled after every step; return true to stop after writing a checkpoint.
+    public var shouldStop: () -> Bool = { false }
+
+    let trainData: BatchSource
+    let validationData: BatchSource
+    let store: CheckpointStore
+    let optimizer: Adam
+    public private(set) var state: TrainerState
+    private let dropouts: [Dropout]
+
+    public init(options: TrainingOptions, detector: Detector, train: BatchSource, validation: BatchSource,
+                runDirectory: URL, store: CheckpointStore) {
+        self.options = options
+        self.detector = detector
+        self.trainData = train
+        self.validationData = validation
+        self.runDirectory = runDirectory
+        self.store = store
+        optimizer = Adam(detector.namedParameters().filter { $0.1.requiresGrad }, learningRate: Float(options.learningRate),
+                         weightDecay: Float(options.weightDecay))
+        state = TrainerState(learningRate: options.learningRate,
+                             scheduler: ReduceLROnPlateau(mode: .min, factor: Float(options.plateauFactor), patience: options.plateauPatience,
+                                                          minLR: Float(options.minLearningRate)))
+        dropouts = detector.namedModules().compactMap { $0.1 as? Dropout }
+        if options.freezeBatchNorm { detector.freezeBatchNorm() }
+    }
+
+    // MARK: Files
+
+    public var logURL: URL { runDirectory.appendingPathComponent("log.jsonl") }
+    public var optionsURL: URL { runDirectory.appendingPathComponent("options.json") }
+    public var checkpointsURL: URL { runDirectory.appendingPathComponent("checkpoints") }
+    public var bestURL: URL { runDirectory.appendingPathComponent("best.opb") }
+    public var interruptedURL: URL { checkpointsURL.appendingPathComponent("interrupted.opb") }
+    public func checkpointURL(epoch: Int) -> URL { checkpointsURL.appendingPathComponent(String(format: "epoch_%03d.opb", epoch)) }
+
+    /// Creates the run folder and writes `options.json`.
+    public func prepareRunDirectory() throws {
+        try FileManager.default.createDirectory(at: checkpointsURL, withIntermediateDirectories: true)
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try e.encode(options).write(to: optionsURL, options: .atomic)
+    }
+
+    /// The newest checkpoint of a run folder: the interrupted one if it is further along,
+    /// else the last epoch's.
+    public static func latestCheckpoint(in runDirectory: URL) -> URL? {
+        let dir = runDirectory.appendingPathComponent("checkpoints")
+        guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { return nil }
+        let epochs = files.compactMap { f -> Int? in
+            guard f.hasPrefix("epoch_"), f.hasSuffix(".opb") else { return nil }
+            return Int(f.dropFirst(6).dropLast(4))
+        }
+        if files.contains("interrupted.opb") { return dir.appendingPathComponent("interrupted.opb") }
+        return epochs.max().map { dir.appendingPathComponent(String(format: "epoch_%03d.opb", $0)) }
+    }
+
+    /// Continues from the newest checkpoint in the run folder (weights, optimizer and
+    /// scheduler state, position in the epoch). Log lines past it are dropped.
+    /// - Returns: the checkpoint used, or `nil` when the run has none (it starts afresh).
+    @discardableResult
+    public func resume() throws -> URL? {
+        guard let url = Self.latestCheckpoint(in: runDirectory) else { return nil }
+        let (opt, st) = try store.restore(into: detector, from: url)
+        try optimizer.loadStateDict(opt)
+        optimizer.learningRate = Float(st.learningRate)
+        state = st
+        if options.freezeBatchNorm { detector.freezeBatchNorm() }
+        if FileManager.default.fileExists(atPath: logURL.path) {
+            let kept = try EpochLog.read(logURL).filter { $0.epoch <= st.epoch }
+            try Data(kept.map { try $0.jsonLine() + "\n" }.joined().utf8).write(to: logURL, options: .atomic)
+        }
+        observer?.trainingMessage("resumed from \(url.lastPathComponent): \(st.epoch) epochs done" + (st.step > 0 ? ", \(st.step) steps into epoch \(st.epoch + 1)" : ""))
+        return url
+    }
+
+    // MARK: Running
+
+    /// Trains until `options.epochs` epochs are complete.
+    /// - Returns: the logs of the epochs run now.
+    /// - Throws: ``RunError/nanLoss(epoch:step:terms:)`` (the last good checkpoint is kept),
+    ///   ``RunError/interrupted(checkpoint:)`` after a stop request, or file errors.
+    public func run() throws -> [EpochLog] {
+        var logs: [EpochLog] = []
+        while state.epoch < options.epochs {
+            logs.append(try runEpoch(state.epoch + 1))
+        }
+        return logs
+    }
+
+    private func seedDropouts(epoch: Int, step: Int) {
+        var g = RandomGenerator(seed: options.seed, stream: UInt64(epoch) << 32 | UInt64(step))
+        for d in dropouts { d.reseed(g.next()) }
+    }
+
+    private func runEpoch(_ epoch: Int) throws -> EpochLog {
+        let steps = trainData.batchCount
+        let start = state.step
+        observer?.trainingWillStartEpoch(epoch, of: options.epochs, steps: steps, startingAt: start)
+        var sums = state.partial
+        var images = state.partialImages
+        var seconds = state.partialSeconds
+        var step = start
+        let t0 = Date()
+        let startSeconds = seconds
+        for batch in trainData.batches(epoch: epoch, from: start) {
+            seedDropouts(epoch: epoch, step: step)
+            detector.train()
+            let terms = detector.losses(batch.images, targets: batch.targets)
+            let total = terms.total.scalar
+            if !total.isFinite {
+                throw RunError.nanLoss(epoch: epoch, step: step + 1, terms: terms.terms.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+            }
+            optimizer.zeroGrad()
+            terms.total.backward()
+            clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
+            optimizer.step()
+            step += 1
+            let n = batch.ids.count
+            images += n
+            for (name, v) in terms.terms { sums[name, default: 0] += Double(v) * Double(n) }
+            seconds = startSeconds + Date().timeIntervalSince(t0)
+            observer?.trainingDidStep(step, of: steps, terms: terms.terms, imagesPerSecond: Double(images) / max(seconds, 1e-9))
+            if shouldStop() && step < steps {
+                state.step = step
+                state.partial = sums
+                state.partialImages = images
+                state.partialSeconds = seconds
+                state.learningRate = Double(optimizer.learningRate)
+                try store.save(detector: detector, optimizer: optimizer.stateDict(), state: state, options: options,
+                               metrics: [:], to: interruptedURL)
+                throw RunError.interrupted(checkpoint: interruptedURL.path)
+            }
+        }
+        let trainSummary = summary(sums, images: images)
+        let (valSummary, metric) = try validate(epoch)
+        // the scheduler follows the validation regression loss, as the paper does
+        let lrUsed = Double(optimizer.learningRate)
+        state.scheduler.step(Float(valSummary.regression), optimizer: optimizer)
+        let value = options.bestBy == "loss" ? valSummary.total : metric.best
+        let better = state.bestValue.map { options.bestBy == "loss" ? value < $0 : value > $0 } ?? true
+        if better {
+            state.bestValue = value
+            state.bestEpoch = epoch
+        }
+        state.epoch = epoch
+        state.step = 0
+        state.partial = [:]
+        state.partialImages = 0
+        state.partialSeconds = 0
+        state.learningRate = Double(optimizer.learningRate)
+        let ckpt = checkpointURL(epoch: epoch)
+        try store.save(detector: detector, optimizer: optimizer.stateDict(), state: state, options: options,
+                       metrics: ["val_total": valSummary.total, "val_regression": valSummary.regression, "metric": metric.best,
+                                 "metric_threshold": Double(metric.threshold), "epoch": Double(epoch)], to: ckpt)
+        try? FileManager.default.removeItem(at: interruptedURL)
+        if better { try linkBest(to: ckpt) }
+        let log = EpochLog(epoch: epoch, time: ISO8601DateFormatter().string(from: Date()), seconds: seconds, lr: lrUsed,
+                           train: trainSummary, val: valSummary, metric: metric, imagesPerSecond: Double(images) / max(seconds, 1e-9),
+                           trainImages: images, valImages: validationData.imageCount,
+                           checkpoint: "checkpoints/" + ckpt.lastPathComponent, best: better)
+        try appendLog(log)
+        observer?.trainingDidFinishEpoch(log)
+        return log
+    }
+
+    private func summary(_ sums: [String: Double], images: Int) -> LossSummary {
+        let n = Double(max(1, images))
+        return LossSummary(total: (sums["total"] ?? 0) / n, focal: (sums["focal"] ?? 0) / n,
+                           regression: (sums["regression"] ?? 0) / n, global: sums["global"].map { $0 / n })
+    }
+
+    /// Validation loss terms (the training code, in evaluation mode) and the metric sweep.
+    public func validate(_ epoch: Int) throws -> (LossSummary, MetricSummary) {
+        detector.eval()
+        defer { detector.train() }
+        var sums: [String: Double] = [:]
+        var images = 0
+        var truth: [[BoundingBox]] = []
+        var detections: [[Detection]] = []
+        let batches = validationData.batchCount
+        observer?.trainingWillValidate(epoch, batches: batches)
+        var b = 0
+        for batch in validationData.batches(epoch: 0, from: 0) {
+            Autograd.inference {
+                let out = detector.forward(batch.images)
+                let anchors = detector.anchors(height: batch.images.shape[2], width: batch.images.shape[3])
+                let terms = detector.lossFunction.loss(out, targets: batch.targets, anchors: anchors)
+                for (name, v) in terms.terms { sums[name, default: 0] += Double(v) * Double(batch.ids.count) }
+                detections += detector.postprocessor.detections(out, anchors: anchors, imageSize: (batch.images.shape[2], batch.images.shape[3]))
+            }
+            truth += batch.targets.map(\.boxes)
+            images += batch.ids.count
+            b += 1
+            observer?.trainingDidValidate(batch: b, of: batches)
+        }
+        let sweep = ThresholdSweep(truth: truth, detections: detections)
+        let metric = MetricSummary(best: sweep.bestScore, threshold: sweep.bestThreshold,
+                                   sweep: zip(sweep.thresholds, sweep.scores).map { [Double($0), $1] })
+        return (summary(sums, images: images), metric)
+    }
+
+    private func linkBest(to checkpoint: URL) throws {
+        let fm = FileManager.default
+        let tmp = runDirectory.appendingPathComponent(".best.opb.tmp")
+        try? fm.removeItem(at: tmp)
+        try fm.createSymbolicLink(atPath: tmp.path, withDestinationPath: "checkpoints/" + checkpoint.lastPathComponent)
+        if rename(tmp.path, bestURL.path) != 0 {
+            throw RunError.incompatible("cannot update \(bestURL.path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func appendLog(_ log: EpochLog) throws {
+        let line = try log.jsonLine() + "\n"
+        if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
+        let h = try FileHandle(forWritingTo: logURL)
+        defer { try? h.close() }
+        try h.seekToEnd()
+        try h.write(contentsOf: Data(line.utf8))
+        try h.synchronize()
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import OpacityCore
+import OpacityTensor
+
+/// One batch for training or validation.
+public struct TrainingBatch {
+    /// `[N, 1, S, S]` images in `[0, 1]`.
+    public var images: Tensor
+    /// Boxes in the pixels of `images`, and image classes.
+    public var targets: [DetectionTarget]
+    /// The record ids (patient ids) of the images.
+    public var ids: [String]
+
+    public init(images: Tensor, targets: [DetectionTarget], ids: [String]) {
+        self.images = images
+        self.targets = targets
+        self.ids = ids
+    }
+}
+
+/// Batches for an epoch in a fixed order for a seed, so that a resumed run sees exactly
+/// the batches an uninterrupted one would.
+public protocol BatchSource {
+    /// Images in one epoch.
+    var imageCount: Int { get }
+    /// Batches in one epoch.
+    var batchCount: Int { get }
+    /// The batches of `epoch` from batch index `start` on.
+    func batches(epoch: Int, from start: Int) -> AnyIterator<TrainingBatch>
+}
+
+/// The recipe of a training run. Defaults follow the paper.
+public struct TrainingOptions: Codable, Sendable, Equatable {
+    /// The detector config string.
+    public var config: String
+    public var epochs = 16
+    public var batchSize = 4
+    /// Adam's learning rate (the paper: 1e-5, with ImageNet-pretrained encoders).
+    public var learningRate: Double = 1e-5
+    public var weightDecay: Double = 0
+    /// Gradient-norm clip (the paper: 0.05).
+    public var clipNorm: Double = 0.05
+    /// ReduceLROnPlateau on the validation regression loss (the paper: patience 4, factor 0.2).
+    public var plateauPatience = 4
+    public var plateauFactor: Double = 0.2
+    public var minLearningRate: Double = 0
+    /// Keep batch-norm statistics fixed (the paper freezes them; with an encoder trained
+    /// from scratch they are better left to train).
+    public var freezeBatchNorm = true
+    public var seed: UInt64 = 1234
+    /// Which epoch's checkpoint `best` points to: `metric` (validation metric) or `loss`
+    /// (validation total loss).
+    public var bestBy = "metric"
+    /// Free-form provenance: data folder, fold, augmentation.
+    public var data: String = ""
+    public var fold = 0
+    public var folds = 4
+    public var augmentation = "heavy"
+    /// Encoder bundle to start from (transfer), if any.
+    public var encoderWeights: String?
+
+    public init(config: String) { self.config = config }
+}
+
+/// Everything a trainer needs to continue: saved in every checkpoint.
+public struct TrainerState: Codable, Equatable {
+    /// Epochs completed.
+    public var epoch = 0
+    /// Steps completed in the current (unfinished) epoch; 0 at epoch boundaries.
+    public var step = 0
+    public var learningRate: Double
+    public var bestValue: Double?
+    public var bestEpoch: Int?
+    public var scheduler: ReduceLROnPlateau
+    /// Running sums of the unfinished epoch's training terms.
+    public var partial: [String: Double] = [:]
+    public var partialImages = 0
+    public var partialSeconds: Double = 0
+
+    public static func == (a: TrainerState, b: TrainerState) -> Bool {
+        a.epoch == b.epoch && a.step == b.step && a.learningRate == b.learningRate && a.bestEpoch == b.bestEpoch
+    }
+}
+
+/// What a trainer reports while it runs.
+public protocol TrainingObserver: AnyObject {
+    func trainingWillStartEpoch(_ epoch: Int, of epochs: Int, steps: Int, startingAt step: Int)
+    func trainingDidStep(_ step: Int, of steps: Int, terms: [(name: String, value: Float)], imagesPerSecond: Double)
+    func trainingWillValidate(_ epoch: Int, batches: Int)
+    func trainingDidValidate(batch: Int, of batches: Int)
+    func trainingDidFinishEpoch(_ log: EpochLog)
+    func trainingMessage(_ text: String)
+}
+
+extension TrainingObserver {
+    public func trainingWillStartEpoch(_ epoch: Int, of epochs: Int, steps: Int, startingAt step: Int) {}
+    public func trainingDidStep(_ step: Int, of steps: Int, terms: [(name: String, value: Float)], imagesPerSecond: Double) {}
+    public func trainingWillValidate(_ epoch: Int, batches: Int) {}
+    public func trainingDidValidate(batch: Int, of batches: Int) {}
+    public func trainingDidFinishEpoch(_ log: EpochLog) {}
+    public func trainingMessage(_ text: String) {}
+}
+
+/// Saves and restores training checkpoints (model, optimizer and trainer state).
+public protocol CheckpointStore {
+    /// Writes a checkpoint atomically.
+    func save(detector: Detector, optimizer: [String: Tensor], state: TrainerState, options: TrainingOptions,
+              metrics: [String: Double], to url: URL) throws
+    /// Reads a checkpoint written by ``save(detector:optimizer:state:options:metrics:to:)`` into
+    /// `detector` and returns the optimizer state and trainer state.
+    func restore(into detector: Detector, from url: URL) throws -> (optimizer: [String: Tensor], state: TrainerState)
+}
