@@ -162,7 +162,20 @@ public struct Augmenter: Sendable {
     public func apply(_ image: GrayImage, boxes: [BoundingBox], geometry g: GeometricParameters,
                       using rng: inout RandomGenerator) -> AugmentedSample {
         let toSource = outputToSource(g, sourceWidth: image.width, sourceHeight: image.height)
-        var out = warp(image, toSource)
+        // Large downscales (4x and more, e.g. 1024 -> 256) first average k x k blocks so the
+        // bilinear warp does not alias; 1024 -> 512 is one warp, exactly as in the paper.
+        let ratio = min(Double(image.width) / (Double(outputSize) * g.scaleX), Double(image.height) / (Double(outputSize) * g.scaleY))
+        let k = Int(ratio / 2)
+        var out: FloatImage
+        if k >= 2 {
+            let small = image.boxDownsampled(k)
+            let kk = Double(k)
+            let t = AffineTransform2D(a: toSource.a / kk, b: toSource.b / kk, c: toSource.c / kk, d: toSource.d / kk,
+                                      tx: toSource.tx / kk, ty: toSource.ty / kk)
+            out = warp(small, t)
+        } else {
+            out = warp(image, toSource)
+        }
         let toOutput = toSource.inverse
         let mapped = boxes.map { toOutput.map($0, rule: config.boxRule) }
         photometric(&out, using: &rng)

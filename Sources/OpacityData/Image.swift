@@ -50,6 +50,31 @@ public struct GrayImage: Sendable, Equatable {
         return toFloat().resized(width: newWidth, height: newHeight).to8Bit()
     }
 
+    /// The image with each `k x k` block averaged (a partial last block is dropped).
+    public func boxDownsampled(_ k: Int) -> GrayImage {
+        guard k > 1 else { return self }
+        let w = width / k, h = height / k
+        var out = [UInt8](repeating: 0, count: w * h)
+        var acc = [Int](repeating: 0, count: w)
+        let n = k * k
+        pixels.withUnsafeBufferPointer { p in
+            for oy in 0..<h {
+                for i in 0..<w { acc[i] = 0 }
+                for dy in 0..<k {
+                    let row = (oy * k + dy) * width
+                    for ox in 0..<w {
+                        var s = 0
+                        let base = row + ox * k
+                        for dx in 0..<k { s += Int(p[base + dx]) }
+                        acc[ox] += s
+                    }
+                }
+                for ox in 0..<w { out[oy * w + ox] = UInt8((acc[ox] + n / 2) / n) }
+            }
+        }
+        return GrayImage(width: w, height: h, pixels: out)
+    }
+
     /// The image as RGB (gray copied to the three channels), e.g. to draw coloured boxes.
     public func toRGB() -> RGBImage {
         var out = [UInt8](repeating: 0, count: pixels.count * 3)
