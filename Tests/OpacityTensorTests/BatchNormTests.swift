@@ -1,0 +1,98 @@
+import Foundation
+import OpacityTensor
+import XCTest
+
+/// Batch normalisation in evaluation, frozen and training modes.
+final class BatchNormTests: XCTestCase {
+    func testEvalForwardMatchesFormula() {
+        let x = uniform([2, 3, 4, 5], seed: 1)
+        let w = uniform([3], 0.5, 1.5, seed: 2), b = uniform([3], seed: 3)
+        let mean = uniform([3], -0.5, 0.5, seed: 4), variance = uniform([3], 0.5, 2, seed: 5)
+        let y = x.batchNorm2d(weight: w, bias: b, mean: mean, variance: variance, eps: 1e-3)
+        var expected: [Double] = []
+        for i in 0..<x.count {
+            let c = (i / 20) % 3
+            expected.append((Double(x[flat: i]) - Double(mean[flat: c])) / (Double(variance[flat: c]) + 1e-3).squareRoot()
+                            * Double(w[flat: c]) + Double(b[flat: c]))
+        }
+        assertClose(y, expected, absolute: 1e-5, relative: 1e-5, "eval batch norm")
+    }
+
+    func testTrainingForwardMatchesBatchStatistics() {
+        let x = uniform([3, 2, 4, 3], -2, 3, seed: 6)
+        let w = uniform([2], 0.5, 1.5, seed: 7), b = uniform([2], seed: 8)
+        let (y, mean, variance) = x.batchNorm2dTraining(weight: w, bias: b, eps: 1e-5)
+        for c in 0..<2 {
+            var values: [Double] = []
+            for n in 0..<3 { for j in 0..<12 { values.append(Double(x[flat: (n * 2 + c) * 12 + j])) } }
+            let mu = values.reduce(0, +) / 36
+            let v = values.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / 36
+            XCTAssertEqual(Double(mean[c]), mu, accuracy: 1e-5)
+            XCTAssertEqual(Double(variance[c]), v, accuracy: 1e-5)
+            for n in 0..<3 {
+                for j in 0..<12 {
+                    let i = (n * 2 + c) * 12 + j
+                    let e = (Double(x[flat: i]) - mu) / (v + 1e-5).squareRoot() * Double(w[flat: c]) + Double(b[flat: c])
+                    XCTAssertEqual(Double(y[flat: i]), e, accuracy: 1e-5)
+                }
+            }
+        }
+    }
+
+    func testGradients() {
+        let x = uniform([2, 3, 4, 5], seed: 10)
+        let w = uniform([3], 0.5, 1.5, seed: 11), b = uniform([3], seed: 12)
+        let mean = uniform([3], -0.5, 0.5, seed: 13), variance = uniform([3], 0.5, 2, seed: 14)
+        checkGradients("batchNorm2d eval", [x, w, b]) {
+            $0[0].batchNorm2d(weight: $0[1], bias: $0[2], mean: mean, variance: variance)
+        }
+        checkGradients("batchNorm2d training", [x, w, b], eps: 1e-2) {
+            $0[0].batchNorm2dTraining(weight: $0[1], bias: $0[2]).0
+        }
+        checkGradients("batchNorm2d training, [N, C] input", [uniform([6, 4], seed: 15), uniform([4], 0.5, 1.5, seed: 16),
+                                                               uniform([4], seed: 17)]) {
+            $0[0].batchNorm2dTraining(weight: $0[1], bias: $0[2]).0
+        }
+        checkGradients("batchNorm2d eval, [N, C] input", [uniform([5, 3], seed: 18), w, b]) {
+            $0[0].batchNorm2d(weight: $0[1], bias: $0[2], mean: mean, variance: variance)
+        }
+    }
+
+    func testLayerModesAndRunningStatistics() {
+        let bn = BatchNorm2d(2, momentum: 0.1)
+        XCTAssertEqual(bn.namedParameters().map(\.0), ["weight", "bias"])
+        XCTAssertEqual(bn.namedBuffers().map(\.0), ["running_mean", "running_var"])
+        let x = uniform([2, 2, 3, 3], -1, 3, seed: 20)
+        let (_, mean, variance) = x.batchNorm2dTraining(weight: .ones([2]), bias: .zeros([2]))
+        _ = bn(x)  // training mode: batch statistics, running statistics move
+        for c in 0..<2 {
+            XCTAssertEqual(bn.runningMean.value[flat: c], 0.1 * mean[c], accuracy: 1e-6)
+            // PyTorch keeps the unbiased variance: n / (n - 1) with n = 18 values per channel.
+            XCTAssertEqual(bn.runningVar.value[flat: c], 0.9 + 0.1 * variance[c] * 18 / 17, accuracy: 1e-6)
+        }
+        // Frozen: training mode, but running statistics fixed and used; affine parameters train.
+        let savedMean = bn.runningMean.value.scalars, savedVar = bn.runningVar.value.scalars
+        bn.freezeBatchNorm()
+        XCTAssertTrue(bn.isTraining)
+        let y = bn(x)
+        XCTAssertEqual(bn.runningMean.value.scalars, savedMean)
+        XCTAssertEqual(bn.runningVar.value.scalars, savedVar)
+        let expected = x.batchNorm2d(weight: bn.weight.value, bias: bn.bias.value, mean: bn.runningMean.value,
+                                     variance: bn.runningVar.value)
+        XCTAssertEqual(y.scalars, expected.scalars)
+        y.sum().backward()
+        XCTAssertNotNil(bn.weight.grad, "frozen batch norm still trains its weight")
+        XCTAssertNotNil(bn.bias.grad, "frozen batch norm still trains its bias")
+        // Frozen gradients against finite differences, through the layer.
+        let frozenInputs = [x, bn.weight.value, bn.bias.value]
+        checkGradients("frozen batch norm layer", frozenInputs) { t in
+            t[0].batchNorm2d(weight: t[1], bias: t[2], mean: bn.runningMean.value, variance: bn.runningVar.value)
+        }
+        // Eval mode: running statistics, nothing updated.
+        bn.freezeBatchNorm(false)
+        bn.eval()
+        let z = bn(x)
+        XCTAssertEqual(z.scalars, expected.scalars)
+        XCTAssertEqual(bn.runningMean.value.scalars, savedMean)
+    }
+}
