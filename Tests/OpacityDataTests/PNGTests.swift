@@ -54,3 +54,53 @@ final class PNGTests: XCTestCase {
                      containing: ["x.png"])
     }
 }
+
+final class ConversionTests: XCTestCase {
+    /// A folder of RSNA DICOMs converts to PNGs equal to the decoded pixels (resized when
+    /// asked); existing outputs are skipped; bad files are listed, not fatal.
+    func testConvertFolderAndFile() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = UpdateLog()
+        let s = try ImageConversion.convert(input: rsnaImages, output: dir.appendingPathComponent("out"),
+                                            options: .init(size: 256, threads: 2), progress: { log.append($0) })
+        XCTAssertEqual(s.converted, 12)
+        XCTAssertEqual(log.count, 12)
+        let id = "0004cfab-14fd-4e49-80ba-63a80b6bddd6"
+        let png = try PNG.readGray(dir.appendingPathComponent("out/\(id).png"))
+        XCTAssertEqual(png.width, 256)
+        XCTAssertEqual(png, try DICOM.readGray(rsnaImages.appendingPathComponent("\(id).dcm")).resized(width: 256, height: 256))
+        let again = try ImageConversion.convert(input: rsnaImages, output: dir.appendingPathComponent("out"))
+        XCTAssertEqual(again.skippedExisting, 12)
+        // One file, full size, to an explicit name.
+        let one = try ImageConversion.convert(input: rsnaImages.appendingPathComponent("\(id).dcm"),
+                                              output: dir.appendingPathComponent("one.png"))
+        XCTAssertEqual(one.converted, 1)
+        XCTAssertEqual(try PNG.readGray(dir.appendingPathComponent("one.png")),
+                       try DICOM.readGray(rsnaImages.appendingPathComponent("\(id).dcm")))
+        // The conformance folder: unsupported syntaxes and colour are failures with reasons.
+        let conf = try ImageConversion.convert(input: conformance, output: dir.appendingPathComponent("conf"), options: .init(threads: 2))
+        XCTAssertEqual(conf.converted, 6)
+        XCTAssertEqual(conf.failures.count, 4)
+        XCTAssertTrue(conf.description.contains("1.2.840.10008.1.2.4.51"))
+        assertThrows(try ImageConversion.convert(input: dir.appendingPathComponent("none"), output: dir), containing: ["none"])
+        assertThrows(try ImageConversion.convert(input: rsnaImages, output: dir, options: .init(size: 0)), containing: ["size"])
+    }
+
+    /// The terminal progress display: plain lines when not a terminal.
+    func testProgressLines() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("log.txt")
+        FileManager.default.createFile(atPath: url.path, contents: nil)
+        let h = try FileHandle(forWritingTo: url)
+        let bar = TerminalProgressBar(label: "convert", output: h, isTTY: false)
+        for i in 1...100 { bar.update(ProgressUpdate(done: i, total: 100, elapsed: Double(i) * 0.1)) }
+        try h.close()
+        let lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 11)  // the first item, then every 10%
+        XCTAssertEqual(lines.last, "convert: 100/100, done in 10.0s")
+        XCTAssertTrue(lines[0].contains("left"))
+        XCTAssertEqual(TerminalProgressBar.format(3725), "1h02m")
+    }
+}

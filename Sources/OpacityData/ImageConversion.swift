@@ -1,0 +1,127 @@
+import Foundation
+
+/// DICOM (or any readable image) to 8-bit PNG, for one file or a whole folder: the step
+/// most RSNA users do first.
+public enum ImageConversion {
+    /// Conversion settings.
+    public struct Options: Sendable {
+        /// Output side for the longer image side (aspect kept), or `nil` for the original size.
+        public var size: Int?
+        /// DICOM windowing.
+        public var window: WindowSetting
+        /// Replace existing outputs (otherwise they are skipped).
+        public var overwrite: Bool
+        /// Worker threads.
+        public var threads: Int
+
+        /// Settings; by default original size, automatic window, existing files skipped.
+        public init(size: Int? = nil, window: WindowSetting = .automatic, overwrite: Bool = false,
+                    threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+            self.size = size
+            self.window = window
+            self.overwrite = overwrite
+            self.threads = threads
+        }
+    }
+
+    /// What a conversion did.
+    public struct Summary: Sendable, CustomStringConvertible {
+        /// Files written.
+        public var converted = 0
+        /// Files skipped because the output existed.
+        public var skippedExisting = 0
+        /// Inputs that failed, with the reason (the conversion goes on past them).
+        public var failures: [(path: String, reason: String)] = []
+
+        /// `N converted, M skipped, K failed` and the first failures.
+        public var description: String {
+            var s = "\(converted) converted, \(skippedExisting) skipped (output exists), \(failures.count) failed"
+            for f in failures.prefix(5) { s += "\n  \(f.path): \(f.reason)" }
+            if failures.count > 5 { s += "\n  ... and \(failures.count - 5) more" }
+            return s
+        }
+    }
+
+    /// The DICOM inputs of a folder (`.dcm`, `.dicom`), sorted.
+    public static func dicomFiles(in folder: URL) throws -> [URL] {
+        try ImageFile.list(in: folder).filter { ["dcm", "dicom"].contains($0.pathExtension.lowercased()) }
+    }
+
+    /// Converts a file or every DICOM file of a folder to PNG.
+    /// - Parameters:
+    ///   - input: a file, or a folder of `.dcm` files (not recursive).
+    ///   - output: for a file input, a `.png` path or a folder; for a folder input, a folder
+    ///     (created) receiving `{name}.png`.
+    ///   - options: size, window, overwrite, threads.
+    ///   - progress: called after each file.
+    /// - Returns: counts and the failures (one bad file does not stop the rest).
+    /// - Throws: ``DataError/missingFile(path:expected:)`` when the input does not exist or
+    ///   a folder holds no DICOM files; ``DataError/invalidParameter(name:value:expected:nearest:)``
+    ///   for a bad size.
+    public static func convert(input: URL, output: URL, options: Options = Options(),
+                               progress: ProgressHandler? = nil) throws -> Summary {
+        if let s = options.size, s < 1 {
+            throw DataError.invalidParameter(name: "size", value: "\(s)", expected: "a positive number of pixels", nearest: "512")
+        }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: input.path, isDirectory: &isDir) else {
+            throw DataError.missingFile(path: input.path, expected: "a DICOM file or a folder of .dcm files")
+        }
+        var jobs: [(URL, URL)] = []
+        if isDir.boolValue {
+            let files = try dicomFiles(in: input)
+            guard !files.isEmpty else { throw DataError.missingFile(path: input.path, expected: "a folder containing .dcm files") }
+            jobs = files.map { ($0, output.appendingPathComponent($0.deletingPathExtension().lastPathComponent + ".png")) }
+        } else {
+            let dest = output.pathExtension.lowercased() == "png" ? output
+                : output.appendingPathComponent(input.deletingPathExtension().lastPathComponent + ".png")
+            jobs = [(input, dest)]
+        }
+        let todo = jobs
+        let counter = ProgressCounter(total: jobs.count, handler: progress)
+        let summary = SummaryBox()
+        let next = AtomicCounter()
+        DispatchQueue.concurrentPerform(iterations: max(1, min(options.threads, jobs.count))) { _ in
+            while true {
+                let i = next.increment()
+                if i >= todo.count { return }
+                let (src, dst) = todo[i]
+                if !options.overwrite && FileManager.default.fileExists(atPath: dst.path) {
+                    summary.update { $0.skippedExisting += 1 }
+                } else {
+                    do {
+                        var img = try ImageFile.read(src, window: options.window)
+                        if let s = options.size {
+                            let scale = Double(s) / Double(max(img.width, img.height))
+                            img = img.resized(width: max(1, Int((Double(img.width) * scale).rounded())),
+                                              height: max(1, Int((Double(img.height) * scale).rounded())))
+                        }
+                        try PNG.write(img, to: dst)
+                        summary.update { $0.converted += 1 }
+                    } catch {
+                        summary.update { $0.failures.append((src.path, "\(error)")) }
+                    }
+                }
+                counter.step()
+            }
+        }
+        var result = summary.value
+        result.failures.sort { $0.path < $1.path }
+        return result
+    }
+}
+
+final class SummaryBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var s = ImageConversion.Summary()
+    func update(_ f: (inout ImageConversion.Summary) -> Void) {
+        lock.lock()
+        f(&s)
+        lock.unlock()
+    }
+    var value: ImageConversion.Summary {
+        lock.lock()
+        defer { lock.unlock() }
+        return s
+    }
+}
