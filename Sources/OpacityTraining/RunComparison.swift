@@ -1,0 +1,115 @@
+import Foundation
+import OpacityCore
+import OpacityData
+
+/// Overlays several runs' validation-loss and metric curves (the paper's encoder
+/// comparison figure). Runs whose options differ only in the seed form one group, drawn as
+/// the mean with a band from the lowest to the highest run.
+public struct RunComparison {
+    /// One run folder's options and epoch logs.
+    public struct Run {
+        public var folder: URL
+        public var options: TrainingOptions?
+        public var logs: [EpochLog]
+        /// A short label: the folder name.
+        public var label: String { folder.lastPathComponent }
+    }
+
+    /// Runs grouped by everything but the seed.
+    public struct Group {
+        public var label: String
+        public var runs: [Run]
+    }
+
+    public var groups: [Group]
+
+    /// Reads run folders.
+    /// - Throws: ``RunError`` naming a folder without a log, or a malformed line.
+    public init(folders: [URL]) throws {
+        var runs: [Run] = []
+        for f in folders {
+            let log = f.appendingPathComponent("log.jsonl")
+            guard FileManager.default.fileExists(atPath: log.path) else { throw RunError.notARun(f.path) }
+            let logs = try EpochLog.read(log)
+            let opts = try? JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: f.appendingPathComponent("options.json")))
+            runs.append(Run(folder: f, options: opts, logs: logs))
+        }
+        var groups: [Group] = []
+        var keyed: [String: Int] = [:]
+        for r in runs {
+            guard var o = r.options else {
+                groups.append(Group(label: r.label, runs: [r]))
+                continue
+            }
+            o.seed = 0
+            let key = String(decoding: (try? JSONEncoder.sorted.encode(o)) ?? Data(), as: UTF8.self)
+            if let i = keyed[key] { groups[i].runs.append(r) } else {
+                keyed[key] = groups.count
+                groups.append(Group(label: r.label, runs: [r]))
+            }
+        }
+        for i in groups.indices where groups[i].runs.count > 1 {
+            let names = groups[i].runs.map(\.label)
+            groups[i].label = Self.commonPrefix(names).trimmingCharacters(in: CharacterSet(charactersIn: "_-.")) + " (\(names.count) seeds)"
+        }
+        self.groups = groups
+    }
+
+    static func commonPrefix(_ s: [String]) -> String {
+        guard var p = s.first else { return "" }
+        for x in s.dropFirst() { while !x.hasPrefix(p) { p.removeLast() } }
+        return p.isEmpty ? s[0] : p
+    }
+
+    /// Mean and range of a value per epoch over a group's runs.
+    func curve(_ g: Group, _ value: (EpochLog) -> Double) -> (mean: [(x: Double, y: Double)], band: [(x: Double, low: Double, high: Double)]) {
+        var byEpoch: [Int: [Double]] = [:]
+        for r in g.runs { for l in r.logs { byEpoch[l.epoch, default: []].append(value(l)) } }
+        let epochs = byEpoch.keys.sorted()
+        let mean = epochs.map { e in (Double(e), byEpoch[e]!.reduce(0, +) / Double(byEpoch[e]!.count)) }
+        let band = epochs.map { e in (Double(e), byEpoch[e]!.min()!, byEpoch[e]!.max()!) }
+        return (mean, band)
+    }
+
+    /// The chart of one quantity per epoch (`val_total`, `val_regression`, `metric`, ...).
+    public func chart(_ quantity: String) -> LineChart {
+        let pick: (EpochLog) -> Double
+        let label: String
+        switch quantity {
+        case "val_regression": pick = { $0.val.regression }; label = "validation regression loss"
+        case "val_focal": pick = { $0.val.focal }; label = "validation focal loss"
+        case "train_total": pick = { $0.train.total }; label = "training loss"
+        case "metric": pick = { $0.metric.best }; label = "validation metric (best threshold)"
+        default: pick = { $0.val.total }; label = "validation loss"
+        }
+        let series = groups.enumerated().map { i, g -> LineChart.Series in
+            let c = curve(g, pick)
+            return LineChart.Series(name: g.label, points: c.mean, band: g.runs.count > 1 ? c.band : nil,
+                                    color: LineChart.palette[i % LineChart.palette.count])
+        }
+        return LineChart(title: label + " per epoch", xLabel: "epoch", yLabel: label, series: series)
+    }
+
+    /// The numbers behind the charts: one row per run and epoch.
+    public var csv: String {
+        var s = "run,group,epoch,train_total,val_total,val_focal,val_regression,val_global,metric,threshold,lr\n"
+        for g in groups {
+            for r in g.runs {
+                for l in r.logs {
+                    s += [r.label, g.label, "\(l.epoch)", "\(l.train.total)", "\(l.val.total)", "\(l.val.focal)", "\(l.val.regression)",
+                          l.val.global.map { "\($0)" } ?? "", "\(l.metric.best)", "\(l.metric.threshold)", "\(l.lr)"]
+                        .map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",") + "\n"
+                }
+            }
+        }
+        return s
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}
