@@ -1,8 +1,206 @@
 import OpacityCore
 import OpacityTensor
 
-/// Registers the DPN encoders (not yet implemented: registers nothing).
-public enum DPNPlugin: OpacityPlugin {
-    public static let name = "DPN"
-    public static func register(into registry: inout Registry) throws {}
+/// DPN-92 (Dual Path Network) with timm's `dpn92` architecture and parameter names
+/// (`features.conv1_1.conv`, `features.conv2_1.c1x1_w_s1.bn`, ..., `features.conv5_bn_ac.bn`,
+/// `classifier`), which are also Cadene's.
+///
+/// Each dual-path block carries a residual path (summed) and a densely connected path
+/// (concatenated) as one tensor, residual channels first. C2..C4 are the outputs of the
+/// last block of stages 2..4 with both paths (336, 704 and 1552 channels at strides 4, 8 and
+/// 16); C5 is the output of the final batch norm and activation `conv5_bn_ac` (2688 channels,
+/// stride 32), as in the paper's encoder. timm's `dpn92`, Cadene's `dpn92` (which the paper
+/// used) and the original MXNet model compute the same function.
+public final class DPN: Module, Encoder {
+    /// The feature maps DPN-92 produces.
+    public static let spec = FeatureSpec(zip([336, 704, 1552, 2688], [4, 8, 16, 32]).map { FeatureLevel(channels: $0, stride: $1) })
+
+    /// The stem and the dual-path blocks (`features.conv1_1` ... `features.conv5_bn_ac`).
+    private let _body: Named<DPNFeatures>
+    /// `features`.
+    public var body: DPNFeatures { _body.wrappedValue }
+    /// The ImageNet classifier, a 1x1 convolution, present only when built with `classes > 0`.
+    public let classifier: Conv2d?
+    public let featureSpec = DPN.spec
+
+    /// DPN-92.
+    /// - Parameters:
+    ///   - inChannels: input channels (1 for X-rays, 3 for ImageNet images).
+    ///   - classes: size of the ImageNet classifier; 0 leaves it out.
+    public init(inChannels: Int = 1, classes: Int = 0) {
+        let body = DPNFeatures(inChannels: inChannels, initFeatures: 64, kR: 96, groups: 32,
+                               blocks: [3, 4, 20, 3], increments: [16, 32, 24, 128])
+        _body = Named(wrappedValue: body, "features")
+        classifier = classes > 0 ? Conv2d(body.outChannels, classes, kernel: 1) : nil
+    }
+
+    /// C2..C5 for `[N, inChannels, H, W]` images: `[N, 336, H/4, W/4]` ... `[N, 2688, H/32, W/32]`
+    /// (sizes rounded up).
+    public func features(_ images: Tensor) -> [Tensor] { body.taps(images) }
+
+    /// ImageNet logits `[N, classes]` from C5 (global average pool, 1x1 `classifier`).
+    public func logits(fromDeepest c5: Tensor) -> Tensor {
+        guard let classifier else { preconditionFailure("DPN.logits: built without a classifier (classes: 0)") }
+        return classifier(c5.globalAvgPool2d()).flattened()
+    }
+
+    /// ImageNet logits `[N, classes]` for `[N, inChannels, H, W]` images (only with a classifier).
+    public func classify(_ images: Tensor) -> Tensor { logits(fromDeepest: features(images)[3]) }
+}
+
+/// DPN's flat `features` sequence: `conv1_1` (7x7 stride-2 convolution, batch norm, ReLU), a
+/// 3x3 stride-2 max pool, the blocks `conv2_1` ... `conv5_3`, and `conv5_bn_ac`.
+public final class DPNFeatures: Module {
+    /// The stem (`conv1_1.conv`, `conv1_1.bn`).
+    public let stem: ConvBNReLU
+    /// The dual-path blocks by stage (stage 2 first).
+    public let stages: [[DualPathBlock]]
+    /// The final batch norm and activation (`conv5_bn_ac.bn`).
+    public let finalNorm: BNReLU
+    /// Channels of the last map.
+    public let outChannels: Int
+
+    /// - Parameters:
+    ///   - inChannels: input channels.
+    ///   - initFeatures: stem channels (64 for DPN-92).
+    ///   - kR: bottleneck width per 64 residual channels (96).
+    ///   - groups: groups of the 3x3 convolutions (32).
+    ///   - blocks: blocks per stage (3, 4, 20, 3).
+    ///   - increments: dense channels each block adds, per stage (16, 32, 24, 128).
+    public init(inChannels: Int, initFeatures: Int, kR: Int, groups: Int, blocks: [Int], increments: [Int]) {
+        stem = ConvBNReLU(inChannels, initFeatures, kernel: 7, stride: 2, eps: 1e-3)
+        var inChs = initFeatures
+        var s: [[DualPathBlock]] = []
+        for (i, (depth, inc)) in zip(blocks, increments).enumerated() {
+            let bw = (64 << i) * 4, r = kR * (64 << i) / 64
+            var stage = [DualPathBlock(inChs, r, r, bw, inc: inc, groups: groups, kind: i == 0 ? .projection : .down)]
+            inChs = bw + 3 * inc
+            for _ in 1..<depth {
+                stage.append(DualPathBlock(inChs, r, r, bw, inc: inc, groups: groups, kind: .normal))
+                inChs += inc
+            }
+            s.append(stage)
+        }
+        stages = s
+        finalNorm = BNReLU(inChs)
+        outChannels = inChs
+    }
+
+    override public func namedChildren() -> [(String, Module)] {
+        var out: [(String, Module)] = [("conv1_1", stem)]
+        for (i, stage) in stages.enumerated() {
+            for (j, b) in stage.enumerated() { out.append(("conv\(i + 2)_\(j + 1)", b)) }
+        }
+        out.append(("conv5_bn_ac", finalNorm))
+        return out
+    }
+
+    /// The output of each stage's last block and of `conv5_bn_ac`.
+    func taps(_ images: Tensor) -> [Tensor] {
+        var x = stem(images).maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        var out: [Tensor] = []
+        for stage in stages {
+            for b in stage { x = b(x) }
+            out.append(x)
+        }
+        out[out.count - 1] = finalNorm(x)
+        return out
+    }
+}
+
+/// Convolution (no bias), batch norm and ReLU (`conv`, `bn`).
+public final class ConvBNReLU: Module, Layer {
+    public let conv: Conv2d
+    public let bn: BatchNorm2d
+
+    /// - Parameters: the convolution's channels, square kernel and stride (padding keeps the
+    ///   size divided by the stride, rounded up); `eps` of the batch norm.
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int, eps: Float) {
+        conv = Conv2d(inChannels, outChannels, kernel: kernel, stride: stride, padding: (stride - 1 + kernel - 1) / 2,
+                      bias: false, initializer: .heNormal(fanOut: true))
+        bn = BatchNorm2d(outChannels, eps: eps)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x)).relu() }
+}
+
+/// Batch norm (eps 0.001) and ReLU (`bn`).
+public final class BNReLU: Module, Layer {
+    public let bn: BatchNorm2d
+
+    /// - Parameter channels: channels normalised.
+    public init(_ channels: Int) { bn = BatchNorm2d(channels, eps: 1e-3) }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { bn(x).relu() }
+}
+
+/// Pre-activation: batch norm (eps 0.001), ReLU, then a convolution (`bn`, `conv`).
+public final class BNReLUConv: Module, Layer {
+    public let bn: BatchNorm2d
+    public let conv: Conv2d
+
+    /// - Parameters: the convolution's channels, square kernel, stride and groups (padding
+    ///   keeps the size divided by the stride, rounded up).
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int, groups: Int = 1) {
+        bn = BatchNorm2d(inChannels, eps: 1e-3)
+        conv = Conv2d(inChannels, outChannels, kernel: kernel, stride: stride, padding: (stride - 1 + kernel - 1) / 2,
+                      groups: groups, bias: false, initializer: .heNormal(fanOut: true))
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { conv(bn(x).relu()) }
+}
+
+/// A dual-path block: a pre-activation 1x1, grouped 3x3 (with the stride), 1x1 bottleneck
+/// whose output splits into `residual` channels added to the residual path and `inc` channels
+/// appended to the dense path. The first block of a stage projects its input onto both paths
+/// (`c1x1_w_s1`, or `c1x1_w_s2` when it downsamples).
+public final class DualPathBlock: Module, Layer {
+    /// The first block of stage 2 projects; later stages' first blocks also downsample.
+    public enum Kind: Sendable { case projection, down, normal }
+
+    @Named("c1x1_w_s1") public private(set) var projection: BNReLUConv? = nil
+    @Named("c1x1_w_s2") public private(set) var downProjection: BNReLUConv? = nil
+    private let _reduce: Named<BNReLUConv>
+    /// `c1x1_a`.
+    public var reduce: BNReLUConv { _reduce.wrappedValue }
+    private let _grouped: Named<BNReLUConv>
+    /// `c3x3_b`.
+    public var grouped: BNReLUConv { _grouped.wrappedValue }
+    private let _expand: Named<BNReLUConv>
+    /// `c1x1_c`.
+    public var expand: BNReLUConv { _expand.wrappedValue }
+    /// Residual-path channels.
+    public let residual: Int
+
+    /// - Parameters:
+    ///   - inChannels: both paths' channels in.
+    ///   - a, b: the bottleneck's 1x1 and 3x3 widths.
+    ///   - residual: residual-path channels.
+    ///   - inc: dense channels this block adds.
+    ///   - groups: groups of the 3x3 convolution.
+    ///   - kind: projection (and stride) of the input.
+    public init(_ inChannels: Int, _ a: Int, _ b: Int, _ residual: Int, inc: Int, groups: Int, kind: Kind) {
+        let stride = kind == .down ? 2 : 1
+        self.residual = residual
+        _reduce = Named(wrappedValue: BNReLUConv(inChannels, a, kernel: 1, stride: 1), "c1x1_a")
+        _grouped = Named(wrappedValue: BNReLUConv(a, b, kernel: 3, stride: stride, groups: groups), "c3x3_b")
+        _expand = Named(wrappedValue: BNReLUConv(b, residual + inc, kernel: 1, stride: 1), "c1x1_c")
+        super.init()
+        switch kind {
+        case .projection: projection = BNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 1)
+        case .down: downProjection = BNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 2)
+        case .normal: break
+        }
+    }
+
+    /// `[N, residual + dense, H, W]` -> `[N, residual + dense + inc, H', W']`.
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let shortcut = projection?(x) ?? downProjection?(x) ?? x
+        let c = shortcut.shape[1]
+        let y = expand(grouped(reduce(x)))
+        let r = residual, n = y.shape[1]
+        return Tensor.concat([shortcut.slice(axis: 1, 0..<r) + y.slice(axis: 1, 0..<r),
+                              shortcut.slice(axis: 1, r..<c),
+                              y.slice(axis: 1, r..<n)], axis: 1)
+    }
 }

@@ -1,8 +1,153 @@
 import OpacityCore
 import OpacityTensor
 
-/// Registers the SEResNeXt encoders (not yet implemented: registers nothing).
-public enum SEResNeXtPlugin: OpacityPlugin {
-    public static let name = "SEResNeXt"
-    public static func register(into registry: inout Registry) throws {}
+/// SE-ResNeXt-50 and -101 (32x4d) encoders: Cadene's `se_resnext*_32x4d`, which timm keeps as
+/// `legacy_seresnext*_32x4d`, with the same architecture and parameter names (`layer0.conv1`,
+/// `layer1.0.se_module.fc1`, ..., `last_linear`).
+///
+/// The stem is the paper's: a 7x7 stride-2 convolution, batch norm, ReLU and a 3x3 stride-2
+/// max pool in ceil mode without padding. C2..C5 are the outputs of `layer1` ... `layer4`
+/// (256, 512, 1024 and 2048 channels at strides 4, 8, 16 and 32).
+///
+/// The stem takes `inChannels` (1 for X-rays); a 3-channel ImageNet stem loads into a
+/// 1-channel one by summing its kernels, which equals feeding the grey image three times.
+public final class SEResNeXt: Module, Encoder {
+    /// The depth variants.
+    public enum Depth: Int, CaseIterable, Sendable {
+        case seresnext50 = 50, seresnext101 = 101
+
+        /// Bottleneck blocks per stage.
+        public var blocks: [Int] { self == .seresnext50 ? [3, 4, 6, 3] : [3, 4, 23, 3] }
+        /// The registry name, e.g. `seresnext50_32x4d`.
+        public var name: String { "seresnext\(rawValue)_32x4d" }
+    }
+
+    /// The feature maps every variant produces.
+    public static let spec = FeatureSpec((0..<4).map { FeatureLevel(channels: 256 << $0, stride: 4 << $0) })
+
+    /// The stem convolution and batch norm (`layer0.conv1`, `layer0.bn1`).
+    public let layer0: SEResNeXtStem
+    public let layer1: Sequential
+    public let layer2: Sequential
+    public let layer3: Sequential
+    public let layer4: Sequential
+    /// The ImageNet classifier, present only when built with `classes > 0`.
+    @Named("last_linear") public private(set) var lastLinear: Linear? = nil
+    public let featureSpec = SEResNeXt.spec
+
+    /// - Parameters:
+    ///   - depth: the variant.
+    ///   - inChannels: input channels (1 for X-rays, 3 for ImageNet images).
+    ///   - classes: size of the ImageNet classifier; 0 leaves it out.
+    public init(_ depth: Depth, inChannels: Int = 1, classes: Int = 0) {
+        layer0 = SEResNeXtStem(inChannels: inChannels)
+        var inplanes = 64
+        var stages: [Sequential] = []
+        for (i, n) in depth.blocks.enumerated() {
+            let planes = 64 << i
+            var blocks: [any Layer] = []
+            for b in 0..<n {
+                blocks.append(SEResNeXtBottleneck(inplanes, planes, stride: b == 0 && i > 0 ? 2 : 1))
+                inplanes = planes * 4
+            }
+            stages.append(Sequential(blocks))
+        }
+        layer1 = stages[0]; layer2 = stages[1]; layer3 = stages[2]; layer4 = stages[3]
+        super.init()
+        lastLinear = classes > 0 ? Linear(inplanes, classes) : nil
+    }
+
+    /// C2..C5 for `[N, inChannels, H, W]` images: `[N, 256, H/4, W/4]` ... `[N, 2048, H/32, W/32]`
+    /// (sizes rounded up).
+    public func features(_ images: Tensor) -> [Tensor] {
+        let x = layer0(images).maxPool2d(kernel: (3, 3), stride: (2, 2), ceilMode: true)
+        let c2 = layer1(x)
+        let c3 = layer2(c2)
+        let c4 = layer3(c3)
+        let c5 = layer4(c4)
+        return [c2, c3, c4, c5]
+    }
+
+    /// ImageNet logits `[N, classes]` from C5 (global average pool, `last_linear`).
+    public func logits(fromDeepest c5: Tensor) -> Tensor {
+        guard let lastLinear else { preconditionFailure("SEResNeXt.logits: built without a classifier (classes: 0)") }
+        return lastLinear(c5.globalAvgPool2d().flattened())
+    }
+
+    /// ImageNet logits `[N, classes]` for `[N, inChannels, H, W]` images (only with a classifier).
+    public func classify(_ images: Tensor) -> Tensor { logits(fromDeepest: features(images)[3]) }
+}
+
+/// The stem's 7x7 stride-2 convolution, batch norm and ReLU (`layer0` in the reference).
+public final class SEResNeXtStem: Module, Layer {
+    public let conv1: Conv2d
+    public let bn1: BatchNorm2d
+
+    /// - Parameter inChannels: input channels.
+    public init(inChannels: Int) {
+        conv1 = Conv2d(inChannels, 64, kernel: 7, stride: 2, padding: 3, bias: false, initializer: .heNormal(fanOut: true))
+        bn1 = BatchNorm2d(64)
+    }
+
+    /// `relu(bn1(conv1(x)))`.
+    public func callAsFunction(_ x: Tensor) -> Tensor { bn1(conv1(x)).relu() }
+}
+
+/// Squeeze and excitation: channel weights from the global average through a bottleneck of
+/// two 1x1 convolutions (`fc1`, `fc2`) and a sigmoid.
+public final class SEModule: Module, Layer {
+    public let fc1: Conv2d
+    public let fc2: Conv2d
+
+    /// - Parameters:
+    ///   - channels: channels of the map it reweights.
+    ///   - reduction: bottleneck ratio (16 in SE-ResNeXt).
+    public init(_ channels: Int, reduction: Int) {
+        fc1 = Conv2d(channels, channels / reduction, kernel: 1, initializer: .heNormal(fanOut: true))
+        fc2 = Conv2d(channels / reduction, channels, kernel: 1, initializer: .heNormal(fanOut: true))
+    }
+
+    /// `x * sigmoid(fc2(relu(fc1(mean_hw(x)))))` for `[N, C, H, W]`.
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x * fc2(fc1(x.globalAvgPool2d()).relu()).sigmoid()
+    }
+}
+
+/// The ResNeXt bottleneck (1x1, grouped 3x3 with the stride, 1x1) with squeeze and
+/// excitation before the residual sum; 32 groups of width 4 per 64 planes.
+public final class SEResNeXtBottleneck: Module, Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
+    private let _squeeze: Named<SEModule>
+    /// `se_module`.
+    public var squeeze: SEModule { _squeeze.wrappedValue }
+    public let downsample: Sequential?
+
+    /// - Parameters:
+    ///   - inplanes: input channels.
+    ///   - planes: a quarter of the output channels.
+    ///   - stride: the 3x3 convolution's (and the shortcut's) stride.
+    ///   - groups: cardinality (32).
+    ///   - baseWidth: channels per group per 64 planes (4).
+    public init(_ inplanes: Int, _ planes: Int, stride: Int, groups: Int = 32, baseWidth: Int = 4) {
+        let width = planes * baseWidth / 64 * groups
+        let out = planes * 4
+        let he = Initializer.heNormal(fanOut: true)
+        conv1 = Conv2d(inplanes, width, kernel: 1, bias: false, initializer: he)
+        bn1 = BatchNorm2d(width)
+        conv2 = Conv2d(width, width, kernel: 3, stride: stride, padding: 1, groups: groups, bias: false, initializer: he)
+        bn2 = BatchNorm2d(width)
+        conv3 = Conv2d(width, out, kernel: 1, bias: false, initializer: he)
+        bn3 = BatchNorm2d(out)
+        _squeeze = Named(wrappedValue: SEModule(out, reduction: 16), "se_module")
+        downsample = stride != 1 || inplanes != out
+            ? Sequential(Conv2d(inplanes, out, kernel: 1, stride: stride, bias: false, initializer: he), BatchNorm2d(out))
+            : nil
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = bn1(conv1(x)).relu()
+        y = bn2(conv2(y)).relu()
+        y = bn3(conv3(y))
+        return (squeeze(y) + (downsample?(x) ?? x)).relu()
+    }
 }

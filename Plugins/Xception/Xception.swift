@@ -1,8 +1,145 @@
 import OpacityCore
 import OpacityTensor
 
-/// Registers the Xception encoders (not yet implemented: registers nothing).
-public enum XceptionPlugin: OpacityPlugin {
-    public static let name = "Xception"
-    public static func register(into registry: inout Registry) throws {}
+/// Xception in the paper's aligned form, with timm's `legacy_xception` (Cadene's `xception`)
+/// architecture and parameter names (`conv1`, `block1.rep.0.conv1`, `block1.skip`, ...,
+/// `conv4.pointwise`, `bn4`, `fc`).
+///
+/// The reference's two stem convolutions have no padding, so a 512-pixel image gives 255 and
+/// then 253 pixels and the first block 127 instead of 128, which breaks the pyramid's sums.
+/// The paper's `AlignedXception` gives both stem convolutions padding 1 (weights unchanged);
+/// every stage then sits at exactly 1/4 ... 1/32 of the input (rounded up).
+///
+/// C2..C5 are, as in the paper's encoder, the raw outputs of `block1` (128 channels, stride
+/// 4), `block2` (256, stride 8), `block11` (728, stride 16) and `bn4` (2048, stride 32), each
+/// before the ReLU that follows it.
+public final class Xception: Module, Encoder {
+    /// The feature maps the encoder produces.
+    public static let spec = FeatureSpec(zip([128, 256, 728, 2048], [4, 8, 16, 32]).map { FeatureLevel(channels: $0, stride: $1) })
+
+    public let conv1: Conv2d
+    public let bn1: BatchNorm2d
+    public let conv2: Conv2d
+    public let bn2: BatchNorm2d
+    /// `block1` ... `block12`.
+    public let blocks: [XceptionBlock]
+    public let conv3: SeparableConv2d
+    public let bn3: BatchNorm2d
+    public let conv4: SeparableConv2d
+    public let bn4: BatchNorm2d
+    /// The ImageNet classifier, present only when built with `classes > 0`.
+    public let fc: Linear?
+    public let featureSpec = Xception.spec
+
+    /// - Parameters:
+    ///   - inChannels: input channels (1 for X-rays, 3 for ImageNet images).
+    ///   - classes: size of the ImageNet classifier; 0 leaves it out.
+    public init(inChannels: Int = 1, classes: Int = 0) {
+        let he = Initializer.heNormal(fanOut: true)
+        conv1 = Conv2d(inChannels, 32, kernel: 3, stride: 2, padding: 1, bias: false, initializer: he)
+        bn1 = BatchNorm2d(32)
+        conv2 = Conv2d(32, 64, kernel: 3, padding: 1, bias: false, initializer: he)
+        bn2 = BatchNorm2d(64)
+        var b = [XceptionBlock(64, 128, reps: 2, stride: 2, startWithReLU: false),
+                 XceptionBlock(128, 256, reps: 2, stride: 2),
+                 XceptionBlock(256, 728, reps: 2, stride: 2)]
+        for _ in 4...11 { b.append(XceptionBlock(728, 728, reps: 3, stride: 1)) }
+        b.append(XceptionBlock(728, 1024, reps: 2, stride: 2, growFirst: false))
+        blocks = b
+        conv3 = SeparableConv2d(1024, 1536, kernel: 3, padding: 1)
+        bn3 = BatchNorm2d(1536)
+        conv4 = SeparableConv2d(1536, 2048, kernel: 3, padding: 1)
+        bn4 = BatchNorm2d(2048)
+        fc = classes > 0 ? Linear(2048, classes) : nil
+    }
+
+    override public func namedChildren() -> [(String, Module)] {
+        var out: [(String, Module)] = [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2)]
+        out += blocks.enumerated().map { ("block\($0.offset + 1)", $0.element) }
+        out += [("conv3", conv3), ("bn3", bn3), ("conv4", conv4), ("bn4", bn4)]
+        if let fc { out.append(("fc", fc)) }
+        return out
+    }
+
+    /// C2..C5 for `[N, inChannels, H, W]` images: `[N, 128, H/4, W/4]` ... `[N, 2048, H/32, W/32]`
+    /// (sizes rounded up).
+    public func features(_ images: Tensor) -> [Tensor] {
+        var x = bn1(conv1(images)).relu()
+        x = bn2(conv2(x)).relu()
+        let c2 = blocks[0](x)
+        let c3 = blocks[1](c2)
+        var c4 = c3
+        for i in 2...10 { c4 = blocks[i](c4) }
+        x = blocks[11](c4)
+        x = bn3(conv3(x)).relu()
+        let c5 = bn4(conv4(x))
+        return [c2, c3, c4, c5]
+    }
+
+    /// ImageNet logits `[N, classes]` from C5 (ReLU, global average pool, `fc`).
+    public func logits(fromDeepest c5: Tensor) -> Tensor {
+        guard let fc else { preconditionFailure("Xception.logits: built without a classifier (classes: 0)") }
+        return fc(c5.relu().globalAvgPool2d().flattened())
+    }
+
+    /// ImageNet logits `[N, classes]` for `[N, inChannels, H, W]` images (only with a classifier).
+    public func classify(_ images: Tensor) -> Tensor { logits(fromDeepest: features(images)[3]) }
+}
+
+/// A depthwise 3x3 convolution (`conv1`) followed by a pointwise 1x1 one (`pointwise`).
+public final class SeparableConv2d: Module, Layer {
+    public let conv1: Conv2d
+    public let pointwise: Conv2d
+
+    /// - Parameters:
+    ///   - inChannels, outChannels: channels before and after.
+    ///   - kernel, stride, padding: of the depthwise convolution.
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0) {
+        let he = Initializer.heNormal(fanOut: true)
+        conv1 = Conv2d(inChannels, inChannels, kernel: kernel, stride: stride, padding: padding, groups: inChannels,
+                       bias: false, initializer: he)
+        pointwise = Conv2d(inChannels, outChannels, kernel: 1, bias: false, initializer: he)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { pointwise(conv1(x)) }
+}
+
+/// An Xception block: `reps` times (ReLU, separable 3x3, batch norm), a 3x3 stride-2 max pool
+/// when it downsamples, plus a shortcut (a strided 1x1 convolution and batch norm when the
+/// shape changes). No activation after the sum.
+public final class XceptionBlock: Module, Layer {
+    public let skip: Conv2d?
+    public let skipbn: BatchNorm2d?
+    /// The residual branch, numbered as the reference's `rep` (ReLUs and the pool count).
+    public let rep: Sequential
+
+    /// - Parameters:
+    ///   - inChannels, outChannels: channels before and after.
+    ///   - reps: separable convolutions.
+    ///   - stride: 2 ends the branch with a max pool and strides the shortcut.
+    ///   - startWithReLU: false drops the first ReLU (block1, right after the stem's ReLU).
+    ///   - growFirst: change the channel count in the first separable convolution (else in the last).
+    public init(_ inChannels: Int, _ outChannels: Int, reps: Int, stride: Int, startWithReLU: Bool = true, growFirst: Bool = true) {
+        if outChannels != inChannels || stride != 1 {
+            skip = Conv2d(inChannels, outChannels, kernel: 1, stride: stride, bias: false, initializer: .heNormal(fanOut: true))
+            skipbn = BatchNorm2d(outChannels)
+        } else {
+            skip = nil
+            skipbn = nil
+        }
+        var layers: [any Layer] = []
+        for i in 0..<reps {
+            let inc = growFirst ? (i == 0 ? inChannels : outChannels) : inChannels
+            let outc = growFirst ? outChannels : (i < reps - 1 ? inChannels : outChannels)
+            layers += [ReLU(), SeparableConv2d(inc, outc, kernel: 3, padding: 1), BatchNorm2d(outc)]
+        }
+        if !startWithReLU { layers.removeFirst() }
+        if stride != 1 { layers.append(MaxPool2d(kernel: 3, stride: stride, padding: 1)) }
+        rep = Sequential(layers)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let shortcut = skip.map { skipbn!($0(x)) } ?? x
+        return rep(x) + shortcut
+    }
 }

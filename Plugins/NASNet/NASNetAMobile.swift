@@ -1,0 +1,96 @@
+import OpacityCore
+import OpacityTensor
+
+/// NASNet-A-Mobile (4 @ 1056) as Cadene's `nasnetamobile` in `pretrainedmodels` (timm lacks
+/// it), with its parameter names (`conv0.conv`, `cell_stem_0.comb_iter_0_left.separable_1.depthwise_conv2d`,
+/// ..., `cell_15`, `last_linear`).
+///
+/// C2..C5 are, as in the paper's encoder, the outputs of `cell_stem_0` (44 channels,
+/// stride 4), `cell_3` (264, stride 8), `cell_9` (528, stride 16) and `cell_15` (1056,
+/// stride 32). The reference's own asymmetric paddings (zero-pad top-left, convolve or pool,
+/// crop) already put every stage at exactly 1/4 ... 1/32 of a 512-pixel input, so no
+/// "aligned" change is needed; the input size must be a multiple of 32 (the reference fails
+/// on other sizes too).
+public final class NASNetAMobile: Module, Encoder {
+    /// The feature maps the encoder produces.
+    public static let spec = FeatureSpec(zip([44, 264, 528, 1056], [4, 8, 16, 32]).map { FeatureLevel(channels: $0, stride: $1) })
+
+    /// The stem convolution (3x3, stride 2, no padding) and batch norm.
+    public let conv0: NASNetConvBN
+    let cellStem0: ReductionCell
+    let cellStem1: ReductionCell
+    let cells: [NormalCell]
+    let reduction0: ReductionCell
+    let reduction1: ReductionCell
+    /// The ImageNet classifier, present only when built with `classes > 0`.
+    public let lastLinear: Linear?
+    public let featureSpec = NASNetAMobile.spec
+
+    /// - Parameters:
+    ///   - inChannels: input channels (1 for X-rays, 3 for ImageNet images).
+    ///   - classes: size of the ImageNet classifier; 0 leaves it out.
+    public init(inChannels: Int = 1, classes: Int = 0) {
+        let stem = 32, f = 1056 / 24  // 44 filters
+        conv0 = NASNetConvBN(inChannels, stem, kernel: 3, stride: 2)
+        cellStem0 = ReductionCell(.stem0, inA: stem, inB: stem, filters: f / 4)
+        cellStem1 = ReductionCell(.stem1, inA: f, inB: stem, filters: f / 2)
+        // (left in, left out, right in, right out); the first cell of a stage reads a map of
+        // twice the size on its left and reduces it (FirstCell in the reference).
+        let spec: [(Int, Int, Int, Int, Bool)] = [
+            (f, f / 2, 2 * f, f, true), (2 * f, f, 6 * f, f, false), (6 * f, f, 6 * f, f, false), (6 * f, f, 6 * f, f, false),
+            (6 * f, f, 8 * f, 2 * f, true), (8 * f, 2 * f, 12 * f, 2 * f, false), (12 * f, 2 * f, 12 * f, 2 * f, false),
+            (12 * f, 2 * f, 12 * f, 2 * f, false),
+            (12 * f, 2 * f, 16 * f, 4 * f, true), (16 * f, 4 * f, 24 * f, 4 * f, false), (24 * f, 4 * f, 24 * f, 4 * f, false),
+            (24 * f, 4 * f, 24 * f, 4 * f, false),
+        ]
+        cells = spec.map { NormalCell(inLeft: $0.0, outLeft: $0.1, inRight: $0.2, outRight: $0.3, first: $0.4) }
+        reduction0 = ReductionCell(.reduction, inA: 6 * f, inB: 6 * f, filters: 2 * f)
+        reduction1 = ReductionCell(.reduction, inA: 12 * f, inB: 12 * f, filters: 4 * f)
+        lastLinear = classes > 0 ? Linear(24 * f, classes) : nil
+    }
+
+    /// Reference names: `cell_0` ... `cell_3`, `reduction_cell_0`, `cell_6` ... `cell_9`, ...
+    static let cellNames = [0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15].map { "cell_\($0)" }
+
+    override public func namedChildren() -> [(String, Module)] {
+        var out: [(String, Module)] = [("conv0", conv0), ("cell_stem_0", cellStem0), ("cell_stem_1", cellStem1)]
+        for (i, c) in cells.enumerated() {
+            out.append((Self.cellNames[i], c))
+            if i == 3 { out.append(("reduction_cell_0", reduction0)) }
+            if i == 7 { out.append(("reduction_cell_1", reduction1)) }
+        }
+        if let lastLinear { out.append(("last_linear", lastLinear)) }
+        return out
+    }
+
+    /// C2..C5 for `[N, inChannels, H, W]` images (H and W multiples of 32):
+    /// `[N, 44, H/4, W/4]` ... `[N, 1056, H/32, W/32]`.
+    public func features(_ images: Tensor) -> [Tensor] {
+        let x0 = conv0(images)
+        let s0 = cellStem0(x0, x0)
+        let s1 = cellStem1(s0, x0)
+        var out = [s0]
+        // Each cell reads the two previous maps: (x, xPrev).
+        var prev = s0, cur = s1
+        for (i, cell) in cells.enumerated() {
+            let next = cell(cur, prev)
+            prev = cur; cur = next
+            if i == 3 || i == 7 {
+                out.append(cur)
+                let red = (i == 3 ? reduction0 : reduction1)(cur, prev)
+                prev = cur; cur = red
+            }
+        }
+        out.append(cur)
+        return out
+    }
+
+    /// ImageNet logits `[N, classes]` from C5 (ReLU, global average pool, `last_linear`).
+    public func logits(fromDeepest c5: Tensor) -> Tensor {
+        guard let lastLinear else { preconditionFailure("NASNetAMobile.logits: built without a classifier (classes: 0)") }
+        return lastLinear(c5.relu().globalAvgPool2d().flattened())
+    }
+
+    /// ImageNet logits `[N, classes]` for `[N, inChannels, H, W]` images (only with a classifier).
+    public func classify(_ images: Tensor) -> Tensor { logits(fromDeepest: features(images)[3]) }
+}
