@@ -1,0 +1,101 @@
+import Opacity
+import XCTest
+
+/// The paper's encoders as plugins: names, parameter counts, feature shapes, and training
+/// through a RetinaNet built from a config string.
+final class EncoderTests: XCTestCase {
+    /// Every encoder the paper names, with its C2..C5 channels.
+    static let encoders: [(name: String, channels: [Int])] = [
+        ("resnet34", [64, 128, 256, 512]), ("resnet50", [256, 512, 1024, 2048]), ("resnet101", [256, 512, 1024, 2048]),
+        ("seresnext50_32x4d", [256, 512, 1024, 2048]), ("seresnext101_32x4d", [256, 512, 1024, 2048]),
+        ("xception", [128, 256, 728, 2048]), ("dpn92", [336, 704, 1552, 2688]), ("nasnetamobile", [44, 264, 528, 1056]),
+    ]
+
+    func testRegisteredWithTheirFeatureSpecs() throws {
+        let reg = try Registry.standard()
+        for (name, channels) in Self.encoders {
+            let spec = try reg.encoderSpec(name)
+            XCTAssertEqual(spec.channels, channels, name)
+            XCTAssertEqual(spec.strides, [4, 8, 16, 32], name)
+            XCTAssertNoThrow(try reg.checkDetector("retinanet(encoder=\(name))"), name)
+        }
+        XCTAssertEqual(try reg.canonical("retinanet(encoder=dpn92(classes=0, in_channels=1))"), "retinanet(encoder=dpn92)")
+        XCTAssertEqual(try reg.canonical("retinanet(encoder=xception(in_channels=3))"), "retinanet(encoder=xception(in_channels=3))")
+        XCTAssertThrowsError(try reg.makeEncoder("nasnetamobile(width=0.5)")) { e in
+            XCTAssertTrue("\(e)".contains("classes, in_channels") || "\(e)".contains("in_channels, classes"), "\(e)")
+        }
+        XCTAssertThrowsError(try reg.makeEncoder("seresnext50")) { e in
+            XCTAssertTrue("\(e)".contains("seresnext50_32x4d"), "\(e)")
+        }
+    }
+
+    /// With a 3-channel stem and the 1000-way classifier, counts equal timm's (pretrainedmodels'
+    /// for NASNet-A-Mobile): scripts/parity/reference.py prints them.
+    func testParameterCountsEqualTheReferences() {
+        XCTAssertEqual(SEResNeXt(.seresnext50, inChannels: 3, classes: 1000).parameterCount, 27_559_896)
+        XCTAssertEqual(SEResNeXt(.seresnext101, inChannels: 3, classes: 1000).parameterCount, 48_955_416)
+        XCTAssertEqual(Xception(inChannels: 3, classes: 1000).parameterCount, 22_855_952)
+        XCTAssertEqual(DPN(inChannels: 3, classes: 1000).parameterCount, 37_668_392)
+        XCTAssertEqual(NASNetAMobile(inChannels: 3, classes: 1000).parameterCount, 5_289_978)
+    }
+
+    func testReferenceParameterNames() {
+        func names(_ m: Module) -> Set<String> { Set(m.stateDict().map(\.0)) }
+        let expected: [(Module, [String])] = [
+            (SEResNeXt(.seresnext50, classes: 10), ["layer0.conv1.weight", "layer0.bn1.running_var", "layer1.0.se_module.fc1.bias",
+                                                     "layer2.0.downsample.0.weight", "layer4.2.bn3.weight", "last_linear.weight"]),
+            (Xception(classes: 10), ["conv1.weight", "block1.rep.0.conv1.weight", "block1.rep.0.pointwise.weight", "block1.rep.4.running_mean",
+                                     "block2.rep.1.conv1.weight", "block12.skipbn.bias", "conv4.pointwise.weight", "bn4.bias", "fc.bias"]),
+            (DPN(classes: 10), ["features.conv1_1.conv.weight", "features.conv2_1.c1x1_w_s1.bn.weight", "features.conv3_1.c1x1_w_s2.conv.weight",
+                                "features.conv4_20.c3x3_b.conv.weight", "features.conv5_bn_ac.bn.running_mean", "classifier.bias"]),
+            (NASNetAMobile(classes: 10), ["conv0.conv.weight", "cell_stem_0.comb_iter_0_right.separable_1.depthwise_conv2d.weight",
+                                          "cell_stem_1.path_2.conv.weight", "cell_6.final_path_bn.running_var", "reduction_cell_1.conv_prev_1x1.bn.bias",
+                                          "cell_15.comb_iter_4_left.bn_sep_2.weight", "last_linear.weight"]),
+        ]
+        for (model, wanted) in expected {
+            let have = names(model)
+            for n in wanted { XCTAssertTrue(have.contains(n), "\(type(of: model)) lacks \(n)") }
+        }
+    }
+
+    /// C2..C5 sit at the spec's strides (sizes rounded up), for sizes that are and are not
+    /// multiples of 32 (NASNet-A-Mobile, like its reference, only takes multiples of 32).
+    func testFeatureShapesFollowTheSpec() throws {
+        let reg = try Registry.standard()
+        for (name, _) in Self.encoders where !name.hasPrefix("resnet") {
+            let enc = try reg.makeEncoder(name)
+            enc.eval()
+            for size in name == "nasnetamobile" ? [64, 96] : [64, 80] {
+                let f = Autograd.inference { enc.features(Tensor.zeros([1, 1, size, size])) }
+                XCTAssertEqual(f.map { $0.shape[1] }, enc.featureSpec.channels, "\(name) at \(size)")
+                XCTAssertEqual(f.map { $0.shape[2] }, enc.featureSpec.strides.map { (size + $0 - 1) / $0 }, "\(name) at \(size)")
+                XCTAssertEqual(f.map { $0.shape[3] }, enc.featureSpec.strides.map { (size + $0 - 1) / $0 }, "\(name) at \(size)")
+            }
+        }
+    }
+
+    /// Each new encoder trains inside a RetinaNet built from a config string: the loss is
+    /// finite, every encoder parameter gets a gradient, and an Adam step changes the weights.
+    func testTrainsInARetinaNet() throws {
+        let reg = try Registry.standard()
+        let target = DetectionTarget(boxes: [BoundingBox(x1: 16, y1: 12, x2: 40, y2: 44)], imageClass: .lungOpacity)
+        for name in ["seresnext50_32x4d", "xception", "dpn92", "nasnetamobile"] {
+            let detector = try Initializer.withSeed(7) {
+                try reg.makeDetector("retinanet(encoder=\(name), size=64, neck=fpn(channels=16), head=retina(channels=16))")
+            }
+            detector.train()
+            detector.freezeBatchNorm()
+            let images = Tensor(shape: [1, 1, 64, 64], scalars: (0..<4096).map { Float($0 % 64) / 64 })
+            let optimizer = Adam(detector.namedParameters(), learningRate: 1e-4)
+            let stem = detector.encoder.namedParameters()[0].1
+            let before = stem.value.scalars
+            let loss = Autograd.recordingGradients { detector.losses(images, targets: [target]) }
+            XCTAssertTrue(loss.total.scalar.isFinite, "\(name): loss \(loss.total.scalar)")
+            loss.total.backward()
+            let missing = detector.encoder.namedParameters().filter { $0.1.grad == nil }.map(\.0)
+            XCTAssertEqual(missing, [], "\(name): parameters without a gradient")
+            optimizer.step()
+            XCTAssertNotEqual(stem.value.scalars, before, "\(name): the stem did not move")
+        }
+    }
+}
