@@ -36,7 +36,7 @@ public enum ImageConversion {
         /// `N converted, M skipped, K failed` and the first failures.
         public var description: String {
             var s = "\(converted) converted, \(skippedExisting) skipped (output exists), \(failures.count) failed"
-            for f in failures.prefix(5) { s += "\n  \(f.path): \(f.reason)" }
+            for f in failures.prefix(5) { s += "\n  " + (f.reason.contains(f.path) ? f.reason : "\(f.path): \(f.reason)") }
             if failures.count > 5 { s += "\n  ... and \(failures.count - 5) more" }
             return s
         }

@@ -205,8 +205,11 @@ public enum RSNADataset {
             names.map { root.appendingPathComponent($0) }.first { fm.fileExists(atPath: $0.path) }
         }
         guard let labelsURL = options.labelsFile ?? find(labelsNames) else {
-            throw DataError.missingFile(path: root.appendingPathComponent(labelsNames[0]).path,
-                                        expected: "the RSNA labels CSV (one of \(labelsNames.joined(separator: ", ")))")
+            var expected = "the RSNA labels CSV (one of \(labelsNames.joined(separator: ", ")))"
+            if let zip = find(labelsNames.map { $0 + ".zip" }) {
+                expected += "; found \(zip.lastPathComponent): unzip it first (unzip \(zip.lastPathComponent))"
+            }
+            throw DataError.missingFile(path: root.appendingPathComponent(labelsNames[0]).path, expected: expected)
         }
         let classURL = options.classInfoFile ?? find(classInfoNames)
         var folder = options.imageFolder

@@ -84,6 +84,10 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(ds.records.map(\.id), [good])
         XCTAssertEqual(ds.report.missingImages, ["gone"])
         XCTAssertEqual(Array(ds.report.unreadableImages.keys), ["bad"])
+        // A header check finds it too; the zip next to a missing CSV is pointed out.
+        options.imageCheck = .header
+        XCTAssertEqual(Array(try RSNADataset.load(root: dir, options: options).report.unreadableImages.keys), ["bad"])
+        assertThrows(try RSNADataset.load(root: rsnaFolder), containing: ["stage_2_train_labels.csv.zip", "unzip"])
         // Existence-only check keeps the corrupt file (the loader can skip it later).
         options.imageCheck = .exists
         XCTAssertEqual(try RSNADataset.load(root: dir, options: options).count, 2)

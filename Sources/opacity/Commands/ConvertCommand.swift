@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity convert`: DICOM to 8-bit PNG for one file or a whole folder.
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Convert DICOM files (one file or a whole folder) to 8-bit PNG.",
+        discussion: """
+            Reads Implicit/Explicit VR Little Endian, Explicit VR Big Endian and JPEG Baseline \
+            (the RSNA files), 8- and 16-bit grayscale; MONOCHROME1 is inverted and values are \
+            windowed to 8 bits (the file's window, else the full range; 8-bit files keep their \
+            values). Files that cannot be converted are listed at the end; the rest go on.
+
+            Examples:
+              opacity convert stage_2_train_images/ train_png/ --size 512
+              opacity convert 0004cfab.dcm 0004cfab.png
+            """)
+
+    @Argument(help: "A .dcm file or a folder of .dcm files.")
+    var input: String
+
+    @Argument(help: "Output: a .png path or a folder (created) for {name}.png.")
+    var output: String
+
+    @Option(name: .long, help: "Resize so the longer side is this many pixels (aspect kept).")
+    var size: Int?
+
+    @Option(name: .long, help: "Windowing: auto, minmax, or CENTER,WIDTH in rescaled units.")
+    var window: String = "auto"
+
+    @Flag(name: .long, help: "Replace existing PNG files (they are skipped by default).")
+    var overwrite = false
+
+    @Option(name: .long, help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let size, size < 1 { throw ValidationError("--size must be a positive number of pixels, e.g. 512") }
+        _ = try parseWindow(window)
+    }
+
+    func run() throws {
+        let options = ImageConversion.Options(
+            size: size, window: try parseWindow(window), overwrite: overwrite,
+            threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let bar = TerminalProgressBar(label: "convert")
+        let summary = try ImageConversion.convert(input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output),
+                                                  options: options, progress: bar.handler)
+        print(summary)
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+}
+
+/// Parses `auto`, `minmax` or `CENTER,WIDTH`.
+func parseWindow(_ text: String) throws -> WindowSetting {
+    switch text.lowercased() {
+    case "auto", "automatic": return .automatic
+    case "minmax", "min-max", "full": return .minMax
+    default:
+        let parts = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let c = parts[0], let w = parts[1], w > 0 else {
+            throw ValidationError("--window '\(text)' is not valid; expected auto, minmax, or CENTER,WIDTH such as 40,400")
+        }
+        return .fixed(center: c, width: w)
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity preview`: a grid of augmented samples with their boxes, as one PNG.
+struct AugmentPreviewCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "preview",
+        abstract: "Write a grid of augmented training samples with their boxes as one PNG.",
+        discussion: """
+            DATA is an RSNA folder (stage_2_train_labels.csv, stage_2_detailed_class_info.csv, \
+            stage_2_train_images/), or a folder of images with --boxes-csv. Without DATA a small \
+            synthetic set is generated. Boxes are drawn in red after the same mapping training \
+            uses; tiles of flipped samples say FLIP.
+
+            Augmentation presets (paper levels): none, minimal (1), light (10), \
+            light_norotation (11), light_basic_rotation, medium (15), heavy (20, also \
+            heavy_custom_rotation), heavy_norotation (21), heavy_basic_rotation. Override any \
+            value: --augmentation heavy,rotation=3,boxes=corners,flip=0.5
+            Keys: \(AugmentationConfig.parameterNames.joined(separator: ", ")).
+
+            Example:
+              opacity preview ~/rsna --augmentation heavy --count 16 --columns 4 -o preview.png
+            """)
+
+    @Argument(help: "An RSNA folder or a folder of images (with --boxes-csv). Omit for a synthetic set.")
+    var data: String?
+
+    @Option(name: .long, help: "A CSV of boxes for DATA (columns image,x,y,width,height[,class]).")
+    var boxesCSV: String?
+
+    @Option(name: .long, help: "Augmentation preset and overrides, e.g. heavy,rotation=3.")
+    var augmentation: String = "heavy"
+
+    @Option(name: .long, help: "Tile side in pixels (the training input size).")
+    var size: Int = 512
+
+    @Option(name: .long, help: "Number of tiles.")
+    var count: Int = 12
+
+    @Option(name: .long, help: "Tiles per row.")
+    var columns: Int = 4
+
+    @Option(name: .long, help: "Seed for the augmentations (and the synthetic set).")
+    var seed: UInt64 = 0
+
+    @Flag(name: .long, help: "Only images with boxes.")
+    var positivesOnly = false
+
+    @Flag(name: .long, help: "Leave out missing or unreadable images instead of failing.")
+    var skipBadImages = false
+
+    @Option(name: [.short, .long], help: "Output PNG.")
+    var output: String = "preview.png"
+
+    func validate() throws {
+        guard size >= 16 else { throw ValidationError("--size must be at least 16 pixels, e.g. 512") }
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        guard columns >= 1 else { throw ValidationError("--columns must be at least 1") }
+        do { _ = try AugmentationConfig(parsing: augmentation) } catch { throw ValidationError("--augmentation: \(error)") }
+    }
+
+    func run() throws {
+        let config = try AugmentationConfig(parsing: augmentation)
+        let policy: ProblemImagePolicy = skipBadImages ? .skip : .fail
+        var dataset: DetectionDataset
+        var cleanup: URL?
+        if let data {
+            let root = URL(fileURLWithPath: data)
+            if let boxesCSV {
+                dataset = try BoxesCSV.load(csv: URL(fileURLWithPath: boxesCSV), imageFolder: root,
+                                            options: .init(problemImages: policy))
+            } else {
+                dataset = try RSNADataset.load(root: root, options: .init(problemImages: policy))
+            }
+        } else {
+            let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-preview-\(ProcessInfo.processInfo.processIdentifier)")
+            cleanup = tmp
+            let n = max(count, 8)
+            try SyntheticChestXRay(config: SyntheticConfig(count: n, size: 1024, seed: seed, classFractions: (0.5, 0.25, 0.25)))
+                .write(to: tmp, progress: TerminalProgressBar(label: "synthetic").handler)
+            dataset = try RSNADataset.load(root: tmp)
+        }
+        defer { if let cleanup { try? FileManager.default.removeItem(at: cleanup) } }
+        if !dataset.report.missingImages.isEmpty || !dataset.report.unreadableImages.isEmpty {
+            FileHandle.standardError.write(Data("warning: \(dataset.report)\n".utf8))
+        }
+        if positivesOnly { dataset.records = dataset.records.filter { !$0.boxes.isEmpty } }
+        guard !dataset.records.isEmpty else {
+            throw ValidationError(positivesOnly ? "no images with boxes in \(data ?? "the data")" : "no images in \(data ?? "the data")")
+        }
+        let grid = try PreviewGrid.augmentations(of: dataset, augmenter: Augmenter(config: config, outputSize: size),
+                                                 count: count, columns: columns, seed: seed)
+        try PNG.write(grid, to: URL(fileURLWithPath: output))
+        print("wrote \(output) (\(grid.width)x\(grid.height), \(count) samples, augmentation \(config))")
+    }
+}
