@@ -557,7 +557,7 @@ struct DICOMParser {
                 throw DataError.unsupportedPixelFormat(path: path, reason: "JPEG Baseline with BitsAllocated \(h.bitsAllocated); expected 8")
             }
             let frame = try firstFrameFragments()
-            let img = try frame.withUnsafeBytes { try JPEG.decodeGray($0, path: path) }
+            let img = try frame.withUnsafeBytes { try JPEG.decodeGray($0, path: path, expected: (h.columns, h.rows)) }
             guard img.width == h.columns, img.height == h.rows else {
                 throw fail("JPEG is \(img.width)x\(img.height) but the header says \(h.columns)x\(h.rows)")
             }

@@ -16,6 +16,13 @@ public enum JPEG {
     /// - Throws: ``DataError/jpegDecodingFailed(path:reason:)`` with libjpeg-turbo's
     ///   message (e.g. 12-bit or lossless JPEG, truncated data).
     public static func decodeGray(_ bytes: UnsafeRawBufferPointer, path: String = "<memory>") throws -> GrayImage {
+        try decodeGray(bytes, path: path, expected: nil)
+    }
+
+    /// The largest image decoded (256 megapixels), so a corrupt header cannot exhaust memory.
+    public static let maxPixels = 1 << 28
+
+    static func decodeGray(_ bytes: UnsafeRawBufferPointer, path: String, expected: (width: Int, height: Int)?) throws -> GrayImage {
         guard bytes.count >= 4, bytes[0] == 0xFF, bytes[1] == 0xD8 else {
             throw DataError.jpegDecodingFailed(path: path, reason: "data does not start with the JPEG SOI marker FF D8")
         }
@@ -32,6 +39,12 @@ public enum JPEG {
             throw DataError.jpegDecodingFailed(path: path, reason: errorString(handle))
         }
         guard w > 0, h > 0 else { throw DataError.jpegDecodingFailed(path: path, reason: "empty image \(w)x\(h)") }
+        guard Int(w) * Int(h) <= maxPixels else {
+            throw DataError.jpegDecodingFailed(path: path, reason: "image of \(w)x\(h) exceeds the \(maxPixels)-pixel limit")
+        }
+        if let e = expected, e.width != Int(w) || e.height != Int(h) {
+            throw DataError.jpegDecodingFailed(path: path, reason: "JPEG is \(w)x\(h) but the header says \(e.width)x\(e.height)")
+        }
         var pixels = [UInt8](repeating: 0, count: Int(w) * Int(h))
         let rc = pixels.withUnsafeMutableBufferPointer { dst in
             tjDecompress2(handle, src, UInt(size), dst.baseAddress, w, w, h, Int32(TJPF_GRAY.rawValue), TJFLAG_STOPONWARNING)

@@ -64,7 +64,7 @@ public enum PNG {
         defer { png_image_free(&image) }
         let native = image.format
         let width = Int(image.width), height = Int(image.height)
-        guard width > 0, height > 0, width <= 1 << 16, height <= 1 << 16 else {
+        guard width > 0, height > 0, width * height <= JPEG.maxPixels else {
             throw DataError.pngFailed(path: path, reason: "unsupported size \(width)x\(height)")
         }
         let isColor = native & formatColor != 0

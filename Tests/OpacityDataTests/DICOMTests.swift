@@ -227,3 +227,37 @@ final class DICOMTests: XCTestCase {
         XCTAssertLessThanOrEqual(diff, 3)
     }
 }
+
+final class DICOMRobustnessTests: XCTestCase {
+    /// Truncated and corrupted files never crash the reader: each read either succeeds or
+    /// throws a DataError naming the file.
+    func testTruncationsAndCorruptionsFailCleanly() throws {
+        let files = ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "SC_rgb_small_odd.dcm", "vlut_04.dcm"]
+            .map { conformance.appendingPathComponent($0) }
+            + [rsnaImages.appendingPathComponent("00436515-870c-4b36-a041-de91049b9ab4.dcm")]
+        var rng = RandomGenerator(seed: 99)
+        var errors = 0, reads = 0
+        for url in files {
+            let data = try Data(contentsOf: url)
+            var variants: [Data] = []
+            for _ in 0..<60 { variants.append(data.prefix(Int.random(in: 0..<data.count, using: &rng))) }
+            for _ in 0..<60 {
+                var d = [UInt8](data)
+                // Corrupt the header region (where lengths and tags live) more than the pixels.
+                for _ in 0..<4 { d[Int.random(in: 0..<min(d.count, 2048), using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+                variants.append(Data(d))
+            }
+            for v in variants {
+                do {
+                    _ = try DICOM.decode(v, path: "fuzz-\(url.lastPathComponent)")
+                    reads += 1
+                } catch let e as DataError {
+                    errors += 1
+                    XCTAssertTrue(e.description.contains("fuzz-\(url.lastPathComponent)"), e.description)
+                }
+            }
+        }
+        XCTAssertGreaterThan(errors, 100)
+        _ = reads
+    }
+}
