@@ -200,10 +200,20 @@ public struct AugmentationConfig: Sendable, Equatable, CustomStringConvertible {
         self[keyPath: path] = v
     }
 
+    /// Equal when every parameter is equal (the preset name is only a label).
+    public static func == (a: AugmentationConfig, b: AugmentationConfig) -> Bool {
+        a.centerJitter == b.centerJitter && a.scaleSigma == b.scaleSigma && a.rotationSigma == b.rotationSigma
+            && a.shearSigma == b.shearSigma && a.flipProbability == b.flipProbability && a.gammaSigma == b.gammaSigma
+            && a.boxRule == b.boxRule && a.blurProbability == b.blurProbability && a.blurSigmaMax == b.blurSigmaMax
+            && a.noiseProbability == b.noiseProbability && a.noiseScaleMax == b.noiseScaleMax
+            && a.saltPepperProbability == b.saltPepperProbability && a.saltPepperAmount == b.saltPepperAmount
+            && a.saltPepperSizeMin == b.saltPepperSizeMin && a.saltPepperSizeMax == b.saltPepperSizeMax
+    }
+
     /// `preset,key=value,...` listing every value (parses back to an equal config).
     public var description: String {
         func f(_ v: Float) -> String {
-            v == v.rounded() ? String(Int(v)) : String(format: "%g", v)
+            v == v.rounded() ? String(Int(v)) : "\(v)"
         }
         return "\(AugmentationConfig.presets[preset] != nil ? preset : "none"),jitter=\(f(centerJitter)),scale=\(f(scaleSigma)),"
             + "rotation=\(f(rotationSigma)),shear=\(f(shearSigma)),flip=\(f(flipProbability)),gamma=\(f(gammaSigma)),"
