@@ -181,6 +181,17 @@ final class AugmentationTests: XCTestCase {
         img.drawText("0.95", x: 0, y: 20, color: .white, scale: 1)
         XCTAssertTrue(img.pixels.contains(255))
         img.drawBox(BoundingBox(x: -50, y: -50, width: 500, height: 500), color: .green)  // clipped, no crash
+        // Detections: a green box and its score on a green label above it.
+        let gray = GrayImage(width: 300, height: 200, value: 100)
+        let over = gray.overlay(truth: [BoundingBox(x: 10, y: 10, width: 50, height: 50)],
+                                detections: [Detection(box: BoundingBox(x: 100, y: 60, width: 80, height: 90), score: 0.87)])
+        func px(_ x: Int, _ y: Int) -> [UInt8] { Array(over.pixels[3 * (y * 300 + x)..<(3 * (y * 300 + x) + 3)]) }
+        XCTAssertEqual(px(10, 30), [255, 40, 40])
+        XCTAssertEqual(px(100, 100), [40, 230, 60])
+        XCTAssertEqual(px(140, 100), [100, 100, 100])
+        var labelDots = 0
+        for y in 40..<60 { for x in 100..<130 where px(x, y) == [0, 0, 0] { labelDots += 1 } }
+        XCTAssertGreaterThan(labelDots, 10)  // black "0.87" on the green label
         let ds = try RSNADataset.load(root: rsnaFolder, options: .init(
             labelsFile: rsnaFolder.appendingPathComponent("example_train_labels.csv"),
             classInfoFile: rsnaFolder.appendingPathComponent("example_detailed_class_info.csv")))
