@@ -37,6 +37,12 @@ final class EncoderTests: XCTestCase {
         XCTAssertEqual(Xception(inChannels: 3, classes: 1000).parameterCount, 22_855_952)
         XCTAssertEqual(DPN(inChannels: 3, classes: 1000).parameterCount, 37_668_392)
         XCTAssertEqual(NASNetAMobile(inChannels: 3, classes: 1000).parameterCount, 5_289_978)
+        // As the detector builds them: one-channel stem, no classifier (Documentation/Encoders.md).
+        let reg = try! Registry.standard()
+        let xray: [(String, Int)] = [("resnet34", 21_278_400), ("resnet50", 23_501_760), ("resnet101", 42_493_888),
+                                     ("seresnext50_32x4d", 25_504_624), ("seresnext101_32x4d", 46_900_144),
+                                     ("xception", 20_806_376), ("dpn92", 34_973_120), ("nasnetamobile", 4_232_402)]
+        for (name, count) in xray { XCTAssertEqual(try reg.makeEncoder(name).parameterCount, count, name) }
     }
 
     func testReferenceParameterNames() {
@@ -96,6 +102,30 @@ final class EncoderTests: XCTestCase {
             XCTAssertEqual(missing, [], "\(name): parameters without a gradient")
             optimizer.step()
             XCTAssertNotEqual(stem.value.scalars, before, "\(name): the stem did not move")
+        }
+    }
+}
+
+/// Forward time of every encoder at 512x512, batch 1, eval mode (the figures in
+/// Documentation/Encoders.md). Slow, so it runs only with `OPACITY_ENCODER_TIMING=1`.
+final class EncoderTimingTests: XCTestCase {
+    func testForwardTimeAt512() throws {
+        guard ProcessInfo.processInfo.environment["OPACITY_ENCODER_TIMING"] == "1" else {
+            throw XCTSkip("set OPACITY_ENCODER_TIMING=1 to time the encoders")
+        }
+        let reg = try Registry.standard()
+        let images = Tensor(shape: [1, 1, 512, 512], scalars: (0..<(512 * 512)).map { Float($0 % 509) / 509 })
+        for (name, _) in EncoderTests.encoders {
+            let enc = try reg.makeEncoder(name)
+            enc.eval()
+            _ = Autograd.inference { enc.features(images) }  // warm-up
+            var times: [Double] = []
+            for _ in 0..<3 {
+                let t0 = Date()
+                _ = Autograd.inference { enc.features(images) }
+                times.append(Date().timeIntervalSince(t0))
+            }
+            print(String(format: "encoder %@ 512x512 batch 1 forward: median %.3f s (min %.3f s)", name, times.sorted()[1], times.min()!))
         }
     }
 }

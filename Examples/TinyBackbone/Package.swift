@@ -1,0 +1,29 @@
+// swift-tools-version: 6.0
+//
+// An Opacity backbone plugin in a package of its own: the TinyBackbone library (the encoder
+// and its plugin, one file) and a demo that trains a RetinaNet on it through the public API.
+// See Documentation/AddingABackbone.md.
+//
+// Outside this repository, depend on Opacity by URL instead:
+//     .package(url: "https://example.org/opacity.git", from: "1.0.0")
+// and name the product's package after that URL's last path component.
+import Foundation
+import PackageDescription
+
+/// SwiftPM names a path dependency after its directory, so take the checkout's name.
+let opacityPath = "../.."
+let opacityPackage = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent(opacityPath).standardizedFileURL.lastPathComponent
+
+let package = Package(
+    name: "TinyBackbone",
+    platforms: [.macOS(.v14)],
+    products: [.library(name: "TinyBackbone", targets: ["TinyBackbone"])],
+    dependencies: [.package(path: opacityPath)],
+    targets: [
+        .target(name: "TinyBackbone", dependencies: [.product(name: "Opacity", package: opacityPackage)]),
+        .executableTarget(name: "tiny-backbone-demo",
+                          dependencies: ["TinyBackbone", .product(name: "Opacity", package: opacityPackage)]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+../../Examples/TinyBackbone/Sources/TinyBackbone/TinyBackbone.swift
