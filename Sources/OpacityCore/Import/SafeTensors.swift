@@ -77,7 +77,9 @@ public final class SafeTensorsFile {
     public init(_ url: URL) throws {
         self.url = url
         let path = url.path
-        do { file = try FileDescriptor.open(reading: path) } catch { throw SafeTensorsError.io(file: path, reason: "\(error)") }
+        do { file = try FileDescriptor.open(reading: path) } catch BundleError.io(_, let op, let reason) {
+            throw SafeTensorsError.io(file: path, reason: "cannot \(op): \(reason)")
+        }
         let size = try file.size()
         let lenBytes = try file.read(count: 8, at: 0)
         guard lenBytes.count == 8 else { throw SafeTensorsError.truncated(file: path, section: "header length", expectedBytes: 8, actualBytes: size) }

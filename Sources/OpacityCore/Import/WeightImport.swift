@@ -54,6 +54,8 @@ public struct ImportReport: Sendable, CustomStringConvertible {
     public var initialised: [String] = []
     /// What was written, if anything.
     public var written: BundleSummary?
+    /// Another built-in key map under which every encoder name is found, when this one failed.
+    public var suggestedKeyMap: String?
 
     /// Whether every encoder tensor came from the source and every source tensor was used or
     /// dropped on purpose.
@@ -87,6 +89,7 @@ public struct ImportReport: Sendable, CustomStringConvertible {
             lines.append("  mis-shaped (\(mismatched.count)): " + mismatched.prefix(12).map { "\($0.name) file \(describe($0.source)) encoder \(describe($0.target))" }.joined(separator: ", "))
         }
         if !initialised.isEmpty { lines.append("  left at initial values (--allow-missing): \(initialised.count) tensors") }
+        if let k = suggestedKeyMap { lines.append("  hint: key map '\(k)' finds every encoder tensor in this file; try --key-map \(k)") }
         if let w = written { lines.append("  wrote \(w)") }
         return lines.joined(separator: "\n")
     }
@@ -162,8 +165,10 @@ public enum WeightImport {
             }
         }
         var tensors: [(String, Tensor)] = []
+        let misShaped = Set(report.mismatched.map(\.name))
         for (name, initial) in targets {
             guard let e = sourceFor[name] else {
+                if misShaped.contains(name) { continue }
                 report.missing.append(name)
                 if allowMissing {
                     report.initialised.append(name)
@@ -181,7 +186,13 @@ public enum WeightImport {
             tensors.append((name, t))
         }
         let fits = report.mismatched.isEmpty && (allowMissing || report.missing.isEmpty) && (allowUnexpected || report.unexpected.isEmpty)
-        guard fits else { throw ImportError.doesNotFit(file: source.path, encoder: canonical, report: report) }
+        guard fits else {
+            let sourceNames = file.entries.map(\.name)
+            report.suggestedKeyMap = KeyMap.all.first { m in
+                m.name != keyMap.name && Set(sourceNames.compactMap(m.map)).isSuperset(of: targetShapes.keys)
+            }?.name
+            throw ImportError.doesNotFit(file: source.path, encoder: canonical, report: report)
+        }
         // final check: the bundle loads strictly into the encoder
         try module.load(Dictionary(uniqueKeysWithValues: tensors))
         guard let output else { return report }
