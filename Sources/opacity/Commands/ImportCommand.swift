@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity import`: safetensors weights (timm, Hugging Face) -> an encoder bundle.
+struct ImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Import ImageNet weights from a safetensors file into an encoder bundle.",
+        discussion: """
+            Reads a safetensors file as published by timm or Hugging Face (e.g. the
+            model.safetensors of timm/resnet34.a1_in1k), maps its names one to one onto an
+            Opacity encoder, sums a 3-channel stem into the 1-channel X-ray stem, drops the
+            ImageNet classifier and writes an encoder bundle. Start a detector from it with
+              retinanet(encoder=resnet34, encoder_weights="resnet34_in1k.opb")
+
+            Key maps: timm (names unchanged), cadene (Cadene pretrainedmodels se_resnext*,
+            = timm legacy_seresnext*), timm-seresnext (timm's current seresnext*_32x4d).
+            Cadene .pth files are pickles: convert them first with
+              python -c "import torch,safetensors.torch as s; s.save_file(torch.load('x.pth'), 'x.safetensors')"
+            """)
+
+    @Argument(help: "The safetensors file.")
+    var source: String
+
+    @Option(name: .long, help: "The encoder config, e.g. resnet34 or seresnext50_32x4d (see `opacity plugins --kind encoder`).")
+    var encoder: String
+
+    @Option(name: [.short, .long], help: "The bundle to write (default: the source's name with .opb, in the current folder).")
+    var output: String?
+
+    @Option(name: .long, help: "Key map: timm, cadene or timm-seresnext.")
+    var keyMap: String = "timm"
+
+    @Option(name: .long, help: "Storage: fp32, fp16, bf16 or int8.")
+    var storage: String = "fp32"
+
+    @Flag(name: .long, help: "Keep initial values for encoder tensors the file lacks.")
+    var allowMissing = false
+
+    @Flag(name: .long, help: "Ignore tensors the encoder has no place for (besides the classifier).")
+    var allowUnexpected = false
+
+    @Flag(name: .long, help: "Check the mapping and print the report without writing.")
+    var dryRun = false
+
+    @Flag(name: .shortAndLong, help: "List every mapped tensor.")
+    var verbose = false
+
+    func validate() throws {
+        guard StoragePolicy(name: storage) != nil else {
+            throw ValidationError("unknown storage '\(storage)'; expected one of \(StorageType.userNames.joined(separator: ", "))"
+                                  + (nearestMatch(storage, in: StorageType.userNames).map { " (did you mean '\($0)'?)" } ?? ""))
+        }
+    }
+
+    func run() throws {
+        let registry = try Registry.standard()
+        let map = try KeyMap.named(keyMap)
+        let src = URL(fileURLWithPath: source)
+        let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)
+        let report = try WeightImport.importEncoder(from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
+                                                    storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,
+                                                    allowUnexpected: allowUnexpected)
+        print(report)
+        if verbose { print(report.details) }
+        if let out {
+            print("start a detector from it with: retinanet(encoder=\(report.encoder), encoder_weights=\"\(out.path)\")")
+        } else {
+            print("dry run: nothing written")
+        }
+    }
+}

@@ -1,0 +1,228 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity zoo`: list, inspect, fetch and verify zoo models.
+struct ZooCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "zoo",
+        abstract: "List, inspect, fetch and verify the model zoo.",
+        discussion: """
+            Entries come from the built-in manifest (zoo/manifest.json) and the user manifest
+            ($OPACITY_USER_MANIFEST, default ~/.config/opacity/zoo.json). Fetched bundles go to
+            $OPACITY_CACHE/zoo (default ~/.cache/opacity/zoo). Only `zoo fetch` uses the
+            network; every file's SHA-256 is checked on fetch and on every load.
+            """,
+        subcommands: [List.self, Info.self, Fetch.self, Verify.self, Add.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List every zoo entry with where its bundle is.")
+
+        func run() throws {
+            let zoo = try Zoo.standard()
+            let items = zoo.items
+            guard !items.isEmpty else {
+                print("the zoo has no entries yet (\(manifests(zoo)))")
+                print("add a bundle with: opacity zoo add NAME BUNDLE --licence LICENCE [--url URL]")
+                return
+            }
+            print("name".padding(toLength: 32, withPad: " ", startingAt: 0) + " kind      status       size MB   params  metrics")
+            for i in items {
+                let e = i.entry
+                let status: String
+                switch try zoo.status(e.name) {
+                case .shipped: status = "shipped"
+                case .cached: status = "cached"
+                case .notFetched: status = "not fetched"
+                }
+                let metrics = e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.4g", $0.value))" }.joined(separator: " ")
+                var line = e.name.padding(toLength: max(32, e.name.count), withPad: " ", startingAt: 0) + " "
+                line += e.kind.padding(toLength: 9, withPad: " ", startingAt: 0) + " "
+                line += status.padding(toLength: 11, withPad: " ", startingAt: 0)
+                line += String(format: " %8.1f %7.1fM  ", Double(e.size) / 1e6, Double(e.parameters) / 1e6)
+                line += metrics
+                if i.source != "built-in" { line += "  [\(i.source)]" }
+                print(line)
+            }
+        }
+    }
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one entry, and its bundle's metadata if it is local.")
+
+        @Argument(help: "The entry's name.")
+        var name: String
+
+        func run() throws {
+            let zoo = try Zoo.standard()
+            let item = try zoo.item(name)
+            let e = item.entry
+            print("name:        \(e.name)  (\(item.source) manifest \(item.manifestURL.path))")
+            if let d = e.description { print("about:       \(d)") }
+            print("kind:        \(e.kind)")
+            print("config:      \(e.config)")
+            print("parameters:  \(e.parameters)")
+            print("data:        \(e.data.isEmpty ? "(not given)" : e.data)")
+            print("licence:     \(e.licence)")
+            print("metrics:     " + e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+            print("size:        \(e.size) bytes")
+            print("sha256:      \(e.sha256)")
+            if let f = e.file { print("file:        \(f)") }
+            if let u = e.url { print("url:         \(u)") }
+            switch try zoo.status(name) {
+            case .shipped(let f), .cached(let f):
+                print("local:       \(f.path)")
+                let info = try WeightBundle.info(f)
+                let m = info.metadata
+                print("bundle:      format \(info.formatVersion), written by Opacity \(m.frameworkVersion) on \(m.created), storage \(m.storage), \(info.tensors.count) tensors")
+                let p = m.provenance
+                var prov: [String] = []
+                if let d = p.data { prov.append("data \(d)") }
+                if let f = p.fold { prov.append("fold \(f)" + (p.folds.map { " of \($0)" } ?? "")) }
+                if let e = p.epoch { prov.append("epoch \(e)") }
+                if let s = p.seed { prov.append("seed \(s)") }
+                if let s = p.source { prov.append("source \(s)") }
+                if !prov.isEmpty { print("provenance:  " + prov.joined(separator: ", ")) }
+            case .notFetched:
+                print("local:       not fetched (run `opacity zoo fetch \(name)`; cache \(zoo.cacheDirectory.path))")
+            }
+        }
+    }
+
+    struct Fetch: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Download entries into the cache and check their SHA-256.")
+
+        @Argument(help: "Entry names (all entries with --all).")
+        var names: [String] = []
+
+        @Flag(name: .long, help: "Fetch every entry.")
+        var all = false
+
+        @Flag(name: .long, help: "Download again even if a good copy is cached.")
+        var force = false
+
+        @Flag(name: .shortAndLong, help: "No progress output.")
+        var quiet = false
+
+        func validate() throws {
+            if names.isEmpty && !all { throw ValidationError("name at least one entry, or pass --all") }
+        }
+
+        func run() throws {
+            let zoo = try Zoo.standard()
+            let targets = all ? zoo.items.map(\.entry.name) : names
+            for name in targets {
+                let quiet = self.quiet
+                let printer = ProgressPrinter(name: name)
+                var progress: (@Sendable (Zoo.Progress) -> Void)?
+                if !quiet { progress = { p in printer.show(p) } }
+                let url = try zoo.fetch(name, force: force, progress: progress)
+                if !quiet { printer.finish() }
+                print("\(name): \(url.path) (sha256 ok)")
+            }
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check local bundles: size, SHA-256, structure and every tensor checksum.")
+
+        @Argument(help: "Entry names (default: every local entry).")
+        var names: [String] = []
+
+        func run() throws {
+            let zoo = try Zoo.standard()
+            let targets = names.isEmpty ? zoo.items.map(\.entry.name).filter { (try? zoo.status($0)) != .notFetched } : names
+            if targets.isEmpty { print("nothing to verify: no entry is shipped or fetched") }
+            var failures = 0
+            for name in targets {
+                do {
+                    let f = try zoo.verify(name)
+                    print("\(name): ok (\(f.path))")
+                } catch {
+                    failures += 1
+                    print("\(name): FAILED: \(error)")
+                }
+            }
+            if failures > 0 { throw ExitCode(1) }
+        }
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a bundle to a manifest (the user manifest by default).",
+            discussion: "Reads config, size, SHA-256, parameter count and metrics from the bundle. A bundle inside the manifest's folder is listed as a shipped file; pass --url for one published elsewhere.")
+
+        @Argument(help: "The entry's name.")
+        var name: String
+
+        @Argument(help: "The bundle file.")
+        var bundle: String
+
+        @Option(name: .long, help: "The weights' licence, e.g. CC-BY-4.0.")
+        var licence: String
+
+        @Option(name: .long, help: "Where the bundle is published (https://, http:// or file://).")
+        var url: String?
+
+        @Option(name: .long, help: "The training data (default: the bundle's provenance).")
+        var data: String?
+
+        @Option(name: .long, help: "A sentence about the model.")
+        var about: String?
+
+        @Option(name: .long, help: "The manifest to add to (default: the user manifest).")
+        var manifest: String?
+
+        @Flag(name: .long, help: "Replace an entry of the same name.")
+        var replace = false
+
+        func run() throws {
+            let manifestURL = manifest.map { URL(fileURLWithPath: $0) } ?? Zoo.userManifestURL()
+            let bundleURL = URL(fileURLWithPath: bundle).standardizedFileURL
+            let folder = manifestURL.deletingLastPathComponent().standardizedFileURL.path + "/"
+            let file = bundleURL.path.hasPrefix(folder) ? String(bundleURL.path.dropFirst(folder.count)) : nil
+            guard file != nil || url != nil else {
+                throw ValidationError("\(bundle) is outside the manifest's folder \(folder); pass --url with where it is published (file:// works for a local copy)")
+            }
+            let entry = try Zoo.makeEntry(name: name, bundle: bundleURL, file: file, url: url, data: data, licence: licence, description: about)
+            var m = FileManager.default.fileExists(atPath: manifestURL.path) ? try ZooManifest.read(manifestURL) : ZooManifest()
+            if let i = m.entries.firstIndex(where: { $0.name == name }) {
+                guard replace else { throw ValidationError("\(manifestURL.path) already has an entry '\(name)'; pass --replace to replace it") }
+                m.entries[i] = entry
+            } else {
+                m.entries.append(entry)
+            }
+            m.entries.sort { $0.name < $1.name }
+            try m.validate(file: manifestURL.path)
+            try FileManager.default.createDirectory(at: manifestURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try m.write(to: manifestURL)
+            print("added \(name) to \(manifestURL.path): \(entry.config), \(entry.size) bytes, sha256 \(entry.sha256)")
+        }
+    }
+}
+
+/// Prints fetch progress to standard error at most every 5%.
+final class ProgressPrinter: @unchecked Sendable {
+    let name: String
+    private let lock = NSLock()
+    private var lastStep = -1
+
+    init(name: String) { self.name = name }
+
+    func show(_ p: Zoo.Progress) {
+        let step = Int(p.fraction * 20)
+        lock.lock()
+        defer { lock.unlock() }
+        guard step != lastStep else { return }
+        lastStep = step
+        FileHandle.standardError.write(Data(String(format: "\r%@: %3.0f%% of %.1f MB", name, p.fraction * 100, Double(p.total) / 1e6).utf8))
+    }
+
+    func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+}
+
+private func manifests(_ zoo: Zoo) -> String {
+    var m = zoo.sources.map { "\($0.label) manifest \($0.manifestURL.path)" }
+    if !zoo.sources.contains(where: { $0.label == "user" }) { m.append("user manifest \(Zoo.userManifestURL().path) (not present)") }
+    return m.joined(separator: ", ")
+}
