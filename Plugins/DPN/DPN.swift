@@ -21,6 +21,7 @@ public final class DPN: Module, Encoder {
     public var body: DPNFeatures { _body.wrappedValue }
     /// The ImageNet classifier, a 1x1 convolution, present only when built with `classes > 0`.
     public let classifier: Conv2d?
+    /// C2..C5: 336, 704, 1552, 2688 channels at strides 4, 8, 16, 32.
     public let featureSpec = DPN.spec
 
     /// DPN-92.
@@ -52,11 +53,11 @@ public final class DPN: Module, Encoder {
 /// 3x3 stride-2 max pool, the blocks `conv2_1` ... `conv5_3`, and `conv5_bn_ac`.
 public final class DPNFeatures: Module {
     /// The stem (`conv1_1.conv`, `conv1_1.bn`).
-    public let stem: ConvBNReLU
+    public let stem: DPNConvBNReLU
     /// The dual-path blocks by stage (stage 2 first).
     public let stages: [[DualPathBlock]]
     /// The final batch norm and activation (`conv5_bn_ac.bn`).
-    public let finalNorm: BNReLU
+    public let finalNorm: DPNBNReLU
     /// Channels of the last map.
     public let outChannels: Int
 
@@ -68,7 +69,7 @@ public final class DPNFeatures: Module {
     ///   - blocks: blocks per stage (3, 4, 20, 3).
     ///   - increments: dense channels each block adds, per stage (16, 32, 24, 128).
     public init(inChannels: Int, initFeatures: Int, kR: Int, groups: Int, blocks: [Int], increments: [Int]) {
-        stem = ConvBNReLU(inChannels, initFeatures, kernel: 7, stride: 2, eps: 1e-3)
+        stem = DPNConvBNReLU(inChannels, initFeatures, kernel: 7, stride: 2, eps: 1e-3)
         var inChs = initFeatures
         var s: [[DualPathBlock]] = []
         for (i, (depth, inc)) in zip(blocks, increments).enumerated() {
@@ -82,7 +83,7 @@ public final class DPNFeatures: Module {
             s.append(stage)
         }
         stages = s
-        finalNorm = BNReLU(inChs)
+        finalNorm = DPNBNReLU(inChs)
         outChannels = inChs
     }
 
@@ -109,8 +110,10 @@ public final class DPNFeatures: Module {
 }
 
 /// Convolution (no bias), batch norm and ReLU (`conv`, `bn`).
-public final class ConvBNReLU: Module, Layer {
+public final class DPNConvBNReLU: Module, Layer {
+    /// The convolution (no bias).
     public let conv: Conv2d
+    /// Batch norm after it.
     public let bn: BatchNorm2d
 
     /// - Parameters: the convolution's channels, square kernel and stride (padding keeps the
@@ -121,22 +124,27 @@ public final class ConvBNReLU: Module, Layer {
         bn = BatchNorm2d(outChannels, eps: eps)
     }
 
+    /// `relu(bn(conv(x)))`.
     public func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x)).relu() }
 }
 
 /// Batch norm (eps 0.001) and ReLU (`bn`).
-public final class BNReLU: Module, Layer {
+public final class DPNBNReLU: Module, Layer {
+    /// The batch norm.
     public let bn: BatchNorm2d
 
     /// - Parameter channels: channels normalised.
     public init(_ channels: Int) { bn = BatchNorm2d(channels, eps: 1e-3) }
 
+    /// `relu(bn(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor { bn(x).relu() }
 }
 
 /// Pre-activation: batch norm (eps 0.001), ReLU, then a convolution (`bn`, `conv`).
-public final class BNReLUConv: Module, Layer {
+public final class DPNBNReLUConv: Module, Layer {
+    /// The batch norm before the activation.
     public let bn: BatchNorm2d
+    /// The convolution (no bias).
     public let conv: Conv2d
 
     /// - Parameters: the convolution's channels, square kernel, stride and groups (padding
@@ -147,6 +155,7 @@ public final class BNReLUConv: Module, Layer {
                       groups: groups, bias: false, initializer: .heNormal(fanOut: true))
     }
 
+    /// `conv(relu(bn(x)))`.
     public func callAsFunction(_ x: Tensor) -> Tensor { conv(bn(x).relu()) }
 }
 
@@ -158,17 +167,19 @@ public final class DualPathBlock: Module, Layer {
     /// The first block of stage 2 projects; later stages' first blocks also downsample.
     public enum Kind: Sendable { case projection, down, normal }
 
-    @Named("c1x1_w_s1") public private(set) var projection: BNReLUConv? = nil
-    @Named("c1x1_w_s2") public private(set) var downProjection: BNReLUConv? = nil
-    private let _reduce: Named<BNReLUConv>
+    /// The first block's projection of its input onto both paths (`c1x1_w_s1`, stage 2).
+    @Named("c1x1_w_s1") public private(set) var projection: DPNBNReLUConv? = nil
+    /// The strided projection of a later stage's first block (`c1x1_w_s2`).
+    @Named("c1x1_w_s2") public private(set) var downProjection: DPNBNReLUConv? = nil
+    private let _reduce: Named<DPNBNReLUConv>
     /// `c1x1_a`.
-    public var reduce: BNReLUConv { _reduce.wrappedValue }
-    private let _grouped: Named<BNReLUConv>
+    public var reduce: DPNBNReLUConv { _reduce.wrappedValue }
+    private let _grouped: Named<DPNBNReLUConv>
     /// `c3x3_b`.
-    public var grouped: BNReLUConv { _grouped.wrappedValue }
-    private let _expand: Named<BNReLUConv>
+    public var grouped: DPNBNReLUConv { _grouped.wrappedValue }
+    private let _expand: Named<DPNBNReLUConv>
     /// `c1x1_c`.
-    public var expand: BNReLUConv { _expand.wrappedValue }
+    public var expand: DPNBNReLUConv { _expand.wrappedValue }
     /// Residual-path channels.
     public let residual: Int
 
@@ -182,13 +193,13 @@ public final class DualPathBlock: Module, Layer {
     public init(_ inChannels: Int, _ a: Int, _ b: Int, _ residual: Int, inc: Int, groups: Int, kind: Kind) {
         let stride = kind == .down ? 2 : 1
         self.residual = residual
-        _reduce = Named(wrappedValue: BNReLUConv(inChannels, a, kernel: 1, stride: 1), "c1x1_a")
-        _grouped = Named(wrappedValue: BNReLUConv(a, b, kernel: 3, stride: stride, groups: groups), "c3x3_b")
-        _expand = Named(wrappedValue: BNReLUConv(b, residual + inc, kernel: 1, stride: 1), "c1x1_c")
+        _reduce = Named(wrappedValue: DPNBNReLUConv(inChannels, a, kernel: 1, stride: 1), "c1x1_a")
+        _grouped = Named(wrappedValue: DPNBNReLUConv(a, b, kernel: 3, stride: stride, groups: groups), "c3x3_b")
+        _expand = Named(wrappedValue: DPNBNReLUConv(b, residual + inc, kernel: 1, stride: 1), "c1x1_c")
         super.init()
         switch kind {
-        case .projection: projection = BNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 1)
-        case .down: downProjection = BNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 2)
+        case .projection: projection = DPNBNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 1)
+        case .down: downProjection = DPNBNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 2)
         case .normal: break
         }
     }

@@ -6,7 +6,9 @@ import OpacityTensor
 
 /// Convolution and batch norm (eps 0.001) without activation (`conv`, `bn`): the stem `conv0`.
 public final class NASNetConvBN: Module, Layer {
+    /// The convolution (no bias).
     public let conv: Conv2d
+    /// Batch norm after it.
     public let bn: BatchNorm2d
 
     /// - Parameters: channels, square kernel and stride of an unpadded convolution.
@@ -15,6 +17,7 @@ public final class NASNetConvBN: Module, Layer {
         bn = BatchNorm2d(outChannels, eps: 1e-3)
     }
 
+    /// `bn(conv(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x)) }
 }
 

@@ -24,6 +24,7 @@ public final class NASNetAMobile: Module, Encoder {
     let reduction1: ReductionCell
     /// The ImageNet classifier, present only when built with `classes > 0`.
     public let lastLinear: Linear?
+    /// C2..C5: 44, 264, 528, 1056 channels at strides 4, 8, 16, 32.
     public let featureSpec = NASNetAMobile.spec
 
     /// - Parameters:

@@ -27,12 +27,17 @@ public final class SEResNeXt: Module, Encoder {
 
     /// The stem convolution and batch norm (`layer0.conv1`, `layer0.bn1`).
     public let layer0: SEResNeXtStem
+    /// Stage 2 (C2: 256 channels, stride 4).
     public let layer1: Sequential
+    /// Stage 3 (C3: 512 channels, stride 8).
     public let layer2: Sequential
+    /// Stage 4 (C4: 1024 channels, stride 16).
     public let layer3: Sequential
+    /// Stage 5 (C5: 2048 channels, stride 32).
     public let layer4: Sequential
     /// The ImageNet classifier, present only when built with `classes > 0`.
     @Named("last_linear") public private(set) var lastLinear: Linear? = nil
+    /// C2..C5: 256, 512, 1024, 2048 channels at strides 4, 8, 16, 32.
     public let featureSpec = SEResNeXt.spec
 
     /// - Parameters:
@@ -80,7 +85,9 @@ public final class SEResNeXt: Module, Encoder {
 
 /// The stem's 7x7 stride-2 convolution, batch norm and ReLU (`layer0` in the reference).
 public final class SEResNeXtStem: Module, Layer {
+    /// 7x7, stride 2, padding 3, 64 channels, no bias.
     public let conv1: Conv2d
+    /// Batch norm of the stem.
     public let bn1: BatchNorm2d
 
     /// - Parameter inChannels: input channels.
@@ -96,7 +103,9 @@ public final class SEResNeXtStem: Module, Layer {
 /// Squeeze and excitation: channel weights from the global average through a bottleneck of
 /// two 1x1 convolutions (`fc1`, `fc2`) and a sigmoid.
 public final class SEModule: Module, Layer {
+    /// 1x1 convolution down to `channels / reduction`, with bias.
     public let fc1: Conv2d
+    /// 1x1 convolution back up to `channels`, with bias.
     public let fc2: Conv2d
 
     /// - Parameters:
@@ -116,10 +125,12 @@ public final class SEModule: Module, Layer {
 /// The ResNeXt bottleneck (1x1, grouped 3x3 with the stride, 1x1) with squeeze and
 /// excitation before the residual sum; 32 groups of width 4 per 64 planes.
 public final class SEResNeXtBottleneck: Module, Layer {
+    /// The 1x1 reduction, the grouped 3x3 convolution and the 1x1 expansion, each with its batch norm.
     public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
     private let _squeeze: Named<SEModule>
     /// `se_module`.
     public var squeeze: SEModule { _squeeze.wrappedValue }
+    /// The shortcut's strided 1x1 convolution and batch norm, when the shape changes.
     public let downsample: Sequential?
 
     /// - Parameters:
@@ -144,6 +155,7 @@ public final class SEResNeXtBottleneck: Module, Layer {
             : nil
     }
 
+    /// `relu(se(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))) + shortcut(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         var y = bn1(conv1(x)).relu()
         y = bn2(conv2(y)).relu()

@@ -17,18 +17,27 @@ public final class Xception: Module, Encoder {
     /// The feature maps the encoder produces.
     public static let spec = FeatureSpec(zip([128, 256, 728, 2048], [4, 8, 16, 32]).map { FeatureLevel(channels: $0, stride: $1) })
 
+    /// 3x3, stride 2, padding 1 (aligned), 32 channels.
     public let conv1: Conv2d
+    /// Batch norm after `conv1`.
     public let bn1: BatchNorm2d
+    /// 3x3, padding 1 (aligned), 64 channels.
     public let conv2: Conv2d
+    /// Batch norm after `conv2`.
     public let bn2: BatchNorm2d
     /// `block1` ... `block12`.
     public let blocks: [XceptionBlock]
-    public let conv3: SeparableConv2d
+    /// Exit flow: separable 3x3 to 1536 channels.
+    public let conv3: XceptionSeparableConv2d
+    /// Batch norm after `conv3`.
     public let bn3: BatchNorm2d
-    public let conv4: SeparableConv2d
+    /// Exit flow: separable 3x3 to 2048 channels.
+    public let conv4: XceptionSeparableConv2d
+    /// Batch norm after `conv4`; its output is C5.
     public let bn4: BatchNorm2d
     /// The ImageNet classifier, present only when built with `classes > 0`.
     public let fc: Linear?
+    /// C2..C5: 128, 256, 728, 2048 channels at strides 4, 8, 16, 32.
     public let featureSpec = Xception.spec
 
     /// - Parameters:
@@ -46,9 +55,9 @@ public final class Xception: Module, Encoder {
         for _ in 4...11 { b.append(XceptionBlock(728, 728, reps: 3, stride: 1)) }
         b.append(XceptionBlock(728, 1024, reps: 2, stride: 2, growFirst: false))
         blocks = b
-        conv3 = SeparableConv2d(1024, 1536, kernel: 3, padding: 1)
+        conv3 = XceptionSeparableConv2d(1024, 1536, kernel: 3, padding: 1)
         bn3 = BatchNorm2d(1536)
-        conv4 = SeparableConv2d(1536, 2048, kernel: 3, padding: 1)
+        conv4 = XceptionSeparableConv2d(1536, 2048, kernel: 3, padding: 1)
         bn4 = BatchNorm2d(2048)
         fc = classes > 0 ? Linear(2048, classes) : nil
     }
@@ -87,8 +96,10 @@ public final class Xception: Module, Encoder {
 }
 
 /// A depthwise 3x3 convolution (`conv1`) followed by a pointwise 1x1 one (`pointwise`).
-public final class SeparableConv2d: Module, Layer {
+public final class XceptionSeparableConv2d: Module, Layer {
+    /// The depthwise convolution (one group per channel).
     public let conv1: Conv2d
+    /// The 1x1 convolution across channels.
     public let pointwise: Conv2d
 
     /// - Parameters:
@@ -101,6 +112,7 @@ public final class SeparableConv2d: Module, Layer {
         pointwise = Conv2d(inChannels, outChannels, kernel: 1, bias: false, initializer: he)
     }
 
+    /// `pointwise(conv1(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor { pointwise(conv1(x)) }
 }
 
@@ -108,7 +120,9 @@ public final class SeparableConv2d: Module, Layer {
 /// when it downsamples, plus a shortcut (a strided 1x1 convolution and batch norm when the
 /// shape changes). No activation after the sum.
 public final class XceptionBlock: Module, Layer {
+    /// The shortcut's strided 1x1 convolution, when the shape changes.
     public let skip: Conv2d?
+    /// The shortcut's batch norm, with `skip`.
     public let skipbn: BatchNorm2d?
     /// The residual branch, numbered as the reference's `rep` (ReLUs and the pool count).
     public let rep: Sequential
@@ -131,13 +145,14 @@ public final class XceptionBlock: Module, Layer {
         for i in 0..<reps {
             let inc = growFirst ? (i == 0 ? inChannels : outChannels) : inChannels
             let outc = growFirst ? outChannels : (i < reps - 1 ? inChannels : outChannels)
-            layers += [ReLU(), SeparableConv2d(inc, outc, kernel: 3, padding: 1), BatchNorm2d(outc)]
+            layers += [ReLU(), XceptionSeparableConv2d(inc, outc, kernel: 3, padding: 1), BatchNorm2d(outc)]
         }
         if !startWithReLU { layers.removeFirst() }
         if stride != 1 { layers.append(MaxPool2d(kernel: 3, stride: stride, padding: 1)) }
         rep = Sequential(layers)
     }
 
+    /// `rep(x) + shortcut(x)`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let shortcut = skip.map { skipbn!($0(x)) } ?? x
         return rep(x) + shortcut

@@ -16,6 +16,7 @@ public final class TinyBackbone: Module, Encoder {
     public let stem: TinyConvBNReLU
     /// The four stages, each halving the size.
     public let stages: [TinyStage]
+    /// C2..C5: `width` ... `8 width` channels at strides 4, 8, 16, 32.
     public let featureSpec: FeatureSpec
 
     /// The maps a TinyBackbone of this width produces, known before any weight exists (the
@@ -48,7 +49,9 @@ public final class TinyBackbone: Module, Encoder {
 
 /// 3x3 convolution (padding 1), batch norm, ReLU (`conv`, `bn`).
 public final class TinyConvBNReLU: Module, Layer {
+    /// The convolution (no bias).
     public let conv: Conv2d
+    /// Batch norm after it.
     public let bn: BatchNorm2d
 
     /// - Parameters: channels in and out, and the stride.
@@ -58,12 +61,15 @@ public final class TinyConvBNReLU: Module, Layer {
         bn = BatchNorm2d(outChannels)
     }
 
+    /// `relu(bn(conv(x)))`.
     public func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x)).relu() }
 }
 
 /// A stride-2 convolution (`down`) and a residual 3x3 block (`block`).
 public final class TinyStage: Module, Layer {
+    /// Halves the size and sets the channels.
     public let down: TinyConvBNReLU
+    /// The residual branch.
     public let block: TinyConvBNReLU
 
     /// - Parameters: channels in and out.
@@ -72,6 +78,7 @@ public final class TinyStage: Module, Layer {
         block = TinyConvBNReLU(outChannels, outChannels)
     }
 
+    /// `down(x) + block(down(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let y = down(x)
         return y + block(y)
