@@ -82,6 +82,49 @@ final class EncoderTests: XCTestCase {
         }
     }
 
+    /// The gradient with respect to the input equals central finite differences, for a
+    /// fixed linear read-out of C2..C5 in eval mode: backward is right through every operation
+    /// each encoder uses (grouped and depthwise convolutions, ceil-mode and asymmetric pools,
+    /// channel slices and concatenations, squeeze and excitation).
+    func testInputGradientsMatchFiniteDifferences() throws {
+        let reg = try Registry.standard()
+        for (name, size) in [("seresnext50_32x4d", 32), ("xception", 32), ("dpn92", 32), ("nasnetamobile", 32)] {
+            let enc = try reg.makeEncoder(name)
+            try ParityFiller.fill(enc, stem: enc.namedParameters()[0].0)
+            enc.eval()
+            let spec = enc.featureSpec.levels
+            let readout = spec.enumerated().map { k, l in
+                ParityFiller.image([1, l.channels, (size + l.stride - 1) / l.stride, (size + l.stride - 1) / l.stride]) - Float(0.5 + 0.1 * Double(k))
+            }
+            func objective(_ x: Tensor) -> Tensor {
+                zip(enc.features(x), readout).map { ($0 * $1).sum() }.reduce(Tensor(0)) { $0 + $1 }
+            }
+            let image = ParityFiller.image([1, 1, size, size])
+            let x = image.requiringGrad()
+            let loss = Autograd.recordingGradients { objective(x) }
+            loss.backward()
+            let grad = try XCTUnwrap(x.grad, name).scalars
+            let scale = grad.map { abs($0) }.reduce(0, +) / Float(grad.count)
+            // Two step sizes: a ReLU or max-pool kink within one step spoils that difference
+            // only (float32 noise rules out much smaller steps).
+            var worst: Float = 0
+            for p in stride(from: 37, to: size * size, by: 97) {
+                let error = [Float(1e-3), 3e-4].map { h -> Float in
+                    var plus = image.scalars, minus = image.scalars
+                    plus[p] += h
+                    minus[p] -= h
+                    let (lp, lm) = Autograd.inference {
+                        (objective(Tensor(shape: image.shape, scalars: plus)).scalar,
+                         objective(Tensor(shape: image.shape, scalars: minus)).scalar)
+                    }
+                    return abs((lp - lm) / (2 * h) - grad[p]) / scale
+                }.min()!
+                worst = max(worst, error)
+            }
+            XCTAssertLessThan(worst, 0.05, "\(name): input gradient off by \(worst) of its mean magnitude \(scale)")
+        }
+    }
+
     /// Each new encoder trains inside a RetinaNet built from a config string: the loss is
     /// finite, every encoder parameter gets a gradient, and an Adam step changes the weights.
     func testTrainsInARetinaNet() throws {
