@@ -81,8 +81,7 @@ public final class Trainer {
     @discardableResult
     public func resume() throws -> URL? {
         guard let url = Self.latestCheckpoint(in: runDirectory) else { return nil }
-        let (opt, st) = try store.restore(into: detector, from: url)
-        try optimizer.loadStateDict(opt)
+        let st = try store.restore(into: detector, optimizer: optimizer, from: url)
         optimizer.learningRate = Float(st.learningRate)
         state = st
         if options.freezeBatchNorm { detector.freezeBatchNorm() }
@@ -147,7 +146,7 @@ public final class Trainer {
                 state.partialImages = images
                 state.partialSeconds = seconds
                 state.learningRate = Double(optimizer.learningRate)
-                try store.save(detector: detector, optimizer: optimizer.stateDict(), state: state, options: options,
+                try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
                                metrics: [:], to: interruptedURL)
                 throw RunError.interrupted(checkpoint: interruptedURL.path)
             }
@@ -170,7 +169,7 @@ public final class Trainer {
         state.partialSeconds = 0
         state.learningRate = Double(optimizer.learningRate)
         let ckpt = checkpointURL(epoch: epoch)
-        try store.save(detector: detector, optimizer: optimizer.stateDict(), state: state, options: options,
+        try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
                        metrics: ["val_total": valSummary.total, "val_regression": valSummary.regression, "metric": metric.best,
                                  "metric_threshold": Double(metric.threshold), "epoch": Double(epoch)], to: ckpt)
         try? FileManager.default.removeItem(at: interruptedURL)

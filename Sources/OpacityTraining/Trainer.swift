@@ -104,9 +104,9 @@ extension TrainingObserver {
 /// Saves and restores training checkpoints (model, optimizer and trainer state).
 public protocol CheckpointStore {
     /// Writes a checkpoint atomically.
-    func save(detector: Detector, optimizer: [String: Tensor], state: TrainerState, options: TrainingOptions,
+    func save(detector: Detector, optimizer: any Optimizer, state: TrainerState, options: TrainingOptions,
               metrics: [String: Double], to url: URL) throws
-    /// Reads a checkpoint written by ``save(detector:optimizer:state:options:metrics:to:)`` into
-    /// `detector` and returns the optimizer state and trainer state.
-    func restore(into detector: Detector, from url: URL) throws -> (optimizer: [String: Tensor], state: TrainerState)
+    /// Reads a checkpoint written by ``save(detector:optimizer:state:options:metrics:to:)``
+    /// into `detector` and `optimizer`, and returns the trainer state.
+    func restore(into detector: Detector, optimizer: any Optimizer, from url: URL) throws -> TrainerState
 }

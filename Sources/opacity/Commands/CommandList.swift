@@ -2,5 +2,15 @@ import ArgumentParser
 
 /// Every subcommand, in the order `opacity --help` shows them.
 let commandList: [any ParsableCommand.Type] = [
+    DemoCommand.self,
+    SynthCommand.self,
+    TrainCommand.self,
+    EvalCommand.self,
+    DetectCommand.self,
+    SubmitCommand.self,
+    ScoreCommand.self,
+    CompareCommand.self,
+    ConvertCommand.self,
+    AugmentPreviewCommand.self,
     PluginsCommand.self,
 ]

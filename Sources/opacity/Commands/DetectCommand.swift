@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity detect`.
+struct DetectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "detect",
+        abstract: "Find lung opacities on DICOM or PNG images: boxes with scores, and an overlay PNG per image.",
+        discussion: """
+            Boxes are in each image's own pixels (x, y of the top-left corner, width, height).
+
+            Examples:
+              opacity detect patient.dcm
+              opacity detect scans/*.dcm --format csv --out found
+              opacity detect x.png --model runs/r34 --threshold 0.3 --shrink 0.875
+            """)
+
+    @Argument(help: "Image files (DICOM, PNG, JPEG) or folders of them.") var inputs: [String]
+    @OptionGroup var model: ModelOptions
+    @Option(name: .long, help: "Keep boxes scoring above this (default: the threshold saved with the model, else 0.2).") var threshold: Float?
+    @Option(name: .long, help: ArgumentHelp("Output format: json or csv.", valueName: "json|csv")) var format: String = "json"
+    @Option(name: .long, help: "Folder for detections and overlay PNGs.") var out: String = "detections"
+    @Flag(name: .long, help: "Do not write overlay PNGs.") var noOverlays = false
+    @Option(name: .long, help: "Compute threads.") var threads: Int?
+
+    func validate() throws {
+        guard ["json", "csv"].contains(format) else { throw ValidationError("--format takes json or csv, not '\(format)'") }
+        guard !inputs.isEmpty else { throw ValidationError("name at least one image or folder") }
+    }
+
+    func run() throws {
+        if let threads { Compute.threads = threads }
+        var files: [URL] = []
+        for i in inputs {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: i, isDirectory: &isDir) else {
+                throw ValidationError("\(i): no such file or folder")
+            }
+            files += isDir.boolValue ? try ImageFile.list(in: URL(fileURLWithPath: i)) : [URL(fileURLWithPath: i)]
+        }
+        guard !files.isEmpty else { throw ValidationError("no images (.dcm, .png, .jpg) in \(inputs.joined(separator: ", "))") }
+        let registry = try Registry.standard()
+        let (predictor, urls) = try model.predictor(registry: registry)
+        let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
+        predictor.filter = ConfidenceFilter(threshold: t)
+        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t))
+        let outURL = URL(fileURLWithPath: out)
+        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        struct Found: Codable { var file: String; var width: Int; var height: Int; var boxes: [Box] }
+        struct Box: Codable { var score: Float; var x: Float; var y: Float; var width: Float; var height: Float }
+        var all: [Found] = []
+        let bar = TerminalProgressBar(label: "detect")
+        let t0 = Date()
+        for (k, f) in files.enumerated() {
+            let img = try ImageFile.read(f)
+            let dets = predictor.detect([img])[0]
+            all.append(Found(file: f.path, width: img.width, height: img.height,
+                             boxes: dets.map { Box(score: $0.score, x: $0.box.x, y: $0.box.y, width: $0.box.width, height: $0.box.height) }))
+            if !noOverlays {
+                let name = f.deletingPathExtension().lastPathComponent + ".overlay.png"
+                try writePNG(img.overlay(detections: dets, thickness: max(2, img.width / 300)), to: outURL.appendingPathComponent(name))
+            }
+            bar.update(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+        }
+        let resultURL = outURL.appendingPathComponent(format == "json" ? "detections.json" : "detections.csv")
+        if format == "json" {
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try e.encode(all).write(to: resultURL, options: .atomic)
+        } else {
+            var s = "file,score,x,y,width,height\n"
+            for f in all { for b in f.boxes { s += "\(f.file),\(String(format: "%.4f,%.1f,%.1f,%.1f,%.1f", b.score, b.x, b.y, b.width, b.height))\n" } }
+            try Data(s.utf8).write(to: resultURL, options: .atomic)
+        }
+        for f in all {
+            say("\(f.file): " + (f.boxes.isEmpty ? "no opacity" : f.boxes.map { String(format: "%.2f at (%.0f, %.0f, %.0f x %.0f)", $0.score, $0.x, $0.y, $0.width, $0.height) }.joined(separator: "; ")))
+        }
+        say("wrote \(resultURL.path)" + (noOverlays ? "" : " and \(all.count) overlay PNGs in \(outURL.path)"))
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity eval`.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Score a model or ensemble with the challenge metric on a fold or a labelled folder.",
+        discussion: """
+            Sweeps the score threshold, prints the best metric, and writes per-image scores (CSV) and
+            a PNG of the metric against the threshold.
+
+            Examples:
+              opacity eval --model runs/r34 --data synth --fold 0
+              opacity eval --model fold0.opb --model fold1.opb --data rsna --fold 0 --ensemble mean
+              opacity eval --model retinanet-r34-composite --labels boxes.csv --images pngs --all
+            """)
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var dataOptions: DataOptions
+    @Option(name: .long, help: "The fold to score (its patients); the run's folds.csv if --model is a run folder, else the stratified split with --folds and seed 42.")
+    var fold: Int = 0
+    @Option(name: .long, help: "Number of folds.") var folds: Int = 4
+    @Option(name: .long, help: "A folds CSV (patientId,class,fold).") var foldsFile: String?
+    @Flag(name: .long, help: "Score every image, not one fold.") var all = false
+    @Option(name: .long, help: "Score at most this many images.") var limit: Int?
+    @Option(name: .long, help: "Output folder for the CSV and the PNG.") var out: String = "eval"
+    @Option(name: .long, help: "Compute threads.") var threads: Int?
+
+    func run() throws {
+        if let threads { Compute.threads = threads }
+        let registry = try Registry.standard()
+        let (predictor, urls) = try model.predictor(registry: registry)
+        say(model.describe(urls, predictor))
+        let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
+        var records = dataset.records
+        if !all {
+            var foldsURL = foldsFile.map { URL(fileURLWithPath: $0) }
+            if foldsURL == nil, let m = model.models.first, let u = Optional(URL(fileURLWithPath: m)),
+               FileManager.default.fileExists(atPath: u.appendingPathComponent("folds.csv").path) {
+                foldsURL = u.appendingPathComponent("folds.csv")
+            }
+            let f = try foldsURL.map { try Folds.read(from: $0) } ?? Folds.stratified(dataset, count: folds)
+            guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
+            let ids = Set(f.ids(inFold: fold))
+            records = records.filter { ids.contains($0.id) }
+        }
+        if let limit { records = Array(records.prefix(limit)) }
+        guard !records.isEmpty else { throw ValidationError("no images to score") }
+        let bar = TerminalProgressBar(label: "eval")
+        let t0 = Date()
+        let ev = try Evaluation(predictor: predictor, records: records, skipUnreadable: dataOptions.skipUnreadable) { done, total in
+            bar.update(ProgressUpdate(done: done, total: total, elapsed: Date().timeIntervalSince(t0)))
+        }
+        let outURL = URL(fileURLWithPath: out)
+        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        let csvURL = outURL.appendingPathComponent("per_image.csv"), pngURL = outURL.appendingPathComponent("metric_vs_threshold.png")
+        try Data(ev.perImageCSV(threshold: ev.sweep.bestThreshold).utf8).write(to: csvURL, options: .atomic)
+        try writePNG(ev.chart(title: "RSNA metric on \(records.count) images").render(), to: pngURL)
+        let sweepCSV = "threshold,metric\n" + zip(ev.sweep.thresholds, ev.sweep.scores).map { String(format: "%.2f,%.6f", $0, $1) }.joined(separator: "\n") + "\n"
+        try Data(sweepCSV.utf8).write(to: outURL.appendingPathComponent("sweep.csv"), options: .atomic)
+        say(String(format: "metric %.4f at score threshold %.2f over %d images", ev.sweep.bestScore, ev.sweep.bestThreshold, ev.images.count))
+        say("wrote \(csvURL.path), \(outURL.appendingPathComponent("sweep.csv").path), \(pngURL.path)")
+    }
+}

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// The zoo entry used when no --model is given.
+let defaultModelName = "retinanet-r34-composite"
+
+/// Options naming one model or an ensemble.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .customLong("model"), help: ArgumentHelp(
+        "A bundle (.opb), a run folder (its best.opb) or a zoo name; repeat for an ensemble (folds x checkpoints). Default: the zoo's \(defaultModelName).",
+        valueName: "model"))
+    var models: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("How an ensemble combines models per anchor before NMS: percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink).", valueName: "percentile|mean"))
+    var ensemble: String = "percentile"
+
+    @Option(name: .long, help: "The s of the percentile rule (the paper tuned 1.6).")
+    var sizeScale: Float = 1.6
+
+    @Option(name: .long, help: "Scale every box about its centre (the paper's alternative: 0.875).")
+    var shrink: Float?
+
+    @Flag(name: .long, help: "Download zoo models that are not in the cache yet (the only time Opacity uses the network).")
+    var fetch = false
+
+    func validate() throws {
+        guard ["percentile", "mean"].contains(ensemble) else { throw ValidationError("--ensemble takes percentile or mean, not '\(ensemble)'") }
+        if let shrink, !(shrink > 0.1 && shrink <= 2) { throw ValidationError("--shrink must be in (0.1, 2], e.g. 0.875") }
+        guard sizeScale >= 0 && sizeScale <= 10 else { throw ValidationError("--size-scale must be in 0...10") }
+    }
+
+    /// Loads the models and builds the predictor.
+    func predictor(registry: Registry) throws -> (Predictor, [URL]) {
+        let refs = models.isEmpty ? [defaultModelName] : models
+        var detectors: [Detector] = [], urls: [URL] = []
+        for r in refs {
+            let (d, u) = try ModelReference.load(r, registry: registry, allowFetch: fetch)
+            detectors.append(d)
+            urls.append(u)
+        }
+        let method: EnsembleMethod = ensemble == "mean" ? .meanShrink(shrink == nil ? 0.875 : 1) : .percentile(scale: sizeScale)
+        let p = try Predictor(detectors: detectors, method: method)
+        if let shrink { p.shrink = shrink }
+        return (p, urls)
+    }
+
+    /// The description printed before results.
+    func describe(_ urls: [URL], _ p: Predictor) -> String {
+        if urls.count == 1 { return "model: \(urls[0].path) \(p.detectors[0].config)" }
+        return "ensemble of \(urls.count) models (\(p.method)): " + urls.map(\.lastPathComponent).joined(separator: ", ")
+    }
+}
+
+/// Writes a PNG, making the folder.
+func writePNG(_ image: RGBImage, to url: URL) throws {
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    try PNG.write(image, to: url)
+}
+
+func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

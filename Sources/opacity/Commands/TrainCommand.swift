@@ -1,0 +1,150 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// Options naming a labelled dataset: an RSNA-layout folder, or a CSV of boxes with an
+/// image folder.
+struct DataOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("A folder in the Kaggle RSNA layout (as downloaded, or made by `opacity synth`).", valueName: "dir"))
+    var data: String?
+
+    @Option(name: .long, help: ArgumentHelp("A CSV of boxes for any folder of images (use with --images).", valueName: "csv"))
+    var labels: String?
+
+    @Option(name: .long, help: ArgumentHelp("The image folder the --labels CSV refers to.", valueName: "dir"))
+    var images: String?
+
+    @Flag(name: .long, help: "Leave out missing or unreadable images (they are reported) instead of stopping.")
+    var skipUnreadable = false
+
+    func location() throws -> DataLocation {
+        switch (data, labels, images) {
+        case (let d?, nil, nil): return .rsna(URL(fileURLWithPath: d))
+        case (nil, let l?, let i?): return .csv(labels: URL(fileURLWithPath: l), images: URL(fileURLWithPath: i))
+        case (nil, _?, nil): throw ValidationError("--labels needs --images (the folder its image column refers to)")
+        case (nil, nil, _?): throw ValidationError("--images needs --labels (a CSV of boxes)")
+        case (nil, nil, nil): throw ValidationError("name the data: --data DIR (RSNA layout) or --labels CSV --images DIR")
+        default: throw ValidationError("give either --data or --labels with --images, not both")
+        }
+    }
+}
+
+/// `opacity train`.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a detector on one fold, the paper's way.",
+        discussion: """
+            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau
+            (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512
+            (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle,
+            a line to log.jsonl, and moves the best.opb link. Ctrl-C stops after writing a checkpoint;
+            --resume continues exactly where the run stopped.
+
+            Examples:
+              opacity train --data rsna --config "retinanet(encoder=seresnext101_32x4d, dropout=0.75)"
+              opacity train --data synth --config "retinanet(encoder=resnet34, size=256)" --lr 1e-4 --freeze-bn off --epochs 12
+              opacity train --labels boxes.csv --images pngs --fold 1 --aug heavy_norotation
+              opacity train --out runs/r34 --resume
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("The detector config string (see `opacity plugins`).", valueName: "config"))
+    var config: String?
+
+    @OptionGroup var dataOptions: DataOptions
+
+    @Option(name: .long, help: "Validation fold (0-based).") var fold: Int = 0
+    @Option(name: .long, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = 4
+    @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
+    @Option(name: .long, help: "Epochs.") var epochs: Int = 16
+    @Option(name: .long, help: "Images per batch.") var batch: Int = 4
+    @Option(name: .long, help: ArgumentHelp("Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\".", valueName: "preset"))
+    var aug: String = "heavy"
+    @Option(name: .long, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = 1234
+    @Option(name: .long, help: "Run folder (default: runs/<config>_fold<K>_seed<S>).") var out: String?
+    @Flag(name: .long, help: "Continue the run in --out from its newest checkpoint.") var resume = false
+    @Option(name: .long, help: "Adam learning rate.") var lr: Double = 1e-5
+    @Option(name: .long, help: "Gradient-norm clip.") var clip: Double = 0.05
+    @Option(name: .long, help: "ReduceLROnPlateau patience (epochs).") var patience: Int = 4
+    @Option(name: .long, help: "ReduceLROnPlateau factor.") var factor: Double = 0.2
+    @Option(name: .long, help: ArgumentHelp("Batch norm: on (frozen statistics, the paper), off (trained).", valueName: "on|off"))
+    var freezeBn: String = "on"
+    @Option(name: .long, help: "Start the encoder from a bundle or zoo entry (e.g. from `opacity import`).") var encoderWeights: String?
+    @Option(name: .long, help: ArgumentHelp("Which epoch best.opb points to: metric or loss.", valueName: "metric|loss")) var bestBy: String = "metric"
+    @Option(name: .long, help: "Use at most this many training images of the fold.") var limitTrain: Int?
+    @Option(name: .long, help: "Use at most this many validation images of the fold.") var limitVal: Int?
+    @Option(name: .long, help: "Compute threads (default: all cores, or OPACITY_THREADS).") var threads: Int?
+    @Option(name: .long, help: "Background loader threads.") var workers: Int = 2
+
+    func validate() throws {
+        guard ["on", "off"].contains(freezeBn) else { throw ValidationError("--freeze-bn takes on or off, not '\(freezeBn)'") }
+        guard ["metric", "loss"].contains(bestBy) else { throw ValidationError("--best-by takes metric or loss, not '\(bestBy)'") }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard lr > 0 else { throw ValidationError("--lr must be positive") }
+        guard folds >= 2 else { throw ValidationError("--folds must be at least 2") }
+        guard fold >= 0 && fold < folds else { throw ValidationError("--fold \(fold) does not exist with --folds \(folds); expected 0...\(folds - 1)") }
+        if resume && out == nil { throw ValidationError("--resume needs --out RUNDIR (the run to continue)") }
+    }
+
+    func run() throws {
+        if let threads { Compute.threads = threads }
+        let registry = try Registry.standard()
+        var options: TrainingOptions
+        let outURL: URL
+        if resume, let out, let saved = try TrainingSetup.savedOptions(in: URL(fileURLWithPath: out)) {
+            options = saved
+            if let config, try registry.canonical(config) != saved.config {
+                throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another --out")
+            }
+            if epochs != 16 { options.epochs = epochs }  // allow extending a run
+            outURL = URL(fileURLWithPath: out)
+        } else {
+            options = TrainingOptions(config: try registry.canonical(config ?? "retinanet"))
+            options.epochs = epochs
+            options.batchSize = batch
+            options.learningRate = lr
+            options.clipNorm = clip
+            options.plateauPatience = patience
+            options.plateauFactor = factor
+            options.freezeBatchNorm = freezeBn == "on"
+            options.seed = seed
+            options.bestBy = bestBy
+            options.fold = fold
+            options.folds = folds
+            options.augmentation = aug
+            options.encoderWeights = encoderWeights
+            options.data = try dataOptions.location().description
+            outURL = URL(fileURLWithPath: out ?? "runs/" + TrainingSetup.runName(canonical: options.config, fold: fold, seed: seed))
+            if !resume, Trainer.latestCheckpoint(in: outURL) != nil {
+                throw ValidationError("\(outURL.path) already holds a run; continue it with --resume, or choose another --out")
+            }
+        }
+        var setup = TrainingSetup(options: options, data: try dataOptions.location(), runDirectory: outURL)
+        setup.skipProblemImages = dataOptions.skipUnreadable
+        setup.workers = workers
+        setup.limitTrain = limitTrain
+        setup.limitValidation = limitVal
+        setup.foldsFile = foldsFile.map { URL(fileURLWithPath: $0) }
+        let progress = TrainingProgress()
+        let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: progress)
+        if options.freezeBatchNorm && options.encoderWeights == nil && summary.resumedFrom == nil {
+            progress.write("note: batch norm is frozen (the paper's setting for ImageNet-pretrained encoders) but the encoder starts from scratch; --freeze-bn off usually trains better then\n")
+        }
+        say("run: \(outURL.path)")
+        say("model: \(trainer.options.config)  (\(trainer.detector.parameterCount) parameters)")
+        say("data: \(trainer.options.data), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(summary.validationImages) validation images")
+        say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
+        let interrupt = InterruptFlag()
+        trainer.shouldStop = { interrupt.isSet }
+        do {
+            let logs = try trainer.run()
+            if let best = trainer.state.bestEpoch {
+                say("done: \(logs.count) epochs run; best epoch \(best) -> \(trainer.bestURL.path)")
+            }
+        } catch let e as RunError {
+            if case .interrupted = e { say(e.description); throw ExitCode(130) }
+            throw e
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import Opacity
+
+/// Shows training on the terminal: a redrawn progress line with the running loss, rate
+/// and ETA on a TTY; plain lines (about every 10% of an epoch) otherwise.
+final class TrainingProgress: TrainingObserver {
+    let isTTY = isatty(STDERR_FILENO) != 0
+    var epochStart = Date()
+    var lastDraw = Date.distantPast
+    var lastPlain = -1
+    var epoch = 0, epochs = 0
+    var running: [String: Double] = [:]
+    var seen = 0
+
+    func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+    func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+
+    func trainingWillStartEpoch(_ epoch: Int, of epochs: Int, steps: Int, startingAt step: Int) {
+        self.epoch = epoch
+        self.epochs = epochs
+        epochStart = Date()
+        lastPlain = -1
+        running = [:]
+        seen = 0
+        if !isTTY { write("epoch \(epoch)/\(epochs): \(steps) steps" + (step > 0 ? " (resuming at \(step))" : "") + "\n") }
+    }
+
+    func trainingDidStep(_ step: Int, of steps: Int, terms: [(name: String, value: Float)], imagesPerSecond: Double) {
+        seen += 1
+        for (n, v) in terms { running[n] = (running[n] ?? Double(v)) * 0.9 + Double(v) * 0.1 }
+        let elapsed = Date().timeIntervalSince(epochStart)
+        let eta = Double(steps - step) * elapsed / Double(max(1, seen))
+        let loss = ["total", "focal", "regression", "global"].compactMap { k in running[k].map { "\(k) \(String(format: "%.4f", $0))" } }
+            .joined(separator: "  ")
+        if isTTY {
+            guard Date().timeIntervalSince(lastDraw) > 0.2 || step == steps else { return }
+            lastDraw = Date()
+            let width = 24, filled = min(width, step * width / max(1, steps))
+            let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+            write("\r\u{1B}[2Kepoch \(epoch)/\(epochs) [\(bar)] \(step)/\(steps)  \(loss)  \(String(format: "%.1f", imagesPerSecond)) img/s  ETA \(TerminalProgressBar.format(eta))")
+            if step == steps { write("\n") }
+        } else {
+            let decile = step * 10 / max(1, steps)
+            guard decile != lastPlain else { return }
+            lastPlain = decile
+            write("  step \(step)/\(steps)  \(loss)  \(String(format: "%.1f", imagesPerSecond)) img/s  ETA \(TerminalProgressBar.format(eta))\n")
+        }
+    }
+
+    func trainingWillValidate(_ epoch: Int, batches: Int) {
+        write(isTTY ? "validating \(batches) batches...\r" : "  validating (\(batches) batches)\n")
+    }
+
+    func trainingDidFinishEpoch(_ log: EpochLog) {
+        if isTTY { write("\u{1B}[2K") }
+        let g = log.val.global.map { String(format: " global %.4f", $0) } ?? ""
+        say(String(format: "epoch %d  train %.4f  val %.4f (focal %.4f reg %.4f%@)  metric %.4f @ %.2f  lr %.1e  %.1f img/s  %@%@",
+                     log.epoch, log.train.total, log.val.total, log.val.focal, log.val.regression, g, log.metric.best,
+                     log.metric.threshold, log.lr, log.imagesPerSecond, log.checkpoint, log.best ? "  (best)" : ""))
+    }
+
+    func trainingMessage(_ text: String) { write(text + "\n") }
+}
+
+/// Turns the first Ctrl-C into a stop request (the trainer writes a checkpoint and exits);
+/// a second Ctrl-C exits at once.
+final class InterruptFlag: @unchecked Sendable {
+    private var source: DispatchSourceSignal?
+    private let lock = NSLock()
+    private var count = 0
+
+    init() {
+        signal(SIGINT, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        s.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.lock.lock()
+            self.count += 1
+            let c = self.count
+            self.lock.unlock()
+            if c == 1 {
+                FileHandle.standardError.write(Data("\nstopping after this step (a checkpoint is written); Ctrl-C again to quit now\n".utf8))
+            } else {
+                exit(130)
+            }
+        }
+        s.resume()
+        source = s
+    }
+
+    var isSet: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return count > 0
+    }
+}
