@@ -51,6 +51,7 @@ func bundleErrorKind(_ error: Error) -> String {
     case .doesNotFit: return "doesNotFit"
     case .missingGroup: return "missingGroup"
     case .extraValue: return "extraValue"
+    case .configMismatch: return "configMismatch"
     }
 }
 

@@ -16,6 +16,7 @@ final class BundleTests: TemporaryFolderTestCase {
             ("fc.weight", wide),
             ("scalar", Tensor(3.25)),
             ("empty", Tensor.zeros([0, 4])),
+            ("empty_rows", Tensor.zeros([3, 0])),
         ]
     }
 
@@ -270,6 +271,15 @@ final class BundleTests: TemporaryFolderTestCase {
 
         let e3 = check(bytes + [0, 0, 0], "long.opb")
         XCTAssertEqual(e3.map(bundleErrorKind), "trailingBytes")
+
+        // a header that claims an impossible decompressed size, consistently signed
+        var huge = bytes
+        let claimed = UInt64(1) << 46  // 64 TiB from a few kilobytes
+        for i in 0..<8 { huge[32 + i] = UInt8((claimed >> (8 * UInt64(i))) & 0xFF) }
+        resign(&huge)
+        let e4 = check(huge, "huge.opb")
+        guard case let BundleError.corruptHeader(_, field, _)? = e4 else { return XCTFail("\(String(describing: e4))") }
+        XCTAssertTrue(field.contains("raw data length"), field)
     }
 
     func testTamperedTensorTable() throws {

@@ -233,6 +233,16 @@ final class BundleDetectorTests: XCTestCase {
         XCTAssertThrowsError(try ckpt.restore(optimizer: SGD(ckpt.detector.namedParameters(), learningRate: 0.1))) { e in
             XCTAssertTrue("\(e)".contains("Adam"), "\(e)")
         }
+        // resuming into the run's own detector, without building another
+        let resumed = try makeDetector(seed: 99)
+        let into = try Checkpoint.load(from: url, into: resumed)
+        XCTAssertTrue(into.detector === resumed)
+        assertSameState(d, resumed)
+        XCTAssertEqual(into.optimizerState.count, s1.count)
+        let otherConfig = try makeDetector("retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=8), head=retina(channels=8), size=64)")
+        XCTAssertThrowsError(try Checkpoint.load(from: url, into: otherConfig)) { e in
+            guard case BundleError.configMismatch = e else { return XCTFail("\(e)") }
+        }
         // a checkpoint is a detector bundle: plain loading skips the optimizer state
         let plain = try Detector.loadWithReport(from: url, registry: registry)
         XCTAssertEqual(plain.info.groups, ["model", "optimizer"])

@@ -39,6 +39,8 @@ public enum BundleError: Error, CustomStringConvertible, Sendable {
     case missingGroup(file: String, group: String, available: [String])
     /// A free-form metadata value could not be encoded or decoded.
     case extraValue(file: String, key: String, reason: String)
+    /// The bundle was saved for a different config than the model it is loaded into.
+    case configMismatch(file: String, bundle: String, model: String)
 
     public var description: String {
         switch self {
@@ -78,6 +80,8 @@ public enum BundleError: Error, CustomStringConvertible, Sendable {
             return "\(file): no tensor group '\(group)' (the bundle has: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
         case let .extraValue(file, key, reason):
             return "\(file): metadata extra '\(key)': \(reason)"
+        case let .configMismatch(file, bundle, model):
+            return "\(file) holds weights for '\(bundle)', but the model is '\(model)'"
         }
     }
 }

@@ -84,6 +84,12 @@ struct BundleHeader: Equatable {
         guard h.dataLength < 1 << 48, h.rawDataLength < 1 << 48 else {
             throw BundleError.corruptHeader(file: file, field: "data length (bytes 24..<40)", reason: "\(h.dataLength) / \(h.rawDataLength) are not plausible sizes")
         }
+        // zstd cannot expand a block more than about 32768 times (a 128 KiB RLE block takes
+        // 4 bytes), so a larger claim is a damaged or crafted header
+        guard h.rawDataLength <= h.dataLength &* 40_000 &+ 65_536 else {
+            throw BundleError.corruptHeader(file: file, field: "raw data length (bytes 32..<40)",
+                                            reason: "\(h.rawDataLength) bytes cannot come from \(h.dataLength) compressed bytes")
+        }
         let metaEnd = UInt64(BundleFormat.headerSize) + h.metadataLength
         if fileSize < metaEnd {
             throw BundleError.truncated(file: file, section: "metadata", expectedBytes: h.totalLength, actualBytes: fileSize)

@@ -94,6 +94,30 @@ public struct Checkpoint {
         return Checkpoint(detector: detector, report: report, info: info, groups: groups)
     }
 
+    /// Loads a checkpoint into an existing detector (e.g. to resume a run) without building
+    /// another one: the stored config must equal `detector.config`, the weights load strictly,
+    /// and every other tensor group is read.
+    /// - Returns: the checkpoint, whose ``detector`` is `detector` (its mode is unchanged).
+    /// - Throws: ``BundleError/configMismatch(file:bundle:model:)``, ``BundleError/doesNotFit(file:report:)``
+    ///   (nothing loaded), or a file error.
+    public static func load(from url: URL, into detector: Detector, options: LoadOptions = .strict) throws -> Checkpoint {
+        let reader = try BundleReader(url)
+        let info = reader.info
+        guard info.metadata.kind == .detector else {
+            throw BundleError.wrongKind(file: url.path, expected: "detector", found: info.metadata.kind.rawValue)
+        }
+        guard info.metadata.config == detector.config else {
+            throw BundleError.configMismatch(file: url.path, bundle: info.metadata.config, model: detector.config)
+        }
+        var groups = try reader.tensors()
+        let state = groups.removeValue(forKey: WeightBundle.modelGroup) ?? [:]
+        let report: LoadReport
+        do { report = try detector.load(state, options: options) } catch let e as LoadError {
+            throw BundleError.doesNotFit(file: url.path, report: e.report)
+        }
+        return Checkpoint(detector: detector, report: report, info: info, groups: groups)
+    }
+
     /// Restores the saved optimizer state into `optimizer` (built over the same named
     /// parameters, e.g. `Adam(checkpoint.detector.namedParameters())`).
     /// - Throws: ``BundleError/missingGroup(file:group:available:)`` when the checkpoint has

@@ -5,11 +5,17 @@ import Foundation
 /// Encode a `Codable` value into one with ``init(encoding:)`` and get it back with
 /// ``decode(_:)``.
 public enum JSONValue: Codable, Hashable, Sendable, CustomStringConvertible {
+    /// `null`.
     case null
+    /// `true` or `false`.
     case bool(Bool)
+    /// A number.
     case number(Double)
+    /// A string.
     case string(String)
+    /// An array.
     case array([JSONValue])
+    /// An object.
     case object([String: JSONValue])
 
     public init(from decoder: Swift.Decoder) throws {

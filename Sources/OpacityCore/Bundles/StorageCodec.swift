@@ -81,7 +81,11 @@ public enum StorageCodec {
                               into out: UnsafeMutableRawBufferPointer) throws {
         let n = values.count
         precondition(out.count == type.storedLength(shape: shape), "StorageCodec.encode: output buffer has the wrong size")
-        guard n > 0 else { return }
+        guard n > 0 else {
+            // an empty i8 tensor still stores its (zero) channel scales
+            if out.count > 0 { out.initializeMemory(as: UInt8.self, repeating: 0) }
+            return
+        }
         let src = values.baseAddress!
         let dst = out.baseAddress!
         switch type {

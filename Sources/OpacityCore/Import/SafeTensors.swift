@@ -124,8 +124,10 @@ public final class SafeTensorsFile {
                 guard !o else { throw bad("shape", "\(shape) is too large") }
                 count = m
             }
-            guard e - b == UInt64(count * elementSize) else {
-                throw bad("data_offsets", "[\(b), \(e)] spans \(e - b) bytes but shape \(shape) of \(dtype) needs \(count * elementSize)")
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: elementSize)
+            guard !overflow else { throw bad("shape", "\(shape) is too large") }
+            guard e - b == UInt64(bytes) else {
+                throw bad("data_offsets", "[\(b), \(e)] spans \(e - b) bytes but shape \(shape) of \(dtype) needs \(bytes)")
             }
             guard e <= dataSize else {
                 throw SafeTensorsError.truncated(file: path, section: "data of tensor '\(name)'", expectedBytes: dataStart + e, actualBytes: size)
