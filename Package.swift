@@ -61,7 +61,7 @@ let tests: [Target] = [
     .testTarget(name: "OpacityTensorTests", dependencies: ["OpacityTensor"]),
     .testTarget(name: "OpacityCoreTests", dependencies: ["OpacityCore"]),
     .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData"]),
-    .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"]),
+    .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"]),
     .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"]),
 ]

@@ -28,7 +28,7 @@ final class EnsembleTests: XCTestCase {
         // sizes: p20 = a + 0.2 (b - a), p80 = a + 0.8 (b - a); p20 - 1.6 (p80 - p20)
         XCTAssertEqual(d[2], 0.2 - 1.6 * 0.6, accuracy: 1e-5)
         XCTAssertEqual(d[3], 1.2 - 1.6 * 0.6, accuracy: 1e-5)
-        XCTAssertEqual(c.globalLogProbs!.scalars.map { exp($0) }, [0.3, 0.3, 0.4].map { Float($0) }, accuracy: 1e-6)
+        assertClose(c.globalLogProbs!.scalars.map { exp($0) }, [0.3, 0.3, 0.4], accuracy: 1e-6)
     }
 
     func testMeanShrinkAveragesEverything() {
@@ -39,7 +39,7 @@ final class EnsembleTests: XCTestCase {
 }
 
 extension XCTestCase {
-    func XCTAssertEqual(_ a: [Float], _ b: [Float], accuracy: Float, file: StaticString = #filePath, line: UInt = #line) {
+    func assertClose(_ a: [Float], _ b: [Float], accuracy: Float, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(a.count, b.count, file: file, line: line)
         for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: accuracy, file: file, line: line) }
     }

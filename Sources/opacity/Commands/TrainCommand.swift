@@ -75,6 +75,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Use at most this many validation images of the fold.") var limitVal: Int?
     @Option(name: .long, help: "Compute threads (default: all cores, or OPACITY_THREADS).") var threads: Int?
     @Option(name: .long, help: "Background loader threads.") var workers: Int = 2
+    @Option(name: .long, help: ArgumentHelp("Stop (as Ctrl-C does) after this many steps of this invocation.", visibility: .hidden))
+    var stopAfter: Int?
 
     func validate() throws {
         guard ["on", "off"].contains(freezeBn) else { throw ValidationError("--freeze-bn takes on or off, not '\(freezeBn)'") }
@@ -136,7 +138,12 @@ struct TrainCommand: ParsableCommand {
         say("data: \(trainer.options.data), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(summary.validationImages) validation images")
         say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
         let interrupt = InterruptFlag()
-        trainer.shouldStop = { interrupt.isSet }
+        var steps = 0
+        let limit = stopAfter
+        trainer.shouldStop = {
+            steps += 1
+            return interrupt.isSet || (limit.map { steps >= $0 } ?? false)
+        }
         do {
             let logs = try trainer.run()
             if let best = trainer.state.bestEpoch {

@@ -1,0 +1,62 @@
+import Foundation
+import XCTest
+
+/// Runs the built `opacity` executable (next to the test bundle) and captures its output.
+enum CLI {
+    static var executable: URL {
+        // .../release/OpacityPackageTests.xctest -> .../release/opacity
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if !FileManager.default.fileExists(atPath: dir.appendingPathComponent("opacity").path) {
+            dir = Bundle.main.bundleURL.deletingLastPathComponent()
+        }
+        return dir.appendingPathComponent("opacity")
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var all: String { stdout + stderr }
+    }
+
+    /// Runs `opacity args...` in `cwd` with two compute threads.
+    @discardableResult
+    static func run(_ args: [String], in cwd: URL? = nil, timeout: TimeInterval = 900) throws -> Result {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = args
+        if let cwd { p.currentDirectoryURL = cwd }
+        var env = ProcessInfo.processInfo.environment
+        env["OPACITY_THREADS"] = "2"
+        env["OPACITY_CACHE"] = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-cache").path
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // read both pipes concurrently so neither fills up
+        let box = DataBox()
+        let group = DispatchGroup()
+        group.enter()
+        let reader = out.fileHandleForReading
+        DispatchQueue.global().async { box.set(reader.readDataToEndOfFile()); group.leave() }
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        let outData = box.get()
+        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    final class DataBox: @unchecked Sendable {
+        private var data = Data()
+        private let lock = NSLock()
+        func set(_ d: Data) { lock.lock(); data = d; lock.unlock() }
+        func get() -> Data { lock.lock(); defer { lock.unlock() }; return data }
+    }
+
+    static func tempDir(_ name: String) throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-\(name)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+}
