@@ -129,18 +129,23 @@ extension Tensor {
         Autograd.$recording.withValue(false) {
             root.accumulate(seedTensor)
             for n in order.reversed() {
-                guard let g = n.grad else { continue }
-                if let fn = n.backwardFn {
-                    let grads = fn(g)
-                    for (p, gi) in zip(n.parents, grads) {
-                        if let p, let gi { p.accumulate(gi) }
+                if let g = n.grad {
+                    if let fn = n.backwardFn {
+                        let grads = fn(g)
+                        for (p, gi) in zip(n.parents, grads) {
+                            if let p, let gi { p.accumulate(gi) }
+                        }
+                        n.grad = nil
+                    } else if let param = n.parameter {
+                        param.accumulateGrad(g)
+                        n.grad = nil
                     }
-                    n.grad = nil
+                }
+                // Free the closure (and the activations it holds) even when no gradient
+                // arrived, e.g. a branch whose gradients were all `nil`.
+                if !n.isLeaf {
                     n.backwardFn = nil
                     n.parents = []
-                } else if let param = n.parameter {
-                    param.accumulateGrad(g)
-                    n.grad = nil
                 }
             }
         }

@@ -71,37 +71,39 @@ public enum BLAS {
     private static func configure() -> KernelReport {
         let initial = coreNameRaw()
         openblas_set_num_threads(1)
-        let env = ProcessInfo.processInfo.environment
-        let request = env["OPACITY_BLAS_CORE"] ?? "auto"
-        if request.lowercased() == "keep" {
-            return KernelReport(initial: initial, active: initial, reason: "OPACITY_BLAS_CORE=keep", selfCheckError: selfCheck())
+        let request = ProcessInfo.processInfo.environment["OPACITY_BLAS_CORE"] ?? "auto"
+        func report(_ reason: String) -> KernelReport {
+            KernelReport(initial: initial, active: coreNameRaw(), reason: reason, selfCheckError: selfCheck())
         }
-        let wanted: String?
-        if request.lowercased() == "auto" {
-            wanted = CPUFeatures.bestOpenBLASFamily()
-        } else {
-            wanted = request
-        }
-        guard let target = wanted, target.lowercased() != initial.lowercased(),
-              rank(target) > rank(initial) || request.lowercased() != "auto"
-        else {
-            return KernelReport(initial: initial, active: initial, reason: "OpenBLAS's own choice is the best this CPU supports",
-                                selfCheckError: selfCheck())
+        let target: String
+        let why: String
+        switch request.lowercased() {
+        case "keep":
+            return report("OPACITY_BLAS_CORE=keep")
+        case "auto":
+            guard let best = CPUFeatures.bestOpenBLASFamily() else {
+                return report("kept OpenBLAS's choice: no AVX2/FMA or AVX-512 family found for this CPU")
+            }
+            guard rank(best) > rank(initial) else {
+                return report("OpenBLAS's own choice is as fast as the best family this CPU supports (\(best))")
+            }
+            target = best
+            why = "fastest family this CPU supports"
+        default:
+            if request.lowercased() == initial.lowercased() { return report("OPACITY_BLAS_CORE=\(request)") }
+            target = request
+            why = "OPACITY_BLAS_CORE=\(request)"
         }
         guard switchKernels(to: target) else {
-            return KernelReport(initial: initial, active: coreNameRaw(), reason: "could not switch OpenBLAS kernels (not a DYNAMIC_ARCH build)",
-                                selfCheckError: selfCheck())
+            _ = switchKernels(to: initial)
+            return report("could not switch OpenBLAS to \(target) (unknown family, or not a DYNAMIC_ARCH build); kept \(initial)")
         }
         let err = selfCheck()
-        if err > 1e-4 {
+        if !(err <= 1e-4) {
             _ = switchKernels(to: initial)
-            return KernelReport(initial: initial, active: coreNameRaw(),
-                                reason: "\(target) kernels failed the self-check (relative error \(err)); kept \(initial)",
-                                selfCheckError: selfCheck())
+            return report("\(target) kernels failed the self-check (relative error \(err)); kept \(initial)")
         }
-        return KernelReport(initial: initial, active: coreNameRaw(),
-                            reason: request.lowercased() == "auto" ? "fastest family this CPU supports" : "OPACITY_BLAS_CORE=\(request)",
-                            selfCheckError: err)
+        return KernelReport(initial: initial, active: coreNameRaw(), reason: why, selfCheckError: err)
     }
 
     private static func coreNameRaw() -> String {
@@ -133,6 +135,7 @@ public enum BLAS {
         quit()
         start()
         if let previous { setenv("OPENBLAS_CORETYPE", previous, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
+        openblas_set_num_threads(1)
         return coreNameRaw().lowercased() == name.lowercased()
     }
 

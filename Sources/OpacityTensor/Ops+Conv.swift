@@ -86,6 +86,9 @@ struct ConvPlan {
     let p: Int
     /// 1x1, stride 1, no padding: the input is already the unfolded matrix.
     let pointwise: Bool
+    /// Few input channels and wide rows (network stems): unfold each input row once for
+    /// all the output rows that use it (see ``ConvKernels/rowForward(_:input:weight:out:)``).
+    let rowExpansion: Bool
 
     init(input: [Int], cout: Int, geo: Conv2DGeometry, groups: Int) {
         (n, cin, h, w) = (input[0], input[1], input[2], input[3])
@@ -99,10 +102,20 @@ struct ConvPlan {
         k = cinG * kk
         p = ho * wo
         pointwise = geo.kernel == (1, 1) && geo.stride == (1, 1) && geo.padding == (0, 0)
+        rowExpansion = groups == 1 && geo.dilation.0 == 1 && geo.kernel.0 > 1 && k <= 320 && wo >= 96
+            && geo.stride.0 < geo.kernel.0
     }
 
+    /// Input rows the row expansion covers: `(ho - 1) * sh + kh`, starting at row `-ph`.
+    var expandedRows: Int { (ho - 1) * geo.stride.0 + geo.kernel.0 }
+    /// Floats of one expanded input row: `cin * kw * wo`.
+    var expandedRowFloats: Int { cin * geo.kernel.1 * wo }
+
     /// Floats of unfolded columns that one task keeps in cache (the per-core L2 share).
-    static let tileBudget = 160 * 1024
+    nonisolated(unsafe) static var tileBudget: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_CONV_TILE"], let v = Int(s), v > 0 { return v }
+        return 160 * 1024
+    }()
 
     /// The number of row tiles an image is cut into so one tile's unfolded columns
     /// (`k * rows * wo` floats) stay within `budget`, but no tile is narrower than
@@ -203,38 +216,50 @@ enum ConvKernels {
         let plan = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
         if isDepthwise(cin: plan.cin, groups: groups) {
             depthwiseForward(input: input, weight: weight, geo: geo, out: out)
+            if let bias { addBias(plan, bias: bias.pointer, out: out.mutablePointer) }
         } else {
-            gemmForward(plan, input: input.pointer, weight: weight.pointer, out: out.mutablePointer)
-        }
-        if let bias {
-            let bp = bias.pointer, op = out.mutablePointer
-            let (cout, p) = (plan.cout, plan.p)
-            Compute.parallelFor(plan.n * cout, minPerThread: 16) { i in
-                let v = bp[i % cout]
-                let row = op + i * p
-                for j in 0..<p { row[j] += v }
-            }
+            gemmForward(plan, input: input.pointer, weight: weight.pointer, bias: bias?.pointer, out: out.mutablePointer)
         }
     }
 
-    /// `out[b, g] = W[g] x unfold(input[b, g])` for every image `b` and group `g`.
+    static func addBias(_ pl: ConvPlan, bias bp: UnsafePointer<Float>, out op: UnsafeMutablePointer<Float>) {
+        let (cout, p) = (pl.cout, pl.p)
+        Compute.parallelFor(pl.n * cout, minPerThread: 16) { i in
+            let v = bp[i % cout]
+            let row = op + i * p
+            for j in 0..<p { row[j] += v }
+        }
+    }
+
+    /// `out[b, g] = W[g] x unfold(input[b, g]) (+ bias)` for every image `b` and group `g`.
     ///
     /// When there are enough row tiles, each task unfolds one tile of one image into a
-    /// cache-sized buffer and multiplies it by the whole weight matrix; otherwise (small
-    /// late-stage maps) each image is unfolded once, in parallel over channels, and the
-    /// rows of the weight matrix are split over the threads.
+    /// cache-sized buffer, multiplies it by the whole weight matrix into a contiguous
+    /// result tile, and copies that out (adding the bias). Multiplying straight into the
+    /// output would write rows `Ho * Wo` floats apart, a power of two in most networks,
+    /// whose cache-set conflicts evict the tile. Small late-stage maps instead unfold each
+    /// image once, in parallel over channels, and split the weight rows over the threads.
     static func gemmForward(_ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
-                            out op: UnsafeMutablePointer<Float>) {
+                            bias bp: UnsafePointer<Float>?, out op: UnsafeMutablePointer<Float>) {
         BLAS.ensureConfigured()
+        if pl.rowExpansion {
+            rowForward(pl, input: xp, weight: wp, out: op)
+            if let bp { addBias(pl, bias: bp, out: op) }
+            return
+        }
         let threads = Compute.threads
         let tiles = pl.rowTiles()
         let tasks = pl.n * pl.groups * tiles
         let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
         if tasks >= threads || threads == 1 {
-            let maxColumns = pl.pointwise ? 0 : pl.k * ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
-            withScratch(perThread: maxColumns) { scratch in
+            let maxCols = ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
+            let colFloats = pl.pointwise ? 0 : pl.k * maxCols
+            let direct = tiles == 1  // one tile per image: the output rows are contiguous already
+            let tileFloats = direct ? 0 : pl.coutG * maxCols
+            let colSlot = (colFloats + 15) & ~15
+            withScratch(perThread: colSlot + tileFloats) { scratch in
                 Compute.parallelChunks(tasks) { chunk, range in
-                    let col = scratch(chunk)
+                    let col = scratch(chunk), ctile = col + colSlot
                     for task in range {
                         let t = task % tiles, gi = (task / tiles) % pl.groups, b = task / (tiles * pl.groups)
                         let rows = pl.rows(t, of: tiles)
@@ -250,8 +275,26 @@ enum ConvKernels {
                             bmat = UnsafePointer(col)
                             ldb = cols
                         }
+                        let dst = op + b * imageOut + gi * pl.coutG * pl.p + c0
                         BLAS.gemmSerial(m: pl.coutG, n: cols, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
-                                        b: bmat, ldb: ldb, c: op + b * imageOut + gi * pl.coutG * pl.p + c0, ldc: pl.p)
+                                        b: bmat, ldb: ldb, c: direct ? dst : ctile, ldc: direct ? pl.p : cols)
+                        for r in 0..<pl.coutG {
+                            let o = dst + r * pl.p
+                            if direct {
+                                if let bp {
+                                    let v = bp[gi * pl.coutG + r]
+                                    for j in 0..<cols { o[j] += v }
+                                }
+                            } else {
+                                let src = ctile + r * cols
+                                if let bp {
+                                    let v = bp[gi * pl.coutG + r]
+                                    for j in 0..<cols { o[j] = src[j] + v }
+                                } else {
+                                    o.update(from: src, count: cols)
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -278,6 +321,7 @@ enum ConvKernels {
                 }
             }
         }
+        if let bp { addBias(pl, bias: bp, out: op) }
     }
 
     // MARK: Backward
@@ -343,7 +387,7 @@ enum ConvKernels {
             let tplan = ConvPlan(input: gradOut.shape, cout: pl.cin, geo: tgeo, groups: pl.groups)
             precondition(tplan.ho == pl.h && tplan.wo == pl.w, "conv2d backward: transposed geometry does not restore the input size")
             let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
-            gemmForward(tplan, input: gradOut.pointer, weight: flipped.pointer, out: gx.mutablePointer)
+            gemmForward(tplan, input: gradOut.pointer, weight: flipped.pointer, bias: nil, out: gx.mutablePointer)
             return gx
         }
         // Strided: col = W^T dY per image and group, folded back into the zeroed gradient.
@@ -375,6 +419,10 @@ enum ConvKernels {
     static func weightGradient(_ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>,
                                out dwp: UnsafeMutablePointer<Float>) {
         BLAS.ensureConfigured()
+        if pl.rowExpansion {
+            rowWeightGradient(pl, input: xp, gradOut: gp, out: dwp)
+            return
+        }
         let threads = Compute.threads
         let tiles = pl.rowTiles(minColumns: 512)
         let tasks = pl.n * pl.groups * tiles
@@ -438,6 +486,121 @@ enum ConvKernels {
                     BLAS.gemm(transB: true, m: pl.coutG, n: pl.k, k: pl.p, a: gp + b * imageOut + gi * pl.coutG * pl.p,
                               lda: pl.p, b: bmat + gi * pl.k * pl.p, ldb: pl.p, beta: b == 0 ? 0 : 1,
                               c: dwp + gi * pl.coutG * pl.k, ldc: pl.k)
+                }
+            }
+        }
+    }
+
+    // MARK: Row expansion (stems: few input channels, wide rows)
+
+    /// Unfolds input rows `rows` (indices into the expanded range, row `r` is input row
+    /// `r - ph`) of one image: expanded row `r` holds `[cin][kw][wo]` with
+    /// `x[ci, r - ph, ox * sw - pw + kj * dw]`, zero outside the image.
+    static func expandRows(_ pl: ConvPlan, image: UnsafePointer<Float>, rows: Range<Int>, into e: UnsafeMutablePointer<Float>) {
+        let (kw, sw, pw, dw) = (pl.geo.kernel.1, pl.geo.stride.1, pl.geo.padding.1, pl.geo.dilation.1)
+        let (h, w, wo) = (pl.h, pl.w, pl.wo)
+        for r in rows {
+            let iy = r - pl.geo.padding.0
+            for ci in 0..<pl.cin {
+                for kj in 0..<kw {
+                    let dst = e + ((r * pl.cin + ci) * kw + kj) * wo
+                    if iy < 0 || iy >= h {
+                        dst.update(repeating: 0, count: wo)
+                        continue
+                    }
+                    let off = kj * dw - pw
+                    let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
+                    let oxHi = max(oxLo, w - off <= 0 ? 0 : min(wo, (w - off + sw - 1) / sw))
+                    let srow = image + (ci * h + iy) * w + off
+                    if oxLo > 0 { dst.update(repeating: 0, count: oxLo) }
+                    var ox = oxLo
+                    if sw == 1 {
+                        if oxHi > oxLo { (dst + oxLo).update(from: srow + oxLo, count: oxHi - oxLo) }
+                    } else if sw == 2 {
+                        while ox < oxHi { dst[ox] = srow[2 * ox]; ox += 1 }
+                    } else {
+                        while ox < oxHi { dst[ox] = srow[ox * sw]; ox += 1 }
+                    }
+                    if oxHi < wo { (dst + oxHi).update(repeating: 0, count: wo - oxHi) }
+                }
+            }
+        }
+    }
+
+    /// The weights reordered to `[Cout, kh, Cin, kw]`, the row order of the expansion.
+    static func weightsByRow(_ pl: ConvPlan, _ wp: UnsafePointer<Float>, into d: UnsafeMutablePointer<Float>) {
+        let (kh, kw) = pl.geo.kernel
+        for co in 0..<pl.cout {
+            for ci in 0..<pl.cin {
+                for ki in 0..<kh {
+                    (d + ((co * kh + ki) * pl.cin + ci) * kw).update(from: wp + ((co * pl.cin + ci) * kh + ki) * kw, count: kw)
+                }
+            }
+        }
+    }
+
+    /// Convolution through row expansion.
+    ///
+    /// im2col copies each input value about `kh * kw / (sh * sw)` times (12 for a 7x7/2
+    /// stem); here each input row is unfolded once, as `[cin][kw][wo]`, and output row
+    /// `oy` multiplies the `kh` consecutive expanded rows starting at `oy * sh` (one
+    /// `[kh * cin * kw, wo]` matrix) by the weights reordered to `[Cout, kh, Cin, kw]`.
+    /// That copies each value only `kw / sw` times; the product per output row
+    /// (`Cout x kh*cin*kw x wo`) is still large enough for full-speed SGEMM.
+    static func rowForward(_ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
+                           out op: UnsafeMutablePointer<Float>) {
+        let rowFloats = pl.expandedRowFloats, rows = pl.expandedRows, sh = pl.geo.stride.0
+        withScratch(perThread: 0, shared: rows * rowFloats + pl.cout * pl.k) { scratch in
+            let e = scratch(-1), wr = e + rows * rowFloats
+            weightsByRow(pl, wp, into: wr)
+            for b in 0..<pl.n {
+                let img = xp + b * pl.cin * pl.h * pl.w
+                Compute.parallelRanges(rows, minPerThread: 8) { r in expandRows(pl, image: img, rows: r, into: e) }
+                let dst = op + b * pl.cout * pl.p
+                Compute.parallelRanges(pl.ho, minPerThread: 1) { oys in
+                    for oy in oys {
+                        BLAS.gemmSerial(m: pl.cout, n: pl.wo, k: pl.k, a: wr, lda: pl.k, b: e + oy * sh * rowFloats, ldb: pl.wo,
+                                        c: dst + oy * pl.wo, ldc: pl.p)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The weight gradient through row expansion: per-thread sums over output rows of
+    /// `dY[:, oy, :] x E_oy^T`, added in thread order, then reordered back.
+    static func rowWeightGradient(_ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>,
+                                  out dwp: UnsafeMutablePointer<Float>) {
+        let rowFloats = pl.expandedRowFloats, rows = pl.expandedRows, sh = pl.geo.stride.0
+        let wcount = pl.cout * pl.k
+        let chunks = min(Compute.threads, pl.ho)
+        let (kh, kw) = pl.geo.kernel
+        withScratch(perThread: 0, shared: rows * rowFloats + chunks * wcount) { scratch in
+            let e = scratch(-1), partials = e + rows * rowFloats
+            partials.update(repeating: 0, count: chunks * wcount)
+            for b in 0..<pl.n {
+                let img = xp + b * pl.cin * pl.h * pl.w
+                Compute.parallelRanges(rows, minPerThread: 8) { r in expandRows(pl, image: img, rows: r, into: e) }
+                let gout = gp + b * pl.cout * pl.p
+                Compute.parallelChunks(pl.ho) { chunk, oys in
+                    let acc = partials + chunk * wcount
+                    for oy in oys {
+                        BLAS.gemmSerial(transB: true, m: pl.cout, n: pl.k, k: pl.wo, a: gout + oy * pl.wo, lda: pl.p,
+                                        b: e + oy * sh * rowFloats, ldb: pl.wo, beta: 1, c: acc, ldc: pl.k)
+                    }
+                }
+            }
+            // Sum the partials (fixed order) and reorder [Cout, kh, Cin, kw] -> [Cout, Cin, kh, kw].
+            Compute.parallelFor(pl.cout, minPerThread: 4) { co in
+                for ci in 0..<pl.cin {
+                    for ki in 0..<kh {
+                        let src = ((co * kh + ki) * pl.cin + ci) * kw, dst = dwp + ((co * pl.cin + ci) * kh + ki) * kw
+                        for kj in 0..<kw {
+                            var s = partials[src + kj]
+                            for c in 1..<max(1, chunks) { s += partials[c * wcount + src + kj] }
+                            dst[kj] = s
+                        }
+                    }
                 }
             }
         }

@@ -13,8 +13,13 @@ struct BenchOptions: Sendable {
     var imageSize = 512
     /// Batch sizes for the network section.
     var batches = [1, 2]
+    /// Only convolutions whose label contains this text (conv section).
+    var convFilter: String?
+    /// Skip the backward timings of the conv section.
+    var convBackward = true
     /// Where PyTorch's reference figures come from.
     var pytorch: PyTorchSource = .auto
+    var clock = BenchClock.wall
     var help = false
 
     enum PyTorchSource: Sendable, Equatable {
@@ -45,9 +50,13 @@ struct BenchOptions: Sendable {
               --repeat N          timed repetitions per measurement, after warm-up (default 5)
               --size S            image side for conv and network sections (default 512)
               --batches 1,2       batch sizes for the network section (default 1,2)
+              --only TEXT         conv section: only convolutions whose label contains TEXT (e.g. 7x7)
+              --forward-only      conv section: skip the forward+backward timings
               --pytorch-json F    read PyTorch figures from F (written by scripts/bench_pytorch.py)
               --python P          run scripts/bench_pytorch.py with interpreter P
               --no-pytorch        skip the PyTorch comparison
+              --clock wall|cpu    wall: elapsed time (default); cpu: process CPU time / threads, an
+                                  estimate for an idle machine when other jobs share the cores
             By default the PyTorch comparison runs scripts/bench_pytorch.py with the first of
             $OPACITY_PYTHON, $VIRTUAL_ENV/bin/python, <package>/.venv, <package>/../venv and python3
             that can import torch. OPACITY_BLAS_CORE=keep|SkylakeX|Haswell|... forces OpenBLAS kernels.
@@ -76,9 +85,15 @@ struct BenchOptions: Sendable {
             case "--size": o.imageSize = try positiveInt(try value(), a)
             case "--batches":
                 o.batches = try value().split(separator: ",").map { try positiveInt(String($0), a) }
+            case "--only": o.convFilter = try value()
+            case "--forward-only": o.convBackward = false
             case "--pytorch-json": o.pytorch = .file(try value())
             case "--python": o.pytorch = .python(try value())
             case "--no-pytorch": o.pytorch = .off
+            case "--clock":
+                let v = try value()
+                guard let c = BenchClock(rawValue: v) else { throw UsageError(description: "--clock expects wall or cpu, got '\(v)'") }
+                o.clock = c
             case "all": named += BenchSection.all
             default:
                 if let s = BenchSection.named(a) {
@@ -145,14 +160,43 @@ struct Timing {
     var best: Double { seconds.min() ?? .nan }
 }
 
+/// How measurements read time.
+enum BenchClock: String, Sendable {
+    /// Elapsed time (the default).
+    case wall
+    /// Process CPU time (user + system) divided by the thread count: an estimate of the
+    /// elapsed time on an otherwise idle machine, for shared machines where other jobs
+    /// take turns on the cores. Counts time our threads spend spinning as work.
+    case cpu
+}
+
+nonisolated(unsafe) var benchClock = BenchClock.wall
+
+/// Seconds on the selected clock.
+func clockNow() -> Double {
+    switch benchClock {
+    case .wall:
+        return Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
+    case .cpu:
+        var u = rusage()
+        #if os(Linux)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        #else
+        getrusage(RUSAGE_SELF, &u)
+        #endif
+        let cpu = Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
+        return cpu / Double(Compute.threads)
+    }
+}
+
 /// Runs `body` `warmup` times untimed, then `repetitions` times timed.
 func measure(repetitions: Int, warmup: Int = 1, _ body: () -> Void) -> Timing {
     for _ in 0..<warmup { body() }
     var t: [Double] = []
     for _ in 0..<repetitions {
-        let start = DispatchTime.now().uptimeNanoseconds
+        let start = clockNow()
         body()
-        t.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+        t.append(clockNow() - start)
     }
     return Timing(seconds: t)
 }

@@ -13,6 +13,7 @@ extension BenchSection {
         var distinct: [ConvSpec] = []
         var uses: [ConvSpec: Int] = [:]
         for (_, s) in all {
+            if let only = context.options.convFilter, !s.label.contains(only) { continue }
             if uses[s] == nil { distinct.append(s) }
             uses[s, default: 0] += 1
         }
@@ -39,10 +40,10 @@ extension BenchSection {
             let xg = needInput ? x.requiringGrad() : x
             let wg = w.requiringGrad()
             let seed = Tensor(shape: [1, s.outChannels, s.outHeight, s.outWidth], repeating: 1)
-            let both = measure(repetitions: reps) {
+            let both = context.options.convBackward ? measure(repetitions: reps) {
                 let y = xg.conv2d(wg, stride: stride, padding: padding)
                 y.backward(seed)
-            }
+            } : Timing(seconds: [.nan])
             let rate = s.flops / fwd.median * 1e-9
             let frac = rate / sgemm
             worst = min(worst, frac)

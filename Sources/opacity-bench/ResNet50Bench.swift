@@ -25,9 +25,9 @@ extension BenchSection {
             var stepTimes: [Double] = []
             for i in 0...reps {
                 net.zeroGrad()
-                let start = DispatchTime.now().uptimeNanoseconds
+                let start = clockNow()
                 net(x).sum().backward()
-                let s = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+                let s = clockNow() - start
                 if i > 0 { stepTimes.append(s) }  // the first is warm-up
             }
             let both = Timing(seconds: stepTimes)

@@ -20,6 +20,7 @@ if options.help {
     exit(0)
 }
 Compute.threads = options.threads ?? Compute.threads
+benchClock = options.clock
 var context = BenchContext(options: options)
 context.printHeader()
 for section in options.sections {

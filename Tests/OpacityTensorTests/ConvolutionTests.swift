@@ -38,6 +38,8 @@ final class ConvolutionTests: XCTestCase {
         Case(name: "7x7 stride 2 pad 3 (stem)", input: [1, 3, 11, 10], cout: 2, kernel: (7, 7), stride: (2, 2), padding: (3, 3)),
         Case(name: "padding beyond the kernel reach", input: [1, 2, 4, 4], cout: 2, kernel: (3, 3), padding: (3, 2)),
         Case(name: "kernel as large as the padded input", input: [1, 2, 3, 3], cout: 2, kernel: (5, 5), padding: (1, 1)),
+        Case(name: "row expansion (stem-like, wide rows)", input: [1, 2, 5, 100], cout: 3, kernel: (3, 3), stride: (2, 1),
+             padding: (1, 1), bias: true),
     ]
 
     func conv(_ c: Case, _ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
@@ -123,6 +125,13 @@ final class ConvolutionTests: XCTestCase {
             Case(name: "whole-image deep 3x3 stride 2 grouped", input: [1, 128, 8, 8], cout: 64, kernel: (3, 3),
                  stride: (2, 2), padding: (1, 1), groups: 2),
             Case(name: "whole-image deep 1x1", input: [1, 512, 4, 4], cout: 128, kernel: (1, 1)),
+            // Few input channels, wide rows: the row-expansion path of network stems.
+            Case(name: "row expansion 7x7/2 stem", input: [2, 3, 21, 200], cout: 16, kernel: (7, 7), stride: (2, 2),
+                 padding: (3, 3), bias: true),
+            Case(name: "row expansion 3x3 stride 1, horizontal dilation", input: [1, 3, 9, 130], cout: 8, kernel: (3, 3),
+                 padding: (1, 2), dilation: (1, 2)),
+            Case(name: "row expansion 5x3 stride (2, 3)", input: [1, 4, 12, 400], cout: 5, kernel: (5, 3), stride: (2, 3),
+                 padding: (2, 0)),
         ]
         let saved = Compute.threads
         defer { Compute.threads = saved }

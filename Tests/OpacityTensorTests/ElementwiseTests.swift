@@ -66,6 +66,53 @@ final class ElementwiseTests: XCTestCase {
         XCTAssertEqual(x.sum(toShape: [1, 2, 1, 1]).scalars, [10, 26])
     }
 
+    /// Random shape pairs of rank 0 to 4 that broadcast: values of `a - b` and the gradient
+    /// reductions against direct index arithmetic.
+    func testBroadcastingFuzz() {
+        var rng = RandomGenerator(seed: 77)
+        for trial in 0..<300 {
+            let rank = rng.nextInt(5)
+            var out: [Int] = [], sa: [Int] = [], sb: [Int] = []
+            for _ in 0..<rank {
+                let d = 1 + rng.nextInt(3)
+                out.append(d)
+                let mode = rng.nextInt(3)  // 0: both full, 1: a broadcasts, 2: b broadcasts
+                sa.append(mode == 1 ? 1 : d)
+                sb.append(mode == 2 ? 1 : d)
+            }
+            // Drop leading dimensions of one side sometimes (implicit size-1 dimensions).
+            let dropA = rng.nextInt(rank + 1) / 2, dropB = rng.nextInt(rank + 1) / 2
+            if dropA > 0 && sa.prefix(dropA).allSatisfy({ $0 == 1 }) { sa.removeFirst(dropA) }
+            if dropB > 0 && sb.prefix(dropB).allSatisfy({ $0 == 1 }) { sb.removeFirst(dropB) }
+            let a = uniform(sa, seed: UInt64(trial)), b = uniform(sb, 0.5, 1.5, seed: UInt64(1000 + trial))
+            let y = a - b
+            // Output shape: the elementwise max of the right-aligned shapes.
+            let r = max(sa.count, sb.count)
+            let pa = Array(repeating: 1, count: r - sa.count) + sa, pb = Array(repeating: 1, count: r - sb.count) + sb
+            let expectedShape = zip(pa, pb).map { max($0, $1) }
+            XCTAssertEqual(y.shape, expectedShape, "\(sa) - \(sb)")
+            func offset(_ index: [Int], _ shape: [Int]) -> Int {
+                var o = 0
+                for (i, s) in zip(index, shape) { o = o * s + (s == 1 ? 0 : i) }
+                return o
+            }
+            var gradA = [Double](repeating: 0, count: a.count), gradB = [Double](repeating: 0, count: b.count)
+            let seed = uniform(expectedShape, seed: UInt64(2000 + trial))
+            for flat in 0..<expectedShape.elementCount {
+                var index = [Int](repeating: 0, count: r), rem = flat
+                for k in stride(from: r - 1, through: 0, by: -1) { index[k] = rem % expectedShape[k]; rem /= expectedShape[k] }
+                let ia = offset(index, pa), ib = offset(index, pb)
+                XCTAssertEqual(y[flat: flat], a[flat: ia] - b[flat: ib], "\(sa) - \(sb) at \(index)")
+                gradA[ia] += Double(seed[flat: flat])
+                gradB[ib] -= Double(seed[flat: flat])
+            }
+            let ag = a.requiringGrad(), bg = b.requiringGrad()
+            (ag - bg).backward(seed)
+            assertClose(ag.grad!, gradA, absolute: 1e-5, relative: 1e-5, "d/da of \(sa) - \(sb)")
+            assertClose(bg.grad!, gradB, absolute: 1e-5, relative: 1e-5, "d/db of \(sa) - \(sb)")
+        }
+    }
+
     func testLargeElementwiseRunsInParallelAndMatches() {
         // Large enough for the parallel kernels (more than 64k elements per thread).
         let a = uniform([4, 64, 32, 32], seed: 30), b = uniform([4, 64, 32, 32], seed: 31)
