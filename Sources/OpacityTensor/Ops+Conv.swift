@@ -133,6 +133,24 @@ struct ConvPlan {
 
 // MARK: - im2col / col2im
 
+/// `dst[i] = src[2 * i]` for `i` in `0..<count`, eight at a time (the stride-2 gather of
+/// strided convolutions; a scalar loop moves one value per cycle).
+@inline(__always)
+func gatherEven(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int) {
+    var i = 0
+    let s = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst)
+    // Sixteen loads reach src[2i + 15]; stop while that is still inside the gathered span.
+    while i + 8 < count {
+        let v = s.loadUnaligned(fromByteOffset: 8 * i, as: SIMD16<Float>.self)
+        d.storeBytes(of: v.evenHalf, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count {
+        dst[i] = src[2 * i]
+        i += 1
+    }
+}
+
 /// Unfolds channels `channels` of one image `[C, H, W]` for output rows `oyRange` into
 /// `col`: row `(c - channels.lowerBound) * kh * kw + ki * kw + kj`, column
 /// `(oy - oyRange.lowerBound) * wo + ox`, rows `ldcol` apart.
@@ -161,8 +179,7 @@ func im2col(_ src: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g
                     if sw == 1 {
                         if oxHi > oxLo { (dst + oxLo).update(from: srow + oxLo, count: oxHi - oxLo) }
                     } else if sw == 2 {
-                        var ox = oxLo
-                        while ox < oxHi { dst[ox] = srow[2 * ox]; ox += 1 }
+                        if oxHi > oxLo { gatherEven(dst + oxLo, srow + 2 * oxLo, oxHi - oxLo) }
                     } else {
                         var ox = oxLo
                         while ox < oxHi { dst[ox] = srow[ox * sw]; ox += 1 }
@@ -196,6 +213,18 @@ func col2im(_ col: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g
                     var ox = oxLo
                     if sw == 1 {
                         while ox < oxHi { drow[ox] += srow[ox]; ox += 1 }
+                    } else if sw == 2 {
+                        // Eight at a time: add into the even lanes of sixteen. The odd lanes are
+                        // written back unchanged, so stay strictly inside the span (the cell
+                        // after it may belong to another thread's channel).
+                        let d = UnsafeMutableRawPointer(drow), s = UnsafeRawPointer(srow)
+                        while ox + 8 < oxHi {
+                            var v = d.loadUnaligned(fromByteOffset: 8 * ox, as: SIMD16<Float>.self)
+                            v.evenHalf += s.loadUnaligned(fromByteOffset: 4 * ox, as: SIMD8<Float>.self)
+                            d.storeBytes(of: v, toByteOffset: 8 * ox, as: SIMD16<Float>.self)
+                            ox += 8
+                        }
+                        while ox < oxHi { drow[2 * ox] += srow[ox]; ox += 1 }
                     } else {
                         while ox < oxHi { drow[ox * sw] += srow[ox]; ox += 1 }
                     }
@@ -239,10 +268,14 @@ enum ConvKernels {
     /// output would write rows `Ho * Wo` floats apart, a power of two in most networks,
     /// whose cache-set conflicts evict the tile. Small late-stage maps instead unfold each
     /// image once, in parallel over channels, and split the weight rows over the threads.
+    ///
+    /// - Parameter weightsTransposed: the weights of group `g` are stored transposed, as
+    ///   `[k, coutG]` (the input gradient of a 1x1 convolution reads its weights this way).
     static func gemmForward(_ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
-                            bias bp: UnsafePointer<Float>?, out op: UnsafeMutablePointer<Float>) {
+                            weightsTransposed: Bool = false, bias bp: UnsafePointer<Float>?, out op: UnsafeMutablePointer<Float>) {
         BLAS.ensureConfigured()
-        if pl.rowExpansion {
+        let lda = weightsTransposed ? pl.coutG : pl.k
+        if pl.rowExpansion && !weightsTransposed {
             rowForward(pl, input: xp, weight: wp, out: op)
             if let bp { addBias(pl, bias: bp, out: op) }
             return
@@ -276,8 +309,8 @@ enum ConvKernels {
                             ldb = cols
                         }
                         let dst = op + b * imageOut + gi * pl.coutG * pl.p + c0
-                        BLAS.gemmSerial(m: pl.coutG, n: cols, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
-                                        b: bmat, ldb: ldb, c: direct ? dst : ctile, ldc: direct ? pl.p : cols)
+                        BLAS.gemmSerial(transA: weightsTransposed, m: pl.coutG, n: cols, k: pl.k, a: wp + gi * pl.coutG * pl.k,
+                                        lda: lda, b: bmat, ldb: ldb, c: direct ? dst : ctile, ldc: direct ? pl.p : cols)
                         for r in 0..<pl.coutG {
                             let o = dst + r * pl.p
                             if direct {
@@ -316,7 +349,7 @@ enum ConvKernels {
                     bmat = UnsafePointer(col)
                 }
                 for gi in 0..<pl.groups {
-                    BLAS.gemm(m: pl.coutG, n: pl.p, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
+                    BLAS.gemm(transA: weightsTransposed, m: pl.coutG, n: pl.p, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: lda,
                               b: bmat + gi * pl.k * pl.p, ldb: pl.p, c: op + b * imageOut + gi * pl.coutG * pl.p, ldc: pl.p)
                 }
             }
@@ -371,22 +404,33 @@ enum ConvKernels {
         let (kh, kw) = pl.geo.kernel, (dh, dw) = pl.geo.dilation
         let tpad = (dh * (kh - 1) - pl.geo.padding.0, dw * (kw - 1) - pl.geo.padding.1)
         if pl.geo.stride == (1, 1) && tpad.0 >= 0 && tpad.1 >= 0 {
-            // W'[g*cinG + ci, co, kh-1-i, kw-1-j] = W[g*coutG + co, ci, i, j]
-            let flipped = Tensor(uninitializedShape: [pl.cin, pl.coutG, kh, kw])
-            let src = weight.pointer, dst = flipped.mutablePointer
-            for gi in 0..<pl.groups {
-                for co in 0..<pl.coutG {
-                    for ci in 0..<pl.cinG {
-                        let s = src + ((gi * pl.coutG + co) * pl.cinG + ci) * pl.kk
-                        let d = dst + ((gi * pl.cinG + ci) * pl.coutG + co) * pl.kk
-                        for i in 0..<pl.kk { d[pl.kk - 1 - i] = s[i] }
-                    }
-                }
-            }
             let tgeo = Conv2DGeometry(kernel: pl.geo.kernel, stride: (1, 1), padding: tpad, dilation: pl.geo.dilation)
             let tplan = ConvPlan(input: gradOut.shape, cout: pl.cin, geo: tgeo, groups: pl.groups)
             precondition(tplan.ho == pl.h && tplan.wo == pl.w, "conv2d backward: transposed geometry does not restore the input size")
             let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
+            if pl.kk == 1 {
+                // 1x1: the transposed weights are W read transposed; no copy.
+                gemmForward(tplan, input: gradOut.pointer, weight: weight.pointer, weightsTransposed: true, bias: nil,
+                            out: gx.mutablePointer)
+                return gx
+            }
+            // W'[g*cinG + ci, co, kh-1-i, kw-1-j] = W[g*coutG + co, ci, i, j], in 32x32 blocks
+            // of (co, ci) so that neither side strides through memory one cell at a time.
+            let flipped = Tensor(uninitializedShape: [pl.cin, pl.coutG, kh, kw])
+            let src = weight.pointer, dst = flipped.mutablePointer
+            let (coutG, cinG, kk) = (pl.coutG, pl.cinG, pl.kk)
+            Compute.parallelFor(pl.groups * ((cinG + 31) / 32), minPerThread: 1) { job in
+                let gi = job / ((cinG + 31) / 32), ci0 = (job % ((cinG + 31) / 32)) * 32
+                for co0 in stride(from: 0, to: coutG, by: 32) {
+                    for ci in ci0..<min(cinG, ci0 + 32) {
+                        for co in co0..<min(coutG, co0 + 32) {
+                            let s = src + ((gi * coutG + co) * cinG + ci) * kk
+                            let d = dst + ((gi * cinG + ci) * coutG + co) * kk
+                            for i in 0..<kk { d[kk - 1 - i] = s[i] }
+                        }
+                    }
+                }
+            }
             gemmForward(tplan, input: gradOut.pointer, weight: flipped.pointer, bias: nil, out: gx.mutablePointer)
             return gx
         }
@@ -517,7 +561,7 @@ enum ConvKernels {
                     if sw == 1 {
                         if oxHi > oxLo { (dst + oxLo).update(from: srow + oxLo, count: oxHi - oxLo) }
                     } else if sw == 2 {
-                        while ox < oxHi { dst[ox] = srow[2 * ox]; ox += 1 }
+                        if oxHi > oxLo { gatherEven(dst + oxLo, srow + 2 * oxLo, oxHi - oxLo) }
                     } else {
                         while ox < oxHi { dst[ox] = srow[ox * sw]; ox += 1 }
                     }
