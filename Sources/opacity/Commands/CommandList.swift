@@ -13,4 +13,6 @@ let commandList: [any ParsableCommand.Type] = [
     ConvertCommand.self,
     AugmentPreviewCommand.self,
     PluginsCommand.self,
+    ZooCommand.self,
+    ImportCommand.self,
 ]
