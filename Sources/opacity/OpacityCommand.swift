@@ -9,13 +9,9 @@ struct OpacityCommand: ParsableCommand {
         commandName: "opacity",
         abstract: "Find lung opacities on chest X-rays with single-shot detectors.",
         discussion: """
-            Opacity rebuilds the RSNA Pneumonia Detection Challenge 2018 second-place method
-            (RetinaNet with an extra small-anchor level, a global classifier with dropout, heavy
-            augmentation, fold and checkpoint ensembles, box shrinking) in Swift, on the CPU.
+            Opacity rebuilds the RSNA Pneumonia Detection Challenge 2018 second-place method (RetinaNet with an extra small-anchor level, a global classifier with dropout, heavy augmentation, fold and checkpoint ensembles, box shrinking) in Swift, on the CPU.
 
-            Start with `opacity demo`: it makes a synthetic chest X-ray set, trains a small model
-            and shows what it finds. Models are named by config strings, e.g.
-            `retinanet(encoder=resnet34, size=512, levels=2-7)`; `opacity plugins` lists every name.
+            Start with `opacity demo`: it makes a synthetic chest X-ray set, trains a small model and shows what it finds. Models are named by config strings, e.g. `retinanet(encoder=resnet34, size=512, levels=2-7)`; `opacity plugins` lists every name.
             """,
         subcommands: commandList)
 }

@@ -8,9 +8,7 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Generate a synthetic chest X-ray set, train a small detector on it, evaluate it and draw what it finds.",
         discussion: """
-            Everything lands in --out: the data, the run (checkpoints, log.jsonl), the loss curves
-            (curves.png), the metric against the score threshold (metric_vs_threshold.png) and
-            validation images with the truth in red and the detections in green (overlays/).
+            Everything lands in --out: the data, the run (checkpoints, log.jsonl), the loss curves (curves.png), the metric against the score threshold (metric_vs_threshold.png) and validation images with the truth in red and the detections in green (overlays/).
             """)
 
     @Option(name: .long, help: "Output folder.") var out: String = "opacity-demo"

@@ -8,8 +8,7 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Score a model or ensemble with the challenge metric on a fold or a labelled folder.",
         discussion: """
-            Sweeps the score threshold, prints the best metric, and writes per-image scores (CSV) and
-            a PNG of the metric against the threshold.
+            Sweeps the score threshold, prints the best metric, and writes per-image scores (CSV) and a PNG of the metric against the threshold.
 
             Examples:
               opacity eval --model runs/r34 --data synth --fold 0

@@ -8,8 +8,7 @@ struct SubmitCommand: ParsableCommand {
         commandName: "submit",
         abstract: "Write a Kaggle submission CSV (patientId,PredictionString) for a folder of test images.",
         discussion: """
-            Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for
-            the RSNA test set); the patientId is the file name without extension.
+            Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension.
 
             Examples:
               opacity submit --images stage_2_test_images --model runs/fold0 --model runs/fold1 --out submission.csv
@@ -61,8 +60,7 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score a submission CSV against an RSNA labels CSV with the challenge metric.",
         discussion: """
-            This is how out-of-fold predictions are scored. Patients in the labels but missing from the
-            submission count as predicted empty; patients not in the labels are ignored (both reported).
+            This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported).
 
             Example:
               opacity submit --images oof_images --model runs/fold0 --out oof.csv
@@ -103,8 +101,7 @@ struct CompareCommand: ParsableCommand {
         commandName: "compare",
         abstract: "Overlay several runs' validation-loss and metric curves in PNGs, with the numbers as CSV.",
         discussion: """
-            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to
-            highest). This is the paper's encoder comparison figure.
+            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure.
 
             Example:
               opacity compare runs/r34_* runs/seresnext50_* --out compare

@@ -8,11 +8,7 @@ struct SynthCommand: ParsableCommand {
         commandName: "synth",
         abstract: "Write a synthetic chest X-ray set in the Kaggle RSNA layout (images and both CSVs).",
         discussion: """
-            The images show a body outline, lungs, ribs, heart, spine and noise. "Lung Opacity"
-            images carry 1-4 fuzzy opacities inside the lungs, each boxed, with the real set's box
-            statistics; "No Lung Opacity / Not Normal" images carry unboxed findings; "Normal" images
-            are clean. With --backgrounds, opacities are composited onto real films instead.
-            The folder trains with `opacity train --data DIR` like the real one.
+            The images show a body outline, lungs, ribs, heart, spine and noise. "Lung Opacity" images carry 1-4 fuzzy opacities inside the lungs, each boxed, with the real set's box statistics; "No Lung Opacity / Not Normal" images carry unboxed findings; "Normal" images are clean. With --backgrounds, opacities are composited onto real films instead. The folder trains with `opacity train --data DIR` like the real one.
 
             Examples:
               opacity synth --out synth --count 400 --size 512

@@ -35,11 +35,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a detector on one fold, the paper's way.",
         discussion: """
-            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau
-            (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512
-            (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle,
-            a line to log.jsonl, and moves the best.opb link. Ctrl-C stops after writing a checkpoint;
-            --resume continues exactly where the run stopped.
+            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C stops after writing a checkpoint; --resume continues exactly where the run stopped.
 
             Examples:
               opacity train --data rsna --config "retinanet(encoder=seresnext101_32x4d, dropout=0.75)"
