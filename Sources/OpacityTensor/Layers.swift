@@ -78,20 +78,33 @@ public final class BatchNorm2d: Module, Layer {
         runningVar = Buffer(.ones([channels]))
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// Normalises `x` (`[N, C, H, W]` or `[N, C]`).
+    public func callAsFunction(_ x: Tensor) -> Tensor { callAsFunction(x, relu: false) }
+
+    /// Normalises `x` and, when `relu` is set, applies ReLU in the same pass: in evaluation
+    /// and frozen mode `bn(x, relu: true)` equals `bn(x).relu()` and saves a pass over the
+    /// activation in each direction.
+    public func callAsFunction(_ x: Tensor, relu: Bool) -> Tensor {
         if isTraining && !frozen {
-            let (y, mean, variance) = x.batchNorm2dTraining(weight: weight.tensor, bias: bias.tensor, eps: eps)
-            let n = Float(x.count / max(1, x.shape[1]))
-            let unbias = n > 1 ? n / (n - 1) : 1
-            runningMean.value.withUnsafeMutableBufferPointer { m in
-                for i in 0..<m.count { m[i] = (1 - momentum) * m[i] + momentum * mean[i] }
-            }
-            runningVar.value.withUnsafeMutableBufferPointer { v in
-                for i in 0..<v.count { v[i] = (1 - momentum) * v[i] + momentum * variance[i] * unbias }
-            }
-            return y
+            let y = trainingForward(x)
+            return relu ? y.relu() : y
         }
-        return x.batchNorm2d(weight: weight.tensor, bias: bias.tensor, mean: runningMean.value, variance: runningVar.value, eps: eps)
+        return x.batchNorm2d(weight: weight.tensor, bias: bias.tensor, mean: runningMean.value, variance: runningVar.value,
+                             eps: eps, relu: relu)
+    }
+
+    /// Batch statistics; moves the running statistics (unbiased variance, as PyTorch).
+    private func trainingForward(_ x: Tensor) -> Tensor {
+        let (y, mean, variance) = x.batchNorm2dTraining(weight: weight.tensor, bias: bias.tensor, eps: eps)
+        let n = Float(x.count / max(1, x.shape[1]))
+        let unbias = n > 1 ? n / (n - 1) : 1
+        runningMean.value.withUnsafeMutableBufferPointer { m in
+            for i in 0..<m.count { m[i] = (1 - momentum) * m[i] + momentum * mean[i] }
+        }
+        runningVar.value.withUnsafeMutableBufferPointer { v in
+            for i in 0..<v.count { v[i] = (1 - momentum) * v[i] + momentum * variance[i] * unbias }
+        }
+        return y
     }
 }
 

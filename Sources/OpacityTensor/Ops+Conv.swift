@@ -369,10 +369,7 @@ enum ConvKernels {
             let (n, cout, p) = (pl.n, pl.cout, pl.p)
             Compute.parallelFor(cout, minPerThread: 8) { c in
                 var s: Float = 0
-                for b in 0..<n {
-                    let row = gp + (b * cout + c) * p
-                    for j in 0..<p { s += row[j] }
-                }
+                for b in 0..<n { s += simdSum(gp + (b * cout + c) * p, p) }
                 bp[c] = s
             }
             gb = t

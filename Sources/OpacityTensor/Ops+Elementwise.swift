@@ -82,9 +82,7 @@ extension Tensor {
         let src = pointer, dst = out.mutablePointer
         plan.forEachRun { _, ob, oo, _, sb, n in
             if sb == 0 {
-                var s: Float = 0
-                for i in 0..<n { s += src[oo + i] }
-                dst[ob] += s
+                dst[ob] += simdSum(src + oo, n)
             } else {
                 for i in 0..<n { dst[ob + i * sb] += src[oo + i] }
             }

@@ -4,68 +4,92 @@ extension Tensor {
     /// Batch normalisation with given statistics (eval mode, and the paper's frozen mode in
     /// which the statistics are fixed while `weight` and `bias` still train).
     ///
-    /// `y = (x - mean) / sqrt(variance + eps) * weight + bias` per channel of `[N, C, H, W]`.
-    public func batchNorm2d(weight: Tensor, bias: Tensor, mean: Tensor, variance: Tensor, eps: Float = 1e-5) -> Tensor {
+    /// `y = (x - mean) / sqrt(variance + eps) * weight + bias` per channel of `[N, C, H, W]`
+    /// (or `[N, C]`), followed by `max(y, 0)` when `relu` is set. The fused ReLU saves
+    /// one pass over the activation in each direction; the result equals
+    /// `batchNorm2d(...).relu()`.
+    ///
+    /// - Parameters:
+    ///   - weight, bias: `[C]`, trainable.
+    ///   - mean, variance: `[C]`, constants (no gradient flows to them).
+    ///   - relu: apply ReLU to the result.
+    public func batchNorm2d(weight: Tensor, bias: Tensor, mean: Tensor, variance: Tensor, eps: Float = 1e-5,
+                            relu: Bool = false) -> Tensor {
         shapeCheck(rank == 4 || rank == 2, "batchNorm2d", "expects [N, C, H, W] or [N, C], got \(describe(shape))")
         let c = shape[1]
         for t in [weight, bias, mean, variance] {
             shapeCheck(t.shape == [c], "batchNorm2d", "parameter \(describe(t.shape)) for \(c) channels of \(describe(shape))")
         }
         let n = shape[0], hw = count / max(1, n * c)
-        var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
-        var invStd = [Float](repeating: 0, count: c)
+        // Per channel: scale, shift, 1/std, mean.
+        let coef = Tensor(uninitializedShape: [4, c])
+        let cp = coef.mutablePointer
         for i in 0..<c {
-            invStd[i] = 1 / (variance[flat: i] + eps).squareRoot()
-            scale[i] = weight[flat: i] * invStd[i]
-            shift[i] = bias[flat: i] - mean[flat: i] * scale[i]
+            let istd = 1 / (variance[flat: i] + eps).squareRoot()
+            cp[i] = weight[flat: i] * istd
+            cp[c + i] = bias[flat: i] - mean[flat: i] * cp[i]
+            cp[2 * c + i] = istd
+            cp[3 * c + i] = mean[flat: i]
         }
         let out = Tensor(uninitializedShape: shape)
         let xp = pointer, op = out.mutablePointer
-        scale.withUnsafeBufferPointer { sc in shift.withUnsafeBufferPointer { sh in
-            let scp = sc.baseAddress!, shp = sh.baseAddress!
-            Compute.parallelFor(n * c, minPerThread: 16) { i in
-                let ch = i % c
-                let a = scp[ch], b = shp[ch]
-                let src = xp + i * hw, dst = op + i * hw
+        let cpc = coef.pointer
+        Compute.parallelFor(n * c, minPerThread: 16) { i in
+            let a = cpc[i % c], b = cpc[c + i % c]
+            let src = xp + i * hw, dst = op + i * hw
+            if relu {
+                for j in 0..<hw { dst[j] = max(src[j] * a + b, 0) }
+            } else {
                 for j in 0..<hw { dst[j] = src[j] * a + b }
             }
-        } }
-        let x = detached(), meanD = mean.detached()
+        }
+        let x = detached(), y = out.detached()
         let needX = node != nil, needW = weight.node != nil, needB = bias.node != nil
-        return Autograd.record("batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
-            let gp = g.pointer
-            var gx: Tensor?
-            if needX {
-                let t = Tensor(uninitializedShape: g.shape)
-                let dp = t.mutablePointer
-                scale.withUnsafeBufferPointer { sc in
-                    let scp = sc.baseAddress!
-                    Compute.parallelFor(n * c, minPerThread: 16) { i in
-                        let a = scp[i % c]
-                        let src = gp + i * hw, dst = dp + i * hw
-                        for j in 0..<hw { dst[j] = src[j] * a }
-                    }
-                }
-                gx = t
-            }
-            var gw: Tensor?, gb: Tensor?
-            if needW || needB {
-                let tw = Tensor.zeros([c]), tb = Tensor.zeros([c])
-                let wp = tw.mutablePointer, bp = tb.mutablePointer
-                let xp = x.pointer
-                Compute.parallelFor(c, minPerThread: 8) { ch in
-                    let m = meanD[flat: ch], istd = invStd[ch]
-                    var sw: Float = 0, sb: Float = 0
-                    for b in 0..<n {
-                        let off = (b * c + ch) * hw
-                        for j in 0..<hw {
-                            let gv = gp[off + j]
-                            sb += gv
-                            sw += gv * (xp[off + j] - m) * istd
+        return Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
+            // One pass per (image, channel) plane: the input gradient, and per-plane sums of
+            // g and g * (x - mean) for the affine gradients (added over images in order).
+            // (The closure holds `coef` itself, not only a pointer into it.)
+            let gp = g.pointer, xp = x.pointer, yp = y.pointer, cpc = coef.pointer
+            let gx = needX ? Tensor(uninitializedShape: g.shape) : nil
+            let dp = gx?.mutablePointer
+            let sums = Tensor(uninitializedShape: [2, n * c])
+            let sp = sums.mutablePointer
+            let needSums = needW || needB
+            withScratch(perThread: relu ? hw : 0) { scratch in
+                Compute.parallelChunks(n * c) { chunk, planes in
+                    let masked = scratch(chunk)
+                    for i in planes {
+                        let ch = i % c
+                        let a = cpc[ch], m = cpc[3 * c + ch]
+                        var src = gp + i * hw
+                        if relu {
+                            let yrow = yp + i * hw
+                            for j in 0..<hw { masked[j] = yrow[j] > 0 ? src[j] : 0 }
+                            src = UnsafePointer(masked)
+                        }
+                        if let dp {
+                            let dst = dp + i * hw
+                            for j in 0..<hw { dst[j] = src[j] * a }
+                        }
+                        if needSums {
+                            sp[i] = simdSum(src, hw)
+                            sp[n * c + i] = simdDotCentered(src, xp + i * hw, m, hw)
                         }
                     }
-                    wp[ch] = sw
-                    bp[ch] = sb
+                }
+            }
+            var gw: Tensor?, gb: Tensor?
+            if needSums {
+                let tw = Tensor(uninitializedShape: [c]), tb = Tensor(uninitializedShape: [c])
+                let wp = tw.mutablePointer, bp = tb.mutablePointer
+                for ch in 0..<c {
+                    var s: Float = 0, sx: Float = 0
+                    for b in 0..<n {
+                        s += sp[b * c + ch]
+                        sx += sp[n * c + b * c + ch]
+                    }
+                    bp[ch] = s
+                    wp[ch] = sx * cpc[2 * c + ch]
                 }
                 gw = tw
                 gb = tb
@@ -76,6 +100,9 @@ extension Tensor {
 
     /// Batch normalisation with the statistics of this batch (training mode).
     ///
+    /// `y = (x - mean_B) / sqrt(var_B + eps) * weight + bias`, with the mean and biased
+    /// variance over `N, H, W` of each channel of `[N, C, H, W]` (or over `N` of `[N, C]`).
+    ///
     /// - Returns: the normalised tensor, and the batch mean and biased variance per channel
     ///   (the caller updates its running statistics with them).
     public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5) -> (Tensor, mean: [Float], variance: [Float]) {
@@ -84,56 +111,100 @@ extension Tensor {
         shapeCheck(weight.shape == [c] && bias.shape == [c], "batchNorm2d", "parameters \(describe(weight.shape)) for \(c) channels")
         let n = shape[0], hw = count / max(1, n * c)
         let m = Float(n * hw)
-        var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
         let xp = pointer
-        mean.withUnsafeMutableBufferPointer { mb in variance.withUnsafeMutableBufferPointer { vb in
-            let mp = mb.baseAddress!, vp = vb.baseAddress!
-            Compute.parallelFor(c, minPerThread: 4) { ch in
-                var s: Double = 0
-                for b in 0..<n { let src = xp + (b * c + ch) * hw; for j in 0..<hw { s += Double(src[j]) } }
-                let mu = s / Double(m)
-                var v: Double = 0
-                for b in 0..<n { let src = xp + (b * c + ch) * hw; for j in 0..<hw { let d = Double(src[j]) - mu; v += d * d } }
-                mp[ch] = Float(mu)
-                vp[ch] = Float(v / Double(m))
+        // Per-plane sums, then per-channel statistics (two passes: mean, then squared deviations).
+        let stats = Tensor(uninitializedShape: [2, c])
+        let stp = stats.mutablePointer
+        let planeSums = Tensor(uninitializedShape: [n * c])
+        let psp = planeSums.mutablePointer
+        let planeMeans = Tensor(uninitializedShape: [n * c])
+        let pmp = planeMeans.mutablePointer
+        // Plane sums in double (kept as float pairs: value and rounding remainder).
+        Compute.parallelFor(n * c, minPerThread: 16) { i in
+            let s = simdSumDouble(xp + i * hw, hw)
+            psp[i] = Float(s)
+            pmp[i] = Float(s - Double(Float(s)))
+        }
+        for ch in 0..<c {
+            var s: Double = 0
+            for b in 0..<n { s += Double(psp[b * c + ch]) + Double(pmp[b * c + ch]) }
+            stp[ch] = Float(s / Double(m))
+        }
+        Compute.parallelFor(n * c, minPerThread: 16) { i in
+            let mu = stp[i % c]
+            let src = xp + i * hw
+            var acc = SIMD8<Float>(repeating: 0)
+            var j = 0
+            while j + 8 <= hw {
+                let d = load8(src, j) - mu
+                acc += d * d
+                j += 8
             }
-        } }
-        let invStd = (0..<c).map { 1 / (variance[$0] + eps).squareRoot() }
+            var v = acc.sum()
+            while j < hw {
+                let d = src[j] - mu
+                v += d * d
+                j += 1
+            }
+            psp[i] = v
+        }
+        for ch in 0..<c {
+            var v: Double = 0
+            for b in 0..<n { v += Double(psp[b * c + ch]) }
+            stp[c + ch] = Float(v / Double(m))
+        }
+        let mean = Array(UnsafeBufferPointer(start: stp, count: c))
+        let variance = Array(UnsafeBufferPointer(start: stp + c, count: c))
+        let coef = Tensor(uninitializedShape: [3, c])  // 1/std, weight, bias
+        let cp = coef.mutablePointer
+        for ch in 0..<c {
+            cp[ch] = 1 / (variance[ch] + eps).squareRoot()
+            cp[c + ch] = weight[flat: ch]
+            cp[2 * c + ch] = bias[flat: ch]
+        }
+        let cpc = coef.pointer
         let xhat = Tensor(uninitializedShape: shape)
         let out = Tensor(uninitializedShape: shape)
         let hp = xhat.mutablePointer, op = out.mutablePointer
         Compute.parallelFor(n * c, minPerThread: 16) { i in
             let ch = i % c
-            let mu = mean[ch], istd = invStd[ch], a = weight[flat: ch], b = bias[flat: ch]
-            let src = xp + i * hw
+            let mu = stp[ch], istd = cpc[ch], a = cpc[c + ch], b = cpc[2 * c + ch]
+            let src = xp + i * hw, h = hp + i * hw, o = op + i * hw
             for j in 0..<hw {
                 let v = (src[j] - mu) * istd
-                hp[i * hw + j] = v
-                op[i * hw + j] = v * a + b
+                h[j] = v
+                o[j] = v * a + b
             }
         }
-        let w = weight.detached()
         let result = Autograd.record("batchNorm2d(train)", out, inputs: [self, weight, bias]) { g in
-            let gp = g.pointer, hp = xhat.pointer
-            var sumG = [Float](repeating: 0, count: c), sumGX = [Float](repeating: 0, count: c)
+            let gp = g.pointer, hp = xhat.pointer, cpc = coef.pointer
+            let sums = Tensor(uninitializedShape: [2, n * c])
+            let sp = sums.mutablePointer
+            Compute.parallelFor(n * c, minPerThread: 16) { i in
+                sp[i] = simdSum(gp + i * hw, hw)
+                sp[n * c + i] = simdDot(gp + i * hw, hp + i * hw, hw)
+            }
+            let sumG = Tensor(uninitializedShape: [c]), sumGX = Tensor(uninitializedShape: [c])
+            let sg = sumG.mutablePointer, sgx = sumGX.mutablePointer
             for ch in 0..<c {
                 var s: Float = 0, sx: Float = 0
-                for b in 0..<n { let off = (b * c + ch) * hw; for j in 0..<hw { s += gp[off + j]; sx += gp[off + j] * hp[off + j] } }
-                sumG[ch] = s
-                sumGX[ch] = sx
+                for b in 0..<n {
+                    s += sp[b * c + ch]
+                    sx += sp[n * c + b * c + ch]
+                }
+                sg[ch] = s
+                sgx[ch] = sx
             }
             let gx = Tensor(uninitializedShape: g.shape)
             let dp = gx.mutablePointer
             Compute.parallelFor(n * c, minPerThread: 16) { i in
                 let ch = i % c
-                let k = w[flat: ch] * invStd[ch] / m
-                let sg = sumG[ch], sgx = sumGX[ch]
-                for j in 0..<hw {
-                    let o = i * hw + j
-                    dp[o] = k * (m * gp[o] - sg - hp[o] * sgx)
-                }
+                let k = cpc[c + ch] * cpc[ch] / m
+                let s = sg[ch], sx = sgx[ch]
+                let gi = gp + i * hw, hi = hp + i * hw, di = dp + i * hw
+                for j in 0..<hw { di[j] = k * (m * gi[j] - s - hi[j] * sx) }
             }
-            return [gx, Tensor(shape: [c], scalars: sumGX), Tensor(shape: [c], scalars: sumG)]
+            return [gx, sumGX, sumG]
         }
         return (result, mean, variance)
     }

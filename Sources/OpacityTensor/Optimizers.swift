@@ -169,7 +169,7 @@ public final class SGD: Optimizer {
 @discardableResult
 public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Float) -> Float {
     var total: Double = 0
-    for p in parameters { if let g = p.grad { g.withUnsafeBufferPointer { for v in $0 { total += Double(v) * Double(v) } } } }
+    for p in parameters { if let g = p.grad { g.withUnsafeBufferPointer { total += simdSumOfSquares($0.baseAddress!, $0.count) } } }
     let norm = Float(total.squareRoot())
     let coef = maxNorm / (norm + 1e-6)
     if coef < 1 {

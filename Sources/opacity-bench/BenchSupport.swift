@@ -17,6 +17,8 @@ struct BenchOptions: Sendable {
     var convFilter: String?
     /// Skip the backward timings of the conv section.
     var convBackward = true
+    /// The network section runs batch norm + ReLU fused (`bn(x, relu: true)`).
+    var fuseBatchNormReLU = true
     /// Where PyTorch's reference figures come from.
     var pytorch: PyTorchSource = .auto
     var clock = BenchClock.wall
@@ -52,6 +54,7 @@ struct BenchOptions: Sendable {
               --batches 1,2       batch sizes for the network section (default 1,2)
               --only TEXT         conv section: only convolutions whose label contains TEXT (e.g. 7x7)
               --forward-only      conv section: skip the forward+backward timings
+              --unfused           resnet50 section: batch norm then a separate ReLU (default: fused)
               --pytorch-json F    read PyTorch figures from F (written by scripts/bench_pytorch.py)
               --python P          run scripts/bench_pytorch.py with interpreter P
               --no-pytorch        skip the PyTorch comparison
@@ -87,6 +90,7 @@ struct BenchOptions: Sendable {
                 o.batches = try value().split(separator: ",").map { try positiveInt(String($0), a) }
             case "--only": o.convFilter = try value()
             case "--forward-only": o.convBackward = false
+            case "--unfused": o.fuseBatchNormReLU = false
             case "--pytorch-json": o.pytorch = .file(try value())
             case "--python": o.pytorch = .python(try value())
             case "--no-pytorch": o.pytorch = .off

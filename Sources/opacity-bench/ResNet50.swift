@@ -75,8 +75,11 @@ final class BenchBottleneck: Module, Layer {
     let conv3: Conv2d
     let bn3: BatchNorm2d
     let downsample: Sequential?
+    /// Batch norm and ReLU in one pass (`bn(x, relu: true)`) or as two ops.
+    let fused: Bool
 
-    init(inplanes: Int, planes: Int, stride: Int) {
+    init(inplanes: Int, planes: Int, stride: Int, fused: Bool) {
+        self.fused = fused
         let outplanes = planes * ResNet50Layout.expansion
         conv1 = Conv2d(inplanes, planes, kernel: 1, bias: false, initializer: .heNormal(fanOut: true))
         bn1 = BatchNorm2d(planes)
@@ -94,8 +97,8 @@ final class BenchBottleneck: Module, Layer {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = bn1(conv1(x)).relu()
-        y = bn2(conv2(y)).relu()
+        var y = fused ? bn1(conv1(x), relu: true) : bn1(conv1(x)).relu()
+        y = fused ? bn2(conv2(y), relu: true) : bn2(conv2(y)).relu()
         y = bn3(conv3(y))
         let shortcut = downsample.map { $0(x) } ?? x
         return (y + shortcut).relu()
@@ -111,8 +114,11 @@ final class BenchResNet50: Module, Layer {
     let layer3: Sequential
     let layer4: Sequential
     let fc: Linear
+    let fused: Bool
 
-    init(classes: Int = 1000) {
+    /// - Parameter fused: batch norm + ReLU in one pass where they follow each other.
+    init(classes: Int = 1000, fused: Bool = true) {
+        self.fused = fused
         conv1 = Conv2d(3, 64, kernel: 7, stride: 2, padding: 3, bias: false, initializer: .heNormal(fanOut: true))
         bn1 = BatchNorm2d(64)
         var inplanes = 64
@@ -120,7 +126,8 @@ final class BenchResNet50: Module, Layer {
         for (li, (count, planes)) in zip(ResNet50Layout.blocks, ResNet50Layout.widths).enumerated() {
             var blocks: [any Layer] = []
             for b in 0..<count {
-                blocks.append(BenchBottleneck(inplanes: inplanes, planes: planes, stride: (b == 0 && li > 0) ? 2 : 1))
+                blocks.append(BenchBottleneck(inplanes: inplanes, planes: planes, stride: (b == 0 && li > 0) ? 2 : 1,
+                                              fused: fused))
                 inplanes = planes * ResNet50Layout.expansion
             }
             layers.append(Sequential(blocks))
@@ -131,7 +138,7 @@ final class BenchResNet50: Module, Layer {
 
     /// `[N, 3, H, W]` -> `[N, classes]` logits.
     func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = bn1(conv1(x)).relu()
+        var y = fused ? bn1(conv1(x), relu: true) : bn1(conv1(x)).relu()
         y = y.maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
         y = layer4(layer3(layer2(layer1(y))))
         return fc(y.globalAvgPool2d().flattened())

@@ -9,10 +9,12 @@ extension BenchSection {
     ) { context in
         let size = context.options.imageSize, reps = context.options.repetitions
         let torch = context.pytorchFigures()
-        let net = Initializer.withSeed(1) { BenchResNet50() }
+        let fused = context.options.fuseBatchNormReLU
+        let net = Initializer.withSeed(1) { BenchResNet50(fused: fused) }
         net.eval()  // batch norm on running statistics; its affine parameters still train
         let flops = ResNet50Layout.convolutions(imageSize: size).reduce(0) { $0 + $1.spec.flops }
-        print("== resnet50: ResNet-50-shaped network (\(net.parameterCount) parameters, \(fmt(flops * 1e-9, 1)) GFLOP of convolution per image) at \(size)x\(size), \(Compute.threads) threads, eval-mode batch norm")
+        print("== resnet50: ResNet-50-shaped network (\(net.parameterCount) parameters, \(fmt(flops * 1e-9, 1)) GFLOP of convolution per image) at \(size)x\(size), \(Compute.threads) threads")
+        print("   eval-mode batch norm (running statistics, affine parameters train), \(fused ? "fused with ReLU: bn(x, relu: true)" : "then a separate ReLU: bn(x).relu()")")
         if let torch { print("   PyTorch figures \(torch.source), torch \(torch.torchVersion)") }
         print("   targets: forward <= 1.5x PyTorch, forward+backward <= 2x PyTorch")
         var rng = RandomGenerator(seed: 3)

@@ -56,6 +56,71 @@ final class BatchNormTests: XCTestCase {
         checkGradients("batchNorm2d eval, [N, C] input", [uniform([5, 3], seed: 18), w, b]) {
             $0[0].batchNorm2d(weight: $0[1], bias: $0[2], mean: mean, variance: variance)
         }
+        // Fused ReLU: inputs chosen so no output lands within eps of the kink.
+        let xr = awayFromZero([2, 3, 4, 5], minMagnitude: 0.2, seed: 19)
+        let unit = Tensor.ones([3]), zero = Tensor.zeros([3]), noShift = Tensor.zeros([3]), unitVar = Tensor(shape: [3], repeating: 1 - 1e-5)
+        checkGradients("batchNorm2d eval + fused relu", [xr, unit, zero]) {
+            $0[0].batchNorm2d(weight: $0[1], bias: $0[2], mean: noShift, variance: unitVar, relu: true)
+        }
+    }
+
+    func testFusedReLUMatchesSeparateReLU() {
+        let x = uniform([2, 4, 6, 7], -2, 2, seed: 30)
+        let w = uniform([4], 0.5, 1.5, seed: 31), b = uniform([4], seed: 32)
+        let mean = uniform([4], -0.5, 0.5, seed: 33), variance = uniform([4], 0.5, 2, seed: 34)
+        let fused = x.batchNorm2d(weight: w, bias: b, mean: mean, variance: variance, relu: true)
+        let separate = x.batchNorm2d(weight: w, bias: b, mean: mean, variance: variance).relu()
+        XCTAssertEqual(fused.scalars, separate.scalars)
+        // Gradients agree too (same seed gradient).
+        let r = uniform(x.shape, seed: 35)
+        let (x1, w1, b1) = (x.requiringGrad(), w.requiringGrad(), b.requiringGrad())
+        x1.batchNorm2d(weight: w1, bias: b1, mean: mean, variance: variance, relu: true).backward(r)
+        let (x2, w2, b2) = (x.requiringGrad(), w.requiringGrad(), b.requiringGrad())
+        x2.batchNorm2d(weight: w2, bias: b2, mean: mean, variance: variance).relu().backward(r)
+        assertClose(x1.grad!, x2.grad!, absolute: 1e-6, relative: 1e-6, "input gradient")
+        assertClose(w1.grad!, w2.grad!, absolute: 1e-5, relative: 1e-5, "weight gradient")
+        assertClose(b1.grad!, b2.grad!, absolute: 1e-5, relative: 1e-5, "bias gradient")
+        // The layer: fused in eval and frozen mode, separate in training mode.
+        let bn = BatchNorm2d(4)
+        bn.eval()
+        XCTAssertEqual(bn(x, relu: true).scalars, bn(x).relu().scalars)
+        bn.train()
+        let before = bn.runningMean.value.scalars
+        let y = bn(x, relu: true)
+        XCTAssertTrue(y.scalars.allSatisfy { $0 >= 0 })
+        XCTAssertNotEqual(bn.runningMean.value.scalars, before)
+    }
+
+    func testLargePlanesStatisticsAndGradients() {
+        // Planes larger than the vector blocks, with an offset mean (cancellation-prone).
+        let x = uniform([2, 3, 70, 90], 9, 11, seed: 40)
+        let (_, mean, variance) = x.batchNorm2dTraining(weight: .ones([3]), bias: .zeros([3]))
+        for c in 0..<3 {
+            var values: [Double] = []
+            for n in 0..<2 { for j in 0..<6300 { values.append(Double(x[flat: (n * 3 + c) * 6300 + j])) } }
+            let mu = values.reduce(0, +) / Double(values.count)
+            let v = values.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / Double(values.count)
+            XCTAssertEqual(Double(mean[c]), mu, accuracy: 1e-5)
+            XCTAssertEqual(Double(variance[c]), v, accuracy: 1e-5)
+        }
+        let w = uniform([3], 0.5, 1.5, seed: 41), b = uniform([3], seed: 42)
+        let m = Tensor(shape: [3], scalars: [10, 10.1, 9.9]), vv = Tensor(shape: [3], scalars: [0.3, 0.4, 0.35])
+        let r = uniform(x.shape, seed: 43)
+        let (wg, bg) = (w.requiringGrad(), b.requiringGrad())
+        x.batchNorm2d(weight: wg, bias: bg, mean: m, variance: vv).backward(r)
+        for c in 0..<3 {
+            var sw = 0.0, sb = 0.0
+            let istd = 1 / (Double(vv[flat: c]) + 1e-5).squareRoot()
+            for n in 0..<2 {
+                for j in 0..<6300 {
+                    let i = (n * 3 + c) * 6300 + j
+                    sb += Double(r[flat: i])
+                    sw += Double(r[flat: i]) * (Double(x[flat: i]) - Double(m[flat: c])) * istd
+                }
+            }
+            XCTAssertEqual(Double(wg.grad![flat: c]), sw, accuracy: 1e-3 * max(1, abs(sw)))
+            XCTAssertEqual(Double(bg.grad![flat: c]), sb, accuracy: 1e-3 * max(1, abs(sb)))
+        }
     }
 
     func testLayerModesAndRunningStatistics() {

@@ -1,0 +1,106 @@
+// Small vectorised loops shared by the kernels.
+//
+// Floating-point reductions written as plain loops run one addition after another (the
+// compiler may not reorder them), which makes a sum over a large activation latency-bound.
+// These helpers keep eight independent partial sums in a SIMD register instead. The
+// grouping is fixed, so results repeat bit for bit.
+
+/// Eight floats from `p + i` (no alignment needed).
+@inline(__always)
+func load8(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD8<Float> {
+    UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+/// Stores eight floats at `p + i` (no alignment needed).
+@inline(__always)
+func store8(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD8<Float>) {
+    UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD8<Float>.self)
+}
+
+/// `sum(x[0..<n])`, accumulated in eight lanes.
+@inline(__always)
+func simdSum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    while i + 8 <= n {
+        acc += load8(x, i)
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n {
+        s += x[i]
+        i += 1
+    }
+    return s
+}
+
+/// `sum(x[0..<n] * y[0..<n])`, accumulated in eight lanes.
+@inline(__always)
+func simdDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    while i + 8 <= n {
+        acc += load8(x, i) * load8(y, i)
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n {
+        s += x[i] * y[i]
+        i += 1
+    }
+    return s
+}
+
+/// `sum(x^2)` in double precision (for norms over millions of values).
+@inline(__always)
+func simdSumOfSquares(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
+    var total: Double = 0
+    var i = 0
+    // Blocks of 4096 summed in float lanes, the blocks added in double.
+    while i < n {
+        let end = min(n, i + 4096)
+        var acc = SIMD8<Float>(repeating: 0)
+        while i + 8 <= end {
+            let v = load8(x, i)
+            acc += v * v
+            i += 8
+        }
+        var s = Double(acc.sum())
+        while i < end {
+            s += Double(x[i]) * Double(x[i])
+            i += 1
+        }
+        total += s
+    }
+    return total
+}
+
+/// `sum(x[0..<n])` in double precision: blocks of 4096 in float lanes, blocks added in double.
+@inline(__always)
+func simdSumDouble(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
+    var total: Double = 0
+    var i = 0
+    while i < n {
+        let end = min(n, i + 4096)
+        total += Double(simdSum(x + i, end - i))
+        i = end
+    }
+    return total
+}
+
+/// `sum(g[0..<n] * (x[0..<n] - m))`, accumulated in eight lanes.
+@inline(__always)
+func simdDotCentered(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ m: Float, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    while i + 8 <= n {
+        acc += load8(g, i) * (load8(x, i) - m)
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n {
+        s += g[i] * (x[i] - m)
+        i += 1
+    }
+    return s
+}
