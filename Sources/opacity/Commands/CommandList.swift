@@ -15,4 +15,5 @@ let commandList: [any ParsableCommand.Type] = [
     PluginsCommand.self,
     ZooCommand.self,
     ImportCommand.self,
+    ExportCommand.self,
 ]
