@@ -37,7 +37,11 @@ public final class GradNode: @unchecked Sendable {
 
     func accumulate(_ g: Tensor) {
         shapeCheck(g.shape == shape, "backward(\(op))", "gradient of shape \(describe(g.shape)) for output \(describe(shape))")
-        if let old = grad { grad = Tensor.addUntracked(old, g) } else { grad = g.detached() }
+        if grad == nil {
+            grad = g.detached()
+        } else {
+            grad!.addInPlace(g)
+        }
     }
 }
 

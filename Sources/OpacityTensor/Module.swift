@@ -34,7 +34,7 @@ public final class Parameter: @unchecked Sendable {
     public var shape: [Int] { value.shape }
 
     func accumulateGrad(_ g: Tensor) {
-        if let old = grad { grad = Tensor.addUntracked(old, g) } else { grad = g.detached() }
+        if grad == nil { grad = g.detached() } else { grad!.addInPlace(g) }
     }
 
     /// Drops the accumulated gradient.

@@ -136,6 +136,28 @@ extension Tensor {
     /// Adds without recording (used by gradient accumulation).
     static func addUntracked(_ a: Tensor, _ b: Tensor) -> Tensor { binaryKernel(a, b, .add, op: "add") }
 
+    /// `self += other` for equal shapes, in place when the storage is not shared
+    /// (gradient accumulation); copies first otherwise, like any mutation.
+    mutating func addInPlace(_ other: Tensor) {
+        shapeCheck(shape == other.shape, "add", "shapes \(describe(shape)) and \(describe(other.shape)) differ")
+        if storage === other.storage {
+            self = Tensor.addUntracked(self, other)
+            return
+        }
+        let src = other.pointer
+        withUnsafeMutableBufferPointer { d in
+            let dp = d.baseAddress!
+            Compute.parallelRanges(d.count, minPerThread: 1 << 16) { r in
+                var i = r.lowerBound
+                while i + 8 <= r.upperBound {
+                    store8(dp, i, load8(dp, i) + load8(src, i))
+                    i += 8
+                }
+                while i < r.upperBound { dp[i] += src[i]; i += 1 }
+            }
+        }
+    }
+
     /// Elementwise sum with broadcasting (e.g. `[N, C, H, W] + [1, C, 1, 1]`).
     public static func + (a: Tensor, b: Tensor) -> Tensor {
         let out = binaryKernel(a, b, .add, op: "add")
@@ -215,13 +237,27 @@ extension Tensor {
         let out = Tensor(uninitializedShape: shape)
         let p = pointer, o = out.mutablePointer
         Compute.parallelRanges(count, minPerThread: 1 << 16) { r in
-            for i in r { o[i] = max(p[i], 0) }
+            var i = r.lowerBound
+            let zero = SIMD8<Float>(repeating: 0)
+            while i + 8 <= r.upperBound {
+                store8(o, i, pointwiseMax(load8(p, i), zero))
+                i += 8
+            }
+            while i < r.upperBound { o[i] = max(p[i], 0); i += 1 }
         }
+        let kept = out.detached()
         return Autograd.record("relu", out, inputs: [self]) { g in
             let gi = Tensor(uninitializedShape: g.shape)
-            let gp = g.pointer, op = out.pointer, gq = gi.mutablePointer
+            let gp = g.pointer, op = kept.pointer, gq = gi.mutablePointer
             Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in
-                for i in r { gq[i] = op[i] > 0 ? gp[i] : 0 }
+                var i = r.lowerBound
+                while i + 8 <= r.upperBound {
+                    var v = load8(gp, i)
+                    v.replace(with: 0, where: load8(op, i) .<= 0)
+                    store8(gq, i, v)
+                    i += 8
+                }
+                while i < r.upperBound { gq[i] = op[i] > 0 ? gp[i] : 0; i += 1 }
             }
             return [gi]
         }

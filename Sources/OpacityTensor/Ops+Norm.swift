@@ -55,28 +55,31 @@ extension Tensor {
             let sums = Tensor(uninitializedShape: [2, n * c])
             let sp = sums.mutablePointer
             let needSums = needW || needB
-            withScratch(perThread: relu ? hw : 0) { scratch in
-                Compute.parallelChunks(n * c) { chunk, planes in
-                    let masked = scratch(chunk)
-                    for i in planes {
-                        let ch = i % c
-                        let a = cpc[ch], m = cpc[3 * c + ch]
-                        var src = gp + i * hw
-                        if relu {
-                            let yrow = yp + i * hw
-                            for j in 0..<hw { masked[j] = yrow[j] > 0 ? src[j] : 0 }
-                            src = UnsafePointer(masked)
-                        }
-                        if let dp {
-                            let dst = dp + i * hw
-                            for j in 0..<hw { dst[j] = src[j] * a }
-                        }
-                        if needSums {
-                            sp[i] = simdSum(src, hw)
-                            sp[n * c + i] = simdDotCentered(src, xp + i * hw, m, hw)
-                        }
-                    }
+            Compute.parallelFor(n * c, minPerThread: 8) { i in
+                let ch = i % c
+                let a = cpc[ch], m = cpc[3 * c + ch]
+                let gi = gp + i * hw, xi = xp + i * hw, yi = yp + i * hw
+                let di = dp.map { $0 + i * hw }
+                var accG = SIMD8<Float>(repeating: 0), accGX = SIMD8<Float>(repeating: 0)
+                var j = 0
+                while j + 8 <= hw {
+                    var gv = load8(gi, j)
+                    if relu { gv.replace(with: 0, where: load8(yi, j) .<= 0) }
+                    if let di { store8(di, j, gv * a) }
+                    accG += gv
+                    accGX += gv * (load8(xi, j) - m)
+                    j += 8
                 }
+                var sg = accG.sum(), sgx = accGX.sum()
+                while j < hw {
+                    let gv = relu && yi[j] <= 0 ? 0 : gi[j]
+                    di?[j] = gv * a
+                    sg += gv
+                    sgx += gv * (xi[j] - m)
+                    j += 1
+                }
+                sp[i] = sg
+                sp[n * c + i] = sgx
             }
             var gw: Tensor?, gb: Tensor?
             if needSums {
