@@ -8,11 +8,17 @@ public protocol Layer: Module {
 
 /// A 2-D convolution layer; parameters `weight` `[out, in/groups, kh, kw]` and `bias` `[out]`.
 public final class Conv2d: Module, Layer {
+    /// `[out, in / groups, kh, kw]`.
     public let weight: Parameter
+    /// `[out]`, or `nil` for a convolution without bias.
     public let bias: Parameter?
+    /// `(vertical, horizontal)` step between windows.
     public let stride: (Int, Int)
+    /// `(vertical, horizontal)` zero padding on each side.
     public let padding: (Int, Int)
+    /// `(vertical, horizontal)` spacing of the kernel taps.
     public let dilation: (Int, Int)
+    /// Channel groups (`groups == in` with one input channel per group: depthwise).
     public let groups: Int
 
     /// - Parameters:
@@ -45,9 +51,12 @@ public final class Conv2d: Module, Layer {
         self.groups = groups
     }
 
+    /// Input channels.
     public var inChannels: Int { weight.shape[1] * groups }
+    /// Output channels.
     public var outChannels: Int { weight.shape[0] }
 
+    /// `[N, in, H, W]` -> `[N, out, Ho, Wo]`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         x.conv2d(weight.tensor, bias: bias?.tensor, stride: stride, padding: padding, dilation: dilation, groups: groups)
     }
@@ -59,15 +68,22 @@ public final class Conv2d: Module, Layer {
 /// `momentum`), evaluation (running statistics), and *frozen* (running statistics fixed
 /// even in training mode while `weight` and `bias` still train, as the paper trains).
 public final class BatchNorm2d: Module, Layer {
+    /// `[C]` scale (gamma), initially ones.
     public let weight: Parameter
+    /// `[C]` shift (beta), initially zeros.
     public let bias: Parameter
+    /// `[C]` running mean, saved as `running_mean`.
     @Named("running_mean") public var runningMean = Buffer(.zeros([1]))
+    /// `[C]` running (unbiased) variance, saved as `running_var`.
     @Named("running_var") public var runningVar = Buffer(.ones([1]))
+    /// Added to the variance before the square root.
     public let eps: Float
+    /// Weight of the current batch in the running statistics (PyTorch's convention).
     public let momentum: Float
     /// Keep running statistics fixed in training mode too.
     public var frozen = false
 
+    /// Batch norm over `channels` channels, in training mode, not frozen.
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
         weight = Parameter(.ones([channels]))
         bias = Parameter(.zeros([channels]))
@@ -110,48 +126,62 @@ public final class BatchNorm2d: Module, Layer {
 
 /// A fully connected layer; `weight` `[out, in]`, `bias` `[out]`.
 public final class Linear: Module, Layer {
+    /// `[out, in]`.
     public let weight: Parameter
+    /// `[out]`, or `nil`.
     public let bias: Parameter?
 
+    /// A layer from `inFeatures` to `outFeatures`; the bias is uniform in `+-1/sqrt(in)` as in PyTorch.
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, initializer: Initializer = .pytorchDefault) {
         weight = Parameter(initializer.make([outFeatures, inFeatures]))
         let b = 1 / Float(max(1, inFeatures)).squareRoot()
         self.bias = bias ? Parameter(Initializer.uniform(-b, b).make([outFeatures])) : nil
     }
 
+    /// `[N, in]` -> `[N, out]`.
     public func callAsFunction(_ x: Tensor) -> Tensor { x.linear(weight: weight.tensor, bias: bias?.tensor) }
 }
 
 /// Layers applied in order; children are named `0`, `1`, ... as in PyTorch's `Sequential`.
 public final class Sequential: Module, Layer {
+    /// The layers, applied first to last.
     public let layers: [any Layer]
+    /// Layers applied in order.
     public init(_ layers: [any Layer]) { self.layers = layers }
+    /// Layers applied in order.
     public convenience init(_ layers: any Layer...) { self.init(layers) }
+    /// The layers, named `0`, `1`, ...
     override public func namedChildren() -> [(String, Module)] { layers.enumerated().map { ("\($0.offset)", $0.element) } }
+    /// Applies each layer to the previous one's output.
     public func callAsFunction(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
 }
 
 /// `max(x, 0)`.
 public final class ReLU: Module, Layer {
     override public init() {}
+    /// `max(x, 0)`.
     public func callAsFunction(_ x: Tensor) -> Tensor { x.relu() }
 }
 
 /// Passes its input through.
 public final class Identity: Module, Layer {
     override public init() {}
+    /// `x`.
     public func callAsFunction(_ x: Tensor) -> Tensor { x }
 }
 
 /// Max pooling as a layer.
 public final class MaxPool2d: Module, Layer {
+    /// Square window geometry; `ceilMode` is PyTorch's `ceil_mode`.
     public let kernel: Int, stride: Int, padding: Int, ceilMode: Bool
+    /// Max pooling; the stride defaults to the kernel size.
     public init(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false) {
         self.kernel = kernel
         self.stride = stride ?? kernel
         self.padding = padding
         self.ceilMode = ceilMode
     }
+    /// Applies the layer to `[N, C, H, W]`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         x.maxPool2d(kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), ceilMode: ceilMode)
     }
@@ -159,7 +189,9 @@ public final class MaxPool2d: Module, Layer {
 
 /// Average pooling as a layer.
 public final class AvgPool2d: Module, Layer {
+    /// Square window geometry; `ceilMode` and `countIncludePad` as in PyTorch.
     public let kernel: Int, stride: Int, padding: Int, ceilMode: Bool, countIncludePad: Bool
+    /// Average pooling; the stride defaults to the kernel size.
     public init(kernel: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false, countIncludePad: Bool = true) {
         self.kernel = kernel
         self.stride = stride ?? kernel
@@ -167,6 +199,7 @@ public final class AvgPool2d: Module, Layer {
         self.ceilMode = ceilMode
         self.countIncludePad = countIncludePad
     }
+    /// Applies the layer to `[N, C, H, W]`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         x.avgPool2d(kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), ceilMode: ceilMode,
                     countIncludePad: countIncludePad)
@@ -175,6 +208,7 @@ public final class AvgPool2d: Module, Layer {
 
 /// Dropout that is active only in training mode; its mask generator is seeded.
 public final class Dropout: Module, Layer {
+    /// The probability of zeroing an element.
     public let p: Float
     private var rng: RandomGenerator
 
@@ -189,6 +223,7 @@ public final class Dropout: Module, Layer {
     /// Restarts the mask stream (e.g. per epoch, for resumable training).
     public func reseed(_ seed: UInt64) { rng = RandomGenerator(seed: seed) }
 
+    /// Applies the layer to `[N, C, H, W]`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         guard isTraining, p > 0 else { return x }
         return x.dropout(p, using: &rng)

@@ -18,6 +18,7 @@ public final class Parameter: @unchecked Sendable {
     public var requiresGrad = true
     private var leaf: GradNode
 
+    /// A parameter holding `value` (detached from any graph).
     public init(_ value: Tensor) {
         self.value = value.detached()
         self.leaf = GradNode(leafShape: value.shape)
@@ -43,7 +44,9 @@ public final class Parameter: @unchecked Sendable {
 
 /// A non-trainable tensor saved with a module (e.g. batch-norm running statistics).
 public final class Buffer: @unchecked Sendable {
+    /// The current value.
     public var value: Tensor
+    /// A buffer holding `value`.
     public init(_ value: Tensor) { self.value = value }
 }
 
@@ -51,8 +54,11 @@ public final class Buffer: @unchecked Sendable {
 /// from its Swift property name, e.g. `@Named("se_module") var squeeze: SEModule`.
 @propertyWrapper
 public struct Named<Value> {
+    /// The name on disk.
     public let key: String
+    /// The child, parameter or buffer.
     public var wrappedValue: Value
+    /// Names `wrappedValue` `key` in parameter paths.
     public init(wrappedValue: Value, _ key: String) {
         self.key = key
         self.wrappedValue = wrappedValue
@@ -79,6 +85,7 @@ open class Module {
     /// Whether the module is in training mode (dropout active, batch statistics used).
     public private(set) var isTraining = true
 
+    /// A module in training mode.
     public init() {}
 
     /// The direct children with their names.
@@ -187,7 +194,9 @@ extension Optional: OptionalProtocol {
 
 /// How strictly ``Module/load(_:options:)`` matches names.
 public struct LoadOptions: OptionSet, Sendable {
+    /// The option bits.
     public let rawValue: Int
+    /// Options from bits.
     public init(rawValue: Int) { self.rawValue = rawValue }
     /// Every parameter and buffer of the module must be given.
     public static let noMissingKeys = LoadOptions(rawValue: 1)
@@ -201,11 +210,16 @@ public struct LoadOptions: OptionSet, Sendable {
 
 /// What a load did: which names loaded, and which did not fit.
 public struct LoadReport: Sendable, CustomStringConvertible {
+    /// Names that were (or, for a failed load, would have been) loaded.
     public var loaded: [String] = []
+    /// Names of the module that the state did not contain.
     public var missing: [String] = []
+    /// Names in the state that the module does not have.
     public var unexpected: [String] = []
+    /// Names whose shapes differ: the module's shape and the state's.
     public var mismatched: [(name: String, expected: [Int], got: [Int])] = []
 
+    /// One line per kind of problem, listing the names.
     public var description: String {
         var lines = ["loaded \(loaded.count) tensors"]
         if !missing.isEmpty { lines.append("missing (\(missing.count)): " + missing.joined(separator: ", ")) }
@@ -219,7 +233,9 @@ public struct LoadReport: Sendable, CustomStringConvertible {
 
 /// A load that did not satisfy its options; nothing was changed.
 public struct LoadError: Error, CustomStringConvertible, Sendable {
+    /// Everything that did not fit.
     public let report: LoadReport
+    /// The report, for people.
     public var description: String { "state does not fit the model:\n" + report.description }
 }
 

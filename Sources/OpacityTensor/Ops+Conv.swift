@@ -2,11 +2,16 @@ import Foundation
 
 /// The geometry of a 2-D convolution or pooling window.
 public struct Conv2DGeometry: Equatable, Sendable {
+    /// `(kh, kw)`.
     public var kernel: (Int, Int)
+    /// `(vertical, horizontal)`.
     public var stride: (Int, Int)
+    /// `(vertical, horizontal)` zeros on each side.
     public var padding: (Int, Int)
+    /// `(vertical, horizontal)` spacing of the taps.
     public var dilation: (Int, Int)
 
+    /// A window geometry.
     public init(kernel: (Int, Int), stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1)) {
         self.kernel = kernel
         self.stride = stride
@@ -14,6 +19,7 @@ public struct Conv2DGeometry: Equatable, Sendable {
         self.dilation = dilation
     }
 
+    /// Equal when all four pairs are equal.
     public static func == (a: Self, b: Self) -> Bool {
         a.kernel == b.kernel && a.stride == b.stride && a.padding == b.padding && a.dilation == b.dilation
     }

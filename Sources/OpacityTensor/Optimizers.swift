@@ -17,13 +17,17 @@ public protocol Optimizer: AnyObject {
 
 /// An error restoring optimizer or scheduler state.
 public struct OptimizerStateError: Error, CustomStringConvertible, Sendable {
+    /// What was missing or mis-shaped.
     public let description: String
 }
 
 /// Adam with PyTorch's semantics (`torch.optim.Adam`, L2 `weightDecay` added to the gradient).
 public final class Adam: Optimizer {
+    /// The step size of the next step (schedulers change it).
     public var learningRate: Float
+    /// PyTorch's `betas`, `eps` and `weight_decay` (L2, added to the gradient).
     public let beta1: Float, beta2: Float, eps: Float, weightDecay: Float
+    /// The parameters with their names (the names key the saved state).
     public let parameters: [(String, Parameter)]
     private var m: [Tensor?]
     private var v: [Tensor?]
@@ -43,6 +47,7 @@ public final class Adam: Optimizer {
         steps = Array(repeating: 0, count: parameters.count)
     }
 
+    /// One Adam update of every parameter that requires and has a gradient.
     public func step() {
         for (i, (_, p)) in parameters.enumerated() where p.requiresGrad {
             guard let g = p.grad else { continue }
@@ -68,8 +73,10 @@ public final class Adam: Optimizer {
         }
     }
 
+    /// Drops every parameter's gradient.
     public func zeroGrad() { for (_, p) in parameters { p.zeroGrad() } }
 
+    /// The learning rate and per-parameter state, keyed by parameter name.
     public func stateDict() -> [String: Tensor] {
         var s: [String: Tensor] = ["lr": Tensor(learningRate)]
         for (i, (name, _)) in parameters.enumerated() {
@@ -81,6 +88,8 @@ public final class Adam: Optimizer {
         return s
     }
 
+    /// Restores ``stateDict()``; parameters without saved state start fresh.
+    /// - Throws: ``OptimizerStateError`` for mis-shaped state (nothing changes then).
     public func loadStateDict(_ state: [String: Tensor]) throws {
         var nm = m, nv = v, ns = steps
         for (i, (name, p)) in parameters.enumerated() {
@@ -100,11 +109,15 @@ public final class Adam: Optimizer {
 
 /// Stochastic gradient descent with momentum, PyTorch's semantics (`torch.optim.SGD`).
 public final class SGD: Optimizer {
+    /// The step size of the next step (schedulers change it).
     public var learningRate: Float
+    /// PyTorch's `momentum`, `dampening`, `weight_decay` and `nesterov`.
     public let momentum: Float, dampening: Float, weightDecay: Float, nesterov: Bool
+    /// The parameters with their names (the names key the saved state).
     public let parameters: [(String, Parameter)]
     private var buffers: [Tensor?]
 
+    /// - Parameter parameters: named parameters (the names key the saved state).
     public init(_ parameters: [(String, Parameter)], learningRate: Float, momentum: Float = 0, dampening: Float = 0,
                 weightDecay: Float = 0, nesterov: Bool = false) {
         self.parameters = parameters
@@ -116,6 +129,7 @@ public final class SGD: Optimizer {
         buffers = Array(repeating: nil, count: parameters.count)
     }
 
+    /// One SGD update of every parameter that requires and has a gradient.
     public func step() {
         for (i, (_, p)) in parameters.enumerated() where p.requiresGrad {
             guard let g = p.grad else { continue }
@@ -140,14 +154,18 @@ public final class SGD: Optimizer {
         }
     }
 
+    /// Drops every parameter's gradient.
     public func zeroGrad() { for (_, p) in parameters { p.zeroGrad() } }
 
+    /// The learning rate and per-parameter state, keyed by parameter name.
     public func stateDict() -> [String: Tensor] {
         var s: [String: Tensor] = ["lr": Tensor(learningRate)]
         for (i, (name, _)) in parameters.enumerated() { if let b = buffers[i] { s["momentum_buffer.\(name)"] = b } }
         return s
     }
 
+    /// Restores ``stateDict()``; parameters without saved state start fresh.
+    /// - Throws: ``OptimizerStateError`` for mis-shaped state (nothing changes then).
     public func loadStateDict(_ state: [String: Tensor]) throws {
         var nb = buffers
         for (i, (name, p)) in parameters.enumerated() {
@@ -185,22 +203,37 @@ public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Float) -> Float
 /// Reduces the learning rate when a metric stops improving, with PyTorch's semantics
 /// (`torch.optim.lr_scheduler.ReduceLROnPlateau`).
 public final class ReduceLROnPlateau: Codable {
+    /// Whether lower (`min`, a loss) or higher (`max`, a score) metrics are better.
     public enum Mode: String, Codable, Sendable { case min, max }
+    /// Whether `threshold` is relative to the best value or absolute.
     public enum ThresholdMode: String, Codable, Sendable { case rel, abs }
 
+    /// See ``Mode``.
     public let mode: Mode
+    /// The learning rate is multiplied by this when reduced (< 1).
     public let factor: Float
+    /// Epochs without improvement tolerated before reducing.
     public let patience: Int
+    /// How much better a metric must be to count as an improvement.
     public let threshold: Float
+    /// See ``ThresholdMode``.
     public let thresholdMode: ThresholdMode
+    /// Epochs to wait after a reduction before counting bad epochs again.
     public let cooldown: Int
+    /// The learning rate never goes below this.
     public let minLR: Float
+    /// Reductions smaller than this are skipped.
     public let eps: Float
+    /// The best metric so far.
     public private(set) var best: Float
+    /// Consecutive epochs without improvement.
     public private(set) var numBadEpochs = 0
+    /// Epochs of cooldown left.
     public private(set) var cooldownCounter = 0
+    /// Epochs seen.
     public private(set) var lastEpoch = 0
 
+    /// A scheduler with PyTorch's defaults.
     public init(mode: Mode = .min, factor: Float = 0.1, patience: Int = 10, threshold: Float = 1e-4,
                 thresholdMode: ThresholdMode = .rel, cooldown: Int = 0, minLR: Float = 0, eps: Float = 1e-8) {
         precondition(factor < 1, "ReduceLROnPlateau: factor must be < 1")

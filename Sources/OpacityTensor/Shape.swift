@@ -7,10 +7,12 @@ public struct ShapeError: Error, CustomStringConvertible, Sendable {
     public let op: String
     /// What did not fit, with the shapes.
     public let message: String
+    /// An error from `op` saying `message`.
     public init(op: String, _ message: String) {
         self.op = op
         self.message = message
     }
+    /// `op: message`.
     public var description: String { "\(op): \(message)" }
 }
 

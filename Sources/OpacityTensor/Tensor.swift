@@ -123,6 +123,7 @@ public struct Tensor: @unchecked Sendable {
 }
 
 extension Tensor: CustomStringConvertible {
+    /// The shape and the first few values.
     public var description: String {
         let shown = scalars.prefix(8).map { String(format: "%.4g", $0) }.joined(separator: ", ")
         return "Tensor(\(describe(shape)), [\(shown)\(count > 8 ? ", ..." : "")])"
