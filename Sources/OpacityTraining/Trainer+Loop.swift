@@ -93,6 +93,12 @@ public final class Trainer {
         return url
     }
 
+    /// Changes the learning rate from the next step on (e.g. when resuming).
+    public func setLearningRate(_ lr: Double) {
+        optimizer.learningRate = Float(lr)
+        state.learningRate = lr
+    }
+
     // MARK: Running
 
     /// Trains until `options.epochs` epochs are complete.

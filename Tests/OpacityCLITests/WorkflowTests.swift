@@ -125,6 +125,27 @@ final class WorkflowTests: XCTestCase {
         XCTAssertEqual(la.map(\.val), lb.map(\.val))
     }
 
+    /// A loss that is not finite stops the run with a clear message and a non-zero exit;
+    /// the last good checkpoint and the best link stay.
+    func testNonFiniteLossStopsAndKeepsTheLastGoodCheckpoint() throws {
+        let dir = try CLI.tempDir("nan")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "--out", "data", "--count", "24", "--size", "128", "--seed", "2"], in: dir).status, 0)
+        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+        var r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "4", "--lr", "1e-3", "--out", "run"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let good = try Data(contentsOf: dir.appendingPathComponent("run/checkpoints/epoch_001.opb"))
+        r = try CLI.run(["train", "--data", "data", "--out", "run", "--resume", "--epochs", "3", "--lr", "1e30"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("not finite at epoch 2"), r.all)
+        XCTAssertTrue(r.all.contains("last good checkpoint is kept"), r.all)
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("run/checkpoints/epoch_001.opb")), good)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/checkpoints/epoch_002.opb").path))
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("run/best.opb").path),
+                       "checkpoints/epoch_001.opb")
+        XCTAssertEqual(try EpochLog.read(dir.appendingPathComponent("run/log.jsonl")).count, 1)
+    }
+
     /// Mistakes give clear messages and non-zero exit codes.
     func testBadInputFailsClearly() throws {
         let dir = try CLI.tempDir("errors")

@@ -59,7 +59,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = 1234
     @Option(name: .long, help: "Run folder (default: runs/<config>_fold<K>_seed<S>).") var out: String?
     @Flag(name: .long, help: "Continue the run in --out from its newest checkpoint.") var resume = false
-    @Option(name: .long, help: "Adam learning rate.") var lr: Double = 1e-5
+    @Option(name: .long, help: "Adam learning rate (default 1e-5; with --resume, changes the rate from the checkpoint on).") var lr: Double?
     @Option(name: .long, help: "Gradient-norm clip.") var clip: Double = 0.05
     @Option(name: .long, help: "ReduceLROnPlateau patience (epochs).") var patience: Int = 4
     @Option(name: .long, help: "ReduceLROnPlateau factor.") var factor: Double = 0.2
@@ -79,7 +79,7 @@ struct TrainCommand: ParsableCommand {
         guard ["metric", "loss"].contains(bestBy) else { throw ValidationError("--best-by takes metric or loss, not '\(bestBy)'") }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        guard lr > 0 else { throw ValidationError("--lr must be positive") }
+        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
         guard folds >= 2 else { throw ValidationError("--folds must be at least 2") }
         guard fold >= 0 && fold < folds else { throw ValidationError("--fold \(fold) does not exist with --folds \(folds); expected 0...\(folds - 1)") }
         if resume && out == nil { throw ValidationError("--resume needs --out RUNDIR (the run to continue)") }
@@ -101,7 +101,7 @@ struct TrainCommand: ParsableCommand {
             options = TrainingOptions(config: try registry.canonical(config ?? "retinanet"))
             options.epochs = epochs
             options.batchSize = batch
-            options.learningRate = lr
+            options.learningRate = lr ?? 1e-5
             options.clipNorm = clip
             options.plateauPatience = patience
             options.plateauFactor = factor
@@ -126,6 +126,10 @@ struct TrainCommand: ParsableCommand {
         setup.foldsFile = foldsFile.map { URL(fileURLWithPath: $0) }
         let progress = TrainingProgress()
         let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: progress)
+        if resume, let lr, summary.resumedFrom != nil {
+            trainer.setLearningRate(lr)
+            progress.write("learning rate set to \(lr) from here on\n")
+        }
         if options.freezeBatchNorm && options.encoderWeights == nil && summary.resumedFrom == nil {
             progress.write("note: batch norm is frozen (the paper's setting for ImageNet-pretrained encoders) but the encoder starts from scratch; --freeze-bn off usually trains better then\n")
         }
