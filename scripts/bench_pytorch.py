@@ -12,7 +12,8 @@ reads to print our-time / PyTorch-time ratios.
 
 Forward runs under torch.no_grad() (inference). Forward+backward runs with gradients for
 all parameters but not for the input, loss = output.sum(), gradients reset (set to None)
-before each timed step. Times are medians of --repeat runs after one warm-up run.
+before each timed step. Times are medians of --repeat runs after one warm-up run, on the
+clock opacity-bench uses (--clock wall, the default, or cpu).
 Needs only `torch` (pip install torch); the product never depends on it.
 """
 import argparse
@@ -97,14 +98,22 @@ def conv_specs(size):
     return specs
 
 
+CLOCK = {"fn": time.perf_counter, "threads": 1}
+
+
+def now():
+    """Seconds on the selected clock: elapsed time, or process CPU time / threads."""
+    return CLOCK["fn"]() / CLOCK["threads"]
+
+
 def timed(fn, repeat, warmup=1):
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = now()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(now() - t)
     return times
 
 
@@ -116,8 +125,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-convs", action="store_true", help="skip the per-convolution timings")
     ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: elapsed time; cpu: process CPU time / threads (as opacity-bench --clock cpu; "
+                         "OpenMP threads that spin while waiting count as busy)")
     args = ap.parse_args()
 
+    if args.clock == "cpu":
+        CLOCK["fn"], CLOCK["threads"] = time.process_time, args.threads
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     result = {
@@ -126,6 +140,7 @@ def main():
         "threads": torch.get_num_threads(),
         "size": args.size,
         "repeat": args.repeat,
+        "clock": args.clock,
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "network": [],
@@ -153,9 +168,9 @@ def main():
         step()  # warm-up
         for _ in range(args.repeat):
             model.zero_grad(set_to_none=True)
-            t0 = time.perf_counter()
+            t0 = now()
             step()
-            times.append(time.perf_counter() - t0)
+            times.append(now() - t0)
         result["network"].append({"batch": batch, "forward_s": statistics.median(fwd),
                                   "forward_backward_s": statistics.median(times)})
         print(f"torch {torch.__version__}, {args.threads} threads, batch {batch}: forward "

@@ -41,6 +41,8 @@ public final class Conv2d: Module, Layer {
     public init(_ inChannels: Int, _ outChannels: Int, kernel2: (Int, Int), stride: (Int, Int) = (1, 1),
                 padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1, bias: Bool = true,
                 initializer: Initializer = .pytorchDefault) {
+        precondition(groups > 0 && inChannels % groups == 0 && outChannels % groups == 0,
+                     "Conv2d: \(inChannels) -> \(outChannels) channels do not split into \(groups) groups")
         let wshape = [outChannels, inChannels / groups, kernel2.0, kernel2.1]
         self.weight = Parameter(initializer.make(wshape))
         let b = 1 / Float(wshape[1...].reduce(1, *)).squareRoot()

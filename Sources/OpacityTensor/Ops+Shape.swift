@@ -56,6 +56,7 @@ extension Tensor {
     public static func concat(_ parts: [Tensor], axis: Int = 1) -> Tensor {
         precondition(!parts.isEmpty, "concat: no tensors")
         let first = parts[0].shape
+        shapeCheck(axis >= 0 && axis < first.count, "concat", "axis \(axis) is outside the \(first.count) dimensions of \(describe(first))")
         for p in parts {
             shapeCheck(p.rank == first.count && (0..<first.count).allSatisfy { $0 == axis || p.shape[$0] == first[$0] },
                        "concat", "shapes \(describe(first)) and \(describe(p.shape)) differ outside axis \(axis)")
@@ -149,10 +150,7 @@ extension Tensor {
 extension Tensor {
     /// The sum of all elements, as a rank-0 tensor.
     public func sum() -> Tensor {
-        var s: Double = 0
-        let p = pointer
-        for i in 0..<count { s += Double(p[i]) }
-        let out = Tensor(Float(s))
+        let out = Tensor(Float(simdSumDouble(pointer, count)))
         let sh = shape
         return Autograd.record("sum", out, inputs: [self]) { g in [Tensor(shape: sh, repeating: g.scalar)] }
     }

@@ -129,7 +129,7 @@ struct BenchContext {
     func printHeader() {
         let host = ProcessInfo.processInfo
         print("opacity-bench")
-        print("  cpu: \(cpuModel()), \(host.activeProcessorCount) cores; threads: \(Compute.threads)")
+        print("  cpu: \(cpuModel()), \(host.activeProcessorCount) cores; threads: \(Compute.threads); clock: \(options.clock.rawValue); load average: \(loadAverage())")
         let k = BLAS.kernels
         print("  OpenBLAS kernels: \(k.active) (OpenBLAS chose \(k.initial); \(k.reason); self-check error \(String(format: "%.1e", k.selfCheckError)))")
         print("")
@@ -203,6 +203,12 @@ func measure(repetitions: Int, warmup: Int = 1, _ body: () -> Void) -> Timing {
         t.append(clockNow() - start)
     }
     return Timing(seconds: t)
+}
+
+/// The 1-minute load average (other jobs on the machine distort wall-clock timings).
+func loadAverage() -> String {
+    guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "unknown" }
+    return String(s.split(separator: " ").first ?? "unknown")
 }
 
 func cpuModel() -> String {

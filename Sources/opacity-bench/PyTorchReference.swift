@@ -8,6 +8,8 @@ struct PyTorchFigures {
     var torchVersion: String
     var threads: Int
     var size: Int
+    /// `wall` or `cpu` (see ``BenchClock``).
+    var clock: String
     var sgemmGFLOPS: Double?
     /// Batch size -> seconds.
     var forward: [Int: Double] = [:]
@@ -34,6 +36,7 @@ struct PyTorchFigures {
         }
         var torch_version: String
         var threads: Int
+        var clock: String?
         var size: Int
         var sgemm_2048_gflops: Double?
         var network: [Network]
@@ -45,7 +48,7 @@ struct PyTorchFigures {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         let f = try JSONDecoder().decode(File.self, from: data)
         var p = PyTorchFigures(source: source, torchVersion: f.torch_version, threads: f.threads, size: f.size,
-                               sgemmGFLOPS: f.sgemm_2048_gflops)
+                               clock: f.clock ?? "wall", sgemmGFLOPS: f.sgemm_2048_gflops)
         for n in f.network {
             p.forward[n.batch] = n.forward_s
             p.forwardBackward[n.batch] = n.forward_backward_s
@@ -81,8 +84,8 @@ struct PyTorchFigures {
             }
             figures = run(python: python, options: options)
         }
-        if let f = figures, f.threads != Compute.threads || f.size != options.imageSize {
-            print("  warning: PyTorch figures are for \(f.threads) threads at \(f.size)px; this run uses \(Compute.threads) threads at \(options.imageSize)px")
+        if let f = figures, f.threads != Compute.threads || f.size != options.imageSize || f.clock != options.clock.rawValue {
+            print("  warning: PyTorch figures are for \(f.threads) threads at \(f.size)px on the \(f.clock) clock; this run uses \(Compute.threads) threads at \(options.imageSize)px on the \(options.clock.rawValue) clock")
         }
         return figures
     }
@@ -119,7 +122,7 @@ struct PyTorchFigures {
         defer { try? FileManager.default.removeItem(at: out) }
         let args = [script.path, "--threads", "\(Compute.threads)", "--size", "\(options.imageSize)",
                     "--batches", options.batches.map(String.init).joined(separator: ","),
-                    "--repeat", "\(options.repetitions)", "--out", out.path]
+                    "--repeat", "\(options.repetitions)", "--clock", options.clock.rawValue, "--out", out.path]
         print("  running PyTorch reference: \(python) scripts/bench_pytorch.py --threads \(Compute.threads) ...")
         do {
             let status = try runProcess(python, args, quiet: false)

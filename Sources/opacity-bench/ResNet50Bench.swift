@@ -15,7 +15,8 @@ extension BenchSection {
         let flops = ResNet50Layout.convolutions(imageSize: size).reduce(0) { $0 + $1.spec.flops }
         print("== resnet50: ResNet-50-shaped network (\(net.parameterCount) parameters, \(fmt(flops * 1e-9, 1)) GFLOP of convolution per image) at \(size)x\(size), \(Compute.threads) threads")
         print("   eval-mode batch norm (running statistics, affine parameters train), \(fused ? "fused with ReLU: bn(x, relu: true)" : "then a separate ReLU: bn(x).relu()")")
-        if let torch { print("   PyTorch figures \(torch.source), torch \(torch.torchVersion)") }
+        if let torch { print("   PyTorch figures \(torch.source), torch \(torch.torchVersion), \(torch.clock) clock") }
+        print("   clock: \(benchClock == .wall ? "elapsed (wall) time" : "process CPU time / threads (--clock cpu)"); load average now \(loadAverage())")
         print("   targets: forward <= 1.5x PyTorch, forward+backward <= 2x PyTorch")
         var rng = RandomGenerator(seed: 3)
         for batch in context.options.batches {

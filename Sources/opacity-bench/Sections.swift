@@ -18,7 +18,8 @@ struct BenchSection: Sendable {
         .blas,
         .conv,
         .resnet50,
-        // .loader, .bundle: added by the data and bundle issues.
+        .loader,
+        .bundle,
     ]
 
     static func named(_ name: String) -> BenchSection? { all.first { $0.name == name } }
