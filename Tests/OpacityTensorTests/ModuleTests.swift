@@ -93,6 +93,21 @@ final class ModuleTests: XCTestCase {
         XCTAssertEqual(m(uniform([2, 1, 8, 8], seed: 1)).shape, [2, 3])
     }
 
+    func testChildrenHeldAsExistentialsAndOptionalArrays() {
+        final class Holder: Module {
+            let single: any Layer = Conv2d(1, 2, kernel: 1)
+            let list: [any Layer] = [Linear(2, 2), ReLU(), Linear(2, 3, bias: false)]
+            let maybe: [Linear]? = [Linear(3, 1)]
+            let none: Linear? = nil
+            let params: Parameter? = Parameter(.zeros([2]))
+        }
+        // Own parameters first, then children in declaration order (as PyTorch's state_dict).
+        XCTAssertEqual(Holder().namedParameters().map(\.0), [
+            "params", "single.weight", "single.bias", "list.0.weight", "list.0.bias", "list.2.weight", "maybe.0.weight",
+            "maybe.0.bias",
+        ])
+    }
+
     func testSequentialNumbering() {
         let s = Sequential(Conv2d(1, 2, kernel: 1), ReLU(), Sequential(Linear(2, 2), Identity()), BatchNorm2d(2))
         XCTAssertEqual(s.namedParameters().map(\.0), ["0.weight", "0.bias", "2.0.weight", "2.0.bias", "3.weight", "3.bias"])
