@@ -91,6 +91,30 @@ final class BatchNormTests: XCTestCase {
         XCTAssertNotEqual(bn.runningMean.value.scalars, before)
     }
 
+    func testTrainingGradientsOnLargePlanesMatchTheFormula() {
+        let x = uniform([3, 4, 30, 45], -1, 3, seed: 50)
+        let w = uniform([4], 0.5, 1.5, seed: 51), b = uniform([4], seed: 52), r = uniform(x.shape, seed: 53)
+        let (xg, wg, bg) = (x.requiringGrad(), w.requiringGrad(), b.requiringGrad())
+        xg.batchNorm2dTraining(weight: wg, bias: bg, eps: 1e-5).0.backward(r)
+        let hw = 30 * 45, m = Double(3 * hw)
+        var expectedX = [Double](repeating: 0, count: x.count)
+        for c in 0..<4 {
+            var idx: [Int] = []
+            for n in 0..<3 { for j in 0..<hw { idx.append((n * 4 + c) * hw + j) } }
+            let mu = idx.map { Double(x[flat: $0]) }.reduce(0, +) / m
+            let v = idx.map { (Double(x[flat: $0]) - mu) * (Double(x[flat: $0]) - mu) }.reduce(0, +) / m
+            let istd = 1 / (v + 1e-5).squareRoot()
+            let xhat = idx.map { (Double(x[flat: $0]) - mu) * istd }
+            let g = idx.map { Double(r[flat: $0]) }
+            let sg = g.reduce(0, +), sgx = zip(g, xhat).map { $0 * $1 }.reduce(0, +)
+            XCTAssertEqual(Double(bg.grad![flat: c]), sg, accuracy: 1e-3 * max(1, abs(sg)))
+            XCTAssertEqual(Double(wg.grad![flat: c]), sgx, accuracy: 1e-3 * max(1, abs(sgx)))
+            let k = Double(w[flat: c]) * istd / m
+            for (t, i) in idx.enumerated() { expectedX[i] = k * (m * g[t] - sg - xhat[t] * sgx) }
+        }
+        assertClose(xg.grad!, expectedX, absolute: 1e-4, relative: 1e-3, "training input gradient")
+    }
+
     func testLargePlanesStatisticsAndGradients() {
         // Planes larger than the vector blocks, with an offset mean (cancellation-prone).
         let x = uniform([2, 3, 70, 90], 9, 11, seed: 40)
