@@ -51,41 +51,41 @@ func simdDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> 
     return s
 }
 
-/// `sum(x^2)` in double precision (for norms over millions of values).
+/// `sum(x^2)` in double precision (for norms over millions of values): every square and
+/// every addition in double, in eight lanes.
 @inline(__always)
 func simdSumOfSquares(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
-    var total: Double = 0
+    var acc = SIMD8<Double>(repeating: 0)
     var i = 0
-    // Blocks of 4096 summed in float lanes, the blocks added in double.
-    while i < n {
-        let end = min(n, i + 4096)
-        var acc = SIMD8<Float>(repeating: 0)
-        while i + 8 <= end {
-            let v = load8(x, i)
-            acc += v * v
-            i += 8
-        }
-        var s = Double(acc.sum())
-        while i < end {
-            s += Double(x[i]) * Double(x[i])
-            i += 1
-        }
-        total += s
+    while i + 8 <= n {
+        let v = SIMD8<Double>(load8(x, i))
+        acc += v * v
+        i += 8
     }
-    return total
+    var s = acc.sum()
+    while i < n {
+        s += Double(x[i]) * Double(x[i])
+        i += 1
+    }
+    return s
 }
 
-/// `sum(x[0..<n])` in double precision: blocks of 4096 in float lanes, blocks added in double.
+/// `sum(x[0..<n])` in double precision: every addition in double, in eight lanes (losses
+/// and statistics, where float partial sums would add visible rounding noise).
 @inline(__always)
 func simdSumDouble(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
-    var total: Double = 0
+    var acc = SIMD8<Double>(repeating: 0)
     var i = 0
-    while i < n {
-        let end = min(n, i + 4096)
-        total += Double(simdSum(x + i, end - i))
-        i = end
+    while i + 8 <= n {
+        acc += SIMD8<Double>(load8(x, i))
+        i += 8
     }
-    return total
+    var s = acc.sum()
+    while i < n {
+        s += Double(x[i])
+        i += 1
+    }
+    return s
 }
 
 /// `sum(g[0..<n] * (x[0..<n] - m))`, accumulated in eight lanes.

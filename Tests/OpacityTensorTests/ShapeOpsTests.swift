@@ -46,6 +46,16 @@ final class ShapeOpsTests: XCTestCase {
         XCTAssertEqual(img.padded2d(left: -1, right: 0, top: 0, bottom: -1).scalars, [2])
     }
 
+    func testSumAndMeanAddInDoublePrecision() {
+        // 1e8 then a thousand ones: float partial sums would drop most of the ones
+        // (the spacing of floats near 1e8 is 8); the exact sum 100001000 is a float.
+        let x = Tensor(shape: [1001], scalars: [1e8] + [Float](repeating: 1, count: 1000))
+        XCTAssertEqual(x.sum().scalar, 100_001_000)
+        XCTAssertEqual(Double(x.mean().scalar), 100_001_000.0 / 1001, accuracy: 8)
+        let small = Tensor(shape: [3], scalars: [0.1, 0.2, 0.3])
+        XCTAssertEqual(small.sum().scalar, Float(Double(Float(0.1)) + Double(Float(0.2)) + Double(Float(0.3))))
+    }
+
     func testReshapeSharesStorageAndKeepsValueSemantics() {
         let x = Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])
         var y = x.reshaped([4])
