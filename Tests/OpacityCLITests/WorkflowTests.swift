@@ -16,15 +16,15 @@ final class WorkflowTests: XCTestCase {
     func testWholeWorkflowLearnsAndWritesReadableFiles() throws {
         let dir = try CLI.tempDir("workflow")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var r = try CLI.run(["synth", "--out", "data", "--count", "240", "--size", "256", "--seed", "3"], in: dir)
+        var r = try CLI.run(["synth", "--out", "data", "--count", "320", "--size", "256", "--seed", "3"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        r = try CLI.run(["train", "--data", "data", "--config", small, "--epochs", "6", "--batch", "8", "--lr", "1e-3",
+        r = try CLI.run(["train", "--data", "data", "--config", small, "--epochs", "8", "--batch", "8", "--lr", "1e-3",
                          "--clip", "1", "--freeze-bn", "off", "--aug", "light", "--out", "run", "--seed", "5"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let run = dir.appendingPathComponent("run")
         // JSONL schema
         let lines = try parseJSONL(run.appendingPathComponent("log.jsonl"))
-        XCTAssertEqual(lines.count, 6)
+        XCTAssertEqual(lines.count, 8)
         for (i, l) in lines.enumerated() {
             XCTAssertEqual(l["epoch"] as? Int, i + 1)
             for key in ["time", "seconds", "lr", "train", "val", "metric", "images_per_second", "train_images", "val_images", "checkpoint", "best"] {
@@ -48,7 +48,7 @@ final class WorkflowTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("metric "), r.stdout)
         let perImage = try String(contentsOf: dir.appendingPathComponent("ev/per_image.csv"), encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(perImage.first, "patientId,score,truth_boxes,predicted_boxes")
-        XCTAssertEqual(perImage.count, 61)
+        XCTAssertEqual(perImage.count, 81)
         XCTAssertNoThrow(try PNG.read(dir.appendingPathComponent("ev/metric_vs_threshold.png")))
 
         // detect: JSON with boxes in source pixels + overlays
@@ -74,7 +74,7 @@ final class WorkflowTests: XCTestCase {
         r = try CLI.run(["submit", "--images", "data/stage_2_train_images", "--model", "run", "--out", "sub.csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let sub = try Submission(contentsOf: dir.appendingPathComponent("sub.csv"))
-        XCTAssertEqual(sub.rows.count, 240)
+        XCTAssertEqual(sub.rows.count, 320)
         r = try CLI.run(["score", "sub.csv", "--labels", "data/stage_2_train_labels.csv", "--per-image", "scores.csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stdout.contains("metric "), r.stdout)
@@ -83,7 +83,7 @@ final class WorkflowTests: XCTestCase {
         // ensemble of two checkpoints, both rules
         let ck = run.appendingPathComponent("checkpoints")
         for rule in ["percentile", "mean"] {
-            r = try CLI.run(["eval", "--model", ck.appendingPathComponent("epoch_005.opb").path, "--model", ck.appendingPathComponent("epoch_006.opb").path,
+            r = try CLI.run(["eval", "--model", ck.appendingPathComponent("epoch_007.opb").path, "--model", ck.appendingPathComponent("epoch_008.opb").path,
                              "--ensemble", rule, "--data", "data", "--folds-file", "run/folds.csv", "--out", "ens-\(rule)"], in: dir)
             XCTAssertEqual(r.status, 0, r.all)
             XCTAssertTrue(r.stdout.contains("ensemble of 2 models"), r.stdout)
@@ -93,7 +93,7 @@ final class WorkflowTests: XCTestCase {
         r = try CLI.run(["compare", "run", "--out", "cmp"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         for png in ["val_loss.png", "metric.png"] { XCTAssertNoThrow(try PNG.read(dir.appendingPathComponent("cmp/\(png)"))) }
-        XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("cmp/curves.csv"), encoding: .utf8).split(separator: "\n").count, 7)
+        XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("cmp/curves.csv"), encoding: .utf8).split(separator: "\n").count, 9)
     }
 
     /// A run stopped in the middle of an epoch and resumed ends with the same weights as an
