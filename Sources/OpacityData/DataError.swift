@@ -1,4 +1,5 @@
 import Foundation
+import OpacityCore
 
 /// Everything that can go wrong while reading, writing or preparing data.
 ///
@@ -82,27 +83,6 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     public var errorDescription: String? { description }
 }
 
-/// The candidate closest to `word` by edit distance, or `nil` when none is reasonably close.
-func nearestName(_ word: String, in candidates: [String]) -> String? {
-    func distance(_ a: [Character], _ b: [Character]) -> Int {
-        if a.isEmpty { return b.count }
-        if b.isEmpty { return a.count }
-        var prev = Array(0...b.count), cur = [Int](repeating: 0, count: b.count + 1)
-        for i in 1...a.count {
-            cur[0] = i
-            for j in 1...b.count {
-                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            swap(&prev, &cur)
-        }
-        return prev[b.count]
-    }
-    let w = Array(word.lowercased())
-    var best: (String, Int)?
-    for c in candidates {
-        let d = distance(w, Array(c.lowercased()))
-        if best == nil || d < best!.1 { best = (c, d) }
-    }
-    guard let (name, d) = best else { return nil }
-    return d <= max(2, (w.count + 1) / 2) ? name : nil
-}
+/// The candidate closest to `word` by edit distance, or `nil` when none is reasonably close
+/// (the core's ``nearestMatch(_:in:)``).
+func nearestName(_ word: String, in candidates: [String]) -> String? { nearestMatch(word, in: candidates) }
