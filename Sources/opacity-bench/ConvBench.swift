@@ -32,7 +32,7 @@ extension BenchSection {
             let w = Tensor.randomNormal([s.outChannels, s.inChannels, s.kernel, s.kernel],
                                         std: (2 / Float(s.inChannels * s.kernel * s.kernel)).squareRoot(), using: &rng)
             let stride = (s.stride, s.stride), padding = (s.padding, s.padding)
-            let fwd = measure(repetitions: reps) {
+            let fwd = measure(repetitions: reps, warmup: 2) {
                 Autograd.inference { _ = x.conv2d(w, stride: stride, padding: padding) }
             }
             // Backward as in training: gradient for the weight, and for the input except at the stem.

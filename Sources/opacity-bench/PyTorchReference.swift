@@ -126,6 +126,8 @@ struct PyTorchFigures {
         print("  running PyTorch reference: \(python) scripts/bench_pytorch.py --threads \(Compute.threads) ...")
         do {
             let status = try runProcess(python, args, quiet: false)
+            // Let the system reclaim the interpreter's memory before our own timings start.
+            Thread.sleep(forTimeInterval: 2)
             guard status == 0 else {
                 print("  (PyTorch comparison skipped: the script exited with status \(status))")
                 return nil
