@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Opacity builds and tests with, if any is missing.
-# Usage: scripts/install-deps.sh        (as root, or with sudo available)
+# Usage: scripts/install-deps.sh          (as root, or with sudo available)
+#        scripts/install-deps.sh --list   (print the package names)
 set -euo pipefail
 packages=(libopenblas-dev libpng-dev libzstd-dev libturbojpeg0-dev pkg-config unzip python3)
+if [ "${1:-}" = "--list" ]; then echo "${packages[*]}"; exit 0; fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
