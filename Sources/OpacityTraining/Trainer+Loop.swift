@@ -128,7 +128,8 @@ public final class Trainer {
         var step = start
         let t0 = Date()
         let startSeconds = seconds
-        for batch in trainData.batches(epoch: epoch, from: start) {
+        for result in trainData.batches(epoch: epoch, from: start) {
+            let batch = try result.get()
             seedDropouts(epoch: epoch, step: step)
             detector.train()
             let terms = detector.losses(batch.images, targets: batch.targets)
@@ -206,7 +207,8 @@ public final class Trainer {
         let batches = validationData.batchCount
         observer?.trainingWillValidate(epoch, batches: batches)
         var b = 0
-        for batch in validationData.batches(epoch: 0, from: 0) {
+        for result in validationData.batches(epoch: 0, from: 0) {
+            let batch = try result.get()
             Autograd.inference {
                 let out = detector.forward(batch.images)
                 let anchors = detector.anchors(height: batch.images.shape[2], width: batch.images.shape[3])

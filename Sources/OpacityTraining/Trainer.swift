@@ -25,8 +25,9 @@ public protocol BatchSource {
     var imageCount: Int { get }
     /// Batches in one epoch.
     var batchCount: Int { get }
-    /// The batches of `epoch` from batch index `start` on.
-    func batches(epoch: Int, from start: Int) -> AnyIterator<TrainingBatch>
+    /// The batches of `epoch` from batch index `start` on; a batch that cannot be built
+    /// (an unreadable image when skipping is off) comes as a failure, and the run stops with it.
+    func batches(epoch: Int, from start: Int) -> AnyIterator<Result<TrainingBatch, Error>>
 }
 
 /// The recipe of a training run. Defaults follow the paper.

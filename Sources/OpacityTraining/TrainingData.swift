@@ -48,26 +48,29 @@ public final class LoaderBatchSource: BatchSource {
     public var imageCount: Int { loader.dataset.records.count }
     public var batchCount: Int { loader.batchesPerEpoch }
 
-    public func batches(epoch: Int, from start: Int) -> AnyIterator<TrainingBatch> {
-        if start == 0 {
-            let it = loader.epoch(epoch)
-            return AnyIterator { [self] in
-                guard let b = try? it.next() else { return nil }
-                note(b.skipped)
-                return TrainingBatch(images: b.images, targets: b.targets, ids: b.ids)
-            }
-        }
-        // Resuming inside an epoch: the same batches from `start` on, built in order.
-        let order = loader.order(epoch: epoch)
-        var b = start
+    public func batches(epoch: Int, from start: Int) -> AnyIterator<Result<TrainingBatch, Error>> {
+        // From the start of an epoch the loader's workers prefetch; resuming inside an epoch
+        // builds the same batches from `start` on, in order.
+        let iterator: EpochIterator? = start == 0 ? loader.epoch(epoch) : nil
+        let order = start == 0 ? [] : loader.order(epoch: epoch)
+        var b = start, done = false
         let count = loader.batchesPerEpoch
         return AnyIterator { [self] in
-            while b < count {
-                defer { b += 1 }
-                guard let batch = try? loader.batch(b, epoch: epoch, order: order) else { return nil }
+            while !done {
+                let batch: Batch?
+                do {
+                    if let iterator { batch = try iterator.next() } else if b < count {
+                        batch = try loader.batch(b, epoch: epoch, order: order)
+                        b += 1
+                    } else { batch = nil }
+                } catch {
+                    done = true
+                    return .failure(error)
+                }
+                guard let batch else { done = true; return nil }
                 note(batch.skipped)
                 if batch.ids.isEmpty { continue }
-                return TrainingBatch(images: batch.images, targets: batch.targets, ids: batch.ids)
+                return .success(TrainingBatch(images: batch.images, targets: batch.targets, ids: batch.ids))
             }
             return nil
         }

@@ -146,6 +146,22 @@ final class WorkflowTests: XCTestCase {
         XCTAssertEqual(try EpochLog.read(dir.appendingPathComponent("run/log.jsonl")).count, 1)
     }
 
+    /// An image that cannot be decoded stops training with its name (it is not silently
+    /// dropped), unless --skip-unreadable is given.
+    func testUnreadableImageStopsTrainingUnlessSkipped() throws {
+        let dir = try CLI.tempDir("unreadable")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "--out", "data", "--count", "16", "--size", "128", "--seed", "4"], in: dir).status, 0)
+        let bad = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))[0]
+        try Data("not an image".utf8).write(to: bad)
+        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+        var r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "4", "--out", "run"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains(bad.lastPathComponent), r.all)
+        r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "4", "--out", "run2", "--skip-unreadable"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+    }
+
     /// Mistakes give clear messages and non-zero exit codes.
     func testBadInputFailsClearly() throws {
         let dir = try CLI.tempDir("errors")
