@@ -72,8 +72,17 @@ struct BroadcastPlan {
 }
 
 extension Tensor {
-    /// Sums `self` down to `target` (the inverse of broadcasting `target` to `self.shape`).
+    /// Sums `self` down to `target` (the inverse of broadcasting `target` to `self.shape`);
+    /// differentiable (the gradient broadcasts back).
     public func sum(toShape target: [Int]) -> Tensor {
+        if target == shape { return self }
+        let out = reducedUntracked(toShape: target)
+        let full = shape
+        return Autograd.record("sumToShape", out, inputs: [self]) { g in [g.broadcastUntracked(to: full)] }
+    }
+
+    /// The reduction of ``sum(toShape:)`` without recording (used inside backward passes).
+    func reducedUntracked(toShape target: [Int]) -> Tensor {
         if target == shape { return self }
         guard let plan = BroadcastPlan(shape, target), plan.outShape == shape else {
             fatalError(ShapeError(op: "sum(toShape:)", "\(describe(shape)) does not broadcast from \(describe(target))").description)
@@ -162,14 +171,14 @@ extension Tensor {
     public static func + (a: Tensor, b: Tensor) -> Tensor {
         let out = binaryKernel(a, b, .add, op: "add")
         let sa = a.shape, sb = b.shape
-        return Autograd.record("add", out, inputs: [a, b]) { g in [g.sum(toShape: sa), g.sum(toShape: sb)] }
+        return Autograd.record("add", out, inputs: [a, b]) { g in [g.reducedUntracked(toShape: sa), g.reducedUntracked(toShape: sb)] }
     }
 
     /// Elementwise difference with broadcasting.
     public static func - (a: Tensor, b: Tensor) -> Tensor {
         let out = binaryKernel(a, b, .sub, op: "sub")
         let sa = a.shape, sb = b.shape
-        return Autograd.record("sub", out, inputs: [a, b]) { g in [g.sum(toShape: sa), (-g).sum(toShape: sb)] }
+        return Autograd.record("sub", out, inputs: [a, b]) { g in [g.reducedUntracked(toShape: sa), (-g).reducedUntracked(toShape: sb)] }
     }
 
     /// Elementwise product with broadcasting (e.g. squeeze-and-excitation:
@@ -179,8 +188,8 @@ extension Tensor {
         let ad = a.detached(), bd = b.detached()
         let ta = a.node != nil, tb = b.node != nil
         return Autograd.record("mul", out, inputs: [a, b]) { g in
-            [ta ? binaryKernel(g, bd, .mul, op: "mul").sum(toShape: ad.shape) : nil,
-             tb ? binaryKernel(g, ad, .mul, op: "mul").sum(toShape: bd.shape) : nil]
+            [ta ? binaryKernel(g, bd, .mul, op: "mul").reducedUntracked(toShape: ad.shape) : nil,
+             tb ? binaryKernel(g, ad, .mul, op: "mul").reducedUntracked(toShape: bd.shape) : nil]
         }
     }
 
@@ -189,10 +198,10 @@ extension Tensor {
         let out = binaryKernel(a, b, .div, op: "div")
         let ad = a.detached(), bd = b.detached()
         return Autograd.record("div", out, inputs: [a, b]) { g in
-            let ga = binaryKernel(g, bd, .div, op: "div").sum(toShape: ad.shape)
+            let ga = binaryKernel(g, bd, .div, op: "div").reducedUntracked(toShape: ad.shape)
             // d(a/b)/db = -a / b^2
             let q = binaryKernel(binaryKernel(g, ad, .mul, op: "div"), binaryKernel(bd, bd, .mul, op: "div"), .div, op: "div")
-            return [ga, (-q).sum(toShape: bd.shape)]
+            return [ga, (-q).reducedUntracked(toShape: bd.shape)]
         }
     }
 }

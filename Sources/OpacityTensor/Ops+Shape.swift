@@ -173,7 +173,7 @@ extension Tensor {
         return sum(axes: axes) * (1 / Float(max(1, n)))
     }
 
-    func sum(toShapeUntracked target: [Int]) -> Tensor { detached().sum(toShape: target) }
+    func sum(toShapeUntracked target: [Int]) -> Tensor { reducedUntracked(toShape: target) }
 
     func broadcastUntracked(to target: [Int]) -> Tensor {
         Tensor.binaryKernel(Tensor.zeros(target), self, .add, op: "broadcast")

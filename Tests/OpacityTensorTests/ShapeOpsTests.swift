@@ -9,6 +9,7 @@ final class ShapeOpsTests: XCTestCase {
         checkGradients("flattened", [x]) { $0[0].flattened() }
         checkGradients("permute NCHW->NHWC", [x]) { $0[0].permuted([0, 2, 3, 1]) }
         checkGradients("permute reverse", [x]) { $0[0].permuted([3, 2, 1, 0]) }
+        checkGradients("sum(toShape:) over N, H, W", [x]) { $0[0].sum(toShape: [1, x.shape[1], 1, 1]) }
         let y = uniform([2, 2, 4, 5], seed: 2), z = uniform([2, 1, 4, 5], seed: 3)
         checkGradients("concat channels", [x, y, z]) { Tensor.concat($0, axis: 1) }
         checkGradients("concat batch", [x, x * 2]) { Tensor.concat($0, axis: 0) }
