@@ -67,7 +67,7 @@ public final class ResNet: Module, Encoder {
     }
 
     public func features(_ images: Tensor) -> [Tensor] {
-        var x = bn1(conv1(images)).relu()
+        var x = bn1(conv1(images), relu: true)
         x = x.maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
         let c2 = layer1(x)
         let c3 = layer2(c2)
@@ -102,7 +102,7 @@ public final class BasicBlock: Module, Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let out = bn2(conv2(bn1(conv1(x)).relu()))
+        let out = bn2(conv2(bn1(conv1(x), relu: true)))
         return (out + (downsample?(x) ?? x)).relu()
     }
 }
@@ -128,8 +128,8 @@ public final class Bottleneck: Module, Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = bn1(conv1(x)).relu()
-        y = bn2(conv2(y)).relu()
+        var y = bn1(conv1(x), relu: true)
+        y = bn2(conv2(y), relu: true)
         y = bn3(conv3(y))
         return (y + (downsample?(x) ?? x)).relu()
     }
