@@ -3,7 +3,7 @@
 // Opacity: lung-opacity detection on chest X-rays with single-shot detectors.
 //
 // Layers (a lower layer never imports a higher one):
-//   C libraries -> OpacityTensor -> OpacityCore -> Plugins/* -> OpacityData -> OpacityTraining -> opacity (CLI)
+//   C libraries -> OpacityTensor -> OpacityCore -> Plugins/* -> OpacityData -> OpacityTraining -> OpacityCLI -> opacity
 // See Documentation/Architecture.md.
 import PackageDescription
 
@@ -49,9 +49,10 @@ let apps: [Target] = [
     .target(
         name: "Opacity",
         dependencies: ["OpacityTensor", "OpacityCore", "OpacityData", "OpacityTraining"] + pluginProducts),
-    .executableTarget(
-        name: "opacity",
+    .target(
+        name: "OpacityCLI",
         dependencies: ["Opacity", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+    .executableTarget(name: "opacity", dependencies: ["OpacityCLI"]),
     .executableTarget(name: "opacity-bench", dependencies: ["Opacity"]),
 ]
 
@@ -71,6 +72,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "Opacity", targets: ["Opacity"]),
+        .library(name: "OpacityCLI", targets: ["OpacityCLI"]),
         .executable(name: "opacity", targets: ["opacity"]),
     ],
     dependencies: [

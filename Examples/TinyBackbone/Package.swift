@@ -1,7 +1,8 @@
 // swift-tools-version: 6.0
 //
 // An Opacity backbone plugin in a package of its own: the TinyBackbone library (the encoder
-// and its plugin, one file) and a demo that trains a RetinaNet on it through the public API.
+// and its plugin, one file), a demo that trains a RetinaNet on it through the public API, and
+// tiny-opacity: the `opacity` command line with the backbone in every command.
 // See Documentation/AddingABackbone.md.
 //
 // Outside this repository, depend on Opacity by URL instead:
@@ -24,6 +25,9 @@ let package = Package(
         .target(name: "TinyBackbone", dependencies: [.product(name: "Opacity", package: opacityPackage)]),
         .executableTarget(name: "tiny-backbone-demo",
                           dependencies: ["TinyBackbone", .product(name: "Opacity", package: opacityPackage)]),
+        // The whole `opacity` command line with TinyBackbone registered (three lines of code).
+        .executableTarget(name: "tiny-opacity",
+                          dependencies: ["TinyBackbone", .product(name: "OpacityCLI", package: opacityPackage)]),
     ],
     swiftLanguageModes: [.v6]
 )

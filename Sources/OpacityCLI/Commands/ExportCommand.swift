@@ -32,7 +32,7 @@ struct ExportCommand: ParsableCommand {
     }
 
     func run() throws {
-        let registry = try Registry.standard()
+        let registry = try CommandContext.registry()
         let url = try ModelReference.resolve(model)
         let loaded = try Detector.loadWithReport(from: url, registry: registry)
         var meta = BundleMetadata(provenance: loaded.info.metadata.provenance, metrics: loaded.info.metadata.metrics)

@@ -25,7 +25,7 @@ struct DemoCommand: ParsableCommand {
         let root = URL(fileURLWithPath: out)
         let data = root.appendingPathComponent("data")
         let runDir = root.appendingPathComponent("run")
-        let registry = try Registry.standard()
+        let registry = try CommandContext.registry()
         // 1. data
         if !FileManager.default.fileExists(atPath: data.appendingPathComponent("stage_2_train_labels.csv").path) {
             say("1/4 generating \(count) synthetic chest X-rays in \(data.path)")

@@ -3,7 +3,6 @@ import Foundation
 import Opacity
 
 /// The `opacity` command line.
-@main
 struct OpacityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "opacity",

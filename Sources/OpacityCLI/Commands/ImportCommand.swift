@@ -55,7 +55,7 @@ struct ImportCommand: ParsableCommand {
     }
 
     func run() throws {
-        let registry = try Registry.standard()
+        let registry = try CommandContext.registry()
         let map = try KeyMap.named(keyMap)
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)

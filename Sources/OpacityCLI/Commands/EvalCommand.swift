@@ -29,7 +29,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         if let threads { Compute.threads = threads }
-        let registry = try Registry.standard()
+        let registry = try CommandContext.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         say(model.describe(urls, predictor))
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)

@@ -20,7 +20,7 @@ struct PluginsCommand: ParsableCommand {
     var canonical: String?
 
     func run() throws {
-        let registry = try Registry.standard()
+        let registry = try CommandContext.registry()
         if let canonical {
             let c = try registry.canonical(canonical)
             let r = try registry.checkDetector(c)

@@ -40,7 +40,7 @@ struct DetectCommand: ParsableCommand {
             files += isDir.boolValue ? try ImageFile.list(in: URL(fileURLWithPath: i)) : [URL(fileURLWithPath: i)]
         }
         guard !files.isEmpty else { throw ValidationError("no images (.dcm, .png, .jpg) in \(inputs.joined(separator: ", "))") }
-        let registry = try Registry.standard()
+        let registry = try CommandContext.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
         predictor.filter = ConfidenceFilter(threshold: t)

@@ -1,0 +1,41 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity compare`.
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Overlay several runs' validation-loss and metric curves in PNGs, with the numbers as CSV.",
+        discussion: """
+            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure.
+
+            Example:
+              opacity compare runs/r34_* runs/seresnext50_* --out compare
+            """)
+
+    @Argument(help: "Run folders.") var runs: [String]
+    @Option(name: .long, help: "Output folder.") var out: String = "compare"
+
+    func run() throws {
+        guard !runs.isEmpty else { throw ValidationError("name at least one run folder") }
+        let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
+        let outURL = URL(fileURLWithPath: out)
+        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        var written: [String] = []
+        for (q, name) in [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")] {
+            let u = outURL.appendingPathComponent(name)
+            try writePNG(cmp.chart(q).render(), to: u)
+            written.append(u.path)
+        }
+        let csv = outURL.appendingPathComponent("curves.csv")
+        try Data(cmp.csv.utf8).write(to: csv, options: .atomic)
+        for g in cmp.groups {
+            let last = g.runs.compactMap { $0.logs.last }
+            let best = g.runs.flatMap(\.logs).map(\.metric.best).max() ?? 0
+            let val = last.map(\.val.total).reduce(0, +) / Double(max(1, last.count))
+            say(String(format: "%@: %d run(s), final val loss %.4f, best metric %.4f", g.label, g.runs.count, val, best))
+        }
+        say("wrote " + (written + [csv.path]).joined(separator: ", "))
+    }
+}

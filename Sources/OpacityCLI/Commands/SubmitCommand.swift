@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity submit`.
+struct SubmitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Write a Kaggle submission CSV (patientId,PredictionString) for a folder of test images.",
+        discussion: """
+            Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension.
+
+            Examples:
+              opacity submit --images stage_2_test_images --model runs/fold0 --model runs/fold1 --out submission.csv
+              opacity submit --images test --model retinanet-r34-composite --threshold 0.25 --shrink 0.875
+            """)
+
+    @Option(name: .long, help: "Folder of test images (DICOM or PNG).") var images: String
+    @OptionGroup var model: ModelOptions
+    @Option(name: .long, help: "Keep boxes scoring above this (default: the threshold saved with the first model, else 0.2).") var threshold: Float?
+    @Option(name: .long, help: "The submission file.") var out: String = "submission.csv"
+    @Flag(name: .long, help: "Leave out unreadable images with a warning instead of stopping.") var skipUnreadable = false
+    @Option(name: .long, help: "Compute threads.") var threads: Int?
+
+    func run() throws {
+        if let threads { Compute.threads = threads }
+        let files = try ImageFile.list(in: URL(fileURLWithPath: images))
+        guard !files.isEmpty else { throw ValidationError("\(images) holds no images (.dcm, .png, .jpg)") }
+        let registry = try CommandContext.registry()
+        let (predictor, urls) = try model.predictor(registry: registry)
+        let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
+        predictor.filter = ConfidenceFilter(threshold: t)
+        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t))
+        var rows: [(patientId: String, detections: [Detection])] = []
+        let bar = TerminalProgressBar(label: "submit")
+        let t0 = Date()
+        var failed: [String] = []
+        for (k, f) in files.enumerated() {
+            let id = f.deletingPathExtension().lastPathComponent
+            do {
+                let img = try ImageFile.read(f)
+                rows.append((id, predictor.detect([img])[0]))
+            } catch {
+                if !skipUnreadable { throw error }
+                failed.append("\(f.lastPathComponent): \(error)")
+                rows.append((id, []))
+            }
+            bar.update(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+        }
+        let sub = Submission(rows: rows)
+        try sub.write(to: URL(fileURLWithPath: out))
+        if !failed.isEmpty { note("\(failed.count) unreadable images written without boxes:\n  " + failed.joined(separator: "\n  ")) }
+        say("wrote \(out): \(rows.count) patients, \(rows.filter { !$0.detections.isEmpty }.count) with boxes, \(rows.reduce(0) { $0 + $1.detections.count }) boxes")
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+@_exported import Opacity
+
+/// The `opacity` command line as a library: every command, built on the registry of the plugins
+/// it is given.
+///
+/// The stock `opacity` executable is
+///
+/// ```swift
+/// import OpacityCLI
+/// OpacityMain.run(plugins: builtinPlugins)
+/// ```
+///
+/// and an executable of a backbone package is `opacity` with its backbone in every command
+/// (train, eval, detect, export, compare, ...):
+///
+/// ```swift
+/// import OpacityCLI
+/// import MyBackbone
+/// OpacityMain.run(plugins: builtinPlugins + [MyBackbonePlugin.self])
+/// ```
+public enum OpacityMain {
+    /// Parses `arguments` (default: the process's own), runs the command and exits the process
+    /// with the status described in ``ExitStatus``.
+    ///
+    /// - Parameters:
+    ///   - plugins: the plugins every command's registry is built from, in registration order;
+    ///     two plugins that register the same name make each command fail with the registry's
+    ///     error (exit status 1).
+    ///   - arguments: the command line without the executable's name; `nil` reads the process's.
+    public static func run(plugins: [any OpacityPlugin.Type] = builtinPlugins, arguments: [String]? = nil) -> Never {
+        CommandContext.shared.setPlugins(plugins)
+        OpacityCommand.main(arguments)
+        exit(0)
+    }
+}
+
+/// What the commands share in one process: the plugin list given to ``OpacityMain/run(plugins:arguments:)``.
+final class CommandContext: @unchecked Sendable {
+    static let shared = CommandContext()
+
+    private let lock = NSLock()
+    private var plugins: [any OpacityPlugin.Type] = builtinPlugins
+
+    func setPlugins(_ list: [any OpacityPlugin.Type]) {
+        lock.lock()
+        plugins = list
+        lock.unlock()
+    }
+
+    /// A registry of the plugins this command line was started with.
+    ///
+    /// - Throws: `ConfigError.duplicateName` when two plugins register the same name.
+    static func registry() throws -> Registry {
+        shared.lock.lock()
+        let list = shared.plugins
+        shared.lock.unlock()
+        return try Registry(plugins: list)
+    }
+}
