@@ -63,7 +63,7 @@ let tests: [Target] = [
     .testTarget(name: "OpacityCoreTests", dependencies: ["OpacityCore"]),
     .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData"]),
     .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
-    .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"]),
+    .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"]),
 ]
 
