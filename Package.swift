@@ -2,8 +2,12 @@
 //
 // Opacity: lung-opacity detection on chest X-rays with single-shot detectors.
 //
-// Layers (a lower layer never imports a higher one):
-//   C libraries -> OpacityTensor -> OpacityCore -> Plugins/* -> OpacityData -> OpacityTraining -> OpacityCLI -> opacity
+// Layers (a lower layer never imports a higher one; siblings do not import each other):
+//   C libraries -> OpacityTensor -> OpacityCore -> { Plugins/*, OpacityPersistence, OpacityData }
+//   OpacityPersistence + OpacityData -> OpacityTraining;  all of them -> Opacity (umbrella)
+//   -> OpacityCLI -> opacity
+// Plugins depend on OpacityTensor and OpacityCore only (the two library products a backbone
+// package needs); persistence (bundles, checkpoints, zoo, weight import, zstd) sits beside them.
 // See Documentation/Architecture.md.
 import PackageDescription
 
@@ -28,9 +32,10 @@ let systemLibraries: [Target] = [
 
 let core: [Target] = [
     .target(name: "OpacityTensor", dependencies: ["CBLAS"]),
-    .target(name: "OpacityCore", dependencies: ["OpacityTensor", "CZstd"]),
+    .target(name: "OpacityCore", dependencies: ["OpacityTensor"]),
+    .target(name: "OpacityPersistence", dependencies: ["OpacityTensor", "OpacityCore", "CZstd"]),
     .target(name: "OpacityData", dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG"]),
-    .target(name: "OpacityTraining", dependencies: ["OpacityTensor", "OpacityCore", "OpacityData"]),
+    .target(name: "OpacityTraining", dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData"]),
 ]
 
 // MARK: - Plugins: one target per family, each registers its names
@@ -48,7 +53,8 @@ let pluginProducts: [Target.Dependency] = pluginNames.map { .target(name: "Opaci
 let apps: [Target] = [
     .target(
         name: "Opacity",
-        dependencies: ["OpacityTensor", "OpacityCore", "OpacityData", "OpacityTraining"] + pluginProducts),
+        dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData", "OpacityTraining"]
+            + pluginProducts),
     .target(
         name: "OpacityCLI",
         dependencies: ["Opacity", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -61,7 +67,8 @@ let apps: [Target] = [
 let tests: [Target] = [
     .testTarget(name: "OpacityTensorTests", dependencies: ["OpacityTensor"]),
     .testTarget(name: "OpacityCoreTests", dependencies: ["OpacityCore"]),
-    .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData"]),
+    .testTarget(name: "OpacityPersistenceTests", dependencies: ["OpacityCore", "OpacityPersistence"]),
+    .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData", "OpacityPersistence"]),
     .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"]),
@@ -73,6 +80,9 @@ let package = Package(
     products: [
         .library(name: "Opacity", targets: ["Opacity"]),
         .library(name: "OpacityCLI", targets: ["OpacityCLI"]),
+        // What a backbone package needs: the tensor engine and the detection vocabulary.
+        .library(name: "OpacityTensor", targets: ["OpacityTensor"]),
+        .library(name: "OpacityCore", targets: ["OpacityCore"]),
         .executable(name: "opacity", targets: ["opacity"]),
     ],
     dependencies: [

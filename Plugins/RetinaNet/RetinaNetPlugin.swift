@@ -25,7 +25,6 @@ public enum RetinaNetPlugin: OpacityPlugin {
         ParameterSpec("candidate_score", .float(0...1), default: .float(0.025), "score an anchor needs to enter NMS"),
         ParameterSpec("nms", .float(0...1), default: .float(0.05), "class-agnostic NMS IoU"),
         ParameterSpec("shrink", .float(0.1...2), default: .float(1), "scale boxes about their centre after NMS (0.875 in the paper)"),
-        ParameterSpec(Detector.encoderWeightsKey, .string(choices: nil), default: .string(""), "encoder bundle to start from: a file path or zoo:NAME (opacity import makes one)"),
     ]
 
     public static func register(into registry: inout Registry) throws {
@@ -65,11 +64,8 @@ public enum RetinaNetPlugin: OpacityPlugin {
                         beta: cfg.float("beta"), globalWeight: cfg.float("global_weight"))
                     let post = RetinaPostprocessor(candidateScore: cfg.float("candidate_score"), nmsIoU: cfg.float("nms"),
                                                    shrink: cfg.float("shrink"))
-                    let detector = Detector(config: cfg.canonical.description, encoder: encoder, neck: neck, head: head, loss: loss,
-                                            postprocessor: post, anchors: AnchorGenerator(levels: p.levels), inputSize: cfg.int("size"))
-                    let weights = cfg.string(Detector.encoderWeightsKey)
-                    if !weights.isEmpty { try detector.loadEncoderWeights(reference: weights) }
-                    return detector
+                    return Detector(config: cfg.canonical.description, encoder: encoder, neck: neck, head: head, loss: loss,
+                                    postprocessor: post, anchors: AnchorGenerator(levels: p.levels), inputSize: cfg.int("size"))
                 }))
     }
 

@@ -1,6 +1,7 @@
 // The umbrella module: `import Opacity` brings the whole framework and its built-in plugins.
 @_exported import OpacityTensor
 @_exported import OpacityCore
+@_exported import OpacityPersistence
 @_exported import OpacityData
 @_exported import OpacityTraining
 @_exported import OpacityResNet

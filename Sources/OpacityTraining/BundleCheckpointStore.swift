@@ -1,5 +1,6 @@
 import Foundation
 import OpacityCore
+import OpacityPersistence
 import OpacityTensor
 
 /// Checkpoints as weight bundles: the detector's weights, the optimizer state (group

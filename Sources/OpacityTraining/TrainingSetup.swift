@@ -1,5 +1,6 @@
 import Foundation
 import OpacityCore
+import OpacityPersistence
 import OpacityData
 import OpacityTensor
 

@@ -1,5 +1,6 @@
 import Foundation
 import OpacityCore
+import OpacityPersistence
 import XCTest
 
 /// The shared real test files: `<repo>/../shared/realdata`.

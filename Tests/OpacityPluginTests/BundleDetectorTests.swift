@@ -3,7 +3,7 @@ import Opacity
 import XCTest
 
 /// Bundles with real detectors: round trips in every storage type, the int8 tolerance,
-/// strict and partial loads, checkpoints with optimizer state, `encoder_weights=`, a timm
+/// strict and partial loads, checkpoints with optimizer state, legacy `encoder_weights=`, a timm
 /// import, and a zoo load.
 final class BundleDetectorTests: XCTestCase {
     static let small = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
@@ -155,26 +155,32 @@ final class BundleDetectorTests: XCTestCase {
         }
     }
 
-    func testEncoderWeightsConfigOption() throws {
-        let source = try makeDetector(seed: 3)
-        let enc = file("start.opb")
-        try source.saveEncoder(to: enc, registry: registry)
-        let config = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64, encoder_weights=\"\(enc.path)\")"
-        let d = try registry.makeDetector(config)
-        assertSameState(source.encoder, d.encoder)
-        XCTAssertTrue(d.config.contains("encoder_weights="), d.config)
-        XCTAssertEqual(try registry.canonical(d.config), d.config)
-        // a bundle of that detector loads without the starting file
-        let saved = file("trained.opb")
-        try d.save(to: saved)
-        try FileManager.default.removeItem(at: enc)
+    /// Bundles written when `encoder_weights` was a detector config key still load: the key
+    /// is stripped on read, the weights and outputs are the bundle's, and resuming into the
+    /// stripped detector accepts the old checkpoint. The key itself is refused in a config now.
+    func testLegacyEncoderWeightsKeyIsStrippedOnRead() throws {
+        let d = try makeDetector(seed: 3)
+        var old = try Config(parsing: d.config)
+        old.arguments.append((key: "encoder_weights", value: .string("/gone/start.opb")))
+        XCTAssertTrue(old.description.contains("encoder_weights=\"/gone/start.opb\""), old.description)
+        let saved = file("old.opb")
+        try WeightBundle.write(to: saved, metadata: BundleMetadata(kind: .detector, config: old.description),
+                               groups: [TensorGroup(WeightBundle.modelGroup, d.stateDict(), storage: .fp32)])
+        XCTAssertEqual(try WeightBundle.info(saved).metadata.config, old.description)
         let back = try Detector.load(from: saved, registry: registry)
         XCTAssertEqual(back.config, d.config)
         assertSameState(d, back)
-        XCTAssertThrowsError(try registry.makeDetector(config)) { e in XCTAssertTrue("\(e)".contains("start.opb"), "\(e)") }
+        let x = images()
+        for (a, b) in zip(outputs(d, x), outputs(back, x)) { XCTAssertEqual(a.scalars, b.scalars) }
+        let checkpoint = try Checkpoint.load(from: saved, into: try makeDetector(seed: 4))
+        assertSameState(d, checkpoint.detector)
+        XCTAssertThrowsError(try registry.makeDetector(old.description)) { e in
+            XCTAssertTrue("\(e)".contains("encoder_weights"), "\(e)")
+        }
     }
 
-    /// `encoder_weights="zoo:NAME"` takes a shipped or fetched zoo encoder (hash-checked).
+    /// `loadEncoderWeights(reference: "zoo:NAME")` (the training option `--encoder-weights`)
+    /// takes a shipped or fetched zoo encoder (hash-checked).
     func testEncoderWeightsFromTheZoo() throws {
         let source = try makeDetector(seed: 4)
         let userDir = file("user")
@@ -186,9 +192,10 @@ final class BundleDetectorTests: XCTestCase {
         setenv("OPACITY_USER_MANIFEST", userDir.appendingPathComponent("zoo.json").path, 1)
         setenv("OPACITY_CACHE", file("cache").path, 1)
         defer { unsetenv("OPACITY_USER_MANIFEST"); unsetenv("OPACITY_CACHE") }
-        let d = try registry.makeDetector("retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64, encoder_weights=\"zoo:tiny-encoder\")")
+        let d = try registry.makeDetector("retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)")
+        try d.loadEncoderWeights(reference: "zoo:tiny-encoder")
         assertSameState(source.encoder, d.encoder)
-        XCTAssertThrowsError(try registry.makeDetector("retinanet(encoder=resnet18(width=0.125), encoder_weights=\"zoo:tiny-encodr\")")) { e in
+        XCTAssertThrowsError(try d.loadEncoderWeights(reference: "zoo:tiny-encodr")) { e in
             XCTAssertTrue("\(e)".contains("did you mean 'tiny-encoder'"), "\(e)")
         }
         XCTAssertThrowsError(try Zoo.standard().load("tiny-encoder", registry: registry)) { e in
@@ -333,7 +340,8 @@ final class BundleDetectorTests: XCTestCase {
         XCTAssertLessThanOrEqual(c5.maxAbsDifference(y), 1e-4 * max(1, scale), "max |y| \(scale)")
 
         // and a detector starts from it
-        let d = try registry.makeDetector("retinanet(encoder=resnet34, neck=fpn(channels=16), head=retina(channels=16), size=64, encoder_weights=\"\(out.path)\")")
+        let d = try registry.makeDetector("retinanet(encoder=resnet34, neck=fpn(channels=16), head=retina(channels=16), size=64)")
+        try d.loadEncoderWeights(from: out)
         assertSameState(encoder, d.encoder)
     }
 

@@ -11,8 +11,8 @@ struct ImportCommand: ParsableCommand {
             Reads a safetensors file as published by timm or Hugging Face (e.g. the
             model.safetensors of timm/resnet34.a1_in1k), maps its names one to one onto an
             Opacity encoder, sums a 3-channel stem into the 1-channel X-ray stem, drops the
-            ImageNet classifier and writes an encoder bundle. Start a detector from it with
-              retinanet(encoder=resnet34, encoder_weights="resnet34_in1k.opb")
+            ImageNet classifier and writes an encoder bundle. Start training a detector from it with
+              opacity train --config "retinanet(encoder=resnet34)" --encoder-weights resnet34_in1k.opb ...
 
             Key maps: timm (names unchanged), cadene (Cadene pretrainedmodels se_resnext*,
             = timm legacy_seresnext*), timm-seresnext (timm's current seresnext*_32x4d).
@@ -65,7 +65,7 @@ struct ImportCommand: ParsableCommand {
         print(report)
         if verbose { print(report.details) }
         if let out {
-            print("start a detector from it with: retinanet(encoder=\(report.encoder), encoder_weights=\"\(out.path)\")")
+            print("start training a detector from it with: --config \"retinanet(encoder=\(report.encoder))\" --encoder-weights \(out.path)")
         } else {
             print("dry run: nothing written")
         }

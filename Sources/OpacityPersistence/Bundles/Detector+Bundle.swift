@@ -1,0 +1,187 @@
+import Foundation
+import OpacityTensor
+import OpacityCore
+
+/// Which of a detector's weights a load touches.
+public enum WeightPart: Sendable, Equatable {
+    /// Every parameter and buffer.
+    case all
+    /// Only the encoder's (`encoder.*`), for transfer from ImageNet or another detector.
+    case encoder
+    /// Only paths starting with this prefix.
+    case prefix(String)
+
+    var prefix: String? {
+        switch self {
+        case .all: return nil
+        case .encoder: return "encoder."
+        case .prefix(let p): return p
+        }
+    }
+}
+
+/// A detector built from a bundle, with what the load did.
+public struct LoadedDetector {
+    /// The detector, in evaluation mode.
+    public let detector: Detector
+    /// Which tensors loaded (strict loads list every one).
+    public let report: LoadReport
+    /// The bundle's metadata and table.
+    public let info: BundleInfo
+}
+
+extension Detector {
+    /// A detector config key that older versions accepted for starting encoder weights
+    /// (`retinanet(..., encoder_weights="FILE")`). Starting weights are now a training option
+    /// only (`TrainingOptions.encoderWeights`, `opacity train --encoder-weights`); bundles written
+    /// with the key still load: it is stripped from their config when they are read.
+    static let legacyEncoderWeightsKey = "encoder_weights"
+
+    /// Saves the detector's parameters and buffers to one bundle with its config string.
+    ///
+    /// - Parameters:
+    ///   - url: the file to write atomically (conventionally `*.opb`).
+    ///   - storage: the storage policy (``StoragePolicy/fp32`` by default; ``StoragePolicy/int8``
+    ///     is about 4x smaller).
+    ///   - metadata: provenance, metrics and extras; `kind` and `config` are set from the detector.
+    ///   - compressionLevel: zstd level (1...19).
+    /// - Returns: what was written.
+    /// - Throws: ``BundleError``.
+    @discardableResult
+    public func save(to url: URL, storage: StoragePolicy = .fp32, metadata: BundleMetadata = BundleMetadata(),
+                     compressionLevel: Int = 3) throws -> BundleSummary {
+        var m = metadata
+        m.kind = .detector
+        m.config = config
+        return try WeightBundle.write(to: url, metadata: m, groups: [TensorGroup(WeightBundle.modelGroup, stateDict(), storage: storage)],
+                                      compressionLevel: compressionLevel)
+    }
+
+    /// Saves only the encoder's weights, with timm's names and the encoder's config
+    /// string, as an encoder bundle for ``loadEncoderWeights(from:)`` or `opacity train --encoder-weights`.
+    /// - Parameter registry: resolves the encoder's config from the detector's.
+    /// - Throws: ``BundleError``, or ``ConfigError`` if the registry cannot resolve the config.
+    @discardableResult
+    public func saveEncoder(to url: URL, registry: Registry, storage: StoragePolicy = .fp32,
+                            metadata: BundleMetadata = BundleMetadata()) throws -> BundleSummary {
+        let resolved = try registry.checkDetector(Detector.strippingEncoderWeights(config))
+        let encoderConfig = resolved.components["encoder"]?.canonical.description ?? ""
+        var m = metadata
+        m.kind = .encoder
+        m.config = encoderConfig
+        return try WeightBundle.write(to: url, metadata: m, groups: [TensorGroup(WeightBundle.modelGroup, encoder.stateDict(), storage: storage)])
+    }
+
+    /// Builds a detector from the config string stored in a bundle and loads its weights.
+    ///
+    /// Reads only the `model` group (a checkpoint's optimizer state is not decompressed).
+    /// The detector is returned in evaluation mode; call `train()` to train it further.
+    /// - Parameters:
+    ///   - url: a detector bundle.
+    ///   - registry: must know every component the config names (e.g. `Registry.standard()`).
+    ///   - options: ``LoadOptions/strict`` by default: every name must match in both
+    ///     directions, with equal shapes.
+    /// - Returns: the detector.
+    /// - Throws: ``BundleError``: a damaged file, ``BundleError/wrongKind(file:expected:found:)``
+    ///   for an encoder bundle, ``BundleError/cannotBuild(file:config:reason:)`` when the
+    ///   registry lacks a component, ``BundleError/doesNotFit(file:report:)`` listing missing,
+    ///   unexpected and mis-shaped names (nothing is loaded then).
+    public static func load(from url: URL, registry: Registry, options: LoadOptions = .strict) throws -> Detector {
+        try loadWithReport(from: url, registry: registry, options: options).detector
+    }
+
+    /// ``load(from:registry:options:)`` that also returns the load report and the bundle's info.
+    public static func loadWithReport(from url: URL, registry: Registry, options: LoadOptions = .strict) throws -> LoadedDetector {
+        let reader = try BundleReader(url)
+        let info = reader.info
+        guard info.metadata.kind == .detector else {
+            throw BundleError.wrongKind(file: url.path, expected: "detector", found: info.metadata.kind.rawValue)
+        }
+        let detector = try build(config: info.metadata.config, registry: registry, file: url.path)
+        let state = try reader.tensors(groups: info.groups.contains(WeightBundle.modelGroup) ? [WeightBundle.modelGroup] : [])[WeightBundle.modelGroup] ?? [:]
+        let report: LoadReport
+        do { report = try detector.load(state, options: options) } catch let e as LoadError {
+            throw BundleError.doesNotFit(file: url.path, report: e.report)
+        }
+        detector.eval()
+        return LoadedDetector(detector: detector, report: report, info: info)
+    }
+
+    /// Builds a detector for a stored config string. A legacy `encoder_weights` key (bundles
+    /// from older versions) is stripped: the bundle's weights replace those anyway, and the
+    /// detector's ``config`` is the stripped string.
+    static func build(config: String, registry: Registry, file: String) throws -> Detector {
+        let stripped = strippingEncoderWeights(config)
+        do { return try registry.makeDetector(stripped) } catch {
+            throw BundleError.cannotBuild(file: file, config: config, reason: "\(error)")
+        }
+    }
+
+    /// The config string without a top-level legacy `encoder_weights` argument.
+    static func strippingEncoderWeights(_ config: String) -> String {
+        guard var c = try? Config(parsing: config), c[legacyEncoderWeightsKey] != nil else { return config }
+        c[legacyEncoderWeightsKey] = nil
+        return c.description
+    }
+
+    /// Loads weights from a bundle into this detector.
+    ///
+    /// - A detector bundle gives its `model` group; with `part: .encoder` only `encoder.*`.
+    /// - An encoder bundle (timm names without a prefix) always loads into `encoder.*`.
+    ///
+    /// Checks run before anything changes: on failure the detector is untouched.
+    /// - Parameters:
+    ///   - url: the bundle.
+    ///   - part: which weights take part (``WeightPart/all`` by default).
+    ///   - options: strict by default, applied within `part`.
+    /// - Returns: the report (what loaded; with relaxed options, what did not).
+    /// - Throws: ``BundleError/doesNotFit(file:report:)`` with the report, or a file error.
+    @discardableResult
+    public func loadWeights(from url: URL, part: WeightPart = .all, options: LoadOptions = .strict) throws -> LoadReport {
+        let reader = try BundleReader(url)
+        let info = reader.info
+        guard info.groups.contains(WeightBundle.modelGroup) else {
+            throw BundleError.missingGroup(file: url.path, group: WeightBundle.modelGroup, available: info.groups)
+        }
+        var state: [String: Tensor]
+        var prefix = part.prefix
+        switch info.metadata.kind {
+        case .encoder:
+            // encoder bundles hold timm's names without the `encoder.` prefix
+            let scope = prefix.map { "encoder.".hasPrefix($0) ? "encoder." : $0 } ?? "encoder."
+            guard scope.hasPrefix("encoder.") else {
+                throw BundleError.wrongKind(file: url.path, expected: "detector (to load \(scope)*)", found: "encoder")
+            }
+            let inner = String(scope.dropFirst("encoder.".count))
+            let got = try reader.tensors(groups: [WeightBundle.modelGroup], where: { $0.name.hasPrefix(inner) })[WeightBundle.modelGroup] ?? [:]
+            state = Dictionary(uniqueKeysWithValues: got.map { ("encoder." + $0.key, $0.value) })
+            prefix = scope
+        case .detector, .tensors:
+            state = try reader.tensors(groups: [WeightBundle.modelGroup], where: { e in prefix.map { e.name.hasPrefix($0) } ?? true })[WeightBundle.modelGroup] ?? [:]
+        }
+        do { return try load(state, options: options, only: prefix) } catch let e as LoadError {
+            throw BundleError.doesNotFit(file: url.path, report: e.report)
+        }
+    }
+
+    /// Loads the encoder's weights from an encoder bundle (e.g. made by `opacity import`)
+    /// or from the encoder part of a detector bundle; strict within `encoder.*`.
+    /// - Returns: the report.
+    /// - Throws: ``BundleError``; the detector is unchanged on failure.
+    @discardableResult
+    public func loadEncoderWeights(from url: URL) throws -> LoadReport {
+        try loadWeights(from: url, part: .encoder)
+    }
+
+    /// Loads encoder weights named the way `opacity train --encoder-weights` accepts: a file path, or
+    /// `zoo:NAME` for a zoo entry that is shipped or already fetched (never fetched here).
+    /// - Throws: ``BundleError`` or ``ZooError``.
+    @discardableResult
+    public func loadEncoderWeights(reference: String) throws -> LoadReport {
+        if reference.hasPrefix("zoo:") {
+            let zoo = try Zoo.standard()
+            return try loadEncoderWeights(from: try zoo.verifiedFile(String(reference.dropFirst(4))))
+        }
+        return try loadEncoderWeights(from: URL(fileURLWithPath: reference))
+    }
+}

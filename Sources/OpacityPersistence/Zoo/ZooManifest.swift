@@ -1,0 +1,154 @@
+import Foundation
+import OpacityCore
+
+/// One model in the zoo: where its bundle is, how to check it, and what it is.
+///
+/// JSON keys are the property names (Documentation/Zoo.md).
+public struct ZooEntry: Codable, Hashable, Sendable {
+    /// The entry's name: letters, digits, `.`, `_`, `-`, `+`; no path separators or `..`.
+    public var name: String
+    /// `detector` (loadable with ``Zoo/load(_:registry:allowFetch:progress:)``) or `encoder`
+    /// (for `opacity train --encoder-weights zoo:NAME`).
+    public var kind: String
+    /// The canonical config string stored in the bundle.
+    public var config: String
+    /// A bundle shipped beside the manifest, as a path relative to the manifest's folder.
+    public var file: String?
+    /// Where to fetch the bundle (`https://`, `http://` or `file://`).
+    public var url: String?
+    /// SHA-256 of the bundle file, 64 lower-case hex digits.
+    public var sha256: String
+    /// Size of the bundle file in bytes.
+    public var size: Int64
+    /// Number of parameters of the model (buffers excluded).
+    public var parameters: Int
+    /// The data it was trained on.
+    public var data: String
+    /// Metrics, e.g. `["map": 0.23, "val_loss": 0.41]`.
+    public var metrics: [String: Double]
+    /// Licence of the weights.
+    public var licence: String
+    /// A sentence about the model.
+    public var description: String?
+
+    /// An entry with every field given.
+    public init(name: String, kind: String = "detector", config: String, file: String? = nil, url: String? = nil,
+                sha256: String, size: Int64, parameters: Int, data: String, metrics: [String: Double] = [:],
+                licence: String, description: String? = nil) {
+        self.name = name
+        self.kind = kind
+        self.config = config
+        self.file = file
+        self.url = url
+        self.sha256 = sha256
+        self.size = size
+        self.parameters = parameters
+        self.data = data
+        self.metrics = metrics
+        self.licence = licence
+        self.description = description
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description
+    }
+
+    /// Decodes an entry; `kind` defaults to `detector`, `metrics` to none.
+    public init(from decoder: Swift.Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "detector"
+        config = try c.decode(String.self, forKey: .config)
+        file = try c.decodeIfPresent(String.self, forKey: .file)
+        url = try c.decodeIfPresent(String.self, forKey: .url)
+        sha256 = try c.decode(String.self, forKey: .sha256)
+        size = try c.decode(Int64.self, forKey: .size)
+        parameters = try c.decode(Int.self, forKey: .parameters)
+        data = try c.decode(String.self, forKey: .data)
+        metrics = try c.decodeIfPresent([String: Double].self, forKey: .metrics) ?? [:]
+        licence = try c.decode(String.self, forKey: .licence)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+    }
+}
+
+/// A zoo manifest file: a format tag, a version and a list of entries.
+public struct ZooManifest: Codable, Hashable, Sendable {
+    /// Always `opacity-zoo`.
+    public var format: String
+    /// The manifest format version (1).
+    public var version: Int
+    /// The entries.
+    public var entries: [ZooEntry]
+
+    /// The manifest format version this build reads and writes.
+    public static let currentVersion = 1
+
+    /// A manifest with these entries.
+    public init(entries: [ZooEntry] = []) {
+        format = "opacity-zoo"
+        version = ZooManifest.currentVersion
+        self.entries = entries
+    }
+
+    /// Reads and checks a manifest file.
+    /// - Throws: ``ZooError/invalidManifest(file:field:reason:)`` naming the field, e.g.
+    ///   `entries[2].sha256`.
+    public static func read(_ url: URL) throws -> ZooManifest {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw ZooError.invalidManifest(file: url.path, field: "(file)", reason: "cannot read: \(error.localizedDescription)")
+        }
+        let m: ZooManifest
+        do { m = try JSONDecoder().decode(ZooManifest.self, from: data) } catch {
+            let (field, reason) = decodingErrorParts(error)
+            throw ZooError.invalidManifest(file: url.path, field: field.isEmpty ? "(document)" : field, reason: reason)
+        }
+        try m.validate(file: url.path)
+        return m
+    }
+
+    /// Checks names, hashes, sizes, kinds, files and URLs.
+    /// - Throws: ``ZooError/invalidManifest(file:field:reason:)``.
+    public func validate(file: String) throws {
+        guard format == "opacity-zoo" else { throw ZooError.invalidManifest(file: file, field: "format", reason: "'\(format)', expected 'opacity-zoo'") }
+        guard version == ZooManifest.currentVersion else {
+            throw ZooError.invalidManifest(file: file, field: "version", reason: "\(version); this build reads version \(ZooManifest.currentVersion)")
+        }
+        var seen = Set<String>()
+        for (i, e) in entries.enumerated() {
+            func bad(_ f: String, _ r: String) -> ZooError { .invalidManifest(file: file, field: "entries[\(i)].\(f)", reason: r) }
+            do { try Zoo.checkName(e.name) } catch let ZooError.invalidName(_, reason) { throw bad("name", "'\(e.name)' \(reason)") }
+            guard seen.insert(e.name).inserted else { throw bad("name", "'\(e.name)' appears twice") }
+            guard ["detector", "encoder"].contains(e.kind) else {
+                throw bad("kind", "'\(e.kind)', expected detector or encoder" + (nearestMatch(e.kind, in: ["detector", "encoder"]).map { " (did you mean '\($0)'?)" } ?? ""))
+            }
+            guard !e.config.isEmpty else { throw bad("config", "empty; expected the bundle's canonical config string") }
+            guard e.sha256.count == 64, e.sha256.allSatisfy({ "0123456789abcdef".contains($0) }) else {
+                throw bad("sha256", "'\(e.sha256)' is not 64 lower-case hex digits")
+            }
+            guard e.size >= 0 else { throw bad("size", "\(e.size) is negative") }
+            guard e.parameters >= 0 else { throw bad("parameters", "\(e.parameters) is negative") }
+            guard e.file != nil || e.url != nil else { throw bad("file", "neither file nor url is given") }
+            if let f = e.file {
+                let parts = f.split(separator: "/", omittingEmptySubsequences: false)
+                guard !f.isEmpty, !f.hasPrefix("/"), !f.contains("\\"), !parts.contains(".."), !parts.contains("") else {
+                    throw bad("file", "'\(f)' must be a relative path inside the manifest's folder, without '..'")
+                }
+            }
+            if let u = e.url {
+                guard let url = URL(string: u), let s = url.scheme?.lowercased(), ["http", "https", "file"].contains(s) else {
+                    throw bad("url", "'\(u)' is not an http://, https:// or file:// URL")
+                }
+            }
+        }
+    }
+
+    /// Writes the manifest as sorted, indented JSON, atomically.
+    /// - Throws: ``BundleError/io(file:operation:reason:)``.
+    public func write(to url: URL) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try e.encode(self) + Data("\n".utf8)
+        try AtomicFile.write(url) { f in try data.withUnsafeBytes { try f.file.write($0) } }
+    }
+}
