@@ -68,7 +68,7 @@ let tests: [Target] = [
     .testTarget(name: "OpacityTensorTests", dependencies: ["OpacityTensor"]),
     .testTarget(name: "OpacityCoreTests", dependencies: ["OpacityCore"]),
     .testTarget(name: "OpacityPersistenceTests", dependencies: ["OpacityCore", "OpacityPersistence"]),
-    .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData", "OpacityPersistence"]),
+    .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData", "OpacityPersistence"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"]),

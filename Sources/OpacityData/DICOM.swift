@@ -89,8 +89,13 @@ public struct DICOMHeader: Sendable, Equatable {
     public var modality: String?
     /// (0018,5101) View Position, e.g. `PA` or `AP`.
     public var viewPosition: String?
-    /// (0028,0030) Pixel Spacing in mm (row, column), if present.
+    /// (0028,0030) Pixel Spacing in mm (row, column), if present and non-zero.
     public var pixelSpacing: [Double]?
+    /// (0018,1164) Imager Pixel Spacing in mm (row, column) at the detector, if present and non-zero.
+    public var imagerPixelSpacing: [Double]?
+    /// What the reader tolerated and the user may want to know (e.g. a transfer syntax that
+    /// disagrees with the data set's encoding), one sentence each.
+    public var warnings: [String] = []
 
     /// Whether the stored values are signed.
     public var isSigned: Bool { pixelRepresentation == 1 }
@@ -233,19 +238,27 @@ public struct DICOMImage: Sendable {
 /// signed or unsigned, MONOCHROME1 or MONOCHROME2. Anything else (deflate, JPEG lossless or
 /// extended, JPEG 2000, RLE, colour) fails with an error naming the file and the syntax.
 public enum DICOM {
+    /// The most pixels one frame may have (8192 x 8192 = 67,108,864); a header claiming more
+    /// is refused before anything is allocated.
+    public static let maxPixels = 8192 * 8192
+    /// The most frames a file may declare in Number of Frames (0028,0008).
+    public static let maxFrames = 100_000
+
     /// Reads and decodes a DICOM file.
-    /// - Parameter url: the `.dcm` file.
-    /// - Returns: header and stored pixels of the first frame.
+    /// - Parameters:
+    ///   - url: the `.dcm` file.
+    ///   - frame: which frame of a multi-frame file, 1-based (1, the first, by default).
+    /// - Returns: header and stored pixels of that frame.
     /// - Throws: ``DataError/unreadableFile(path:reason:)``, ``DataError/malformedDICOM(path:reason:)``,
     ///   ``DataError/unsupportedTransferSyntax(path:uid:name:)``,
     ///   ``DataError/unsupportedPixelFormat(path:reason:)``, ``DataError/jpegDecodingFailed(path:reason:)``.
-    public static func read(_ url: URL) throws -> DICOMImage {
+    public static func read(_ url: URL, frame: Int = 1) throws -> DICOMImage {
         let data = try readFile(url)
-        return try decode(data, path: url.path)
+        return try decode(data, path: url.path, frame: frame)
     }
 
     /// Reads a DICOM file's header without decoding pixels.
-    /// - Throws: as ``read(_:)``, except pixel decoding errors.
+    /// - Throws: as ``read(_:frame:)``, except pixel decoding errors.
     public static func readHeader(_ url: URL) throws -> DICOMHeader {
         let data = try readFile(url)
         return try data.withUnsafeBytes { raw in
@@ -256,7 +269,7 @@ public enum DICOM {
 
     /// Reads a DICOM file straight to an 8-bit display image (see
     /// ``DICOMImage/displayImage(window:)``).
-    /// - Throws: as ``read(_:)``.
+    /// - Throws: as ``read(_:frame:)``.
     public static func readGray(_ url: URL, window: WindowSetting = .automatic) throws -> GrayImage {
         try read(url).displayImage(window: window)
     }
@@ -265,11 +278,14 @@ public enum DICOM {
     /// - Parameters:
     ///   - data: the whole file.
     ///   - path: the name used in error messages.
-    /// - Throws: as ``read(_:)``.
-    public static func decode(_ data: Data, path: String) throws -> DICOMImage {
+    ///   - frame: which frame, 1-based.
+    /// - Throws: as ``read(_:frame:)``; ``DataError/invalidParameter(name:value:expected:nearest:)``
+    ///   for a frame beyond Number of Frames.
+    public static func decode(_ data: Data, path: String, frame: Int = 1) throws -> DICOMImage {
         try data.withUnsafeBytes { raw in
             var p = DICOMParser(bytes: raw, path: path)
-            let r = try p.parse(decodePixels: true)
+            let r = try p.parse(decodePixels: true, frame: frame)
+            reportWarnings(r.header, path: path)
             return DICOMImage(path: path, header: r.header, pixels: r.pixels!)
         }
     }
@@ -316,6 +332,25 @@ public enum DICOM {
     /// - Throws: ``DataError/unwritableFile(path:reason:)`` and encoder errors.
     public static func write(_ image: GrayImage, patientID: String, jpegQuality: Int? = nil, to url: URL) throws {
         try writeData(try encode(image, patientID: patientID, jpegQuality: jpegQuality), to: url)
+    }
+
+    /// Where reader warnings go (``DICOMHeader/warnings``: a transfer syntax that disagrees
+    /// with the data set, a zero spacing, ...): by default one line `warning: '<file>': <text>`
+    /// on standard error. Replace it to collect or silence them.
+    public static var warningHandler: @Sendable (_ path: String, _ message: String) -> Void {
+        get { warningLock.withLock { _warningHandler } }
+        set { warningLock.withLock { _warningHandler = newValue } }
+    }
+
+    private static let warningLock = NSLock()
+    nonisolated(unsafe) private static var _warningHandler: @Sendable (String, String) -> Void = { path, message in
+        FileHandle.standardError.write(Data("warning: '\(path)': \(message)\n".utf8))
+    }
+
+    static func reportWarnings(_ h: DICOMHeader, path: String) {
+        guard !h.warnings.isEmpty else { return }
+        let handler = warningHandler
+        for w in h.warnings { handler(path, w) }
     }
 
     static func readFile(_ url: URL) throws -> Data {
@@ -393,8 +428,18 @@ struct DICOMParser {
         return Element(group: g, element: e, vr: "", length: len, valueOffset: pos)
     }
 
-    /// Skips a value of undefined length (a sequence or encapsulated data) starting at `pos`.
-    mutating func skipUndefined() throws {
+    /// The deepest nesting of sequences and items the parser follows (each sequence and
+    /// each item counts one level); deeper input is refused as malformed, so no file can
+    /// exhaust the stack.
+    static let maxNesting = 64
+
+    /// Skips a value of undefined length (a sequence or encapsulated data) starting at `pos`,
+    /// up to and including its Sequence Delimitation Item.
+    /// - Parameter depth: nesting level of this sequence (top-level elements are at 1).
+    mutating func skipUndefined(depth: Int) throws {
+        guard depth <= DICOMParser.maxNesting else {
+            throw fail("sequences and items are nested more than \(DICOMParser.maxNesting) levels deep at byte \(pos) (limit \(DICOMParser.maxNesting))")
+        }
         while true {
             let el = try readElementHeader()
             guard el.group == 0xFFFE else {
@@ -403,22 +448,47 @@ struct DICOMParser {
             if el.element == 0xE0DD { return }  // sequence delimitation
             if el.element == 0xE000 {
                 if el.length == 0xFFFF_FFFF {
-                    try skipItemUndefined()
+                    try skipItemUndefined(depth: depth + 1)
                 } else {
+                    guard Int(el.length) <= bytes.count - pos else { throw fail("item at byte \(pos - 8) runs past the end of the file") }
                     pos += Int(el.length)
                 }
             }
-            guard pos <= bytes.count else { throw fail("item runs past the end of the file") }
         }
     }
 
     /// Skips the elements of an item of undefined length up to its item delimiter.
-    mutating func skipItemUndefined() throws {
+    /// - Parameter depth: nesting level of this item.
+    mutating func skipItemUndefined(depth: Int) throws {
+        guard depth <= DICOMParser.maxNesting else {
+            throw fail("sequences and items are nested more than \(DICOMParser.maxNesting) levels deep at byte \(pos) (limit \(DICOMParser.maxNesting))")
+        }
         while true {
             let el = try readElementHeader()
             if el.group == 0xFFFE && el.element == 0xE00D { return }
-            if el.length == 0xFFFF_FFFF { try skipUndefined() } else { pos += Int(el.length) }
-            guard pos <= bytes.count else { throw fail("item runs past the end of the file") }
+            if el.length == 0xFFFF_FFFF {
+                try skipUndefinedValue(el, depth: depth + 1)
+            } else {
+                guard Int(el.length) <= bytes.count - pos else {
+                    throw fail(String(format: "element (%04X,%04X) at byte %d runs past the end of the file", el.group, el.element, el.valueOffset))
+                }
+                pos += Int(el.length)
+            }
+        }
+    }
+
+    /// Skips the value of an element of undefined length. A UN value of undefined length
+    /// holds Implicit VR Little Endian data whatever the transfer syntax (PS3.5 6.2.2), so
+    /// its items are read as implicit VR.
+    mutating func skipUndefinedValue(_ el: Element, depth: Int) throws {
+        if el.vr == "UN" && explicitVR {
+            let saved = (explicitVR, bigEndian)
+            explicitVR = false
+            bigEndian = false
+            defer { (explicitVR, bigEndian) = saved }
+            try skipUndefined(depth: depth)
+        } else {
+            try skipUndefined(depth: depth)
         }
     }
 
@@ -428,8 +498,51 @@ struct DICOMParser {
         return String(decoding: slice, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: " \0"))
     }
 
-    func numbers(_ el: Element) -> [Double] {
-        string(el).split(separator: "\\").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+    /// The values of a decimal or integer string (DS/IS) element, each checked to be a
+    /// finite number in `range`; empty values are skipped.
+    /// - Throws: ``DataError/malformedDICOM(path:reason:)`` naming the field, the value
+    ///   (cut to 40 characters) and the valid range.
+    func decimals(_ el: Element, _ name: String, in range: ClosedRange<Double>) throws -> [Double] {
+        var out: [Double] = []
+        for part in string(el).split(separator: "\\") {
+            let t = part.trimmingCharacters(in: .whitespaces)
+            if t.isEmpty { continue }
+            guard let v = Double(t), v.isFinite, range.contains(v) else {
+                let shown = t.count > 40 ? String(t.prefix(40)) + "..." : t
+                throw fail("\(name) is '\(shown)'; expected a finite number in "
+                           + String(format: "%g...%g", range.lowerBound, range.upperBound))
+            }
+            out.append(v)
+        }
+        return out
+    }
+
+    /// A (row, column) spacing in mm: two finite values in 0...10000; zeros (met in the wild)
+    /// mean "unknown" and give `nil` with a warning.
+    func spacing(_ el: Element, _ name: String, _ h: inout DICOMHeader) throws -> [Double]? {
+        let v = try decimals(el, name, in: 0...10_000)
+        if v.isEmpty { return nil }
+        guard v.count == 2 else { throw fail("\(name) has \(v.count) values; expected 2 (row and column spacing in mm)") }
+        if v.contains(0) {
+            h.warnings.append("\(name) is \(v[0])\\\(v[1]); treated as unknown")
+            return nil
+        }
+        return v
+    }
+
+    /// The VRs of PS3.5 Table 6.2-1, as 16-bit values of their two ASCII letters.
+    static let knownVRs: Set<UInt16> = Set(["AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD",
+                                            "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI",
+                                            "UL", "UN", "UR", "US", "UT", "UV"].map { s in
+        let b = Array(s.utf8)
+        return UInt16(b[0]) << 8 | UInt16(b[1])
+    })
+
+    /// Whether the data element at `pos` carries an explicit VR (a known VR in bytes 4-5),
+    /// or `nil` when there is no element to look at.
+    func sniffExplicitVR() -> Bool? {
+        guard pos + 8 <= bytes.count else { return nil }
+        return DICOMParser.knownVRs.contains(UInt16(bytes[pos + 4]) << 8 | UInt16(bytes[pos + 5]))
     }
 
     func ushort(_ el: Element) -> Int { el.length >= 2 ? Int(u16(el.valueOffset)) : 0 }
@@ -439,7 +552,7 @@ struct DICOMParser {
         var pixels: DICOMPixels?
     }
 
-    mutating func parse(decodePixels: Bool) throws -> Result {
+    mutating func parse(decodePixels: Bool, frame: Int = 1) throws -> Result {
         // Preamble.
         var hasPreamble = false
         if bytes.count >= 132, bytes[128] == 0x44, bytes[129] == 0x49, bytes[130] == 0x43, bytes[131] == 0x4D {
@@ -463,25 +576,26 @@ struct DICOMParser {
             pos += Int(el.length)
         }
         let syntax = TransferSyntax(uid: syntaxUID ?? TransferSyntax.implicitVRLittleEndian.uid)
-        if syntaxUID == nil {
-            // No meta group: sniff explicit vs implicit from the first element.
-            if pos + 6 <= bytes.count, (65...90).contains(bytes[pos + 4]), (65...90).contains(bytes[pos + 5]) {
-                explicitVR = true
-            } else {
-                explicitVR = false
-            }
-        }
         guard syntax.isSupported else {
             throw DataError.unsupportedTransferSyntax(path: path, uid: syntax.uid, name: syntax.name)
         }
-        if syntaxUID != nil {
-            explicitVR = syntax != .implicitVRLittleEndian
-            bigEndian = syntax == .explicitVRBigEndian
+        var warnings: [String] = []
+        explicitVR = syntax != .implicitVRLittleEndian
+        bigEndian = syntax == .explicitVRBigEndian
+        // The data set's own encoding wins over the one declared: look at the first element
+        // (as pydicom and dicom-rs do) and fall back with a warning when they disagree.
+        if let found = sniffExplicitVR(), found != explicitVR {
+            if syntaxUID != nil {
+                warnings.append("transfer syntax \(syntax.uid) (\(syntax.name)) says \(explicitVR ? "explicit" : "implicit") VR, "
+                                + "but the data set is encoded with \(found ? "explicit" : "implicit") VR; read as \(found ? "explicit" : "implicit") VR")
+            }
+            explicitVR = found
         }
 
         var h = DICOMHeader(transferSyntax: syntax, hasPreamble: hasPreamble, rows: 0, columns: 0, bitsAllocated: 0,
                             bitsStored: 0, highBit: 0, pixelRepresentation: 0, samplesPerPixel: 1,
                             photometricInterpretation: "", numberOfFrames: 1, rescaleSlope: 1, rescaleIntercept: 0)
+        h.warnings = warnings
         var seen = Set<UInt32>()
         var pixelElement: Element?
         while pos < bytes.count {
@@ -493,7 +607,7 @@ struct DICOMParser {
                 break
             }
             if el.length == 0xFFFF_FFFF {
-                try skipUndefined()
+                try skipUndefinedValue(el, depth: 1)
                 continue
             }
             guard el.valueOffset + Int(el.length) <= bytes.count else {
@@ -510,12 +624,19 @@ struct DICOMParser {
             case 0x0028_0103: h.pixelRepresentation = ushort(el)
             case 0x0028_0002: h.samplesPerPixel = ushort(el)
             case 0x0028_0004: h.photometricInterpretation = string(el)
-            case 0x0028_0008: h.numberOfFrames = max(1, Int(numbers(el).first ?? 1))
-            case 0x0028_1053: h.rescaleSlope = numbers(el).first ?? 1
-            case 0x0028_1052: h.rescaleIntercept = numbers(el).first ?? 0
-            case 0x0028_1050: h.windowCenter = numbers(el).first
-            case 0x0028_1051: h.windowWidth = numbers(el).first
-            case 0x0028_0030: h.pixelSpacing = numbers(el)
+            case 0x0028_0008:
+                let n = try decimals(el, "NumberOfFrames (0028,0008)", in: 0...Double(DICOM.maxFrames)).first ?? 1
+                guard n == n.rounded() else {
+                    throw fail("NumberOfFrames (0028,0008) is '\(n)'; expected a whole number in 1...\(DICOM.maxFrames)")
+                }
+                if n == 0 { h.warnings.append("NumberOfFrames (0028,0008) is 0; read as 1") }
+                h.numberOfFrames = max(1, Int(n))
+            case 0x0028_1053: h.rescaleSlope = try decimals(el, "RescaleSlope (0028,1053)", in: -1e6...1e6).first ?? 1
+            case 0x0028_1052: h.rescaleIntercept = try decimals(el, "RescaleIntercept (0028,1052)", in: -1e7...1e7).first ?? 0
+            case 0x0028_1050: h.windowCenter = try decimals(el, "WindowCenter (0028,1050)", in: -1e7...1e7).first
+            case 0x0028_1051: h.windowWidth = try decimals(el, "WindowWidth (0028,1051)", in: -1e8...1e8).first
+            case 0x0028_0030: h.pixelSpacing = try spacing(el, "PixelSpacing (0028,0030)", &h)
+            case 0x0018_1164: h.imagerPixelSpacing = try spacing(el, "ImagerPixelSpacing (0018,1164)", &h)
             case 0x0010_0020: h.patientID = string(el)
             case 0x0008_0060: h.modality = string(el)
             case 0x0018_5101: h.viewPosition = string(el)
@@ -523,7 +644,10 @@ struct DICOMParser {
             }
             pos = el.valueOffset + Int(el.length)
         }
-        if h.rescaleSlope == 0 { h.rescaleSlope = 1 }
+        if h.rescaleSlope == 0 {
+            h.rescaleSlope = 1
+            h.warnings.append("RescaleSlope (0028,1053) is 0; read as 1")
+        }
         for (tag, name) in [(UInt32(0x0028_0010), "Rows (0028,0010)"), (0x0028_0011, "Columns (0028,0011)"),
                             (0x0028_0100, "BitsAllocated (0028,0100)")] where !seen.contains(tag) {
             throw fail("required attribute \(name) is missing")
@@ -549,6 +673,15 @@ struct DICOMParser {
             throw DataError.unsupportedPixelFormat(
                 path: path, reason: "BitsStored \(h.bitsStored), Rows \(h.rows), Columns \(h.columns) (\(where_)); expected 1...BitsAllocated and positive sizes")
         }
+        guard h.rows * h.columns <= DICOM.maxPixels else {
+            throw DataError.unsupportedPixelFormat(
+                path: path, reason: "Rows x Columns is \(h.rows)x\(h.columns) (\(where_)); at most \(DICOM.maxPixels) pixels per frame are read")
+        }
+        guard (1...h.numberOfFrames).contains(frame) else {
+            throw DataError.invalidParameter(name: "frame", value: "\(frame)",
+                                             expected: "1...\(h.numberOfFrames) (NumberOfFrames of '\(path)')",
+                                             nearest: "\(min(max(frame, 1), h.numberOfFrames))")
+        }
         guard let px = pixelElement else { throw fail("no Pixel Data element (7FE0,0010)") }
 
         if syntax == .jpegBaseline {
@@ -556,8 +689,8 @@ struct DICOMParser {
             guard h.bitsAllocated == 8 else {
                 throw DataError.unsupportedPixelFormat(path: path, reason: "JPEG Baseline with BitsAllocated \(h.bitsAllocated); expected 8")
             }
-            let frame = try firstFrameFragments()
-            let img = try frame.withUnsafeBytes { try JPEG.decodeGray($0, path: path, expected: (h.columns, h.rows)) }
+            let data = try frameFragments(frame: frame, of: h.numberOfFrames, startMarker: [0xFF, 0xD8])
+            let img = try data.withUnsafeBytes { try JPEG.decodeGray($0, path: path, expected: (h.columns, h.rows)) }
             guard img.width == h.columns, img.height == h.rows else {
                 throw fail("JPEG is \(img.width)x\(img.height) but the header says \(h.columns)x\(h.rows)")
             }
@@ -565,77 +698,122 @@ struct DICOMParser {
         }
 
         // Native pixels.
-        let count = h.rows * h.columns
-        let bytesPer = h.bitsAllocated / 8
-        let need = count * bytesPer
         guard px.length != 0xFFFF_FFFF else { throw fail("native Pixel Data has undefined length (encapsulated data in an uncompressed syntax)") }
-        guard Int(px.length) >= need, px.valueOffset + need <= bytes.count else {
-            throw fail("Pixel Data holds \(min(Int(px.length), bytes.count - px.valueOffset)) bytes; \(h.columns)x\(h.rows) at \(h.bitsAllocated) bits needs \(need)")
+        let need = h.rows * h.columns * (h.bitsAllocated / 8)
+        let available = min(Int(px.length), bytes.count - px.valueOffset)
+        let offset = (frame - 1) * need
+        guard offset + need <= available else {
+            throw fail("Pixel Data holds \(available) bytes; frame \(frame) of \(h.columns)x\(h.rows) at \(h.bitsAllocated) bits needs bytes \(offset)..<\(offset + need)")
         }
-        let base = px.valueOffset
-        let shift = max(0, h.highBit + 1 - h.bitsStored)
-        let mask = h.bitsStored >= 16 ? 0xFFFF : (1 << h.bitsStored) - 1
-        if bytesPer == 1 {
-            var a = [UInt8](repeating: 0, count: count)
-            for i in 0..<count { a[i] = bytes[base + i] }
-            if h.bitsStored < 8 { for i in 0..<count { a[i] = UInt8((Int(a[i]) >> shift) & mask) } }
-            if h.isSigned {
-                let signBit = 1 << (h.bitsStored - 1)
-                return Result(header: h, pixels: .int8(a.map { v in
-                    let x = Int(v) & mask
-                    return Int8(truncatingIfNeeded: x & signBit != 0 ? x - (mask + 1) : x)
-                }))
-            }
-            return Result(header: h, pixels: .uint8(a))
-        }
-        var a = [UInt16](repeating: 0, count: count)
-        a.withUnsafeMutableBufferPointer { dst in
-            if bigEndian {
-                for i in 0..<count { dst[i] = UInt16(bytes[base + 2 * i]) << 8 | UInt16(bytes[base + 2 * i + 1]) }
-            } else {
-                for i in 0..<count { dst[i] = UInt16(bytes[base + 2 * i + 1]) << 8 | UInt16(bytes[base + 2 * i]) }
-            }
-            if h.bitsStored < 16 {
-                for i in 0..<count { dst[i] = UInt16((Int(dst[i]) >> shift) & mask) }
-            }
-        }
-        if h.isSigned {
-            let signBit = 1 << (h.bitsStored - 1)
-            return Result(header: h, pixels: .int16(a.map { v in
-                let x = Int(v)
-                return Int16(truncatingIfNeeded: x & signBit != 0 ? x - (mask + 1) : x)
-            }))
-        }
-        return Result(header: h, pixels: .uint16(a))
+        let raw = UnsafeRawBufferPointer(rebasing: bytes[(px.valueOffset + offset)..<(px.valueOffset + offset + need)])
+        return Result(header: h, pixels: DICOMParser.storedValues(raw, header: h, bigEndian: bigEndian))
     }
 
-    /// Collects the fragments of the first frame of encapsulated Pixel Data (at `pos`,
-    /// right after the Pixel Data header): skips the Basic Offset Table, concatenates
-    /// fragments until the next JPEG SOI or the sequence delimiter.
-    mutating func firstFrameFragments() throws -> [UInt8] {
-        var out: [UInt8] = []
+    /// Stored values from one frame of native pixel bytes: masked to Bits Stored (shifted
+    /// down when High Bit is above it) and sign-extended for Pixel Representation 1.
+    /// - Precondition: `raw.count == rows * columns * bitsAllocated / 8`, bitsAllocated 8 or 16.
+    static func storedValues(_ raw: UnsafeRawBufferPointer, header h: DICOMHeader, bigEndian: Bool) -> DICOMPixels {
+        let count = h.rows * h.columns
+        let shift = max(0, h.highBit + 1 - h.bitsStored)
+        let mask = h.bitsStored >= 16 ? 0xFFFF : (1 << h.bitsStored) - 1
+        let signBit = 1 << (h.bitsStored - 1)
+        if h.bitsAllocated == 8 {
+            let a = [UInt8](unsafeUninitializedCapacity: count) { dst, n in
+                for i in 0..<count { dst[i] = UInt8((Int(raw[i]) >> shift) & mask) }
+                n = count
+            }
+            if h.isSigned {
+                return .int8(a.map { v in
+                    let x = Int(v)
+                    return Int8(truncatingIfNeeded: x & signBit != 0 ? x - (mask + 1) : x)
+                })
+            }
+            return .uint8(a)
+        }
+        let a = [UInt16](unsafeUninitializedCapacity: count) { dst, n in
+            if bigEndian {
+                for i in 0..<count { dst[i] = UInt16(raw[2 * i]) << 8 | UInt16(raw[2 * i + 1]) }
+            } else {
+                for i in 0..<count { dst[i] = UInt16(raw[2 * i + 1]) << 8 | UInt16(raw[2 * i]) }
+            }
+            if h.bitsStored < 16 || shift > 0 {
+                for i in 0..<count { dst[i] = UInt16((Int(dst[i]) >> shift) & mask) }
+            }
+            n = count
+        }
+        if h.isSigned {
+            return .int16(a.map { v in
+                let x = Int(v)
+                return Int16(truncatingIfNeeded: x & signBit != 0 ? x - (mask + 1) : x)
+            })
+        }
+        return .uint16(a)
+    }
+
+    /// The bytes of frame `frame` (1-based) of encapsulated Pixel Data (at `pos`, right after
+    /// the Pixel Data header), fragments concatenated.
+    ///
+    /// A single-frame image is all of its fragments (PS3.5 A.4), whatever their first bytes.
+    /// For several frames: the Basic Offset Table when it has one entry per frame; else one
+    /// fragment per frame when the counts agree; else a new frame starts at each fragment
+    /// that begins with `startMarker` (the codestream's first marker).
+    mutating func frameFragments(frame: Int, of frames: Int, startMarker: [UInt8]?) throws -> [UInt8] {
+        var fragments: [(item: Int, start: Int, length: Int)] = []
+        var table: [Int] = []
         var first = true
+        var firstItem = 0
         while true {
+            let itemPos = pos
             let el = try readElementHeader()
             guard el.group == 0xFFFE else {
                 throw fail(String(format: "expected an item (FFFE,E000) in encapsulated Pixel Data at byte %d", pos - 8))
             }
             if el.element == 0xE0DD { break }
-            guard el.element == 0xE000, el.length != 0xFFFF_FFFF, pos + Int(el.length) <= bytes.count else {
+            guard el.element == 0xE000, el.length != 0xFFFF_FFFF, Int(el.length) <= bytes.count - pos else {
                 throw fail("bad fragment item in encapsulated Pixel Data at byte \(pos - 8)")
             }
             let start = pos, len = Int(el.length)
             pos += len
             if first {  // Basic Offset Table
                 first = false
+                firstItem = pos
+                table = stride(from: 0, to: len - 3, by: 4).map { Int(u32LE(start + $0)) }
                 continue
             }
-            let startsSOI = len >= 2 && bytes[start] == 0xFF && bytes[start + 1] == 0xD8
-            if startsSOI && !out.isEmpty { break }  // next frame
-            out.append(contentsOf: bytes[start..<(start + len)])
+            fragments.append((itemPos - firstItem, start, len))
         }
-        guard !out.isEmpty else { throw fail("encapsulated Pixel Data has no fragments") }
+        guard !fragments.isEmpty else { throw fail("encapsulated Pixel Data has no fragments") }
+        var chosen: ArraySlice<(item: Int, start: Int, length: Int)>
+        if frames == 1 {
+            chosen = fragments[...]
+        } else if table.count == frames {
+            let lo = table[frame - 1], hi = frame < frames ? table[frame] : Int.max
+            chosen = fragments.filter { $0.item >= lo && $0.item < hi }[...]
+        } else if fragments.count == frames {
+            chosen = fragments[(frame - 1)...(frame - 1)]
+        } else if let m = startMarker {
+            var starts: [Int] = []
+            for (i, f) in fragments.enumerated() where f.length >= m.count && (0..<m.count).allSatisfy({ bytes[f.start + $0] == m[$0] }) {
+                starts.append(i)
+            }
+            guard starts.count == frames, starts.first == 0 else {
+                throw fail("encapsulated Pixel Data: cannot tell the \(frames) frames apart (\(fragments.count) fragments, \(starts.count) frame starts, no Basic Offset Table)")
+            }
+            let lo = starts[frame - 1], hi = frame < frames ? starts[frame] : fragments.count
+            chosen = fragments[lo..<hi]
+        } else {
+            throw fail("encapsulated Pixel Data: \(fragments.count) fragments for \(frames) frames and no Basic Offset Table")
+        }
+        guard !chosen.isEmpty else { throw fail("encapsulated Pixel Data: frame \(frame) has no fragments") }
+        var out: [UInt8] = []
+        out.reserveCapacity(chosen.reduce(0) { $0 + $1.length })
+        for f in chosen { out.append(contentsOf: bytes[f.start..<(f.start + f.length)]) }
         return out
+    }
+
+    /// A little-endian 32-bit value at `at` (Basic Offset Table entries are always little endian).
+    func u32LE(_ at: Int) -> UInt32 {
+        UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24
     }
 }
 
