@@ -71,7 +71,7 @@ let tests: [Target] = [
     .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData", "OpacityPersistence"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
-    .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"]),
+    .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"], exclude: ["Help"]),
 ]
 
 let package = Package(

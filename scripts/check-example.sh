@@ -22,10 +22,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin/tiny-opacity" plugins > "$work/plugins.txt"
 grep -q "encoder/tiny_backbone" "$work/plugins.txt" || { echo "tiny-opacity plugins does not list encoder/tiny_backbone" >&2; exit 1; }
-"$bin/tiny-opacity" synth --out "$work/data" --count 24 --size 64 --seed 3 > /dev/null
+"$bin/tiny-opacity" synth -o "$work/data" --count 24 --size 64 --seed 3 > /dev/null
 OPACITY_THREADS=2 "$bin/tiny-opacity" train --data "$work/data" \
     --config "retinanet(encoder=tiny_backbone, size=64, neck=fpn(channels=16), head=retina(channels=16))" \
-    --epochs 1 --batch 4 --aug none --freeze-bn off --out "$work/run" > "$work/train.txt"
+    --epochs 1 --batch 4 --aug none --freeze-bn off -o "$work/run" > "$work/train.txt"
 test -f "$work/run/best.opb" || { cat "$work/train.txt"; echo "tiny-opacity train wrote no best.opb" >&2; exit 1; }
 grep "model:" "$work/train.txt"
 echo "ok: tiny-opacity lists and trains encoder/tiny_backbone"

@@ -14,7 +14,7 @@ out=compare-encoders
 bin=.build/release/opacity
 [ -x "$bin" ] || swift build -c release --product opacity
 mkdir -p "$out"
-[ -f "$out/data/stage_2_train_labels.csv" ] || "$bin" synth --out "$out/data" --count "$count" --size 256 --seed 21
+[ -f "$out/data/stage_2_train_labels.csv" ] || "$bin" synth -o "$out/data" --count "$count" --size 256 --seed 21
 encoders=(resnet34 resnet50 resnet101 seresnext50_32x4d seresnext101_32x4d xception dpn92 nasnetamobile)
 for e in "${encoders[@]}"; do
   run="$out/runs/$e"
@@ -22,9 +22,9 @@ for e in "${encoders[@]}"; do
   start=$(date +%s)
   resume=()
   [ -d "$run/checkpoints" ] && resume=(--resume)
-  "$bin" train --data "$out/data" --out "$run" "${resume[@]}" \
+  "$bin" train --data "$out/data" -o "$run" "${resume[@]}" \
     --config "retinanet(encoder=$e, neck=fpn(channels=64), head=retina(channels=64), size=$size)" \
     --epochs "$epochs" --batch 8 --lr 3e-4 --clip 1 --freeze-bn off --aug light --seed 1 --workers 1
   echo "$e: $(( $(date +%s) - start )) s" >> "$out/times.txt"
 done
-"$bin" compare "${encoders[@]/#/$out/runs/}" --out "$out/figure"
+"$bin" compare "${encoders[@]/#/$out/runs/}" -o "$out/figure"

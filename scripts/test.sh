@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-swift build -c release --build-tests
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# Any compiler warning in our own sources fails the run (dependencies' warnings do not count).
+# A clean build shows every warning; an incremental one only those of recompiled files.
+swift build -c release --build-tests 2>&1 | tee "$log"
+if grep -E "^$PWD/(Sources|Plugins|Tests|Examples|Package\.swift)[^:]*:[0-9]+:[0-9]+: warning:" "$log"; then
+  echo "error: compiler warnings in our sources (above); CI fails on any warning" >&2
+  exit 1
+fi
 status=0
 swift test -c release --skip-build --disable-swift-testing "$@" 2>&1 | tee "$log" || status=$?
 # One plain closing line: "tests: N passed, N failed, N skipped".

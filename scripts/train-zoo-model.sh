@@ -23,11 +23,11 @@ if [ -z "$backgrounds" ]; then
   done
   ln -sf "$(cd "$real/nih" && pwd)"/*.png "$backgrounds/"
 fi
-"$bin" synth --out "$work/data" --count 2400 --size 512 --backgrounds "$backgrounds" --seed 7
-"$bin" train --data "$work/data" --out "$work/run" --seed 1234 \
+"$bin" synth -o "$work/data" --count 2400 --size 512 --backgrounds "$backgrounds" --seed 7
+"$bin" train --data "$work/data" -o "$work/run" --seed 1234 \
   --config "retinanet(encoder=resnet34, neck=fpn(channels=64), head=retina(channels=64), size=256)" \
   --epochs 8 --batch 8 --lr 3e-4 --freeze-bn off --limit-val 300
-"$bin" eval --model "$work/run" --data "$work/data" --fold 0 --out "$work/eval" | tee "$work/eval.txt"
+"$bin" eval --model "$work/run" --data "$work/data" --fold 0 -o "$work/eval" | tee "$work/eval.txt"
 metric=$(sed -nE 's/^metric ([0-9.]+) at score threshold ([0-9.]+).*/\1/p' "$work/eval.txt")
 threshold=$(sed -nE 's/^metric ([0-9.]+) at score threshold ([0-9.]+).*/\2/p' "$work/eval.txt")
 "$bin" export "$work/run" --storage int8 -o zoo/retinanet-r34-composite.opb \

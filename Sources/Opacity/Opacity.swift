@@ -16,15 +16,17 @@
 ///
 /// This is the one place that lists them; the `opacity` command and ``Registry/standard()``
 /// use it. A program with plugins of its own passes a longer list to ``Registry/init(plugins:)``.
-public let builtinPlugins: [any OpacityPlugin.Type] = [
-    ResNetPlugin.self,
-    FPNPlugin.self,
-    RetinaNetPlugin.self,
-    SEResNeXtPlugin.self,
-    XceptionPlugin.self,
-    DPNPlugin.self,
-    NASNetPlugin.self,
-]
+public var builtinPlugins: [any OpacityPlugin.Type] {
+    [
+        ResNetPlugin.self,
+        FPNPlugin.self,
+        RetinaNetPlugin.self,
+        SEResNeXtPlugin.self,
+        XceptionPlugin.self,
+        DPNPlugin.self,
+        NASNetPlugin.self,
+    ]
+}
 
 extension Registry {
     /// A registry with the built-in plugins.

@@ -11,6 +11,9 @@ struct OpacityCommand: ParsableCommand {
             Opacity rebuilds the RSNA Pneumonia Detection Challenge 2018 second-place method (RetinaNet with an extra small-anchor level, a global classifier with dropout, heavy augmentation, fold and checkpoint ensembles, box shrinking) in Swift, on the CPU.
 
             Start with `opacity demo`: it makes a synthetic chest X-ray set, trains a small model and shows what it finds. Models are named by config strings, e.g. `retinanet(encoder=resnet34, size=512, levels=2-7)`; `opacity plugins` lists every name.
+
+            Exit status: 0 success, 1 data or runtime error (the message names the file), 64 usage error (an option or value the command does not take), 130 interrupted (Ctrl-C).
             """,
+        version: OpacityMain.version,
         subcommands: commandList)
 }

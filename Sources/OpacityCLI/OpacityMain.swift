@@ -21,6 +21,9 @@ import Foundation
 /// OpacityMain.run(plugins: builtinPlugins + [MyBackbonePlugin.self])
 /// ```
 public enum OpacityMain {
+    /// The version `opacity --version` prints (semantic versioning).
+    public static let version = "0.1.0"
+
     /// Parses `arguments` (default: the process's own), runs the command and exits the process
     /// with the status described in ``ExitStatus``.
     ///

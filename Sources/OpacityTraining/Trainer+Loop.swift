@@ -239,7 +239,7 @@ public final class Trainer {
 
     private func appendLog(_ log: EpochLog) throws {
         let line = try log.jsonLine() + "\n"
-        if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logURL.path) { _ = FileManager.default.createFile(atPath: logURL.path, contents: nil) }
         let h = try FileHandle(forWritingTo: logURL)
         defer { try? h.close() }
         try h.seekToEnd()

@@ -21,7 +21,7 @@ enum CLI {
 
     /// Runs `opacity args...` in `cwd` with two compute threads.
     @discardableResult
-    static func run(_ args: [String], in cwd: URL? = nil, timeout: TimeInterval = 900) throws -> Result {
+    static func run(_ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900) throws -> Result {
         let p = Process()
         p.executableURL = executable
         p.arguments = args
@@ -29,6 +29,7 @@ enum CLI {
         var env = ProcessInfo.processInfo.environment
         env["OPACITY_THREADS"] = "2"
         env["OPACITY_CACHE"] = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-cache").path
+        env.merge(environment) { _, new in new }
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

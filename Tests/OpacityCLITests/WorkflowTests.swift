@@ -171,7 +171,7 @@ final class WorkflowTests: XCTestCase {
             (["train"], "--data"),
             (["train", "--data", "x", "--config", "retinanet(encoder=resnet35)"], "did you mean 'resnet34'"),
             (["train", "--data", "x", "--fold", "7"], "--fold 7"),
-            (["train", "--data", "x", "--freeze-bn", "maybe"], "on or off"),
+            (["train", "--data", "x", "--freeze-bn", "maybe"], "'on' and 'off'"),
             (["detect", "missing.png"], "missing.png"),
             (["detect", "x.png", "--model", "no-such-model"], "no-such-model"),
             (["eval", "--model", "retinanet-r34-compsite", "--data", "x"], "retinanet-r34-compsite"),
@@ -180,7 +180,7 @@ final class WorkflowTests: XCTestCase {
             (["compare", "not-a-run"], "not-a-run"),
             (["frobnicate"], "frobnicate"),
         ]
-        FileManager.default.createFile(atPath: dir.appendingPathComponent("x.png").path, contents: Data("not a png".utf8))
+        _ = FileManager.default.createFile(atPath: dir.appendingPathComponent("x.png").path, contents: Data("not a png".utf8))
         for (args, expected) in cases {
             let r = try CLI.run(args, in: dir)
             XCTAssertNotEqual(r.status, 0, "\(args) should fail")

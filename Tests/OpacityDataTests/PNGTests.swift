@@ -92,7 +92,7 @@ final class ConversionTests: XCTestCase {
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("log.txt")
-        FileManager.default.createFile(atPath: url.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: url.path, contents: nil)
         let h = try FileHandle(forWritingTo: url)
         let bar = TerminalProgressBar(label: "convert", output: h, isTTY: false)
         for i in 1...100 { bar.update(ProgressUpdate(done: i, total: 100, elapsed: Double(i) * 0.1)) }

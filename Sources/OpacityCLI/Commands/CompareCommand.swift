@@ -11,15 +11,17 @@ struct CompareCommand: ParsableCommand {
             Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure.
 
             Example:
-              opacity compare runs/r34_* runs/seresnext50_* --out compare
+              opacity compare runs/r34_* runs/seresnext50_* -o compare
             """)
 
     @Argument(help: "Run folders.") var runs: [String]
-    @Option(name: .long, help: "Output folder.") var out: String = "compare"
+    @Option(name: [.short, .long], help: "Output folder.") var output: String = "compare"
+    @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
 
     func run() throws {
         guard !runs.isEmpty else { throw ValidationError("name at least one run folder") }
         let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
+        let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         var written: [String] = []

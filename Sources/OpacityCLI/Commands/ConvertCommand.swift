@@ -14,15 +14,18 @@ struct ConvertCommand: ParsableCommand {
             values). Files that cannot be converted are listed at the end; the rest go on.
 
             Examples:
-              opacity convert stage_2_train_images/ train_png/ --size 512
-              opacity convert 0004cfab.dcm 0004cfab.png
+              opacity convert stage_2_train_images/ -o train_png/ --size 512
+              opacity convert 0004cfab.dcm -o 0004cfab.png
             """)
 
     @Argument(help: "A .dcm file or a folder of .dcm files.")
     var input: String
 
-    @Argument(help: "Output: a .png path or a folder (created) for {name}.png.")
-    var output: String
+    @Argument(help: ArgumentHelp("The output as a second argument (the older spelling of -o/--output).", visibility: .hidden))
+    var positionalOutput: String?
+
+    @Option(name: [.short, .long], help: "A .png path or a folder (created) for {name}.png; required.")
+    var output: String?
 
     @Option(name: .long, help: "Resize so the longer side is this many pixels (aspect kept).")
     var size: Int?
@@ -33,23 +36,33 @@ struct ConvertCommand: ParsableCommand {
     @Flag(name: .long, help: "Replace existing PNG files (they are skipped by default).")
     var overwrite = false
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int?
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         if let size, size < 1 { throw ValidationError("--size must be a positive number of pixels, e.g. 512") }
         _ = try parseWindow(window)
+        _ = try outputPath()
+    }
+
+    /// -o/--output, or the second argument as before.
+    func outputPath() throws -> String {
+        switch (output, positionalOutput) {
+        case (let o?, nil), (nil, let o?): return o
+        case (let o?, let p?) where o == p: return o
+        case (nil, nil): throw ValidationError("name the output: -o/--output PATH (a .png path or a folder)")
+        case (let o?, let p?): throw ValidationError("-o/--output \(o) and the second argument \(p) name different outputs; give -o/--output only")
+        }
     }
 
     func run() throws {
+        runtime.apply()
         let options = ImageConversion.Options(
             size: size, window: try parseWindow(window), overwrite: overwrite,
-            threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
-        let bar = TerminalProgressBar(label: "convert")
-        let summary = try ImageConversion.convert(input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output),
-                                                  options: options, progress: bar.handler)
+            threads: runtime.threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let summary = try ImageConversion.convert(input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
+                                                  options: options, progress: runtime.progressBar("convert"))
         print(summary)
-        if !summary.failures.isEmpty { throw ExitCode(1) }
+        if !summary.failures.isEmpty { throw ExitStatus.dataError.code }
     }
 }
 

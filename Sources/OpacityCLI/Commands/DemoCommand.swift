@@ -8,19 +8,21 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Generate a synthetic chest X-ray set, train a small detector on it, evaluate it and draw what it finds.",
         discussion: """
-            Everything lands in --out: the data, the run (checkpoints, log.jsonl), the loss curves (curves.png), the metric against the score threshold (metric_vs_threshold.png) and validation images with the truth in red and the detections in green (overlays/).
+            Everything lands in -o/--output: the data, the run (checkpoints, log.jsonl), the loss curves (curves.png), the metric against the score threshold (metric_vs_threshold.png) and validation images with the truth in red and the detections in green (overlays/).
             """)
 
-    @Option(name: .long, help: "Output folder.") var out: String = "opacity-demo"
+    @Option(name: [.short, .long], help: "Output folder.") var output: String = "opacity-demo"
+    @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Option(name: .long, help: "Synthetic images to generate.") var count: Int = 400
     @Option(name: .long, help: "Training epochs.") var epochs: Int = 6
     @Option(name: .long, help: "The model.") var config: String = "retinanet(encoder=resnet18(width=0.5), neck=fpn(channels=64), head=retina(channels=64), size=160)"
     @Option(name: .long, help: "Adam learning rate (higher than the paper's 1e-5: this encoder starts from scratch).") var lr: Double = 1e-3
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
-    @Option(name: .long, help: "Compute threads.") var threads: Int?
+    @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
-        if let threads { Compute.threads = threads }
+        runtime.apply()
+        let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "opacity-demo") ?? output
         let t0 = Date()
         let root = URL(fileURLWithPath: out)
         let data = root.appendingPathComponent("data")
@@ -29,8 +31,7 @@ struct DemoCommand: ParsableCommand {
         // 1. data
         if !FileManager.default.fileExists(atPath: data.appendingPathComponent("stage_2_train_labels.csv").path) {
             say("1/4 generating \(count) synthetic chest X-rays in \(data.path)")
-            let bar = TerminalProgressBar(label: "synth")
-            _ = try SyntheticChestXRay(config: SyntheticConfig(count: count, size: 512, seed: seed)).write(to: data, progress: bar.handler)
+            _ = try SyntheticChestXRay(config: SyntheticConfig(count: count, size: 512, seed: seed)).write(to: data, progress: runtime.progressBar("synth"))
         } else {
             say("1/4 reusing the synthetic set in \(data.path)")
         }
@@ -48,7 +49,7 @@ struct DemoCommand: ParsableCommand {
         options.data = data.path
         var setup = TrainingSetup(options: options, data: .rsna(data), runDirectory: runDir)
         setup.workers = 1
-        let progress = TrainingProgress()
+        let progress = TrainingProgress(quiet: runtime.quiet)
         let (trainer, summary) = try setup.makeTrainer(registry: registry, observer: progress)
         say("    \(summary.trainImages) training and \(summary.validationImages) validation images; \(trainer.detector.parameterCount) parameters")
         _ = try trainer.run()

@@ -12,25 +12,26 @@ struct DetectCommand: ParsableCommand {
 
             Examples:
               opacity detect patient.dcm
-              opacity detect scans/*.dcm --format csv --out found
+              opacity detect scans/*.dcm --format csv -o found
               opacity detect x.png --model runs/r34 --threshold 0.3 --shrink 0.875
             """)
 
     @Argument(help: "Image files (DICOM, PNG, JPEG) or folders of them.") var inputs: [String]
     @OptionGroup var model: ModelOptions
     @Option(name: .long, help: "Keep boxes scoring above this (default: the threshold saved with the model, else 0.2).") var threshold: Float?
-    @Option(name: .long, help: ArgumentHelp("Output format: json or csv.", valueName: "json|csv")) var format: String = "json"
-    @Option(name: .long, help: "Folder for detections and overlay PNGs.") var out: String = "detections"
+    @Option(name: .long, help: "Output format.") var format: DetectionFormat = .json
+    @Option(name: [.short, .long], help: "Folder for detections and overlay PNGs.") var output: String = "detections"
+    @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Do not write overlay PNGs.") var noOverlays = false
-    @Option(name: .long, help: "Compute threads.") var threads: Int?
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        guard ["json", "csv"].contains(format) else { throw ValidationError("--format takes json or csv, not '\(format)'") }
         guard !inputs.isEmpty else { throw ValidationError("name at least one image or folder") }
     }
 
     func run() throws {
-        if let threads { Compute.threads = threads }
+        runtime.apply()
+        let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "detections") ?? output
         var files: [URL] = []
         for i in inputs {
             var isDir: ObjCBool = false
@@ -50,7 +51,7 @@ struct DetectCommand: ParsableCommand {
         struct Found: Codable { var file: String; var width: Int; var height: Int; var boxes: [Box] }
         struct Box: Codable { var score: Float; var x: Float; var y: Float; var width: Float; var height: Float }
         var all: [Found] = []
-        let bar = TerminalProgressBar(label: "detect")
+        let bar = runtime.progressBar("detect")
         let t0 = Date()
         for (k, f) in files.enumerated() {
             let img = try ImageFile.read(f)
@@ -61,10 +62,10 @@ struct DetectCommand: ParsableCommand {
                 let name = f.deletingPathExtension().lastPathComponent + ".overlay.png"
                 try writePNG(img.overlay(detections: dets, thickness: max(2, img.width / 300)), to: outURL.appendingPathComponent(name))
             }
-            bar.update(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+            bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
         }
-        let resultURL = outURL.appendingPathComponent(format == "json" ? "detections.json" : "detections.csv")
-        if format == "json" {
+        let resultURL = outURL.appendingPathComponent(format == .json ? "detections.json" : "detections.csv")
+        if format == .json {
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
             try e.encode(all).write(to: resultURL, options: .atomic)

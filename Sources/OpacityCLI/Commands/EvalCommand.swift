@@ -24,11 +24,13 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "A folds CSV (patientId,class,fold).") var foldsFile: String?
     @Flag(name: .long, help: "Score every image, not one fold.") var all = false
     @Option(name: .long, help: "Score at most this many images.") var limit: Int?
-    @Option(name: .long, help: "Output folder for the CSV and the PNG.") var out: String = "eval"
-    @Option(name: .long, help: "Compute threads.") var threads: Int?
+    @Option(name: [.short, .long], help: "Output folder for the CSV and the PNG.") var output: String = "eval"
+    @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
+    @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
-        if let threads { Compute.threads = threads }
+        runtime.apply()
+        let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         let registry = try CommandContext.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         say(model.describe(urls, predictor))
@@ -47,10 +49,10 @@ struct EvalCommand: ParsableCommand {
         }
         if let limit { records = Array(records.prefix(limit)) }
         guard !records.isEmpty else { throw ValidationError("no images to score") }
-        let bar = TerminalProgressBar(label: "eval")
+        let bar = runtime.progressBar("eval")
         let t0 = Date()
         let ev = try Evaluation(predictor: predictor, records: records, skipUnreadable: dataOptions.skipUnreadable) { done, total in
-            bar.update(ProgressUpdate(done: done, total: total, elapsed: Date().timeIntervalSince(t0)))
+            bar?(ProgressUpdate(done: done, total: total, elapsed: Date().timeIntervalSince(t0)))
         }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)

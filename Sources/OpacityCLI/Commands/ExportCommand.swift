@@ -17,14 +17,11 @@ struct ExportCommand: ParsableCommand {
 
     @Argument(help: "A bundle, a run folder (its best.opb) or a zoo name.") var model: String
     @Option(name: [.short, .long], help: "The bundle to write.") var output: String
-    @Option(name: .long, help: "Storage: fp32, fp16, bf16 or int8 (int8: per-output-channel scales for weight tensors).") var storage: String = "fp32"
+    @Option(name: .long, help: "Storage (int8: per-output-channel scales for weight tensors).") var storage = StorageChoice(.f32)
     @Option(name: .long, help: ArgumentHelp("A metric to record, name=value (repeatable).", valueName: "name=value")) var metric: [String] = []
     @Option(name: .long, help: "A note to record in the provenance.") var notes: String?
 
     func validate() throws {
-        guard StorageType(name: storage) != nil else {
-            throw ValidationError("--storage takes one of \(StorageType.userNames.joined(separator: ", ")), not '\(storage)'")
-        }
         for m in metric {
             let kv = m.split(separator: "=", maxSplits: 1)
             guard kv.count == 2, Double(kv[1]) != nil else { throw ValidationError("--metric takes name=number, not '\(m)'") }
@@ -41,7 +38,7 @@ struct ExportCommand: ParsableCommand {
             meta.metrics[String(kv[0])] = Double(kv[1])!
         }
         if let notes { meta.provenance.notes = notes }
-        let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: .uniform(StorageType(name: storage)!), metadata: meta)
+        let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: .uniform(storage.type), metadata: meta)
         say("\(url.path) -> \(output)")
         say(summary.description)
     }

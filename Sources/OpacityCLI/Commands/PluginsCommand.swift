@@ -13,8 +13,8 @@ struct PluginsCommand: ParsableCommand {
             Pass --canonical CONFIG to check a config string and print its canonical form.
             """)
 
-    @Option(name: .long, help: "Only this kind: detector, encoder, neck or head.")
-    var kind: String?
+    @Option(name: .long, help: "Only this kind.")
+    var kind: ComponentKind?
 
     @Option(name: .long, help: "Check a config string and print its canonical form (defaults elided, keys sorted).")
     var canonical: String?
@@ -29,12 +29,7 @@ struct PluginsCommand: ParsableCommand {
             return
         }
         var kinds = ComponentKind.allCases
-        if let kind {
-            guard let k = ComponentKind(rawValue: kind) else {
-                throw ValidationError("unknown kind '\(kind)'; expected one of \(ComponentKind.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            kinds = [k]
-        }
+        if let kind { kinds = [kind] }
         print("plugins: \(registry.plugins.joined(separator: ", "))")
         for k in kinds {
             let items = registry.components.filter { $0.kind == k }

@@ -11,7 +11,7 @@ struct ScoreCommand: ParsableCommand {
             This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported).
 
             Example:
-              opacity submit --images oof_images --model runs/fold0 --out oof.csv
+              opacity submit --images oof_images --model runs/fold0 -o oof.csv
               opacity score oof.csv --labels stage_2_train_labels.csv --per-image scores.csv
             """)
 

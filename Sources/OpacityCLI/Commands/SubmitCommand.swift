@@ -11,19 +11,21 @@ struct SubmitCommand: ParsableCommand {
             Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension.
 
             Examples:
-              opacity submit --images stage_2_test_images --model runs/fold0 --model runs/fold1 --out submission.csv
+              opacity submit --images stage_2_test_images --model runs/fold0 --model runs/fold1 -o submission.csv
               opacity submit --images test --model retinanet-r34-composite --threshold 0.25 --shrink 0.875
             """)
 
     @Option(name: .long, help: "Folder of test images (DICOM or PNG).") var images: String
     @OptionGroup var model: ModelOptions
     @Option(name: .long, help: "Keep boxes scoring above this (default: the threshold saved with the first model, else 0.2).") var threshold: Float?
-    @Option(name: .long, help: "The submission file.") var out: String = "submission.csv"
+    @Option(name: [.short, .long], help: "The submission file.") var output: String = "submission.csv"
+    @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Leave out unreadable images with a warning instead of stopping.") var skipUnreadable = false
-    @Option(name: .long, help: "Compute threads.") var threads: Int?
+    @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
-        if let threads { Compute.threads = threads }
+        runtime.apply()
+        let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "submission.csv") ?? output
         let files = try ImageFile.list(in: URL(fileURLWithPath: images))
         guard !files.isEmpty else { throw ValidationError("\(images) holds no images (.dcm, .png, .jpg)") }
         let registry = try CommandContext.registry()
@@ -32,7 +34,7 @@ struct SubmitCommand: ParsableCommand {
         predictor.filter = ConfidenceFilter(threshold: t)
         note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t))
         var rows: [(patientId: String, detections: [Detection])] = []
-        let bar = TerminalProgressBar(label: "submit")
+        let bar = runtime.progressBar("submit")
         let t0 = Date()
         var failed: [String] = []
         for (k, f) in files.enumerated() {
@@ -45,7 +47,7 @@ struct SubmitCommand: ParsableCommand {
                 failed.append("\(f.lastPathComponent): \(error)")
                 rows.append((id, []))
             }
-            bar.update(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+            bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
         }
         let sub = Submission(rows: rows)
         try sub.write(to: URL(fileURLWithPath: out))

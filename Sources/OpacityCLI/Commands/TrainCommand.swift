@@ -4,17 +4,21 @@ import Opacity
 
 /// `opacity train`.
 struct TrainCommand: ParsableCommand {
+    /// The library's defaults, shown in help and used for options not given.
+    static let defaults = TrainingOptions(config: "retinanet")
+
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a detector on one fold, the paper's way.",
         discussion: """
-            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C stops after writing a checkpoint; --resume continues exactly where the run stopped.
+            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C stops after writing a checkpoint; --resume continues exactly where the run stopped; with --epochs it extends the run.
 
             Examples:
               opacity train --data rsna --config "retinanet(encoder=seresnext101_32x4d, dropout=0.75)"
               opacity train --data synth --config "retinanet(encoder=resnet34, size=256)" --lr 1e-4 --freeze-bn off --epochs 12
               opacity train --labels boxes.csv --images pngs --fold 1 --aug heavy_norotation
-              opacity train --out runs/r34 --resume
+              opacity train -o runs/r34 --resume
+              opacity train -o runs/r34 --resume --epochs 24
             """)
 
     @Option(name: .long, help: ArgumentHelp("The detector config string (see `opacity plugins`).", valueName: "config"))
@@ -22,65 +26,65 @@ struct TrainCommand: ParsableCommand {
 
     @OptionGroup var dataOptions: DataOptions
 
-    @Option(name: .long, help: "Validation fold (0-based).") var fold: Int = 0
-    @Option(name: .long, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = 4
+    @Option(name: .long, help: "Validation fold (0-based).") var fold: Int = Self.defaults.fold
+    @Option(name: .long, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = Self.defaults.folds
     @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
-    @Option(name: .long, help: "Epochs.") var epochs: Int = 16
-    @Option(name: .long, help: "Images per batch.") var batch: Int = 4
+    @Option(name: .long, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
+    @Option(name: .long, help: "Images per batch.") var batch: Int = Self.defaults.batchSize
     @Option(name: .long, help: ArgumentHelp("Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\".", valueName: "preset"))
-    var aug: String = "heavy"
-    @Option(name: .long, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = 1234
-    @Option(name: .long, help: "Run folder (default: runs/<config>_fold<K>_seed<S>).") var out: String?
-    @Flag(name: .long, help: "Continue the run in --out from its newest checkpoint.") var resume = false
-    @Option(name: .long, help: "Adam learning rate (default 1e-5; with --resume, changes the rate from the checkpoint on).") var lr: Double?
-    @Option(name: .long, help: "Gradient-norm clip.") var clip: Double = 0.05
-    @Option(name: .long, help: "ReduceLROnPlateau patience (epochs).") var patience: Int = 4
-    @Option(name: .long, help: "ReduceLROnPlateau factor.") var factor: Double = 0.2
-    @Option(name: .long, help: ArgumentHelp("Batch norm: on (frozen statistics, the paper), off (trained).", valueName: "on|off"))
-    var freezeBn: String = "on"
+    var aug: String = Self.defaults.augmentation
+    @Option(name: .long, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = Self.defaults.seed
+    @Option(name: [.short, .long], help: "Run folder (default: runs/<config>_fold<K>_seed<S>).") var output: String?
+    @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
+    @Flag(name: .long, help: "Continue the run in -o/--output from its newest checkpoint.") var resume = false
+    @Option(name: .long, help: "Adam learning rate (default: \(Self.defaults.learningRate); with --resume, changes the rate from the checkpoint on).") var lr: Double?
+    @Option(name: .long, help: "Gradient-norm clip.") var clip: Double = Self.defaults.clipNorm
+    @Option(name: .long, help: "ReduceLROnPlateau patience (epochs).") var patience: Int = Self.defaults.plateauPatience
+    @Option(name: .long, help: "ReduceLROnPlateau factor.") var factor: Double = Self.defaults.plateauFactor
+    @Option(name: .long, help: "Batch norm: on (frozen statistics, the paper), off (trained).")
+    var freezeBn = Switch(Self.defaults.freezeBatchNorm)
     @Option(name: .long, help: "Start the encoder from a bundle or zoo entry (e.g. from `opacity import`).") var encoderWeights: String?
-    @Option(name: .long, help: ArgumentHelp("Which epoch best.opb points to: metric or loss.", valueName: "metric|loss")) var bestBy: String = "metric"
+    @Option(name: .long, help: "Which epoch best.opb points to.") var bestBy = BestBy(rawValue: Self.defaults.bestBy) ?? .metric
     @Option(name: .long, help: "Use at most this many training images of the fold.") var limitTrain: Int?
     @Option(name: .long, help: "Use at most this many validation images of the fold.") var limitVal: Int?
-    @Option(name: .long, help: "Compute threads (default: all cores, or OPACITY_THREADS).") var threads: Int?
+    @OptionGroup var runtime: RuntimeOptions
     @Option(name: .long, help: "Background loader threads.") var workers: Int = 2
     @Option(name: .long, help: ArgumentHelp("Stop (as Ctrl-C does) after this many steps of this invocation.", visibility: .hidden))
     var stopAfter: Int?
 
     func validate() throws {
-        guard ["on", "off"].contains(freezeBn) else { throw ValidationError("--freeze-bn takes on or off, not '\(freezeBn)'") }
-        guard ["metric", "loss"].contains(bestBy) else { throw ValidationError("--best-by takes metric or loss, not '\(bestBy)'") }
-        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
         guard folds >= 2 else { throw ValidationError("--folds must be at least 2") }
         guard fold >= 0 && fold < folds else { throw ValidationError("--fold \(fold) does not exist with --folds \(folds); expected 0...\(folds - 1)") }
-        if resume && out == nil { throw ValidationError("--resume needs --out RUNDIR (the run to continue)") }
+        if resume && output == nil && deprecatedOut == nil { throw ValidationError("--resume needs -o/--output RUNDIR (the run to continue)") }
     }
 
     func run() throws {
-        if let threads { Compute.threads = threads }
+        runtime.apply()
+        let out = try resolveOutput(output, deprecated: deprecatedOut)
         let registry = try CommandContext.registry()
         var options: TrainingOptions
         let outURL: URL
         if resume, let out, let saved = try TrainingSetup.savedOptions(in: URL(fileURLWithPath: out)) {
             options = saved
             if let config, try registry.canonical(config) != saved.config {
-                throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another --out")
+                throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another -o/--output")
             }
-            if epochs != 16 { options.epochs = epochs }  // allow extending a run
+            if let epochs { options.epochs = epochs }  // extend (or shorten) the run
             outURL = URL(fileURLWithPath: out)
         } else {
             options = TrainingOptions(config: try registry.canonical(config ?? "retinanet"))
-            options.epochs = epochs
+            options.epochs = epochs ?? Self.defaults.epochs
             options.batchSize = batch
-            options.learningRate = lr ?? 1e-5
+            options.learningRate = lr ?? Self.defaults.learningRate
             options.clipNorm = clip
             options.plateauPatience = patience
             options.plateauFactor = factor
-            options.freezeBatchNorm = freezeBn == "on"
+            options.freezeBatchNorm = freezeBn.isOn
             options.seed = seed
-            options.bestBy = bestBy
+            options.bestBy = bestBy.rawValue
             options.fold = fold
             options.folds = folds
             options.augmentation = aug
@@ -88,7 +92,7 @@ struct TrainCommand: ParsableCommand {
             options.data = try dataOptions.location().description
             outURL = URL(fileURLWithPath: out ?? "runs/" + TrainingSetup.runName(canonical: options.config, fold: fold, seed: seed))
             if !resume, Trainer.latestCheckpoint(in: outURL) != nil {
-                throw ValidationError("\(outURL.path) already holds a run; continue it with --resume, or choose another --out")
+                throw ValidationError("\(outURL.path) already holds a run; continue it with --resume, or choose another -o/--output")
             }
         }
         var setup = TrainingSetup(options: options, data: try dataOptions.location(), runDirectory: outURL)
@@ -97,7 +101,7 @@ struct TrainCommand: ParsableCommand {
         setup.limitTrain = limitTrain
         setup.limitValidation = limitVal
         setup.foldsFile = foldsFile.map { URL(fileURLWithPath: $0) }
-        let progress = TrainingProgress()
+        let progress = TrainingProgress(quiet: runtime.quiet)
         let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: progress)
         if resume, let lr, summary.resumedFrom != nil {
             trainer.setLearningRate(lr)
@@ -123,7 +127,7 @@ struct TrainCommand: ParsableCommand {
                 say("done: \(logs.count) epochs run; best epoch \(best) -> \(trainer.bestURL.path)")
             }
         } catch let e as RunError {
-            if case .interrupted = e { say(e.description); throw ExitCode(130) }
+            if case .interrupted = e { say(e.description); throw ExitStatus.interrupted.code }
             throw e
         }
     }

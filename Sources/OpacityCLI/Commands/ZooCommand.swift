@@ -143,7 +143,7 @@ struct ZooCommand: ParsableCommand {
                     print("\(name): FAILED: \(error)")
                 }
             }
-            if failures > 0 { throw ExitCode(1) }
+            if failures > 0 { throw ExitStatus.dataError.code }
         }
     }
 

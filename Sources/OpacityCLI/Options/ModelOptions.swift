@@ -12,8 +12,8 @@ struct ModelOptions: ParsableArguments {
         valueName: "model"))
     var models: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("How an ensemble combines models per anchor before NMS: percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink).", valueName: "percentile|mean"))
-    var ensemble: String = "percentile"
+    @Option(name: .long, help: "How an ensemble combines models per anchor before NMS: percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink).")
+    var ensemble: EnsembleChoice = .percentile
 
     @Option(name: .long, help: "The s of the percentile rule (the paper tuned 1.6).")
     var sizeScale: Float = 1.6
@@ -25,7 +25,6 @@ struct ModelOptions: ParsableArguments {
     var fetch = false
 
     func validate() throws {
-        guard ["percentile", "mean"].contains(ensemble) else { throw ValidationError("--ensemble takes percentile or mean, not '\(ensemble)'") }
         if let shrink, !(shrink > 0.1 && shrink <= 2) { throw ValidationError("--shrink must be in (0.1, 2], e.g. 0.875") }
         guard sizeScale >= 0 && sizeScale <= 10 else { throw ValidationError("--size-scale must be in 0...10") }
     }
@@ -39,7 +38,7 @@ struct ModelOptions: ParsableArguments {
             detectors.append(d)
             urls.append(u)
         }
-        let method: EnsembleMethod = ensemble == "mean" ? .meanShrink(shrink == nil ? 0.875 : 1) : .percentile(scale: sizeScale)
+        let method: EnsembleMethod = ensemble == .mean ? .meanShrink(shrink == nil ? 0.875 : 1) : .percentile(scale: sizeScale)
         let p = try Predictor(detectors: detectors, method: method)
         if let shrink { p.shrink = shrink }
         return (p, urls)
@@ -51,12 +50,3 @@ struct ModelOptions: ParsableArguments {
         return "ensemble of \(urls.count) models (\(p.method)): " + urls.map(\.lastPathComponent).joined(separator: ", ")
     }
 }
-
-/// Writes a PNG, making the folder.
-func writePNG(_ image: RGBImage, to url: URL) throws {
-    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-    try PNG.write(image, to: url)
-}
-
-func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
-func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -11,6 +11,10 @@ final class TrainingProgress: TrainingObserver {
     var epoch = 0, epochs = 0
     var running: [String: Double] = [:]
     var seen = 0
+    /// Under `--quiet`: no step, epoch-start or validation lines (epoch results and messages still print).
+    let quiet: Bool
+
+    init(quiet: Bool = false) { self.quiet = quiet }
 
     func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
     func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
@@ -22,11 +26,12 @@ final class TrainingProgress: TrainingObserver {
         lastPlain = -1
         running = [:]
         seen = 0
-        if !isTTY { write("epoch \(epoch)/\(epochs): \(steps) steps" + (step > 0 ? " (resuming at \(step))" : "") + "\n") }
+        if !isTTY && !quiet { write("epoch \(epoch)/\(epochs): \(steps) steps" + (step > 0 ? " (resuming at \(step))" : "") + "\n") }
     }
 
     func trainingDidStep(_ step: Int, of steps: Int, terms: [(name: String, value: Float)], imagesPerSecond: Double) {
         seen += 1
+        if quiet { return }
         for (n, v) in terms { running[n] = (running[n] ?? Double(v)) * 0.9 + Double(v) * 0.1 }
         let elapsed = Date().timeIntervalSince(epochStart)
         let eta = Double(steps - step) * elapsed / Double(max(1, seen))
@@ -48,6 +53,7 @@ final class TrainingProgress: TrainingObserver {
     }
 
     func trainingWillValidate(_ epoch: Int, batches: Int) {
+        if quiet { return }
         write(isTTY ? "validating \(batches) batches...\r" : "  validating (\(batches) batches)\n")
     }
 

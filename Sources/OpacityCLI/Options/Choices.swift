@@ -1,0 +1,61 @@
+import ArgumentParser
+import Opacity
+
+// String choices of the command line as enums: the parser rejects any other value and lists
+// the valid ones in its error and in --help.
+
+/// How an ensemble combines models per anchor (`--ensemble`).
+enum EnsembleChoice: String, CaseIterable, ExpressibleByArgument {
+    case percentile, mean
+}
+
+/// The detections file `opacity detect` writes (`--format`).
+enum DetectionFormat: String, CaseIterable, ExpressibleByArgument {
+    case json, csv
+}
+
+/// The image format `opacity synth` writes (`--format`).
+enum SyntheticFormat: String, CaseIterable, ExpressibleByArgument {
+    case png, dicom
+    case dicomJPEG = "dicom-jpeg"
+
+    /// The library's format (JPEG at quality 90, like the RSNA files).
+    var format: SyntheticConfig.ImageFormat {
+        switch self {
+        case .png: return .png
+        case .dicom: return .dicom
+        case .dicomJPEG: return .dicomJPEG(quality: 90)
+        }
+    }
+}
+
+/// On or off (`train --freeze-bn`).
+enum Switch: String, CaseIterable, ExpressibleByArgument {
+    case on, off
+    init(_ value: Bool) { self = value ? .on : .off }
+    var isOn: Bool { self == .on }
+}
+
+/// Which epoch `best.opb` points to (`train --best-by`).
+enum BestBy: String, CaseIterable, ExpressibleByArgument {
+    case metric, loss
+}
+
+/// A tensor storage type by its user name (`--storage fp32|fp16|bf16|int8`).
+struct StorageChoice: ExpressibleByArgument {
+    var type: StorageType
+
+    init(_ type: StorageType) { self.type = type }
+
+    init?(argument: String) {
+        guard let t = StorageType(name: argument) else { return nil }
+        type = t
+    }
+
+    var defaultValueDescription: String { StorageType.userNames[StorageType.allCases.firstIndex(of: type) ?? 0] }
+
+    static var allValueStrings: [String] { StorageType.userNames }
+}
+
+/// A component kind (`plugins --kind`).
+extension ComponentKind: ExpressibleByArgument {}

@@ -1,0 +1,26 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// Options every command that computes shares: threads and how much progress it prints.
+struct RuntimeOptions: ParsableArguments {
+    @Option(name: .long, help: "Compute threads (default: all cores, or OPACITY_THREADS).")
+    var threads: Int?
+
+    @Flag(name: .shortAndLong, help: "Print no progress lines on standard error (results, warnings and errors still print).")
+    var quiet = false
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, e.g. 4") }
+    }
+
+    /// Sets the engine's thread count; call first in `run()`.
+    func apply() {
+        if let threads { Compute.threads = threads }
+    }
+
+    /// A progress handler that draws a bar on standard error, or nil under `--quiet`.
+    func progressBar(_ label: String) -> ProgressHandler? {
+        quiet ? nil : TerminalProgressBar(label: label).handler
+    }
+}

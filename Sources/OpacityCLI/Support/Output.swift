@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// Writes a PNG, making the folder.
+func writePNG(_ image: RGBImage, to url: URL) throws {
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    try PNG.write(image, to: url)
+}
+
+/// A result line on standard output.
+func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+
+/// A warning or note on standard error (printed even under `--quiet`).
+func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+/// The output path from `-o/--output` and the deprecated spelling `--out` (hidden from help,
+/// kept so existing scripts run): `--out` wins with a warning when `--output` was left at
+/// `defaultValue`; both with different values is a usage error.
+///
+/// - Throws: `ValidationError` when both spellings name different paths.
+func resolveOutput(_ output: String?, deprecated: String?, defaultValue: String? = nil) throws -> String? {
+    guard let deprecated else { return output }
+    if let output, output != defaultValue, output != deprecated {
+        throw ValidationError("-o/--output \(output) and --out \(deprecated) name different outputs; give -o/--output only")
+    }
+    note("warning: --out is deprecated; use -o/--output")
+    return deprecated
+}
