@@ -67,7 +67,7 @@ let apps: [Target] = [
 let tests: [Target] = [
     .testTarget(name: "OpacityTensorTests", dependencies: ["OpacityTensor"]),
     .testTarget(name: "OpacityCoreTests", dependencies: ["OpacityCore"]),
-    .testTarget(name: "OpacityPersistenceTests", dependencies: ["OpacityCore", "OpacityPersistence"]),
+    .testTarget(name: "OpacityPersistenceTests", dependencies: ["OpacityCore", "OpacityPersistence", "OpacityResNet", "OpacitySEResNeXt"]),
     .testTarget(name: "OpacityDataTests", dependencies: ["OpacityData", "OpacityPersistence"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),

@@ -18,6 +18,7 @@ public enum DPNPlugin: OpacityPlugin {
             parameters: parameters)
         try registry.registerEncoder(info, EncoderFactory(
             featureSpec: { _ in DPN.spec },
+            checkpoint: CheckpointNaming(classifierPrefixes: ["classifier."]),
             make: { cfg in DPN(inChannels: cfg.int("in_channels"), classes: cfg.int("classes")) }))
     }
 }

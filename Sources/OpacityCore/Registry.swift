@@ -119,10 +119,19 @@ public struct EncoderFactory: Sendable {
     public var featureSpec: @Sendable (ResolvedConfig) throws -> FeatureSpec
     /// Builds the encoder (allocates weights).
     public var make: @Sendable (ResolvedConfig) throws -> any Encoder
+    /// How the encoder takes checkpoints published elsewhere (classifier names, key maps):
+    /// the plugin's hook, so the import code names no plugin.
+    public var checkpoint: CheckpointNaming
 
+    /// - Parameters:
+    ///   - featureSpec: the maps a config gives, without building.
+    ///   - checkpoint: classifier prefixes and key maps (default: timm names, classifier `fc`).
+    ///   - make: builds the encoder.
     public init(featureSpec: @escaping @Sendable (ResolvedConfig) throws -> FeatureSpec,
+                checkpoint: CheckpointNaming = CheckpointNaming(),
                 make: @escaping @Sendable (ResolvedConfig) throws -> any Encoder) {
         self.featureSpec = featureSpec
+        self.checkpoint = checkpoint
         self.make = make
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import OpacityCore
 import OpacityPersistence
+import OpacitySEResNeXt
 import XCTest
 
 /// A tiny encoder with timm-style names, registered by a test plugin, to import into.
@@ -215,7 +216,8 @@ final class SafeTensorsTests: TemporaryFolderTestCase {
         XCTAssertEqual(timm.map("fc.weight"), "last_linear.weight")
         XCTAssertEqual(KeyMap.cadene.map("module.layer0.conv1.weight"), "layer0.conv1.weight")
         XCTAssertEqual(KeyMap.cadene.map("layer1.0.se_module.fc2.weight"), "layer1.0.se_module.fc2.weight")
-        XCTAssertThrowsError(try KeyMap.named("cadenne")) { e in XCTAssertTrue("\(e)".contains("did you mean 'cadene'"), "\(e)") }
+        let registry = try Registry(plugins: [SEResNeXtPlugin.self])
+        XCTAssertThrowsError(try registry.keyMap("cadenne", encoder: "seresnext50_32x4d")) { e in XCTAssertTrue("\(e)".contains("did you mean 'cadene'"), "\(e)") }
     }
 
     /// Files PyTorch writes once for the tests that need it: a timm resnet34 state dict saved

@@ -15,7 +15,9 @@ struct ImportCommand: ParsableCommand {
               opacity train --config "retinanet(encoder=resnet34)" --encoder-weights resnet34_in1k.opb ...
 
             Key maps: timm (names unchanged), cadene (Cadene pretrainedmodels se_resnext*,
-            = timm legacy_seresnext*), timm-seresnext (timm's current seresnext*_32x4d).
+            = timm legacy_seresnext*), timm-seresnext (timm's current seresnext*_32x4d: trained with
+            a padded stem pool, so refused unless --allow-different-numerics). Each encoder's
+            plugin registers the key maps it accepts.
             Cadene .pth files are pickles: convert them first with
               python -c "import torch,safetensors.torch as s; s.save_file(torch.load('x.pth'), 'x.safetensors')"
             """)
@@ -29,7 +31,7 @@ struct ImportCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "The bundle to write (default: the source's name with .opb, in the current folder).")
     var output: String?
 
-    @Option(name: .long, help: "Key map: timm, cadene or timm-seresnext.")
+    @Option(name: .long, help: "Key map: timm (every encoder), or one the encoder's plugin registers (seresnext*: cadene, timm-seresnext).")
     var keyMap: String = "timm"
 
     @Option(name: .long, help: "Storage: fp32, fp16, bf16 or int8.")
@@ -40,6 +42,9 @@ struct ImportCommand: ParsableCommand {
 
     @Flag(name: .long, help: "Ignore tensors the encoder has no place for (besides the classifier).")
     var allowUnexpected = false
+
+    @Flag(name: .long, help: "Import a checkpoint the encoder's plugin marks as trained for other numerics (e.g. timm's padded-pool seresnext into the ceil-mode stem).")
+    var allowDifferentNumerics = false
 
     @Flag(name: .long, help: "Check the mapping and print the report without writing.")
     var dryRun = false
@@ -56,12 +61,12 @@ struct ImportCommand: ParsableCommand {
 
     func run() throws {
         let registry = try CommandContext.registry()
-        let map = try KeyMap.named(keyMap)
+        let map = try registry.keyMap(keyMap, encoder: encoder)
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)
         let report = try WeightImport.importEncoder(from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
                                                     storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,
-                                                    allowUnexpected: allowUnexpected)
+                                                    allowUnexpected: allowUnexpected, allowDifferentNumerics: allowDifferentNumerics)
         print(report)
         if verbose { print(report.details) }
         if let out {

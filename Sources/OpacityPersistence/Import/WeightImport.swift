@@ -3,16 +3,15 @@ import OpacityTensor
 import OpacityCore
 
 /// Why an import failed.
+///
+/// (An unknown key map or a checkpoint whose numerics do not fit the encoder is a
+/// ``CheckpointError``.)
 public enum ImportError: Error, CustomStringConvertible, Sendable {
-    /// No built-in key map of that name.
-    case unknownKeyMap(name: String, valid: [String], nearest: String?)
     /// The source's tensors do not fit the encoder; nothing was written.
     case doesNotFit(file: String, encoder: String, report: ImportReport)
 
     public var description: String {
         switch self {
-        case let .unknownKeyMap(name, valid, nearest):
-            return "unknown key map '\(name)'" + (nearest.map { "; did you mean '\($0)'?" } ?? "") + " Valid: \(valid.joined(separator: ", "))"
         case let .doesNotFit(file, encoder, report):
             return "\(file) does not fit encoder \(encoder); nothing was written:\n" + report.description
         }
@@ -55,8 +54,11 @@ public struct ImportReport: Sendable, CustomStringConvertible {
     public var initialised: [String] = []
     /// What was written, if anything.
     public var written: BundleSummary?
-    /// Another built-in key map under which every encoder name is found, when this one failed.
+    /// Another key map of the encoder's under which every encoder name is found, when this one failed.
     public var suggestedKeyMap: String?
+    /// Why the checkpoint's numerics differ from the encoder's, when the import was told to
+    /// accept that (``WeightImport/importEncoder(from:encoder:registry:keyMap:to:storage:allowMissing:allowUnexpected:allowDifferentNumerics:provenance:)``).
+    public var numericsDiffer: String?
 
     /// Whether every encoder tensor came from the source and every source tensor was used or
     /// dropped on purpose.
@@ -90,6 +92,7 @@ public struct ImportReport: Sendable, CustomStringConvertible {
             lines.append("  mis-shaped (\(mismatched.count)): " + mismatched.prefix(12).map { "\($0.name) file \(describe($0.source)) encoder \(describe($0.target))" }.joined(separator: ", "))
         }
         if !initialised.isEmpty { lines.append("  left at initial values (--allow-missing): \(initialised.count) tensors") }
+        if let n = numericsDiffer { lines.append("  warning: imported although its numerics differ from the encoder's: \(n)") }
         if let k = suggestedKeyMap { lines.append("  hint: key map '\(k)' finds every encoder tensor in this file; try --key-map \(k)") }
         if let w = written { lines.append("  wrote \(w)") }
         return lines.joined(separator: "\n")
@@ -100,15 +103,14 @@ public struct ImportReport: Sendable, CustomStringConvertible {
 /// encoder bundle that detectors can start from (`opacity train --encoder-weights FILE` or
 /// ``Detector/loadEncoderWeights(from:)``).
 public enum WeightImport {
-    /// Name prefixes of ImageNet classifiers, which are dropped when the encoder has none.
-    public static let classifierPrefixes = ["fc.", "last_linear.", "classifier.", "head.fc.", "head."]
-
     /// Maps a safetensors file onto an encoder and writes an encoder bundle.
     ///
-    /// Names map one to one after `keyMap`. A 3-channel stem (`[O, 3, kh, kw]`) becomes the
+    /// Names map one to one after `keyMap` (one of the encoder's registered key maps, see
+    /// ``CheckpointNaming`` and ``Registry/keyMap(_:encoder:)``). A 3-channel stem (`[O, 3, kh, kw]`) becomes the
     /// encoder's 1-channel stem by summing the kernels over the input channels, which gives
     /// the same output as feeding the grey image three times. The ImageNet classifier and
-    /// batch-norm step counters (`num_batches_tracked`) are dropped. F16, BF16 and F64
+    /// batch-norm step counters (`num_batches_tracked`) are dropped (the classifier's names are
+    /// the encoder's ``CheckpointNaming/classifierPrefixes``). F16, BF16 and F64
     /// tensors are converted to f32.
     /// - Parameters:
     ///   - source: the safetensors file.
@@ -119,22 +121,39 @@ public enum WeightImport {
     ///   - storage: storage policy of the bundle.
     ///   - allowMissing: keep initial values for encoder tensors the file lacks instead of failing.
     ///   - allowUnexpected: ignore source tensors the encoder lacks instead of failing.
+    ///   - allowDifferentNumerics: import a checkpoint whose convention the encoder's plugin
+    ///     marks as trained for other numerics (``KeyMap/numericsDiffer``) instead of failing.
     /// - Returns: the report (with the summary of what was written).
-    /// - Throws: ``ImportError/doesNotFit(file:encoder:report:)`` with the full report when
-    ///   names or shapes do not fit (nothing is written), ``SafeTensorsError``,
+    /// - Throws: ``CheckpointError/numericsDiffer(file:encoder:keyMap:reason:)`` when the key
+    ///   map, or the convention the file's names are recognised as, does not fit the encoder's
+    ///   numerics; ``ImportError/doesNotFit(file:encoder:report:)`` with the full report when
+    ///   names or shapes do not fit (nothing is written in either case), ``SafeTensorsError``,
     ///   ``ConfigError``, ``BundleError``.
     @discardableResult
     public static func importEncoder(from source: URL, encoder: String, registry: Registry, keyMap: KeyMap = .identity,
                                      to output: URL?, storage: StoragePolicy = .fp32, allowMissing: Bool = false,
-                                     allowUnexpected: Bool = false, provenance: Provenance = Provenance()) throws -> ImportReport {
+                                     allowUnexpected: Bool = false, allowDifferentNumerics: Bool = false,
+                                     provenance: Provenance = Provenance()) throws -> ImportReport {
         let resolved = try registry.resolve(Config(parsing: encoder), as: .encoder)
         let canonical = resolved.canonical.description
-        let module = try registry.encoderFactory(resolved.name).make(resolved)
-        let targets = module.stateDict()
-        let targetShapes = Dictionary(uniqueKeysWithValues: targets.map { ($0.0, $0.1.shape) })
+        let factory = try registry.encoderFactory(resolved.name)
+        let naming = factory.checkpoint
         let file = try SafeTensorsFile(source)
 
         var report = ImportReport(source: source.lastPathComponent, encoder: canonical, keyMap: keyMap.name)
+        // the plugin's word on numerics: the chosen map's, and any map that recognises the names
+        let sourceNameSet = Set(file.entries.map(\.name))
+        let differing = ([keyMap] + naming.allKeyMaps.filter { $0.name != keyMap.name && ($0.recognises?(sourceNameSet) ?? false) })
+            .first { $0.numericsDiffer != nil }
+        if let differing, let reason = differing.numericsDiffer {
+            guard allowDifferentNumerics else {
+                throw CheckpointError.numericsDiffer(file: source.path, encoder: canonical, keyMap: differing.name, reason: reason)
+            }
+            report.numericsDiffer = reason
+        }
+        let module = try factory.make(resolved)
+        let targets = module.stateDict()
+        let targetShapes = Dictionary(uniqueKeysWithValues: targets.map { ($0.0, $0.1.shape) })
         var sourceFor: [String: SafeTensorsFile.Entry] = [:]
         for e in file.entries {
             guard let name = keyMap.map(e.name) else {
@@ -144,7 +163,7 @@ public enum WeightImport {
             guard let shape = targetShapes[name] else {
                 if name.hasSuffix("num_batches_tracked") {
                     report.dropped.append((e.name, "batch-norm step counter, not used"))
-                } else if classifierPrefixes.contains(where: { name.hasPrefix($0) }) {
+                } else if naming.classifierPrefixes.contains(where: { name.hasPrefix($0) }) {
                     report.dropped.append((e.name, "ImageNet classifier"))
                 } else {
                     report.unexpected.append((e.name, e.shape))
@@ -189,7 +208,7 @@ public enum WeightImport {
         let fits = report.mismatched.isEmpty && (allowMissing || report.missing.isEmpty) && (allowUnexpected || report.unexpected.isEmpty)
         guard fits else {
             let sourceNames = file.entries.map(\.name)
-            report.suggestedKeyMap = KeyMap.all.first { m in
+            report.suggestedKeyMap = naming.allKeyMaps.first { m in
                 m.name != keyMap.name && Set(sourceNames.compactMap(m.map)).isSuperset(of: targetShapes.keys)
             }?.name
             throw ImportError.doesNotFit(file: source.path, encoder: canonical, report: report)
@@ -200,7 +219,8 @@ public enum WeightImport {
         var prov = provenance
         if prov.source == nil { prov.source = source.lastPathComponent }
         if prov.notes == nil {
-            prov.notes = "imported with key map \(keyMap.name)" + (file.metadata.isEmpty ? "" : "; source metadata \(file.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))")
+            prov.notes = "imported with key map \(keyMap.name)"
+                + (report.numericsDiffer.map { " (accepted although its numerics differ: \($0))" } ?? "") + (file.metadata.isEmpty ? "" : "; source metadata \(file.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))")
         }
         let meta = BundleMetadata(kind: .encoder, config: canonical, provenance: prov)
         report.written = try WeightBundle.write(to: output, metadata: meta, groups: [TensorGroup(WeightBundle.modelGroup, tensors, storage: storage)])
