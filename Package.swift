@@ -59,6 +59,8 @@ let apps: [Target] = [
         name: "OpacityCLI",
         dependencies: ["Opacity", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     .executableTarget(name: "opacity", dependencies: ["OpacityCLI"]),
+    // The README's Swift example, compiled and run by ReadmeSnippetTests.
+    .executableTarget(name: "readme-snippet", dependencies: ["Opacity"], path: "Examples/ReadmeSnippet"),
     .executableTarget(name: "opacity-bench", dependencies: ["Opacity"]),
 ]
 

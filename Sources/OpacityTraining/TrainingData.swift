@@ -25,10 +25,22 @@ public enum DataLocation: Sendable, Equatable {
         }
     }
 
+    /// The full paths, for messages on this machine.
     public var description: String {
         switch self {
         case .rsna(let u): return u.path
         case .csv(let l, let i): return "\(l.path) + \(i.path)"
+        }
+    }
+
+    /// What a bundle's provenance and a run's recipe record: the folder and file names
+    /// without the machine's directories, e.g. `rsna (RSNA layout)` or
+    /// `boxes.csv + pngs/ (boxes CSV)`. Nothing of the training machine's file system
+    /// beyond those names is written into a bundle.
+    public var provenanceLabel: String {
+        switch self {
+        case .rsna(let u): return "\(u.standardizedFileURL.lastPathComponent) (RSNA layout)"
+        case .csv(let l, let i): return "\(l.lastPathComponent) + \(i.standardizedFileURL.lastPathComponent)/ (boxes CSV)"
         }
     }
 }

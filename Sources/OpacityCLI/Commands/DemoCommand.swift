@@ -46,7 +46,7 @@ struct DemoCommand: ParsableCommand {
         options.freezeBatchNorm = false
         options.seed = seed
         options.augmentation = "light"
-        options.data = data.path
+        options.data = DataLocation.rsna(data).provenanceLabel
         var setup = TrainingSetup(options: options, data: .rsna(data), runDirectory: runDir)
         setup.workers = 1
         let progress = TrainingProgress(quiet: runtime.quiet)

@@ -89,7 +89,7 @@ struct TrainCommand: ParsableCommand {
             options.folds = folds
             options.augmentation = aug
             options.encoderWeights = encoderWeights
-            options.data = try dataOptions.location().description
+            options.data = try dataOptions.location().provenanceLabel
             outURL = URL(fileURLWithPath: out ?? "runs/" + TrainingSetup.runName(canonical: options.config, fold: fold, seed: seed))
             if !resume, Trainer.latestCheckpoint(in: outURL) != nil {
                 throw ValidationError("\(outURL.path) already holds a run; continue it with --resume, or choose another -o/--output")

@@ -4,8 +4,8 @@ import OpacityCore
 /// The model zoo: named bundles listed in manifests, fetched into a cache on request,
 /// hash-checked every time they are used.
 ///
-/// Entries come from the built-in manifest (`zoo/manifest.json` of the Opacity checkout)
-/// and a user manifest; a user entry with the same name replaces the built-in one.
+/// Entries come from the built-in manifest (found beside the executable, see
+/// ``builtinManifestURL(environment:executable:)``) and a user manifest; a user entry with the same name replaces the built-in one.
 /// Loading never touches the network: ``fetch(_:force:progress:)`` (or
 /// `opacity zoo fetch NAME`, or `allowFetch: true`) does.
 ///
@@ -16,7 +16,8 @@ import OpacityCore
 /// Environment variables: `OPACITY_CACHE` (cache folder; default `$XDG_CACHE_HOME/opacity`
 /// or `~/.cache/opacity`), `OPACITY_USER_MANIFEST` (default
 /// `$XDG_CONFIG_HOME/opacity/zoo.json` or `~/.config/opacity/zoo.json`),
-/// `OPACITY_ZOO_MANIFEST` (replaces the built-in manifest).
+/// `OPACITY_ZOO_MANIFEST` (replaces the built-in manifest), `OPACITY_HOME` (the folder holding
+/// `zoo/` when none is found beside the executable).
 public struct Zoo: Sendable {
     /// One manifest the zoo reads.
     public struct Source: Sendable {
@@ -117,15 +118,43 @@ public struct Zoo: Sendable {
         return home(environment).appendingPathComponent(".config/opacity/zoo.json")
     }
 
-    /// `OPACITY_ZOO_MANIFEST`, else `zoo/manifest.json` of the checkout this library was
-    /// built from, if it exists.
-    public static func builtinManifestURL(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL? {
+    /// The built-in manifest, found at run time (no path of the build machine is compiled in):
+    ///
+    /// 1. `OPACITY_ZOO_MANIFEST`, if set;
+    /// 2. beside the running executable (symbolic links resolved), looking up to five folders
+    ///    up from it: `share/opacity/zoo/manifest.json` (the layout `scripts/install.sh
+    ///    --prefix DIR` makes: `DIR/bin/opacity`, `DIR/share/opacity/zoo/`), or
+    ///    `zoo/manifest.json` in a folder that also holds `Package.swift` (a source checkout
+    ///    whose `.build` holds the executable, wherever the checkout was moved);
+    /// 3. `$OPACITY_HOME/zoo/manifest.json` (`OPACITY_HOME` names the folder holding `zoo/`,
+    ///    e.g. `/usr/local/share/opacity` or a checkout).
+    ///
+    /// - Parameter executable: the running program (default: this process's executable).
+    /// - Returns: the first manifest file that exists, or `nil` (the zoo then has only the
+    ///   user manifest).
+    public static func builtinManifestURL(environment: [String: String] = ProcessInfo.processInfo.environment,
+                                          executable: URL? = Bundle.main.executableURL) -> URL? {
         if let z = environment["OPACITY_ZOO_MANIFEST"], !z.isEmpty { return URL(fileURLWithPath: z) }
-        // Sources/OpacityCore/Zoo/Zoo.swift -> the package root
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        let m = root.appendingPathComponent("zoo/manifest.json")
-        return FileManager.default.fileExists(atPath: m.path) ? m : nil
+        let fm = FileManager.default
+        if let exe = executable?.resolvingSymlinksInPath() {
+            var dir = exe.deletingLastPathComponent()
+            for _ in 0..<6 {
+                let installed = dir.appendingPathComponent("share/opacity/zoo/manifest.json")
+                if fm.fileExists(atPath: installed.path) { return installed }
+                let checkout = dir.appendingPathComponent("zoo/manifest.json")
+                if fm.fileExists(atPath: dir.appendingPathComponent("Package.swift").path), fm.fileExists(atPath: checkout.path) {
+                    return checkout
+                }
+                let parent = dir.deletingLastPathComponent()
+                if parent.path == dir.path { break }
+                dir = parent
+            }
+        }
+        if let h = environment["OPACITY_HOME"], !h.isEmpty {
+            let m = URL(fileURLWithPath: h).appendingPathComponent("zoo/manifest.json")
+            if fm.fileExists(atPath: m.path) { return m }
+        }
+        return nil
     }
 
     private static func home(_ env: [String: String]) -> URL {
