@@ -26,6 +26,12 @@ let systemLibraries: [Target] = [
     .systemLibrary(
         name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libturbojpeg",
         providers: [.apt(["libturbojpeg0-dev"])]),
+    .systemLibrary(
+        name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+        providers: [.apt(["zlib1g-dev"])]),
+    .systemLibrary(
+        name: "COpenJPEG", path: "Sources/COpenJPEG", pkgConfig: "libopenjp2",
+        providers: [.apt(["libopenjp2-7-dev"])]),
 ]
 
 // MARK: - Framework layers
@@ -34,7 +40,7 @@ let core: [Target] = [
     .target(name: "OpacityTensor", dependencies: ["CBLAS"]),
     .target(name: "OpacityCore", dependencies: ["OpacityTensor"]),
     .target(name: "OpacityPersistence", dependencies: ["OpacityTensor", "OpacityCore", "CZstd"]),
-    .target(name: "OpacityData", dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG"]),
+    .target(name: "OpacityData", dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG", "CZlib", "COpenJPEG"]),
     .target(name: "OpacityTraining", dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData"]),
 ]
 

@@ -17,10 +17,29 @@ public struct TransferSyntax: Sendable, Hashable, CustomStringConvertible {
     /// JPEG Baseline (Process 1): 8-bit lossy JPEG, the RSNA challenge images.
     public static let jpegBaseline = TransferSyntax(uid: "1.2.840.10008.1.2.4.50")
 
+    /// Deflated Explicit VR Little Endian: the data set after the file meta is a raw deflate stream.
+    public static let deflatedExplicitVRLittleEndian = TransferSyntax(uid: "1.2.840.10008.1.2.1.99")
+    /// JPEG Lossless, Non-Hierarchical (Process 14), any predictor.
+    public static let jpegLossless = TransferSyntax(uid: "1.2.840.10008.1.2.4.57")
+    /// JPEG Lossless, Process 14, Selection Value 1 (first-order prediction).
+    public static let jpegLosslessSV1 = TransferSyntax(uid: "1.2.840.10008.1.2.4.70")
+    /// JPEG 2000 Image Compression (Lossless Only).
+    public static let jpeg2000Lossless = TransferSyntax(uid: "1.2.840.10008.1.2.4.90")
+    /// JPEG 2000 Image Compression (lossless or lossy).
+    public static let jpeg2000 = TransferSyntax(uid: "1.2.840.10008.1.2.4.91")
+    /// RLE Lossless.
+    public static let rleLossless = TransferSyntax(uid: "1.2.840.10008.1.2.5")
+
     /// The syntaxes ``DICOM`` decodes.
     public static let supported: [TransferSyntax] = [
-        .implicitVRLittleEndian, .explicitVRLittleEndian, .explicitVRBigEndian, .jpegBaseline,
+        .implicitVRLittleEndian, .explicitVRLittleEndian, .explicitVRBigEndian, .deflatedExplicitVRLittleEndian,
+        .jpegBaseline, .jpegLossless, .jpegLosslessSV1, .jpeg2000Lossless, .jpeg2000, .rleLossless,
     ]
+
+    /// Whether the pixel data are encapsulated (compressed fragments).
+    public var isEncapsulated: Bool {
+        ![TransferSyntax.implicitVRLittleEndian, .explicitVRLittleEndian, .explicitVRBigEndian, .deflatedExplicitVRLittleEndian].contains(self)
+    }
 
     /// Whether ``DICOM`` can decode this syntax.
     public var isSupported: Bool { TransferSyntax.supported.contains(self) }
@@ -241,6 +260,9 @@ public enum DICOM {
     /// The most pixels one frame may have (8192 x 8192 = 67,108,864); a header claiming more
     /// is refused before anything is allocated.
     public static let maxPixels = 8192 * 8192
+    /// The most bytes a Deflated Explicit VR Little Endian data set may inflate to (1 GiB),
+    /// so a small compressed file cannot exhaust memory.
+    public static let maxInflatedBytes = 1 << 30
     /// The most frames a file may declare in Number of Frames (0028,0008).
     public static let maxFrames = 100_000
 
@@ -580,6 +602,14 @@ struct DICOMParser {
             throw DataError.unsupportedTransferSyntax(path: path, uid: syntax.uid, name: syntax.name)
         }
         var warnings: [String] = []
+        if syntax == .deflatedExplicitVRLittleEndian {
+            let inflated = try DICOMCodecs.inflateRaw(UnsafeRawBufferPointer(rebasing: bytes[pos...]), limit: DICOM.maxInflatedBytes, path: path)
+            return try inflated.withUnsafeBytes { raw in
+                var q = DICOMParser(bytes: raw, path: path)
+                q.explicitVR = true
+                return try q.parseDataset(syntax: syntax, hasPreamble: hasPreamble, warnings: [], decodePixels: decodePixels, frame: frame)
+            }
+        }
         explicitVR = syntax != .implicitVRLittleEndian
         bigEndian = syntax == .explicitVRBigEndian
         // The data set's own encoding wins over the one declared: look at the first element
@@ -591,7 +621,12 @@ struct DICOMParser {
             }
             explicitVR = found
         }
+        return try parseDataset(syntax: syntax, hasPreamble: hasPreamble, warnings: warnings, decodePixels: decodePixels, frame: frame)
+    }
 
+    /// Parses the data set from `pos` (after the file meta) with the encoding already set.
+    mutating func parseDataset(syntax: TransferSyntax, hasPreamble: Bool, warnings: [String], decodePixels: Bool,
+                               frame: Int) throws -> Result {
         var h = DICOMHeader(transferSyntax: syntax, hasPreamble: hasPreamble, rows: 0, columns: 0, bitsAllocated: 0,
                             bitsStored: 0, highBit: 0, pixelRepresentation: 0, samplesPerPixel: 1,
                             photometricInterpretation: "", numberOfFrames: 1, rescaleSlope: 1, rescaleIntercept: 0)
@@ -697,6 +732,35 @@ struct DICOMParser {
             return Result(header: h, pixels: .uint8(img.pixels))
         }
 
+        if syntax.isEncapsulated {
+            guard px.length == 0xFFFF_FFFF else { throw fail("\(syntax.name) Pixel Data must be encapsulated (undefined length)") }
+            let pixels = h.rows * h.columns, bytesPer = h.bitsAllocated / 8
+            var native: [UInt8]
+            switch syntax {
+            case .rleLossless:
+                let data = try frameFragments(frame: frame, of: h.numberOfFrames, startMarker: nil)
+                native = try DICOMCodecs.decodeRLE(data, pixels: pixels, bytesPerSample: bytesPer, path: path)
+            case .jpegLossless, .jpegLosslessSV1:
+                let data = try frameFragments(frame: frame, of: h.numberOfFrames, startMarker: [0xFF, 0xD8])
+                let r = try LosslessJPEGDecoder(data: data, path: path).decode()
+                guard r.width == h.columns, r.height == h.rows else {
+                    throw fail("JPEG Lossless frame is \(r.width)x\(r.height) but the header says \(h.columns)x\(h.rows)")
+                }
+                guard r.precision <= h.bitsAllocated else {
+                    throw DataError.unsupportedPixelFormat(path: path, reason: "JPEG Lossless of \(r.precision) bits in BitsAllocated \(h.bitsAllocated) (\(where_))")
+                }
+                native = DICOMParser.littleEndianBytes(r.samples.map { Int32($0) }, bytesPerSample: bytesPer)
+            default:  // JPEG 2000
+                let data = try frameFragments(frame: frame, of: h.numberOfFrames, startMarker: [0xFF, 0x4F])
+                let r = try DICOMCodecs.decodeJPEG2000(data, expected: (h.columns, h.rows), path: path)
+                guard r.precision <= h.bitsAllocated else {
+                    throw DataError.unsupportedPixelFormat(path: path, reason: "JPEG 2000 of \(r.precision) bits in BitsAllocated \(h.bitsAllocated) (\(where_))")
+                }
+                native = DICOMParser.littleEndianBytes(r.samples, bytesPerSample: bytesPer)
+            }
+            return native.withUnsafeBytes { Result(header: h, pixels: DICOMParser.storedValues($0, header: h, bigEndian: false)) }
+        }
+
         // Native pixels.
         guard px.length != 0xFFFF_FFFF else { throw fail("native Pixel Data has undefined length (encapsulated data in an uncompressed syntax)") }
         let need = h.rows * h.columns * (h.bitsAllocated / 8)
@@ -707,6 +771,19 @@ struct DICOMParser {
         }
         let raw = UnsafeRawBufferPointer(rebasing: bytes[(px.valueOffset + offset)..<(px.valueOffset + offset + need)])
         return Result(header: h, pixels: DICOMParser.storedValues(raw, header: h, bigEndian: bigEndian))
+    }
+
+    /// Samples as little-endian bytes of `bytesPerSample` (1 or 2) each, two's complement
+    /// bit patterns cut to that width.
+    static func littleEndianBytes(_ samples: [Int32], bytesPerSample: Int) -> [UInt8] {
+        if bytesPerSample == 1 { return samples.map { UInt8(truncatingIfNeeded: $0) } }
+        var out = [UInt8](repeating: 0, count: samples.count * 2)
+        for i in 0..<samples.count {
+            let v = UInt16(truncatingIfNeeded: samples[i])
+            out[2 * i] = UInt8(v & 0xFF)
+            out[2 * i + 1] = UInt8(v >> 8)
+        }
+        return out
     }
 
     /// Stored values from one frame of native pixel bytes: masked to Bits Stored (shifted

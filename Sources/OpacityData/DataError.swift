@@ -47,9 +47,8 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             return "'\(path)' is not a readable DICOM Part 10 file: \(reason)"
         case let .unsupportedTransferSyntax(path, uid, name):
             return "'\(path)': transfer syntax \(uid) (\(name)) is not supported; Opacity reads "
-                + "Implicit VR Little Endian (1.2.840.10008.1.2), Explicit VR Little Endian (1.2.840.10008.1.2.1), "
-                + "Explicit VR Big Endian (1.2.840.10008.1.2.2) and JPEG Baseline (1.2.840.10008.1.2.4.50); "
-                + "convert the file first (e.g. `dcmdjpeg` or `gdcmconv --raw`)"
+                + TransferSyntax.supported.map(\.description).joined(separator: ", ")
+                + "; convert the file first (e.g. `gdcmconv --raw`)"
         case let .unsupportedPixelFormat(path, reason):
             return "'\(path)': \(reason)"
         case let .jpegDecodingFailed(path, reason):
