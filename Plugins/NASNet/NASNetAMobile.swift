@@ -15,6 +15,13 @@ public final class NASNetAMobile: Module, Encoder {
     /// The feature maps the encoder produces.
     public static let spec = FeatureSpec(zip([44, 264, 528, 1056], [4, 8, 16, 32]).map { FeatureLevel(channels: $0, stride: $1) })
 
+    /// The input sizes at which C2..C5 are exactly `ceil(size / 4)` ... `ceil(size / 32)`:
+    /// `size % 32` is 0 or 31. The unpadded stem gives `floor((size - 1) / 2)` pixels,
+    /// `cell_stem_0` halves that rounding up (must give a multiple of 8), and each later
+    /// reduction halves it again while its first cell's factorized path rounds up, so the two
+    /// only agree on even sizes; any other size traps inside a cell (e.g. 100: 12x12 vs 13x13).
+    public static let inputSizes = InputSizeRule.remainders([0, 31], modulo: 32, "multiples of 32 and one less, e.g. 96, 127, 128")
+
     /// The stem convolution (3x3, stride 2, no padding) and batch norm.
     public let conv0: NASNetConvBN
     let cellStem0: ReductionCell

@@ -18,6 +18,7 @@ public enum NASNetPlugin: OpacityPlugin {
             parameters: parameters)
         try registry.registerEncoder(info, EncoderFactory(
             featureSpec: { _ in NASNetAMobile.spec },
+            inputSizes: NASNetAMobile.inputSizes,
             checkpoint: CheckpointNaming(classifierPrefixes: ["last_linear."]),
             make: { cfg in NASNetAMobile(inChannels: cfg.int("in_channels"), classes: cfg.int("classes")) }))
     }

@@ -6,12 +6,15 @@ import OpacityTensor
 public enum RetinaNetPlugin: OpacityPlugin {
     public static let name = "RetinaNet"
 
+    /// The input sizes the `size` parameter admits before the encoder's own rule.
+    static let sizeRange = 32...2048
+
     /// The detector's parameters, with the paper's values as defaults.
     public static let detectorParameters: [ParameterSpec] = [
         ParameterSpec("encoder", .component(.encoder), default: .string("resnet34"), "image encoder (C2..C5)"),
         ParameterSpec("neck", .component(.neck), default: .string("fpn"), "feature pyramid"),
         ParameterSpec("head", .component(.head), default: .string("retina"), "per-anchor subnets"),
-        ParameterSpec("size", .int(32...2048), default: .int(512), "square input size in pixels"),
+        ParameterSpec("size", .int(sizeRange), default: .int(512), "square input size in pixels"),
         ParameterSpec("levels", .range(within: 2...7), default: .range(2...7), "pyramid levels (2-7 adds the paper's small-anchor P2; 3-7 is stock)"),
         ParameterSpec("dropout", .float(0...0.95), default: .float(0.5), "dropout before the box-classification output"),
         ParameterSpec("global", .bool, default: .bool(true), "global 3-class classifier on the encoder's deepest map"),
@@ -84,10 +87,18 @@ public enum RetinaNetPlugin: OpacityPlugin {
                                            expected: "a value not above positive_iou (\(cfg.float("positive_iou")))")
         }
         let size = cfg.int("size")
-        guard size % 32 == 0 || size >= 64 else {
+        let detectorAccepts = { (s: Int) in s % 32 == 0 || s >= 64 }
+        guard detectorAccepts(size) else {
             throw ConfigError.invalidValue(component: "retinanet", key: "size", value: "\(size)", expected: "at least 64 or a multiple of 32")
         }
         let ec = cfg.component("encoder"), ef = try reg.encoderFactory(ec.name)
+        // the backbone contract: refuse a size the encoder cannot take, before allocating
+        guard ef.inputSizes.accepts(size) else {
+            let nearest = ef.inputSizes.nearest(to: size, in: sizeRange, also: detectorAccepts)
+            throw ConfigError.invalidValue(
+                component: "retinanet", key: "size", value: "\(size)",
+                expected: "a size encoder \(ec.canonical) accepts (\(ef.inputSizes))" + (nearest.map { "; nearest valid size: \($0)" } ?? ""))
+        }
         let espec = try ef.featureSpec(ec)
         let nc = cfg.component("neck"), nf = try reg.neckFactory(nc.name)
         let pyramid: FeatureSpec

@@ -22,6 +22,11 @@ public final class SEResNeXt: Module, Encoder {
         public var name: String { "seresnext\(rawValue)_32x4d" }
     }
 
+    /// The input sizes at which C2..C5 are exactly `ceil(size / 4)` ... `ceil(size / 32)`:
+    /// `size % 4` is 0 or 3. The stem convolution gives `ceil(size / 2)` pixels and the
+    /// unpadded ceil-mode pool halves that exactly only when it is even.
+    public static let inputSizes = InputSizeRule.remainders([0, 3], modulo: 4, "multiples of 4 and one less, e.g. 96, 99, 100")
+
     /// The feature maps every variant produces.
     public static let spec = FeatureSpec((0..<4).map { FeatureLevel(channels: 256 << $0, stride: 4 << $0) })
 

@@ -19,6 +19,7 @@ public enum SEResNeXtPlugin: OpacityPlugin {
                 parameters: parameters)
             try registry.registerEncoder(info, EncoderFactory(
                 featureSpec: { _ in SEResNeXt.spec },
+                inputSizes: SEResNeXt.inputSizes,
                 checkpoint: checkpointNaming,
                 make: { cfg in SEResNeXt(depth, inChannels: cfg.int("in_channels"), classes: cfg.int("classes")) }))
         }

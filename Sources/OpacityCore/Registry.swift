@@ -122,15 +122,21 @@ public struct EncoderFactory: Sendable {
     /// How the encoder takes checkpoints published elsewhere (classifier names, key maps):
     /// the plugin's hook, so the import code names no plugin.
     public var checkpoint: CheckpointNaming
+    /// The input sizes the encoder accepts (its maps are then `ceil(size / stride)`); a
+    /// detector refuses others before allocating.
+    public var inputSizes: InputSizeRule
 
     /// - Parameters:
     ///   - featureSpec: the maps a config gives, without building.
+    ///   - inputSizes: the input sizes the encoder accepts (default: any).
     ///   - checkpoint: classifier prefixes and key maps (default: timm names, classifier `fc`).
     ///   - make: builds the encoder.
     public init(featureSpec: @escaping @Sendable (ResolvedConfig) throws -> FeatureSpec,
+                inputSizes: InputSizeRule = .any,
                 checkpoint: CheckpointNaming = CheckpointNaming(),
                 make: @escaping @Sendable (ResolvedConfig) throws -> any Encoder) {
         self.featureSpec = featureSpec
+        self.inputSizes = inputSizes
         self.checkpoint = checkpoint
         self.make = make
     }
