@@ -70,6 +70,7 @@ extension Tensor {
         let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
         var inputs = [self, weight]
         if let b = bias { inputs.append(b) }
+        OpTrace.note("conv2d", inputs, out, ["stride": .ints([stride.0, stride.1]), "padding": .ints([padding.0, padding.1]), "dilation": .ints([dilation.0, dilation.1]), "groups": .int(groups)])
         return Autograd.record("conv2d", out, inputs: inputs) { g in
             let (gx, gw, gb) = ConvKernels.backward(input: x, weight: wt, gradOut: g, geo: geo, groups: groups,
                                                     needInput: needX, needWeight: needW, needBias: needB)

@@ -78,6 +78,7 @@ extension Tensor {
         if target == shape { return self }
         let out = reducedUntracked(toShape: target)
         let full = shape
+        OpTrace.note("sumToShape", [self], out)
         return Autograd.record("sumToShape", out, inputs: [self]) { g in [g.broadcastUntracked(to: full)] }
     }
 
@@ -171,6 +172,7 @@ extension Tensor {
     public static func + (a: Tensor, b: Tensor) -> Tensor {
         let out = binaryKernel(a, b, .add, op: "add")
         let sa = a.shape, sb = b.shape
+        OpTrace.note("add", [a, b], out)
         return Autograd.record("add", out, inputs: [a, b]) { g in [g.reducedUntracked(toShape: sa), g.reducedUntracked(toShape: sb)] }
     }
 
@@ -178,6 +180,7 @@ extension Tensor {
     public static func - (a: Tensor, b: Tensor) -> Tensor {
         let out = binaryKernel(a, b, .sub, op: "sub")
         let sa = a.shape, sb = b.shape
+        OpTrace.note("sub", [a, b], out)
         return Autograd.record("sub", out, inputs: [a, b]) { g in [g.reducedUntracked(toShape: sa), (-g).reducedUntracked(toShape: sb)] }
     }
 
@@ -187,6 +190,7 @@ extension Tensor {
         let out = binaryKernel(a, b, .mul, op: "mul")
         let ad = a.detached(), bd = b.detached()
         let ta = a.node != nil, tb = b.node != nil
+        OpTrace.note("mul", [a, b], out)
         return Autograd.record("mul", out, inputs: [a, b]) { g in
             [ta ? binaryKernel(g, bd, .mul, op: "mul").reducedUntracked(toShape: ad.shape) : nil,
              tb ? binaryKernel(g, ad, .mul, op: "mul").reducedUntracked(toShape: bd.shape) : nil]
@@ -197,6 +201,7 @@ extension Tensor {
     public static func / (a: Tensor, b: Tensor) -> Tensor {
         let out = binaryKernel(a, b, .div, op: "div")
         let ad = a.detached(), bd = b.detached()
+        OpTrace.note("div", [a, b], out)
         return Autograd.record("div", out, inputs: [a, b]) { g in
             let ga = binaryKernel(g, bd, .div, op: "div").reducedUntracked(toShape: ad.shape)
             // d(a/b)/db = -a / b^2
@@ -220,12 +225,14 @@ extension Tensor {
     /// Negation.
     public static prefix func - (a: Tensor) -> Tensor {
         let out = a.mapUntracked { -$0 }
+        OpTrace.note("neg", [a], out)
         return Autograd.record("neg", out, inputs: [a]) { g in [g.mapUntracked { -$0 }] }
     }
 
     /// Adds a scalar.
     public static func + (a: Tensor, s: Float) -> Tensor {
         let out = a.mapUntracked { $0 + s }
+        OpTrace.note("addScalar", [a], out, ["scalar": .float(s)])
         return Autograd.record("addScalar", out, inputs: [a]) { g in [g] }
     }
 
@@ -235,6 +242,7 @@ extension Tensor {
     /// Multiplies by a scalar.
     public static func * (a: Tensor, s: Float) -> Tensor {
         let out = a.mapUntracked { $0 * s }
+        OpTrace.note("mulScalar", [a], out, ["scalar": .float(s)])
         return Autograd.record("mulScalar", out, inputs: [a]) { g in [g.mapUntracked { $0 * s }] }
     }
 
@@ -255,6 +263,7 @@ extension Tensor {
             while i < r.upperBound { o[i] = max(p[i], 0); i += 1 }
         }
         let kept = out.detached()
+        OpTrace.note("relu", [self], out)
         return Autograd.record("relu", out, inputs: [self]) { g in
             let gi = Tensor(uninitializedShape: g.shape)
             let gp = g.pointer, op = kept.pointer, gq = gi.mutablePointer
@@ -276,6 +285,7 @@ extension Tensor {
     public func sigmoid() -> Tensor {
         let out = mapUntracked { x in x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
         let od = out.detached()
+        OpTrace.note("sigmoid", [self], out)
         return Autograd.record("sigmoid", out, inputs: [self]) { g in
             let gi = Tensor(uninitializedShape: g.shape)
             let gp = g.pointer, op = od.pointer, gq = gi.mutablePointer
@@ -288,6 +298,7 @@ extension Tensor {
     public func exp() -> Tensor {
         let out = mapUntracked { Foundation.exp($0) }
         let od = out.detached()
+        OpTrace.note("exp", [self], out)
         return Autograd.record("exp", out, inputs: [self]) { g in [Tensor.binaryKernel(g, od, .mul, op: "exp")] }
     }
 
@@ -295,6 +306,7 @@ extension Tensor {
     public func log() -> Tensor {
         let out = mapUntracked { Foundation.log($0) }
         let xd = detached()
+        OpTrace.note("log", [self], out)
         return Autograd.record("log", out, inputs: [self]) { g in [Tensor.binaryKernel(g, xd, .div, op: "log")] }
     }
 
@@ -302,6 +314,7 @@ extension Tensor {
     public func squared() -> Tensor {
         let out = mapUntracked { $0 * $0 }
         let xd = detached()
+        OpTrace.note("square", [self], out)
         return Autograd.record("square", out, inputs: [self]) { g in
             [Tensor.binaryKernel(g, xd.mapUntracked { 2 * $0 }, .mul, op: "square")]
         }

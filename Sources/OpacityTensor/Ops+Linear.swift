@@ -11,6 +11,7 @@ extension Tensor {
         BLAS.gemm(transA: transposeSelf, transB: transposeOther, m: m, n: n, k: k, a: pointer, lda: shape[1],
                   b: other.pointer, ldb: other.shape[1], c: out.mutablePointer, ldc: n)
         let a = detached(), b = other.detached()
+        OpTrace.note("matmul", [self, other], out, ["transposeSelf": .bool(transposeSelf), "transposeOther": .bool(transposeOther)])
         return Autograd.record("matmul", out, inputs: [self, other]) { g in
             // C = A B: dA = dC B^T, dB = A^T dC (with the transposes folded in).
             let ga: Tensor = transposeSelf
@@ -53,6 +54,7 @@ extension Tensor {
             (dst + i * d).update(from: src + r * d, count: d)
         }
         let full = shape
+        OpTrace.note("gatherRows", [self], out, ["indices": .ints(indices)])
         return Autograd.record("gatherRows", out, inputs: [self]) { g in
             let gx = Tensor.zeros(full)
             let gp = g.pointer, dp = gx.mutablePointer

@@ -21,6 +21,7 @@ extension Tensor {
             for i in 0..<c { o[i] = x[i] - lse }
         }
         let od = out.detached()
+        OpTrace.note("logSoftmax", [self], out)
         return Autograd.record("logSoftmax", out, inputs: [self]) { g in
             let gx = Tensor(uninitializedShape: g.shape)
             let gp = g.pointer, lp = od.pointer, dp = gx.mutablePointer
@@ -45,6 +46,7 @@ extension Tensor {
         }
         let out = Tensor(s / Float(max(1, n)))
         let sh = shape
+        OpTrace.note("nllLoss", [self], out)
         return Autograd.record("nllLoss", out, inputs: [self]) { g in
             let gx = Tensor.zeros(sh)
             let v = -g.scalar / Float(max(1, n))
@@ -88,6 +90,7 @@ extension Tensor {
         }
         let out = Tensor(Float(partial.reduce(0, +)))
         let x = detached(), tg = targets.detached()
+        OpTrace.note("sigmoidFocalLoss", [self], out)
         return Autograd.record("sigmoidFocalLoss", out, inputs: [self]) { g in
             let scale = g.scalar
             let gx = Tensor(uninitializedShape: x.shape)
@@ -124,6 +127,7 @@ extension Tensor {
         }
         let out = Tensor(Float(s))
         let x = detached(), t = target.detached()
+        OpTrace.note("smoothL1Loss", [self, target], out)
         return Autograd.record("smoothL1Loss", out, inputs: [self, target]) { g in
             let scale = g.scalar
             let gx = Tensor(uninitializedShape: x.shape)
@@ -146,6 +150,7 @@ extension Tensor {
         let mp = mask.mutablePointer
         for i in 0..<count { mp[i] = rng.nextUniform() < p ? 0 : keep }
         let out = Tensor.binaryKernel(self, mask, .mul, op: "dropout")
+        OpTrace.note("dropout", [self], out)
         return Autograd.record("dropout", out, inputs: [self]) { g in [Tensor.binaryKernel(g, mask, .mul, op: "dropout")] }
     }
 }

@@ -45,6 +45,7 @@ extension Tensor {
         }
         let x = detached(), y = out.detached()
         let needX = node != nil, needW = weight.node != nil, needB = bias.node != nil
+        OpTrace.note("batchNorm2d", [self, weight, bias, mean, variance], out, ["eps": .float(eps), "relu": .bool(relu)])
         return Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
             // One pass per (image, channel) plane: the input gradient, and per-plane sums of
             // g and g * (x - mean) for the affine gradients (added over images in order).
@@ -179,6 +180,7 @@ extension Tensor {
                 o[j] = v * a + b
             }
         }
+        OpTrace.note("batchNorm2dTraining", [self, weight, bias], out)
         let result = Autograd.record("batchNorm2d(train)", out, inputs: [self, weight, bias]) { g in
             let gp = g.pointer, hp = xhat.pointer, cpc = coef.pointer
             let sums = Tensor(uninitializedShape: [2, n * c])

@@ -58,6 +58,7 @@ extension Tensor {
             }
         }
         let inShape = shape
+        OpTrace.note("maxPool2d", [self], out, ["kernel": .ints([kernel.0, kernel.1]), "stride": .ints([s.0, s.1]), "padding": .ints([padding.0, padding.1]), "ceilMode": .bool(ceilMode)])
         return Autograd.record("maxPool2d", out, inputs: [self]) { g in
             let gx = Tensor.zeros(inShape)
             let gp = g.pointer, dp = gx.mutablePointer
@@ -122,6 +123,7 @@ extension Tensor {
             }
         }
         let inShape = shape
+        OpTrace.note("avgPool2d", [self], out, ["kernel": .ints([kernel.0, kernel.1]), "stride": .ints([s.0, s.1]), "padding": .ints([padding.0, padding.1]), "ceilMode": .bool(ceilMode), "countIncludePad": .bool(countIncludePad)])
         return Autograd.record("avgPool2d", out, inputs: [self]) { g in
             let gx = Tensor.zeros(inShape)
             let gp = g.pointer, dp = gx.mutablePointer
@@ -174,6 +176,7 @@ extension Tensor {
             }
         }
         let inShape = shape
+        OpTrace.note("upsampleNearest2x", [self], out)
         return Autograd.record("upsampleNearest2x", out, inputs: [self]) { g in
             let gx = Tensor(uninitializedShape: inShape)
             let gp = g.pointer, dp = gx.mutablePointer

@@ -12,6 +12,7 @@ extension Tensor {
         shapeCheck(s.elementCount == count, "reshape", "\(describe(shape)) (\(count) elements) cannot become \(describe(newShape))")
         let out = Tensor(shape: s, storage: storage)
         let old = shape
+        OpTrace.note("reshape", [self], out)
         return Autograd.record("reshape", out, inputs: [self]) { g in [Tensor(shape: old, storage: g.storage)] }
     }
 
@@ -24,6 +25,7 @@ extension Tensor {
         let out = permuteUntracked(order)
         var inverse = [Int](repeating: 0, count: rank)
         for (i, o) in order.enumerated() { inverse[o] = i }
+        OpTrace.note("permute", [self], out, ["order": .ints(order)])
         return Autograd.record("permute", out, inputs: [self]) { g in [g.permuteUntracked(inverse)] }
     }
 
@@ -78,6 +80,7 @@ extension Tensor {
             offset += len
         }
         let sizes = parts.map { $0.shape[axis] }
+        OpTrace.note("concat", parts, out, ["axis": .int(axis)])
         return Autograd.record("concat", out, inputs: parts) { g in
             var start = 0
             return sizes.map { n in
@@ -93,6 +96,7 @@ extension Tensor {
                    "range \(range) on axis \(axis) is outside \(describe(shape))")
         let out = sliceUntracked(axis: axis, range)
         let full = shape
+        OpTrace.note("slice", [self], out, ["axis": .int(axis), "start": .int(range.lowerBound), "end": .int(range.upperBound)])
         return Autograd.record("slice", out, inputs: [self]) { g in
             [g.padUntracked(axis: axis, before: range.lowerBound, after: full[axis] - range.upperBound)]
         }
@@ -136,6 +140,7 @@ extension Tensor {
                 let input = t
                 let out = input.padUntracked(axis: axis, before: b, after: a)
                 let n = input.shape[axis]
+                OpTrace.note("pad", [input], out, ["axis": .int(axis), "before": .int(b), "after": .int(a)])
                 t = Autograd.record("pad", out, inputs: [input]) { g in [g.sliceUntracked(axis: axis, b..<(b + n))] }
             }
         }
@@ -152,6 +157,7 @@ extension Tensor {
     public func sum() -> Tensor {
         let out = Tensor(Float(simdSumDouble(pointer, count)))
         let sh = shape
+        OpTrace.note("sum", [self], out)
         return Autograd.record("sum", out, inputs: [self]) { g in [Tensor(shape: sh, repeating: g.scalar)] }
     }
 
@@ -164,6 +170,7 @@ extension Tensor {
         for a in axes { target[a] = 1 }
         let out = sum(toShapeUntracked: target)
         let sh = shape
+        OpTrace.note("sumAxes", [self], out, ["axes": .ints(axes)])
         return Autograd.record("sumAxes", out, inputs: [self]) { g in [g.broadcastUntracked(to: sh)] }
     }
 
