@@ -4,7 +4,8 @@
 //
 // Layers (a lower layer never imports a higher one; siblings do not import each other):
 //   C libraries -> OpacityTensor -> OpacityCore -> { Plugins/*, OpacityPersistence, OpacityData }
-//   OpacityPersistence + OpacityData -> OpacityTraining;  all of them -> Opacity (umbrella)
+//   OpacityPersistence + OpacityData -> OpacityTraining;  OpacityRetinaNet -> OpacityONNX (export)
+//   all of them -> Opacity (umbrella)
 //   -> OpacityCLI -> opacity
 // Plugins depend on OpacityTensor and OpacityCore only (the two library products a backbone
 // package needs); persistence (bundles, checkpoints, zoo, weight import, zstd) sits beside them.
@@ -54,12 +55,18 @@ let plugins: [Target] = pluginNames.map { name in
 }
 let pluginProducts: [Target.Dependency] = pluginNames.map { .target(name: "Opacity\($0)") }
 
+// MARK: - Exporters (above the plugins: they read detectors built from any of them)
+
+let exporters: [Target] = [
+    .target(name: "OpacityONNX", dependencies: ["OpacityTensor", "OpacityCore", "OpacityRetinaNet"]),
+]
+
 // MARK: - Umbrella, CLI and benchmarks
 
 let apps: [Target] = [
     .target(
         name: "Opacity",
-        dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData", "OpacityTraining"]
+        dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData", "OpacityTraining", "OpacityONNX"]
             + pluginProducts),
     .target(
         name: "OpacityCLI",
@@ -80,6 +87,7 @@ let tests: [Target] = [
     .testTarget(name: "OpacityPluginTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"], exclude: ["Help"]),
+    .testTarget(name: "OpacityONNXTests", dependencies: ["Opacity"]),
 ]
 
 let package = Package(
@@ -96,6 +104,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
-    targets: systemLibraries + core + plugins + apps + tests,
+    targets: systemLibraries + core + plugins + exporters + apps + tests,
     swiftLanguageModes: [.v6]
 )

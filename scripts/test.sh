@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The ONNX tests' oracle (onnx, onnxruntime from PyPI) in a virtualenv outside the repo.
+echo "onnx oracle: $(scripts/onnx-venv.sh)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Any compiler warning in our own sources fails the run (dependencies' warnings do not count).

@@ -11,6 +11,7 @@
 @_exported import OpacityXception
 @_exported import OpacityDPN
 @_exported import OpacityNASNet
+@_exported import OpacityONNX
 
 /// The plugins that ship with Opacity, in registration order.
 ///

@@ -2,26 +2,45 @@ import ArgumentParser
 import Foundation
 import Opacity
 
-/// `opacity export`: a weights-only bundle in the storage of your choice.
+/// What `opacity export` writes.
+enum ExportFormat: String, CaseIterable, ExpressibleByArgument {
+    case bundle, onnx
+}
+
+/// `opacity export`: a weights-only bundle in the storage of your choice, or an ONNX model.
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Write a model's weights (no optimizer state) to a new bundle, e.g. int8 for a 4x smaller file.",
+        abstract: "Write a model's weights (no optimizer state) to a new bundle, e.g. int8 for a 4x smaller file, or to ONNX.",
         discussion: """
             The new bundle keeps the config string, provenance and metrics; metrics given with --metric are added. Loading always yields fp32 weights.
+
+            --format onnx writes an ONNX model (opset 17, IR 8) for ONNX Runtime and other runtimes: input images [N, 1, S, S] in [0, 1]; outputs class_logits, box_deltas, global_log_probs and anchors. --postprocess adds box decoding, NMS and the confidence filter (outputs boxes, scores, batch_index). See Documentation/Export.md.
 
             Examples:
               opacity export runs/r34 --storage int8 -o r34-int8.opb
               opacity export runs/r34/checkpoints/epoch_008.opb --storage fp16 -o r34.opb --metric heldout_metric=0.71
+              opacity export retinanet-r34-composite --format onnx --postprocess -o r34.onnx
             """)
 
     @Argument(help: "A bundle, a run folder (its best.opb) or a zoo name.") var model: String
-    @Option(name: [.short, .long], help: "The bundle to write.") var output: String
+    @Option(name: [.short, .long], help: "The bundle or ONNX file to write.") var output: String
     @Option(name: .long, help: "Storage (int8: per-output-channel scales for weight tensors).") var storage = StorageChoice(.f32)
     @Option(name: .long, help: ArgumentHelp("A metric to record, name=value (repeatable).", valueName: "name=value")) var metric: [String] = []
     @Option(name: .long, help: "A note to record in the provenance.") var notes: String?
+    @Option(name: .long, help: "What to write: a bundle (.opb) or an ONNX model.") var format = ExportFormat.bundle
+    @Flag(name: .long, help: "ONNX: add box decoding, NMS and the confidence filter to the graph.") var postprocess = false
+    @Option(name: .long, help: "ONNX with --postprocess: keep boxes scoring above this (default: the threshold saved with the model, else 0.2, as opacity detect).") var threshold: Float?
 
     func validate() throws {
+        if format == .onnx {
+            guard storage.type == .f32, metric.isEmpty, notes == nil else {
+                throw ValidationError("--storage, --metric and --notes apply to bundles; ONNX weights are fp32")
+            }
+        } else if postprocess || threshold != nil {
+            throw ValidationError("--postprocess and --threshold apply to --format onnx")
+        }
+        if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold takes a score in [0, 1], not \(threshold)") }
         for m in metric {
             let kv = m.split(separator: "=", maxSplits: 1)
             guard kv.count == 2, Double(kv[1]) != nil else { throw ValidationError("--metric takes name=number, not '\(m)'") }
@@ -32,6 +51,10 @@ struct ExportCommand: ParsableCommand {
         let registry = try CommandContext.registry()
         let url = try ModelReference.resolve(model)
         let loaded = try Detector.loadWithReport(from: url, registry: registry)
+        if format == .onnx {
+            try exportONNX(loaded.detector, bundle: url)
+            return
+        }
         var meta = BundleMetadata(provenance: loaded.info.metadata.provenance, metrics: loaded.info.metadata.metrics)
         for m in metric {
             let kv = m.split(separator: "=", maxSplits: 1)
@@ -41,5 +64,25 @@ struct ExportCommand: ParsableCommand {
         let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: .uniform(storage.type), metadata: meta)
         say("\(url.path) -> \(output)")
         say(summary.description)
+    }
+
+    /// Writes the ONNX model with the config string, the bundle's sha256 and the framework
+    /// version in its metadata.
+    private func exportONNX(_ detector: Detector, bundle url: URL) throws {
+        let digest = SHA256.hash(Array(try Data(contentsOf: url, options: .mappedIfSafe))).hex
+        var options = ONNXExportOptions(metadata: [("framework_version", FrameworkVersion.current), ("bundle_sha256", digest),
+                                                   ("bundle", url.lastPathComponent)])
+        if postprocess {
+            let t = threshold ?? ModelReference.savedThreshold(url) ?? 0.2
+            options.postprocess = try ONNXPostprocess.matching(detector, threshold: t)
+        }
+        let model = try ONNXExporter.write(detector, to: URL(fileURLWithPath: output), options: options)
+        say("\(url.path) -> \(output)")
+        say("ONNX opset \(ONNXModel.opsetVersion), IR \(ONNXModel.irVersion): \(model.nodes.count) nodes, \(model.initializers.count) initializers; outputs "
+            + model.outputs.map(\.name).joined(separator: ", "))
+        if let p = options.postprocess {
+            say(String(format: "post-processing: candidate score %g, NMS IoU %g, at most %d candidates, shrink %g, threshold %g, half-max cut %g",
+                       p.candidateScore, p.nmsIoU, p.maxCandidates, p.shrink, p.threshold, p.relativeToMax))
+        }
     }
 }
