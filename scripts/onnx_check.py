@@ -7,7 +7,7 @@ Usage:
       Runtime (CPU, 2 threads) on the case's input; writes per-output errors against the
       expected arrays and, for post-processed graphs, the boxes ONNX Runtime found.
   onnx_check.py bench MODEL.onnx SIZE BATCH RUNS
-      Median wall time of ONNX Runtime (CPU, 2 intra-op threads) on a [BATCH, 1, SIZE, SIZE]
+      Median wall time of ONNX Runtime (CPU, $OPACITY_ORT_THREADS or 2 intra-op threads) on a [BATCH, 1, SIZE, SIZE]
       input after two warm-up runs; prints one JSON line.
 
 Manifest: {"cases": [{"name": str, "model": path, "input": path, "input_shape": [N, 1, H, W],
@@ -16,6 +16,7 @@ Arrays are raw little-endian float32. Run from the virtual environment that
 scripts/onnx-venv.sh makes (onnx, onnxruntime, numpy).
 """
 import json
+import os
 import statistics
 import sys
 import time
@@ -27,7 +28,7 @@ import onnxruntime as ort
 
 def session(path):
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
+    so.intra_op_num_threads = int(os.environ.get("OPACITY_ORT_THREADS", "2"))
     so.inter_op_num_threads = 1
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 

@@ -20,6 +20,7 @@ struct BenchSection: Sendable {
         .resnet50,
         .loader,
         .bundle,
+        .onnx,
     ]
 
     static func named(_ name: String) -> BenchSection? { all.first { $0.name == name } }
