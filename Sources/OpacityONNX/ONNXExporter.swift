@@ -101,7 +101,7 @@ public enum ONNXExporter {
                                  outputs: outputs, trace: trace)
         for op in trace.ops { try b.translate(op) }
         let batch = ONNXDimension.named("N")
-        let a = out.classLogits.shape[1], k = out.classLogits.shape[2]
+        let a = out.classLogits.shape[1]
         b.model.inputs = [ONNXValueInfo(name: "images", shape: [batch, .fixed(1), .fixed(s), .fixed(s)],
                                         doc: "grey images in [0, 1], \(s) x \(s) pixels")]
         var docs = ["class_logits": "per-anchor class logits (before the sigmoid)",
@@ -121,7 +121,7 @@ public enum ONNXExporter {
                                              doc: "anchor corner boxes (x1, y1, x2, y2) in input pixels"))
         precondition(anchors.count == a, "anchors and head disagree")
         if let post = options.postprocess {
-            addPostprocessing(&b, post, anchors: anchors, size: s, classes: k)
+            addPostprocessing(&b, post, anchors: anchors, size: s)
             let m = ONNXDimension.named("M")
             b.model.outputs += [
                 ONNXValueInfo(name: "boxes", shape: [m, .fixed(4)], doc: "kept boxes (x1, y1, x2, y2) in input pixels"),
@@ -154,7 +154,7 @@ public enum ONNXExporter {
 
     /// Decoding, TopK, NonMaxSuppression, shrink and the confidence filter, as
     /// ``RetinaPostprocessor`` and ``ConfidenceFilter`` compute them.
-    static func addPostprocessing(_ b: inout ONNXGraphBuilder, _ p: ONNXPostprocess, anchors: AnchorSet, size: Int, classes: Int) {
+    static func addPostprocessing(_ b: inout ONNXGraphBuilder, _ p: ONNXPostprocess, anchors: AnchorSet, size: Int) {
         let a = anchors.count
         // Anchor centres and sizes, computed exactly as BoxCoder.decode does, [A, 1] each.
         var acx = [Float](), acy = [Float](), aw = [Float](), ah = [Float]()
@@ -233,7 +233,6 @@ public enum ONNXExporter {
         b.node("Compress", [kept, keep], outputs: ["boxes"], [("axis", .int(0))])
         b.node("Compress", [keptScores, keep], outputs: ["scores"], [("axis", .int(0))])
         b.node("Compress", [keptBatch, keep], outputs: ["batch_index"], [("axis", .int(0))])
-        _ = classes
     }
 }
 

@@ -136,7 +136,8 @@ final class ONNXExportTests: XCTestCase {
     // MARK: Errors
 
     /// A model in training mode with active dropout still exports (the exporter puts it in
-    /// evaluation mode); a bad --format is refused with the valid choices.
+    /// evaluation mode); a bad --format is refused with the valid choices; the bundle being
+    /// exported is never overwritten.
     func testExportPutsTheModelInEvaluationModeAndRejectsBadFormats() throws {
         let registry = try Registry.standard()
         let detector = try Self.makeDetector(registry, "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)", seed: 3)
@@ -148,6 +149,14 @@ final class ONNXExportTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.all.contains("tflite") && r.all.contains("onnx"), r.all)
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("x").path))
+        // The bundle being exported is never overwritten.
+        let bundle = folder.appendingPathComponent("small.opb")
+        try detector.save(to: bundle)
+        let before = try Data(contentsOf: bundle)
+        let same = try CLIRunner.run(["export", bundle.path, "--format", "onnx", "-o", bundle.path])
+        XCTAssertNotEqual(same.status, 0)
+        XCTAssertTrue(same.all.contains("is the model being exported"), same.all)
+        XCTAssertEqual(try Data(contentsOf: bundle), before)
     }
 
     // MARK: Support

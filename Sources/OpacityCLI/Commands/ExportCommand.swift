@@ -69,6 +69,10 @@ struct ExportCommand: ParsableCommand {
     /// Writes the ONNX model with the config string, the bundle's sha256 and the framework
     /// version in its metadata.
     private func exportONNX(_ detector: Detector, bundle url: URL) throws {
+        let target = URL(fileURLWithPath: output)
+        guard target.resolvingSymlinksInPath().standardizedFileURL != url.resolvingSymlinksInPath().standardizedFileURL else {
+            throw ValidationError("-o \(output) is the model being exported; name a new file (e.g. \(url.deletingPathExtension().lastPathComponent).onnx)")
+        }
         let digest = SHA256.hash(Array(try Data(contentsOf: url, options: .mappedIfSafe))).hex
         var options = ONNXExportOptions(metadata: [("framework_version", FrameworkVersion.current), ("bundle_sha256", digest),
                                                    ("bundle", url.lastPathComponent)])
@@ -76,7 +80,7 @@ struct ExportCommand: ParsableCommand {
             let t = threshold ?? ModelReference.savedThreshold(url) ?? 0.2
             options.postprocess = try ONNXPostprocess.matching(detector, threshold: t)
         }
-        let model = try ONNXExporter.write(detector, to: URL(fileURLWithPath: output), options: options)
+        let model = try ONNXExporter.write(detector, to: target, options: options)
         say("\(url.path) -> \(output)")
         say("ONNX opset \(ONNXModel.opsetVersion), IR \(ONNXModel.irVersion): \(model.nodes.count) nodes, \(model.initializers.count) initializers; outputs "
             + model.outputs.map(\.name).joined(separator: ", "))
