@@ -197,7 +197,12 @@ public enum ONNXExporter {
                                     b.constant("shape", dims: [3], int64s: [1, 1, 4])])
         let topBoxes = b.node("GatherElements", [boxes, idx], [("axis", .int(1))])
         let nmsScores = b.node("Unsqueeze", [topScores, b.constant("axes", dims: [1], int64s: [1])])
-        let selected = b.node("NonMaxSuppression", [topBoxes, nmsScores, b.constant("max_boxes", dims: [1], int64s: [k]),
+        // A box clipped to nothing (x2 < x1: it lay outside the image) overlaps nothing in our
+        // NMS; ONNX Runtime would flip its corners. NMS sees it with zero width or height.
+        let (tx1, ty1) = (column(topBoxes, 0), column(topBoxes, 1))
+        let nmsBoxes = b.node("Concat", [tx1, ty1, b.node("Max", [column(topBoxes, 2), tx1]), b.node("Max", [column(topBoxes, 3), ty1])],
+                              [("axis", .int(2))])
+        let selected = b.node("NonMaxSuppression", [nmsBoxes, nmsScores, b.constant("max_boxes", dims: [1], int64s: [k]),
                                                     b.constant("iou", dims: [1], [p.nmsIoU]),
                                                     b.constant("score_threshold", dims: [1], [p.candidateScore])],
                               [("center_point_box", .int(0))])

@@ -133,6 +133,50 @@ final class ONNXExportTests: XCTestCase {
         XCTAssertGreaterThan(total, 0, "the zoo model finds opacities at threshold \(threshold) on these films")
     }
 
+    // MARK: Shrink and the confidence filter, against the predictor
+
+    /// A small random detector with `shrink=0.875`: the post-processed graph on a batch of 3
+    /// gives the predictor's detections (decoding, NMS, shrink, half-max cut and threshold)
+    /// box for box (IoU >= 0.99; corners within 0.01 px for boxes clipped to nothing, which a
+    /// random detector makes and NMS must treat as overlapping nothing) with the same scores.
+    func testPostprocessingWithShrinkMatchesThePredictor() throws {
+        let registry = try Registry.standard()
+        let detector = try Self.makeDetector(registry, "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64, shrink=0.875, nms=0.3)", seed: 5)
+        let threshold: Float = 0.3
+        let file = folder.appendingPathComponent("shrink.onnx")
+        let post = try ONNXPostprocess.matching(detector, threshold: threshold)
+        XCTAssertEqual(post.shrink, 0.875)
+        try ONNXExporter.write(detector, to: file, options: ONNXExportOptions(postprocess: post))
+        var rng = RandomGenerator(seed: 9)
+        let x = Tensor.randomUniform([3, 1, 64, 64], 0, 1, using: &rng)
+        let predictor = try Predictor(detectors: [detector])
+        predictor.filter = ConfidenceFilter(threshold: threshold)
+        let expected = predictor.detectNetwork(x)
+        var manifest = Manifest()
+        try manifest.add(name: "shrink", model: file, input: x, expected: [:], in: folder)
+        let r = try XCTUnwrap(Self.runOracle(manifest, in: folder).first)
+        XCTAssertEqual(r.checker, "ok")
+        XCTAssertNil(r.runtimeError)
+        let dets = try XCTUnwrap(r.detections)
+        XCTAssertGreaterThan(expected.map(\.count).reduce(0, +), 0, "the random detector finds boxes above \(threshold)")
+        for (i, want) in expected.enumerated() {
+            let mine = dets.indices.filter { dets.batchIndex[$0] == i }
+            XCTAssertEqual(mine.count, want.count, "image \(i)")
+            for (j, d) in zip(mine, want) {
+                let c = dets.boxes[j]
+                let box = BoundingBox(x1: c[0], y1: c[1], x2: c[2], y2: c[3])
+                if box.area > 0 && d.box.area > 0 {
+                    XCTAssertGreaterThanOrEqual(box.iou(d.box), 0.99, "image \(i): \(c) against \(d.box)")
+                } else {
+                    // A box clipped to nothing (it lay outside the image) has no IoU: compare corners.
+                    let diff = zip(c, [d.box.x, d.box.y, d.box.x2, d.box.y2]).map { abs($0 - $1) }.max()!
+                    XCTAssertLessThanOrEqual(diff, 0.01, "image \(i): \(c) against \(d.box)")
+                }
+                XCTAssertEqual(dets.scores[j], d.score, accuracy: 1e-4, "image \(i)")
+            }
+        }
+    }
+
     // MARK: Errors
 
     /// A model in training mode with active dropout still exports (the exporter puts it in
