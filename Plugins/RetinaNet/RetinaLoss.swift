@@ -101,10 +101,20 @@ public struct RetinaPostprocessor: Postprocessor {
     public func detections(_ output: HeadOutput, anchors: AnchorSet, imageSize: (height: Int, width: Int)) -> [[Detection]] {
         let n = output.classLogits.shape[0], a = output.classLogits.shape[1], k = output.classLogits.shape[2]
         let logitCut = -Foundation.log(1 / candidateScore - 1)
+        return output.classLogits.withUnsafeBufferPointer { logits in
+            output.boxDeltas.withUnsafeBufferPointer { deltas in
+                detections(logits: logits, deltas: deltas, n: n, a: a, k: k, logitCut: logitCut, anchors: anchors, imageSize: imageSize)
+            }
+        }
+    }
+
+    /// ``detections(_:anchors:imageSize:)`` on the raw `[N, A, K]` logits and `[N, A, 4]` deltas.
+    private func detections(logits: UnsafeBufferPointer<Float>, deltas: UnsafeBufferPointer<Float>, n: Int, a: Int, k: Int,
+                            logitCut: Float, anchors: AnchorSet, imageSize: (height: Int, width: Int)) -> [[Detection]] {
         var result: [[Detection]] = []
         for i in 0..<n {
-            let lp = output.classLogits.storage.base + i * a * k
-            let dp = output.boxDeltas.storage.base + i * a * 4
+            let lp = logits.baseAddress! + i * a * k
+            let dp = deltas.baseAddress! + i * a * 4
             var cand: [(Int, Float)] = []
             for j in 0..<a {
                 var m = lp[j * k]

@@ -1,5 +1,19 @@
 import Foundation
 
+/// The memory pool behind every tensor's storage.
+public enum TensorMemory {
+    /// The most bytes of freed large blocks kept for reuse (default: an eighth of the
+    /// physical memory, at most 2 GiB; `OPACITY_POOL_MB` overrides). Setting it lower
+    /// frees cached blocks at once; 0 turns the pool off.
+    public static var poolLimitBytes: Int {
+        get { StoragePool.limit }
+        set { StoragePool.setLimit(newValue) }
+    }
+
+    /// The bytes currently held by the pool for reuse.
+    public static var pooledBytes: Int { StoragePool.cachedBytes }
+}
+
 /// A contiguous, 64-byte aligned block of `Float` values owned by one or more tensors.
 ///
 /// Storage is a reference type; ``Tensor`` gives it value semantics by copying on write
@@ -8,16 +22,17 @@ import Foundation
 /// Large blocks come from a process-wide pool (see ``cacheLimitBytes``): a network's
 /// forward and backward passes allocate the same sizes over and over, and reusing freed
 /// blocks saves the page faults and kernel zeroing of fresh memory on every step.
-public final class TensorStorage: @unchecked Sendable {
+/// Internal to the engine (package access); ``TensorMemory`` exposes the pool's settings.
+@usableFromInline package final class TensorStorage: @unchecked Sendable {
     /// The first element.
-    public let base: UnsafeMutablePointer<Float>
+    @usableFromInline package let base: UnsafeMutablePointer<Float>
     /// The number of elements.
-    public let count: Int
+    @usableFromInline package let count: Int
     /// The allocated size in bytes (a pool size class for large blocks).
     private let capacityBytes: Int
 
     /// Allocates uninitialised storage for `count` elements.
-    public init(uninitializedCount count: Int) {
+    package init(uninitializedCount count: Int) {
         self.count = count
         let bytes = max(1, count) * MemoryLayout<Float>.stride
         let (raw, capacity) = StoragePool.allocate(bytes)
@@ -26,7 +41,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     /// Allocates storage with every element set to `value`.
-    public convenience init(count: Int, repeating value: Float) {
+    package convenience init(count: Int, repeating value: Float) {
         self.init(uninitializedCount: count)
         if value == 0 {
             memset(base, 0, count * MemoryLayout<Float>.stride)
@@ -36,7 +51,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     /// A fresh copy of this storage.
-    public func copy() -> TensorStorage {
+    package func copy() -> TensorStorage {
         let s = TensorStorage(uninitializedCount: count)
         if count > 0 { s.base.update(from: base, count: count) }
         return s
@@ -49,13 +64,13 @@ public final class TensorStorage: @unchecked Sendable {
     /// The most bytes of freed large blocks kept for reuse (default: an eighth of the
     /// physical memory, at most 2 GiB; `OPACITY_POOL_MB` overrides). Setting it lower
     /// frees cached blocks at once; 0 turns the pool off.
-    public static var cacheLimitBytes: Int {
+    package static var cacheLimitBytes: Int {
         get { StoragePool.limit }
         set { StoragePool.setLimit(newValue) }
     }
 
     /// The bytes currently held by the pool for reuse.
-    public static var cachedBytes: Int { StoragePool.cachedBytes }
+    package static var cachedBytes: Int { StoragePool.cachedBytes }
 }
 
 /// Size-classed free lists of large aligned blocks (see ``TensorStorage``).

@@ -12,8 +12,10 @@ import Foundation
 public struct Tensor: @unchecked Sendable {
     /// The dimensions, outermost first (`[N, C, H, W]` for images).
     public private(set) var shape: [Int]
-    /// The backing storage; shared between copies until mutated.
-    public private(set) var storage: TensorStorage
+    /// The backing storage; shared between copies until mutated. Internal to the engine
+    /// (package access): everything else reads and writes through
+    /// ``withUnsafeBufferPointer(_:)`` and ``withUnsafeMutableBufferPointer(_:)``.
+    @usableFromInline package private(set) var storage: TensorStorage
     /// The autograd node that produced this tensor, or `nil` when it is not tracked.
     public internal(set) var node: GradNode?
 
@@ -51,7 +53,7 @@ public struct Tensor: @unchecked Sendable {
     public init(_ scalar: Float) { self.init(shape: [], scalars: [scalar]) }
 
     /// A tensor sharing `storage`, viewed with `shape`.
-    public init(shape: [Int], storage: TensorStorage) {
+    package init(shape: [Int], storage: TensorStorage) {
         shapeCheck(storage.count == shape.elementCount, "Tensor(shape:storage:)",
                    "storage of \(storage.count) elements does not fit shape \(describe(shape))")
         self.shape = shape
