@@ -41,7 +41,9 @@ let core: [Target] = [
     .target(name: "OpacityTensor", dependencies: ["CBLAS"]),
     .target(name: "OpacityCore", dependencies: ["OpacityTensor"]),
     .target(name: "OpacityPersistence", dependencies: ["OpacityTensor", "OpacityCore", "CZstd"]),
-    .target(name: "OpacityData", dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG", "CZlib", "COpenJPEG"]),
+    .target(
+        name: "OpacityData",
+        dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG", "CZlib", "COpenJPEG", .product(name: "CSV", package: "CSV.swift")]),
     .target(name: "OpacityTraining", dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData"]),
 ]
 
@@ -103,6 +105,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/yaslab/CSV.swift", from: "2.5.2"),
     ],
     targets: systemLibraries + core + plugins + exporters + apps + tests,
     swiftLanguageModes: [.v6]

@@ -125,10 +125,19 @@ public struct RetinaPostprocessor: Postprocessor {
                 cand.sort { $0.1 > $1.1 }
                 cand.removeLast(cand.count - maxCandidates)
             }
-            let boxes = cand.map { (j, _) -> BoundingBox in
+            // A box that is empty after clipping to the image (wholly outside it) or not
+            // finite is dropped: it is never a detection with a negative or NaN size.
+            var boxes: [BoundingBox] = []
+            boxes.reserveCapacity(cand.count)
+            cand = cand.filter { (j, _) in
                 let anchor = (anchors.corners[4 * j], anchors.corners[4 * j + 1], anchors.corners[4 * j + 2], anchors.corners[4 * j + 3])
-                let b = coder.decode((dp[4 * j], dp[4 * j + 1], dp[4 * j + 2], dp[4 * j + 3]), anchor: anchor)
-                return BoxCoder.clip(b, height: imageSize.height, width: imageSize.width)
+                let d = coder.decode((dp[4 * j], dp[4 * j + 1], dp[4 * j + 2], dp[4 * j + 3]), anchor: anchor)
+                // (clipping would turn NaN corners into image edges: check before)
+                guard d.x.isFinite, d.y.isFinite, d.x2.isFinite, d.y2.isFinite else { return false }
+                let b = BoxCoder.clip(d, height: imageSize.height, width: imageSize.width)
+                guard b.width > 0, b.height > 0 else { return false }
+                boxes.append(b)
+                return true
             }
             let keep = nonMaximumSuppression(boxes, scores: cand.map(\.1), iouThreshold: nmsIoU)
             var dets = keep.map { Detection(box: shrink == 1 ? boxes[$0] : boxes[$0].scaled(about: shrink), score: cand[$0].1) }

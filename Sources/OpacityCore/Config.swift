@@ -89,6 +89,9 @@ public struct Config: Hashable, Sendable, CustomStringConvertible {
     /// Parses a config string.
     /// - Throws: ``ConfigError/syntax(_:position:expected:)`` with the column and what was expected.
     public init(parsing text: String) throws {
+        guard text.count <= InputLimits.configLength else {
+            throw ConfigError.syntax(text, position: InputLimits.configLength, expected: "a config of at most \(InputLimits.configLength) characters")
+        }
         var p = ConfigParser(text)
         self = try p.parseTop()
     }
@@ -128,14 +131,19 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
     public var description: String {
         switch self {
         case let .syntax(text, pos, expected):
-            return "config syntax error at column \(pos + 1): expected \(expected)\n  \(text)\n  \(String(repeating: " ", count: pos))^"
+            // at most 80 characters of the text around the column, so the caret still points
+            let chars = Array(text)
+            let from = max(0, min(pos - 40, chars.count - 80)), to = min(chars.count, from + 80)
+            let shown = (from > 0 ? "…" : "") + String(chars[from..<to]) + (to < chars.count ? "…" : "")
+            let caret = pos - from + (from > 0 ? 1 : 0)
+            return "config syntax error at column \(pos + 1): expected \(expected)\n  \(shown)\n  \(String(repeating: " ", count: max(0, caret)))^"
         case let .unknownName(kind, name, valid, nearest):
-            return "unknown \(kind) '\(name)'" + (nearest.map { "; did you mean '\($0)'?" } ?? "") + " Valid: \(valid.joined(separator: ", "))"
+            return "unknown \(kind) '\(InputLimits.quoted(name))'" + (nearest.map { "; did you mean '\($0)'?" } ?? "") + " Valid: \(valid.joined(separator: ", "))"
         case let .unknownKey(component, key, valid, nearest):
-            return "\(component) has no parameter '\(key)'" + (nearest.map { "; did you mean '\($0)'?" } ?? "")
+            return "\(component) has no parameter '\(InputLimits.quoted(key))'" + (nearest.map { "; did you mean '\($0)'?" } ?? "")
                 + " Valid: \(valid.isEmpty ? "(none)" : valid.joined(separator: ", "))"
         case let .invalidValue(component, key, value, expected):
-            return "\(component): \(key)=\(value) is invalid; expected \(expected)"
+            return "\(component): \(key)=\(InputLimits.quoted(value)) is invalid; expected \(expected)"
         case let .duplicateKey(component, key):
             return "\(component): '\(key)' is given twice"
         case let .duplicateName(kind, name, first, second):
@@ -150,6 +158,8 @@ struct ConfigParser {
     let text: String
     let chars: [Character]
     var i = 0
+    /// Components open around the current position (bounded by ``InputLimits/nestingDepth``).
+    var depth = 0
 
     init(_ text: String) {
         self.text = text
@@ -177,6 +187,9 @@ struct ConfigParser {
     }
 
     mutating func parseConfig() throws -> Config {
+        depth += 1
+        defer { depth -= 1 }
+        if depth > InputLimits.nestingDepth { throw fail("components nested at most \(InputLimits.nestingDepth) deep") }
         guard let name = identifier() else { throw fail("a component name") }
         var config = Config(name: name)
         skipSpace()
@@ -237,7 +250,7 @@ struct ConfigParser {
             if let v = Int(numText) { return .int(v) }
             if let v = Double(numText), v.isFinite { return .float(v) }
             i = start
-            throw fail("a number")
+            throw fail("a finite number")
         }
         if c.isLetter {
             let save = i
@@ -271,6 +284,8 @@ public func nearestMatch(_ word: String, in candidates: [String]) -> String? {
         }
         return prev[b.count]
     }
+    // a long word is no typo of a short name (and the distance is quadratic)
+    guard word.count <= 64 else { return nil }
     let w = Array(word.lowercased())
     let scored = candidates.map { ($0, distance(w, Array($0.lowercased()))) }
     guard let best = scored.min(by: { $0.1 < $1.1 }) else { return nil }

@@ -4,7 +4,9 @@ import Foundation
 ///
 /// Per image: the mean over IoU thresholds 0.40, 0.45, ..., 0.75 of `TP / (TP + FP + FN)`,
 /// where predictions are taken by descending confidence and each ground-truth box (in its
-/// order) is matched to the first unused prediction with IoU >= t. An image with no ground
+/// order) is matched to the first unused prediction with IoU >= t. Equal confidences are
+/// ordered as the reference implementations order them (`np.argsort(scores)[::-1]`: the
+/// prediction listed later comes first), so a tie gives the same score as Kaggle's. An image with no ground
 /// truth and no predictions is left out; predictions on an image without ground truth
 /// score 0. The dataset score is the mean over the images that count.
 public enum RSNAMetric {
@@ -15,8 +17,9 @@ public enum RSNAMetric {
     public static func imageScore(truth: [BoundingBox], predictions: [Detection]) -> Double? {
         if truth.isEmpty && predictions.isEmpty { return nil }
         if truth.isEmpty || predictions.isEmpty { return 0 }
-        // stable descending sort by score (ties keep input order)
-        let preds = predictions.enumerated().sorted { $0.element.score > $1.element.score || ($0.element.score == $1.element.score && $0.offset < $1.offset) }.map(\.element.box)
+        // The reversed stable ascending order of the references (np.argsort(scores)[::-1]):
+        // descending by score, and among equal scores the later prediction first.
+        let preds = predictions.enumerated().sorted { $0.element.score > $1.element.score || ($0.element.score == $1.element.score && $0.offset > $1.offset) }.map(\.element.box)
         var ious = [[Double]](repeating: [], count: truth.count)
         for (g, t) in truth.enumerated() { ious[g] = preds.map { iou(t, $0) } }
         var total: Double = 0

@@ -141,6 +141,21 @@ public struct AugmentationConfig: Sendable, Equatable, CustomStringConvertible {
         "sp_p", "sp_amount", "sp_size_min", "sp_size_max",
     ]
 
+    /// The valid range of each numeric key: wide enough for any sensible augmentation,
+    /// narrow enough that the warp stays finite (a scale sigma of 200 or a rotation of
+    /// 1e19 degrees is refused, not drawn).
+    public static let ranges: [String: ClosedRange<Float>] = [
+        "jitter": 0...512, "scale": 0...1, "rotation": 0...180, "shear": 0...45, "flip": 0...1, "gamma": 0...2,
+        "blur_p": 0...1, "blur_sigma": 0...16, "noise_p": 0...1, "noise_scale": 0...1, "sp_p": 0...1, "sp_amount": 0...1,
+        "sp_size_min": 0...1, "sp_size_max": 0...1,
+    ]
+    static let units: [String: String] = [
+        "jitter": "pixels at 1024 px", "scale": "standard deviation of log2 of the scale", "rotation": "degrees, standard deviation",
+        "shear": "degrees, standard deviation", "flip": "probability", "gamma": "standard deviation of log2 of the exponent",
+        "blur_p": "probability", "blur_sigma": "output pixels", "noise_p": "probability", "noise_scale": "intensity, 1 = white",
+        "sp_p": "probability", "sp_amount": "fraction of cells", "sp_size_min": "fraction of the image", "sp_size_max": "fraction of the image",
+    ]
+
     /// Parses `preset` or `preset,key=value,...`, e.g. `heavy,rotation=3,boxes=corners`.
     ///
     /// Keys: `jitter` (px), `scale`, `rotation` (deg), `shear` (deg), `flip` (probability),
@@ -149,6 +164,9 @@ public struct AugmentationConfig: Sendable, Equatable, CustomStringConvertible {
     /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` naming the
     ///   unknown preset or key and the nearest valid one.
     public init(parsing text: String) throws {
+        guard text.count <= 4096 else {
+            throw DataError.invalidParameter(name: "augmentation", value: text, expected: "at most 4096 characters", nearest: nil)
+        }
         let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         let name = parts.first ?? "none"
         let names = AugmentationConfig.presets.keys.sorted()
@@ -187,17 +205,32 @@ public struct AugmentationConfig: Sendable, Equatable, CustomStringConvertible {
             throw DataError.invalidParameter(name: key, value: value, expected: "one of \(AugmentationConfig.parameterNames.joined(separator: ", "))",
                                              nearest: nearestName(key, in: AugmentationConfig.parameterNames))
         }
-        guard let v = Float(value), v.isFinite, v >= 0 else {
-            throw DataError.invalidParameter(name: key, value: value, expected: "a non-negative number", nearest: nil)
-        }
-        let isProbability = ["flip", "blur_p", "noise_p", "sp_p", "sp_amount"].contains(key)
-        if isProbability && v > 1 {
-            throw DataError.invalidParameter(name: key, value: value, expected: "a probability in 0...1", nearest: "1")
-        }
-        if (key == "sp_size_min" || key == "sp_size_max") && (v <= 0 || v > 1) {
-            throw DataError.invalidParameter(name: key, value: value, expected: "a fraction in (0, 1]", nearest: key == "sp_size_min" ? "0.1" : "0.2")
+        let range = AugmentationConfig.ranges[key]!
+        let lowerOpen = key == "sp_size_min" || key == "sp_size_max"
+        let text = lowerOpen ? "(\(f(range.lowerBound)), \(f(range.upperBound))]" : "\(f(range.lowerBound))...\(f(range.upperBound))"
+        guard let v = Float(value), v.isFinite, range.contains(v), !(lowerOpen && v == range.lowerBound) else {
+            let nearest = Float(value).flatMap { $0.isFinite ? f(min(max($0, range.lowerBound), range.upperBound)) : nil }
+            throw DataError.invalidParameter(name: key, value: value, expected: "a number in \(text) (\(AugmentationConfig.units[key]!))",
+                                             nearest: nearest)
         }
         self[keyPath: path] = v
+    }
+
+    private func f(_ v: Float) -> String { v == v.rounded() && abs(v) < 1e9 ? String(Int(v)) : "\(v)" }
+
+    /// Checks every value against ``ranges`` (a config built in code rather than parsed).
+    /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)``.
+    public func validate() throws {
+        var copy = self
+        for key in AugmentationConfig.parameterNames where key != "boxes" {
+            let paths: [String: KeyPath<AugmentationConfig, Float>] = [
+                "jitter": \.centerJitter, "scale": \.scaleSigma, "rotation": \.rotationSigma, "shear": \.shearSigma,
+                "flip": \.flipProbability, "gamma": \.gammaSigma, "blur_p": \.blurProbability, "blur_sigma": \.blurSigmaMax,
+                "noise_p": \.noiseProbability, "noise_scale": \.noiseScaleMax, "sp_p": \.saltPepperProbability,
+                "sp_amount": \.saltPepperAmount, "sp_size_min": \.saltPepperSizeMin, "sp_size_max": \.saltPepperSizeMax,
+            ]
+            try copy.set(key, "\(self[keyPath: paths[key]!])")
+        }
     }
 
     /// Equal when every parameter is equal (the preset name is only a label).

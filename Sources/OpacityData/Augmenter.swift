@@ -165,7 +165,7 @@ public struct Augmenter: Sendable {
         // Large downscales (4x and more, e.g. 1024 -> 256) first average k x k blocks so the
         // bilinear warp does not alias; 1024 -> 512 is one warp, exactly as in the paper.
         let ratio = min(Double(image.width) / (Double(outputSize) * g.scaleX), Double(image.height) / (Double(outputSize) * g.scaleY))
-        let k = Int(ratio / 2)
+        let k = ratio.isFinite ? Int(min(max(ratio / 2, 0), 64)) : 1
         var out: FloatImage
         if k >= 2 {
             let small = image.boxDownsampled(k)
@@ -220,7 +220,15 @@ public struct Augmenter: Sendable {
                     var sx = Float(t.a * 0.5 + t.b * yc + t.tx - 0.5)
                     var sy = Float(t.c * 0.5 + t.d * yc + t.ty - 0.5)
                     let row = oy * n
+                    let fw = Float(w), fh = Float(h)
                     for ox in 0..<n {
+                        // Outside the source (or not finite): the output stays 0, and no
+                        // coordinate is converted to an integer it cannot be.
+                        guard sx > -2, sy > -2, sx < fw + 1, sy < fh + 1 else {
+                            sx += a
+                            sy += c
+                            continue
+                        }
                         let fx = sx.rounded(.down), fy = sy.rounded(.down)
                         let x0 = Int(fx), y0 = Int(fy)
                         let wx = sx - fx, wy = sy - fy

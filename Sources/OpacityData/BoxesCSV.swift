@@ -117,13 +117,13 @@ public enum BoxesCSV {
                 throw DataError.inconsistentLabels(path: path, line: e.line,
                                                    reason: "image \(id) has boxes but class '\(cls.label)'; only 'Lung Opacity' images have boxes")
             }
-            let url: URL?
-            if !(id as NSString).pathExtension.isEmpty {
-                let u = imageFolder.appendingPathComponent(id)
-                url = FileManager.default.fileExists(atPath: u.path) ? u : nil
-            } else {
-                url = index[id]
-            }
+            // A path relative to the folder when that file exists; otherwise a bare id looked
+            // up by file stem, so ids with dots (DICOM UIDs such as 1.2.276.0.7230010...) are
+            // ids, not names with an extension.
+            let direct = imageFolder.appendingPathComponent(id)
+            var isDirectory: ObjCBool = false
+            let url: URL? = FileManager.default.fileExists(atPath: direct.path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                ? direct : index[id]
             records.append(DatasetRecord(id: id, imageURL: url, boxes: e.boxes, imageClass: cls))
             report.boxes += e.boxes.count
             report.classCounts[cls.rawValue] += 1

@@ -1,9 +1,15 @@
+import CSV
 import Foundation
+import OpacityCore
 
 /// A parsed CSV file: a header and rows, each row with its 1-based line number.
 ///
-/// RFC 4180 quoting (`"a,b"`, `""` for a quote), LF or CRLF line ends, an optional UTF-8
-/// byte-order mark; blank lines are skipped.
+/// Read with CSV.swift (yaslab/CSV.swift): RFC 4180 quoting (`"a,b"`, `""` for a quote),
+/// LF or CRLF line ends, an optional UTF-8 byte-order mark; blank lines are skipped. A line
+/// longer than ``InputLimits/csvLineBytes`` is refused before parsing, and errors quote at
+/// most ``InputLimits/quotedValueLength`` characters of a value. Every CSV Opacity reads
+/// (labels, class info, boxes, folds, submissions) comes through this type, and every CSV
+/// it writes through ``render(header:rows:)``.
 public struct CSVTable: Sendable {
     /// The file name used in error messages.
     public var path: String
@@ -17,75 +23,107 @@ public struct CSVTable: Sendable {
     ///   - data: the file bytes (UTF-8).
     ///   - path: the name used in error messages.
     /// - Throws: ``DataError/csvValue(path:line:column:value:expected:nearest:)`` for an
-    ///   unterminated quote or a row whose field count differs from the header's.
+    ///   unterminated quote, a line over the length limit or a row whose field count differs
+    ///   from the header's.
     public init(data: Data, path: String) throws {
         self.path = path
-        var rows: [(Int, [String])] = []
-        var field = [UInt8]()
-        var fields: [String] = []
-        var inQuotes = false
-        var line = 1, rowLine = 1
         var bytes = [UInt8](data)
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
-        var i = 0
-        func endField() {
-            fields.append(String(decoding: field, as: UTF8.self))
-            field.removeAll(keepingCapacity: true)
+        try CSVTable.checkLines(bytes, path: path)
+        // The parsing itself is CSV.swift's (RFC 4180); this type adds line numbers, the
+        // header and the checks with messages that name the file and line.
+        let text = String(decoding: bytes, as: UTF8.self)
+        let reader: CSVReader
+        do { reader = try CSVReader(string: text, hasHeaderRow: false) } catch {
+            throw DataError.unreadableFile(path: path, reason: "not CSV: \(error)")
         }
-        func endRow() {
-            endField()
-            if !(fields.count == 1 && fields[0].isEmpty) { rows.append((rowLine, fields)) }
-            fields.removeAll(keepingCapacity: true)
-        }
-        while i < bytes.count {
-            let c = bytes[i]
-            if inQuotes {
-                if c == UInt8(ascii: "\"") {
-                    if i + 1 < bytes.count && bytes[i + 1] == UInt8(ascii: "\"") {
-                        field.append(c)
-                        i += 1
-                    } else {
-                        inQuotes = false
-                    }
-                } else {
-                    if c == UInt8(ascii: "\n") { line += 1 }
-                    field.append(c)
-                }
-            } else if c == UInt8(ascii: "\"") && field.isEmpty {
-                inQuotes = true
-            } else if c == UInt8(ascii: ",") {
-                endField()
-            } else if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
-                if c == UInt8(ascii: "\r") && i + 1 < bytes.count && bytes[i + 1] == UInt8(ascii: "\n") { i += 1 }
-                endRow()
-                line += 1
-                rowLine = line
-            } else {
-                field.append(c)
+        var all: [(Int, [String])] = []
+        var line = 1
+        while let row = reader.next() {
+            // a blank line is one empty field
+            if !(row.count == 1 && row[0].isEmpty) { all.append((line, row)) }
+            line += 1
+            for f in row where f.utf8.contains(UInt8(ascii: "\n")) || f.utf8.contains(UInt8(ascii: "\r")) {
+                // line breaks inside quoted fields (CRLF counts once)
+                line += f.replacingOccurrences(of: "\r\n", with: "\n").utf8.filter { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }.count
             }
-            i += 1
         }
-        if inQuotes {
-            throw DataError.csvValue(path: path, line: rowLine, column: "-", value: String(decoding: field.prefix(40), as: UTF8.self),
-                                     expected: "a closing quote", nearest: nil)
-        }
-        if !field.isEmpty || !fields.isEmpty { endRow() }
-        guard let first = rows.first else {
+        if let e = reader.error { throw DataError.unreadableFile(path: path, reason: "not CSV: \(e)") }
+        guard let first = all.first else {
             header = []
-            self.rows = []
+            rows = []
             return
         }
         header = first.1.map { $0.trimmingCharacters(in: .whitespaces) }
-        self.rows = []
-        self.rows.reserveCapacity(rows.count - 1)
-        for (ln, f) in rows.dropFirst() {
+        rows = []
+        rows.reserveCapacity(all.count - 1)
+        for (ln, f) in all.dropFirst() {
             guard f.count == header.count else {
-                throw DataError.csvValue(path: path, line: ln, column: "-", value: f.joined(separator: ","),
-                                         expected: "\(header.count) fields (\(header.joined(separator: ","))), found \(f.count)",
+                throw DataError.csvValue(path: path, line: ln, column: "-", value: InputLimits.quoted(f.joined(separator: ",")),
+                                         expected: "\(header.count) fields (\(InputLimits.quoted(header.joined(separator: ",")))), found \(f.count)",
                                          nearest: nil)
             }
-            self.rows.append((ln, f))
+            rows.append((ln, f))
         }
+    }
+
+    /// Refuses a physical line longer than ``InputLimits/csvLineBytes`` and a quote that
+    /// is never closed, before anything is parsed.
+    static func checkLines(_ bytes: [UInt8], path: String) throws {
+        var line = 1, lineStart = 0, quoteLine = 1
+        var inQuotes = false, atFieldStart = true
+        let limit = InputLimits.csvLineBytes
+        try bytes.withUnsafeBufferPointer { b in
+            var i = 0
+            while i < b.count {
+                let c = b[i]
+                if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
+                    if i - lineStart > limit { throw lineTooLong(path, line, i - lineStart) }
+                    if c == UInt8(ascii: "\r"), i + 1 < b.count, b[i + 1] == UInt8(ascii: "\n") { i += 1 }
+                    line += 1
+                    lineStart = i + 1
+                    if !inQuotes { atFieldStart = true }
+                } else if c == UInt8(ascii: "\"") {
+                    if inQuotes { inQuotes = false } else if atFieldStart { inQuotes = true; quoteLine = line }
+                    atFieldStart = false
+                } else if c == UInt8(ascii: ",") && !inQuotes {
+                    atFieldStart = true
+                } else {
+                    atFieldStart = false
+                }
+                i += 1
+            }
+            if b.count - lineStart > limit { throw lineTooLong(path, line, b.count - lineStart) }
+        }
+        if inQuotes {
+            throw DataError.csvValue(path: path, line: quoteLine, column: "-", value: "\"", expected: "a closing quote", nearest: nil)
+        }
+    }
+
+    static func lineTooLong(_ path: String, _ line: Int, _ length: Int) -> DataError {
+        .csvValue(path: path, line: line, column: "-", value: "(a line of \(length) bytes)",
+                  expected: "a line of at most \(InputLimits.csvLineBytes) bytes", nearest: nil)
+    }
+
+    /// CSV text (RFC 4180, LF line ends, a final line end) written by CSV.swift: a field is
+    /// quoted when it holds a comma, a quote or a line break.
+    /// - Parameters:
+    ///   - header: the column names.
+    ///   - rows: the rows, each with as many fields as the header.
+    public static func render(header: [String], rows: [[String]]) -> String {
+        let stream = OutputStream(toMemory: ())
+        stream.open()
+        defer { stream.close() }
+        do {
+            let w = try CSVWriter(stream: stream)
+            try w.write(row: header)
+            for r in rows { try w.write(row: r) }
+        } catch {
+            // writing to memory cannot fail
+            preconditionFailure("CSV to memory: \(error)")
+        }
+        let data = stream.property(forKey: .dataWrittenToMemoryStreamKey) as? Data ?? Data()
+        return String(decoding: data, as: UTF8.self) + "\n"
     }
 
     /// Reads and parses a CSV file.
@@ -113,14 +151,6 @@ public struct CSVTable: Sendable {
     public func requireHeader(_ expected: [String]) throws {
         guard header == expected else { throw DataError.csvHeader(path: path, found: header, expected: expected) }
     }
-}
-
-/// Quotes a CSV field when it needs it.
-func csvField(_ s: String) -> String {
-    if s.contains(",") || s.contains("\"") || s.contains("\n") {
-        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-    }
-    return s
 }
 
 /// Formats a coordinate like the RSNA files (`316.0`), without trailing noise.

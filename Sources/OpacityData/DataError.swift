@@ -58,22 +58,22 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         case let .unknownImageFormat(path, expected):
             return "'\(path)': unknown image format; expected \(expected)"
         case let .csvHeader(path, found, expected):
-            return "'\(path)' line 1: header is '\(found.joined(separator: ","))'; expected columns '\(expected.joined(separator: ","))'"
+            return "'\(path)' line 1: header is '\(InputLimits.quoted(found.joined(separator: ",")))'; expected columns '\(expected.joined(separator: ","))'"
         case let .csvValue(path, line, column, value, expected, nearest):
-            var s = "'\(path)' line \(line), column '\(column)': '\(value)' is not valid; expected \(expected)"
-            if let n = nearest { s += " (did you mean '\(n)'?)" }
+            var s = "'\(path)' line \(line), column '\(InputLimits.quoted(column))': '\(InputLimits.quoted(value))' is not valid; expected \(expected)"
+            if let n = nearest { s += " (did you mean '\(InputLimits.quoted(n))'?)" }
             return s
         case let .inconsistentLabels(path, line, reason):
-            return "'\(path)' line \(line): \(reason)"
+            return "'\(path)' line \(line): \(InputLimits.quoted(reason, limit: 400))"
         case let .missingFile(path, expected):
             return "'\(path)' does not exist; expected \(expected)"
         case let .imageProblems(missing, unreadable, examples):
             var s = "\(missing) image(s) missing and \(unreadable) unreadable"
-            if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).joined(separator: "; ") }
-            return s + "; pass skipProblemImages (CLI: --skip-bad-images) to train without them"
+            if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).map { InputLimits.quoted($0, limit: 300) }.joined(separator: "; ") }
+            return s + "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
         case let .invalidParameter(name, value, expected, nearest):
-            var s = "parameter '\(name)' = '\(value)' is not valid; expected \(expected)"
-            if let n = nearest { s += " (did you mean '\(n)'?)" }
+            var s = "parameter '\(InputLimits.quoted(name))' = '\(InputLimits.quoted(value))' is not valid; expected \(expected)"
+            if let n = nearest { s += " (did you mean '\(InputLimits.quoted(n))'?)" }
             return s
         }
     }

@@ -97,11 +97,12 @@ public struct Folds: Sendable, Equatable {
         return (train, val)
     }
 
+    /// The most folds a folds file may have.
+    public static let maximumCount = 100
+
     /// The CSV text (`patientId,class,fold`, sorted by id).
     public var csv: String {
-        var s = Folds.header.joined(separator: ",") + "\n"
-        for id in ids { s += "\(csvField(id)),\(csvField(classes[id]!.label)),\(fold[id]!)\n" }
-        return s
+        CSVTable.render(header: Folds.header, rows: ids.map { [$0, classes[$0]!.label, String(fold[$0]!)] })
     }
 
     /// Writes the CSV.
@@ -125,9 +126,9 @@ public struct Folds: Sendable, Equatable {
                 throw DataError.csvValue(path: url.path, line: line, column: "class", value: f[1],
                                          expected: "one of \(labels.joined(separator: ", "))", nearest: nearestName(f[1], in: labels))
             }
-            guard let k = Int(f[2].trimmingCharacters(in: .whitespaces)), k >= 0, k < (expectedCount ?? Int.max) else {
+            guard let k = Int(f[2].trimmingCharacters(in: .whitespaces)), k >= 0, k < (expectedCount ?? Folds.maximumCount) else {
                 throw DataError.csvValue(path: url.path, line: line, column: "fold", value: f[2],
-                                         expected: expectedCount.map { "an integer in 0...\($0 - 1)" } ?? "a non-negative integer",
+                                         expected: "an integer in 0...\((expectedCount ?? Folds.maximumCount) - 1)",
                                          nearest: nil)
             }
             if let old = fold[id] {

@@ -49,6 +49,11 @@ public enum PNG {
     /// - Throws: as ``read(_:)``.
     public static func readGray(_ url: URL) throws -> GrayImage { try read(url).gray }
 
+    /// The most pixels a PNG may have (8192 x 8192: at most 192 MiB decoded, as RGB);
+    /// chest films are at most about 4300 x 4300. Checked against the header before any
+    /// pixel memory is allocated.
+    public static let maxPixels = 1 << 26
+
     /// Decodes PNG bytes.
     /// - Parameters:
     ///   - data: the whole file.
@@ -64,8 +69,9 @@ public enum PNG {
         defer { png_image_free(&image) }
         let native = image.format
         let width = Int(image.width), height = Int(image.height)
-        guard width > 0, height > 0, width * height <= JPEG.maxPixels else {
-            throw DataError.pngFailed(path: path, reason: "unsupported size \(width)x\(height)")
+        guard width > 0, height > 0, width * height <= maxPixels else {
+            throw DataError.pngFailed(path: path, reason: "the header claims \(width)x\(height) pixels, more than the limit of "
+                                      + "\(maxPixels) (8192 x 8192); refused before decoding")
         }
         let isColor = native & formatColor != 0
         let is16 = native & formatLinear != 0

@@ -22,6 +22,21 @@ public enum Initializer: Sendable {
 
     nonisolated(unsafe) private static var generator = RandomGenerator(seed: 0x0AC1_7E5D)
     private static let lock = NSLock()
+    /// The thread running ``withShapeProbe(_:)``, if any.
+    nonisolated(unsafe) private static var probeThread: pthread_t?
+
+    /// Runs `body` (building a model) with every initialiser of this thread returning lazy
+    /// zeros (``TensorStorage/init(lazyZeroCount:)``) and drawing no random numbers: the
+    /// model's parameter shapes can be read off before any memory is spent on it, e.g. to
+    /// check a file's tensor table against the model a config in the file names.
+    public static func withShapeProbe<R>(_ body: () throws -> R) rethrows -> R {
+        lock.lock()
+        let saved = probeThread
+        probeThread = pthread_self()
+        lock.unlock()
+        defer { lock.lock(); probeThread = saved; lock.unlock() }
+        return try body()
+    }
 
     /// Runs `body` with the initialisation generator reset to `seed`.
     public static func withSeed<R>(_ seed: UInt64, _ body: () throws -> R) rethrows -> R {
@@ -39,6 +54,10 @@ public enum Initializer: Sendable {
         let fanOut = shape.count >= 2 ? shape[0] * shape[2...].reduce(1, *) : (shape.first ?? 1)
         Initializer.lock.lock()
         defer { Initializer.lock.unlock() }
+        if let t = Initializer.probeThread, pthread_equal(t, pthread_self()) != 0 {
+            let n = shape.reduce(1, *)
+            if let s = TensorStorage(lazyZeroCount: n) { return Tensor(shape: shape, storage: s) }
+        }
         switch self {
         case .zeros: return .zeros(shape)
         case .constant(let v): return Tensor(shape: shape, repeating: v)

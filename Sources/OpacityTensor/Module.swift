@@ -204,6 +204,9 @@ public struct LoadOptions: OptionSet, Sendable {
     public static let noUnusedKeys = LoadOptions(rawValue: 2)
     /// Shapes must agree (a mismatched tensor is never loaded, whatever the options).
     public static let shapeMismatch = LoadOptions(rawValue: 4)
+    /// Accept tensors holding NaN or infinity (by default such a tensor is refused and named:
+    /// weights of a diverged run or an edited file give boxes built from NaN).
+    public static let allowNonFinite = LoadOptions(rawValue: 8)
     /// All checks: the default.
     public static let strict: LoadOptions = [.noMissingKeys, .noUnusedKeys, .shapeMismatch]
 }
@@ -218,6 +221,11 @@ public struct LoadReport: Sendable, CustomStringConvertible {
     public var unexpected: [String] = []
     /// Names whose shapes differ: the module's shape and the state's.
     public var mismatched: [(name: String, expected: [Int], got: [Int])] = []
+    /// Names whose values hold NaN or infinity (refused unless ``LoadOptions/allowNonFinite``).
+    public var nonFinite: [String] = []
+
+    /// An empty report.
+    public init() {}
 
     /// One line per kind of problem, listing the names.
     public var description: String {
@@ -226,6 +234,9 @@ public struct LoadReport: Sendable, CustomStringConvertible {
         if !unexpected.isEmpty { lines.append("unexpected (\(unexpected.count)): " + unexpected.joined(separator: ", ")) }
         if !mismatched.isEmpty {
             lines.append("mis-shaped (\(mismatched.count)): " + mismatched.map { "\($0.name) expected \(describe($0.expected)) got \(describe($0.got))" }.joined(separator: ", "))
+        }
+        if !nonFinite.isEmpty {
+            lines.append("not finite (\(nonFinite.count), NaN or infinity; allow with allowNonFinite / --allow-nonfinite): " + nonFinite.joined(separator: ", "))
         }
         return lines.joined(separator: "\n")
     }
@@ -262,11 +273,16 @@ extension Module {
         for (name, set, shape) in targets {
             guard let t = state[name] else { report.missing.append(name); continue }
             if t.shape != shape { report.mismatched.append((name, shape, t.shape)); continue }
+            if !options.contains(.allowNonFinite), !t.withUnsafeBufferPointer({ b in b.allSatisfy { $0.isFinite } }) {
+                report.nonFinite.append(name)
+                continue
+            }
             report.loaded.append(name)
             apply.append { set(t.detached()) }
         }
         report.unexpected = state.keys.filter { !known.contains($0) && (prefix == nil || $0.hasPrefix(prefix!)) }.sorted()
-        let failed = (!report.mismatched.isEmpty && options.contains(.shapeMismatch))
+        report.nonFinite.sort()
+        let failed = !report.nonFinite.isEmpty || (!report.mismatched.isEmpty && options.contains(.shapeMismatch))
             || (!report.missing.isEmpty && options.contains(.noMissingKeys))
             || (!report.unexpected.isEmpty && options.contains(.noUnusedKeys))
         if failed { throw LoadError(report: report) }

@@ -30,6 +30,8 @@ public enum TensorMemory {
     @usableFromInline package let count: Int
     /// The allocated size in bytes (a pool size class for large blocks).
     private let capacityBytes: Int
+    /// Whether the block is a lazily mapped region of zero pages (``init(lazyZeroCount:)``).
+    private let mapped: Bool
 
     /// Allocates uninitialised storage for `count` elements.
     package init(uninitializedCount count: Int) {
@@ -37,7 +39,26 @@ public enum TensorMemory {
         let bytes = max(1, count) * MemoryLayout<Float>.stride
         let (raw, capacity) = StoragePool.allocate(bytes)
         capacityBytes = capacity
+        mapped = false
         base = raw.bindMemory(to: Float.self, capacity: max(1, count))
+    }
+
+    /// Zeros that take no memory until written: an anonymous mapping without reserved
+    /// swap, whose pages the kernel only provides when touched. For building a model to
+    /// learn its parameter shapes (``Initializer/withShapeProbe(_:)``) whatever its size.
+    /// Returns `nil` when the address space cannot hold it.
+    public init?(lazyZeroCount count: Int) {
+        let bytes = max(1, count) * MemoryLayout<Float>.stride
+        #if os(Linux)
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+        #else
+        let flags = MAP_PRIVATE | MAP_ANON
+        #endif
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0), p != MAP_FAILED else { return nil }
+        self.count = count
+        capacityBytes = bytes
+        mapped = true
+        base = p.bindMemory(to: Float.self, capacity: max(1, count))
     }
 
     /// Allocates storage with every element set to `value`.
@@ -58,7 +79,11 @@ public enum TensorMemory {
     }
 
     deinit {
-        StoragePool.release(UnsafeMutableRawPointer(base), capacityBytes)
+        if mapped {
+            munmap(UnsafeMutableRawPointer(base), capacityBytes)
+        } else {
+            StoragePool.release(UnsafeMutableRawPointer(base), capacityBytes)
+        }
     }
 
     /// The most bytes of freed large blocks kept for reuse (default: an eighth of the

@@ -31,10 +31,22 @@ public enum ModelReference {
         return try zoo.verifiedFile(reference)
     }
 
-    /// Loads a detector (weights strictly checked) from a reference.
-    public static func load(_ reference: String, registry: Registry, allowFetch: Bool = false) throws -> (Detector, URL) {
+    /// Loads a detector (weights strictly checked) from a reference. A zoo entry is loaded
+    /// from the very bytes whose SHA-256 was checked (one read, ``Zoo/loadDetector(_:registry:options:)``).
+    /// - Parameter allowNonFinite: accept weights holding NaN or infinity (refused by default,
+    ///   naming the tensor).
+    public static func load(_ reference: String, registry: Registry, allowFetch: Bool = false,
+                            allowNonFinite: Bool = false) throws -> (Detector, URL) {
+        let options: LoadOptions = allowNonFinite ? LoadOptions.strict.union(.allowNonFinite) : .strict
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: reference), !reference.contains("/"), !reference.hasSuffix(".opb") {
+            let zoo = try Zoo.standard()
+            if allowFetch { _ = try zoo.fetch(reference) }
+            let loaded = try zoo.loadDetector(reference, registry: registry, options: options)
+            return (loaded.detector, loaded.info.url)
+        }
         let url = try resolve(reference, allowFetch: allowFetch)
-        return (try Detector.load(from: url, registry: registry), url)
+        return (try Detector.load(from: url, registry: registry, options: options), url)
     }
 
     /// The validation threshold saved with a checkpoint (`metric_threshold`), if any.

@@ -1,5 +1,6 @@
 import Foundation
 import OpacityCore
+import OpacityData
 
 /// A Kaggle RSNA submission: `patientId,PredictionString` with `conf x y w h` groups in
 /// 1024-pixel coordinates.
@@ -13,48 +14,56 @@ public struct Submission: Sendable, Equatable {
         a.rows.count == b.rows.count && zip(a.rows, b.rows).allSatisfy { $0.patientId == $1.patientId && $0.detections == $1.detections }
     }
 
-    /// The CSV text, header first; boxes as `{score:.3f} {x:.1f} {y:.1f} {w:.1f} {h:.1f}`.
+    /// The CSV text, header first; boxes as `{score:.3f} {x:.1f} {y:.1f} {w:.1f} {h:.1f}`
+    /// (written through ``CSVTable/render(header:rows:)``).
     public var csv: String {
-        var s = "patientId,PredictionString\n"
-        for (id, dets) in rows {
-            s += id + ","
-            s += dets.map { String(format: "%.3f %.1f %.1f %.1f %.1f", $0.score, $0.box.x, $0.box.y, $0.box.width, $0.box.height) }
-                .joined(separator: " ")
-            s += "\n"
-        }
-        return s
+        CSVTable.render(header: ["patientId", "PredictionString"], rows: rows.map { id, dets in
+            [id, dets.map { String(format: "%.3f %.1f %.1f %.1f %.1f", $0.score, $0.box.x, $0.box.y, $0.box.width, $0.box.height) }
+                .joined(separator: " ")]
+        })
     }
 
     /// Reads a submission CSV.
     /// - Throws: ``SubmissionError`` naming the file, line and field that is wrong.
     public init(contentsOf url: URL) throws {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
             throw SubmissionError(file: url.path, line: 0, message: "cannot read the file: \(error.localizedDescription)")
         }
-        try self.init(csv: text, file: url.path)
+        try self.init(data: data, file: url.path)
     }
 
     /// Parses submission CSV text (`file` names it in errors).
     public init(csv text: String, file: String = "<text>") throws {
-        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).map(String.init)
-        while let last = lines.last, last.trimmingCharacters(in: .whitespaces).isEmpty { lines.removeLast() }
-        guard let header = lines.first else { throw SubmissionError(file: file, line: 1, message: "empty file; expected the header patientId,PredictionString") }
-        let h = header.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "\u{feff}", with: "")
-        guard h == "patientId,PredictionString" else {
-            throw SubmissionError(file: file, line: 1, message: "header is '\(h)'; expected 'patientId,PredictionString'")
+        try self.init(data: Data(text.utf8), file: file)
+    }
+
+    /// Parses submission CSV bytes (RFC 4180 quoting, CRLF, a UTF-8 byte-order mark, as
+    /// ``CSVTable`` reads them); `file` names it in errors.
+    /// - Throws: ``SubmissionError`` naming the line and field.
+    public init(data: Data, file: String = "<text>") throws {
+        let table: CSVTable
+        do { table = try CSVTable(data: data, path: file) } catch let e as DataError {
+            if case let .csvValue(_, line, _, _, expected, _) = e, expected.contains("fields") {
+                throw SubmissionError(file: file, line: line, message: "expected 2 fields (patientId,PredictionString)")
+            }
+            throw SubmissionError(file: file, line: 0, message: e.description)
+        }
+        guard !table.header.isEmpty else {
+            throw SubmissionError(file: file, line: 1, message: "empty file; expected the header patientId,PredictionString")
+        }
+        guard table.header == ["patientId", "PredictionString"] else {
+            throw SubmissionError(file: file, line: 1, message: "header is '\(InputLimits.quoted(table.header.joined(separator: ",")))'; expected 'patientId,PredictionString'")
         }
         var rows: [(String, [Detection])] = []
         var seen = Set<String>()
-        for (i, line) in lines.enumerated().dropFirst() {
-            let n = i + 1
-            guard let comma = line.firstIndex(of: ",") else {
-                throw SubmissionError(file: file, line: n, message: "no comma; expected patientId,PredictionString")
-            }
-            let id = String(line[..<comma]).trimmingCharacters(in: .whitespaces)
+        for (n, f) in table.rows {
+            let id = f[0].trimmingCharacters(in: .whitespaces)
             guard !id.isEmpty else { throw SubmissionError(file: file, line: n, message: "empty patientId") }
-            guard seen.insert(id).inserted else { throw SubmissionError(file: file, line: n, message: "patientId \(id) appears twice") }
-            let fields = line[line.index(after: comma)...].split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard seen.insert(id).inserted else {
+                throw SubmissionError(file: file, line: n, message: "patientId \(InputLimits.quoted(id)) appears twice")
+            }
+            let fields = f[1].split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard fields.count % 5 == 0 else {
                 throw SubmissionError(file: file, line: n, message: "PredictionString has \(fields.count) numbers; expected groups of 5 (conf x y w h)")
             }
@@ -62,7 +71,7 @@ public struct Submission: Sendable, Equatable {
             for g in stride(from: 0, to: fields.count, by: 5) {
                 let v = try (0..<5).map { k -> Float in
                     guard let x = Float(fields[g + k]), x.isFinite else {
-                        throw SubmissionError(file: file, line: n, message: "'\(fields[g + k])' is not a number (group \(g / 5 + 1), field \(["conf", "x", "y", "w", "h"][k]))")
+                        throw SubmissionError(file: file, line: n, message: "'\(InputLimits.quoted(fields[g + k]))' is not a number (group \(g / 5 + 1), field \(["conf", "x", "y", "w", "h"][k]))")
                     }
                     return x
                 }
@@ -84,7 +93,7 @@ public struct SubmissionError: Error, CustomStringConvertible, Sendable {
     public let file: String
     public let line: Int
     public let message: String
-    public var description: String { "\(file):\(line): \(message)" }
+    public var description: String { line > 0 ? "\(file):\(line): \(message)" : "\(file): \(message)" }
 }
 
 /// Scores a submission against ground truth with the challenge metric.

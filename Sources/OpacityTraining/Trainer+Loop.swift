@@ -20,6 +20,11 @@ public final class Trainer {
     public weak var observer: TrainingObserver?
     /// Polled after every step; return true to stop after writing a checkpoint.
     public var shouldStop: () -> Bool = { false }
+    /// Called after every epoch's files are written (e.g. to report images left out);
+    /// throwing stops the run.
+    public var afterEpoch: (() throws -> Void)?
+    /// The run folder's lock, held as long as the trainer lives.
+    public var lock: RunLock?
 
     let trainData: BatchSource
     let validationData: BatchSource
@@ -54,16 +59,25 @@ public final class Trainer {
     public var interruptedURL: URL { checkpointsURL.appendingPathComponent("interrupted.opb") }
     public func checkpointURL(epoch: Int) -> URL { checkpointsURL.appendingPathComponent(String(format: "epoch_%03d.opb", epoch)) }
 
-    /// Creates the run folder and writes `options.json`.
+    /// Creates the run folder, removes temporary files a killed run left behind, and writes
+    /// `options.json`.
     public func prepareRunDirectory() throws {
         try FileManager.default.createDirectory(at: checkpointsURL, withIntermediateDirectories: true)
+        Self.removeTemporaryFiles(in: runDirectory)
+        if Self.latestCheckpoint(in: runDirectory) == nil {
+            // records of a run killed before its first checkpoint describe nothing that exists
+            try? FileManager.default.removeItem(at: logURL)
+            try? FileManager.default.removeItem(at: bestURL)
+        }
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         try e.encode(options).write(to: optionsURL, options: .atomic)
     }
 
     /// The newest checkpoint of a run folder: the interrupted one if it is further along,
-    /// else the last epoch's.
+    /// else the last epoch's. (A run killed after an epoch's checkpoint and before it
+    /// removed `interrupted.opb` leaves an interrupted checkpoint that is behind; it is
+    /// passed over.)
     public static func latestCheckpoint(in runDirectory: URL) -> URL? {
         let dir = runDirectory.appendingPathComponent("checkpoints")
         guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { return nil }
@@ -71,8 +85,28 @@ public final class Trainer {
             guard f.hasPrefix("epoch_"), f.hasSuffix(".opb") else { return nil }
             return Int(f.dropFirst(6).dropLast(4))
         }
-        if files.contains("interrupted.opb") { return dir.appendingPathComponent("interrupted.opb") }
-        return epochs.max().map { dir.appendingPathComponent(String(format: "epoch_%03d.opb", $0)) }
+        let last = epochs.max().map { dir.appendingPathComponent(String(format: "epoch_%03d.opb", $0)) }
+        if files.contains("interrupted.opb") {
+            let interrupted = dir.appendingPathComponent("interrupted.opb")
+            // the interrupted checkpoint is inside epoch (its epoch + 1)
+            if let e = epochs.max(), let st = try? BundleReader(interrupted).info.metadata.extra(BundleCheckpointStore.trainerKey, as: TrainerState.self),
+               st.epoch + 1 <= e {
+                return last
+            }
+            return interrupted
+        }
+        return last
+    }
+
+    /// Removes the temporary files of writes a kill interrupted (`.NAME.tmp-*` beside
+    /// checkpoints, `.best.opb.tmp`); the files they were to replace are untouched.
+    public static func removeTemporaryFiles(in runDirectory: URL) {
+        let fm = FileManager.default
+        for dir in [runDirectory, runDirectory.appendingPathComponent("checkpoints")] {
+            for f in (try? fm.contentsOfDirectory(atPath: dir.path)) ?? [] where f.hasPrefix(".") && f.contains(".tmp") {
+                try? fm.removeItem(at: dir.appendingPathComponent(f))
+            }
+        }
     }
 
     /// Continues from the newest checkpoint in the run folder (weights, optimizer and
@@ -85,12 +119,35 @@ public final class Trainer {
         optimizer.learningRate = Float(st.learningRate)
         state = st
         if options.freezeBatchNorm { detector.freezeBatchNorm() }
-        if FileManager.default.fileExists(atPath: logURL.path) {
-            let kept = try EpochLog.read(logURL).filter { $0.epoch <= st.epoch }
-            try Data(kept.map { try $0.jsonLine() + "\n" }.joined().utf8).write(to: logURL, options: .atomic)
-        }
+        try repairRecords(upTo: st)
         observer?.trainingMessage("resumed from \(url.lastPathComponent): \(st.epoch) epochs done" + (st.step > 0 ? ", \(st.step) steps into epoch \(st.epoch + 1)" : ""))
         return url
+    }
+
+    /// Makes `log.jsonl` and `best.opb` agree with the checkpoints up to `st`: lines past it
+    /// are dropped, a line a kill lost is taken back from its epoch's checkpoint (each
+    /// checkpoint holds its epoch's line), and `best.opb` is pointed at the best epoch.
+    func repairRecords(upTo st: TrainerState) throws {
+        var byEpoch: [Int: EpochLog] = [:]
+        if FileManager.default.fileExists(atPath: logURL.path) {
+            for l in try EpochLog.read(logURL) where l.epoch <= st.epoch && byEpoch[l.epoch] == nil { byEpoch[l.epoch] = l }
+        }
+        if st.epoch > 0 {
+            for e in 1...st.epoch where byEpoch[e] == nil {
+                let u = checkpointURL(epoch: e)
+                if let s = try? BundleReader(u).info.metadata.extra(BundleCheckpointStore.trainerKey, as: TrainerState.self), let l = s.epochLog {
+                    byEpoch[e] = l
+                    observer?.trainingMessage("log.jsonl: epoch \(e)'s line restored from \(u.lastPathComponent)")
+                }
+            }
+        }
+        let lines = try byEpoch.keys.sorted().map { try byEpoch[$0]!.jsonLine() + "\n" }.joined()
+        if !lines.isEmpty || FileManager.default.fileExists(atPath: logURL.path) {
+            try Data(lines.utf8).write(to: logURL, options: .atomic)
+        }
+        if let b = st.bestEpoch, FileManager.default.fileExists(atPath: checkpointURL(epoch: b).path) {
+            try linkBest(to: checkpointURL(epoch: b))
+        }
     }
 
     /// Changes the learning rate from the next step on (e.g. when resuming).
@@ -176,17 +233,22 @@ public final class Trainer {
         state.partialSeconds = 0
         state.learningRate = Double(optimizer.learningRate)
         let ckpt = checkpointURL(epoch: epoch)
-        try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
-                       metrics: ["val_total": valSummary.total, "val_regression": valSummary.regression, "metric": metric.best,
-                                 "metric_threshold": Double(metric.threshold), "epoch": Double(epoch)], to: ckpt)
-        try? FileManager.default.removeItem(at: interruptedURL)
-        if better { try linkBest(to: ckpt) }
         let log = EpochLog(epoch: epoch, time: ISO8601DateFormatter().string(from: Date()), seconds: seconds, lr: lrUsed,
                            train: trainSummary, val: valSummary, metric: metric, imagesPerSecond: Double(images) / max(seconds, 1e-9),
                            trainImages: images, valImages: validationData.imageCount,
                            checkpoint: "checkpoints/" + ckpt.lastPathComponent, best: better)
+        // The checkpoint (written atomically) is the record: it holds the epoch's log line
+        // and the best epoch, so a kill before the two lines below is repaired by resume().
+        state.epochLog = log
+        try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
+                       metrics: ["val_total": valSummary.total, "val_regression": valSummary.regression, "metric": metric.best,
+                                 "metric_threshold": Double(metric.threshold), "epoch": Double(epoch)], to: ckpt)
+        state.epochLog = nil
+        try? FileManager.default.removeItem(at: interruptedURL)
+        if better { try linkBest(to: ckpt) }
         try appendLog(log)
         observer?.trainingDidFinishEpoch(log)
+        try afterEpoch?()
         return log
     }
 

@@ -60,7 +60,50 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     /// Encoder bundle to start from (transfer), if any.
     public var encoderWeights: String?
 
+    // Everything else that shapes a run, saved so that `--resume` needs none of it again
+    // (absent in run folders of older versions).
+
+    /// The data: an RSNA-layout folder (absolute path), or a boxes CSV with its image folder.
+    public var dataRoot: String?
+    public var labelsPath: String?
+    public var imagesPath: String?
+    /// At most this many training / validation images of the fold.
+    public var limitTrain: Int?
+    public var limitValidation: Int?
+    /// Whether missing or unreadable images were left out.
+    public var skipProblemImages: Bool?
+    /// The folds file and the seed of the fold split.
+    public var foldsFile: String?
+    public var foldSeed: UInt64?
+
     public init(config: String) { self.config = config }
+
+    /// The largest batch, epoch count and patience a run may ask for.
+    public static let maximumBatchSize = 4096, maximumEpochs = 100_000, maximumPatience = 10_000
+
+    /// Checks every number of the recipe (finite, in range) before anything is built.
+    /// - Throws: ``RunError/invalidOption(name:value:expected:)`` naming the option and its
+    ///   valid range.
+    public func validate() throws {
+        func check(_ ok: Bool, _ name: String, _ value: String, _ expected: String) throws {
+            if !ok { throw RunError.invalidOption(name: name, value: InputLimits.quoted(value), expected: expected) }
+        }
+        try check(epochs >= 1 && epochs <= Self.maximumEpochs, "epochs", "\(epochs)", "an integer in 1...\(Self.maximumEpochs)")
+        try check(batchSize >= 1 && batchSize <= Self.maximumBatchSize, "batch", "\(batchSize)", "an integer in 1...\(Self.maximumBatchSize)")
+        try check(learningRate.isFinite && learningRate > 0 && learningRate <= 10, "lr", "\(learningRate)", "a number in (0, 10]")
+        try check(weightDecay.isFinite && weightDecay >= 0 && weightDecay <= 1, "weight-decay", "\(weightDecay)", "a number in [0, 1]")
+        try check(clipNorm.isFinite && clipNorm > 0 && clipNorm <= 1e6, "clip", "\(clipNorm)", "a number in (0, 1e6]")
+        try check(plateauPatience >= 0 && plateauPatience <= Self.maximumPatience, "patience", "\(plateauPatience)",
+                  "an integer in 0...\(Self.maximumPatience)")
+        try check(plateauFactor.isFinite && plateauFactor > 0 && plateauFactor < 1, "factor", "\(plateauFactor)", "a number in (0, 1), e.g. 0.2")
+        try check(minLearningRate.isFinite && minLearningRate >= 0 && minLearningRate <= learningRate, "min-lr", "\(minLearningRate)",
+                  "a number in [0, lr]")
+        try check(folds >= 2 && folds <= 100, "folds", "\(folds)", "an integer in 2...100")
+        try check(fold >= 0 && fold < folds, "fold", "\(fold)", "an integer in 0...\(folds - 1)")
+        try check(bestBy == "metric" || bestBy == "loss", "best-by", bestBy, "metric or loss")
+        if let n = limitTrain { try check(n >= 1, "limit-train", "\(n)", "a positive integer") }
+        if let n = limitValidation { try check(n >= 1, "limit-val", "\(n)", "a positive integer") }
+    }
 }
 
 /// Everything a trainer needs to continue: saved in every checkpoint.
@@ -77,6 +120,9 @@ public struct TrainerState: Codable, Equatable {
     public var partial: [String: Double] = [:]
     public var partialImages = 0
     public var partialSeconds: Double = 0
+    /// The log line of the epoch this checkpoint ends, kept in the checkpoint so that a run
+    /// killed after the checkpoint and before its log line was written gets it back on resume.
+    public var epochLog: EpochLog?
 
     public static func == (a: TrainerState, b: TrainerState) -> Bool {
         a.epoch == b.epoch && a.step == b.step && a.learningRate == b.learningRate && a.bestEpoch == b.bestEpoch

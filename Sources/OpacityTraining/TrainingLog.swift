@@ -1,4 +1,5 @@
 import Foundation
+import OpacityCore
 
 /// Loss terms averaged over an epoch's images.
 public struct LossSummary: Codable, Sendable, Equatable {
@@ -94,6 +95,12 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     case nanLoss(epoch: Int, step: Int, terms: String)
     case interrupted(checkpoint: String)
     case incompatible(String)
+    /// A recipe value out of its range.
+    case invalidOption(name: String, value: String, expected: String)
+    /// Another process holds the run folder's lock.
+    case locked(path: String, holder: String)
+    /// Too many images of the data set were missing or unreadable to go on.
+    case tooManySkipped(skipped: Int, total: Int, limit: Double, examples: [String])
 
     public var description: String {
         switch self {
@@ -104,6 +111,13 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
             return "the loss is not finite at epoch \(epoch), step \(step) (\(terms)); training stopped and the last good checkpoint is kept. Lower the learning rate or check the data."
         case let .interrupted(checkpoint): return "interrupted; state saved to \(checkpoint). Continue with --resume."
         case let .incompatible(why): return why
+        case let .invalidOption(name, value, expected): return "--\(name) \(value) is not valid; expected \(expected)"
+        case let .locked(path, holder):
+            return "\(path) is in use by another training run (\(holder)); wait for it to finish, or choose another --out"
+        case let .tooManySkipped(skipped, total, limit, examples):
+            return "\(skipped) of \(total) images are missing or unreadable, more than \(Int(limit * 100))% "
+                + "(the most --skip-unreadable leaves out); e.g. \(examples.prefix(3).map { InputLimits.quoted($0, limit: 200) }.joined(separator: "; ")). "
+                + "Check the data paths"
         }
     }
 }

@@ -42,12 +42,51 @@ public struct TrainingSetup {
         public var resumedFrom: URL?
     }
 
+    /// The largest fraction of the data set's images that `skipProblemImages` may leave
+    /// out (10%); above it the run stops with ``RunError/tooManySkipped(skipped:total:limit:examples:)``,
+    /// since a run that loses most of its data is almost always a wrong path.
+    public static let maximumSkippedFraction = 0.10
+
+    /// The setup of an existing run folder, from its `options.json`: the recipe, the data
+    /// location, limits, skipping and folds it was started with, so that resuming needs no
+    /// data options again.
+    /// - Throws: ``RunError/notARun(_:)`` when the folder has no `options.json`;
+    ///   ``RunError/incompatible(_:)`` when it was written by a version that did not record
+    ///   the data (then name the data again).
+    public static func resuming(runDirectory: URL) throws -> TrainingSetup {
+        guard let saved = try savedOptions(in: runDirectory) else { throw RunError.notARun(runDirectory.path) }
+        let data: DataLocation
+        if let root = saved.dataRoot {
+            data = .rsna(URL(fileURLWithPath: root))
+        } else if let l = saved.labelsPath, let i = saved.imagesPath {
+            data = .csv(labels: URL(fileURLWithPath: l), images: URL(fileURLWithPath: i))
+        } else {
+            throw RunError.incompatible("\(runDirectory.path)/options.json does not record where the data is (an older run); "
+                                        + "name it again: --data DIR or --labels CSV --images DIR")
+        }
+        var setup = TrainingSetup(options: saved, data: data, runDirectory: runDirectory)
+        setup.limitTrain = saved.limitTrain
+        setup.limitValidation = saved.limitValidation
+        setup.skipProblemImages = saved.skipProblemImages ?? false
+        setup.foldsFile = saved.foldsFile.map { URL(fileURLWithPath: $0) }
+        if let s = saved.foldSeed { setup.foldSeed = s }
+        return setup
+    }
+
     /// The recipe saved in a run folder (`options.json`), if any.
     public static func savedOptions(in runDirectory: URL) throws -> TrainingOptions? {
         let url = runDirectory.appendingPathComponent("options.json")
         guard FileManager.default.fileExists(atPath: url.path) else { return nil }
-        do { return try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: url)) } catch {
-            throw RunError.malformed(url.path, line: 1, "\(error)")
+        do {
+            let data = try Data(contentsOf: url)
+            guard InputLimits.jsonDepth(data) <= InputLimits.nestingDepth else {
+                throw RunError.malformed(url.path, line: 1, "JSON nested deeper than \(InputLimits.nestingDepth) levels")
+            }
+            let options = try JSONDecoder().decode(TrainingOptions.self, from: data)
+            try options.validate()
+            return options
+        } catch let e as RunError { throw e } catch {
+            throw RunError.malformed(url.path, line: 1, InputLimits.quoted("\(error)", limit: 300))
         }
     }
 
@@ -58,15 +97,36 @@ public struct TrainingSetup {
         let canonical = try registry.canonical(options.config)
         var options = self.options
         options.config = canonical
-        guard options.fold >= 0 && options.fold < options.folds else {
-            throw RunError.incompatible("fold \(options.fold) does not exist with \(options.folds) folds (expected 0...\(options.folds - 1))")
+        // everything that shapes the run goes into options.json, so --resume restores it
+        switch data {
+        case .rsna(let root):
+            options.dataRoot = root.standardizedFileURL.path
+            options.labelsPath = nil
+            options.imagesPath = nil
+        case .csv(let labels, let images):
+            options.dataRoot = nil
+            options.labelsPath = labels.standardizedFileURL.path
+            options.imagesPath = images.standardizedFileURL.path
         }
-        guard options.bestBy == "metric" || options.bestBy == "loss" else {
-            throw RunError.incompatible("best-by '\(options.bestBy)' is not one of metric, loss")
-        }
+        options.limitTrain = limitTrain
+        options.limitValidation = limitValidation
+        options.skipProblemImages = skipProblemImages
+        options.foldsFile = foldsFile?.standardizedFileURL.path
+        options.foldSeed = foldSeed
+        try options.validate()
         let augmentation = try AugmentationConfig(parsing: options.augmentation)
+        // one run at a time per folder: the lock is taken before anything is written there
+        let lock = try RunLock(runDirectory: runDirectory)
+        if let old = lock.takenOverFrom { observer?.trainingMessage("note: took over the stale lock of a run that is gone (\(old))") }
+        if resume, let saved = try Self.savedOptions(in: runDirectory), saved.dataRoot != nil || saved.labelsPath != nil,
+           saved.limitValidation != options.limitValidation
+            || saved.limitTrain != options.limitTrain || saved.skipProblemImages.map({ $0 != skipProblemImages }) ?? false {
+            throw RunError.incompatible("the run in \(runDirectory.path) was started with other limits or skipping "
+                                        + "(limit-train \(saved.limitTrain.map(String.init) ?? "none"), limit-val \(saved.limitValidation.map(String.init) ?? "none"), "
+                                        + "skip-unreadable \(saved.skipProblemImages ?? false)); resume it with the same ones, or without naming them")
+        }
         let dataset = try data.load(skipProblemImages: skipProblemImages)
-        try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
+        try writeSkipped(dataset.report)
         // folds: reuse the run's file so a resumed run sees the same split
         let foldsURL = foldsFile ?? runDirectory.appendingPathComponent("folds.csv")
         let folds: Folds
@@ -97,11 +157,38 @@ public struct TrainingSetup {
         let trainer = Trainer(options: options, detector: detector, train: trainSource, validation: validationSource,
                               runDirectory: runDirectory, store: BundleCheckpointStore(registry: registry))
         trainer.observer = observer
+        trainer.lock = lock
+        // images the loaders leave out while decoding join skipped.csv and count towards the limit
+        let setup = self, report = dataset.report
+        trainer.afterEpoch = { [trainSource, validationSource] in
+            let late = trainSource.skipped + validationSource.skipped
+            guard !late.isEmpty else { return }
+            var r = report
+            for s in late where r.unreadableImages[s.id] == nil { r.unreadableImages[s.id] = s.reason }
+            try setup.writeSkipped(r)
+        }
         try trainer.prepareRunDirectory()
         var resumed: URL?
         if resume { resumed = try trainer.resume() }
         return (trainer, Summary(dataset: dataset.report, trainImages: train.records.count, validationImages: validation.records.count,
                                  resumedFrom: resumed))
+    }
+
+    /// Lists the images the data set left out in `skipped.csv` in the run folder (nothing
+    /// when none was), and stops when they are more than ``maximumSkippedFraction``.
+    func writeSkipped(_ report: DatasetReport) throws {
+        let rows = report.missingImages.map { [$0, "missing"] } + report.unreadableImages.sorted { $0.key < $1.key }.map { [$0.key, $0.value] }
+        let url = runDirectory.appendingPathComponent("skipped.csv")
+        if rows.isEmpty {
+            try? FileManager.default.removeItem(at: url)
+            return
+        }
+        try Data(CSVTable.render(header: ["id", "reason"], rows: rows).utf8).write(to: url, options: .atomic)
+        let total = report.patients
+        if Double(rows.count) > Self.maximumSkippedFraction * Double(max(total, 1)) {
+            throw RunError.tooManySkipped(skipped: rows.count, total: total, limit: Self.maximumSkippedFraction,
+                                          examples: rows.prefix(3).map { "\($0[0]) (\($0[1]))" })
+        }
     }
 
     /// A run folder name from the canonical config, fold and seed, e.g.

@@ -51,3 +51,22 @@ final class MetricTests: XCTestCase {
         XCTAssertEqual(sweep.bestThreshold, 0.6)
     }
 }
+
+/// Case `metric-tie-order`: the public reference metrics sort with `np.argsort(scores)[::-1]`,
+/// so among equal confidences the prediction listed later is matched first. Their value on
+/// these boxes is 1.0 with the tie and 0.8333 without it (the case's README).
+final class MetricTieOrderTests: XCTestCase {
+    let truth = [BoundingBox(x: 0, y: 0, width: 100, height: 100), BoundingBox(x: 40, y: 0, width: 100, height: 100)]
+
+    func testTiedScoresPutTheLaterPredictionFirst() {
+        let tie = [Detection(box: BoundingBox(x: 30, y: 0, width: 100, height: 100), score: 0.5),
+                   Detection(box: BoundingBox(x: 0, y: 0, width: 100, height: 100), score: 0.5)]
+        XCTAssertEqual(RSNAMetric.imageScore(truth: truth, predictions: tie) ?? -1, 1.0, accuracy: 1e-12)
+    }
+
+    func testUntiedScoresKeepTheirOrder() {
+        let notie = [Detection(box: BoundingBox(x: 30, y: 0, width: 100, height: 100), score: 0.501),
+                     Detection(box: BoundingBox(x: 0, y: 0, width: 100, height: 100), score: 0.5)]
+        XCTAssertEqual(RSNAMetric.imageScore(truth: truth, predictions: notie) ?? -1, 5.0 / 6.0, accuracy: 1e-12)
+    }
+}

@@ -116,3 +116,27 @@ final class RetinaNetTests: XCTestCase {
 extension RandomGenerator {
     nonisolated(unsafe) static var test = RandomGenerator(seed: 7)
 }
+
+/// Case `clip-negative-width`: a decoded box wholly outside the image is dropped after
+/// clipping, never kept with a negative width; a NaN regression is dropped too.
+final class RetinaPostprocessorClipTests: XCTestCase {
+    func testBoxWhollyOutsideTheImageIsDropped() throws {
+        let gen = AnchorGenerator(levels: 3...3, ratios: [1], scales: [1])
+        let anchors = gen.anchors(height: 64, width: 64)
+        let a = anchors.count
+        var logits = [Float](repeating: -10, count: a)
+        var deltas = [Float](repeating: 0, count: a * 4)
+        logits[0] = 3
+        deltas[0] = -10  // centre moves 32 px left: x = -44 ... -12, wholly left of the image
+        logits[9] = 2
+        logits[20] = 2.5
+        deltas[20 * 4] = .nan
+        let out = HeadOutput(classLogits: Tensor(shape: [1, a, 1], scalars: logits),
+                             boxDeltas: Tensor(shape: [1, a, 4], scalars: deltas), globalLogProbs: nil)
+        let dets = RetinaPostprocessor().detections(out, anchors: anchors, imageSize: (64, 64))[0]
+        XCTAssertEqual(dets.count, 1)
+        XCTAssertEqual(dets.first?.box, BoundingBox(x: 0, y: 0, width: 28, height: 28))
+        XCTAssertEqual(Double(dets.first?.score ?? 0), 1 / (1 + exp(-2)), accuracy: 1e-6)
+        XCTAssertTrue(dets.allSatisfy { $0.box.width > 0 && $0.box.height > 0 })
+    }
+}

@@ -21,9 +21,21 @@ public final class BundleReader {
     ///   ``BundleError/metadataChecksumMismatch(file:offset:length:expected:actual:)``,
     ///   ``BundleError/invalidMetadata(file:field:reason:)`` or
     ///   ``BundleError/invalidTensorTable(file:tensor:field:reason:)``.
-    public init(_ url: URL) throws {
+    public convenience init(_ url: URL) throws {
+        try self.init(file: try FileDescriptor.open(reading: url.path), url: url)
+    }
+
+    /// Opens bundle bytes already in memory (`url` names them in errors and in ``info``), so
+    /// that what is parsed is exactly what was read once and hash-checked (see
+    /// ``Zoo/verifiedBytes(_:)``).
+    /// - Throws: as ``init(_:)``.
+    public convenience init(bytes: [UInt8], url: URL) throws {
+        try self.init(file: FileDescriptor.memory(bytes, path: url.path), url: url)
+    }
+
+    init(file: FileDescriptor, url: URL) throws {
         let path = url.path
-        file = try FileDescriptor.open(reading: path)
+        self.file = file
         let size = try file.size()
         let head = try file.read(count: BundleFormat.headerSize, at: 0)
         if head.isEmpty {
@@ -48,6 +60,9 @@ public final class BundleReader {
 
     static func parseMetadata(_ json: [UInt8], header: BundleHeader, file: String) throws -> (BundleMetadata, [TensorEntry]) {
         let doc: BundleDocument
+        guard InputLimits.jsonDepth(json) <= InputLimits.nestingDepth else {
+            throw BundleError.invalidMetadata(file: file, field: "(document)", reason: "JSON nested deeper than \(InputLimits.nestingDepth) levels")
+        }
         do { doc = try BundleDocument.decoder().decode(BundleDocument.self, from: Data(json)) } catch {
             let (field, reason) = decodingErrorParts(error)
             throw BundleError.invalidMetadata(file: file, field: field.isEmpty ? "(document)" : field, reason: reason)
@@ -156,6 +171,24 @@ public final class BundleReader {
         if last >= 0 {
             for i in 0...last {
                 let e = info.tensors[i]
+                if !keep(i) {
+                    // checked, not kept: decompressed in bounded pieces, so a tensor that
+                    // claims gigabytes never takes more than one piece of memory
+                    var crc = CRC32()
+                    var left = Int(e.length)
+                    let piece = scratch.get(min(left, 4 << 20))
+                    while left > 0 {
+                        let n = min(left, piece.count)
+                        let chunk = UnsafeMutableRawBufferPointer(rebasing: piece[0..<n])
+                        try reader.read(into: chunk, tensor: e.name)
+                        crc.update(UnsafeRawBufferPointer(chunk))
+                        left -= n
+                    }
+                    guard crc.value == e.crc32 else {
+                        throw BundleError.tensorChecksumMismatch(file: file.path, tensor: e.name, dataOffset: e.offset, expected: e.crc32, actual: crc.value)
+                    }
+                    continue
+                }
                 var direct: Tensor?
                 let raw: UnsafeRawBufferPointer
                 #if _endian(little)

@@ -84,7 +84,7 @@ public struct Checkpoint {
         guard info.metadata.kind == .detector else {
             throw BundleError.wrongKind(file: url.path, expected: "detector", found: info.metadata.kind.rawValue)
         }
-        let detector = try Detector.build(config: info.metadata.config, registry: registry, file: url.path)
+        let detector = try Detector.checkedBuild(info, registry: registry, options: options, file: url.path)
         var groups = try reader.tensors()
         let state = groups.removeValue(forKey: WeightBundle.modelGroup) ?? [:]
         let report: LoadReport
@@ -110,6 +110,7 @@ public struct Checkpoint {
         guard Detector.strippingEncoderWeights(info.metadata.config) == detector.config else {
             throw BundleError.configMismatch(file: url.path, bundle: info.metadata.config, model: detector.config)
         }
+        try Detector.checkTable(info, against: detector, options: options, file: url.path)
         var groups = try reader.tensors()
         let state = groups.removeValue(forKey: WeightBundle.modelGroup) ?? [:]
         let report: LoadReport

@@ -92,12 +92,18 @@ extension Detector {
 
     /// ``load(from:registry:options:)`` that also returns the load report and the bundle's info.
     public static func loadWithReport(from url: URL, registry: Registry, options: LoadOptions = .strict) throws -> LoadedDetector {
-        let reader = try BundleReader(url)
+        try loadWithReport(reader: try BundleReader(url), registry: registry, options: options)
+    }
+
+    /// ``load(from:registry:options:)`` from an open reader (e.g. over bytes already
+    /// hash-checked, ``BundleReader/init(bytes:url:)``).
+    public static func loadWithReport(reader: BundleReader, registry: Registry, options: LoadOptions = .strict) throws -> LoadedDetector {
         let info = reader.info
+        let url = info.url
         guard info.metadata.kind == .detector else {
             throw BundleError.wrongKind(file: url.path, expected: "detector", found: info.metadata.kind.rawValue)
         }
-        let detector = try build(config: info.metadata.config, registry: registry, file: url.path)
+        let detector = try checkedBuild(info, registry: registry, options: options, file: url.path)
         let state = try reader.tensors(groups: info.groups.contains(WeightBundle.modelGroup) ? [WeightBundle.modelGroup] : [])[WeightBundle.modelGroup] ?? [:]
         let report: LoadReport
         do { report = try detector.load(state, options: options) } catch let e as LoadError {
@@ -105,6 +111,50 @@ extension Detector {
         }
         detector.eval()
         return LoadedDetector(detector: detector, report: report, info: info)
+    }
+
+    /// Builds the detector a bundle's config names, after checking the bundle's tensor table
+    /// against the model's parameter shapes, which a build under
+    /// ``Initializer/withShapeProbe(_:)`` gives without spending memory on weights. A
+    /// table that does not fit (a 482-byte file naming a huge model, a tensor claiming 40 GB)
+    /// is refused before the model is built and before any tensor is decompressed.
+    /// - Throws: ``BundleError/doesNotFit(file:report:)``, ``BundleError/cannotBuild(file:config:reason:)``.
+    static func checkedBuild(_ info: BundleInfo, registry: Registry, options: LoadOptions, file: String) throws -> Detector {
+        let probe = try Initializer.withShapeProbe { try build(config: info.metadata.config, registry: registry, file: file) }
+        try checkTable(info, against: probe, options: options, file: file)
+        return try build(config: info.metadata.config, registry: registry, file: file)
+    }
+
+    /// Checks the names and shapes of a bundle's `model` group against `model` as
+    /// ``Module/load(_:options:only:)`` would, and bounds every other group's tensors by
+    /// the model's largest (optimizer state has the parameters' shapes), reading no data.
+    /// - Throws: ``BundleError/doesNotFit(file:report:)``.
+    static func checkTable(_ info: BundleInfo, against model: Detector, options: LoadOptions, file: String) throws {
+        var expected: [String: [Int]] = [:]
+        for (n, p) in model.namedParameters() { expected[n] = p.shape }
+        for (n, b) in model.namedBuffers() { expected[n] = b.value.shape }
+        var report = LoadReport()
+        var given = Set<String>()
+        let largest = expected.values.map { $0.reduce(1, *) }.max() ?? 0
+        for e in info.tensors {
+            let count = e.shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+            guard e.group == WeightBundle.modelGroup else {
+                if count > largest { report.unexpected.append("\(e.group)/\(e.name) (\(count) values, more than any parameter)") }
+                continue
+            }
+            given.insert(e.name)
+            if let shape = expected[e.name] {
+                if shape != e.shape { report.mismatched.append((e.name, shape, e.shape)) } else { report.loaded.append(e.name) }
+            } else {
+                report.unexpected.append(e.name)
+            }
+        }
+        report.missing = expected.keys.filter { !given.contains($0) }.sorted()
+        let failed = report.unexpected.contains { $0.contains("/") }
+            || (!report.mismatched.isEmpty && options.contains(.shapeMismatch))
+            || (!report.missing.isEmpty && options.contains(.noMissingKeys))
+            || (!report.unexpected.isEmpty && options.contains(.noUnusedKeys))
+        if failed { throw BundleError.doesNotFit(file: file, report: report) }
     }
 
     /// Builds a detector for a stored config string. A legacy `encoder_weights` key (bundles
@@ -138,8 +188,13 @@ extension Detector {
     /// - Throws: ``BundleError/doesNotFit(file:report:)`` with the report, or a file error.
     @discardableResult
     public func loadWeights(from url: URL, part: WeightPart = .all, options: LoadOptions = .strict) throws -> LoadReport {
-        let reader = try BundleReader(url)
+        try loadWeights(reader: try BundleReader(url), part: part, options: options)
+    }
+
+    /// ``loadWeights(from:part:options:)`` from an open reader.
+    public func loadWeights(reader: BundleReader, part: WeightPart = .all, options: LoadOptions = .strict) throws -> LoadReport {
         let info = reader.info
+        let url = info.url
         guard info.groups.contains(WeightBundle.modelGroup) else {
             throw BundleError.missingGroup(file: url.path, group: WeightBundle.modelGroup, available: info.groups)
         }
@@ -180,7 +235,8 @@ extension Detector {
     public func loadEncoderWeights(reference: String) throws -> LoadReport {
         if reference.hasPrefix("zoo:") {
             let zoo = try Zoo.standard()
-            return try loadEncoderWeights(from: try zoo.verifiedFile(String(reference.dropFirst(4))))
+            let (url, bytes) = try zoo.verifiedBytes(String(reference.dropFirst(4)))
+            return try loadWeights(reader: try BundleReader(bytes: bytes, url: url), part: .encoder, options: .strict)
         }
         return try loadEncoderWeights(from: URL(fileURLWithPath: reference))
     }

@@ -13,10 +13,19 @@ final class FileDescriptor {
     let fd: Int32
     let path: String
     private var closed = false
+    /// The bytes of a memory-backed descriptor (``memory(_:path:)``); `nil` for a file.
+    private let bytes: [UInt8]?
 
-    private init(fd: Int32, path: String) {
+    private init(fd: Int32, path: String, bytes: [UInt8]? = nil) {
         self.fd = fd
         self.path = path
+        self.bytes = bytes
+    }
+
+    /// Bytes already in memory read as a file named `path` (no descriptor is open): for
+    /// loading exactly the bytes that were hash-checked.
+    static func memory(_ bytes: [UInt8], path: String) -> FileDescriptor {
+        FileDescriptor(fd: -1, path: path, bytes: bytes)
     }
 
     /// Opens an existing file for reading.
@@ -35,6 +44,7 @@ final class FileDescriptor {
 
     /// The file's size in bytes.
     func size() throws -> UInt64 {
+        if let bytes { return UInt64(bytes.count) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw BundleError.io(file: path, operation: "stat", reason: errnoText()) }
         return UInt64(st.st_size)
@@ -42,6 +52,12 @@ final class FileDescriptor {
 
     /// Reads up to `buffer.count` bytes at `offset`; returns how many were read (fewer only at the end of the file).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        if let bytes {
+            guard offset < UInt64(bytes.count) else { return 0 }
+            let n = min(buffer.count, bytes.count - Int(offset))
+            bytes.withUnsafeBytes { src in buffer.baseAddress!.copyMemory(from: src.baseAddress! + Int(offset), byteCount: n) }
+            return n
+        }
         var done = 0
         while done < buffer.count {
             let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
@@ -111,7 +127,7 @@ final class FileDescriptor {
     }
 
     func close() {
-        guard !closed else { return }
+        guard !closed, bytes == nil else { return }
         closed = true
         _ = sysClose(fd)
     }

@@ -227,6 +227,45 @@ public struct Zoo: Sendable {
         }
     }
 
+    /// The entry's local bundle read once into memory and checked there: its size and
+    /// SHA-256 are those of the bytes returned, so loading them (``BundleReader/init(bytes:url:)``,
+    /// ``Zoo/loadDetector(_:registry:options:)``) uses exactly what was verified, even if
+    /// the file is replaced meanwhile. Never uses the network.
+    /// - Throws: as ``verifiedFile(_:)``.
+    public func verifiedBytes(_ name: String) throws -> (url: URL, bytes: [UInt8]) {
+        let i = try item(name)
+        switch try status(name) {
+        case .shipped(let f), .cached(let f):
+            let fd = try FileDescriptor.open(reading: f.path)
+            let size = try fd.size()
+            guard size == UInt64(max(0, i.entry.size)) else {
+                throw ZooError.sizeMismatch(name: name, file: f.path, expected: i.entry.size, actual: Int64(size))
+            }
+            let bytes = try fd.read(count: Int(size), at: 0)
+            // one byte more would mean the file grew while it was read
+            guard bytes.count == Int(size), try fd.read(count: 1, at: size).isEmpty else {
+                throw ZooError.sizeMismatch(name: name, file: f.path, expected: i.entry.size, actual: Int64(bytes.count))
+            }
+            var h = SHA256()
+            bytes.withUnsafeBytes { h.update($0) }
+            let digest = h.finalize().hex
+            guard digest == i.entry.sha256 else {
+                throw ZooError.hashMismatch(name: name, file: f.path, expected: i.entry.sha256, actual: digest)
+            }
+            return (f, bytes)
+        case .notFetched:
+            if i.entry.url == nil, let f = i.shippedFile { throw ZooError.missingFile(name: name, file: f.path) }
+            throw ZooError.notFetched(name: name, url: i.entry.url)
+        }
+    }
+
+    /// Loads an entry's detector from the bytes that were hash-checked (``verifiedBytes(_:)``).
+    /// - Throws: ``ZooError`` and ``BundleError``.
+    public func loadDetector(_ name: String, registry: Registry, options: LoadOptions = .strict) throws -> LoadedDetector {
+        let (url, bytes) = try verifiedBytes(name)
+        return try Detector.loadWithReport(reader: try BundleReader(bytes: bytes, url: url), registry: registry, options: options)
+    }
+
     /// Checks a file's size and SHA-256 against an entry.
     /// - Throws: ``ZooError/sizeMismatch(name:file:expected:actual:)`` or ``ZooError/hashMismatch(name:file:expected:actual:)``.
     public static func check(_ file: URL, against entry: ZooEntry) throws {

@@ -1,0 +1,49 @@
+import Foundation
+
+/// Limits that keep untrusted input from exhausting memory or the stack, shared by every
+/// parser, and the helper that keeps error messages short.
+public enum InputLimits {
+    /// The longest text an error message quotes from its input, in characters; longer
+    /// values are cut and end with an ellipsis (see ``quoted(_:limit:)``).
+    public static let quotedValueLength = 80
+    /// The deepest nesting a parser accepts (config strings, JSON in bundles and manifests).
+    public static let nestingDepth = 64
+    /// The longest physical line of a CSV file, in bytes (1 MiB).
+    public static let csvLineBytes = 1 << 20
+    /// The longest config string, in characters.
+    public static let configLength = 16_384
+
+    /// `value` cut to `limit` characters with an ellipsis and a note of its full length,
+    /// so that a message never echoes unbounded input (a 100 MB CSV line, say).
+    public static func quoted(_ value: some StringProtocol, limit: Int = quotedValueLength) -> String {
+        let s = String(value)
+        // utf8 count first: cheap, and short values are the common case
+        if s.utf8.count <= limit { return s }
+        let chars = s.unicodeScalars
+        if chars.count <= limit { return s }
+        return String(String.UnicodeScalarView(chars.prefix(limit))) + "… (\(s.utf8.count) bytes)"
+    }
+
+    /// The nesting depth of a JSON text (arrays and objects; brackets inside strings do not
+    /// count), found without parsing it, so that a deeply nested document is refused before
+    /// a recursive decoder sees it.
+    public static func jsonDepth(_ bytes: some Sequence<UInt8>) -> Int {
+        var depth = 0, deepest = 0
+        var inString = false, escaped = false
+        for b in bytes {
+            if inString {
+                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch b {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                deepest = max(deepest, depth)
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return deepest
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import OpacityCore
+import OpacityData
+import XCTest
+
+/// The data layer's side of the robustness cases (../shared/cases): CSV through CSV.swift
+/// with bounded lines and short errors, dotted image ids, augmentation ranges, PNG size.
+final class CSVRobustnessTests: XCTestCase {
+    func testQuotesBOMAndCRLFReadLikeRFC4180() throws {
+        // the case quoted-submission/excel_style.csv: BOM, every field quoted, CRLF
+        let bytes: [UInt8] = [0xEF, 0xBB, 0xBF] + Array("\"patientId\",\"PredictionString\"\r\n\"A\",\"0.9 100 100 200 200\"\r\n\"B\",\"\"\r\n".utf8)
+        let t = try CSVTable(data: Data(bytes), path: "excel_style.csv")
+        XCTAssertEqual(t.header, ["patientId", "PredictionString"])
+        XCTAssertEqual(t.rows.map(\.fields), [["A", "0.9 100 100 200 200"], ["B", ""]])
+        XCTAssertEqual(t.rows.map(\.line), [2, 3])
+    }
+
+    func testLineNumbersCountBreaksInsideQuotesAndBlankLines() throws {
+        let t = try CSVTable(data: Data("a,b\n1,\"x\ny\"\n\n2,z\n".utf8), path: "t.csv")
+        XCTAssertEqual(t.rows.map(\.fields), [["1", "x\ny"], ["2", "z"]])
+        XCTAssertEqual(t.rows.map(\.line), [2, 5])
+    }
+
+    func testUnterminatedQuoteIsRefusedWithItsLine() {
+        XCTAssertThrowsError(try CSVTable(data: Data("a,b\n1,2\n3,\"oops\n".utf8), path: "q.csv")) { e in
+            guard case let DataError.csvValue(_, line, _, _, expected, _) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(line, 3)
+            XCTAssertEqual(expected, "a closing quote")
+        }
+    }
+
+    /// Case csv-100mb-line-echoed: an over-long line is refused before parsing, and no error
+    /// quotes more than 80 characters of a value.
+    func testLongLineIsRefusedAndNeverEchoed() {
+        let long = String(repeating: "b", count: InputLimits.csvLineBytes + 10)
+        let text = "patientId,x,y,width,height,Target\n" + long + "\n"
+        XCTAssertThrowsError(try CSVTable(data: Data(text.utf8), path: "labels.csv")) { e in
+            let message = "\(e)"
+            XCTAssertLessThan(message.utf8.count, 400, message)
+            XCTAssertTrue(message.contains("line 2"), message)
+            XCTAssertTrue(message.contains("\(InputLimits.csvLineBytes) bytes"), message)
+        }
+        // a long line under the limit but with the wrong field count is quoted short
+        let mid = String(repeating: "c", count: 100_000)
+        XCTAssertThrowsError(try CSVTable(data: Data("a,b\n\(mid)\n".utf8), path: "m.csv")) { e in
+            let message = "\(e)"
+            XCTAssertLessThan(message.utf8.count, 400, message)
+            XCTAssertTrue(message.contains("…"), message)
+            XCTAssertTrue(message.contains("found 1"), message)
+        }
+    }
+
+    func testRenderQuotesWhatNeedsIt() throws {
+        let text = CSVTable.render(header: ["id", "note"], rows: [["a", "x,y"], ["b", "say \"hi\""], ["c", ""]])
+        XCTAssertEqual(text, "id,note\na,\"x,y\"\nb,\"say \"\"hi\"\"\"\nc,\n")
+        let back = try CSVTable(data: Data(text.utf8), path: "r.csv")
+        XCTAssertEqual(back.rows.map(\.fields), [["a", "x,y"], ["b", "say \"hi\""], ["c", ""]])
+    }
+
+    func testQuotedValueIsCut() {
+        XCTAssertEqual(InputLimits.quoted("short"), "short")
+        let cut = InputLimits.quoted(String(repeating: "z", count: 1000))
+        XCTAssertTrue(cut.hasPrefix(String(repeating: "z", count: 80) + "…"))
+        XCTAssertTrue(cut.contains("1000 bytes"))
+    }
+
+    func testFoldsRoundTripThroughTheLibrary() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("folds.csv")
+        try Data("patientId,class,fold\n\"a,1\",Normal,0\nb,Lung Opacity,1\n".utf8).write(to: url)
+        let f = try Folds.read(from: url)
+        XCTAssertEqual(f.ids, ["a,1", "b"])
+        try f.write(to: url)
+        XCTAssertEqual(try String(contentsOf: url, encoding: .utf8), "patientId,class,fold\n\"a,1\",Normal,0\nb,Lung Opacity,1\n")
+        try Data("patientId,class,fold\nb,Normal,1000000000\n".utf8).write(to: url)
+        XCTAssertThrowsError(try Folds.read(from: url)) { e in XCTAssertTrue("\(e)".contains("0...\(Folds.maximumCount - 1)"), "\(e)") }
+    }
+}
+
+final class DottedIdTests: XCTestCase {
+    /// Case dotted-image-ids: bare ids with dots (DICOM UIDs) are ids looked up by stem.
+    func testBareIdsWithDotsFindTheirImages() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = dir.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+        let uid = "1.2.276.0.7230010.3.1.4.8323329.5597.1517875188.959090"
+        let img = GrayImage(width: 64, height: 64, pixels: (0..<4096).map { UInt8($0 % 64 * 4) })
+        try PNG.write(img, to: images.appendingPathComponent(uid + ".png"))
+        try PNG.write(img, to: images.appendingPathComponent("plainname.png"))
+        for (name, first) in [("boxes.csv", uid), ("boxes_with_extension.csv", uid + ".png")] {
+            let csv = dir.appendingPathComponent(name)
+            try Data("image,x,y,width,height\n\(first),10,12,20,24\nplainname,10,12,20,24\n".utf8).write(to: csv)
+            let d = try BoxesCSV.load(csv: csv, imageFolder: images)
+            XCTAssertEqual(d.records.count, 2, name)
+            XCTAssertEqual(d.records[0].imageURL?.lastPathComponent, uid + ".png", name)
+            XCTAssertEqual(d.records[1].imageURL?.lastPathComponent, "plainname.png", name)
+        }
+    }
+}
+
+final class OptionRangeTests: XCTestCase {
+    /// Case aug-scale-200-crash and its kind: every override out of range is refused with
+    /// the range in the message, and nothing non-finite is accepted.
+    func testAugmentationOverridesOutOfRangeAreRefused() {
+        for text in ["heavy,scale=200", "heavy,rotation=1e19", "heavy,blur_sigma=1e30", "heavy,jitter=1e20", "heavy,shear=nan",
+                     "light,gamma=inf", "heavy,flip=1.5", "heavy,sp_size_min=0", "none,noise_scale=-1"] {
+            XCTAssertThrowsError(try AugmentationConfig(parsing: text), text) { e in
+                let m = "\(e)"
+                XCTAssertTrue(m.contains("a number in"), m)
+            }
+        }
+        XCTAssertNoThrow(try AugmentationConfig(parsing: "heavy,scale=1,rotation=180,blur_sigma=16,jitter=512"))
+        XCTAssertThrowsError(try AugmentationConfig(parsing: "heavy,scale=" + String(repeating: "9", count: 5000))) { e in
+            XCTAssertLessThan("\(e)".utf8.count, 400)
+        }
+    }
+
+    /// The widest accepted settings augment without trapping (the warp never converts an
+    /// infinite coordinate).
+    func testExtremeAcceptedSettingsAugment() throws {
+        var c = try AugmentationConfig(parsing: "heavy,scale=1,rotation=180,shear=45,blur_sigma=16,jitter=512,blur_p=1")
+        c.noiseProbability = 1
+        let a = Augmenter(config: c, outputSize: 32)
+        let img = GrayImage(width: 48, height: 40, pixels: (0..<1920).map { UInt8($0 % 251) })
+        for seed in 0..<200 {
+            var rng = RandomGenerator(seed: UInt64(seed))
+            let s = a.apply(img, boxes: [BoundingBox(x: 4, y: 4, width: 10, height: 10)], using: &rng)
+            XCTAssertTrue(s.image.pixels.allSatisfy { $0.isFinite && $0 >= 0 && $0 <= 1 })
+        }
+        // geometry that maps to infinite or NaN source coordinates gives zeros, not a trap
+        for g in [GeometricParameters(scaleX: 0, scaleY: 1e-30, rotation: 1e19), GeometricParameters(shiftX: .infinity, rotation: .nan)] {
+            var rng = RandomGenerator(seed: 1)
+            let s = Augmenter(config: .none, outputSize: 32).apply(img, boxes: [], geometry: g, using: &rng)
+            XCTAssertTrue(s.image.pixels.allSatisfy { $0.isFinite }, "\(g)")
+        }
+    }
+}
+
+final class PNGLimitTests: XCTestCase {
+    /// A PNG header claiming 65535 x 65535 is refused before any pixel memory.
+    func testHugeClaimIsRefused() throws {
+        var png = try PNG.encode(GrayImage(width: 8, height: 8, value: 7))
+        // IHDR width and height at bytes 16..<24; the chunk CRC at 29..<33 must follow
+        png.replaceSubrange(16..<24, with: [0, 0, 0xFF, 0xFF, 0, 0, 0xFF, 0xFF])
+        let crc = CRC32.checksum(Array(png[12..<29]))
+        png.replaceSubrange(29..<33, with: [UInt8(crc >> 24), UInt8(crc >> 16 & 0xFF), UInt8(crc >> 8 & 0xFF), UInt8(crc & 0xFF)])
+        XCTAssertThrowsError(try PNG.decode(png, path: "huge.png")) { e in
+            XCTAssertTrue("\(e)".contains("65535x65535"), "\(e)")
+            XCTAssertTrue("\(e)".contains("limit"), "\(e)")
+        }
+    }
+}
