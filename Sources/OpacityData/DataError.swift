@@ -35,6 +35,8 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     case imageProblems(missing: Int, unreadable: Int, examples: [String])
     /// A parameter value is out of its valid range.
     case invalidParameter(name: String, value: String, expected: String, nearest: String?)
+    /// An output path is one of the command's inputs.
+    case outputOverInput(output: String, input: String)
 
     /// A one-paragraph message a user can act on.
     public var description: String {
@@ -71,6 +73,8 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             var s = "\(missing) image(s) missing and \(unreadable) unreadable"
             if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).map { InputLimits.quoted($0, limit: 300) }.joined(separator: "; ") }
             return s + "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
+        case let .outputOverInput(output, input):
+            return "'\(output)' would replace the input '\(input)'; choose another output (inputs are never overwritten)"
         case let .invalidParameter(name, value, expected, nearest):
             var s = "parameter '\(InputLimits.quoted(name))' = '\(InputLimits.quoted(value))' is not valid; expected \(expected)"
             if let n = nearest { s += " (did you mean '\(InputLimits.quoted(n))'?)" }

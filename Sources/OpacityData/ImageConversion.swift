@@ -60,9 +60,10 @@ public enum ImageConversion {
     ///   for a bad size.
     public static func convert(input: URL, output: URL, options: Options = Options(),
                                progress: ProgressHandler? = nil) throws -> Summary {
-        if let s = options.size, s < 1 {
-            throw DataError.invalidParameter(name: "size", value: "\(s)", expected: "a positive number of pixels", nearest: "512")
+        if let s = options.size, s < 1 || s > 65_536 {
+            throw DataError.invalidParameter(name: "size", value: "\(s)", expected: "a number of pixels in 1...65536", nearest: "512")
         }
+        _ = try options.window.validated()
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: input.path, isDirectory: &isDir) else {
             throw DataError.missingFile(path: input.path, expected: "a DICOM file or a folder of .dcm files")
@@ -76,6 +77,24 @@ public enum ImageConversion {
             let dest = output.pathExtension.lowercased() == "png" ? output
                 : output.appendingPathComponent(input.deletingPathExtension().lastPathComponent + ".png")
             jobs = [(input, dest)]
+        }
+        // never over an input, never two inputs onto one output (a.dcm and a.dicom -> a.png):
+        // such jobs are failures that name both files, and the first input keeps its output
+        let inputs = jobs.map(\.0)
+        var claimed: [String: URL] = [:]
+        var refused: [(String, String)] = []
+        jobs = jobs.filter { src, dst in
+            if let i = OutputPaths.input(replacedBy: dst, inputs: inputs) {
+                refused.append((src.path, "its output \(dst.path) is the input \(i.path), which is never overwritten; choose another output"))
+                return false
+            }
+            let key = dst.standardizedFileURL.path
+            if let other = claimed[key] {
+                refused.append((src.path, "its output \(dst.path) is also the output of \(other.path); convert one of them separately"))
+                return false
+            }
+            claimed[key] = src
+            return true
         }
         let todo = jobs
         let counter = ProgressCounter(total: jobs.count, handler: progress)
@@ -106,6 +125,7 @@ public enum ImageConversion {
             }
         }
         var result = summary.value
+        result.failures += refused.map { (path: $0.0, reason: $0.1) }
         result.failures.sort { $0.path < $1.path }
         return result
     }

@@ -158,13 +158,11 @@ public struct Evaluation {
     /// (an empty score means the image does not count: no truth and no prediction).
     public func perImageCSV(threshold: Float) -> String {
         let f = ConfidenceFilter(threshold: threshold)
-        var s = "patientId,score,truth_boxes,predicted_boxes\n"
-        for r in images {
+        return CSVTable.render(header: ["patientId", "score", "truth_boxes", "predicted_boxes"], rows: images.map { r in
             let kept = f.apply(r.detections)
             let score = RSNAMetric.imageScore(truth: r.truth, predictions: kept)
-            s += "\(r.id),\(score.map { String(format: "%.6f", $0) } ?? ""),\(r.truth.count),\(kept.count)\n"
-        }
-        return s
+            return [r.id, score.map { String(format: "%.6f", $0) } ?? "", "\(r.truth.count)", "\(kept.count)"]
+        })
     }
 
     /// The metric against the score threshold, with the best point marked.

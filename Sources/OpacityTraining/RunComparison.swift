@@ -92,17 +92,17 @@ public struct RunComparison {
 
     /// The numbers behind the charts: one row per run and epoch.
     public var csv: String {
-        var s = "run,group,epoch,train_total,val_total,val_focal,val_regression,val_global,metric,threshold,lr\n"
+        var rows: [[String]] = []
         for g in groups {
             for r in g.runs {
                 for l in r.logs {
-                    s += [r.label, g.label, "\(l.epoch)", "\(l.train.total)", "\(l.val.total)", "\(l.val.focal)", "\(l.val.regression)",
-                          l.val.global.map { "\($0)" } ?? "", "\(l.metric.best)", "\(l.metric.threshold)", "\(l.lr)"]
-                        .map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",") + "\n"
+                    rows.append([r.label, g.label, "\(l.epoch)", "\(l.train.total)", "\(l.val.total)", "\(l.val.focal)", "\(l.val.regression)",
+                                 l.val.global.map { "\($0)" } ?? "", "\(l.metric.best)", "\(l.metric.threshold)", "\(l.lr)"])
                 }
             }
         }
-        return s
+        return CSVTable.render(header: ["run", "group", "epoch", "train_total", "val_total", "val_focal", "val_regression", "val_global",
+                                        "metric", "threshold", "lr"], rows: rows)
     }
 }
 

@@ -90,7 +90,7 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         }
         try check(epochs >= 1 && epochs <= Self.maximumEpochs, "epochs", "\(epochs)", "an integer in 1...\(Self.maximumEpochs)")
         try check(batchSize >= 1 && batchSize <= Self.maximumBatchSize, "batch", "\(batchSize)", "an integer in 1...\(Self.maximumBatchSize)")
-        try check(learningRate.isFinite && learningRate > 0 && learningRate <= 10, "lr", "\(learningRate)", "a number in (0, 10]")
+        try check(learningRate.isFinite && learningRate > 0, "lr", "\(learningRate)", "a finite positive number")
         try check(weightDecay.isFinite && weightDecay >= 0 && weightDecay <= 1, "weight-decay", "\(weightDecay)", "a number in [0, 1]")
         try check(clipNorm.isFinite && clipNorm > 0 && clipNorm <= 1e6, "clip", "\(clipNorm)", "a number in (0, 1e6]")
         try check(plateauPatience >= 0 && plateauPatience <= Self.maximumPatience, "patience", "\(plateauPatience)",

@@ -169,7 +169,7 @@ final class AugmentationTests: XCTestCase {
         assertThrows(try AugmentationConfig(parsing: "heavy,rotaton=3"), containing: ["rotaton", "did you mean 'rotation'"])
         assertThrows(try AugmentationConfig(parsing: "heavy,flip=2"), containing: ["flip", "0...1"])
         assertThrows(try AugmentationConfig(parsing: "heavy,boxes=8points"), containing: ["boxes", "did you mean '8point'"])
-        assertThrows(try AugmentationConfig(parsing: "heavy,scale=-1"), containing: ["scale", "non-negative"])
+        assertThrows(try AugmentationConfig(parsing: "heavy,scale=-1"), containing: ["scale", "0...1"])
     }
 
     /// Drawing and the preview grid produce the expected pixels.

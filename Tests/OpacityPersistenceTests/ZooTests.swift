@@ -198,6 +198,40 @@ final class ZooTests: TemporaryFolderTestCase {
         let zoo = try makeZoo([e])
         XCTAssertEqual(try zoo.verify("toy"), bundle)
     }
+
+    /// Case zoo-hash-check-toctou: the bytes that are loaded are the bytes that were hashed.
+    /// A file swapped after the check cannot reach the loader; a swapped file is refused.
+    func testLoadedBytesAreTheHashedBytes() throws {
+        let zoo = try makeZoo([entry("toy", url: bundle.absoluteString)])
+        let cached = try zoo.fetch("toy")
+        let (url, bytes) = try zoo.verifiedBytes("toy")
+        XCTAssertEqual(url, cached)
+        XCTAssertEqual(bytes, bundleBytes)
+        // swap the cached file (same size, valid bundle, other tensors) after the check
+        let evil = file("evil.opb")
+        try WeightBundle.write(to: evil, metadata: BundleMetadata(kind: .encoder, config: "toynet", provenance: Provenance(data: "unit test")),
+                               groups: [TensorGroup("model", [("conv1.weight", randomTensor([4, 1, 3, 3], seed: 7)), ("big", randomTensor([64, 300], seed: 8))])])
+        XCTAssertEqual(rename(evil.path, cached.path), 0)
+        // what was verified is what is read
+        let reader = try BundleReader(bytes: bytes, url: url)
+        let t = try reader.tensors()["model"]!["conv1.weight"]!
+        XCTAssertEqual(t.scalars, randomTensor([4, 1, 3, 3], seed: 1).scalars)
+        // and a new check of the swapped file refuses it
+        XCTAssertThrowsError(try zoo.verifiedBytes("toy")) { e in
+            switch e {
+            case ZooError.hashMismatch, ZooError.sizeMismatch: break
+            default: XCTFail("\(e)")
+            }
+        }
+    }
+
+    /// Manifests nested beyond the depth limit are refused with a clear error, not a stack
+    /// overflow.
+    func testDeeplyNestedManifestIsRefused() throws {
+        let url = file("deep.json")
+        try Data((String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)).utf8).write(to: url)
+        XCTAssertThrowsError(try ZooManifest.read(url)) { e in XCTAssertTrue("\(e)".contains("nested"), "\(e)") }
+    }
 }
 
 /// A value shared with callbacks on other threads.

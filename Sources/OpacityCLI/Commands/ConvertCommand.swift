@@ -39,7 +39,8 @@ struct ConvertCommand: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        if let size, size < 1 { throw ValidationError("--size must be a positive number of pixels, e.g. 512") }
+        if let size, !(1...65_536).contains(size) { throw ValidationError("--size \(size) is not valid; expected a number of pixels in 1...65536, e.g. 512") }
+        if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads \(threads) is not valid; expected 1...1024") }
         _ = try parseWindow(window)
         _ = try outputPath()
     }
@@ -73,9 +74,11 @@ func parseWindow(_ text: String) throws -> WindowSetting {
     case "minmax", "min-max", "full": return .minMax
     default:
         let parts = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2, let c = parts[0], let w = parts[1], w > 0 else {
-            throw ValidationError("--window '\(text)' is not valid; expected auto, minmax, or CENTER,WIDTH such as 40,400")
+        guard parts.count == 2, let c = parts[0], let w = parts[1] else {
+            throw ValidationError("--window '\(InputLimits.quoted(text))' is not valid; expected auto, minmax, or CENTER,WIDTH such as 40,400")
         }
-        return .fixed(center: c, width: w)
+        do { return try WindowSetting.fixed(center: c, width: w).validated() } catch {
+            throw ValidationError("--window '\(InputLimits.quoted(text))': \(error) (e.g. 40,400)")
+        }
     }
 }

@@ -8,7 +8,7 @@ struct DetectCommand: ParsableCommand {
         commandName: "detect",
         abstract: "Find lung opacities on DICOM or PNG images: boxes with scores, and an overlay PNG per image.",
         discussion: """
-            Boxes are in each image's own pixels (x, y of the top-left corner, width, height).
+            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder.
 
             Examples:
               opacity detect patient.dcm
@@ -23,10 +23,14 @@ struct DetectCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "Folder for detections and overlay PNGs.") var output: String = "detections"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Do not write overlay PNGs.") var noOverlays = false
+    @Flag(name: .long, help: "Leave out images that cannot be read (listed in skipped.csv) instead of stopping.") var skipUnreadable = false
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         guard !inputs.isEmpty else { throw ValidationError("name at least one image or folder") }
+        if let threshold, !(threshold.isFinite && threshold >= 0 && threshold <= 1) {
+            throw ValidationError("--threshold \(threshold) is not valid; expected a score in 0...1")
+        }
     }
 
     func run() throws {
@@ -41,42 +45,67 @@ struct DetectCommand: ParsableCommand {
             files += isDir.boolValue ? try ImageFile.list(in: URL(fileURLWithPath: i)) : [URL(fileURLWithPath: i)]
         }
         guard !files.isEmpty else { throw ValidationError("no images (.dcm, .png, .jpg) in \(inputs.joined(separator: ", "))") }
+        let outURL = URL(fileURLWithPath: out)
+        // every output path, decided before anything is written: never an input, never shared
+        let stems = Dictionary(grouping: files, by: { $0.deletingPathExtension().lastPathComponent })
+        func overlayURL(_ f: URL) -> URL {
+            let stem = f.deletingPathExtension().lastPathComponent
+            return outURL.appendingPathComponent((stems[stem]!.count > 1 ? f.lastPathComponent : stem) + ".overlay.png")
+        }
+        let resultURL = outURL.appendingPathComponent(format == .json ? "detections.json" : "detections.csv")
+        var outputs = [resultURL, outURL.appendingPathComponent("skipped.csv")]
+        if !noOverlays { outputs += files.map(overlayURL) }
+        for o in outputs {
+            do { try OutputPaths.refuseOverwriting(o, inputs: files) } catch { throw ValidationError("\(error)") }
+        }
         let registry = try CommandContext.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
         predictor.filter = ConfidenceFilter(threshold: t)
         note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t))
-        let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        var skipped = SkippedInputs()
         struct Found: Codable { var file: String; var width: Int; var height: Int; var boxes: [Box] }
         struct Box: Codable { var score: Float; var x: Float; var y: Float; var width: Float; var height: Float }
         var all: [Found] = []
         let bar = runtime.progressBar("detect")
         let t0 = Date()
         for (k, f) in files.enumerated() {
-            let img = try ImageFile.read(f)
+            let img: GrayImage
+            do { img = try ImageFile.read(f) } catch {
+                if !skipUnreadable { throw error }
+                skipped.add(f.path, "\(error)")
+                bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+                continue
+            }
             let dets = predictor.detect([img])[0]
             all.append(Found(file: f.path, width: img.width, height: img.height,
                              boxes: dets.map { Box(score: $0.score, x: $0.box.x, y: $0.box.y, width: $0.box.width, height: $0.box.height) }))
             if !noOverlays {
-                let name = f.deletingPathExtension().lastPathComponent + ".overlay.png"
-                try writePNG(img.overlay(detections: dets, thickness: max(2, img.width / 300)), to: outURL.appendingPathComponent(name))
+                try writePNG(img.overlay(detections: dets, thickness: max(2, img.width / 300)), to: overlayURL(f))
             }
             bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
         }
-        let resultURL = outURL.appendingPathComponent(format == .json ? "detections.json" : "detections.csv")
         if format == .json {
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
             try e.encode(all).write(to: resultURL, options: .atomic)
         } else {
-            var s = "file,score,x,y,width,height\n"
-            for f in all { for b in f.boxes { s += "\(f.file),\(String(format: "%.4f,%.1f,%.1f,%.1f,%.1f", b.score, b.x, b.y, b.width, b.height))\n" } }
-            try Data(s.utf8).write(to: resultURL, options: .atomic)
+            let rows = all.flatMap { f in
+                f.boxes.map { b in [f.file] + [String(format: "%.4f", b.score)] + [b.x, b.y, b.width, b.height].map { String(format: "%.1f", $0) } }
+            }
+            try Data(CSVTable.render(header: ["file", "score", "x", "y", "width", "height"], rows: rows).utf8).write(to: resultURL, options: .atomic)
         }
         for f in all {
             say("\(f.file): " + (f.boxes.isEmpty ? "no opacity" : f.boxes.map { String(format: "%.2f at (%.0f, %.0f, %.0f x %.0f)", $0.score, $0.x, $0.y, $0.width, $0.height) }.joined(separator: "; ")))
         }
         say("wrote \(resultURL.path)" + (noOverlays ? "" : " and \(all.count) overlay PNGs in \(outURL.path)"))
+        let skippedURL = outURL.appendingPathComponent("skipped.csv")
+        if skipped.isEmpty {
+            try? FileManager.default.removeItem(at: skippedURL)
+        } else {
+            try skipped.write(to: skippedURL)
+            note(skipped.summary() + "\n(listed in \(skippedURL.path))")
+        }
     }
 }

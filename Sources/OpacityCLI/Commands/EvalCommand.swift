@@ -18,8 +18,10 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var dataOptions: DataOptions
-    @Option(name: .long, help: "The fold to score (its patients); the run's folds.csv if --model is a run folder, else the stratified split with --folds and seed 42.")
-    var fold: Int = 0
+    @Option(name: .long, help: "The fold to score (its patients); the run's folds.csv if --model is a run folder (default: the run's validation fold), else the stratified split with --folds and seed 42 (default 0).")
+    var fold: Int?
+    @Flag(name: .long, help: "Score a fold other than a run folder's validation fold (its training images: the score is not a held-out one).")
+    var allowTrainingFold = false
     @Option(name: .long, help: "Number of folds.") var folds: Int = 4
     @Option(name: .long, help: "A folds CSV (patientId,class,fold).") var foldsFile: String?
     @Flag(name: .long, help: "Score every image, not one fold.") var all = false
@@ -37,6 +39,17 @@ struct EvalCommand: ParsableCommand {
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var records = dataset.records
         if !all {
+            var fold = self.fold ?? 0
+            // a run folder's validation fold: another fold holds the images it trained on
+            for m in model.models {
+                guard let saved = try? TrainingSetup.savedOptions(in: URL(fileURLWithPath: m)) else { continue }
+                guard let asked = self.fold else { fold = saved.fold; continue }
+                if asked != saved.fold && !allowTrainingFold {
+                    throw ValidationError("\(m) was validated on fold \(saved.fold); fold \(asked) holds images it trained on, so its score "
+                                          + "would not be a held-out one. Score fold \(saved.fold), or pass --allow-training-fold to score it anyway")
+                }
+                if asked != saved.fold { say("warning: \(m) trained on fold \(asked); this score is on its training images") }
+            }
             var foldsURL = foldsFile.map { URL(fileURLWithPath: $0) }
             if foldsURL == nil, let m = model.models.first, let u = Optional(URL(fileURLWithPath: m)),
                FileManager.default.fileExists(atPath: u.appendingPathComponent("folds.csv").path) {
@@ -59,7 +72,8 @@ struct EvalCommand: ParsableCommand {
         let csvURL = outURL.appendingPathComponent("per_image.csv"), pngURL = outURL.appendingPathComponent("metric_vs_threshold.png")
         try Data(ev.perImageCSV(threshold: ev.sweep.bestThreshold).utf8).write(to: csvURL, options: .atomic)
         try writePNG(ev.chart(title: "RSNA metric on \(records.count) images").render(), to: pngURL)
-        let sweepCSV = "threshold,metric\n" + zip(ev.sweep.thresholds, ev.sweep.scores).map { String(format: "%.2f,%.6f", $0, $1) }.joined(separator: "\n") + "\n"
+        let sweepCSV = CSVTable.render(header: ["threshold", "metric"],
+                                       rows: zip(ev.sweep.thresholds, ev.sweep.scores).map { [String(format: "%.2f", $0), String(format: "%.6f", $1)] })
         try Data(sweepCSV.utf8).write(to: outURL.appendingPathComponent("sweep.csv"), options: .atomic)
         say(String(format: "metric %.4f at score threshold %.2f over %d images", ev.sweep.bestScore, ev.sweep.bestThreshold, ev.images.count))
         say("wrote \(csvURL.path), \(outURL.appendingPathComponent("sweep.csv").path), \(pngURL.path)")

@@ -31,9 +31,12 @@ struct ScoreCommand: ParsableCommand {
         }
         let s = SubmissionScore(submission: sub, truth: truth)
         if let perImage {
-            var csv = "patientId,score\n"
-            for (id, v) in s.perImage { csv += "\(id),\(v.map { String(format: "%.6f", $0) } ?? "")\n" }
-            try Data(csv.utf8).write(to: URL(fileURLWithPath: perImage), options: .atomic)
+            let out = URL(fileURLWithPath: perImage)
+            for input in [URL(fileURLWithPath: submission), URL(fileURLWithPath: labels)] where OutputPaths.sameFile(out, input) {
+                throw ValidationError("--per-image \(perImage) is an input of this command; choose another file")
+            }
+            let csv = CSVTable.render(header: ["patientId", "score"], rows: s.perImage.map { [$0.patientId, $0.score.map { String(format: "%.6f", $0) } ?? ""] })
+            try Data(csv.utf8).write(to: out, options: .atomic)
             say("wrote \(perImage)")
         }
         if !s.missing.isEmpty { note("\(s.missing.count) labelled patients are not in the submission (scored as no boxes)") }

@@ -11,7 +11,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a detector on one fold, the paper's way.",
         discussion: """
-            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C stops after writing a checkpoint; --resume continues exactly where the run stopped; with --epochs it extends the run.
+            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C or SIGTERM stops after writing a checkpoint; --resume continues exactly where the run stopped, with the data, limits and options saved in the run folder (options.json), so it needs only -o; with --epochs it extends the run. A run folder is locked (run.lock) while a run writes it. With --skip-unreadable, the images left out are listed in skipped.csv in the run folder, and the run stops when they are more than 10% of the data.
 
             Examples:
               opacity train --data rsna --config "retinanet(encoder=seresnext101_32x4d, dropout=0.75)"
@@ -53,11 +53,23 @@ struct TrainCommand: ParsableCommand {
     var stopAfter: Int?
 
     func validate() throws {
-        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
-        guard folds >= 2 else { throw ValidationError("--folds must be at least 2") }
-        guard fold >= 0 && fold < folds else { throw ValidationError("--fold \(fold) does not exist with --folds \(folds); expected 0...\(folds - 1)") }
+        if let lr, !(lr.isFinite && lr > 0) { throw ValidationError("--lr \(lr) is not valid; expected a finite positive number") }
+        guard (0...64).contains(workers) else { throw ValidationError("--workers \(workers) is not valid; expected 0...64") }
+        if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1") }
+        // every number of the recipe, with its valid range
+        var o = TrainingOptions(config: "retinanet")
+        o.epochs = epochs ?? Self.defaults.epochs
+        o.batchSize = batch
+        o.learningRate = lr ?? Self.defaults.learningRate
+        o.clipNorm = clip
+        o.plateauPatience = patience
+        o.plateauFactor = factor
+        o.fold = fold
+        o.folds = folds
+        o.limitTrain = limitTrain
+        o.limitValidation = limitVal
+        do { try o.validate() } catch let e as RunError { throw ValidationError(e.description) }
+        do { _ = try AugmentationConfig(parsing: aug) } catch { throw ValidationError("--aug: \(error)") }
         if resume && output == nil && deprecatedOut == nil { throw ValidationError("--resume needs -o/--output RUNDIR (the run to continue)") }
     }
 
@@ -67,7 +79,13 @@ struct TrainCommand: ParsableCommand {
         let registry = try CommandContext.registry()
         var options: TrainingOptions
         let outURL: URL
+        var resumed: TrainingSetup?
         if resume, let out, let saved = try TrainingSetup.savedOptions(in: URL(fileURLWithPath: out)) {
+            // the run's own data, limits and folds; data options given now replace the data
+            // location only (a moved folder)
+            if dataOptions.data == nil && dataOptions.labels == nil && dataOptions.images == nil {
+                resumed = try TrainingSetup.resuming(runDirectory: URL(fileURLWithPath: out))
+            }
             options = saved
             if let config, try registry.canonical(config) != saved.config {
                 throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another -o/--output")
@@ -95,12 +113,30 @@ struct TrainCommand: ParsableCommand {
                 throw ValidationError("\(outURL.path) already holds a run; continue it with --resume, or choose another -o/--output")
             }
         }
-        var setup = TrainingSetup(options: options, data: try dataOptions.location(), runDirectory: outURL)
-        setup.skipProblemImages = dataOptions.skipUnreadable
+        var setup: TrainingSetup
+        if var r = resumed {
+            r.options = options
+            // limits and skipping are the run's own; naming other ones is refused by makeTrainer
+            if let limitTrain { r.limitTrain = limitTrain }
+            if let limitVal { r.limitValidation = limitVal }
+            if dataOptions.skipUnreadable { r.skipProblemImages = true }
+            if let foldsFile { r.foldsFile = URL(fileURLWithPath: foldsFile) }
+            setup = r
+        } else {
+            setup = TrainingSetup(options: options, data: try dataOptions.location(), runDirectory: outURL)
+            setup.skipProblemImages = dataOptions.skipUnreadable
+            setup.limitTrain = limitTrain
+            setup.limitValidation = limitVal
+            setup.foldsFile = foldsFile.map { URL(fileURLWithPath: $0) }
+            if resume, let saved = try TrainingSetup.savedOptions(in: outURL), saved.dataRoot != nil || saved.labelsPath != nil {
+                // data named again on resume: the run's own limits unless named now
+                if limitTrain == nil { setup.limitTrain = saved.limitTrain }
+                if limitVal == nil { setup.limitValidation = saved.limitValidation }
+                if !dataOptions.skipUnreadable { setup.skipProblemImages = saved.skipProblemImages ?? false }
+                if foldsFile == nil { setup.foldsFile = saved.foldsFile.map { URL(fileURLWithPath: $0) } }
+            }
+        }
         setup.workers = workers
-        setup.limitTrain = limitTrain
-        setup.limitValidation = limitVal
-        setup.foldsFile = foldsFile.map { URL(fileURLWithPath: $0) }
         let progress = TrainingProgress(quiet: runtime.quiet)
         let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: progress)
         if resume, let lr, summary.resumedFrom != nil {
@@ -127,7 +163,10 @@ struct TrainCommand: ParsableCommand {
                 say("done: \(logs.count) epochs run; best epoch \(best) -> \(trainer.bestURL.path)")
             }
         } catch let e as RunError {
-            if case .interrupted = e { say(e.description); throw ExitStatus.interrupted.code }
+            if case .interrupted = e {
+                say(e.description)
+                throw (interrupt.signalNumber == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted).code
+            }
             throw e
         }
     }

@@ -24,9 +24,12 @@ struct ModelOptions: ParsableArguments {
     @Flag(name: .long, help: "Download zoo models that are not in the cache yet (the only time Opacity uses the network).")
     var fetch = false
 
+    @Flag(name: .long, help: "Accept models whose weights hold NaN or infinity (refused by default, naming the tensor).")
+    var allowNonfinite = false
+
     func validate() throws {
-        if let shrink, !(shrink > 0.1 && shrink <= 2) { throw ValidationError("--shrink must be in (0.1, 2], e.g. 0.875") }
-        guard sizeScale >= 0 && sizeScale <= 10 else { throw ValidationError("--size-scale must be in 0...10") }
+        if let shrink, !(shrink.isFinite && shrink > 0.1 && shrink <= 2) { throw ValidationError("--shrink must be in (0.1, 2], e.g. 0.875") }
+        guard sizeScale.isFinite && sizeScale >= 0 && sizeScale <= 10 else { throw ValidationError("--size-scale must be in 0...10") }
     }
 
     /// Loads the models and builds the predictor.
@@ -34,7 +37,7 @@ struct ModelOptions: ParsableArguments {
         let refs = models.isEmpty ? [defaultModelName] : models
         var detectors: [Detector] = [], urls: [URL] = []
         for r in refs {
-            let (d, u) = try ModelReference.load(r, registry: registry, allowFetch: fetch)
+            let (d, u) = try ModelReference.load(r, registry: registry, allowFetch: fetch, allowNonFinite: allowNonfinite)
             detectors.append(d)
             urls.append(u)
         }

@@ -11,7 +11,7 @@ struct RuntimeOptions: ParsableArguments {
     var quiet = false
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, e.g. 4") }
+        if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads \(threads) is not valid; expected 1...1024, e.g. 4") }
     }
 
     /// Sets the engine's thread count; call first in `run()`.

@@ -17,6 +17,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     case usageError = 64
     /// Stopped by Ctrl-C (SIGINT).
     case interrupted = 130
+    /// Stopped by SIGTERM (`timeout`, `kill`, a job scheduler); a training run saved a checkpoint first.
+    case terminated = 143
 
     /// The `ExitCode` to throw from a command.
     var code: ExitCode { ExitCode(rawValue) }

@@ -68,30 +68,37 @@ final class TrainingProgress: TrainingObserver {
     func trainingMessage(_ text: String) { write(text + "\n") }
 }
 
-/// Turns the first Ctrl-C into a stop request (the trainer writes a checkpoint and exits);
-/// a second Ctrl-C exits at once.
+/// Turns the first Ctrl-C (SIGINT) or SIGTERM (what `timeout`, `kill` and job schedulers
+/// send) into a stop request: the trainer writes a checkpoint and exits. A second signal
+/// exits at once.
 final class InterruptFlag: @unchecked Sendable {
-    private var source: DispatchSourceSignal?
+    private var sources: [DispatchSourceSignal] = []
     private let lock = NSLock()
     private var count = 0
+    /// The signal that asked to stop (SIGINT or SIGTERM), once one has.
+    private(set) var signalNumber: Int32 = 0
 
     init() {
-        signal(SIGINT, SIG_IGN)
-        let s = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        s.setEventHandler { [weak self] in
-            guard let self else { return }
-            self.lock.lock()
-            self.count += 1
-            let c = self.count
-            self.lock.unlock()
-            if c == 1 {
-                FileHandle.standardError.write(Data("\nstopping after this step (a checkpoint is written); Ctrl-C again to quit now\n".utf8))
-            } else {
-                exit(130)
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { [weak self] in
+                guard let self else { return }
+                self.lock.lock()
+                self.count += 1
+                let c = self.count
+                if c == 1 { self.signalNumber = sig }
+                self.lock.unlock()
+                if c == 1 {
+                    let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
+                    FileHandle.standardError.write(Data("\n\(name): stopping after this step (a checkpoint is written); Ctrl-C again to quit now\n".utf8))
+                } else {
+                    exit(128 + sig)
+                }
             }
+            s.resume()
+            sources.append(s)
         }
-        s.resume()
-        source = s
     }
 
     var isSet: Bool {

@@ -91,6 +91,9 @@ public final class SafeTensorsFile {
         dataStart = 8 + n
         let dataSize = size - dataStart
         let object: [String: Any]
+        guard InputLimits.jsonDepth(json) <= InputLimits.nestingDepth else {
+            throw SafeTensorsError.invalidHeader(file: path, reason: "the header JSON is nested deeper than \(InputLimits.nestingDepth) levels")
+        }
         do {
             guard let o = try JSONSerialization.jsonObject(with: Data(json)) as? [String: Any] else {
                 throw SafeTensorsError.invalidHeader(file: path, reason: "the header is not a JSON object")

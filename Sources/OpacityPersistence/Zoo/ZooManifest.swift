@@ -98,6 +98,12 @@ public struct ZooManifest: Codable, Hashable, Sendable {
         do { data = try Data(contentsOf: url) } catch {
             throw ZooError.invalidManifest(file: url.path, field: "(file)", reason: "cannot read: \(error.localizedDescription)")
         }
+        guard data.count <= 64 << 20 else {
+            throw ZooError.invalidManifest(file: url.path, field: "(file)", reason: "\(data.count) bytes; a manifest is at most 64 MiB")
+        }
+        guard InputLimits.jsonDepth(data) <= InputLimits.nestingDepth else {
+            throw ZooError.invalidManifest(file: url.path, field: "(document)", reason: "JSON nested deeper than \(InputLimits.nestingDepth) levels")
+        }
         let m: ZooManifest
         do { m = try JSONDecoder().decode(ZooManifest.self, from: data) } catch {
             let (field, reason) = decodingErrorParts(error)

@@ -1,0 +1,147 @@
+import Foundation
+import Opacity
+import XCTest
+
+/// The robustness cases (../shared/cases) through the real `opacity` command: option
+/// values out of range, outputs over inputs, duplicate ids, partial failures, run folders.
+final class CLIRobustnessTests: XCTestCase {
+    static let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+
+    func sha(_ url: URL) throws -> String {
+        var h = SHA256()
+        h.update([UInt8](try Data(contentsOf: url)))
+        return h.finalize().hex
+    }
+
+    /// cli-window-nan, train-factor-precondition, aug-scale-200-crash: refused with the range,
+    /// never a trap, and an over-long value is not echoed whole.
+    func testOptionValuesOutOfRangeAreRefused() throws {
+        let dir = try CLI.tempDir("options")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let long = String(repeating: "7", count: 5000)
+        let cases: [([String], String)] = [
+            (["convert", "small8.dcm", "out.png", "--window", "nan,400"], "finite"),
+            (["convert", "small8.dcm", "out.png", "--window", "40,inf"], "finite"),
+            (["train", "--data", "x", "--factor", "1.5"], "(0, 1)"),
+            (["train", "--data", "x", "--factor", "nan"], "(0, 1)"),
+            (["train", "--data", "x", "--clip", "-1"], "--clip"),
+            (["train", "--data", "x", "--lr", "inf"], "--lr"),
+            (["train", "--data", "x", "--aug", "heavy,rotation=1e19"], "0...180"),
+            (["train", "--data", "x", "--aug", "heavy,scale=" + long], "…"),
+            (["preview", "--augmentation", "heavy,scale=200", "--count", "2", "--size", "64", "-o", "p.png"], "0...1"),
+            (["preview", "--augmentation", "heavy,blur_sigma=1e30", "--count", "2", "--size", "64", "-o", "p.png"], "0...16"),
+            (["detect", "x.png", "--threshold", "nan"], "--threshold"),
+            (["detect", "x.png", "--shrink", "nan"], "--shrink"),
+            (["train", "--data", "x", "--config", "retinanet(encoder=" + String(repeating: "resnet18(width=", count: 200) + "1" + String(repeating: ")", count: 201)], "nested"),
+        ]
+        for (args, expected) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertNotEqual(r.status, 0, "\(args.prefix(4)) should fail")
+            XCTAssertTrue(r.all.contains(expected), "\(args.prefix(4)): expected '\(expected)' in:\n\(r.all.prefix(2000))")
+            XCTAssertFalse(r.all.contains("Fatal error") || r.all.contains("crashed"), "\(args.prefix(4)) crashed:\n\(r.all.prefix(2000))")
+            XCTAssertLessThan(r.all.utf8.count, 4000, "\(args.prefix(4)) echoes too much")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("p.png").path))
+    }
+
+    /// convert-overwrites-input and the a.dcm + a.dicom collision; detect-out-overwrites-input.
+    func testOutputsNeverReplaceInputs() throws {
+        let dir = try CLI.tempDir("outputs")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["synth", "--out", "data", "--count", "3", "--size", "64", "--seed", "1", "--format", "dicom"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let dcm = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
+        // a DICOM named scan.png converted onto itself, even with --overwrite
+        let scan = dir.appendingPathComponent("scan.png")
+        try FileManager.default.copyItem(at: dcm[0], to: scan)
+        let before = try sha(scan)
+        r = try CLI.run(["convert", "scan.png", "scan.png", "--overwrite"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("never overwritten"), r.all)
+        XCTAssertEqual(try sha(scan), before)
+        // a.dcm and a.dicom both map to a.png: one is converted, the other is a failure naming both
+        let pair = dir.appendingPathComponent("pair")
+        try FileManager.default.createDirectory(at: pair, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: dcm[0], to: pair.appendingPathComponent("a.dcm"))
+        try FileManager.default.copyItem(at: dcm[1], to: pair.appendingPathComponent("a.dicom"))
+        r = try CLI.run(["convert", "pair", "pngs"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("1 converted"), r.all)
+        XCTAssertTrue(r.all.contains("a.dicom") && r.all.contains("also the output of"), r.all)
+        // detect --out into the input folder that holds x.png and x.overlay.png
+        let input = dir.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        let img = GrayImage(width: 64, height: 64, pixels: (0..<4096).map { UInt8($0 % 200) })
+        try PNG.write(img, to: input.appendingPathComponent("x.png"))
+        try PNG.write(img, to: input.appendingPathComponent("x.overlay.png"))
+        let overlayBefore = try sha(input.appendingPathComponent("x.overlay.png"))
+        r = try CLI.run(["detect", "in", "--out", "in"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("x.overlay.png") && r.all.contains("would replace the input"), r.all)
+        XCTAssertEqual(try sha(input.appendingPathComponent("x.overlay.png")), overlayBefore)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: input.path).sorted(), ["x.overlay.png", "x.png"])
+    }
+
+    /// submit-duplicate-ids / submit-duplicate-patientid, and partial failures of submit and
+    /// detect: one row per patientId, unreadable files get no row, and everything left out
+    /// is listed in the output and in a skipped CSV.
+    func testSubmitAndDetectReportWhatTheySkip() throws {
+        let dir = try CLI.tempDir("skips")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let test = dir.appendingPathComponent("test")
+        try FileManager.default.createDirectory(at: test, withIntermediateDirectories: true)
+        var r = try CLI.run(["synth", "--out", "data", "--count", "2", "--size", "64", "--seed", "1", "--format", "dicom"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let dcm = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
+        try FileManager.default.copyItem(at: dcm[0], to: test.appendingPathComponent("p1.dcm"))
+        try PNG.write(GrayImage(width: 64, height: 64, value: 90), to: test.appendingPathComponent("p1.png"))
+        try Data("not an image".utf8).write(to: test.appendingPathComponent("broken.png"))
+        // a model small and fast: a tiny untrained detector
+        let model = dir.appendingPathComponent("tiny.opb")
+        try Initializer.withSeed(1) { try Registry.standard().makeDetector(Self.tiny) }.save(to: model)
+        r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "--out", "sub.csv"], in: dir)
+        XCTAssertNotEqual(r.status, 0, "an unreadable image stops submit without --skip-unreadable")
+        r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "--out", "sub.csv", "--skip-unreadable"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let sub = try Submission(contentsOf: dir.appendingPathComponent("sub.csv"))
+        XCTAssertEqual(sub.rows.map(\.patientId), ["p1"], "one row for p1, none for the unreadable file")
+        XCTAssertTrue(r.all.contains("2 input(s) skipped"), r.all)
+        let skipped = try CSVTable(contentsOf: dir.appendingPathComponent("sub.skipped.csv"))
+        XCTAssertEqual(skipped.header, ["file", "reason"])
+        XCTAssertEqual(Set(skipped.rows.map { URL(fileURLWithPath: $0.fields[0]).lastPathComponent }), ["p1.png", "broken.png"])
+        // our own scorer accepts the file
+        try Data("patientId,x,y,width,height,Target\np1,,,,,0\n".utf8).write(to: dir.appendingPathComponent("labels.csv"))
+        r = try CLI.run(["score", "sub.csv", "--labels", "labels.csv"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        // detect: same inputs; the a.dcm/a.png pair gets two distinct overlays
+        r = try CLI.run(["detect", "test", "--model", "tiny.opb", "--out", "found"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        r = try CLI.run(["detect", "test", "--model", "tiny.opb", "--out", "found", "--skip-unreadable"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let names = Set(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("found").path))
+        XCTAssertEqual(names, ["detections.json", "skipped.csv", "p1.dcm.overlay.png", "p1.png.overlay.png"])
+        XCTAssertTrue(r.all.contains("broken.png"), r.all)
+    }
+
+    /// quoted-submission and metric-tie-order through `opacity score`.
+    func testScoreReadsQuotedSubmissionsAndOrdersTiesAsTheReferences() throws {
+        let dir = try CLI.tempDir("score")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data("patientId,x,y,width,height,Target\nA,100,100,200,200,1\nB,,,,,0\n".utf8).write(to: dir.appendingPathComponent("labels.csv"))
+        let files: [String: [UInt8]] = [
+            "unquoted.csv": Array("patientId,PredictionString\nA,0.9 100 100 200 200\nB,\n".utf8),
+            "quoted_field.csv": Array("patientId,PredictionString\nA,\"0.9 100 100 200 200\"\nB,\n".utf8),
+            "excel_style.csv": [0xEF, 0xBB, 0xBF] + Array("\"patientId\",\"PredictionString\"\r\n\"A\",\"0.9 100 100 200 200\"\r\n\"B\",\"\"\r\n".utf8),
+        ]
+        for (name, bytes) in files {
+            try Data(bytes).write(to: dir.appendingPathComponent(name))
+            let r = try CLI.run(["score", name, "--labels", "labels.csv"], in: dir)
+            XCTAssertEqual(r.status, 0, "\(name): \(r.all)")
+            XCTAssertTrue(r.stdout.contains("metric 1.0000 over 1 images"), "\(name): \(r.all)")
+        }
+        try Data("patientId,x,y,width,height,Target\nT,0,0,100,100,1\nT,40,0,100,100,1\n".utf8).write(to: dir.appendingPathComponent("tl.csv"))
+        try Data("patientId,PredictionString\nT,0.500 30 0 100 100 0.500 0 0 100 100\n".utf8).write(to: dir.appendingPathComponent("tie.csv"))
+        let r = try CLI.run(["score", "tie.csv", "--labels", "tl.csv"], in: dir)
+        XCTAssertTrue(r.stdout.contains("metric 1.0000"), r.all)
+    }
+}

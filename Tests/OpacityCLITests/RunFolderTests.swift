@@ -1,0 +1,209 @@
+import Foundation
+import Opacity
+import XCTest
+
+/// Run folders under kills, signals and a second run (cases train-kill-loses-log-and-best,
+/// train-resume-needs-data, train-resume-drops-limit-val, train-same-out-concurrent,
+/// train-skip-unreadable-*): every state a kill leaves resumes to the same weights and
+/// complete records.
+final class RunFolderTests: XCTestCase {
+    static let tiny = CLIRobustnessTests.tiny
+    static let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-runfolder-\(getpid())")
+
+    /// Options of every run here: 12 short epochs, validation limited to 6 images.
+    static let recipe = ["--config", tiny, "--epochs", "12", "--batch", "4", "--lr", "1e-3", "--seed", "7", "--freeze-bn", "off",
+                         "--limit-val", "6", "--workers", "1"]
+
+    override class func setUp() {
+        try? FileManager.default.createDirectory(at: workspace, withIntermediateDirectories: true)
+    }
+
+    override class func tearDown() {
+        try? FileManager.default.removeItem(at: workspace)
+    }
+
+    /// The synthetic data and the uninterrupted reference run, made once.
+    func reference() throws -> URL {
+        let dir = Self.workspace
+        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("straight/checkpoints/epoch_012.opb").path) { return dir }
+        var r = try CLI.run(["synth", "--out", "data", "--count", "32", "--size", "64", "--seed", "3"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(["train", "--data", "data", "--out", "straight"] + Self.recipe, in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        return dir
+    }
+
+    func weights(_ url: URL) throws -> [(String, [Float])] {
+        try Detector.load(from: url, registry: Registry.standard()).stateDict().map { ($0.0, $0.1.scalars) }
+    }
+
+    func assertSameWeights(_ a: URL, _ b: URL, file: StaticString = #filePath, line: UInt = #line) throws {
+        let wa = try weights(a), wb = try weights(b)
+        XCTAssertEqual(wa.map(\.0), wb.map(\.0), file: file, line: line)
+        for (x, y) in zip(wa, wb) where x.1 != y.1 { return XCTFail("\(x.0) differs", file: file, line: line) }
+    }
+
+    /// Starts `opacity args` in the background.
+    func start(_ args: [String], in dir: URL) throws -> Process {
+        let p = Process()
+        p.executableURL = CLI.executable
+        p.arguments = args
+        p.currentDirectoryURL = dir
+        var env = ProcessInfo.processInfo.environment
+        env["OPACITY_THREADS"] = "2"
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    func waitFor(_ what: () -> Bool, timeout: TimeInterval = 300) {
+        let end = Date().addingTimeInterval(timeout)
+        while !what() && Date() < end { usleep(20_000) }
+    }
+
+    /// SIGKILL at random moments, then `train --out RUN --resume` (no data options) until
+    /// done: the final weights are bit-identical to the uninterrupted run's, and the log
+    /// and best link are complete.
+    func testRandomKillsResumeToIdenticalWeights() throws {
+        let dir = try reference()
+        let run = dir.appendingPathComponent("killed")
+        try? FileManager.default.removeItem(at: run)
+        var rng = RandomGenerator(seed: 2024)
+        var p = try start(["train", "--data", "data", "--out", "killed"] + Self.recipe, in: dir)
+        var kills = 0, resumes = 0
+        while true {
+            // kill within 0.15 ... 1.5 s of the start (startup, steps, validation, checkpoint writes)
+            let delay = 0.15 + Double(rng.nextUniform()) * 1.35
+            let end = Date().addingTimeInterval(delay)
+            while p.isRunning && Date() < end { usleep(10_000) }
+            if p.isRunning {
+                kill(p.processIdentifier, SIGKILL)
+                p.waitUntilExit()
+                kills += 1
+            } else {
+                p.waitUntilExit()
+                if p.terminationStatus == 0 { break }
+                XCTAssertEqual(p.terminationStatus, 0, "a resumed run failed")
+                break
+            }
+            if kills >= 60 { break }  // the resume below finishes the run
+            p = try start(["train", "--out", "killed", "--resume", "--workers", "1"], in: dir)
+            resumes += 1
+        }
+        XCTAssertGreaterThanOrEqual(kills, 3, "the run ended before it could be killed three times")
+        let r = try CLI.run(["train", "--out", "killed", "--resume", "--workers", "1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        try assertSameWeights(dir.appendingPathComponent("straight/checkpoints/epoch_012.opb"), run.appendingPathComponent("checkpoints/epoch_012.opb"))
+        let a = try EpochLog.read(dir.appendingPathComponent("straight/log.jsonl")), b = try EpochLog.read(run.appendingPathComponent("log.jsonl"))
+        XCTAssertEqual(b.map(\.epoch), Array(1...12))
+        XCTAssertEqual(a.map(\.val), b.map(\.val))
+        XCTAssertEqual(a.map(\.valImages), b.map(\.valImages))
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: run.appendingPathComponent("best.opb").path),
+                       try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("straight/best.opb").path))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path).filter { $0.hasPrefix(".") }
+        XCTAssertEqual(leftovers, [])
+        print("kill test: \(kills) kills, \(resumes) resumes")
+    }
+
+    /// A kill between the checkpoint and its records: the log line and best link come back
+    /// from the checkpoint on resume, a stale interrupted checkpoint and temporary files
+    /// are cleaned up.
+    func testResumeRepairsRecordsAKillLost() throws {
+        let dir = try reference()
+        let run = dir.appendingPathComponent("repair")
+        try? FileManager.default.removeItem(at: run)
+        try FileManager.default.copyItem(at: dir.appendingPathComponent("straight"), to: run)
+        try? FileManager.default.removeItem(at: run.appendingPathComponent("run.lock"))
+        let log = run.appendingPathComponent("log.jsonl")
+        let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+        try Data((lines[0] + "\n").utf8).write(to: log)
+        try FileManager.default.removeItem(at: run.appendingPathComponent("best.opb"))
+        try Data("partial".utf8).write(to: run.appendingPathComponent("checkpoints/.epoch_004.opb.tmp-abc123"))
+        try FileManager.default.copyItem(at: run.appendingPathComponent("checkpoints/epoch_001.opb"), to: run.appendingPathComponent("checkpoints/interrupted.opb"))
+        let r = try CLI.run(["train", "--out", "repair", "--resume"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertEqual(try EpochLog.read(log).map(\.epoch), Array(1...12))
+        XCTAssertEqual(try EpochLog.read(log), try EpochLog.read(dir.appendingPathComponent("straight/log.jsonl")))
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: run.appendingPathComponent("best.opb").path),
+                       try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("straight/best.opb").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/.epoch_004.opb.tmp-abc123").path))
+    }
+
+    /// SIGTERM (from `timeout` or a scheduler) saves a checkpoint like Ctrl-C; resume with
+    /// only --out finishes with the uninterrupted weights.
+    func testSIGTERMSavesACheckpointAndResumeNeedsOnlyOut() throws {
+        let dir = try reference()
+        let run = dir.appendingPathComponent("term")
+        try? FileManager.default.removeItem(at: run)
+        let p = try start(["train", "--data", "data", "--out", "term"] + Self.recipe, in: dir)
+        waitFor { FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/epoch_001.opb").path) || !p.isRunning }
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 143)
+        XCTAssertNotNil(Trainer.latestCheckpoint(in: run))
+        let r = try CLI.run(["train", "--out", "term", "--resume"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("resumed from"), r.all)
+        try assertSameWeights(dir.appendingPathComponent("straight/checkpoints/epoch_012.opb"), run.appendingPathComponent("checkpoints/epoch_012.opb"))
+        // the saved limits were used: 6 validation images every epoch
+        XCTAssertEqual(Set(try EpochLog.read(run.appendingPathComponent("log.jsonl")).map(\.valImages)), [6])
+        // naming another limit on resume is refused rather than silently changing the run
+        let other = try CLI.run(["train", "--out", "term", "--resume", "--limit-val", "8", "--epochs", "4"], in: dir)
+        XCTAssertNotEqual(other.status, 0, other.all)
+        XCTAssertTrue(other.all.contains("limit-val 6"), other.all)
+    }
+
+    /// Two runs into one folder: the second is refused naming the holder; the lock of a
+    /// killed run is stale and taken over.
+    func testSecondRunIntoTheSameFolderIsRefused() throws {
+        let dir = try reference()
+        let run = dir.appendingPathComponent("locked")
+        try? FileManager.default.removeItem(at: run)
+        let p = try start(["train", "--data", "data", "--out", "locked"] + Self.recipe + ["--epochs", "200"], in: dir)
+        let lockFile = run.appendingPathComponent("run.lock")
+        waitFor { ((try? String(contentsOf: lockFile, encoding: .utf8)) ?? "").contains("pid") || !p.isRunning }
+        let r = try CLI.run(["train", "--data", "data", "--out", "locked"] + Self.recipe, in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("in use by another training run (pid \(p.processIdentifier)"), r.all)
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let again = try CLI.run(["train", "--out", "locked", "--resume", "--epochs", "1"], in: dir)
+        XCTAssertEqual(again.status, 0, again.all)
+        XCTAssertTrue(again.all.contains("stale lock"), again.all)
+    }
+
+    /// eval --fold K on a run validated on another fold is refused unless asked for.
+    func testEvalOnTheRunsTrainingFoldIsRefused() throws {
+        let dir = try reference()
+        var r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--fold", "1", "--out", "ev1"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("validated on fold 0"), r.all)
+        r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--out", "ev0", "--limit", "4"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--fold", "1", "--allow-training-fold", "--out", "ev1", "--limit", "4"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("training images"), r.all)
+    }
+
+    /// train --skip-unreadable stops when more than 10% of the images are missing, and
+    /// lists what it left out in skipped.csv either way.
+    func testSkippingMostOfTheDataStops() throws {
+        let dir = try CLI.tempDir("skipfraction")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "--out", "data", "--count", "20", "--size", "64", "--seed", "5"], in: dir).status, 0)
+        let files = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
+        try FileManager.default.removeItem(at: files[0])
+        var r = try CLI.run(["train", "--data", "data", "--out", "one", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny,
+                             "--batch", "4", "--workers", "1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let one = try CSVTable(contentsOf: dir.appendingPathComponent("one/skipped.csv"))
+        XCTAssertEqual(one.rows.map { $0.fields[0] }, [files[0].deletingPathExtension().lastPathComponent])
+        for f in files[1..<5] { try FileManager.default.removeItem(at: f) }
+        r = try CLI.run(["train", "--data", "data", "--out", "five", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny, "--batch", "4"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("5 of 20 images are missing or unreadable, more than 10%"), r.all)
+        XCTAssertEqual(try CSVTable(contentsOf: dir.appendingPathComponent("five/skipped.csv")).rows.count, 5)
+    }
+}
