@@ -1,5 +1,6 @@
 import Foundation
 import OpacityCore
+import OpacityPersistence
 import OpacityTensor
 
 /// Trains a detector the paper's way: Adam, gradient-norm clipping, ReduceLROnPlateau on

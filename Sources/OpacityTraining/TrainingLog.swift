@@ -113,7 +113,7 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .incompatible(why): return why
         case let .invalidOption(name, value, expected): return "--\(name) \(value) is not valid; expected \(expected)"
         case let .locked(path, holder):
-            return "\(path) is in use by another training run (\(holder)); wait for it to finish, or choose another --out"
+            return "\(path) is in use by another training run (\(holder)); wait for it to finish, or choose another -o/--output"
         case let .tooManySkipped(skipped, total, limit, examples):
             return "\(skipped) of \(total) images are missing or unreadable, more than \(Int(limit * 100))% "
                 + "(the most --skip-unreadable leaves out); e.g. \(examples.prefix(3).map { InputLimits.quoted($0, limit: 200) }.joined(separator: "; ")). "

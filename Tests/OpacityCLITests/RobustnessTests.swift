@@ -48,7 +48,7 @@ final class CLIRobustnessTests: XCTestCase {
     func testOutputsNeverReplaceInputs() throws {
         let dir = try CLI.tempDir("outputs")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var r = try CLI.run(["synth", "--out", "data", "--count", "3", "--size", "64", "--seed", "1", "--format", "dicom"], in: dir)
+        var r = try CLI.run(["synth", "-o", "data", "--count", "3", "--size", "64", "--seed", "1", "--format", "dicom"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let dcm = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
         // a DICOM named scan.png converted onto itself, even with --overwrite
@@ -75,7 +75,7 @@ final class CLIRobustnessTests: XCTestCase {
         try PNG.write(img, to: input.appendingPathComponent("x.png"))
         try PNG.write(img, to: input.appendingPathComponent("x.overlay.png"))
         let overlayBefore = try sha(input.appendingPathComponent("x.overlay.png"))
-        r = try CLI.run(["detect", "in", "--out", "in"], in: dir)
+        r = try CLI.run(["detect", "in", "-o", "in"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("x.overlay.png") && r.all.contains("would replace the input"), r.all)
         XCTAssertEqual(try sha(input.appendingPathComponent("x.overlay.png")), overlayBefore)
@@ -90,7 +90,7 @@ final class CLIRobustnessTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let test = dir.appendingPathComponent("test")
         try FileManager.default.createDirectory(at: test, withIntermediateDirectories: true)
-        var r = try CLI.run(["synth", "--out", "data", "--count", "2", "--size", "64", "--seed", "1", "--format", "dicom"], in: dir)
+        var r = try CLI.run(["synth", "-o", "data", "--count", "2", "--size", "64", "--seed", "1", "--format", "dicom"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let dcm = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
         try FileManager.default.copyItem(at: dcm[0], to: test.appendingPathComponent("p1.dcm"))
@@ -99,9 +99,9 @@ final class CLIRobustnessTests: XCTestCase {
         // a model small and fast: a tiny untrained detector
         let model = dir.appendingPathComponent("tiny.opb")
         try Initializer.withSeed(1) { try Registry.standard().makeDetector(Self.tiny) }.save(to: model)
-        r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "--out", "sub.csv"], in: dir)
+        r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "-o", "sub.csv"], in: dir)
         XCTAssertNotEqual(r.status, 0, "an unreadable image stops submit without --skip-unreadable")
-        r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "--out", "sub.csv", "--skip-unreadable"], in: dir)
+        r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "-o", "sub.csv", "--skip-unreadable"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let sub = try Submission(contentsOf: dir.appendingPathComponent("sub.csv"))
         XCTAssertEqual(sub.rows.map(\.patientId), ["p1"], "one row for p1, none for the unreadable file")
@@ -114,9 +114,9 @@ final class CLIRobustnessTests: XCTestCase {
         r = try CLI.run(["score", "sub.csv", "--labels", "labels.csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         // detect: same inputs; the a.dcm/a.png pair gets two distinct overlays
-        r = try CLI.run(["detect", "test", "--model", "tiny.opb", "--out", "found"], in: dir)
+        r = try CLI.run(["detect", "test", "--model", "tiny.opb", "-o", "found"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
-        r = try CLI.run(["detect", "test", "--model", "tiny.opb", "--out", "found", "--skip-unreadable"], in: dir)
+        r = try CLI.run(["detect", "test", "--model", "tiny.opb", "-o", "found", "--skip-unreadable"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let names = Set(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("found").path))
         XCTAssertEqual(names, ["detections.json", "skipped.csv", "p1.dcm.overlay.png", "p1.png.overlay.png"])

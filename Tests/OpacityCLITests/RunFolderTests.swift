@@ -26,9 +26,9 @@ final class RunFolderTests: XCTestCase {
     func reference() throws -> URL {
         let dir = Self.workspace
         if FileManager.default.fileExists(atPath: dir.appendingPathComponent("straight/checkpoints/epoch_012.opb").path) { return dir }
-        var r = try CLI.run(["synth", "--out", "data", "--count", "32", "--size", "64", "--seed", "3"], in: dir)
+        var r = try CLI.run(["synth", "-o", "data", "--count", "32", "--size", "64", "--seed", "3"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        r = try CLI.run(["train", "--data", "data", "--out", "straight"] + Self.recipe, in: dir)
+        r = try CLI.run(["train", "--data", "data", "-o", "straight"] + Self.recipe, in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         return dir
     }
@@ -71,7 +71,7 @@ final class RunFolderTests: XCTestCase {
         let run = dir.appendingPathComponent("killed")
         try? FileManager.default.removeItem(at: run)
         var rng = RandomGenerator(seed: 2024)
-        var p = try start(["train", "--data", "data", "--out", "killed"] + Self.recipe, in: dir)
+        var p = try start(["train", "--data", "data", "-o", "killed"] + Self.recipe, in: dir)
         var kills = 0, resumes = 0
         while true {
             // kill within 0.15 ... 1.5 s of the start (startup, steps, validation, checkpoint writes)
@@ -89,11 +89,11 @@ final class RunFolderTests: XCTestCase {
                 break
             }
             if kills >= 60 { break }  // the resume below finishes the run
-            p = try start(["train", "--out", "killed", "--resume", "--workers", "1"], in: dir)
+            p = try start(["train", "-o", "killed", "--resume", "--workers", "1"], in: dir)
             resumes += 1
         }
         XCTAssertGreaterThanOrEqual(kills, 3, "the run ended before it could be killed three times")
-        let r = try CLI.run(["train", "--out", "killed", "--resume", "--workers", "1"], in: dir)
+        let r = try CLI.run(["train", "-o", "killed", "--resume", "--workers", "1"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         try assertSameWeights(dir.appendingPathComponent("straight/checkpoints/epoch_012.opb"), run.appendingPathComponent("checkpoints/epoch_012.opb"))
         let a = try EpochLog.read(dir.appendingPathComponent("straight/log.jsonl")), b = try EpochLog.read(run.appendingPathComponent("log.jsonl"))
@@ -122,7 +122,7 @@ final class RunFolderTests: XCTestCase {
         try FileManager.default.removeItem(at: run.appendingPathComponent("best.opb"))
         try Data("partial".utf8).write(to: run.appendingPathComponent("checkpoints/.epoch_004.opb.tmp-abc123"))
         try FileManager.default.copyItem(at: run.appendingPathComponent("checkpoints/epoch_001.opb"), to: run.appendingPathComponent("checkpoints/interrupted.opb"))
-        let r = try CLI.run(["train", "--out", "repair", "--resume"], in: dir)
+        let r = try CLI.run(["train", "-o", "repair", "--resume"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertEqual(try EpochLog.read(log).map(\.epoch), Array(1...12))
         XCTAssertEqual(try EpochLog.read(log), try EpochLog.read(dir.appendingPathComponent("straight/log.jsonl")))
@@ -137,20 +137,20 @@ final class RunFolderTests: XCTestCase {
         let dir = try reference()
         let run = dir.appendingPathComponent("term")
         try? FileManager.default.removeItem(at: run)
-        let p = try start(["train", "--data", "data", "--out", "term"] + Self.recipe, in: dir)
+        let p = try start(["train", "--data", "data", "-o", "term"] + Self.recipe, in: dir)
         waitFor { FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/epoch_001.opb").path) || !p.isRunning }
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 143)
         XCTAssertNotNil(Trainer.latestCheckpoint(in: run))
-        let r = try CLI.run(["train", "--out", "term", "--resume"], in: dir)
+        let r = try CLI.run(["train", "-o", "term", "--resume"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("resumed from"), r.all)
         try assertSameWeights(dir.appendingPathComponent("straight/checkpoints/epoch_012.opb"), run.appendingPathComponent("checkpoints/epoch_012.opb"))
         // the saved limits were used: 6 validation images every epoch
         XCTAssertEqual(Set(try EpochLog.read(run.appendingPathComponent("log.jsonl")).map(\.valImages)), [6])
         // naming another limit on resume is refused rather than silently changing the run
-        let other = try CLI.run(["train", "--out", "term", "--resume", "--limit-val", "8", "--epochs", "4"], in: dir)
+        let other = try CLI.run(["train", "-o", "term", "--resume", "--limit-val", "8", "--epochs", "4"], in: dir)
         XCTAssertNotEqual(other.status, 0, other.all)
         XCTAssertTrue(other.all.contains("limit-val 6"), other.all)
     }
@@ -161,15 +161,15 @@ final class RunFolderTests: XCTestCase {
         let dir = try reference()
         let run = dir.appendingPathComponent("locked")
         try? FileManager.default.removeItem(at: run)
-        let p = try start(["train", "--data", "data", "--out", "locked"] + Self.recipe + ["--epochs", "200"], in: dir)
+        let p = try start(["train", "--data", "data", "-o", "locked"] + Self.recipe + ["--epochs", "200"], in: dir)
         let lockFile = run.appendingPathComponent("run.lock")
         waitFor { ((try? String(contentsOf: lockFile, encoding: .utf8)) ?? "").contains("pid") || !p.isRunning }
-        let r = try CLI.run(["train", "--data", "data", "--out", "locked"] + Self.recipe, in: dir)
+        let r = try CLI.run(["train", "--data", "data", "-o", "locked"] + Self.recipe, in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("in use by another training run (pid \(p.processIdentifier)"), r.all)
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        let again = try CLI.run(["train", "--out", "locked", "--resume", "--epochs", "1"], in: dir)
+        let again = try CLI.run(["train", "-o", "locked", "--resume", "--epochs", "1"], in: dir)
         XCTAssertEqual(again.status, 0, again.all)
         XCTAssertTrue(again.all.contains("stale lock"), again.all)
     }
@@ -177,12 +177,12 @@ final class RunFolderTests: XCTestCase {
     /// eval --fold K on a run validated on another fold is refused unless asked for.
     func testEvalOnTheRunsTrainingFoldIsRefused() throws {
         let dir = try reference()
-        var r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--fold", "1", "--out", "ev1"], in: dir)
+        var r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--fold", "1", "-o", "ev1"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("validated on fold 0"), r.all)
-        r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--out", "ev0", "--limit", "4"], in: dir)
+        r = try CLI.run(["eval", "--model", "straight", "--data", "data", "-o", "ev0", "--limit", "4"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--fold", "1", "--allow-training-fold", "--out", "ev1", "--limit", "4"], in: dir)
+        r = try CLI.run(["eval", "--model", "straight", "--data", "data", "--fold", "1", "--allow-training-fold", "-o", "ev1", "--limit", "4"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("training images"), r.all)
     }
@@ -192,16 +192,16 @@ final class RunFolderTests: XCTestCase {
     func testSkippingMostOfTheDataStops() throws {
         let dir = try CLI.tempDir("skipfraction")
         defer { try? FileManager.default.removeItem(at: dir) }
-        XCTAssertEqual(try CLI.run(["synth", "--out", "data", "--count", "20", "--size", "64", "--seed", "5"], in: dir).status, 0)
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "20", "--size", "64", "--seed", "5"], in: dir).status, 0)
         let files = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
         try FileManager.default.removeItem(at: files[0])
-        var r = try CLI.run(["train", "--data", "data", "--out", "one", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny,
+        var r = try CLI.run(["train", "--data", "data", "-o", "one", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny,
                              "--batch", "4", "--workers", "1"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let one = try CSVTable(contentsOf: dir.appendingPathComponent("one/skipped.csv"))
         XCTAssertEqual(one.rows.map { $0.fields[0] }, [files[0].deletingPathExtension().lastPathComponent])
         for f in files[1..<5] { try FileManager.default.removeItem(at: f) }
-        r = try CLI.run(["train", "--data", "data", "--out", "five", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny, "--batch", "4"], in: dir)
+        r = try CLI.run(["train", "--data", "data", "-o", "five", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny, "--batch", "4"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("5 of 20 images are missing or unreadable, more than 10%"), r.all)
         XCTAssertEqual(try CSVTable(contentsOf: dir.appendingPathComponent("five/skipped.csv")).rows.count, 5)

@@ -1,6 +1,7 @@
 import Foundation
 import OpacityCore
 import OpacityData
+import OpacityPersistence
 import XCTest
 
 /// The data layer's side of the robustness cases (../shared/cases): CSV through CSV.swift

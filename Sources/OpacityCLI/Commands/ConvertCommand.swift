@@ -40,7 +40,6 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         if let size, !(1...65_536).contains(size) { throw ValidationError("--size \(size) is not valid; expected a number of pixels in 1...65536, e.g. 512") }
-        if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads \(threads) is not valid; expected 1...1024") }
         _ = try parseWindow(window)
         _ = try outputPath()
     }
