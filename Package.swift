@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 //
 // Opacity: lung-opacity detection on chest X-rays with single-shot detectors.
 //
@@ -6,7 +6,7 @@
 //   C libraries -> OpacityTensor -> OpacityCore -> { Plugins/*, OpacityPersistence, OpacityData }
 //   OpacityPersistence + OpacityData -> OpacityTraining;  OpacityRetinaNet -> OpacityONNX (export)
 //   all of them -> Opacity (umbrella)
-//   -> OpacityCLI -> opacity
+//   -> OpacityServe (the HTTP service) -> OpacityCLI -> opacity
 // Plugins depend on OpacityTensor and OpacityCore only (the two library products a backbone
 // package needs); persistence (bundles, checkpoints, zoo, weight import, zstd) sits beside them.
 // See Documentation/Architecture.md.
@@ -70,9 +70,18 @@ let apps: [Target] = [
         name: "Opacity",
         dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData", "OpacityTraining", "OpacityONNX"]
             + pluginProducts),
+    // The HTTP detection service (`opacity serve`) and the detection report it shares with `opacity detect`.
+    .target(
+        name: "OpacityServe",
+        dependencies: [
+            "Opacity",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
     .target(
         name: "OpacityCLI",
-        dependencies: ["Opacity", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        dependencies: ["Opacity", "OpacityServe", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     .executableTarget(name: "opacity", dependencies: ["OpacityCLI"]),
     // The README's Swift example, compiled and run by ReadmeSnippetTests.
     .executableTarget(name: "readme-snippet", dependencies: ["Opacity"], path: "Examples/ReadmeSnippet"),
@@ -90,6 +99,7 @@ let tests: [Target] = [
     .testTarget(name: "OpacityTrainingTests", dependencies: ["Opacity"], exclude: ["Fixtures"]),
     .testTarget(name: "OpacityCLITests", dependencies: ["Opacity"], exclude: ["Help"]),
     .testTarget(name: "OpacityONNXTests", dependencies: ["Opacity"]),
+    .testTarget(name: "OpacityServeTests", dependencies: ["OpacityServe"]),
 ]
 
 let package = Package(
@@ -106,6 +116,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/yaslab/CSV.swift", from: "2.5.2"),
+        // `opacity serve`; no traits: swift-configuration is not needed (shorter clean builds).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: systemLibraries + core + plugins + exporters + apps + tests,
     swiftLanguageModes: [.v6]

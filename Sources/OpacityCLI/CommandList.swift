@@ -7,6 +7,7 @@ let commandList: [any ParsableCommand.Type] = [
     TrainCommand.self,
     EvalCommand.self,
     DetectCommand.self,
+    ServeCommand.self,
     SubmitCommand.self,
     ScoreCommand.self,
     CompareCommand.self,

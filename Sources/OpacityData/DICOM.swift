@@ -115,6 +115,10 @@ public struct DICOMHeader: Sendable, Equatable {
     /// What the reader tolerated and the user may want to know (e.g. a transfer syntax that
     /// disagrees with the data set's encoding), one sentence each.
     public var warnings: [String] = []
+    /// (0008,0018) SOP Instance UID, if present.
+    public var sopInstanceUID: String?
+    /// (0020,000D) Study Instance UID, if present.
+    public var studyInstanceUID: String?
 
     /// Whether the stored values are signed.
     public var isSigned: Bool { pixelRepresentation == 1 }
@@ -285,6 +289,19 @@ public enum DICOM {
         let data = try readFile(url)
         return try data.withUnsafeBytes { raw in
             var p = DICOMParser(bytes: raw, path: url.path)
+            return try p.parse(decodePixels: false).header
+        }
+    }
+
+    /// Decodes a DICOM header from bytes without decoding pixels (to check the image size
+    /// before paying for it).
+    /// - Parameters:
+    ///   - data: the whole file.
+    ///   - path: the name used in error messages.
+    /// - Throws: as ``read(_:)``, except pixel decoding errors.
+    public static func decodeHeader(_ data: Data, path: String) throws -> DICOMHeader {
+        try data.withUnsafeBytes { raw in
+            var p = DICOMParser(bytes: raw, path: path)
             return try p.parse(decodePixels: false).header
         }
     }
@@ -675,6 +692,8 @@ struct DICOMParser {
             case 0x0010_0020: h.patientID = string(el)
             case 0x0008_0060: h.modality = string(el)
             case 0x0018_5101: h.viewPosition = string(el)
+            case 0x0008_0018: h.sopInstanceUID = string(el)
+            case 0x0020_000D: h.studyInstanceUID = string(el)
             default: break
             }
             pos = el.valueOffset + Int(el.length)

@@ -84,6 +84,12 @@ public final class Predictor {
 
     /// Raw detections (after NMS) in network pixels for a `[N, 1, S, S]` batch.
     public func detectNetwork(_ images: Tensor) -> [[Detection]] {
+        predictNetwork(images).map(\.detections)
+    }
+
+    /// Raw detections (after NMS) in network pixels and the image-level class probabilities
+    /// for a `[N, 1, S, S]` batch.
+    public func predictNetwork(_ images: Tensor) -> [Prediction] {
         Autograd.inference {
             let anchors = detectors[0].anchors(height: images.shape[2], width: images.shape[3])
             let outputs = detectors.map { $0.forward(images) }
@@ -93,23 +99,51 @@ public final class Predictor {
             if detectors.count > 1, case .meanShrink(let f) = method { factor *= f }
             if factor != 1 { dets = dets.map { $0.map { Detection(box: $0.box.scaled(about: factor), score: $0.score) } } }
             if let filter { dets = dets.map(filter.apply) }
-            return dets
+            var global: [[Float]?] = Array(repeating: nil, count: dets.count)
+            if let g = combined.globalLogProbs, g.shape.count == 2, g.shape[0] == dets.count {
+                let k = g.shape[1], values = g.scalars
+                for n in 0..<dets.count { global[n] = (0..<k).map { exp(values[n * k + $0]) } }
+            }
+            return zip(dets, global).map { Prediction(detections: $0, globalProbabilities: $1) }
         }
     }
 
     /// Detections in each image's own pixels.
     public func detect(_ images: [GrayImage]) -> [[Detection]] {
-        var out: [[Detection]] = []
+        predict(images).map(\.detections)
+    }
+
+    /// Detections in each image's own pixels and the image-level class probabilities, in
+    /// forward passes of at most ``batchSize`` images.
+    public func predict(_ images: [GrayImage]) -> [Prediction] {
+        var out: [Prediction] = []
         var i = 0
         while i < images.count {
             let chunk = Array(images[i..<min(images.count, i + batchSize)])
             let t = InferenceInput.batch(chunk.map { InferenceInput.prepare($0, size: inputSize) })
-            for (img, d) in zip(chunk, detectNetwork(t)) {
-                out.append(InferenceInput.toSource(d, size: inputSize, sourceWidth: img.width, sourceHeight: img.height))
+            for (img, p) in zip(chunk, predictNetwork(t)) {
+                out.append(Prediction(
+                    detections: InferenceInput.toSource(p.detections, size: inputSize, sourceWidth: img.width, sourceHeight: img.height),
+                    globalProbabilities: p.globalProbabilities))
             }
             i += batchSize
         }
         return out
+    }
+}
+
+/// What a ``Predictor`` finds on one image.
+public struct Prediction: Sendable {
+    /// Boxes with scores (after NMS, the ensemble rule, shrink and the predictor's filter).
+    public var detections: [Detection]
+    /// Image-level class probabilities in ``ImageClass`` order (not normal, normal, lung
+    /// opacity), summing to 1; `nil` when the head has no global classifier.
+    public var globalProbabilities: [Float]?
+
+    /// A prediction from its parts.
+    public init(detections: [Detection], globalProbabilities: [Float]?) {
+        self.detections = detections
+        self.globalProbabilities = globalProbabilities
     }
 }
 

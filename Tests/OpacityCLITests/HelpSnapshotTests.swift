@@ -9,7 +9,7 @@ import XCTest
 final class HelpSnapshotTests: XCTestCase {
     /// Every command path, as typed after `opacity`.
     static let commands: [[String]] = [
-        [], ["demo"], ["synth"], ["train"], ["eval"], ["detect"], ["submit"], ["score"], ["compare"],
+        [], ["demo"], ["synth"], ["train"], ["eval"], ["detect"], ["serve"], ["submit"], ["score"], ["compare"],
         ["convert"], ["preview"], ["plugins"], ["zoo"], ["zoo", "list"], ["zoo", "info"], ["zoo", "fetch"],
         ["zoo", "verify"], ["zoo", "add"], ["import"], ["export"],
     ]

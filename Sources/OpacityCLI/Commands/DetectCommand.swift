@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Opacity
+import OpacityServe
 
 /// `opacity detect`.
 struct DetectCommand: ParsableCommand {
@@ -8,7 +9,7 @@ struct DetectCommand: ParsableCommand {
         commandName: "detect",
         abstract: "Find lung opacities on DICOM or PNG images: boxes with scores, and an overlay PNG per image.",
         discussion: """
-            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder.
+            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. Boxes are also given in millimetres when the DICOM gives a pixel spacing. detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes.
 
             Examples:
               opacity detect patient.dcm
@@ -60,41 +61,34 @@ struct DetectCommand: ParsableCommand {
         }
         let registry = try CommandContext.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
-        let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
-        predictor.filter = ConfidenceFilter(threshold: t)
-        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t))
+        let refs = model.models.isEmpty ? [defaultModelName] : model.models
+        // the same engine `opacity serve` runs, so both give equal results
+        let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: threshold)
+        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", engine.defaultThreshold))
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         var skipped = SkippedInputs()
-        struct Found: Codable { var file: String; var width: Int; var height: Int; var boxes: [Box] }
-        struct Box: Codable { var score: Float; var x: Float; var y: Float; var width: Float; var height: Float }
-        var all: [Found] = []
+        var all: [DetectionReport] = []
         let bar = runtime.progressBar("detect")
         let t0 = Date()
         for (k, f) in files.enumerated() {
-            let img: GrayImage
-            do { img = try ImageFile.read(f) } catch {
+            let img: DecodedImage
+            do { img = try DetectionEngine.read(f) } catch {
                 if !skipUnreadable { throw error }
                 skipped.add(f.path, "\(error)")
                 bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
                 continue
             }
-            let dets = predictor.detect([img])[0]
-            all.append(Found(file: f.path, width: img.width, height: img.height,
-                             boxes: dets.map { Box(score: $0.score, x: $0.box.x, y: $0.box.y, width: $0.box.width, height: $0.box.height) }))
+            let report = engine.run([img])[0]
+            all.append(report)
             if !noOverlays {
-                try writePNG(img.overlay(detections: dets, thickness: max(2, img.width / 300)), to: overlayURL(f))
+                try writePNG(img.image.overlay(detections: report.detections, thickness: max(2, img.image.width / 300)), to: overlayURL(f))
             }
             bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
         }
         if format == .json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try e.encode(all).write(to: resultURL, options: .atomic)
+            try DetectionReport.json(all).write(to: resultURL, options: .atomic)
         } else {
-            let rows = all.flatMap { f in
-                f.boxes.map { b in [f.file] + [String(format: "%.4f", b.score)] + [b.x, b.y, b.width, b.height].map { String(format: "%.1f", $0) } }
-            }
-            try Data(CSVTable.render(header: ["file", "score", "x", "y", "width", "height"], rows: rows).utf8).write(to: resultURL, options: .atomic)
+            try Data(DetectionReport.csv(all).utf8).write(to: resultURL, options: .atomic)
         }
         for f in all {
             say("\(f.file): " + (f.boxes.isEmpty ? "no opacity" : f.boxes.map { String(format: "%.2f at (%.0f, %.0f, %.0f x %.0f)", $0.score, $0.x, $0.y, $0.width, $0.height) }.joined(separator: "; ")))

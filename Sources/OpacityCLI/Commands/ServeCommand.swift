@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import Opacity
+import OpacityServe
+
+/// `opacity serve`.
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve detection over HTTP: POST a DICOM or PNG (or several, multipart) to /v1/detect and get JSON boxes back.",
+        discussion: """
+            Endpoints: POST /v1/detect, GET /v1/models, /healthz, /readyz, /metrics (Prometheus). The API is Documentation/openapi.yaml; the answer's schema (the same as `opacity detect --format json`) is Documentation/detections.schema.json. Concurrent requests are batched (up to --max-batch images, waiting at most --max-wait-ms); a full queue answers 503 with Retry-After. SIGTERM or SIGINT stops accepting, finishes what is queued and exits 0.
+
+            Without --token-file the server binds 127.0.0.1 only unless --host says otherwise.
+
+            Examples:
+              opacity serve --model retinanet-r34-composite --port 8080
+              opacity serve --model runs/fold0 --model runs/fold1 --ensemble percentile --threads 8 --token-file token.txt --host 0.0.0.0
+              curl -s --data-binary @patient.dcm -H 'Content-Type: application/dicom' localhost:8080/v1/detect
+            """)
+
+    @OptionGroup var model: ModelOptions
+    @Option(name: .long, help: "TCP port (0 picks a free one and prints it).") var port: Int = 8080
+    @Option(name: .long, help: "Address to bind (default 127.0.0.1, this machine only).") var host: String = "127.0.0.1"
+    @Option(name: .long, help: "A file whose first line is the bearer token every request but /healthz must carry.") var tokenFile: String?
+    @Option(name: .long, help: "Most images in one forward pass.") var maxBatch: Int = 4
+    @Option(name: .customLong("max-wait-ms"), help: "Longest wait, in milliseconds, for more images to fill a batch.") var maxWaitMs: Int = 10
+    @Option(name: .long, help: "Most images waiting for the model; beyond it requests get 503.") var maxQueue: Int = 64
+    @Option(name: .long, help: "Largest request body in bytes.") var maxBody: Int = 64 << 20
+    @Option(name: .long, help: "Largest image in pixels (width x height).") var maxPixels: Int = 50_000_000
+    @Option(name: .long, help: "Seconds a request may take from arrival to answer.") var timeout: Double = 60
+    @Option(name: .long, help: "Default score threshold (default: the one saved with the first model, else 0.2); requests may pass ?threshold=.") var threshold: Float?
+    @OptionGroup var runtime: RuntimeOptions
+
+    func run() throws {
+        // the root command is synchronous: run the server on the concurrency pool and wait
+        final class Outcome: @unchecked Sendable { var error: Error? }
+        let outcome = Outcome(), done = DispatchSemaphore(value: 0)
+        let command = self
+        Task.detached {
+            do { try await command.serve() } catch { outcome.error = error }
+            done.signal()
+        }
+        done.wait()
+        if let e = outcome.error { throw e }
+    }
+
+    func serve() async throws {
+        runtime.apply()
+        var c = ServeConfiguration()
+        c.host = host
+        c.port = port
+        c.maxBatch = maxBatch
+        c.maxWaitMilliseconds = maxWaitMs
+        c.maxQueue = maxQueue
+        c.maxBodyBytes = maxBody
+        c.maxPixels = maxPixels
+        c.timeoutSeconds = timeout
+        if let tokenFile { c.token = try ServeConfiguration.readToken(tokenFile) }
+        do { try c.validate() } catch { throw ValidationError("\(error)") }
+        if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold must be in 0...1, not \(threshold)") }
+
+        let server = DetectionServer(configuration: c, log: { note($0) })
+        let host = c.host
+        let options = model, t = threshold
+        let refs = model.models.isEmpty ? [defaultModelName] : model.models
+        let auth = c.token == nil
+            ? "no token (--token-file): anyone who can reach \(host) may call it" + (host == "127.0.0.1" || host == "localhost" || host == "::1" ? "; bound to this machine only" : "")
+            : "bearer token required on every endpoint but /healthz"
+        try await server.run(load: {
+            let registry = try CommandContext.registry()
+            let (predictor, urls) = try options.predictor(registry: registry)
+            return try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: t)
+        }, onListening: { p in
+            note("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(p) (\(auth)); loading \(refs.joined(separator: ", "))")
+        })
+        note("stopped")
+    }
+}

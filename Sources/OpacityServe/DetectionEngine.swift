@@ -1,0 +1,189 @@
+import Foundation
+import Opacity
+
+/// An image decoded for detection, with the DICOM attributes the report carries.
+public struct DecodedImage: Sendable {
+    /// The file path or uploaded file name.
+    public var name: String
+    /// The format it was decoded from.
+    public var format: ImageFile.Format
+    /// The 8-bit pixels (DICOM windowed as `opacity detect` does).
+    public var image: GrayImage
+    /// The DICOM header (nil for PNG and JPEG).
+    public var header: DICOMHeader?
+    /// Seconds spent decoding.
+    public var decodeSeconds: Double
+}
+
+/// Why an uploaded or named image cannot be used.
+public enum DetectionInputError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    /// The bytes are empty.
+    case empty(name: String)
+    /// Neither the magic bytes nor the name say DICOM, PNG or JPEG.
+    case unknownFormat(name: String)
+    /// The image has more pixels than allowed.
+    case tooManyPixels(name: String, width: Int, height: Int, limit: Int)
+    /// A threshold outside 0...1.
+    case badThreshold(Float)
+
+    public var description: String {
+        switch self {
+        case let .empty(name): return "\(name): the image is empty (0 bytes); expected a DICOM, PNG or JPEG file"
+        case let .unknownFormat(name): return "\(name): not a DICOM (.dcm), PNG (.png) or JPEG (.jpg) image (no known magic bytes)"
+        case let .tooManyPixels(name, w, h, limit):
+            return "\(name): the image is \(w) x \(h) = \(w * h) pixels, more than the limit of \(limit) (--max-pixels)"
+        case let .badThreshold(t): return "threshold \(t) is outside 0...1 (e.g. 0.2)"
+        }
+    }
+
+    public var errorDescription: String? { description }
+}
+
+/// The one code path from image bytes to ``DetectionReport``s, shared by `opacity detect` and
+/// `opacity serve` so both give equal results for the same image and model.
+///
+/// It wraps a ``Predictor`` (boxes in source pixels and global probabilities) and applies
+/// each image's own score threshold after the forward pass, so images with different
+/// thresholds can share a batch. `run` is serialised: the predictor is not reentrant.
+public final class DetectionEngine: @unchecked Sendable {
+    /// The predictor (its `filter` is cleared: thresholds are applied per image here).
+    public let predictor: Predictor
+    /// The models, in the order given.
+    public let models: [DetectionReport.Model]
+    /// The zoo entry of each model loaded by zoo name (nil for files and runs).
+    public let zooEntries: [ZooEntry?]
+    /// The bundle file of each model.
+    public let files: [URL]
+    /// How an ensemble combines its models (nil for one model).
+    public let ensemble: String?
+    /// The threshold used when a request names none.
+    public let defaultThreshold: Float
+    /// Relative-to-top-score filter (the reference's 0.5), as `ConfidenceFilter`.
+    public let relativeToMax: Float
+    private let lock = NSLock()
+
+    /// - Parameters:
+    ///   - predictor: the loaded model(s).
+    ///   - references: the names the models were given by (zoo names, run folders, paths).
+    ///   - files: the bundle file each reference resolved to (hashed here).
+    ///   - threshold: the default score threshold; nil means the threshold saved with the
+    ///     first model (`metric_threshold`), else 0.2.
+    /// - Throws: ``DetectionInputError/badThreshold(_:)``; file read errors while hashing.
+    public init(predictor: Predictor, references: [String], files: [URL], threshold: Float? = nil) throws {
+        let t = threshold ?? files.compactMap(ModelReference.savedThreshold).first ?? 0.2
+        guard t >= 0 && t <= 1 else { throw DetectionInputError.badThreshold(t) }
+        predictor.filter = nil
+        self.predictor = predictor
+        self.files = files
+        self.defaultThreshold = t
+        self.relativeToMax = ConfidenceFilter(threshold: t).relativeToMax
+        var models: [DetectionReport.Model] = [], zoo: [ZooEntry?] = []
+        let standardZoo = try? Zoo.standard()
+        for (k, (ref, url)) in zip(references, files).enumerated() {
+            let data = try Data(contentsOf: url, options: .mappedIfSafe)
+            let hash = data.withUnsafeBytes { SHA256.hash($0) }.hex
+            models.append(DetectionReport.Model(name: ref, sha256: hash, config: predictor.detectors[min(k, predictor.detectors.count - 1)].config))
+            zoo.append(FileManager.default.fileExists(atPath: ref) ? nil : try? standardZoo?.item(ref).entry)
+        }
+        self.models = models
+        self.zooEntries = zoo
+        self.ensemble = predictor.detectors.count > 1 ? "\(predictor.method)" : nil
+    }
+
+    /// Decodes image bytes (DICOM, PNG or JPEG, told by magic bytes, then by `name`'s extension).
+    ///
+    /// The size is checked from the header before pixels are decoded (DICOM, PNG).
+    /// - Parameters:
+    ///   - data: the whole file.
+    ///   - name: the file name, used for the format hint and in error messages.
+    ///   - maxPixels: the largest width x height accepted.
+    /// - Throws: ``DetectionInputError``, or the decoders' ``DataError`` naming the file
+    ///   (the same messages `opacity detect` prints).
+    public static func decode(_ data: Data, name: String, maxPixels: Int = .max) throws -> DecodedImage {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        guard !data.isEmpty else { throw DetectionInputError.empty(name: name) }
+        guard let format = ImageFile.format(of: data, url: URL(fileURLWithPath: name)) else {
+            throw DetectionInputError.unknownFormat(name: name)
+        }
+        func check(_ w: Int, _ h: Int) throws {
+            if w.multipliedReportingOverflow(by: h).overflow || w * h > maxPixels {
+                throw DetectionInputError.tooManyPixels(name: name, width: w, height: h, limit: maxPixels)
+            }
+        }
+        var header: DICOMHeader?
+        let image: GrayImage
+        switch format {
+        case .dicom:
+            let h = try DICOM.decodeHeader(data, path: name)
+            try check(h.columns, h.rows)
+            header = h
+            image = try DICOM.decode(data, path: name).displayImage()
+        case .png:
+            if let (w, h) = pngSize(data) { try check(w, h) }
+            image = try PNG.decode(data, path: name).gray
+        case .jpeg:
+            image = try JPEG.decodeGray(data, path: name)
+        }
+        try check(image.width, image.height)
+        return DecodedImage(name: name, format: format, image: image, header: header,
+                            decodeSeconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+
+    /// Reads and decodes a file (see ``decode(_:name:maxPixels:)``).
+    /// - Throws: ``DataError`` when the file cannot be read; as ``decode(_:name:maxPixels:)``.
+    public static func read(_ url: URL, maxPixels: Int = .max) throws -> DecodedImage {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw DataError.unreadableFile(path: url.path, reason: (error as NSError).localizedDescription)
+        }
+        return try decode(data, name: url.path, maxPixels: maxPixels)
+    }
+
+    /// Width and height from a PNG's IHDR chunk, if the bytes hold one.
+    static func pngSize(_ data: Data) -> (Int, Int)? {
+        guard data.count >= 24 else { return nil }
+        let b = [UInt8](data.prefix(24))
+        guard Array(b[12..<16]) == Array("IHDR".utf8) else { return nil }
+        func be(_ i: Int) -> Int { Int(b[i]) << 24 | Int(b[i + 1]) << 16 | Int(b[i + 2]) << 8 | Int(b[i + 3]) }
+        return (be(16), be(20))
+    }
+
+    /// Runs the model(s) on decoded images, in forward passes of at most
+    /// `predictor.batchSize` images, and builds one report per image.
+    /// - Parameters:
+    ///   - images: decoded images.
+    ///   - thresholds: one score threshold per image (nil: the default for all).
+    /// - Returns: reports in the order of `images`.
+    public func run(_ images: [DecodedImage], thresholds: [Float]? = nil) -> [DetectionReport] {
+        precondition(thresholds == nil || thresholds!.count == images.count, "DetectionEngine.run: one threshold per image")
+        guard !images.isEmpty else { return [] }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let predictions: [Prediction] = lock.withLock { predictor.predict(images.map(\.image)) }
+        let forward = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        return images.indices.map { i in
+            report(images[i], predictions[i], threshold: thresholds?[i] ?? defaultThreshold, seconds: images[i].decodeSeconds + forward)
+        }
+    }
+
+    func report(_ img: DecodedImage, _ p: Prediction, threshold: Float, seconds: Double) -> DetectionReport {
+        let kept = ConfidenceFilter(threshold: threshold, relativeToMax: relativeToMax).apply(p.detections)
+            .sorted { $0.score > $1.score }
+        let h = img.header
+        let spacing = h?.pixelSpacing.flatMap { $0.count >= 2 && $0[0] > 0 && $0[1] > 0 ? Array($0.prefix(2)) : nil }
+        let boxes = kept.map { d -> DetectionReport.Box in
+            let mm = spacing.map { s in
+                DetectionReport.MillimetreBox(x: Double(d.box.x) * s[1], y: Double(d.box.y) * s[0],
+                                              width: Double(d.box.width) * s[1], height: Double(d.box.height) * s[0])
+            }
+            return DetectionReport.Box(score: d.score, x: d.box.x, y: d.box.y, width: d.box.width, height: d.box.height, mm: mm)
+        }
+        let g = p.globalProbabilities.flatMap { $0.count == 3 ? DetectionReport.GlobalProbabilities(notNormal: $0[0], normal: $0[1], lungOpacity: $0[2]) : nil }
+        func nonEmpty(_ s: String?) -> String? { s.flatMap { $0.isEmpty ? nil : $0 } }
+        return DetectionReport(
+            file: img.name, format: img.format.rawValue, width: img.image.width, height: img.image.height,
+            sopInstanceUID: nonEmpty(h?.sopInstanceUID), patientId: nonEmpty(h?.patientID),
+            studyInstanceUID: nonEmpty(h?.studyInstanceUID), viewPosition: nonEmpty(h?.viewPosition),
+            pixelSpacing: spacing, boxes: boxes, globalProbabilities: g, models: models, ensemble: ensemble,
+            threshold: threshold, seconds: seconds)
+    }
+}
