@@ -68,7 +68,7 @@ final class WorkflowTests: XCTestCase {
         }
         r = try CLI.run(["detect", two[0], "--model", "run", "--format", "csv", "--out", "found-csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("found-csv/detections.csv"), encoding: .utf8).hasPrefix("file,score,x,y,width,height\n"))
+        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("found-csv/detections.csv"), encoding: .utf8).hasPrefix("file,score,x,y,width,height,image_width,image_height,patientId,sopInstanceUID\n"))
 
         // submit + score: rows parse, every image has a row
         r = try CLI.run(["submit", "--images", "data/stage_2_train_images", "--model", "run", "--out", "sub.csv"], in: dir)
