@@ -166,8 +166,8 @@ public final class DetectionEngine: @unchecked Sendable {
     }
 
     func report(_ img: DecodedImage, _ p: Prediction, threshold: Float, seconds: Double) -> DetectionReport {
+        // NMS keeps boxes highest score first (ties by anchor order); the filter keeps that order
         let kept = ConfidenceFilter(threshold: threshold, relativeToMax: relativeToMax).apply(p.detections)
-            .sorted { $0.score > $1.score }
         let h = img.header
         let spacing = h?.pixelSpacing.flatMap { $0.count >= 2 && $0[0] > 0 && $0[1] > 0 ? Array($0.prefix(2)) : nil }
         let boxes = kept.map { d -> DetectionReport.Box in
