@@ -5,6 +5,7 @@ let commandList: [any ParsableCommand.Type] = [
     DemoCommand.self,
     SynthCommand.self,
     TrainCommand.self,
+    FoldsCommand.self,
     EvalCommand.self,
     DetectCommand.self,
     ServeCommand.self,

@@ -33,6 +33,24 @@ public struct Folds: Sendable, Equatable {
     /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` for a bad
     ///   fold count, ``DataError/inconsistentLabels(path:line:reason:)`` when one id has two classes.
     public static func stratified(_ patients: [(id: String, imageClass: ImageClass)], count: Int = 4, seed: UInt64 = 42) throws -> Folds {
+        try stratified(patients, count: count, seed: seed, strata: [:])
+    }
+
+    /// A split stratified by class and by a second key per patient (for chest films the view
+    /// position, `AP` or `PA`, which the RSNA labels confound with the class).
+    ///
+    /// Each (class, stratum) group is shuffled and dealt round-robin as in
+    /// ``stratified(_:count:seed:)``, groups in the order of class then stratum name, each
+    /// continuing where the previous one stopped; patients missing from `strata` form the
+    /// stratum `""`. With empty `strata` the split equals ``stratified(_:count:seed:)``'s.
+    /// - Parameters:
+    ///   - patients: `(id, class)` pairs; duplicate ids are counted once.
+    ///   - count: the number of folds, at least 2.
+    ///   - seed: the shuffle seed.
+    ///   - strata: the second key of each patient id (e.g. its view position).
+    /// - Throws: as ``stratified(_:count:seed:)``.
+    public static func stratified(_ patients: [(id: String, imageClass: ImageClass)], count: Int, seed: UInt64,
+                                  strata: [String: String]) throws -> Folds {
         guard count >= 2 else {
             throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "at least 2", nearest: "4")
         }
@@ -47,9 +65,11 @@ public struct Folds: Sendable, Equatable {
         var fold: [String: Int] = [:]
         var ids: [String] = []
         var offset = 0
+        let strataNames = Set(classes.keys.map { strata[$0] ?? "" }).sorted()
         for c in ImageClass.allCases {
-            var group = classes.filter { $0.value == c }.map(\.key).sorted()
-            var rng = RandomGenerator(seed: seed, stream: UInt64(c.rawValue) &+ 1)
+          for (si, stratum) in strataNames.enumerated() {
+            var group = classes.filter { $0.value == c && (strata[$0.key] ?? "") == stratum }.map(\.key).sorted()
+            var rng = RandomGenerator(seed: seed, stream: (UInt64(c.rawValue) &+ 1) &+ UInt64(si) &* 0x1_0000)
             if group.count > 1 {
                 for i in stride(from: group.count - 1, to: 0, by: -1) {
                     let j = rng.nextInt(i + 1)
@@ -59,6 +79,7 @@ public struct Folds: Sendable, Equatable {
             for (i, id) in group.enumerated() { fold[id] = (offset + i) % count }
             offset = (offset + group.count) % count
             ids += group
+          }
         }
         ids.sort()
         return Folds(count: count, ids: ids, fold: fold, classes: classes)
@@ -67,6 +88,12 @@ public struct Folds: Sendable, Equatable {
     /// A stratified split of a dataset's records (see ``stratified(_:count:seed:)``).
     public static func stratified(_ dataset: DetectionDataset, count: Int = 4, seed: UInt64 = 42) throws -> Folds {
         try stratified(dataset.records.map { (id: $0.id, imageClass: $0.imageClass) }, count: count, seed: seed)
+    }
+
+    /// A stratified split of a dataset's records by class and a second key per id
+    /// (see ``stratified(_:count:seed:strata:)``).
+    public static func stratified(_ dataset: DetectionDataset, count: Int, seed: UInt64, strata: [String: String]) throws -> Folds {
+        try stratified(dataset.records.map { (id: $0.id, imageClass: $0.imageClass) }, count: count, seed: seed, strata: strata)
     }
 
     /// Patients per class in each fold: `counts[fold][class.rawValue]`.

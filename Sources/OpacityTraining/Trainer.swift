@@ -59,6 +59,9 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var augmentation = "heavy"
     /// Encoder bundle to start from (transfer), if any.
     public var encoderWeights: String?
+    /// A whole detector bundle (or `zoo:NAME`) of the same architecture to start every
+    /// weight from (transfer from another detector), if any.
+    public var initWeights: String?
 
     // Everything else that shapes a run, saved so that `--resume` needs none of it again
     // (absent in run folders of older versions).

@@ -143,6 +143,10 @@ public struct TrainingSetup {
         guard !validation.records.isEmpty else { throw RunError.incompatible("fold \(options.fold) has no validation images in \(data.description)") }
 
         let detector = try Initializer.withSeed(options.seed) { try registry.makeDetector(canonical) }
+        if let w = options.initWeights, !resume || Trainer.latestCheckpoint(in: runDirectory) == nil {
+            let report = try detector.loadWeights(reference: w)
+            observer?.trainingMessage("initial weights from \(w): \(report.loaded.count) tensors")
+        }
         if let w = options.encoderWeights, !resume || Trainer.latestCheckpoint(in: runDirectory) == nil {
             let report = try detector.loadEncoderWeights(reference: w)
             observer?.trainingMessage("encoder weights from \(w): \(report.loaded.count) tensors")

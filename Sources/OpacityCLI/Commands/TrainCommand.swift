@@ -44,6 +44,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Batch norm: on (frozen statistics, the paper), off (trained).")
     var freezeBn = Switch(Self.defaults.freezeBatchNorm)
     @Option(name: .long, help: "Start the encoder from a bundle or zoo entry (e.g. from `opacity import`).") var encoderWeights: String?
+    @Option(name: .long, help: "Start every weight from a detector bundle or zoo entry (zoo:NAME) of the same architecture (transfer).")
+    var initWeights: String?
     @Option(name: .long, help: "Which epoch best.opb points to.") var bestBy = BestBy(rawValue: Self.defaults.bestBy) ?? .metric
     @Option(name: .long, help: "Use at most this many training images of the fold.") var limitTrain: Int?
     @Option(name: .long, help: "Use at most this many validation images of the fold.") var limitVal: Int?
@@ -107,6 +109,7 @@ struct TrainCommand: ParsableCommand {
             options.folds = folds
             options.augmentation = aug
             options.encoderWeights = encoderWeights
+            options.initWeights = initWeights
             options.data = try dataOptions.location().provenanceLabel
             outURL = URL(fileURLWithPath: out ?? "runs/" + TrainingSetup.runName(canonical: options.config, fold: fold, seed: seed))
             if !resume, Trainer.latestCheckpoint(in: outURL) != nil {
@@ -143,7 +146,7 @@ struct TrainCommand: ParsableCommand {
             trainer.setLearningRate(lr)
             progress.write("learning rate set to \(lr) from here on\n")
         }
-        if options.freezeBatchNorm && options.encoderWeights == nil && summary.resumedFrom == nil {
+        if options.freezeBatchNorm && options.encoderWeights == nil && options.initWeights == nil && summary.resumedFrom == nil {
             progress.write("note: batch norm is frozen (the paper's setting for ImageNet-pretrained encoders) but the encoder starts from scratch; --freeze-bn off usually trains better then\n")
         }
         say("run: \(outURL.path)")

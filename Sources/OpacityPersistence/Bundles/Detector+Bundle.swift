@@ -233,11 +233,24 @@ extension Detector {
     /// - Throws: ``BundleError`` or ``ZooError``.
     @discardableResult
     public func loadEncoderWeights(reference: String) throws -> LoadReport {
+        try loadWeights(reference: reference, part: .encoder)
+    }
+
+    /// Loads weights named by a file path or `zoo:NAME` (a shipped or already fetched zoo
+    /// entry; never fetched here), strictly within `part`.
+    /// - Parameters:
+    ///   - reference: a bundle path or `zoo:NAME`.
+    ///   - part: which weights take part (``WeightPart/all``: every detector weight, for
+    ///     transfer from a detector of the same architecture).
+    /// - Returns: the report.
+    /// - Throws: ``BundleError`` or ``ZooError``; the detector is unchanged on failure.
+    @discardableResult
+    public func loadWeights(reference: String, part: WeightPart = .all) throws -> LoadReport {
         if reference.hasPrefix("zoo:") {
             let zoo = try Zoo.standard()
             let (url, bytes) = try zoo.verifiedBytes(String(reference.dropFirst(4)))
-            return try loadWeights(reader: try BundleReader(bytes: bytes, url: url), part: .encoder, options: .strict)
+            return try loadWeights(reader: try BundleReader(bytes: bytes, url: url), part: part, options: .strict)
         }
-        return try loadEncoderWeights(from: URL(fileURLWithPath: reference))
+        return try loadWeights(from: URL(fileURLWithPath: reference), part: part)
     }
 }

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// `opacity folds`: writes a stratified folds file for `train --folds-file`.
+struct FoldsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "folds",
+        abstract: "Write a k-fold split stratified by class, and by view position when asked.",
+        discussion: """
+            The split is at patient level and seeded. With --stratify view the DICOM ViewPosition (AP, PA, ...) of each image is read from its header and every (class, view) group is dealt evenly over the folds: in the RSNA labels the positives are mostly AP films and the negatives mostly PA, so a split by class alone can leave one fold's views unlike another's. Images without a ViewPosition (PNG files) form their own group. The per-fold counts are printed as a table.
+
+            Examples:
+              opacity folds --data rsna1k --stratify view -o folds.csv
+              opacity train --data rsna1k --folds-file folds.csv --fold 2 ...
+            """)
+
+    @OptionGroup var dataOptions: DataOptions
+    @Option(name: .long, help: "Number of folds.") var count: Int = 4
+    @Option(name: .long, help: "Shuffle seed.") var seed: UInt64 = 42
+    @Option(name: .long, help: ArgumentHelp("Strata besides the class: class (none more) or view.", valueName: "class|view"))
+    var stratify: String = "class"
+    @Option(name: [.short, .customLong("output")], help: "The folds CSV to write (patientId,class,fold).") var output: String
+
+    func validate() throws {
+        guard count >= 2 && count <= 100 else { throw ValidationError("--count must be in 2...100, not \(count)") }
+        guard ["class", "view"].contains(stratify) else {
+            throw ValidationError("--stratify takes class or view, not '\(stratify.prefix(40))'")
+        }
+    }
+
+    func run() throws {
+        let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
+        var views: [String: String] = [:]
+        if stratify == "view" {
+            for r in dataset.records {
+                guard let url = r.imageURL, url.pathExtension.lowercased() == "dcm" else { continue }
+                let header = try DICOM.readHeader(url)
+                if let v = header.viewPosition?.trimmingCharacters(in: .whitespaces), !v.isEmpty { views[r.id] = v.uppercased() }
+            }
+        }
+        let folds = try Folds.stratified(dataset, count: count, seed: seed, strata: views)
+        let url = URL(fileURLWithPath: output)
+        try folds.write(to: url)
+        // per-fold table: class x view
+        let viewNames = Set(dataset.records.map { views[$0.id] ?? "-" }).sorted()
+        var header = "fold"
+        for c in ImageClass.allCases { for v in viewNames { header += "\t\(c.shortName)/\(v)" } }
+        print(header + "\ttotal")
+        for k in 0..<count {
+            var line = "\(k)"
+            let ids = Set(folds.ids(inFold: k))
+            for c in ImageClass.allCases {
+                for v in viewNames {
+                    line += "\t\(dataset.records.filter { ids.contains($0.id) && $0.imageClass == c && (views[$0.id] ?? "-") == v }.count)"
+                }
+            }
+            print(line + "\t\(ids.count)")
+        }
+        print("wrote \(url.path): \(folds.ids.count) patients in \(count) folds (stratified by \(stratify == "view" ? "class and view" : "class"))")
+    }
+}
