@@ -31,6 +31,28 @@ public enum ModelReference {
         return try zoo.verifiedFile(reference)
     }
 
+    /// Expands references that name zoo ensemble entries into their members.
+    ///
+    /// - Returns: the references to load, in order, and the ensemble rule of the first
+    ///   ensemble entry met (`percentile` or `mean`), if any.
+    /// - Throws: the zoo's errors for a broken ensemble entry (see ``Zoo/ensemble(_:)``).
+    public static func expand(_ references: [String]) throws -> (references: [String], rule: String?) {
+        var out: [String] = [], rule: String?
+        for r in references {
+            if FileManager.default.fileExists(atPath: r) || r.contains("/") || r.hasSuffix(".opb") {
+                out.append(r)
+                continue
+            }
+            if let (members, entryRule) = try Zoo.standard().ensemble(r) {
+                out += members.map(\.name)
+                rule = rule ?? entryRule
+            } else {
+                out.append(r)
+            }
+        }
+        return (out, rule)
+    }
+
     /// Loads a detector (weights strictly checked) from a reference. A zoo entry is loaded
     /// from the very bytes whose SHA-256 was checked (one read, ``Zoo/loadDetector(_:registry:options:)``).
     /// - Parameter allowNonFinite: accept weights holding NaN or infinity (refused by default,

@@ -10,7 +10,7 @@ final class HelpSnapshotTests: XCTestCase {
     /// Every command path, as typed after `opacity`.
     static let commands: [[String]] = [
         [], ["demo"], ["synth"], ["train"], ["eval"], ["detect"], ["serve"], ["submit"], ["score"], ["compare"],
-        ["convert"], ["preview"], ["plugins"], ["zoo"], ["zoo", "list"], ["zoo", "info"], ["zoo", "fetch"],
+        ["folds"], ["convert"], ["preview"], ["plugins"], ["zoo"], ["zoo", "list"], ["zoo", "info"], ["zoo", "fetch"],
         ["zoo", "verify"], ["zoo", "add"], ["import"], ["export"],
     ]
 

@@ -196,6 +196,32 @@ final class DatasetTests: XCTestCase {
         assertThrows(try folds.split(ds, validationFold: 4), containing: ["fold", "0...3", "did you mean '3'"])
     }
 
+    /// Folds stratified by class and view on rsna1k's real headers: every (class, view)
+    /// group is spread over the folds within one, and without strata the split is the
+    /// class-only one.
+    func testFoldsStratifiedByClassAndView() throws {
+        let root = realdata.appendingPathComponent("rsna1k")
+        let ds = try RSNADataset.load(root: root)
+        XCTAssertEqual(ds.count, 757)
+        var views: [String: String] = [:]
+        for r in ds.records {
+            views[r.id] = try DICOM.readHeader(try XCTUnwrap(r.imageURL)).viewPosition?.trimmingCharacters(in: .whitespaces)
+        }
+        XCTAssertEqual(views.values.filter { $0 == "AP" }.count, 336)
+        XCTAssertEqual(views.values.filter { $0 == "PA" }.count, 421)
+        let folds = try Folds.stratified(ds, count: 4, seed: 42, strata: views)
+        for c in ImageClass.allCases {
+            for v in ["AP", "PA"] {
+                let perFold = (0..<4).map { k in folds.ids(inFold: k).filter { views[$0] == v && folds.classes[$0] == c }.count }
+                XCTAssertLessThanOrEqual(perFold.max()! - perFold.min()!, 1, "\(c) \(v): \(perFold)")
+            }
+        }
+        let totals = (0..<4).map { folds.ids(inFold: $0).count }
+        XCTAssertLessThanOrEqual(totals.max()! - totals.min()!, 1)
+        XCTAssertEqual(try Folds.stratified(ds, count: 4, seed: 42, strata: [:]), try Folds.stratified(ds, count: 4, seed: 42))
+        XCTAssertNotEqual(folds, try Folds.stratified(ds, count: 4, seed: 42))
+    }
+
     /// Folds file errors name line and column.
     func testFoldsFileErrors() throws {
         let dir = try temporaryFolder()

@@ -18,21 +18,18 @@ struct FoldsCommand: ParsableCommand {
     @OptionGroup var dataOptions: DataOptions
     @Option(name: .long, help: "Number of folds.") var count: Int = 4
     @Option(name: .long, help: "Shuffle seed.") var seed: UInt64 = 42
-    @Option(name: .long, help: ArgumentHelp("Strata besides the class: class (none more) or view.", valueName: "class|view"))
-    var stratify: String = "class"
+    @Option(name: .long, help: "What to stratify by: class, or class and view (DICOM ViewPosition).")
+    var stratify: FoldStrata = .class
     @Option(name: [.short, .customLong("output")], help: "The folds CSV to write (patientId,class,fold).") var output: String
 
     func validate() throws {
         guard count >= 2 && count <= 100 else { throw ValidationError("--count must be in 2...100, not \(count)") }
-        guard ["class", "view"].contains(stratify) else {
-            throw ValidationError("--stratify takes class or view, not '\(stratify.prefix(40))'")
-        }
     }
 
     func run() throws {
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var views: [String: String] = [:]
-        if stratify == "view" {
+        if stratify == .view {
             for r in dataset.records {
                 guard let url = r.imageURL, url.pathExtension.lowercased() == "dcm" else { continue }
                 let header = try DICOM.readHeader(url)
@@ -57,6 +54,14 @@ struct FoldsCommand: ParsableCommand {
             }
             print(line + "\t\(ids.count)")
         }
-        print("wrote \(url.path): \(folds.ids.count) patients in \(count) folds (stratified by \(stratify == "view" ? "class and view" : "class"))")
+        print("wrote \(url.path): \(folds.ids.count) patients in \(count) folds (stratified by \(stratify == .view ? "class and view" : "class"))")
     }
+}
+
+/// What `opacity folds --stratify` balances over the folds.
+enum FoldStrata: String, CaseIterable, ExpressibleByArgument {
+    /// The three image classes.
+    case `class`
+    /// The classes and the DICOM view position (AP, PA, ...).
+    case view
 }

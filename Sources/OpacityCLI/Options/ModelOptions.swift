@@ -34,7 +34,10 @@ struct ModelOptions: ParsableArguments {
 
     /// Loads the models and builds the predictor.
     func predictor(registry: Registry) throws -> (Predictor, [URL]) {
-        let refs = models.isEmpty ? [defaultModelName] : models
+        // zoo ensemble entries expand into their members; the entry's rule applies unless
+        // --ensemble names another one than the default
+        let (refs, rule) = try ModelReference.expand(models.isEmpty ? [defaultModelName] : models)
+        let ensemble = (rule == "mean" && self.ensemble == .percentile) ? .mean : self.ensemble
         var detectors: [Detector] = [], urls: [URL] = []
         for r in refs {
             let (d, u) = try ModelReference.load(r, registry: registry, allowFetch: fetch, allowNonFinite: allowNonfinite)

@@ -199,6 +199,35 @@ public struct Zoo: Sendable {
         throw ZooError.unknownEntry(name: name, nearest: nearestMatch(name, in: names), known: names)
     }
 
+    /// The members and rule of an ensemble entry, checked: every member is a detector
+    /// entry of this zoo, all share one config, and the entry's `sha256` pins the members'
+    /// hashes (see ``ZooEntry/ensembleDigest(memberHashes:)``).
+    /// - Returns: `nil` when `name` is not an ensemble entry.
+    /// - Throws: ``ZooError/unknownEntry(name:nearest:known:)`` for an unknown name or
+    ///   member, ``ZooError/wrongKind(name:expected:found:)`` for a member that is not a
+    ///   detector, ``ZooError/invalidManifest(file:field:reason:)`` for mixed configs or a
+    ///   digest that does not match the members.
+    public func ensemble(_ name: String) throws -> (members: [ZooEntry], rule: String)? {
+        let i = try item(name)
+        guard i.entry.kind == "ensemble", let names = i.entry.members else { return nil }
+        var members: [ZooEntry] = []
+        for n in names {
+            let m = try item(n).entry
+            guard m.kind == "detector" else { throw ZooError.wrongKind(name: n, expected: "detector (member of \(name))", found: m.kind) }
+            guard m.config == members.first?.config ?? m.config else {
+                throw ZooError.invalidManifest(file: i.manifestURL.path, field: "\(name).members",
+                                               reason: "'\(n)' has config \(m.config), unlike \(members[0].name)'s \(members[0].config)")
+            }
+            members.append(m)
+        }
+        let digest = ZooEntry.ensembleDigest(memberHashes: members.map(\.sha256))
+        guard digest == i.entry.sha256 else {
+            throw ZooError.invalidManifest(file: i.manifestURL.path, field: "\(name).sha256",
+                                           reason: "\(i.entry.sha256) does not pin the members' hashes (expected \(digest))")
+        }
+        return (members, i.entry.ensemble ?? "percentile")
+    }
+
     /// Where the entry's bundle lives in the cache.
     public func cachedFile(for entry: ZooEntry) -> URL {
         cacheDirectory.appendingPathComponent("\(entry.name)-\(entry.sha256.prefix(16)).\(BundleFormat.fileExtension)")

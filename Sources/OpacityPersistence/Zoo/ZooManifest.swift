@@ -30,6 +30,13 @@ public struct ZooEntry: Codable, Hashable, Sendable {
     public var licence: String
     /// A sentence about the model.
     public var description: String?
+    /// For `kind: "ensemble"`: the names of the detector entries it combines (the paper's
+    /// fold and checkpoint ensembles), in order; every member shares one config.
+    public var members: [String]?
+    /// For `kind: "ensemble"`: how the members' outputs combine, as `opacity detect
+    /// --ensemble` names the rules (`percentile`, the paper's p20/p80 rule, or `mean`);
+    /// `percentile` when absent.
+    public var ensemble: String?
 
     /// An entry with every field given.
     public init(name: String, kind: String = "detector", config: String, file: String? = nil, url: String? = nil,
@@ -50,7 +57,7 @@ public struct ZooEntry: Codable, Hashable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description
+        case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description, members, ensemble
     }
 
     /// Decodes an entry; `kind` defaults to `detector`, `metrics` to none.
@@ -68,7 +75,20 @@ public struct ZooEntry: Codable, Hashable, Sendable {
         metrics = try c.decodeIfPresent([String: Double].self, forKey: .metrics) ?? [:]
         licence = try c.decode(String.self, forKey: .licence)
         description = try c.decodeIfPresent(String.self, forKey: .description)
+        members = try c.decodeIfPresent([String].self, forKey: .members)
+        ensemble = try c.decodeIfPresent(String.self, forKey: .ensemble)
     }
+
+    /// The `sha256` an ensemble entry carries: the SHA-256 of its members' `sha256` values,
+    /// one per line in member order (so the entry pins exactly those weights).
+    public static func ensembleDigest(memberHashes: [String]) -> String {
+        SHA256.hash(memberHashes.joined(separator: "\n")).hex
+    }
+}
+
+extension ZooEntry {
+    /// The ensemble rules an entry may name.
+    public static let ensembleRules = ["percentile", "mean"]
 }
 
 /// A zoo manifest file: a format tag, a version and a list of entries.
@@ -125,8 +145,9 @@ public struct ZooManifest: Codable, Hashable, Sendable {
             func bad(_ f: String, _ r: String) -> ZooError { .invalidManifest(file: file, field: "entries[\(i)].\(f)", reason: r) }
             do { try Zoo.checkName(e.name) } catch let ZooError.invalidName(_, reason) { throw bad("name", "'\(e.name)' \(reason)") }
             guard seen.insert(e.name).inserted else { throw bad("name", "'\(e.name)' appears twice") }
-            guard ["detector", "encoder"].contains(e.kind) else {
-                throw bad("kind", "'\(e.kind)', expected detector or encoder" + (nearestMatch(e.kind, in: ["detector", "encoder"]).map { " (did you mean '\($0)'?)" } ?? ""))
+            let kinds = ["detector", "encoder", "ensemble"]
+            guard kinds.contains(e.kind) else {
+                throw bad("kind", "'\(e.kind)', expected detector, encoder or ensemble" + (nearestMatch(e.kind, in: kinds).map { " (did you mean '\($0)'?)" } ?? ""))
             }
             guard !e.config.isEmpty else { throw bad("config", "empty; expected the bundle's canonical config string") }
             guard e.sha256.count == 64, e.sha256.allSatisfy({ "0123456789abcdef".contains($0) }) else {
@@ -134,6 +155,15 @@ public struct ZooManifest: Codable, Hashable, Sendable {
             }
             guard e.size >= 0 else { throw bad("size", "\(e.size) is negative") }
             guard e.parameters >= 0 else { throw bad("parameters", "\(e.parameters) is negative") }
+            if e.kind == "ensemble" {
+                guard let m = e.members, m.count >= 2 else { throw bad("members", "an ensemble names at least 2 member entries") }
+                guard e.file == nil && e.url == nil else { throw bad("file", "an ensemble has no file or url of its own; its members do") }
+                if let r = e.ensemble, !ZooEntry.ensembleRules.contains(r) {
+                    throw bad("ensemble", "'\(r)', expected one of \(ZooEntry.ensembleRules.joined(separator: ", "))")
+                }
+                continue
+            }
+            guard e.members == nil else { throw bad("members", "only an entry of kind ensemble has members") }
             guard e.file != nil || e.url != nil else { throw bad("file", "neither file nor url is given") }
             if let f = e.file {
                 let parts = f.split(separator: "/", omittingEmptySubsequences: false)
