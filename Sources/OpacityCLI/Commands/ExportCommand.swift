@@ -31,6 +31,8 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .long, help: "What to write: a bundle (.opb) or an ONNX model.") var format = ExportFormat.bundle
     @Flag(name: .long, help: "ONNX: add box decoding, NMS and the confidence filter to the graph.") var postprocess = false
     @Option(name: .long, help: "ONNX with --postprocess: keep boxes scoring above this (default: the threshold saved with the model, else 0.2, as opacity detect).") var threshold: Float?
+    @Option(name: .customLong("data"), help: "Replace the provenance's description of the training data (e.g. to drop a machine's folder name).")
+    var dataDescription: String?
 
     func validate() throws {
         if format == .onnx {
@@ -61,6 +63,7 @@ struct ExportCommand: ParsableCommand {
             meta.metrics[String(kv[0])] = Double(kv[1])!
         }
         if let notes { meta.provenance.notes = notes }
+        if let dataDescription { meta.provenance.data = dataDescription }
         let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: .uniform(storage.type), metadata: meta)
         say("\(url.path) -> \(output)")
         say(summary.description)
