@@ -36,8 +36,8 @@ struct ExportCommand: ParsableCommand {
 
     func validate() throws {
         if format == .onnx {
-            guard storage.type == .f32, metric.isEmpty, notes == nil else {
-                throw ValidationError("--storage, --metric and --notes apply to bundles; ONNX weights are fp32")
+            guard storage.type == .f32, metric.isEmpty, notes == nil, dataDescription == nil else {
+                throw ValidationError("--storage, --metric, --notes and --data apply to bundles; ONNX weights are fp32")
             }
         } else if postprocess || threshold != nil {
             throw ValidationError("--postprocess and --threshold apply to --format onnx")
