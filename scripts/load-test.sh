@@ -33,12 +33,6 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/dicom"
-local limit = tonumber(os.getenv("OPACITY_REQUESTS") or "0")
-local n = 0
-function response(status, headers, body)
-  n = n + 1
-  if limit > 0 and n >= limit then wrk.thread:stop() end
-end
 LUA
 export OPACITY_IMAGE_PATH="$image"
 
@@ -56,7 +50,7 @@ start_server() { # $1 = max batch
 }
 stop_server() { kill -TERM "$pid"; wait "$pid" || true; pid=""; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
-answered() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^opacity_http_requests_total\{status="200"\}/ {print int($2)}'; }
+answered() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^opacity_images_total / {print int($2)}'; }
 
 run_wrk() { # $1 = connections; prints "req/s p50 p99 non2xx"
   local c=$1 t=$(( $1 < 2 ? 1 : 2 ))
@@ -86,9 +80,10 @@ done
 
 echo
 start_server "$batch"
-OPACITY_REQUESTS=100 wrk -t1 -c4 -d600s --timeout 60s -s "$work/post.lua" "http://127.0.0.1:$port/v1/detect" > /dev/null
+# wrk runs for a time, not a count: repeat short runs until the server has answered enough
+until [ "$(answered)" -ge 100 ]; do wrk -t1 -c4 -d5s --timeout 60s -s "$work/post.lua" "http://127.0.0.1:$port/v1/detect" > /dev/null; done
 n1=$(answered); r1=$(rss_kb)
-OPACITY_REQUESTS=$(( (memreq - n1 + 1) / 2 )) wrk -t2 -c16 -d3600s --timeout 60s -s "$work/post.lua" "http://127.0.0.1:$port/v1/detect" > /dev/null
+until [ "$(answered)" -ge "$memreq" ]; do wrk -t2 -c16 -d30s --timeout 60s -s "$work/post.lua" "http://127.0.0.1:$port/v1/detect" > /dev/null; done
 n2=$(answered); r2=$(rss_kb)
 echo "resident memory: ${r1} kB after ${n1} requests, ${r2} kB after ${n2} requests ($(awk -v a="$r1" -v b="$r2" 'BEGIN {printf "%+.1f%%", 100 * (b - a) / a}'))"
 stop_server
