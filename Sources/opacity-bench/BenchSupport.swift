@@ -21,6 +21,8 @@ struct BenchOptions: Sendable {
     var fuseBatchNormReLU = true
     /// Where PyTorch's reference figures come from.
     var pytorch: PyTorchSource = .auto
+    /// Detector config strings for the detector section (default: every encoder of the registry).
+    var detectorConfigs: [String] = []
     var clock = BenchClock.wall
     var help = false
 
@@ -54,6 +56,8 @@ struct BenchOptions: Sendable {
               --batches 1,2       batch sizes for the network section (default 1,2)
               --only TEXT         conv section: only convolutions whose label contains TEXT (e.g. 7x7)
               --forward-only      conv section: skip the forward+backward timings
+              --config STRING     detector section: a detector config (repeatable; default every encoder
+                                  as retinanet(encoder=NAME, size=S))
               --unfused           resnet50 section: batch norm then a separate ReLU (default: fused)
               --pytorch-json F    read PyTorch figures from F (written by scripts/bench_pytorch.py)
               --python P          run scripts/bench_pytorch.py with interpreter P
@@ -91,6 +95,7 @@ struct BenchOptions: Sendable {
             case "--only": o.convFilter = try value()
             case "--forward-only": o.convBackward = false
             case "--unfused": o.fuseBatchNormReLU = false
+            case "--config": o.detectorConfigs.append(try value())
             case "--pytorch-json": o.pytorch = .file(try value())
             case "--python": o.pytorch = .python(try value())
             case "--no-pytorch": o.pytorch = .off

@@ -18,6 +18,7 @@ struct BenchSection: Sendable {
         .blas,
         .conv,
         .resnet50,
+        .detector,
         .loader,
         .bundle,
         .onnx,

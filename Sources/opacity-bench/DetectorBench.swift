@@ -1,0 +1,267 @@
+import Foundation
+import Opacity
+
+// MARK: - detector section
+
+extension BenchSection {
+    /// Forward (batch 1) and training step (batch 2) of real detectors built from config
+    /// strings, part by part, with peak resident memory, against PyTorch's time for the same
+    /// detector shape (scripts/bench_detector_pytorch.py).
+    static let detector = BenchSection(
+        name: "detector",
+        summary: "forward and training step of real detectors (--config, default every encoder) by part, vs PyTorch",
+        runsByDefault: false
+    ) { context in
+        DetectorBench.run(context.options)
+    }
+}
+
+/// The parts timed by the detector section, in report order.
+private let forwardParts = ["encoder", "neck", "head", "post", "total"]
+private let trainParts = ["encoder", "neck", "head", "loss", "backward", "optimizer", "total"]
+
+/// Seconds per part (medians over repetitions) and the peak resident memory of one phase.
+struct PhaseFigures {
+    var seconds: [String: Double] = [:]
+    /// Peak resident set size during the phase, bytes (`VmHWM` after resetting it), or nil.
+    var peakBytes: Double?
+}
+
+enum DetectorBench {
+    static func run(_ options: BenchOptions) {
+        let registry: Registry
+        do { registry = try Registry.standard() } catch {
+            print("  (detector section skipped: cannot build the registry: \(error))")
+            return
+        }
+        let size = options.imageSize, reps = options.repetitions
+        let configs = options.detectorConfigs.isEmpty
+            ? registry.names(.encoder).map { "retinanet(encoder=\($0), size=\(size))" }
+            : options.detectorConfigs
+        print("== detector: forward (batch 1, eval mode, no graph) and training step (batch 2 with boxes, train mode: forward, loss, backward, gradient-norm clipping, Adam), \(Compute.threads) threads")
+        print("   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)")
+        print("   load average now \(loadAverage())")
+        let python = pythonForDetector(options)
+        var summary: [(String, PhaseFigures, PhaseFigures, TorchDetectorFigures?)] = []
+        for text in configs {
+            let resolved: ResolvedConfig
+            let detector: Detector
+            do {
+                resolved = try registry.checkDetector(text)
+                detector = try Initializer.withSeed(1) { try registry.makeDetector(text) }
+            } catch {
+                print("  \(text): cannot build: \(error)")
+                continue
+            }
+            let s = detector.inputSize
+            let encoderName = resolved.component("encoder").name
+            print("  \(detector.config) (\(detector.parameterCount) parameters, \(s)x\(s))")
+            let fwd = forward(detector, size: s, repetitions: reps)
+            let train = trainingStep(detector, size: s, repetitions: reps)
+            var torch: TorchDetectorFigures?
+            if let python {
+                torch = TorchDetectorFigures.run(python: python, resolved: resolved, size: s, repetitions: reps, clock: options.clock)
+            }
+            printTable(fwd: fwd, train: train, torch: torch)
+            summary.append((encoderName, fwd, train, torch))
+        }
+        guard !summary.isEmpty else { return }
+        print("  summary, ours / PyTorch (forward batch 1 | training step batch 2 | peak memory forward, training):")
+        for (name, f, t, torch) in summary {
+            guard let torch else {
+                print("    \(pad(name, 20)) forward \(fmt(f.seconds["total"]! * 1e3, 1)) ms, step \(fmt(t.seconds["total"]! * 1e3, 1)) ms (no PyTorch figures)")
+                continue
+            }
+            var line = "    \(pad(name, 20)) forward \(ratio(f.seconds["total"], torch.forward.seconds["total"]))"
+            line += "  step \(ratio(t.seconds["total"], torch.train.seconds["total"]))"
+            line += "  memory \(ratio(f.peakBytes, torch.forward.peakBytes)), \(ratio(t.peakBytes, torch.train.peakBytes))"
+            print(line)
+        }
+        print("")
+    }
+
+    /// The interpreter for the PyTorch reference, or nil (with the reason printed).
+    static func pythonForDetector(_ options: BenchOptions) -> String? {
+        switch options.pytorch {
+        case .off: return nil
+        case .file:
+            print("  (--pytorch-json holds the resnet50 section's figures; the detector section runs the script itself: pass --python P)")
+            return nil
+        case .python(let p): return p
+        case .auto:
+            guard let p = PyTorchFigures.findPython() else {
+                print("  (PyTorch comparison skipped: no Python with torch found; set OPACITY_PYTHON or pass --python)")
+                return nil
+            }
+            return p
+        }
+    }
+
+    /// Deterministic input images `[N, 1, S, S]` in `[0, 1]`.
+    static func images(batch: Int, size: Int) -> Tensor {
+        var rng = RandomGenerator(seed: 7)
+        return Tensor.randomUniform([batch, 1, size, size], 0, 1, using: &rng)
+    }
+
+    /// Two lung-opacity boxes on the first image, none on the second (a "Normal" image).
+    static func targets(size: Int) -> [DetectionTarget] {
+        let s = Float(size)
+        return [
+            DetectionTarget(boxes: [BoundingBox(x: 0.15 * s, y: 0.25 * s, width: 0.2 * s, height: 0.3 * s),
+                                    BoundingBox(x: 0.6 * s, y: 0.3 * s, width: 0.25 * s, height: 0.35 * s)],
+                            imageClass: .lungOpacity),
+            DetectionTarget(boxes: [], imageClass: .normal),
+        ]
+    }
+
+    static func forward(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
+        detector.eval()
+        let x = images(batch: 1, size: size)
+        var times: [String: [Double]] = [:]
+        resetPeak()
+        for rep in 0...repetitions {
+            var t: [String: Double] = [:]
+            Autograd.inference {
+                let t0 = clockNow()
+                let features = detector.encoder.features(x)
+                let t1 = clockNow()
+                let pyramid = detector.neck.pyramid(features)
+                let t2 = clockNow()
+                let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+                let t3 = clockNow()
+                let found = detector.postprocessor.detections(out, anchors: detector.anchors(height: size, width: size),
+                                                              imageSize: (size, size))
+                let t4 = clockNow()
+                precondition(found.count == 1)
+                t = ["encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "post": t4 - t3, "total": t4 - t0]
+            }
+            if rep > 0 { for (k, v) in t { times[k, default: []].append(v) } }
+        }
+        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident())
+    }
+
+    static func trainingStep(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
+        detector.train()
+        defer { detector.eval() }
+        let x = images(batch: 2, size: size)
+        let targets = targets(size: size)
+        let optimizer = Adam(detector.namedParameters().filter { $0.1.requiresGrad }, learningRate: 1e-5)
+        let anchors = detector.anchors(height: size, width: size)
+        var times: [String: [Double]] = [:]
+        resetPeak()
+        for rep in 0...repetitions {
+            let t0 = clockNow()
+            let features = detector.encoder.features(x)
+            let t1 = clockNow()
+            let pyramid = detector.neck.pyramid(features)
+            let t2 = clockNow()
+            let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+            let t3 = clockNow()
+            let terms = detector.lossFunction.loss(out, targets: targets, anchors: anchors)
+            _ = terms.total.scalar
+            let t4 = clockNow()
+            optimizer.zeroGrad()
+            terms.total.backward()
+            let t5 = clockNow()
+            clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
+            optimizer.step()
+            let t6 = clockNow()
+            if rep > 0 {
+                let t = ["encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "loss": t4 - t3, "backward": t5 - t4,
+                         "optimizer": t6 - t5, "total": t6 - t0]
+                for (k, v) in t { times[k, default: []].append(v) }
+            }
+        }
+        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident())
+    }
+
+    static func printTable(fwd: PhaseFigures, train: PhaseFigures, torch: TorchDetectorFigures?) {
+        func rows(_ title: String, _ parts: [String], _ ours: PhaseFigures, _ theirs: PhaseFigures?) {
+            print("    \(title)")
+            print("      \(pad("part", 10)) \(fmt0("ours ms")) \(fmt0("torch ms")) \(fmt0("ours/torch"))")
+            for p in parts {
+                guard let o = ours.seconds[p] else { continue }
+                let t = theirs?.seconds[p]
+                print("      \(pad(p, 10)) \(fmt(o * 1e3, 1, width: 10)) \(t.map { fmt($0 * 1e3, 1, width: 10) } ?? fmt0("-")) \(t.map { fmt(o / $0, 2, width: 10) } ?? fmt0("-"))")
+            }
+            let om = ours.peakBytes.map { fmt($0 / 1048576, 0) } ?? "?"
+            let tm = theirs?.peakBytes.map { fmt($0 / 1048576, 0) } ?? "-"
+            print("      \(pad("peak MiB", 10)) \(fmt0(om)) \(fmt0(tm)) \(fmt0(ratio(ours.peakBytes, theirs?.peakBytes)))")
+        }
+        rows("forward, batch 1", forwardParts, fwd, torch?.forward)
+        rows("training step, batch 2 (encoder/neck/head = forward with graph)", trainParts, train, torch?.train)
+    }
+
+    private static func fmt0(_ s: String) -> String { String(repeating: " ", count: max(0, 10 - s.count)) + s }
+
+    static func ratio(_ a: Double?, _ b: Double?) -> String {
+        guard let a, let b, b > 0 else { return "-" }
+        return fmt(a / b, 2) + "x"
+    }
+}
+
+// MARK: - Peak resident memory
+
+/// Resets the process's resident-set high-water mark (Linux: `5` to /proc/self/clear_refs).
+func resetPeak() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+}
+
+/// The resident-set high-water mark (`VmHWM`) in bytes, or nil where /proc is missing.
+func peakResident() -> Double? {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return nil }
+    return kb * 1024
+}
+
+// MARK: - PyTorch reference
+
+/// PyTorch's figures for one detector, from scripts/bench_detector_pytorch.py.
+struct TorchDetectorFigures {
+    var forward = PhaseFigures()
+    var train = PhaseFigures()
+
+    private struct File: Decodable {
+        struct Phase: Decodable {
+            var seconds: [String: Double]
+            var peak_bytes: Double?
+        }
+        var forward: Phase
+        var train: Phase
+    }
+
+    static var script: URL { PyTorchFigures.packageRoot.appendingPathComponent("scripts/bench_detector_pytorch.py") }
+
+    /// Runs the script for the detector shape of `resolved`; nil (reason printed) when it fails
+    /// or the encoder has no timm counterpart (exit status 3).
+    static func run(python: String, resolved: ResolvedConfig, size: Int, repetitions: Int, clock: BenchClock) -> TorchDetectorFigures? {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-bench-detector-\(getpid()).json")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let levels = resolved.range("levels")
+        let global = resolved.bool("global")
+        let args = [script.path, "--encoder", resolved.component("encoder").name, "--size", "\(size)",
+                    "--levels", "\(levels.lowerBound)-\(levels.upperBound)",
+                    "--neck-channels", "\(resolved.component("neck").int("channels"))",
+                    "--head-channels", "\(resolved.component("head").int("channels"))",
+                    "--dropout", "\(resolved.double("dropout"))", "--global", global ? "1" : "0",
+                    "--global-dropout", "\(resolved.double("global_dropout"))",
+                    "--threads", "\(Compute.threads)", "--repeat", "\(repetitions)", "--clock", clock.rawValue,
+                    "--out", out.path]
+        do {
+            let status = try PyTorchFigures.runProcess(python, args, quiet: false)
+            Thread.sleep(forTimeInterval: 1)
+            guard status == 0 else {
+                print("    (PyTorch comparison skipped: the script exited with status \(status))")
+                return nil
+            }
+            let f = try JSONDecoder().decode(File.self, from: Data(contentsOf: out))
+            return TorchDetectorFigures(forward: PhaseFigures(seconds: f.forward.seconds, peakBytes: f.forward.peak_bytes),
+                                        train: PhaseFigures(seconds: f.train.seconds, peakBytes: f.train.peak_bytes))
+        } catch {
+            print("    (PyTorch comparison skipped: \(error))")
+            return nil
+        }
+    }
+}
