@@ -3,7 +3,7 @@ import Foundation
 import Opacity
 
 /// The zoo entry used when no --model is given.
-let defaultModelName = "retinanet-r34-composite"
+let defaultModelName = "retinanet-r34-rsna1k"
 
 /// Options naming one model or an ensemble.
 struct ModelOptions: ParsableArguments {
