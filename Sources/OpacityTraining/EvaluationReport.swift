@@ -166,25 +166,31 @@ public struct EvaluationReport: Codable, Sendable {
                              points: zip(pr.recall, pr.precisionIoU75).map { ($0, $1) }, color: LineChart.palette[1], dashed: true),
         ])
         c.yRange = 0...1.02
+        c.series[0].markPoints = false
+        c.series[1].markPoints = false
         return c
     }
 
     /// The FROC chart on a log-2 axis of false positives per image, the standard rates marked.
     public func frocChart() -> LineChart? {
         guard let f = froc, !frocPoints.isEmpty else { return nil }
-        // a step curve: each point holds until the next detection
+        // a step curve: each point holds until the next detection; after the last detection
+        // no false positive is added, so the sensitivity stays where it ended
         var pts: [(x: Double, y: Double)] = []
-        for (i, p) in frocPoints.enumerated() where p.fpPerImage > 0 {
-            if let last = pts.last, i > 0 { pts.append((p.fpPerImage, last.y)) }
+        for p in frocPoints where p.fpPerImage > 0 {
+            if let last = pts.last { pts.append((p.fpPerImage, last.y)) }
             pts.append((p.fpPerImage, p.sensitivity))
         }
-        pts = pts.filter { $0.x >= 1.0 / 16 && $0.x <= 16 }
-        var c = LineChart(title: "FROC, opacity boxes (IoU >= 0.5)", xLabel: "false positives per image (log scale)", yLabel: "sensitivity",
+        let start = frocPoints.filter { $0.fpPerImage == 0 }.map(\.sensitivity).max() ?? 0
+        pts.insert((1.0 / 16, start), at: 0)
+        pts.append((16, pts.last?.y ?? start))
+        var c = LineChart(title: "FROC, opacity boxes (hit: IoU 0.5 or more)", xLabel: "false positives per image (log scale)", yLabel: "sensitivity",
                           series: [LineChart.Series(name: String(format: "mean sensitivity %.3f", f.mean), points: pts, color: LineChart.palette[2])])
+        c.series[0].markPoints = false
         c.logX = true
+        c.xRange = 0.125...8
         c.yRange = 0...1.02
         c.markers = zip(f.fpPerImage, f.sensitivity).map { ($0, $1, LineChart.palette[3]) }
-        if pts.isEmpty { c.series[0].points = zip(f.fpPerImage, f.sensitivity).map { ($0, $1) } }
         return c
     }
 

@@ -14,6 +14,8 @@ public struct LineChart {
         public var band: [(x: Double, low: Double, high: Double)]?
         public var color: RGBColor
         public var dashed: Bool
+        /// Draw a small square at each point (when there are at most 60).
+        public var markPoints = true
 
         public init(name: String, points: [(x: Double, y: Double)], band: [(x: Double, low: Double, high: Double)]? = nil,
                     color: RGBColor, dashed: Bool = false) {
@@ -38,6 +40,8 @@ public struct LineChart {
     public var logX = false
     /// Fixed y range (e.g. `0...1` for precision and recall); `nil` fits the data.
     public var yRange: ClosedRange<Double>?
+    /// Fixed x range in data units (before the log); `nil` fits the data.
+    public var xRange: ClosedRange<Double>?
 
     public init(title: String, xLabel: String, yLabel: String, series: [Series]) {
         self.title = title
@@ -94,9 +98,22 @@ public struct LineChart {
             return Double(left) + (v - x0) / (x1 - x0) * Double(right - left)
         }
         func py(_ y: Double) -> Double { Double(bottom) - (y - y0) / (y1 - y0) * Double(bottom - top) }
+        /// Whether a data point lies inside the plot area.
+        func inside(_ x: Double, _ y: Double) -> Bool {
+            let (a, b) = (px(x), py(y))
+            return a >= Double(left) - 0.5 && a <= Double(right) + 0.5 && b >= Double(top) - 0.5 && b <= Double(bottom) + 0.5
+        }
     }
 
     static let legendRow = 22
+
+    /// Where the legend goes in the rendered image, as `(x, y, width, height)` pixels; `nil`
+    /// without named series. It never covers a drawn point.
+    public var legendFrame: (x: Int, y: Int, width: Int, height: Int)? { layout().legend }
+    /// The plot area as `(left, top, right, bottom)` pixels.
+    public var plotFrame: (left: Int, top: Int, right: Int, bottom: Int) { let l = layout(); return (l.left, l.top, l.right, l.bottom) }
+    /// The x tick values (data units).
+    public var xTickValues: [Double] { layout().xTicks }
 
     func layout() -> Layout {
         var l = Layout()
@@ -113,6 +130,7 @@ public struct LineChart {
         xs = xs.filter(\.isFinite)
         var x0 = xs.min() ?? 0, x1 = xs.max() ?? 1
         var y0 = ys.min() ?? 0, y1 = ys.max() ?? 1
+        if let r = xRange { x0 = logX ? log2(max(r.lowerBound, 1e-12)) : r.lowerBound; x1 = logX ? log2(max(r.upperBound, 1e-12)) : r.upperBound }
         if x1 - x0 < 1e-12 { x0 -= 0.5; x1 += 0.5 }
         if let r = yRange { y0 = r.lowerBound; y1 = r.upperBound } else {
             if y1 - y0 < 1e-12 { y0 -= 0.5; y1 += 0.5 }
@@ -207,11 +225,11 @@ public struct LineChart {
                 guard a.y.isFinite, b.y.isFinite else { continue }
                 Self.line(&img, l.px(a.x), l.py(a.y), l.px(b.x), l.py(b.y), s.color, dashed: s.dashed, clip: (left, top, right, bottom))
             }
-            if pts.count <= 60 {
-                for p in pts where p.y.isFinite { img.fillRect(x: Int(l.px(p.x)) - 2, y: Int(l.py(p.y)) - 2, width: 5, height: 5, s.color) }
+            if s.markPoints && pts.count <= 60 {
+                for p in pts where p.y.isFinite && l.inside(p.x, p.y) { img.fillRect(x: Int(l.px(p.x)) - 2, y: Int(l.py(p.y)) - 2, width: 5, height: 5, s.color) }
             }
         }
-        for m in markers where visible(m.x) {
+        for m in markers where visible(m.x) && l.inside(m.x, m.y) {
             img.fillRect(x: Int(l.px(m.x)) - 5, y: Int(l.py(m.y)) - 5, width: 11, height: 11, m.color)
         }
         if let g = l.legend {
@@ -266,12 +284,12 @@ public struct LineChart {
             guard !pts.isEmpty else { continue }
             let d = pts.enumerated().map { ($0.offset == 0 ? "M" : "L") + "\(f(l.px($0.element.x))) \(f(l.py($0.element.y)))" }.joined(separator: " ")
             o += "<path d=\"\(d)\" stroke=\"\(hex(s.color))\" stroke-width=\"2.5\" fill=\"none\"" + (s.dashed ? " stroke-dasharray=\"6 6\"" : "") + "/>\n"
-            if pts.count <= 60 {
-                for p in pts { o += "<rect x=\"\(f(l.px(p.x) - 2.5))\" y=\"\(f(l.py(p.y) - 2.5))\" width=\"5\" height=\"5\" fill=\"\(hex(s.color))\"/>" }
+            if s.markPoints && pts.count <= 60 {
+                for p in pts where l.inside(p.x, p.y) { o += "<rect x=\"\(f(l.px(p.x) - 2.5))\" y=\"\(f(l.py(p.y) - 2.5))\" width=\"5\" height=\"5\" fill=\"\(hex(s.color))\"/>" }
                 o += "\n"
             }
         }
-        for m in markers where visible(m.x) {
+        for m in markers where visible(m.x) && l.inside(m.x, m.y) {
             o += "<rect x=\"\(f(l.px(m.x) - 5.5))\" y=\"\(f(l.py(m.y) - 5.5))\" width=\"11\" height=\"11\" fill=\"\(hex(m.color))\"/>\n"
         }
         o += "</g>\n"

@@ -1,5 +1,6 @@
 import Foundation
 import OpacityCore
+import OpacityPersistence
 
 /// The score threshold a model is used at, found on validation data: the threshold where the
 /// RSNA metric peaked. Stored in the bundle metadata's `extra` as `operating_point`

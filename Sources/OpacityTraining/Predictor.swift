@@ -299,6 +299,22 @@ public struct Evaluation {
         public var imageClass: ImageClass = .notNormal
         /// The global classifier's probabilities (``ImageClass`` order), if the head has one.
         public var classProbabilities: [Float]? = nil
+
+        /// One image's labels and predictions.
+        public init(id: String, truth: [BoundingBox], detections: [Detection], imageClass: ImageClass = .notNormal,
+                    classProbabilities: [Float]? = nil) {
+            self.id = id
+            self.truth = truth
+            self.detections = detections
+            self.imageClass = imageClass
+            self.classProbabilities = classProbabilities
+        }
+    }
+
+    /// An evaluation of results already at hand (e.g. read from a submission).
+    public init(images: [ImageResult]) {
+        self.images = images
+        sweep = ThresholdSweep(truth: images.map(\.truth), detections: images.map(\.detections))
     }
 
     public var images: [ImageResult]
