@@ -210,11 +210,12 @@ public struct LineChart {
                 let a = band[i], b = band[i + 1]
                 let xa = Int(l.px(a.x)), xb = Int(l.px(b.x))
                 guard xb > xa else { continue }
-                for x in xa...xb {
+                for x in max(xa, left)...max(min(xb, right), max(xa, left)) where x <= right && x >= left {
                     let f = Double(x - xa) / Double(xb - xa)
                     let lo = a.low + (b.low - a.low) * f, hi = a.high + (b.high - a.high) * f
                     let ya = Int(l.py(hi)), yb = Int(l.py(lo))
-                    for y in max(top, ya)...min(bottom, max(ya, yb, top)) { Self.blend(&img, x, y, s.color, 0.22) }
+                    let y0 = max(top, min(ya, yb)), y1 = min(bottom, max(ya, yb))
+                    if y0 <= y1 { for y in y0...y1 { Self.blend(&img, x, y, s.color, 0.22) } }
                 }
             }
         }
@@ -329,8 +330,10 @@ public struct LineChart {
         let minY = Int(floor(min(ya, yb) - 2)), maxY = Int(ceil(max(ya, yb) + 2))
         let dx = xb - xa, dy = yb - ya
         let len2 = max(dx * dx + dy * dy, 1e-9)
-        for y in max(minY, clip.1)...min(maxY, clip.3) {
-            for x in max(minX, clip.0)...min(maxX, clip.2) {
+        let ys = max(minY, clip.1), ye = min(maxY, clip.3), xs = max(minX, clip.0), xe = min(maxX, clip.2)
+        guard ys <= ye, xs <= xe else { return }  // wholly outside the plot
+        for y in ys...ye {
+            for x in xs...xe {
                 let t = max(0, min(1, ((Double(x) - xa) * dx + (Double(y) - ya) * dy) / len2))
                 if dashed && Int((t * len2.squareRoot()) / 6) % 2 == 1 { continue }
                 let ex = xa + t * dx - Double(x), ey = ya + t * dy - Double(y)

@@ -98,9 +98,10 @@ public struct TestTimeAugmentation: Sendable, Hashable, CustomStringConvertible 
         }
     }
 
-    /// The input size of a view: the model's size times the scale, rounded to a multiple of 32.
+    /// The input size of a view: the model's own size at scale 1, else the model's size times
+    /// the scale, rounded to a multiple of 32.
     public static func inputSize(_ base: Int, scale: Float) -> Int {
-        max(32, Int((Float(base) * scale / 32).rounded()) * 32)
+        scale == 1 ? base : max(32, Int((Float(base) * scale / 32).rounded()) * 32)
     }
 
     /// A `[N, 1, H, W]` batch mirrored left-right.

@@ -158,5 +158,16 @@ final class EvaluationTests: XCTestCase {
         // two epochs only: still whole-number ticks
         let two = LineChart(title: "t", xLabel: "epoch", yLabel: "y", series: [LineChart.Series(name: "a", points: [(1, 0), (2, 1)], color: LineChart.palette[0])])
         XCTAssertEqual(two.xTickValues, [1, 2])
+        // segments wholly outside a fixed range (FROC beyond 8 FP/image) are clipped, not drawn
+        var froc = LineChart(title: "FROC", xLabel: "FP per image", yLabel: "sensitivity",
+                             series: [LineChart.Series(name: "s", points: [(0.01, 0.1), (0.5, 0.5), (20, 0.9), (90, 0.95)], band: [(0.01, 0, 0.2), (90, 0.9, 1)],
+                                                       color: LineChart.palette[0])])
+        froc.logX = true
+        froc.xRange = 0.125...8
+        froc.yRange = 0...1
+        let img = froc.render()
+        XCTAssertEqual(img.width, 960)
+        XCTAssertEqual(froc.xTickValues, [0.125, 0.25, 0.5, 1, 2, 4, 8])
+        XCTAssertTrue(froc.renderSVG().contains("</svg>"))
     }
 }
