@@ -46,6 +46,7 @@ struct EvalCommand: ParsableCommand {
         say(model.describe(urls, predictor))
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var records = dataset.records
+        var scoredFold: Int?
         if !all {
             var fold = self.fold ?? 0
             // a run folder's validation fold: another fold holds the images it trained on
@@ -67,6 +68,7 @@ struct EvalCommand: ParsableCommand {
             guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
             let ids = Set(f.ids(inFold: fold))
             records = records.filter { ids.contains($0.id) }
+            scoredFold = fold
         }
         if let limit { records = Array(records.prefix(limit)) }
         guard !records.isEmpty else { throw ValidationError("no images to score") }
@@ -83,7 +85,7 @@ struct EvalCommand: ParsableCommand {
                                        rows: zip(ev.sweep.thresholds, ev.sweep.scores).map { [String(format: "%.2f", $0), String(format: "%.6f", $1)] })
         try Data(sweepCSV.utf8).write(to: outURL.appendingPathComponent("sweep.csv"), options: .atomic)
         let source = dataOptions.data ?? dataOptions.labels ?? "data"
-        let what = all ? source : "\(source), fold \(fold)"
+        let what = scoredFold.map { "\(source), fold \($0)" } ?? source
         var report = EvaluationReport(ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what)
         try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))
         say(String(format: "metric %.4f at score threshold %.2f over %d images", ev.sweep.bestScore, ev.sweep.bestThreshold, ev.images.count))
