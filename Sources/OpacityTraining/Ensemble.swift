@@ -2,7 +2,8 @@ import Foundation
 import OpacityCore
 import OpacityTensor
 
-/// How an ensemble combines the raw outputs of several models, per anchor, before NMS.
+/// How an ensemble combines several models: per anchor before NMS (the paper's rules), or
+/// their boxes after NMS by Weighted Boxes Fusion.
 public enum EnsembleMethod: Sendable, Equatable, CustomStringConvertible {
     /// The paper's rule: mean of class probabilities, global probabilities and centre
     /// offsets; size offsets `p20 - s * (p80 - p20)` over the models (numpy's linear
@@ -12,6 +13,9 @@ public enum EnsembleMethod: Sendable, Equatable, CustomStringConvertible {
     /// Mean of every output, then every box scaled about its centre by `shrink`
     /// (the paper's alternative: 0.875).
     case meanShrink(Float)
+    /// Each model's boxes after NMS, fused by Weighted Boxes Fusion (the Kaggle chest X-ray
+    /// winners' rule), with optional per-model weights (`nil`: all 1).
+    case wbf(WeightedBoxesFusion, weights: [Double]?)
 
     public static let paper = EnsembleMethod.percentile(scale: 1.6)
 
@@ -19,6 +23,9 @@ public enum EnsembleMethod: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .percentile(let s): return "percentile(p20 - \(s) x (p80 - p20))"
         case .meanShrink(let f): return "mean, boxes x \(f)"
+        case .wbf(let w, let weights):
+            return String(format: "WBF iou %.2f skip %.2f conf %@", w.iouThreshold, w.skipBoxThreshold, w.confidence.rawValue)
+                + (weights.map { ", weights " + $0.map { String(format: "%g", $0) }.joined(separator: ":") } ?? "")
         }
     }
 }
@@ -34,7 +41,8 @@ public enum EnsembleCombiner {
     }
 
     /// One head output whose class logits are the logit of the mean probability, so the
-    /// usual post-processor applies.
+    /// usual post-processor applies. `.wbf` (which fuses boxes, not anchors) averages
+    /// everything here, as `.meanShrink` does.
     /// - Precondition: every output has the same shape.
     public static func combine(_ outputs: [HeadOutput], method: EnsembleMethod) -> HeadOutput {
         precondition(!outputs.isEmpty, "EnsembleCombiner: no outputs")

@@ -71,18 +71,23 @@ public enum ModelReference {
         return (try Detector.load(from: url, registry: registry, options: options), url)
     }
 
-    /// The validation threshold saved with a checkpoint (`metric_threshold`), if any.
-    public static func savedThreshold(_ url: URL) -> Float? {
-        guard let info = try? BundleReader(url).info, let t = info.metadata.metrics["metric_threshold"] else { return nil }
-        return Float(t)
-    }
+    /// The bundle's operating point threshold (``OperatingPoint``: `extra.operating_point`,
+    /// else the trainer's `metric_threshold`), if any.
+    public static func savedThreshold(_ url: URL) -> Float? { OperatingPoint.read(url)?.threshold }
 }
 
-/// Runs one detector or an ensemble on images of any size and returns boxes in the
-/// images' own pixels.
+/// Runs one detector or an ensemble, optionally with test-time augmentation, on images of
+/// any size and returns boxes in the images' own pixels.
+///
+/// This is the library entry point for every consumer (eval, detect, submit, serve):
+/// configure ``method``, ``tta``, ``filter`` and ``shrink``, then call ``predict(_:)`` or
+/// ``detect(_:)``.
 public final class Predictor {
     public let detectors: [Detector]
     public let method: EnsembleMethod
+    /// Test-time augmentation; `nil` runs each model once per image.
+    /// Anchor averaging applies to flip-only TTA; with scales the views are merged by WBF.
+    public var tta: TestTimeAugmentation?
     /// Applied after NMS (and after the ensemble's own shrink).
     public var filter: ConfidenceFilter?
     /// Scales every box about its centre (the paper's 0.875); 1 leaves boxes alone.
@@ -90,21 +95,60 @@ public final class Predictor {
     /// Images per forward pass.
     public var batchSize = 4
 
-    /// - Precondition: all detectors share the input size and anchor layout.
-    public init(detectors: [Detector], method: EnsembleMethod = .paper) throws {
+    /// - Throws: ``RunError/incompatible(_:)`` when the detectors differ in input size or
+    ///   anchor layout; ``EvaluationError/invalidArgument(_:)`` when WBF weights do not
+    ///   match the models or are not positive.
+    public init(detectors: [Detector], method: EnsembleMethod = .paper, tta: TestTimeAugmentation? = nil) throws {
         precondition(!detectors.isEmpty, "Predictor: no detectors")
         let size = detectors[0].inputSize, levels = detectors[0].anchorGenerator
         for d in detectors where d.inputSize != size || d.anchorGenerator != levels {
             throw RunError.incompatible("an ensemble needs one input size and anchor layout; \(detectors[0].config) and \(d.config) differ")
         }
+        if case .wbf(let w, let weights) = method, let weights {
+            _ = try w.fuse(detectors.map { _ in [WeightedBoxesFusion.Box]() }, weights: weights)
+        }
+        if let tta, case .anchors = tta.merge {
+            if !tta.scales.isEmpty { throw EvaluationError.invalidArgument("TTA anchor averaging works for flip only; merge scales by wbf") }
+            let coarsest = 1 << levels.levels.upperBound
+            if size % coarsest != 0 {
+                throw EvaluationError.invalidArgument("TTA flip by anchor averaging needs an input size that is a multiple of \(coarsest) (the model's is \(size)); merge by wbf")
+            }
+        }
         self.detectors = detectors
         self.method = method
+        self.tta = tta
         for d in detectors { d.eval() }
     }
 
     public var inputSize: Int { detectors[0].inputSize }
 
-    /// Raw detections (after NMS) in network pixels for a `[N, 1, S, S]` batch.
+    /// The ensemble's per-model weights for WBF (1 each unless given).
+    var modelWeights: [Double] {
+        if case .wbf(_, let w?) = method { return w }
+        return [Double](repeating: 1, count: detectors.count)
+    }
+
+    /// Post-processes one combined head output into detections (network pixels), with the
+    /// ensemble's shrink, without ``shrink`` and ``filter``.
+    private func decode(_ out: HeadOutput, height: Int, width: Int) -> [[Detection]] {
+        let anchors = detectors[0].anchors(height: height, width: width)
+        var dets = detectors[0].postprocessor.detections(out, anchors: anchors, imageSize: (height, width))
+        if detectors.count > 1, case .meanShrink(let f) = method, f != 1 {
+            dets = dets.map { $0.map { Detection(box: $0.box.scaled(about: f), score: $0.score) } }
+        }
+        return dets
+    }
+
+    /// Applies ``shrink`` and ``filter``.
+    private func finish(_ d: [Detection]) -> [Detection] {
+        var d = d
+        if shrink != 1 { d = d.map { Detection(box: $0.box.scaled(about: shrink), score: $0.score) } }
+        if let filter { d = filter.apply(d) }
+        return d
+    }
+
+    /// Raw detections (after NMS, or WBF for a `.wbf` ensemble) in network pixels for a
+    /// `[N, 1, S, S]` batch, without test-time augmentation.
     public func detectNetwork(_ images: Tensor) -> [[Detection]] {
         predictNetwork(images).map(\.detections)
     }
@@ -113,44 +157,119 @@ public final class Predictor {
     /// for a `[N, 1, S, S]` batch.
     public func predictNetwork(_ images: Tensor) -> [Prediction] {
         Autograd.inference {
-            let anchors = detectors[0].anchors(height: images.shape[2], width: images.shape[3])
+            let (h, w) = (images.shape[2], images.shape[3])
             let outputs = detectors.map { $0.forward(images) }
-            let combined = detectors.count == 1 ? outputs[0] : EnsembleCombiner.combine(outputs, method: method)
-            var dets = detectors[0].postprocessor.detections(combined, anchors: anchors, imageSize: (images.shape[2], images.shape[3]))
-            var factor = shrink
-            if detectors.count > 1, case .meanShrink(let f) = method { factor *= f }
-            if factor != 1 { dets = dets.map { $0.map { Detection(box: $0.box.scaled(about: factor), score: $0.score) } } }
-            if let filter { dets = dets.map(filter.apply) }
-            var global: [[Float]?] = Array(repeating: nil, count: dets.count)
-            if let g = combined.globalLogProbs, g.shape.count == 2, g.shape[0] == dets.count {
-                let k = g.shape[1], values = g.scalars
-                for n in 0..<dets.count { global[n] = (0..<k).map { exp(values[n * k + $0]) } }
+            let dets: [[Detection]]
+            if case .wbf(let fusion, _) = method {
+                let per = outputs.map { decode($0, height: h, width: w) }
+                dets = (0..<images.shape[0]).map { i in fusion.fuseChecked(per.map { $0[i] }, width: w, height: h, weights: modelWeights) }
+            } else {
+                dets = decode(detectors.count == 1 ? outputs[0] : EnsembleCombiner.combine(outputs, method: method), height: h, width: w)
             }
-            return zip(dets, global).map { Prediction(detections: $0, globalProbabilities: $1) }
+            var global: [[Float]?] = Array(repeating: nil, count: dets.count)
+            if outputs.allSatisfy({ $0.globalLogProbs != nil }), let g0 = outputs[0].globalLogProbs, g0.shape.count == 2, g0.shape[0] == dets.count {
+                let k = g0.shape[1]
+                for n in 0..<dets.count {
+                    var p = [Float](repeating: 0, count: k)
+                    for o in outputs { let v = o.globalLogProbs!.scalars; for c in 0..<k { p[c] += exp(v[n * k + c]) / Float(outputs.count) } }
+                    global[n] = p
+                }
+            }
+            return zip(dets, global).map { Prediction(detections: finish($0), globalProbabilities: $1) }
         }
     }
 
     /// Detections in each image's own pixels.
-    public func detect(_ images: [GrayImage]) -> [[Detection]] {
-        predict(images).map(\.detections)
-    }
+    public func detect(_ images: [GrayImage]) -> [[Detection]] { predict(images).map(\.detections) }
 
-    /// Detections in each image's own pixels and the image-level class probabilities, in
-    /// forward passes of at most ``batchSize`` images.
+    /// Detections and class probabilities for each image, in its own pixels.
+    ///
+    /// Without TTA each model sees the image warped to its input size. With TTA every view
+    /// (flip, scale) is run; per-anchor ensembles combine models within a view, then views
+    /// are merged by the TTA's rule; a WBF ensemble fuses every (model, view) box list at
+    /// once, a model's weight shared by its views.
     public func predict(_ images: [GrayImage]) -> [Prediction] {
         var out: [Prediction] = []
         var i = 0
         while i < images.count {
             let chunk = Array(images[i..<min(images.count, i + batchSize)])
-            let t = InferenceInput.batch(chunk.map { InferenceInput.prepare($0, size: inputSize) })
-            for (img, p) in zip(chunk, predictNetwork(t)) {
-                out.append(Prediction(
-                    detections: InferenceInput.toSource(p.detections, size: inputSize, sourceWidth: img.width, sourceHeight: img.height),
-                    globalProbabilities: p.globalProbabilities))
-            }
+            out += Autograd.inference { predictChunk(chunk) }
             i += batchSize
         }
         return out
+    }
+
+    private func predictChunk(_ chunk: [GrayImage]) -> [Prediction] {
+        let views = tta?.views ?? [TestTimeAugmentation.View(flip: false, scale: 1)]
+        let n = chunk.count
+        // per image: the box lists to fuse (with weights) and the class probabilities seen
+        var lists = [[[Detection]]](repeating: [], count: n)
+        var listWeights: [Double] = []
+        var probs = [[Float]](repeating: [], count: n), probCount = 0
+        var anchorOutputs: [HeadOutput] = []  // for anchor-averaged flip TTA
+        func addProbs(_ o: HeadOutput) {
+            guard let g = o.globalLogProbs else { return }
+            let v = g.scalars, k = g.shape[1]
+            for b in 0..<n {
+                if probs[b].isEmpty { probs[b] = [Float](repeating: 0, count: k) }
+                for c in 0..<k { probs[b][c] += exp(v[b * k + c]) }
+            }
+            probCount += 1
+        }
+        let isWBF: Bool = { if case .wbf = method { return true } else { return false } }()
+        var anchorMerge = false
+        if let tta, case .anchors = tta.merge, tta.scales.isEmpty { anchorMerge = true }
+        for view in views {
+            let size = TestTimeAugmentation.inputSize(inputSize, scale: view.scale)
+            var batch = InferenceInput.batch(chunk.map { InferenceInput.prepare($0, size: size) })
+            if view.flip { batch = TestTimeAugmentation.flipped(batch) }
+            let outputs = detectors.map { $0.forward(batch) }
+            outputs.forEach(addProbs)
+            if anchorMerge && !isWBF {
+                for o in outputs {
+                    // validated in init: flip-only, and unflip only fails for odd widths
+                    if view.flip, let u = try? TestTimeAugmentation.unflip(o, anchors: detectors[0].anchorGenerator, height: size, width: size) {
+                        anchorOutputs.append(u)
+                    } else if !view.flip {
+                        anchorOutputs.append(o)
+                    }
+                }
+                continue
+            }
+            let perList: [[[Detection]]]  // [list][image]
+            if isWBF {
+                perList = outputs.map { decode($0, height: size, width: size) }
+                listWeights += modelWeights
+            } else {
+                perList = [decode(detectors.count == 1 ? outputs[0] : EnsembleCombiner.combine(outputs, method: method), height: size, width: size)]
+                listWeights.append(1)
+            }
+            for l in perList {
+                for (b, d) in l.enumerated() {
+                    var d = d
+                    if view.flip { d = d.map { Detection(box: BoundingBox(x1: Float(size) - $0.box.x2, y1: $0.box.y, x2: Float(size) - $0.box.x, y2: $0.box.y2), score: $0.score) } }
+                    lists[b].append(InferenceInput.toSource(d, size: size, sourceWidth: chunk[b].width, sourceHeight: chunk[b].height))
+                }
+            }
+        }
+        var result: [Prediction] = []
+        let classProbs: [[Float]?] = probs.map { p in p.isEmpty ? nil : p.map { $0 / Float(probCount) } }
+        if !anchorOutputs.isEmpty {
+            let combined = anchorOutputs.count == 1 ? anchorOutputs[0] : EnsembleCombiner.combine(anchorOutputs, method: method)
+            let dets = decode(combined, height: inputSize, width: inputSize)
+            for (b, d) in dets.enumerated() {
+                result.append(Prediction(detections: finish(InferenceInput.toSource(d, size: inputSize, sourceWidth: chunk[b].width, sourceHeight: chunk[b].height)),
+                                         globalProbabilities: classProbs[b]))
+            }
+            return result
+        }
+        let fusion: WeightedBoxesFusion
+        if case .wbf(let f, _) = method { fusion = f } else if let tta, case .wbf(let f) = tta.merge { fusion = f } else { fusion = WeightedBoxesFusion() }
+        for b in 0..<n {
+            let d = lists[b].count == 1 ? lists[b][0] : fusion.fuseChecked(lists[b], width: chunk[b].width, height: chunk[b].height, weights: listWeights)
+            result.append(Prediction(detections: finish(d), globalProbabilities: classProbs[b]))
+        }
+        return result
     }
 }
 
@@ -176,6 +295,26 @@ public struct Evaluation {
         public var truth: [BoundingBox]
         /// Detections after NMS, before thresholding, in source pixels.
         public var detections: [Detection]
+        /// The labelled image class.
+        public var imageClass: ImageClass = .notNormal
+        /// The global classifier's probabilities (``ImageClass`` order), if the head has one.
+        public var classProbabilities: [Float]? = nil
+
+        /// One image's labels and predictions.
+        public init(id: String, truth: [BoundingBox], detections: [Detection], imageClass: ImageClass = .notNormal,
+                    classProbabilities: [Float]? = nil) {
+            self.id = id
+            self.truth = truth
+            self.detections = detections
+            self.imageClass = imageClass
+            self.classProbabilities = classProbabilities
+        }
+    }
+
+    /// An evaluation of results already at hand (e.g. read from a submission).
+    public init(images: [ImageResult]) {
+        self.images = images
+        sweep = ThresholdSweep(truth: images.map(\.truth), detections: images.map(\.detections))
     }
 
     public var images: [ImageResult]
@@ -202,7 +341,10 @@ public struct Evaluation {
                     if !skipUnreadable { throw error }
                 }
             }
-            for (r, d) in zip(kept, predictor.detect(imgs)) { results.append(ImageResult(id: r.id, truth: r.boxes, detections: d)) }
+            for (r, p) in zip(kept, predictor.predict(imgs)) {
+                results.append(ImageResult(id: r.id, truth: r.boxes, detections: p.detections, imageClass: r.imageClass,
+                                           classProbabilities: p.globalProbabilities))
+            }
             i += predictor.batchSize
             progress?(min(i, records.count), records.count)
         }

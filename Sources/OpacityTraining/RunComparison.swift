@@ -90,6 +90,50 @@ public struct RunComparison {
         return LineChart(title: label + " per epoch", xLabel: "epoch", yLabel: label, series: series)
     }
 
+    /// The label and column of a charted quantity.
+    static func describe(_ quantity: String) -> (label: String, column: String) {
+        switch quantity {
+        case "val_regression": return ("validation regression loss", "val_regression")
+        case "val_focal": return ("validation focal loss", "val_focal")
+        case "train_total": return ("training loss", "train_total")
+        case "metric": return ("validation metric (best threshold)", "metric")
+        default: return ("validation loss", "val_total")
+        }
+    }
+
+    /// The chart of one quantity per epoch from the CSV that ``csv`` writes (`compare`'s
+    /// `curves.csv`), so committed figures can be redrawn without the run folders: groups in
+    /// order of first appearance, each drawn as its mean with a band when it has several runs.
+    /// - Throws: the CSV reader's error, or ``RunError/incompatible(_:)`` naming a missing
+    ///   column or a value that is not a number (with its line).
+    public static func chart(curvesCSV url: URL, quantity: String) throws -> LineChart {
+        let table = try CSVTable(contentsOf: url)
+        let (label, column) = describe(quantity)
+        guard let gi = table.column(["group"]), let ri = table.column(["run"]), let ei = table.column(["epoch"]), let vi = table.column([column]) else {
+            throw RunError.incompatible("\(url.path): expected the columns run, group, epoch and \(column) (as `opacity compare` writes curves.csv); found \(table.header.joined(separator: ","))")
+        }
+        var order: [String] = []
+        var values: [String: [Int: [Double]]] = [:]
+        var runs: [String: Set<String>] = [:]
+        for row in table.rows {
+            let f = row.fields
+            guard f.count > max(gi, ri, ei, vi), let e = Int(f[ei]), let v = Double(f[vi]) else {
+                throw RunError.incompatible("\(url.path) line \(row.line): epoch and \(column) must be numbers")
+            }
+            if values[f[gi]] == nil { order.append(f[gi]) }
+            values[f[gi], default: [:]][e, default: []].append(v)
+            runs[f[gi], default: []].insert(f[ri])
+        }
+        let series = order.enumerated().map { i, g -> LineChart.Series in
+            let byEpoch = values[g]!
+            let epochs = byEpoch.keys.sorted()
+            let mean = epochs.map { e in (x: Double(e), y: byEpoch[e]!.reduce(0, +) / Double(byEpoch[e]!.count)) }
+            let band = epochs.map { e in (x: Double(e), low: byEpoch[e]!.min()!, high: byEpoch[e]!.max()!) }
+            return LineChart.Series(name: g, points: mean, band: (runs[g]?.count ?? 1) > 1 ? band : nil, color: LineChart.palette[i % LineChart.palette.count])
+        }
+        return LineChart(title: label + " per epoch", xLabel: "epoch", yLabel: label, series: series)
+    }
+
     /// The numbers behind the charts: one row per run and epoch.
     public var csv: String {
         var rows: [[String]] = []

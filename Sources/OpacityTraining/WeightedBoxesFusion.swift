@@ -91,6 +91,11 @@ public struct WeightedBoxesFusion: Sendable, Hashable {
         guard w.allSatisfy({ $0.isFinite && $0 > 0 }) else {
             throw EvaluationError.invalidArgument("WBF: weights must be positive and finite, got \(w)")
         }
+        return fuseChecked(models, weights: w)
+    }
+
+    /// ``fuse(_:weights:)`` with weights already checked (one per model, positive).
+    func fuseChecked(_ models: [[Box]], weights w: [Double]) -> [Box] {
         let weightSum = w.reduce(0, +), weightMax = w.max() ?? 1
         var byLabel: [Int: [Entry]] = [:]
         var labelOrder: [Int] = []
@@ -166,12 +171,21 @@ public struct WeightedBoxesFusion: Sendable, Hashable {
     /// - Throws: ``EvaluationError/invalidArgument(_:)`` for bad weights or an empty image.
     public func fuse(_ detections: [[Detection]], width: Int, height: Int, weights: [Double]? = nil) throws -> [Detection] {
         guard width > 0, height > 0 else { throw EvaluationError.invalidArgument("WBF: image size \(width) x \(height) is empty") }
+        let w = weights ?? [Double](repeating: 1, count: detections.count)
+        _ = try fuse(detections.map { _ in [Box]() }, weights: w)  // checks the weights
+        return fuseChecked(detections, width: width, height: height, weights: w)
+    }
+
+    /// ``fuse(_:width:height:weights:)`` with weights already checked; an empty image gives
+    /// no boxes.
+    func fuseChecked(_ detections: [[Detection]], width: Int, height: Int, weights: [Double]) -> [Detection] {
+        guard width > 0, height > 0 else { return [] }
         let sx = Double(width), sy = Double(height)
         let boxes = detections.map { ds in
             ds.map { Box(x1: Double($0.box.x) / sx, y1: Double($0.box.y) / sy, x2: Double($0.box.x2) / sx, y2: Double($0.box.y2) / sy,
                          score: Double($0.score)) }
         }
-        return try fuse(boxes, weights: weights).map {
+        return fuseChecked(boxes, weights: weights).map {
             Detection(box: BoundingBox(x1: Float($0.x1 * sx), y1: Float($0.y1 * sy), x2: Float($0.x2 * sx), y2: Float($0.y2 * sy)),
                       score: Float($0.score))
         }

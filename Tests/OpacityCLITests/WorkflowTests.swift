@@ -82,11 +82,13 @@ final class WorkflowTests: XCTestCase {
 
         // ensemble of two checkpoints, both rules
         let ck = run.appendingPathComponent("checkpoints")
-        for rule in ["percentile", "mean"] {
+        for rule in ["percentile", "mean", "wbf"] {
             r = try CLI.run(["eval", "--model", ck.appendingPathComponent("epoch_007.opb").path, "--model", ck.appendingPathComponent("epoch_008.opb").path,
                              "--ensemble", rule, "--data", "data", "--folds-file", "run/folds.csv", "--out", "ens-\(rule)"], in: dir)
             XCTAssertEqual(r.status, 0, r.all)
             XCTAssertTrue(r.stdout.contains("ensemble of 2 models"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("COCO boxes: AP@[.50:.95]"), r.stdout)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("ens-\(rule)/report.json").path))
         }
 
         // compare: PNGs decode, CSV has a row per epoch

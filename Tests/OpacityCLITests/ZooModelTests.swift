@@ -17,8 +17,14 @@ final class ZooModelTests: XCTestCase {
         let url = try zoo.verifiedFile(entryName)
         let attributes = try FileManager.default.attributesOfItem(atPath: url.path)
         XCTAssertLessThan((attributes[.size] as! NSNumber).intValue, 32 << 20, "the shipped bundle must stay under 32 MB")
-        let r = try CLI.run(["zoo", "verify", entryName])
+        var r = try CLI.run(["zoo", "verify", entryName])
         XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(["zoo", "info", entryName])
+        XCTAssertEqual(r.status, 0, r.all)
+        for field in ["intended use:", "not for:", "input:", "DICOM:", "outputs:", "training data:", "recipe:", "metrics:",
+                      "operating threshold: 0.07", "license:", "changelog:"] {
+            XCTAssertTrue(r.stdout.contains(field), "zoo info lacks '\(field)':\n\(r.stdout)")
+        }
     }
 
     func testDetectsOnARealRSNADicomByName() throws {

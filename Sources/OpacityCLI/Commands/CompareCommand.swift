@@ -8,18 +8,32 @@ struct CompareCommand: ParsableCommand {
         commandName: "compare",
         abstract: "Overlay several runs' validation-loss and metric curves in PNGs, with the numbers as CSV.",
         discussion: """
-            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure.
+            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure. Each PNG gets an SVG beside it. --from-csv redraws the figures from a curves.csv written earlier (no run folders needed).
 
-            Example:
+            Examples:
               opacity compare runs/r34_* runs/seresnext50_* -o compare
+              opacity compare --from-csv Documentation/encoders-comparison.csv -o compare
             """)
 
-    @Argument(help: "Run folders.") var runs: [String]
+    @Argument(help: "Run folders.") var runs: [String] = []
+    @Option(name: .long, help: ArgumentHelp("Redraw from a curves.csv that compare wrote, instead of run folders.", valueName: "curves.csv")) var fromCsv: String?
     @Option(name: [.short, .long], help: "Output folder.") var output: String = "compare"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
 
     func run() throws {
-        guard !runs.isEmpty else { throw ValidationError("name at least one run folder") }
+        if let fromCsv {
+            guard runs.isEmpty else { throw ValidationError("give run folders or --from-csv, not both") }
+            let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
+            var written: [String] = []
+            for (q, name) in [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")] {
+                let u = URL(fileURLWithPath: out).appendingPathComponent(name)
+                try RunComparison.chart(curvesCSV: URL(fileURLWithPath: fromCsv), quantity: q).write(png: u)
+                written.append(u.path)
+            }
+            say("wrote " + written.joined(separator: ", ") + " (each with an SVG)")
+            return
+        }
+        guard !runs.isEmpty else { throw ValidationError("name at least one run folder (or --from-csv curves.csv)") }
         let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
         let outURL = URL(fileURLWithPath: out)
@@ -27,7 +41,7 @@ struct CompareCommand: ParsableCommand {
         var written: [String] = []
         for (q, name) in [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")] {
             let u = outURL.appendingPathComponent(name)
-            try writePNG(cmp.chart(q).render(), to: u)
+            try cmp.chart(q).write(png: u)
             written.append(u.path)
         }
         let csv = outURL.appendingPathComponent("curves.csv")

@@ -63,8 +63,7 @@ struct DemoCommand: ParsableCommand {
         let ids = Set(folds.ids(inFold: options.fold))
         let records = dataset.records.filter { ids.contains($0.id) }
         let ev = try Evaluation(predictor: predictor, records: records)
-        try writePNG(ev.chart(title: "RSNA metric on \(records.count) validation images").render(),
-                     to: root.appendingPathComponent("metric_vs_threshold.png"))
+        try ev.chart(title: "RSNA metric on \(records.count) validation images").write(png: root.appendingPathComponent("metric_vs_threshold.png"))
         try Data(ev.perImageCSV(threshold: ev.sweep.bestThreshold).utf8).write(to: root.appendingPathComponent("per_image.csv"), options: .atomic)
         let cmp = try RunComparison(folders: [runDir])
         var chart = cmp.chart("val_total")
@@ -74,7 +73,7 @@ struct DemoCommand: ParsableCommand {
         chart.series[1].name = "validation"
         chart.series[1].color = LineChart.palette[1]
         chart.yLabel = "loss"
-        try writePNG(chart.render(), to: root.appendingPathComponent("curves.png"))
+        try chart.write(png: root.appendingPathComponent("curves.png"))
         // 4. pictures
         say("4/4 drawing detections on validation images")
         let overlays = root.appendingPathComponent("overlays")

@@ -19,7 +19,7 @@ struct DetectCommand: ParsableCommand {
 
     @Argument(help: "Image files (DICOM, PNG, JPEG) or folders of them.") var inputs: [String]
     @OptionGroup var model: ModelOptions
-    @Option(name: .long, help: "Keep boxes scoring above this (default: the threshold saved with the model, else 0.2).") var threshold: Float?
+    @Option(name: .long, help: "Keep boxes scoring above this (default: the operating point stored with the model, see `opacity eval --operating-point-out`, else 0.2).") var threshold: Float?
     @Option(name: .long, help: "Output format.") var format: DetectionFormat = .json
     @Option(name: [.short, .long], help: "Folder for detections and overlay PNGs.") var output: String = "detections"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?

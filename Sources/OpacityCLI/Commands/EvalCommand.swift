@@ -8,12 +8,14 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Score a model or ensemble with the challenge metric on a fold or a labelled folder.",
         discussion: """
-            Sweeps the score threshold, prints the best metric, and writes per-image scores (CSV) and a PNG of the metric against the threshold.
+            Sweeps the score threshold and prints the best metric (the operating point); also measures COCO-style AP@[.50:.95], AP50, AP75 and AR@100 for the opacity boxes, the FROC (sensitivity at 1/8 ... 8 false positives per image) and, when the model has a global classifier, its 3x3 confusion matrix and the ROC AUC of Lung Opacity against the rest. Writes report.json (schema: Documentation/Evaluation.md), summary.md, per-image scores (CSV), the sweep (CSV), and PNG + SVG figures: metric against threshold, precision-recall, FROC.
 
             Examples:
               opacity eval --model runs/r34 --data synth --fold 0
               opacity eval --model fold0.opb --model fold1.opb --data rsna --fold 0 --ensemble mean
               opacity eval --model retinanet-r34-composite --labels boxes.csv --images pngs --all
+              opacity eval --model f0.opb --model f1.opb --ensemble wbf --tta flip --data rsna --fold 0
+              opacity eval --model runs/r34 --data synth --fold 0 --operating-point-out r34-op.opb
             """)
 
     @OptionGroup var model: ModelOptions
@@ -26,9 +28,15 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "A folds CSV (patientId,class,fold).") var foldsFile: String?
     @Flag(name: .long, help: "Score every image, not one fold.") var all = false
     @Option(name: .long, help: "Score at most this many images.") var limit: Int?
-    @Option(name: [.short, .long], help: "Output folder for the CSV and the PNG.") var output: String = "eval"
+    @Option(name: [.short, .long], help: "Output folder for the report, CSVs and figures.") var output: String = "eval"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @OptionGroup var runtime: RuntimeOptions
+    @Option(name: .long, help: ArgumentHelp("Write a copy of the (single) model's bundle with the best threshold stored as its operating point; detect, submit and serve then use it by default. The input bundle is never changed.", valueName: "bundle.opb"))
+    var operatingPointOut: String?
+
+    func validate() throws {
+        if operatingPointOut != nil && model.models.count > 1 { throw ValidationError("--operating-point-out needs a single --model (an ensemble has no one bundle)") }
+    }
 
     func run() throws {
         runtime.apply()
@@ -38,6 +46,7 @@ struct EvalCommand: ParsableCommand {
         say(model.describe(urls, predictor))
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var records = dataset.records
+        var scoredFold: Int?
         if !all {
             var fold = self.fold ?? 0
             // a run folder's validation fold: another fold holds the images it trained on
@@ -59,6 +68,7 @@ struct EvalCommand: ParsableCommand {
             guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
             let ids = Set(f.ids(inFold: fold))
             records = records.filter { ids.contains($0.id) }
+            scoredFold = fold
         }
         if let limit { records = Array(records.prefix(limit)) }
         guard !records.isEmpty else { throw ValidationError("no images to score") }
@@ -69,13 +79,30 @@ struct EvalCommand: ParsableCommand {
         }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
-        let csvURL = outURL.appendingPathComponent("per_image.csv"), pngURL = outURL.appendingPathComponent("metric_vs_threshold.png")
+        let csvURL = outURL.appendingPathComponent("per_image.csv")
         try Data(ev.perImageCSV(threshold: ev.sweep.bestThreshold).utf8).write(to: csvURL, options: .atomic)
-        try writePNG(ev.chart(title: "RSNA metric on \(records.count) images").render(), to: pngURL)
         let sweepCSV = CSVTable.render(header: ["threshold", "metric"],
                                        rows: zip(ev.sweep.thresholds, ev.sweep.scores).map { [String(format: "%.2f", $0), String(format: "%.6f", $1)] })
         try Data(sweepCSV.utf8).write(to: outURL.appendingPathComponent("sweep.csv"), options: .atomic)
+        let source = dataOptions.data ?? dataOptions.labels ?? "data"
+        let what = scoredFold.map { "\(source), fold \($0)" } ?? source
+        var report = EvaluationReport(ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what)
+        try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))
         say(String(format: "metric %.4f at score threshold %.2f over %d images", ev.sweep.bestScore, ev.sweep.bestThreshold, ev.images.count))
-        say("wrote \(csvURL.path), \(outURL.appendingPathComponent("sweep.csv").path), \(pngURL.path)")
+        func v(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "n/a" }
+        say("COCO boxes: AP@[.50:.95] \(v(report.coco.ap)), AP50 \(v(report.coco.ap50)), AP75 \(v(report.coco.ap75)), AR@100 \(v(report.coco.ar100))")
+        if let f = report.froc {
+            say("FROC sensitivity at " + zip(f.fpPerImage, f.sensitivity).map { String(format: "%g: %.3f", $0, $1) }.joined(separator: ", ") + String(format: " FP/image (mean %.3f)", f.mean))
+        }
+        if let c = report.classifier {
+            say(String(format: "classifier: accuracy %.4f, ROC AUC (Lung Opacity vs rest) %@; confusion (rows truth, columns predicted, %@): %@",
+                       c.accuracy, v(c.rocAUCLungOpacity), c.labels.joined(separator: " | "), c.confusion.map { $0.map(String.init).joined(separator: " ") }.joined(separator: " / ")))
+        }
+        if let opOut = operatingPointOut {
+            let point = OperatingPoint(threshold: ev.sweep.bestThreshold, metric: ev.sweep.bestScore, data: what, images: ev.images.count)
+            try OperatingPoint.write(point, from: urls[0], to: URL(fileURLWithPath: opOut))
+            say(String(format: "wrote %@ with operating point %.2f", opOut, point.threshold))
+        }
+        say("wrote \(outURL.appendingPathComponent("report.json").path), summary.md, per_image.csv, sweep.csv and figures (PNG + SVG) in \(outURL.path)")
     }
 }

@@ -17,10 +17,13 @@ struct ExportCommand: ParsableCommand {
 
             --format onnx writes an ONNX model (opset 17, IR 8) for ONNX Runtime and other runtimes: input images [N, 1, S, S] in [0, 1]; outputs class_logits, box_deltas, global_log_probs and anchors. --postprocess adds box decoding, NMS and the confidence filter (outputs boxes, scores, batch_index). See Documentation/Export.md.
 
+            Every exported bundle carries a model card (Documentation/Zoo.md, Model cards): the one given with --card, else the source bundle's, else one drawn up from what the bundle records (config, provenance, metrics, operating point) with the project's research-only intended use; --card-version and --card-change add a changelog line.
+
             Examples:
               opacity export runs/r34 --storage int8 -o r34-int8.opb
               opacity export runs/r34/checkpoints/epoch_008.opb --storage fp16 -o r34.opb --metric heldout_metric=0.71
               opacity export retinanet-r34-composite --format onnx --postprocess -o r34.onnx
+              opacity export runs/r34 -o r34.opb --card card.json
             """)
 
     @Argument(help: "A bundle, a run folder (its best.opb) or a zoo name.") var model: String
@@ -33,11 +36,17 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .long, help: "ONNX with --postprocess: keep boxes scoring above this (default: the threshold saved with the model, else 0.2, as opacity detect).") var threshold: Float?
     @Option(name: .customLong("data"), help: "Replace the provenance's description of the training data (e.g. to drop a machine's folder name).")
     var dataDescription: String?
+    @Option(name: .long, help: ArgumentHelp("A model card (JSON, Documentation/Zoo.md) to store in the bundle.", valueName: "card.json")) var card: String?
+    @Option(name: .long, help: "The version this export gets in its card's changelog.") var cardVersion: String?
+    @Option(name: .long, help: "What changed in this version (with --card-version).") var cardChange: String?
 
     func validate() throws {
         if format == .onnx {
             guard storage.type == .f32, metric.isEmpty, notes == nil, dataDescription == nil else {
                 throw ValidationError("--storage, --metric, --notes and --data apply to bundles; ONNX weights are fp32")
+            }
+            guard card == nil, cardVersion == nil, cardChange == nil else {
+                throw ValidationError("--card, --card-version and --card-change apply to bundles")
             }
         } else if postprocess || threshold != nil {
             throw ValidationError("--postprocess and --threshold apply to --format onnx")
@@ -64,6 +73,26 @@ struct ExportCommand: ParsableCommand {
         }
         if let notes { meta.provenance.notes = notes }
         if let dataDescription { meta.provenance.data = dataDescription }
+        if let op = loaded.info.metadata.extra[OperatingPoint.key] { meta.extra[OperatingPoint.key] = op }
+        var modelCard: ModelCard
+        if let card {
+            let u = URL(fileURLWithPath: card)
+            do { modelCard = try JSONDecoder().decode(ModelCard.self, from: Data(contentsOf: u)) } catch {
+                throw ValidationError("--card \(card): not a model card (\(error)); see Documentation/Zoo.md, Model cards")
+            }
+        } else if let existing = ModelCard(metadata: loaded.info.metadata) {
+            modelCard = existing
+        } else {
+            modelCard = ModelCard.drawnUp(from: meta, inputSize: loaded.detector.inputSize)
+            note("no model card given: drew one up from the bundle's metadata (pass --card card.json to give your own)")
+        }
+        if let v = cardVersion {
+            let date = String(ISO8601DateFormatter().string(from: Date()).prefix(10))
+            modelCard.version = v
+            modelCard.changelog.insert(ModelCard.Change(version: v, date: date, changes: cardChange ?? "exported with storage \(storage.type)"), at: 0)
+        }
+        do { try modelCard.validate(file: card ?? output, field: "model_card") } catch { throw ValidationError("\(error)") }
+        meta.extra[ModelCard.metadataKey] = modelCard.jsonValue
         let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: .uniform(storage.type), metadata: meta)
         say("\(url.path) -> \(output)")
         say(summary.description)

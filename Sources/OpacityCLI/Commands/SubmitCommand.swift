@@ -17,7 +17,7 @@ struct SubmitCommand: ParsableCommand {
 
     @Option(name: .long, help: "Folder of test images (DICOM or PNG).") var images: String
     @OptionGroup var model: ModelOptions
-    @Option(name: .long, help: "Keep boxes scoring above this (default: the threshold saved with the first model, else 0.2).") var threshold: Float?
+    @Option(name: .long, help: "Keep boxes scoring above this (default: the operating point stored with the first model, else 0.2).") var threshold: Float?
     @Option(name: [.short, .long], help: "The submission file.") var output: String = "submission.csv"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Leave out unreadable images (no row; listed in <output>.skipped.csv) instead of stopping.") var skipUnreadable = false

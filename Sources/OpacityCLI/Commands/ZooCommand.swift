@@ -48,7 +48,7 @@ struct ZooCommand: ParsableCommand {
     }
 
     struct Info: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one entry, and its bundle's metadata if it is local.")
+        static let configuration = CommandConfiguration(abstract: "Show one entry, its bundle's metadata if it is local, and its model card.")
 
         @Argument(help: "The entry's name.")
         var name: String
@@ -86,6 +86,11 @@ struct ZooCommand: ParsableCommand {
             case .notFetched:
                 print("local:       not fetched (run `opacity zoo fetch \(name)`; cache \(zoo.cacheDirectory.path))")
             }
+            var card = e.card
+            if card == nil, case .shipped(let f)? = try? zoo.status(name) { card = (try? WeightBundle.info(f)).flatMap { ModelCard(metadata: $0.metadata) } }
+            if card == nil, case .cached(let f)? = try? zoo.status(name) { card = (try? WeightBundle.info(f)).flatMap { ModelCard(metadata: $0.metadata) } }
+            print("")
+            print(card?.text ?? "model card: none (the entry and its bundle carry no card; see Documentation/Zoo.md, Model cards)", terminator: card == nil ? "\n" : "")
         }
     }
 

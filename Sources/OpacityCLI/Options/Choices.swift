@@ -6,7 +6,19 @@ import Opacity
 
 /// How an ensemble combines models per anchor (`--ensemble`).
 enum EnsembleChoice: String, CaseIterable, ExpressibleByArgument {
-    case percentile, mean
+    case percentile, mean, wbf
+}
+
+/// How Weighted Boxes Fusion scores a fused box (`--wbf-conf`, ensemble-boxes' `conf_type`).
+enum WBFConfidenceChoice: String, CaseIterable, ExpressibleByArgument {
+    case avg, max
+    case boxAndModelAvg = "box_and_model_avg"
+    case absentModelAwareAvg = "absent_model_aware_avg"
+}
+
+/// How test-time augmentation views are merged (`--tta-merge`).
+enum TTAMergeChoice: String, CaseIterable, ExpressibleByArgument {
+    case wbf, anchors
 }
 
 /// The detections file `opacity detect` writes (`--format`).

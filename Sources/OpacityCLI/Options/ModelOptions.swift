@@ -12,8 +12,26 @@ struct ModelOptions: ParsableArguments {
         valueName: "model"))
     var models: [String] = []
 
-    @Option(name: .long, help: "How an ensemble combines models per anchor before NMS: percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink).")
+    @Option(name: .long, help: "How an ensemble combines models: per anchor before NMS by percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink); or their boxes after NMS by wbf (Weighted Boxes Fusion, see --wbf-*).")
     var ensemble: EnsembleChoice = .percentile
+
+    @Option(name: .long, help: "WBF: boxes with IoU above this are fused (ensemble-boxes' iou_thr).")
+    var wbfIou: Double = 0.55
+
+    @Option(name: .long, help: "WBF: boxes scoring below this are ignored (skip_box_thr).")
+    var wbfSkip: Double = 0.0
+
+    @Option(name: .long, help: "WBF: how a fused box is scored (ensemble-boxes' conf_type).")
+    var wbfConf: WBFConfidenceChoice = .avg
+
+    @Option(name: .long, help: ArgumentHelp("WBF: one weight per --model, colon-separated (default all 1).", valueName: "w:w:..."))
+    var modelWeights: String?
+
+    @Option(name: .long, help: ArgumentHelp("Test-time augmentation: flip and/or extra input scales, e.g. flip,scale=0.9:1.1 (every combination is run).", valueName: "flip,scale=F:F"))
+    var tta: String?
+
+    @Option(name: .long, help: "How TTA views are merged: wbf (boxes, with the --wbf-* settings) or anchors (per-anchor average by the ensemble rule; flip only).")
+    var ttaMerge: TTAMergeChoice = .wbf
 
     @Option(name: .long, help: "The s of the percentile rule (the paper tuned 1.6).")
     var sizeScale: Float = 1.6
@@ -28,6 +46,16 @@ struct ModelOptions: ParsableArguments {
     var allowNonfinite = false
 
     func validate() throws {
+        guard wbfIou > 0 && wbfIou < 1 else { throw ValidationError("--wbf-iou must be in (0, 1), e.g. 0.55; got \(wbfIou)") }
+        guard wbfSkip >= 0 && wbfSkip < 1 else { throw ValidationError("--wbf-skip must be in [0, 1), e.g. 0.02; got \(wbfSkip)") }
+        if let tta { _ = try parsedTTA(tta) }
+        if let w = modelWeights {
+            let n = max(1, models.count)
+            guard ensemble == .wbf else { throw ValidationError("--model-weights applies to --ensemble wbf") }
+            guard let ws = parsedWeights(w), ws.count == n, ws.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                throw ValidationError("--model-weights '\(w)': expected \(n) positive numbers separated by ':' (one per --model), e.g. \(Array(repeating: "1", count: n).joined(separator: ":"))")
+            }
+        }
         if let shrink, !(shrink.isFinite && shrink > 0.1 && shrink <= 2) { throw ValidationError("--shrink must be in (0.1, 2], e.g. 0.875") }
         guard sizeScale.isFinite && sizeScale >= 0 && sizeScale <= 10 else { throw ValidationError("--size-scale must be in 0...10") }
     }
@@ -44,15 +72,40 @@ struct ModelOptions: ParsableArguments {
             detectors.append(d)
             urls.append(u)
         }
-        let method: EnsembleMethod = ensemble == .mean ? .meanShrink(shrink == nil ? 0.875 : 1) : .percentile(scale: sizeScale)
-        let p = try Predictor(detectors: detectors, method: method)
+        let method: EnsembleMethod
+        switch ensemble {
+        case .mean: method = .meanShrink(shrink == nil ? 0.875 : 1)
+        case .wbf: method = .wbf(fusion, weights: modelWeights.flatMap(parsedWeights))
+        case .percentile: method = .percentile(scale: sizeScale)
+        }
+        let p = try Predictor(detectors: detectors, method: method, tta: try tta.map(parsedTTA))
         if let shrink { p.shrink = shrink }
         return (p, urls)
     }
 
+    /// The WBF settings from the --wbf-* options.
+    var fusion: WeightedBoxesFusion {
+        WeightedBoxesFusion(iouThreshold: wbfIou, skipBoxThreshold: wbfSkip,
+                            confidence: WeightedBoxesFusion.ConfidenceRule(rawValue: wbfConf.rawValue) ?? .avg)
+    }
+
+    /// `2:1:1` as numbers; `nil` when a part is not a number.
+    func parsedWeights(_ s: String) -> [Double]? {
+        let parts = s.split(separator: ":", omittingEmptySubsequences: false).map { Double($0) }
+        return parts.contains(where: { $0 == nil }) ? nil : parts.compactMap { $0 }
+    }
+
+    /// The --tta views with the --tta-merge rule.
+    func parsedTTA(_ s: String) throws -> TestTimeAugmentation {
+        do { return try TestTimeAugmentation.parse(s, merge: ttaMerge == .anchors ? .anchors : .wbf(fusion)) } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+
     /// The description printed before results.
     func describe(_ urls: [URL], _ p: Predictor) -> String {
-        if urls.count == 1 { return "model: \(urls[0].path) \(p.detectors[0].config)" }
-        return "ensemble of \(urls.count) models (\(p.method)): " + urls.map(\.lastPathComponent).joined(separator: ", ")
+        let tta = p.tta.map { ", TTA \($0)" } ?? ""
+        if urls.count == 1 { return "model: \(urls[0].path) \(p.detectors[0].config)" + tta }
+        return "ensemble of \(urls.count) models (\(p.method)): " + urls.map(\.lastPathComponent).joined(separator: ", ") + tta
     }
 }

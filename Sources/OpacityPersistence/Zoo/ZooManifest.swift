@@ -37,11 +37,14 @@ public struct ZooEntry: Codable, Hashable, Sendable {
     /// --ensemble` names the rules (`percentile`, the paper's p20/p80 rule, or `mean`);
     /// `percentile` when absent.
     public var ensemble: String?
+    /// The model card (intended use, input, outputs, data, recipe, metrics, threshold,
+    /// version history, licence); optional in the format, expected for published entries.
+    public var card: ModelCard?
 
     /// An entry with every field given.
     public init(name: String, kind: String = "detector", config: String, file: String? = nil, url: String? = nil,
                 sha256: String, size: Int64, parameters: Int, data: String, metrics: [String: Double] = [:],
-                licence: String, description: String? = nil) {
+                licence: String, description: String? = nil, card: ModelCard? = nil) {
         self.name = name
         self.kind = kind
         self.config = config
@@ -54,10 +57,11 @@ public struct ZooEntry: Codable, Hashable, Sendable {
         self.metrics = metrics
         self.licence = licence
         self.description = description
+        self.card = card
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description, members, ensemble
+        case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description, members, ensemble, card
     }
 
     /// Decodes an entry; `kind` defaults to `detector`, `metrics` to none.
@@ -77,6 +81,7 @@ public struct ZooEntry: Codable, Hashable, Sendable {
         description = try c.decodeIfPresent(String.self, forKey: .description)
         members = try c.decodeIfPresent([String].self, forKey: .members)
         ensemble = try c.decodeIfPresent(String.self, forKey: .ensemble)
+        card = try c.decodeIfPresent(ModelCard.self, forKey: .card)
     }
 
     /// The `sha256` an ensemble entry carries: the SHA-256 of its members' `sha256` values,
@@ -171,6 +176,7 @@ public struct ZooManifest: Codable, Hashable, Sendable {
                     throw bad("file", "'\(f)' must be a relative path inside the manifest's folder, without '..'")
                 }
             }
+            if let card = e.card { try card.validate(file: file, field: "entries[\(i)].card") }
             if let u = e.url {
                 guard let url = URL(string: u), let s = url.scheme?.lowercased(), ["http", "https", "file"].contains(s) else {
                     throw bad("url", "'\(u)' is not an http://, https:// or file:// URL")

@@ -1,0 +1,259 @@
+import Foundation
+import OpacityCore
+import OpacityData
+
+/// Everything `opacity eval` measures, as one JSON document (`report.json`, schema in
+/// Documentation/Evaluation.md) plus the figures and a one-page Markdown summary.
+///
+/// Keys are snake_case; numbers that cannot be computed (no ground-truth box, no global
+/// classifier) are `null`.
+public struct EvaluationReport: Codable, Sendable {
+    /// Always `opacity-eval-report`.
+    public var format = "opacity-eval-report"
+    /// The schema version (1).
+    public var version = 1
+    /// The model references as resolved (bundle paths).
+    public var models: [String]
+    /// The ensemble rule (``EnsembleMethod``'s description).
+    public var ensemble: String
+    /// The test-time augmentation, or `null`.
+    public var tta: String?
+    /// What was scored (folder, fold).
+    public var data: String
+    /// Images scored.
+    public var images: Int
+    /// Images with at least one ground-truth box.
+    public var imagesWithOpacity: Int
+    /// Ground-truth boxes.
+    public var truthBoxes: Int
+
+    /// The RSNA challenge metric over the threshold sweep.
+    public struct Challenge: Codable, Sendable {
+        /// The best threshold (the operating point) and the metric there.
+        public var bestThreshold: Float
+        public var bestMetric: Double
+        /// Every threshold swept and the metric at it.
+        public var thresholds: [Float]
+        public var metrics: [Double]
+    }
+    public var challenge: Challenge
+
+    /// COCO-style box AP/AR for the opacity class (pycocotools' definitions).
+    public struct Coco: Codable, Sendable {
+        public var ap: Double?
+        public var ap50: Double?
+        public var ap75: Double?
+        public var ar100: Double?
+        /// Detections counted (all scores, best 100 per image).
+        public var detections: Int
+    }
+    public var coco: Coco
+
+    /// The precision-recall curves at IoU 0.50 and 0.75 (interpolated, 101 recall points).
+    public struct PrecisionRecall: Codable, Sendable {
+        public var recall: [Double]
+        public var precisionIoU50: [Double]
+        public var precisionIoU75: [Double]
+    }
+    public var precisionRecall: PrecisionRecall?
+
+    /// FROC: sensitivity at false positives per image (IoU >= 0.5 hits).
+    public struct FROC: Codable, Sendable {
+        public var fpPerImage: [Double]
+        public var sensitivity: [Double]
+        /// The mean of the sensitivities.
+        public var mean: Double
+    }
+    public var froc: FROC?
+
+    /// The global classifier: confusion matrix and ROC AUC of "Lung Opacity" against the rest.
+    public struct Classifier: Codable, Sendable {
+        /// Row and column labels, ``ImageClass`` order.
+        public var labels: [String]
+        /// `confusion[truth][predicted]` counts; the prediction is the most probable class.
+        public var confusion: [[Int]]
+        /// Fraction of images whose most probable class is their label.
+        public var accuracy: Double
+        /// ROC AUC of P(Lung Opacity) separating Lung Opacity images from the rest (ties
+        /// count half); `null` when only one side is present.
+        public var rocAUCLungOpacity: Double?
+    }
+    public var classifier: Classifier?
+
+    /// The figures written beside the report (PNG, each with an SVG of the same name).
+    public var figures: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case format, version, models, ensemble, tta, data, images, coco, froc, classifier, figures, challenge
+        case imagesWithOpacity = "images_with_opacity", truthBoxes = "truth_boxes", precisionRecall = "precision_recall"
+    }
+
+    /// Measures everything from an evaluation.
+    /// - Parameters:
+    ///   - evaluation: detections (before thresholding) and labels per image.
+    ///   - models: the bundle paths; `ensemble`, `tta`, `data`: as printed.
+    public init(_ evaluation: Evaluation, models: [String], ensemble: String, tta: String?, data: String) {
+        let ims = evaluation.images
+        self.models = models
+        self.ensemble = ensemble
+        self.tta = tta
+        self.data = data
+        images = ims.count
+        imagesWithOpacity = ims.filter { !$0.truth.isEmpty }.count
+        truthBoxes = ims.reduce(0) { $0 + $1.truth.count }
+        let sw = evaluation.sweep
+        challenge = Challenge(bestThreshold: sw.bestThreshold, bestMetric: sw.bestScore, thresholds: sw.thresholds, metrics: sw.scores)
+        let c = CocoEvaluation(truth: ims.map(\.truth), detections: ims.map(\.detections))
+        coco = Coco(ap: c.ap, ap50: c.ap50, ap75: c.ap75, ar100: c.ar100, detections: c.detectionCount)
+        if c.precision.count == CocoEvaluation.iouThresholds.count {
+            precisionRecall = PrecisionRecall(recall: CocoEvaluation.recallThresholds, precisionIoU50: c.precision[0], precisionIoU75: c.precision[5])
+        }
+        if let f = FROCCurve(c, images: ims.count) {
+            froc = FROC(fpPerImage: FROCCurve.standardRates, sensitivity: f.sensitivities, mean: f.meanSensitivity)
+            frocPoints = f.points
+        }
+        classifier = Self.classifier(ims)
+        figures = [:]
+    }
+
+    /// The FROC's raw points, for the figure (not in the JSON).
+    var frocPoints: [(fpPerImage: Double, sensitivity: Double)] = []
+
+    /// Confusion matrix and AUC from images with class probabilities; `nil` when none has any.
+    static func classifier(_ ims: [Evaluation.ImageResult]) -> Classifier? {
+        let scored = ims.compactMap { r in r.classProbabilities.map { (r.imageClass, $0) } }
+        guard !scored.isEmpty else { return nil }
+        var m = [[Int]](repeating: [0, 0, 0], count: 3)
+        for (truth, p) in scored {
+            let pred = p.indices.max { p[$0] < p[$1] } ?? 0
+            if pred < 3 { m[truth.rawValue][pred] += 1 }
+        }
+        let correct = (0..<3).reduce(0) { $0 + m[$1][$1] }
+        let lo = ImageClass.lungOpacity.rawValue
+        let pos = scored.filter { $0.0 == .lungOpacity }.map { Double($0.1[lo]) }
+        let neg = scored.filter { $0.0 != .lungOpacity }.map { Double($0.1[lo]) }
+        return Classifier(labels: ImageClass.allCases.map(\.label), confusion: m, accuracy: Double(correct) / Double(scored.count),
+                          rocAUCLungOpacity: rocAUC(positives: pos, negatives: neg))
+    }
+
+    /// The area under the ROC curve: the probability that a random positive scores above a
+    /// random negative, ties counting half (Mann-Whitney U / (P N)); `nil` when a side is empty.
+    public static func rocAUC(positives: [Double], negatives: [Double]) -> Double? {
+        guard !positives.isEmpty, !negatives.isEmpty else { return nil }
+        // rank-sum with average ranks for ties
+        let all = (positives.map { ($0, true) } + negatives.map { ($0, false) }).sorted { $0.0 < $1.0 }
+        var rankSum = 0.0, i = 0
+        while i < all.count {
+            var j = i
+            while j + 1 < all.count && all[j + 1].0 == all[i].0 { j += 1 }
+            let avg = Double(i + j) / 2 + 1
+            for k in i...j where all[k].1 { rankSum += avg }
+            i = j + 1
+        }
+        let p = Double(positives.count), n = Double(negatives.count)
+        return (rankSum - p * (p + 1) / 2) / (p * n)
+    }
+
+    // MARK: - Figures
+
+    /// The precision-recall chart (IoU 0.50 and 0.75).
+    public func precisionRecallChart() -> LineChart? {
+        guard let pr = precisionRecall else { return nil }
+        var c = LineChart(title: "Precision-recall, opacity boxes", xLabel: "recall", yLabel: "precision", series: [
+            LineChart.Series(name: "IoU 0.50" + (coco.ap50.map { String(format: " (AP %.3f)", $0) } ?? ""),
+                             points: zip(pr.recall, pr.precisionIoU50).map { ($0, $1) }, color: LineChart.palette[0]),
+            LineChart.Series(name: "IoU 0.75" + (coco.ap75.map { String(format: " (AP %.3f)", $0) } ?? ""),
+                             points: zip(pr.recall, pr.precisionIoU75).map { ($0, $1) }, color: LineChart.palette[1], dashed: true),
+        ])
+        c.yRange = 0...1.02
+        c.series[0].markPoints = false
+        c.series[1].markPoints = false
+        return c
+    }
+
+    /// The FROC chart on a log-2 axis of false positives per image, the standard rates marked.
+    public func frocChart() -> LineChart? {
+        guard let f = froc, !frocPoints.isEmpty else { return nil }
+        // a step curve: each point holds until the next detection; after the last detection
+        // no false positive is added, so the sensitivity stays where it ended
+        var pts: [(x: Double, y: Double)] = []
+        for p in frocPoints where p.fpPerImage > 0 {
+            if let last = pts.last { pts.append((p.fpPerImage, last.y)) }
+            pts.append((p.fpPerImage, p.sensitivity))
+        }
+        let start = frocPoints.filter { $0.fpPerImage == 0 }.map(\.sensitivity).max() ?? 0
+        pts.insert((1.0 / 16, start), at: 0)
+        pts.append((16, pts.last?.y ?? start))
+        var c = LineChart(title: "FROC, opacity boxes (hit: IoU 0.5 or more)", xLabel: "false positives per image (log scale)", yLabel: "sensitivity",
+                          series: [LineChart.Series(name: String(format: "mean sensitivity %.3f", f.mean), points: pts, color: LineChart.palette[2])])
+        c.series[0].markPoints = false
+        c.logX = true
+        c.xRange = 0.125...8
+        c.yRange = 0...1.02
+        c.markers = zip(f.fpPerImage, f.sensitivity).map { ($0, $1, LineChart.palette[3]) }
+        return c
+    }
+
+    /// Writes `report.json`, the figures (PNG + SVG) and `summary.md` into `folder`.
+    /// - Parameter metricChart: the challenge metric against the threshold.
+    /// - Returns: the files written.
+    /// - Throws: ``EvaluationError/cannotWrite(file:reason:)``.
+    @discardableResult
+    public mutating func write(to folder: URL, metricChart: LineChart) throws -> [URL] {
+        var written: [URL] = []
+        func png(_ name: String, _ chart: LineChart?) throws {
+            guard let chart else { return }
+            let u = folder.appendingPathComponent(name)
+            do { try chart.write(png: u) } catch { throw EvaluationError.cannotWrite(file: u.path, reason: "\(error)") }
+            figures[String(name.dropLast(4))] = name
+            written += [u, u.deletingPathExtension().appendingPathExtension("svg")]
+        }
+        do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+            throw EvaluationError.cannotWrite(file: folder.path, reason: "\(error)")
+        }
+        try png("metric_vs_threshold.png", metricChart)
+        try png("precision_recall.png", precisionRecallChart())
+        try png("froc.png", frocChart())
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let json = folder.appendingPathComponent("report.json"), md = folder.appendingPathComponent("summary.md")
+        do {
+            try (try e.encode(self) + Data("\n".utf8)).write(to: json, options: .atomic)
+            try Data(markdown().utf8).write(to: md, options: .atomic)
+        } catch { throw EvaluationError.cannotWrite(file: json.path, reason: "\(error)") }
+        return written + [json, md]
+    }
+
+    /// The one-page summary: the numbers in tables and the figures.
+    public func markdown() -> String {
+        func v(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "n/a" }
+        var s = "# Evaluation\n\n"
+        s += "- models: " + models.map { "`\($0)`" }.joined(separator: ", ") + "\n"
+        s += "- ensemble: \(models.count > 1 ? ensemble : "single model")" + (tta.map { "; TTA \($0)" } ?? "") + "\n"
+        s += "- data: \(data); \(images) images, \(imagesWithOpacity) with opacity, \(truthBoxes) boxes\n\n"
+        s += "## Challenge metric\n\n"
+        s += String(format: "Best RSNA metric **%.4f** at score threshold **%.2f** (the operating point).\n\n", challenge.bestMetric, challenge.bestThreshold)
+        if figures["metric_vs_threshold"] != nil { s += "![metric against threshold](metric_vs_threshold.png)\n\n" }
+        s += "## Boxes (COCO-style, opacity class)\n\n| AP@[.50:.95] | AP50 | AP75 | AR@100 |\n|---|---|---|---|\n"
+        s += "| \(v(coco.ap)) | \(v(coco.ap50)) | \(v(coco.ap75)) | \(v(coco.ar100)) |\n\n"
+        if figures["precision_recall"] != nil { s += "![precision-recall](precision_recall.png)\n\n" }
+        if let f = froc {
+            s += "## FROC (IoU >= 0.5)\n\n| FP/image | " + f.fpPerImage.map { String(format: "%g", $0) }.joined(separator: " | ") + " | mean |\n"
+            s += "|---|" + String(repeating: "---|", count: f.fpPerImage.count + 1) + "\n"
+            s += "| sensitivity | " + f.sensitivity.map { String(format: "%.3f", $0) }.joined(separator: " | ") + String(format: " | %.3f |\n\n", f.mean)
+            if figures["froc"] != nil { s += "![FROC](froc.png)\n\n" }
+        }
+        if let c = classifier {
+            s += "## Global classifier\n\n"
+            s += String(format: "Accuracy %.4f; ROC AUC of Lung Opacity against the rest %@.\n\n", c.accuracy, v(c.rocAUCLungOpacity))
+            s += "| truth \\ predicted | " + c.labels.joined(separator: " | ") + " |\n|---|---|---|---|\n"
+            for (i, row) in c.confusion.enumerated() { s += "| \(c.labels[i]) | " + row.map(String.init).joined(separator: " | ") + " |\n" }
+            s += "\n"
+        } else {
+            s += "## Global classifier\n\nThe model has no global classifier.\n\n"
+        }
+        s += "All numbers are in `report.json` (schema: Documentation/Evaluation.md).\n"
+        return s
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import Opacity
+import XCTest
+
+/// Test-time augmentation, WBF ensembles through the predictor, the evaluation report and
+/// the charts.
+final class EvaluationTests: XCTestCase {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The shipped zoo model (256 px), so that detections exist.
+    func zooDetector() throws -> Detector {
+        try Detector.load(from: Self.repo.appendingPathComponent("zoo/retinanet-r34-composite.opb"), registry: try Registry.standard())
+    }
+
+    /// A synthetic film with opacities, 256 px.
+    func film(_ index: Int = 0) throws -> SyntheticCase {
+        let gen = try SyntheticChestXRay(config: SyntheticConfig(count: 8, size: 256, seed: 11, classFractions: (1, 0, 0), threads: 1))
+        return try gen.generate(index: index)
+    }
+
+    func testTTAParsesViewsAndRejectsNonsense() throws {
+        let t = try TestTimeAugmentation.parse("flip,scale=0.9:1.1")
+        XCTAssertTrue(t.flip)
+        XCTAssertEqual(t.scales, [0.9, 1.1])
+        XCTAssertEqual(t.views.count, 6)
+        XCTAssertEqual(t.views.first, TestTimeAugmentation.View(flip: false, scale: 1))
+        XCTAssertEqual(try TestTimeAugmentation.parse("flip").views.count, 2)
+        XCTAssertThrowsError(try TestTimeAugmentation.parse("flop")) { e in XCTAssertTrue("\(e)".contains("did you mean 'flip'"), "\(e)") }
+        XCTAssertThrowsError(try TestTimeAugmentation.parse("scale=0.9:x")) { e in XCTAssertTrue("\(e)".contains("'x'"), "\(e)") }
+        XCTAssertThrowsError(try TestTimeAugmentation.parse("scale=9"))
+        XCTAssertThrowsError(try TestTimeAugmentation.parse(""))
+        XCTAssertThrowsError(try TestTimeAugmentation.parse("flip,scale=1.1", merge: .anchors)) { e in XCTAssertTrue("\(e)".contains("flip only"), "\(e)") }
+        XCTAssertEqual(TestTimeAugmentation.inputSize(256, scale: 0.9), 224)
+        XCTAssertEqual(TestTimeAugmentation.inputSize(256, scale: 1.1), 288)
+    }
+
+    func testUnflipMirrorsAnchorsAndNegatesDx() throws {
+        let gen = AnchorGenerator(levels: 2...3, ratios: [1], scales: [1, 2])
+        let (h, w) = (8, 16)
+        let count = gen.anchors(height: h, width: w).count
+        let logits = Tensor(shape: [1, count, 1], scalars: (0..<count).map(Float.init))
+        let deltas = Tensor(shape: [1, count, 4], scalars: (0..<(count * 4)).map { Float($0) })
+        let out = HeadOutput(classLogits: logits, boxDeltas: deltas, globalLogProbs: nil)
+        let u = try TestTimeAugmentation.unflip(out, anchors: gen, height: h, width: w)
+        // level 2: 2 x 4 locations, 2 anchors each; (row 0, col 0, anchor 1) takes (row 0, col 3, anchor 1)
+        XCTAssertEqual(u.classLogits.scalars[1], Float((0 * 4 + 3) * 2 + 1))
+        XCTAssertEqual(u.boxDeltas.scalars[4], -Float(((0 * 4 + 3) * 2 + 1) * 4))
+        XCTAssertEqual(u.boxDeltas.scalars[5], Float(((0 * 4 + 3) * 2 + 1) * 4 + 1))
+        // the anchors really are mirror images
+        let a = gen.anchors(height: h, width: w)
+        let src = a.box(7), dst = a.box(1)
+        XCTAssertEqual(dst.x, Float(w) - src.x2, accuracy: 1e-5)
+        let twice = try TestTimeAugmentation.unflip(u, anchors: gen, height: h, width: w)
+        XCTAssertEqual(twice.classLogits.scalars, logits.scalars)
+        XCTAssertEqual(twice.boxDeltas.scalars, deltas.scalars)
+        XCTAssertThrowsError(try TestTimeAugmentation.unflip(out, anchors: gen, height: h, width: 12))
+    }
+
+    func testFlipTTAMakesPredictionsMirrorSymmetric() throws {
+        let d = try zooDetector()
+        let image = try film().image
+        var mirrored = image
+        for y in 0..<image.height { for x in 0..<image.width { mirrored.pixels[y * image.width + x] = image.pixels[y * image.width + image.width - 1 - x] } }
+        for merge in [TestTimeAugmentation.Merge.anchors, .wbf(WeightedBoxesFusion())] {
+            let p = try Predictor(detectors: [d], tta: try TestTimeAugmentation(flip: true, merge: merge))
+            let a = p.detect([image])[0], b = p.detect([mirrored])[0]
+            XCTAssertFalse(a.isEmpty)
+            XCTAssertEqual(a.count, b.count, "\(merge)")
+            let w = Float(image.width)
+            for (x, y) in zip(a.sorted { $0.score > $1.score }.prefix(5), b.sorted { $0.score > $1.score }.prefix(5)) {
+                XCTAssertEqual(x.score, y.score, accuracy: 1e-4, "\(merge)")
+                XCTAssertEqual(x.box.x, w - y.box.x2, accuracy: 0.05, "\(merge)")
+                XCTAssertEqual(x.box.y, y.box.y, accuracy: 0.05, "\(merge)")
+                XCTAssertEqual(x.box.width, y.box.width, accuracy: 0.05, "\(merge)")
+            }
+        }
+    }
+
+    func testWBFEnsembleOfOneModelTwiceEqualsTheModel() throws {
+        let d = try zooDetector()
+        let image = try film(1).image
+        let single = try Predictor(detectors: [d]).predict([image])[0]
+        let twice = try Predictor(detectors: [d, d], method: .wbf(WeightedBoxesFusion(), weights: [2, 1])).predict([image])[0]
+        XCTAssertFalse(single.detections.isEmpty)
+        XCTAssertEqual(single.detections.count, twice.detections.count)
+        for (a, b) in zip(single.detections, twice.detections) {
+            XCTAssertEqual(a.score, b.score, accuracy: 1e-5)
+            XCTAssertEqual(a.box.x, b.box.x, accuracy: 1e-3)
+            XCTAssertEqual(a.box.y2, b.box.y2, accuracy: 1e-3)
+        }
+        XCTAssertEqual(try XCTUnwrap(single.classProbabilities).reduce(0, +), 1, accuracy: 1e-4)
+        XCTAssertThrowsError(try Predictor(detectors: [d, d], method: .wbf(WeightedBoxesFusion(), weights: [1])))
+        // scales through WBF run and keep boxes inside the image
+        let p = try Predictor(detectors: [d], tta: try TestTimeAugmentation.parse("flip,scale=0.875:1.125"))
+        let t = p.detect([image])[0]
+        XCTAssertFalse(t.isEmpty)
+        for det in t { XCTAssertTrue(det.box.x >= 0 && det.box.x2 <= 256.01, "\(det.box)") }
+    }
+
+    func testROCAUC() {
+        XCTAssertEqual(EvaluationReport.rocAUC(positives: [0.9, 0.8, 0.4], negatives: [0.5, 0.3])!, 5.0 / 6, accuracy: 1e-12)
+        XCTAssertEqual(EvaluationReport.rocAUC(positives: [0.5], negatives: [0.5])!, 0.5, accuracy: 1e-12)
+        XCTAssertEqual(EvaluationReport.rocAUC(positives: [0.1, 0.2], negatives: [0.3])!, 0, accuracy: 1e-12)
+        XCTAssertNil(EvaluationReport.rocAUC(positives: [], negatives: [0.3]))
+    }
+
+    func testReportHoldsEveryMeasureAndWritesItsFiles() throws {
+        let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
+        let images: [Evaluation.ImageResult] = [
+            .init(id: "a", truth: [box], detections: [Detection(box: box, score: 0.9), Detection(box: BoundingBox(x: 600, y: 600, width: 80, height: 80), score: 0.3)],
+                  imageClass: .lungOpacity, classProbabilities: [0.1, 0.2, 0.7]),
+            .init(id: "b", truth: [], detections: [Detection(box: box, score: 0.25)], imageClass: .normal, classProbabilities: [0.2, 0.5, 0.3]),
+            .init(id: "c", truth: [], detections: [], imageClass: .notNormal, classProbabilities: [0.3, 0.6, 0.1]),
+        ]
+        var report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: nil, data: "test")
+        XCTAssertEqual(report.truthBoxes, 1)
+        XCTAssertEqual(report.challenge.bestMetric, 1, accuracy: 1e-9)  // threshold above 0.3 keeps only the hit
+        XCTAssertEqual(try XCTUnwrap(report.coco.ap50), 1, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(report.froc).sensitivity, [1, 1, 1, 1, 1, 1, 1])
+        let c = try XCTUnwrap(report.classifier)
+        XCTAssertEqual(c.confusion, [[0, 1, 0], [0, 1, 0], [0, 0, 1]])
+        XCTAssertEqual(c.accuracy, 2.0 / 3, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(c.rocAUCLungOpacity), 1, accuracy: 1e-9)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-report-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let written = try report.write(to: dir, metricChart: Evaluation(images: images).chart(title: "metric"))
+        for name in ["report.json", "summary.md", "metric_vs_threshold.png", "metric_vs_threshold.svg", "precision_recall.png", "precision_recall.svg", "froc.png", "froc.svg"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent(name).path), name)
+        }
+        XCTAssertEqual(written.count, 8)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("report.json"))) as? [String: Any])
+        XCTAssertEqual(json["format"] as? String, "opacity-eval-report")
+        for key in ["challenge", "coco", "froc", "precision_recall", "classifier", "figures", "images_with_opacity", "truth_boxes"] {
+            XCTAssertNotNil(json[key], key)
+        }
+        let md = try String(contentsOf: dir.appendingPathComponent("summary.md"), encoding: .utf8)
+        XCTAssertTrue(md.contains("![FROC](froc.png)") && md.contains("| Lung Opacity | 0 | 0 | 1 |"), md)
+        let svg = try String(contentsOf: dir.appendingPathComponent("froc.svg"), encoding: .utf8)
+        XCTAssertTrue(svg.hasPrefix("<svg") && svg.contains("sensitivity"))
+    }
+
+    func testChartsKeepTheLegendOffTheDataAndEpochTicksWhole() {
+        let epochs = (1...7).map(Double.init)
+        // a rising line leaves the top-left corner empty
+        var c = LineChart(title: "loss per epoch", xLabel: "epoch", yLabel: "loss",
+                          series: [LineChart.Series(name: "validation", points: epochs.map { ($0, $0) }, color: LineChart.palette[0])])
+        XCTAssertTrue(c.xTickValues.allSatisfy { $0 == $0.rounded() }, "\(c.xTickValues)")
+        var g = c.legendFrame!
+        let plot = c.plotFrame
+        XCTAssertLessThan(g.x, (plot.left + plot.right) / 2, "top-left: \(g)")
+        XCTAssertLessThan(g.y, (plot.top + plot.bottom) / 2)
+        // lines through every corner push the legend out of the plot
+        c.series.append(LineChart.Series(name: "training", points: epochs.map { ($0, 8 - $0) }, color: LineChart.palette[1]))
+        c.series.append(LineChart.Series(name: "flat top", points: epochs.map { ($0, 7) }, color: LineChart.palette[2]))
+        c.series.append(LineChart.Series(name: "flat bottom", points: epochs.map { ($0, 1) }, color: LineChart.palette[3]))
+        g = c.legendFrame!
+        XCTAssertGreaterThan(g.x, c.plotFrame.right, "outside: \(g) plot \(c.plotFrame)")
+        // two epochs only: still whole-number ticks
+        let two = LineChart(title: "t", xLabel: "epoch", yLabel: "y", series: [LineChart.Series(name: "a", points: [(1, 0), (2, 1)], color: LineChart.palette[0])])
+        XCTAssertEqual(two.xTickValues, [1, 2])
+        // segments wholly outside a fixed range (FROC beyond 8 FP/image) are clipped, not drawn
+        var froc = LineChart(title: "FROC", xLabel: "FP per image", yLabel: "sensitivity",
+                             series: [LineChart.Series(name: "s", points: [(0.01, 0.1), (0.5, 0.5), (20, 0.9), (90, 0.95)], band: [(0.01, 0, 0.2), (90, 0.9, 1)],
+                                                       color: LineChart.palette[0])])
+        froc.logX = true
+        froc.xRange = 0.125...8
+        froc.yRange = 0...1
+        let img = froc.render()
+        XCTAssertEqual(img.width, 960)
+        XCTAssertEqual(froc.xTickValues, [0.125, 0.25, 0.5, 1, 2, 4, 8])
+        XCTAssertTrue(froc.renderSVG().contains("</svg>"))
+    }
+}
