@@ -33,6 +33,9 @@ let systemLibraries: [Target] = [
     .systemLibrary(
         name: "COpenJPEG", path: "Sources/COpenJPEG", pkgConfig: "libopenjp2",
         providers: [.apt(["libopenjp2-7-dev"])]),
+    .systemLibrary(
+        name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+        providers: [.apt(["libopenmpi-dev"])]),
 ]
 
 // MARK: - Framework layers
@@ -45,6 +48,8 @@ let core: [Target] = [
         name: "OpacityData",
         dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG", "CZlib", "COpenJPEG", .product(name: "CSV", package: "CSV.swift")]),
     .target(name: "OpacityTraining", dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData"]),
+    // Data-parallel training and sharded inference over Open MPI (Documentation/Distributed.md).
+    .target(name: "OpacityDistributed", dependencies: ["CMPI", "OpacityTensor", "OpacityCore", "OpacityData", "OpacityTraining"]),
 ]
 
 // MARK: - Plugins: one target per family, each registers its names
