@@ -86,11 +86,11 @@ let apps: [Target] = [
         ]),
     .target(
         name: "OpacityCLI",
-        dependencies: ["Opacity", "OpacityServe", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        dependencies: ["Opacity", "OpacityServe", "OpacityDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     .executableTarget(name: "opacity", dependencies: ["OpacityCLI"]),
     // The README's Swift example, compiled and run by ReadmeSnippetTests.
     .executableTarget(name: "readme-snippet", dependencies: ["Opacity"], path: "Examples/ReadmeSnippet"),
-    .executableTarget(name: "opacity-bench", dependencies: ["Opacity"]),
+    .executableTarget(name: "opacity-bench", dependencies: ["Opacity", "OpacityDistributed"]),
 ]
 
 // MARK: - Tests

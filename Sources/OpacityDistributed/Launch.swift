@@ -20,6 +20,15 @@ public struct LaunchEnvironment: Sendable, Equatable {
     /// Processes of the job on this machine.
     public var localSize: Int
 
+    /// A launch description (for tests and for a `--distributed` start without a launcher).
+    public init(launcher: String, rank: Int, size: Int, localRank: Int, localSize: Int) {
+        self.launcher = launcher
+        self.rank = rank
+        self.size = size
+        self.localRank = localRank
+        self.localSize = localSize
+    }
+
     /// The launch recognised in `environment`, or `nil` for a plain start.
     public static func detect(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> LaunchEnvironment? {
         func int(_ k: String) -> Int? { environment[k].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } }

@@ -11,6 +11,8 @@ public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
     public let world: Communicator
     /// Gradient bucket size in bytes (PyTorch DDP's default: 25 MiB).
     public var bucketBytes: Int
+    /// This rank's share of the current step's global batch (set by the trainer each step).
+    public var gradientShare: Double = 1
 
     /// A group over `world`.
     public init(world: Communicator, bucketBytes: Int = 25 << 20) {
@@ -33,6 +35,16 @@ public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
     }
 
     public func abort(_ message: String) -> Never { world.abort(message) }
+}
+
+extension MPIProcessGroup: BatchStatisticsReducer {
+    /// Synchronised batch norm's sums, in rank order on the main communicator; a transport
+    /// failure ends the job with a message naming this rank.
+    public func sumAcrossProcesses(_ values: [Double]) -> [Double] {
+        do { return try world.orderedSum(values) } catch {
+            world.abort("rank \(rank) of \(size): synchronised batch norm failed: \(error)")
+        }
+    }
 }
 
 /// Averages gradients across ranks in buckets, overlapping communication with backward.

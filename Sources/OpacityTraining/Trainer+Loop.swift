@@ -180,8 +180,7 @@ public final class Trainer {
     }
 
     private func seedDropouts(epoch: Int, step: Int) {
-        // every process draws its own masks (rank 0's are a plain run's)
-        var g = RandomGenerator(seed: options.seed &+ UInt64(group.rank) &* 0x9E37_79B9_7F4A_7C15, stream: UInt64(epoch) << 32 | UInt64(step))
+        var g = RandomGenerator(seed: options.seed, stream: UInt64(epoch) << 32 | UInt64(step))
         for d in dropouts { d.reseed(g.next()) }
     }
 
@@ -365,8 +364,19 @@ extension Trainer {
     ///   image-weighted sums.
     func distributedStep(_ batch: TrainingBatch, epoch: Int, step: Int) throws -> ([(name: String, value: Float)], Int, [(String, Double)]) {
         let reducer = self.reducer ?? group.makeGradientReducer(parameters: optimizer.parameters.map(\.1))
-        self.reducer = reducer
+        if self.reducer == nil {
+            self.reducer = reducer
+            if !options.freezeBatchNorm, let sync = group as? any BatchStatisticsReducer {
+                for (_, m) in detector.namedModules() { (m as? BatchNorm2d)?.synchronizer = sync }
+            }
+        }
         let n = batch.ids.count
+        if n == 0 && !options.freezeBatchNorm {
+            throw RunError.incompatible("rank \(group.rank): no readable image in its part of step \(step + 1) of epoch \(epoch); with --freeze-bn off every process needs at least one image per step (batch statistics are computed together)")
+        }
+        // each process's dropout masks are its samples' masks in the whole batch
+        let globalBatch = min(options.batchSize, trainData.imageCount)
+        for d in dropouts { d.batchShard = (globalBatch * group.rank / group.size, globalBatch) }
         let local = n > 0 ? detector.losses(batch.images, targets: batch.targets) : nil
         if termNames == nil {
             // the loss's term names, from any process with images (a shard may be empty)
@@ -387,6 +397,7 @@ extension Trainer {
         guard total > 0 else { return (terms, 0, []) }
         optimizer.zeroGrad()
         reducer.begin(weight: Float(Double(n) / Double(total)))
+        (group as? any BatchStatisticsReducer)?.gradientShare = Double(n) / Double(total)
         if let local { local.total.backward(nil, parameterReady: { reducer.parameterReady($0) }) }
         communicationWait += try reducer.finish()
         clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))

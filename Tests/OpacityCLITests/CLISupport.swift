@@ -21,10 +21,20 @@ enum CLI {
 
     /// Runs `opacity args...` in `cwd` with two compute threads.
     @discardableResult
+<<<<<<< HEAD
     static func run(_ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900) throws -> Result {
+=======
+    /// With `launcher` (e.g. `["/usr/bin/mpirun", "-np", "2"]`) the launcher runs `opacity`.
+    static func run(_ args: [String], in cwd: URL? = nil, timeout: TimeInterval = 900, launcher: [String] = []) throws -> Result {
+>>>>>>> f2e0b39 (Distributed: train, eval, detect and submit under mpirun/srun (rank 0 writes; failing rank aborts the job with its rank and cause); synchronised batch norm; per-sample dropout masks across shards; --batch is the global batch; tests on loopback against one process)
         let p = Process()
-        p.executableURL = executable
-        p.arguments = args
+        if let first = launcher.first {
+            p.executableURL = URL(fileURLWithPath: first)
+            p.arguments = Array(launcher.dropFirst()) + [executable.path] + args
+        } else {
+            p.executableURL = executable
+            p.arguments = args
+        }
         if let cwd { p.currentDirectoryURL = cwd }
         var env = ProcessInfo.processInfo.environment
         env["OPACITY_THREADS"] = "2"
