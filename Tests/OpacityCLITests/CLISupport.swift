@@ -21,12 +21,9 @@ enum CLI {
 
     /// Runs `opacity args...` in `cwd` with two compute threads.
     @discardableResult
-<<<<<<< HEAD
-    static func run(_ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900) throws -> Result {
-=======
     /// With `launcher` (e.g. `["/usr/bin/mpirun", "-np", "2"]`) the launcher runs `opacity`.
-    static func run(_ args: [String], in cwd: URL? = nil, timeout: TimeInterval = 900, launcher: [String] = []) throws -> Result {
->>>>>>> f2e0b39 (Distributed: train, eval, detect and submit under mpirun/srun (rank 0 writes; failing rank aborts the job with its rank and cause); synchronised batch norm; per-sample dropout masks across shards; --batch is the global batch; tests on loopback against one process)
+    static func run(_ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900,
+                    launcher: [String] = []) throws -> Result {
         let p = Process()
         if let first = launcher.first {
             p.executableURL = URL(fileURLWithPath: first)
