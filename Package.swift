@@ -33,6 +33,9 @@ let systemLibraries: [Target] = [
     .systemLibrary(
         name: "COpenJPEG", path: "Sources/COpenJPEG", pkgConfig: "libopenjp2",
         providers: [.apt(["libopenjp2-7-dev"])]),
+    .systemLibrary(
+        name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+        providers: [.apt(["libopenmpi-dev"])]),
 ]
 
 // MARK: - Framework layers
@@ -45,6 +48,8 @@ let core: [Target] = [
         name: "OpacityData",
         dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG", "CZlib", "COpenJPEG", .product(name: "CSV", package: "CSV.swift")]),
     .target(name: "OpacityTraining", dependencies: ["OpacityTensor", "OpacityCore", "OpacityPersistence", "OpacityData"]),
+    // Data-parallel training and sharded inference over Open MPI (Documentation/Distributed.md).
+    .target(name: "OpacityDistributed", dependencies: ["CMPI", "OpacityTensor", "OpacityCore", "OpacityData", "OpacityTraining"]),
 ]
 
 // MARK: - Plugins: one target per family, each registers its names
@@ -81,11 +86,11 @@ let apps: [Target] = [
         ]),
     .target(
         name: "OpacityCLI",
-        dependencies: ["Opacity", "OpacityServe", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        dependencies: ["Opacity", "OpacityServe", "OpacityDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     .executableTarget(name: "opacity", dependencies: ["OpacityCLI"]),
     // The README's Swift example, compiled and run by ReadmeSnippetTests.
     .executableTarget(name: "readme-snippet", dependencies: ["Opacity"], path: "Examples/ReadmeSnippet"),
-    .executableTarget(name: "opacity-bench", dependencies: ["Opacity"]),
+    .executableTarget(name: "opacity-bench", dependencies: ["Opacity", "OpacityDistributed"]),
 ]
 
 // MARK: - Tests

@@ -24,11 +24,18 @@ public struct LoaderConfig: Sendable {
     public var skipUnreadable: Bool
     /// DICOM windowing.
     public var window: WindowSetting
+    /// Data-parallel sharding: this process builds only part `shardIndex` of `shardCount`
+    /// of every batch (the contiguous positions `[n * i / c, n * (i + 1) / c)` of a batch of
+    /// `n`), so the processes together see exactly the samples one process would. A shard
+    /// may be empty, and then still comes as a batch (every process takes every step).
+    public var shardIndex = 0
+    /// See ``shardIndex``; 1 for a process that builds whole batches.
+    public var shardCount = 1
 
-    /// Settings; defaults are the paper's training loader without augmentation.
+    /// Settings; defaults are the paper's training loader without augmentation, whole batches.
     public init(batchSize: Int = 4, imageSize: Int = 512, augmentation: AugmentationConfig = .none, shuffle: Bool = true,
                 dropLast: Bool = false, seed: UInt64 = 1234, workers: Int = 2, prefetch: Int = 4,
-                skipUnreadable: Bool = false, window: WindowSetting = .automatic) {
+                skipUnreadable: Bool = false, window: WindowSetting = .automatic, shardIndex: Int = 0, shardCount: Int = 1) {
         self.batchSize = batchSize
         self.imageSize = imageSize
         self.augmentation = augmentation
@@ -39,6 +46,8 @@ public struct LoaderConfig: Sendable {
         self.prefetch = prefetch
         self.skipUnreadable = skipUnreadable
         self.window = window
+        self.shardIndex = shardIndex
+        self.shardCount = shardCount
     }
 }
 
@@ -88,6 +97,10 @@ public final class BatchLoader: Sendable {
         guard config.imageSize >= 8 else {
             throw DataError.invalidParameter(name: "imageSize", value: "\(config.imageSize)", expected: "at least 8", nearest: "512")
         }
+        guard config.shardCount >= 1, (0..<config.shardCount).contains(config.shardIndex) else {
+            throw DataError.invalidParameter(name: "shardIndex/shardCount", value: "\(config.shardIndex)/\(config.shardCount)",
+                                             expected: "0 <= shardIndex < shardCount", nearest: "0/1")
+        }
         guard config.workers >= 0, config.prefetch >= 1 else {
             throw DataError.invalidParameter(name: "workers/prefetch", value: "\(config.workers)/\(config.prefetch)",
                                              expected: "workers >= 0 and prefetch >= 1", nearest: "2/4")
@@ -125,7 +138,11 @@ public final class BatchLoader: Sendable {
 
     /// Builds batch `b` of `epoch`.
     public func batch(_ b: Int, epoch: Int, order: [Int]) throws -> Batch {
-        let lo = b * config.batchSize, hi = min(order.count, lo + config.batchSize)
+        var lo = b * config.batchSize, hi = min(order.count, lo + config.batchSize)
+        if config.shardCount > 1 {
+            let n = hi - lo, i = config.shardIndex, c = config.shardCount
+            (lo, hi) = (lo + n * i / c, lo + n * (i + 1) / c)
+        }
         var samples: [(String, AugmentedSample, ImageClass)] = []
         var skipped: [SkippedImage] = []
         for k in lo..<hi {
@@ -179,7 +196,8 @@ public final class EpochIterator: @unchecked Sendable {
     public func next() throws -> Batch? {
         while true {
             guard let r = try state.take() else { return nil }
-            if r.ids.isEmpty && !r.skipped.isEmpty { continue }  // every image skipped: move on
+            // every image skipped: move on (a shard always comes: every process takes every step)
+            if r.ids.isEmpty && !r.skipped.isEmpty && state.loader.config.shardCount == 1 { continue }
             return r
         }
     }

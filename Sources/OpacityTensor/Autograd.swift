@@ -100,7 +100,13 @@ extension Tensor {
     /// Gradients accumulate into parameters (``Parameter/grad``) and into leaves made with
     /// ``requiringGrad()``. The graph is consumed: its closures and intermediate gradients
     /// are freed as the walk passes them.
-    public func backward(_ seed: Tensor? = nil) {
+    public func backward(_ seed: Tensor? = nil) { backward(seed, parameterReady: nil) }
+
+    /// Back-propagates from this tensor and calls `parameterReady` for each parameter as
+    /// soon as its gradient for this pass is complete (all of its uses are walked), in the
+    /// walk's order: data-parallel training starts reducing a bucket of gradients while
+    /// earlier layers are still being differentiated.
+    public func backward(_ seed: Tensor?, parameterReady: ((Parameter) -> Void)?) {
         guard let root = node else {
             fatalError("backward: this tensor does not require gradients (no parameter or requiringGrad() input reached it)")
         }
@@ -143,6 +149,7 @@ extension Tensor {
                     } else if let param = n.parameter {
                         param.accumulateGrad(g)
                         n.grad = nil
+                        parameterReady?(param)
                     }
                 }
                 // Free the closure (and the activations it holds) even when no gradient

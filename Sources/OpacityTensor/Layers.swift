@@ -84,6 +84,9 @@ public final class BatchNorm2d: Module, Layer {
     public let momentum: Float
     /// Keep running statistics fixed in training mode too.
     public var frozen = false
+    /// In data-parallel training, sums the batch statistics over the processes so that they
+    /// are the whole batch's (synchronised batch norm); `nil` in a single process.
+    public var synchronizer: (any BatchStatisticsReducer)?
 
     /// Batch norm over `channels` channels, in training mode, not frozen.
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
@@ -113,8 +116,8 @@ public final class BatchNorm2d: Module, Layer {
 
     /// Batch statistics; moves the running statistics (unbiased variance, as PyTorch).
     private func trainingForward(_ x: Tensor) -> Tensor {
-        let (y, mean, variance) = x.batchNorm2dTraining(weight: weight.tensor, bias: bias.tensor, eps: eps)
-        let n = Float(x.count / max(1, x.shape[1]))
+        let (y, mean, variance, count) = x.batchNorm2dTraining(weight: weight.tensor, bias: bias.tensor, eps: eps, across: synchronizer)
+        let n = Float(count)
         let unbias = n > 1 ? n / (n - 1) : 1
         runningMean.value.withUnsafeMutableBufferPointer { m in
             for i in 0..<m.count { m[i] = (1 - momentum) * m[i] + momentum * mean[i] }
@@ -225,10 +228,20 @@ public final class Dropout: Module, Layer {
     /// Restarts the mask stream (e.g. per epoch, for resumable training).
     public func reseed(_ seed: UInt64) { rng = RandomGenerator(seed: seed) }
 
+    /// In data-parallel training: the input holds samples `offset..<offset + N` of a batch of
+    /// `total`. The layer then draws the whole batch's mask stream and keeps its own part, so
+    /// each sample gets the mask it gets in one process, whatever the number of processes.
+    public var batchShard: (offset: Int, total: Int)?
+
     /// Applies the layer to `[N, C, H, W]`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         guard isTraining, p > 0 else { return x }
-        return x.dropout(p, using: &rng)
+        guard let shard = batchShard, x.rank >= 1, x.shape[0] > 0 else { return x.dropout(p, using: &rng) }
+        let per = x.count / x.shape[0]
+        for _ in 0..<(shard.offset * per) { _ = rng.nextUniform() }
+        let y = x.dropout(p, using: &rng)
+        for _ in 0..<(max(0, shard.total - shard.offset - x.shape[0]) * per) { _ = rng.nextUniform() }
+        return y
     }
 }
 

@@ -110,11 +110,29 @@ extension Tensor {
     /// - Returns: the normalised tensor, and the batch mean and biased variance per channel
     ///   (the caller updates its running statistics with them).
     public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5) -> (Tensor, mean: [Float], variance: [Float]) {
+        let r = batchNorm2dTraining(weight: weight, bias: bias, eps: eps, across: nil)
+        return (r.0, r.mean, r.variance)
+    }
+
+    /// Batch normalisation with the statistics of a batch split over several processes
+    /// (synchronised batch norm, PyTorch's `SyncBatchNorm`): mean and variance are those of
+    /// the whole batch, `N` summed over processes, and backward uses the whole batch's
+    /// `sum(dy)` and `sum(dy * xhat)`, so each process's input gradient is exactly its part
+    /// of the whole batch's.
+    ///
+    /// - Parameter across: sums per-channel statistics over the processes (three calls per
+    ///   layer and step: sums in forward, squared deviations in forward, gradient sums in
+    ///   backward); `nil` is a single-process batch.
+    /// - Returns: the normalised tensor, the batch mean and biased variance, and the number of
+    ///   values per channel over all processes.
+    public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5, across: (any BatchStatisticsReducer)?)
+        -> (Tensor, mean: [Float], variance: [Float], count: Int) {
         shapeCheck(rank == 4 || rank == 2, "batchNorm2d", "expects [N, C, H, W] or [N, C], got \(describe(shape))")
         let c = shape[1]
         shapeCheck(weight.shape == [c] && bias.shape == [c], "batchNorm2d", "parameters \(describe(weight.shape)) for \(c) channels")
         let n = shape[0], hw = count / max(1, n * c)
-        let m = Float(n * hw)
+        var m = Float(n * hw)
+        var total = n * hw
         let xp = pointer
         // Per-plane sums, then per-channel statistics (two passes: mean, then squared deviations).
         let stats = Tensor(uninitializedShape: [2, c])
@@ -129,10 +147,22 @@ extension Tensor {
             psp[i] = Float(s)
             pmp[i] = Float(s - Double(Float(s)))
         }
-        for ch in 0..<c {
-            var s: Double = 0
-            for b in 0..<n { s += Double(psp[b * c + ch]) + Double(pmp[b * c + ch]) }
-            stp[ch] = Float(s / Double(m))
+        if let across {
+            var local = [Double](repeating: 0, count: c + 1)
+            for ch in 0..<c {
+                for b in 0..<n { local[ch] += Double(psp[b * c + ch]) + Double(pmp[b * c + ch]) }
+            }
+            local[c] = Double(n * hw)
+            let global = across.sumAcrossProcesses(local)
+            total = Int(global[c])
+            m = Float(total)
+            for ch in 0..<c { stp[ch] = Float(global[ch] / global[c]) }
+        } else {
+            for ch in 0..<c {
+                var s: Double = 0
+                for b in 0..<n { s += Double(psp[b * c + ch]) + Double(pmp[b * c + ch]) }
+                stp[ch] = Float(s / Double(m))
+            }
         }
         Compute.parallelFor(n * c, minPerThread: 16) { i in
             let mu = stp[i % c]
@@ -152,10 +182,19 @@ extension Tensor {
             }
             psp[i] = v
         }
-        for ch in 0..<c {
-            var v: Double = 0
-            for b in 0..<n { v += Double(psp[b * c + ch]) }
-            stp[c + ch] = Float(v / Double(m))
+        if let across {
+            var local = [Double](repeating: 0, count: c)
+            for ch in 0..<c {
+                for b in 0..<n { local[ch] += Double(psp[b * c + ch]) }
+            }
+            let global = across.sumAcrossProcesses(local)
+            for ch in 0..<c { stp[c + ch] = Float(global[ch] / Double(total)) }
+        } else {
+            for ch in 0..<c {
+                var v: Double = 0
+                for b in 0..<n { v += Double(psp[b * c + ch]) }
+                stp[c + ch] = Float(v / Double(m))
+            }
         }
         let mean = Array(UnsafeBufferPointer(start: stp, count: c))
         let variance = Array(UnsafeBufferPointer(start: stp + c, count: c))
@@ -200,17 +239,50 @@ extension Tensor {
                 sg[ch] = s
                 sgx[ch] = sx
             }
+            // Across processes, each one's `g` is its own loss's gradient; the whole batch's
+            // is `share * g` (share = n_r / N). Sum the shares' sums, and use them in this
+            // process's scale; `weight` and `bias` get the local sums (the gradient reducer
+            // applies the share).
+            var gs = sg, gsx = sgx
+            var globalSums: Tensor?
+            if let across {
+                let w = across.gradientShare
+                let local = (0..<c).map { Double(sg[$0]) * w } + (0..<c).map { Double(sgx[$0]) * w }
+                let global = across.sumAcrossProcesses(local)
+                let t = Tensor(uninitializedShape: [2, c])
+                let tp = t.mutablePointer
+                for ch in 0..<c {
+                    tp[ch] = Float(global[ch] / w)
+                    tp[c + ch] = Float(global[c + ch] / w)
+                }
+                globalSums = t
+                gs = UnsafeMutablePointer(mutating: t.pointer)
+                gsx = gs + c
+            }
             let gx = Tensor(uninitializedShape: g.shape)
             let dp = gx.mutablePointer
             Compute.parallelFor(n * c, minPerThread: 16) { i in
                 let ch = i % c
                 let k = cpc[c + ch] * cpc[ch] / m
-                let s = sg[ch], sx = sgx[ch]
+                let s = gs[ch], sx = gsx[ch]
                 let gi = gp + i * hw, hi = hp + i * hw, di = dp + i * hw
                 for j in 0..<hw { di[j] = k * (m * gi[j] - s - hi[j] * sx) }
             }
+            withExtendedLifetime(globalSums) {}
             return [gx, sumGX, sumG]
         }
-        return (result, mean, variance)
+        return (result, mean, variance, total)
     }
+}
+
+/// Sums per-channel statistics over the processes of a data-parallel job, for synchronised
+/// batch norm. Every process calls it the same number of times in the same order; the
+/// result is the same on every process. A transport failure ends the job (there is no
+/// meaningful way to continue a forward or backward pass without it).
+public protocol BatchStatisticsReducer: AnyObject, Sendable {
+    /// Element-wise sums of `values` over all processes.
+    func sumAcrossProcesses(_ values: [Double]) -> [Double]
+    /// This process's share of the whole batch, `n_r / N`: its loss is the mean over its
+    /// own samples, so its gradients times the share are its part of the whole batch's.
+    var gradientShare: Double { get set }
 }

@@ -352,6 +352,29 @@ public struct Evaluation {
         sweep = ThresholdSweep(truth: results.map(\.truth), detections: results.map(\.detections))
     }
 
+    /// An evaluation of results computed elsewhere (e.g. gathered from the ranks of a
+    /// sharded run, in the order one process would have produced them).
+    public init(results: [ImageResult]) {
+        images = results
+        sweep = ThresholdSweep(truth: results.map(\.truth), detections: results.map(\.detections))
+    }
+
+    /// Gathers every rank's results in rank order (exact bits: coordinates travel as raw
+    /// floats); `nil` except on rank 0.
+    /// - Throws: the group's transport errors.
+    public static func gather(_ results: [ImageResult], group: ProcessGroup) throws -> [ImageResult]? {
+        struct Part: Codable { var ids: [String]; var truth: Data; var detections: Data }
+        let part = Part(ids: results.map(\.id), truth: DetectionWire.encode(results.map(\.truth)),
+                        detections: DetectionWire.encode(results.map(\.detections)))
+        let all = try group.allGather(JSONEncoder().encode(part))
+        guard group.isLeader else { return nil }
+        return try all.flatMap { d -> [ImageResult] in
+            let p = try JSONDecoder().decode(Part.self, from: d)
+            let truth = DetectionWire.decodeBoxes(p.truth), dets = DetectionWire.decode(p.detections)
+            return p.ids.indices.map { ImageResult(id: p.ids[$0], truth: truth[$0], detections: dets[$0]) }
+        }
+    }
+
     /// Per-image scores at a threshold as CSV: `patientId,score,truth_boxes,predicted_boxes`
     /// (an empty score means the image does not count: no truth and no prediction).
     public func perImageCSV(threshold: Float) -> String {

@@ -26,6 +26,14 @@ public final class Trainer {
     public var afterEpoch: (() throws -> Void)?
     /// The run folder's lock, held as long as the trainer lives.
     public var lock: RunLock?
+    /// The processes training this model together (data parallel): each builds its shard
+    /// of every global batch, gradients are averaged across them, and only rank 0 writes
+    /// the run folder. ``SingleProcess`` (the default) is a plain run.
+    public var group: ProcessGroup = SingleProcess()
+    /// Seconds this process waited for gradient communication after backward, in all.
+    public private(set) var communicationWait: Double = 0
+    private var reducer: GradientReducer?
+    private var termNames: [String]?
 
     let trainData: BatchSource
     let validationData: BatchSource
@@ -120,7 +128,7 @@ public final class Trainer {
         optimizer.learningRate = Float(st.learningRate)
         state = st
         if options.freezeBatchNorm { detector.freezeBatchNorm() }
-        try repairRecords(upTo: st)
+        if group.isLeader { try repairRecords(upTo: st) }
         observer?.trainingMessage("resumed from \(url.lastPathComponent): \(st.epoch) epochs done" + (st.step > 0 ? ", \(st.step) steps into epoch \(st.epoch + 1)" : ""))
         return url
     }
@@ -190,29 +198,39 @@ public final class Trainer {
             let batch = try result.get()
             seedDropouts(epoch: epoch, step: step)
             detector.train()
-            let terms = detector.losses(batch.images, targets: batch.targets)
-            let total = terms.total.scalar
-            if !total.isFinite {
-                throw RunError.nanLoss(epoch: epoch, step: step + 1, terms: terms.terms.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+            let termValues: [(name: String, value: Float)], n: Int, weighted: [(String, Double)]
+            if group.isDistributed {
+                (termValues, n, weighted) = try distributedStep(batch, epoch: epoch, step: step)
+            } else {
+                let terms = detector.losses(batch.images, targets: batch.targets)
+                let total = terms.total.scalar
+                if !total.isFinite {
+                    throw RunError.nanLoss(epoch: epoch, step: step + 1, terms: terms.terms.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+                }
+                optimizer.zeroGrad()
+                terms.total.backward()
+                clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
+                optimizer.step()
+                n = batch.ids.count
+                termValues = terms.terms
+                weighted = terms.terms.map { ($0.name, Double($0.value) * Double(n)) }
             }
-            optimizer.zeroGrad()
-            terms.total.backward()
-            clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
-            optimizer.step()
             step += 1
-            let n = batch.ids.count
             images += n
-            for (name, v) in terms.terms { sums[name, default: 0] += Double(v) * Double(n) }
+            for (name, v) in weighted { sums[name, default: 0] += v }
             seconds = startSeconds + Date().timeIntervalSince(t0)
-            observer?.trainingDidStep(step, of: steps, terms: terms.terms, imagesPerSecond: Double(images) / max(seconds, 1e-9))
-            if shouldStop() && step < steps {
+            observer?.trainingDidStep(step, of: steps, terms: termValues, imagesPerSecond: Double(images) / max(seconds, 1e-9))
+            let stop = group.isDistributed ? try group.sum([shouldStop() ? 1 : 0])[0] > 0 : shouldStop()
+            if stop && step < steps {
                 state.step = step
                 state.partial = sums
                 state.partialImages = images
                 state.partialSeconds = seconds
                 state.learningRate = Double(optimizer.learningRate)
-                try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
-                               metrics: [:], to: interruptedURL)
+                if group.isLeader {
+                    try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
+                                   metrics: [:], to: interruptedURL)
+                }
                 throw RunError.interrupted(checkpoint: interruptedURL.path)
             }
         }
@@ -234,10 +252,13 @@ public final class Trainer {
         state.partialSeconds = 0
         state.learningRate = Double(optimizer.learningRate)
         let ckpt = checkpointURL(epoch: epoch)
+        if group.isDistributed { try checkWeightsAgree(epoch: epoch) }
         let log = EpochLog(epoch: epoch, time: ISO8601DateFormatter().string(from: Date()), seconds: seconds, lr: lrUsed,
                            train: trainSummary, val: valSummary, metric: metric, imagesPerSecond: Double(images) / max(seconds, 1e-9),
                            trainImages: images, valImages: validationData.imageCount,
-                           checkpoint: "checkpoints/" + ckpt.lastPathComponent, best: better)
+                           checkpoint: "checkpoints/" + ckpt.lastPathComponent, best: better,
+                           processes: group.size, globalBatch: options.batchSize)
+        guard group.isLeader else { return log }
         // The checkpoint (written atomically) is the record: it holds the epoch's log line
         // and the best epoch, so a kill before the two lines below is repaired by resume().
         state.epochLog = log
@@ -267,22 +288,46 @@ public final class Trainer {
         var images = 0
         var truth: [[BoundingBox]] = []
         var detections: [[Detection]] = []
-        let batches = validationData.batchCount
+        // Sharded: each process takes a contiguous block of whole batches (the batches one
+        // process would build), and the per-batch sums are added in batch order afterwards.
+        let mine = group.block(validationData.batchCount)
+        let batches = mine.count
         observer?.trainingWillValidate(epoch, batches: batches)
         var b = 0
-        for result in validationData.batches(epoch: 0, from: 0) {
+        var perBatch: [[String: Double]] = []
+        let source = group.isDistributed ? validationData.batches(epoch: 0, indices: mine) : validationData.batches(epoch: 0, from: 0)
+        for result in source {
             let batch = try result.get()
+            if batch.ids.isEmpty {
+                perBatch.append([:])
+                continue
+            }
             Autograd.inference {
                 let out = detector.forward(batch.images)
                 let anchors = detector.anchors(height: batch.images.shape[2], width: batch.images.shape[3])
                 let terms = detector.lossFunction.loss(out, targets: batch.targets, anchors: anchors)
-                for (name, v) in terms.terms { sums[name, default: 0] += Double(v) * Double(batch.ids.count) }
+                var these: [String: Double] = [:]
+                for (name, v) in terms.terms { these[name] = Double(v) * Double(batch.ids.count) }
+                perBatch.append(these)
                 detections += detector.postprocessor.detections(out, anchors: anchors, imageSize: (batch.images.shape[2], batch.images.shape[3]))
             }
             truth += batch.targets.map(\.boxes)
             images += batch.ids.count
             b += 1
             observer?.trainingDidValidate(batch: b, of: batches)
+        }
+        if group.isDistributed {
+            struct Shard: Codable { var terms: [[String: Double]]; var images: Int; var truth: Data; var detections: Data }
+            let all = try group.allGather(JSONEncoder().encode(Shard(terms: perBatch, images: images, truth: DetectionWire.encode(truth),
+                                                                     detections: DetectionWire.encode(detections))))
+            let shards = try all.map { try JSONDecoder().decode(Shard.self, from: $0) }
+            perBatch = shards.flatMap(\.terms)
+            images = shards.reduce(0) { $0 + $1.images }
+            truth = shards.flatMap { DetectionWire.decodeBoxes($0.truth) }
+            detections = shards.flatMap { DetectionWire.decode($0.detections) }
+        }
+        for these in perBatch {
+            for (name, v) in these { sums[name, default: 0] += v }
         }
         let sweep = ThresholdSweep(truth: truth, detections: detections)
         let metric = MetricSummary(best: sweep.bestScore, threshold: sweep.bestThreshold,
@@ -308,5 +353,77 @@ public final class Trainer {
         try h.seekToEnd()
         try h.write(contentsOf: Data(line.utf8))
         try h.synchronize()
+    }
+}
+
+extension Trainer {
+    /// One data-parallel step: this process's shard forward and backward, gradients
+    /// averaged across processes (weighted by shard size) while backward runs, then the
+    /// same clipped Adam step everywhere.
+    /// - Returns: the global batch's mean loss terms, its image count, and the terms'
+    ///   image-weighted sums.
+    func distributedStep(_ batch: TrainingBatch, epoch: Int, step: Int) throws -> ([(name: String, value: Float)], Int, [(String, Double)]) {
+        let reducer = self.reducer ?? group.makeGradientReducer(parameters: optimizer.parameters.map(\.1))
+        if self.reducer == nil {
+            self.reducer = reducer
+            if !options.freezeBatchNorm, let sync = group as? any BatchStatisticsReducer {
+                for (_, m) in detector.namedModules() { (m as? BatchNorm2d)?.synchronizer = sync }
+            }
+        }
+        let n = batch.ids.count
+        if n == 0 && !options.freezeBatchNorm {
+            throw RunError.incompatible("rank \(group.rank): no readable image in its part of step \(step + 1) of epoch \(epoch); with --freeze-bn off every process needs at least one image per step (batch statistics are computed together)")
+        }
+        // each process's dropout masks are its samples' masks in the whole batch
+        let globalBatch = min(options.batchSize, trainData.imageCount)
+        for d in dropouts { d.batchShard = (globalBatch * group.rank / group.size, globalBatch) }
+        let local = n > 0 ? detector.losses(batch.images, targets: batch.targets) : nil
+        if termNames == nil {
+            // the loss's term names, from any process with images (a shard may be empty)
+            let all = try group.allGather(JSONEncoder().encode(local?.terms.map(\.name) ?? []))
+            termNames = try all.map { try JSONDecoder().decode([String].self, from: $0) }.first { !$0.isEmpty } ?? []
+        }
+        let names = termNames ?? []
+        var v = [Double(n)]
+        for name in names {
+            v.append(local?.terms.first { $0.name == name }.map { Double($0.value) * Double(n) } ?? 0)
+        }
+        let s = try group.sum(v)
+        let total = Int(s[0])
+        let terms = names.enumerated().map { (name: $1, value: Float(s[$0 + 1] / Double(max(1, total)))) }
+        if s.contains(where: { !$0.isFinite }) {
+            throw RunError.nanLoss(epoch: epoch, step: step + 1, terms: terms.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+        }
+        guard total > 0 else { return (terms, 0, []) }
+        optimizer.zeroGrad()
+        reducer.begin(weight: Float(Double(n) / Double(total)))
+        (group as? any BatchStatisticsReducer)?.gradientShare = Double(n) / Double(total)
+        if let local { local.total.backward(nil, parameterReady: { reducer.parameterReady($0) }) }
+        communicationWait += try reducer.finish()
+        clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
+        optimizer.step()
+        return (terms, total, names.enumerated().map { ($1, s[$0 + 1]) })
+    }
+
+    /// SHA-256 of every parameter and buffer (names, shapes and values, in module order).
+    public func weightsDigest() -> String {
+        var h = SHA256()
+        for (name, t) in detector.stateDict() {
+            h.update(Array(name.utf8) + t.shape.flatMap { withUnsafeBytes(of: Int64($0).littleEndian, Array.init) })
+            t.withUnsafeBufferPointer { h.update(UnsafeRawBufferPointer($0)) }
+        }
+        return h.finalize().hex
+    }
+
+    /// Compares the weights' digest across processes; they must be identical.
+    /// - Throws: ``RunError/incompatible(_:)`` naming the ranks whose weights differ.
+    func checkWeightsAgree(epoch: Int) throws {
+        let mine = weightsDigest()
+        let all = try group.allGather(Data(mine.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        let differ = all.indices.filter { all[$0] != all[0] }
+        guard differ.isEmpty else {
+            throw RunError.incompatible("after epoch \(epoch) the weights of rank(s) \(differ.map(String.init).joined(separator: ", ")) differ from rank 0's (sha256 \(all[0].prefix(16)) vs \(differ.map { all[$0].prefix(16) }.joined(separator: ", ")))")
+        }
+        observer?.trainingMessage("epoch \(epoch): weights identical on all \(group.size) processes (sha256 \(mine.prefix(16)))")
     }
 }

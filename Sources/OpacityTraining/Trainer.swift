@@ -28,6 +28,23 @@ public protocol BatchSource {
     /// The batches of `epoch` from batch index `start` on; a batch that cannot be built
     /// (an unreadable image when skipping is off) comes as a failure, and the run stops with it.
     func batches(epoch: Int, from start: Int) -> AnyIterator<Result<TrainingBatch, Error>>
+    /// Exactly the batches `indices` of `epoch`, one element per index (a batch whose images
+    /// were all skipped comes empty): the part of a sharded validation a process owns.
+    func batches(epoch: Int, indices: Range<Int>) -> AnyIterator<Result<TrainingBatch, Error>>
+}
+
+extension BatchSource {
+    /// Batches `indices` taken from ``batches(epoch:from:)`` (a source that drops empty
+    /// batches should provide its own).
+    public func batches(epoch: Int, indices: Range<Int>) -> AnyIterator<Result<TrainingBatch, Error>> {
+        let it = batches(epoch: epoch, from: indices.lowerBound)
+        var left = indices.count
+        return AnyIterator {
+            guard left > 0 else { return nil }
+            left -= 1
+            return it.next()
+        }
+    }
 }
 
 /// The recipe of a training run. Defaults follow the paper.

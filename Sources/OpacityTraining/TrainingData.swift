@@ -81,8 +81,27 @@ public final class LoaderBatchSource: BatchSource {
                 }
                 guard let batch else { done = true; return nil }
                 note(batch.skipped)
-                if batch.ids.isEmpty { continue }
+                if batch.ids.isEmpty && loader.config.shardCount == 1 { continue }
                 return .success(TrainingBatch(images: batch.images, targets: batch.targets, ids: batch.ids))
+            }
+            return nil
+        }
+    }
+
+    public func batches(epoch: Int, indices: Range<Int>) -> AnyIterator<Result<TrainingBatch, Error>> {
+        let order = loader.order(epoch: epoch)
+        var b = indices.lowerBound
+        return AnyIterator { [self] in
+            while b < indices.upperBound {
+                defer { b += 1 }
+                do {
+                    let batch = try loader.batch(b, epoch: epoch, order: order)
+                    note(batch.skipped)
+                    return .success(TrainingBatch(images: batch.images, targets: batch.targets, ids: batch.ids))
+                } catch {
+                    b = indices.upperBound
+                    return .failure(error)
+                }
             }
             return nil
         }

@@ -41,7 +41,9 @@ public struct MetricSummary: Codable, Sendable, Equatable {
 /// - `metric`: `{best, threshold, sweep: [[threshold, score], ...]}` on the validation images,
 /// - `images_per_second` (training throughput), `train_images`, `val_images`,
 /// - `checkpoint` (path of the epoch's bundle, relative to the run folder), `best` (bool: this
-///   epoch is the best so far).
+///   epoch is the best so far),
+/// - `processes` and `global_batch` (optional): data-parallel processes and images per step
+///   over all of them.
 public struct EpochLog: Codable, Sendable, Equatable {
     public var epoch: Int
     public var time: String
@@ -55,13 +57,19 @@ public struct EpochLog: Codable, Sendable, Equatable {
     public var valImages: Int
     public var checkpoint: String
     public var best: Bool
+    /// Processes that trained the epoch (absent in logs from before data parallelism: 1).
+    public var processes: Int?
+    /// Images per optimizer step over all processes (`--batch`); each process builds
+    /// `globalBatch / processes` of them (absent in older logs).
+    public var globalBatch: Int?
 
     enum CodingKeys: String, CodingKey {
         case epoch, time, seconds, lr, train, val, metric
         case imagesPerSecond = "images_per_second"
         case trainImages = "train_images"
         case valImages = "val_images"
-        case checkpoint, best
+        case checkpoint, best, processes
+        case globalBatch = "global_batch"
     }
 
     /// The JSON line (no trailing newline), keys sorted.

@@ -27,6 +27,9 @@ public struct TrainingSetup {
     public var foldsFile: URL?
     /// The seed of the fold split (42, as the paper's split).
     public var foldSeed: UInt64 = 42
+    /// The processes training together (data parallel); `options.batchSize` is the global
+    /// batch, split into one shard per process. Only rank 0 writes files.
+    public var group: ProcessGroup = SingleProcess()
 
     public init(options: TrainingOptions, data: DataLocation, runDirectory: URL) {
         self.options = options
@@ -116,8 +119,9 @@ public struct TrainingSetup {
         try options.validate()
         let augmentation = try AugmentationConfig(parsing: options.augmentation)
         // one run at a time per folder: the lock is taken before anything is written there
-        let lock = try RunLock(runDirectory: runDirectory)
-        if let old = lock.takenOverFrom { observer?.trainingMessage("note: took over the stale lock of a run that is gone (\(old))") }
+        // (under MPI rank 0 holds it for the job: only rank 0 writes the run folder)
+        let lock = group.isLeader ? try RunLock(runDirectory: runDirectory) : nil
+        if let old = lock?.takenOverFrom { observer?.trainingMessage("note: took over the stale lock of a run that is gone (\(old))") }
         if resume, let saved = try Self.savedOptions(in: runDirectory), saved.dataRoot != nil || saved.labelsPath != nil,
            saved.limitValidation != options.limitValidation
             || saved.limitTrain != options.limitTrain || saved.skipProblemImages.map({ $0 != skipProblemImages }) ?? false {
@@ -126,7 +130,7 @@ public struct TrainingSetup {
                                         + "skip-unreadable \(saved.skipProblemImages ?? false)); resume it with the same ones, or without naming them")
         }
         let dataset = try data.load(skipProblemImages: skipProblemImages)
-        try writeSkipped(dataset.report)
+        if group.isLeader { try writeSkipped(dataset.report) }
         // folds: reuse the run's file so a resumed run sees the same split
         let foldsURL = foldsFile ?? runDirectory.appendingPathComponent("folds.csv")
         let folds: Folds
@@ -134,7 +138,7 @@ public struct TrainingSetup {
             folds = try Folds.read(from: foldsURL, expectedCount: options.folds)
         } else {
             folds = try Folds.stratified(dataset, count: options.folds, seed: foldSeed)
-            try folds.write(to: foldsURL)
+            if group.isLeader { try folds.write(to: foldsURL) }
         }
         var (train, validation) = try folds.split(dataset, validationFold: options.fold)
         if let n = limitTrain { train = DetectionDataset(records: Array(train.records.prefix(n)), report: train.report) }
@@ -152,9 +156,13 @@ public struct TrainingSetup {
             observer?.trainingMessage("encoder weights from \(w): \(report.loaded.count) tensors")
         }
         let batch = min(options.batchSize, train.records.count)
+        guard batch >= group.size else {
+            throw RunError.incompatible("--batch \(options.batchSize) is the global batch (images per step over all processes) and must be at least the \(group.size) processes (each needs an image); use --batch \(group.size) or more")
+        }
         let trainSource = try LoaderBatchSource(dataset: train, config: LoaderConfig(
             batchSize: batch, imageSize: detector.inputSize, augmentation: augmentation, shuffle: true, dropLast: true,
-            seed: options.seed, workers: workers, prefetch: max(2, workers * 2), skipUnreadable: skipProblemImages))
+            seed: options.seed, workers: workers, prefetch: max(2, workers * 2), skipUnreadable: skipProblemImages,
+            shardIndex: group.rank, shardCount: group.size))
         let validationSource = try LoaderBatchSource(dataset: validation, config: LoaderConfig(
             batchSize: options.batchSize, imageSize: detector.inputSize, augmentation: .none, shuffle: false, dropLast: false,
             seed: options.seed, workers: workers, prefetch: max(2, workers * 2), skipUnreadable: skipProblemImages))
@@ -162,16 +170,17 @@ public struct TrainingSetup {
                               runDirectory: runDirectory, store: BundleCheckpointStore(registry: registry))
         trainer.observer = observer
         trainer.lock = lock
+        trainer.group = group
         // images the loaders leave out while decoding join skipped.csv and count towards the limit
         let setup = self, report = dataset.report
         trainer.afterEpoch = { [trainSource, validationSource] in
             let late = trainSource.skipped + validationSource.skipped
-            guard !late.isEmpty else { return }
+            guard !late.isEmpty, setup.group.isLeader else { return }
             var r = report
             for s in late where r.unreadableImages[s.id] == nil { r.unreadableImages[s.id] = s.reason }
             try setup.writeSkipped(r)
         }
-        try trainer.prepareRunDirectory()
+        if group.isLeader { try trainer.prepareRunDirectory() }
         var resumed: URL?
         if resume { resumed = try trainer.resume() }
         return (trainer, Summary(dataset: dataset.report, trainImages: train.records.count, validationImages: validation.records.count,

@@ -25,6 +25,16 @@ struct BenchOptions: Sendable {
     var detectorConfigs: [String] = []
     var clock = BenchClock.wall
     var help = false
+    /// Process counts of the scaling section (the allreduce section uses the largest).
+    var ranks = [1, 2]
+    /// Images per step over all ranks in the scaling section (default: the most ranks).
+    var globalBatch: Int?
+    /// Gradient bucket size of the scaling section.
+    var bucketMiB: Double = 25
+    /// Largest buffer of the allreduce section.
+    var maxMiB = 256
+    /// The detector of the scaling section.
+    var scalingConfig = "retinanet(encoder=resnet50, size=512)"
 
     enum PyTorchSource: Sendable, Equatable {
         /// Run scripts/bench_pytorch.py if a Python with torch is found.
@@ -62,6 +72,11 @@ struct BenchOptions: Sendable {
               --pytorch-json F    read PyTorch figures from F (written by scripts/bench_pytorch.py)
               --python P          run scripts/bench_pytorch.py with interpreter P
               --no-pytorch        skip the PyTorch comparison
+              --ranks 1,2         scaling: process counts, one mpirun job each (allreduce: the largest)
+              --global-batch B    scaling: images per step over all ranks (default: the most ranks)
+              --bucket-mib M      scaling: gradient bucket size (default 25)
+              --max-mib M         allreduce: largest buffer (default 256)
+              --scaling-config C  scaling: the detector (default retinanet(encoder=resnet50, size=512))
               --clock wall|cpu    wall: elapsed time (default); cpu: process CPU time / threads, an
                                   estimate for an idle machine when other jobs share the cores
             By default the PyTorch comparison runs scripts/bench_pytorch.py with the first of
@@ -93,6 +108,14 @@ struct BenchOptions: Sendable {
             case "--batches":
                 o.batches = try value().split(separator: ",").map { try positiveInt(String($0), a) }
             case "--only": o.convFilter = try value()
+            case "--ranks": o.ranks = try value().split(separator: ",").map { try positiveInt(String($0), a) }
+            case "--global-batch": o.globalBatch = try positiveInt(try value(), a)
+            case "--max-mib": o.maxMiB = try positiveInt(try value(), a)
+            case "--scaling-config": o.scalingConfig = try value()
+            case "--bucket-mib":
+                let v = try value()
+                guard let m = Double(v), m > 0 else { throw UsageError(description: "--bucket-mib expects a positive number, got '\(v)'") }
+                o.bucketMiB = m
             case "--forward-only": o.convBackward = false
             case "--unfused": o.fuseBatchNormReLU = false
             case "--config": o.detectorConfigs.append(try value())

@@ -22,6 +22,8 @@ struct BenchSection: Sendable {
         .loader,
         .bundle,
         .onnx,
+        .allreduce,
+        .scaling,
     ]
 
     static func named(_ name: String) -> BenchSection? { all.first { $0.name == name } }

@@ -7,6 +7,13 @@
 // `BenchSection.all`; add new ones (`loader`, `bundle`, ...) the same way.
 import Foundation
 import Opacity
+import OpacityDistributed
+
+// Under mpirun (the allreduce and scaling sections launch themselves so), only rank 0 prints.
+if let launch = LaunchEnvironment.detect(), launch.rank != 0 {
+    let devnull = open("/dev/null", O_WRONLY)
+    if devnull >= 0 { dup2(devnull, STDOUT_FILENO) }
+}
 
 let options: BenchOptions
 do {

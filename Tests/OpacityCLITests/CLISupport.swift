@@ -21,10 +21,17 @@ enum CLI {
 
     /// Runs `opacity args...` in `cwd` with two compute threads.
     @discardableResult
-    static func run(_ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900) throws -> Result {
+    /// With `launcher` (e.g. `["/usr/bin/mpirun", "-np", "2"]`) the launcher runs `opacity`.
+    static func run(_ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900,
+                    launcher: [String] = []) throws -> Result {
         let p = Process()
-        p.executableURL = executable
-        p.arguments = args
+        if let first = launcher.first {
+            p.executableURL = URL(fileURLWithPath: first)
+            p.arguments = Array(launcher.dropFirst()) + [executable.path] + args
+        } else {
+            p.executableURL = executable
+            p.arguments = args
+        }
         if let cwd { p.currentDirectoryURL = cwd }
         var env = ProcessInfo.processInfo.environment
         env["OPACITY_THREADS"] = "2"

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Opacity
+import OpacityDistributed
 import OpacityServe
 
 /// `opacity detect`.
@@ -34,8 +35,14 @@ struct DetectCommand: ParsableCommand {
         }
     }
 
+    @OptionGroup var distributedOptions: DistributedOptions
+
     func run() throws {
-        runtime.apply()
+        let group = try distributedOptions.makeGroup(threads: runtime.threads)
+        try runCollectively(group, command: "detect") { try detect(group) }
+    }
+
+    private func detect(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "detections") ?? output
         var files: [URL] = []
         for i in inputs {
@@ -68,14 +75,17 @@ struct DetectCommand: ParsableCommand {
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         var skipped = SkippedInputs()
         var all: [DetectionReport] = []
-        let bar = runtime.progressBar("detect")
+        let bar = outputSilenced ? nil : runtime.progressBar("detect")
         let t0 = Date()
-        for (k, f) in files.enumerated() {
+        // under MPI each rank takes a contiguous block of the files and writes their overlays;
+        // rank 0 gathers the reports in order and writes the result file
+        let mine = shardedRange(files.count, chunk: 1, group: group)
+        for (k, f) in files[mine].enumerated() {
             let img: DecodedImage
             do { img = try DetectionEngine.read(f) } catch {
                 if !skipUnreadable { throw error }
                 skipped.add(f.path, "\(error)")
-                bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+                bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
                 continue
             }
             let report = engine.run([img])[0]
@@ -83,7 +93,16 @@ struct DetectCommand: ParsableCommand {
             if !noOverlays {
                 try writePNG(img.image.overlay(detections: report.detections, thickness: max(2, img.image.width / 300)), to: overlayURL(f))
             }
-            bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+            bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
+        }
+        if group.isDistributed {
+            struct Part: Codable { var reports: [DetectionReport]; var skipped: [[String]] }
+            let gathered = try group.allGather(JSONEncoder().encode(Part(reports: all, skipped: skipped.entries.map { [$0.file, $0.reason] })))
+            guard group.isLeader else { return }
+            let parts = try gathered.map { try JSONDecoder().decode(Part.self, from: $0) }
+            all = parts.flatMap(\.reports)
+            skipped = SkippedInputs()
+            for p in parts { for e in p.skipped { skipped.add(e[0], e[1]) } }
         }
         if format == .json {
             try DetectionReport.json(all).write(to: resultURL, options: .atomic)

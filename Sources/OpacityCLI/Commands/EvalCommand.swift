@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Opacity
+import OpacityDistributed
 
 /// `opacity eval`.
 struct EvalCommand: ParsableCommand {
@@ -38,8 +39,14 @@ struct EvalCommand: ParsableCommand {
         if operatingPointOut != nil && model.models.count > 1 { throw ValidationError("--operating-point-out needs a single --model (an ensemble has no one bundle)") }
     }
 
+    @OptionGroup var distributedOptions: DistributedOptions
+
     func run() throws {
-        runtime.apply()
+        let group = try distributedOptions.makeGroup(threads: runtime.threads)
+        try runCollectively(group, command: "eval") { try evaluate(group) }
+    }
+
+    private func evaluate(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         let registry = try CommandContext.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
@@ -72,10 +79,16 @@ struct EvalCommand: ParsableCommand {
         }
         if let limit { records = Array(records.prefix(limit)) }
         guard !records.isEmpty else { throw ValidationError("no images to score") }
-        let bar = runtime.progressBar("eval")
+        let bar = outputSilenced ? nil : runtime.progressBar("eval")
         let t0 = Date()
-        let ev = try Evaluation(predictor: predictor, records: records, skipUnreadable: dataOptions.skipUnreadable) { done, total in
+        // under MPI each rank scores a block of whole batches; rank 0 gathers them in order
+        let mine = shardedRange(records.count, chunk: predictor.batchSize, group: group)
+        var ev = try Evaluation(predictor: predictor, records: Array(records[mine]), skipUnreadable: dataOptions.skipUnreadable) { done, total in
             bar?(ProgressUpdate(done: done, total: total, elapsed: Date().timeIntervalSince(t0)))
+        }
+        if group.isDistributed {
+            guard let results = try Evaluation.gather(ev.images, group: group) else { return }
+            ev = Evaluation(results: results)
         }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Opacity
+import OpacityDistributed
 
 /// `opacity submit`.
 struct SubmitCommand: ParsableCommand {
@@ -28,9 +29,14 @@ struct SubmitCommand: ParsableCommand {
             throw ValidationError("--threshold \(threshold) is not valid; expected a score in 0...1")
         }
     }
+    @OptionGroup var distributedOptions: DistributedOptions
 
     func run() throws {
-        runtime.apply()
+        let group = try distributedOptions.makeGroup(threads: runtime.threads)
+        try runCollectively(group, command: "submit") { try submit(group) }
+    }
+
+    private func submit(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "submission.csv") ?? output
         let listed = try ImageFile.list(in: URL(fileURLWithPath: images))
         guard !listed.isEmpty else { throw ValidationError("\(images) holds no images (.dcm, .png, .jpg)") }
@@ -49,9 +55,12 @@ struct SubmitCommand: ParsableCommand {
         predictor.filter = ConfidenceFilter(threshold: t)
         note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t))
         var rows: [(patientId: String, detections: [Detection])] = []
-        let bar = runtime.progressBar("submit")
+        let bar = outputSilenced ? nil : runtime.progressBar("submit")
         let t0 = Date()
-        for (k, f) in files.enumerated() {
+        // under MPI each rank takes a contiguous block of the files; rank 0 gathers them in order
+        let mine = shardedRange(files.count, chunk: 1, group: group)
+        let before = skipped.count
+        for (k, f) in files[mine].enumerated() {
             let id = f.deletingPathExtension().lastPathComponent
             do {
                 let img = try ImageFile.read(f)
@@ -60,7 +69,20 @@ struct SubmitCommand: ParsableCommand {
                 if !skipUnreadable { throw error }
                 skipped.add(f.path, "\(error)")
             }
-            bar?(ProgressUpdate(done: k + 1, total: files.count, elapsed: Date().timeIntervalSince(t0)))
+            bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
+        }
+        if group.isDistributed {
+            struct Part: Codable { var ids: [String]; var detections: Data; var skipped: [[String]] }
+            let part = Part(ids: rows.map(\.patientId), detections: DetectionWire.encode(rows.map(\.detections)),
+                            skipped: skipped.entries.dropFirst(before).map { [$0.file, $0.reason] })
+            let all = try group.allGather(JSONEncoder().encode(part))
+            guard group.isLeader else { return }
+            let parts = try all.map { try JSONDecoder().decode(Part.self, from: $0) }
+            rows = parts.flatMap { p in zip(p.ids, DetectionWire.decode(p.detections)).map { (patientId: $0, detections: $1) } }
+            var merged = SkippedInputs()
+            for e in skipped.entries.prefix(before) { merged.add(e.file, e.reason) }
+            for p in parts { for e in p.skipped { merged.add(e[0], e[1]) } }
+            skipped = merged
         }
         let sub = Submission(rows: rows)
         try sub.write(to: outURL)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Opacity
+import OpacityDistributed
 
 /// `opacity train`.
 struct TrainCommand: ParsableCommand {
@@ -30,7 +31,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = Self.defaults.folds
     @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
     @Option(name: .long, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
-    @Option(name: .long, help: "Images per batch.") var batch: Int = Self.defaults.batchSize
+    @Option(name: .long, help: "Images per optimizer step over all processes (the global batch); under MPI each of P processes builds batch/P of them.") var batch: Int = Self.defaults.batchSize
     @Option(name: .long, help: ArgumentHelp("Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\".", valueName: "preset"))
     var aug: String = Self.defaults.augmentation
     @Option(name: .long, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = Self.defaults.seed
@@ -53,6 +54,11 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Background loader threads.") var workers: Int = 2
     @Option(name: .long, help: ArgumentHelp("Stop (as Ctrl-C does) after this many steps of this invocation.", visibility: .hidden))
     var stopAfter: Int?
+    @Flag(name: .long, help: ArgumentHelp("With --resume: only validate the newest checkpoint and print the exact numbers.", visibility: .hidden))
+    var validateOnly = false
+    @OptionGroup var distributedOptions: DistributedOptions
+    @Option(name: .long, help: "Under MPI: gradients are averaged in buckets of at most this many MiB, each sent while backward goes on (PyTorch DDP's default: 25).")
+    var bucketMib: Double = 25
 
     func validate() throws {
         if let lr, !(lr.isFinite && lr > 0) { throw ValidationError("--lr \(lr) is not valid; expected a finite positive number") }
@@ -76,7 +82,12 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        runtime.apply()
+        let group = try distributedOptions.makeGroup(threads: runtime.threads)
+        (group as? MPIProcessGroup)?.bucketBytes = max(1, Int(bucketMib * 1_048_576))
+        try runCollectively(group, command: "train") { try train(group) }
+    }
+
+    private func train(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut)
         let registry = try CommandContext.registry()
         var options: TrainingOptions
@@ -140,19 +151,29 @@ struct TrainCommand: ParsableCommand {
             }
         }
         setup.workers = workers
+        setup.group = group
         let progress = TrainingProgress(quiet: runtime.quiet)
-        let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: progress)
+        let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: outputSilenced ? nil : progress)
         if resume, let lr, summary.resumedFrom != nil {
             trainer.setLearningRate(lr)
-            progress.write("learning rate set to \(lr) from here on\n")
+            if !outputSilenced { progress.write("learning rate set to \(lr) from here on\n") }
         }
-        if options.freezeBatchNorm && options.encoderWeights == nil && options.initWeights == nil && summary.resumedFrom == nil {
+        if options.freezeBatchNorm && options.encoderWeights == nil && options.initWeights == nil && summary.resumedFrom == nil && !outputSilenced {
             progress.write("note: batch norm is frozen (the paper's setting for ImageNet-pretrained encoders) but the encoder starts from scratch; --freeze-bn off usually trains better then\n")
         }
         say("run: \(outURL.path)")
         say("model: \(trainer.options.config)  (\(trainer.detector.parameterCount) parameters)")
         say("data: \(trainer.options.data), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(summary.validationImages) validation images")
         say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
+        say(distributedOptions.describe(group))
+        let b = trainer.options.batchSize, p = group.size
+        say("batch: \(b) images per step in all (global batch, --batch); per process \(b / p == (b + p - 1) / p ? "\(b / p)" : "\(b / p)-\((b + p - 1) / p)") x \(p) process\(p == 1 ? "" : "es")")
+        if validateOnly {
+            guard summary.resumedFrom != nil else { throw ValidationError("--validate-only needs --resume and a run with a checkpoint") }
+            let (v, m) = try trainer.validate(trainer.state.epoch)
+            say("validation: total \(v.total) focal \(v.focal) regression \(v.regression) global \(v.global.map { "\($0)" } ?? "-") metric \(m.best) threshold \(m.threshold) sweep \(m.sweep.map { "\($0[1])" }.joined(separator: ","))")
+            return
+        }
         let interrupt = InterruptFlag()
         var steps = 0
         let limit = stopAfter

@@ -9,10 +9,10 @@ func writePNG(_ image: RGBImage, to url: URL) throws {
 }
 
 /// A result line on standard output.
-func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+func say(_ s: String) { if !outputSilenced { FileHandle.standardOutput.write(Data((rankPrefix + s + "\n").utf8)) } }
 
 /// A warning or note on standard error (printed even under `--quiet`).
-func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+func note(_ s: String) { if !outputSilenced { FileHandle.standardError.write(Data((rankPrefix + s + "\n").utf8)) } }
 
 /// The output path from `-o/--output` and the deprecated spelling `--out` (hidden from help,
 /// kept so existing scripts run): `--out` wins with a warning when `--output` was left at

@@ -1,0 +1,259 @@
+import Foundation
+import OpacityTensor
+import OpacityTraining
+
+/// A ``ProcessGroup`` over MPI: the trainer's and the inference commands' collectives.
+///
+/// Sums of statistics and loss terms gather every rank's vector and add it in rank order;
+/// gradients go through ``BucketedGradientReducer`` on a communicator of their own.
+public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
+    /// The communicator of the main thread's collectives.
+    public let world: Communicator
+    /// Gradient bucket size in bytes (PyTorch DDP's default: 25 MiB).
+    public var bucketBytes: Int
+    /// This rank's share of the current step's global batch (set by the trainer each step).
+    public var gradientShare: Double = 1
+
+    /// A group over `world`.
+    public init(world: Communicator, bucketBytes: Int = 25 << 20) {
+        self.world = world
+        self.bucketBytes = bucketBytes
+    }
+
+    public var rank: Int { world.rank }
+    public var size: Int { world.size }
+    public func sum(_ values: [Double]) throws -> [Double] { try world.orderedSum(values) }
+    public func allGather(_ data: Data) throws -> [Data] { try world.allGather(data) }
+
+    public func makeGradientReducer(parameters: [Parameter]) -> GradientReducer {
+        // The reducer's thread needs its own communicator, and MPI_THREAD_MULTIPLE to use it
+        // while this thread reduces batch-norm statistics; without it, buckets are reduced
+        // at the end of backward on this thread.
+        let comm = world.supportsThreads ? ((try? world.duplicate()) ?? world) : world
+        return BucketedGradientReducer(parameters: parameters, communicator: comm, bucketBytes: bucketBytes,
+                                       overlap: world.supportsThreads && comm !== world)
+    }
+
+    public func abort(_ message: String) -> Never { world.abort(message) }
+}
+
+extension MPIProcessGroup: BatchStatisticsReducer {
+    /// Synchronised batch norm's sums, in rank order on the main communicator; a transport
+    /// failure ends the job with a message naming this rank.
+    public func sumAcrossProcesses(_ values: [Double]) -> [Double] {
+        do { return try world.orderedSum(values) } catch {
+            world.abort("rank \(rank) of \(size): synchronised batch norm failed: \(error)")
+        }
+    }
+}
+
+/// Averages gradients across ranks in buckets, overlapping communication with backward.
+///
+/// Buckets hold parameters in reverse registration order (the order backward completes
+/// them: head first, stem last), each up to `bucketBytes` of gradients plus one flag per
+/// parameter (1 when this rank has a gradient for it). When a bucket's last parameter is
+/// ready its reduction starts on a communication thread while backward goes on. Buckets
+/// are reduced strictly in index order on every rank (a bucket whose gradients came late,
+/// or never, waits for ``finish()``), so the sequence of collectives is the same on all
+/// ranks, and each bucket is summed with ``Communicator/orderedSum(_:count:scratch:)``
+/// (rank order), so the result is bitwise the same on every rank and every run.
+public final class BucketedGradientReducer: GradientReducer, @unchecked Sendable {
+    private let core: ReducerCore
+
+    /// A reducer over `parameters` (every rank passes the same list in the same order).
+    /// - Parameters:
+    ///   - communicator: used only by this reducer (its thread runs collectives on it).
+    ///   - bucketBytes: the most gradient bytes in one bucket (a larger parameter gets a
+    ///     bucket of its own).
+    ///   - overlap: reduce on a communication thread while backward runs; off, every
+    ///     bucket is reduced in ``finish()``.
+    public init(parameters: [Parameter], communicator: Communicator, bucketBytes: Int, overlap: Bool = true) {
+        core = ReducerCore(parameters: parameters, communicator: communicator, bucketBytes: bucketBytes, overlap: overlap)
+        if overlap {
+            let c = core
+            let t = Thread { c.communicate() }
+            t.name = "opacity-allreduce"
+            t.start()
+        }
+    }
+
+    deinit { core.stop() }
+
+    /// The gradient bytes of each bucket, in reduction order.
+    public var bucketSizes: [Int] { core.bucketSizes }
+
+    public func begin(weight: Float) { core.begin(weight: weight) }
+    public func parameterReady(_ parameter: Parameter) { core.parameterReady(parameter) }
+    public func finish() throws -> Double { try core.finish() }
+}
+
+final class ReducerCore: @unchecked Sendable {
+    struct Bucket {
+        var members: [Int]        // parameter indices
+        var offsets: [Int]        // element offset of each member's gradient
+        var flagOffset: Int       // members.count flags follow the gradients
+        var count: Int
+        var buffer: UnsafeMutablePointer<Float>
+    }
+
+    let parameters: [Parameter]
+    let comm: Communicator
+    let overlap: Bool
+    private var buckets: [Bucket] = []
+    private var slot: [ObjectIdentifier: (bucket: Int, member: Int)] = [:]
+    private var pending: [Int] = []
+    private var weight: Float = 1
+    private let scratch: UnsafeMutablePointer<Float>
+    // communication thread state, under `cond`
+    private let cond = NSCondition()
+    private var ready: [Bool] = []
+    private var reduced = 0
+    private var failure: Error?
+    private var stopping = false
+
+    init(parameters: [Parameter], communicator: Communicator, bucketBytes: Int, overlap: Bool = true) {
+        self.parameters = parameters
+        self.comm = communicator
+        self.overlap = overlap
+        let limit = max(1, bucketBytes / MemoryLayout<Float>.stride)
+        var current: [Int] = [], elements = 0
+        var groups: [[Int]] = []
+        for i in parameters.indices.reversed() {
+            let n = parameters[i].value.count
+            if !current.isEmpty && elements + n > limit {
+                groups.append(current)
+                current = []
+                elements = 0
+            }
+            current.append(i)
+            elements += n
+        }
+        if !current.isEmpty { groups.append(current) }
+        var largest = 0
+        for (b, g) in groups.enumerated() {
+            var offsets: [Int] = [], off = 0
+            for (m, i) in g.enumerated() {
+                offsets.append(off)
+                off += parameters[i].value.count
+                slot[ObjectIdentifier(parameters[i])] = (b, m)
+            }
+            let count = off + g.count
+            largest = max(largest, count)
+            buckets.append(Bucket(members: g, offsets: offsets, flagOffset: off, count: count,
+                                  buffer: UnsafeMutablePointer<Float>.allocate(capacity: count)))
+        }
+        let p = max(1, comm.size)
+        scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, p * ((largest + p - 1) / p + 1)))
+        ready = Array(repeating: false, count: buckets.count)
+        reduced = buckets.count
+    }
+
+    deinit {
+        for b in buckets { b.buffer.deallocate() }
+        scratch.deallocate()
+    }
+
+    /// Ends the communication thread (it then drops its reference to this core).
+    func stop() {
+        cond.lock()
+        stopping = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// The number of buckets and the bytes of gradients in each.
+    var bucketSizes: [Int] { buckets.map { ($0.flagOffset) * MemoryLayout<Float>.stride } }
+
+    func begin(weight: Float) {
+        cond.lock()
+        precondition(reduced == buckets.count, "BucketedGradientReducer.begin: the previous step was not finished")
+        reduced = 0
+        failure = nil
+        for i in ready.indices { ready[i] = false }
+        cond.unlock()
+        self.weight = weight
+        pending = buckets.map(\.members.count)
+        for b in buckets { b.buffer.update(repeating: 0, count: b.count) }
+    }
+
+    func parameterReady(_ parameter: Parameter) {
+        guard let (b, m) = slot[ObjectIdentifier(parameter)], let g = parameter.grad else { return }
+        let bucket = buckets[b]
+        let dst = bucket.buffer + bucket.offsets[m]
+        let w = weight
+        g.withUnsafeBufferPointer { src in
+            if w == 1 { dst.update(from: src.baseAddress!, count: src.count) } else {
+                for j in 0..<src.count { dst[j] = src[j] * w }
+            }
+        }
+        bucket.buffer[bucket.flagOffset + m] = 1
+        pending[b] -= 1
+        if pending[b] == 0 { markReady(b) }
+    }
+
+    func finish() throws -> Double {
+        for b in buckets.indices where pending[b] > 0 {
+            pending[b] = 0
+            markReady(b)
+        }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        if !overlap {
+            for b in buckets.indices { try reduce(b) }
+            cond.lock()
+            reduced = buckets.count
+            cond.unlock()
+        }
+        cond.lock()
+        while reduced < buckets.count && failure == nil { cond.wait() }
+        let error = failure
+        if error != nil { reduced = buckets.count }
+        cond.unlock()
+        let waited = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        if let error { throw error }
+        for bucket in buckets {
+            for (m, i) in bucket.members.enumerated() {
+                let p = parameters[i]
+                guard bucket.buffer[bucket.flagOffset + m] > 0 else {
+                    p.grad = nil
+                    continue
+                }
+                var g = Tensor(uninitializedShape: p.value.shape)
+                g.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: bucket.buffer + bucket.offsets[m], count: $0.count) }
+                p.grad = g
+            }
+        }
+        return waited
+    }
+
+    private func markReady(_ b: Int) {
+        guard overlap else { return }
+        cond.lock()
+        ready[b] = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    private func reduce(_ b: Int) throws {
+        try comm.orderedSum(buckets[b].buffer, count: buckets[b].count, scratch: scratch)
+    }
+
+    /// The communication thread: reduces buckets in index order as they become ready.
+    func communicate() {
+        while true {
+            cond.lock()
+            while !stopping && (reduced >= buckets.count || !ready[reduced] || failure != nil) { cond.wait() }
+            if stopping {
+                cond.unlock()
+                return
+            }
+            let b = reduced
+            cond.unlock()
+            var err: Error?
+            do { try reduce(b) } catch { err = error }
+            cond.lock()
+            if let err { failure = err } else { reduced += 1 }
+            cond.broadcast()
+            cond.unlock()
+        }
+    }
+}
