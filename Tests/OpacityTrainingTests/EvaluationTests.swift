@@ -88,7 +88,7 @@ final class EvaluationTests: XCTestCase {
             XCTAssertEqual(a.box.x, b.box.x, accuracy: 1e-3)
             XCTAssertEqual(a.box.y2, b.box.y2, accuracy: 1e-3)
         }
-        XCTAssertEqual(try XCTUnwrap(single.classProbabilities).reduce(0, +), 1, accuracy: 1e-4)
+        XCTAssertEqual(try XCTUnwrap(single.globalProbabilities).reduce(0, +), 1, accuracy: 1e-4)
         XCTAssertThrowsError(try Predictor(detectors: [d, d], method: .wbf(WeightedBoxesFusion(), weights: [1])))
         // scales through WBF run and keep boxes inside the image
         let p = try Predictor(detectors: [d], tta: try TestTimeAugmentation.parse("flip,scale=0.875:1.125"))
