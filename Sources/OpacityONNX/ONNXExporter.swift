@@ -196,10 +196,14 @@ public enum ONNXExporter {
         let idx = b.node("Expand", [b.node("Unsqueeze", [topIndices, b.constant("axes", dims: [1], int64s: [2])]),
                                     b.constant("shape", dims: [3], int64s: [1, 1, 4])])
         let topBoxes = b.node("GatherElements", [boxes, idx], [("axis", .int(1))])
-        let nmsScores = b.node("Unsqueeze", [topScores, b.constant("axes", dims: [1], int64s: [1])])
-        // A box clipped to nothing (x2 < x1: it lay outside the image) overlaps nothing in our
-        // NMS; ONNX Runtime would flip its corners. NMS sees it with zero width or height.
+        // A box clipped to nothing (it lay wholly outside the image) is dropped by our
+        // post-processor before NMS: its score becomes 0 here, below NMS's score threshold.
         let (tx1, ty1) = (column(topBoxes, 0), column(topBoxes, 1))
+        let nonEmpty = b.node("And", [b.node("Greater", [column(topBoxes, 2), tx1]), b.node("Greater", [column(topBoxes, 3), ty1])])
+        let nonEmptyF = b.node("Squeeze", [b.node("Cast", [nonEmpty], [("to", .int(1))]), b.constant("axes", dims: [1], int64s: [2])])
+        let liveScores = b.node("Mul", [topScores, nonEmptyF])
+        let nmsScores = b.node("Unsqueeze", [liveScores, b.constant("axes", dims: [1], int64s: [1])])
+        // ONNX Runtime would flip the corners of such a box: NMS sees it with zero size.
         let nmsBoxes = b.node("Concat", [tx1, ty1, b.node("Max", [column(topBoxes, 2), tx1]), b.node("Max", [column(topBoxes, 3), ty1])],
                               [("axis", .int(2))])
         let selected = b.node("NonMaxSuppression", [nmsBoxes, nmsScores, b.constant("max_boxes", dims: [1], int64s: [k]),
@@ -210,7 +214,7 @@ public enum ONNXExporter {
         let boxCol = b.node("Gather", [selected, b.constant("index", dims: [1], int64s: [2])], [("axis", .int(1))])
         let pairs = b.node("Concat", [batchCol, boxCol], [("axis", .int(1))])
         var kept = b.node("GatherND", [topBoxes, pairs])
-        let keptScores = b.node("GatherND", [topScores, pairs])
+        let keptScores = b.node("GatherND", [liveScores, pairs])
         let keptBatch = b.node("Squeeze", [batchCol, b.constant("axes", dims: [1], int64s: [1])])
         if p.shrink != 1 {
             // BoundingBox.scaled(about:): centre = x + width / 2, new width = width * f
@@ -228,11 +232,8 @@ public enum ONNXExporter {
             kept = b.node("Concat", [nx, ny, b.node("Add", [nx, nw]), b.node("Add", [ny, nh])], [("axis", .int(1))])
         }
         // The confidence filter: score >= relativeToMax * the image's top score, and > threshold.
-        // The image's top kept score is its top candidate (NMS keeps the best box first).
-        let top = b.node("Squeeze", [b.node("Slice", [topScores, b.constant("starts", dims: [1], int64s: [0]),
-                                                      b.constant("ends", dims: [1], int64s: [1]),
-                                                      b.constant("axes", dims: [1], int64s: [1])]),
-                                     b.constant("axes", dims: [1], int64s: [1])])
+        // The image's top kept score is its best non-empty candidate (NMS keeps the best box).
+        let top = b.node("ReduceMax", [liveScores], [("axes", .ints([1])), ("keepdims", .int(0))])
         let cut = b.node("Mul", [b.node("Gather", [top, keptBatch], [("axis", .int(0))]), scalar(p.relativeToMax)])
         let keep = b.node("And", [b.node("GreaterOrEqual", [keptScores, cut]), b.node("Greater", [keptScores, scalar(p.threshold)])])
         b.node("Compress", [kept, keep], outputs: ["boxes"], [("axis", .int(0))])
