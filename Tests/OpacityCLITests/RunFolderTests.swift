@@ -74,8 +74,9 @@ final class RunFolderTests: XCTestCase {
         var p = try start(["train", "--data", "data", "-o", "killed"] + Self.recipe, in: dir)
         var kills = 0, resumes = 0
         while true {
-            // kill within 0.15 ... 1.5 s of the start (startup, steps, validation, checkpoint writes)
-            let delay = 0.15 + Double(rng.nextUniform()) * 1.35
+            // kill within 0.05 ... 0.8 s of the start (startup, steps, validation, checkpoint
+            // writes; short enough that an idle machine cannot finish the run between kills)
+            let delay = 0.05 + Double(rng.nextUniform()) * 0.75
             let end = Date().addingTimeInterval(delay)
             while p.isRunning && Date() < end { usleep(10_000) }
             if p.isRunning {
