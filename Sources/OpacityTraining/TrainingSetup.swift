@@ -129,7 +129,9 @@ public struct TrainingSetup {
                                         + "(limit-train \(saved.limitTrain.map(String.init) ?? "none"), limit-val \(saved.limitValidation.map(String.init) ?? "none"), "
                                         + "skip-unreadable \(saved.skipProblemImages ?? false)); resume it with the same ones, or without naming them")
         }
-        let dataset = try data.load(skipProblemImages: skipProblemImages)
+        // with skipping, every image is decoded once here, so that unreadable files are
+        // listed and counted against the limit before any training (not met batch by batch)
+        let dataset = try data.load(skipProblemImages: skipProblemImages, checkImages: skipProblemImages)
         if group.isLeader { try writeSkipped(dataset.report) }
         // folds: reuse the run's file so a resumed run sees the same split
         let foldsURL = foldsFile ?? runDirectory.appendingPathComponent("folds.csv")

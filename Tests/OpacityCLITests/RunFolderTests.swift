@@ -206,5 +206,11 @@ final class RunFolderTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("5 of 20 images are missing or unreadable, more than 10%"), r.all)
         XCTAssertEqual(try CSVTable(contentsOf: dir.appendingPathComponent("five/skipped.csv")).rows.count, 5)
+        // files that exist but cannot be decoded count too, before any training
+        for f in files[5..<20] { try Data("not an image".utf8).write(to: f) }
+        r = try CLI.run(["train", "--data", "data", "-o", "garbage", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny, "--batch", "4"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("20 of 20 images are missing or unreadable"), r.all)
+        XCTAssertNil(Trainer.latestCheckpoint(in: dir.appendingPathComponent("garbage")), "nothing was trained")
     }
 }
