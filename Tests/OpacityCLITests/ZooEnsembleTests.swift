@@ -39,11 +39,11 @@ final class ZooEnsembleTests: XCTestCase {
         let dir = try CLI.tempDir("zoo-ensemble")
         defer { try? FileManager.default.removeItem(at: dir) }
         let env = ["OPACITY_USER_MANIFEST": try makeManifest(in: dir, rule: "mean").path]
-        let byName = try CLI.run(["detect", dicom.path, "--model", "m-folds", "-o", "byname", "--threshold", "0.05"], in: dir, environment: env)
+        let byName = try CLI.run(["detect", dicom.path, "--model", "m-folds", "-o", "byname", "--threshold", "0.01"], in: dir, environment: env)
         XCTAssertEqual(byName.status, 0, byName.all)
         XCTAssertTrue(byName.all.contains("ensemble of 2 models"), byName.all)
         let listed = try CLI.run(["detect", dicom.path, "--model", "m-a", "--model", "m-b", "--ensemble", "mean", "-o", "listed",
-                                  "--threshold", "0.05"], in: dir, environment: env)
+                                  "--threshold", "0.01"], in: dir, environment: env)
         XCTAssertEqual(listed.status, 0, listed.all)
         // the same boxes, scores and class probabilities (the reports' timing and model paths differ)
         func results(_ folder: String) throws -> [String] {
@@ -58,9 +58,11 @@ final class ZooEnsembleTests: XCTestCase {
         XCTAssertFalse(a.isEmpty)
         XCTAssertEqual(a, b)
         // the rule matters: the default percentile rule gives other boxes than the mean rule's shrink
-        let percentile = try CLI.run(["detect", dicom.path, "--model", "m-a", "--model", "m-b", "-o", "pct", "--threshold", "0.05"],
+        let percentile = try CLI.run(["detect", dicom.path, "--model", "m-a", "--model", "m-b", "-o", "pct", "--threshold", "0.01"],
                                      in: dir, environment: env)
         XCTAssertEqual(percentile.status, 0, percentile.all)
+        XCTAssertTrue(a[0].contains("\"width\""), "the ensemble finds boxes to compare: \(a[0])")
+        XCTAssertNotEqual(try results("pct"), a, "the entry's mean rule (boxes x 0.875) was not applied")
     }
 
     func testEnsembleEntryThatDoesNotPinItsMembersIsRefused() throws {
