@@ -38,12 +38,14 @@ public enum ModelReference {
     /// - Throws: the zoo's errors for a broken ensemble entry (see ``Zoo/ensemble(_:)``).
     public static func expand(_ references: [String]) throws -> (references: [String], rule: String?) {
         var out: [String] = [], rule: String?
+        var zoo: Zoo?
         for r in references {
             if FileManager.default.fileExists(atPath: r) || r.contains("/") || r.hasSuffix(".opb") {
                 out.append(r)
                 continue
             }
-            if let (members, entryRule) = try Zoo.standard().ensemble(r) {
+            if zoo == nil { zoo = try Zoo.standard() }
+            if let (members, entryRule) = try zoo!.ensemble(r) {
                 out += members.map(\.name)
                 rule = rule ?? entryRule
             } else {
