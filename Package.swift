@@ -43,7 +43,9 @@ let systemLibraries: [Target] = [
 let core: [Target] = [
     .target(name: "OpacityTensor", dependencies: ["CBLAS"]),
     .target(name: "OpacityCore", dependencies: ["OpacityTensor"]),
-    .target(name: "OpacityPersistence", dependencies: ["OpacityTensor", "OpacityCore", "CZstd"]),
+    .target(name: "OpacityPersistence", dependencies: [
+        "OpacityTensor", "OpacityCore", "CZstd", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
+    ]),
     .target(
         name: "OpacityData",
         dependencies: ["OpacityTensor", "OpacityCore", "CPNG", "CJPEG", "CZlib", "COpenJPEG", .product(name: "CSV", package: "CSV.swift")]),
@@ -125,6 +127,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: systemLibraries + core + plugins + exporters + apps + tests,
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
-import OpacityCore
+import CZlib
+
 /// CRC-32 as used by zlib, gzip and PNG (IEEE 802.3 polynomial, reflected `0xEDB88320`,
-/// initial value and final XOR `0xFFFFFFFF`).
+/// initial value and final XOR `0xFFFFFFFF`), computed by zlib's `crc32`.
 ///
 /// Bundles store one per tensor and one over their metadata. Python's `zlib.crc32` gives
 /// the same values, so a reader in another language needs no extra library.
@@ -31,42 +32,16 @@ public struct CRC32: Sendable {
     /// The CRC-32 of a string's UTF-8 bytes.
     public static func checksum(_ text: String) -> UInt32 { checksum(Array(text.utf8)) }
 
-    /// Slicing-by-8 tables: `tables[k * 256 + b]`.
-    private static let tables: [UInt32] = {
-        var t = [UInt32](repeating: 0, count: 8 * 256)
-        for i in 0..<256 {
-            var c = UInt32(i)
-            for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-            t[i] = c
-        }
-        for i in 0..<256 {
-            for k in 1..<8 { t[k * 256 + i] = (t[(k - 1) * 256 + i] >> 8) ^ t[Int(t[(k - 1) * 256 + i] & 0xFF)] }
-        }
-        return t
-    }()
-
+    /// zlib's `crc32` continued over `bytes`, in pieces that fit its `uInt` length.
     private static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        guard var p = bytes.baseAddress, bytes.count > 0 else { return crc }
-        var n = bytes.count
-        var c = ~crc
-        tables.withUnsafeBufferPointer { tb in
-            let t = tb.baseAddress!
-            while n >= 8 {
-                let one = UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)) ^ c
-                let two = UInt32(littleEndian: (p + 4).loadUnaligned(as: UInt32.self))
-                c = t[7 * 256 + Int(one & 0xFF)] ^ t[6 * 256 + Int((one >> 8) & 0xFF)]
-                    ^ t[5 * 256 + Int((one >> 16) & 0xFF)] ^ t[4 * 256 + Int(one >> 24)]
-                    ^ t[3 * 256 + Int(two & 0xFF)] ^ t[2 * 256 + Int((two >> 8) & 0xFF)]
-                    ^ t[1 * 256 + Int((two >> 16) & 0xFF)] ^ t[Int(two >> 24)]
-                p += 8
-                n -= 8
-            }
-            while n > 0 {
-                c = t[Int((c ^ UInt32(p.load(as: UInt8.self))) & 0xFF)] ^ (c >> 8)
-                p += 1
-                n -= 1
-            }
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
+        var c = uLong(crc), offset = 0
+        let piece = Int(UInt32.max / 2)
+        while offset < bytes.count {
+            let n = min(piece, bytes.count - offset)
+            c = crc32(c, (base + offset).assumingMemoryBound(to: Bytef.self), uInt(n))
+            offset += n
         }
-        return ~c
+        return UInt32(truncatingIfNeeded: c)
     }
 }
