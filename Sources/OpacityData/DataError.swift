@@ -66,7 +66,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             if let n = nearest { s += " (did you mean '\(InputLimits.quoted(n))'?)" }
             return s
         case let .inconsistentLabels(path, line, reason):
-            return "'\(path)' line \(line): \(InputLimits.quoted(reason, limit: 400))"
+            return "'\(path)'" + (line > 0 ? " line \(line)" : "") + ": \(InputLimits.quoted(reason, limit: 400))"
         case let .missingFile(path, expected):
             return "'\(path)' does not exist; expected \(expected)"
         case let .imageProblems(missing, unreadable, examples):

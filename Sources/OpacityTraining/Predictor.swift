@@ -321,6 +321,8 @@ public struct Evaluation {
 
     public var images: [ImageResult]
     public var sweep: ThresholdSweep
+    /// Records left out with `skipUnreadable` (missing or unreadable image), with the reason.
+    public var skipped: [(id: String, reason: String)] = []
 
     /// Evaluates on dataset records (boxes in source pixels).
     /// - Parameter progress: called after each batch with (done, total).
@@ -336,11 +338,17 @@ public struct Evaluation {
             var imgs: [GrayImage] = [], kept: [DatasetRecord] = []
             for r in chunk {
                 guard let url = r.imageURL else {
-                    if skipUnreadable { continue }
+                    if skipUnreadable { skipped.append((r.id, "missing")); continue }
                     throw DataError.missingFile(path: r.id, expected: "an image file for \(r.id)")
                 }
-                do { imgs.append(try ImageFile.read(url)); kept.append(r) } catch {
+                do {
+                    let img = try ImageFile.read(url)
+                    try r.checkBoxes(width: img.width, height: img.height)
+                    imgs.append(img)
+                    kept.append(r)
+                } catch {
                     if !skipUnreadable { throw error }
+                    skipped.append((r.id, "\(error)"))
                 }
             }
             for (r, p) in zip(kept, predictor.predict(imgs)) {

@@ -153,3 +153,24 @@ final class PNGLimitTests: XCTestCase {
         }
     }
 }
+
+final class BoxesBeyondImageTests: XCTestCase {
+    /// Labels in 1024-pixel coordinates on 512-pixel images are refused where the image is
+    /// read (training loader, evaluation), naming the record, the box and the image size.
+    func testBoxesBeyondTheImageAreRefused() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let img = GrayImage(width: 512, height: 512, value: 100)
+        try PNG.write(img, to: dir.appendingPathComponent("p.png"))
+        let bad = DatasetRecord(id: "p", imageURL: dir.appendingPathComponent("p.png"),
+                                boxes: [BoundingBox(x: 600, y: 300, width: 200, height: 300)], imageClass: .lungOpacity)
+        XCTAssertThrowsError(try bad.checkBoxes(width: 512, height: 512)) { e in
+            XCTAssertTrue("\(e)".contains("beyond its 512 x 512 image"), "\(e)")
+        }
+        XCTAssertNoThrow(try DatasetRecord(id: "q", imageURL: nil, boxes: [BoundingBox(x: 0, y: 0, width: 514, height: 100)],
+                                           imageClass: .lungOpacity).checkBoxes(width: 512, height: 512))
+        let loader = try BatchLoader(dataset: DetectionDataset(records: [bad], report: DatasetReport()),
+                                     config: LoaderConfig(batchSize: 1, imageSize: 64, workers: 0))
+        XCTAssertThrowsError(try loader.sample(record: 0, epoch: 1))
+    }
+}

@@ -117,5 +117,17 @@ struct EvalCommand: ParsableCommand {
             say(String(format: "wrote %@ with operating point %.2f", opOut, point.threshold))
         }
         say("wrote \(outURL.appendingPathComponent("report.json").path), summary.md, per_image.csv, sweep.csv and figures (PNG + SVG) in \(outURL.path)")
+        // what was left out (--skip-unreadable): at loading, and while scoring
+        var skipped = SkippedInputs()
+        for id in dataset.report.missingImages { skipped.add(id, "missing") }
+        for (id, why) in dataset.report.unreadableImages.sorted(by: { $0.key < $1.key }) { skipped.add(id, why) }
+        for s in ev.skipped { skipped.add(s.id, s.reason) }
+        let skippedURL = outURL.appendingPathComponent("skipped.csv")
+        if skipped.isEmpty {
+            try? FileManager.default.removeItem(at: skippedURL)
+        } else {
+            try skipped.write(to: skippedURL)
+            note(skipped.summary() + "\n(listed in \(skippedURL.path))")
+        }
     }
 }

@@ -129,7 +129,7 @@ extension Detector {
     /// ``Module/load(_:options:only:)`` would, and bounds every other group's tensors by
     /// the model's largest (optimizer state has the parameters' shapes), reading no data.
     /// - Throws: ``BundleError/doesNotFit(file:report:)``.
-    static func checkTable(_ info: BundleInfo, against model: Detector, options: LoadOptions, file: String) throws {
+    public static func checkTable(_ info: BundleInfo, against model: Detector, options: LoadOptions = .strict, file: String) throws {
         var expected: [String: [Int]] = [:]
         for (n, p) in model.namedParameters() { expected[n] = p.shape }
         for (n, b) in model.namedBuffers() { expected[n] = b.value.shape }
