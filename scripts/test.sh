@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 # The ONNX tests' oracle (onnx, onnxruntime from PyPI) in a virtualenv outside the repo.
 echo "onnx oracle: $(scripts/onnx-venv.sh)"
+scripts/lint.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Any compiler warning in our own sources fails the run (dependencies' warnings do not count).
@@ -25,4 +26,7 @@ if [ -n "$summary" ]; then
   skipped=$(echo "$summary" | grep -oE '[0-9]+ tests? skipped' | grep -oE '^[0-9]+' || echo 0)
   echo "tests: $((total - failed - skipped)) passed, $failed failed, $skipped skipped"
 fi
+# The template plugin package (a separate build of the framework, a few minutes) and its
+# three-line `opacity` with the plugin: on a full run only, not with a --filter.
+if [ $status -eq 0 ] && [ $# -eq 0 ]; then scripts/check-example.sh || status=$?; fi
 exit $status

@@ -46,7 +46,8 @@ final class HelpSnapshotTests: XCTestCase {
                 XCTFail("no snapshot \(file.path); run with OPACITY_UPDATE_HELP=1 and commit it")
                 continue
             }
-            XCTAssertEqual(r.stdout, expected, "`opacity \(path.joined(separator: " ")) --help` changed; if intended, run with OPACITY_UPDATE_HELP=1 and commit \(file.lastPathComponent)")
+            XCTAssertEqual(
+                r.stdout, expected, "`opacity \(path.joined(separator: " ")) --help` changed; if intended, run with OPACITY_UPDATE_HELP=1 and commit \(file.lastPathComponent)")
         }
     }
 }

@@ -33,8 +33,9 @@ final class ZooLocationTests: XCTestCase {
         let link = dir.appendingPathComponent("elsewhere/opacity")
         try FileManager.default.createDirectory(at: link.deletingLastPathComponent(), withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(at: link, withDestinationURL: exe)
-        XCTAssertEqual(Zoo.builtinManifestURL(environment: [:], executable: link)?.resolvingSymlinksInPath().path,
-                       manifest.resolvingSymlinksInPath().path)
+        XCTAssertEqual(
+            Zoo.builtinManifestURL(environment: [:], executable: link)?.resolvingSymlinksInPath().path,
+            manifest.resolvingSymlinksInPath().path)
     }
 
     func testCheckoutBuildFolderFindsTheCheckoutsZoo() throws {
@@ -48,8 +49,9 @@ final class ZooLocationTests: XCTestCase {
         let exe = try touch("lonely/bin/opacity")
         XCTAssertNil(Zoo.builtinManifestURL(environment: [:], executable: exe))
         let manifest = try touch("home/zoo/manifest.json")
-        XCTAssertEqual(Zoo.builtinManifestURL(environment: ["OPACITY_HOME": dir.appendingPathComponent("home").path], executable: exe)?.path,
-                       manifest.path)
+        XCTAssertEqual(
+            Zoo.builtinManifestURL(environment: ["OPACITY_HOME": dir.appendingPathComponent("home").path], executable: exe)?.path,
+            manifest.path)
         // OPACITY_ZOO_MANIFEST wins over everything.
         XCTAssertEqual(Zoo.builtinManifestURL(environment: ["OPACITY_ZOO_MANIFEST": "/x/m.json"], executable: exe)?.path, "/x/m.json")
     }

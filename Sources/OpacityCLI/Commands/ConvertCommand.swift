@@ -59,8 +59,9 @@ struct ConvertCommand: ParsableCommand {
         let options = ImageConversion.Options(
             size: size, window: try parseWindow(window), overwrite: overwrite,
             threads: runtime.threads ?? ProcessInfo.processInfo.activeProcessorCount)
-        let summary = try ImageConversion.convert(input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
-                                                  options: options, progress: runtime.progressBar("convert"))
+        let summary = try ImageConversion.convert(
+            input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
+            options: options, progress: runtime.progressBar("convert"))
         print(summary)
         if !summary.failures.isEmpty { throw ExitStatus.dataError.code }
     }

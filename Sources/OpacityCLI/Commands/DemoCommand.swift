@@ -82,15 +82,18 @@ struct DemoCommand: ParsableCommand {
         for r in shown {
             guard let rec = records.first(where: { $0.id == r.id }), let url = rec.imageURL else { continue }
             let img = try ImageFile.read(url)
-            try writePNG(img.overlay(truth: r.truth, detections: filter.apply(r.detections), thickness: 3),
-                         to: overlays.appendingPathComponent("\(r.id).png"))
+            try writePNG(
+                img.overlay(truth: r.truth, detections: filter.apply(r.detections), thickness: 3),
+                to: overlays.appendingPathComponent("\(r.id).png"))
         }
         say(String(format: "\nvalidation metric %.4f at score threshold %.2f (%d images)", ev.sweep.bestScore, ev.sweep.bestThreshold, records.count))
         say("curves:    \(root.appendingPathComponent("curves.png").path)")
         say("metric:    \(root.appendingPathComponent("metric_vs_threshold.png").path)")
         say("overlays:  \(overlays.path) (truth red, detections green)")
         say("model:     \(best.path)")
-        say(String(format: "done in %.0f s. Try: opacity detect %@ --model %@", Date().timeIntervalSince(t0),
-                   records.first?.imageURL?.path ?? "image.png", runDir.path))
+        say(
+            String(
+                format: "done in %.0f s. Try: opacity detect %@ --model %@", Date().timeIntervalSince(t0),
+                records.first?.imageURL?.path ?? "image.png", runDir.path))
     }
 }

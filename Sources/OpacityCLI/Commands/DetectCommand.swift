@@ -20,7 +20,8 @@ struct DetectCommand: ParsableCommand {
 
     @Argument(help: "Image files (DICOM, PNG, JPEG) or folders of them.") var inputs: [String]
     @OptionGroup var model: ModelOptions
-    @Option(name: .long, help: "Keep boxes scoring above this (default: the operating point stored with the model, see `opacity eval --operating-point-out`, else 0.2).") var threshold: Float?
+    @Option(name: .long, help: "Keep boxes scoring above this (default: the operating point stored with the model, see `opacity eval --operating-point-out`, else 0.2).")
+    var threshold: Float?
     @Option(name: .long, help: "Output format.") var format: DetectionFormat = .json
     @Option(name: [.short, .long], help: "Folder for detections and overlay PNGs.") var output: String = "detections"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
@@ -110,7 +111,10 @@ struct DetectCommand: ParsableCommand {
             try Data(DetectionReport.csv(all).utf8).write(to: resultURL, options: .atomic)
         }
         for f in all {
-            say("\(f.file): " + (f.boxes.isEmpty ? "no opacity" : f.boxes.map { String(format: "%.2f at (%.0f, %.0f, %.0f x %.0f)", $0.score, $0.x, $0.y, $0.width, $0.height) }.joined(separator: "; ")))
+            say(
+                "\(f.file): "
+                    + (f.boxes.isEmpty
+                        ? "no opacity" : f.boxes.map { String(format: "%.2f at (%.0f, %.0f, %.0f x %.0f)", $0.score, $0.x, $0.y, $0.width, $0.height) }.joined(separator: "; ")))
         }
         say("wrote \(resultURL.path)" + (noOverlays ? "" : " and \(all.count) overlay PNGs in \(outURL.path)"))
         let skippedURL = outURL.appendingPathComponent("skipped.csv")

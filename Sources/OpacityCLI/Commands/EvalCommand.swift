@@ -21,7 +21,11 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var dataOptions: DataOptions
-    @Option(name: .long, help: "The fold to score (its patients); the run's folds.csv if --model is a run folder (default: the run's validation fold), else the stratified split with --folds and seed 42 (default 0).")
+    @Option(
+        name: .long,
+        help:
+            "The fold to score (its patients); the run's folds.csv if --model is a run folder (default: the run's validation fold), else the stratified split with --folds and seed 42 (default 0)."
+    )
     var fold: Int?
     @Flag(name: .long, help: "Score a fold other than a run folder's validation fold (its training images: the score is not a held-out one).")
     var allowTrainingFold = false
@@ -32,7 +36,11 @@ struct EvalCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "Output folder for the report, CSVs and figures.") var output: String = "eval"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @OptionGroup var runtime: RuntimeOptions
-    @Option(name: .long, help: ArgumentHelp("Write a copy of the (single) model's bundle with the best threshold stored as its operating point; detect, submit and serve then use it by default. The input bundle is never changed.", valueName: "bundle.opb"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Write a copy of the (single) model's bundle with the best threshold stored as its operating point; detect, submit and serve then use it by default. The input bundle is never changed.",
+            valueName: "bundle.opb"))
     var operatingPointOut: String?
 
     func validate() throws {
@@ -61,14 +69,16 @@ struct EvalCommand: ParsableCommand {
                 guard let saved = try? TrainingSetup.savedOptions(in: URL(fileURLWithPath: m)) else { continue }
                 guard let asked = self.fold else { fold = saved.fold; continue }
                 if asked != saved.fold && !allowTrainingFold {
-                    throw ValidationError("\(m) was validated on fold \(saved.fold); fold \(asked) holds images it trained on, so its score "
-                                          + "would not be a held-out one. Score fold \(saved.fold), or pass --allow-training-fold to score it anyway")
+                    throw ValidationError(
+                        "\(m) was validated on fold \(saved.fold); fold \(asked) holds images it trained on, so its score "
+                            + "would not be a held-out one. Score fold \(saved.fold), or pass --allow-training-fold to score it anyway")
                 }
                 if asked != saved.fold { say("warning: \(m) trained on fold \(asked); this score is on its training images") }
             }
             var foldsURL = foldsFile.map { URL(fileURLWithPath: $0) }
             if foldsURL == nil, let m = model.models.first, let u = Optional(URL(fileURLWithPath: m)),
-               FileManager.default.fileExists(atPath: u.appendingPathComponent("folds.csv").path) {
+                FileManager.default.fileExists(atPath: u.appendingPathComponent("folds.csv").path)
+            {
                 foldsURL = u.appendingPathComponent("folds.csv")
             }
             let f = try foldsURL.map { try Folds.read(from: $0) } ?? Folds.stratified(dataset, count: folds)
@@ -94,8 +104,9 @@ struct EvalCommand: ParsableCommand {
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         let csvURL = outURL.appendingPathComponent("per_image.csv")
         try Data(ev.perImageCSV(threshold: ev.sweep.bestThreshold).utf8).write(to: csvURL, options: .atomic)
-        let sweepCSV = CSVTable.render(header: ["threshold", "metric"],
-                                       rows: zip(ev.sweep.thresholds, ev.sweep.scores).map { [String(format: "%.2f", $0), String(format: "%.6f", $1)] })
+        let sweepCSV = CSVTable.render(
+            header: ["threshold", "metric"],
+            rows: zip(ev.sweep.thresholds, ev.sweep.scores).map { [String(format: "%.2f", $0), String(format: "%.6f", $1)] })
         try Data(sweepCSV.utf8).write(to: outURL.appendingPathComponent("sweep.csv"), options: .atomic)
         let source = dataOptions.data ?? dataOptions.labels ?? "data"
         let what = scoredFold.map { "\(source), fold \($0)" } ?? source
@@ -105,11 +116,15 @@ struct EvalCommand: ParsableCommand {
         func v(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "n/a" }
         say("COCO boxes: AP@[.50:.95] \(v(report.coco.ap)), AP50 \(v(report.coco.ap50)), AP75 \(v(report.coco.ap75)), AR@100 \(v(report.coco.ar100))")
         if let f = report.froc {
-            say("FROC sensitivity at " + zip(f.fpPerImage, f.sensitivity).map { String(format: "%g: %.3f", $0, $1) }.joined(separator: ", ") + String(format: " FP/image (mean %.3f)", f.mean))
+            say(
+                "FROC sensitivity at " + zip(f.fpPerImage, f.sensitivity).map { String(format: "%g: %.3f", $0, $1) }.joined(separator: ", ")
+                    + String(format: " FP/image (mean %.3f)", f.mean))
         }
         if let c = report.classifier {
-            say(String(format: "classifier: accuracy %.4f, ROC AUC (Lung Opacity vs rest) %@; confusion (rows truth, columns predicted, %@): %@",
-                       c.accuracy, v(c.rocAUCLungOpacity), c.labels.joined(separator: " | "), c.confusion.map { $0.map(String.init).joined(separator: " ") }.joined(separator: " / ")))
+            say(
+                String(
+                    format: "classifier: accuracy %.4f, ROC AUC (Lung Opacity vs rest) %@; confusion (rows truth, columns predicted, %@): %@",
+                    c.accuracy, v(c.rocAUCLungOpacity), c.labels.joined(separator: " | "), c.confusion.map { $0.map(String.init).joined(separator: " ") }.joined(separator: " / ")))
         }
         if let opOut = operatingPointOut {
             let point = OperatingPoint(threshold: ev.sweep.bestThreshold, metric: ev.sweep.bestScore, data: what, images: ev.images.count)

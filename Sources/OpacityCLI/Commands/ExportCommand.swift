@@ -33,7 +33,8 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .long, help: "A note to record in the provenance.") var notes: String?
     @Option(name: .long, help: "What to write: a bundle (.opb) or an ONNX model.") var format = ExportFormat.bundle
     @Flag(name: .long, help: "ONNX: add box decoding, NMS and the confidence filter to the graph.") var postprocess = false
-    @Option(name: .long, help: "ONNX with --postprocess: keep boxes scoring above this (default: the threshold saved with the model, else 0.2, as opacity detect).") var threshold: Float?
+    @Option(name: .long, help: "ONNX with --postprocess: keep boxes scoring above this (default: the threshold saved with the model, else 0.2, as opacity detect).") var threshold:
+        Float?
     @Option(name: .customLong("data"), help: "Replace the provenance's description of the training data (e.g. to drop a machine's folder name).")
     var dataDescription: String?
     @Option(name: .long, help: ArgumentHelp("A model card (JSON, Documentation/Zoo.md) to store in the bundle.", valueName: "card.json")) var card: String?
@@ -106,19 +107,24 @@ struct ExportCommand: ParsableCommand {
             throw ValidationError("-o \(output) is the model being exported; name a new file (e.g. \(url.deletingPathExtension().lastPathComponent).onnx)")
         }
         let digest = SHA256.hash(Array(try Data(contentsOf: url, options: .mappedIfSafe))).hex
-        var options = ONNXExportOptions(metadata: [("framework_version", FrameworkVersion.current), ("bundle_sha256", digest),
-                                                   ("bundle", url.lastPathComponent)])
+        var options = ONNXExportOptions(metadata: [
+            ("framework_version", FrameworkVersion.current), ("bundle_sha256", digest),
+            ("bundle", url.lastPathComponent),
+        ])
         if postprocess {
             let t = threshold ?? ModelReference.savedThreshold(url) ?? 0.2
             options.postprocess = try ONNXPostprocess.matching(detector, threshold: t)
         }
         let model = try ONNXExporter.write(detector, to: target, options: options)
         say("\(url.path) -> \(output)")
-        say("ONNX opset \(ONNXModel.opsetVersion), IR \(ONNXModel.irVersion): \(model.nodes.count) nodes, \(model.initializers.count) initializers; outputs "
-            + model.outputs.map(\.name).joined(separator: ", "))
+        say(
+            "ONNX opset \(ONNXModel.opsetVersion), IR \(ONNXModel.irVersion): \(model.nodes.count) nodes, \(model.initializers.count) initializers; outputs "
+                + model.outputs.map(\.name).joined(separator: ", "))
         if let p = options.postprocess {
-            say(String(format: "post-processing: candidate score %g, NMS IoU %g, at most %d candidates, shrink %g, threshold %g, half-max cut %g",
-                       p.candidateScore, p.nmsIoU, p.maxCandidates, p.shrink, p.threshold, p.relativeToMax))
+            say(
+                String(
+                    format: "post-processing: candidate score %g, NMS IoU %g, at most %d candidates, shrink %g, threshold %g, half-max cut %g",
+                    p.candidateScore, p.nmsIoU, p.maxCandidates, p.shrink, p.threshold, p.relativeToMax))
         }
     }
 }

@@ -54,8 +54,9 @@ struct ImportCommand: ParsableCommand {
 
     func validate() throws {
         guard StoragePolicy(name: storage) != nil else {
-            throw ValidationError("unknown storage '\(storage)'; expected one of \(StorageType.userNames.joined(separator: ", "))"
-                                  + (nearestMatch(storage, in: StorageType.userNames).map { " (did you mean '\($0)'?)" } ?? ""))
+            throw ValidationError(
+                "unknown storage '\(storage)'; expected one of \(StorageType.userNames.joined(separator: ", "))"
+                    + (nearestMatch(storage, in: StorageType.userNames).map { " (did you mean '\($0)'?)" } ?? ""))
         }
     }
 
@@ -64,9 +65,10 @@ struct ImportCommand: ParsableCommand {
         let map = try registry.keyMap(keyMap, encoder: encoder)
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)
-        let report = try WeightImport.importEncoder(from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
-                                                    storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,
-                                                    allowUnexpected: allowUnexpected, allowDifferentNumerics: allowDifferentNumerics)
+        let report = try WeightImport.importEncoder(
+            from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
+            storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,
+            allowUnexpected: allowUnexpected, allowDifferentNumerics: allowDifferentNumerics)
         print(report)
         if verbose { print(report.details) }
         if let out {

@@ -68,8 +68,9 @@ struct AugmentPreviewCommand: ParsableCommand {
         if let data {
             let root = URL(fileURLWithPath: data)
             if let boxesCSV {
-                dataset = try BoxesCSV.load(csv: URL(fileURLWithPath: boxesCSV), imageFolder: root,
-                                            options: .init(problemImages: policy))
+                dataset = try BoxesCSV.load(
+                    csv: URL(fileURLWithPath: boxesCSV), imageFolder: root,
+                    options: .init(problemImages: policy))
             } else {
                 dataset = try RSNADataset.load(root: root, options: .init(problemImages: policy))
             }
@@ -89,8 +90,9 @@ struct AugmentPreviewCommand: ParsableCommand {
         guard !dataset.records.isEmpty else {
             throw ValidationError(positivesOnly ? "no images with boxes in \(data ?? "the data")" : "no images in \(data ?? "the data")")
         }
-        let grid = try PreviewGrid.augmentations(of: dataset, augmenter: Augmenter(config: config, outputSize: size),
-                                                 count: count, columns: columns, seed: seed)
+        let grid = try PreviewGrid.augmentations(
+            of: dataset, augmenter: Augmenter(config: config, outputSize: size),
+            count: count, columns: columns, seed: seed)
         try PNG.write(grid, to: URL(fileURLWithPath: output))
         print("wrote \(output) (\(grid.width)x\(grid.height), \(count) samples, augmentation \(config))")
     }

@@ -64,16 +64,20 @@ struct ServeCommand: ParsableCommand {
         let host = c.host
         let options = model, t = threshold
         let refs = model.models.isEmpty ? [defaultModelName] : model.models
-        let auth = c.token == nil
-            ? "no token (--token-file): anyone who can reach \(host) may call it" + (host == "127.0.0.1" || host == "localhost" || host == "::1" ? "; bound to this machine only" : "")
+        let auth =
+            c.token == nil
+            ? "no token (--token-file): anyone who can reach \(host) may call it"
+                + (host == "127.0.0.1" || host == "localhost" || host == "::1" ? "; bound to this machine only" : "")
             : "bearer token required on every endpoint but /healthz"
-        try await server.run(load: {
-            let registry = try CommandContext.registry()
-            let (predictor, urls) = try options.predictor(registry: registry)
-            return try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: t)
-        }, onListening: { p in
-            note("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(p) (\(auth)); loading \(refs.joined(separator: ", "))")
-        })
+        try await server.run(
+            load: {
+                let registry = try CommandContext.registry()
+                let (predictor, urls) = try options.predictor(registry: registry)
+                return try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: t)
+            },
+            onListening: { p in
+                note("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(p) (\(auth)); loading \(refs.joined(separator: ", "))")
+            })
         note("stopped")
     }
 }

@@ -73,8 +73,9 @@ struct SubmitCommand: ParsableCommand {
         }
         if group.isDistributed {
             struct Part: Codable { var ids: [String]; var detections: Data; var skipped: [[String]] }
-            let part = Part(ids: rows.map(\.patientId), detections: DetectionWire.encode(rows.map(\.detections)),
-                            skipped: skipped.entries.dropFirst(before).map { [$0.file, $0.reason] })
+            let part = Part(
+                ids: rows.map(\.patientId), detections: DetectionWire.encode(rows.map(\.detections)),
+                skipped: skipped.entries.dropFirst(before).map { [$0.file, $0.reason] })
             let all = try group.allGather(JSONEncoder().encode(part))
             guard group.isLeader else { return }
             let parts = try all.map { try JSONDecoder().decode(Part.self, from: $0) }

@@ -33,8 +33,9 @@ struct SynthCommand: ParsableCommand {
         runtime.apply()
         guard let out = try resolveOutput(output, deprecated: deprecatedOut) else { throw ValidationError("name the output folder: -o/--output DIR") }
         let fmt = format.format
-        let config = SyntheticConfig(count: count, size: size, seed: seed, backgroundFolder: backgrounds.map { URL(fileURLWithPath: $0) },
-                                     format: fmt)
+        let config = SyntheticConfig(
+            count: count, size: size, seed: seed, backgroundFolder: backgrounds.map { URL(fileURLWithPath: $0) },
+            format: fmt)
         let cases = try SyntheticChestXRay(config: config).write(to: URL(fileURLWithPath: out), progress: runtime.progressBar("synth"))
         let counts = ImageClass.allCases.map { c in "\(cases.filter { $0.imageClass == c }.count) \(c.label)" }
         print("wrote \(cases.count) images to \(out): \(counts.joined(separator: ", ")); \(cases.reduce(0) { $0 + $1.boxes.count }) boxes")

@@ -31,8 +31,13 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = Self.defaults.folds
     @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
     @Option(name: .long, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
-    @Option(name: .long, help: "Images per optimizer step over all processes (the global batch); under MPI each of P processes builds batch/P of them.") var batch: Int = Self.defaults.batchSize
-    @Option(name: .long, help: ArgumentHelp("Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\".", valueName: "preset"))
+    @Option(name: .long, help: "Images per optimizer step over all processes (the global batch); under MPI each of P processes builds batch/P of them.") var batch: Int = Self
+        .defaults.batchSize
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\".",
+            valueName: "preset"))
     var aug: String = Self.defaults.augmentation
     @Option(name: .long, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = Self.defaults.seed
     @Option(name: [.short, .long], help: "Run folder (default: runs/<config>_fold<K>_seed<S>).") var output: String?
@@ -159,7 +164,9 @@ struct TrainCommand: ParsableCommand {
             if !outputSilenced { progress.write("learning rate set to \(lr) from here on\n") }
         }
         if options.freezeBatchNorm && options.encoderWeights == nil && options.initWeights == nil && summary.resumedFrom == nil && !outputSilenced {
-            progress.write("note: batch norm is frozen (the paper's setting for ImageNet-pretrained encoders) but the encoder starts from scratch; --freeze-bn off usually trains better then\n")
+            progress.write(
+                "note: batch norm is frozen (the paper's setting for ImageNet-pretrained encoders) but the encoder starts from scratch; --freeze-bn off usually trains better then\n"
+            )
         }
         say("run: \(outURL.path)")
         say("model: \(trainer.options.config)  (\(trainer.detector.parameterCount) parameters)")
@@ -167,11 +174,15 @@ struct TrainCommand: ParsableCommand {
         say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
         say(distributedOptions.describe(group))
         let b = trainer.options.batchSize, p = group.size
-        say("batch: \(b) images per step in all (global batch, --batch); per process \(b / p == (b + p - 1) / p ? "\(b / p)" : "\(b / p)-\((b + p - 1) / p)") x \(p) process\(p == 1 ? "" : "es")")
+        say(
+            "batch: \(b) images per step in all (global batch, --batch); per process \(b / p == (b + p - 1) / p ? "\(b / p)" : "\(b / p)-\((b + p - 1) / p)") x \(p) process\(p == 1 ? "" : "es")"
+        )
         if validateOnly {
             guard summary.resumedFrom != nil else { throw ValidationError("--validate-only needs --resume and a run with a checkpoint") }
             let (v, m) = try trainer.validate(trainer.state.epoch)
-            say("validation: total \(v.total) focal \(v.focal) regression \(v.regression) global \(v.global.map { "\($0)" } ?? "-") metric \(m.best) threshold \(m.threshold) sweep \(m.sweep.map { "\($0[1])" }.joined(separator: ","))")
+            say(
+                "validation: total \(v.total) focal \(v.focal) regression \(v.regression) global \(v.global.map { "\($0)" } ?? "-") metric \(m.best) threshold \(m.threshold) sweep \(m.sweep.map { "\($0[1])" }.joined(separator: ","))"
+            )
             return
         }
         let interrupt = InterruptFlag()

@@ -155,7 +155,9 @@ struct ZooCommand: ParsableCommand {
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a bundle to a manifest (the user manifest by default).",
-            discussion: "Reads config, size, SHA-256, parameter count and metrics from the bundle. A bundle inside the manifest's folder is listed as a shipped file; pass --url for one published elsewhere.")
+            discussion:
+                "Reads config, size, SHA-256, parameter count and metrics from the bundle. A bundle inside the manifest's folder is listed as a shipped file; pass --url for one published elsewhere."
+        )
 
         @Argument(help: "The entry's name.")
         var name: String

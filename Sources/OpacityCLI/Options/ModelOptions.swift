@@ -7,12 +7,18 @@ let defaultModelName = "retinanet-r34-rsna1k"
 
 /// Options naming one model or an ensemble.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .customLong("model"), help: ArgumentHelp(
-        "A bundle (.opb), a run folder (its best.opb) or a zoo name; repeat for an ensemble (folds x checkpoints). Default: the zoo's \(defaultModelName).",
-        valueName: "model"))
+    @Option(
+        name: .customLong("model"),
+        help: ArgumentHelp(
+            "A bundle (.opb), a run folder (its best.opb) or a zoo name; repeat for an ensemble (folds x checkpoints). Default: the zoo's \(defaultModelName).",
+            valueName: "model"))
     var models: [String] = []
 
-    @Option(name: .long, help: "How an ensemble combines models: per anchor before NMS by percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink); or their boxes after NMS by wbf (Weighted Boxes Fusion, see --wbf-*).")
+    @Option(
+        name: .long,
+        help:
+            "How an ensemble combines models: per anchor before NMS by percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink); or their boxes after NMS by wbf (Weighted Boxes Fusion, see --wbf-*)."
+    )
     var ensemble: EnsembleChoice = .percentile
 
     @Option(name: .long, help: "WBF: boxes with IoU above this are fused (ensemble-boxes' iou_thr).")
@@ -27,7 +33,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("WBF: one weight per --model, colon-separated (default all 1).", valueName: "w:w:..."))
     var modelWeights: String?
 
-    @Option(name: .long, help: ArgumentHelp("Test-time augmentation: flip and/or extra input scales, e.g. flip,scale=0.9:1.1 (every combination is run).", valueName: "flip,scale=F:F"))
+    @Option(
+        name: .long, help: ArgumentHelp("Test-time augmentation: flip and/or extra input scales, e.g. flip,scale=0.9:1.1 (every combination is run).", valueName: "flip,scale=F:F"))
     var tta: String?
 
     @Option(name: .long, help: "How TTA views are merged: wbf (boxes, with the --wbf-* settings) or anchors (per-anchor average by the ensemble rule; flip only).")
@@ -53,7 +60,8 @@ struct ModelOptions: ParsableArguments {
             let n = max(1, models.count)
             guard ensemble == .wbf else { throw ValidationError("--model-weights applies to --ensemble wbf") }
             guard let ws = parsedWeights(w), ws.count == n, ws.allSatisfy({ $0 > 0 && $0.isFinite }) else {
-                throw ValidationError("--model-weights '\(w)': expected \(n) positive numbers separated by ':' (one per --model), e.g. \(Array(repeating: "1", count: n).joined(separator: ":"))")
+                throw ValidationError(
+                    "--model-weights '\(w)': expected \(n) positive numbers separated by ':' (one per --model), e.g. \(Array(repeating: "1", count: n).joined(separator: ":"))")
             }
         }
         if let shrink, !(shrink.isFinite && shrink > 0.1 && shrink <= 2) { throw ValidationError("--shrink must be in (0.1, 2], e.g. 0.875") }
@@ -85,8 +93,9 @@ struct ModelOptions: ParsableArguments {
 
     /// The WBF settings from the --wbf-* options.
     var fusion: WeightedBoxesFusion {
-        WeightedBoxesFusion(iouThreshold: wbfIou, skipBoxThreshold: wbfSkip,
-                            confidence: WeightedBoxesFusion.ConfidenceRule(rawValue: wbfConf.rawValue) ?? .avg)
+        WeightedBoxesFusion(
+            iouThreshold: wbfIou, skipBoxThreshold: wbfSkip,
+            confidence: WeightedBoxesFusion.ConfidenceRule(rawValue: wbfConf.rawValue) ?? .avg)
     }
 
     /// `2:1:1` as numbers; `nil` when a part is not a number.

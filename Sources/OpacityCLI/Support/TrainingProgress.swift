@@ -42,7 +42,8 @@ final class TrainingProgress: TrainingObserver {
             lastDraw = Date()
             let width = 24, filled = min(width, step * width / max(1, steps))
             let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-            write("\r\u{1B}[2Kepoch \(epoch)/\(epochs) [\(bar)] \(step)/\(steps)  \(loss)  \(String(format: "%.1f", imagesPerSecond)) img/s  ETA \(TerminalProgressBar.format(eta))")
+            write(
+                "\r\u{1B}[2Kepoch \(epoch)/\(epochs) [\(bar)] \(step)/\(steps)  \(loss)  \(String(format: "%.1f", imagesPerSecond)) img/s  ETA \(TerminalProgressBar.format(eta))")
             if step == steps { write("\n") }
         } else {
             let decile = step * 10 / max(1, steps)
@@ -60,9 +61,11 @@ final class TrainingProgress: TrainingObserver {
     func trainingDidFinishEpoch(_ log: EpochLog) {
         if isTTY { write("\u{1B}[2K") }
         let g = log.val.global.map { String(format: " global %.4f", $0) } ?? ""
-        say(String(format: "epoch %d  train %.4f  val %.4f (focal %.4f reg %.4f%@)  metric %.4f @ %.2f  lr %.1e  %.1f img/s  %@%@",
-                     log.epoch, log.train.total, log.val.total, log.val.focal, log.val.regression, g, log.metric.best,
-                     log.metric.threshold, log.lr, log.imagesPerSecond, log.checkpoint, log.best ? "  (best)" : ""))
+        say(
+            String(
+                format: "epoch %d  train %.4f  val %.4f (focal %.4f reg %.4f%@)  metric %.4f @ %.2f  lr %.1e  %.1f img/s  %@%@",
+                log.epoch, log.train.total, log.val.total, log.val.focal, log.val.regression, g, log.metric.best,
+                log.metric.threshold, log.lr, log.imagesPerSecond, log.checkpoint, log.best ? "  (best)" : ""))
     }
 
     func trainingMessage(_ text: String) { write(text + "\n") }

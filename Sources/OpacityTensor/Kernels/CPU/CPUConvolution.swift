@@ -53,7 +53,8 @@ struct ConvPlan {
         k = cinG * kk
         p = ho * wo
         pointwise = geo.kernel == (1, 1) && geo.stride == (1, 1) && geo.padding == (0, 0)
-        rowExpansion = groups == 1 && geo.dilation.0 == 1 && geo.kernel.0 > 1 && k <= 320 && wo >= 96
+        rowExpansion =
+            groups == 1 && geo.dilation.0 == 1 && geo.kernel.0 > 1 && k <= 320 && wo >= 96
             && geo.stride.0 < geo.kernel.0
     }
 
@@ -115,8 +116,10 @@ func gatherEven(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
 /// `col`: row `(c - channels.lowerBound) * kh * kw + ki * kw + kj`, column
 /// `(oy - oyRange.lowerBound) * wo + ox`, rows `ldcol` apart.
 @inline(__always)
-func im2col(_ src: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, wo: Int,
-            rows oyRange: Range<Int>, col: UnsafeMutablePointer<Float>, ldcol: Int) {
+func im2col(
+    _ src: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, wo: Int,
+    rows oyRange: Range<Int>, col: UnsafeMutablePointer<Float>, ldcol: Int
+) {
     let (kh, kw) = g.kernel, (sh, sw) = g.stride, (ph, pw) = g.padding, (dh, dw) = g.dilation
     for c in channels {
         let plane = src + c * h * w
@@ -154,8 +157,10 @@ func im2col(_ src: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g
 /// Folds rows of `col` (`[C*kh*kw, ho*wo]` for one image, rows `ldcol` apart) back into
 /// channels `channels` of the image gradient `dst`, adding.
 @inline(__always)
-func col2im(_ col: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, ho: Int, wo: Int,
-            ldcol: Int, dst: UnsafeMutablePointer<Float>) {
+func col2im(
+    _ col: UnsafePointer<Float>, channels: Range<Int>, h: Int, w: Int, g: Conv2DGeometry, ho: Int, wo: Int,
+    ldcol: Int, dst: UnsafeMutablePointer<Float>
+) {
     let (kh, kw) = g.kernel, (sh, sw) = g.stride, (ph, pw) = g.padding, (dh, dw) = g.dilation
     for c in channels {
         let plane = dst + c * h * w
@@ -231,8 +236,10 @@ enum ConvKernels {
     ///
     /// - Parameter weightsTransposed: the weights of group `g` are stored transposed, as
     ///   `[k, coutG]` (the input gradient of a 1x1 convolution reads its weights this way).
-    static func gemmForward(_ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
-                            weightsTransposed: Bool = false, bias bp: UnsafePointer<Float>?, out op: UnsafeMutablePointer<Float>) {
+    static func gemmForward(
+        _ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
+        weightsTransposed: Bool = false, bias bp: UnsafePointer<Float>?, out op: UnsafeMutablePointer<Float>
+    ) {
         BLAS.ensureConfigured()
         let lda = weightsTransposed ? pl.coutG : pl.k
         if pl.rowExpansion && !weightsTransposed {
@@ -267,14 +274,16 @@ enum ConvKernels {
                             bmat = img + gi * pl.cinG * pl.p + c0
                             ldb = pl.p
                         } else {
-                            im2col(img, channels: (gi * pl.cinG)..<((gi + 1) * pl.cinG), h: pl.h, w: pl.w, g: pl.geo,
-                                   wo: pl.wo, rows: rows, col: col, ldcol: cols)
+                            im2col(
+                                img, channels: (gi * pl.cinG)..<((gi + 1) * pl.cinG), h: pl.h, w: pl.w, g: pl.geo,
+                                wo: pl.wo, rows: rows, col: col, ldcol: cols)
                             bmat = UnsafePointer(col)
                             ldb = cols
                         }
                         let dst = op + b * imageOut + gi * pl.coutG * pl.p + c0
-                        BLAS.gemmSerial(transA: weightsTransposed, m: pl.coutG, n: cols, k: pl.k, a: wp + gi * pl.coutG * pl.k,
-                                        lda: lda, b: bmat, ldb: ldb, c: direct ? dst : ctile, ldc: direct ? pl.p : cols)
+                        BLAS.gemmSerial(
+                            transA: weightsTransposed, m: pl.coutG, n: cols, k: pl.k, a: wp + gi * pl.coutG * pl.k,
+                            lda: lda, b: bmat, ldb: ldb, c: direct ? dst : ctile, ldc: direct ? pl.p : cols)
                         for r in 0..<pl.coutG {
                             let o = dst + r * pl.p
                             if direct {
@@ -307,14 +316,16 @@ enum ConvKernels {
                     bmat = img
                 } else {
                     Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
-                        im2col(img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
-                               col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
+                        im2col(
+                            img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
+                            col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
                     }
                     bmat = UnsafePointer(col)
                 }
                 for gi in 0..<pl.groups {
-                    BLAS.gemm(transA: weightsTransposed, m: pl.coutG, n: pl.p, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: lda,
-                              b: bmat + gi * pl.k * pl.p, ldb: pl.p, c: op + b * imageOut + gi * pl.coutG * pl.p, ldc: pl.p)
+                    BLAS.gemm(
+                        transA: weightsTransposed, m: pl.coutG, n: pl.p, k: pl.k, a: wp + gi * pl.coutG * pl.k, lda: lda,
+                        b: bmat + gi * pl.k * pl.p, ldb: pl.p, c: op + b * imageOut + gi * pl.coutG * pl.p, ldc: pl.p)
                 }
             }
         }
@@ -369,8 +380,9 @@ enum ConvKernels {
             let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
             if pl.kk == 1 {
                 // 1x1: the transposed weights are W read transposed; no copy.
-                gemmForward(tplan, input: gradOut.pointer, weight: weight.pointer, weightsTransposed: true, bias: nil,
-                            out: gx.mutablePointer)
+                gemmForward(
+                    tplan, input: gradOut.pointer, weight: weight.pointer, weightsTransposed: true, bias: nil,
+                    out: gx.mutablePointer)
                 return gx
             }
             // W'[g*cinG + ci, co, kh-1-i, kw-1-j] = W[g*coutG + co, ci, i, j], in 32x32 blocks
@@ -401,13 +413,15 @@ enum ConvKernels {
             for b in 0..<pl.n {
                 let gout = gp + b * pl.cout * pl.p
                 for gi in 0..<pl.groups {
-                    BLAS.gemm(transA: true, m: pl.k, n: pl.p, k: pl.coutG, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
-                              b: gout + gi * pl.coutG * pl.p, ldb: pl.p, c: col + gi * pl.k * pl.p, ldc: pl.p)
+                    BLAS.gemm(
+                        transA: true, m: pl.k, n: pl.p, k: pl.coutG, a: wp + gi * pl.coutG * pl.k, lda: pl.k,
+                        b: gout + gi * pl.coutG * pl.p, ldb: pl.p, c: col + gi * pl.k * pl.p, ldc: pl.p)
                 }
                 let dst = dp + b * pl.cin * pl.h * pl.w
                 Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
-                    col2im(UnsafePointer(col), channels: r, h: pl.h, w: pl.w, g: pl.geo, ho: pl.ho, wo: pl.wo,
-                           ldcol: pl.p, dst: dst)
+                    col2im(
+                        UnsafePointer(col), channels: r, h: pl.h, w: pl.w, g: pl.geo, ho: pl.ho, wo: pl.wo,
+                        ldcol: pl.p, dst: dst)
                 }
             }
         }
@@ -419,8 +433,10 @@ enum ConvKernels {
     /// Large maps: each thread unfolds its own row tiles and accumulates into a private
     /// gradient; the private gradients are then summed in a fixed order. Small maps: each
     /// image is unfolded once and the output channels are split over the threads.
-    static func weightGradient(_ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>,
-                               out dwp: UnsafeMutablePointer<Float>) {
+    static func weightGradient(
+        _ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>,
+        out dwp: UnsafeMutablePointer<Float>
+    ) {
         BLAS.ensureConfigured()
         if pl.rowExpansion {
             rowWeightGradient(pl, input: xp, gradOut: gp, out: dwp)
@@ -451,14 +467,16 @@ enum ConvKernels {
                             bmat = img + gi * pl.cinG * pl.p + c0
                             ldb = pl.p
                         } else {
-                            im2col(img, channels: (gi * pl.cinG)..<((gi + 1) * pl.cinG), h: pl.h, w: pl.w, g: pl.geo,
-                                   wo: pl.wo, rows: rows, col: col, ldcol: cols)
+                            im2col(
+                                img, channels: (gi * pl.cinG)..<((gi + 1) * pl.cinG), h: pl.h, w: pl.w, g: pl.geo,
+                                wo: pl.wo, rows: rows, col: col, ldcol: cols)
                             bmat = UnsafePointer(col)
                             ldb = cols
                         }
-                        BLAS.gemmSerial(transB: true, m: pl.coutG, n: pl.k, k: cols,
-                                        a: gp + b * imageOut + gi * pl.coutG * pl.p + c0, lda: pl.p,
-                                        b: bmat, ldb: ldb, beta: 1, c: acc + gi * pl.coutG * pl.k, ldc: pl.k)
+                        BLAS.gemmSerial(
+                            transB: true, m: pl.coutG, n: pl.k, k: cols,
+                            a: gp + b * imageOut + gi * pl.coutG * pl.p + c0, lda: pl.p,
+                            b: bmat, ldb: ldb, beta: 1, c: acc + gi * pl.coutG * pl.k, ldc: pl.k)
                     }
                 }
                 // Sum the private gradients into the result, in chunk order.
@@ -480,15 +498,17 @@ enum ConvKernels {
                     bmat = img
                 } else {
                     Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
-                        im2col(img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
-                               col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
+                        im2col(
+                            img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
+                            col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
                     }
                     bmat = UnsafePointer(col)
                 }
                 for gi in 0..<pl.groups {
-                    BLAS.gemm(transB: true, m: pl.coutG, n: pl.k, k: pl.p, a: gp + b * imageOut + gi * pl.coutG * pl.p,
-                              lda: pl.p, b: bmat + gi * pl.k * pl.p, ldb: pl.p, beta: b == 0 ? 0 : 1,
-                              c: dwp + gi * pl.coutG * pl.k, ldc: pl.k)
+                    BLAS.gemm(
+                        transB: true, m: pl.coutG, n: pl.k, k: pl.p, a: gp + b * imageOut + gi * pl.coutG * pl.p,
+                        lda: pl.p, b: bmat + gi * pl.k * pl.p, ldb: pl.p, beta: b == 0 ? 0 : 1,
+                        c: dwp + gi * pl.coutG * pl.k, ldc: pl.k)
                 }
             }
         }
@@ -550,8 +570,10 @@ enum ConvKernels {
     /// `[kh * cin * kw, wo]` matrix) by the weights reordered to `[Cout, kh, Cin, kw]`.
     /// That copies each value only `kw / sw` times; the product per output row
     /// (`Cout x kh*cin*kw x wo`) is still large enough for full-speed SGEMM.
-    static func rowForward(_ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
-                           out op: UnsafeMutablePointer<Float>) {
+    static func rowForward(
+        _ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>,
+        out op: UnsafeMutablePointer<Float>
+    ) {
         let rowFloats = pl.expandedRowFloats, rows = pl.expandedRows, sh = pl.geo.stride.0
         withScratch(perThread: 0, shared: rows * rowFloats + pl.cout * pl.k) { scratch in
             let e = scratch(-1), wr = e + rows * rowFloats
@@ -562,8 +584,9 @@ enum ConvKernels {
                 let dst = op + b * pl.cout * pl.p
                 Compute.parallelRanges(pl.ho, minPerThread: 1) { oys in
                     for oy in oys {
-                        BLAS.gemmSerial(m: pl.cout, n: pl.wo, k: pl.k, a: wr, lda: pl.k, b: e + oy * sh * rowFloats, ldb: pl.wo,
-                                        c: dst + oy * pl.wo, ldc: pl.p)
+                        BLAS.gemmSerial(
+                            m: pl.cout, n: pl.wo, k: pl.k, a: wr, lda: pl.k, b: e + oy * sh * rowFloats, ldb: pl.wo,
+                            c: dst + oy * pl.wo, ldc: pl.p)
                     }
                 }
             }
@@ -572,8 +595,10 @@ enum ConvKernels {
 
     /// The weight gradient through row expansion: per-thread sums over output rows of
     /// `dY[:, oy, :] x E_oy^T`, added in thread order, then reordered back.
-    static func rowWeightGradient(_ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>,
-                                  out dwp: UnsafeMutablePointer<Float>) {
+    static func rowWeightGradient(
+        _ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>,
+        out dwp: UnsafeMutablePointer<Float>
+    ) {
         let rowFloats = pl.expandedRowFloats, rows = pl.expandedRows, sh = pl.geo.stride.0
         let wcount = pl.cout * pl.k
         let chunks = min(Compute.threads, pl.ho)
@@ -588,8 +613,9 @@ enum ConvKernels {
                 Compute.parallelChunks(pl.ho) { chunk, oys in
                     let acc = partials + chunk * wcount
                     for oy in oys {
-                        BLAS.gemmSerial(transB: true, m: pl.cout, n: pl.k, k: pl.wo, a: gout + oy * pl.wo, lda: pl.p,
-                                        b: e + oy * sh * rowFloats, ldb: pl.wo, beta: 1, c: acc, ldc: pl.k)
+                        BLAS.gemmSerial(
+                            transB: true, m: pl.cout, n: pl.k, k: pl.wo, a: gout + oy * pl.wo, lda: pl.p,
+                            b: e + oy * sh * rowFloats, ldb: pl.wo, beta: 1, c: acc, ldc: pl.k)
                     }
                 }
             }
@@ -646,8 +672,10 @@ enum ConvKernels {
         }
     }
 
-    static func depthwiseBackward(input: Tensor, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry,
-                                  needInput: Bool, needWeight: Bool) -> (Tensor?, Tensor?) {
+    static func depthwiseBackward(
+        input: Tensor, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry,
+        needInput: Bool, needWeight: Bool
+    ) -> (Tensor?, Tensor?) {
         let (n, cin, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
         let cout = gradOut.shape[1], ho = gradOut.shape[2], wo = gradOut.shape[3]
         let m = cout / cin
@@ -680,7 +708,9 @@ enum ConvKernels {
                                 if iy < 0 || iy >= h { continue }
                                 let drow = dplane + iy * w + off
                                 let grow = g + oy * wo
-                                if sw == 1 { for ox in lo..<hi { drow[ox] += wv * grow[ox] } } else {
+                                if sw == 1 {
+                                    for ox in lo..<hi { drow[ox] += wv * grow[ox] }
+                                } else {
                                     for ox in lo..<hi { drow[ox * sw] += wv * grow[ox] }
                                 }
                             }
@@ -709,7 +739,9 @@ enum ConvKernels {
                                 if iy < 0 || iy >= h { continue }
                                 let srow = plane + iy * w + off
                                 let grow = g + oy * wo
-                                if sw == 1 { for ox in lo..<hi { s += srow[ox] * grow[ox] } } else {
+                                if sw == 1 {
+                                    for ox in lo..<hi { s += srow[ox] * grow[ox] }
+                                } else {
                                     for ox in lo..<hi { s += srow[ox * sw] * grow[ox] }
                                 }
                             }
