@@ -153,6 +153,12 @@ public struct Augmenter: Sendable {
     ///   - rng: the sample's generator.
     /// - Returns: the `outputSize x outputSize` image in `[0, 1]` and the mapped boxes.
     public func apply(_ image: GrayImage, boxes: [BoundingBox], using rng: inout RandomGenerator) -> AugmentedSample {
+        apply(.gray(image), boxes: boxes, using: &rng)
+    }
+
+    /// Augments one image of any depth (see ``SourceImage``): 8-bit sources exactly as
+    /// ``apply(_:boxes:using:)-(GrayImage,_,_)``, full-depth sources in `Float` throughout.
+    public func apply(_ image: SourceImage, boxes: [BoundingBox], using rng: inout RandomGenerator) -> AugmentedSample {
         let g = drawGeometry(sourceWidth: image.width, using: &rng)
         return apply(image, boxes: boxes, geometry: g, using: &rng)
     }
@@ -161,6 +167,13 @@ public struct Augmenter: Sendable {
     /// from `rng`).
     public func apply(_ image: GrayImage, boxes: [BoundingBox], geometry g: GeometricParameters,
                       using rng: inout RandomGenerator) -> AugmentedSample {
+        apply(.gray(image), boxes: boxes, geometry: g, using: &rng)
+    }
+
+    /// Augments one image with given geometric choices (the photometric steps still draw
+    /// from `rng`).
+    public func apply(_ image: SourceImage, boxes: [BoundingBox], geometry g: GeometricParameters,
+                      using rng: inout RandomGenerator) -> AugmentedSample {
         let toSource = outputToSource(g, sourceWidth: image.width, sourceHeight: image.height)
         // Large downscales (4x and more, e.g. 1024 -> 256) first average k x k blocks so the
         // bilinear warp does not alias; 1024 -> 512 is one warp, exactly as in the paper.
@@ -168,13 +181,18 @@ public struct Augmenter: Sendable {
         let k = ratio.isFinite ? Int(min(max(ratio / 2, 0), 64)) : 1
         var out: FloatImage
         if k >= 2 {
-            let small = image.boxDownsampled(k)
             let kk = Double(k)
             let t = AffineTransform2D(a: toSource.a / kk, b: toSource.b / kk, c: toSource.c / kk, d: toSource.d / kk,
                                       tx: toSource.tx / kk, ty: toSource.ty / kk)
-            out = warp(small, t)
+            switch image {
+            case let .gray(gray): out = warp(gray.boxDownsampled(k), t)
+            case let .float(f): out = warp(f.boxDownsampled(fx: k, fy: k), t)
+            }
         } else {
-            out = warp(image, toSource)
+            switch image {
+            case let .gray(gray): out = warp(gray, toSource)
+            case let .float(f): out = warp(f, toSource)
+            }
         }
         let toOutput = toSource.inverse
         let mapped = boxes.map { toOutput.map($0, rule: config.boxRule) }
@@ -208,10 +226,18 @@ public struct Augmenter: Sendable {
     /// Bilinear warp: output pixel centre -> source point -> bilinear sample with zeros
     /// outside the image (skimage's constant mode, cval 0).
     func warp(_ src: GrayImage, _ t: AffineTransform2D) -> FloatImage {
-        let n = outputSize, w = src.width, h = src.height
+        src.pixels.withUnsafeBufferPointer { warp($0, width: src.width, height: src.height, scale: 1 / 255, t) }
+    }
+
+    func warp(_ src: FloatImage, _ t: AffineTransform2D) -> FloatImage {
+        src.pixels.withUnsafeBufferPointer { warp($0, width: src.width, height: src.height, scale: 1, t) }
+    }
+
+    @inline(__always)
+    func warp<P: WarpPixel>(_ sp: UnsafeBufferPointer<P>, width w: Int, height h: Int, scale inv: Float, _ t: AffineTransform2D) -> FloatImage {
+        let n = outputSize
         var out = [Float](repeating: 0, count: n * n)
-        let inv: Float = 1 / 255
-        src.pixels.withUnsafeBufferPointer { sp in
+        do {
             out.withUnsafeMutableBufferPointer { op in
                 let a = Float(t.a), c = Float(t.c)
                 for oy in 0..<n {
@@ -234,12 +260,12 @@ public struct Augmenter: Sendable {
                         let wx = sx - fx, wy = sy - fy
                         if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
                             let i = y0 * w + x0
-                            let p00 = Float(sp[i]), p01 = Float(sp[i + 1]), p10 = Float(sp[i + w]), p11 = Float(sp[i + w + 1])
+                            let p00 = sp[i].float, p01 = sp[i + 1].float, p10 = sp[i + w].float, p11 = sp[i + w + 1].float
                             let top = p00 + (p01 - p00) * wx, bot = p10 + (p11 - p10) * wx
                             op[row + ox] = (top + (bot - top) * wy) * inv
                         } else if x0 >= -1 && y0 >= -1 && x0 < w && y0 < h {
                             @inline(__always) func px(_ x: Int, _ y: Int) -> Float {
-                                (x >= 0 && y >= 0 && x < w && y < h) ? Float(sp[y * w + x]) : 0
+                                (x >= 0 && y >= 0 && x < w && y < h) ? sp[y * w + x].float : 0
                             }
                             let top = px(x0, y0) + (px(x0 + 1, y0) - px(x0, y0)) * wx
                             let bot = px(x0, y0 + 1) + (px(x0 + 1, y0 + 1) - px(x0, y0 + 1)) * wx
@@ -358,4 +384,17 @@ enum NormalTable {
         var rng = RandomGenerator(seed: 0x0BAC_17A1)
         return (0..<65_536).map { _ in rng.nextNormal() }
     }()
+}
+
+/// A pixel type the warp samples: 8-bit (scaled by 1/255) or `Float` (as is).
+protocol WarpPixel {
+    var float: Float { get }
+}
+
+extension UInt8: WarpPixel {
+    @inline(__always) var float: Float { Float(self) }
+}
+
+extension Float: WarpPixel {
+    @inline(__always) var float: Float { self }
 }

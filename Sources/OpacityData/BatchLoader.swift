@@ -131,7 +131,7 @@ public final class BatchLoader: Sendable {
     public func sample(record index: Int, epoch: Int) throws -> AugmentedSample {
         let r = dataset.records[index]
         guard let url = r.imageURL else { throw DataError.missingFile(path: r.id, expected: "an image file for \(r.id)") }
-        let img = try ImageFile.read(url, window: config.window)
+        let img = try ImageFile.readSource(url, window: config.window)
         try r.checkBoxes(width: img.width, height: img.height)
         var rng = RandomGenerator(seed: config.seed &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15, stream: UInt64(index))
         return augmenter.apply(img, boxes: r.boxes, using: &rng)

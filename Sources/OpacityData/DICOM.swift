@@ -206,6 +206,70 @@ public struct DICOMImage: Sendable {
         }
     }
 
+    /// Whether ``displayImage(window:)`` with `window` keeps the stored 8-bit values as they
+    /// are (8-bit unsigned, no rescale, no window in the file: the RSNA images).
+    public func isIdentity8Bit(window: WindowSetting) -> Bool {
+        let h = header
+        guard case .automatic = window, h.bitsAllocated == 8, !h.isSigned, h.rescaleSlope == 1, h.rescaleIntercept == 0,
+              h.windowCenter == nil || h.windowWidth == nil, case .uint8 = pixels else { return false }
+        return true
+    }
+
+    /// The window (center, width) in modality units that `window` resolves to for this image:
+    /// a fixed window as given; `.automatic` the file's first window when its width is at
+    /// least 1; otherwise (and for `.minMax`) the range of the rescaled values, mapped so
+    /// that the minimum goes to 0 and the maximum to 1.
+    public func resolvedWindow(_ window: WindowSetting, values: [Float]) -> (center: Double, width: Double) {
+        let h = header
+        switch window {
+        case let .fixed(c, w):
+            return (c, max(w, 1))
+        case .automatic where h.windowCenter != nil && h.windowWidth != nil && h.windowWidth! >= 1:
+            return (h.windowCenter!, h.windowWidth!)
+        default:
+            var lo = Float.infinity, hi = -Float.infinity
+            for v in values {
+                lo = min(lo, v)
+                hi = max(hi, v)
+            }
+            if !(lo <= hi) { lo = 0; hi = 0 }
+            let width = Double(hi - lo) + 1
+            return (Double(lo) + 0.5 + (width - 1) / 2, width)
+        }
+    }
+
+    /// The full-depth model input: rescale, window (DICOM's linear VOI function, PS3.3
+    /// C.11.2.1.2, without rounding), MONOCHROME1 inversion; values in `[0, 1]`, no 8-bit step.
+    /// For 8-bit identity files (``isIdentity8Bit(window:)``) it is exactly `pixel / 255`.
+    /// - Parameter window: how to map modality values; see ``WindowSetting``.
+    /// - Returns: a `columns x rows` image.
+    public func floatImage(window: WindowSetting = .automatic) -> FloatImage {
+        let h = header
+        var out: [Float]
+        if isIdentity8Bit(window: window) {
+            out = displayImage(window: window).toFloat().pixels
+            return FloatImage(width: h.columns, height: h.rows, pixels: out)
+        }
+        let values = modalityValues()
+        let (center, width) = resolvedWindow(window, values: values)
+        let c0 = Float(center - 0.5), w1 = Float(max(width - 1, 1e-6))
+        out = [Float](repeating: 0, count: values.count)
+        for i in 0..<values.count {
+            let y = (values[i] - c0) / w1 + 0.5
+            out[i] = min(max(y, 0), 1)
+        }
+        if h.isInverted {
+            for i in 0..<out.count { out[i] = 1 - out[i] }
+        }
+        return FloatImage(width: h.columns, height: h.rows, pixels: out)
+    }
+
+    /// The model's input as a ``SourceImage``: 8-bit identity files stay 8-bit (exact), all
+    /// others are full-depth ``floatImage(window:)``.
+    public func sourceImage(window: WindowSetting = .automatic) -> SourceImage {
+        isIdentity8Bit(window: window) ? .gray(displayImage(window: window)) : .float(floatImage(window: window))
+    }
+
     /// The 8-bit display image: rescale, window, then inversion for MONOCHROME1 so that
     /// dense tissue (bone) is always bright.
     /// - Parameter window: how to map modality values to 0...255.

@@ -265,3 +265,54 @@ public struct FloatImage: Sendable, Equatable {
         return FloatImage(width: w, height: h, pixels: out)
     }
 }
+
+/// A decoded image as it enters the model: 8-bit sources stay exact 8-bit values, deeper
+/// sources (12- to 16-bit DICOM after rescale and window, 16-bit PNG) are `Float` in
+/// `[0, 1]`, with no 8-bit step in between.
+public enum SourceImage: Sendable, Equatable {
+    /// 8-bit gray (RSNA JPEG Baseline DICOM, 8-bit PNG, JPEG); model value = pixel / 255.
+    case gray(GrayImage)
+    /// Full-depth gray in `[0, 1]`.
+    case float(FloatImage)
+
+    /// Width in pixels.
+    public var width: Int {
+        switch self {
+        case let .gray(g): return g.width
+        case let .float(f): return f.width
+        }
+    }
+
+    /// Height in pixels.
+    public var height: Int {
+        switch self {
+        case let .gray(g): return g.height
+        case let .float(f): return f.height
+        }
+    }
+
+    /// The model's view: values in `[0, 1]`.
+    public var floatImage: FloatImage {
+        switch self {
+        case let .gray(g): return g.toFloat()
+        case let .float(f): return f
+        }
+    }
+
+    /// An 8-bit rendering for display (overlays, previews, 8-bit PNG).
+    public var gray: GrayImage {
+        switch self {
+        case let .gray(g): return g
+        case let .float(f): return f.to8Bit()
+        }
+    }
+
+    /// A 16-bit rendering (value * 65535, rounded) for 16-bit PNG.
+    public var gray16: GrayImage16 {
+        switch self {
+        case let .gray(g): return GrayImage16(width: g.width, height: g.height, pixels: g.pixels.map { UInt16($0) * 257 })
+        case let .float(f):
+            return GrayImage16(width: f.width, height: f.height, pixels: f.pixels.map { UInt16(min(max($0, 0), 1) * 65535 + 0.5) })
+        }
+    }
+}

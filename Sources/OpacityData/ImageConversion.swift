@@ -13,6 +13,11 @@ public enum ImageConversion {
         public var overwrite: Bool
         /// Worker threads.
         public var threads: Int
+        /// PNG bit depth: 8 (the display image) or 16 (full depth: the windowed value in
+        /// `[0, 1]` times 65535, no 8-bit step).
+        public var depth: Int = 8
+        /// The frame of multi-frame DICOM files, from 1.
+        public var frame: Int = 1
 
         /// Settings; by default original size, automatic window, existing files skipped.
         public init(size: Int? = nil, window: WindowSetting = .automatic, overwrite: Bool = false,
@@ -60,6 +65,12 @@ public enum ImageConversion {
     ///   for a bad size.
     public static func convert(input: URL, output: URL, options: Options = Options(),
                                progress: ProgressHandler? = nil) throws -> Summary {
+        guard options.depth == 8 || options.depth == 16 else {
+            throw DataError.invalidParameter(name: "depth", value: "\(options.depth)", expected: "8 or 16", nearest: options.depth > 8 ? "16" : "8")
+        }
+        guard options.frame >= 1 else {
+            throw DataError.invalidParameter(name: "frame", value: "\(options.frame)", expected: "1 or more (frames count from 1)", nearest: "1")
+        }
         if let s = options.size, s < 1 || s > 65_536 {
             throw DataError.invalidParameter(name: "size", value: "\(s)", expected: "a number of pixels in 1...65536", nearest: "512")
         }
@@ -109,13 +120,24 @@ public enum ImageConversion {
                     summary.update { $0.skippedExisting += 1 }
                 } else {
                     do {
-                        var img = try ImageFile.read(src, window: options.window)
+                        // 8-bit: the display image (rounded once); 16-bit: the full-depth values.
+                        let source: SourceImage = options.depth == 16
+                            ? try ImageFile.readSource(src, window: options.window, frame: options.frame)
+                            : .gray(try ImageFile.read(src, window: options.window, frame: options.frame))
+                        var newSize: (Int, Int)?
                         if let s = options.size {
-                            let scale = Double(s) / Double(max(img.width, img.height))
-                            img = img.resized(width: max(1, Int((Double(img.width) * scale).rounded())),
-                                              height: max(1, Int((Double(img.height) * scale).rounded())))
+                            let scale = Double(s) / Double(max(source.width, source.height))
+                            newSize = (max(1, Int((Double(source.width) * scale).rounded())), max(1, Int((Double(source.height) * scale).rounded())))
                         }
-                        try PNG.write(img, to: dst)
+                        if options.depth == 16 {
+                            var f = source
+                            if let (w, h) = newSize { f = .float(source.floatImage.resized(width: w, height: h)) }
+                            try PNG.write(f.gray16, to: dst)
+                        } else {
+                            var img = source.gray
+                            if let (w, h) = newSize { img = img.resized(width: w, height: h) }
+                            try PNG.write(img, to: dst)
+                        }
                         summary.update { $0.converted += 1 }
                     } catch {
                         summary.update { $0.failures.append((src.path, "\(error)")) }

@@ -12,7 +12,7 @@ public enum ImageFile {
         case jpeg
     }
 
-    /// File extensions that ``read(_:window:)`` accepts, lower-case, without the dot.
+    /// File extensions that ``read(_:window:frame:)`` accepts, lower-case, without the dot.
     public static let extensions = ["dcm", "dicom", "png", "jpg", "jpeg"]
 
     /// The format of `data` from its magic bytes, or from the extension of `url`.
@@ -36,13 +36,40 @@ public enum ImageFile {
     /// - Parameters:
     ///   - url: the file.
     ///   - window: the windowing for DICOM files.
+    ///   - frame: the frame of a multi-frame DICOM, 1-based.
     /// - Throws: ``DataError`` naming the file (unreadable, unknown format, decoder errors).
-    public static func read(_ url: URL, window: WindowSetting = .automatic) throws -> GrayImage {
+    public static func read(_ url: URL, window: WindowSetting = .automatic, frame: Int = 1) throws -> GrayImage {
         let data = try DICOM.readFile(url)
         switch format(of: data, url: url) {
-        case .dicom: return try DICOM.decode(data, path: url.path).displayImage(window: window)
+        case .dicom: return try DICOM.decode(data, path: url.path, frame: frame).displayImage(window: window)
         case .png: return try PNG.decode(data, path: url.path).gray
         case .jpeg: return try JPEG.decodeGray(data, path: url.path)
+        case nil:
+            throw DataError.unknownImageFormat(path: url.path, expected: "DICOM (.dcm), PNG (.png) or JPEG (.jpg)")
+        }
+    }
+
+    /// Reads an image file at full depth, as the model sees it (see ``SourceImage``): 8-bit
+    /// files stay 8-bit; DICOM of more bits is rescaled, windowed and inverted in `Float`
+    /// (``DICOMImage/floatImage(window:)``); 16-bit PNG is value / 65535; colour is luma.
+    /// - Parameters:
+    ///   - url: the file.
+    ///   - window: the windowing for DICOM files.
+    ///   - frame: the frame of a multi-frame DICOM, 1-based.
+    /// - Throws: as ``read(_:window:frame:)``.
+    public static func readSource(_ url: URL, window: WindowSetting = .automatic, frame: Int = 1) throws -> SourceImage {
+        let data = try DICOM.readFile(url)
+        switch format(of: data, url: url) {
+        case .dicom: return try DICOM.decode(data, path: url.path, frame: frame).sourceImage(window: window)
+        case .png:
+            switch try PNG.decode(data, path: url.path) {
+            case let .gray8(g): return .gray(g)
+            case let .gray16(g):
+                let inv: Float = 1 / 65535
+                return .float(FloatImage(width: g.width, height: g.height, pixels: g.pixels.map { Float($0) * inv }))
+            case let .rgb(c): return .gray(c.toGray())
+            }
+        case .jpeg: return .gray(try JPEG.decodeGray(data, path: url.path))
         case nil:
             throw DataError.unknownImageFormat(path: url.path, expected: "DICOM (.dcm), PNG (.png) or JPEG (.jpg)")
         }

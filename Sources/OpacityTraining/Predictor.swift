@@ -184,13 +184,20 @@ public final class Predictor {
     /// Detections in each image's own pixels.
     public func detect(_ images: [GrayImage]) -> [[Detection]] { predict(images).map(\.detections) }
 
-    /// Detections and class probabilities for each image, in its own pixels.
+    /// Detections in each image's own pixels, for images of any depth (12- to 16-bit
+    /// DICOM reach the network in `Float`, with no 8-bit step).
+    public func detect(_ images: [SourceImage]) -> [[Detection]] { predict(images).map(\.detections) }
+
+    /// Detections and image-level class probabilities for 8-bit images.
+    public func predict(_ images: [GrayImage]) -> [Prediction] { predict(images.map { SourceImage.gray($0) }) }
+
+    /// Detections and class probabilities for each image of any depth, in its own pixels.
     ///
     /// Without TTA each model sees the image warped to its input size. With TTA every view
     /// (flip, scale) is run; per-anchor ensembles combine models within a view, then views
     /// are merged by the TTA's rule; a WBF ensemble fuses every (model, view) box list at
     /// once, a model's weight shared by its views.
-    public func predict(_ images: [GrayImage]) -> [Prediction] {
+    public func predict(_ images: [SourceImage]) -> [Prediction] {
         var out: [Prediction] = []
         var i = 0
         while i < images.count {
@@ -201,7 +208,7 @@ public final class Predictor {
         return out
     }
 
-    private func predictChunk(_ chunk: [GrayImage]) -> [Prediction] {
+    private func predictChunk(_ chunk: [SourceImage]) -> [Prediction] {
         let views = tta?.views ?? [TestTimeAugmentation.View(flip: false, scale: 1)]
         let n = chunk.count
         // per image: the box lists to fuse (with weights) and the class probabilities seen
@@ -335,14 +342,14 @@ public struct Evaluation {
         var i = 0
         while i < records.count {
             let chunk = Array(records[i..<min(records.count, i + predictor.batchSize)])
-            var imgs: [GrayImage] = [], kept: [DatasetRecord] = []
+            var imgs: [SourceImage] = [], kept: [DatasetRecord] = []
             for r in chunk {
                 guard let url = r.imageURL else {
                     if skipUnreadable { skipped.append((r.id, "missing")); continue }
                     throw DataError.missingFile(path: r.id, expected: "an image file for \(r.id)")
                 }
                 do {
-                    let img = try ImageFile.read(url)
+                    let img = try ImageFile.readSource(url)
                     try r.checkBoxes(width: img.width, height: img.height)
                     imgs.append(img)
                     kept.append(r)

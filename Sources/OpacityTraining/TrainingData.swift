@@ -120,6 +120,11 @@ public enum InferenceInput {
     /// The validation geometry: the whole image warped to `size x size` (output pixel `i`
     /// samples source pixel `i * W / size`), values in `[0, 1]`.
     public static func prepare(_ image: GrayImage, size: Int) -> FloatImage {
+        prepare(.gray(image), size: size)
+    }
+
+    /// The validation geometry for an image of any depth (full-depth sources stay `Float`).
+    public static func prepare(_ image: SourceImage, size: Int) -> FloatImage {
         var rng = RandomGenerator(seed: 0)
         return Augmenter(config: .none, outputSize: size).apply(image, boxes: [], using: &rng).image
     }

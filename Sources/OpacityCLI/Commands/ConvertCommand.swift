@@ -8,10 +8,11 @@ struct ConvertCommand: ParsableCommand {
         commandName: "convert",
         abstract: "Convert DICOM files (one file or a whole folder) to 8-bit PNG.",
         discussion: """
-            Reads Implicit/Explicit VR Little Endian, Explicit VR Big Endian and JPEG Baseline \
-            (the RSNA files), 8- and 16-bit grayscale; MONOCHROME1 is inverted and values are \
-            windowed to 8 bits (the file's window, else the full range; 8-bit files keep their \
-            values). Files that cannot be converted are listed at the end; the rest go on.
+            Reads Implicit/Explicit VR Little Endian, Explicit VR Big Endian, Deflated, JPEG Baseline \
+            (the RSNA files), JPEG Lossless, JPEG 2000 and RLE Lossless, 8- to 16-bit grayscale; \
+            rescale, then the file's window (else the full range; 8-bit files keep their values), \
+            MONOCHROME1 inverted; written as 8-bit PNG, or 16-bit with --depth 16. Files that \
+            cannot be converted are listed at the end; the rest go on (see Documentation/DICOM.md).
 
             Examples:
               opacity convert stage_2_train_images/ -o train_png/ --size 512
@@ -33,6 +34,12 @@ struct ConvertCommand: ParsableCommand {
     @Option(name: .long, help: "Windowing: auto, minmax, or CENTER,WIDTH in rescaled units.")
     var window: String = "auto"
 
+    @Option(name: .long, help: "PNG bit depth: 8, or 16 to keep the full depth of 12- to 16-bit DICOM.")
+    var depth: Int = 8
+
+    @Option(name: .long, help: "The frame of multi-frame DICOM files, from 1.")
+    var frame: Int = 1
+
     @Flag(name: .long, help: "Replace existing PNG files (they are skipped by default).")
     var overwrite = false
 
@@ -40,6 +47,8 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         if let size, !(1...65_536).contains(size) { throw ValidationError("--size \(size) is not valid; expected a number of pixels in 1...65536, e.g. 512") }
+        guard depth == 8 || depth == 16 else { throw ValidationError("--depth \(depth) is not valid; expected 8 or 16") }
+        guard frame >= 1 else { throw ValidationError("--frame must be 1 or more (frames count from 1), e.g. --frame 1") }
         _ = try parseWindow(window)
         _ = try outputPath()
     }
@@ -56,9 +65,11 @@ struct ConvertCommand: ParsableCommand {
 
     func run() throws {
         runtime.apply()
-        let options = ImageConversion.Options(
+        var options = ImageConversion.Options(
             size: size, window: try parseWindow(window), overwrite: overwrite,
             threads: runtime.threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        options.depth = depth
+        options.frame = frame
         let summary = try ImageConversion.convert(
             input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
             options: options, progress: runtime.progressBar("convert"))

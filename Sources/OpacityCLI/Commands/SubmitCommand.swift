@@ -63,7 +63,7 @@ struct SubmitCommand: ParsableCommand {
         for (k, f) in files[mine].enumerated() {
             let id = f.deletingPathExtension().lastPathComponent
             do {
-                let img = try ImageFile.read(f)
+                let img = try ImageFile.readSource(f)
                 rows.append((id, predictor.detect([img])[0]))
             } catch {
                 if !skipUnreadable { throw error }
