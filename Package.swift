@@ -92,7 +92,8 @@ let apps: [Target] = [
     .executableTarget(name: "opacity", dependencies: ["OpacityCLI"]),
     // The README's Swift example, compiled and run by ReadmeSnippetTests.
     .executableTarget(name: "readme-snippet", dependencies: ["Opacity"], path: "Examples/ReadmeSnippet"),
-    .executableTarget(name: "opacity-bench", dependencies: ["Opacity", "OpacityDistributed"]),
+    .executableTarget(
+        name: "opacity-bench", dependencies: ["Opacity", "OpacityDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 ]
 
 // MARK: - Tests

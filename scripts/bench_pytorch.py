@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch reference figures for opacity-bench.
 
-Measures, with torch on the CPU and a fixed thread count, the same ResNet-50-shaped network
-that `opacity-bench resnet50` builds from Opacity's layers (torchvision/timm layout: 7x7
+Measures, with torch on the CPU and a fixed thread count, the same ResNet-50 network
+that `opacity-bench resnet50` builds from Opacity's ResNet plugin (torchvision/timm layout: 7x7
 stem, 3x3 max pool, bottlenecks [3, 4, 6, 3] with the stride on the 3x3 convolution,
 batch norm in eval mode, global average pool, 1000-way linear), plus each distinct
 convolution of that network at batch 1, and a 2048 sgemm. Writes JSON that opacity-bench

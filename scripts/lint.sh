@@ -11,7 +11,7 @@
 #     scripts/lint.sh
 set -eu
 cd "$(dirname "$0")/.."
-formatted="Sources/OpacityCLI Sources/opacity Sources/OpacityTensor/Kernels Examples/ReadmeSnippet
+formatted="Sources/OpacityCLI Sources/opacity Sources/opacity-bench Sources/OpacityTensor/Kernels Examples/ReadmeSnippet
   Examples/TinyBackbone/Sources/tiny-opacity Tests/OpacityCLITests/CLIConsistencyTests.swift
   Tests/OpacityCLITests/HelpSnapshotTests.swift Tests/OpacityCLITests/InstallTests.swift
   Tests/OpacityCLITests/ReadmeSnippetTests.swift Tests/OpacityPersistenceTests/ZooLocationTests.swift"

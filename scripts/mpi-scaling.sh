@@ -16,4 +16,4 @@ for n in 1 2 4 8 16; do
 done
 max=${ranks##*,}
 swift build -c release --product opacity-bench >/dev/null
-exec .build/release/opacity-bench scaling allreduce --ranks "$ranks" --global-batch "$max" --threads "$cores" --repeat 3 --no-pytorch "$@"
+exec .build/release/opacity-bench report scaling allreduce --ranks "$ranks" --global-batch "$max" --threads "$cores" --repeat 3 --no-pytorch "$@"

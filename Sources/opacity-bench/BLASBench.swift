@@ -53,8 +53,9 @@ func measureSgemm(n: Int, repetitions: Int) -> SgemmRate {
         b.withUnsafeBufferPointer { bp in
             c.withUnsafeMutableBufferPointer { cp in
                 measure(repetitions: repetitions) {
-                    BLAS.gemm(m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n,
-                              c: cp.baseAddress!, ldc: n)
+                    BLAS.gemm(
+                        m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n,
+                        c: cp.baseAddress!, ldc: n)
                 }
             }
         }

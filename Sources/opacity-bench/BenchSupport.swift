@@ -3,9 +3,8 @@ import Opacity
 
 // MARK: - Options
 
-/// Command-line options shared by all sections.
+/// The settings of one run, from the command line (Commands.swift); sections read them.
 struct BenchOptions: Sendable {
-    var sections: [BenchSection] = BenchSection.all.filter(\.runsByDefault)
     var threads: Int?
     /// Timed repetitions per measurement (after warm-up).
     var repetitions = 5
@@ -17,14 +16,11 @@ struct BenchOptions: Sendable {
     var convFilter: String?
     /// Skip the backward timings of the conv section.
     var convBackward = true
-    /// The network section runs batch norm + ReLU fused (`bn(x, relu: true)`).
-    var fuseBatchNormReLU = true
     /// Where PyTorch's reference figures come from.
     var pytorch: PyTorchSource = .auto
     /// Detector config strings for the detector section (default: every encoder of the registry).
     var detectorConfigs: [String] = []
     var clock = BenchClock.wall
-    var help = false
     /// Process counts of the scaling section (the allreduce section uses the largest).
     var ranks = [1, 2]
     /// Images per step over all ranks in the scaling section (default: the most ranks).
@@ -44,101 +40,6 @@ struct BenchOptions: Sendable {
         /// Use this Python interpreter to run the script.
         case python(String)
         case off
-    }
-
-    struct UsageError: Error, CustomStringConvertible {
-        let description: String
-    }
-
-    static var usage: String {
-        let names = BenchSection.all.map { "  \($0.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \($0.summary)" }
-        return """
-            usage: opacity-bench [section ...] [options]
-
-            sections (default: all):
-            \(names.joined(separator: "\n"))
-
-            options:
-              --threads N         compute threads for our kernels, OpenBLAS and PyTorch (default: all cores
-                                  or OPACITY_THREADS)
-              --repeat N          timed repetitions per measurement, after warm-up (default 5)
-              --size S            image side for conv and network sections (default 512)
-              --batches 1,2       batch sizes for the network section (default 1,2)
-              --only TEXT         conv section: only convolutions whose label contains TEXT (e.g. 7x7)
-              --forward-only      conv section: skip the forward+backward timings
-              --config STRING     detector section: a detector config (repeatable; default every encoder
-                                  as retinanet(encoder=NAME, size=S))
-              --unfused           resnet50 section: batch norm then a separate ReLU (default: fused)
-              --pytorch-json F    read PyTorch figures from F (written by scripts/bench_pytorch.py)
-              --python P          run scripts/bench_pytorch.py with interpreter P
-              --no-pytorch        skip the PyTorch comparison
-              --ranks 1,2         scaling: process counts, one mpirun job each (allreduce: the largest)
-              --global-batch B    scaling: images per step over all ranks (default: the most ranks)
-              --bucket-mib M      scaling: gradient bucket size (default 25)
-              --max-mib M         allreduce: largest buffer (default 256)
-              --scaling-config C  scaling: the detector (default retinanet(encoder=resnet50, size=512))
-              --clock wall|cpu    wall: elapsed time (default); cpu: process CPU time / threads, an
-                                  estimate for an idle machine when other jobs share the cores
-            By default the PyTorch comparison runs scripts/bench_pytorch.py with the first of
-            $OPACITY_PYTHON, $VIRTUAL_ENV/bin/python, <package>/.venv, <package>/../venv and python3
-            that can import torch. OPACITY_BLAS_CORE=keep|SkylakeX|Haswell|... forces OpenBLAS kernels.
-            """
-    }
-
-    static func parse(_ args: [String]) throws -> BenchOptions {
-        var o = BenchOptions()
-        var named: [BenchSection] = []
-        var i = 0
-        func value() throws -> String {
-            i += 1
-            guard i < args.count else { throw UsageError(description: "\(args[i - 1]) needs a value") }
-            return args[i]
-        }
-        func positiveInt(_ s: String, _ flag: String) throws -> Int {
-            guard let v = Int(s), v > 0 else { throw UsageError(description: "\(flag) expects a positive integer, got '\(s)'") }
-            return v
-        }
-        while i < args.count {
-            let a = args[i]
-            switch a {
-            case "-h", "--help": o.help = true
-            case "--threads": o.threads = try positiveInt(try value(), a)
-            case "--repeat": o.repetitions = try positiveInt(try value(), a)
-            case "--size": o.imageSize = try positiveInt(try value(), a)
-            case "--batches":
-                o.batches = try value().split(separator: ",").map { try positiveInt(String($0), a) }
-            case "--only": o.convFilter = try value()
-            case "--ranks": o.ranks = try value().split(separator: ",").map { try positiveInt(String($0), a) }
-            case "--global-batch": o.globalBatch = try positiveInt(try value(), a)
-            case "--max-mib": o.maxMiB = try positiveInt(try value(), a)
-            case "--scaling-config": o.scalingConfig = try value()
-            case "--bucket-mib":
-                let v = try value()
-                guard let m = Double(v), m > 0 else { throw UsageError(description: "--bucket-mib expects a positive number, got '\(v)'") }
-                o.bucketMiB = m
-            case "--forward-only": o.convBackward = false
-            case "--unfused": o.fuseBatchNormReLU = false
-            case "--config": o.detectorConfigs.append(try value())
-            case "--pytorch-json": o.pytorch = .file(try value())
-            case "--python": o.pytorch = .python(try value())
-            case "--no-pytorch": o.pytorch = .off
-            case "--clock":
-                let v = try value()
-                guard let c = BenchClock(rawValue: v) else { throw UsageError(description: "--clock expects wall or cpu, got '\(v)'") }
-                o.clock = c
-            case "all": named += BenchSection.all
-            default:
-                if let s = BenchSection.named(a) {
-                    named.append(s)
-                } else {
-                    let known = BenchSection.all.map(\.name).joined(separator: ", ")
-                    throw UsageError(description: "unknown section or option '\(a)' (sections: \(known))")
-                }
-            }
-            i += 1
-        }
-        if !named.isEmpty { o.sections = named }
-        return o
     }
 }
 
@@ -193,7 +94,7 @@ struct Timing {
 }
 
 /// How measurements read time.
-enum BenchClock: String, Sendable {
+enum BenchClock: String, Sendable, CaseIterable {
     /// Elapsed time (the default).
     case wall
     /// Process CPU time (user + system) divided by the thread count: an estimate of the
@@ -212,9 +113,9 @@ func clockNow() -> Double {
     case .cpu:
         var u = rusage()
         #if os(Linux)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
         #else
-        getrusage(RUSAGE_SELF, &u)
+            getrusage(RUSAGE_SELF, &u)
         #endif
         let cpu = Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
         return cpu / Double(Compute.threads)
@@ -241,8 +142,8 @@ func loadAverage() -> String {
 
 func cpuModel() -> String {
     guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
-          let colon = line.firstIndex(of: ":")
+        let line = info.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+        let colon = line.firstIndex(of: ":")
     else { return "unknown CPU" }
     return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
 }

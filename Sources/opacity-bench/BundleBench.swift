@@ -8,8 +8,10 @@ extension BenchSection {
     ) { context in
         print("== bundle: save and load speed, compressed size against raw fp32")
         do {
-            print(try BundleBenchmark.run(registry: Registry.standard(), config: "retinanet(encoder=resnet34)",
-                                          repeats: max(1, context.options.repetitions)))
+            print(
+                try BundleBenchmark.run(
+                    registry: Registry.standard(), config: "retinanet(encoder=resnet34)",
+                    repeats: max(1, context.options.repetitions)))
         } catch {
             print("  failed: \(error)")
         }

@@ -9,10 +9,14 @@ extension BenchSection {
     ) { context in
         let size = context.options.imageSize, reps = context.options.repetitions
         let sgemm = context.sgemmFigure()
-        let all = ResNet50Layout.convolutions(imageSize: size)
+        let all: [ConvSpec]
+        do { all = BenchNetwork.convolutions(of: try BenchNetwork.resnet50(), imageSize: size) } catch {
+            print("== conv: cannot build \(BenchNetwork.resnet50Config): \(error)\n")
+            return
+        }
         var distinct: [ConvSpec] = []
         var uses: [ConvSpec: Int] = [:]
-        for (_, s) in all {
+        for s in all {
             if let only = context.options.convFilter, !s.label.contains(only) { continue }
             if uses[s] == nil { distinct.append(s) }
             uses[s, default: 0] += 1
@@ -29,8 +33,9 @@ extension BenchSection {
         var totalFlops = 0.0, totalSeconds = 0.0
         for s in distinct {
             let x = Tensor.randomUniform([1, s.inChannels, s.height, s.width], -1, 1, using: &rng)
-            let w = Tensor.randomNormal([s.outChannels, s.inChannels, s.kernel, s.kernel],
-                                        std: (2 / Float(s.inChannels * s.kernel * s.kernel)).squareRoot(), using: &rng)
+            let w = Tensor.randomNormal(
+                [s.outChannels, s.inChannels, s.kernel, s.kernel],
+                std: (2 / Float(s.inChannels * s.kernel * s.kernel)).squareRoot(), using: &rng)
             let stride = (s.stride, s.stride), padding = (s.padding, s.padding)
             let fwd = measure(repetitions: reps, warmup: 2) {
                 Autograd.inference { _ = x.conv2d(w, stride: stride, padding: padding) }
@@ -40,10 +45,12 @@ extension BenchSection {
             let xg = needInput ? x.requiringGrad() : x
             let wg = w.requiringGrad()
             let seed = Tensor(shape: [1, s.outChannels, s.outHeight, s.outWidth], repeating: 1)
-            let both = context.options.convBackward ? measure(repetitions: reps) {
-                let y = xg.conv2d(wg, stride: stride, padding: padding)
-                y.backward(seed)
-            } : Timing(seconds: [.nan])
+            let both =
+                context.options.convBackward
+                ? measure(repetitions: reps) {
+                    let y = xg.conv2d(wg, stride: stride, padding: padding)
+                    y.backward(seed)
+                } : Timing(seconds: [.nan])
             let rate = s.flops / fwd.median * 1e-9
             let frac = rate / sgemm
             worst = min(worst, frac)
@@ -61,7 +68,9 @@ extension BenchSection {
             print(line)
         }
         print("  \(reached) of \(distinct.count) distinct convolutions reach 60% of sgemm; lowest \(fmt(worst * 100, 0))%")
-        print("  all \(all.count) convolutions of one forward pass: \(fmt(totalSeconds * 1e3, 1)) ms, \(fmt(totalFlops / totalSeconds * 1e-9, 1)) GFLOP/s (\(fmt(totalFlops / totalSeconds * 1e-9 / sgemm * 100, 0))% of sgemm)")
+        print(
+            "  all \(all.count) convolutions of one forward pass: \(fmt(totalSeconds * 1e3, 1)) ms, \(fmt(totalFlops / totalSeconds * 1e-9, 1)) GFLOP/s (\(fmt(totalFlops / totalSeconds * 1e-9 / sgemm * 100, 0))% of sgemm)"
+        )
         print("")
     }
 }

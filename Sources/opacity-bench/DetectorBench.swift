@@ -35,11 +35,16 @@ enum DetectorBench {
             return
         }
         let size = options.imageSize, reps = options.repetitions
-        let configs = options.detectorConfigs.isEmpty
+        let configs =
+            options.detectorConfigs.isEmpty
             ? registry.names(.encoder).map { "retinanet(encoder=\($0), size=\(size))" }
             : options.detectorConfigs
-        print("== detector: forward (batch 1, eval mode, no graph) and training step (batch 2 with boxes, train mode: forward, loss, backward, gradient-norm clipping, Adam), \(Compute.threads) threads")
-        print("   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)")
+        print(
+            "== detector: forward (batch 1, eval mode, no graph) and training step (batch 2 with boxes, train mode: forward, loss, backward, gradient-norm clipping, Adam), \(Compute.threads) threads"
+        )
+        print(
+            "   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)"
+        )
         print("   load average now \(loadAverage())")
         let python = pythonForDetector(options)
         var summary: [(String, PhaseFigures, PhaseFigures, TorchDetectorFigures?)] = []
@@ -107,9 +112,12 @@ enum DetectorBench {
     static func targets(size: Int) -> [DetectionTarget] {
         let s = Float(size)
         return [
-            DetectionTarget(boxes: [BoundingBox(x: 0.15 * s, y: 0.25 * s, width: 0.2 * s, height: 0.3 * s),
-                                    BoundingBox(x: 0.6 * s, y: 0.3 * s, width: 0.25 * s, height: 0.35 * s)],
-                            imageClass: .lungOpacity),
+            DetectionTarget(
+                boxes: [
+                    BoundingBox(x: 0.15 * s, y: 0.25 * s, width: 0.2 * s, height: 0.3 * s),
+                    BoundingBox(x: 0.6 * s, y: 0.3 * s, width: 0.25 * s, height: 0.35 * s),
+                ],
+                imageClass: .lungOpacity),
             DetectionTarget(boxes: [], imageClass: .normal),
         ]
     }
@@ -129,8 +137,9 @@ enum DetectorBench {
                 let t2 = clockNow()
                 let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
                 let t3 = clockNow()
-                let found = detector.postprocessor.detections(out, anchors: detector.anchors(height: size, width: size),
-                                                              imageSize: (size, size))
+                let found = detector.postprocessor.detections(
+                    out, anchors: detector.anchors(height: size, width: size),
+                    imageSize: (size, size))
                 let t4 = clockNow()
                 precondition(found.count == 1)
                 t = ["encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "post": t4 - t3, "total": t4 - t0]
@@ -167,8 +176,10 @@ enum DetectorBench {
             optimizer.step()
             let t6 = clockNow()
             if rep > 0 {
-                let t = ["encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "loss": t4 - t3, "backward": t5 - t4,
-                         "optimizer": t6 - t5, "total": t6 - t0]
+                let t = [
+                    "encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "loss": t4 - t3, "backward": t5 - t4,
+                    "optimizer": t6 - t5, "total": t6 - t0,
+                ]
                 for (k, v) in t { times[k, default: []].append(v) }
             }
         }
@@ -210,8 +221,8 @@ func resetPeak() {
 /// The resident-set high-water mark (`VmHWM`) in bytes, or nil where /proc is missing.
 func peakResident() -> Double? {
     guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-          let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+        let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
     else { return nil }
     return kb * 1024
 }
@@ -241,14 +252,16 @@ struct TorchDetectorFigures {
         defer { try? FileManager.default.removeItem(at: out) }
         let levels = resolved.range("levels")
         let global = resolved.bool("global")
-        let args = [script.path, "--encoder", resolved.component("encoder").name, "--size", "\(size)",
-                    "--levels", "\(levels.lowerBound)-\(levels.upperBound)",
-                    "--neck-channels", "\(resolved.component("neck").int("channels"))",
-                    "--head-channels", "\(resolved.component("head").int("channels"))",
-                    "--dropout", "\(resolved.double("dropout"))", "--global", global ? "1" : "0",
-                    "--global-dropout", "\(resolved.double("global_dropout"))",
-                    "--threads", "\(Compute.threads)", "--repeat", "\(repetitions)", "--clock", clock.rawValue,
-                    "--out", out.path]
+        let args = [
+            script.path, "--encoder", resolved.component("encoder").name, "--size", "\(size)",
+            "--levels", "\(levels.lowerBound)-\(levels.upperBound)",
+            "--neck-channels", "\(resolved.component("neck").int("channels"))",
+            "--head-channels", "\(resolved.component("head").int("channels"))",
+            "--dropout", "\(resolved.double("dropout"))", "--global", global ? "1" : "0",
+            "--global-dropout", "\(resolved.double("global_dropout"))",
+            "--threads", "\(Compute.threads)", "--repeat", "\(repetitions)", "--clock", clock.rawValue,
+            "--out", out.path,
+        ]
         do {
             let status = try PyTorchFigures.runProcess(python, args, quiet: false)
             Thread.sleep(forTimeInterval: 1)
@@ -257,8 +270,9 @@ struct TorchDetectorFigures {
                 return nil
             }
             let f = try JSONDecoder().decode(File.self, from: Data(contentsOf: out))
-            return TorchDetectorFigures(forward: PhaseFigures(seconds: f.forward.seconds, peakBytes: f.forward.peak_bytes),
-                                        train: PhaseFigures(seconds: f.train.seconds, peakBytes: f.train.peak_bytes))
+            return TorchDetectorFigures(
+                forward: PhaseFigures(seconds: f.forward.seconds, peakBytes: f.forward.peak_bytes),
+                train: PhaseFigures(seconds: f.train.seconds, peakBytes: f.train.peak_bytes))
         } catch {
             print("    (PyTorch comparison skipped: \(error))")
             return nil

@@ -64,8 +64,10 @@ extension BenchSection {
             if np == 1 || base == nil { base = base ?? (np == 1 ? step : nil) }
             let eff = base.map { $0 / step }
             let perRank = "\(globalBatch / np)" + (globalBatch % np == 0 ? "" : "-\((globalBatch + np - 1) / np)")
-            print(String(format: "   %5d  %12d  %11@  %8.2f  %8.3f  %5.1f%%  %8.2f  %@", np, threads, perRank, step, wait, 100 * wait / step,
-                         Double(globalBatch) / step, eff.map { String(format: "%.1f%%", 100 * $0) } ?? "-"))
+            print(
+                String(
+                    format: "   %5d  %12d  %11@  %8.2f  %8.3f  %5.1f%%  %8.2f  %@", np, threads, perRank, step, wait, 100 * wait / step,
+                    Double(globalBatch) / step, eff.map { String(format: "%.1f%%", 100 * $0) } ?? "-"))
         }
         print("")
     }
@@ -80,9 +82,11 @@ func launchUnderMPI(np: Int, threads: Int, section: String, options: BenchOption
     if getuid() == 0 { args.append("--allow-run-as-root") }
     // one thread per rank: pin each to a core; several: leave placement to the kernel
     args += threads > 1 ? ["--bind-to", "none"] : ["--bind-to", "core"]
-    args += [CommandLine.arguments[0], section, "--threads", "\(threads)", "--repeat", "\(options.repetitions)",
-             "--size", "\(options.imageSize)", "--bucket-mib", "\(options.bucketMiB)", "--max-mib", "\(options.maxMiB)",
-             "--scaling-config", options.scalingConfig] + extra
+    args +=
+        [
+            CommandLine.arguments[0], section, "--threads", "\(threads)", "--repeat", "\(options.repetitions)",
+            "--bucket-mib", "\(options.bucketMiB)", "--max-mib", "\(options.maxMiB)", "--scaling-config", options.scalingConfig,
+        ] + extra
     let p = Process()
     p.executableURL = URL(fileURLWithPath: mpirun)
     p.arguments = args
@@ -135,8 +139,10 @@ private func allreduceRank(_ o: BenchOptions) {
         let library = time { try comm.allreduceSum(buf, count: count) }
         if comm.rank == 0 {
             let bytes = Double(count * 4) * 2 * Double(p - 1) / Double(p)
-            print(String(format: "  %6d   %17.2f   %8.2f   %18.2f   %8.2f   %10.2f", mib, ordered * 1e3, bytes / ordered / 1e9,
-                         library * 1e3, bytes / library / 1e9, ordered / library))
+            print(
+                String(
+                    format: "  %6d   %17.2f   %8.2f   %18.2f   %8.2f   %10.2f", mib, ordered * 1e3, bytes / ordered / 1e9,
+                    library * 1e3, bytes / library / 1e9, ordered / library))
         }
         mib *= 2
     }
@@ -164,8 +170,9 @@ private func scalingRank(_ o: BenchOptions) {
     var rng = RandomGenerator(seed: 7 &+ UInt64(group.rank))
     let images = Tensor.randomUniform([n, 1, s, s], 0, 1, using: &rng)
     let targets = (0..<n).map { i in
-        DetectionTarget(boxes: [BoundingBox(x: Float(s) * 0.2 + Float(i * 7), y: Float(s) * 0.3, width: Float(s) * 0.25, height: Float(s) * 0.3)],
-                        imageClass: .lungOpacity)
+        DetectionTarget(
+            boxes: [BoundingBox(x: Float(s) * 0.2 + Float(i * 7), y: Float(s) * 0.3, width: Float(s) * 0.25, height: Float(s) * 0.3)],
+            imageClass: .lungOpacity)
     }
     let reducer = group.makeGradientReducer(parameters: params.map(\.1))
     var steps: [Double] = [], waits: [Double] = []

@@ -75,7 +75,8 @@ enum ONNXBench {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0,
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let ms = json["median_ms"] as? Double else {
+            let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let ms = json["median_ms"] as? Double
+        else {
             throw BenchError("onnx_check.py bench exited \(p.terminationStatus): \(String(decoding: data, as: UTF8.self))")
         }
         // Let the interpreter's memory go before our next timing.

@@ -47,15 +47,17 @@ struct PyTorchFigures {
     static func read(_ path: String, source: String) throws -> PyTorchFigures {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         let f = try JSONDecoder().decode(File.self, from: data)
-        var p = PyTorchFigures(source: source, torchVersion: f.torch_version, threads: f.threads, size: f.size,
-                               clock: f.clock ?? "wall", sgemmGFLOPS: f.sgemm_2048_gflops)
+        var p = PyTorchFigures(
+            source: source, torchVersion: f.torch_version, threads: f.threads, size: f.size,
+            clock: f.clock ?? "wall", sgemmGFLOPS: f.sgemm_2048_gflops)
         for n in f.network {
             p.forward[n.batch] = n.forward_s
             p.forwardBackward[n.batch] = n.forward_backward_s
         }
         for c in f.convs {
-            let spec = ConvSpec(inChannels: c.in, outChannels: c.out, kernel: c.kernel, stride: c.stride, padding: c.padding,
-                                height: c.height, width: c.width)
+            let spec = ConvSpec(
+                inChannels: c.in, outChannels: c.out, kernel: c.kernel, stride: c.stride, padding: c.padding,
+                height: c.height, width: c.width)
             p.convs[spec] = c.forward_s
         }
         return p
@@ -85,7 +87,9 @@ struct PyTorchFigures {
             figures = run(python: python, options: options)
         }
         if let f = figures, f.threads != Compute.threads || f.size != options.imageSize || f.clock != options.clock.rawValue {
-            print("  warning: PyTorch figures are for \(f.threads) threads at \(f.size)px on the \(f.clock) clock; this run uses \(Compute.threads) threads at \(options.imageSize)px on the \(options.clock.rawValue) clock")
+            print(
+                "  warning: PyTorch figures are for \(f.threads) threads at \(f.size)px on the \(f.clock) clock; this run uses \(Compute.threads) threads at \(options.imageSize)px on the \(options.clock.rawValue) clock"
+            )
         }
         return figures
     }
@@ -120,9 +124,11 @@ struct PyTorchFigures {
     static func run(python: String, options: BenchOptions) -> PyTorchFigures? {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-bench-torch-\(getpid()).json")
         defer { try? FileManager.default.removeItem(at: out) }
-        let args = [script.path, "--threads", "\(Compute.threads)", "--size", "\(options.imageSize)",
-                    "--batches", options.batches.map(String.init).joined(separator: ","),
-                    "--repeat", "\(options.repetitions)", "--clock", options.clock.rawValue, "--out", out.path]
+        let args = [
+            script.path, "--threads", "\(Compute.threads)", "--size", "\(options.imageSize)",
+            "--batches", options.batches.map(String.init).joined(separator: ","),
+            "--repeat", "\(options.repetitions)", "--clock", options.clock.rawValue, "--out", out.path,
+        ]
         print("  running PyTorch reference: \(python) scripts/bench_pytorch.py --threads \(Compute.threads) ...")
         do {
             let status = try runProcess(python, args, quiet: false)

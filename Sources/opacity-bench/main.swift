@@ -1,12 +1,12 @@
-// opacity-bench: measures the tensor engine (and, later, the data loader and bundles).
+// opacity-bench: measures the tensor engine, real detectors, the data loader, bundles,
+// ONNX Runtime and MPI.
 //
-//     swift run -c release opacity-bench [section ...] [options]
+//     swift run -c release opacity-bench [section] [options]
+//     swift run -c release opacity-bench report [section ...] [options]
 //
-// Sections run in the order given (default: all of `BenchSection.all` that are marked
-// default). Each section is one file in this folder that adds a `BenchSection` to
-// `BenchSection.all`; add new ones (`loader`, `bundle`, ...) the same way.
+// Each section is one file in this folder that defines a `BenchSection` (listed in
+// `BenchSection.all`) and one subcommand in Commands.swift; add new ones the same way.
 import Foundation
-import Opacity
 import OpacityDistributed
 
 // Under mpirun (the allreduce and scaling sections launch themselves so), only rank 0 prints.
@@ -15,21 +15,11 @@ if let launch = LaunchEnvironment.detect(), launch.rank != 0 {
     if devnull >= 0 { dup2(devnull, STDOUT_FILENO) }
 }
 
-let options: BenchOptions
-do {
-    options = try BenchOptions.parse(Array(CommandLine.arguments.dropFirst()))
-} catch {
-    FileHandle.standardError.write(Data("opacity-bench: \(error)\n\n\(BenchOptions.usage)\n".utf8))
-    exit(2)
+// `opacity-bench blas conv resnet50 ...` and `opacity-bench all ...` (several sections, as
+// before subcommands) mean `opacity-bench report blas conv resnet50 ...`.
+var arguments = Array(CommandLine.arguments.dropFirst())
+let sectionNames = Set(Report.Name.allCases.map(\.rawValue))
+if let first = arguments.first, first == "all" || (arguments.count > 1 && sectionNames.contains(first) && sectionNames.contains(arguments[1])) {
+    arguments.insert("report", at: 0)
 }
-if options.help {
-    print(BenchOptions.usage)
-    exit(0)
-}
-Compute.threads = options.threads ?? Compute.threads
-benchClock = options.clock
-var context = BenchContext(options: options)
-context.printHeader()
-for section in options.sections {
-    section.run(&context)
-}
+OpacityBench.main(arguments)

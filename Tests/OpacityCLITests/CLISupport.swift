@@ -22,14 +22,18 @@ enum CLI {
     /// Runs `opacity args...` in `cwd` with two compute threads.
     @discardableResult
     /// With `launcher` (e.g. `["/usr/bin/mpirun", "-np", "2"]`) the launcher runs `opacity`.
-    static func run(_ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900,
-                    launcher: [String] = []) throws -> Result {
+    /// `program` names another executable of the package (`opacity-bench`).
+    static func run(
+        _ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900,
+        launcher: [String] = [], program: String = "opacity"
+    ) throws -> Result {
         let p = Process()
+        let binary = executable.deletingLastPathComponent().appendingPathComponent(program)
         if let first = launcher.first {
             p.executableURL = URL(fileURLWithPath: first)
-            p.arguments = Array(launcher.dropFirst()) + [executable.path] + args
+            p.arguments = Array(launcher.dropFirst()) + [binary.path] + args
         } else {
-            p.executableURL = executable
+            p.executableURL = binary
             p.arguments = args
         }
         if let cwd { p.currentDirectoryURL = cwd }
@@ -47,7 +51,9 @@ enum CLI {
         let group = DispatchGroup()
         group.enter()
         let reader = out.fileHandleForReading
-        DispatchQueue.global().async { box.set(reader.readDataToEndOfFile()); group.leave() }
+        DispatchQueue.global().async {
+            box.set(reader.readDataToEndOfFile()); group.leave()
+        }
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         p.waitUntilExit()

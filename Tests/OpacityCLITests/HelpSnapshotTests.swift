@@ -1,8 +1,9 @@
 import Foundation
 import XCTest
 
-/// Every command's `--help` against the committed text in Tests/OpacityCLITests/Help/: a
-/// changed option, default or wording shows up in review as a changed file.
+/// Every command's `--help` (of `opacity` and of `opacity-bench`) against the committed text
+/// in Tests/OpacityCLITests/Help/: a changed option, default or wording shows up in review as
+/// a changed file.
 ///
 /// After an intended change, rewrite the texts with
 /// `OPACITY_UPDATE_HELP=1 swift test -c release --filter HelpSnapshotTests` and commit them.
@@ -14,29 +15,37 @@ final class HelpSnapshotTests: XCTestCase {
         ["zoo", "verify"], ["zoo", "add"], ["import"], ["export"],
     ]
 
+    /// Every `opacity-bench` command path: the report and one subcommand per section.
+    static let benchCommands: [[String]] = [
+        [], ["report"], ["blas"], ["conv"], ["resnet50"], ["detector"], ["loader"], ["bundle"], ["onnx"], ["allreduce"], ["scaling"],
+    ]
+
     static var folder: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Help")
     }
 
     func testEveryCommandIsSnapshotted() throws {
         // The top-level help lists the subcommands; each must have a snapshot.
-        let r = try CLI.run(["--help"], environment: ["COLUMNS": "100"])
-        let block = r.stdout.components(separatedBy: "SUBCOMMANDS:").last?.components(separatedBy: "\n\n").first ?? ""
-        let listed = block.split(separator: "\n")
-            .compactMap { line -> String? in
-                guard line.hasPrefix("  "), !line.hasPrefix("   ") else { return nil }
-                return line.split(separator: " ").first.map(String.init)
-            }
-        XCTAssertFalse(listed.isEmpty, r.all)
-        for name in listed { XCTAssertTrue(Self.commands.contains([name]), "opacity \(name) has no help snapshot") }
+        for (program, commands) in [("opacity", Self.commands), ("opacity-bench", Self.benchCommands)] {
+            let r = try CLI.run(["--help"], environment: ["COLUMNS": "100"], program: program)
+            let block = r.stdout.components(separatedBy: "SUBCOMMANDS:").last?.components(separatedBy: "\n\n").first ?? ""
+            let listed = block.split(separator: "\n")
+                .compactMap { line -> String? in
+                    guard line.hasPrefix("  "), !line.hasPrefix("   ") else { return nil }
+                    return line.split(separator: " ").first.map(String.init)
+                }
+            XCTAssertFalse(listed.isEmpty, r.all)
+            for name in listed { XCTAssertTrue(commands.contains([name]), "\(program) \(name) has no help snapshot") }
+        }
     }
 
     func testHelpMatchesTheCommittedTexts() throws {
         let update = ProcessInfo.processInfo.environment["OPACITY_UPDATE_HELP"] == "1"
-        for path in Self.commands {
-            let r = try CLI.run(path + ["--help"], environment: ["COLUMNS": "100"])
+        let all = Self.commands.map { ("opacity", $0) } + Self.benchCommands.map { ("opacity-bench", $0) }
+        for (program, path) in all {
+            let r = try CLI.run(path + ["--help"], environment: ["COLUMNS": "100"], program: program)
             XCTAssertEqual(r.status, 0, r.all)
-            let file = Self.folder.appendingPathComponent((["opacity"] + path).joined(separator: "-") + ".txt")
+            let file = Self.folder.appendingPathComponent(([program] + path).joined(separator: "-") + ".txt")
             if update {
                 try FileManager.default.createDirectory(at: Self.folder, withIntermediateDirectories: true)
                 try Data(r.stdout.utf8).write(to: file, options: .atomic)
@@ -47,7 +56,8 @@ final class HelpSnapshotTests: XCTestCase {
                 continue
             }
             XCTAssertEqual(
-                r.stdout, expected, "`opacity \(path.joined(separator: " ")) --help` changed; if intended, run with OPACITY_UPDATE_HELP=1 and commit \(file.lastPathComponent)")
+                r.stdout, expected,
+                "`\(([program] + path).joined(separator: " ")) --help` changed; if intended, run with OPACITY_UPDATE_HELP=1 and commit \(file.lastPathComponent)")
         }
     }
 }
