@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 # The ONNX tests' oracle (onnx, onnxruntime from PyPI) in a virtualenv outside the repo.
 echo "onnx oracle: $(scripts/onnx-venv.sh)"
+# The timm/PyTorch oracle of the weight-import tests (torch CPU, timm, safetensors from PyPI),
+# also outside the repo; with OPACITY_PYTHON set, those tests fail rather than skip without it.
+OPACITY_PYTHON=$(scripts/torch-venv.sh)
+export OPACITY_PYTHON
+echo "torch oracle: $OPACITY_PYTHON"
 scripts/lint.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

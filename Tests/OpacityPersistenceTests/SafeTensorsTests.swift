@@ -29,15 +29,24 @@ enum ToyPlugin: OpacityPlugin {
     }
 }
 
-/// Finds a Python with torch, timm and safetensors, or returns nil.
+/// The Python with torch, timm and safetensors that `scripts/torch-venv.sh` makes (the test
+/// script sets `OPACITY_PYTHON` to it), else the script's default location; nil if neither
+/// imports them. With `OPACITY_PYTHON` set, an unusable Python is a failure, not a skip.
 func pythonWithTorch() -> String? {
-    var candidates = ["/work/venv/bin/python"]
-    if let env = ProcessInfo.processInfo.environment["OPACITY_PYTHON"] { candidates.insert(env, at: 0) }
-    candidates.append("/usr/bin/python3")
+    var candidates = [FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/opacity-torch-venv/bin/python").path]
+    if let env = ProcessInfo.processInfo.environment["OPACITY_PYTHON"] { candidates = [env] }
     for p in candidates where FileManager.default.isExecutableFile(atPath: p) {
         if (try? runProcess(p, ["-c", "import torch, timm, safetensors"])) == 0 { return p }
     }
     return nil
+}
+
+/// Skips when no torch oracle was set up; fails when `OPACITY_PYTHON` names one that does not work.
+func torchUnavailable() -> Error {
+    if let env = ProcessInfo.processInfo.environment["OPACITY_PYTHON"] {
+        return NSError(domain: "opacity.tests", code: 1, userInfo: [NSLocalizedDescriptionKey: "OPACITY_PYTHON=\(env) cannot import torch, timm and safetensors (make it with scripts/torch-venv.sh)"])
+    }
+    return XCTSkip("PyTorch with timm and safetensors is not available: run scripts/torch-venv.sh (scripts/test.sh does) or set OPACITY_PYTHON")
 }
 
 /// Runs a program, returning its exit status; output goes to a pipe that is drained.
@@ -255,7 +264,7 @@ final class SafeTensorsTests: TemporaryFolderTestCase {
     }
 
     func torchFolder() throws -> URL {
-        guard let r = SafeTensorsTests.torchFiles else { throw XCTSkip("PyTorch with timm and safetensors is not available") }
+        guard let r = SafeTensorsTests.torchFiles else { throw torchUnavailable() }
         return try r.get()
     }
 

@@ -296,7 +296,10 @@ final class BundleDetectorTests: XCTestCase {
     /// safetensors' `save_file`, imported into an encoder bundle: the 1-channel encoder's
     /// C5 equals timm's `forward_features` on the grey image repeated three times.
     func testImportTimmResNet34MatchesPyTorch() throws {
-        guard let python = Self.python() else { throw XCTSkip("PyTorch with timm and safetensors is not available") }
+        guard let python = Self.python() else {
+            if let env = ProcessInfo.processInfo.environment["OPACITY_PYTHON"] { return XCTFail("OPACITY_PYTHON=\(env) cannot import torch, timm and safetensors (scripts/torch-venv.sh)") }
+            throw XCTSkip("PyTorch with timm and safetensors is not available: run scripts/torch-venv.sh (scripts/test.sh does) or set OPACITY_PYTHON")
+        }
         let script = """
             import sys, os, torch, timm
             from safetensors.torch import save_file
@@ -345,9 +348,10 @@ final class BundleDetectorTests: XCTestCase {
         assertSameState(encoder, d.encoder)
     }
 
+    /// The torch oracle's Python (`scripts/torch-venv.sh`; `OPACITY_PYTHON` in the test script).
     static func python() -> String? {
-        var candidates = ["/work/venv/bin/python", "/usr/bin/python3"]
-        if let env = ProcessInfo.processInfo.environment["OPACITY_PYTHON"] { candidates.insert(env, at: 0) }
+        var candidates = [FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/opacity-torch-venv/bin/python").path]
+        if let env = ProcessInfo.processInfo.environment["OPACITY_PYTHON"] { candidates = [env] }
         for c in candidates where FileManager.default.isExecutableFile(atPath: c) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: c)

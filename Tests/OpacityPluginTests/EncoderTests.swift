@@ -150,27 +150,3 @@ final class EncoderTests: XCTestCase {
         }
     }
 }
-
-/// Forward time of every encoder at 512x512, batch 1, eval mode (the figures in
-/// Documentation/Encoders.md). Slow, so it runs only with `OPACITY_ENCODER_TIMING=1`.
-final class EncoderTimingTests: XCTestCase {
-    func testForwardTimeAt512() throws {
-        guard ProcessInfo.processInfo.environment["OPACITY_ENCODER_TIMING"] == "1" else {
-            throw XCTSkip("set OPACITY_ENCODER_TIMING=1 to time the encoders")
-        }
-        let reg = try Registry.standard()
-        let images = Tensor(shape: [1, 1, 512, 512], scalars: (0..<(512 * 512)).map { Float($0 % 509) / 509 })
-        for (name, _) in EncoderTests.encoders {
-            let enc = try reg.makeEncoder(name)
-            enc.eval()
-            _ = Autograd.inference { enc.features(images) }  // warm-up
-            var times: [Double] = []
-            for _ in 0..<5 {
-                let t0 = Date()
-                _ = Autograd.inference { enc.features(images) }
-                times.append(Date().timeIntervalSince(t0))
-            }
-            print(String(format: "encoder %@ 512x512 batch 1 forward: fastest of 5 %.3f s (median %.3f s)", name, times.min()!, times.sorted()[2]))
-        }
-    }
-}
