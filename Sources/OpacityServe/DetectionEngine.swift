@@ -56,6 +56,8 @@ public final class DetectionEngine: @unchecked Sendable {
     public let files: [URL]
     /// How an ensemble combines its models (nil for one model).
     public let ensemble: String?
+    /// The test-time augmentation, as ``TestTimeAugmentation/description`` (nil without TTA).
+    public let tta: String?
     /// The threshold used when a request names none.
     public let defaultThreshold: Float
     /// Relative-to-top-score filter (the reference's 0.5), as `ConfidenceFilter`.
@@ -88,6 +90,7 @@ public final class DetectionEngine: @unchecked Sendable {
         self.models = models
         self.zooEntries = zoo
         self.ensemble = predictor.detectors.count > 1 ? "\(predictor.method)" : nil
+        self.tta = predictor.tta.map { "\($0)" }
     }
 
     /// Decodes image bytes (DICOM, PNG or JPEG, told by magic bytes, then by `name`'s extension).
@@ -183,7 +186,7 @@ public final class DetectionEngine: @unchecked Sendable {
             file: img.name, format: img.format.rawValue, width: img.image.width, height: img.image.height,
             sopInstanceUID: nonEmpty(h?.sopInstanceUID), patientId: nonEmpty(h?.patientID),
             studyInstanceUID: nonEmpty(h?.studyInstanceUID), viewPosition: nonEmpty(h?.viewPosition),
-            pixelSpacing: spacing, boxes: boxes, globalProbabilities: g, models: models, ensemble: ensemble,
+            pixelSpacing: spacing, boxes: boxes, globalProbabilities: g, models: models, ensemble: ensemble, tta: tta,
             threshold: threshold, seconds: seconds)
     }
 }

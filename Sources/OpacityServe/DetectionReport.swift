@@ -80,6 +80,8 @@ public struct DetectionReport: Codable, Sendable, Equatable {
     public var models: [Model]
     /// How an ensemble combined its models (absent for one model).
     public var ensemble: String?
+    /// The test-time augmentation views and their merge rule, e.g. `flip (WBF)` (absent without TTA).
+    public var tta: String?
     /// The score threshold applied.
     public var threshold: Float
     /// Seconds from the start of decoding to the detections (a batched image shares its

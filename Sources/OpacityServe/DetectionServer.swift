@@ -190,13 +190,13 @@ public final class DetectionServer: @unchecked Sendable {
             var name: String, sha256: String, config: String, file: String, inputSize: Int, zoo: ZooEntry?
         }
         struct Models: Encodable {
-            var models: [Entry], ensemble: String?, threshold: Float, maxBatch: Int, maxWaitMs: Int, maxQueue: Int
+            var models: [Entry], ensemble: String?, tta: String?, threshold: Float, maxBatch: Int, maxWaitMs: Int, maxQueue: Int
         }
         let entries = e.models.indices.map { i in
             Entry(name: e.models[i].name, sha256: e.models[i].sha256, config: e.models[i].config,
                   file: e.files[i].lastPathComponent, inputSize: e.predictor.inputSize, zoo: e.zooEntries[i])
         }
-        let body = Models(models: entries, ensemble: e.ensemble, threshold: e.defaultThreshold, maxBatch: configuration.maxBatch,
+        let body = Models(models: entries, ensemble: e.ensemble, tta: e.tta, threshold: e.defaultThreshold, maxBatch: configuration.maxBatch,
                           maxWaitMs: configuration.maxWaitMilliseconds, maxQueue: configuration.maxQueue)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -98,8 +98,18 @@ public struct SubmissionError: Error, CustomStringConvertible, Sendable {
 
 /// Scores a submission against ground truth with the challenge metric.
 public struct SubmissionScore: Sendable {
-    /// The mean over counted images.
+    /// The mean over counted images; 0 when no image counts (see ``metric``).
     public var score: Double
+    /// The mean over counted images, or `nil` when no image counts: every image has neither
+    /// truth nor predicted boxes (the RSNA metric leaves such an image out of its mean, as
+    /// the reference `map_iou` does, so on negatives-only labels it is undefined, not 0).
+    public var metric: Double? { counted == 0 ? nil : score }
+    /// Images that count: with truth boxes, or with predicted boxes, or both.
+    public var counted: Int { perImage.filter { $0.score != nil }.count }
+    /// Labelled images without truth boxes (negatives).
+    public var negatives: Int
+    /// Negatives on which the submission predicts no box (left out of the metric).
+    public var emptyNegatives: Int
     /// Per patient: the image score, or `nil` when excluded (no truth, no prediction).
     public var perImage: [(patientId: String, score: Double?)]
     /// Patients in the truth but not in the submission (scored as empty predictions).
@@ -117,5 +127,7 @@ public struct SubmissionScore: Sendable {
         perImage = truth.keys.sorted().map { id in (id, RSNAMetric.imageScore(truth: truth[id]!, predictions: pred[id] ?? [])) }
         let counted = perImage.compactMap(\.score)
         score = counted.isEmpty ? 0 : counted.reduce(0, +) / Double(counted.count)
+        negatives = truth.values.filter(\.isEmpty).count
+        emptyNegatives = truth.filter { $0.value.isEmpty && (pred[$0.key] ?? []).isEmpty }.count
     }
 }

@@ -3,6 +3,10 @@ import XCTest
 
 /// Runs the built `opacity` executable (next to the test bundle) and captures its output.
 enum CLI {
+    /// ../shared/realdata next to the repository.
+    static let realdata = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/realdata")
+
     static var executable: URL {
         // .../release/OpacityPackageTests.xctest -> .../release/opacity
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()

@@ -144,4 +144,63 @@ final class CLIRobustnessTests: XCTestCase {
         let r = try CLI.run(["score", "tie.csv", "--labels", "tl.csv"], in: dir)
         XCTAssertTrue(r.stdout.contains("metric 1.0000"), r.all)
     }
+
+    /// On negatives-only labels the metric is a mean over nothing (all left empty: undefined,
+    /// not 0) or over the false positives (0); the reference vectors' both_empty (null:
+    /// excluded) and fp_only (0) cases, through `opacity score`.
+    func testScoreOnNegativesOnlyExplainsTheMetric() throws {
+        let dir = try CLI.tempDir("score-negatives")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        struct Vectors: Decodable {
+            struct Case: Decodable { var name: String; var gt: [[Double]]; var prediction_string: String; var expected: Double? }
+            var edge_cases: [Case]
+        }
+        let vectors = try JSONDecoder().decode(Vectors.self, from: Data(contentsOf: CLI.realdata.appendingPathComponent("metric/metric_edge_cases.json")))
+        let bothEmpty = try XCTUnwrap(vectors.edge_cases.first { $0.name == "both_empty" })
+        let fpOnly = try XCTUnwrap(vectors.edge_cases.first { $0.name == "fp_only" })
+        XCTAssertTrue(bothEmpty.gt.isEmpty && fpOnly.gt.isEmpty)
+        XCTAssertNil(bothEmpty.expected)
+        XCTAssertEqual(fpOnly.expected, 0)
+        try Data("patientId,x,y,width,height,Target\nE,,,,,0\nF,,,,,0\n".utf8).write(to: dir.appendingPathComponent("labels.csv"))
+        try Data("patientId,PredictionString\nE,\(bothEmpty.prediction_string)\nF,\n".utf8).write(to: dir.appendingPathComponent("empty.csv"))
+        var r = try CLI.run(["score", "empty.csv", "--labels", "labels.csv"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("metric undefined: none of the 2 images counts"), r.all)
+        XCTAssertTrue(r.stdout.contains("left out of the mean"), r.all)
+        XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct): 2 of 2 (100.0%)"), r.all)
+        XCTAssertFalse(r.stdout.contains("0.0000"), r.all)
+
+        try Data("patientId,PredictionString\nE,\nF,\(fpOnly.prediction_string)\n".utf8).write(to: dir.appendingPathComponent("fp.csv"))
+        r = try CLI.run(["score", "fp.csv", "--labels", "labels.csv", "--per-image", "per.csv"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("metric 0.0000 over 1 images (1 without truth or predictions left out)"), r.all)
+        XCTAssertTrue(r.stdout.contains("all 2 labelled images are negatives"), r.all)
+        XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct): 1 of 2 (50.0%)"), r.all)
+        let perImage = try String(contentsOf: dir.appendingPathComponent("per.csv"), encoding: .utf8)
+        XCTAssertEqual(perImage, "patientId,score\nE,\nF,0.000000\n")
+    }
+
+    /// `convert -q` prints nothing when every file converts; a file that fails still prints
+    /// (on standard error) and sets the exit status.
+    func testConvertQuietPrintsOnlyFailures() throws {
+        let dir = try CLI.tempDir("convert-quiet")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dcm = CLI.realdata.appendingPathComponent("rsna/stage_1_train_images/0004cfab-14fd-4e49-80ba-63a80b6bddd6.dcm")
+        var r = try CLI.run(["convert", dcm.path, "-o", "one.png", "--size", "64", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertEqual(r.all, "", "convert -q printed")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("one.png").path))
+        r = try CLI.run(["convert", dcm.path, "-o", "two.png", "--size", "64"], in: dir)
+        XCTAssertTrue(r.stdout.contains("1 converted"), r.all)
+
+        let folder = dir.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: dcm, to: folder.appendingPathComponent("good.dcm"))
+        try Data("not a dicom".utf8).write(to: folder.appendingPathComponent("bad.dcm"))
+        r = try CLI.run(["convert", "in", "-o", "out", "--size", "64", "-q"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertEqual(r.stdout, "", r.all)
+        XCTAssertTrue(r.stderr.contains("bad.dcm") && !r.stderr.contains("converted"), r.all)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("out/good.png").path))
+    }
 }

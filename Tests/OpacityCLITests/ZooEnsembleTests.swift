@@ -63,6 +63,12 @@ final class ZooEnsembleTests: XCTestCase {
         XCTAssertEqual(percentile.status, 0, percentile.all)
         XCTAssertTrue(a[0].contains("\"width\""), "the ensemble finds boxes to compare: \(a[0])")
         XCTAssertNotEqual(try results("pct"), a, "the entry's mean rule (boxes x 0.875) was not applied")
+        // --ensemble given, even as the default percentile, overrides the entry's rule
+        let overridden = try CLI.run(["detect", dicom.path, "--model", "m-folds", "--ensemble", "percentile", "-o", "override",
+                                      "--threshold", "0.01"], in: dir, environment: env)
+        XCTAssertEqual(overridden.status, 0, overridden.all)
+        XCTAssertTrue(overridden.all.contains("percentile("), overridden.all)
+        XCTAssertEqual(try results("override"), try results("pct"), "--ensemble percentile did not override the entry's mean rule")
     }
 
     func testEnsembleEntryThatDoesNotPinItsMembersIsRefused() throws {

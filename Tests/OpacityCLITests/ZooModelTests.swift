@@ -25,6 +25,9 @@ final class ZooModelTests: XCTestCase {
                       "operating threshold: 0.07", "license:", "changelog:"] {
             XCTAssertTrue(r.stdout.contains(field), "zoo info lacks '\(field)':\n\(r.stdout)")
         }
+        // metrics rounded to 4 decimals, whole numbers as they are (the manifest holds 0.8996710526315788)
+        XCTAssertTrue(r.stdout.contains("metric=0.8997,") && r.stdout.contains("epoch=7,") && r.stdout.contains("metric_threshold=0.0700"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("0.89967"), r.stdout)
     }
 
     func testDetectsOnARealRSNADicomByName() throws {
@@ -41,5 +44,38 @@ final class ZooModelTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(x, 0); XCTAssertLessThanOrEqual(x + w, 1024.5)
         }
         XCTAssertNoThrow(try PNG.read(dir.appendingPathComponent("found/00436515-870c-4b36-a041-de91049b9ab4.overlay.png")))
+    }
+
+    /// A bundle published by a relative file: URL: `zoo add` stores it absolute, the
+    /// not-fetched hint names the file by its path (not a file:// URL), and fetching works
+    /// from another folder.
+    func testFileURLsAreStoredAbsoluteAndShownAsPaths() throws {
+        let dir = try CLI.tempDir("zoo-file-url")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pub = dir.appendingPathComponent("pub")
+        try FileManager.default.createDirectory(at: pub, withIntermediateDirectories: true)
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        try FileManager.default.copyItem(at: repo.appendingPathComponent("zoo/\(entryName).opb"), to: pub.appendingPathComponent("m.opb"))
+        let env = ["OPACITY_USER_MANIFEST": dir.appendingPathComponent("manifest/zoo.json").path,
+                   "OPACITY_CACHE": dir.appendingPathComponent("cache").path]
+        // outside the manifest's folder without --url: the hint names the URL to pass
+        var r = try CLI.run(["zoo", "add", "m", "pub/m.opb", "--licence", "CC-BY-4.0"], in: dir, environment: env)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--url file://\(pub.standardizedFileURL.path)/m.opb"), r.all)
+        for (name, url) in [("rel", "file:pub/m.opb"), ("slashes", "file://pub/m.opb")] {
+            r = try CLI.run(["zoo", "add", name, "pub/m.opb", "--licence", "CC-BY-4.0", "--url", url], in: dir, environment: env)
+            XCTAssertEqual(r.status, 0, r.all)
+        }
+        let manifest = try String(contentsOf: dir.appendingPathComponent("manifest/zoo.json"), encoding: .utf8)
+        XCTAssertEqual(manifest.components(separatedBy: "\"file://\(pub.standardizedFileURL.path)/m.opb\"").count, 3, manifest)
+        // not fetched: the hint shows the path it copies from
+        r = try CLI.run(["detect", repo.appendingPathComponent("../shared/realdata/nih/00000001_000.png").path, "--model", "rel"], in: pub, environment: env)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("(copies \(pub.standardizedFileURL.path)/m.opb)"), r.all)
+        XCTAssertTrue(r.stderr.contains("--fetch"), r.all)
+        XCTAssertFalse(r.stderr.contains("file:"), r.all)
+        // fetching from another folder finds the file
+        r = try CLI.run(["zoo", "fetch", "rel", "slashes", "-q"], in: pub, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
     }
 }

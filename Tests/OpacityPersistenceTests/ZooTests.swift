@@ -122,6 +122,18 @@ final class ZooTests: TemporaryFolderTestCase {
         XCTAssertEqual(try zoo.verifiedFile("toy"), cached)
     }
 
+    func testFileURLsAreReadAsPaths() {
+        let cwd = FileManager.default.currentDirectoryPath
+        XCTAssertEqual(Zoo.localPath(ofFileURL: "file:///a/b%20c.opb"), "/a/b c.opb")
+        XCTAssertEqual(Zoo.localPath(ofFileURL: "file://localhost/a/b.opb"), "/a/b.opb")
+        XCTAssertEqual(Zoo.localPath(ofFileURL: "file:pub/b.opb"), URL(fileURLWithPath: cwd + "/pub/b.opb").standardizedFileURL.path)
+        XCTAssertEqual(Zoo.localPath(ofFileURL: "file://pub/b.opb"), URL(fileURLWithPath: cwd + "/pub/b.opb").standardizedFileURL.path)
+        XCTAssertNil(Zoo.localPath(ofFileURL: "https://example.org/b.opb"))
+        let hint = "\(ZooError.notFetched(name: "x", url: "file:///models/x.opb"))"
+        XCTAssertTrue(hint.contains("(copies /models/x.opb)") && !hint.contains("file:"), hint)
+        XCTAssertTrue("\(ZooError.notFetched(name: "x", url: "https://h/x.opb"))".contains("(downloads https://h/x.opb)"))
+    }
+
     func testNamesWithPathSeparatorsOrDotDotAreRefused() throws {
         for bad in ["../etc/passwd", "a/b", "a\\b", "..", "x..y", "", ".hidden", "name with space", "é"] {
             XCTAssertThrowsError(try Zoo.checkName(bad), bad) { e in

@@ -73,7 +73,12 @@ struct ConvertCommand: ParsableCommand {
         let summary = try ImageConversion.convert(
             input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
             options: options, progress: runtime.progressBar("convert"))
-        print(summary)
+        if !runtime.quiet {
+            print(summary)
+        } else if !summary.failures.isEmpty {
+            // -q: no counts, but the files that failed are errors and still print
+            note(summary.failures.map { $0.reason.contains($0.path) ? $0.reason : "\($0.path): \($0.reason)" }.joined(separator: "\n"))
+        }
         if !summary.failures.isEmpty { throw ExitStatus.dataError.code }
     }
 }

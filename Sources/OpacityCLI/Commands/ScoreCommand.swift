@@ -8,7 +8,7 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score a submission CSV against an RSNA labels CSV with the challenge metric.",
         discussion: """
-            This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported).
+            This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported). The metric is defined per image and averaged: an image with neither truth nor predicted boxes is left out of the mean (as in the challenge's reference), so on negatives only it is 0 (false positives) or undefined (all left empty); how many negatives were left empty is printed too.
 
             Example:
               opacity submit --images oof_images --model runs/fold0 -o oof.csv
@@ -41,7 +41,26 @@ struct ScoreCommand: ParsableCommand {
         }
         if !s.missing.isEmpty { note("\(s.missing.count) labelled patients are not in the submission (scored as no boxes)") }
         if !s.unknown.isEmpty { note("\(s.unknown.count) submitted patients are not in the labels (ignored)") }
-        let counted = s.perImage.filter { $0.score != nil }.count
-        say(String(format: "metric %.4f over %d images (%d without truth or predictions left out)", s.score, counted, s.perImage.count - counted))
+        let total = s.perImage.count, counted = s.counted, left = total - counted
+        let negatives =
+            String(format: "negatives predicted empty (correct): %d of %d", s.emptyNegatives, s.negatives)
+            + (s.negatives > 0 ? String(format: " (%.1f%%)", 100 * Double(s.emptyNegatives) / Double(s.negatives)) : "")
+        guard let metric = s.metric else {
+            // the RSNA metric is a mean of per-image scores that leaves out images with neither truth
+            // nor predicted boxes (the reference map_iou returns None for them): nothing to average
+            say("metric undefined: none of the \(total) images counts")
+            say(
+                "(the RSNA metric is the mean of per-image scores; an image with no truth box and no predicted box is left out of the mean, "
+                    + "so a submission that leaves every negative empty has no metric; it is right on all of them)")
+            say(negatives)
+            return
+        }
+        say(String(format: "metric %.4f over %d images (%d without truth or predictions left out)", metric, counted, left))
+        if s.negatives == total {
+            say(
+                "(all \(total) labelled images are negatives: only the \(counted) with predicted boxes count, each scoring 0 as a false positive; "
+                    + "the \(left) left empty are left out of the mean)")
+        }
+        if s.negatives > 0 { say(negatives) }
     }
 }

@@ -64,7 +64,7 @@ struct ZooCommand: ParsableCommand {
             print("parameters:  \(e.parameters)")
             print("data:        \(e.data.isEmpty ? "(not given)" : e.data)")
             print("licence:     \(e.licence)")
-            print("metrics:     " + e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+            print("metrics:     " + e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(metricText($0.value))" }.joined(separator: ", "))
             print("size:        \(e.size) bytes")
             print("sha256:      \(e.sha256)")
             if let f = e.file { print("file:        \(f)") }
@@ -168,7 +168,7 @@ struct ZooCommand: ParsableCommand {
         @Option(name: .long, help: "The weights' licence, e.g. CC-BY-4.0.")
         var licence: String
 
-        @Option(name: .long, help: "Where the bundle is published (https://, http:// or file://).")
+        @Option(name: .long, help: "Where the bundle is published (https://, http:// or file://; a file: URL is stored absolute).")
         var url: String?
 
         @Option(name: .long, help: "The training data (default: the bundle's provenance).")
@@ -189,8 +189,11 @@ struct ZooCommand: ParsableCommand {
             let folder = manifestURL.deletingLastPathComponent().standardizedFileURL.path + "/"
             let file = bundleURL.path.hasPrefix(folder) ? String(bundleURL.path.dropFirst(folder.count)) : nil
             guard file != nil || url != nil else {
-                throw ValidationError("\(bundle) is outside the manifest's folder \(folder); pass --url with where it is published (file:// works for a local copy)")
+                throw ValidationError(
+                    "\(bundle) is outside the manifest's folder \(folder); pass --url with where it is published, or --url \(bundleURL.absoluteString) for this file where it is")
             }
+            // a file: URL is stored absolute (file:///...), so the entry works from any folder
+            let url = self.url.map { u in Zoo.localPath(ofFileURL: u).map { URL(fileURLWithPath: $0).absoluteString } ?? u }
             let entry = try Zoo.makeEntry(name: name, bundle: bundleURL, file: file, url: url, data: data, licence: licence, description: about)
             var m = FileManager.default.fileExists(atPath: manifestURL.path) ? try ZooManifest.read(manifestURL) : ZooManifest()
             if let i = m.entries.firstIndex(where: { $0.name == name }) {
@@ -226,6 +229,14 @@ final class ProgressPrinter: @unchecked Sendable {
     }
 
     func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+}
+
+/// A metric as `opacity zoo info` prints it: whole numbers (epochs, counts) as they are,
+/// anything else rounded to 4 decimals.
+func metricText<T: BinaryFloatingPoint>(_ v: T) -> String {
+    let d = Double(v)
+    if d.isFinite && d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
+    return String(format: "%.4f", d)
 }
 
 private func manifests(_ zoo: Zoo) -> String {

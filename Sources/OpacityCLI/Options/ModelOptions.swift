@@ -17,9 +17,9 @@ struct ModelOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "How an ensemble combines models: per anchor before NMS by percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink); or their boxes after NMS by wbf (Weighted Boxes Fusion, see --wbf-*)."
+            "How an ensemble combines models: per anchor before NMS by percentile (mean scores and centres; sizes p20 - s x (p80 - p20)) or mean (mean of everything; then boxes x 0.875 unless --shrink); or their boxes after NMS by wbf (Weighted Boxes Fusion, see --wbf-*). Default: a zoo ensemble entry's own rule, else percentile."
     )
-    var ensemble: EnsembleChoice = .percentile
+    var ensemble: EnsembleChoice?
 
     @Option(name: .long, help: "WBF: boxes with IoU above this are fused (ensemble-boxes' iou_thr).")
     var wbfIou: Double = 0.55
@@ -71,9 +71,9 @@ struct ModelOptions: ParsableArguments {
     /// Loads the models and builds the predictor.
     func predictor(registry: Registry) throws -> (Predictor, [URL]) {
         // zoo ensemble entries expand into their members; the entry's rule applies unless
-        // --ensemble names another one than the default
+        // --ensemble is given
         let (refs, rule) = try ModelReference.expand(models.isEmpty ? [defaultModelName] : models)
-        let ensemble = (rule == "mean" && self.ensemble == .percentile) ? .mean : self.ensemble
+        let ensemble = self.ensemble ?? (rule.flatMap(EnsembleChoice.init(rawValue:)) ?? .percentile)
         var detectors: [Detector] = [], urls: [URL] = []
         for r in refs {
             let (d, u) = try ModelReference.load(r, registry: registry, allowFetch: fetch, allowNonFinite: allowNonfinite)

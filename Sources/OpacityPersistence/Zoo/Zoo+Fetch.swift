@@ -55,9 +55,24 @@ extension Zoo {
         return dest
     }
 
+    /// The file a `file:` URL names, as a path: `file:///a/b.opb` is `/a/b.opb`; a relative
+    /// `file:b.opb` (or `file://b.opb`, read as a path, not a host) is made absolute against the
+    /// current folder. `nil` for other schemes. Fetching reads this path and messages show it.
+    public static func localPath(ofFileURL text: String) -> String? {
+        guard text.lowercased().hasPrefix("file:") else { return nil }
+        var rest = Substring(text.dropFirst(5))
+        if rest.hasPrefix("//") {
+            rest = rest.dropFirst(2)
+            if rest.lowercased().hasPrefix("localhost/") { rest = rest.dropFirst(9) }
+        }
+        let path = String(rest).removingPercentEncoding ?? String(rest)
+        return path.isEmpty ? nil : URL(fileURLWithPath: path).standardizedFileURL.path
+    }
+
     private static func copyFile(_ url: URL, into sink: FetchSink, name: String) throws {
         let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(reading: url.path) } catch {
+        let path = localPath(ofFileURL: url.absoluteString) ?? url.path
+        do { fd = try FileDescriptor.open(reading: path) } catch {
             throw ZooError.fetchFailed(name: name, url: url.absoluteString, reason: "\(error)")
         }
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)

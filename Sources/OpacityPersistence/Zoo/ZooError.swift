@@ -34,14 +34,14 @@ public enum ZooError: Error, CustomStringConvertible, Sendable {
         case let .invalidManifest(file, field, reason):
             return "\(file): invalid zoo manifest at \(field): \(reason)"
         case let .notFetched(name, url):
-            return "zoo entry '\(name)' is not in the cache; run `opacity zoo fetch \(name)`" + (url.map { " (downloads \($0))" } ?? "")
-                + " or pass allowFetch: true"
+            let source = url.map { u in Zoo.localPath(ofFileURL: u).map { " (copies \($0))" } ?? " (downloads \(u))" } ?? ""
+            return "zoo entry '\(name)' is not in the cache; run `opacity zoo fetch \(name)`\(source), or give the command --fetch (allowFetch: true in the API)"
         case let .hashMismatch(name, file, expected, actual):
             return "zoo entry '\(name)': \(file) has SHA-256 \(actual) but the manifest says \(expected); the file is corrupt or not the published one, so it was refused"
         case let .sizeMismatch(name, file, expected, actual):
             return "zoo entry '\(name)': \(file) has \(actual) bytes but the manifest says \(expected); refused"
         case let .fetchFailed(name, url, reason):
-            return "zoo entry '\(name)': cannot fetch \(url): \(reason)"
+            return "zoo entry '\(name)': cannot fetch \(Zoo.localPath(ofFileURL: url) ?? url): \(reason)"
         case let .unsupportedURL(name, url):
             return "zoo entry '\(name)': URL \(url) is not http://, https:// or file://"
         case let .missingFile(name, file):
