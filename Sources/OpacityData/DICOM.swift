@@ -119,6 +119,24 @@ public struct DICOMHeader: Sendable, Equatable {
     public var sopInstanceUID: String?
     /// (0020,000D) Study Instance UID, if present.
     public var studyInstanceUID: String?
+    /// The patient, study and reference attributes a derived object copies, as stored (tag ->
+    /// value bytes, trailing padding kept): the tags of ``copiedPatientStudyTags``, Specific
+    /// Character Set, SOP Class/Instance UID, Series Instance UID, Body Part Examined and Patient
+    /// Orientation.
+    public var copiedAttributes: [UInt32: [UInt8]] = [:]
+
+    /// The Patient and General Study attributes written into derived objects (SR, Secondary
+    /// Capture): tag, VR, and whether the attribute is type 2 (written empty when the source
+    /// has none).
+    public static let copiedPatientStudyTags: [(tag: UInt32, vr: String, type2: Bool)] = [
+        (0x0008_0020, "DA", true), (0x0008_0030, "TM", true), (0x0008_0050, "SH", true), (0x0008_0090, "PN", true),
+        (0x0008_1030, "LO", false), (0x0010_0010, "PN", true), (0x0010_0020, "LO", true), (0x0010_0021, "LO", false),
+        (0x0010_0030, "DA", true), (0x0010_0040, "CS", true), (0x0010_1010, "AS", false), (0x0020_000D, "UI", true),
+        (0x0020_0010, "SH", true),
+    ]
+
+    /// Every tag kept in ``copiedAttributes``.
+    static let copiedTagSet: Set<UInt32> = Set(copiedPatientStudyTags.map(\.tag)).union([0x0008_0005, 0x0008_0016, 0x0008_0018, 0x0018_0015, 0x0020_000E, 0x0020_0020])
 
     /// Whether the stored values are signed.
     public var isSigned: Bool { pixelRepresentation == 1 }
@@ -731,6 +749,9 @@ struct DICOMParser {
                                   el.group, el.element, el.length, bytes.count))
             }
             seen.insert(tag)
+            if DICOMHeader.copiedTagSet.contains(tag) {
+                h.copiedAttributes[tag] = Array(bytes[el.valueOffset..<(el.valueOffset + Int(el.length))])
+            }
             switch tag {
             case 0x0028_0010: h.rows = ushort(el)
             case 0x0028_0011: h.columns = ushort(el)

@@ -61,14 +61,7 @@ public enum ImageFile {
         let data = try DICOM.readFile(url)
         switch format(of: data, url: url) {
         case .dicom: return try DICOM.decode(data, path: url.path, frame: frame).sourceImage(window: window)
-        case .png:
-            switch try PNG.decode(data, path: url.path) {
-            case let .gray8(g): return .gray(g)
-            case let .gray16(g):
-                let inv: Float = 1 / 65535
-                return .float(FloatImage(width: g.width, height: g.height, pixels: g.pixels.map { Float($0) * inv }))
-            case let .rgb(c): return .gray(c.toGray())
-            }
+        case .png: return SourceImage(try PNG.decode(data, path: url.path))
         case .jpeg: return .gray(try JPEG.decodeGray(data, path: url.path))
         case nil:
             throw DataError.unknownImageFormat(path: url.path, expected: "DICOM (.dcm), PNG (.png) or JPEG (.jpg)")
@@ -86,5 +79,19 @@ public enum ImageFile {
         return names.filter { extensions.contains(($0 as NSString).pathExtension.lowercased()) }
             .sorted()
             .map { folder.appendingPathComponent($0) }
+    }
+}
+
+extension SourceImage {
+    /// A decoded PNG as the model sees it: 8-bit gray as is, 16-bit gray as value / 65535
+    /// (full depth), colour as 8-bit luma.
+    public init(_ png: PNGImage) {
+        switch png {
+        case let .gray8(g): self = .gray(g)
+        case let .gray16(g):
+            let inv: Float = 1 / 65535
+            self = .float(FloatImage(width: g.width, height: g.height, pixels: g.pixels.map { Float($0) * inv }))
+        case let .rgb(c): self = .gray(c.toGray())
+        }
     }
 }

@@ -7,10 +7,15 @@ public struct DecodedImage: Sendable {
     public var name: String
     /// The format it was decoded from.
     public var format: ImageFile.Format
-    /// The 8-bit pixels (DICOM windowed as `opacity detect` does).
-    public var image: GrayImage
+    /// The model's input at full depth (``SourceImage``): 8-bit files exactly, 12- to 16-bit
+    /// DICOM (rescaled, windowed, MONOCHROME1 inverted) and 16-bit PNG in `Float`, no 8-bit step.
+    public var source: SourceImage
+    /// An 8-bit rendering of ``source`` (for overlays).
+    public var image: GrayImage { source.gray }
     /// The DICOM header (nil for PNG and JPEG).
     public var header: DICOMHeader?
+    /// The frame decoded, from 1 (1 for single-frame DICOM, PNG and JPEG).
+    public var frame: Int = 1
     /// Seconds spent decoding.
     public var decodeSeconds: Double
 }
@@ -62,6 +67,9 @@ public final class DetectionEngine: @unchecked Sendable {
     public let defaultThreshold: Float
     /// Relative-to-top-score filter (the reference's 0.5), as `ConfidenceFilter`.
     public let relativeToMax: Float
+    /// The software named in DICOM result objects (General Equipment's Software Versions),
+    /// e.g. `opacity 0.1.0`; set before the first DICOM object is written.
+    public var softwareVersion = "opacity"
     private let lock = NSLock()
 
     /// - Parameters:
@@ -93,16 +101,18 @@ public final class DetectionEngine: @unchecked Sendable {
         self.tta = predictor.tta.map { "\($0)" }
     }
 
-    /// Decodes image bytes (DICOM, PNG or JPEG, told by magic bytes, then by `name`'s extension).
+    /// Decodes image bytes (DICOM, PNG or JPEG, told by magic bytes, then by `name`'s extension)
+    /// at full depth (see ``DecodedImage/source``).
     ///
     /// The size is checked from the header before pixels are decoded (DICOM, PNG).
     /// - Parameters:
     ///   - data: the whole file.
     ///   - name: the file name, used for the format hint and in error messages.
     ///   - maxPixels: the largest width x height accepted.
+    ///   - frame: the frame of a multi-frame DICOM, from 1 (ignored for other formats).
     /// - Throws: ``DetectionInputError``, or the decoders' ``DataError`` naming the file
     ///   (the same messages `opacity detect` prints).
-    public static func decode(_ data: Data, name: String, maxPixels: Int = .max) throws -> DecodedImage {
+    public static func decode(_ data: Data, name: String, maxPixels: Int = .max, frame: Int = 1) throws -> DecodedImage {
         let t0 = DispatchTime.now().uptimeNanoseconds
         guard !data.isEmpty else { throw DetectionInputError.empty(name: name) }
         guard let format = ImageFile.format(of: data, url: URL(fileURLWithPath: name)) else {
@@ -114,32 +124,32 @@ public final class DetectionEngine: @unchecked Sendable {
             }
         }
         var header: DICOMHeader?
-        let image: GrayImage
+        let image: SourceImage
         switch format {
         case .dicom:
             let h = try DICOM.decodeHeader(data, path: name)
             try check(h.columns, h.rows)
             header = h
-            image = try DICOM.decode(data, path: name).displayImage()
+            image = try DICOM.decode(data, path: name, frame: frame).sourceImage()
         case .png:
             if let (w, h) = pngSize(data) { try check(w, h) }
-            image = try PNG.decode(data, path: name).gray
+            image = SourceImage(try PNG.decode(data, path: name))
         case .jpeg:
-            image = try JPEG.decodeGray(data, path: name)
+            image = .gray(try JPEG.decodeGray(data, path: name))
         }
         try check(image.width, image.height)
-        return DecodedImage(name: name, format: format, image: image, header: header,
+        return DecodedImage(name: name, format: format, source: image, header: header, frame: format == .dicom ? frame : 1,
                             decodeSeconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
-    /// Reads and decodes a file (see ``decode(_:name:maxPixels:)``).
-    /// - Throws: ``DataError`` when the file cannot be read; as ``decode(_:name:maxPixels:)``.
-    public static func read(_ url: URL, maxPixels: Int = .max) throws -> DecodedImage {
+    /// Reads and decodes a file (see ``decode(_:name:maxPixels:frame:)``).
+    /// - Throws: ``DataError`` when the file cannot be read; as ``decode(_:name:maxPixels:frame:)``.
+    public static func read(_ url: URL, maxPixels: Int = .max, frame: Int = 1) throws -> DecodedImage {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw DataError.unreadableFile(path: url.path, reason: (error as NSError).localizedDescription)
         }
-        return try decode(data, name: url.path, maxPixels: maxPixels)
+        return try decode(data, name: url.path, maxPixels: maxPixels, frame: frame)
     }
 
     /// Width and height from a PNG's IHDR chunk, if the bytes hold one.
@@ -161,7 +171,7 @@ public final class DetectionEngine: @unchecked Sendable {
         precondition(thresholds == nil || thresholds!.count == images.count, "DetectionEngine.run: one threshold per image")
         guard !images.isEmpty else { return [] }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let predictions: [Prediction] = lock.withLock { predictor.predict(images.map(\.image)) }
+        let predictions: [Prediction] = lock.withLock { predictor.predict(images.map(\.source)) }
         let forward = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         return images.indices.map { i in
             report(images[i], predictions[i], threshold: thresholds?[i] ?? defaultThreshold, seconds: images[i].decodeSeconds + forward)
@@ -172,7 +182,9 @@ public final class DetectionEngine: @unchecked Sendable {
         // NMS keeps boxes highest score first (ties by anchor order); the filter keeps that order
         let kept = ConfidenceFilter(threshold: threshold, relativeToMax: relativeToMax).apply(p.detections)
         let h = img.header
-        let spacing = h?.pixelSpacing.flatMap { $0.count >= 2 && $0[0] > 0 && $0[1] > 0 ? Array($0.prefix(2)) : nil }
+        // Pixel Spacing, else Imager Pixel Spacing (at the detector; no magnification correction)
+        func usable(_ s: [Double]?) -> [Double]? { s.flatMap { $0.count >= 2 && $0[0] > 0 && $0[1] > 0 ? Array($0.prefix(2)) : nil } }
+        let spacing = usable(h?.pixelSpacing) ?? usable(h?.imagerPixelSpacing)
         let boxes = kept.map { d -> DetectionReport.Box in
             let mm = spacing.map { s in
                 DetectionReport.MillimetreBox(x: Double(d.box.x) * s[1], y: Double(d.box.y) * s[0],
@@ -183,7 +195,7 @@ public final class DetectionEngine: @unchecked Sendable {
         let g = p.globalProbabilities.flatMap { $0.count == 3 ? DetectionReport.GlobalProbabilities(notNormal: $0[0], normal: $0[1], lungOpacity: $0[2]) : nil }
         func nonEmpty(_ s: String?) -> String? { s.flatMap { $0.isEmpty ? nil : $0 } }
         return DetectionReport(
-            file: img.name, format: img.format.rawValue, width: img.image.width, height: img.image.height,
+            file: img.name, format: img.format.rawValue, width: img.source.width, height: img.source.height,
             sopInstanceUID: nonEmpty(h?.sopInstanceUID), patientId: nonEmpty(h?.patientID),
             studyInstanceUID: nonEmpty(h?.studyInstanceUID), viewPosition: nonEmpty(h?.viewPosition),
             pixelSpacing: spacing, boxes: boxes, globalProbabilities: g, models: models, ensemble: ensemble, tta: tta,

@@ -217,8 +217,13 @@ public final class DetectionServer: @unchecked Sendable {
             threshold = v
         }
         let format = q["format"].map(String.init) ?? "json"
-        guard ["json", "kaggle"].contains(format) else {
-            throw .badRequest("query parameter format takes json or kaggle, not '\(format)'")
+        guard ["json", "kaggle", "dicom-sr"].contains(format) else {
+            throw .badRequest("query parameter format takes json, kaggle or dicom-sr, not '\(format)'")
+        }
+        var frame = 1
+        if let f = q["frame"] {
+            guard let v = Int(String(f)), v >= 1 else { throw .badRequest("query parameter frame must be a frame number from 1 (e.g. 1), not '\(f)'") }
+            frame = v
         }
         var overlay = false
         if let o = q["overlay"] {
@@ -252,10 +257,13 @@ public final class DetectionServer: @unchecked Sendable {
         if overlay && files.count != 1 {
             throw .badRequest("overlay=true answers one PNG, so it takes exactly one image; this request has \(files.count)")
         }
+        if format == "dicom-sr" && (files.count != 1 || overlay) {
+            throw .badRequest("format=dicom-sr answers one DICOM SR, so it takes exactly one image and no overlay; this request has \(files.count)")
+        }
         var images: [DecodedImage] = []
         for f in files {
             do {
-                images.append(try DetectionEngine.decode(f.data, name: f.name, maxPixels: configuration.maxPixels))
+                images.append(try DetectionEngine.decode(f.data, name: f.name, maxPixels: configuration.maxPixels, frame: frame))
             } catch {
                 throw .unprocessable("\(error)")
             }
@@ -268,6 +276,14 @@ public final class DetectionServer: @unchecked Sendable {
                 throw .internalError("cannot encode the overlay PNG")
             }
             return Self.response(png, type: "image/png")
+        }
+        if format == "dicom-sr" {
+            do {
+                let sr = try engine.structuredReport(images[0], reports[0], placement: DICOMSeriesPlacement(seriesNumber: 9901))
+                return Self.response(sr, type: "application/dicom")
+            } catch {
+                throw .unprocessable("\(error)")
+            }
         }
         if format == "kaggle" { return Self.response(Data(DetectionReport.kaggle(reports).utf8), type: "text/csv; charset=utf-8") }
         guard let data = try? DetectionReport.json(reports) else { throw .internalError("cannot encode the detections") }

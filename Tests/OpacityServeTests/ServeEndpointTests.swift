@@ -214,7 +214,7 @@ final class ServeEndpointTests: XCTestCase {
         check(try HTTP.request(port: port, "GET", "/v1/detect"), 405, "use POST")
         check(try HTTP.request(port: port, "POST", "/v1/detect", headers: ["Content-Type": "text/plain"], body: Data("hi".utf8)), 415, "text/plain")
         check(try HTTP.request(port: port, "POST", "/v1/detect?threshold=2", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "threshold")
-        check(try HTTP.request(port: port, "POST", "/v1/detect?format=xml", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "json or kaggle")
+        check(try HTTP.request(port: port, "POST", "/v1/detect?format=xml", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "json, kaggle or dicom-sr")
         check(try HTTP.request(port: port, "POST", "/v1/detect?overlay=maybe", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "overlay")
         check(try HTTP.request(port: port, "POST", "/v1/detect", headers: ["Content-Type": "multipart/form-data"], body: dcm), 400, "boundary")
         // a body over --max-body (8 MB here)

@@ -10,12 +10,13 @@ struct DetectCommand: ParsableCommand {
         commandName: "detect",
         abstract: "Find lung opacities on DICOM or PNG images: boxes with scores, and an overlay PNG per image.",
         discussion: """
-            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. Boxes are also given in millimetres when the DICOM gives a pixel spacing. detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes.
+            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. Boxes are also given in millimetres when the DICOM gives a pixel spacing (Pixel Spacing, else Imager Pixel Spacing). 12- to 16-bit DICOM reach the model at full depth. With --dicom-sr, a DICOM Structured Report (TID 1500 Measurement Report, one rectangle per box with its score, the model as observer device) is written per DICOM image; with --dicom-overlay, a Secondary Capture with the boxes burned in; both in the source's patient and study, in a new series (see Documentation/DICOM.md). detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes.
 
             Examples:
               opacity detect patient.dcm
               opacity detect scans/*.dcm --format csv -o found
               opacity detect x.png --model runs/r34 --threshold 0.3 --shrink 0.875
+              opacity detect study/ --dicom-sr sr/ --dicom-overlay sc/
             """)
 
     @Argument(help: "Image files (DICOM, PNG, JPEG) or folders of them.") var inputs: [String]
@@ -27,6 +28,13 @@ struct DetectCommand: ParsableCommand {
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Do not write overlay PNGs.") var noOverlays = false
     @Flag(name: .long, help: "Leave out images that cannot be read (listed in skipped.csv) instead of stopping.") var skipUnreadable = false
+    @Option(name: .long, help: "The frame of multi-frame DICOM files, from 1.") var frame: Int = 1
+    @Option(name: .customLong("dicom-sr"), help: ArgumentHelp("Folder for a DICOM Structured Report per DICOM image (<name>.sr.dcm).", valueName: "dir"))
+    var dicomSR: String?
+    @Option(
+        name: .customLong("dicom-overlay"),
+        help: ArgumentHelp("Folder for a DICOM Secondary Capture with the boxes burned in per DICOM image (<name>.overlay.dcm).", valueName: "dir"))
+    var dicomOverlay: String?
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -34,6 +42,7 @@ struct DetectCommand: ParsableCommand {
         if let threshold, !(threshold.isFinite && threshold >= 0 && threshold <= 1) {
             throw ValidationError("--threshold \(threshold) is not valid; expected a score in 0...1")
         }
+        guard frame >= 1 else { throw ValidationError("--frame \(frame) is not valid; frames count from 1, e.g. --frame 1") }
     }
 
     @OptionGroup var distributedOptions: DistributedOptions
@@ -64,6 +73,12 @@ struct DetectCommand: ParsableCommand {
         let resultURL = outURL.appendingPathComponent(format == .json ? "detections.json" : "detections.csv")
         var outputs = [resultURL, outURL.appendingPathComponent("skipped.csv")]
         if !noOverlays { outputs += files.map(overlayURL) }
+        func dicomURL(_ dir: String, _ f: URL, _ suffix: String) -> URL {
+            let stem = f.deletingPathExtension().lastPathComponent
+            return URL(fileURLWithPath: dir).appendingPathComponent((stems[stem]!.count > 1 ? f.lastPathComponent : stem) + suffix)
+        }
+        if let dicomSR { outputs += files.map { dicomURL(dicomSR, $0, ".sr.dcm") } }
+        if let dicomOverlay { outputs += files.map { dicomURL(dicomOverlay, $0, ".overlay.dcm") } }
         for o in outputs {
             do { try OutputPaths.refuseOverwriting(o, inputs: files) } catch { throw ValidationError("\(error)") }
         }
@@ -72,6 +87,19 @@ struct DetectCommand: ParsableCommand {
         let refs = model.models.isEmpty ? [defaultModelName] : model.models
         // the same engine `opacity serve` runs, so both give equal results
         let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: threshold)
+        engine.softwareVersion = "opacity " + OpacityMain.version
+        let device = engine.dicomDevice
+        for dir in [dicomSR, dicomOverlay].compactMap({ $0 }) {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        // one new series per study and kind; its UID is derived from the study, the model and
+        // the output folder so that every MPI rank names the same series
+        func placement(_ kind: String, _ dir: String, _ img: DecodedImage, index: Int) throws -> DICOMSeriesPlacement {
+            let study = try DetectionEngine.dicomSource(img).studyInstanceUID
+            let folder = URL(fileURLWithPath: dir).standardizedFileURL.path
+            let series = DICOMUID.derived(fromHash: SHA256.hash("opacity series|\(kind)|\(study)|\(device.uid)|\(folder)").bytes)
+            return DICOMSeriesPlacement(seriesInstanceUID: series, seriesNumber: kind == "sr" ? 9901 : 9902, instanceNumber: index + 1)
+        }
         note(model.describe(urls, predictor) + String(format: ", threshold %.2f", engine.defaultThreshold))
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         var skipped = SkippedInputs()
@@ -83,7 +111,7 @@ struct DetectCommand: ParsableCommand {
         let mine = shardedRange(files.count, chunk: 1, group: group)
         for (k, f) in files[mine].enumerated() {
             let img: DecodedImage
-            do { img = try DetectionEngine.read(f) } catch {
+            do { img = try DetectionEngine.read(f, frame: frame) } catch {
                 if !skipUnreadable { throw error }
                 skipped.add(f.path, "\(error)")
                 bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
@@ -93,6 +121,26 @@ struct DetectCommand: ParsableCommand {
             all.append(report)
             if !noOverlays {
                 try writePNG(img.image.overlay(detections: report.detections, thickness: max(2, img.image.width / 300)), to: overlayURL(f))
+            }
+            if dicomSR != nil || dicomOverlay != nil {
+                if img.format != .dicom {
+                    note("\(f.path): no DICOM SR or overlay written (not a DICOM file)")
+                } else {
+                    do {
+                        let index = mine.lowerBound + k
+                        if let dicomSR {
+                            let sr = try engine.structuredReport(img, report, placement: try placement("sr", dicomSR, img, index: index))
+                            try sr.write(to: dicomURL(dicomSR, f, ".sr.dcm"), options: .atomic)
+                        }
+                        if let dicomOverlay {
+                            let sc = try engine.secondaryCapture(img, report, placement: try placement("sc", dicomOverlay, img, index: index))
+                            try sc.write(to: dicomURL(dicomOverlay, f, ".overlay.dcm"), options: .atomic)
+                        }
+                    } catch {
+                        if !skipUnreadable { throw error }
+                        skipped.add(f.path, "\(error)")
+                    }
+                }
             }
             bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
         }

@@ -73,7 +73,9 @@ struct ServeCommand: ParsableCommand {
             load: {
                 let registry = try CommandContext.registry()
                 let (predictor, urls) = try options.predictor(registry: registry)
-                return try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: t)
+                let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: t)
+                engine.softwareVersion = "opacity " + OpacityMain.version
+                return engine
             },
             onListening: { p in
                 note("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(p) (\(auth)); loading \(refs.joined(separator: ", "))")

@@ -1,0 +1,121 @@
+import Foundation
+import Opacity
+import OpacityServe
+import XCTest
+
+/// Runs a tool, returning its status and output (stdout and stderr together).
+func runTool(_ tool: String, _ args: [String]) throws -> (status: Int32, text: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = [tool] + args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// dsrdump (for SR) and dciodvfy report no error on `url`; returns dsrdump's dump.
+@discardableResult
+func assertValidDICOM(_ url: URL, sr: Bool, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+    var dump = ""
+    if sr {
+        let d = try runTool("dsrdump", ["+Pl", "+Pc", "+Pu", url.path])
+        XCTAssertEqual(d.status, 0, "dsrdump failed (scripts/install-deps.sh installs it): \(d.text)", file: file, line: line)
+        XCTAssertEqual(d.text.split(separator: "\n").filter { $0.hasPrefix("E:") || $0.hasPrefix("W:") || $0.hasPrefix("F:") }, [], d.text, file: file, line: line)
+        dump = d.text
+    }
+    let v = try runTool("dciodvfy", [url.path])
+    XCTAssertNotEqual(v.status, 127, "dciodvfy is missing; run scripts/install-deps.sh", file: file, line: line)
+    XCTAssertTrue(v.text.contains(sr ? "ComprehensiveSR" : "SCImage"), v.text, file: file, line: line)
+    XCTAssertEqual(v.text.split(separator: "\n").filter { $0.hasPrefix("Error") }, [], v.text, file: file, line: line)
+    return dump
+}
+
+/// DICOM in and out through the service and the CLI (issue 16): `?format=dicom-sr`,
+/// `detect --dicom-sr/--dicom-overlay/--frame`, and 16-bit DICOM at full depth.
+final class ServeDICOMTests: XCTestCase {
+    /// The service answers a valid SR whose rectangles are the JSON report's boxes; the CLI
+    /// writes a valid SR and Secondary Capture for the same image, with the same boxes.
+    func testStructuredReportFromServiceAndCLI() throws {
+        let server = try RunningServer { c in c.maxBodyBytes = 8 << 20 }
+        defer { XCTAssertNil(server.stop()) }
+        let dcm = ServeFixtures.positiveDICOM
+        let body = try Data(contentsOf: dcm)
+        let json = try HTTP.request(port: server.port, "POST", "/v1/detect?threshold=0.01", headers: ["Content-Type": "application/dicom"], body: body)
+        XCTAssertEqual(json.status, 200, json.text)
+        let report = try JSONDecoder().decode([DetectionReport].self, from: json.body)[0]
+        XCTAssertFalse(report.boxes.isEmpty)
+        let a = try HTTP.request(port: server.port, "POST", "/v1/detect?threshold=0.01&format=dicom-sr", headers: ["Content-Type": "application/dicom"], body: body)
+        XCTAssertEqual(a.status, 200, a.text)
+        XCTAssertEqual(a.headers["content-type"], "application/dicom")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-serve-sr-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try a.body.write(to: dir.appendingPathComponent("served.sr.dcm"))
+        let served = try assertValidDICOM(dir.appendingPathComponent("served.sr.dcm"), sr: true)
+        XCTAssertEqual(served.components(separatedBy: "(POLYLINE,").count - 1, report.boxes.count)
+        let b = report.boxes[0]
+        let points = try XCTUnwrap(firstPolyline(served))
+        XCTAssertEqual(points.count, 10, "5 points, closed")
+        for (got, want) in zip(points, [b.x, b.y, b.x + b.width, b.y, b.x + b.width, b.y + b.height, b.x, b.y + b.height, b.x, b.y]) {
+            XCTAssertEqual(got, Double(want), accuracy: 0.01)
+        }
+        XCTAssertTrue(served.contains(try DICOM.readHeader(dcm).sopInstanceUID!))
+        // a PNG has no UIDs to refer to; two images are refused
+        let png = try HTTP.request(port: server.port, "POST", "/v1/detect?format=dicom-sr", headers: ["Content-Type": "image/png"],
+                                   body: try Data(contentsOf: ServeFixtures.png))
+        XCTAssertEqual(png.status, 422, png.text)
+        XCTAssertTrue(png.text.contains("needs a DICOM source"), png.text)
+        let frame = try HTTP.request(port: server.port, "POST", "/v1/detect?frame=2", headers: ["Content-Type": "application/dicom"], body: body)
+        XCTAssertEqual(frame.status, 422, frame.text)
+        XCTAssertTrue(frame.text.contains("frame"), frame.text)
+
+        // the CLI: SR, Secondary Capture, same boxes, same patient and study, never over an input
+        let p = Process()
+        p.executableURL = ServeFixtures.executable
+        p.arguments = ["detect", dcm.path, "--model", ServeFixtures.zooModel, "--threshold", "0.01", "-o", dir.appendingPathComponent("out").path,
+                       "--no-overlays", "--threads", "2", "--frame", "1", "--dicom-sr", dir.appendingPathComponent("sr").path,
+                       "--dicom-overlay", dir.appendingPathComponent("sc").path]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        let stem = dcm.deletingPathExtension().lastPathComponent
+        let cli = try assertValidDICOM(dir.appendingPathComponent("sr/\(stem).sr.dcm"), sr: true)
+        XCTAssertEqual(cli.components(separatedBy: "(POLYLINE,").count - 1, report.boxes.count)
+        try assertValidDICOM(dir.appendingPathComponent("sc/\(stem).overlay.dcm"), sr: false)
+        let ppm = dir.appendingPathComponent("sc.ppm")
+        XCTAssertEqual(try runTool("dcm2pnm", ["--write-raw-pnm", dir.appendingPathComponent("sc/\(stem).overlay.dcm").path, ppm.path]).status, 0)
+        XCTAssertTrue(try Data(contentsOf: ppm).starts(with: Array("P6\n1024 1024\n255\n".utf8)))
+    }
+
+    /// A 16-bit CT reaches the model at full depth: the engine's input is the Float window
+    /// output (not its 8-bit rendering), and its boxes are the predictor's on that input.
+    func testSixteenBitDICOMIsDetectedAtFullDepth() throws {
+        let engine = try ServeFixtures.loadEngine(threshold: 0)
+        let ct = ServeFixtures.realdata.appendingPathComponent("dicom_conformance/CT_small.dcm")
+        let img = try DetectionEngine.read(ct)
+        let full = try DICOM.read(ct).floatImage()
+        XCTAssertEqual(img.source, .float(full))
+        XCTAssertGreaterThan(Set(full.pixels).count, 256)
+        let report = engine.run([img])[0]
+        let direct = engine.predictor.predict([.float(full)])[0]
+        let filtered = ConfidenceFilter(threshold: 0, relativeToMax: engine.relativeToMax).apply(direct.detections)
+        XCTAssertEqual(report.boxes.map(\.score), filtered.map(\.score))
+        let eight = engine.predictor.predict([.gray(full.to8Bit())])[0]
+        XCTAssertNotEqual(direct.detections.map(\.score), eight.detections.map(\.score), "the 8-bit rendering would give other scores")
+        XCTAssertEqual(report.pixelSpacing?.count, 2, "CT_small has Pixel Spacing")
+    }
+
+    /// The coordinates of the first POLYLINE in a dsrdump dump (column, row, ...).
+    private func firstPolyline(_ dump: String) -> [Double]? {
+        guard let r = dump.range(of: "(POLYLINE,") else { return nil }
+        let rest = dump[r.upperBound...]
+        guard let end = rest.firstIndex(of: ")") else { return nil }
+        return rest[..<end].split(whereSeparator: { $0 == "," || $0 == "/" }).compactMap { Double($0) }
+    }
+}
