@@ -57,6 +57,10 @@ final class DICOMCodecTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let rsnaRaw = dir.appendingPathComponent("rsna.dcm")
         try runTool("dcmdjpeg", [rsnaFile.path, rsnaRaw.path])
+        // JPEG Baseline (lossy, the RSNA files): libjpeg-turbo agrees with DCMTK's decoder within 1.
+        let ours = try DICOM.read(rsnaFile).pixels.int32Values, theirs = try DICOM.read(rsnaRaw).pixels.int32Values
+        XCTAssertEqual(ours.count, theirs.count)
+        XCTAssertLessThanOrEqual(zip(ours, theirs).map { abs($0 - $1) }.max() ?? 99, 1, "JPEG Baseline vs dcmdjpeg")
         let sources = [rsnaRaw, conformance.appendingPathComponent("CT_small.dcm"), conformance.appendingPathComponent("MR_small.dcm"),
                        conformance.appendingPathComponent("RG1_UNCI.dcm")]
         var checked = 0

@@ -109,6 +109,15 @@ final class ServeDICOMTests: XCTestCase {
         let eight = engine.predictor.predict([.gray(full.to8Bit())])[0]
         XCTAssertNotEqual(direct.detections.map(\.score), eight.detections.map(\.score), "the 8-bit rendering would give other scores")
         XCTAssertEqual(report.pixelSpacing?.count, 2, "CT_small has Pixel Spacing")
+        // without Pixel Spacing, Imager Pixel Spacing (row, column) gives the millimetres
+        var detector = img
+        detector.header?.pixelSpacing = nil
+        detector.header?.imagerPixelSpacing = [0.2, 0.1]
+        let r = engine.run([detector])[0]
+        XCTAssertEqual(r.pixelSpacing, [0.2, 0.1])
+        let b = try XCTUnwrap(r.boxes.first), mm = try XCTUnwrap(b.mm)
+        XCTAssertEqual(mm.x, Double(b.x) * 0.1, accuracy: 1e-4)
+        XCTAssertEqual(mm.height, Double(b.height) * 0.2, accuracy: 1e-4)
     }
 
     /// The coordinates of the first POLYLINE in a dsrdump dump (column, row, ...).
