@@ -70,7 +70,8 @@ public struct DetectionReport: Codable, Sendable, Equatable {
     public var studyInstanceUID: String?
     /// (0018,5101) View Position, e.g. `PA` (DICOM only).
     public var viewPosition: String?
-    /// (0028,0030) Pixel Spacing in mm, `[row, column]` (DICOM only, when present).
+    /// (0028,0030) Pixel Spacing in mm, `[row, column]`, else (0018,1164) Imager Pixel
+    /// Spacing (DICOM only, when present).
     public var pixelSpacing: [Double]?
     /// Boxes above the threshold, highest score first.
     public var boxes: [Box]

@@ -101,11 +101,14 @@ final class DICOMResultsTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         var h = try DICOM.readHeader(rsna)
         h.numberOfFrames = 3
+        // a multi-frame SOP class (dciodvfy refuses frame numbers on single-frame classes)
+        h.copiedAttributes[0x0008_0016] = Array("1.2.840.10008.5.1.4.1.1.7.2".utf8)
         let source = try DICOMSourceReference(header: h, frame: 2, path: "multi.dcm")
         XCTAssertEqual(source.frame, 2)
         let url = dir.appendingPathComponent("m.sr.dcm")
         try DICOMResults.structuredReport(source: source, findings: [DICOMFinding(x: 1, y: 2, width: 3, height: 4, score: 0.5)], device: device,
                                           placement: DICOMSeriesPlacement(seriesNumber: 9901)).write(to: url)
+        try assertValidDICOM(url, sr: true)
         let text = try runTool("dcmdump", [url.path])
         XCTAssertEqual(text.components(separatedBy: "(0008,1160) IS [2]").count - 1, 2, "ReferencedFrameNumber 2 in the library and the region:\n\(text)")
     }

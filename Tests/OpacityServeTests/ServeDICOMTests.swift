@@ -93,6 +93,68 @@ final class ServeDICOMTests: XCTestCase {
         XCTAssertTrue(try Data(contentsOf: ppm).starts(with: Array("P6\n1024 1024\n255\n".utf8)))
     }
 
+    /// `detect --frame 2` on a two-frame file: the SR's image library and region name frame 2,
+    /// and it passes both validators; `--frame 3` fails naming the file and the frame range.
+    func testFrameOfAMultiFrameFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-frames-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var d = Data(count: 128)
+        d.append(contentsOf: Array("DICM".utf8))
+        func element(_ g: UInt16, _ e: UInt16, _ vr: String, _ value: [UInt8], to out: inout Data) {
+            var v = value
+            if v.count % 2 == 1 { v.append(vr == "UI" || vr == "OB" ? 0 : 0x20) }
+            out.append(contentsOf: [UInt8(g & 0xFF), UInt8(g >> 8), UInt8(e & 0xFF), UInt8(e >> 8)] + Array(vr.utf8))
+            if vr == "OB" {
+                out.append(contentsOf: [0, 0] + (0..<4).map { UInt8((v.count >> ($0 * 8)) & 0xFF) })
+            } else {
+                out.append(contentsOf: [UInt8(v.count & 0xFF), UInt8(v.count >> 8)])
+            }
+            out.append(contentsOf: v)
+        }
+        let sopClass = "1.2.840.10008.5.1.4.1.1.7.2", sop = "2.25.1001", n = 64
+        var meta = Data()
+        element(0x0002, 0x0001, "OB", [0, 1], to: &meta)
+        element(0x0002, 0x0002, "UI", Array(sopClass.utf8), to: &meta)
+        element(0x0002, 0x0003, "UI", Array(sop.utf8), to: &meta)
+        element(0x0002, 0x0010, "UI", Array("1.2.840.10008.1.2.1".utf8), to: &meta)
+        element(0x0002, 0x0000, "UL", [UInt8(meta.count & 0xFF), UInt8(meta.count >> 8), 0, 0], to: &d)
+        d.append(meta)
+        for (g, e, vr, v) in [(UInt16(0x0008), UInt16(0x0016), "UI", sopClass), (0x0008, 0x0018, "UI", sop), (0x0010, 0x0020, "LO", "frames"),
+                              (0x0020, 0x000D, "UI", "2.25.1002"), (0x0020, 0x000E, "UI", "2.25.1003"), (0x0028, 0x0004, "CS", "MONOCHROME2"),
+                              (0x0028, 0x0008, "IS", "2")] {
+            element(g, e, vr, Array(v.utf8), to: &d)
+        }
+        for (e, v) in [(UInt16(0x0002), 1), (0x0010, n), (0x0011, n), (0x0100, 8), (0x0101, 8), (0x0102, 7), (0x0103, 0)] {
+            element(0x0028, e, "US", [UInt8(v & 0xFF), UInt8(v >> 8)], to: &d)
+        }
+        element(0x7FE0, 0x0010, "OB", (0..<2 * n * n).map { UInt8(($0 / n + $0 % n) % 256) }, to: &d)
+        let file = dir.appendingPathComponent("frames.dcm")
+        try d.write(to: file)
+        func detect(_ frame: Int) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = ServeFixtures.executable
+            p.arguments = ["detect", file.path, "--model", ServeFixtures.zooModel, "-o", dir.appendingPathComponent("out\(frame)").path, "--no-overlays",
+                           "--threads", "2", "--frame", "\(frame)", "--dicom-sr", dir.appendingPathComponent("sr\(frame)").path]
+            let err = Pipe()
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = err
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        let (ok, log) = try detect(2)
+        XCTAssertEqual(ok, 0, log)
+        let sr = dir.appendingPathComponent("sr2/frames.sr.dcm")
+        try assertValidDICOM(sr, sr: true)
+        let dump = try runTool("dcmdump", [sr.path]).text
+        XCTAssertEqual(dump.components(separatedBy: "(0008,1160) IS [2]").count - 1, 1 + dump.components(separatedBy: "POLYLINE").count - 1, dump)
+        let (bad, message) = try detect(3)
+        XCTAssertNotEqual(bad, 0)
+        XCTAssertTrue(message.contains("frames.dcm") && message.contains("1...2"), message)
+    }
+
     /// A 16-bit CT reaches the model at full depth: the engine's input is the Float window
     /// output (not its 8-bit rendering), and its boxes are the predictor's on that input.
     func testSixteenBitDICOMIsDetectedAtFullDepth() throws {
