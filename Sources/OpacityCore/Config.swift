@@ -127,6 +127,10 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
     case duplicateName(kind: String, name: String, firstPlugin: String, secondPlugin: String)
     /// Parts of a detector that do not fit each other.
     case incompatible(String)
+    /// A model of more values (weights and buffers) than ``InputLimits/modelValues``, or
+    /// (`addressSpace`) more than this process may map; found by a probe build that
+    /// allocates none of them.
+    case tooLarge(config: String, values: Int, limit: Int, addressSpace: Bool = false)
 
     public var description: String {
         switch self {
@@ -150,6 +154,13 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(kind) '\(name)' is registered by both plugin \(first) and plugin \(second)"
         case let .incompatible(message):
             return message
+        case let .tooLarge(config, values, limit, addressSpace):
+            let gb = { (n: Int) in String(format: "%.1f GB", Double(n) * 4 / 1e9) }
+            let shown = values == .max ? "more than \(Int.max) values" : "\(values) values (\(gb(values)) as 32-bit floats)"
+            if addressSpace {
+                return "model \(InputLimits.quoted(config)) needs \(shown), more than this process may map (see ulimit -v); nothing was allocated"
+            }
+            return "model \(InputLimits.quoted(config)) has \(shown); the most a model may have is \(limit) (\(gb(limit))): lower its width or channels. Nothing was allocated"
         }
     }
 }

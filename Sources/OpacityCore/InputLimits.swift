@@ -12,6 +12,10 @@ public enum InputLimits {
     public static let csvLineBytes = 1 << 20
     /// The longest config string, in characters.
     public static let configLength = 16_384
+    /// The most values (weights and buffers, 32-bit floats) a model built from a config
+    /// may have: 2^30, 4.3 GB as 32-bit floats. Counted by a probe build before any weight
+    /// is allocated (``Registry/makeDetector(_:)``, ``Initializer/shapeProbe(limit:_:)``).
+    public static let modelValues = 1 << 30
 
     /// `value` cut to `limit` characters with an ellipsis and a note of its full length,
     /// so that a message never echoes unbounded input (a 100 MB CSV line, say).

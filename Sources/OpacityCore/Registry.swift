@@ -392,10 +392,30 @@ public struct Registry: Sendable {
         return f
     }
 
-    /// Builds an encoder from a config string such as `resnet34`.
+    /// Builds an encoder from a config string such as `resnet34`, after a probe build has
+    /// counted its values (see ``makeDetector(_:)``).
+    /// - Throws: ``ConfigError``, ``ConfigError/tooLarge(config:values:limit:)`` above
+    ///   ``InputLimits/modelValues``.
     public func makeEncoder(_ text: String) throws -> any Encoder {
         let r = try resolve(Config(parsing: text), as: .encoder)
-        return try encoderFactory(r.name).make(r)
+        let f = try encoderFactory(r.name)
+        try Self.checkSize(r) { _ = try f.make(r) }
+        return try f.make(r)
+    }
+
+    /// Probes `build` (lazily mapped zeros, nothing drawn; ``Initializer/shapeProbe(limit:_:)``)
+    /// and refuses a model of more than ``InputLimits/modelValues`` values, or one whose
+    /// weights the address space cannot hold, before anything is allocated for it.
+    static func checkSize(_ r: ResolvedConfig, _ build: () throws -> Void) throws {
+        let limit = InputLimits.modelValues
+        let probe = try Initializer.shapeProbe(limit: limit, build)
+        if probe.requested > limit {
+            throw ConfigError.tooLarge(config: r.canonical.description, values: probe.requested, limit: limit)
+        }
+        // Under the limit but unmappable (`ulimit -v`): the real build would fail to allocate.
+        if !probe.complete {
+            throw ConfigError.tooLarge(config: r.canonical.description, values: probe.requested, limit: limit, addressSpace: true)
+        }
     }
 
     /// The feature spec an encoder config would produce, without building it.
@@ -415,10 +435,16 @@ public struct Registry: Sendable {
     /// Builds a detector from a config string such as
     /// `retinanet(encoder=resnet34, size=512, levels=2-7, dropout=0.5)`.
     ///
-    /// The parts are checked against each other first; weights are drawn from the
+    /// The parts are checked against each other first, then a probe build counts the
+    /// model's values without allocating them (a config naming a model of billions of
+    /// weights is refused before any is allocated); weights are drawn from the
     /// initialisation generator (wrap in ``Initializer/withSeed(_:_:)`` to repeat them).
+    /// - Throws: ``ConfigError``, ``ConfigError/tooLarge(config:values:limit:addressSpace:)``
+    ///   for a model of more than ``InputLimits/modelValues`` values.
     public func makeDetector(_ text: String) throws -> Detector {
         let r = try checkDetector(text)
-        return try detectors[r.name]!.make(r, self)
+        let f = detectors[r.name]!
+        try Self.checkSize(r) { _ = try f.make(r, self) }
+        return try f.make(r, self)
     }
 }

@@ -75,11 +75,15 @@ public final class DetectionEngine: @unchecked Sendable {
     /// - Parameters:
     ///   - predictor: the loaded model(s).
     ///   - references: the names the models were given by (zoo names, run folders, paths).
-    ///   - files: the bundle file each reference resolved to (hashed here).
+    ///   - files: the bundle file each reference resolved to.
+    ///   - digests: the SHA-256 of the bytes each model was built from
+    ///     (``ModelReference/loadHashed(_:registry:allowFetch:allowNonFinite:)``); when
+    ///     `nil` the files are hashed here, which describes the loaded weights only if no
+    ///     file changed since it was loaded.
     ///   - threshold: the default score threshold; nil means the threshold saved with the
     ///     first model (`metric_threshold`), else 0.2.
     /// - Throws: ``DetectionInputError/badThreshold(_:)``; file read errors while hashing.
-    public init(predictor: Predictor, references: [String], files: [URL], threshold: Float? = nil) throws {
+    public init(predictor: Predictor, references: [String], files: [URL], digests: [String]? = nil, threshold: Float? = nil) throws {
         let t = threshold ?? files.compactMap(ModelReference.savedThreshold).first ?? 0.2
         guard t >= 0 && t <= 1 else { throw DetectionInputError.badThreshold(t) }
         predictor.filter = nil
@@ -90,8 +94,13 @@ public final class DetectionEngine: @unchecked Sendable {
         var models: [DetectionReport.Model] = [], zoo: [ZooEntry?] = []
         let standardZoo = try? Zoo.standard()
         for (k, (ref, url)) in zip(references, files).enumerated() {
-            let data = try Data(contentsOf: url, options: .mappedIfSafe)
-            let hash = data.withUnsafeBytes { SHA256.hash($0) }.hex
+            let hash: String
+            if let digests, k < digests.count, !digests[k].isEmpty {
+                hash = digests[k]
+            } else {
+                let data = try Data(contentsOf: url, options: .mappedIfSafe)
+                hash = data.withUnsafeBytes { SHA256.hash($0) }.hex
+            }
             models.append(DetectionReport.Model(name: ref, sha256: hash, config: predictor.detectors[min(k, predictor.detectors.count - 1)].config))
             zoo.append(FileManager.default.fileExists(atPath: ref) ? nil : try? standardZoo?.item(ref).entry)
         }

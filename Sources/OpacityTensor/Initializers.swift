@@ -22,20 +22,79 @@ public enum Initializer: Sendable {
 
     nonisolated(unsafe) private static var generator = RandomGenerator(seed: 0x0AC1_7E5D)
     private static let lock = NSLock()
-    /// The thread running ``withShapeProbe(_:)``, if any.
-    nonisolated(unsafe) private static var probeThread: pthread_t?
+    /// What a probe build (``shapeProbe(limit:_:)``) has asked for so far.
+    private final class Probe {
+        let thread: pthread_t
+        let limit: Int
+        /// Values the initialisers were asked for, summed (saturating).
+        var requested = 0
+        /// Whether some tensor was given zero elements instead of its shape's count (over
+        /// the limit, or the address space could not hold its lazy mapping).
+        var incomplete = false
+        init(thread: pthread_t, limit: Int) {
+            self.thread = thread
+            self.limit = limit
+        }
+    }
+
+    /// The probe of the thread running ``shapeProbe(limit:_:)``, if any.
+    nonisolated(unsafe) private static var probe: Probe?
+
+    /// What a probe build gave: the built value, the number of values its initialisers
+    /// asked for, and whether every tensor has its full shape (see ``shapeProbe(limit:_:)``).
+    public struct ProbeResult<R> {
+        /// What `body` returned (a model whose weights are lazily mapped zeros).
+        public var value: R
+        /// Values the build's initialisers asked for, in elements (`Float`s): every weight
+        /// drawn through an ``Initializer``; vectors a layer makes directly (norm scales
+        /// and shifts) are not counted.
+        public var requested: Int
+        /// `false` when some tensor was made with zero elements (its first dimension 0)
+        /// because the build went over the limit or the address space could not map it: the
+        /// model's shapes are then not all real; only ``requested`` is.
+        public var complete: Bool
+    }
+
+    /// Runs `body` (building a model) with every initialiser of this thread returning lazy
+    /// zeros (``TensorStorage/init(lazyZeroCount:)``) and drawing no random numbers, and
+    /// counts the values asked for. Once the count passes `limit` (or a lazy mapping
+    /// fails, e.g. under `ulimit -v`), initialisers return tensors whose first dimension is
+    /// 0, so a model of any size is probed in bounded memory and its size is known before
+    /// it is built for real.
+    /// - Parameters:
+    ///   - limit: the most values given real (lazily mapped) shapes.
+    ///   - body: the build.
+    public static func shapeProbe<R>(limit: Int = .max, _ body: () throws -> R) rethrows -> ProbeResult<R> {
+        let p = Probe(thread: pthread_self(), limit: limit)
+        lock.lock()
+        let saved = probe
+        probe = p
+        lock.unlock()
+        defer { lock.lock(); probe = saved; lock.unlock() }
+        let value = try body()
+        return ProbeResult(value: value, requested: p.requested, complete: !p.incomplete)
+    }
 
     /// Runs `body` (building a model) with every initialiser of this thread returning lazy
     /// zeros (``TensorStorage/init(lazyZeroCount:)``) and drawing no random numbers: the
     /// model's parameter shapes can be read off before any memory is spent on it, e.g. to
     /// check a file's tensor table against the model a config in the file names.
+    /// (``shapeProbe(limit:_:)`` also counts the values.)
     public static func withShapeProbe<R>(_ body: () throws -> R) rethrows -> R {
+        try shapeProbe(body).value
+    }
+
+    /// Whether the calling thread is running a probe build (``shapeProbe(limit:_:)``).
+    package static var probing: Bool {
         lock.lock()
-        let saved = probeThread
-        probeThread = pthread_self()
-        lock.unlock()
-        defer { lock.lock(); probeThread = saved; lock.unlock() }
-        return try body()
+        defer { lock.unlock() }
+        return probingHere != nil
+    }
+
+    /// Whether the calling thread is running a probe build (held lock).
+    private static var probingHere: Probe? {
+        guard let p = probe, pthread_equal(p.thread, pthread_self()) != 0 else { return nil }
+        return p
     }
 
     /// Runs `body` with the initialisation generator reset to `seed`.
@@ -54,9 +113,14 @@ public enum Initializer: Sendable {
         let fanOut = shape.count >= 2 ? shape[0] * shape[2...].reduce(1, *) : (shape.first ?? 1)
         Initializer.lock.lock()
         defer { Initializer.lock.unlock() }
-        if let t = Initializer.probeThread, pthread_equal(t, pthread_self()) != 0 {
-            let n = shape.reduce(1, *)
-            if let s = TensorStorage(lazyZeroCount: n) { return Tensor(shape: shape, storage: s) }
+        if let p = Initializer.probingHere {
+            let n = shape.reduce(1) { $0.multipliedReportingOverflow(by: max(0, $1)).overflow ? Int.max : $0 * max(0, $1) }
+            let (sum, overflow) = p.requested.addingReportingOverflow(n)
+            p.requested = overflow ? .max : sum
+            if p.requested <= p.limit, let s = TensorStorage(lazyZeroCount: n) { return Tensor(shape: shape, storage: s) }
+            p.incomplete = true
+            let empty = shape.isEmpty ? [0] : [0] + shape.dropFirst()
+            return Tensor(shape: empty, storage: TensorStorage(uninitializedCount: 0))
         }
         switch self {
         case .zeros: return .zeros(shape)
@@ -72,9 +136,11 @@ public enum Initializer: Sendable {
     }
 
     /// A seed drawn from the initialisation generator (for dropout layers built with a model).
+    /// A probe build (``shapeProbe(limit:_:)``) draws nothing and gets 0.
     public static func nextSeed() -> UInt64 {
         lock.lock()
         defer { lock.unlock() }
+        if probingHere != nil { return 0 }
         return generator.next()
     }
 }

@@ -8,7 +8,10 @@ public final class Parameter: @unchecked Sendable {
     /// The current value.
     public var value: Tensor {
         didSet {
-            shapeCheck(value.shape == leaf.shape, "Parameter", "new value \(describe(value.shape)) for parameter of shape \(describe(leaf.shape))")
+            // a probe build past its limit made this parameter with no elements
+            // (``Initializer/shapeProbe(limit:_:)``); a layer may still set its (small) value
+            shapeCheck(value.shape == leaf.shape || (leaf.shape.elementCount == 0 && Initializer.probing),
+                       "Parameter", "new value \(describe(value.shape)) for parameter of shape \(describe(leaf.shape))")
             leaf = GradNode(leafShape: value.shape, parameter: self)
         }
     }
@@ -223,13 +226,23 @@ public struct LoadReport: Sendable, CustomStringConvertible {
     public var mismatched: [(name: String, expected: [Int], got: [Int])] = []
     /// Names whose values hold NaN or infinity (refused unless ``LoadOptions/allowNonFinite``).
     public var nonFinite: [String] = []
+    /// The first non-finite value found (in the first name of ``nonFinite`` in order):
+    /// its tensor, its element index (row-major) and the value.
+    public var firstNonFinite: (name: String, index: Int, value: Float)?
+    /// Whether the load was refused (then nothing was loaded, and ``loaded`` lists what
+    /// would have been).
+    public var refused = false
 
     /// An empty report.
     public init() {}
 
-    /// One line per kind of problem, listing the names.
+    /// One line per kind of problem, listing the names. A refused load says that nothing
+    /// was loaded and names the first non-finite value, if any.
     public var description: String {
-        var lines = ["loaded \(loaded.count) tensors"]
+        var lines = [refused ? "nothing was loaded (\(loaded.count) tensors would have fitted)" : "loaded \(loaded.count) tensors"]
+        if let f = firstNonFinite {
+            lines.append("first non-finite value: \(f.name)[\(f.index)] = \(f.value)")
+        }
         if !missing.isEmpty { lines.append("missing (\(missing.count)): " + missing.joined(separator: ", ")) }
         if !unexpected.isEmpty { lines.append("unexpected (\(unexpected.count)): " + unexpected.joined(separator: ", ")) }
         if !mismatched.isEmpty {
@@ -273,8 +286,10 @@ extension Module {
         for (name, set, shape) in targets {
             guard let t = state[name] else { report.missing.append(name); continue }
             if t.shape != shape { report.mismatched.append((name, shape, t.shape)); continue }
-            if !options.contains(.allowNonFinite), !t.withUnsafeBufferPointer({ b in b.allSatisfy { $0.isFinite } }) {
+            if !options.contains(.allowNonFinite), let i = t.withUnsafeBufferPointer({ b in b.firstIndex { !$0.isFinite } }) {
                 report.nonFinite.append(name)
+                let v = t.withUnsafeBufferPointer { $0[i] }
+                if report.firstNonFinite.map({ name < $0.name }) ?? true { report.firstNonFinite = (name, i, v) }
                 continue
             }
             report.loaded.append(name)
@@ -285,7 +300,10 @@ extension Module {
         let failed = !report.nonFinite.isEmpty || (!report.mismatched.isEmpty && options.contains(.shapeMismatch))
             || (!report.missing.isEmpty && options.contains(.noMissingKeys))
             || (!report.unexpected.isEmpty && options.contains(.noUnusedKeys))
-        if failed { throw LoadError(report: report) }
+        if failed {
+            report.refused = true
+            throw LoadError(report: report)
+        }
         for a in apply { a() }
         return report
     }

@@ -61,16 +61,28 @@ public enum ModelReference {
     ///   naming the tensor).
     public static func load(_ reference: String, registry: Registry, allowFetch: Bool = false,
                             allowNonFinite: Bool = false) throws -> (Detector, URL) {
+        let loaded = try loadHashed(reference, registry: registry, allowFetch: allowFetch, allowNonFinite: allowNonFinite)
+        return (loaded.detector, loaded.url)
+    }
+
+    /// ``load(_:registry:allowFetch:allowNonFinite:)`` with the SHA-256 of the bytes the
+    /// detector was built from: the file is read once into memory, hashed and parsed from
+    /// there (a zoo entry's bytes are also checked against its manifest), so the digest a
+    /// report gives is that of the weights in use even if the file is replaced meanwhile.
+    /// - Returns: the detector, its bundle file and the digest (lower-case hex).
+    public static func loadHashed(_ reference: String, registry: Registry, allowFetch: Bool = false,
+                                  allowNonFinite: Bool = false) throws -> (detector: Detector, url: URL, sha256: String) {
         let options: LoadOptions = allowNonFinite ? LoadOptions.strict.union(.allowNonFinite) : .strict
         let fm = FileManager.default
+        let loaded: LoadedDetector
         if !fm.fileExists(atPath: reference), !reference.contains("/"), !reference.hasSuffix(".opb") {
             let zoo = try Zoo.standard()
             if allowFetch { _ = try zoo.fetch(reference) }
-            let loaded = try zoo.loadDetector(reference, registry: registry, options: options)
-            return (loaded.detector, loaded.info.url)
+            loaded = try zoo.loadDetector(reference, registry: registry, options: options)
+        } else {
+            loaded = try Detector.loadHashed(from: try resolve(reference, allowFetch: allowFetch), registry: registry, options: options)
         }
-        let url = try resolve(reference, allowFetch: allowFetch)
-        return (try Detector.load(from: url, registry: registry, options: options), url)
+        return (loaded.detector, loaded.info.url, loaded.sha256 ?? "")
     }
 
     /// The bundle's operating point threshold (``OperatingPoint``: `extra.operating_point`,

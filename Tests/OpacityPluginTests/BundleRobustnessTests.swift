@@ -33,18 +33,53 @@ final class BundleRobustnessTests: XCTestCase {
     }
 
     /// The case's 482-byte bundle names retinanet(resnet152(width=4), fpn(2048), ...):
-    /// building it took 6.9 GB. Its table (one 4-value tensor) is checked against the
-    /// model's shapes from a probe build that allocates no weights.
+    /// building it took 6.9 GB. The model's size is counted by a probe build that
+    /// allocates no weights, and refused above ``InputLimits/modelValues``.
     func testSmallBundleNamingAHugeModelIsRefusedBeforeBuilding() throws {
         let before = peakResidentBytes()
         let start = Date()
         XCTAssertThrowsError(try Detector.load(from: Self.fixtures.appendingPathComponent("bigmodel.opb"), registry: registry)) { e in
-            guard case BundleError.doesNotFit(_, let report) = e else { return XCTFail("\(e)") }
-            XCTAssertFalse(report.missing.isEmpty)
+            guard case BundleError.cannotBuild(_, _, let reason) = e else { return XCTFail("\(e)") }
+            XCTAssertTrue(reason.contains("the most a model may have is \(InputLimits.modelValues)"), reason)
+            XCTAssertTrue("\(e)".contains("bigmodel.opb"), "\(e)")
         }
         let grew = peakResidentBytes() - before
         XCTAssertLessThan(grew, 1 << 30, "peak memory grew by \(grew) bytes")
         XCTAssertLessThan(Date().timeIntervalSince(start), 60)
+    }
+
+    /// A config naming a model of billions of weights is refused by ``Registry/makeDetector(_:)``
+    /// before any weight is allocated, with its count and the limit; the probe that counts
+    /// stops mapping at the limit (tensors past it have a first dimension of 0), so even a
+    /// model of every widest setting is probed in bounded memory. Under the limit the probe
+    /// counts the weights the real build draws (all but the norm layers' small vectors).
+    func testConfigNamingAHugeModelIsRefusedBeforeAllocating() throws {
+        let huge = "retinanet(encoder=resnet152(width=4), neck=fpn(channels=2048), head=retina(channels=2048))"
+        let before = peakResidentBytes()
+        XCTAssertThrowsError(try registry.makeDetector(huge)) { e in
+            guard case ConfigError.tooLarge(_, let values, let limit, let addressSpace) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(limit, InputLimits.modelValues)
+            XCTAssertGreaterThan(values, limit)
+            XCTAssertFalse(addressSpace)
+            XCTAssertTrue("\(e)".contains("Nothing was allocated") && "\(e)".contains("\(values) values"), "\(e)")
+        }
+        // a probe with a small limit: past it nothing is mapped, the count goes on
+        let probe = try Initializer.shapeProbe(limit: 1000) { try registry.checkDetector(huge) }
+        XCTAssertTrue(probe.complete)
+        let counted = Initializer.shapeProbe(limit: 1000) { Initializer.heNormal(fanOut: false).make([4096, 4096, 3, 3]) }
+        XCTAssertFalse(counted.complete)
+        XCTAssertEqual(counted.requested, 4096 * 4096 * 9)
+        XCTAssertEqual(counted.value.shape, [0, 4096, 3, 3])
+        XCTAssertLessThan(peakResidentBytes() - before, 256 << 20)
+        let d = try Initializer.withSeed(1) { try registry.makeDetector(Self.small) }
+        let exact = try Initializer.shapeProbe { try registry.makeDetector(Self.small) }
+        XCTAssertTrue(exact.complete)
+        // the initialisers' weights; norm layers' scales and shifts, made directly, are not counted
+        XCTAssertLessThanOrEqual(exact.requested, d.parameterCount)
+        XCTAssertGreaterThan(Double(exact.requested), 0.99 * Double(d.parameterCount))
+        // the probe draws nothing: the weights built after it are those of a plain build
+        let again = try Initializer.withSeed(1) { try registry.makeDetector(Self.small) }
+        XCTAssertEqual(again.namedParameters().map { $0.1.value.scalars }, d.namedParameters().map { $0.1.value.scalars })
     }
 
     /// bomb_3g.opb: 98 KB whose one tensor decompresses to 3 GiB of zeros. Refused from
@@ -105,7 +140,14 @@ final class BundleRobustnessTests: XCTestCase {
         XCTAssertThrowsError(try Detector.load(from: url, registry: registry)) { e in
             guard case BundleError.doesNotFit(_, let report) = e else { return XCTFail("\(e)") }
             XCTAssertEqual(report.nonFinite, [name])
-            XCTAssertTrue("\(e)".contains(name), "\(e)")
+            XCTAssertEqual(report.firstNonFinite?.name, name)
+            XCTAssertEqual(report.firstNonFinite?.index, 1)
+            XCTAssertTrue(report.refused)
+            // the message names the tensor and says that nothing was loaded, never "loaded N tensors"
+            let message = "\(e)"
+            XCTAssertTrue(message.contains("tensor '\(name)' holds nan (element 1)"), message)
+            XCTAssertTrue(message.contains("nothing was loaded"), message)
+            XCTAssertNil(message.range(of: #"loaded \d+ tensors"#, options: .regularExpression), message)
         }
         let allowed = try Detector.load(from: url, registry: registry, options: LoadOptions.strict.union(.allowNonFinite))
         XCTAssertTrue(allowed.namedParameters().first { $0.0 == name }!.1.value.scalars[1].isNaN)

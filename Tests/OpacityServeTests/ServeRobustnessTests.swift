@@ -8,6 +8,31 @@ import Glibc
 
 /// Auth, queue limits, timeouts, hostile clients and graceful shutdown, against real servers.
 final class ServeRobustnessTests: XCTestCase {
+    /// zoo-hash-check-toctou for files: the SHA-256 a report gives is that of the bytes
+    /// the model was built from (one read), not of whatever the path holds later.
+    func testReportedDigestIsOfTheBytesLoaded() throws {
+        let registry = try Registry.standard()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-digest-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=8), head=retina(channels=8), size=64)"
+        let a = dir.appendingPathComponent("model.opb"), b = dir.appendingPathComponent("other.opb")
+        try Initializer.withSeed(1) { try registry.makeDetector(config) }.save(to: a)
+        try Initializer.withSeed(2) { try registry.makeDetector(config) }.save(to: b)
+        let digest = { (u: URL) in SHA256.hash([UInt8](try Data(contentsOf: u))).hex }
+        let shaA = try digest(a), shaB = try digest(b)
+        XCTAssertNotEqual(shaA, shaB)
+        let loaded = try ModelReference.loadHashed(a.path, registry: registry)
+        XCTAssertEqual(loaded.sha256, shaA)
+        // the file is replaced after the load (rename, as a concurrent writer would)
+        try FileManager.default.removeItem(at: a)
+        try FileManager.default.copyItem(at: b, to: a)
+        let engine = try DetectionEngine(predictor: try Predictor(detectors: [loaded.detector]), references: [a.path], files: [loaded.url],
+                                         digests: [loaded.sha256], threshold: 0.5)
+        XCTAssertEqual(engine.models.first?.sha256, shaA, "the report must describe the weights in use")
+        XCTAssertEqual(try Detector.loadHashed(from: a, registry: registry).sha256, shaB)
+    }
+
     func testBearerTokenOnEverythingButHealthz() throws {
         let s = try RunningServer { $0.token = "s3cret-token" }
         defer { XCTAssertNil(s.stop()) }

@@ -83,10 +83,10 @@ struct DetectCommand: ParsableCommand {
             do { try OutputPaths.refuseOverwriting(o, inputs: files) } catch { throw ValidationError("\(error)") }
         }
         let registry = try CommandContext.registry()
-        let (predictor, urls) = try model.predictor(registry: registry)
+        let (predictor, urls, digests) = try model.hashedPredictor(registry: registry)
         let refs = model.models.isEmpty ? [defaultModelName] : model.models
         // the same engine `opacity serve` runs, so both give equal results
-        let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: threshold)
+        let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, digests: digests, threshold: threshold)
         engine.softwareVersion = "opacity " + OpacityMain.version
         let device = engine.dicomDevice
         for dir in [dicomSR, dicomOverlay].compactMap({ $0 }) {

@@ -72,8 +72,8 @@ struct ServeCommand: ParsableCommand {
         try await server.run(
             load: {
                 let registry = try CommandContext.registry()
-                let (predictor, urls) = try options.predictor(registry: registry)
-                let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, threshold: t)
+                let (predictor, urls, digests) = try options.hashedPredictor(registry: registry)
+                let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, digests: digests, threshold: t)
                 engine.softwareVersion = "opacity " + OpacityMain.version
                 return engine
             },

@@ -70,15 +70,23 @@ struct ModelOptions: ParsableArguments {
 
     /// Loads the models and builds the predictor.
     func predictor(registry: Registry) throws -> (Predictor, [URL]) {
+        let (p, urls, _) = try hashedPredictor(registry: registry)
+        return (p, urls)
+    }
+
+    /// ``predictor(registry:)`` with the SHA-256 of the bytes each model was built from
+    /// (read once: what `detect` and `serve` report is what they run).
+    func hashedPredictor(registry: Registry) throws -> (Predictor, [URL], [String]) {
         // zoo ensemble entries expand into their members; the entry's rule applies unless
         // --ensemble is given
         let (refs, rule) = try ModelReference.expand(models.isEmpty ? [defaultModelName] : models)
         let ensemble = self.ensemble ?? (rule.flatMap(EnsembleChoice.init(rawValue:)) ?? .percentile)
-        var detectors: [Detector] = [], urls: [URL] = []
+        var detectors: [Detector] = [], urls: [URL] = [], digests: [String] = []
         for r in refs {
-            let (d, u) = try ModelReference.load(r, registry: registry, allowFetch: fetch, allowNonFinite: allowNonfinite)
+            let (d, u, h) = try ModelReference.loadHashed(r, registry: registry, allowFetch: fetch, allowNonFinite: allowNonfinite)
             detectors.append(d)
             urls.append(u)
+            digests.append(h)
         }
         let method: EnsembleMethod
         switch ensemble {
@@ -88,7 +96,7 @@ struct ModelOptions: ParsableArguments {
         }
         let p = try Predictor(detectors: detectors, method: method, tta: try tta.map(parsedTTA))
         if let shrink { p.shrink = shrink }
-        return (p, urls)
+        return (p, urls, digests)
     }
 
     /// The WBF settings from the --wbf-* options.

@@ -76,6 +76,12 @@ public enum BundleError: Error, CustomStringConvertible, Sendable {
         case let .cannotBuild(file, config, reason):
             return "\(file): cannot build the bundle's model '\(config)': \(reason)"
         case let .doesNotFit(file, report):
+            if let f = report.firstNonFinite, report.missing.isEmpty, report.unexpected.isEmpty, report.mismatched.isEmpty {
+                let others = report.nonFinite.filter { $0 != f.name }
+                return "\(file): tensor '\(f.name)' holds \(f.value) (element \(f.index)): the bundle's weights are not finite; nothing was loaded"
+                    + (others.isEmpty ? "" : ". Also not finite (\(others.count)): " + others.prefix(8).joined(separator: ", ") + (others.count > 8 ? ", …" : ""))
+                    + ". Load anyway with --allow-nonfinite (LoadOptions.allowNonFinite)"
+            }
             return "\(file): the bundle's tensors do not fit the model; nothing was loaded:\n" + report.description
         case let .missingGroup(file, group, available):
             return "\(file): no tensor group '\(group)' (the bundle has: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"

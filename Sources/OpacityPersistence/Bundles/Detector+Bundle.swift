@@ -28,6 +28,10 @@ public struct LoadedDetector {
     public let report: LoadReport
     /// The bundle's metadata and table.
     public let info: BundleInfo
+    /// The SHA-256 (lower-case hex) of the very bytes the detector was built from, when
+    /// they were read once into memory (``Detector/loadHashed(from:registry:options:)``,
+    /// ``Zoo/loadDetector(_:registry:options:)``); `nil` for loads that read the file lazily.
+    public var sha256: String? = nil
 }
 
 extension Detector {
@@ -95,6 +99,27 @@ extension Detector {
         try loadWithReport(reader: try BundleReader(url), registry: registry, options: options)
     }
 
+    /// ``loadWithReport(from:registry:options:)`` from the file's bytes read once into
+    /// memory, with ``LoadedDetector/sha256`` the digest of exactly those bytes: a file
+    /// replaced or rewritten while it is loaded cannot make the digest (reported by `detect`
+    /// and `serve`) describe other weights than the ones loaded.
+    /// - Throws: ``BundleError``, or a file error when it cannot be read or changes size
+    ///   while it is read.
+    public static func loadHashed(from url: URL, registry: Registry, options: LoadOptions = .strict) throws -> LoadedDetector {
+        let fd = try FileDescriptor.open(reading: url.path)
+        let size = try fd.size()
+        let bytes = try fd.read(count: Int(size), at: 0)
+        // a byte more (or fewer) means the file changed while it was read
+        guard UInt64(bytes.count) == size, try fd.read(count: 1, at: size).isEmpty else {
+            throw BundleError.truncated(file: url.path, section: "file (it changed while it was read)", expectedBytes: size, actualBytes: UInt64(bytes.count))
+        }
+        var h = SHA256()
+        bytes.withUnsafeBytes { h.update($0) }
+        var loaded = try loadWithReport(reader: try BundleReader(bytes: bytes, url: url), registry: registry, options: options)
+        loaded.sha256 = h.finalize().hex
+        return loaded
+    }
+
     /// ``load(from:registry:options:)`` from an open reader (e.g. over bytes already
     /// hash-checked, ``BundleReader/init(bytes:url:)``).
     public static func loadWithReport(reader: BundleReader, registry: Registry, options: LoadOptions = .strict) throws -> LoadedDetector {
@@ -154,7 +179,10 @@ extension Detector {
             || (!report.mismatched.isEmpty && options.contains(.shapeMismatch))
             || (!report.missing.isEmpty && options.contains(.noMissingKeys))
             || (!report.unexpected.isEmpty && options.contains(.noUnusedKeys))
-        if failed { throw BundleError.doesNotFit(file: file, report: report) }
+        if failed {
+            report.refused = true
+            throw BundleError.doesNotFit(file: file, report: report)
+        }
     }
 
     /// Builds a detector for a stored config string. A legacy `encoder_weights` key (bundles

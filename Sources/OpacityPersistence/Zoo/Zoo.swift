@@ -292,7 +292,9 @@ public struct Zoo: Sendable {
     /// - Throws: ``ZooError`` and ``BundleError``.
     public func loadDetector(_ name: String, registry: Registry, options: LoadOptions = .strict) throws -> LoadedDetector {
         let (url, bytes) = try verifiedBytes(name)
-        return try Detector.loadWithReport(reader: try BundleReader(bytes: bytes, url: url), registry: registry, options: options)
+        var loaded = try Detector.loadWithReport(reader: try BundleReader(bytes: bytes, url: url), registry: registry, options: options)
+        loaded.sha256 = try item(name).entry.sha256  // verifiedBytes checked these very bytes against it
+        return loaded
     }
 
     /// Checks a file's size and SHA-256 against an entry.
