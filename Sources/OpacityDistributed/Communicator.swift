@@ -120,6 +120,25 @@ public final class Communicator: @unchecked Sendable {
     /// - Throws: ``MPIError``.
     public func barrier() throws { try MPIError.check(MPI_Barrier(handle), "MPI_Barrier") }
 
+    /// Waits until every rank has arrived, mostly asleep: `MPI_Ibarrier`, tested with pauses
+    /// growing from 20 µs to `maxPause` seconds. A blocking collective spins on its core
+    /// while it waits for the other ranks; the gradient reducer's thread calls this first, so
+    /// it does not take the core from backward while a slower rank catches up, and enters the
+    /// collective only when every rank is there.
+    /// - Throws: ``MPIError``.
+    public func barrierSleeping(maxPause: Double = 0.001) throws {
+        var request: MPI_Request? = opacity_mpi_request_null()
+        try MPIError.check(MPI_Ibarrier(handle, &request), "MPI_Ibarrier")
+        var pause = 20e-6
+        while true {
+            var flag: Int32 = 0
+            try MPIError.check(MPI_Test(&request, &flag, opacity_mpi_status_ignore()), "MPI_Test")
+            if flag != 0 { return }
+            usleep(UInt32(pause * 1e6))
+            pause = min(maxPause, pause * 2)
+        }
+    }
+
     // MARK: Allreduce (MPI's own order)
 
     /// `MPI_Allreduce` with `MPI_SUM` in place over `count` floats. The order in which MPI

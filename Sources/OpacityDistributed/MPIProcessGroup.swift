@@ -99,6 +99,9 @@ final class ReducerCore: @unchecked Sendable {
     let parameters: [Parameter]
     let comm: Communicator
     let overlap: Bool
+    /// Wait for all ranks in ``Communicator/barrierSleeping(maxPause:)`` before each bucket's
+    /// collective (`OPACITY_MPI_SPIN=1` turns it off, for comparison).
+    let sleepUntilAllArrive = ProcessInfo.processInfo.environment["OPACITY_MPI_SPIN"] != "1"
     private var buckets: [Bucket] = []
     private var slot: [ObjectIdentifier: (bucket: Int, member: Int)] = [:]
     private var pending: [Int] = []
@@ -234,6 +237,9 @@ final class ReducerCore: @unchecked Sendable {
     }
 
     private func reduce(_ b: Int) throws {
+        // On the communication thread, wait for the other ranks asleep (a blocking
+        // collective would spin on the core backward is using); see barrierSleeping.
+        if overlap && sleepUntilAllArrive { try comm.barrierSleeping() }
         try comm.orderedSum(buckets[b].buffer, count: buckets[b].count, scratch: scratch)
     }
 

@@ -40,9 +40,11 @@ extension BenchSection {
         print("== scaling: \(o.scalingConfig) training step (frozen batch norm, Adam, clip), global batch \(globalBatch), \(cores) cores in all")
         print("   each process count is one mpirun job; threads per rank = \(cores) / ranks; gradients in \(fmt(o.bucketMiB, 0)) MiB buckets")
         print("   step = forward + backward + gradient allreduce + clipped Adam (median of \(o.repetitions) after one warm-up); wait = time blocked on")
-        print("   communication after backward; efficiency = 1-rank step time / P-rank step time (same cores, same global batch)")
-        print("   ranks  threads/rank  images/rank  step (s)  wait (s)  wait %  images/s  efficiency")
-        var base: Double?
+        print("   communication after backward; efficiency = 1-rank step time / P-rank step time (same cores, same global batch);")
+        print("   cpu = process CPU seconds per step summed over the ranks (a thread spinning in MPI counts), cpu eff. = 1-rank cpu / P-rank")
+        print("   cpu: unlike the step time, hardly affected by other jobs on the machine; load = 1-minute load average after the job")
+        print("   ranks  threads/rank  images/rank  step (s)  wait (s)  wait %  images/s  efficiency   cpu (s)  cpu eff.   load")
+        var base: Double?, cpuBase: Double?
         for np in o.ranks {
             guard globalBatch >= np else {
                 print("   \(np): skipped (global batch \(globalBatch) < \(np) ranks; use --global-batch)")
@@ -60,14 +62,18 @@ extension BenchSection {
                 let p = kv.split(separator: "=")
                 if p.count == 2, let v = Double(p[1]) { f[String(p[0])] = v }
             }
-            let step = f["step"] ?? .nan, wait = f["wait"] ?? .nan
-            if np == 1 || base == nil { base = base ?? (np == 1 ? step : nil) }
-            let eff = base.map { $0 / step }
+            let step = f["step"] ?? .nan, wait = f["wait"] ?? .nan, cpu = f["cpu"] ?? .nan
+            if np == 1 {
+                base = base ?? step
+                cpuBase = cpuBase ?? cpu
+            }
+            let eff = base.map { $0 / step }, cpuEff = cpuBase.map { $0 / cpu }
             let perRank = "\(globalBatch / np)" + (globalBatch % np == 0 ? "" : "-\((globalBatch + np - 1) / np)")
             print(
                 String(
-                    format: "   %5d  %12d  %11@  %8.2f  %8.3f  %5.1f%%  %8.2f  %@", np, threads, perRank, step, wait, 100 * wait / step,
-                    Double(globalBatch) / step, eff.map { String(format: "%.1f%%", 100 * $0) } ?? "-"))
+                    format: "   %5d  %12d  %11@  %8.2f  %8.3f  %5.1f%%  %8.2f  %10@  %8.2f  %8@  %5@", np, threads, perRank, step, wait, 100 * wait / step,
+                    Double(globalBatch) / step, eff.map { String(format: "%.1f%%", 100 * $0) } ?? "-", cpu,
+                    cpuEff.map { String(format: "%.1f%%", 100 * $0) } ?? "-", loadAverage()))
         }
         print("")
     }
@@ -175,10 +181,10 @@ private func scalingRank(_ o: BenchOptions) {
             imageClass: .lungOpacity)
     }
     let reducer = group.makeGradientReducer(parameters: params.map(\.1))
-    var steps: [Double] = [], waits: [Double] = []
+    var steps: [Double] = [], waits: [Double] = [], cpus: [Double] = []
     for r in 0...o.repetitions {
         try? group.world.barrier()
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = DispatchTime.now().uptimeNanoseconds, c0 = processCPUSeconds()
         let terms = detector.losses(images, targets: targets)
         adam.zeroGrad()
         reducer.begin(weight: Float(n) / Float(globalBatch))
@@ -191,14 +197,26 @@ private func scalingRank(_ o: BenchOptions) {
         if r > 0 {
             steps.append(t)
             waits.append(wait)
+            cpus.append(processCPUSeconds() - c0)
         }
     }
-    // the step of the job is the slowest rank's; report rank-wise maxima of the medians
+    // the step of the job is the slowest rank's: rank-wise maxima of the medians; CPU: the sum
     let med = { (v: [Double]) in v.sorted()[v.count / 2] }
-    let all = (try? group.world.allGather(Data("\(med(steps)) \(med(waits))".utf8))) ?? []
-    let pairs = all.map { String(decoding: $0, as: UTF8.self).split(separator: " ").compactMap { Double($0) } }
+    let all = (try? group.world.allGather(Data("\(med(steps)) \(med(waits)) \(med(cpus))".utf8))) ?? []
+    let rows = all.map { String(decoding: $0, as: UTF8.self).split(separator: " ").compactMap { Double($0) } }
     if group.rank == 0 {
-        let step = pairs.map { $0[0] }.max() ?? .nan, wait = pairs.map { $0[1] }.max() ?? .nan
-        print("SCALING ranks=\(group.size) threads=\(Compute.threads) step=\(step) wait=\(wait)")
+        let step = rows.map { $0[0] }.max() ?? .nan, wait = rows.map { $0[1] }.max() ?? .nan, cpu = rows.map { $0[2] }.reduce(0, +)
+        print("SCALING ranks=\(group.size) threads=\(Compute.threads) step=\(step) wait=\(wait) cpu=\(cpu)")
     }
+}
+
+/// User + system CPU seconds of this process so far (all its threads).
+func processCPUSeconds() -> Double {
+    var u = rusage()
+    #if os(Linux)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+    #else
+        getrusage(RUSAGE_SELF, &u)
+    #endif
+    return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
 }
