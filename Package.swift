@@ -89,7 +89,16 @@ let apps: [Target] = [
     .target(
         name: "OpacityCLI",
         dependencies: ["Opacity", "OpacityServe", "OpacityDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-    .executableTarget(name: "opacity", dependencies: ["OpacityCLI"]),
+    // Exports every symbol and answers to the name libOpacityDynamic.so (lld writes DT_SONAME in
+    // an executable, gold does not), so a plugin loaded with --plugin binds its OpacityDynamic
+    // dependency to this executable's own types and state (Documentation/AddingABackbone.md).
+    .executableTarget(
+        name: "opacity", dependencies: ["OpacityCLI"],
+        linkerSettings: [
+            .unsafeFlags(
+                ["-use-ld=lld", "-Xlinker", "--export-dynamic", "-Xlinker", "-soname", "-Xlinker", "libOpacityDynamic.so"],
+                .when(platforms: [.linux]))
+        ]),
     // The README's Swift example, compiled and run by ReadmeSnippetTests.
     .executableTarget(name: "readme-snippet", dependencies: ["Opacity"], path: "Examples/ReadmeSnippet"),
     .executableTarget(
@@ -119,6 +128,9 @@ let package = Package(
         // What a backbone package needs: the tensor engine and the detection vocabulary.
         .library(name: "OpacityTensor", targets: ["OpacityTensor"]),
         .library(name: "OpacityCore", targets: ["OpacityCore"]),
+        // The same two as a shared library, libOpacityDynamic.so: what a plugin loaded with
+        // `opacity --plugin` links against (the stock `opacity` provides its symbols).
+        .library(name: "OpacityDynamic", type: .dynamic, targets: ["OpacityTensor", "OpacityCore"]),
         .executable(name: "opacity", targets: ["opacity"]),
     ],
     dependencies: [

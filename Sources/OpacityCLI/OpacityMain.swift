@@ -22,7 +22,7 @@ import Foundation
 /// ```
 public enum OpacityMain {
     /// The version `opacity --version` prints (semantic versioning).
-    public static let version = "0.1.0"
+    public static let version = DynamicPluginABI.opacityVersion
 
     /// Parses `arguments` (default: the process's own), runs the command and exits the process
     /// with the status described in ``ExitStatus``.
@@ -52,13 +52,19 @@ final class CommandContext: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// A registry of the plugins this command line was started with.
+    /// A registry of the plugins this command line was started with, then those of the
+    /// shared libraries in `OPACITY_PLUGINS` and of `pluginPaths` (`--plugin`), in that order.
     ///
-    /// - Throws: `ConfigError.duplicateName` when two plugins register the same name.
-    static func registry() throws -> Registry {
+    /// - Throws: `DynamicPluginError` for a library that does not load (it names the file),
+    ///   `ConfigError.duplicateName` when two plugins register the same name.
+    static func registry(pluginPaths: [String] = []) throws -> Registry {
         shared.lock.lock()
-        let list = shared.plugins
+        var list = shared.plugins
         shared.lock.unlock()
+        for path in DynamicPluginLoader.environmentPaths() {
+            list += try DynamicPluginLoader.load(path, source: DynamicPluginLoader.environmentVariable)
+        }
+        for path in pluginPaths { list += try DynamicPluginLoader.load(path, source: "--plugin") }
         return try Registry(plugins: list)
     }
 }

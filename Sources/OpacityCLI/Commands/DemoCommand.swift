@@ -20,6 +20,8 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
     @OptionGroup var runtime: RuntimeOptions
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func run() throws {
         runtime.apply()
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "opacity-demo") ?? output
@@ -27,7 +29,7 @@ struct DemoCommand: ParsableCommand {
         let root = URL(fileURLWithPath: out)
         let data = root.appendingPathComponent("data")
         let runDir = root.appendingPathComponent("run")
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         // 1. data
         if !FileManager.default.fileExists(atPath: data.appendingPathComponent("stage_2_train_labels.csv").path) {
             say("1/4 generating \(count) synthetic chest X-rays in \(data.path)")

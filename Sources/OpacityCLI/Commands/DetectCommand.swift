@@ -37,6 +37,8 @@ struct DetectCommand: ParsableCommand {
     var dicomOverlay: String?
     @OptionGroup var runtime: RuntimeOptions
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func validate() throws {
         guard !inputs.isEmpty else { throw ValidationError("name at least one image or folder") }
         if let threshold, !(threshold.isFinite && threshold >= 0 && threshold <= 1) {
@@ -82,7 +84,7 @@ struct DetectCommand: ParsableCommand {
         for o in outputs {
             do { try OutputPaths.refuseOverwriting(o, inputs: files) } catch { throw ValidationError("\(error)") }
         }
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         let (predictor, urls, digests) = try model.hashedPredictor(registry: registry)
         let refs = model.models.isEmpty ? [defaultModelName] : model.models
         // the same engine `opacity serve` runs, so both give equal results

@@ -43,6 +43,8 @@ struct EvalCommand: ParsableCommand {
             valueName: "bundle.opb"))
     var operatingPointOut: String?
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func validate() throws {
         if operatingPointOut != nil && model.models.count > 1 { throw ValidationError("--operating-point-out needs a single --model (an ensemble has no one bundle)") }
     }
@@ -56,7 +58,7 @@ struct EvalCommand: ParsableCommand {
 
     private func evaluate(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         say(model.describe(urls, predictor))
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)

@@ -41,6 +41,8 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .long, help: "The version this export gets in its card's changelog.") var cardVersion: String?
     @Option(name: .long, help: "What changed in this version (with --card-version).") var cardChange: String?
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func validate() throws {
         if format == .onnx {
             guard storage.type == .f32, metric.isEmpty, notes == nil, dataDescription == nil else {
@@ -60,7 +62,7 @@ struct ExportCommand: ParsableCommand {
     }
 
     func run() throws {
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         let url = try ModelReference.resolve(model)
         let loaded = try Detector.loadWithReport(from: url, registry: registry)
         if format == .onnx {

@@ -52,6 +52,8 @@ struct ImportCommand: ParsableCommand {
     @Flag(name: .shortAndLong, help: "List every mapped tensor.")
     var verbose = false
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func validate() throws {
         guard StoragePolicy(name: storage) != nil else {
             throw ValidationError(
@@ -61,7 +63,7 @@ struct ImportCommand: ParsableCommand {
     }
 
     func run() throws {
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         let map = try registry.keyMap(keyMap, encoder: encoder)
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)

@@ -19,8 +19,10 @@ struct PluginsCommand: ParsableCommand {
     @Option(name: .long, help: "Check a config string and print its canonical form (defaults elided, keys sorted).")
     var canonical: String?
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func run() throws {
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         if let canonical {
             let c = try registry.canonical(canonical)
             let r = try registry.checkDetector(c)

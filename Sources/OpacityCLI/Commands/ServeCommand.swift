@@ -32,6 +32,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Default score threshold (default: the one saved with the first model, else 0.2); requests may pass ?threshold=.") var threshold: Float?
     @OptionGroup var runtime: RuntimeOptions
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func run() throws {
         // the root command is synchronous: run the server on the concurrency pool and wait
         final class Outcome: @unchecked Sendable { var error: Error? }
@@ -62,7 +64,7 @@ struct ServeCommand: ParsableCommand {
 
         let server = DetectionServer(configuration: c, log: { note($0) })
         let host = c.host
-        let options = model, t = threshold
+        let options = model, t = threshold, pluginPaths = pluginOptions.paths
         let refs = model.models.isEmpty ? [defaultModelName] : model.models
         let auth =
             c.token == nil
@@ -71,7 +73,7 @@ struct ServeCommand: ParsableCommand {
             : "bearer token required on every endpoint but /healthz"
         try await server.run(
             load: {
-                let registry = try CommandContext.registry()
+                let registry = try CommandContext.registry(pluginPaths: pluginPaths)
                 let (predictor, urls, digests) = try options.hashedPredictor(registry: registry)
                 let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, digests: digests, threshold: t)
                 engine.softwareVersion = "opacity " + OpacityMain.version

@@ -24,6 +24,8 @@ struct SubmitCommand: ParsableCommand {
     @Flag(name: .long, help: "Leave out unreadable images (no row; listed in <output>.skipped.csv) instead of stopping.") var skipUnreadable = false
     @OptionGroup var runtime: RuntimeOptions
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func validate() throws {
         if let threshold, !(threshold.isFinite && threshold >= 0 && threshold <= 1) {
             throw ValidationError("--threshold \(threshold) is not valid; expected a score in 0...1")
@@ -49,7 +51,7 @@ struct SubmitCommand: ParsableCommand {
         let (files, duplicates) = OutputPaths.onePerID(listed)
         var skipped = SkippedInputs()
         for d in duplicates { skipped.add(d.file.path, "same patientId as \(d.keptInstead.lastPathComponent), which is used") }
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
         predictor.filter = ConfidenceFilter(threshold: t)

@@ -65,6 +65,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Under MPI: gradients are averaged in buckets of at most this many MiB, each sent while backward goes on (PyTorch DDP's default: 25).")
     var bucketMib: Double = 25
 
+    @OptionGroup var pluginOptions: PluginOptions
+
     func validate() throws {
         if let lr, !(lr.isFinite && lr > 0) { throw ValidationError("--lr \(lr) is not valid; expected a finite positive number") }
         guard (0...64).contains(workers) else { throw ValidationError("--workers \(workers) is not valid; expected 0...64") }
@@ -94,7 +96,7 @@ struct TrainCommand: ParsableCommand {
 
     private func train(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut)
-        let registry = try CommandContext.registry()
+        let registry = try pluginOptions.registry()
         var options: TrainingOptions
         let outURL: URL
         var resumed: TrainingSetup?

@@ -2,8 +2,10 @@
 //
 // Documentation/AddingABackbone.md walks through it. The same file is compiled into
 // Opacity's own tests (Tests/OpacityPluginTests/EncoderTemplate+TinyBackbone.swift links
-// here), so the public-API path it shows is checked on every test run.
-import Opacity
+// here), so the public-API path it shows is checked on every test run, and into the plugin
+// library libTinyBackbonePlugin.so (Sources/TinyBackbonePlugin links here too). It imports
+// OpacityCore only (which brings OpacityTensor): all a plugin library can link against.
+import OpacityCore
 
 /// A small four-stage convolutional encoder: a stride-2 stem, then four stages of a strided
 /// 3x3 convolution, batch norm and ReLU, followed by a residual 3x3 block.

@@ -1,0 +1,1 @@
+../TinyBackbone/TinyBackbone.swift
