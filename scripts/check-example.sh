@@ -67,4 +67,8 @@ swiftc -emit-library -parse-as-library -O -module-name MismatchedPlugin -I "$mod
 if "$opacity" plugins --plugin "$work/libMismatched.so" > "$work/out.txt" 2>&1; then fail "a mismatched plugin was accepted"; fi
 grep -q "libMismatched.so was built against Opacity 0.0.9, plugin format 1" "$work/out.txt" || fail "no version-mismatch message"
 grep -q "this program is Opacity $("$opacity" --version)" "$work/out.txt" || fail "the mismatch message does not name this opacity's version"
-echo "ok: the stock opacity loads libTinyBackbonePlugin.so (--plugin, OPACITY_PLUGINS): plugins, train, detect, eval; refuses a mismatched build"
+# a program with its own static copy of Opacity (tiny-opacity: no exported symbols) would bind the
+# plugin to a second copy (the example's libOpacityDynamic.so): refused, naming that copy
+if "$bin/tiny-opacity" plugins --plugin "$lib" > "$work/out.txt" 2>&1; then fail "tiny-opacity accepted a plugin library"; fi
+grep -q "bound to its own copy of Opacity (.*libOpacityDynamic.so)" "$work/out.txt" || fail "no second-copy message from tiny-opacity"
+echo "ok: the stock opacity loads libTinyBackbonePlugin.so (--plugin, OPACITY_PLUGINS): plugins, train, detect, eval; refuses a mismatched build and a second copy of Opacity"

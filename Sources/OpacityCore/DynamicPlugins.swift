@@ -271,7 +271,10 @@ public enum DynamicPluginLoader {
 
         /// The file mapped at `address` (from /proc/self/maps), if any.
         private static func mappedFile(containing address: UInt) -> String? {
-            guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+            // procfs files report size 0: read to the end instead of by size
+            guard let file = FileHandle(forReadingAtPath: "/proc/self/maps") else { return nil }
+            defer { try? file.close() }
+            let maps = String(decoding: file.readDataToEndOfFile(), as: UTF8.self)
             for line in maps.split(separator: "\n") {
                 let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
                 let range = fields.first?.split(separator: "-") ?? []

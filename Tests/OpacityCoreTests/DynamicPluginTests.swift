@@ -46,7 +46,7 @@ final class DynamicPluginTests: XCTestCase {
 
     func testASharedLibraryWithoutTheEntrySymbolIsNamed() throws {
         // The Swift runtime this test runs on: an ELF shared library with no opacity_plugin_v1.
-        let maps = try String(contentsOfFile: "/proc/self/maps", encoding: .utf8)
+        let maps = String(decoding: try XCTUnwrap(FileHandle(forReadingAtPath: "/proc/self/maps")).readDataToEndOfFile(), as: UTF8.self)
         let runtime = try XCTUnwrap(
             maps.split(separator: "\n").compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).last }
                 .first { $0.hasSuffix("/libswiftCore.so") })
