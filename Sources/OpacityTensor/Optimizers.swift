@@ -56,17 +56,13 @@ public final class Adam: Optimizer {
             if m[i] == nil { m[i] = .zeros(p.shape); v[i] = .zeros(p.shape) }
             let bc1 = 1 - Foundation.pow(beta1, t), bc2 = 1 - Foundation.pow(beta2, t)
             let stepSize = learningRate / bc1, bc2Sqrt = bc2.squareRoot()
-            let (b1, b2, e, wd) = (beta1, beta2, eps, weightDecay)
+            let hyper = AdamStep(beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, stepSize: stepSize, bc2Sqrt: bc2Sqrt)
             let gp = g.storage.base
             m[i]!.withUnsafeMutableBufferPointer { mb in
                 v[i]!.withUnsafeMutableBufferPointer { vb in
                     p.value.withUnsafeMutableBufferPointer { pb in
-                        for j in 0..<pb.count {
-                            let gj = gp[j] + wd * pb[j]
-                            mb[j] = b1 * mb[j] + (1 - b1) * gj
-                            vb[j] = b2 * vb[j] + (1 - b2) * gj * gj
-                            pb[j] -= stepSize * mb[j] / (vb[j].squareRoot() / bc2Sqrt + e)
-                        }
+                        KernelProviders.optimizer.adam(parameter: pb.baseAddress!, gradient: gp, m: mb.baseAddress!, v: vb.baseAddress!,
+                                                       count: pb.count, step: hyper)
                     }
                 }
             }
@@ -186,15 +182,24 @@ public final class SGD: Optimizer {
 /// - Returns: the norm before clipping.
 @discardableResult
 public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Float) -> Float {
-    var total: Double = 0
-    for p in parameters { if let g = p.grad { g.withUnsafeBufferPointer { total += simdSumOfSquares($0.baseAddress!, $0.count) } } }
+    // Each parameter's sum of squares on one thread (parameters spread over the threads),
+    // then added in parameter order: the same result whatever the thread count.
+    let kernels = KernelProviders.optimizer
+    let grads = parameters.map(\.grad)
+    var sums = [Double](repeating: 0, count: grads.count)
+    sums.withUnsafeMutableBufferPointer { sb in
+        let out = sb.baseAddress!
+        Compute.parallelFor(grads.count) { i in
+            if let g = grads[i] { out[i] = kernels.sumOfSquares(g.pointer, count: g.count) }
+        }
+    }
+    let total = sums.reduce(0, +)
     let norm = Float(total.squareRoot())
     let coef = maxNorm / (norm + 1e-6)
     if coef < 1 {
-        for p in parameters {
-            guard var g = p.grad else { continue }
-            g.withUnsafeMutableBufferPointer { for j in 0..<$0.count { $0[j] *= coef } }
-            p.grad = g
+        for p in parameters where p.grad != nil {
+            // In place: the gradient is copied only if something else shares its storage.
+            p.grad!.withUnsafeMutableBufferPointer { kernels.scale($0.baseAddress!, count: $0.count, by: coef) }
         }
     }
     return norm

@@ -152,6 +152,67 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// Winograd F(4x4, 3x3) (dense 3x3 stride 1, 16+ channels, 160+ output tiles): forward and
+    /// gradients against direct loops, and against the im2col path, on sizes that are not
+    /// multiples of the 4x4 tile nor of the eight tiles per vector, padding 0, 1 and 2, bias,
+    /// batch 2, several thread counts. The input gradient is itself such a convolution.
+    func testWinogradMatchesDirectLoopsAndIm2col() {
+        let cases: [Case] = [
+            Case(name: "winograd 3x3 pad 1, batch 2, bias", input: [2, 16, 37, 45], cout: 24, kernel: (3, 3), padding: (1, 1),
+                 bias: true),
+            Case(name: "winograd 3x3 pad 0, 17 tiles per row", input: [1, 20, 41, 70], cout: 16, kernel: (3, 3)),
+            Case(name: "winograd 3x3 pad (2, 1)", input: [2, 16, 34, 37], cout: 16, kernel: (3, 3), padding: (2, 1)),
+        ]
+        let saved = (Compute.threads, ConvolutionSettings.winograd)
+        defer { (Compute.threads, ConvolutionSettings.winograd) = saved }
+        for threads in [1, 2, 3] {
+            Compute.threads = threads
+            for (i, c) in cases.enumerated() {
+                let (x, w, b) = tensors(c, seed: UInt64(300 + i))
+                let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+                let r = uniform(ref.shape, seed: UInt64(400 + i))
+                var outputs: [Bool: (Tensor, Tensor, Tensor)] = [:]
+                for winograd in [true, false] {
+                    ConvolutionSettings.winograd = winograd
+                    let xg = x.requiringGrad(), wg = w.requiringGrad()
+                    let y = conv(c, xg, wg, b)
+                    y.backward(r)
+                    outputs[winograd] = (y, xg.grad!, wg.grad!)
+                }
+                let (y, gx, gw) = outputs[true]!, (y2, gx2, _) = outputs[false]!
+                // Error relative to the largest magnitude (the usual measure for Winograd).
+                let scale = ref.values.map(abs).max()!
+                assertClose(y, ref.values, absolute: 1e-4 * scale, relative: 0, "\(c.name) forward, \(threads) threads")
+                assertClose(y, y2, absolute: 1e-4 * scale, relative: 0, "\(c.name) forward vs im2col, \(threads) threads")
+                // The two paths compute differently: identical bits would mean Winograd never ran.
+                XCTAssertNotEqual(y.scalars, y2.scalars, "\(c.name): the Winograd path was not taken")
+                XCTAssertNotEqual(gx.scalars, gx2.scalars, "\(c.name): the Winograd path was not taken for the input gradient")
+                let (dx, dw) = referenceGradients(c, x, w, r)
+                let dxScale = dx.map(abs).max()!, dwScale = dw.map(abs).max()!
+                assertClose(gx, dx, absolute: 1e-4 * dxScale, relative: 0, "\(c.name) input gradient, \(threads) threads")
+                assertClose(gw, dw, absolute: 1e-4 * dwScale, relative: 0, "\(c.name) weight gradient, \(threads) threads")
+            }
+        }
+        // Repeats bit for bit at a fixed thread count.
+        ConvolutionSettings.winograd = true
+        Compute.threads = 2
+        let c = cases[0]
+        let (x, w, b) = tensors(c, seed: 300)
+        XCTAssertEqual(conv(c, x, w, b).scalars, conv(c, x, w, b).scalars)
+    }
+
+    func testWinogradGradientsMatchFiniteDifferences() {
+        let saved = ConvolutionSettings.winograd
+        defer { ConvolutionSettings.winograd = saved }
+        ConvolutionSettings.winograd = true
+        // 169 tiles of 4x4 (above the threshold), 16 channels; a sample of the elements.
+        let c = Case(name: "winograd", input: [1, 16, 50, 50], cout: 16, kernel: (3, 3), padding: (1, 1), bias: true)
+        let (x, w, b) = tensors(c, seed: 500)
+        checkGradients("conv2d winograd", [x, w, b!], eps: 1e-2, maxElements: 40) { t in
+            conv(c, t[0], t[1], t[2])
+        }
+    }
+
     func testLayerNamesAndShapes() {
         let conv = Conv2d(4, 8, kernel: 3, stride: 2, padding: 1, bias: true)
         XCTAssertEqual(conv.namedParameters().map(\.0), ["weight", "bias"])

@@ -135,6 +135,58 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(b.grad!.scalars, [0.05, 0.0, -0.07, 0.1])
     }
 
+    /// Large parameters (split over the threads, eight lanes at a time, odd tail): Adam and
+    /// clipping against a plain scalar loop of PyTorch's update, the same bits for 1, 2 and 3
+    /// threads; clipping scales the gradient in place (no copy of an unshared gradient).
+    func testAdamAndClippingOnLargeParametersMatchScalarLoopsForEveryThreadCount() {
+        let n = 100_003
+        let start = uniform([n], seed: 41).scalars
+        let grads = (0..<3).map { uniform([n], -2, 2, seed: 50 + UInt64($0)).scalars }
+        let small = [Float](repeating: 0.5, count: 5)
+        let (lr, b1, b2, eps, wd): (Float, Float, Float, Float, Float) = (0.01, 0.9, 0.999, 1e-8, 0.01)
+        let saved = Compute.threads
+        defer { Compute.threads = saved }
+        var results: [(norms: [Float], value: [Float])] = []
+        for threads in [1, 2, 3] {
+            Compute.threads = threads
+            let big = Parameter(Tensor(shape: [n], scalars: start)), other = Parameter(Tensor(shape: [5], scalars: small))
+            other.requiresGrad = false
+            let opt = Adam([("big", big), ("other", other)], learningRate: lr, weightDecay: wd)
+            var norms: [Float] = []
+            for g in grads {
+                big.grad = Tensor(shape: [n], scalars: g)
+                other.grad = Tensor(shape: [5], scalars: small)
+                let before = big.grad!.withUnsafeBufferPointer { $0.baseAddress }
+                norms.append(clipGradientNorm([big, other], maxNorm: 0.5))
+                XCTAssertEqual(big.grad!.withUnsafeBufferPointer { $0.baseAddress }, before, "clipping copied the gradient, \(threads) threads")
+                opt.step()
+            }
+            results.append((norms, big.value.scalars))
+        }
+        XCTAssertEqual(results[1].norms, results[0].norms, "norms, 2 threads")
+        XCTAssertEqual(results[2].norms, results[0].norms, "norms, 3 threads")
+        XCTAssertEqual(results[1].value, results[0].value, "Adam, 2 threads")
+        XCTAssertEqual(results[2].value, results[0].value, "Adam, 3 threads")
+        // The scalar reference: clip by the joint norm (checked against a double sum), then Adam.
+        var p = start, m = [Float](repeating: 0, count: n), v = [Float](repeating: 0, count: n)
+        for (t, g0) in grads.enumerated() {
+            var total = 0.0
+            for x in g0 + small { total += Double(x) * Double(x) }
+            let norm = results[0].norms[t]
+            XCTAssertEqual(Double(norm), total.squareRoot(), accuracy: 1e-6 * total.squareRoot(), "norm, step \(t + 1)")
+            let coef = 0.5 / (norm + 1e-6)
+            let bc1 = 1 - Foundation.pow(b1, Float(t + 1)), bc2 = 1 - Foundation.pow(b2, Float(t + 1))
+            let stepSize = lr / bc1, bc2Sqrt = bc2.squareRoot()
+            for j in 0..<n {
+                let gj = g0[j] * coef + wd * p[j]
+                m[j] = b1 * m[j] + (1 - b1) * gj
+                v[j] = b2 * v[j] + (1 - b2) * gj * gj
+                p[j] -= stepSize * m[j] / (v[j].squareRoot() / bc2Sqrt + eps)
+            }
+        }
+        XCTAssertEqual(results[0].value, p, "Adam after clipping against the scalar loop")
+    }
+
     func assertPlateau(_ scheduler: ReduceLROnPlateau, metrics: [Float], expected: [Double],
                        file: StaticString = #filePath, line: UInt = #line) {
         let opt = SGD([("p", Parameter(.zeros([1])))], learningRate: 1)

@@ -27,4 +27,6 @@ protocol ConvolutionKernels: Sendable {
 enum KernelProviders {
     /// The convolution kernels `Tensor.conv2d` uses.
     static let convolution: any ConvolutionKernels = CPUConvolutionKernels()
+    /// The parameter updates of the optimizers and gradient clipping.
+    static let optimizer: any OptimizerKernels = CPUOptimizerKernels()
 }

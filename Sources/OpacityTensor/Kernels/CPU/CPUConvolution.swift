@@ -247,6 +247,10 @@ enum ConvKernels {
             if let bp { addBias(pl, bias: bp, out: op) }
             return
         }
+        if ConvolutionSettings.winograd && !weightsTransposed && pl.winogradEligible {
+            WinogradKernels.forward(pl, input: xp, weight: wp, bias: bp, out: op)
+            return
+        }
         let threads = Compute.threads
         let tiles = pl.rowTiles()
         let tasks = pl.n * pl.groups * tiles

@@ -1,0 +1,360 @@
+import Foundation
+
+// Winograd F(4x4, 3x3) for dense 3x3 stride-1 convolutions (Lavin and Gray, "Fast
+// Algorithms for Convolutional Neural Networks", 2016; points 0, +-1, +-2 and infinity).
+//
+// Each 4x4 block of output pixels (a tile) is computed from the 6x6 input block around it:
+// `Y = A^T [ sum over ci of (G g G^T) * (B^T d B) ] A`. The elementwise products summed over
+// the input channels are 36 independent matrix products, one per cell of the 6x6 transformed
+// tile: `M[xi] = U[xi] x V[xi]` with `U[xi]` `[Cout, Cin]` (transformed weights) and `V[xi]`
+// `[Cin, tiles]` (transformed input). That is 36 * 2 = 72 multiply-adds per input channel,
+// output channel and tile against im2col's 16 * 9 * 2 = 288: a quarter of the arithmetic,
+// all of it in large SGEMMs whose weight operand is packed once per block of tiles.
+
+/// How the Winograd kernel is chosen.
+public enum ConvolutionSettings {
+    nonisolated(unsafe) private static var _winograd: Bool = {
+        ProcessInfo.processInfo.environment["OPACITY_WINOGRAD"] != "0"
+    }()
+
+    /// Whether dense 3x3 stride-1 convolutions with at least 16 input and output channels on
+    /// large enough maps (160 output tiles of 4x4 over the batch) use Winograd F(4x4, 3x3) (forward, and the input gradient, which
+    /// is itself such a convolution). Default on; `OPACITY_WINOGRAD=0` starts with it off.
+    ///
+    /// Off, they take the im2col path. Winograd results differ from im2col's by rounding
+    /// only (relative error about 1e-6 of the output's magnitude); either path repeats bit for
+    /// bit at a fixed thread count. Set it before running kernels, not while they run.
+    public static var winograd: Bool {
+        get { _winograd }
+        set { _winograd = newValue }
+    }
+
+    /// Tiles per block of the Winograd kernel (`OPACITY_WINOGRAD_TILES`, default 192): each
+    /// thread transforms one block of tiles, runs the 36 products on it and writes it out.
+    nonisolated(unsafe) static var winogradTiles: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_TILES"], let v = Int(s), v > 0 { return v }
+        return 192
+    }()
+}
+
+extension ConvPlan {
+    /// Dense 3x3 stride-1 undilated, at least 16 channels in and out, at least 160 output
+    /// tiles (4x4) in all: below that the weight transform and the narrow products cost more
+    /// than the arithmetic saved (measured, 2 threads: 256 channels at 64x64 take 0.51x
+    /// im2col's time, at 32x32 0.96x, at 16x16 2x).
+    var winogradEligible: Bool {
+        groups == 1 && geo.kernel == (3, 3) && geo.stride == (1, 1) && geo.dilation == (1, 1) && cin >= 16 && cout >= 16
+            && n * ((ho + 3) / 4) * ((wo + 3) / 4) >= 160
+    }
+}
+
+/// Winograd F(4x4, 3x3) convolution kernels (see the file comment).
+enum WinogradKernels {
+    /// Transformed weights `U[xi][co][ci] = (G g G^T)[xi]` for `weight` `[Cout, Cin, 3, 3]`,
+    /// written to `u` (`36 * cout * cin` floats).
+    ///
+    /// `G` rows: `(1/4, 0, 0)`, `(-1/6, -1/6, -1/6)`, `(-1/6, 1/6, -1/6)`,
+    /// `(1/24, 1/12, 1/6)`, `(1/24, -1/12, 1/6)`, `(0, 0, 1)`.
+    static func transformWeights(_ wp: UnsafePointer<Float>, cout: Int, cin: Int, into u: UnsafeMutablePointer<Float>) {
+        let cinPad = (cin + 7) & ~7
+        Compute.parallelRanges(cout, minPerThread: 8) { range in
+            // g[j][ci] for the 9 taps of one output channel, eight input channels per vector.
+            var g = [Float](repeating: 0, count: 9 * cinPad)
+            var tail = [Float](repeating: 0, count: 36 * 8)
+            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 18) { tbuf in
+                let t = tbuf.baseAddress!
+                g.withUnsafeMutableBufferPointer { gb in
+                    tail.withUnsafeMutableBufferPointer { tb in
+                        let gp = gb.baseAddress!, tp = tb.baseAddress!
+                        for co in range {
+                            let src = wp + co * cin * 9
+                            for ci in 0..<cin {
+                                for j in 0..<9 { gp[j * cinPad + ci] = src[ci * 9 + j] }
+                            }
+                            var c0 = 0
+                            while c0 < cin {
+                                // G g, [6][3]
+                                for col in 0..<3 {
+                                    let g0 = load8(gp, 0 * 3 * cinPad + col * cinPad + c0)
+                                    let g1 = load8(gp, 1 * 3 * cinPad + col * cinPad + c0)
+                                    let g2 = load8(gp, 2 * 3 * cinPad + col * cinPad + c0)
+                                    let r = transformG(g0, g1, g2)
+                                    t[col] = r.0
+                                    t[3 + col] = r.1
+                                    t[6 + col] = r.2
+                                    t[9 + col] = r.3
+                                    t[12 + col] = r.4
+                                    t[15 + col] = r.5
+                                }
+                                let full = c0 + 8 <= cin
+                                for i in 0..<6 {
+                                    let r = transformG(t[i * 3], t[i * 3 + 1], t[i * 3 + 2])
+                                    let base = i * 6
+                                    if full {
+                                        let dst = u + co * cin + c0, step = cout * cin
+                                        store8(dst, base * step, r.0)
+                                        store8(dst, (base + 1) * step, r.1)
+                                        store8(dst, (base + 2) * step, r.2)
+                                        store8(dst, (base + 3) * step, r.3)
+                                        store8(dst, (base + 4) * step, r.4)
+                                        store8(dst, (base + 5) * step, r.5)
+                                    } else {
+                                        store8(tp, base * 8, r.0)
+                                        store8(tp, (base + 1) * 8, r.1)
+                                        store8(tp, (base + 2) * 8, r.2)
+                                        store8(tp, (base + 3) * 8, r.3)
+                                        store8(tp, (base + 4) * 8, r.4)
+                                        store8(tp, (base + 5) * 8, r.5)
+                                    }
+                                }
+                                if !full {
+                                    for xi in 0..<36 {
+                                        for l in 0..<(cin - c0) { u[(xi * cout + co) * cin + c0 + l] = tp[xi * 8 + l] }
+                                    }
+                                }
+                                c0 += 8
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `G (g0, g1, g2)^T`, six values.
+    @inline(__always)
+    static func transformG(
+        _ g0: SIMD8<Float>, _ g1: SIMD8<Float>, _ g2: SIMD8<Float>
+    ) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        let s = g0 + g2
+        let a = (s + g1) * (-1 / 6 as Float), b = (g1 - s) * (1 / 6 as Float)
+        let c = g0 * (1 / 24 as Float) + g2 * (1 / 6 as Float), d = g1 * (1 / 12 as Float)
+        return (g0 * (1 / 4 as Float), a, b, c + d, c - d, g2)
+    }
+
+    /// `B^T (d0 ... d5)^T`, six values.
+    @inline(__always)
+    static func transformB(
+        _ d0: SIMD8<Float>, _ d1: SIMD8<Float>, _ d2: SIMD8<Float>, _ d3: SIMD8<Float>, _ d4: SIMD8<Float>,
+        _ d5: SIMD8<Float>
+    ) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        let four: Float = 4, five: Float = 5, two: Float = 2
+        let t0 = four * d0 - five * d2 + d4
+        let a = d4 - four * d2, b = d3 - four * d1
+        let c = d4 - d2, e = two * (d3 - d1)
+        let t5 = four * d1 - five * d3 + d5
+        return (t0, a + b, a - b, c + e, c - e, t5)
+    }
+
+    /// `A^T (m0 ... m5)^T`, four values.
+    @inline(__always)
+    static func transformA(
+        _ m0: SIMD8<Float>, _ m1: SIMD8<Float>, _ m2: SIMD8<Float>, _ m3: SIMD8<Float>, _ m4: SIMD8<Float>,
+        _ m5: SIMD8<Float>
+    ) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        let s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4
+        let two: Float = 2, four: Float = 4, eight: Float = 8
+        return (m0 + s12 + s34, d12 + two * d34, s12 + four * s34, d12 + eight * d34 + m5)
+    }
+
+    /// The sizes of one Winograd convolution and how it is cut into blocks of tile rows.
+    struct Plan {
+        let pl: ConvPlan
+        /// Tiles per row and per column of the output.
+        let tw: Int, th: Int
+        /// Tile rows per block, blocks per image.
+        let rowsPerBlock: Int, blocks: Int
+        /// Groups of eight tiles per tile row, and the width of a padded input row buffer.
+        let groupsPerRow: Int, bufferWidth: Int
+
+        init(_ pl: ConvPlan, threads: Int, targetTiles: Int) {
+            self.pl = pl
+            tw = (pl.wo + 3) / 4
+            th = (pl.ho + 3) / 4
+            var rows = max(1, min(th, targetTiles / tw))
+            // Enough blocks that every thread has work.
+            while rows > 1 && pl.n * ((th + rows - 1) / rows) < threads { rows -= 1 }
+            rowsPerBlock = rows
+            blocks = (th + rows - 1) / rows
+            groupsPerRow = (tw + 7) / 8
+            bufferWidth = max(32 * groupsPerRow + 8, pl.geo.padding.1 + pl.w)
+        }
+
+        /// Tiles in one full block.
+        var blockTiles: Int { rowsPerBlock * tw }
+    }
+
+    /// `out = conv(input, weight) + bias` for a plan with ``ConvPlan/winogradEligible``.
+    static func forward(
+        _ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>, bias bp: UnsafePointer<Float>?,
+        out op: UnsafeMutablePointer<Float>
+    ) {
+        BLAS.ensureConfigured()
+        let wg = Plan(pl, threads: Compute.threads, targetTiles: ConvolutionSettings.winogradTiles)
+        let (cin, cout) = (pl.cin, pl.cout)
+        let T = wg.blockTiles
+        let vFloats = 36 * cin * T + 16, mFloats = 36 * cout * T + 16
+        let rowFloats = 6 * wg.bufferWidth
+        let perThread = ((vFloats + 15) & ~15) + ((mFloats + 15) & ~15) + rowFloats
+        withScratch(perThread: perThread, shared: 36 * cout * cin) { scratch in
+            let u = scratch(-1)
+            transformWeights(wp, cout: cout, cin: cin, into: u)
+            let tasks = pl.n * wg.blocks
+            Compute.parallelChunks(tasks) { chunk, range in
+                let v = scratch(chunk), m = v + ((vFloats + 15) & ~15), rowBuf = m + ((mFloats + 15) & ~15)
+                for task in range {
+                    let b = task / wg.blocks, blk = task % wg.blocks
+                    let ty0 = blk * wg.rowsPerBlock, ty1 = min(wg.th, ty0 + wg.rowsPerBlock)
+                    let tiles = (ty1 - ty0) * wg.tw
+                    transformInput(wg, image: xp + b * cin * pl.h * pl.w, tileRows: ty0..<ty1, rowBuffer: rowBuf, into: v, ldv: tiles)
+                    for xi in 0..<36 {
+                        BLAS.gemmSerial(
+                            m: cout, n: tiles, k: cin, a: u + xi * cout * cin, lda: cin, b: v + xi * cin * tiles, ldb: tiles,
+                            c: m + xi * cout * tiles, ldc: tiles)
+                    }
+                    transformOutput(wg, m: m, ldm: tiles, tileRows: ty0..<ty1, bias: bp, out: op + b * cout * pl.p)
+                }
+            }
+        }
+    }
+
+    /// `V[xi][c][t] = (B^T d B)[xi]` for every input channel and every tile of tile rows
+    /// `tileRows` (tile `t = (ty - lowerBound) * tw + tx`), rows `ldv` floats apart.
+    static func transformInput(
+        _ wg: Plan, image: UnsafePointer<Float>, tileRows: Range<Int>, rowBuffer: UnsafeMutablePointer<Float>,
+        into v: UnsafeMutablePointer<Float>, ldv: Int
+    ) {
+        let pl = wg.pl
+        let (h, w, ph, pw) = (pl.h, pl.w, pl.geo.padding.0, pl.geo.padding.1)
+        let bw = wg.bufferWidth, tw = wg.tw, cin = pl.cin
+        let stride36 = cin * ldv
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 73) { buf in
+            let d = buf.baseAddress!, t = d + 36
+            let lp = UnsafeMutableRawPointer(d + 72).assumingMemoryBound(to: Float.self)
+            for c in 0..<cin {
+                let plane = image + c * h * w
+                for ty in tileRows {
+                    // The six input rows of this tile row, zero-padded: buffer column x holds
+                    // input column x - pw.
+                    for j in 0..<6 {
+                        let row = rowBuffer + j * bw
+                        let iy = 4 * ty - ph + j
+                        if iy < 0 || iy >= h {
+                            row.update(repeating: 0, count: bw)
+                            continue
+                        }
+                        if pw > 0 { row.update(repeating: 0, count: pw) }
+                        (row + pw).update(from: plane + iy * w, count: w)
+                        if bw > pw + w { (row + pw + w).update(repeating: 0, count: bw - pw - w) }
+                    }
+                    let tbase = (ty - tileRows.lowerBound) * tw
+                    for gi in 0..<wg.groupsPerRow {
+                        let x0 = 32 * gi
+                        // d[j][l]: input row j, column 4 * tile + l, for eight tiles.
+                        for j in 0..<6 {
+                            let r = UnsafeRawPointer(rowBuffer + j * bw + x0)
+                            let a = r.loadUnaligned(as: SIMD32<Float>.self)
+                            let b = r.loadUnaligned(fromByteOffset: 16, as: SIMD32<Float>.self)
+                            let ae = a.evenHalf, ao = a.oddHalf
+                            d[j * 6 + 0] = ae.evenHalf
+                            d[j * 6 + 1] = ao.evenHalf
+                            d[j * 6 + 2] = ae.oddHalf
+                            d[j * 6 + 3] = ao.oddHalf
+                            d[j * 6 + 4] = b.evenHalf.evenHalf
+                            d[j * 6 + 5] = b.oddHalf.evenHalf
+                        }
+                        // Columns first (over j, for each l), then rows (over l).
+                        for l in 0..<6 {
+                            let r = transformB(d[l], d[6 + l], d[12 + l], d[18 + l], d[24 + l], d[30 + l])
+                            t[l] = r.0
+                            t[6 + l] = r.1
+                            t[12 + l] = r.2
+                            t[18 + l] = r.3
+                            t[24 + l] = r.4
+                            t[30 + l] = r.5
+                        }
+                        let count = min(8, tw - 8 * gi)
+                        let dst = v + c * ldv + tbase + 8 * gi
+                        for i in 0..<6 {
+                            let r = transformB(t[i * 6], t[i * 6 + 1], t[i * 6 + 2], t[i * 6 + 3], t[i * 6 + 4], t[i * 6 + 5])
+                            let row = dst + i * 6 * stride36
+                            if count == 8 {
+                                store8(row, 0, r.0)
+                                store8(row, stride36, r.1)
+                                store8(row, 2 * stride36, r.2)
+                                store8(row, 3 * stride36, r.3)
+                                store8(row, 4 * stride36, r.4)
+                                store8(row, 5 * stride36, r.5)
+                            } else {
+                                for (k, value) in [r.0, r.1, r.2, r.3, r.4, r.5].enumerated() {
+                                    store8(lp, 0, value)
+                                    (row + k * stride36).update(from: lp, count: count)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out[co, 4ty + r, 4tx + c] = (A^T M A)[r][c] (+ bias[co])` for the tiles of `tileRows`,
+    /// clipped to the output's `ho x wo`; `m` holds `M[xi][co][t]`, rows `ldm` floats apart.
+    static func transformOutput(
+        _ wg: Plan, m: UnsafePointer<Float>, ldm: Int, tileRows: Range<Int>, bias: UnsafePointer<Float>?,
+        out: UnsafeMutablePointer<Float>
+    ) {
+        let pl = wg.pl
+        let (ho, wo, cout, tw) = (pl.ho, pl.wo, pl.cout, wg.tw)
+        let stride36 = cout * ldm
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 24) { sbuf in
+            let s = sbuf.baseAddress!
+            for co in 0..<cout {
+                let bv = bias?[co] ?? 0
+                let dstPlane = out + co * pl.p
+                for ty in tileRows {
+                    let tbase = (ty - tileRows.lowerBound) * tw
+                    for gi in 0..<wg.groupsPerRow {
+                        let src = m + co * ldm + tbase + 8 * gi
+                        // Rows first (over i, for each k), then columns (over k).
+                        for k in 0..<6 {
+                            let r = transformA(
+                                load8(src, k * stride36), load8(src, (6 + k) * stride36), load8(src, (12 + k) * stride36),
+                                load8(src, (18 + k) * stride36), load8(src, (24 + k) * stride36), load8(src, (30 + k) * stride36))
+                            s[k] = r.0
+                            s[6 + k] = r.1
+                            s[12 + k] = r.2
+                            s[18 + k] = r.3
+                        }
+                        let count = min(8, tw - 8 * gi)
+                        for r in 0..<4 {
+                            let oy = 4 * ty + r
+                            if oy >= ho { break }
+                            let y = transformA(s[r * 6], s[r * 6 + 1], s[r * 6 + 2], s[r * 6 + 3], s[r * 6 + 4], s[r * 6 + 5])
+                            let row = dstPlane + oy * wo
+                            let ox0 = 32 * gi
+                            if ox0 + 32 <= wo && count == 8 {
+                                for lane in 0..<8 {
+                                    let o = row + ox0 + 4 * lane
+                                    o[0] = y.0[lane] + bv
+                                    o[1] = y.1[lane] + bv
+                                    o[2] = y.2[lane] + bv
+                                    o[3] = y.3[lane] + bv
+                                }
+                            } else {
+                                for lane in 0..<count {
+                                    let x = ox0 + 4 * lane
+                                    let vals = (y.0[lane], y.1[lane], y.2[lane], y.3[lane])
+                                    if x < wo { row[x] = vals.0 + bv }
+                                    if x + 1 < wo { row[x + 1] = vals.1 + bv }
+                                    if x + 2 < wo { row[x + 2] = vals.2 + bv }
+                                    if x + 3 < wo { row[x + 3] = vals.3 + bv }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
