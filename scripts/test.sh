@@ -34,4 +34,9 @@ fi
 # The template plugin package (a separate build of the framework, a few minutes) and its
 # three-line `opacity` with the plugin: on a full run only, not with a --filter.
 if [ $status -eq 0 ] && [ $# -eq 0 ]; then scripts/check-example.sh || status=$?; fi
+# The whole suite also runs a bounded fuzz smoke of every parser (Fuzz/: a few thousand runs
+# per target from its seeds); any crash fails the run.
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh --smoke 3000 || status=1
+fi
 exit $status
