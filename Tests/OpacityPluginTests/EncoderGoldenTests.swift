@@ -1,0 +1,140 @@
+import Foundation
+import Opacity
+import XCTest
+
+/// Same weights, same detections: every encoder family inside a small RetinaNet, with every
+/// tensor set by the parity filler from its name (so the weights do not depend on the order in
+/// which layers are built), gives exactly the numbers recorded in `Fixtures/golden/encoders.json`.
+///
+/// The fixture was written by this test (`OPACITY_WRITE_GOLDEN=1`) on the tree before the
+/// encoders moved onto the shared `ConvNormAct` layer and `@Named` children; a refactor of the
+/// module tree must keep every checkpoint name and shape, and every bit of:
+/// - the encoder maps C2..C5 and the head outputs in evaluation mode,
+/// - the detections (boxes and scores) after decoding and NMS,
+/// - the loss and every parameter's gradient of one training step with frozen batch norm
+///   (the fused batch norm + ReLU path) and with batch statistics.
+/// Digests are FNV-1a (64-bit) over the float32 bit patterns; the detections are stored as bit
+/// patterns too, beside readable values.
+final class EncoderGoldenTests: XCTestCase {
+    static let encoders = ["resnet18", "resnet50", "seresnext50_32x4d", "xception", "dpn92", "nasnetamobile"]
+    static let size = 64
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/golden/encoders.json")
+
+    struct Record: Codable, Equatable {
+        var config: String
+        /// `name:shape` of the state dict, in order.
+        var state: String
+        var features: [String]
+        var outputs: [String]
+        /// `x y w h score` per detection as hex float32 bit patterns.
+        var detections: [String]
+        var readable: [String]
+        var trainFrozen: Step
+        var trainBatchStatistics: Step
+    }
+
+    struct Step: Codable, Equatable {
+        var loss: String
+        /// Every gradient, sorted by parameter name.
+        var gradients: String
+        /// Running statistics after the step (they move only with batch statistics).
+        var buffers: String
+    }
+
+    static func fnv(_ bits: some Sequence<UInt32>, into h: inout UInt64) {
+        for w in bits {
+            for k in 0..<4 { h = (h ^ UInt64((w >> (8 * UInt32(k))) & 0xFF)) &* 0x0000_0100_0000_01B3 }
+        }
+    }
+
+    static func digest(_ tensors: [Tensor]) -> String {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for t in tensors {
+            fnv(t.shape.map { UInt32($0) }, into: &h)
+            fnv(t.scalars.map(\.bitPattern), into: &h)
+        }
+        return String(format: "%016llx", h)
+    }
+
+    static func hex(_ x: Float) -> String { String(format: "%08x", x.bitPattern) }
+
+    func detector(_ encoder: String) throws -> Detector {
+        let config = "retinanet(encoder=\(encoder), neck=fpn(channels=16), head=retina(channels=16), size=\(Self.size), candidate_score=0.001, nms=0.3)"
+        let d = try Initializer.withSeed(1) { try Registry.standard().makeDetector(config) }
+        try ParityFiller.fill(d, stem: "")
+        for (i, (_, m)) in d.namedModules().enumerated() { (m as? Dropout)?.reseed(UInt64(1000 + i)) }
+        return d
+    }
+
+    func images() -> Tensor { ParityFiller.image([2, 1, Self.size, Self.size]) }
+
+    func step(_ d: Detector, frozen: Bool) -> Step {
+        d.train()
+        d.freezeBatchNorm(frozen)
+        d.zeroGrad()
+        let targets = [DetectionTarget(boxes: [BoundingBox(x: 10, y: 12, width: 24, height: 30)], imageClass: .lungOpacity),
+                       DetectionTarget(boxes: [], imageClass: .normal)]
+        let l = d.losses(images(), targets: targets)
+        l.total.backward()
+        let grads = d.namedParameters().sorted { $0.0 < $1.0 }.map { $0.1.grad ?? .zeros([0]) }
+        let buffers = d.namedBuffers().sorted { $0.0 < $1.0 }.map(\.1.value)
+        d.zeroGrad()
+        return Step(loss: Self.hex(l.total.scalar), gradients: Self.digest(grads), buffers: Self.digest(buffers))
+    }
+
+    func record(_ encoder: String) throws -> Record {
+        let d = try detector(encoder)
+        d.eval()
+        let x = images()
+        let (features, outputs) = Autograd.inference { () -> ([Tensor], [Tensor]) in
+            let f = d.encoder.features(x)
+            let o = d.forward(x)
+            return (f, [o.classLogits, o.boxDeltas] + (o.globalLogProbs.map { [$0] } ?? []))
+        }
+        let dets = d.detect(x)
+        let state = d.stateDict().map { "\($0.0):\($0.1.shape.map(String.init).joined(separator: "x"))" }.joined(separator: "\n")
+        var r = Record(
+            config: d.config, state: String(format: "%016llx", ParityFiller.fnv1a64(state)),
+            features: features.map { Self.digest([$0]) }, outputs: outputs.map { Self.digest([$0]) },
+            detections: dets.enumerated().flatMap { i, list in
+                list.map { "\(i) " + [$0.box.x, $0.box.y, $0.box.width, $0.box.height, $0.score].map(Self.hex).joined(separator: " ") }
+            },
+            readable: dets.enumerated().flatMap { i, list in list.map { "\(i) \($0.box) \($0.score)" } },
+            trainFrozen: Step(loss: "", gradients: "", buffers: ""), trainBatchStatistics: Step(loss: "", gradients: "", buffers: ""))
+        r.trainFrozen = step(d, frozen: true)
+        // a fresh copy: the frozen step moved nothing, but keep the two steps independent
+        r.trainBatchStatistics = step(try detector(encoder), frozen: false)
+        return r
+    }
+
+    func testEveryEncoderGivesTheRecordedNumbers() throws {
+        var records: [String: Record] = [:]
+        for name in Self.encoders {
+            let started = Date()
+            records[name] = try record(name)
+            print("golden \(name): \(records[name]!.readable.count) detections, \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        }
+        if ProcessInfo.processInfo.environment["OPACITY_WRITE_GOLDEN"] == "1" {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try FileManager.default.createDirectory(at: Self.fixture.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try enc.encode(records).write(to: Self.fixture)
+            print("golden: wrote \(Self.fixture.path)")
+            return
+        }
+        let expected = try JSONDecoder().decode([String: Record].self, from: Data(contentsOf: Self.fixture))
+        XCTAssertEqual(Set(expected.keys), Set(Self.encoders))
+        for name in Self.encoders {
+            let (got, want) = (try XCTUnwrap(records[name]), try XCTUnwrap(expected[name], name))
+            XCTAssertFalse(want.detections.isEmpty, "\(name): the fixture has no detections to compare")
+            XCTAssertEqual(got.config, want.config, name)
+            XCTAssertEqual(got.state, want.state, "\(name): checkpoint names, shapes or their order changed")
+            XCTAssertEqual(got.features, want.features, "\(name): encoder maps C2..C5")
+            XCTAssertEqual(got.outputs, want.outputs, "\(name): head outputs")
+            XCTAssertEqual(got.detections, want.detections, "\(name): detections\n\(got.readable)\nexpected\n\(want.readable)")
+            XCTAssertEqual(got.trainFrozen, want.trainFrozen, "\(name): training step with frozen batch norm")
+            XCTAssertEqual(got.trainBatchStatistics, want.trainBatchStatistics, "\(name): training step with batch statistics")
+        }
+    }
+}
