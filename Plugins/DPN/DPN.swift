@@ -16,9 +16,7 @@ public final class DPN: Module, Encoder {
     public static let spec = FeatureSpec(zip([336, 704, 1552, 2688], [4, 8, 16, 32]).map { FeatureLevel(channels: $0, stride: $1) })
 
     /// The stem and the dual-path blocks (`features.conv1_1` ... `features.conv5_bn_ac`).
-    private let _body: Named<DPNFeatures>
-    /// `features`.
-    public var body: DPNFeatures { _body.wrappedValue }
+    @Named("features") public private(set) var body: DPNFeatures
     /// The ImageNet classifier, a 1x1 convolution, present only when built with `classes > 0`.
     public let classifier: Conv2d?
     /// C2..C5: 336, 704, 1552, 2688 channels at strides 4, 8, 16, 32.
@@ -31,8 +29,9 @@ public final class DPN: Module, Encoder {
     public init(inChannels: Int = 1, classes: Int = 0) {
         let body = DPNFeatures(inChannels: inChannels, initFeatures: 64, kR: 96, groups: 32,
                                blocks: [3, 4, 20, 3], increments: [16, 32, 24, 128])
-        _body = Named(wrappedValue: body, "features")
         classifier = classes > 0 ? Conv2d(body.outChannels, classes, kernel: 1) : nil
+        super.init()
+        self.body = body
     }
 
     /// C2..C5 for `[N, inChannels, H, W]` images: `[N, 336, H/4, W/4]` ... `[N, 2688, H/32, W/32]`
@@ -53,23 +52,34 @@ public final class DPN: Module, Encoder {
 /// 3x3 stride-2 max pool, the blocks `conv2_1` ... `conv5_3`, and `conv5_bn_ac`.
 public final class DPNFeatures: Module {
     /// The stem (`conv1_1.conv`, `conv1_1.bn`).
-    public let stem: DPNConvBNReLU
-    /// The dual-path blocks by stage (stage 2 first).
-    public let stages: [[DualPathBlock]]
+    @Named("conv1_1") public private(set) var stem: ConvNormAct
+    /// Stage 2's dual-path blocks (`conv2_1`, `conv2_2`, ...).
+    @Named(each: { "conv2_\($0 + 1)" }) public private(set) var stage2: [DualPathBlock]
+    /// Stage 3's dual-path blocks (`conv3_1`, ...).
+    @Named(each: { "conv3_\($0 + 1)" }) public private(set) var stage3: [DualPathBlock]
+    /// Stage 4's dual-path blocks (`conv4_1`, ...).
+    @Named(each: { "conv4_\($0 + 1)" }) public private(set) var stage4: [DualPathBlock]
+    /// Stage 5's dual-path blocks (`conv5_1`, ...).
+    @Named(each: { "conv5_\($0 + 1)" }) public private(set) var stage5: [DualPathBlock]
     /// The final batch norm and activation (`conv5_bn_ac.bn`).
-    public let finalNorm: DPNBNReLU
+    @Named("conv5_bn_ac") public private(set) var finalNorm: ConvNormAct
     /// Channels of the last map.
     public let outChannels: Int
+
+    /// The dual-path blocks by stage (stage 2 first).
+    public var stages: [[DualPathBlock]] { [stage2, stage3, stage4, stage5] }
 
     /// - Parameters:
     ///   - inChannels: input channels.
     ///   - initFeatures: stem channels (64 for DPN-92).
     ///   - kR: bottleneck width per 64 residual channels (96).
     ///   - groups: groups of the 3x3 convolutions (32).
-    ///   - blocks: blocks per stage (3, 4, 20, 3).
+    ///   - blocks: blocks per stage, four stages (3, 4, 20, 3).
     ///   - increments: dense channels each block adds, per stage (16, 32, 24, 128).
     public init(inChannels: Int, initFeatures: Int, kR: Int, groups: Int, blocks: [Int], increments: [Int]) {
-        stem = DPNConvBNReLU(inChannels, initFeatures, kernel: 7, stride: 2, eps: 1e-3)
+        precondition(blocks.count == 4 && increments.count == 4 && blocks.allSatisfy { $0 > 0 },
+                     "DPNFeatures: four stages of at least one block, got blocks \(blocks) and increments \(increments)")
+        let stem = ConvNormAct(inChannels, initFeatures, kernel: 7, stride: 2, padding: 3, eps: 1e-3)
         var inChs = initFeatures
         var s: [[DualPathBlock]] = []
         for (i, (depth, inc)) in zip(blocks, increments).enumerated() {
@@ -82,18 +92,11 @@ public final class DPNFeatures: Module {
             }
             s.append(stage)
         }
-        stages = s
-        finalNorm = DPNBNReLU(inChs)
         outChannels = inChs
-    }
-
-    override public func namedChildren() -> [(String, Module)] {
-        var out: [(String, Module)] = [("conv1_1", stem)]
-        for (i, stage) in stages.enumerated() {
-            for (j, b) in stage.enumerated() { out.append(("conv\(i + 2)_\(j + 1)", b)) }
-        }
-        out.append(("conv5_bn_ac", finalNorm))
-        return out
+        super.init()
+        self.stem = stem
+        (stage2, stage3, stage4, stage5) = (s[0], s[1], s[2], s[3])
+        finalNorm = ConvNormAct.normAct(inChs, eps: 1e-3)
     }
 
     /// The output of each stage's last block and of `conv5_bn_ac`.
@@ -109,54 +112,12 @@ public final class DPNFeatures: Module {
     }
 }
 
-/// Convolution (no bias), batch norm and ReLU (`conv`, `bn`).
-public final class DPNConvBNReLU: Module, Layer {
-    /// The convolution (no bias).
-    public let conv: Conv2d
-    /// Batch norm after it.
-    public let bn: BatchNorm2d
-
-    /// - Parameters: the convolution's channels, square kernel and stride (padding keeps the
-    ///   size divided by the stride, rounded up); `eps` of the batch norm.
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int, eps: Float) {
-        conv = Conv2d(inChannels, outChannels, kernel: kernel, stride: stride, padding: (stride - 1 + kernel - 1) / 2,
-                      bias: false, initializer: .heNormal(fanOut: true))
-        bn = BatchNorm2d(outChannels, eps: eps)
-    }
-
-    /// `relu(bn(conv(x)))`.
-    public func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x)).relu() }
-}
-
-/// Batch norm (eps 0.001) and ReLU (`bn`).
-public final class DPNBNReLU: Module, Layer {
-    /// The batch norm.
-    public let bn: BatchNorm2d
-
-    /// - Parameter channels: channels normalised.
-    public init(_ channels: Int) { bn = BatchNorm2d(channels, eps: 1e-3) }
-
-    /// `relu(bn(x))`.
-    public func callAsFunction(_ x: Tensor) -> Tensor { bn(x).relu() }
-}
-
-/// Pre-activation: batch norm (eps 0.001), ReLU, then a convolution (`bn`, `conv`).
-public final class DPNBNReLUConv: Module, Layer {
-    /// The batch norm before the activation.
-    public let bn: BatchNorm2d
-    /// The convolution (no bias).
-    public let conv: Conv2d
-
-    /// - Parameters: the convolution's channels, square kernel, stride and groups (padding
-    ///   keeps the size divided by the stride, rounded up).
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int, groups: Int = 1) {
-        bn = BatchNorm2d(inChannels, eps: 1e-3)
-        conv = Conv2d(inChannels, outChannels, kernel: kernel, stride: stride, padding: (stride - 1 + kernel - 1) / 2,
-                      groups: groups, bias: false, initializer: .heNormal(fanOut: true))
-    }
-
-    /// `conv(relu(bn(x)))`.
-    public func callAsFunction(_ x: Tensor) -> Tensor { conv(bn(x).relu()) }
+/// DPN's pre-activation unit, Cadene's `BnActConv2d`: batch norm (eps 0.001), ReLU, then a
+/// convolution without bias (`bn`, `conv`), padded to keep the size divided by the stride
+/// (rounded up).
+func dpnUnit(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int, groups: Int = 1) -> ConvNormAct {
+    ConvNormAct(inChannels, outChannels, kernel: kernel, stride: stride, padding: (stride - 1 + kernel - 1) / 2, groups: groups,
+                eps: 1e-3, order: .normActConv)
 }
 
 /// A dual-path block: a pre-activation 1x1, grouped 3x3 (with the stride), 1x1 bottleneck
@@ -168,18 +129,15 @@ public final class DualPathBlock: Module, Layer {
     public enum Kind: Sendable { case projection, down, normal }
 
     /// The first block's projection of its input onto both paths (`c1x1_w_s1`, stage 2).
-    @Named("c1x1_w_s1") public private(set) var projection: DPNBNReLUConv? = nil
+    @Named("c1x1_w_s1") public private(set) var projection: ConvNormAct?
     /// The strided projection of a later stage's first block (`c1x1_w_s2`).
-    @Named("c1x1_w_s2") public private(set) var downProjection: DPNBNReLUConv? = nil
-    private let _reduce: Named<DPNBNReLUConv>
-    /// `c1x1_a`.
-    public var reduce: DPNBNReLUConv { _reduce.wrappedValue }
-    private let _grouped: Named<DPNBNReLUConv>
-    /// `c3x3_b`.
-    public var grouped: DPNBNReLUConv { _grouped.wrappedValue }
-    private let _expand: Named<DPNBNReLUConv>
-    /// `c1x1_c`.
-    public var expand: DPNBNReLUConv { _expand.wrappedValue }
+    @Named("c1x1_w_s2") public private(set) var downProjection: ConvNormAct?
+    /// The 1x1 reduction (`c1x1_a`).
+    @Named("c1x1_a") public private(set) var reduce: ConvNormAct
+    /// The grouped 3x3 convolution, with the stride (`c3x3_b`).
+    @Named("c3x3_b") public private(set) var grouped: ConvNormAct
+    /// The 1x1 expansion to both paths (`c1x1_c`).
+    @Named("c1x1_c") public private(set) var expand: ConvNormAct
     /// Residual-path channels.
     public let residual: Int
 
@@ -193,13 +151,13 @@ public final class DualPathBlock: Module, Layer {
     public init(_ inChannels: Int, _ a: Int, _ b: Int, _ residual: Int, inc: Int, groups: Int, kind: Kind) {
         let stride = kind == .down ? 2 : 1
         self.residual = residual
-        _reduce = Named(wrappedValue: DPNBNReLUConv(inChannels, a, kernel: 1, stride: 1), "c1x1_a")
-        _grouped = Named(wrappedValue: DPNBNReLUConv(a, b, kernel: 3, stride: stride, groups: groups), "c3x3_b")
-        _expand = Named(wrappedValue: DPNBNReLUConv(b, residual + inc, kernel: 1, stride: 1), "c1x1_c")
         super.init()
+        reduce = dpnUnit(inChannels, a, kernel: 1, stride: 1)
+        grouped = dpnUnit(a, b, kernel: 3, stride: stride, groups: groups)
+        expand = dpnUnit(b, residual + inc, kernel: 1, stride: 1)
         switch kind {
-        case .projection: projection = DPNBNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 1)
-        case .down: downProjection = DPNBNReLUConv(inChannels, residual + 2 * inc, kernel: 1, stride: 2)
+        case .projection: projection = dpnUnit(inChannels, residual + 2 * inc, kernel: 1, stride: 1)
+        case .down: downProjection = dpnUnit(inChannels, residual + 2 * inc, kernel: 1, stride: 2)
         case .normal: break
         }
     }

@@ -8,16 +8,16 @@ import OpacityTensor
 /// taken from the merged sum before the 3x3 smoothing convolution. When an input size is
 /// not a multiple of 32 the upsampled map is cropped to the lateral's size.
 public final class FPN: Module, Neck {
-    @Named("P5_1") var p5Lateral: Conv2d? = nil
-    @Named("P5_2") var p5Smooth: Conv2d? = nil
-    @Named("P4_1") var p4Lateral: Conv2d? = nil
-    @Named("P4_2") var p4Smooth: Conv2d? = nil
-    @Named("P3_1") var p3Lateral: Conv2d? = nil
-    @Named("P3_2") var p3Smooth: Conv2d? = nil
-    @Named("P2_1") var p2Lateral: Conv2d? = nil
-    @Named("P2_2") var p2Smooth: Conv2d? = nil
-    @Named("P6") var p6: Conv2d? = nil
-    @Named("P7_2") var p7: Conv2d? = nil
+    @Named("P5_1") var p5Lateral: Conv2d?
+    @Named("P5_2") var p5Smooth: Conv2d?
+    @Named("P4_1") var p4Lateral: Conv2d?
+    @Named("P4_2") var p4Smooth: Conv2d?
+    @Named("P3_1") var p3Lateral: Conv2d?
+    @Named("P3_2") var p3Smooth: Conv2d?
+    @Named("P2_1") var p2Lateral: Conv2d?
+    @Named("P2_2") var p2Smooth: Conv2d?
+    @Named("P6") var p6: Conv2d?
+    @Named("P7_2") var p7: Conv2d?
 
     public let levels: ClosedRange<Int>
     public let outputSpec: FeatureSpec

@@ -4,34 +4,16 @@ import OpacityTensor
 // parameters and are plain tensor operations here; every module with parameters keeps the
 // reference's name.
 
-/// Convolution and batch norm (eps 0.001) without activation (`conv`, `bn`): the stem `conv0`.
-public final class NASNetConvBN: Module, Layer {
-    /// The convolution (no bias).
-    public let conv: Conv2d
-    /// Batch norm after it.
-    public let bn: BatchNorm2d
-
-    /// - Parameters: channels, square kernel and stride of an unpadded convolution.
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int) {
-        conv = Conv2d(inChannels, outChannels, kernel: kernel, stride: stride, bias: false)
-        bn = BatchNorm2d(outChannels, eps: 1e-3)
-    }
-
-    /// `bn(conv(x))`.
-    public func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x)) }
+/// ReLU, 1x1 convolution, batch norm (eps 0.001) (`conv`, `bn`): the cells' `conv_1x1` and
+/// `conv_prev_1x1` (the reference's `ReLUConvBN`).
+func reluConvBN(_ inChannels: Int, _ outChannels: Int) -> ConvNormAct {
+    ConvNormAct(inChannels, outChannels, kernel: 1, eps: 1e-3, order: .actConvNorm, initializer: .pytorchDefault)
 }
 
-/// ReLU, 1x1 convolution, batch norm (`conv`, `bn`): the cells' `conv_1x1` and `conv_prev_1x1`.
-final class ReLUConvBN: Module, Layer {
-    let conv: Conv2d
-    let bn: BatchNorm2d
-
-    init(_ inChannels: Int, _ outChannels: Int) {
-        conv = Conv2d(inChannels, outChannels, kernel: 1, bias: false)
-        bn = BatchNorm2d(outChannels, eps: 1e-3)
-    }
-
-    func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x.relu())) }
+/// A cell of NASNet-A: it reads the previous map `x` and the one before it, `other`.
+protocol NASNetCell: Module {
+    /// The cell's output for the last map and the one before it.
+    func callAsFunction(_ x: Tensor, _ other: Tensor) -> Tensor
 }
 
 /// A depthwise convolution followed by a pointwise one (`depthwise_conv2d`, `pointwise_conv2d`).
@@ -40,22 +22,22 @@ final class ReLUConvBN: Module, Layer {
 /// convolve, drop the first output row and column" as one convolution padded
 /// `padding + 1 - stride` at the top and left and `padding` at the bottom and right.
 final class NASNetSeparableConv: Module, Layer {
-    private let _depthwise: Named<Conv2d>
-    /// `depthwise_conv2d`.
-    var depthwise: Conv2d { _depthwise.wrappedValue }
-    private let _pointwise: Named<Conv2d>
-    /// `pointwise_conv2d`.
-    var pointwise: Conv2d { _pointwise.wrappedValue }
+    /// The depthwise convolution (`depthwise_conv2d`).
+    @Named("depthwise_conv2d") var depthwise: Conv2d
+    /// The 1x1 convolution (`pointwise_conv2d`).
+    @Named("pointwise_conv2d") var pointwise: Conv2d
     let kernel: Int, stride: Int, padding: Int, shifted: Bool
 
     init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int, padding: Int, shifted: Bool) {
-        _depthwise = Named(wrappedValue: Conv2d(inChannels, inChannels, kernel: kernel, stride: stride, groups: inChannels, bias: false),
-                           "depthwise_conv2d")
-        _pointwise = Named(wrappedValue: Conv2d(inChannels, outChannels, kernel: 1, bias: false), "pointwise_conv2d")
+        let depthwise = Conv2d(inChannels, inChannels, kernel: kernel, stride: stride, groups: inChannels, bias: false)
+        let pointwise = Conv2d(inChannels, outChannels, kernel: 1, bias: false)
         self.kernel = kernel
         self.stride = stride
         self.padding = padding
         self.shifted = shifted
+        super.init()
+        self.depthwise = depthwise
+        self.pointwise = pointwise
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
@@ -79,30 +61,21 @@ final class NASNetSeparableConv: Module, Layer {
 /// (BranchSeparablesStem), otherwise in the second; `shifted` is the reference's
 /// BranchSeparables "specific" and BranchSeparablesReduction padding.
 final class BranchSeparables: Module, Layer {
-    private let _separable1: Named<NASNetSeparableConv>
-    /// `separable_1`.
-    var separable1: NASNetSeparableConv { _separable1.wrappedValue }
-    private let _bn1: Named<BatchNorm2d>
-    /// `bn_sep_1`.
-    var bn1: BatchNorm2d { _bn1.wrappedValue }
-    private let _separable2: Named<NASNetSeparableConv>
-    /// `separable_2`.
-    var separable2: NASNetSeparableConv { _separable2.wrappedValue }
-    private let _bn2: Named<BatchNorm2d>
-    /// `bn_sep_2`.
-    var bn2: BatchNorm2d { _bn2.wrappedValue }
+    /// ReLU, the first separable convolution (with the stride), batch norm (`separable_1`, `bn_sep_1`).
+    let unit1: ConvNormAct
+    /// ReLU, the second separable convolution, batch norm (`separable_2`, `bn_sep_2`).
+    let unit2: ConvNormAct
 
     init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int, padding: Int, stem: Bool = false, shifted: Bool = false) {
         let mid = stem ? outChannels : inChannels
-        _separable1 = Named(wrappedValue: NASNetSeparableConv(inChannels, mid, kernel: kernel, stride: stride, padding: padding,
-                                                              shifted: shifted), "separable_1")
-        _bn1 = Named(wrappedValue: BatchNorm2d(mid, eps: 1e-3), "bn_sep_1")
-        _separable2 = Named(wrappedValue: NASNetSeparableConv(mid, outChannels, kernel: kernel, stride: 1, padding: padding,
-                                                              shifted: false), "separable_2")
-        _bn2 = Named(wrappedValue: BatchNorm2d(outChannels, eps: 1e-3), "bn_sep_2")
+        unit1 = ConvNormAct(conv: NASNetSeparableConv(inChannels, mid, kernel: kernel, stride: stride, padding: padding, shifted: shifted),
+                            norm: BatchNorm2d(mid, eps: 1e-3), order: .actConvNorm, keys: .inline(conv: "separable_1", norm: "bn_sep_1"))
+        unit2 = ConvNormAct(conv: NASNetSeparableConv(mid, outChannels, kernel: kernel, stride: 1, padding: padding, shifted: false),
+                            norm: BatchNorm2d(outChannels, eps: 1e-3), order: .actConvNorm, keys: .inline(conv: "separable_2", norm: "bn_sep_2"))
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { bn2(separable2(bn1(separable1(x.relu())).relu())) }
+    /// `bn_sep_2(separable_2(relu(bn_sep_1(separable_1(relu(x))))))`.
+    func callAsFunction(_ x: Tensor) -> Tensor { unit2(unit1(x)) }
 }
 
 /// A 1x1 convolution (`conv`) on every other pixel: `path_1` and `path_2`.
@@ -129,32 +102,20 @@ func factorizedReduce(_ x: Tensor, _ path1: PathConv, _ path2: PathConv, _ bn: B
 /// With A the cell's `conv_1x1` output and B its other input:
 /// `c0 = left0(A) + right0(B)`, `c1 = maxpool(A) + right1(B)`, `c2 = avgpool(A) + right2(B)`,
 /// `c3 = avgpool_s1(c0) + c1`, `c4 = left4(c0) + maxpool(A)`; output `[c1, c2, c3, c4]`.
-final class ReductionCell: Module {
+final class ReductionCell: Module, NASNetCell {
     enum Kind { case stem0, stem1, reduction }
 
     let kind: Kind
-    private let _conv1x1: Named<ReLUConvBN>
-    /// `conv_1x1`.
-    var conv1x1: ReLUConvBN { _conv1x1.wrappedValue }
-    @Named("conv_prev_1x1") var convPrev: ReLUConvBN? = nil
-    @Named("path_1") var path1: PathConv? = nil
-    @Named("path_2") var path2: PathConv? = nil
-    @Named("final_path_bn") var finalPathBN: BatchNorm2d? = nil
-    private let _left0: Named<BranchSeparables>
-    /// `comb_iter_0_left`.
-    var left0: BranchSeparables { _left0.wrappedValue }
-    private let _right0: Named<BranchSeparables>
-    /// `comb_iter_0_right`.
-    var right0: BranchSeparables { _right0.wrappedValue }
-    private let _right1: Named<BranchSeparables>
-    /// `comb_iter_1_right`.
-    var right1: BranchSeparables { _right1.wrappedValue }
-    private let _right2: Named<BranchSeparables>
-    /// `comb_iter_2_right`.
-    var right2: BranchSeparables { _right2.wrappedValue }
-    private let _left4: Named<BranchSeparables>
-    /// `comb_iter_4_left`.
-    var left4: BranchSeparables { _left4.wrappedValue }
+    @Named("conv_1x1") var conv1x1: ConvNormAct
+    @Named("conv_prev_1x1") var convPrev: ConvNormAct?
+    @Named("path_1") var path1: PathConv?
+    @Named("path_2") var path2: PathConv?
+    @Named("final_path_bn") var finalPathBN: BatchNorm2d?
+    @Named("comb_iter_0_left") var left0: BranchSeparables
+    @Named("comb_iter_0_right") var right0: BranchSeparables
+    @Named("comb_iter_1_right") var right1: BranchSeparables
+    @Named("comb_iter_2_right") var right2: BranchSeparables
+    @Named("comb_iter_4_left") var left4: BranchSeparables
 
     /// - Parameters:
     ///   - inA: channels of the map `conv_1x1` reads.
@@ -166,16 +127,13 @@ final class ReductionCell: Module {
         // In cell_stem_0 the right branches read the raw stem output (BranchSeparablesStem).
         let stem = kind == .stem0
         let inRight = stem ? inB : f
-        _conv1x1 = Named(wrappedValue: ReLUConvBN(inA, f), "conv_1x1")
-        _left0 = Named(wrappedValue: BranchSeparables(f, f, kernel: 5, stride: 2, padding: 2, shifted: shifted), "comb_iter_0_left")
-        _right0 = Named(wrappedValue: BranchSeparables(inRight, f, kernel: 7, stride: 2, padding: 3, stem: stem, shifted: shifted),
-                        "comb_iter_0_right")
-        _right1 = Named(wrappedValue: BranchSeparables(inRight, f, kernel: 7, stride: 2, padding: 3, stem: stem, shifted: shifted),
-                        "comb_iter_1_right")
-        _right2 = Named(wrappedValue: BranchSeparables(inRight, f, kernel: 5, stride: 2, padding: 2, stem: stem, shifted: shifted),
-                        "comb_iter_2_right")
-        _left4 = Named(wrappedValue: BranchSeparables(f, f, kernel: 3, stride: 1, padding: 1, shifted: shifted), "comb_iter_4_left")
         super.init()
+        conv1x1 = reluConvBN(inA, f)
+        left0 = BranchSeparables(f, f, kernel: 5, stride: 2, padding: 2, shifted: shifted)
+        right0 = BranchSeparables(inRight, f, kernel: 7, stride: 2, padding: 3, stem: stem, shifted: shifted)
+        right1 = BranchSeparables(inRight, f, kernel: 7, stride: 2, padding: 3, stem: stem, shifted: shifted)
+        right2 = BranchSeparables(inRight, f, kernel: 5, stride: 2, padding: 2, stem: stem, shifted: shifted)
+        left4 = BranchSeparables(f, f, kernel: 3, stride: 1, padding: 1, shifted: shifted)
         switch kind {
         case .stem0: break
         case .stem1:
@@ -183,7 +141,7 @@ final class ReductionCell: Module {
             path2 = PathConv(inB, f / 2)
             finalPathBN = BatchNorm2d(f, eps: 1e-3)
         case .reduction:
-            convPrev = ReLUConvBN(inB, f)
+            convPrev = reluConvBN(inB, f)
         }
     }
 
@@ -227,46 +185,34 @@ final class ReductionCell: Module {
 /// With L the left and R the right (`conv_1x1`) input: `c0 = left0(R) + right0(L)`,
 /// `c1 = left1(L) + right1(L)`, `c2 = avgpool(R) + L`, `c3 = 2 avgpool(L)`,
 /// `c4 = left4(R) + R`; output `[L, c0, c1, c2, c3, c4]`.
-final class NormalCell: Module {
-    @Named("conv_prev_1x1") var convPrev: ReLUConvBN? = nil
-    @Named("path_1") var path1: PathConv? = nil
-    @Named("path_2") var path2: PathConv? = nil
-    @Named("final_path_bn") var finalPathBN: BatchNorm2d? = nil
-    private let _conv1x1: Named<ReLUConvBN>
-    /// `conv_1x1`.
-    var conv1x1: ReLUConvBN { _conv1x1.wrappedValue }
-    private let _left0: Named<BranchSeparables>
-    /// `comb_iter_0_left`.
-    var left0: BranchSeparables { _left0.wrappedValue }
-    private let _right0: Named<BranchSeparables>
-    /// `comb_iter_0_right`.
-    var right0: BranchSeparables { _right0.wrappedValue }
-    private let _left1: Named<BranchSeparables>
-    /// `comb_iter_1_left`.
-    var left1: BranchSeparables { _left1.wrappedValue }
-    private let _right1: Named<BranchSeparables>
-    /// `comb_iter_1_right`.
-    var right1: BranchSeparables { _right1.wrappedValue }
-    private let _left4: Named<BranchSeparables>
-    /// `comb_iter_4_left`.
-    var left4: BranchSeparables { _left4.wrappedValue }
+final class NormalCell: Module, NASNetCell {
+    @Named("conv_prev_1x1") var convPrev: ConvNormAct?
+    @Named("path_1") var path1: PathConv?
+    @Named("path_2") var path2: PathConv?
+    @Named("final_path_bn") var finalPathBN: BatchNorm2d?
+    @Named("conv_1x1") var conv1x1: ConvNormAct
+    @Named("comb_iter_0_left") var left0: BranchSeparables
+    @Named("comb_iter_0_right") var right0: BranchSeparables
+    @Named("comb_iter_1_left") var left1: BranchSeparables
+    @Named("comb_iter_1_right") var right1: BranchSeparables
+    @Named("comb_iter_4_left") var left4: BranchSeparables
 
     init(inLeft: Int, outLeft: Int, inRight: Int, outRight: Int, first: Bool) {
         // FirstCell's left input has 2 * outLeft channels (two paths); both equal outRight.
         let l = first ? 2 * outLeft : outLeft, r = outRight
-        _conv1x1 = Named(wrappedValue: ReLUConvBN(inRight, r), "conv_1x1")
-        _left0 = Named(wrappedValue: BranchSeparables(r, r, kernel: 5, stride: 1, padding: 2), "comb_iter_0_left")
-        _right0 = Named(wrappedValue: BranchSeparables(l, l, kernel: 3, stride: 1, padding: 1), "comb_iter_0_right")
-        _left1 = Named(wrappedValue: BranchSeparables(l, l, kernel: 5, stride: 1, padding: 2), "comb_iter_1_left")
-        _right1 = Named(wrappedValue: BranchSeparables(l, l, kernel: 3, stride: 1, padding: 1), "comb_iter_1_right")
-        _left4 = Named(wrappedValue: BranchSeparables(r, r, kernel: 3, stride: 1, padding: 1), "comb_iter_4_left")
         super.init()
+        conv1x1 = reluConvBN(inRight, r)
+        left0 = BranchSeparables(r, r, kernel: 5, stride: 1, padding: 2)
+        right0 = BranchSeparables(l, l, kernel: 3, stride: 1, padding: 1)
+        left1 = BranchSeparables(l, l, kernel: 5, stride: 1, padding: 2)
+        right1 = BranchSeparables(l, l, kernel: 3, stride: 1, padding: 1)
+        left4 = BranchSeparables(r, r, kernel: 3, stride: 1, padding: 1)
         if first {
             path1 = PathConv(inLeft, outLeft)
             path2 = PathConv(inLeft, outLeft)
             finalPathBN = BatchNorm2d(2 * outLeft, eps: 1e-3)
         } else {
-            convPrev = ReLUConvBN(inLeft, outLeft)
+            convPrev = reluConvBN(inLeft, outLeft)
         }
     }
 

@@ -22,15 +22,14 @@ public final class NASNetAMobile: Module, Encoder {
     /// only agree on even sizes; any other size traps inside a cell (e.g. 100: 12x12 vs 13x13).
     public static let inputSizes = InputSizeRule.remainders([0, 31], modulo: 32, "multiples of 32 and one less, e.g. 96, 127, 128")
 
-    /// The stem convolution (3x3, stride 2, no padding) and batch norm.
-    public let conv0: NASNetConvBN
-    let cellStem0: ReductionCell
-    let cellStem1: ReductionCell
-    let cells: [NormalCell]
-    let reduction0: ReductionCell
-    let reduction1: ReductionCell
+    /// The stem convolution (3x3, stride 2, no padding) and batch norm (`conv0.conv`, `conv0.bn`).
+    public let conv0: ConvNormAct
+    @Named("cell_stem_0") var cellStem0: ReductionCell
+    @Named("cell_stem_1") var cellStem1: ReductionCell
+    /// The twelve normal cells and the two reduction cells, in the reference's order and names.
+    @Named(each: { NASNetAMobile.cellNames[$0] }) var cells: [any NASNetCell]
     /// The ImageNet classifier, present only when built with `classes > 0`.
-    public let lastLinear: Linear?
+    @Named("last_linear") public private(set) var lastLinear: Linear?
     /// C2..C5: 44, 264, 528, 1056 channels at strides 4, 8, 16, 32.
     public let featureSpec = NASNetAMobile.spec
 
@@ -39,9 +38,9 @@ public final class NASNetAMobile: Module, Encoder {
     ///   - classes: size of the ImageNet classifier; 0 leaves it out.
     public init(inChannels: Int = 1, classes: Int = 0) {
         let stem = 32, f = 1056 / 24  // 44 filters
-        conv0 = NASNetConvBN(inChannels, stem, kernel: 3, stride: 2)
-        cellStem0 = ReductionCell(.stem0, inA: stem, inB: stem, filters: f / 4)
-        cellStem1 = ReductionCell(.stem1, inA: f, inB: stem, filters: f / 2)
+        conv0 = ConvNormAct(inChannels, stem, kernel: 3, stride: 2, eps: 1e-3, activation: .none, initializer: .pytorchDefault)
+        let cellStem0 = ReductionCell(.stem0, inA: stem, inB: stem, filters: f / 4)
+        let cellStem1 = ReductionCell(.stem1, inA: f, inB: stem, filters: f / 2)
         // (left in, left out, right in, right out); the first cell of a stage reads a map of
         // twice the size on its left and reduces it (FirstCell in the reference).
         let spec: [(Int, Int, Int, Int, Bool)] = [
@@ -51,25 +50,22 @@ public final class NASNetAMobile: Module, Encoder {
             (12 * f, 2 * f, 16 * f, 4 * f, true), (16 * f, 4 * f, 24 * f, 4 * f, false), (24 * f, 4 * f, 24 * f, 4 * f, false),
             (24 * f, 4 * f, 24 * f, 4 * f, false),
         ]
-        cells = spec.map { NormalCell(inLeft: $0.0, outLeft: $0.1, inRight: $0.2, outRight: $0.3, first: $0.4) }
-        reduction0 = ReductionCell(.reduction, inA: 6 * f, inB: 6 * f, filters: 2 * f)
-        reduction1 = ReductionCell(.reduction, inA: 12 * f, inB: 12 * f, filters: 4 * f)
-        lastLinear = classes > 0 ? Linear(24 * f, classes) : nil
+        // built in this order (normal cells, then the reductions) so a seed gives the weights it gave
+        var cells: [any NASNetCell] = spec.map { NormalCell(inLeft: $0.0, outLeft: $0.1, inRight: $0.2, outRight: $0.3, first: $0.4) }
+        cells.insert(ReductionCell(.reduction, inA: 6 * f, inB: 6 * f, filters: 2 * f), at: 4)
+        cells.insert(ReductionCell(.reduction, inA: 12 * f, inB: 12 * f, filters: 4 * f), at: 9)
+        let lastLinear = classes > 0 ? Linear(24 * f, classes) : nil
+        super.init()
+        self.cellStem0 = cellStem0
+        self.cellStem1 = cellStem1
+        self.cells = cells
+        self.lastLinear = lastLinear
     }
 
-    /// Reference names: `cell_0` ... `cell_3`, `reduction_cell_0`, `cell_6` ... `cell_9`, ...
-    static let cellNames = [0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15].map { "cell_\($0)" }
-
-    override public func namedChildren() -> [(String, Module)] {
-        var out: [(String, Module)] = [("conv0", conv0), ("cell_stem_0", cellStem0), ("cell_stem_1", cellStem1)]
-        for (i, c) in cells.enumerated() {
-            out.append((Self.cellNames[i], c))
-            if i == 3 { out.append(("reduction_cell_0", reduction0)) }
-            if i == 7 { out.append(("reduction_cell_1", reduction1)) }
-        }
-        if let lastLinear { out.append(("last_linear", lastLinear)) }
-        return out
-    }
+    /// Reference names in order: `cell_0` ... `cell_3`, `reduction_cell_0`, `cell_6` ... `cell_9`,
+    /// `reduction_cell_1`, `cell_12` ... `cell_15`.
+    static let cellNames = ["cell_0", "cell_1", "cell_2", "cell_3", "reduction_cell_0", "cell_6", "cell_7", "cell_8", "cell_9",
+                            "reduction_cell_1", "cell_12", "cell_13", "cell_14", "cell_15"]
 
     /// C2..C5 for `[N, inChannels, H, W]` images (H and W multiples of 32):
     /// `[N, 44, H/4, W/4]` ... `[N, 1056, H/32, W/32]`.
@@ -79,15 +75,12 @@ public final class NASNetAMobile: Module, Encoder {
         let s1 = cellStem1(s0, x0)
         var out = [s0]
         // Each cell reads the two previous maps: (x, xPrev).
+        // a reduction cell's input is a pyramid level (C3, C4)
         var prev = s0, cur = s1
-        for (i, cell) in cells.enumerated() {
+        for cell in cells {
+            if cell is ReductionCell { out.append(cur) }
             let next = cell(cur, prev)
             prev = cur; cur = next
-            if i == 3 || i == 7 {
-                out.append(cur)
-                let red = (i == 3 ? reduction0 : reduction1)(cur, prev)
-                prev = cur; cur = red
-            }
         }
         out.append(cur)
         return out

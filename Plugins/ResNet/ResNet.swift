@@ -25,8 +25,8 @@ public final class ResNet: Module, Encoder {
         public var name: String { "resnet\(rawValue)" }
     }
 
-    public let conv1: Conv2d
-    public let bn1: BatchNorm2d
+    /// The stem: 7x7 stride-2 convolution, batch norm and ReLU (`conv1`, `bn1`).
+    public let stem: ConvNormAct
     public let layer1: Sequential
     public let layer2: Sequential
     public let layer3: Sequential
@@ -44,8 +44,7 @@ public final class ResNet: Module, Encoder {
         func ch(_ c: Int) -> Int { max(1, Int((Double(c) * width).rounded())) }
         let expansion = depth.bottleneck ? 4 : 1
         let stem = ch(64)
-        conv1 = Conv2d(inChannels, stem, kernel: 7, stride: 2, padding: 3, bias: false, initializer: .heNormal(fanOut: true))
-        bn1 = BatchNorm2d(stem)
+        self.stem = ConvNormAct(inChannels, stem, kernel: 7, stride: 2, padding: 3, keys: .inline(conv: "conv1", norm: "bn1"))
         var inplanes = stem
         var stages: [Sequential] = []
         for (i, n) in depth.blocks.enumerated() {
@@ -67,8 +66,7 @@ public final class ResNet: Module, Encoder {
     }
 
     public func features(_ images: Tensor) -> [Tensor] {
-        var x = bn1(conv1(images), relu: true)
-        x = x.maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        let x = stem(images).maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
         let c2 = layer1(x)
         let c3 = layer2(c2)
         let c4 = layer3(c3)
@@ -86,51 +84,54 @@ public final class ResNet: Module, Encoder {
 
 /// The two-convolution residual block of ResNet-18/34.
 public final class BasicBlock: Module, Layer {
-    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d
-    public let downsample: Sequential?
+    /// 3x3 (with the stride), batch norm, ReLU (`conv1`, `bn1`).
+    public let unit1: ConvNormAct
+    /// 3x3, batch norm (`conv2`, `bn2`).
+    public let unit2: ConvNormAct
+    /// The shortcut's strided 1x1 convolution and batch norm when the shape changes
+    /// (`downsample.0`, `downsample.1`).
+    public let downsample: ConvNormAct?
 
     public init(_ inplanes: Int, _ planes: Int, stride: Int) {
-        conv1 = Conv2d(inplanes, planes, kernel: 3, stride: stride, padding: 1, bias: false, initializer: .heNormal(fanOut: true))
-        bn1 = BatchNorm2d(planes)
-        conv2 = Conv2d(planes, planes, kernel: 3, padding: 1, bias: false, initializer: .heNormal(fanOut: true))
-        bn2 = BatchNorm2d(planes)
-        bn2.weight.value = .zeros([planes])  // timm's zero_init_last
+        unit1 = ConvNormAct(inplanes, planes, kernel: 3, stride: stride, padding: 1, keys: .inline(conv: "conv1", norm: "bn1"))
+        unit2 = ConvNormAct(planes, planes, kernel: 3, padding: 1, activation: .none, keys: .inline(conv: "conv2", norm: "bn2"))
+        unit2.norm.weight.value = .zeros([planes])  // timm's zero_init_last
         downsample = (stride != 1 || inplanes != planes)
-            ? Sequential(Conv2d(inplanes, planes, kernel: 1, stride: stride, bias: false, initializer: .heNormal(fanOut: true)),
-                         BatchNorm2d(planes))
+            ? ConvNormAct(inplanes, planes, kernel: 1, stride: stride, activation: .none, keys: .nested(conv: "0", norm: "1"))
             : nil
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let out = bn2(conv2(bn1(conv1(x), relu: true)))
+        let out = unit2(unit1(x))
         return (out + (downsample?(x) ?? x)).relu()
     }
 }
 
 /// The 1x1-3x3-1x1 bottleneck of ResNet-50 and deeper (stride on the 3x3, as timm).
 public final class Bottleneck: Module, Layer {
-    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
-    public let downsample: Sequential?
+    /// 1x1, batch norm, ReLU (`conv1`, `bn1`).
+    public let unit1: ConvNormAct
+    /// 3x3 with the stride, batch norm, ReLU (`conv2`, `bn2`).
+    public let unit2: ConvNormAct
+    /// 1x1 expansion, batch norm (`conv3`, `bn3`).
+    public let unit3: ConvNormAct
+    /// The shortcut's strided 1x1 convolution and batch norm when the shape changes
+    /// (`downsample.0`, `downsample.1`).
+    public let downsample: ConvNormAct?
 
     public init(_ inplanes: Int, _ planes: Int, stride: Int, expansion: Int = 4) {
         let out = planes * expansion
-        conv1 = Conv2d(inplanes, planes, kernel: 1, bias: false, initializer: .heNormal(fanOut: true))
-        bn1 = BatchNorm2d(planes)
-        conv2 = Conv2d(planes, planes, kernel: 3, stride: stride, padding: 1, bias: false, initializer: .heNormal(fanOut: true))
-        bn2 = BatchNorm2d(planes)
-        conv3 = Conv2d(planes, out, kernel: 1, bias: false, initializer: .heNormal(fanOut: true))
-        bn3 = BatchNorm2d(out)
-        bn3.weight.value = .zeros([out])  // timm's zero_init_last
+        unit1 = ConvNormAct(inplanes, planes, kernel: 1, keys: .inline(conv: "conv1", norm: "bn1"))
+        unit2 = ConvNormAct(planes, planes, kernel: 3, stride: stride, padding: 1, keys: .inline(conv: "conv2", norm: "bn2"))
+        unit3 = ConvNormAct(planes, out, kernel: 1, activation: .none, keys: .inline(conv: "conv3", norm: "bn3"))
+        unit3.norm.weight.value = .zeros([out])  // timm's zero_init_last
         downsample = (stride != 1 || inplanes != out)
-            ? Sequential(Conv2d(inplanes, out, kernel: 1, stride: stride, bias: false, initializer: .heNormal(fanOut: true)),
-                         BatchNorm2d(out))
+            ? ConvNormAct(inplanes, out, kernel: 1, stride: stride, activation: .none, keys: .nested(conv: "0", norm: "1"))
             : nil
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = bn1(conv1(x), relu: true)
-        y = bn2(conv2(y), relu: true)
-        y = bn3(conv3(y))
+        let y = unit3(unit2(unit1(x)))
         return (y + (downsample?(x) ?? x)).relu()
     }
 }

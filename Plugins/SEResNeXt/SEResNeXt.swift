@@ -30,8 +30,8 @@ public final class SEResNeXt: Module, Encoder {
     /// The feature maps every variant produces.
     public static let spec = FeatureSpec((0..<4).map { FeatureLevel(channels: 256 << $0, stride: 4 << $0) })
 
-    /// The stem convolution and batch norm (`layer0.conv1`, `layer0.bn1`).
-    public let layer0: SEResNeXtStem
+    /// The stem's 7x7 stride-2 convolution, batch norm and ReLU (`layer0.conv1`, `layer0.bn1`).
+    public let layer0: ConvNormAct
     /// Stage 2 (C2: 256 channels, stride 4).
     public let layer1: Sequential
     /// Stage 3 (C3: 512 channels, stride 8).
@@ -41,7 +41,7 @@ public final class SEResNeXt: Module, Encoder {
     /// Stage 5 (C5: 2048 channels, stride 32).
     public let layer4: Sequential
     /// The ImageNet classifier, present only when built with `classes > 0`.
-    @Named("last_linear") public private(set) var lastLinear: Linear? = nil
+    @Named("last_linear") public private(set) var lastLinear: Linear?
     /// C2..C5: 256, 512, 1024, 2048 channels at strides 4, 8, 16, 32.
     public let featureSpec = SEResNeXt.spec
 
@@ -50,7 +50,7 @@ public final class SEResNeXt: Module, Encoder {
     ///   - inChannels: input channels (1 for X-rays, 3 for ImageNet images).
     ///   - classes: size of the ImageNet classifier; 0 leaves it out.
     public init(_ depth: Depth, inChannels: Int = 1, classes: Int = 0) {
-        layer0 = SEResNeXtStem(inChannels: inChannels)
+        layer0 = ConvNormAct(inChannels, 64, kernel: 7, stride: 2, padding: 3, keys: .nested(conv: "conv1", norm: "bn1"))
         var inplanes = 64
         var stages: [Sequential] = []
         for (i, n) in depth.blocks.enumerated() {
@@ -88,23 +88,6 @@ public final class SEResNeXt: Module, Encoder {
     public func classify(_ images: Tensor) -> Tensor { logits(fromDeepest: features(images)[3]) }
 }
 
-/// The stem's 7x7 stride-2 convolution, batch norm and ReLU (`layer0` in the reference).
-public final class SEResNeXtStem: Module, Layer {
-    /// 7x7, stride 2, padding 3, 64 channels, no bias.
-    public let conv1: Conv2d
-    /// Batch norm of the stem.
-    public let bn1: BatchNorm2d
-
-    /// - Parameter inChannels: input channels.
-    public init(inChannels: Int) {
-        conv1 = Conv2d(inChannels, 64, kernel: 7, stride: 2, padding: 3, bias: false, initializer: .heNormal(fanOut: true))
-        bn1 = BatchNorm2d(64)
-    }
-
-    /// `relu(bn1(conv1(x)))`.
-    public func callAsFunction(_ x: Tensor) -> Tensor { bn1(conv1(x)).relu() }
-}
-
 /// Squeeze and excitation: channel weights from the global average through a bottleneck of
 /// two 1x1 convolutions (`fc1`, `fc2`) and a sigmoid.
 public final class SEModule: Module, Layer {
@@ -130,13 +113,17 @@ public final class SEModule: Module, Layer {
 /// The ResNeXt bottleneck (1x1, grouped 3x3 with the stride, 1x1) with squeeze and
 /// excitation before the residual sum; 32 groups of width 4 per 64 planes.
 public final class SEResNeXtBottleneck: Module, Layer {
-    /// The 1x1 reduction, the grouped 3x3 convolution and the 1x1 expansion, each with its batch norm.
-    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, conv3: Conv2d, bn3: BatchNorm2d
-    private let _squeeze: Named<SEModule>
-    /// `se_module`.
-    public var squeeze: SEModule { _squeeze.wrappedValue }
-    /// The shortcut's strided 1x1 convolution and batch norm, when the shape changes.
-    public let downsample: Sequential?
+    /// The 1x1 reduction, batch norm, ReLU (`conv1`, `bn1`).
+    public let unit1: ConvNormAct
+    /// The grouped 3x3 convolution with the stride, batch norm, ReLU (`conv2`, `bn2`).
+    public let unit2: ConvNormAct
+    /// The 1x1 expansion and batch norm (`conv3`, `bn3`).
+    public let unit3: ConvNormAct
+    /// Squeeze and excitation (`se_module`).
+    @Named("se_module") public private(set) var squeeze: SEModule
+    /// The shortcut's strided 1x1 convolution and batch norm, when the shape changes
+    /// (`downsample.0`, `downsample.1`).
+    public let downsample: ConvNormAct?
 
     /// - Parameters:
     ///   - inplanes: input channels.
@@ -147,24 +134,20 @@ public final class SEResNeXtBottleneck: Module, Layer {
     public init(_ inplanes: Int, _ planes: Int, stride: Int, groups: Int = 32, baseWidth: Int = 4) {
         let width = planes * baseWidth / 64 * groups
         let out = planes * 4
-        let he = Initializer.heNormal(fanOut: true)
-        conv1 = Conv2d(inplanes, width, kernel: 1, bias: false, initializer: he)
-        bn1 = BatchNorm2d(width)
-        conv2 = Conv2d(width, width, kernel: 3, stride: stride, padding: 1, groups: groups, bias: false, initializer: he)
-        bn2 = BatchNorm2d(width)
-        conv3 = Conv2d(width, out, kernel: 1, bias: false, initializer: he)
-        bn3 = BatchNorm2d(out)
-        _squeeze = Named(wrappedValue: SEModule(out, reduction: 16), "se_module")
+        unit1 = ConvNormAct(inplanes, width, kernel: 1, keys: .inline(conv: "conv1", norm: "bn1"))
+        unit2 = ConvNormAct(width, width, kernel: 3, stride: stride, padding: 1, groups: groups, keys: .inline(conv: "conv2", norm: "bn2"))
+        unit3 = ConvNormAct(width, out, kernel: 1, activation: .none, keys: .inline(conv: "conv3", norm: "bn3"))
+        let squeeze = SEModule(out, reduction: 16)
         downsample = stride != 1 || inplanes != out
-            ? Sequential(Conv2d(inplanes, out, kernel: 1, stride: stride, bias: false, initializer: he), BatchNorm2d(out))
+            ? ConvNormAct(inplanes, out, kernel: 1, stride: stride, activation: .none, keys: .nested(conv: "0", norm: "1"))
             : nil
+        super.init()
+        self.squeeze = squeeze
     }
 
     /// `relu(se(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))) + shortcut(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = bn1(conv1(x)).relu()
-        y = bn2(conv2(y)).relu()
-        y = bn3(conv3(y))
+        let y = unit3(unit2(unit1(x)))
         return (squeeze(y) + (downsample?(x) ?? x)).relu()
     }
 }

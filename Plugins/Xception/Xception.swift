@@ -17,24 +17,16 @@ public final class Xception: Module, Encoder {
     /// The feature maps the encoder produces.
     public static let spec = FeatureSpec(zip([128, 256, 728, 2048], [4, 8, 16, 32]).map { FeatureLevel(channels: $0, stride: $1) })
 
-    /// 3x3, stride 2, padding 1 (aligned), 32 channels.
-    public let conv1: Conv2d
-    /// Batch norm after `conv1`.
-    public let bn1: BatchNorm2d
-    /// 3x3, padding 1 (aligned), 64 channels.
-    public let conv2: Conv2d
-    /// Batch norm after `conv2`.
-    public let bn2: BatchNorm2d
+    /// 3x3, stride 2, padding 1 (aligned), 32 channels, batch norm, ReLU (`conv1`, `bn1`).
+    public let stem1: ConvNormAct
+    /// 3x3, padding 1 (aligned), 64 channels, batch norm, ReLU (`conv2`, `bn2`).
+    public let stem2: ConvNormAct
     /// `block1` ... `block12`.
-    public let blocks: [XceptionBlock]
-    /// Exit flow: separable 3x3 to 1536 channels.
-    public let conv3: XceptionSeparableConv2d
-    /// Batch norm after `conv3`.
-    public let bn3: BatchNorm2d
-    /// Exit flow: separable 3x3 to 2048 channels.
-    public let conv4: XceptionSeparableConv2d
-    /// Batch norm after `conv4`; its output is C5.
-    public let bn4: BatchNorm2d
+    @Named(each: { "block\($0 + 1)" }) public private(set) var blocks: [XceptionBlock]
+    /// Exit flow: separable 3x3 to 1536 channels, batch norm, ReLU (`conv3`, `bn3`).
+    public let exit1: ConvNormAct
+    /// Exit flow: separable 3x3 to 2048 channels and batch norm (`conv4`, `bn4`); its output is C5.
+    public let exit2: ConvNormAct
     /// The ImageNet classifier, present only when built with `classes > 0`.
     public let fc: Linear?
     /// C2..C5: 128, 256, 728, 2048 channels at strides 4, 8, 16, 32.
@@ -44,44 +36,30 @@ public final class Xception: Module, Encoder {
     ///   - inChannels: input channels (1 for X-rays, 3 for ImageNet images).
     ///   - classes: size of the ImageNet classifier; 0 leaves it out.
     public init(inChannels: Int = 1, classes: Int = 0) {
-        let he = Initializer.heNormal(fanOut: true)
-        conv1 = Conv2d(inChannels, 32, kernel: 3, stride: 2, padding: 1, bias: false, initializer: he)
-        bn1 = BatchNorm2d(32)
-        conv2 = Conv2d(32, 64, kernel: 3, padding: 1, bias: false, initializer: he)
-        bn2 = BatchNorm2d(64)
+        stem1 = ConvNormAct(inChannels, 32, kernel: 3, stride: 2, padding: 1, keys: .inline(conv: "conv1", norm: "bn1"))
+        stem2 = ConvNormAct(32, 64, kernel: 3, padding: 1, keys: .inline(conv: "conv2", norm: "bn2"))
         var b = [XceptionBlock(64, 128, reps: 2, stride: 2, startWithReLU: false),
                  XceptionBlock(128, 256, reps: 2, stride: 2),
                  XceptionBlock(256, 728, reps: 2, stride: 2)]
         for _ in 4...11 { b.append(XceptionBlock(728, 728, reps: 3, stride: 1)) }
         b.append(XceptionBlock(728, 1024, reps: 2, stride: 2, growFirst: false))
-        blocks = b
-        conv3 = XceptionSeparableConv2d(1024, 1536, kernel: 3, padding: 1)
-        bn3 = BatchNorm2d(1536)
-        conv4 = XceptionSeparableConv2d(1536, 2048, kernel: 3, padding: 1)
-        bn4 = BatchNorm2d(2048)
+        exit1 = ConvNormAct(conv: XceptionSeparableConv2d(1024, 1536, kernel: 3, padding: 1), norm: BatchNorm2d(1536),
+                            keys: .inline(conv: "conv3", norm: "bn3"))
+        exit2 = ConvNormAct(conv: XceptionSeparableConv2d(1536, 2048, kernel: 3, padding: 1), norm: BatchNorm2d(2048),
+                            activation: .none, keys: .inline(conv: "conv4", norm: "bn4"))
         fc = classes > 0 ? Linear(2048, classes) : nil
-    }
-
-    override public func namedChildren() -> [(String, Module)] {
-        var out: [(String, Module)] = [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2)]
-        out += blocks.enumerated().map { ("block\($0.offset + 1)", $0.element) }
-        out += [("conv3", conv3), ("bn3", bn3), ("conv4", conv4), ("bn4", bn4)]
-        if let fc { out.append(("fc", fc)) }
-        return out
+        super.init()
+        blocks = b
     }
 
     /// C2..C5 for `[N, inChannels, H, W]` images: `[N, 128, H/4, W/4]` ... `[N, 2048, H/32, W/32]`
     /// (sizes rounded up).
     public func features(_ images: Tensor) -> [Tensor] {
-        var x = bn1(conv1(images)).relu()
-        x = bn2(conv2(x)).relu()
-        let c2 = blocks[0](x)
+        let c2 = blocks[0](stem2(stem1(images)))
         let c3 = blocks[1](c2)
         var c4 = c3
         for i in 2...10 { c4 = blocks[i](c4) }
-        x = blocks[11](c4)
-        x = bn3(conv3(x)).relu()
-        let c5 = bn4(conv4(x))
+        let c5 = exit2(exit1(blocks[11](c4)))
         return [c2, c3, c4, c5]
     }
 
@@ -120,10 +98,8 @@ public final class XceptionSeparableConv2d: Module, Layer {
 /// when it downsamples, plus a shortcut (a strided 1x1 convolution and batch norm when the
 /// shape changes). No activation after the sum.
 public final class XceptionBlock: Module, Layer {
-    /// The shortcut's strided 1x1 convolution, when the shape changes.
-    public let skip: Conv2d?
-    /// The shortcut's batch norm, with `skip`.
-    public let skipbn: BatchNorm2d?
+    /// The shortcut's strided 1x1 convolution and batch norm, when the shape changes (`skip`, `skipbn`).
+    public let shortcut: ConvNormAct?
     /// The residual branch, numbered as the reference's `rep` (ReLUs and the pool count).
     public let rep: Sequential
 
@@ -134,13 +110,9 @@ public final class XceptionBlock: Module, Layer {
     ///   - startWithReLU: false drops the first ReLU (block1, right after the stem's ReLU).
     ///   - growFirst: change the channel count in the first separable convolution (else in the last).
     public init(_ inChannels: Int, _ outChannels: Int, reps: Int, stride: Int, startWithReLU: Bool = true, growFirst: Bool = true) {
-        if outChannels != inChannels || stride != 1 {
-            skip = Conv2d(inChannels, outChannels, kernel: 1, stride: stride, bias: false, initializer: .heNormal(fanOut: true))
-            skipbn = BatchNorm2d(outChannels)
-        } else {
-            skip = nil
-            skipbn = nil
-        }
+        shortcut = outChannels != inChannels || stride != 1
+            ? ConvNormAct(inChannels, outChannels, kernel: 1, stride: stride, activation: .none, keys: .inline(conv: "skip", norm: "skipbn"))
+            : nil
         var layers: [any Layer] = []
         for i in 0..<reps {
             let inc = growFirst ? (i == 0 ? inChannels : outChannels) : inChannels
@@ -154,7 +126,6 @@ public final class XceptionBlock: Module, Layer {
 
     /// `rep(x) + shortcut(x)`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let shortcut = skip.map { skipbn!($0(x)) } ?? x
-        return rep(x) + shortcut
+        rep(x) + (shortcut?(x) ?? x)
     }
 }

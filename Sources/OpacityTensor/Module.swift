@@ -54,27 +54,101 @@ public final class Buffer: @unchecked Sendable {
 }
 
 /// Gives a child module, parameter, buffer or module array a checkpoint name that differs
-/// from its Swift property name, e.g. `@Named("se_module") var squeeze: SEModule`.
+/// from its Swift property name. This is the one way a module names its children on disk.
+///
+/// Declare the child without a value and assign it in `init`, as any stored property:
+///
+/// ```swift
+/// final class Block: Module, Layer {
+///     let conv1: Conv2d                                   // saved as `conv1`
+///     @Named("se_module") var squeeze: SEModule            // saved as `se_module`
+///     @Named("c1x1_w_s2") var projection: Conv2d?          // optional: `nil` until assigned
+///     @Named(each: { "block\($0 + 1)" }) var blocks: [Block2]  // block1, block2, ...
+///
+///     init(_ c: Int) {
+///         conv1 = Conv2d(c, c, kernel: 3, padding: 1)
+///         super.init()                                    // then the @Named children:
+///         squeeze = SEModule(c, reduction: 16)
+///         blocks = [Block2(c), Block2(c)]
+///     }
+/// }
+/// ```
+///
+/// Swift runs the attribute's arguments as the property's initial value (SE-0258), so a
+/// wrapped property is initialised storage and assigning it is a setter call, which a class
+/// allows after `super.init()`. To assign before `super.init()`, write to the storage:
+/// `_squeeze.wrappedValue = SEModule(...)`. Reading a non-optional child before it is
+/// assigned, or listing the module's children while one is unassigned, stops the program with
+/// a message naming the key (a child that is never assigned would otherwise be silently
+/// neither saved nor trained).
+///
+/// - A plain key renames the property: a module array `@Named("features") var f: [M]` is
+///   saved as `features.0`, `features.1`, ...
+/// - `each:` names element `i` of a module array `each(i)`, with no common prefix (Xception's
+///   `block1` ... `block12`, DPN's `conv2_1` ... `conv2_3`, NASNet's `cell_0` ...
+///   `reduction_cell_0` ...); the names must differ.
 @propertyWrapper
 public struct Named<Value> {
-    /// The name on disk.
+    /// The name on disk (for `each:`, the first element's, for messages).
     public let key: String
+    /// The name of element `i` of a module array, when given with `each:`.
+    public let elementKey: ((Int) -> String)?
+    private var value: Value?
+
     /// The child, parameter or buffer.
-    public var wrappedValue: Value
-    /// Names `wrappedValue` `key` in parameter paths.
+    public var wrappedValue: Value {
+        get {
+            guard let value else { preconditionFailure("@Named(\"\(key)\"): read before it was assigned (assign it in init)") }
+            return value
+        }
+        set { value = newValue }
+    }
+
+    /// Names `wrappedValue` `key` in parameter paths (a declaration with an initial value).
     public init(wrappedValue: Value, _ key: String) {
         self.key = key
-        self.wrappedValue = wrappedValue
+        self.elementKey = nil
+        self.value = wrappedValue
+    }
+
+    /// Names the child `key`; assign it in `init` (a declaration without a value).
+    public init(_ key: String) {
+        self.key = key
+        self.elementKey = nil
+        self.value = nil
+    }
+
+    /// Names element `i` of a module array `each(i)`; assign the array in `init`.
+    public init(each: @escaping (Int) -> String) {
+        self.key = each(0)
+        self.elementKey = each
+        self.value = nil
+    }
+
+    /// Names element `i` of a module array `each(i)` (a declaration with an initial value).
+    public init(wrappedValue: Value, each: @escaping (Int) -> String) {
+        self.init(each: each)
+        self.value = wrappedValue
+    }
+}
+
+extension Named where Value: ExpressibleByNilLiteral {
+    /// Names an optional child `key`; it is `nil` (saved as nothing) until assigned.
+    public init(_ key: String) {
+        self.key = key
+        self.elementKey = nil
+        self.value = .some(nil)
     }
 }
 
 protocol NamedValue {
     var key: String { get }
-    var anyValue: Any { get }
+    var elementKey: ((Int) -> String)? { get }
+    var anyValue: Any? { get }
 }
 
 extension Named: NamedValue {
-    var anyValue: Any { wrappedValue }
+    var anyValue: Any? { value.map { $0 as Any } }
 }
 
 /// The base class of layers and models.
@@ -82,22 +156,40 @@ extension Named: NamedValue {
 /// Children, parameters and buffers are found by reflection over stored properties, in
 /// declaration order; their names join with dots into paths that equal PyTorch
 /// `state_dict` keys (`layer1.0.conv1.weight`). Arrays of modules are numbered. A property
-/// can be renamed on disk with ``Named``. Subclasses that hold children in another way
-/// override ``namedChildren()``.
+/// is renamed on disk with ``Named``, which is the one way to name children: a plugin
+/// never lists its children by hand. (The engine's containers, such as ``Sequential``,
+/// override ``namedChildren()``.) A ``ConvNormAct`` declared with
+/// ``ConvNormAct/Keys/inline(conv:norm:)`` adds no level: its convolution and norm are named
+/// as the parent's own children.
 open class Module {
     /// Whether the module is in training mode (dropout active, batch statistics used).
     public private(set) var isTraining = true
+    /// Set by layers whose children are named as their parent's own (an inline ``ConvNormAct``).
+    var addsNoPathLevel = false
 
     /// A module in training mode.
     public init() {}
 
-    /// The direct children with their names.
+    /// The direct children with their names, found by reflection (see ``Named``).
+    ///
+    /// Stops the program, naming the key, when a ``Named`` child was never assigned or when two
+    /// children get one name.
     open func namedChildren() -> [(String, Module)] {
         var out: [(String, Module)] = []
-        visitProperties { name, value in
-            if let m = value as? Module { out.append((name, m)) } else if let ms = value as? [Module] {
-                for (i, m) in ms.enumerated() { out.append(("\(name).\(i)", m)) }
+        visitProperties { name, value, each in
+            if let m = value as? Module {
+                if m.addsNoPathLevel { out += m.namedChildren() } else { out.append((name, m)) }
+            } else if let ms = value as? [Module] {
+                if let each {
+                    for (i, m) in ms.enumerated() { out.append((each(i), m)) }
+                } else {
+                    for (i, m) in ms.enumerated() { out.append(("\(name).\(i)", m)) }
+                }
             }
+        }
+        var seen = Set<String>()
+        for (name, _) in out {
+            precondition(seen.insert(name).inserted, "\(type(of: self)): two children are named \(name)")
         }
         return out
     }
@@ -105,18 +197,27 @@ open class Module {
     /// This module's own parameters (not its children's).
     open func ownParameters() -> [(String, Parameter)] {
         var out: [(String, Parameter)] = []
-        visitProperties { name, value in if let p = value as? Parameter { out.append((name, p)) } }
+        visitProperties { name, value, _ in if let p = value as? Parameter { out.append((name, p)) } }
         return out
     }
 
     /// This module's own buffers.
     open func ownBuffers() -> [(String, Buffer)] {
         var out: [(String, Buffer)] = []
-        visitProperties { name, value in if let b = value as? Buffer { out.append((name, b)) } }
+        visitProperties { name, value, _ in if let b = value as? Buffer { out.append((name, b)) } }
         return out
     }
 
-    private func visitProperties(_ body: (String, Any) -> Void) {
+    /// Modules held in properties that add no path level (their children are listed instead).
+    private func inlineChildren() -> [Module] {
+        var out: [Module] = []
+        visitProperties { _, value, _ in if let m = value as? Module, m.addsNoPathLevel { out.append(m) } }
+        return out
+    }
+
+    /// Each stored property with its checkpoint name, unwrapped from ``Named`` and `Optional`
+    /// (`nil` ones skipped), and the element names of a `@Named(each:)` array.
+    private func visitProperties(_ body: (String, Any, ((Int) -> String)?) -> Void) {
         var mirrors: [Mirror] = []
         var m: Mirror? = Mirror(reflecting: self)
         while let cur = m { mirrors.append(cur); m = cur.superclassMirror }
@@ -124,9 +225,14 @@ open class Module {
             for child in mirror.children {
                 guard var label = child.label else { continue }
                 var value = child.value
+                var each: ((Int) -> String)?
                 if let named = value as? NamedValue {
+                    guard let v = named.anyValue else {
+                        preconditionFailure("\(type(of: self)): the child @Named(\"\(named.key)\") was never assigned (assign it in init)")
+                    }
                     label = named.key
-                    value = named.anyValue
+                    each = named.elementKey
+                    value = v
                 } else if label.hasPrefix("_") {
                     continue
                 }
@@ -134,7 +240,7 @@ open class Module {
                     guard let unwrapped = opt.wrapped else { continue }
                     value = unwrapped
                 }
-                body(label, value)
+                body(label, value, each)
             }
         }
     }
@@ -170,7 +276,13 @@ open class Module {
 
     /// Sets training or evaluation mode on the whole tree.
     public func train(_ on: Bool = true) {
-        for (_, m) in namedModules() { m.isTraining = on; m.didChangeMode() }
+        for (_, m) in namedModules() { m.setMode(on) }
+    }
+
+    private func setMode(_ on: Bool) {
+        isTraining = on
+        didChangeMode()
+        for m in inlineChildren() { m.setMode(on) }
     }
 
     /// Evaluation mode (dropout off, batch norm uses running statistics).

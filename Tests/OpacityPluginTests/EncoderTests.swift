@@ -67,6 +67,44 @@ final class EncoderTests: XCTestCase {
     /// C2..C5 sit at the spec's strides (sizes rounded up), for sizes that are and are not
     /// multiples of 32: any size for Xception and DPN-92, multiples of 4 for SE-ResNeXt (its
     /// ceil-mode stem pool), multiples of 32 for NASNet-A-Mobile (as its reference).
+    /// No child is forgotten: every parameter and buffer reachable from a detector through
+    /// stored properties (wrapped, optional, in arrays, held as existentials) is one the
+    /// module tree names, and so is saved, loaded and trained; and every name is unique.
+    func testEveryTensorReachableByReflectionIsNamed() throws {
+        let reg = try Registry.standard()
+        for encoder in ["resnet18(width=0.25)", "resnet50(width=0.25)", "seresnext50_32x4d", "xception", "dpn92", "nasnetamobile"] {
+            let d = try reg.makeDetector("retinanet(encoder=\(encoder), neck=fpn(channels=16), head=retina(channels=16), size=64)")
+            var reachable = Set<ObjectIdentifier>(), visited = Set<ObjectIdentifier>()
+            func walk(_ value: Any) {
+                var target = value
+                switch value {  // (the casts unwrap optionals)
+                case let p as Parameter: reachable.insert(ObjectIdentifier(p)); return
+                case let b as Buffer: reachable.insert(ObjectIdentifier(b)); return
+                case is Tensor, is String: return
+                case let m as Module:
+                    guard visited.insert(ObjectIdentifier(m)).inserted else { return }
+                    target = m
+                default: break
+                }
+                var mirror: Mirror? = Mirror(reflecting: target)
+                while let cur = mirror {
+                    for child in cur.children { walk(child.value) }
+                    mirror = cur.superclassMirror
+                }
+            }
+            walk(d)
+            let named = d.namedParameters().map { ObjectIdentifier($0.1) } + d.namedBuffers().map { ObjectIdentifier($0.1) }
+            XCTAssertEqual(Set(named).count, named.count, "\(encoder): a tensor is named twice")
+            let unnamed = reachable.subtracting(named).count
+            let unreached = (d.namedParameters().map { ($0.0, ObjectIdentifier($0.1)) } + d.namedBuffers().map { ($0.0, ObjectIdentifier($0.1)) })
+                .filter { !reachable.contains($0.1) }.map(\.0)
+            XCTAssertEqual(unnamed, 0, "\(encoder): \(unnamed) reachable tensors have no name")
+            XCTAssertEqual(unreached, [], "\(encoder): named but not found by the walk")
+            let names = d.stateDict().map(\.0)
+            XCTAssertEqual(Set(names).count, names.count, "\(encoder): two tensors share a name")
+        }
+    }
+
     func testFeatureShapesFollowTheSpec() throws {
         let reg = try Registry.standard()
         let sizes = ["seresnext50_32x4d": [64, 80, 68], "seresnext101_32x4d": [64], "nasnetamobile": [64, 96]]

@@ -108,6 +108,48 @@ final class ModuleTests: XCTestCase {
         ])
     }
 
+    /// `@Named` children declared without a value: assigned in `init` after `super.init()`
+    /// (or through the storage before it), optional ones `nil` until assigned, arrays named
+    /// element by element with `each:`.
+    func testNamedChildrenDeclaredWithoutAValue() throws {
+        final class Late: Module, Layer {
+            let conv1: Conv2d
+            @Named("se_module") var squeeze: SqueezeExcite
+            @Named("early") var early: Linear
+            @Named("c1x1_w_s1") var projection: Conv2d?
+            @Named("c1x1_w_s2") var absent: Conv2d?
+            @Named(each: { "block\($0 + 1)" }) var blocks: [Linear]
+            @Named("stage") var stage: [Linear]
+
+            override init() {
+                conv1 = Conv2d(1, 8, kernel: 1)
+                _early.wrappedValue = Linear(2, 2, bias: false)  // before super.init: through the storage
+                super.init()
+                squeeze = SqueezeExcite(8)
+                projection = Conv2d(8, 8, kernel: 1, bias: false)
+                blocks = [Linear(8, 8, bias: false), Linear(8, 2, bias: false)]
+                stage = [Linear(2, 2, bias: false)]
+            }
+
+            func callAsFunction(_ x: Tensor) -> Tensor { projection!(squeeze(conv1(x))) }
+        }
+        let m = Late()
+        XCTAssertNil(m.absent)
+        XCTAssertEqual(m.namedParameters().map(\.0), [
+            "conv1.weight", "conv1.bias", "se_module.fc1.weight", "se_module.fc1.bias", "se_module.fc2.weight", "se_module.fc2.bias",
+            "early.weight", "c1x1_w_s1.weight", "block1.weight", "block2.weight", "stage.0.weight",
+        ])
+        XCTAssertEqual(m.namedModules().map(\.0), ["", "conv1", "se_module", "se_module.fc1", "se_module.fc2", "early", "c1x1_w_s1",
+                                                   "block1", "block2", "stage.0"])
+        XCTAssertEqual(m(uniform([1, 1, 4, 4], seed: 2)).shape, [1, 8, 4, 4])
+        // the names load back into another instance; a reassigned child is the one saved
+        let other = Initializer.withSeed(3) { Late() }
+        try other.load(Dictionary(uniqueKeysWithValues: m.stateDict().map { ($0.0, $0.1) }))
+        XCTAssertEqual(other.squeeze.fc1.weight.value.scalars, m.squeeze.fc1.weight.value.scalars)
+        other.squeeze = SqueezeExcite(8)
+        XCTAssertTrue(other.namedParameters().contains { $0.0 == "se_module.fc1.weight" && $0.1 === other.squeeze.fc1.weight })
+    }
+
     func testSequentialNumbering() {
         let s = Sequential(Conv2d(1, 2, kernel: 1), ReLU(), Sequential(Linear(2, 2), Identity()), BatchNorm2d(2))
         XCTAssertEqual(s.namedParameters().map(\.0), ["0.weight", "0.bias", "2.0.weight", "2.0.bias", "3.weight", "3.bias"])

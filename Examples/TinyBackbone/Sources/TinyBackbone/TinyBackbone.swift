@@ -8,14 +8,15 @@
 import OpacityCore
 
 /// A small four-stage convolutional encoder: a stride-2 stem, then four stages of a strided
-/// 3x3 convolution, batch norm and ReLU, followed by a residual 3x3 block.
+/// 3x3 convolution, batch norm and ReLU, followed by a residual 3x3 block. Each convolution,
+/// batch norm and ReLU is the engine's shared `ConvNormAct` (children `conv`, `bn`).
 ///
 /// C2..C5 are the stage outputs at strides 4, 8, 16 and 32 with `width`, `2 width`,
 /// `4 width` and `8 width` channels. Parameter paths: `stem.conv.weight`,
 /// `stages.0.down.conv.weight`, `stages.0.block.conv.weight`, ...
 public final class TinyBackbone: Module, Encoder {
-    /// The stride-2 stem.
-    public let stem: TinyConvBNReLU
+    /// The stride-2 stem: 3x3 convolution, batch norm, ReLU (`stem.conv`, `stem.bn`).
+    public let stem: ConvNormAct
     /// The four stages, each halving the size.
     public let stages: [TinyStage]
     /// C2..C5: `width` ... `8 width` channels at strides 4, 8, 16, 32.
@@ -31,7 +32,7 @@ public final class TinyBackbone: Module, Encoder {
     ///   - inChannels: input channels (1 for X-rays).
     ///   - width: channels of C2; each later stage doubles them.
     public init(inChannels: Int = 1, width: Int = 16) {
-        stem = TinyConvBNReLU(inChannels, width, stride: 2)
+        stem = ConvNormAct(inChannels, width, kernel: 3, stride: 2, padding: 1)
         stages = (0..<4).map { i in TinyStage(i == 0 ? width : width << (i - 1), width << i) }
         featureSpec = Self.spec(width: width)
     }
@@ -49,35 +50,18 @@ public final class TinyBackbone: Module, Encoder {
     }
 }
 
-/// 3x3 convolution (padding 1), batch norm, ReLU (`conv`, `bn`).
-public final class TinyConvBNReLU: Module, Layer {
-    /// The convolution (no bias).
-    public let conv: Conv2d
-    /// Batch norm after it.
-    public let bn: BatchNorm2d
-
-    /// - Parameters: channels in and out, and the stride.
-    public init(_ inChannels: Int, _ outChannels: Int, stride: Int = 1) {
-        conv = Conv2d(inChannels, outChannels, kernel: 3, stride: stride, padding: 1, bias: false,
-                      initializer: .heNormal(fanOut: true))
-        bn = BatchNorm2d(outChannels)
-    }
-
-    /// `relu(bn(conv(x)))`.
-    public func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x)).relu() }
-}
-
 /// A stride-2 convolution (`down`) and a residual 3x3 block (`block`).
 public final class TinyStage: Module, Layer {
-    /// Halves the size and sets the channels.
-    public let down: TinyConvBNReLU
-    /// The residual branch.
-    public let block: TinyConvBNReLU
+    /// Halves the size and sets the channels: 3x3 stride-2 convolution, batch norm, ReLU
+    /// (`down.conv`, `down.bn`).
+    public let down: ConvNormAct
+    /// The residual branch: 3x3 convolution, batch norm, ReLU (`block.conv`, `block.bn`).
+    public let block: ConvNormAct
 
     /// - Parameters: channels in and out.
     public init(_ inChannels: Int, _ outChannels: Int) {
-        down = TinyConvBNReLU(inChannels, outChannels, stride: 2)
-        block = TinyConvBNReLU(outChannels, outChannels)
+        down = ConvNormAct(inChannels, outChannels, kernel: 3, stride: 2, padding: 1)
+        block = ConvNormAct(outChannels, outChannels, kernel: 3, padding: 1)
     }
 
     /// `down(x) + block(down(x))`.
