@@ -291,8 +291,10 @@ public final class Trainer {
         // Sharded: each process takes a contiguous block of whole batches (the batches one
         // process would build), and the per-batch sums are added in batch order afterwards.
         let mine = group.block(validationData.batchCount)
+        // the observer hears the whole fold's batch count (rank 0 alone shows progress, and its
+        // own share may be empty when there are fewer batches than processes)
+        observer?.trainingWillValidate(epoch, batches: validationData.batchCount)
         let batches = mine.count
-        observer?.trainingWillValidate(epoch, batches: batches)
         var b = 0
         var perBatch: [[String: Double]] = []
         let source = group.isDistributed ? validationData.batches(epoch: 0, indices: mine) : validationData.batches(epoch: 0, from: 0)

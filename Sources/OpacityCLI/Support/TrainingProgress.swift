@@ -1,7 +1,8 @@
 import Foundation
 import Opacity
 
-/// Shows training on the terminal: a redrawn progress line with the running loss, rate
+/// Shows training on the terminal: a redrawn progress line with the epoch's mean loss terms
+/// so far (the mean of the steps' batch means, so it ends near the epoch's `train` value), rate
 /// and ETA on a TTY; plain lines (about every 10% of an epoch) otherwise.
 final class TrainingProgress: TrainingObserver {
     let isTTY = isatty(STDERR_FILENO) != 0
@@ -9,6 +10,7 @@ final class TrainingProgress: TrainingObserver {
     var lastDraw = Date.distantPast
     var lastPlain = -1
     var epoch = 0, epochs = 0
+    /// Sums of each loss term over the steps seen this epoch.
     var running: [String: Double] = [:]
     var seen = 0
     /// Under `--quiet`: no step, epoch-start or validation lines (epoch results and messages still print).
@@ -32,10 +34,10 @@ final class TrainingProgress: TrainingObserver {
     func trainingDidStep(_ step: Int, of steps: Int, terms: [(name: String, value: Float)], imagesPerSecond: Double) {
         seen += 1
         if quiet { return }
-        for (n, v) in terms { running[n] = (running[n] ?? Double(v)) * 0.9 + Double(v) * 0.1 }
+        for (n, v) in terms { running[n, default: 0] += Double(v) }
         let elapsed = Date().timeIntervalSince(epochStart)
         let eta = Double(steps - step) * elapsed / Double(max(1, seen))
-        let loss = ["total", "focal", "regression", "global"].compactMap { k in running[k].map { "\(k) \(String(format: "%.4f", $0))" } }
+        let loss = ["total", "focal", "regression", "global"].compactMap { k in running[k].map { "\(k) \(String(format: "%.4f", $0 / Double(seen)))" } }
             .joined(separator: "  ")
         if isTTY {
             guard Date().timeIntervalSince(lastDraw) > 0.2 || step == steps else { return }
