@@ -106,6 +106,8 @@ public struct LineChart {
     }
 
     static let legendRow = 22
+    /// Side in pixels of the square that shows a series of a single point.
+    public static let lonePoint = 11
 
     /// Where the legend goes in the rendered image, as `(x, y, width, height)` pixels; `nil`
     /// without named series. It never covers a drawn point.
@@ -229,6 +231,11 @@ public struct LineChart {
             if s.markPoints && pts.count <= 60 {
                 for p in pts where p.y.isFinite && l.inside(p.x, p.y) { img.fillRect(x: Int(l.px(p.x)) - 2, y: Int(l.py(p.y)) - 2, width: 5, height: 5, s.color) }
             }
+            // a series of one point has no line to show it: a square the legend's line is as tall as
+            let finite = pts.filter { $0.y.isFinite && l.inside($0.x, $0.y) }
+            if finite.count == 1, let p = finite.first {
+                img.fillRect(x: Int(l.px(p.x)) - Self.lonePoint / 2, y: Int(l.py(p.y)) - Self.lonePoint / 2, width: Self.lonePoint, height: Self.lonePoint, s.color)
+            }
         }
         for m in markers where visible(m.x) && l.inside(m.x, m.y) {
             img.fillRect(x: Int(l.px(m.x)) - 5, y: Int(l.py(m.y)) - 5, width: 11, height: 11, m.color)
@@ -288,6 +295,11 @@ public struct LineChart {
             if s.markPoints && pts.count <= 60 {
                 for p in pts where l.inside(p.x, p.y) { o += "<rect x=\"\(f(l.px(p.x) - 2.5))\" y=\"\(f(l.py(p.y) - 2.5))\" width=\"5\" height=\"5\" fill=\"\(hex(s.color))\"/>" }
                 o += "\n"
+            }
+            let inside = pts.filter { l.inside($0.x, $0.y) }
+            if inside.count == 1, let p = inside.first {
+                let h = Double(Self.lonePoint) / 2
+                o += "<rect x=\"\(f(l.px(p.x) - h))\" y=\"\(f(l.py(p.y) - h))\" width=\"\(Self.lonePoint)\" height=\"\(Self.lonePoint)\" fill=\"\(hex(s.color))\"/>\n"
             }
         }
         for m in markers where visible(m.x) && l.inside(m.x, m.y) {

@@ -170,4 +170,19 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(froc.xTickValues, [0.125, 0.25, 0.5, 1, 2, 4, 8])
         XCTAssertTrue(froc.renderSVG().contains("</svg>"))
     }
+
+    /// A run with one epoch is a series of one point: it is drawn as a visible square (not a
+    /// 5-pixel dot under the axis), in the PNG and in the SVG.
+    func testASinglePointSeriesIsVisible() {
+        let color = LineChart.palette[4]
+        let chart = LineChart(title: "metric per epoch", xLabel: "epoch", yLabel: "metric",
+                              series: [LineChart.Series(name: "two", points: [(1, 0.1), (2, 0.2)], color: LineChart.palette[0]),
+                                       LineChart.Series(name: "one", points: [(1, 0.15)], color: color)])
+        let img = chart.render()
+        var n = 0
+        for i in stride(from: 0, to: img.pixels.count, by: 3) where img.pixels[i] == color.r && img.pixels[i + 1] == color.g && img.pixels[i + 2] == color.b { n += 1 }
+        // the legend's swatch is 24 x 4 = 96 pixels; the point adds at least half its square (it may sit on the axis)
+        XCTAssertGreaterThanOrEqual(n, 96 + LineChart.lonePoint * LineChart.lonePoint / 2, "pixels of the single-point series: \(n)")
+        XCTAssertTrue(chart.renderSVG().contains("width=\"\(LineChart.lonePoint)\""))
+    }
 }
