@@ -32,72 +32,24 @@ extension Tensor {
             cp[3 * c + i] = mean[flat: i]
         }
         let out = Tensor(uninitializedShape: shape)
-        let xp = pointer, op = out.mutablePointer
-        let cpc = coef.pointer
-        Compute.parallelFor(n * c, minPerThread: 16) { i in
-            let a = cpc[i % c], b = cpc[c + i % c]
-            let src = xp + i * hw, dst = op + i * hw
-            if relu {
-                for j in 0..<hw { dst[j] = max(src[j] * a + b, 0) }
-            } else {
-                for j in 0..<hw { dst[j] = src[j] * a + b }
-            }
-        }
+        let kernels = KernelProviders.normalization
+        kernels.inferenceForward(input: pointer, coefficients: coef.pointer, output: out.mutablePointer, n: n, c: c, hw: hw, relu: relu)
         let x = detached(), y = out.detached()
         let needX = node != nil, needW = weight.node != nil, needB = bias.node != nil
         OpTrace.note("batchNorm2d", [self, weight, bias, mean, variance], out, ["eps": .float(eps), "relu": .bool(relu)])
         return Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
-            // One pass per (image, channel) plane: the input gradient, and per-plane sums of
-            // g and g * (x - mean) for the affine gradients (added over images in order).
+            // The input gradient, and the affine gradients from per-plane sums of g and
+            // g * (x - mean) (added over images in order).
             // (The closure holds `coef` itself, not only a pointer into it.)
-            let gp = g.pointer, xp = x.pointer, yp = y.pointer, cpc = coef.pointer
             let gx = needX ? Tensor(uninitializedShape: g.shape) : nil
-            let dp = gx?.mutablePointer
             let sums = Tensor(uninitializedShape: [2, n * c])
-            let sp = sums.mutablePointer
             let needSums = needW || needB
-            Compute.parallelFor(n * c, minPerThread: 8) { i in
-                let ch = i % c
-                let a = cpc[ch], m = cpc[3 * c + ch]
-                let gi = gp + i * hw, xi = xp + i * hw, yi = yp + i * hw
-                let di = dp.map { $0 + i * hw }
-                var accG = SIMD8<Float>(repeating: 0), accGX = SIMD8<Float>(repeating: 0)
-                var j = 0
-                while j + 8 <= hw {
-                    var gv = load8(gi, j)
-                    if relu { gv.replace(with: 0, where: load8(yi, j) .<= 0) }
-                    if let di { store8(di, j, gv * a) }
-                    accG += gv
-                    accGX += gv * (load8(xi, j) - m)
-                    j += 8
-                }
-                var sg = accG.sum(), sgx = accGX.sum()
-                while j < hw {
-                    let gv = relu && yi[j] <= 0 ? 0 : gi[j]
-                    di?[j] = gv * a
-                    sg += gv
-                    sgx += gv * (xi[j] - m)
-                    j += 1
-                }
-                sp[i] = sg
-                sp[n * c + i] = sgx
-            }
-            var gw: Tensor?, gb: Tensor?
-            if needSums {
-                let tw = Tensor(uninitializedShape: [c]), tb = Tensor(uninitializedShape: [c])
-                let wp = tw.mutablePointer, bp = tb.mutablePointer
-                for ch in 0..<c {
-                    var s: Float = 0, sx: Float = 0
-                    for b in 0..<n {
-                        s += sp[b * c + ch]
-                        sx += sp[n * c + b * c + ch]
-                    }
-                    bp[ch] = s
-                    wp[ch] = sx * cpc[2 * c + ch]
-                }
-                gw = tw
-                gb = tb
-            }
+            let gw = needSums ? Tensor(uninitializedShape: [c]) : nil
+            let gb = needSums ? Tensor(uninitializedShape: [c]) : nil
+            kernels.inferenceBackward(
+                gradOut: g.pointer, input: x.pointer, output: y.pointer, coefficients: coef.pointer,
+                gradInput: gx?.mutablePointer, gradWeight: gw?.mutablePointer, gradBias: gb?.mutablePointer,
+                scratch: sums.mutablePointer, n: n, c: c, hw: hw, relu: relu)
             return [gx, needW ? gw : nil, needB ? gb : nil]
         }
     }
@@ -142,11 +94,8 @@ extension Tensor {
         let planeMeans = Tensor(uninitializedShape: [n * c])
         let pmp = planeMeans.mutablePointer
         // Plane sums in double (kept as float pairs: value and rounding remainder).
-        Compute.parallelFor(n * c, minPerThread: 16) { i in
-            let s = simdSumDouble(xp + i * hw, hw)
-            psp[i] = Float(s)
-            pmp[i] = Float(s - Double(Float(s)))
-        }
+        let kernels = KernelProviders.normalization
+        kernels.planeSums(input: xp, sums: psp, remainders: pmp, n: n, c: c, hw: hw)
         if let across {
             var local = [Double](repeating: 0, count: c + 1)
             for ch in 0..<c {
@@ -164,24 +113,7 @@ extension Tensor {
                 stp[ch] = Float(s / Double(m))
             }
         }
-        Compute.parallelFor(n * c, minPerThread: 16) { i in
-            let mu = stp[i % c]
-            let src = xp + i * hw
-            var acc = SIMD8<Float>(repeating: 0)
-            var j = 0
-            while j + 8 <= hw {
-                let d = load8(src, j) - mu
-                acc += d * d
-                j += 8
-            }
-            var v = acc.sum()
-            while j < hw {
-                let d = src[j] - mu
-                v += d * d
-                j += 1
-            }
-            psp[i] = v
-        }
+        kernels.planeSquaredDeviations(input: xp, mean: stp, deviations: psp, n: n, c: c, hw: hw)
         if let across {
             var local = [Double](repeating: 0, count: c)
             for ch in 0..<c {
@@ -205,40 +137,19 @@ extension Tensor {
             cp[c + ch] = weight[flat: ch]
             cp[2 * c + ch] = bias[flat: ch]
         }
-        let cpc = coef.pointer
         let xhat = Tensor(uninitializedShape: shape)
         let out = Tensor(uninitializedShape: shape)
-        let hp = xhat.mutablePointer, op = out.mutablePointer
-        Compute.parallelFor(n * c, minPerThread: 16) { i in
-            let ch = i % c
-            let mu = stp[ch], istd = cpc[ch], a = cpc[c + ch], b = cpc[2 * c + ch]
-            let src = xp + i * hw, h = hp + i * hw, o = op + i * hw
-            for j in 0..<hw {
-                let v = (src[j] - mu) * istd
-                h[j] = v
-                o[j] = v * a + b
-            }
-        }
+        kernels.trainingNormalize(
+            input: xp, mean: stp, coefficients: coef.pointer, normalized: xhat.mutablePointer, output: out.mutablePointer,
+            n: n, c: c, hw: hw)
         OpTrace.note("batchNorm2dTraining", [self, weight, bias], out)
         let result = Autograd.record("batchNorm2d(train)", out, inputs: [self, weight, bias]) { g in
-            let gp = g.pointer, hp = xhat.pointer, cpc = coef.pointer
+            let gp = g.pointer, hp = xhat.pointer
             let sums = Tensor(uninitializedShape: [2, n * c])
-            let sp = sums.mutablePointer
-            Compute.parallelFor(n * c, minPerThread: 16) { i in
-                sp[i] = simdSum(gp + i * hw, hw)
-                sp[n * c + i] = simdDot(gp + i * hw, hp + i * hw, hw)
-            }
             let sumG = Tensor(uninitializedShape: [c]), sumGX = Tensor(uninitializedShape: [c])
             let sg = sumG.mutablePointer, sgx = sumGX.mutablePointer
-            for ch in 0..<c {
-                var s: Float = 0, sx: Float = 0
-                for b in 0..<n {
-                    s += sp[b * c + ch]
-                    sx += sp[n * c + b * c + ch]
-                }
-                sg[ch] = s
-                sgx[ch] = sx
-            }
+            kernels.trainingGradientSums(
+                gradOut: gp, normalized: hp, sumG: sg, sumGX: sgx, scratch: sums.mutablePointer, n: n, c: c, hw: hw)
             // Across processes, each one's `g` is its own loss's gradient; the whole batch's
             // is `share * g` (share = n_r / N). Sum the shares' sums, and use them in this
             // process's scale; `weight` and `bias` get the local sums (the gradient reducer
@@ -260,14 +171,9 @@ extension Tensor {
                 gsx = gs + c
             }
             let gx = Tensor(uninitializedShape: g.shape)
-            let dp = gx.mutablePointer
-            Compute.parallelFor(n * c, minPerThread: 16) { i in
-                let ch = i % c
-                let k = cpc[c + ch] * cpc[ch] / m
-                let s = gs[ch], sx = gsx[ch]
-                let gi = gp + i * hw, hi = hp + i * hw, di = dp + i * hw
-                for j in 0..<hw { di[j] = k * (m * gi[j] - s - hi[j] * sx) }
-            }
+            kernels.trainingInputGradient(
+                gradOut: gp, normalized: hp, coefficients: coef.pointer, sumG: gs, sumGX: gsx, count: m,
+                gradInput: gx.mutablePointer, n: n, c: c, hw: hw)
             withExtendedLifetime(globalSums) {}
             return [gx, sumGX, sumG]
         }

@@ -27,48 +27,19 @@ extension Tensor {
         let out = Tensor(uninitializedShape: [n, c, ho, wo])
         let needIdx = Autograd.needsGrad(self)
         var indices = needIdx ? [Int32](repeating: 0, count: n * c * ho * wo) : []
-        let xp = pointer, op = out.mutablePointer
+        let geometry = Pool2DGeometry(planes: n * c, h: h, w: w, ho: ho, wo: wo, kernel: kernel, stride: s, padding: padding)
+        let kernels = KernelProviders.pooling
         indices.withUnsafeMutableBufferPointer { ib in
             // An empty array may still have a base address: only write indices when kept.
             let ip = needIdx ? ib.baseAddress : nil
-            Compute.parallelFor(n * c, minPerThread: 4) { plane in
-                let src = xp + plane * h * w
-                let dst = op + plane * ho * wo
-                for oy in 0..<ho {
-                    let y0 = oy * s.0 - padding.0
-                    let ylo = max(0, y0), yhi = min(h, y0 + kernel.0)
-                    for ox in 0..<wo {
-                        let x0 = ox * s.1 - padding.1
-                        let xlo = max(0, x0), xhi = min(w, x0 + kernel.1)
-                        var best = -Float.infinity, bi = -1
-                        var y = ylo
-                        while y < yhi {
-                            var x = xlo
-                            while x < xhi {
-                                let v = src[y * w + x]
-                                if v > best || bi < 0 || v.isNaN { best = v; bi = y * w + x }
-                                x += 1
-                            }
-                            y += 1
-                        }
-                        dst[oy * wo + ox] = best
-                        if let ip { ip[plane * ho * wo + oy * wo + ox] = Int32(bi) }
-                    }
-                }
-            }
+            kernels.maxForward(input: pointer, output: out.mutablePointer, indices: ip, geometry: geometry)
         }
         let inShape = shape
         OpTrace.note("maxPool2d", [self], out, ["kernel": .ints([kernel.0, kernel.1]), "stride": .ints([s.0, s.1]), "padding": .ints([padding.0, padding.1]), "ceilMode": .bool(ceilMode)])
         return Autograd.record("maxPool2d", out, inputs: [self]) { g in
             let gx = Tensor.zeros(inShape)
-            let gp = g.pointer, dp = gx.mutablePointer
             indices.withUnsafeBufferPointer { ib in
-                let ip = ib.baseAddress!
-                Compute.parallelFor(n * c, minPerThread: 4) { plane in
-                    let d = dp + plane * h * w
-                    let base = plane * ho * wo
-                    for i in 0..<(ho * wo) where ip[base + i] >= 0 { d[Int(ip[base + i])] += gp[base + i] }
-                }
+                kernels.maxBackward(gradOut: g.pointer, indices: ib.baseAddress!, gradInput: gx.mutablePointer, geometry: geometry)
             }
             return [gx]
         }
@@ -103,46 +74,17 @@ extension Tensor {
             }
         }
         let out = Tensor(uninitializedShape: [n, c, ho, wo])
-        let xp = pointer, op = out.mutablePointer
+        let geometry = Pool2DGeometry(planes: n * c, h: h, w: w, ho: ho, wo: wo, kernel: kernel, stride: s, padding: padding)
+        let kernels = KernelProviders.pooling
         divisor.withUnsafeBufferPointer { dv in
-            let dvp = dv.baseAddress!
-            Compute.parallelFor(n * c, minPerThread: 4) { plane in
-                let src = xp + plane * h * w
-                let dst = op + plane * ho * wo
-                for oy in 0..<ho {
-                    let y0 = oy * s.0 - padding.0
-                    let ylo = max(0, y0), yhi = min(h, y0 + kernel.0)
-                    for ox in 0..<wo {
-                        let x0 = ox * s.1 - padding.1
-                        let xlo = max(0, x0), xhi = min(w, x0 + kernel.1)
-                        var acc: Float = 0
-                        for y in ylo..<max(ylo, yhi) { for x in xlo..<max(xlo, xhi) { acc += src[y * w + x] } }
-                        dst[oy * wo + ox] = acc * dvp[oy * wo + ox]
-                    }
-                }
-            }
+            kernels.averageForward(input: pointer, output: out.mutablePointer, divisors: dv.baseAddress!, geometry: geometry)
         }
         let inShape = shape
         OpTrace.note("avgPool2d", [self], out, ["kernel": .ints([kernel.0, kernel.1]), "stride": .ints([s.0, s.1]), "padding": .ints([padding.0, padding.1]), "ceilMode": .bool(ceilMode), "countIncludePad": .bool(countIncludePad)])
         return Autograd.record("avgPool2d", out, inputs: [self]) { g in
             let gx = Tensor.zeros(inShape)
-            let gp = g.pointer, dp = gx.mutablePointer
             divisor.withUnsafeBufferPointer { dv in
-                let dvp = dv.baseAddress!
-                Compute.parallelFor(n * c, minPerThread: 4) { plane in
-                    let d = dp + plane * h * w
-                    let gsrc = gp + plane * ho * wo
-                    for oy in 0..<ho {
-                        let y0 = oy * s.0 - padding.0
-                        let ylo = max(0, y0), yhi = min(h, y0 + kernel.0)
-                        for ox in 0..<wo {
-                            let x0 = ox * s.1 - padding.1
-                            let xlo = max(0, x0), xhi = min(w, x0 + kernel.1)
-                            let v = gsrc[oy * wo + ox] * dvp[oy * wo + ox]
-                            for y in ylo..<max(ylo, yhi) { for x in xlo..<max(xlo, xhi) { d[y * w + x] += v } }
-                        }
-                    }
-                }
+                kernels.averageBackward(gradOut: g.pointer, divisors: dv.baseAddress!, gradInput: gx.mutablePointer, geometry: geometry)
             }
             return [gx]
         }

@@ -29,4 +29,8 @@ enum KernelProviders {
     static let convolution: any ConvolutionKernels = CPUConvolutionKernels()
     /// The parameter updates of the optimizers and gradient clipping.
     static let optimizer: any OptimizerKernels = CPUOptimizerKernels()
+    /// The batch-norm kernels `Tensor.batchNorm2d` and `Tensor.batchNorm2dTraining` use.
+    static let normalization: any NormalizationKernels = CPUNormalizationKernels()
+    /// The pooling kernels `Tensor.maxPool2d` and `Tensor.avgPool2d` use.
+    static let pooling: any PoolingKernels = CPUPoolingKernels()
 }
