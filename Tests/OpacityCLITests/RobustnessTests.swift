@@ -203,4 +203,48 @@ final class CLIRobustnessTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("bad.dcm") && !r.stderr.contains("converted"), r.all)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("out/good.png").path))
     }
+
+    /// New-user findings: `--resume` on a folder whose log records epochs but whose checkpoints
+    /// are gone is refused and leaves the folder alone; `detect` on a folder stops at an
+    /// unreadable file and says how to go on; `serve` on a port in use names the port.
+    func testResumeWithoutCheckpointsDetectHintAndBusyPort() throws {
+        let dir = try CLI.tempDir("newuser")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir).status, 0)
+        var r = try CLI.run(["train", "--data", "data", "--config", Self.tiny, "--epochs", "1", "--batch", "4", "-o", "run", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        try Data(contentsOf: dir.appendingPathComponent("run/best.opb")).write(to: dir.appendingPathComponent("model.opb"))
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("run/checkpoints"))
+        let log = try Data(contentsOf: dir.appendingPathComponent("run/log.jsonl"))
+        r = try CLI.run(["train", "-o", "run", "--resume"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("no checkpoint to continue from") && r.stderr.contains("records 1 epoch"), r.all)
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("run/log.jsonl")), log, "the log was changed")
+
+        let folder = dir.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try Data("not an image".utf8).write(to: folder.appendingPathComponent("a.dcm"))
+        try FileManager.default.copyItem(at: dir.appendingPathComponent("data/stage_2_train_images").appendingPathComponent(
+            try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted()[0]),
+            to: folder.appendingPathComponent("b.png"))
+        r = try CLI.run(["detect", "in", "--model", "model.opb", "-o", "det", "-q"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("a.dcm") && r.stderr.contains("--skip-unreadable"), r.all)
+
+        // a port in use: hold one with a listening socket of our own
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        XCTAssertEqual(listen(fd, 1), 0)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        r = try CLI.run(["serve", "--model", "model.opb", "--port", "\(port)"], in: dir, timeout: 120)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("127.0.0.1:\(port)") && r.stderr.contains("--port"), r.all)
+    }
 }

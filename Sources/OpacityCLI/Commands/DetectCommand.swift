@@ -114,7 +114,10 @@ struct DetectCommand: ParsableCommand {
         for (k, f) in files[mine].enumerated() {
             let img: DecodedImage
             do { img = try DetectionEngine.read(f, frame: frame) } catch {
-                if !skipUnreadable { throw error }
+                if !skipUnreadable {
+                    if files.count > 1 { throw WithHint(error, "to leave out the files that cannot be read and go on, add --skip-unreadable (they are listed in skipped.csv)") }
+                    throw error
+                }
                 skipped.add(f.path, "\(error)")
                 bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
                 continue
@@ -175,4 +178,15 @@ struct DetectCommand: ParsableCommand {
             note(skipped.summary() + "\n(listed in \(skippedURL.path))")
         }
     }
+}
+
+/// An error with a line saying what to do about it (printed below the error).
+struct WithHint: Error, CustomStringConvertible {
+    let error: Error
+    let hint: String
+    init(_ error: Error, _ hint: String) {
+        self.error = error
+        self.hint = hint
+    }
+    var description: String { "\(error)\n\(hint)" }
 }

@@ -71,17 +71,25 @@ struct ServeCommand: ParsableCommand {
             ? "no token (--token-file): anyone who can reach \(host) may call it"
                 + (host == "127.0.0.1" || host == "localhost" || host == "::1" ? "; bound to this machine only" : "")
             : "bearer token required on every endpoint but /healthz"
-        try await server.run(
-            load: {
-                let registry = try CommandContext.registry(pluginPaths: pluginPaths)
-                let (predictor, urls, digests) = try options.hashedPredictor(registry: registry)
-                let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, digests: digests, threshold: t)
-                engine.softwareVersion = "opacity " + OpacityMain.version
-                return engine
-            },
-            onListening: { p in
-                note("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(p) (\(auth)); loading \(refs.joined(separator: ", "))")
-            })
+        final class Listening: @unchecked Sendable { var yes = false }
+        let listening = Listening()
+        do {
+            try await server.run(
+                load: {
+                    let registry = try CommandContext.registry(pluginPaths: pluginPaths)
+                    let (predictor, urls, digests) = try options.hashedPredictor(registry: registry)
+                    let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, digests: digests, threshold: t)
+                    engine.softwareVersion = "opacity " + OpacityMain.version
+                    return engine
+                },
+                onListening: { p in
+                    listening.yes = true
+                    note("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(p) (\(auth)); loading \(refs.joined(separator: ", "))")
+                })
+        } catch  where !listening.yes && "\(error)".contains("bind(") {
+            // the socket's own message names neither the address nor the option
+            throw WithHint(error, "cannot listen on \(host):\(port) (in use by another program, or not an address of this machine); choose another --port or --host")
+        }
         note("stopped")
     }
 }

@@ -159,6 +159,17 @@ struct TrainCommand: ParsableCommand {
         }
         setup.workers = workers
         setup.group = group
+        if resume, Trainer.latestCheckpoint(in: outURL) == nil {
+            // nothing to continue from: a run killed before its first checkpoint starts again,
+            // but a folder whose log records epochs has lost its checkpoints; never start over on it
+            let log = outURL.appendingPathComponent("log.jsonl")
+            if let epochs = try? EpochLog.read(log), !epochs.isEmpty {
+                throw RunError.incompatible(
+                    "--resume: \(outURL.path) has no checkpoint to continue from (checkpoints/ holds none) although log.jsonl records \(epochs.count) epoch\(epochs.count == 1 ? "" : "s"); it was not changed. Start a new run in another -o/--output"
+                )
+            }
+            if !outputSilenced { FileHandle.standardError.write(Data("note: \(outURL.path) has no checkpoint yet; --resume starts the run from its first epoch\n".utf8)) }
+        }
         let progress = TrainingProgress(quiet: runtime.quiet)
         let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: outputSilenced ? nil : progress)
         if resume, let lr, summary.resumedFrom != nil {
