@@ -793,6 +793,18 @@ struct DICOMParser {
         }
         if !seen.contains(0x0028_0101) { h.bitsStored = h.bitsAllocated }
         if !seen.contains(0x0028_0102) { h.highBit = h.bitsStored - 1 }
+        // values outside what PS3.3 C.7.6.3.1 allows: read the way other readers do, and say so
+        if h.pixelRepresentation != 0 && h.pixelRepresentation != 1 {
+            h.warnings.append("PixelRepresentation (0028,0103) is \(h.pixelRepresentation); expected 0 (unsigned) or 1 (signed); read as 0")
+            h.pixelRepresentation = 0
+        }
+        if h.bitsStored >= 1 && h.bitsStored <= h.bitsAllocated && !(h.bitsStored - 1..<h.bitsAllocated).contains(h.highBit) {
+            h.warnings.append("HighBit (0028,0102) is \(h.highBit); expected \(h.bitsStored - 1)...\(h.bitsAllocated - 1) (BitsStored - 1 to BitsAllocated - 1); read as \(h.bitsStored - 1)")
+            h.highBit = h.bitsStored - 1
+        }
+        if let w = h.windowWidth, w < 1 {
+            h.warnings.append("WindowWidth (0028,1051) is \(w); expected at least 1 (PS3.3 C.11.2.1.2); the window is ignored")
+        }
         if h.photometricInterpretation.isEmpty { h.photometricInterpretation = "MONOCHROME2" }
 
         guard decodePixels else { return Result(header: h, pixels: nil) }

@@ -102,6 +102,46 @@ final class DICOMHostileInputTests: XCTestCase {
         XCTAssertNil(try DICOM.readHeader(conformance.appendingPathComponent("RG1_UNCI.dcm")).pixelSpacing)
     }
 
+    /// Values outside what the standard allows but that other readers read: a
+    /// PixelRepresentation other than 0/1, a HighBit outside BitsStored-1...BitsAllocated-1 and a
+    /// WindowWidth below 1 are read as those readers do, each with a warning naming the field.
+    func testOutOfRangePixelModuleValuesWarn() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func file(highBit: UInt16, representation: UInt16, width: String) -> Data {
+            var f = DICOMBytes.file()
+            f.element(0x0010, 0x0020, "LO", "case")
+            f.us(0x0028, 0x0002, 1)
+            f.element(0x0028, 0x0004, "CS", "MONOCHROME2")
+            f.us(0x0028, 0x0010, 4)
+            f.us(0x0028, 0x0011, 4)
+            f.us(0x0028, 0x0100, 8)
+            f.us(0x0028, 0x0101, 8)
+            f.us(0x0028, 0x0102, highBit)
+            f.us(0x0028, 0x0103, representation)
+            f.element(0x0028, 0x1050, "DS", "40")
+            f.element(0x0028, 0x1051, "DS", width)
+            f.element(0x7FE0, 0x0010, "OB", (0..<16).map { UInt8($0 * 16) })
+            return f.data
+        }
+        let good = dir.appendingPathComponent("good.dcm")
+        try file(highBit: 7, representation: 0, width: "400").write(to: good)
+        XCTAssertEqual(try DICOM.readHeader(good).warnings, [])
+        for (i, (hb, pr, w, field)) in [(UInt16(40), UInt16(0), "400", "HighBit (0028,0102) is 40"), (7, 7, "400", "PixelRepresentation (0028,0103) is 7"),
+                                        (7, 0, "0", "WindowWidth (0028,1051) is 0"), (7, 0, "-5", "WindowWidth (0028,1051) is -5")].enumerated() {
+            let url = dir.appendingPathComponent("odd\(i).dcm")
+            try file(highBit: hb, representation: pr, width: w).write(to: url)
+            let h = try DICOM.readHeader(url)
+            XCTAssertTrue(h.warnings.contains { $0.hasPrefix(field) && $0.contains("expected") }, "\(field): \(h.warnings)")
+            XCTAssertFalse(h.isSigned)
+            XCTAssertEqual(h.highBit, 7)
+            // the pixels read as the valid file's (the window is ignored where its width is below 1)
+            let img = try DICOM.read(url)
+            XCTAssertEqual(img.width, 4)
+        }
+        XCTAssertEqual(try DICOM.read(dir.appendingPathComponent("odd0.dcm")).pixels, try DICOM.read(good).pixels)
+    }
+
     /// The case files of shared/cases give typed errors, not traps.
     func testSharedCaseFilesGiveErrors() throws {
         let cases = realdata.deletingLastPathComponent().appendingPathComponent("cases")
