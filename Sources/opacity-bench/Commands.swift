@@ -170,6 +170,19 @@ protocol SectionCommand: ParsableCommand {
     func options() throws -> BenchOptions
 }
 
+/// A section that takes only the shared options.
+protocol CommonOnlySectionCommand: SectionCommand {
+    var common: CommonOptions { get }
+}
+
+extension CommonOnlySectionCommand {
+    func options() throws -> BenchOptions {
+        var o = BenchOptions()
+        common.apply(to: &o)
+        return o
+    }
+}
+
 extension SectionCommand {
     static func describing(_ section: BenchSection, discussion: String = "") -> CommandConfiguration {
         CommandConfiguration(commandName: section.name, abstract: section.summary, discussion: discussion)
@@ -228,16 +241,10 @@ struct Report: ParsableCommand {
     }
 }
 
-struct BLASCommand: SectionCommand {
+struct BLASCommand: CommonOnlySectionCommand {
     static let section = BenchSection.blas
     static let configuration = describing(section)
     @OptionGroup var common: CommonOptions
-
-    func options() throws -> BenchOptions {
-        var o = BenchOptions()
-        common.apply(to: &o)
-        return o
-    }
 }
 
 struct ConvCommand: SectionCommand {
@@ -301,41 +308,23 @@ struct DetectorCommand: SectionCommand {
     }
 }
 
-struct LoaderCommand: SectionCommand {
+struct LoaderCommand: CommonOnlySectionCommand {
     static let section = BenchSection.loader
     static let configuration = describing(section, discussion: "Reads the RSNA DICOMs from $OPACITY_REALDATA or ../shared/realdata beside the checkout.")
     @OptionGroup var common: CommonOptions
-
-    func options() throws -> BenchOptions {
-        var o = BenchOptions()
-        common.apply(to: &o)
-        return o
-    }
 }
 
-struct BundleCommand: SectionCommand {
+struct BundleCommand: CommonOnlySectionCommand {
     static let section = BenchSection.bundle
     static let configuration = describing(section)
     @OptionGroup var common: CommonOptions
-
-    func options() throws -> BenchOptions {
-        var o = BenchOptions()
-        common.apply(to: &o)
-        return o
-    }
 }
 
-struct ONNXCommand: SectionCommand {
+struct ONNXCommand: CommonOnlySectionCommand {
     static let section = BenchSection.onnx
     static let configuration = describing(
         section, discussion: "Needs the ONNX test oracle's virtual environment: scripts/onnx-venv.sh makes it, OPACITY_ONNX_VENV overrides where it lives.")
     @OptionGroup var common: CommonOptions
-
-    func options() throws -> BenchOptions {
-        var o = BenchOptions()
-        common.apply(to: &o)
-        return o
-    }
 }
 
 struct AllreduceCommand: SectionCommand {
