@@ -179,14 +179,3 @@ struct DetectCommand: ParsableCommand {
         }
     }
 }
-
-/// An error with a line saying what to do about it (printed below the error).
-struct WithHint: Error, CustomStringConvertible {
-    let error: Error
-    let hint: String
-    init(_ error: Error, _ hint: String) {
-        self.error = error
-        self.hint = hint
-    }
-    var description: String { "\(error)\n\(hint)" }
-}

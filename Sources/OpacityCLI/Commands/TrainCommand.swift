@@ -168,7 +168,7 @@ struct TrainCommand: ParsableCommand {
                     "--resume: \(outURL.path) has no checkpoint to continue from (checkpoints/ holds none) although log.jsonl records \(epochs.count) epoch\(epochs.count == 1 ? "" : "s"); it was not changed. Start a new run in another -o/--output"
                 )
             }
-            if !outputSilenced { FileHandle.standardError.write(Data("note: \(outURL.path) has no checkpoint yet; --resume starts the run from its first epoch\n".utf8)) }
+            note("note: \(outURL.path) has no checkpoint yet; --resume starts the run from its first epoch")
         }
         let progress = TrainingProgress(quiet: runtime.quiet)
         let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: outputSilenced ? nil : progress)

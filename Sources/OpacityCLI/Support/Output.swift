@@ -27,3 +27,14 @@ func resolveOutput(_ output: String?, deprecated: String?, defaultValue: String?
     note("warning: --out is deprecated; use -o/--output")
     return deprecated
 }
+
+/// An error with a line saying what to do about it (printed below the error).
+struct WithHint: Error, CustomStringConvertible {
+    let error: Error
+    let hint: String
+    init(_ error: Error, _ hint: String) {
+        self.error = error
+        self.hint = hint
+    }
+    var description: String { "\(error)\n\(hint)" }
+}
