@@ -6,18 +6,9 @@ import XCTest
 /// scripts/install-deps.sh installs them, so a missing tool is an error, not a skip.
 @discardableResult
 func runTool(_ tool: String, _ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = [tool] + args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    if p.terminationStatus != 0 {
-        XCTFail("\(tool) \(args.joined(separator: " ")) failed (\(p.terminationStatus)); run scripts/install-deps.sh: \(text)", file: file, line: line)
+    let (status, text) = try runValidator(tool, args, file: file, line: line)
+    if status != 0 {
+        XCTFail("\(tool) \(args.joined(separator: " ")) failed (\(status)); run scripts/install-deps.sh: \(text)", file: file, line: line)
         throw DataError.unreadableFile(path: tool, reason: text)
     }
     return text

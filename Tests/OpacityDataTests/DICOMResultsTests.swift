@@ -2,8 +2,9 @@ import Foundation
 import OpacityData
 import XCTest
 
-/// Runs a validator and returns its output whatever its exit status (dciodvfy exits non-zero
-/// on warnings of some kinds); fails when the tool is missing.
+/// Runs a tool (a validator, DCMTK, OpenJPEG) and returns its status and output (stdout and
+/// stderr together) whatever its exit status (dciodvfy exits non-zero on warnings of some
+/// kinds); fails the test when the tool is missing.
 func runValidator(_ tool: String, _ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> (status: Int32, text: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")

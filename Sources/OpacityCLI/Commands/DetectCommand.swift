@@ -171,11 +171,6 @@ struct DetectCommand: ParsableCommand {
         }
         say("wrote \(resultURL.path)" + (noOverlays ? "" : " and \(all.count) overlay PNGs in \(outURL.path)"))
         let skippedURL = outURL.appendingPathComponent("skipped.csv")
-        if skipped.isEmpty {
-            try? FileManager.default.removeItem(at: skippedURL)
-        } else {
-            try skipped.write(to: skippedURL)
-            note(skipped.summary() + "\n(listed in \(skippedURL.path))")
-        }
+        try reportSkipped(skipped, to: skippedURL)
     }
 }

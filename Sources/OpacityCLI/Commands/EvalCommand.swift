@@ -140,11 +140,6 @@ struct EvalCommand: ParsableCommand {
         for (id, why) in dataset.report.unreadableImages.sorted(by: { $0.key < $1.key }) { skipped.add(id, why) }
         for s in ev.skipped { skipped.add(s.id, s.reason) }
         let skippedURL = outURL.appendingPathComponent("skipped.csv")
-        if skipped.isEmpty {
-            try? FileManager.default.removeItem(at: skippedURL)
-        } else {
-            try skipped.write(to: skippedURL)
-            note(skipped.summary() + "\n(listed in \(skippedURL.path))")
-        }
+        try reportSkipped(skipped, to: skippedURL)
     }
 }

@@ -89,12 +89,7 @@ struct SubmitCommand: ParsableCommand {
         }
         let sub = Submission(rows: rows)
         try sub.write(to: outURL)
-        if skipped.isEmpty {
-            try? FileManager.default.removeItem(at: skippedURL)
-        } else {
-            try skipped.write(to: skippedURL)
-            note(skipped.summary() + "\n(listed in \(skippedURL.path); they have no row in \(out))")
-        }
+        try reportSkipped(skipped, to: skippedURL, note: "; they have no row in \(out)")
         say("wrote \(out): \(rows.count) patients, \(rows.filter { !$0.detections.isEmpty }.count) with boxes, \(rows.reduce(0) { $0 + $1.detections.count }) boxes")
     }
 }

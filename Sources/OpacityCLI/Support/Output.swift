@@ -38,3 +38,16 @@ struct WithHint: Error, CustomStringConvertible {
     }
     var description: String { "\(error)\n\(hint)" }
 }
+
+/// Writes what a batch command left out to `url` and says so on the terminal (with `where`
+/// added to the "listed in" line), or removes a stale `url` from an earlier run when nothing
+/// was skipped.
+/// - Throws: ``DataError/unwritableFile(path:reason:)``.
+func reportSkipped(_ skipped: SkippedInputs, to url: URL, note extra: String = "") throws {
+    if skipped.isEmpty {
+        try? FileManager.default.removeItem(at: url)
+    } else {
+        try skipped.write(to: url)
+        note(skipped.summary() + "\n(listed in \(url.path)\(extra))")
+    }
+}
