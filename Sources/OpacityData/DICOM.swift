@@ -294,30 +294,13 @@ public struct DICOMImage: Sendable {
     /// - Returns: a `columns x rows` image.
     public func displayImage(window: WindowSetting = .automatic) -> GrayImage {
         let h = header
-        let identity8 = h.bitsAllocated == 8 && !h.isSigned && h.rescaleSlope == 1 && h.rescaleIntercept == 0
         var out: [UInt8]
-        if case .automatic = window, identity8, h.windowCenter == nil || h.windowWidth == nil, case let .uint8(a) = pixels {
+        if isIdentity8Bit(window: window), case let .uint8(a) = pixels {
             out = a
         } else {
             let values = modalityValues()
-            var center: Double, width: Double
-            switch window {
-            case let .fixed(c, w):
-                center = c; width = w
-            case .automatic where h.windowCenter != nil && h.windowWidth != nil && h.windowWidth! >= 1:
-                center = h.windowCenter!; width = h.windowWidth!
-            default:
-                var lo = Float.infinity, hi = -Float.infinity
-                for v in values {
-                    lo = min(lo, v)
-                    hi = max(hi, v)
-                }
-                if !(lo <= hi) { lo = 0; hi = 0 }
-                // Map lo -> 0 and hi -> 255 with the DICOM linear function.
-                width = Double(hi - lo) + 1
-                center = Double(lo) + 0.5 + (width - 1) / 2
-            }
-            width = max(width, 1)
+            // the same window the Float path uses (min-max maps lo -> 0 and hi -> 255)
+            let (center, width) = resolvedWindow(window, values: values)
             let c0 = Float(center - 0.5), w1 = Float(max(width - 1, 1e-6))
             let lowEdge = c0 - w1 / 2, highEdge = c0 + w1 / 2
             out = [UInt8](repeating: 0, count: values.count)
