@@ -285,6 +285,42 @@ public final class Communicator: @unchecked Sendable {
         return Data(buf)
     }
 
+    // MARK: Notifications
+
+    /// Sends `tag` to rank `dest` without a matching collective (`MPI_Isend` of one byte)
+    /// and waits at most `timeout` seconds for the send to complete.
+    /// - Returns: whether it completed.
+    @discardableResult
+    public func notify(_ dest: Int, tag: Int32, timeout: Double) -> Bool {
+        var byte: UInt8 = 1
+        var request: MPI_Request? = opacity_mpi_request_null()
+        guard MPI_Isend(&byte, 1, opacity_mpi_byte(), Int32(dest), tag, handle, &request) == opacity_mpi_success() else { return false }
+        return Self.wait(&request, timeout: timeout)
+    }
+
+    /// Waits at most `timeout` seconds, mostly asleep, for a ``notify(_:tag:timeout:)``
+    /// from rank `source` with `tag`.
+    /// - Returns: whether it came.
+    public func awaitNotification(from source: Int, tag: Int32, timeout: Double) -> Bool {
+        var byte: UInt8 = 0
+        var request: MPI_Request? = opacity_mpi_request_null()
+        guard MPI_Irecv(&byte, 1, opacity_mpi_byte(), Int32(source), tag, handle, &request) == opacity_mpi_success() else { return false }
+        if Self.wait(&request, timeout: timeout) { return true }
+        MPI_Cancel(&request)
+        return false
+    }
+
+    private static func wait(_ request: inout MPI_Request?, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            var flag: Int32 = 0
+            guard MPI_Test(&request, &flag, opacity_mpi_status_ignore()) == opacity_mpi_success() else { return false }
+            if flag != 0 { return true }
+            if Date() >= deadline { return false }
+            usleep(2000)
+        }
+    }
+
     /// Writes `message` to standard error and ends every process of the job with exit code
     /// `code` (`MPI_Abort`).
     public func abort(_ message: String, code: Int32 = 1) -> Never {

@@ -14,24 +14,73 @@ public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
     /// This rank's share of the current step's global batch (set by the trainer each step).
     public var gradientShare: Double = 1
 
-    /// A group over `world`.
+    /// The communicator of ``announceLeaving()`` (its own, so a notification never meets
+    /// a collective's messages).
+    private let leavingComm: Communicator
+    private static let leavingTag: Int32 = 0x5354
+
+    /// A group over `world` (collective: every rank creates its group at the same point).
     public init(world: Communicator, bucketBytes: Int = 25 << 20) {
         self.world = world
         self.bucketBytes = bucketBytes
+        leavingComm = (try? world.duplicate()) ?? world
+    }
+
+    /// Rank 0, when a signal ends the job: tells every other rank that it may exit now (its
+    /// checkpoint is written). Waits at most `timeout` seconds per rank.
+    public func announceLeaving(timeout: Double = 2) {
+        for r in 1..<max(1, size) { leavingComm.notify(r, tag: Self.leavingTag, timeout: timeout) }
+    }
+
+    /// The other ranks, when a signal ends the job: wait for rank 0's
+    /// ``announceLeaving(timeout:)``, at most `timeout` seconds. A rank must not exit
+    /// before rank 0 is done: `mpirun` kills the remaining ranks as soon as one has exited.
+    /// - Returns: whether rank 0 announced it.
+    public func awaitLeaving(timeout: Double) -> Bool {
+        leavingComm.awaitNotification(from: 0, tag: Self.leavingTag, timeout: timeout)
     }
 
     public var rank: Int { world.rank }
     public var size: Int { world.size }
-    public func sum(_ values: [Double]) throws -> [Double] { try world.orderedSum(values) }
-    public func allGather(_ data: Data) throws -> [Data] { try world.allGather(data) }
+    public func sum(_ values: [Double]) throws -> [Double] { try timed { try world.orderedSum(values) } }
+    public func allGather(_ data: Data) throws -> [Data] { try timed { try world.allGather(data) } }
+
+    private let counterLock = NSLock()
+    private var collectiveSeconds = 0.0
+    private weak var reducer: BucketedGradientReducer?
+
+    /// Runs a collective of the calling (training) thread and counts its seconds.
+    func timed<T>(_ body: () throws -> T) rethrows -> T {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer {
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            counterLock.withLock { collectiveSeconds += dt }
+        }
+        return try body()
+    }
 
     public func makeGradientReducer(parameters: [Parameter]) -> GradientReducer {
         // The reducer's thread needs its own communicator, and MPI_THREAD_MULTIPLE to use it
         // while this thread reduces batch-norm statistics; without it, buckets are reduced
         // at the end of backward on this thread.
         let comm = world.supportsThreads ? ((try? world.duplicate()) ?? world) : world
-        return BucketedGradientReducer(parameters: parameters, communicator: comm, bucketBytes: bucketBytes,
-                                       overlap: world.supportsThreads && comm !== world)
+        let r = BucketedGradientReducer(parameters: parameters, communicator: comm, bucketBytes: bucketBytes,
+                                        overlap: world.supportsThreads && comm !== world)
+        counterLock.withLock { reducer = r }
+        return r
+    }
+
+    /// The main thread's collective seconds, and the gradient reducer's (the last one made)
+    /// waits, reduction seconds and bytes, since the last call.
+    public func takeCommunicationCounters() -> CommunicationCounters {
+        var c = counterLock.withLock { () -> CommunicationCounters in
+            var c = reducer?.takeCounters() ?? CommunicationCounters()
+            c.collectiveSeconds = collectiveSeconds
+            collectiveSeconds = 0
+            return c
+        }
+        c.buckets = reducer?.bucketSizes.count ?? 0
+        return c
     }
 
     public func abort(_ message: String) -> Never { world.abort(message) }
@@ -41,7 +90,7 @@ extension MPIProcessGroup: BatchStatisticsReducer {
     /// Synchronised batch norm's sums, in rank order on the main communicator; a transport
     /// failure ends the job with a message naming this rank.
     public func sumAcrossProcesses(_ values: [Double]) -> [Double] {
-        do { return try world.orderedSum(values) } catch {
+        do { return try timed { try world.orderedSum(values) } } catch {
             world.abort("rank \(rank) of \(size): synchronised batch norm failed: \(error)")
         }
     }
@@ -85,6 +134,10 @@ public final class BucketedGradientReducer: GradientReducer, @unchecked Sendable
     public func begin(weight: Float) { core.begin(weight: weight) }
     public func parameterReady(_ parameter: Parameter) { core.parameterReady(parameter) }
     public func finish() throws -> Double { try core.finish() }
+
+    /// The seconds the caller waited in ``finish()``, the seconds spent reducing buckets and
+    /// the bytes reduced and sent since the last call (which resets them).
+    public func takeCounters() -> CommunicationCounters { core.takeCounters() }
 }
 
 final class ReducerCore: @unchecked Sendable {
@@ -113,6 +166,7 @@ final class ReducerCore: @unchecked Sendable {
     private var reduced = 0
     private var failure: Error?
     private var stopping = false
+    private var counters = CommunicationCounters()
 
     init(parameters: [Parameter], communicator: Communicator, bucketBytes: Int, overlap: Bool = true) {
         self.parameters = parameters
@@ -212,6 +266,7 @@ final class ReducerCore: @unchecked Sendable {
         if error != nil { reduced = buckets.count }
         cond.unlock()
         let waited = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        cond.withLock { counters.gradientWaitSeconds += waited }
         if let error { throw error }
         for bucket in buckets {
             for (m, i) in bucket.members.enumerated() {
@@ -236,11 +291,29 @@ final class ReducerCore: @unchecked Sendable {
         cond.unlock()
     }
 
+    func takeCounters() -> CommunicationCounters {
+        cond.withLock {
+            defer { counters = CommunicationCounters() }
+            return counters
+        }
+    }
+
     private func reduce(_ b: Int) throws {
+        let t0 = DispatchTime.now().uptimeNanoseconds
         // On the communication thread, wait for the other ranks asleep (a blocking
         // collective would spin on the core backward is using); see barrierSleeping.
         if overlap && sleepUntilAllArrive { try comm.barrierSleeping() }
-        try comm.orderedSum(buckets[b].buffer, count: buckets[b].count, scratch: scratch)
+        let count = buckets[b].count
+        try comm.orderedSum(buckets[b].buffer, count: count, scratch: scratch)
+        // the reduce-scatter sends all but this rank's chunk, the allgather this chunk to each other rank
+        let p = comm.size, mine = count * (comm.rank + 1) / p - count * comm.rank / p
+        let sent = p > 1 ? (count - mine) + mine * (p - 1) : 0
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        cond.withLock {
+            counters.allreduceSeconds += dt
+            counters.gradientBytes += Double(count * MemoryLayout<Float>.stride)
+            counters.sentBytes += Double(sent * MemoryLayout<Float>.stride)
+        }
     }
 
     /// The communication thread: reduces buckets in index order as they become ready.

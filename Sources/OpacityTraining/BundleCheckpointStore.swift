@@ -15,12 +15,25 @@ public struct BundleCheckpointStore: CheckpointStore {
 
     public func save(detector: Detector, optimizer: any Optimizer, state: TrainerState, options: TrainingOptions,
                      metrics: [String: Double], to url: URL) throws {
+        try write(detector: detector, tensors: nil, optimizer: optimizer, state: state, options: options, metrics: metrics, to: url,
+                 compressionLevel: 3)
+    }
+
+    public func save(detector: Detector, tensors: [(String, Tensor)], optimizer: any Optimizer, state: TrainerState,
+                     options: TrainingOptions, metrics: [String: Double], to url: URL, compressionLevel: Int) throws {
+        try write(detector: detector, tensors: tensors, optimizer: optimizer, state: state, options: options, metrics: metrics,
+                 to: url, compressionLevel: compressionLevel)
+    }
+
+    private func write(detector: Detector, tensors: [(String, Tensor)]?, optimizer: any Optimizer, state: TrainerState,
+                      options: TrainingOptions, metrics: [String: Double], to url: URL, compressionLevel: Int) throws {
         var meta = BundleMetadata(provenance: Provenance(data: options.data, fold: options.fold, folds: options.folds,
                                                         epoch: state.epoch, seed: options.seed),
                                   metrics: metrics)
         meta.extra[Self.trainerKey] = try JSONValue(encoding: state)
         meta.extra[Self.recipeKey] = try JSONValue(encoding: options)
-        try Checkpoint.save(detector, optimizer: optimizer, scheduler: state.scheduler, metadata: meta, to: url)
+        try Checkpoint.save(detector, optimizer: optimizer, scheduler: state.scheduler, metadata: meta, tensors: tensors, to: url,
+                            compressionLevel: compressionLevel)
     }
 
     public func restore(into detector: Detector, optimizer: any Optimizer, from url: URL) throws -> TrainerState {

@@ -24,6 +24,8 @@ public protocol ProcessGroup: AnyObject {
     /// Stops every process of the job: `message` (which names this rank) goes to standard
     /// error first. Never returns.
     func abort(_ message: String) -> Never
+    /// This process's communication counters since the last call (which resets them).
+    func takeCommunicationCounters() -> CommunicationCounters
 }
 
 extension ProcessGroup {
@@ -70,6 +72,7 @@ public final class SingleProcess: ProcessGroup {
     public func sum(_ values: [Double]) throws -> [Double] { values }
     public func allGather(_ data: Data) throws -> [Data] { [data] }
     public func makeGradientReducer(parameters: [Parameter]) -> GradientReducer { LocalReducer() }
+    public func takeCommunicationCounters() -> CommunicationCounters { CommunicationCounters() }
     public func abort(_ message: String) -> Never {
         FileHandle.standardError.write(Data((message + "\n").utf8))
         exit(1)

@@ -34,6 +34,16 @@ public final class Trainer {
     public private(set) var communicationWait: Double = 0
     private var reducer: GradientReducer?
     private var termNames: [String]?
+    /// The run as it stood after its last completed step, for ``saveCheckpointNow()`` (`nil`
+    /// when the newest checkpoint already holds it). Changed by the training thread only
+    /// under `boundaryLock`, together with the weights and optimizer state it describes.
+    private var boundary: TrainerState?
+    /// The detector's buffers (batch-norm running statistics) at ``boundary``: the next
+    /// step's forward changes the live ones.
+    private var boundaryBuffers: [(String, Tensor)] = []
+    private let boundaryLock = NSLock()
+    private let namedParameterList: [(String, Parameter)]
+    private let namedBufferList: [(String, Buffer)]
 
     let trainData: BatchSource
     let validationData: BatchSource
@@ -56,6 +66,8 @@ public final class Trainer {
                              scheduler: ReduceLROnPlateau(mode: .min, factor: Float(options.plateauFactor), patience: options.plateauPatience,
                                                           minLR: Float(options.minLearningRate)))
         dropouts = detector.namedModules().compactMap { $0.1 as? Dropout }
+        namedParameterList = detector.namedParameters()
+        namedBufferList = detector.namedBuffers()
         if options.freezeBatchNorm { detector.freezeBatchNorm() }
     }
 
@@ -194,6 +206,7 @@ public final class Trainer {
         var step = start
         let t0 = Date()
         let startSeconds = seconds
+        if group.isDistributed { _ = group.takeCommunicationCounters() }
         for result in trainData.batches(epoch: epoch, from: start) {
             let batch = try result.get()
             seedDropouts(epoch: epoch, step: step)
@@ -210,32 +223,66 @@ public final class Trainer {
                 optimizer.zeroGrad()
                 terms.total.backward()
                 clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
-                optimizer.step()
                 n = batch.ids.count
                 termValues = terms.terms
                 weighted = terms.terms.map { ($0.name, Double($0.value) * Double(n)) }
             }
+            // the update and the record of where the run stands change together, so that
+            // saveCheckpointNow() (on another thread) sees the state before or after a step
+            boundaryLock.lock()
+            // a distributed step whose global batch had no readable image computed no gradient
+            if !group.isDistributed || n > 0 { optimizer.step() }
             step += 1
             images += n
             for (name, v) in weighted { sums[name, default: 0] += v }
             seconds = startSeconds + Date().timeIntervalSince(t0)
+            boundary = stateInEpoch(step: step, sums: sums, images: images, seconds: seconds)
+            boundaryBuffers = namedBufferList.map { ($0.0, $0.1.value) }
+            boundaryLock.unlock()
             observer?.trainingDidStep(step, of: steps, terms: termValues, imagesPerSecond: Double(images) / max(seconds, 1e-9))
             let stop = group.isDistributed ? try group.sum([shouldStop() ? 1 : 0])[0] > 0 : shouldStop()
             if stop && step < steps {
-                state.step = step
-                state.partial = sums
-                state.partialImages = images
-                state.partialSeconds = seconds
-                state.learningRate = Double(optimizer.learningRate)
-                if group.isLeader {
-                    try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
-                                   metrics: [:], to: interruptedURL)
+                try boundaryLock.withLock {
+                    state = stateInEpoch(step: step, sums: sums, images: images, seconds: seconds)
+                    if group.isLeader {
+                        try store.save(detector: detector, optimizer: optimizer, state: state, options: options,
+                                       metrics: [:], to: interruptedURL)
+                    }
+                    boundary = nil
                 }
                 throw RunError.interrupted(checkpoint: interruptedURL.path)
             }
         }
+        let counters = group.isDistributed ? group.takeCommunicationCounters() : nil
         let trainSummary = summary(sums, images: images)
         let (valSummary, metric) = try validate(epoch)
+        if group.isDistributed { try checkWeightsAgree(epoch: epoch) }
+        let communication = try counters.map { try communicationFigures($0, stepSeconds: seconds - startSeconds) }
+        let log = try boundaryLock.withLock {
+            try finishEpoch(epoch, seconds: seconds, images: images, train: trainSummary, val: valSummary, metric: metric,
+                            communication: communication)
+        }
+        guard group.isLeader else { return log }
+        observer?.trainingDidFinishEpoch(log)
+        try afterEpoch?()
+        return log
+    }
+
+    /// The trainer state `step` steps into the current epoch, with the epoch's running sums.
+    private func stateInEpoch(step: Int, sums: [String: Double], images: Int, seconds: Double) -> TrainerState {
+        var st = state
+        st.step = step
+        st.partial = sums
+        st.partialImages = images
+        st.partialSeconds = seconds
+        st.learningRate = Double(optimizer.learningRate)
+        return st
+    }
+
+    /// The end of an epoch (under `boundaryLock`): the scheduler step, the state, and on
+    /// rank 0 the checkpoint, the `best` link and the log line.
+    private func finishEpoch(_ epoch: Int, seconds: Double, images: Int, train trainSummary: LossSummary, val valSummary: LossSummary,
+                             metric: MetricSummary, communication: CommunicationFigures?) throws -> EpochLog {
         // the scheduler follows the validation regression loss, as the paper does
         let lrUsed = Double(optimizer.learningRate)
         state.scheduler.step(Float(valSummary.regression), optimizer: optimizer)
@@ -252,12 +299,13 @@ public final class Trainer {
         state.partialSeconds = 0
         state.learningRate = Double(optimizer.learningRate)
         let ckpt = checkpointURL(epoch: epoch)
-        if group.isDistributed { try checkWeightsAgree(epoch: epoch) }
-        let log = EpochLog(epoch: epoch, time: ISO8601DateFormatter().string(from: Date()), seconds: seconds, lr: lrUsed,
+        var log = EpochLog(epoch: epoch, time: ISO8601DateFormatter().string(from: Date()), seconds: seconds, lr: lrUsed,
                            train: trainSummary, val: valSummary, metric: metric, imagesPerSecond: Double(images) / max(seconds, 1e-9),
                            trainImages: images, valImages: validationData.imageCount,
                            checkpoint: "checkpoints/" + ckpt.lastPathComponent, best: better,
                            processes: group.size, globalBatch: options.batchSize)
+        log.communication = communication
+        boundary = nil
         guard group.isLeader else { return log }
         // The checkpoint (written atomically) is the record: it holds the epoch's log line
         // and the best epoch, so a kill before the two lines below is repaired by resume().
@@ -269,9 +317,32 @@ public final class Trainer {
         try? FileManager.default.removeItem(at: interruptedURL)
         if better { try linkBest(to: ckpt) }
         try appendLog(log)
-        observer?.trainingDidFinishEpoch(log)
-        try afterEpoch?()
         return log
+    }
+
+    /// Writes `checkpoints/interrupted.opb` with the run as it stood after its last
+    /// completed step, while ``run()`` goes on computing the next one on another thread
+    /// (that step is not waited for and not kept). For a stop that cannot wait for the step
+    /// in flight: under `mpirun` a signal reaches the ranks as SIGTERM, followed by SIGKILL
+    /// one second later. Call it on the rank that writes the run folder (rank 0).
+    ///
+    /// Waits while the training thread applies an update or writes a checkpoint, so the
+    /// weights, optimizer state, batch-norm statistics and position in the epoch written
+    /// belong to the same step; ``resume()`` continues from there exactly.
+    /// - Returns: the newest checkpoint: the file written, or the one already holding the
+    ///   last completed step (`written` false); `nil` when no step has completed and there is
+    ///   no checkpoint.
+    /// - Throws: file errors (an earlier checkpoint is left as it was).
+    public func saveCheckpointNow() throws -> (url: URL, written: Bool)? {
+        try boundaryLock.withLock {
+            guard let st = boundary else { return Self.latestCheckpoint(in: runDirectory).map { ($0, false) } }
+            let tensors = namedParameterList.map { ($0.0, $0.1.value) } + boundaryBuffers
+            // the fastest compression level: the time to the launcher's SIGKILL is short
+            try store.save(detector: detector, tensors: tensors, optimizer: optimizer, state: st, options: options, metrics: [:],
+                           to: interruptedURL, compressionLevel: 1)
+            boundary = nil
+            return (interruptedURL, true)
+        }
     }
 
     private func summary(_ sums: [String: Double], images: Int) -> LossSummary {
@@ -360,8 +431,9 @@ public final class Trainer {
 
 extension Trainer {
     /// One data-parallel step: this process's shard forward and backward, gradients
-    /// averaged across processes (weighted by shard size) while backward runs, then the
-    /// same clipped Adam step everywhere.
+    /// averaged across processes (weighted by shard size) while backward runs, then
+    /// clipped; the caller applies the Adam step (the same on every process) when the
+    /// global batch had images.
     /// - Returns: the global batch's mean loss terms, its image count, and the terms'
     ///   image-weighted sums.
     func distributedStep(_ batch: TrainingBatch, epoch: Int, step: Int) throws -> ([(name: String, value: Float)], Int, [(String, Double)]) {
@@ -403,8 +475,17 @@ extension Trainer {
         if let local { local.total.backward(nil, parameterReady: { reducer.parameterReady($0) }) }
         communicationWait += try reducer.finish()
         clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
-        optimizer.step()
         return (terms, total, names.enumerated().map { ($1, s[$0 + 1]) })
+    }
+
+    /// Every process's communication counters and step time, gathered (in rank order) into
+    /// the epoch's ``CommunicationFigures``.
+    /// - Throws: a transport error.
+    func communicationFigures(_ mine: CommunicationCounters, stepSeconds: Double) throws -> CommunicationFigures {
+        struct Counted: Codable { var counters: CommunicationCounters; var seconds: Double }
+        let all = try group.allGather(JSONEncoder().encode(Counted(counters: mine, seconds: stepSeconds)))
+            .map { try JSONDecoder().decode(Counted.self, from: $0) }
+        return CommunicationFigures(counters: all.map(\.counters), stepSeconds: all.map(\.seconds))
     }
 
     /// SHA-256 of every parameter and buffer (names, shapes and values, in module order).

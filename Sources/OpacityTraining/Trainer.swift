@@ -173,6 +173,11 @@ public protocol CheckpointStore {
     /// Writes a checkpoint atomically.
     func save(detector: Detector, optimizer: any Optimizer, state: TrainerState, options: TrainingOptions,
               metrics: [String: Double], to url: URL) throws
+    /// Writes a checkpoint atomically with `tensors` (the names and order of
+    /// `detector.stateDict()`) as the detector's weights and buffers, at a zstd
+    /// `compressionLevel` (1 fastest).
+    func save(detector: Detector, tensors: [(String, Tensor)], optimizer: any Optimizer, state: TrainerState, options: TrainingOptions,
+              metrics: [String: Double], to url: URL, compressionLevel: Int) throws
     /// Reads a checkpoint written by ``save(detector:optimizer:state:options:metrics:to:)``
     /// into `detector` and `optimizer`, and returns the trainer state.
     func restore(into detector: Detector, optimizer: any Optimizer, from url: URL) throws -> TrainerState

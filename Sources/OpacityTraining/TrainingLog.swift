@@ -43,7 +43,8 @@ public struct MetricSummary: Codable, Sendable, Equatable {
 /// - `checkpoint` (path of the epoch's bundle, relative to the run folder), `best` (bool: this
 ///   epoch is the best so far),
 /// - `processes` and `global_batch` (optional): data-parallel processes and images per step
-///   over all of them.
+///   over all of them,
+/// - `communication` (optional, data-parallel runs only): ``CommunicationFigures``.
 public struct EpochLog: Codable, Sendable, Equatable {
     public var epoch: Int
     public var time: String
@@ -62,6 +63,9 @@ public struct EpochLog: Codable, Sendable, Equatable {
     /// Images per optimizer step over all processes (`--batch`); each process builds
     /// `globalBatch / processes` of them (absent in older logs).
     public var globalBatch: Int?
+    /// What the processes spent on communication in the epoch's training steps (absent in
+    /// one-process runs and older logs).
+    public var communication: CommunicationFigures?
 
     enum CodingKeys: String, CodingKey {
         case epoch, time, seconds, lr, train, val, metric
@@ -70,6 +74,7 @@ public struct EpochLog: Codable, Sendable, Equatable {
         case valImages = "val_images"
         case checkpoint, best, processes
         case globalBatch = "global_batch"
+        case communication
     }
 
     /// The JSON line (no trailing newline), keys sorted.
@@ -93,6 +98,131 @@ public struct EpochLog: Codable, Sendable, Equatable {
         }
         return out
     }
+}
+
+/// Communication of data-parallel training over one epoch's training steps (those this
+/// invocation ran: after a resume in mid-epoch, the steps after it), over all processes.
+/// Seconds are means over the processes (`_max`: the largest), bytes are per process.
+///
+/// JSON (in `log.jsonl` under `communication`): `step_seconds`, `gradient_wait_seconds`,
+/// `gradient_wait_max_seconds`, `allreduce_seconds`, `collective_seconds`, `wait_fraction`,
+/// `overlap`, `gradient_bytes`, `sent_bytes`, `buckets`.
+public struct CommunicationFigures: Codable, Sendable, Equatable {
+    /// Wall-clock seconds of the training steps these figures cover (mean over processes).
+    public var stepSeconds: Double
+    /// Seconds a training thread waited after its backward for the gradient buckets still
+    /// being reduced: the communication that did not overlap computation, plus any lag of a
+    /// slower process (mean over processes).
+    public var gradientWaitSeconds: Double
+    /// The largest of the processes' ``gradientWaitSeconds``.
+    public var gradientWaitMaxSeconds: Double
+    /// Seconds spent reducing gradient buckets (on the communication thread, while backward
+    /// ran): waiting for every process to arrive, then the rank-ordered sum (mean).
+    public var allreduceSeconds: Double
+    /// Seconds a training thread spent in the other collectives of a step: the sum of the
+    /// loss terms, synchronised batch norm (`--freeze-bn off`), the stop check (mean).
+    public var collectiveSeconds: Double
+    /// `(gradientWaitSeconds + collectiveSeconds) / stepSeconds`: the share of the step time
+    /// the training thread spent waiting on communication.
+    public var waitFraction: Double
+    /// `1 - gradientWaitSeconds / allreduceSeconds`, in 0...1: the share of the gradient
+    /// reduction hidden behind backward (1 when there was none to hide).
+    public var overlap: Double
+    /// Bytes of gradients (and their per-parameter flags) each process reduced: the bucket
+    /// sizes times the steps.
+    public var gradientBytes: Double
+    /// Bytes each process sent to reduce them (the rank-ordered sum sends `2 (P-1)/P` of a
+    /// bucket, as a ring allreduce does).
+    public var sentBytes: Double
+    /// Gradient buckets reduced per step.
+    public var buckets: Int
+
+    enum CodingKeys: String, CodingKey {
+        case stepSeconds = "step_seconds"
+        case gradientWaitSeconds = "gradient_wait_seconds"
+        case gradientWaitMaxSeconds = "gradient_wait_max_seconds"
+        case allreduceSeconds = "allreduce_seconds"
+        case collectiveSeconds = "collective_seconds"
+        case waitFraction = "wait_fraction"
+        case overlap
+        case gradientBytes = "gradient_bytes"
+        case sentBytes = "sent_bytes"
+        case buckets
+    }
+
+    /// Figures from the processes' own counters (one per rank, in rank order) and their
+    /// training seconds.
+    public init(counters: [CommunicationCounters], stepSeconds: [Double]) {
+        let n = Double(max(1, counters.count))
+        func mean(_ f: (CommunicationCounters) -> Double) -> Double { counters.map(f).reduce(0, +) / n }
+        self.stepSeconds = stepSeconds.reduce(0, +) / Double(max(1, stepSeconds.count))
+        gradientWaitSeconds = mean(\.gradientWaitSeconds)
+        gradientWaitMaxSeconds = counters.map(\.gradientWaitSeconds).max() ?? 0
+        allreduceSeconds = mean(\.allreduceSeconds)
+        collectiveSeconds = mean(\.collectiveSeconds)
+        gradientBytes = mean(\.gradientBytes)
+        sentBytes = mean(\.sentBytes)
+        buckets = counters.map(\.buckets).max() ?? 0
+        waitFraction = 0
+        overlap = 1
+        derive()
+    }
+
+    private mutating func derive() {
+        waitFraction = stepSeconds > 0 ? (gradientWaitSeconds + collectiveSeconds) / stepSeconds : 0
+        overlap = allreduceSeconds > 0 ? min(1, max(0, 1 - gradientWaitSeconds / allreduceSeconds)) : 1
+    }
+
+    /// The figures of several epochs together (seconds and bytes added; the largest wait is
+    /// the largest epoch's).
+    public static func total(_ epochs: [CommunicationFigures]) -> CommunicationFigures? {
+        guard var t = epochs.first else { return nil }
+        for e in epochs.dropFirst() {
+            t.stepSeconds += e.stepSeconds
+            t.gradientWaitSeconds += e.gradientWaitSeconds
+            t.gradientWaitMaxSeconds = max(t.gradientWaitMaxSeconds, e.gradientWaitMaxSeconds)
+            t.allreduceSeconds += e.allreduceSeconds
+            t.collectiveSeconds += e.collectiveSeconds
+            t.gradientBytes += e.gradientBytes
+            t.sentBytes += e.sentBytes
+            t.buckets = max(t.buckets, e.buckets)
+        }
+        t.derive()
+        return t
+    }
+
+    /// One line for a terminal, e.g. `communication: waited 1.2 s of 40.1 s of steps (3.0%:
+    /// gradients 1.0 s, other collectives 0.2 s), gradient reduction 95% overlapped with
+    /// backward, 12.3 GB of gradients reduced per process (12.3 GB sent)`.
+    public var summary: String {
+        String(format: "communication: waited %.2f s of %.2f s of steps (%.1f%%: gradients %.2f s, at most %.2f s on one process; other collectives %.2f s), gradient reduction %.0f%% overlapped with backward, %@ of gradients reduced per process in %d buckets per step (%@ sent)",
+               gradientWaitSeconds + collectiveSeconds, stepSeconds, 100 * waitFraction, gradientWaitSeconds, gradientWaitMaxSeconds,
+               collectiveSeconds, 100 * overlap, Self.bytes(gradientBytes), buckets, Self.bytes(sentBytes))
+    }
+
+    static func bytes(_ b: Double) -> String {
+        b >= 1e9 ? String(format: "%.2f GB", b / 1e9) : b >= 1e6 ? String(format: "%.1f MB", b / 1e6) : String(format: "%.0f kB", b / 1e3)
+    }
+}
+
+/// One process's communication counters since they were last taken
+/// (``ProcessGroup/takeCommunicationCounters()``); see ``CommunicationFigures``.
+public struct CommunicationCounters: Codable, Sendable, Equatable {
+    /// Seconds the training thread waited for gradient buckets after backward.
+    public var gradientWaitSeconds: Double = 0
+    /// Seconds spent reducing gradient buckets (waiting for all ranks, then summing).
+    public var allreduceSeconds: Double = 0
+    /// Seconds the training thread spent in other collectives.
+    public var collectiveSeconds: Double = 0
+    /// Gradient bytes reduced.
+    public var gradientBytes: Double = 0
+    /// Bytes sent to reduce them.
+    public var sentBytes: Double = 0
+    /// Gradient buckets per step.
+    public var buckets = 0
+
+    /// Zero counters.
+    public init() {}
 }
 
 /// Problems with run folders and their files.

@@ -150,4 +150,112 @@ final class DistributedTests: XCTestCase {
         XCTAssertNotNil(r.stderr.range(of: #"opacity train: rank [01] of 2 failed, stopping all ranks: .*"# + bad.lastPathComponent, options: .regularExpression), r.all)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/checkpoints/epoch_001.opb").path))
     }
+
+    /// `mpirun ... opacity args...` started in `cwd` without waiting; its standard error goes
+    /// to `stderr`.
+    static func startMpirun(_ np: Int, _ args: [String], in cwd: URL, stderr: URL) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+        p.arguments = ["--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp", "-np", "\(np)", CLI.executable.path] + args
+        p.currentDirectoryURL = cwd
+        _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = try FileHandle(forWritingTo: stderr)
+        try p.run()
+        return p
+    }
+
+    /// The processes whose parent is `pid` (mpirun's ranks on this machine).
+    static func children(of pid: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { child in
+            guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            // fields after the command: state, ppid, ...
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid
+        }
+    }
+
+    /// Ctrl-C on `mpirun` (which sends every rank SIGTERM, then SIGKILL a second later) and
+    /// SIGTERM to every rank (what Slurm does at a time limit) stop a 2-rank run within
+    /// seconds: rank 0 writes the checkpoint of the last completed step, no temporary file
+    /// is left, every rank exits, and `--resume` reaches the uninterrupted run's weights bit
+    /// for bit (synchronised batch norm, so the running statistics must be the step's too).
+    /// The uninterrupted run's log holds sane communication figures for every epoch.
+    func testSignalsStopTheJobWithACheckpointAndResumeContinues() throws {
+        let dir = try CLI.tempDir("mpi-signal")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "--output", "data", "--count", "48", "--size", "128", "--seed", "9"], in: dir).status, 0)
+        let common = ["train", "--data", "data", "--config", Self.tiny, "--epochs", "3", "--batch", "4", "--lr", "1e-4", "--seed", "11",
+                      "--threads", "1", "--freeze-bn", "off"]
+        // buckets of 0.25 MiB: about 4 per step (the sums do not depend on the bucketing)
+        let r = try Self.mpirun(2, common + ["--output", "ref", "--bucket-mib", "0.25"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("communication: waited"), r.all)
+        let parameters = try XCTUnwrap(r.stdout.range(of: #"\((\d+) parameters\)"#, options: .regularExpression).flatMap {
+            Int(r.stdout[$0].dropFirst().prefix { $0.isNumber })
+        })
+        let log = try EpochLog.read(dir.appendingPathComponent("ref/log.jsonl"))
+        XCTAssertEqual(log.count, 3)
+        for e in log {
+            let c = try XCTUnwrap(e.communication, "epoch \(e.epoch) has no communication figures")
+            // 36 training images, 4 per step: 9 steps, each reducing every gradient and one flag per tensor
+            let perStep = c.gradientBytes / 9 / 4
+            XCTAssertGreaterThan(perStep, Double(parameters), "\(c)")
+            XCTAssertLessThan(perStep, Double(parameters + 1000), "\(c)")
+            XCTAssertEqual(c.sentBytes, c.gradientBytes, "2 ranks send one whole bucket each: half in the reduce-scatter, half in the allgather")
+            XCTAssertGreaterThanOrEqual(c.buckets, 3, "\(c)")
+            XCTAssertGreaterThan(c.stepSeconds, 0)
+            XCTAssertGreaterThan(c.allreduceSeconds, 0)
+            XCTAssertGreaterThan(c.collectiveSeconds, 0, "synchronised batch norm reduces statistics on the training thread")
+            XCTAssertGreaterThanOrEqual(c.gradientWaitSeconds, 0)
+            XCTAssertLessThanOrEqual(c.gradientWaitSeconds, c.gradientWaitMaxSeconds)
+            XCTAssertLessThanOrEqual(c.gradientWaitMaxSeconds + c.collectiveSeconds, c.stepSeconds * 2.5, "\(c)")
+            XCTAssertTrue((0...1).contains(c.overlap) && (0...1).contains(c.waitFraction), "\(c)")
+            XCTAssertEqual(c.waitFraction, (c.gradientWaitSeconds + c.collectiveSeconds) / c.stepSeconds, accuracy: 1e-9)
+        }
+
+        for (name, signal, toRanks) in [("ctrl-c", SIGINT, false), ("term", SIGTERM, true)] {
+            let err = dir.appendingPathComponent("\(name).err")
+            let p = try Self.startMpirun(2, common + ["--output", name], in: dir, stderr: err)
+            // mid-way through epoch 2: its progress has begun
+            let deadline = Date().addingTimeInterval(300)
+            while p.isRunning && Date() < deadline {
+                let text = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
+                if let e2 = text.range(of: "epoch 2/3"), text[e2.upperBound...].contains("step 2/9") { break }
+                usleep(20_000)
+            }
+            XCTAssertTrue(p.isRunning, "\(name): the run ended before the signal")
+            let t0 = Date()
+            if toRanks {
+                let ranks = Self.children(of: p.processIdentifier)
+                XCTAssertEqual(ranks.count, 2)
+                for pid in ranks { kill(pid, signal) }
+            } else {
+                kill(p.processIdentifier, signal)
+            }
+            p.waitUntilExit()
+            let seconds = Date().timeIntervalSince(t0)
+            let text = try String(contentsOf: err, encoding: .utf8)
+            // mpirun answers its own Ctrl-C with 1; a rank's status (128 + SIGTERM) comes through otherwise
+            XCTAssertEqual(p.terminationStatus, toRanks ? 143 : 1, text)
+            XCTAssertLessThan(seconds, 15, "\(name): the job took \(seconds) s to stop")
+            // the ranks see SIGTERM in both cases; the step in flight is dropped (under mpirun the
+            // signal comes a second late, and on a fast machine epoch 2 may be complete by then)
+            XCTAssertNotNil(text.range(of: #"SIGTERM: stopping all ranks; (wrote \S+/interrupted.opb in [0-9.]+ s|\S+/epoch_00[12].opb already holds)"#,
+                                       options: .regularExpression), text)
+            let run = dir.appendingPathComponent(name)
+            for folder in [run, run.appendingPathComponent("checkpoints")] {
+                XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: folder.path).contains { $0.contains(".tmp") }, "\(name): a temporary file is left")
+            }
+            let latest = try XCTUnwrap(Trainer.latestCheckpoint(in: run))
+            let resumed = try Self.mpirun(2, ["train", "--output", name, "--resume", "--threads", "1"], in: dir)
+            XCTAssertEqual(resumed.status, 0, resumed.all)
+            XCTAssertTrue(resumed.all.contains("resumed from \(latest.lastPathComponent)"), resumed.all)
+            XCTAssertEqual(try EpochLog.read(run.appendingPathComponent("log.jsonl")).map(\.epoch), [1, 2, 3])
+            XCTAssertEqual(try Self.weights(run.appendingPathComponent("checkpoints/epoch_003.opb")),
+                           try Self.weights(dir.appendingPathComponent("ref/checkpoints/epoch_003.opb")), "\(name): resumed weights differ")
+        }
+    }
 }

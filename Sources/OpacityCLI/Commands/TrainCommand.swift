@@ -199,6 +199,10 @@ struct TrainCommand: ParsableCommand {
             return
         }
         let interrupt = InterruptFlag()
+        if group.isDistributed {
+            let runner = SendableTrainer(trainer: trainer, group: group as? MPIProcessGroup)
+            interrupt.onFirstSignal = { sig in Self.leaveAtOnce(signal: sig, trainer: runner.trainer, group: runner.group) }
+        }
         var steps = 0
         let limit = stopAfter
         trainer.shouldStop = {
@@ -210,6 +214,7 @@ struct TrainCommand: ParsableCommand {
             if let best = trainer.state.bestEpoch {
                 say("done: \(logs.count) epochs run; best epoch \(best) -> \(trainer.bestURL.path)")
             }
+            if let c = CommunicationFigures.total(logs.compactMap(\.communication)) { say(c.summary) }
         } catch let e as RunError {
             if case .interrupted = e {
                 say(e.description)
@@ -218,4 +223,45 @@ struct TrainCommand: ParsableCommand {
             throw e
         }
     }
+
+    /// A signal in a distributed run: every rank ends at once, rank 0 after writing the
+    /// checkpoint of the last completed step (``Trainer/saveCheckpointNow()``), the others
+    /// when rank 0 says it is done (at most 30 s later). The step in flight is not finished
+    /// as in one process: `mpirun` turns its own Ctrl-C or SIGTERM into SIGTERM for every
+    /// rank and SIGKILL one second later, and it kills every rank as soon as one has exited.
+    /// The exit status is 128 + the signal.
+    static func leaveAtOnce(signal sig: Int32, trainer: Trainer, group: MPIProcessGroup?) -> Never {
+        if let group, !group.isLeader {
+            _ = group.awaitLeaving(timeout: 30)
+            _exit(128 + sig)
+        }
+        let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
+        let t0 = Date()
+        var text: String
+        do {
+            switch try trainer.saveCheckpointNow() {
+            case let (url, true)?:
+                text = String(
+                    format: "%@: stopping all ranks; wrote %@ in %.2f s (the run after its last completed step; the step in flight is dropped); --resume continues from it",
+                    name, url.path, Date().timeIntervalSince(t0))
+            case let (url, false)?:
+                text = "\(name): stopping all ranks; \(url.path) already holds the last completed step; --resume continues from it"
+            case nil:
+                text = "\(name): stopping all ranks; no step was completed, nothing to save"
+            }
+        } catch {
+            text = "\(name): stopping all ranks; the checkpoint could not be written (\(error)); --resume continues from the previous one"
+        }
+        FileHandle.standardError.write(Data(("\n" + rankPrefix + text + "\n").utf8))
+        fflush(nil)
+        group?.announceLeaving()
+        _exit(128 + sig)
+    }
+}
+
+/// The trainer, handed to the signal handler's thread: it only calls
+/// ``Trainer/saveCheckpointNow()``, which is safe to call while training runs.
+private struct SendableTrainer: @unchecked Sendable {
+    let trainer: Trainer
+    let group: MPIProcessGroup?
 }

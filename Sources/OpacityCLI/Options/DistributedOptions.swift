@@ -49,9 +49,20 @@ nonisolated(unsafe) var rankPrefix = ""
 /// `MPI_Abort` and a message naming the rank and the cause (the other ranks may be waiting
 /// in a collective and could not otherwise end). `ExitCode`s (e.g. an interrupted run,
 /// which every rank reaches together) pass through.
+///
+/// While a signal handler is ending the process (``ProcessLeaving``), neither an error nor
+/// the end of the body ends it: the handler exits once rank 0's checkpoint is written; a
+/// signal after the body has ended is left to the normal exit.
 func runCollectively(_ group: ProcessGroup, command: String, _ body: () throws -> Void) throws {
     guard group is MPIProcessGroup else { return try body() }
-    do { try body() } catch let e as ExitCode { throw e } catch let e as CleanExit { throw e } catch {
+    do {
+        try body()
+        ProcessLeaving.end()
+    } catch let e as ExitCode {
+        ProcessLeaving.end()
+        throw e
+    } catch let e as CleanExit { throw e } catch {
+        ProcessLeaving.end()
         group.abort("opacity \(command): rank \(group.rank) of \(group.size) failed, stopping all ranks: \(error)")
     }
 }

@@ -76,12 +76,22 @@ final class TrainingProgress: TrainingObserver {
 /// Turns the first Ctrl-C (SIGINT) or SIGTERM (what `timeout`, `kill` and job schedulers
 /// send) into a stop request: the trainer writes a checkpoint and exits. A second signal
 /// exits at once.
+///
+/// With ``onFirstSignal`` set (a distributed run), the first signal calls it instead, on a
+/// thread of its own, while training goes on; it is to end the process.
 final class InterruptFlag: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
     private let lock = NSLock()
     private var count = 0
+    private var handler: (@Sendable (Int32) -> Void)?
     /// The signal that asked to stop (SIGINT or SIGTERM), once one has.
     private(set) var signalNumber: Int32 = 0
+
+    /// Called with the first signal's number in place of the stop request.
+    var onFirstSignal: (@Sendable (Int32) -> Void)? {
+        get { lock.withLock { handler } }
+        set { lock.withLock { handler = newValue } }
+    }
 
     init() {
         for sig in [SIGINT, SIGTERM] {
@@ -93,8 +103,12 @@ final class InterruptFlag: @unchecked Sendable {
                 self.count += 1
                 let c = self.count
                 if c == 1 { self.signalNumber = sig }
+                let handler = self.handler
                 self.lock.unlock()
-                if c == 1 {
+                if c == 1, let handler {
+                    // unless the command is already ending by itself
+                    if ProcessLeaving.begin() { handler(sig) }
+                } else if c == 1 {
                     let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
                     FileHandle.standardError.write(Data("\n\(name): stopping after this step (a checkpoint is written); Ctrl-C again to quit now\n".utf8))
                 } else {
@@ -110,5 +124,35 @@ final class InterruptFlag: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return count > 0
+    }
+}
+
+/// Who ends this process when a signal comes near the end of a distributed command: the
+/// signal handler (``InterruptFlag/onFirstSignal``), or the command itself. Once the handler
+/// is ending it, the training thread must neither abort the job nor exit on its own (a
+/// collective whose peers have left may fail); once the command is ending, the handler
+/// must not touch MPI (it may be finalised).
+enum ProcessLeaving {
+    private static let lock = NSLock()
+    /// 0: running, 1: the handler ends the process, 2: the command does.
+    nonisolated(unsafe) private static var state = 0
+
+    /// The handler's claim. - Returns: false when the command is already ending.
+    static func begin() -> Bool {
+        lock.withLock {
+            guard state == 0 else { return false }
+            state = 1
+            return true
+        }
+    }
+
+    /// The command's claim, before it returns or fails; when the handler is ending the
+    /// process, waits for it to do so (never returns then).
+    static func end() {
+        let handlerOwns = lock.withLock {
+            if state == 0 { state = 2 }
+            return state == 1
+        }
+        while handlerOwns { sleep(60) }
     }
 }

@@ -51,13 +51,16 @@ public struct Checkpoint {
     ///   - metadata: provenance, metrics and other extras.
     ///   - storage: the policy for the model's weights (optimizer state is always f32).
     ///   - extraGroups: further tensor groups to keep (e.g. EMA weights).
+    ///   - tensors: the weights and buffers to store instead of `detector.stateDict()`
+    ///     (same names and order), e.g. a snapshot taken while the detector keeps training.
     ///   - url: the file, written atomically.
     /// - Returns: what was written.
     /// - Throws: ``BundleError``.
     @discardableResult
     public static func save(_ detector: Detector, optimizer: (any Optimizer)? = nil, scheduler: (any Encodable)? = nil,
                             metadata: BundleMetadata = BundleMetadata(), storage: StoragePolicy = .fp32,
-                            extraGroups: [TensorGroup] = [], to url: URL, compressionLevel: Int = 3) throws -> BundleSummary {
+                            extraGroups: [TensorGroup] = [], tensors: [(String, Tensor)]? = nil, to url: URL,
+                            compressionLevel: Int = 3) throws -> BundleSummary {
         var m = metadata
         m.kind = .detector
         m.config = detector.config
@@ -66,7 +69,7 @@ public struct Checkpoint {
                 throw BundleError.extraValue(file: url.path, key: schedulerKey, reason: "cannot encode \(type(of: scheduler)): \(error)")
             }
         }
-        var groups = [TensorGroup(WeightBundle.modelGroup, detector.stateDict(), storage: storage)]
+        var groups = [TensorGroup(WeightBundle.modelGroup, tensors ?? detector.stateDict(), storage: storage)]
         if let optimizer {
             m.extra[optimizerKey] = .object(["type": .string(String(describing: type(of: optimizer)))])
             groups.append(TensorGroup(WeightBundle.optimizerGroup, optimizer.stateDict().sorted { $0.key < $1.key }, storage: .fp32))
