@@ -31,6 +31,8 @@ struct BenchOptions: Sendable {
     var maxMiB = 256
     /// The detector of the scaling section.
     var scalingConfig = "retinanet(encoder=resnet50, size=512)"
+    /// Where the scaling section also writes `scaling.csv` and `scaling.png` (none: print only).
+    var scalingOut: String?
 
     enum PyTorchSource: Sendable, Equatable {
         /// Run scripts/bench_pytorch.py if a Python with torch is found.

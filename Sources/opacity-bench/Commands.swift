@@ -122,6 +122,11 @@ struct MPIOptions: ParsableArguments {
     @Option(name: .customLong("scaling-config"), help: ArgumentHelp("scaling: the detector.", valueName: "config"))
     var scalingConfig = "retinanet(encoder=resnet50, size=512)"
 
+    @Option(
+        name: .customLong("scaling-out"),
+        help: ArgumentHelp("scaling: also write the table as scaling.csv and the efficiency curve as scaling.png into this folder.", valueName: "dir"))
+    var scalingOut: String?
+
     func validate() throws {
         _ = try positiveList(ranks, "--ranks", example: "1,2")
         if let globalBatch, globalBatch < 1 { throw ValidationError("--global-batch \(globalBatch) is not valid; expected a positive count, e.g. 2") }
@@ -135,6 +140,7 @@ struct MPIOptions: ParsableArguments {
         o.bucketMiB = bucketMiB
         o.maxMiB = maxMiB
         o.scalingConfig = scalingConfig
+        o.scalingOut = scalingOut
     }
 }
 

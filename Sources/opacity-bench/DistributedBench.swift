@@ -45,6 +45,7 @@ extension BenchSection {
         print("   cpu: unlike the step time, hardly affected by other jobs on the machine; load = 1-minute load average after the job")
         print("   ranks  threads/rank  images/rank  step (s)  wait (s)  wait %  images/s  efficiency   cpu (s)  cpu eff.   load")
         var base: Double?, cpuBase: Double?
+        var rows: [ScalingRow] = []
         for np in o.ranks {
             guard globalBatch >= np else {
                 print("   \(np): skipped (global batch \(globalBatch) < \(np) ranks; use --global-batch)")
@@ -69,14 +70,75 @@ extension BenchSection {
             }
             let eff = base.map { $0 / step }, cpuEff = cpuBase.map { $0 / cpu }
             let perRank = "\(globalBatch / np)" + (globalBatch % np == 0 ? "" : "-\((globalBatch + np - 1) / np)")
+            let load = loadAverage()
+            rows.append(
+                ScalingRow(
+                    ranks: np, threads: threads, imagesPerRank: perRank, step: step, wait: wait, imagesPerSecond: Double(globalBatch) / step,
+                    efficiency: eff, cpu: cpu, cpuEfficiency: cpuEff, load: load))
             print(
                 String(
-                    format: "   %5d  %12d  %11@  %8.2f  %8.3f  %5.1f%%  %8.2f  %10@  %8.2f  %8@  %5@", np, threads, perRank, step, wait, 100 * wait / step,
-                    Double(globalBatch) / step, eff.map { String(format: "%.1f%%", 100 * $0) } ?? "-", cpu,
-                    cpuEff.map { String(format: "%.1f%%", 100 * $0) } ?? "-", loadAverage()))
+                    format: "   %5d  %12d  %@  %8.2f  %8.3f  %5.1f%%  %8.2f  %@  %8.2f  %@  %@", np, threads, padLeft(perRank, 11), step, wait, 100 * wait / step,
+                    Double(globalBatch) / step, padLeft(eff.map { String(format: "%.1f%%", 100 * $0) } ?? "-", 10), cpu,
+                    padLeft(cpuEff.map { String(format: "%.1f%%", 100 * $0) } ?? "-", 8), padLeft(load, 5)))
+        }
+        if let dir = o.scalingOut {
+            do {
+                let written = try writeScaling(rows, title: "global batch \(globalBatch), \(cores) cores", to: URL(fileURLWithPath: dir))
+                print("   wrote " + written.map(\.path).joined(separator: ", "))
+            } catch { print("   cannot write into \(dir): \(error)") }
         }
         print("")
     }
+}
+
+/// `text` right-aligned in `width` columns (`%11@` does not pad on Linux).
+private func padLeft(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+
+/// One process count of the scaling section.
+struct ScalingRow {
+    var ranks: Int, threads: Int, imagesPerRank: String
+    var step: Double, wait: Double, imagesPerSecond: Double
+    var efficiency: Double?
+    var cpu: Double
+    var cpuEfficiency: Double?
+    var load: String
+}
+
+/// `scaling.csv` (one row per process count) and `scaling.png` (step and CPU efficiency and
+/// the communication wait, in percent, against the process count on a log-2 axis).
+/// - Returns: the files written.
+/// - Throws: file errors.
+func writeScaling(_ rows: [ScalingRow], title: String, to dir: URL) throws -> [URL] {
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    func pct(_ v: Double?) -> String { v.map { String(format: "%.2f", 100 * $0) } ?? "" }
+    var csv = "ranks,threads_per_rank,images_per_rank,step_s,wait_s,wait_pct,images_per_s,efficiency_pct,cpu_s,cpu_efficiency_pct,load_1min\n"
+    for r in rows {
+        csv +=
+            [
+                "\(r.ranks)", "\(r.threads)", r.imagesPerRank, String(format: "%.4f", r.step), String(format: "%.4f", r.wait),
+                String(format: "%.2f", 100 * r.wait / r.step), String(format: "%.4f", r.imagesPerSecond), pct(r.efficiency),
+                String(format: "%.4f", r.cpu), pct(r.cpuEfficiency), r.load,
+            ].joined(separator: ",") + "\n"
+    }
+    let csvURL = dir.appendingPathComponent("scaling.csv"), pngURL = dir.appendingPathComponent("scaling.png")
+    try Data(csv.utf8).write(to: csvURL, options: .atomic)
+    func series(_ name: String, _ values: [(Int, Double?)], _ color: Int, dashed: Bool = false) -> LineChart.Series {
+        LineChart.Series(
+            name: name, points: values.compactMap { n, v in v.map { (x: Double(n), y: 100 * $0) } },
+            color: LineChart.palette[color], dashed: dashed)
+    }
+    var chart = LineChart(
+        title: "scaling, " + title, xLabel: "processes", yLabel: "percent",
+        series: [
+            series("step efficiency", rows.map { ($0.ranks, $0.efficiency) }, 0),
+            series("CPU efficiency", rows.map { ($0.ranks, $0.cpuEfficiency) }, 1),
+            series("wait, % of step", rows.map { ($0.ranks, $0.wait / $0.step) }, 3, dashed: true),
+        ])
+    chart.logX = rows.count > 1
+    let top = rows.flatMap { [$0.efficiency ?? 0, $0.cpuEfficiency ?? 0, $0.wait / $0.step] }.max() ?? 1
+    chart.yRange = 0...max(110, 100 * top * 1.05)
+    try chart.write(png: pngURL)
+    return [csvURL, pngURL]
 }
 
 /// Launches `opacity-bench <section>` as `np` ranks of one mpirun job and returns rank 0's
