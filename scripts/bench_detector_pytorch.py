@@ -5,7 +5,12 @@ Builds the detector shape that `retinanet(encoder=E, ...)` builds in Opacity, wi
 timm, and times the same work on the CPU with the same thread count:
 
 - encoder: timm `features_only=True`, `in_chans=1`, the last four feature maps (strides 4, 8,
-  16, 32 = C2..C5), random weights (pretrained=False);
+  16, 32 = C2..C5), random weights (pretrained=False). Xception is aligned as in Opacity
+  (Documentation/Encoders.md): both stem convolutions get padding 1, so every map is
+  ceil(size / stride) (timm's unpadded stem gives 125/63/32/16/8 at 256 px, which no anchor
+  layout of the detector fits). nasnetamobile, which timm lacks, is Cadene's NASNetAMobile from
+  the `pretrainedmodels` package (PyPI 0.7.4, what Opacity's port follows) with a one-channel
+  stem, tapped at cell_stem_0, cell_3, cell_9 and cell_15 as in Opacity;
 - neck: the paper's FPN (1x1 laterals, nearest 2x top-down, 3x3 smoothing per level; P6 a
   stride-2 3x3 convolution on C5, P7 a stride-2 3x3 convolution on ReLU(P6)), --levels, width
   --neck-channels;
@@ -25,8 +30,9 @@ high-water mark (VmHWM) of each phase after resetting it (/proc/self/clear_refs)
 
     python3 scripts/bench_detector_pytorch.py --encoder resnet34 --size 512 --threads 2 --out f.json
 
-Exits with status 3 when the encoder has no timm counterpart (nasnetamobile).
-Needs torch and timm (pip install torch timm; torchvision's compiled ops are not used); the product never depends on them.
+Exits with status 3 when the encoder has no reference here (or nasnetamobile without
+`pretrainedmodels`). Needs torch and timm (scripts/torch-venv.sh installs them, and
+pretrainedmodels; torchvision's compiled ops are not used); the product never depends on them.
 """
 import argparse
 import json
@@ -46,6 +52,65 @@ TIMM = {
     "seresnext50_32x4d": "legacy_seresnext50_32x4d", "seresnext101_32x4d": "legacy_seresnext101_32x4d",
     "xception": "legacy_xception", "dpn92": "dpn92",
 }
+
+
+class NASNetMobileFeatures(nn.Module):
+    """Cadene's NASNetAMobile (pretrainedmodels) as an encoder: a one-channel stem, the outputs of
+    cell_stem_0, cell_3, cell_9 and cell_15 (strides 4, 8, 16, 32; 44, 264, 528, 1056 channels)."""
+
+    def __init__(self, pretrainedmodels):
+        super().__init__()
+        m = pretrainedmodels.nasnetamobile(num_classes=1000, pretrained=None)
+        m.conv0.conv = nn.Conv2d(1, m.conv0.conv.out_channels, 3, stride=2, padding=0, bias=False)
+        del m.last_linear
+        self.m = m
+        self.channels = [44, 264, 528, 1056]
+
+    def forward(self, x):
+        m = self.m
+        x0 = m.conv0(x)
+        s0 = m.cell_stem_0(x0)
+        s1 = m.cell_stem_1(x0, s0)
+        c0 = m.cell_0(s1, s0)
+        c1 = m.cell_1(c0, s1)
+        c2 = m.cell_2(c1, c0)
+        c3 = m.cell_3(c2, c1)
+        r0 = m.reduction_cell_0(c3, c2)
+        c6 = m.cell_6(r0, c3)
+        c7 = m.cell_7(c6, r0)
+        c8 = m.cell_8(c7, c6)
+        c9 = m.cell_9(c8, c7)
+        r1 = m.reduction_cell_1(c9, c8)
+        c12 = m.cell_12(r1, c9)
+        c13 = m.cell_13(c12, r1)
+        c14 = m.cell_14(c13, c12)
+        c15 = m.cell_15(c14, c13)
+        return [s0, c3, c9, c15]
+
+
+class TimmFeatures(nn.Module):
+    """A timm encoder with `features_only=True`: its stride 4, 8, 16 and 32 maps."""
+
+    def __init__(self, timm, name):
+        super().__init__()
+        self.enc = timm.create_model(name, pretrained=False, features_only=True, in_chans=1)
+        if name == "legacy_xception":
+            # Aligned as Opacity's (and the paper's AlignedXception): padded stem convolutions.
+            self.enc.body.conv1.padding = (1, 1)
+            self.enc.body.conv2.padding = (1, 1)
+        red, chs = self.enc.feature_info.reduction(), self.enc.feature_info.channels()
+        self.idx = [red.index(r) for r in (4, 8, 16, 32)]
+        self.channels = [chs[i] for i in self.idx]
+
+    def forward(self, x):
+        f = self.enc(x)
+        return [f[i] for i in self.idx]
+
+
+def check_anchors(cls, anc, encoder):
+    if cls.shape[1] != anc.shape[0]:
+        sys.exit(f"bench_detector_pytorch: the head of {encoder} predicts {cls.shape[1]} anchors, the layout for "
+                 f"ceil(size / stride) maps has {anc.shape[0]}: the encoder's maps are not ceil(size / stride)")
 
 
 class FPN(nn.Module):
@@ -249,19 +314,28 @@ def main():
         sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
     import timm
 
-    name = TIMM.get(a.encoder)
-    if name is None:
-        print(f"bench_detector_pytorch: encoder {a.encoder} has no timm counterpart", file=sys.stderr)
-        sys.exit(3)
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
+    if a.encoder == "nasnetamobile":
+        try:
+            import pretrainedmodels
+        except ImportError:
+            print("bench_detector_pytorch: nasnetamobile needs the pretrainedmodels package "
+                  "(pip install --no-deps pretrainedmodels==0.7.4 munch six tqdm; scripts/torch-venv.sh does)",
+                  file=sys.stderr)
+            sys.exit(3)
+        name = "pretrainedmodels.nasnetamobile"
+        enc = NASNetMobileFeatures(pretrainedmodels)
+    elif a.encoder in TIMM:
+        name = TIMM[a.encoder]
+        enc = TimmFeatures(timm, name)
+    else:
+        print(f"bench_detector_pytorch: encoder {a.encoder} has no reference here", file=sys.stderr)
+        sys.exit(3)
     lo, hi = (int(v) for v in a.levels.split("-"))
-    enc = timm.create_model(name, pretrained=False, features_only=True, in_chans=1)
-    info = enc.feature_info
-    red, chs = info.reduction(), info.channels()
-    idx = [red.index(r) for r in (4, 8, 16, 32)]
-    neck = FPN([chs[i] for i in idx], (lo, hi), a.neck_channels)
-    head = Head(a.neck_channels, a.head_channels, chs[idx[3]], a.dropout, a.global_dropout if a.glob else None)
+    chs = enc.channels
+    neck = FPN(chs, (lo, hi), a.neck_channels)
+    head = Head(a.neck_channels, a.head_channels, chs[3], a.dropout, a.global_dropout if a.glob else None)
     model = nn.ModuleList([enc, neck, head])
     anc = anchors(a.size, (lo, hi))
 
@@ -287,13 +361,13 @@ def main():
 
     def run(x, train, targets=None, classes=None, opt=None):
         t0 = now()
-        feats = enc(x)
-        c = [feats[i] for i in idx]
+        c = enc(x)
         t1 = now()
         pyr = neck(c)
         t2 = now()
         out = head(pyr, c[3])
         t3 = now()
+        check_anchors(out[0], anc, a.encoder)
         if not train:
             postprocess(out, anc, a.size)
             t4 = now()

@@ -246,7 +246,7 @@ struct TorchDetectorFigures {
     static var script: URL { PyTorchFigures.packageRoot.appendingPathComponent("scripts/bench_detector_pytorch.py") }
 
     /// Runs the script for the detector shape of `resolved`; nil (reason printed) when it fails
-    /// or the encoder has no timm counterpart (exit status 3).
+    /// or the encoder has no reference there (exit status 3).
     static func run(python: String, resolved: ResolvedConfig, size: Int, repetitions: Int, clock: BenchClock) -> TorchDetectorFigures? {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-bench-detector-\(getpid()).json")
         defer { try? FileManager.default.removeItem(at: out) }
