@@ -12,6 +12,19 @@ public enum TensorMemory {
 
     /// The bytes currently held by the pool for reuse.
     public static var pooledBytes: Int { StoragePool.cachedBytes }
+
+    /// The most bytes of values derived from tensors and cached with them until their contents
+    /// change (the Winograd-transformed weights of 3x3 convolutions: 4x the weights' size).
+    /// Default 512 MiB (`OPACITY_DERIVED_CACHE_MB` overrides); 0 turns the cache off, and then
+    /// every convolution call transforms its weights again. Lowering it drops nothing already
+    /// cached; it limits what is added.
+    public static var derivedCacheLimitBytes: Int {
+        get { DerivedValues.lock.withLock { DerivedValues.limitBytes } }
+        set { DerivedValues.lock.withLock { DerivedValues.limitBytes = max(0, newValue) } }
+    }
+
+    /// The bytes currently held by derived values (see ``derivedCacheLimitBytes``).
+    public static var derivedCachedBytes: Int { DerivedValues.cachedBytes }
 }
 
 /// A contiguous, 64-byte aligned block of `Float` values owned by one or more tensors.
@@ -32,6 +45,15 @@ public enum TensorMemory {
     private let capacityBytes: Int
     /// Whether the block is a lazily mapped region of zero pages (``init(lazyZeroCount:)``).
     private let mapped: Bool
+    /// Counts in-place changes of the contents: ``Tensor/withUnsafeMutableBufferPointer(_:)``
+    /// (the one way to change an existing tensor: optimizers, gradient accumulation, weight
+    /// loading) bumps it before handing out the pointer. Values derived from the contents and
+    /// cached on the storage (``derived(_:count:compute:)``) are valid for one version only.
+    package private(set) var version: UInt64 = 0
+    /// Values derived from the contents by kernels, by key, with the version each was computed
+    /// from (guarded by ``DerivedValues/lock``; nil until the first one).
+    /// A nil value marks a version seen once.
+    private var derivedValues: [String: (version: UInt64, value: TensorStorage?)]?
 
     /// Allocates uninitialised storage for `count` elements.
     package init(uninitializedCount count: Int) {
@@ -78,7 +100,60 @@ public enum TensorMemory {
         return s
     }
 
+    /// Marks the contents as about to change: cached derived values go stale.
+    @inline(__always)
+    package func contentsWillChange() { version &+= 1 }
+
+    /// A value derived from the contents (for example a kernel's transformed weights), cached on
+    /// this storage from its second use on, for as long as the contents stay unchanged (same
+    /// ``version``).
+    ///
+    /// `compute` fills a fresh storage of `count` floats from the current contents. The first
+    /// use at a version only notes the version (a weight that changes after every use, as in a
+    /// training step that uses it once, costs no memory); the second use keeps its result when
+    /// ``TensorMemory/derivedCacheLimitBytes`` allows, and later uses return it. Safe to call
+    /// from concurrent threads reading the same storage (threads missing at once may each
+    /// compute; every result is correct). The caller keeps the returned storage alive while it
+    /// reads it.
+    package func derived(_ key: String, count: Int, compute: (UnsafeMutablePointer<Float>) -> Void) -> TensorStorage {
+        let current = version
+        let stride = MemoryLayout<Float>.stride
+        DerivedValues.lock.lock()
+        let seen = derivedValues?[key]
+        if let seen, seen.version == current, let value = seen.value, value.count == count {
+            DerivedValues.lock.unlock()
+            return value
+        }
+        let keep = seen?.version == current
+        if !keep && (seen == nil || seen!.version < current) {
+            // First use at this version: note it, and drop a stale value.
+            DerivedValues.cached -= (seen?.value?.count ?? 0) * stride
+            if derivedValues == nil { derivedValues = [:] }
+            derivedValues![key] = (current, nil)
+        }
+        DerivedValues.lock.unlock()
+        let value = TensorStorage(uninitializedCount: count)
+        compute(value.base)
+        if keep {
+            DerivedValues.lock.lock()
+            if let now = derivedValues?[key], now.version == current, now.value == nil,
+                DerivedValues.cached + count * stride <= DerivedValues.limitBytes
+            {
+                derivedValues![key] = (current, value)
+                DerivedValues.cached += count * stride
+            }
+            DerivedValues.lock.unlock()
+        }
+        return value
+    }
+
     deinit {
+        if derivedValues != nil {
+            let bytes = derivedValues!.values.reduce(0) { $0 + ($1.value?.count ?? 0) * MemoryLayout<Float>.stride }
+            DerivedValues.lock.lock()
+            DerivedValues.cached -= bytes
+            DerivedValues.lock.unlock()
+        }
         if mapped {
             munmap(UnsafeMutableRawPointer(base), capacityBytes)
         } else {
@@ -96,6 +171,26 @@ public enum TensorMemory {
 
     /// The bytes currently held by the pool for reuse.
     package static var cachedBytes: Int { StoragePool.cachedBytes }
+}
+
+/// The accounting of values cached on storages (``TensorStorage/derived(_:count:compute:)``).
+package enum DerivedValues {
+    static let lock = NSLock()
+    /// Bytes held by cached derived values now.
+    nonisolated(unsafe) static var cached = 0
+    /// The most bytes of derived values kept (``TensorMemory/derivedCacheLimitBytes``). Past
+    /// it, derived values are computed for each use. Read and written with ``lock`` held.
+    nonisolated(unsafe) static var limitBytes: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_DERIVED_CACHE_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
+        return 512 << 20
+    }()
+
+    /// The bytes held by cached derived values now.
+    package static var cachedBytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return cached
+    }
 }
 
 /// Size-classed free lists of large aligned blocks (see ``TensorStorage``).

@@ -89,6 +89,7 @@ public struct Tensor: @unchecked Sendable {
         _ body: (UnsafeMutableBufferPointer<Float>) throws -> R
     ) rethrows -> R {
         if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        storage.contentsWillChange()
         node = nil
         return try body(UnsafeMutableBufferPointer(start: storage.base, count: count))
     }

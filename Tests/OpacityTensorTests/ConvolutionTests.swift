@@ -213,6 +213,91 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// The Winograd weight transform is cached on the weight's storage from its second use at
+    /// one version on (a first use keeps nothing), then reused; every in-place change (a direct
+    /// write, Adam steps between which a weight is used twice) is seen by the next forward pass
+    /// and input gradient; concurrent callers get the serial result bit for bit; a zero cache
+    /// limit still computes correctly; a freed weight frees its transforms.
+    func testWinogradWeightCacheFollowsWeightChanges() {
+        let saved = (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes)
+        defer { (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes) = saved }
+        ConvolutionSettings.winograd = true
+        Compute.threads = 2
+        TensorMemory.derivedCacheLimitBytes = 512 << 20
+        // 13 x 13 tiles (above the threshold); 24 out, 16 in: the input gradient's transform has
+        // a different shape.
+        let c = Case(name: "cache", input: [1, 16, 52, 50], cout: 24, kernel: (3, 3), padding: (1, 1))
+        let x = uniform(c.input, seed: 600)
+        let r = uniform([1, 24, 52, 50], seed: 601)
+        let transformBytes = 36 * 24 * 16 * MemoryLayout<Float>.stride
+        let before = TensorMemory.derivedCachedBytes
+        func check(_ w: Tensor, _ label: String) {
+            let ref = referenceConv2d(x, w, padding: c.padding)
+            let scale = ref.values.map(abs).max()!
+            let y = conv(c, x, w, nil)
+            assertClose(y, ref.values, absolute: 1e-4 * scale, relative: 0, "\(label): forward")
+            let xg = x.requiringGrad()
+            conv(c, xg, w, nil).backward(r)
+            let (dx, _) = referenceGradients(c, x, w, r)
+            assertClose(xg.grad!, dx, absolute: 1e-4 * dx.map(abs).max()!, relative: 0, "\(label): input gradient")
+        }
+        do {
+            var w = uniform([24, 16, 3, 3], -0.5, 0.5, seed: 602)
+            let y1 = conv(c, x, w, nil)
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "a first use keeps nothing")
+            // check() runs two forward passes and one input gradient.
+            check(w, "first use")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "a second forward pass keeps its transform")
+            check(w, "second use")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 2 * transformBytes, "forward and input-gradient transforms kept")
+            check(w, "third use")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 2 * transformBytes, "a cached transform is reused")
+            // An in-place change (unshared storage: no copy) must not reuse the old transform.
+            w.withUnsafeMutableBufferPointer { b in for i in b.indices { b[i] = 0.7 * b[i] + 0.01 * Float(i % 7) } }
+            check(w, "after an in-place write")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "stale transforms are dropped")
+            check(w, "second use after an in-place write")
+            XCTAssertNotEqual(conv(c, x, w, nil).scalars, y1.scalars)
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 2 * transformBytes)
+
+            // A parameter updated by Adam (in place), as in training.
+            let p = Parameter(w)
+            let opt = Adam([("w", p)], learningRate: 0.05)
+            for step in 0..<3 {
+                opt.zeroGrad()
+                // Two uses per step, as a head shared by two pyramid levels.
+                conv(c, x, p.tensor, nil).backward(r)
+                conv(c, x, p.tensor, nil).backward(r)
+                opt.step()
+                check(p.value, "after Adam step \(step + 1)")
+            }
+        }
+        XCTAssertEqual(TensorMemory.derivedCachedBytes, before, "freed weights free their cached transforms")
+
+        // Concurrent first uses of one weight (as concurrent serve requests): the serial result.
+        let w = uniform([24, 16, 3, 3], -0.5, 0.5, seed: 603)
+        let serial = conv(c, x, Tensor(shape: w.shape, scalars: w.scalars), nil).scalars  // a copy: w stays uncached
+        let results = ResultBox(count: 6)
+        DispatchQueue.concurrentPerform(iterations: 6) { i in results.set(i, x.conv2d(w, padding: (1, 1)).scalars) }
+        for i in 0..<6 { XCTAssertEqual(results.get(i), serial, "concurrent call \(i)") }
+
+        // No cache: still correct, nothing kept.
+        TensorMemory.derivedCacheLimitBytes = 0
+        let held = TensorMemory.derivedCachedBytes
+        let w2 = uniform([24, 16, 3, 3], -0.5, 0.5, seed: 604)
+        for i in 0..<3 { check(w2, "cache off, use \(i + 1)") }
+        XCTAssertEqual(TensorMemory.derivedCachedBytes, held)
+    }
+
+    /// Results written from concurrent threads, one slot each.
+    final class ResultBox: @unchecked Sendable {
+        private var values: [[Float]]
+        private let lock = NSLock()
+        init(count: Int) { values = Array(repeating: [], count: count) }
+        func set(_ i: Int, _ v: [Float]) { lock.withLock { values[i] = v } }
+        func get(_ i: Int) -> [Float] { lock.withLock { values[i] } }
+    }
+
     func testLayerNamesAndShapes() {
         let conv = Conv2d(4, 8, kernel: 3, stride: 2, padding: 1, bias: true)
         XCTAssertEqual(conv.namedParameters().map(\.0), ["weight", "bias"])

@@ -211,6 +211,11 @@ enum ConvKernels {
         if isDepthwise(cin: plan.cin, groups: groups) {
             depthwiseForward(input: input, weight: weight, geo: geo, out: out)
             if let bias { addBias(plan, bias: bias.pointer, out: out.mutablePointer) }
+        } else if plan.usesWinograd {
+            let u = WinogradKernels.transformedWeights(weight)
+            withExtendedLifetime(u) {
+                WinogradKernels.forward(plan, input: input.pointer, transformed: u.base, bias: bias?.pointer, out: out.mutablePointer)
+            }
         } else {
             gemmForward(plan, input: input.pointer, weight: weight.pointer, bias: bias?.pointer, out: out.mutablePointer)
         }
@@ -245,10 +250,6 @@ enum ConvKernels {
         if pl.rowExpansion && !weightsTransposed {
             rowForward(pl, input: xp, weight: wp, out: op)
             if let bp { addBias(pl, bias: bp, out: op) }
-            return
-        }
-        if ConvolutionSettings.winograd && !weightsTransposed && pl.winogradEligible {
-            WinogradKernels.forward(pl, input: xp, weight: wp, bias: bp, out: op)
             return
         }
         let threads = Compute.threads
@@ -382,6 +383,13 @@ enum ConvKernels {
             let tplan = ConvPlan(input: gradOut.shape, cout: pl.cin, geo: tgeo, groups: pl.groups)
             precondition(tplan.ho == pl.h && tplan.wo == pl.w, "conv2d backward: transposed geometry does not restore the input size")
             let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
+            if tplan.usesWinograd {
+                let u = WinogradKernels.transformedWeights(weight, flipped: true)
+                withExtendedLifetime(u) {
+                    WinogradKernels.forward(tplan, input: gradOut.pointer, transformed: u.base, bias: nil, out: gx.mutablePointer)
+                }
+                return gx
+            }
             if pl.kk == 1 {
                 // 1x1: the transposed weights are W read transposed; no copy.
                 gemmForward(

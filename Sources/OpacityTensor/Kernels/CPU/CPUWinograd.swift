@@ -48,14 +48,45 @@ extension ConvPlan {
     }
 }
 
+extension ConvPlan {
+    /// Whether this convolution runs the Winograd kernel: the setting is on, the plan is
+    /// ``winogradEligible`` and the row expansion (stems) does not take it first.
+    var usesWinograd: Bool { ConvolutionSettings.winograd && winogradEligible && !rowExpansion }
+}
+
 /// Winograd F(4x4, 3x3) convolution kernels (see the file comment).
 enum WinogradKernels {
+    /// The transformed weights `U` (``transformWeights(_:cout:cin:flipped:into:)``) of
+    /// `weight` `[Cout, Cin, 3, 3]`, or with `flipped` of the input gradient's kernel
+    /// `W'[ci, co, 2 - i, 2 - j] = W[co, ci, i, j]` (`[Cin, Cout, 3, 3]`).
+    ///
+    /// Cached on the weight's storage until its contents change (an optimizer step, a weight
+    /// load: ``TensorStorage/version``), so inference transforms each weight once and training
+    /// once per step for the forward pass and once for the input gradient, however many
+    /// pyramid levels share the weight. Safe for concurrent callers.
+    static func transformedWeights(_ weight: Tensor, flipped: Bool = false) -> TensorStorage {
+        let (cout, cin) = (weight.shape[0], weight.shape[1])
+        let key = "winograd43\(flipped ? "-flipped" : "") \(cout)x\(cin)"
+        let wp = weight.pointer
+        return weight.storage.derived(key, count: 36 * cout * cin) { u in
+            if flipped {
+                transformWeights(wp, cout: cin, cin: cout, flipped: true, into: u)
+            } else {
+                transformWeights(wp, cout: cout, cin: cin, into: u)
+            }
+        }
+    }
+
     /// Transformed weights `U[xi][co][ci] = (G g G^T)[xi]` for `weight` `[Cout, Cin, 3, 3]`,
-    /// written to `u` (`36 * cout * cin` floats).
+    /// written to `u` (`36 * cout * cin` floats). With `flipped`, `wp` holds the forward
+    /// weights `W` `[Cin, Cout, 3, 3]` and `g` is the input gradient's kernel
+    /// `g[co, ci, i, j] = W[ci, co, 2 - i, 2 - j]`.
     ///
     /// `G` rows: `(1/4, 0, 0)`, `(-1/6, -1/6, -1/6)`, `(-1/6, 1/6, -1/6)`,
     /// `(1/24, 1/12, 1/6)`, `(1/24, -1/12, 1/6)`, `(0, 0, 1)`.
-    static func transformWeights(_ wp: UnsafePointer<Float>, cout: Int, cin: Int, into u: UnsafeMutablePointer<Float>) {
+    static func transformWeights(
+        _ wp: UnsafePointer<Float>, cout: Int, cin: Int, flipped: Bool = false, into u: UnsafeMutablePointer<Float>
+    ) {
         let cinPad = (cin + 7) & ~7
         Compute.parallelRanges(cout, minPerThread: 8) { range in
             // g[j][ci] for the 9 taps of one output channel, eight input channels per vector.
@@ -67,9 +98,16 @@ enum WinogradKernels {
                     tail.withUnsafeMutableBufferPointer { tb in
                         let gp = gb.baseAddress!, tp = tb.baseAddress!
                         for co in range {
-                            let src = wp + co * cin * 9
-                            for ci in 0..<cin {
-                                for j in 0..<9 { gp[j * cinPad + ci] = src[ci * 9 + j] }
+                            if flipped {
+                                for ci in 0..<cin {
+                                    let src = wp + (ci * cout + co) * 9
+                                    for j in 0..<9 { gp[j * cinPad + ci] = src[8 - j] }
+                                }
+                            } else {
+                                let src = wp + co * cin * 9
+                                for ci in 0..<cin {
+                                    for j in 0..<9 { gp[j * cinPad + ci] = src[ci * 9 + j] }
+                                }
                             }
                             var c0 = 0
                             while c0 < cin {
@@ -184,9 +222,10 @@ enum WinogradKernels {
         var blockTiles: Int { rowsPerBlock * tw }
     }
 
-    /// `out = conv(input, weight) + bias` for a plan with ``ConvPlan/winogradEligible``.
+    /// `out = conv(input, weight) + bias` for a plan with ``ConvPlan/winogradEligible``, from
+    /// the weights' transform `u` (``transformedWeights(_:flipped:)``, `36 * cout * cin` floats).
     static func forward(
-        _ pl: ConvPlan, input xp: UnsafePointer<Float>, weight wp: UnsafePointer<Float>, bias bp: UnsafePointer<Float>?,
+        _ pl: ConvPlan, input xp: UnsafePointer<Float>, transformed u: UnsafePointer<Float>, bias bp: UnsafePointer<Float>?,
         out op: UnsafeMutablePointer<Float>
     ) {
         BLAS.ensureConfigured()
@@ -196,9 +235,7 @@ enum WinogradKernels {
         let vFloats = 36 * cin * T + 16, mFloats = 36 * cout * T + 16
         let rowFloats = 6 * wg.bufferWidth
         let perThread = ((vFloats + 15) & ~15) + ((mFloats + 15) & ~15) + rowFloats
-        withScratch(perThread: perThread, shared: 36 * cout * cin) { scratch in
-            let u = scratch(-1)
-            transformWeights(wp, cout: cout, cin: cin, into: u)
+        withScratch(perThread: perThread) { scratch in
             let tasks = pl.n * wg.blocks
             Compute.parallelChunks(tasks) { chunk, range in
                 let v = scratch(chunk), m = v + ((vFloats + 15) & ~15), rowBuf = m + ((mFloats + 15) & ~15)
