@@ -6,6 +6,11 @@ import OpacityTensor
 /// `max(1, positives)`; images without boxes are all-negative and count), smooth-L1 box
 /// regression averaged over positive anchors x 4 coordinates, and `globalWeight` x NLL of
 /// the global class; each term is the mean over the batch.
+///
+/// An image whose class the labels do not give (``DetectionTarget/imageClass`` `nil`, no
+/// boxes: RSNA labels without the class-info file) is known only not to be "Lung Opacity";
+/// its global term is the NLL of that event, `-log(p(Not Normal) + p(Normal))`, so it is
+/// trained away from "Lung Opacity" and not towards either of the two classes it may be.
 public struct RetinaLoss: Loss {
     public var alpha: Float = 0.25
     public var gamma: Float = 2
@@ -68,11 +73,35 @@ public struct RetinaLoss: Loss {
             terms.append(("regression", 0))
         }
         if let g = output.globalLogProbs {
-            let nll = g.nllLoss(targets: targets.map { $0.imageClass.rawValue })
+            let nll = Self.globalNLL(g, classes: targets.map(\.knownClass))
             total = total + nll * globalWeight
             terms.append(("global", nll.scalar))
         }
         return LossTerms(total: total, terms: [("total", total.scalar)] + terms)
+    }
+}
+
+extension RetinaLoss {
+    /// The global classifier's NLL, the mean over the batch: `-log p(class)` for an image of
+    /// known class, `-log(p(Not Normal) + p(Normal))` for one of unknown class (`nil`: not
+    /// "Lung Opacity", which of the other two not known).
+    /// - Parameters:
+    ///   - logProbs: `[N, 3]` log-probabilities in ``ImageClass`` order.
+    ///   - classes: the `N` classes, `nil` where unknown.
+    /// - Returns: a scalar, differentiable in `logProbs`.
+    public static func globalNLL(_ logProbs: Tensor, classes: [ImageClass?]) -> Tensor {
+        let known = classes.indices.filter { classes[$0] != nil }
+        if known.count == classes.count { return logProbs.nllLoss(targets: classes.map { $0!.rawValue }) }
+        let n = Float(classes.count)
+        let unknown = classes.indices.filter { classes[$0] == nil }
+        // log(p0 + p1) = v0 - logSoftmax(v)_0 over v = (log p0, log p1): stable for any logits
+        let v = logProbs.gatherRows(unknown).slice(axis: 1, 0..<2)
+        let zeros = [Int](repeating: 0, count: unknown.count)
+        var sum = (v.nllLoss(targets: zeros) - v.logSoftmax().nllLoss(targets: zeros)) * Float(unknown.count)
+        if !known.isEmpty {
+            sum = sum + logProbs.gatherRows(known).nllLoss(targets: known.map { classes[$0]!.rawValue }) * Float(known.count)
+        }
+        return sum * (1 / n)
     }
 }
 

@@ -91,9 +91,19 @@ public enum ImageClass: Int, CaseIterable, Codable, Sendable, CustomStringConver
 /// image as fed to the network) and its global class.
 public struct DetectionTarget: Sendable, Equatable {
     public var boxes: [BoundingBox]
-    public var imageClass: ImageClass
-    public init(boxes: [BoundingBox], imageClass: ImageClass) {
+    /// The image-level class, or `nil` when the labels do not say it (RSNA labels without
+    /// the class-info file, a boxes CSV without a class column): such an image is known only
+    /// to be "Lung Opacity" (it has boxes) or not (it has none), see ``knownLungOpacity``.
+    public var imageClass: ImageClass?
+    public init(boxes: [BoundingBox], imageClass: ImageClass?) {
         self.boxes = boxes
         self.imageClass = imageClass
     }
+
+    /// The class as far as the labels tell it: ``imageClass``, else "Lung Opacity" when the
+    /// image has boxes (only that class has boxes), else `nil` (one of the two other classes).
+    public var knownClass: ImageClass? { imageClass ?? (boxes.isEmpty ? nil : .lungOpacity) }
+
+    /// Whether the image is "Lung Opacity": always known, from the class or from the boxes.
+    public var knownLungOpacity: Bool { knownClass == .lungOpacity }
 }

@@ -144,7 +144,7 @@ public final class BatchLoader: Sendable {
             let n = hi - lo, i = config.shardIndex, c = config.shardCount
             (lo, hi) = (lo + n * i / c, lo + n * (i + 1) / c)
         }
-        var samples: [(String, AugmentedSample, ImageClass)] = []
+        var samples: [(String, AugmentedSample, ImageClass?)] = []
         var skipped: [SkippedImage] = []
         for k in lo..<hi {
             let i = order[k]

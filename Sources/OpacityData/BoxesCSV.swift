@@ -10,7 +10,8 @@ import OpacityCore
 /// - the box, either `x,y,width,height` (also `w,h`) or corners `x1,y1,x2,y2` (also
 ///   `xmin,ymin,xmax,ymax`), in the image's own pixels;
 /// - optionally `class` (or `label`): a class label as in the RSNA class-info file or its
-///   index 0, 1, 2. Without it, images with boxes are "Lung Opacity" and others "Normal".
+///   index 0, 1, 2. Without it (or where it is empty), images with boxes are "Lung Opacity"
+///   and the class of the others is not known (``DatasetRecord/imageClass`` `nil`).
 public enum BoxesCSV {
     /// Options for ``load(csv:imageFolder:options:)``.
     public struct Options: Sendable {
@@ -112,8 +113,9 @@ public enum BoxesCSV {
         var records: [DatasetRecord] = []
         for id in order {
             let e = entries[id]!
-            let cls = e.cls ?? (e.boxes.isEmpty ? .normal : .lungOpacity)
-            if !e.boxes.isEmpty && cls != .lungOpacity {
+            // without a class, an image without boxes is "Normal" or "Not Normal": not known which
+            let cls: ImageClass? = e.cls ?? (e.boxes.isEmpty ? nil : .lungOpacity)
+            if !e.boxes.isEmpty, let cls, cls != .lungOpacity {
                 throw DataError.inconsistentLabels(path: path, line: e.line,
                                                    reason: "image \(id) has boxes but class '\(cls.label)'; only 'Lung Opacity' images have boxes")
             }
@@ -126,7 +128,7 @@ public enum BoxesCSV {
                 ? direct : index[id]
             records.append(DatasetRecord(id: id, imageURL: url, boxes: e.boxes, imageClass: cls))
             report.boxes += e.boxes.count
-            report.classCounts[cls.rawValue] += 1
+            if let cls { report.classCounts[cls.rawValue] += 1 } else { report.unknownClass += 1 }
         }
         report.patients = records.count
         let kept = try checkImages(records, check: options.imageCheck, policy: options.problemImages, report: &report)

@@ -2,7 +2,7 @@ import Foundation
 import OpacityCore
 
 /// One labelled image of a detection dataset: where its pixels are, its boxes (in the
-/// image's own pixels, top-left + size) and its 3-way class.
+/// image's own pixels, top-left + size) and its 3-way class when the labels give it.
 public struct DatasetRecord: Sendable, Hashable {
     /// The patient or image id (RSNA `patientId`).
     public var id: String
@@ -10,11 +10,13 @@ public struct DatasetRecord: Sendable, Hashable {
     public var imageURL: URL?
     /// Ground-truth boxes in source-image pixels; empty for images without opacity.
     public var boxes: [BoundingBox]
-    /// The image-level class.
-    public var imageClass: ImageClass
+    /// The image-level class, or `nil` when the labels do not give it (RSNA labels without
+    /// the class-info file, a boxes CSV without a class column, for an image without boxes:
+    /// it is "Normal" or "No Lung Opacity / Not Normal", nobody said which).
+    public var imageClass: ImageClass?
 
     /// A record.
-    public init(id: String, imageURL: URL?, boxes: [BoundingBox], imageClass: ImageClass) {
+    public init(id: String, imageURL: URL?, boxes: [BoundingBox], imageClass: ImageClass?) {
         self.id = id
         self.imageURL = imageURL
         self.boxes = boxes
@@ -66,8 +68,11 @@ public struct DatasetReport: Sendable, Equatable, CustomStringConvertible {
     public var boxes = 0
     /// Exact duplicate label rows removed.
     public var duplicateRowsRemoved = 0
-    /// Patients per class, indexed by ``ImageClass/rawValue``.
+    /// Patients per class, indexed by ``ImageClass/rawValue`` (those of known class).
     public var classCounts = [0, 0, 0]
+    /// Patients whose class the labels do not give (no class-info file or class column;
+    /// all without boxes: "Normal" or "No Lung Opacity / Not Normal").
+    public var unknownClass = 0
     /// Ids whose image file was not found.
     public var missingImages: [String] = []
     /// Ids whose image failed to decode, with the reason.
@@ -82,6 +87,7 @@ public struct DatasetReport: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         var s = "\(labelRows) label rows, \(patients) patients, \(boxes) boxes"
         s += "; classes: " + ImageClass.allCases.map { "\($0.label) \(classCounts[$0.rawValue])" }.joined(separator: ", ")
+        if unknownClass > 0 { s += ", class not given (no boxes, no class file) \(unknownClass)" }
         if duplicateRowsRemoved > 0 { s += "\n\(duplicateRowsRemoved) duplicate label rows removed" }
         if !missingImages.isEmpty || !unreadableImages.isEmpty {
             s += "\n\(missingImages.count) missing and \(unreadableImages.count) unreadable images"
@@ -115,12 +121,16 @@ public struct DetectionDataset: Sendable {
         DetectionDataset(records: records.filter { ids.contains($0.id) }, report: report)
     }
 
-    /// Patients per class, indexed by ``ImageClass/rawValue``.
+    /// Patients per class, indexed by ``ImageClass/rawValue`` (records of unknown class are
+    /// not counted: see ``unknownClassCount``).
     public var classCounts: [Int] {
         var c = [0, 0, 0]
-        for r in records { c[r.imageClass.rawValue] += 1 }
+        for r in records { if let k = r.imageClass { c[k.rawValue] += 1 } }
         return c
     }
+
+    /// Records whose class the labels do not give.
+    public var unknownClassCount: Int { records.filter { $0.imageClass == nil }.count }
 }
 
 // MARK: - Implementation details

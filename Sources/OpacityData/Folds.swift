@@ -6,7 +6,8 @@ import OpacityTensor
 ///
 /// Train on every fold but `k` and validate on fold `k` (the paper uses 4 folds). The file
 /// form is a CSV `patientId,class,fold` (class as its label, fold 0-based), the same
-/// columns as the paper's `folds.csv`.
+/// columns as the paper's `folds.csv`; the class is empty for a patient whose class the
+/// labels do not give (no class-info file: a patient without boxes).
 public struct Folds: Sendable, Equatable {
     /// The number of folds.
     public let count: Int
@@ -14,7 +15,7 @@ public struct Folds: Sendable, Equatable {
     public private(set) var ids: [String]
     /// Fold of each patient.
     public private(set) var fold: [String: Int]
-    /// Class of each patient.
+    /// Class of each patient whose class is known (patients of unknown class are absent).
     public private(set) var classes: [String: ImageClass]
 
     /// The CSV header.
@@ -25,14 +26,17 @@ public struct Folds: Sendable, Equatable {
     /// Patients of each class are sorted by id, shuffled with a generator seeded by
     /// `(seed, class)`, and dealt round-robin, each class continuing where the previous one
     /// stopped; so per-fold counts differ by at most one per class and at most one in
-    /// total, and the same input and seed always give the same split.
+    /// total, and the same input and seed always give the same split. Patients of unknown
+    /// class (`nil`: without boxes, no class file) form one more group, dealt after "Normal"
+    /// and shuffled with its seed, so a split of labels without the class file is the one
+    /// earlier versions made when they counted those patients as "Normal".
     /// - Parameters:
     ///   - patients: `(id, class)` pairs; duplicate ids are counted once.
     ///   - count: the number of folds, at least 2.
     ///   - seed: the shuffle seed.
     /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` for a bad
     ///   fold count, ``DataError/inconsistentLabels(path:line:reason:)`` when one id has two classes.
-    public static func stratified(_ patients: [(id: String, imageClass: ImageClass)], count: Int = 4, seed: UInt64 = 42) throws -> Folds {
+    public static func stratified(_ patients: [(id: String, imageClass: ImageClass?)], count: Int = 4, seed: UInt64 = 42) throws -> Folds {
         try stratified(patients, count: count, seed: seed, strata: [:])
     }
 
@@ -49,27 +53,29 @@ public struct Folds: Sendable, Equatable {
     ///   - seed: the shuffle seed.
     ///   - strata: the second key of each patient id (e.g. its view position).
     /// - Throws: as ``stratified(_:count:seed:)``.
-    public static func stratified(_ patients: [(id: String, imageClass: ImageClass)], count: Int, seed: UInt64,
+    public static func stratified(_ patients: [(id: String, imageClass: ImageClass?)], count: Int, seed: UInt64,
                                   strata: [String: String]) throws -> Folds {
         guard count >= 2 else {
             throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "at least 2", nearest: "4")
         }
-        var classes: [String: ImageClass] = [:]
+        var seen: [String: ImageClass?] = [:]
         for p in patients {
-            if let c = classes[p.id], c != p.imageClass {
+            if let c = seen[p.id], c != p.imageClass {
                 throw DataError.inconsistentLabels(path: "<folds>", line: 0,
-                                                   reason: "patient \(p.id) has classes '\(c.label)' and '\(p.imageClass.label)'")
+                                                   reason: "patient \(p.id) has classes '\(c?.label ?? "unknown")' and '\(p.imageClass?.label ?? "unknown")'")
             }
-            classes[p.id] = p.imageClass
+            seen[p.id] = p.imageClass
         }
         var fold: [String: Int] = [:]
         var ids: [String] = []
         var offset = 0
-        let strataNames = Set(classes.keys.map { strata[$0] ?? "" }).sorted()
-        for c in ImageClass.allCases {
+        let strataNames = Set(seen.keys.map { strata[$0] ?? "" }).sorted()
+        // unknown (nil) after Normal with Normal's seed: see the doc comment
+        let groups: [(ImageClass?, ImageClass)] = [(.notNormal, .notNormal), (.normal, .normal), (nil, .normal), (.lungOpacity, .lungOpacity)]
+        for (c, seedClass) in groups {
           for (si, stratum) in strataNames.enumerated() {
-            var group = classes.filter { $0.value == c && (strata[$0.key] ?? "") == stratum }.map(\.key).sorted()
-            var rng = RandomGenerator(seed: seed, stream: (UInt64(c.rawValue) &+ 1) &+ UInt64(si) &* 0x1_0000)
+            var group = seen.filter { $0.value == c && (strata[$0.key] ?? "") == stratum }.map(\.key).sorted()
+            var rng = RandomGenerator(seed: seed, stream: (UInt64(seedClass.rawValue) &+ 1) &+ UInt64(si) &* 0x1_0000)
             if group.count > 1 {
                 for i in stride(from: group.count - 1, to: 0, by: -1) {
                     let j = rng.nextInt(i + 1)
@@ -82,7 +88,7 @@ public struct Folds: Sendable, Equatable {
           }
         }
         ids.sort()
-        return Folds(count: count, ids: ids, fold: fold, classes: classes)
+        return Folds(count: count, ids: ids, fold: fold, classes: seen.compactMapValues { $0 })
     }
 
     /// A stratified split of a dataset's records (see ``stratified(_:count:seed:)``).
@@ -96,10 +102,17 @@ public struct Folds: Sendable, Equatable {
         try stratified(dataset.records.map { (id: $0.id, imageClass: $0.imageClass) }, count: count, seed: seed, strata: strata)
     }
 
-    /// Patients per class in each fold: `counts[fold][class.rawValue]`.
+    /// Patients per class in each fold: `counts[fold][class.rawValue]` (patients of known class).
     public var classCounts: [[Int]] {
         var c = [[Int]](repeating: [0, 0, 0], count: count)
-        for id in ids { c[fold[id]!][classes[id]!.rawValue] += 1 }
+        for id in ids { if let k = classes[id] { c[fold[id]!][k.rawValue] += 1 } }
+        return c
+    }
+
+    /// Patients of unknown class in each fold.
+    public var unknownClassCounts: [Int] {
+        var c = [Int](repeating: 0, count: count)
+        for id in ids where classes[id] == nil { c[fold[id]!] += 1 }
         return c
     }
 
@@ -127,9 +140,9 @@ public struct Folds: Sendable, Equatable {
     /// The most folds a folds file may have.
     public static let maximumCount = 100
 
-    /// The CSV text (`patientId,class,fold`, sorted by id).
+    /// The CSV text (`patientId,class,fold`, sorted by id; the class empty where unknown).
     public var csv: String {
-        CSVTable.render(header: Folds.header, rows: ids.map { [$0, classes[$0]!.label, String(fold[$0]!)] })
+        CSVTable.render(header: Folds.header, rows: ids.map { [$0, classes[$0]?.label ?? "", String(fold[$0]!)] })
     }
 
     /// Writes the CSV.
@@ -149,9 +162,11 @@ public struct Folds: Sendable, Equatable {
         var maxFold = -1
         for (line, f) in t.rows {
             let id = f[0]
-            guard let c = ImageClass(label: f[1]) else {
+            let label = f[1].trimmingCharacters(in: .whitespaces)
+            let c = ImageClass(label: label)
+            guard c != nil || label.isEmpty else {
                 throw DataError.csvValue(path: url.path, line: line, column: "class", value: f[1],
-                                         expected: "one of \(labels.joined(separator: ", "))", nearest: nearestName(f[1], in: labels))
+                                         expected: "one of \(labels.joined(separator: ", ")) (or empty: not known)", nearest: nearestName(f[1], in: labels))
             }
             guard let k = Int(f[2].trimmingCharacters(in: .whitespaces)), k >= 0, k < (expectedCount ?? Folds.maximumCount) else {
                 throw DataError.csvValue(path: url.path, line: line, column: "fold", value: f[2],
@@ -167,7 +182,7 @@ public struct Folds: Sendable, Equatable {
             }
             ids.append(id)
             fold[id] = k
-            classes[id] = c
+            if let c { classes[id] = c }
             maxFold = max(maxFold, k)
         }
         let n = expectedCount ?? (maxFold + 1)

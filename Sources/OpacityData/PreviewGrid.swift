@@ -89,7 +89,8 @@ public enum PreviewGrid {
             }
             var rng = RandomGenerator(seed: seed, stream: UInt64(i))
             let s = augmenter.apply(src, boxes: r.boxes, using: &rng)
-            let caption = s.geometry.flip ? "\(r.imageClass.shortName) FLIP" : r.imageClass.shortName
+            let name = r.imageClass?.shortName ?? (r.boxes.isEmpty ? "NO OPACITY" : ImageClass.lungOpacity.shortName)
+            let caption = s.geometry.flip ? "\(name) FLIP" : name
             tiles.append(PreviewTile(image: s.image.to8Bit(), boxes: s.boxes, caption: caption))
         }
         return render(tiles, columns: columns, tileSize: augmenter.outputSize)

@@ -7,8 +7,10 @@ public struct RSNAPatient: Sendable, Hashable {
     public var id: String
     /// The patient's boxes, in label-file order, duplicates removed.
     public var boxes: [BoundingBox]
-    /// The class from the class-info file (or from `Target` when there is none).
-    public var imageClass: ImageClass
+    /// The class from the class-info file; without that file "Lung Opacity" for a patient
+    /// with boxes (`Target` 1) and `nil` (not known) for one without: `Target` 0 covers both
+    /// "Normal" and "No Lung Opacity / Not Normal".
+    public var imageClass: ImageClass?
     /// The line of the patient's first row in the labels file.
     public var line: Int
 }
@@ -37,8 +39,9 @@ public struct RSNALabels: Sendable {
     /// - Parameters:
     ///   - labels: `stage_2_train_labels.csv` (or a file of the same format).
     ///   - classInfo: `stage_2_detailed_class_info.csv`; when `nil`, patients with boxes are
-    ///     "Lung Opacity" and the others "Normal" (the two "not normal" kinds cannot be told
-    ///     apart without it).
+    ///     "Lung Opacity" and the class of the others is `nil` (unknown: "Normal" and "No Lung
+    ///     Opacity / Not Normal" cannot be told apart without it), counted in
+    ///     ``DatasetReport/unknownClass``.
     /// - Throws: ``DataError`` naming the file, line and column of the first bad value.
     public static func load(labels: URL, classInfo: URL?) throws -> RSNALabels {
         let table = try CSVTable(contentsOf: labels)
@@ -126,7 +129,7 @@ public struct RSNALabels: Sendable {
         patients.reserveCapacity(order.count)
         for id in order {
             let e = byID[id]!
-            let cls: ImageClass
+            let cls: ImageClass?
             if classInfo != nil {
                 guard let (c, _) = classes[id] else {
                     throw DataError.inconsistentLabels(path: classInfo!.path, line: 0,
@@ -140,11 +143,12 @@ public struct RSNALabels: Sendable {
                             + "a patient has boxes if and only if its class is 'Lung Opacity'")
                 }
             } else {
-                cls = e.boxes.isEmpty ? .normal : .lungOpacity
+                // Target 0 is "Normal" or "No Lung Opacity / Not Normal": which, only the class file says
+                cls = e.boxes.isEmpty ? nil : .lungOpacity
             }
             patients.append(RSNAPatient(id: id, boxes: e.boxes, imageClass: cls, line: e.line))
             report.boxes += e.boxes.count
-            report.classCounts[cls.rawValue] += 1
+            if let cls { report.classCounts[cls.rawValue] += 1 } else { report.unknownClass += 1 }
         }
         report.patients = patients.count
         return RSNALabels(patients: patients, report: report)

@@ -8,12 +8,15 @@ public enum EvaluationError: Error, CustomStringConvertible, Equatable, Sendable
     case invalidSpecification(option: String, value: String, reason: String)
     /// A report could not be written.
     case cannotWrite(file: String, reason: String)
+    /// No best threshold to store as an operating point (the metric is undefined: `reason`).
+    case noOperatingPoint(reason: String)
 
     public var description: String {
         switch self {
         case .invalidArgument(let m): return m
         case .invalidSpecification(let o, let v, let r): return "\(o) '\(v)': \(r)"
         case .cannotWrite(let f, let r): return "cannot write \(f): \(r)"
+        case .noOperatingPoint(let r): return "no operating point to store: the challenge metric is undefined (\(r))"
         }
     }
 }

@@ -29,13 +29,35 @@ public struct EvaluationReport: Codable, Sendable {
 
     /// The RSNA challenge metric over the threshold sweep.
     public struct Challenge: Codable, Sendable {
-        /// The best threshold (the operating point) and the metric there.
-        public var bestThreshold: Float
-        public var bestMetric: Double
-        /// Every threshold swept and the metric at it.
+        /// The best threshold (the operating point) and the metric there; `null` when the
+        /// metric is undefined (``undefinedReason``).
+        public var bestThreshold: Float?
+        public var bestMetric: Double?
+        /// Every threshold swept and the metric at it (`null` where no image counts: no
+        /// truth box and no box predicted anywhere).
         public var thresholds: [Float]
-        public var metrics: [Double]
+        public var metrics: [Double?]
+        /// Why ``bestMetric`` is `null` (no image has a truth box), else `null`.
+        public var undefinedReason: String?
+
+        public func encode(to encoder: any Swift.Encoder) throws {
+            // explicit nulls: a reader sees the key and why it has no value
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(bestThreshold, forKey: .bestThreshold)
+            try c.encode(bestMetric, forKey: .bestMetric)
+            try c.encode(thresholds, forKey: .thresholds)
+            try c.encode(metrics, forKey: .metrics)
+            try c.encode(undefinedReason, forKey: .undefinedReason)
+        }
     }
+
+    /// Why the challenge metric is undefined on images without any truth box (the wording
+    /// `opacity score` prints too).
+    public static let negativesOnlyReason =
+        "the RSNA metric is the mean of per-image scores; an image with no truth box and no predicted box is left out of the mean, "
+        + "so on negatives only it is 0 wherever a box is predicted (false positives) and undefined where every negative is left empty "
+        + "(right on all of them): it has no best threshold"
+
     public var challenge: Challenge
 
     /// COCO-style box AP/AR for the opacity class (pycocotools' definitions).
@@ -70,13 +92,30 @@ public struct EvaluationReport: Codable, Sendable {
     public struct Classifier: Codable, Sendable {
         /// Row and column labels, ``ImageClass`` order.
         public var labels: [String]
-        /// `confusion[truth][predicted]` counts; the prediction is the most probable class.
-        public var confusion: [[Int]]
-        /// Fraction of images whose most probable class is their label.
-        public var accuracy: Double
-        /// ROC AUC of P(Lung Opacity) separating Lung Opacity images from the rest (ties
-        /// count half); `null` when only one side is present.
+        /// `confusion[truth][predicted]` counts; the prediction is the most probable class;
+        /// `null` when the labels do not give the class of every scored image
+        /// (``threeClassUnavailable`` says why).
+        public var confusion: [[Int]]?
+        /// Fraction of images whose most probable class is their label; `null` with ``confusion``.
+        public var accuracy: Double?
+        /// Scored images whose 3-way class the labels give.
+        public var imagesWithClass: Int
+        /// Why ``confusion`` and ``accuracy`` are `null`, else `null`.
+        public var threeClassUnavailable: String?
+        /// ROC AUC of P(Lung Opacity) separating Lung Opacity images (those with truth boxes)
+        /// from the rest (ties count half); `null` when only one side is present. Needs no
+        /// class file: whether an image is "Lung Opacity" is its `Target`.
         public var rocAUCLungOpacity: Double?
+
+        public func encode(to encoder: any Swift.Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(labels, forKey: .labels)
+            try c.encode(confusion, forKey: .confusion)
+            try c.encode(accuracy, forKey: .accuracy)
+            try c.encode(imagesWithClass, forKey: .imagesWithClass)
+            try c.encode(threeClassUnavailable, forKey: .threeClassUnavailable)
+            try c.encode(rocAUCLungOpacity, forKey: .rocAUCLungOpacity)
+        }
     }
     public var classifier: Classifier?
 
@@ -102,7 +141,18 @@ public struct EvaluationReport: Codable, Sendable {
         imagesWithOpacity = ims.filter { !$0.truth.isEmpty }.count
         truthBoxes = ims.reduce(0) { $0 + $1.truth.count }
         let sw = evaluation.sweep
-        challenge = Challenge(bestThreshold: sw.bestThreshold, bestMetric: sw.bestScore, thresholds: sw.thresholds, metrics: sw.scores)
+        if imagesWithOpacity == 0 {
+            // negatives only: at each threshold the metric is 0 (some box predicted) or undefined
+            let metrics = sw.thresholds.map { t -> Double? in
+                let f = ConfidenceFilter(threshold: t)
+                return RSNAMetric.score(ims.map { ($0.truth, f.apply($0.detections)) })
+            }
+            challenge = Challenge(bestThreshold: nil, bestMetric: nil, thresholds: sw.thresholds, metrics: metrics,
+                                  undefinedReason: "none of the \(ims.count) images has a truth box: " + Self.negativesOnlyReason)
+        } else {
+            challenge = Challenge(bestThreshold: sw.bestThreshold, bestMetric: sw.bestScore, thresholds: sw.thresholds, metrics: sw.scores,
+                                  undefinedReason: nil)
+        }
         let c = CocoEvaluation(truth: ims.map(\.truth), detections: ims.map(\.detections))
         coco = Coco(ap: c.ap, ap50: c.ap50, ap75: c.ap75, ar100: c.ar100, detections: c.detectionCount)
         if c.precision.count == CocoEvaluation.iouThresholds.count {
@@ -120,20 +170,35 @@ public struct EvaluationReport: Codable, Sendable {
     var frocPoints: [(fpPerImage: Double, sensitivity: Double)] = []
 
     /// Confusion matrix and AUC from images with class probabilities; `nil` when none has any.
-    static func classifier(_ ims: [Evaluation.ImageResult]) -> Classifier? {
-        let scored = ims.compactMap { r in r.classProbabilities.map { (r.imageClass, $0) } }
+    ///
+    /// The 3x3 matrix and the accuracy need the class of every scored image; an image without
+    /// boxes whose labels give no class (RSNA labels without the class-info file) is "Normal"
+    /// or "No Lung Opacity / Not Normal", so both are `null` then, with the reason. The ROC
+    /// AUC of "Lung Opacity" against the rest needs only whether the image has boxes.
+    public static func classifier(_ ims: [Evaluation.ImageResult]) -> Classifier? {
+        let scored = ims.compactMap { r in r.classProbabilities.map { (r, $0) } }
         guard !scored.isEmpty else { return nil }
-        var m = [[Int]](repeating: [0, 0, 0], count: 3)
-        for (truth, p) in scored {
-            let pred = p.indices.max { p[$0] < p[$1] } ?? 0
-            if pred < 3 { m[truth.rawValue][pred] += 1 }
+        let known = scored.compactMap { r, p in r.imageClass.map { ($0, p) } }
+        var confusion: [[Int]]?, accuracy: Double?, why: String?
+        if known.count == scored.count {
+            var m = [[Int]](repeating: [0, 0, 0], count: 3)
+            for (truth, p) in known {
+                let pred = p.indices.max { p[$0] < p[$1] } ?? 0
+                if pred < 3 { m[truth.rawValue][pred] += 1 }
+            }
+            confusion = m
+            accuracy = Double((0..<3).reduce(0) { $0 + m[$1][$1] }) / Double(known.count)
+        } else {
+            why = "\(scored.count - known.count) of the \(scored.count) images have no class in the labels (no boxes, and neither a class file "
+                + "such as stage_2_detailed_class_info.csv nor a class column says \"Normal\" or \"No Lung Opacity / Not Normal\"): "
+                + "the 3x3 confusion matrix and accuracy need every image's class"
         }
-        let correct = (0..<3).reduce(0) { $0 + m[$1][$1] }
         let lo = ImageClass.lungOpacity.rawValue
-        let pos = scored.filter { $0.0 == .lungOpacity }.map { Double($0.1[lo]) }
-        let neg = scored.filter { $0.0 != .lungOpacity }.map { Double($0.1[lo]) }
-        return Classifier(labels: ImageClass.allCases.map(\.label), confusion: m, accuracy: Double(correct) / Double(scored.count),
-                          rocAUCLungOpacity: rocAUC(positives: pos, negatives: neg))
+        func isOpacity(_ r: Evaluation.ImageResult) -> Bool { r.imageClass.map { $0 == .lungOpacity } ?? !r.truth.isEmpty }
+        let pos = scored.filter { isOpacity($0.0) }.map { Double($0.1[lo]) }
+        let neg = scored.filter { !isOpacity($0.0) }.map { Double($0.1[lo]) }
+        return Classifier(labels: ImageClass.allCases.map(\.label), confusion: confusion, accuracy: accuracy, imagesWithClass: known.count,
+                          threeClassUnavailable: why, rocAUCLungOpacity: rocAUC(positives: pos, negatives: neg))
     }
 
     /// The area under the ROC curve: the probability that a random positive scores above a
@@ -233,7 +298,11 @@ public struct EvaluationReport: Codable, Sendable {
         s += "- ensemble: \(models.count > 1 ? ensemble : "single model")" + (tta.map { "; TTA \($0)" } ?? "") + "\n"
         s += "- data: \(data); \(images) images, \(imagesWithOpacity) with opacity, \(truthBoxes) boxes\n\n"
         s += "## Challenge metric\n\n"
-        s += String(format: "Best RSNA metric **%.4f** at score threshold **%.2f** (the operating point).\n\n", challenge.bestMetric, challenge.bestThreshold)
+        if let m = challenge.bestMetric, let t = challenge.bestThreshold {
+            s += String(format: "Best RSNA metric **%.4f** at score threshold **%.2f** (the operating point).\n\n", m, t)
+        } else {
+            s += "RSNA metric **undefined**: \(challenge.undefinedReason ?? "no image counts").\n\n"
+        }
         if figures["metric_vs_threshold"] != nil { s += "![metric against threshold](metric_vs_threshold.png)\n\n" }
         s += "## Boxes (COCO-style, opacity class)\n\n| AP@[.50:.95] | AP50 | AP75 | AR@100 |\n|---|---|---|---|\n"
         s += "| \(v(coco.ap)) | \(v(coco.ap50)) | \(v(coco.ap75)) | \(v(coco.ar100)) |\n\n"
@@ -246,9 +315,13 @@ public struct EvaluationReport: Codable, Sendable {
         }
         if let c = classifier {
             s += "## Global classifier\n\n"
-            s += String(format: "Accuracy %.4f; ROC AUC of Lung Opacity against the rest %@.\n\n", c.accuracy, v(c.rocAUCLungOpacity))
-            s += "| truth \\ predicted | " + c.labels.joined(separator: " | ") + " |\n|---|---|---|---|\n"
-            for (i, row) in c.confusion.enumerated() { s += "| \(c.labels[i]) | " + row.map(String.init).joined(separator: " | ") + " |\n" }
+            s += "Accuracy \(v(c.accuracy)); ROC AUC of Lung Opacity against the rest \(v(c.rocAUCLungOpacity)).\n\n"
+            if let m = c.confusion {
+                s += "| truth \\ predicted | " + c.labels.joined(separator: " | ") + " |\n|---|---|---|---|\n"
+                for (i, row) in m.enumerated() { s += "| \(c.labels[i]) | " + row.map(String.init).joined(separator: " | ") + " |\n" }
+            } else if let why = c.threeClassUnavailable {
+                s += "No 3x3 confusion matrix: \(why).\n"
+            }
             s += "\n"
         } else {
             s += "## Global classifier\n\nThe model has no global classifier.\n\n"

@@ -316,13 +316,15 @@ public struct Evaluation {
         public var truth: [BoundingBox]
         /// Detections after NMS, before thresholding, in source pixels.
         public var detections: [Detection]
-        /// The labelled image class.
-        public var imageClass: ImageClass = .notNormal
+        /// The labelled image class, or `nil` when the labels do not give it (see
+        /// ``DatasetRecord/imageClass``); whether the image is "Lung Opacity" is always known
+        /// from ``truth``.
+        public var imageClass: ImageClass? = nil
         /// The global classifier's probabilities (``ImageClass`` order), if the head has one.
         public var classProbabilities: [Float]? = nil
 
         /// One image's labels and predictions.
-        public init(id: String, truth: [BoundingBox], detections: [Detection], imageClass: ImageClass = .notNormal,
+        public init(id: String, truth: [BoundingBox], detections: [Detection], imageClass: ImageClass? = nil,
                     classProbabilities: [Float]? = nil) {
             self.id = id
             self.truth = truth
@@ -389,18 +391,25 @@ public struct Evaluation {
     }
 
     /// Gathers every rank's results in rank order (exact bits: coordinates travel as raw
-    /// floats); `nil` except on rank 0.
+    /// floats; labelled classes and class probabilities travel too); `nil` except on rank 0.
     /// - Throws: the group's transport errors.
     public static func gather(_ results: [ImageResult], group: ProcessGroup) throws -> [ImageResult]? {
-        struct Part: Codable { var ids: [String]; var truth: Data; var detections: Data }
+        struct Part: Codable {
+            var ids: [String]; var truth: Data; var detections: Data
+            var classes: [Int?]; var probabilities: [[Float]?]
+        }
         let part = Part(ids: results.map(\.id), truth: DetectionWire.encode(results.map(\.truth)),
-                        detections: DetectionWire.encode(results.map(\.detections)))
+                        detections: DetectionWire.encode(results.map(\.detections)),
+                        classes: results.map { $0.imageClass?.rawValue }, probabilities: results.map(\.classProbabilities))
         let all = try group.allGather(JSONEncoder().encode(part))
         guard group.isLeader else { return nil }
         return try all.flatMap { d -> [ImageResult] in
             let p = try JSONDecoder().decode(Part.self, from: d)
             let truth = DetectionWire.decodeBoxes(p.truth), dets = DetectionWire.decode(p.detections)
-            return p.ids.indices.map { ImageResult(id: p.ids[$0], truth: truth[$0], detections: dets[$0]) }
+            return p.ids.indices.map {
+                ImageResult(id: p.ids[$0], truth: truth[$0], detections: dets[$0], imageClass: p.classes[$0].flatMap(ImageClass.init(rawValue:)),
+                            classProbabilities: p.probabilities[$0])
+            }
         }
     }
 

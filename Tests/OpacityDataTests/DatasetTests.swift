@@ -22,9 +22,12 @@ final class DatasetTests: XCTestCase {
         let widths = labels.patients.flatMap { $0.boxes.map(\.width) }
         XCTAssertEqual(widths.min(), 40)
         XCTAssertEqual(widths.max(), 528)
-        // Without the class info, "not normal" cannot be told from "normal".
+        // Without the class info, "not normal" cannot be told from "normal": class unknown.
         let bare = try RSNALabels.load(labels: fullLabelsCSV, classInfo: nil)
-        XCTAssertEqual(bare.report.classCounts, [0, 26_684 - 6_012, 6_012])
+        XCTAssertEqual(bare.report.classCounts, [0, 0, 6_012])
+        XCTAssertEqual(bare.report.unknownClass, 26_684 - 6_012)
+        XCTAssertTrue(bare.patients.allSatisfy { $0.boxes.isEmpty ? $0.imageClass == nil : $0.imageClass == .lungOpacity })
+        XCTAssertTrue(bare.report.description.contains("class not given (no boxes, no class file) 20672"), bare.report.description)
     }
 
     /// The 12 real RSNA files load through the layout loader, DICOMs found by id.
@@ -145,10 +148,11 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(ds.records[0].imageClass, .lungOpacity)
         XCTAssertEqual(ds.records[1].imageClass, .notNormal)
         XCTAssertEqual(ds.records[1].imageURL?.lastPathComponent, "two.png")
-        // Without a class column.
+        // Without a class column: an image without boxes has no class (not "Normal").
         try "image,x,y,w,h\none,1,2,3,4\nsub/two.png,,,,\n".write(to: csv, atomically: true, encoding: .utf8)
         let ds2 = try BoxesCSV.load(csv: csv, imageFolder: dir.appendingPathComponent("img"))
-        XCTAssertEqual(ds2.records.map(\.imageClass), [.lungOpacity, .normal])
+        XCTAssertEqual(ds2.records.map(\.imageClass), [.lungOpacity, nil])
+        XCTAssertEqual(ds2.report.unknownClass, 1)
         // Errors.
         try "name,x\na,1\n".write(to: csv, atomically: true, encoding: .utf8)
         assertThrows(try BoxesCSV.load(csv: csv, imageFolder: dir), containing: ["boxes.csv", "image"])
@@ -220,6 +224,41 @@ final class DatasetTests: XCTestCase {
         XCTAssertLessThanOrEqual(totals.max()! - totals.min()!, 1)
         XCTAssertEqual(try Folds.stratified(ds, count: 4, seed: 42, strata: [:]), try Folds.stratified(ds, count: 4, seed: 42))
         XCTAssertNotEqual(folds, try Folds.stratified(ds, count: 4, seed: 42))
+    }
+
+    /// rsna1k's real labels without the class file, through the RSNA loader (class file
+    /// moved away) and as a boxes CSV: Target 0 patients have no class (not "Normal"), the
+    /// others are "Lung Opacity"; with the class file every class is known. Folds of the
+    /// unknown-class set write an empty class, read back equal, and deal patients as the
+    /// earlier versions did when they took them as "Normal".
+    func testRealLabelsWithoutClassFileLeaveClassUnknown() throws {
+        let root = realdata.appendingPathComponent("rsna1k")
+        let labels = root.appendingPathComponent("stage_2_train_labels.csv")
+        let withClass = try RSNADataset.load(root: root)
+        XCTAssertEqual(withClass.unknownClassCount, 0)
+        let bare = try RSNALabels.load(labels: labels, classInfo: nil)
+        let csv = try BoxesCSV.load(csv: labels, imageFolder: root.appendingPathComponent("stage_2_train_images"))
+        XCTAssertEqual(csv.count, withClass.count)
+        let positives = withClass.records.filter { $0.imageClass == .lungOpacity }.count
+        XCTAssertGreaterThan(positives, 0)
+        for ds in [DetectionDataset(records: bare.patients.map { DatasetRecord(id: $0.id, imageURL: nil, boxes: $0.boxes, imageClass: $0.imageClass) }), csv] {
+            XCTAssertEqual(ds.classCounts, [0, 0, positives])
+            XCTAssertEqual(ds.unknownClassCount, withClass.count - positives)
+            XCTAssertTrue(ds.records.allSatisfy { $0.boxes.isEmpty == ($0.imageClass == nil) })
+        }
+        XCTAssertEqual(csv.report.unknownClass, withClass.count - positives)
+        // folds: empty class column, round trip, same split as "Normal" gave
+        let folds = try Folds.stratified(csv, count: 4, seed: 42)
+        XCTAssertEqual(folds.unknownClassCounts.reduce(0, +), withClass.count - positives)
+        let asNormal = try Folds.stratified(csv.records.map { (id: $0.id, imageClass: $0.imageClass ?? .normal) }, count: 4, seed: 42)
+        XCTAssertEqual(folds.fold, asNormal.fold)
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("folds.csv")
+        try folds.write(to: url)
+        let unknownID = try XCTUnwrap(csv.records.first { $0.imageClass == nil }?.id)
+        XCTAssertTrue(try String(contentsOf: url, encoding: .utf8).contains("\n\(unknownID),,"))
+        XCTAssertEqual(try Folds.read(from: url), folds)
     }
 
     /// Folds file errors name line and column.

@@ -46,6 +46,57 @@ final class RetinaLossTests: XCTestCase {
     }
 }
 
+extension RetinaLossTests {
+    /// An image of unknown class (RSNA labels without the class-info file, no boxes) is not
+    /// trained towards "Normal": its global term is -log(p(Not Normal) + p(Normal)), known
+    /// images keep -log p(class), and the batch mean divides by every image.
+    func testUnknownClassGlobalTermIsNotLungOpacity() {
+        let anchors = AnchorSet(corners: [0, 0, 10, 10, 40, 40, 50, 50], levelCounts: [2], height: 64, width: 64)
+        let p: [[Double]] = [[0.2, 0.3, 0.5], [0.6, 0.1, 0.3], [0.25, 0.7, 0.05]]
+        let out = HeadOutput(classLogits: Tensor.zeros([3, 2, 1]), boxDeltas: Tensor.zeros([3, 2, 4]),
+                             globalLogProbs: Tensor(shape: [3, 3], scalars: p.flatMap { $0.map { Float(log($0)) } }))
+        let box = BoundingBox(x: 0, y: 0, width: 10, height: 10)
+        let targets = [DetectionTarget(boxes: [], imageClass: nil), DetectionTarget(boxes: [box], imageClass: nil),
+                       DetectionTarget(boxes: [], imageClass: .normal)]
+        let terms = RetinaLoss().loss(out, targets: targets, anchors: anchors)
+        // image 0: unknown, not Lung Opacity; image 1: boxes make it Lung Opacity; image 2: Normal
+        let expected = (-log(0.2 + 0.3) - log(0.3) - log(0.7)) / 3
+        XCTAssertEqual(Double(terms["global"]!), expected, accuracy: 1e-5)
+        // the old behaviour (unknown taken as Normal) would give a different value
+        XCTAssertNotEqual(Double(terms["global"]!), (-log(0.3) - log(0.3) - log(0.7)) / 3, accuracy: 1e-3)
+        // all known: exactly nllLoss
+        let lp = Tensor(shape: [3, 3], scalars: p.flatMap { $0.map { Float(log($0)) } })
+        XCTAssertEqual(RetinaLoss.globalNLL(lp, classes: [.lungOpacity, .notNormal, .normal]).scalar,
+                       lp.nllLoss(targets: [2, 0, 1]).scalar)
+        // stable when p(Not Normal) and p(Normal) underflow in float
+        let extreme = Tensor(shape: [1, 3], scalars: [-200, -190, 0])
+        let v = RetinaLoss.globalNLL(extreme, classes: [nil]).scalar
+        XCTAssertTrue(v.isFinite)
+        XCTAssertEqual(Double(v), 190 - log(1 + exp(-10.0)), accuracy: 1e-3)
+    }
+
+    /// Finite differences: the gradient of the global NLL with unknown and known classes in
+    /// one batch.
+    func testUnknownClassGlobalTermGradient() {
+        let logits = Tensor(shape: [4, 3], scalars: [0.3, -1.1, 0.8, 1.5, 0.2, -0.7, -0.4, 0.9, 0.1, 0.6, 0.6, -2.0])
+        let classes: [ImageClass?] = [nil, .lungOpacity, nil, .normal]
+        let x = logits.requiringGrad()
+        let y = RetinaLoss.globalNLL(x.logSoftmax(), classes: classes)
+        y.backward(Tensor(1))
+        let g = x.grad!
+        let eps: Float = 1e-2
+        for j in 0..<logits.count {
+            var plus = logits, minus = logits
+            plus.withUnsafeMutableBufferPointer { $0[j] += eps }
+            minus.withUnsafeMutableBufferPointer { $0[j] -= eps }
+            let h = Double(plus[flat: j]) - Double(minus[flat: j])
+            let lp = Double(Autograd.inference { RetinaLoss.globalNLL(plus.logSoftmax(), classes: classes) }.scalar)
+            let lm = Double(Autograd.inference { RetinaLoss.globalNLL(minus.logSoftmax(), classes: classes) }.scalar)
+            XCTAssertEqual(Double(g[flat: j]), (lp - lm) / h, accuracy: 2e-3, "element \(j)")
+        }
+    }
+}
+
 final class RetinaNetTests: XCTestCase {
     let tiny = "retinanet(encoder=resnet18(width=0.25), neck=fpn(channels=32), head=retina(channels=32), size=128)"
 

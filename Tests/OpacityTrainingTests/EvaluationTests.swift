@@ -104,6 +104,50 @@ final class EvaluationTests: XCTestCase {
         XCTAssertNil(EvaluationReport.rocAUC(positives: [], negatives: [0.3]))
     }
 
+    /// Images whose class the labels do not give: no 3x3 matrix or accuracy (null in the
+    /// JSON, with the reason), the Lung Opacity ROC AUC from the boxes all the same.
+    func testClassifierWithUnknownClasses() throws {
+        let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
+        let images: [Evaluation.ImageResult] = [
+            .init(id: "a", truth: [box], detections: [], imageClass: .lungOpacity, classProbabilities: [0.1, 0.2, 0.7]),
+            .init(id: "b", truth: [], detections: [], imageClass: nil, classProbabilities: [0.2, 0.5, 0.3]),
+            .init(id: "c", truth: [], detections: [], imageClass: nil, classProbabilities: [0.3, 0.6, 0.1]),
+        ]
+        let c = try XCTUnwrap(EvaluationReport.classifier(images))
+        XCTAssertNil(c.confusion)
+        XCTAssertNil(c.accuracy)
+        XCTAssertEqual(c.imagesWithClass, 1)
+        XCTAssertTrue(try XCTUnwrap(c.threeClassUnavailable).contains("2 of the 3 images have no class"))
+        XCTAssertEqual(try XCTUnwrap(c.rocAUCLungOpacity), 1, accuracy: 1e-12)
+        let report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: nil, data: "test")
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: JSONEncoder().encode(report)) as? [String: Any])
+        let cj = try XCTUnwrap(json["classifier"] as? [String: Any])
+        XCTAssertTrue(cj["confusion"] is NSNull && cj["accuracy"] is NSNull, "\(cj)")
+        XCTAssertNotNil(cj["threeClassUnavailable"] as? String)
+        XCTAssertTrue(report.markdown().contains("No 3x3 confusion matrix"))
+    }
+
+    /// Negatives only: the challenge metric is undefined (null with the reason), not 0; per
+    /// threshold it is 0 where a box is kept and null where every image is left empty.
+    func testNegativesOnlyMetricIsUndefined() throws {
+        let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
+        let images: [Evaluation.ImageResult] = [
+            .init(id: "a", truth: [], detections: [Detection(box: box, score: 0.3)]),
+            .init(id: "b", truth: [], detections: []),
+        ]
+        let report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: nil, data: "test")
+        XCTAssertNil(report.challenge.bestMetric)
+        XCTAssertNil(report.challenge.bestThreshold)
+        XCTAssertTrue(try XCTUnwrap(report.challenge.undefinedReason).hasPrefix("none of the 2 images has a truth box"))
+        for (t, m) in zip(report.challenge.thresholds, report.challenge.metrics) {
+            if t < 0.29 { XCTAssertEqual(m, 0, "\(t)") } else if t > 0.31 { XCTAssertNil(m, "\(t)") }
+        }
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: JSONEncoder().encode(report)) as? [String: Any])
+        let ch = try XCTUnwrap(json["challenge"] as? [String: Any])
+        XCTAssertTrue(ch["bestMetric"] is NSNull && ch["bestThreshold"] is NSNull, "\(ch)")
+        XCTAssertTrue(report.markdown().contains("RSNA metric **undefined**"))
+    }
+
     func testReportHoldsEveryMeasureAndWritesItsFiles() throws {
         let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
         let images: [Evaluation.ImageResult] = [
@@ -114,12 +158,12 @@ final class EvaluationTests: XCTestCase {
         ]
         var report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: nil, data: "test")
         XCTAssertEqual(report.truthBoxes, 1)
-        XCTAssertEqual(report.challenge.bestMetric, 1, accuracy: 1e-9)  // threshold above 0.3 keeps only the hit
+        XCTAssertEqual(try XCTUnwrap(report.challenge.bestMetric), 1, accuracy: 1e-9)  // threshold above 0.3 keeps only the hit
         XCTAssertEqual(try XCTUnwrap(report.coco.ap50), 1, accuracy: 1e-9)
         XCTAssertEqual(try XCTUnwrap(report.froc).sensitivity, [1, 1, 1, 1, 1, 1, 1])
         let c = try XCTUnwrap(report.classifier)
         XCTAssertEqual(c.confusion, [[0, 1, 0], [0, 1, 0], [0, 0, 1]])
-        XCTAssertEqual(c.accuracy, 2.0 / 3, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(c.accuracy), 2.0 / 3, accuracy: 1e-9)
         XCTAssertEqual(try XCTUnwrap(c.rocAUCLungOpacity), 1, accuracy: 1e-9)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-report-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }

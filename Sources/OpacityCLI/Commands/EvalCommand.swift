@@ -22,17 +22,17 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @OptionGroup var dataOptions: DataOptions
     @Option(
-        name: .long,
+        name: .long, parsing: .unconditional,
         help:
             "The fold to score (its patients); the run's folds.csv if --model is a run folder (default: the run's validation fold), else the stratified split with --folds and seed 42 (default 0)."
     )
     var fold: Int?
     @Flag(name: .long, help: "Score a fold other than a run folder's validation fold (its training images: the score is not a held-out one).")
     var allowTrainingFold = false
-    @Option(name: .long, help: "Number of folds.") var folds: Int = 4
+    @Option(name: .long, parsing: .unconditional, help: "Number of folds.") var folds: Int = 4
     @Option(name: .long, help: "A folds CSV (patientId,class,fold).") var foldsFile: String?
     @Flag(name: .long, help: "Score every image, not one fold.") var all = false
-    @Option(name: .long, help: "Score at most this many images.") var limit: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Score at most this many images.") var limit: Int?
     @Option(name: [.short, .long], help: "Output folder for the report, CSVs and figures.") var output: String = "eval"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @OptionGroup var runtime: RuntimeOptions
@@ -46,6 +46,9 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var pluginOptions: PluginOptions
 
     func validate() throws {
+        try requireAtLeast("--limit", limit, 1)
+        try requireRange("--folds", folds, 2, Folds.maximumCount)
+        try requireAtLeast("--fold", fold, 0)
         if operatingPointOut != nil && model.models.count > 1 { throw ValidationError("--operating-point-out needs a single --model (an ensemble has no one bundle)") }
     }
 
@@ -64,6 +67,7 @@ struct EvalCommand: ParsableCommand {
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var records = dataset.records
         var scoredFold: Int?
+        var foldLine: String?
         if !all {
             var fold = self.fold ?? 0
             // a run folder's validation fold: another fold holds the images it trained on
@@ -88,8 +92,13 @@ struct EvalCommand: ParsableCommand {
             let ids = Set(f.ids(inFold: fold))
             records = records.filter { ids.contains($0.id) }
             scoredFold = fold
+            let source = foldsURL.map { "folds file \($0.path)" } ?? "stratified split, \(f.count) folds, seed 42"
+            foldLine = "scoring fold \(fold) of \(f.count) (\(source))"
         }
         if let limit { records = Array(records.prefix(limit)) }
+        if let foldLine {
+            say("\(foldLine): \(records.count) of \(dataset.records.count) images\(limit.map { " (--limit \($0))" } ?? ""); --all scores every image")
+        }
         guard !records.isEmpty else { throw ValidationError("no images to score") }
         let bar = outputSilenced ? nil : runtime.progressBar("eval")
         let t0 = Date()
@@ -114,7 +123,19 @@ struct EvalCommand: ParsableCommand {
         let what = scoredFold.map { "\(source), fold \($0)" } ?? source
         var report = EvaluationReport(ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what)
         try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))
-        say(String(format: "metric %.4f at score threshold %.2f over %d images", ev.sweep.bestScore, ev.sweep.bestThreshold, ev.images.count))
+        if let m = report.challenge.bestMetric, let t = report.challenge.bestThreshold {
+            say(String(format: "metric %.4f at score threshold %.2f over %d images", m, t, ev.images.count))
+        } else {
+            // as `opacity score` says it: on negatives only the metric is 0 or undefined, never a best
+            say("metric undefined: none of the \(ev.images.count) images has a truth box")
+            say("(" + EvaluationReport.negativesOnlyReason + ")")
+            let top = ev.images.flatMap(\.detections).map(\.score).max()
+            if let t = ev.sweep.thresholds.first(where: { t in top.map { $0 < t } ?? true }) {
+                say(String(format: "negatives predicted empty (correct): all %d from score threshold %.2f up", ev.images.count, t))
+            } else if let top {
+                say(String(format: "negatives predicted empty (correct): not all at any swept threshold (highest box score %.3f)", top))
+            }
+        }
         func v(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "n/a" }
         say("COCO boxes: AP@[.50:.95] \(v(report.coco.ap)), AP50 \(v(report.coco.ap50)), AP75 \(v(report.coco.ap75)), AR@100 \(v(report.coco.ar100))")
         if let f = report.froc {
@@ -123,13 +144,23 @@ struct EvalCommand: ParsableCommand {
                     + String(format: " FP/image (mean %.3f)", f.mean))
         }
         if let c = report.classifier {
-            say(
-                String(
-                    format: "classifier: accuracy %.4f, ROC AUC (Lung Opacity vs rest) %@; confusion (rows truth, columns predicted, %@): %@",
-                    c.accuracy, v(c.rocAUCLungOpacity), c.labels.joined(separator: " | "), c.confusion.map { $0.map(String.init).joined(separator: " ") }.joined(separator: " / ")))
+            if let m = c.confusion {
+                say(
+                    "classifier: accuracy \(v(c.accuracy)), ROC AUC (Lung Opacity vs rest) \(v(c.rocAUCLungOpacity)); confusion (rows truth, columns predicted, "
+                        + c.labels.joined(separator: " | ") + "): " + m.map { $0.map(String.init).joined(separator: " ") }.joined(separator: " / "))
+            } else {
+                say("classifier: ROC AUC (Lung Opacity vs rest) \(v(c.rocAUCLungOpacity)); no 3x3 confusion matrix or accuracy:")
+                say("  " + (c.threeClassUnavailable ?? "classes unknown"))
+                say("  (give the classes: --data DIR with stage_2_detailed_class_info.csv beside the labels, or a class column in the --labels CSV)")
+            }
         }
         if let opOut = operatingPointOut {
-            let point = OperatingPoint(threshold: ev.sweep.bestThreshold, metric: ev.sweep.bestScore, data: what, images: ev.images.count)
+            guard let best = report.challenge.bestThreshold, let metric = report.challenge.bestMetric else {
+                throw WithHint(
+                    EvaluationError.noOperatingPoint(reason: report.challenge.undefinedReason ?? "the metric is undefined"),
+                    "hint: score images with opacities (a fold or folder with Target 1 patients) to find an operating point")
+            }
+            let point = OperatingPoint(threshold: best, metric: metric, data: what, images: ev.images.count)
             try OperatingPoint.write(point, from: urls[0], to: URL(fileURLWithPath: opOut))
             say(String(format: "wrote %@ with operating point %.2f", opOut, point.threshold))
         }

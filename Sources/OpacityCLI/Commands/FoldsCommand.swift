@@ -16,8 +16,8 @@ struct FoldsCommand: ParsableCommand {
             """)
 
     @OptionGroup var dataOptions: DataOptions
-    @Option(name: .long, help: "Number of folds.") var count: Int = 4
-    @Option(name: .long, help: "Shuffle seed.") var seed: UInt64 = 42
+    @Option(name: .long, parsing: .unconditional, help: "Number of folds.") var count: Int = 4
+    @Option(name: .long, parsing: .unconditional, help: "Shuffle seed.") var seed: UInt64 = 42
     @Option(name: .long, help: "What to stratify by: class, or class and view (DICOM ViewPosition).")
     var stratify: FoldStrata = .class
     @Option(name: [.short, .customLong("output")], help: "The folds CSV to write (patientId,class,fold).") var output: String
@@ -42,12 +42,14 @@ struct FoldsCommand: ParsableCommand {
         // per-fold table: class x view
         let viewNames = Set(dataset.records.map { views[$0.id] ?? "-" }).sorted()
         var header = "fold"
-        for c in ImageClass.allCases { for v in viewNames { header += "\t\(c.shortName)/\(v)" } }
+        // patients of unknown class (no class file: without boxes) get their own column
+        let classes: [ImageClass?] = ImageClass.allCases + (dataset.unknownClassCount > 0 ? [nil] : [])
+        for c in classes { for v in viewNames { header += "\t\(c?.shortName ?? "CLASS UNKNOWN")/\(v)" } }
         print(header + "\ttotal")
         for k in 0..<count {
             var line = "\(k)"
             let ids = Set(folds.ids(inFold: k))
-            for c in ImageClass.allCases {
+            for c in classes {
                 for v in viewNames {
                     line += "\t\(dataset.records.filter { ids.contains($0.id) && $0.imageClass == c && (views[$0.id] ?? "-") == v }.count)"
                 }

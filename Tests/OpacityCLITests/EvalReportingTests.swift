@@ -1,0 +1,87 @@
+import Foundation
+import XCTest
+
+/// `opacity eval` on real rsna1k files: the global classifier's report with and without the
+/// class file, negatives only, and what is scored.
+final class EvalReportingTests: XCTestCase {
+    let rsna1k = CLI.realdata.appendingPathComponent("rsna1k")
+
+    func json(_ url: URL) throws -> [String: Any] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+    }
+
+    /// The same 8 real images scored with the class file (--data, RSNA layout) and without it
+    /// (--labels stage_2_train_labels.csv): with it, a 3x3 matrix and an accuracy; without it,
+    /// none (null in report.json with the reason, said on the console), never "Normal" for
+    /// every Target 0 image; the Lung Opacity ROC AUC is the same in both.
+    func testClassifierWithAndWithoutClassFile() throws {
+        let dir = try CLI.tempDir("evalclass")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = "retinanet-r34-rsna1k"
+        let with = try CLI.run(["eval", "--model", model, "--data", rsna1k.path, "--all", "--limit", "8", "-o", "with"], in: dir)
+        XCTAssertEqual(with.status, 0, with.all)
+        XCTAssertTrue(with.stdout.contains("classifier: accuracy "), with.stdout)
+        let without = try CLI.run(
+            [
+                "eval", "--model", model, "--labels", rsna1k.appendingPathComponent("stage_2_train_labels.csv").path,
+                "--images", rsna1k.appendingPathComponent("stage_2_train_images").path, "--all", "--limit", "8", "-o", "without",
+            ], in: dir)
+        XCTAssertEqual(without.status, 0, without.all)
+        XCTAssertTrue(without.stdout.contains("no 3x3 confusion matrix or accuracy"), without.stdout)
+        XCTAssertTrue(without.stdout.contains("have no class in the labels"), without.stdout)
+        XCTAssertFalse(without.stdout.contains("classifier: accuracy"), without.stdout)
+
+        let a = try XCTUnwrap(try json(dir.appendingPathComponent("with/report.json"))["classifier"] as? [String: Any])
+        let b = try XCTUnwrap(try json(dir.appendingPathComponent("without/report.json"))["classifier"] as? [String: Any])
+        let confusion = try XCTUnwrap(a["confusion"] as? [[Int]])
+        XCTAssertEqual(confusion.flatMap { $0 }.reduce(0, +), 8)
+        XCTAssertNotNil(a["accuracy"] as? Double)
+        XCTAssertEqual(a["imagesWithClass"] as? Int, 8)
+        XCTAssertTrue(a["threeClassUnavailable"] is NSNull)
+        XCTAssertTrue(b["confusion"] is NSNull && b["accuracy"] is NSNull, "\(b)")
+        let positives = confusion[2].reduce(0, +)
+        XCTAssertEqual(b["imagesWithClass"] as? Int, positives)
+        XCTAssertTrue(try XCTUnwrap(b["threeClassUnavailable"] as? String).contains("\(8 - positives) of the 8 images have no class"))
+        XCTAssertEqual(try XCTUnwrap(a["rocAUCLungOpacity"] as? Double), try XCTUnwrap(b["rocAUCLungOpacity"] as? Double), accuracy: 1e-12)
+        let md = try String(contentsOf: dir.appendingPathComponent("without/summary.md"), encoding: .utf8)
+        XCTAssertTrue(md.contains("No 3x3 confusion matrix"), md)
+    }
+
+    /// Negatives only (real Target 0 rows of rsna1k): "metric undefined" with score's
+    /// reason, null with the reason in report.json; --operating-point-out refuses.
+    func testNegativesOnlyMetricIsUndefined() throws {
+        let dir = try CLI.tempDir("evalneg")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let lines = try String(contentsOf: rsna1k.appendingPathComponent("stage_2_train_labels.csv"), encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+        let negatives = lines.dropFirst().filter { $0.hasSuffix(",0") }.prefix(4)
+        XCTAssertEqual(negatives.count, 4)
+        try ([lines[0]] + negatives).joined(separator: "\n").write(to: dir.appendingPathComponent("neg.csv"), atomically: true, encoding: .utf8)
+        let args = [
+            "eval", "--model", "retinanet-r34-rsna1k", "--labels", "neg.csv", "--images", rsna1k.appendingPathComponent("stage_2_train_images").path,
+            "--all", "-o", "ev",
+        ]
+        let r = try CLI.run(args, in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("metric undefined: none of the 4 images has a truth box"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("an image with no truth box and no predicted box is left out of the mean"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct)"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("metric 0.0000"), r.stdout)
+        let ch = try XCTUnwrap(try json(dir.appendingPathComponent("ev/report.json"))["challenge"] as? [String: Any])
+        XCTAssertTrue(ch["bestMetric"] is NSNull && ch["bestThreshold"] is NSNull, "\(ch)")
+        XCTAssertTrue(try XCTUnwrap(ch["undefinedReason"] as? String).contains("none of the 4 images has a truth box"))
+        let op = try CLI.run(args + ["--operating-point-out", "op.opb"], in: dir)
+        XCTAssertEqual(op.status, 1, op.all)
+        XCTAssertTrue(op.stderr.contains("no operating point to store"), op.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("op.opb").path))
+    }
+
+    /// Without --all eval scores one fold and says which on the console.
+    func testFoldIsSaidOnTheConsole() throws {
+        let dir = try CLI.tempDir("evalfold")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try CLI.run(["eval", "--model", "retinanet-r34-rsna1k", "--data", rsna1k.path, "--fold", "2", "--limit", "4", "-o", "ev"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("scoring fold 2 of 4 (stratified split, 4 folds, seed 42): 4 of 757 images (--limit 4); --all scores every image"), r.stdout)
+    }
+}
