@@ -28,16 +28,16 @@ struct ConvertCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "A .png path or a folder (created) for {name}.png; required.")
     var output: String?
 
-    @Option(name: .long, help: "Resize so the longer side is this many pixels (aspect kept).")
+    @Option(name: .long, parsing: .unconditional, help: "Resize so the longer side is this many pixels (aspect kept).")
     var size: Int?
 
     @Option(name: .long, help: "Windowing: auto, minmax, or CENTER,WIDTH in rescaled units.")
     var window: String = "auto"
 
-    @Option(name: .long, help: "PNG bit depth: 8, or 16 to keep the full depth of 12- to 16-bit DICOM.")
+    @Option(name: .long, parsing: .unconditional, help: "PNG bit depth: 8, or 16 to keep the full depth of 12- to 16-bit DICOM.")
     var depth: Int = 8
 
-    @Option(name: .long, help: "The frame of multi-frame DICOM files, from 1.")
+    @Option(name: .long, parsing: .unconditional, help: "The frame of multi-frame DICOM files, from 1.")
     var frame: Int = 1
 
     @Flag(name: .long, help: "Replace existing PNG files (they are skipped by default).")

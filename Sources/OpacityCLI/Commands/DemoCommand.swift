@@ -13,11 +13,11 @@ struct DemoCommand: ParsableCommand {
 
     @Option(name: [.short, .long], help: "Output folder.") var output: String = "opacity-demo"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
-    @Option(name: .long, help: "Synthetic images to generate.") var count: Int = 400
-    @Option(name: .long, help: "Training epochs.") var epochs: Int = 6
+    @Option(name: .long, parsing: .unconditional, help: "Synthetic images to generate.") var count: Int = 400
+    @Option(name: .long, parsing: .unconditional, help: "Training epochs.") var epochs: Int = 6
     @Option(name: .long, help: "The model.") var config: String = "retinanet(encoder=resnet18(width=0.5), neck=fpn(channels=64), head=retina(channels=64), size=160)"
-    @Option(name: .long, help: "Adam learning rate (higher than the paper's 1e-5: this encoder starts from scratch).") var lr: Double = 1e-3
-    @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
+    @Option(name: .long, parsing: .unconditional, help: "Adam learning rate (higher than the paper's 1e-5: this encoder starts from scratch).") var lr: Double = 1e-3
+    @Option(name: .long, parsing: .unconditional, help: "Seed.") var seed: UInt64 = 1
     @OptionGroup var runtime: RuntimeOptions
 
     @OptionGroup var pluginOptions: PluginOptions

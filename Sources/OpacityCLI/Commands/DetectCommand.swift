@@ -21,14 +21,16 @@ struct DetectCommand: ParsableCommand {
 
     @Argument(help: "Image files (DICOM, PNG, JPEG) or folders of them.") var inputs: [String]
     @OptionGroup var model: ModelOptions
-    @Option(name: .long, help: "Keep boxes scoring above this (default: the operating point stored with the model, see `opacity eval --operating-point-out`, else 0.2).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "Keep boxes scoring above this (default: the operating point stored with the model, see `opacity eval --operating-point-out`, else 0.2).")
     var threshold: Float?
     @Option(name: .long, help: "Output format.") var format: DetectionFormat = .json
     @Option(name: [.short, .long], help: "Folder for detections and overlay PNGs.") var output: String = "detections"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Do not write overlay PNGs.") var noOverlays = false
     @Flag(name: .long, help: "Leave out images that cannot be read (listed in skipped.csv) instead of stopping.") var skipUnreadable = false
-    @Option(name: .long, help: "The frame of multi-frame DICOM files, from 1.") var frame: Int = 1
+    @Option(name: .long, parsing: .unconditional, help: "The frame of multi-frame DICOM files, from 1.") var frame: Int = 1
     @Option(name: .customLong("dicom-sr"), help: ArgumentHelp("Folder for a DICOM Structured Report per DICOM image (<name>.sr.dcm).", valueName: "dir"))
     var dicomSR: String?
     @Option(
@@ -41,10 +43,8 @@ struct DetectCommand: ParsableCommand {
 
     func validate() throws {
         guard !inputs.isEmpty else { throw ValidationError("name at least one image or folder") }
-        if let threshold, !(threshold.isFinite && threshold >= 0 && threshold <= 1) {
-            throw ValidationError("--threshold \(threshold) is not valid; expected a score in 0...1")
-        }
-        guard frame >= 1 else { throw ValidationError("--frame \(frame) is not valid; frames count from 1, e.g. --frame 1") }
+        try requireRange("--threshold", threshold, 0, 1)
+        try requireAtLeast("--frame", frame, 1)
     }
 
     @OptionGroup var distributedOptions: DistributedOptions
@@ -106,6 +106,7 @@ struct DetectCommand: ParsableCommand {
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         var skipped = SkippedInputs()
         var all: [DetectionReport] = []
+        var srWritten = 0, dicomOverlaysWritten = 0
         let bar = outputSilenced ? nil : runtime.progressBar("detect")
         let t0 = Date()
         // under MPI each rank takes a contiguous block of the files and writes their overlays;
@@ -136,10 +137,12 @@ struct DetectCommand: ParsableCommand {
                         if let dicomSR {
                             let sr = try engine.structuredReport(img, report, placement: try placement("sr", dicomSR, img, index: index))
                             try sr.write(to: dicomURL(dicomSR, f, ".sr.dcm"), options: .atomic)
+                            srWritten += 1
                         }
                         if let dicomOverlay {
                             let sc = try engine.secondaryCapture(img, report, placement: try placement("sc", dicomOverlay, img, index: index))
                             try sc.write(to: dicomURL(dicomOverlay, f, ".overlay.dcm"), options: .atomic)
+                            dicomOverlaysWritten += 1
                         }
                     } catch {
                         if !skipUnreadable { throw error }
@@ -150,13 +153,16 @@ struct DetectCommand: ParsableCommand {
             bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
         }
         if group.isDistributed {
-            struct Part: Codable { var reports: [DetectionReport]; var skipped: [[String]] }
-            let gathered = try group.allGather(JSONEncoder().encode(Part(reports: all, skipped: skipped.entries.map { [$0.file, $0.reason] })))
+            struct Part: Codable { var reports: [DetectionReport]; var skipped: [[String]]; var written: [Int] }
+            let part = Part(reports: all, skipped: skipped.entries.map { [$0.file, $0.reason] }, written: [srWritten, dicomOverlaysWritten])
+            let gathered = try group.allGather(JSONEncoder().encode(part))
             guard group.isLeader else { return }
             let parts = try gathered.map { try JSONDecoder().decode(Part.self, from: $0) }
             all = parts.flatMap(\.reports)
             skipped = SkippedInputs()
             for p in parts { for e in p.skipped { skipped.add(e[0], e[1]) } }
+            srWritten = parts.reduce(0) { $0 + $1.written[0] }
+            dicomOverlaysWritten = parts.reduce(0) { $0 + $1.written[1] }
         }
         if format == .json {
             try DetectionReport.json(all).write(to: resultURL, options: .atomic)
@@ -169,7 +175,14 @@ struct DetectCommand: ParsableCommand {
                     + (f.boxes.isEmpty
                         ? "no opacity" : f.boxes.map { String(format: "%.2f at (%.0f, %.0f, %.0f x %.0f)", $0.score, $0.x, $0.y, $0.width, $0.height) }.joined(separator: "; ")))
         }
-        say("wrote \(resultURL.path)" + (noOverlays ? "" : " and \(all.count) overlay PNGs in \(outURL.path)"))
+        // every output written, in the order of the options
+        var wrote = [resultURL.path]
+        if !noOverlays { wrote.append("\(all.count) overlay PNG\(all.count == 1 ? "" : "s") in \(outURL.path)") }
+        if let dicomSR { wrote.append("\(srWritten) DICOM SR\(srWritten == 1 ? "" : "s") (.sr.dcm) in \(dicomSR)") }
+        if let dicomOverlay {
+            wrote.append("\(dicomOverlaysWritten) DICOM overlay\(dicomOverlaysWritten == 1 ? "" : "s") (.overlay.dcm) in \(dicomOverlay)")
+        }
+        say("wrote " + (wrote.count == 1 ? wrote[0] : wrote.dropLast().joined(separator: ", ") + " and " + wrote.last!))
         let skippedURL = outURL.appendingPathComponent("skipped.csv")
         try reportSkipped(skipped, to: skippedURL)
     }

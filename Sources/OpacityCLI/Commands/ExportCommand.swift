@@ -19,6 +19,8 @@ struct ExportCommand: ParsableCommand {
 
             Every exported bundle carries a model card (Documentation/Zoo.md, Model cards): the one given with --card, else the source bundle's, else one drawn up from what the bundle records (config, provenance, metrics, operating point) with the project's research-only intended use; --card-version and --card-change add a changelog line.
 
+            The model is the first argument or --model (as in the other commands); without either, the zoo's \(defaultModelName), like detect and serve.
+
             Examples:
               opacity export runs/r34 --storage int8 -o r34-int8.opb
               opacity export runs/r34/checkpoints/epoch_008.opb --storage fp16 -o r34.opb --metric heldout_metric=0.71
@@ -26,15 +28,18 @@ struct ExportCommand: ParsableCommand {
               opacity export runs/r34 -o r34.opb --card card.json
             """)
 
-    @Argument(help: "A bundle, a run folder (its best.opb) or a zoo name.") var model: String
+    @Argument(help: "A bundle, a run folder (its best.opb) or a zoo name (default: the zoo's \(defaultModelName)).") var model: String?
+    @Option(name: .customLong("model"), help: ArgumentHelp("The model, as the first argument (the spelling the other commands use).", valueName: "model"))
+    var modelOption: String?
     @Option(name: [.short, .long], help: "The bundle or ONNX file to write.") var output: String
     @Option(name: .long, help: "Storage (int8: per-output-channel scales for weight tensors).") var storage = StorageChoice(.f32)
     @Option(name: .long, help: ArgumentHelp("A metric to record, name=value (repeatable).", valueName: "name=value")) var metric: [String] = []
     @Option(name: .long, help: "A note to record in the provenance.") var notes: String?
     @Option(name: .long, help: "What to write: a bundle (.opb) or an ONNX model.") var format = ExportFormat.bundle
     @Flag(name: .long, help: "ONNX: add box decoding, NMS and the confidence filter to the graph.") var postprocess = false
-    @Option(name: .long, help: "ONNX with --postprocess: keep boxes scoring above this (default: the threshold saved with the model, else 0.2, as opacity detect).") var threshold:
-        Float?
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "ONNX with --postprocess: keep boxes scoring above this (default: the threshold saved with the model, else 0.2, as opacity detect).") var threshold: Float?
     @Option(name: .customLong("data"), help: "Replace the provenance's description of the training data (e.g. to drop a machine's folder name).")
     var dataDescription: String?
     @Option(name: .long, help: ArgumentHelp("A model card (JSON, Documentation/Zoo.md) to store in the bundle.", valueName: "card.json")) var card: String?
@@ -44,6 +49,9 @@ struct ExportCommand: ParsableCommand {
     @OptionGroup var pluginOptions: PluginOptions
 
     func validate() throws {
+        if let model, let modelOption, model != modelOption {
+            throw ValidationError("the first argument (\(model)) and --model \(modelOption) name different models; give one")
+        }
         if format == .onnx {
             guard storage.type == .f32, metric.isEmpty, notes == nil, dataDescription == nil else {
                 throw ValidationError("--storage, --metric, --notes and --data apply to bundles; ONNX weights are fp32")
@@ -54,7 +62,7 @@ struct ExportCommand: ParsableCommand {
         } else if postprocess || threshold != nil {
             throw ValidationError("--postprocess and --threshold apply to --format onnx")
         }
-        if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold takes a score in [0, 1], not \(threshold)") }
+        try requireRange("--threshold", threshold, 0, 1)
         for m in metric {
             let kv = m.split(separator: "=", maxSplits: 1)
             guard kv.count == 2, Double(kv[1]) != nil else { throw ValidationError("--metric takes name=number, not '\(m)'") }
@@ -63,7 +71,9 @@ struct ExportCommand: ParsableCommand {
 
     func run() throws {
         let registry = try pluginOptions.registry()
-        let url = try ModelReference.resolve(model)
+        let reference = model ?? modelOption ?? defaultModelName
+        if model == nil && modelOption == nil { note("no model named: exporting the zoo's \(defaultModelName) (name another as the first argument or --model)") }
+        let url = try ModelReference.resolve(reference)
         let loaded = try Detector.loadWithReport(from: url, registry: registry)
         if format == .onnx {
             try exportONNX(loaded.detector, bundle: url)

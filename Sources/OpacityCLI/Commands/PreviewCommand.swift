@@ -32,16 +32,16 @@ struct AugmentPreviewCommand: ParsableCommand {
     @Option(name: .long, help: "Augmentation preset and overrides, e.g. heavy,rotation=3.")
     var augmentation: String = "heavy"
 
-    @Option(name: .long, help: "Tile side in pixels (the training input size).")
+    @Option(name: .long, parsing: .unconditional, help: "Tile side in pixels (the training input size).")
     var size: Int = 512
 
-    @Option(name: .long, help: "Number of tiles.")
+    @Option(name: .long, parsing: .unconditional, help: "Number of tiles.")
     var count: Int = 12
 
-    @Option(name: .long, help: "Tiles per row.")
+    @Option(name: .long, parsing: .unconditional, help: "Tiles per row.")
     var columns: Int = 4
 
-    @Option(name: .long, help: "Seed for the augmentations (and the synthetic set).")
+    @Option(name: .long, parsing: .unconditional, help: "Seed for the augmentations (and the synthetic set).")
     var seed: UInt64 = 0
 
     @Flag(name: .long, help: "Only images with boxes.")

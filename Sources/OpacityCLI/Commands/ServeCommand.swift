@@ -20,16 +20,17 @@ struct ServeCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
-    @Option(name: .long, help: "TCP port (0 picks a free one and prints it).") var port: Int = 8080
+    @Option(name: .long, parsing: .unconditional, help: "TCP port (0 picks a free one and prints it).") var port: Int = 8080
     @Option(name: .long, help: "Address to bind (default 127.0.0.1, this machine only).") var host: String = "127.0.0.1"
     @Option(name: .long, help: "A file whose first line is the bearer token every request but /healthz must carry.") var tokenFile: String?
-    @Option(name: .long, help: "Most images in one forward pass.") var maxBatch: Int = 4
-    @Option(name: .customLong("max-wait-ms"), help: "Longest wait, in milliseconds, for more images to fill a batch.") var maxWaitMs: Int = 10
-    @Option(name: .long, help: "Most images waiting for the model; beyond it requests get 503.") var maxQueue: Int = 64
-    @Option(name: .long, help: "Largest request body in bytes.") var maxBody: Int = 64 << 20
-    @Option(name: .long, help: "Largest image in pixels (width x height).") var maxPixels: Int = 50_000_000
-    @Option(name: .long, help: "Seconds a request may take from arrival to answer.") var timeout: Double = 60
-    @Option(name: .long, help: "Default score threshold (default: the one saved with the first model, else 0.2); requests may pass ?threshold=.") var threshold: Float?
+    @Option(name: .long, parsing: .unconditional, help: "Most images in one forward pass.") var maxBatch: Int = 4
+    @Option(name: .customLong("max-wait-ms"), parsing: .unconditional, help: "Longest wait, in milliseconds, for more images to fill a batch.") var maxWaitMs: Int = 10
+    @Option(name: .long, parsing: .unconditional, help: "Most images waiting for the model; beyond it requests get 503.") var maxQueue: Int = 64
+    @Option(name: .long, parsing: .unconditional, help: "Largest request body in bytes.") var maxBody: Int = 64 << 20
+    @Option(name: .long, parsing: .unconditional, help: "Largest image in pixels (width x height).") var maxPixels: Int = 50_000_000
+    @Option(name: .long, parsing: .unconditional, help: "Seconds a request may take from arrival to answer.") var timeout: Double = 60
+    @Option(name: .long, parsing: .unconditional, help: "Default score threshold (default: the one saved with the first model, else 0.2); requests may pass ?threshold=.")
+    var threshold: Float?
     @OptionGroup var runtime: RuntimeOptions
 
     @OptionGroup var pluginOptions: PluginOptions
@@ -60,7 +61,7 @@ struct ServeCommand: ParsableCommand {
         c.timeoutSeconds = timeout
         if let tokenFile { c.token = try ServeConfiguration.readToken(tokenFile) }
         do { try c.validate() } catch { throw ValidationError("\(error)") }
-        if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold must be in 0...1, not \(threshold)") }
+        try requireRange("--threshold", threshold, 0, 1)
 
         let server = DetectionServer(configuration: c, log: { note($0) })
         let host = c.host

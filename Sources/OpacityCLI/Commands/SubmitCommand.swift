@@ -18,7 +18,7 @@ struct SubmitCommand: ParsableCommand {
 
     @Option(name: .long, help: "Folder of test images (DICOM or PNG).") var images: String
     @OptionGroup var model: ModelOptions
-    @Option(name: .long, help: "Keep boxes scoring above this (default: the operating point stored with the first model, else 0.2).") var threshold: Float?
+    @Option(name: .long, parsing: .unconditional, help: "Keep boxes scoring above this (default: the operating point stored with the first model, else 0.2).") var threshold: Float?
     @Option(name: [.short, .long], help: "The submission file.") var output: String = "submission.csv"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Leave out unreadable images (no row; listed in <output>.skipped.csv) instead of stopping.") var skipUnreadable = false
@@ -27,9 +27,7 @@ struct SubmitCommand: ParsableCommand {
     @OptionGroup var pluginOptions: PluginOptions
 
     func validate() throws {
-        if let threshold, !(threshold.isFinite && threshold >= 0 && threshold <= 1) {
-            throw ValidationError("--threshold \(threshold) is not valid; expected a score in 0...1")
-        }
+        try requireRange("--threshold", threshold, 0, 1)
     }
     @OptionGroup var distributedOptions: DistributedOptions
 

@@ -17,9 +17,9 @@ struct SynthCommand: ParsableCommand {
 
     @Option(name: [.short, .long], help: "Output folder (created); required.") var output: String?
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
-    @Option(name: .long, help: "Number of images.") var count: Int = 200
-    @Option(name: .long, help: "Image side in pixels (the RSNA images are 1024).") var size: Int = 1024
-    @Option(name: .long, help: "Seed: the same seed and settings write the same files.") var seed: UInt64 = 0
+    @Option(name: .long, parsing: .unconditional, help: "Number of images.") var count: Int = 200
+    @Option(name: .long, parsing: .unconditional, help: "Image side in pixels (the RSNA images are 1024).") var size: Int = 1024
+    @Option(name: .long, parsing: .unconditional, help: "Seed: the same seed and settings write the same files.") var seed: UInt64 = 0
     @Option(name: .long, help: "A folder of real chest films to composite opacities onto.") var backgrounds: String?
     @Option(name: .long, help: "Image format: png, dicom (uncompressed) or dicom-jpeg (like the RSNA files).")
     var format: SyntheticFormat = .png

@@ -27,11 +27,12 @@ struct TrainCommand: ParsableCommand {
 
     @OptionGroup var dataOptions: DataOptions
 
-    @Option(name: .long, help: "Validation fold (0-based).") var fold: Int = Self.defaults.fold
-    @Option(name: .long, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = Self.defaults.folds
+    @Option(name: .long, parsing: .unconditional, help: "Validation fold (0-based).") var fold: Int = Self.defaults.fold
+    @Option(name: .long, parsing: .unconditional, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = Self.defaults.folds
     @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
-    @Option(name: .long, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
-    @Option(name: .long, help: "Images per optimizer step over all processes (the global batch); under MPI each of P processes builds batch/P of them.") var batch: Int = Self
+    @Option(name: .long, parsing: .unconditional, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Images per optimizer step over all processes (the global batch); under MPI each of P processes builds batch/P of them.")
+    var batch: Int = Self
         .defaults.batchSize
     @Option(
         name: .long,
@@ -39,30 +40,33 @@ struct TrainCommand: ParsableCommand {
             "Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\".",
             valueName: "preset"))
     var aug: String = Self.defaults.augmentation
-    @Option(name: .long, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = Self.defaults.seed
+    @Option(name: .long, parsing: .unconditional, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = Self.defaults.seed
     @Option(name: [.short, .long], help: "Run folder (default: runs/<config>_fold<K>_seed<S>).") var output: String?
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Continue the run in -o/--output from its newest checkpoint.") var resume = false
-    @Option(name: .long, help: "Adam learning rate (default: \(Self.defaults.learningRate); with --resume, changes the rate from the checkpoint on).") var lr: Double?
-    @Option(name: .long, help: "Gradient-norm clip.") var clip: Double = Self.defaults.clipNorm
-    @Option(name: .long, help: "ReduceLROnPlateau patience (epochs).") var patience: Int = Self.defaults.plateauPatience
-    @Option(name: .long, help: "ReduceLROnPlateau factor.") var factor: Double = Self.defaults.plateauFactor
+    @Option(name: .long, parsing: .unconditional, help: "Adam learning rate (default: \(Self.defaults.learningRate); with --resume, changes the rate from the checkpoint on).")
+    var lr: Double?
+    @Option(name: .long, parsing: .unconditional, help: "Gradient-norm clip.") var clip: Double = Self.defaults.clipNorm
+    @Option(name: .long, parsing: .unconditional, help: "ReduceLROnPlateau patience (epochs).") var patience: Int = Self.defaults.plateauPatience
+    @Option(name: .long, parsing: .unconditional, help: "ReduceLROnPlateau factor.") var factor: Double = Self.defaults.plateauFactor
     @Option(name: .long, help: "Batch norm: on (frozen statistics, the paper), off (trained).")
     var freezeBn = Switch(Self.defaults.freezeBatchNorm)
     @Option(name: .long, help: "Start the encoder from a bundle or zoo entry (e.g. from `opacity import`).") var encoderWeights: String?
     @Option(name: .long, help: "Start every weight from a detector bundle or zoo entry (zoo:NAME) of the same architecture (transfer).")
     var initWeights: String?
     @Option(name: .long, help: "Which epoch best.opb points to.") var bestBy = BestBy(rawValue: Self.defaults.bestBy) ?? .metric
-    @Option(name: .long, help: "Use at most this many training images of the fold.") var limitTrain: Int?
-    @Option(name: .long, help: "Use at most this many validation images of the fold.") var limitVal: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Use at most this many training images of the fold.") var limitTrain: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Use at most this many validation images of the fold.") var limitVal: Int?
     @OptionGroup var runtime: RuntimeOptions
-    @Option(name: .long, help: "Background loader threads.") var workers: Int = 2
-    @Option(name: .long, help: ArgumentHelp("Stop (as Ctrl-C does) after this many steps of this invocation.", visibility: .hidden))
+    @Option(name: .long, parsing: .unconditional, help: "Background loader threads.") var workers: Int = 2
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Stop (as Ctrl-C does) after this many steps of this invocation.", visibility: .hidden))
     var stopAfter: Int?
     @Flag(name: .long, help: ArgumentHelp("With --resume: only validate the newest checkpoint and print the exact numbers.", visibility: .hidden))
     var validateOnly = false
     @OptionGroup var distributedOptions: DistributedOptions
-    @Option(name: .long, help: "Under MPI: gradients are averaged in buckets of at most this many MiB, each sent while backward goes on (PyTorch DDP's default: 25).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "Under MPI: gradients are averaged in buckets of at most this many MiB, each sent while backward goes on (PyTorch DDP's default: 25).")
     var bucketMib: Double = 25
 
     @OptionGroup var pluginOptions: PluginOptions

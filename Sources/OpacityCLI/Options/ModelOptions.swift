@@ -21,10 +21,10 @@ struct ModelOptions: ParsableArguments {
     )
     var ensemble: EnsembleChoice?
 
-    @Option(name: .long, help: "WBF: boxes with IoU above this are fused (ensemble-boxes' iou_thr).")
+    @Option(name: .long, parsing: .unconditional, help: "WBF: boxes with IoU above this are fused (ensemble-boxes' iou_thr).")
     var wbfIou: Double = 0.55
 
-    @Option(name: .long, help: "WBF: boxes scoring below this are ignored (skip_box_thr).")
+    @Option(name: .long, parsing: .unconditional, help: "WBF: boxes scoring below this are ignored (skip_box_thr).")
     var wbfSkip: Double = 0.0
 
     @Option(name: .long, help: "WBF: how a fused box is scored (ensemble-boxes' conf_type).")
@@ -40,10 +40,10 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "How TTA views are merged: wbf (boxes, with the --wbf-* settings) or anchors (per-anchor average by the ensemble rule; flip only).")
     var ttaMerge: TTAMergeChoice = .wbf
 
-    @Option(name: .long, help: "The s of the percentile rule (the paper tuned 1.6).")
+    @Option(name: .long, parsing: .unconditional, help: "The s of the percentile rule (the paper tuned 1.6).")
     var sizeScale: Float = 1.6
 
-    @Option(name: .long, help: "Scale every box about its centre (the paper's alternative: 0.875).")
+    @Option(name: .long, parsing: .unconditional, help: "Scale every box about its centre (the paper's alternative: 0.875).")
     var shrink: Float?
 
     @Flag(name: .long, help: "Download zoo models that are not in the cache yet (the only time Opacity uses the network).")

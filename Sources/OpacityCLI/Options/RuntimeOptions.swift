@@ -4,7 +4,7 @@ import Opacity
 
 /// Options every command that computes shares: threads and how much progress it prints.
 struct RuntimeOptions: ParsableArguments {
-    @Option(name: .long, help: "Compute threads (default: all cores, or OPACITY_THREADS).")
+    @Option(name: .long, parsing: .unconditional, help: "Compute threads (default: all cores, or OPACITY_THREADS).")
     var threads: Int?
 
     @Flag(name: .shortAndLong, help: "Print no progress lines on standard error (results, warnings and errors still print).")

@@ -1,0 +1,78 @@
+import Foundation
+import XCTest
+
+/// What eval, detect and export say and write: every output named, defaults like the other
+/// commands, negative numbers read as numbers and refused by range.
+final class CLIOutputTests: XCTestCase {
+    let rsna1k = CLI.realdata.appendingPathComponent("rsna1k")
+
+    func firstDICOM() throws -> URL {
+        let images = rsna1k.appendingPathComponent("stage_2_train_images")
+        let name = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: images.path).filter { $0.hasSuffix(".dcm") }.sorted().first)
+        return images.appendingPathComponent(name)
+    }
+
+    /// detect's last line names every output: the result file, the overlay PNGs, the DICOM
+    /// SRs and the DICOM overlays, with their folders.
+    func testDetectNamesEveryOutput() throws {
+        let dir = try CLI.tempDir("detectout")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dcm = try firstDICOM()
+        let r = try CLI.run(["detect", dcm.path, "-o", "out", "--dicom-sr", "sr", "--dicom-overlay", "sc"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let last = try XCTUnwrap(r.stdout.split(separator: "\n").last.map(String.init))
+        let stem = dcm.deletingPathExtension().lastPathComponent
+        XCTAssertTrue(last.hasPrefix("wrote " + dir.appendingPathComponent("out/detections.json").path), last)
+        for part in ["1 overlay PNG in", "1 DICOM SR (.sr.dcm) in sr", "and 1 DICOM overlay (.overlay.dcm) in sc"] {
+            XCTAssertTrue(last.contains(part), "\(part): \(last)")
+        }
+        for path in ["out/detections.json", "out/\(stem).overlay.png", "sr/\(stem).sr.dcm", "sc/\(stem).overlay.dcm"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent(path).path), path)
+        }
+    }
+
+    /// export takes its model as the first argument or --model, and without either the zoo's
+    /// default entry, as detect and serve do; two different models are a usage error.
+    func testExportDefaultModel() throws {
+        let dir = try CLI.tempDir("exportdefault")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try CLI.run(["export", "--storage", "int8", "-o", "d.opb"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("no model named: exporting the zoo's retinanet-r34-rsna1k"), r.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("d.opb").path))
+        let m = try CLI.run(["export", "--model", "retinanet-r34-rsna1k", "--storage", "int8", "-o", "m.opb"], in: dir)
+        XCTAssertEqual(m.status, 0, m.all)
+        XCTAssertTrue(m.stdout.contains("retinanet-r34-rsna1k.opb -> m.opb") && r.stdout.contains("retinanet-r34-rsna1k.opb -> d.opb"), r.stdout + m.stdout)
+        let both = try CLI.run(["export", "retinanet-r34-composite", "--model", "retinanet-r34-rsna1k", "-o", "b.opb"], in: dir)
+        XCTAssertEqual(both.status, 64, both.all)
+        XCTAssertTrue(both.stderr.contains("name different models"), both.stderr)
+    }
+
+    /// A negative number after a numeric option is read as the value (not as a missing value)
+    /// and refused with the option, the valid range and what was given.
+    func testNegativeNumbersGetRangeErrors() throws {
+        let dir = try CLI.tempDir("negative")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dcm = try firstDICOM().path
+        let cases: [([String], String)] = [
+            (["detect", dcm, "--threshold", "-1"], "--threshold must be in [0, 1], got -1"),
+            (["detect", dcm, "--threshold", "1.5"], "--threshold must be in [0, 1], got 1.5"),
+            (["detect", dcm, "--frame", "-2"], "--frame must be 1 or more, got -2"),
+            (["submit", "--images", dir.path, "--threshold", "-0.25", "-o", "s.csv"], "--threshold must be in [0, 1], got -0.25"),
+            (["export", "--format", "onnx", "--postprocess", "--threshold", "-1", "-o", "x.onnx"], "--threshold must be in [0, 1], got -1"),
+            (["serve", "--threshold", "-1"], "--threshold must be in [0, 1], got -1"),
+            (["eval", "--data", rsna1k.path, "--limit", "-3"], "--limit must be 1 or more, got -3"),
+            (["eval", "--data", rsna1k.path, "--fold", "-1"], "--fold must be 0 or more, got -1"),
+            (["eval", "--data", rsna1k.path, "--folds", "-4"], "--folds must be in [2, 100], got -4"),
+            (["eval", "--data", rsna1k.path, "--wbf-iou", "-0.5"], "--wbf-iou must be in (0, 1)"),
+            (["train", "--data", rsna1k.path, "--lr", "-1"], "--lr -1.0 is not valid"),
+            (["folds", "--data", rsna1k.path, "--count", "-2", "-o", "f.csv"], "--count must be in 2...100, not -2"),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("Missing value"), "\(args): \(r.stderr)")
+        }
+    }
+}
