@@ -337,9 +337,10 @@ public final class Trainer {
         try boundaryLock.withLock {
             guard let st = boundary else { return Self.latestCheckpoint(in: runDirectory).map { ($0, false) } }
             let tensors = namedParameterList.map { ($0.0, $0.1.value) } + boundaryBuffers
-            // the fastest compression level: the time to the launcher's SIGKILL is short
+            // zstd's fast level -5 (about 10% larger than level 1, faster): the time to the
+            // launcher's SIGKILL is short
             try store.save(detector: detector, tensors: tensors, optimizer: optimizer, state: st, options: options, metrics: [:],
-                           to: interruptedURL, compressionLevel: 1)
+                           to: interruptedURL, compressionLevel: -5)
             boundary = nil
             return (interruptedURL, true)
         }

@@ -175,7 +175,7 @@ public protocol CheckpointStore {
               metrics: [String: Double], to url: URL) throws
     /// Writes a checkpoint atomically with `tensors` (the names and order of
     /// `detector.stateDict()`) as the detector's weights and buffers, at a zstd
-    /// `compressionLevel` (1 fastest).
+    /// `compressionLevel` (1 to 19, or zstd's faster negative levels).
     func save(detector: Detector, tensors: [(String, Tensor)], optimizer: any Optimizer, state: TrainerState, options: TrainingOptions,
               metrics: [String: Double], to url: URL, compressionLevel: Int) throws
     /// Reads a checkpoint written by ``save(detector:optimizer:state:options:metrics:to:)``

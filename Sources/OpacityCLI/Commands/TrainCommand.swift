@@ -206,6 +206,11 @@ struct TrainCommand: ParsableCommand {
         if group.isDistributed {
             let runner = SendableTrainer(trainer: trainer, group: group as? MPIProcessGroup)
             interrupt.onFirstSignal = { sig in Self.leaveAtOnce(signal: sig, trainer: runner.trainer, group: runner.group) }
+            if group.isLeader && LaunchEnvironment.detect()?.launcher == "mpirun" {
+                // mpirun's way of ending a job begins with SIGCONT: start the checkpoint then,
+                // a second before SIGTERM (after a Ctrl-Z and fg it is merely one more checkpoint)
+                interrupt.onContinue { CheckpointWriters.write { _ = try? runner.trainer.saveCheckpointNow() } }
+            }
         }
         var steps = 0
         let limit = stopAfter
@@ -236,9 +241,13 @@ struct TrainCommand: ParsableCommand {
     /// The exit status is 128 + the signal.
     static func leaveAtOnce(signal sig: Int32, trainer: Trainer, group: MPIProcessGroup?) -> Never {
         if let group, !group.isLeader {
+            // this rank's step in flight is dropped: leave the cores to rank 0's checkpoint
+            Self.lowerPriority(ofAllThreadsBut: [])
             _ = group.awaitLeaving(timeout: 30)
             _exit(128 + sig)
         }
+        // the training threads compute a step that is dropped: the writers get the CPU first
+        Self.lowerPriority(ofAllThreadsBut: CheckpointWriters.threads.union(currentThreadID().map { [$0] } ?? []))
         let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
         let t0 = Date()
         var text: String
@@ -260,6 +269,47 @@ struct TrainCommand: ParsableCommand {
         fflush(nil)
         group?.announceLeaving()
         _exit(128 + sig)
+    }
+}
+
+extension TrainCommand {
+    /// The calling thread's id (Linux; `nil` elsewhere).
+    static func currentThreadID() -> pid_t? {
+        #if os(Linux)
+            // /proc/thread-self links to PID/task/TID
+            return (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")).flatMap {
+                pid_t($0.split(separator: "/").last ?? "")
+            }
+        #else
+            return nil
+        #endif
+    }
+
+    /// Sets the threads of this process but those in `keep` (thread ids) to the lowest priority
+    /// (nice 19; on Linux a thread's nice value is its own).
+    static func lowerPriority(ofAllThreadsBut keep: Set<pid_t>) {
+        #if os(Linux)
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
+                guard let tid = pid_t(name), !keep.contains(tid) else { continue }
+                _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid), 19)
+            }
+        #endif
+    }
+}
+
+/// The threads writing rank 0's checkpoint while the job ends (kept at normal priority).
+enum CheckpointWriters {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var running: Set<pid_t> = []
+
+    static var threads: Set<pid_t> { lock.withLock { running } }
+
+    /// Runs `body` on the calling thread, counted as a writer meanwhile.
+    static func write(_ body: () -> Void) {
+        let tid = TrainCommand.currentThreadID()
+        if let tid { lock.withLock { _ = running.insert(tid) } }
+        defer { if let tid { lock.withLock { _ = running.remove(tid) } } }
+        body()
     }
 }
 

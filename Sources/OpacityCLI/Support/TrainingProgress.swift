@@ -120,6 +120,17 @@ final class InterruptFlag: @unchecked Sendable {
         }
     }
 
+    /// Calls `body` on a thread of its own at every SIGCONT (a stopped process is continued
+    /// all the same). Under `mpirun` a SIGCONT nobody asked for is the first sign that the
+    /// job is being ended: SIGTERM follows a second later, SIGKILL one more second later.
+    func onContinue(_ body: @escaping @Sendable () -> Void) {
+        signal(SIGCONT, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: SIGCONT, queue: .global())
+        s.setEventHandler(handler: body)
+        s.resume()
+        lock.withLock { sources.append(s) }
+    }
+
     var isSet: Bool {
         lock.lock()
         defer { lock.unlock() }
