@@ -12,7 +12,7 @@ struct OpacityBench: ParsableCommand {
             Each section is a subcommand (`opacity-bench conv --only 7x7`); `opacity-bench` alone, or `opacity-bench report [SECTION ...]`, runs several sections in one report (default: \(BenchSection.all.filter(\.runsByDefault).map(\.name).joined(separator: " "))). Times are medians of --repeat runs after warm-up; the header prints the load average, since other jobs on the machine distort wall-clock timings. Documentation/Benchmarks.md describes every section and the measured numbers.
             """,
         subcommands: [
-            Report.self, BLASCommand.self, ConvCommand.self, ResNet50Command.self, DetectorCommand.self, LoaderCommand.self,
+            Report.self, BLASCommand.self, ConvCommand.self, GroupedCommand.self, ResNet50Command.self, DetectorCommand.self, LoaderCommand.self,
             BundleCommand.self, ONNXCommand.self, AllreduceCommand.self, ScalingCommand.self,
         ],
         defaultSubcommand: Report.self)
@@ -205,7 +205,7 @@ extension SectionCommand {
 struct Report: ParsableCommand {
     /// A section name on the command line, or `all`.
     enum Name: String, CaseIterable, ExpressibleByArgument {
-        case blas, conv, resnet50, detector, loader, bundle, onnx, allreduce, scaling, all
+        case blas, conv, grouped, resnet50, detector, loader, bundle, onnx, allreduce, scaling, all
     }
 
     static let configuration = CommandConfiguration(
@@ -269,6 +269,26 @@ struct ConvCommand: SectionCommand {
         o.imageSize = size.size
         o.convFilter = conv.only
         o.convBackward = !conv.forwardOnly
+        o.pytorch = pytorch.source
+        return o
+    }
+}
+
+struct GroupedCommand: SectionCommand {
+    static let section = BenchSection.grouped
+    static let configuration = describing(
+        section,
+        discussion: """
+            The convolutions are read from one traced forward pass of each encoder; forward+backward is timed with the per-group backward tasks and without (ConvolutionSettings.groupedTasks), and scripts/bench_grouped_pytorch.py times the same shapes in PyTorch (run it with OMP_WAIT_POLICY=PASSIVE for --clock cpu on a shared machine).
+            """)
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var size: SizeOptions
+    @OptionGroup var pytorch: PyTorchOptions
+
+    func options() throws -> BenchOptions {
+        var o = BenchOptions()
+        common.apply(to: &o)
+        o.imageSize = size.size
         o.pytorch = pytorch.source
         return o
     }

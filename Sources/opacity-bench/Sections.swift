@@ -17,6 +17,7 @@ struct BenchSection: Sendable {
     static let all: [BenchSection] = [
         .blas,
         .conv,
+        .grouped,
         .resnet50,
         .detector,
         .loader,

@@ -152,6 +152,76 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// Grouped convolutions with enough groups for the per-group backward tasks
+    /// (``ConvolutionSettings/groupedTasks``: the weight gradient one task per group, the
+    /// strided input gradient one per image and group): gradients against direct loops and
+    /// against the im2col path's splits, 3 to 8 channels per group (DPN's 3, SE-ResNeXt's 4
+    /// and 8), stride 1 and 2, odd sizes, padding 0 and 1, a 5x3 kernel, batch 1 and 2.
+    func testGroupedTasksMatchDirectLoopsAndSplits() {
+        let cases: [Case] = [
+            Case(name: "g8 3x3/2 pad 1, batch 2, bias", input: [2, 32, 13, 11], cout: 32, kernel: (3, 3), stride: (2, 2),
+                 padding: (1, 1), groups: 8, bias: true),
+            Case(name: "g8 3x3 stride 1, 3 channels per group", input: [1, 24, 12, 9], cout: 24, kernel: (3, 3), padding: (1, 1),
+                 groups: 8),
+            Case(name: "g8 3x3/2 pad 0, 3 in and 6 out per group", input: [1, 24, 15, 14], cout: 48, kernel: (3, 3),
+                 stride: (2, 2), groups: 8),
+            Case(name: "g16 5x3/2 pad (2, 1), 4 per group, 40x40", input: [1, 64, 40, 40], cout: 64, kernel: (5, 3),
+                 stride: (2, 2), padding: (2, 1), groups: 16),
+        ]
+        let saved = (Compute.threads, ConvolutionSettings.groupedTasks)
+        defer { (Compute.threads, ConvolutionSettings.groupedTasks) = saved }
+        for (i, c) in cases.enumerated() {
+            let (x, w, b) = tensors(c, seed: UInt64(600 + i))
+            let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+            let r = uniform(ref.shape, seed: UInt64(700 + i))
+            let (dx, dw) = referenceGradients(c, x, w, r)
+            var byThreads: [(Tensor, Tensor)] = []
+            // Up to 4 threads: 8 groups are then still two per thread, so the tasks run.
+            for threads in [1, 2, 4] {
+                Compute.threads = threads
+                var outputs: [Bool: (Tensor, Tensor, Tensor)] = [:]
+                for tasks in [true, false] {
+                    ConvolutionSettings.groupedTasks = tasks
+                    let xg = x.requiringGrad(), wg = w.requiringGrad()
+                    let y = conv(c, xg, wg, b)
+                    y.backward(r)
+                    outputs[tasks] = (y, xg.grad!, wg.grad!)
+                }
+                let (y, gx, gw) = outputs[true]!, (_, gx2, gw2) = outputs[false]!
+                assertClose(y, ref.values, absolute: 1e-4, relative: 1e-4, "\(c.name) forward, \(threads) threads")
+                assertClose(gx, dx, absolute: 1e-4, relative: 1e-4, "\(c.name) input gradient, \(threads) threads")
+                assertClose(gw, dw, absolute: 1e-4, relative: 1e-4, "\(c.name) weight gradient, \(threads) threads")
+                assertClose(gx, gx2, absolute: 1e-5, relative: 1e-5, "\(c.name) input gradient vs splits, \(threads) threads")
+                assertClose(gw, gw2, absolute: 1e-5, relative: 1e-5, "\(c.name) weight gradient vs splits, \(threads) threads")
+                byThreads.append((gx, gw))
+            }
+            // Each task owns its output: the same bits at every thread count.
+            for (t, (gx, gw)) in byThreads.enumerated().dropFirst() {
+                XCTAssertEqual(gx.scalars, byThreads[0].0.scalars, "\(c.name): input gradient differs at thread setting \(t)")
+                XCTAssertEqual(gw.scalars, byThreads[0].1.scalars, "\(c.name): weight gradient differs at thread setting \(t)")
+            }
+        }
+    }
+
+    func testGroupedTasksGradientsMatchFiniteDifferences() {
+        let saved = (Compute.threads, ConvolutionSettings.groupedTasks)
+        defer { (Compute.threads, ConvolutionSettings.groupedTasks) = saved }
+        ConvolutionSettings.groupedTasks = true
+        Compute.threads = 2
+        for (i, c) in [
+            Case(name: "grouped tasks 3x3/2", input: [2, 16, 9, 7], cout: 16, kernel: (3, 3), stride: (2, 2), padding: (1, 1),
+                 groups: 8, bias: true),
+            Case(name: "grouped tasks 3x3", input: [1, 24, 6, 7], cout: 16, kernel: (3, 3), padding: (1, 1), groups: 8),
+        ].enumerated() {
+            let (x, w, b) = tensors(c, seed: UInt64(800 + 10 * i))
+            var inputs = [x, w]
+            if let b { inputs.append(b) }
+            checkGradients("conv2d \(c.name)", inputs, eps: 1e-2, maxElements: 200) { t in
+                conv(c, t[0], t[1], t.count > 2 ? t[2] : nil)
+            }
+        }
+    }
+
     /// Winograd F(4x4, 3x3) (dense 3x3 stride 1, 16+ channels, 160+ output tiles): forward and
     /// gradients against direct loops, and against the im2col path, on sizes that are not
     /// multiples of the 4x4 tile nor of the eight tiles per vector, padding 0, 1 and 2, bias,

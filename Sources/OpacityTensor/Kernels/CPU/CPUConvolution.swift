@@ -417,6 +417,11 @@ enum ConvKernels {
             gemmForward(tplan, input: gradOut.pointer, weight: flipped.pointer, bias: nil, out: gx.mutablePointer)
             return gx
         }
+        if GroupedConvKernels.imageGroupTasks(pl) {
+            let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
+            GroupedConvKernels.stridedInputGradient(pl, weight: weight.pointer, gradOut: gradOut.pointer, out: gx.mutablePointer)
+            return gx
+        }
         // Strided: col = W^T dY per image and group, folded back into the zeroed gradient.
         let gx = Tensor.zeros([pl.n, pl.cin, pl.h, pl.w])
         let wp = weight.pointer, gp = gradOut.pointer, dp = gx.mutablePointer
@@ -452,6 +457,10 @@ enum ConvKernels {
         BLAS.ensureConfigured()
         if pl.rowExpansion {
             rowWeightGradient(pl, input: xp, gradOut: gp, out: dwp)
+            return
+        }
+        if GroupedConvKernels.groupTasks(pl) {
+            GroupedConvKernels.weightGradient(pl, input: xp, gradOut: gp, out: dwp)
             return
         }
         let threads = Compute.threads
