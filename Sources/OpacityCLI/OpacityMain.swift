@@ -32,9 +32,30 @@ public enum OpacityMain {
     ///     two plugins that register the same name make each command fail with the registry's
     ///     error (exit status 1).
     ///   - arguments: the command line without the executable's name; `nil` reads the process's.
+    ///
+    /// Errors in the command line (parsing and each command's checks of its options) print
+    /// the message and the command's usage; errors while running print the message (and its
+    /// hint) only: a `ValidationError` thrown then (a path that does not exist, a fold the data
+    /// lacks) exits with status 64, any other error with 1.
     public static func run(plugins: [any OpacityPlugin.Type] = builtinPlugins, arguments: [String]? = nil) -> Never {
         CommandContext.shared.setPlugins(plugins)
-        OpacityCommand.main(arguments)
+        var command: any ParsableCommand
+        do {
+            command = try OpacityCommand.parseAsRoot(arguments)
+        } catch {
+            // usage errors, --help and --version, as ArgumentParser prints them
+            OpacityCommand.exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            // found while running: ArgumentParser would add the root command's usage line, which
+            // says nothing about this command or this error
+            FileHandle.standardError.write(Data((rankPrefix + "Error: \(error.message)\n").utf8))
+            exit(ExitStatus.usageError.rawValue)
+        } catch {
+            OpacityCommand.exit(withError: error)
+        }
         exit(0)
     }
 }

@@ -75,4 +75,54 @@ final class CLIOutputTests: XCTestCase {
             XCTAssertFalse(r.stderr.contains("Missing value"), "\(args): \(r.stderr)")
         }
     }
+
+    /// Every command that writes an output folder refuses an existing file there (or above
+    /// it) up front, naming the option, the path and what was expected; the file is untouched.
+    func testOutputFolderThatIsAFile() throws {
+        let dir = try CLI.tempDir("outfile")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "keep".write(to: dir.appendingPathComponent("afile"), atomically: true, encoding: .utf8)
+        let dcm = try firstDICOM().path
+        let images = rsna1k.appendingPathComponent("stage_2_train_images").path
+        let cases: [([String], String)] = [
+            (["eval", "--data", rsna1k.path, "--all", "-o", "afile"], "-o/--output afile is a file; expected a folder (for the report"),
+            (["detect", dcm, "-o", "afile"], "-o/--output afile is a file; expected a folder"),
+            (["detect", dcm, "-o", "afile/sub"], "-o/--output afile/sub lies under \(dir.appendingPathComponent("afile").path), which is a file"),
+            (["detect", dcm, "-o", "d", "--dicom-sr", "afile"], "--dicom-sr afile is a file; expected a folder"),
+            (["detect", dcm, "-o", "d", "--dicom-overlay", "afile"], "--dicom-overlay afile is a file; expected a folder"),
+            (["synth", "-o", "afile", "--count", "2"], "-o/--output afile is a file; expected a folder"),
+            (["train", "--data", rsna1k.path, "-o", "afile"], "-o/--output afile is a file; expected a folder (for the run"),
+            (["demo", "-o", "afile"], "-o/--output afile is a file; expected a folder"),
+            (["convert", images, "-o", "afile"], "-o/--output afile is a file; expected a folder (for one PNG per DICOM file"),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("File exists") || r.stderr.contains("Usage:"), "\(args): \(r.stderr)")
+        }
+        XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("afile"), encoding: .utf8), "keep")
+    }
+
+    /// Errors found while running print the error (and its hint) only; errors in the command
+    /// line keep the command's usage.
+    func testRuntimeErrorsPrintNoUsage() throws {
+        let dir = try CLI.tempDir("nousage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let missing = try CLI.run(["detect", "/nonexistent/x.dcm", "-o", "d"], in: dir)
+        XCTAssertEqual(missing.status, 64, missing.all)
+        XCTAssertEqual(missing.stderr, "Error: /nonexistent/x.dcm: no such file or folder\n")
+        let data = try CLI.run(["eval", "--data", dir.path, "--all"], in: dir)
+        XCTAssertEqual(data.status, 1, data.all)
+        XCTAssertTrue(data.stderr.contains("stage_2_train_labels.csv") && !data.stderr.contains("Usage:"), data.stderr)
+        let fold = try CLI.run(["eval", "--data", rsna1k.path, "--fold", "9"], in: dir)
+        XCTAssertEqual(fold.status, 64, fold.all)
+        XCTAssertTrue(fold.stderr.contains("--fold 9 does not exist") && !fold.stderr.contains("Usage:"), fold.stderr)
+        let usage = try CLI.run(["detect", "x.dcm", "--threshold", "2"], in: dir)
+        XCTAssertEqual(usage.status, 64, usage.all)
+        XCTAssertTrue(usage.stderr.contains("Usage: opacity detect"), usage.stderr)
+        let unknown = try CLI.run(["eval", "--no-such-option"], in: dir)
+        XCTAssertEqual(unknown.status, 64, unknown.all)
+        XCTAssertTrue(unknown.stderr.contains("Usage: opacity eval"), unknown.stderr)
+    }
 }

@@ -24,6 +24,7 @@ struct CompareCommand: ParsableCommand {
         if let fromCsv {
             guard runs.isEmpty else { throw ValidationError("give run folders or --from-csv, not both") }
             let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
+            try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
             var written: [String] = []
             for (q, name) in [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")] {
                 let u = URL(fileURLWithPath: out).appendingPathComponent(name)
@@ -36,6 +37,7 @@ struct CompareCommand: ParsableCommand {
         guard !runs.isEmpty else { throw ValidationError("name at least one run folder (or --from-csv curves.csv)") }
         let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
+        try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         var written: [String] = []

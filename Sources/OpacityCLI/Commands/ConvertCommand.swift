@@ -65,6 +65,10 @@ struct ConvertCommand: ParsableCommand {
 
     func run() throws {
         runtime.apply()
+        var inputIsFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: input, isDirectory: &inputIsFolder), inputIsFolder.boolValue {
+            try requireOutputFolder(try outputPath(), option: "-o/--output", for: "one PNG per DICOM file of the folder \(input)")
+        }
         var options = ImageConversion.Options(
             size: size, window: try parseWindow(window), overwrite: overwrite,
             threads: runtime.threads ?? ProcessInfo.processInfo.activeProcessorCount)

@@ -25,6 +25,7 @@ struct DemoCommand: ParsableCommand {
     func run() throws {
         runtime.apply()
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "opacity-demo") ?? output
+        try requireOutputFolder(out, option: "-o/--output", for: "the data, the run and the figures")
         let t0 = Date()
         let root = URL(fileURLWithPath: out)
         let data = root.appendingPathComponent("data")

@@ -56,6 +56,9 @@ struct DetectCommand: ParsableCommand {
 
     private func detect(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "detections") ?? output
+        try requireOutputFolder(out, option: "-o/--output", for: "the detections file and overlay PNGs")
+        if let dicomSR { try requireOutputFolder(dicomSR, option: "--dicom-sr", for: "one DICOM SR per DICOM image") }
+        if let dicomOverlay { try requireOutputFolder(dicomOverlay, option: "--dicom-overlay", for: "one DICOM overlay per DICOM image") }
         var files: [URL] = []
         for i in inputs {
             var isDir: ObjCBool = false

@@ -32,6 +32,7 @@ struct SynthCommand: ParsableCommand {
     func run() throws {
         runtime.apply()
         guard let out = try resolveOutput(output, deprecated: deprecatedOut) else { throw ValidationError("name the output folder: -o/--output DIR") }
+        try requireOutputFolder(out, option: "-o/--output", for: "the dataset in the RSNA layout")
         let fmt = format.format
         let config = SyntheticConfig(
             count: count, size: size, seed: seed, backgroundFolder: backgrounds.map { URL(fileURLWithPath: $0) },

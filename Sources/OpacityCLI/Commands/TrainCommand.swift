@@ -100,6 +100,7 @@ struct TrainCommand: ParsableCommand {
 
     private func train(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut)
+        if let out { try requireOutputFolder(out, option: "-o/--output", for: "the run: checkpoints, log.jsonl, curves") }
         let registry = try pluginOptions.registry()
         var options: TrainingOptions
         let outURL: URL

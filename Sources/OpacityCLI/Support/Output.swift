@@ -28,6 +28,29 @@ func resolveOutput(_ output: String?, deprecated: String?, defaultValue: String?
     return deprecated
 }
 
+/// Refuses an output folder that is an existing file, or lies under one, before anything is
+/// computed or written (Foundation's own message would be "file exists" with no option name).
+/// - Parameters:
+///   - path: the folder as given.
+///   - option: the option that named it (`-o/--output`).
+///   - contents: what the folder is for, for the message (`the report, CSVs and figures`).
+/// - Throws: `ValidationError` naming the option, the path, the file in the way and what was expected.
+func requireOutputFolder(_ path: String, option: String, for contents: String) throws {
+    let given = URL(fileURLWithPath: path).standardizedFileURL
+    var url = given
+    while true {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
+            if isDirectory.boolValue { return }
+            let what = url.path == given.path ? "is a file" : "lies under \(url.path), which is a file"
+            throw ValidationError("\(option) \(path) \(what); expected a folder (for \(contents)): name a new folder or an existing one")
+        }
+        let parent = url.deletingLastPathComponent()
+        if parent.path == url.path { return }
+        url = parent
+    }
+}
+
 /// An error with a line saying what to do about it (printed below the error).
 struct WithHint: Error, CustomStringConvertible {
     let error: Error
