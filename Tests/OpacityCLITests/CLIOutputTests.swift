@@ -67,6 +67,9 @@ final class CLIOutputTests: XCTestCase {
             (["eval", "--data", rsna1k.path, "--wbf-iou", "-0.5"], "--wbf-iou must be in (0, 1)"),
             (["train", "--data", rsna1k.path, "--lr", "-1"], "--lr -1.0 is not valid"),
             (["folds", "--data", rsna1k.path, "--count", "-2", "-o", "f.csv"], "--count must be in 2...100, not -2"),
+            (["demo", "-o", "dm", "--epochs", "-1"], "--epochs must be 1 or more, got -1"),
+            (["demo", "-o", "dm", "--lr", "-1"], "--lr must be a positive number, got -1"),
+            (["synth", "-o", "s", "--seed", "-1"], "The value '-1' is invalid for '--seed <seed>'"),
         ]
         for (args, message) in cases {
             let r = try CLI.run(args, in: dir)

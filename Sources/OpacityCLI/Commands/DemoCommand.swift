@@ -22,6 +22,12 @@ struct DemoCommand: ParsableCommand {
 
     @OptionGroup var pluginOptions: PluginOptions
 
+    func validate() throws {
+        try requireAtLeast("--count", count, 1)
+        try requireAtLeast("--epochs", epochs, 1)
+        guard lr.isFinite && lr > 0 else { throw outOfRange("--lr", "a positive number", got: plainNumber(lr)) }
+    }
+
     func run() throws {
         runtime.apply()
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "opacity-demo") ?? output
