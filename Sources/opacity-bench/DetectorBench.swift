@@ -25,6 +25,8 @@ struct PhaseFigures {
     var seconds: [String: Double] = [:]
     /// Peak resident set size during the phase, bytes (`VmHWM` after resetting it), or nil.
     var peakBytes: Double?
+    /// The kernel of each distinct convolution in the last repetition, with its call count.
+    var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int)] = []
 }
 
 enum DetectorBench {
@@ -68,6 +70,7 @@ enum DetectorBench {
                 torch = TorchDetectorFigures.run(python: python, resolved: resolved, size: s, repetitions: reps, clock: options.clock)
             }
             printTable(fwd: fwd, train: train, torch: torch)
+            printKernels(fwd: fwd, train: train)
             summary.append((encoderName, fwd, train, torch))
         }
         guard !summary.isEmpty else { return }
@@ -127,26 +130,30 @@ enum DetectorBench {
         let x = images(batch: 1, size: size)
         var times: [String: [Double]] = [:]
         resetPeak()
+        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int)] = []
         for rep in 0...repetitions {
             var t: [String: Double] = [:]
-            Autograd.inference {
-                let t0 = clockNow()
-                let features = detector.encoder.features(x)
-                let t1 = clockNow()
-                let pyramid = detector.neck.pyramid(features)
-                let t2 = clockNow()
-                let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
-                let t3 = clockNow()
-                let found = detector.postprocessor.detections(
-                    out, anchors: detector.anchors(height: size, width: size),
-                    imageSize: (size, size))
-                let t4 = clockNow()
-                precondition(found.count == 1)
-                t = ["encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "post": t4 - t3, "total": t4 - t0]
+            func run() {
+                Autograd.inference {
+                    let t0 = clockNow()
+                    let features = detector.encoder.features(x)
+                    let t1 = clockNow()
+                    let pyramid = detector.neck.pyramid(features)
+                    let t2 = clockNow()
+                    let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+                    let t3 = clockNow()
+                    let found = detector.postprocessor.detections(
+                        out, anchors: detector.anchors(height: size, width: size),
+                        imageSize: (size, size))
+                    let t4 = clockNow()
+                    precondition(found.count == 1)
+                    t = ["encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "post": t4 - t3, "total": t4 - t0]
+                }
             }
+            if rep == repetitions { kernels = ConvolutionKernelLog.record(run).1 } else { run() }
             if rep > 0 { for (k, v) in t { times[k, default: []].append(v) } }
         }
-        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident())
+        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident(), kernels: kernels)
     }
 
     static func trainingStep(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
@@ -158,32 +165,67 @@ enum DetectorBench {
         let anchors = detector.anchors(height: size, width: size)
         var times: [String: [Double]] = [:]
         resetPeak()
+        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int)] = []
         for rep in 0...repetitions {
-            let t0 = clockNow()
-            let features = detector.encoder.features(x)
-            let t1 = clockNow()
-            let pyramid = detector.neck.pyramid(features)
-            let t2 = clockNow()
-            let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
-            let t3 = clockNow()
-            let terms = detector.lossFunction.loss(out, targets: targets, anchors: anchors)
-            _ = terms.total.scalar
-            let t4 = clockNow()
-            optimizer.zeroGrad()
-            terms.total.backward()
-            let t5 = clockNow()
-            clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
-            optimizer.step()
-            let t6 = clockNow()
-            if rep > 0 {
-                let t = [
+            func run() -> [String: Double] {
+                let t0 = clockNow()
+                let features = detector.encoder.features(x)
+                let t1 = clockNow()
+                let pyramid = detector.neck.pyramid(features)
+                let t2 = clockNow()
+                let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+                let t3 = clockNow()
+                let terms = detector.lossFunction.loss(out, targets: targets, anchors: anchors)
+                _ = terms.total.scalar
+                let t4 = clockNow()
+                optimizer.zeroGrad()
+                terms.total.backward()
+                let t5 = clockNow()
+                clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
+                optimizer.step()
+                let t6 = clockNow()
+                return [
                     "encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "loss": t4 - t3, "backward": t5 - t4,
                     "optimizer": t6 - t5, "total": t6 - t0,
                 ]
-                for (k, v) in t { times[k, default: []].append(v) }
+            }
+            let t: [String: Double]
+            if rep == repetitions { (t, kernels) = ConvolutionKernelLog.record(run) } else { t = run() }
+            if rep > 0 { for (k, v) in t { times[k, default: []].append(v) } }
+        }
+        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident(), kernels: kernels)
+    }
+
+    /// One line per distinct convolution geometry: the kernel of the forward pass at batch 1,
+    /// and of the training step's forward pass, input gradient and weight gradient at batch 2.
+    static func printKernels(fwd: PhaseFigures, train: PhaseFigures) {
+        struct Row {
+            var kernels: [String: String] = [:]
+            var uses = 0
+        }
+        var rows: [String: Row] = [:]
+        var order: [String] = []
+        func add(_ list: [(entry: ConvolutionKernelLog.Entry, count: Int)], _ column: (String) -> String) {
+            for (e, count) in list {
+                let key = e.geometry
+                if rows[key] == nil {
+                    rows[key] = Row()
+                    order.append(key)
+                }
+                rows[key]!.kernels[column(e.pass)] = e.kernel
+                if column(e.pass) == "fwd1" { rows[key]!.uses += count }
             }
         }
-        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident())
+        add(fwd.kernels) { _ in "fwd1" }
+        add(train.kernels) { $0 == "forward" ? "fwd2" : $0 == "input gradient" ? "dx" : "dw" }
+        guard !order.isEmpty else { return }
+        print("    kernels (forward batch 1 | training step batch 2: forward, input gradient, weight gradient):")
+        for key in order {
+            let r = rows[key]!
+            let k = { (c: String) in r.kernels[c] ?? "-" }
+            let uses = r.uses > 0 ? " (x\(r.uses))" : ""
+            print("      \(pad(key + uses, 40)) \(k("fwd1")) | \(k("fwd2")), \(k("dx")), \(k("dw"))")
+        }
     }
 
     static func printTable(fwd: PhaseFigures, train: PhaseFigures, torch: TorchDetectorFigures?) {

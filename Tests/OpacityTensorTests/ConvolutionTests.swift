@@ -359,6 +359,32 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertEqual(TensorMemory.derivedCachedBytes, held)
     }
 
+    /// The kernel log names the kernel each pass took: Winograd for a large dense 3x3 stride-1
+    /// convolution (forward and input gradient; im2col for its weight gradient), im2col and
+    /// col2im for a strided one, with call counts, and records nothing outside `record`.
+    func testKernelLogNamesTheKernelOfEachPass() {
+        let saved = ConvolutionSettings.winograd
+        defer { ConvolutionSettings.winograd = saved }
+        ConvolutionSettings.winograd = true
+        let x = uniform([1, 16, 52, 50], seed: 700).requiringGrad()
+        let w = uniform([24, 16, 3, 3], -0.5, 0.5, seed: 701).requiringGrad()
+        let w2 = uniform([8, 24, 3, 3], -0.5, 0.5, seed: 702).requiringGrad()
+        let (_, log) = ConvolutionKernelLog.record {
+            let y = x.conv2d(w, padding: (1, 1))
+            let y2 = x.conv2d(w, padding: (1, 1))
+            (y + y2).conv2d(w2, stride: (2, 2), padding: (1, 1)).sum().backward()
+        }
+        let found = Dictionary(uniqueKeysWithValues: log.map { ("\($0.entry.pass) \($0.entry.geometry)", "\($0.entry.kernel) x\($0.count)") })
+        XCTAssertEqual(found["forward 3x3/1 p1 16->24 at 52x50"], "winograd x2")
+        XCTAssertEqual(found["input gradient 3x3/1 p1 16->24 at 52x50"], "winograd x2")
+        XCTAssertEqual(found["weight gradient 3x3/1 p1 16->24 at 52x50"], "im2col x2")
+        XCTAssertEqual(found["forward 3x3/2 p1 24->8 at 52x50"], "im2col x1")
+        XCTAssertEqual(found["input gradient 3x3/2 p1 24->8 at 52x50"], "col2im x1")
+        XCTAssertEqual(found.count, 6, "\(found)")
+        _ = x.conv2d(w, padding: (1, 1))
+        XCTAssertEqual(ConvolutionKernelLog.record { () }.1.count, 0)
+    }
+
     /// Results written from concurrent threads, one slot each.
     final class ResultBox: @unchecked Sendable {
         private var values: [[Float]]

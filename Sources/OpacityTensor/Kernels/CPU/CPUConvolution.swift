@@ -208,6 +208,11 @@ enum ConvKernels {
 
     static func forward(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry, groups: Int, out: Tensor) {
         let plan = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
+        ConvolutionKernelLog.note(
+            "forward", plan,
+            isDepthwise(cin: plan.cin, groups: groups)
+                ? "depthwise"
+                : plan.usesWinograd ? "winograd" : plan.rowExpansion ? "row expansion" : plan.pointwise ? "1x1 gemm" : "im2col")
         if isDepthwise(cin: plan.cin, groups: groups) {
             depthwiseForward(input: input, weight: weight, geo: geo, out: out)
             if let bias { addBias(plan, bias: bias.pointer, out: out.mutablePointer) }
@@ -354,6 +359,13 @@ enum ConvKernels {
 
     static func weightGradient(input: Tensor, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry, groups: Int) -> Tensor {
         let pl = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
+        ConvolutionKernelLog.note(
+            "weight gradient", pl,
+            isDepthwise(cin: pl.cin, groups: groups)
+                ? "depthwise"
+                : pl.rowExpansion
+                    ? "row expansion"
+                    : GroupedConvKernels.groupTasks(pl) ? "grouped per-group tasks" : pl.pointwise ? "1x1 gemm" : "im2col")
         if isDepthwise(cin: pl.cin, groups: groups) {
             return depthwiseBackward(input: input, weight: weight, gradOut: gradOut, geo: geo, needInput: false, needWeight: true).1!
         }
@@ -365,6 +377,7 @@ enum ConvKernels {
     static func inputGradient(input: Tensor, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry, groups: Int) -> Tensor {
         let pl = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
         if isDepthwise(cin: pl.cin, groups: groups) {
+            ConvolutionKernelLog.note("input gradient", pl, "depthwise")
             return depthwiseBackward(input: input, weight: weight, gradOut: gradOut, geo: geo, needInput: true, needWeight: false).0!
         }
         return inputGradient(pl, weight: weight, gradOut: gradOut)
@@ -383,6 +396,8 @@ enum ConvKernels {
             let tplan = ConvPlan(input: gradOut.shape, cout: pl.cin, geo: tgeo, groups: pl.groups)
             precondition(tplan.ho == pl.h && tplan.wo == pl.w, "conv2d backward: transposed geometry does not restore the input size")
             let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
+            ConvolutionKernelLog.note(
+                "input gradient", pl, tplan.usesWinograd ? "winograd" : tplan.rowExpansion ? "row expansion" : pl.kk == 1 ? "1x1 gemm" : "im2col")
             if tplan.usesWinograd {
                 let u = WinogradKernels.transformedWeights(weight, flipped: true)
                 withExtendedLifetime(u) {
@@ -418,11 +433,13 @@ enum ConvKernels {
             return gx
         }
         if GroupedConvKernels.imageGroupTasks(pl) {
+            ConvolutionKernelLog.note("input gradient", pl, "grouped col2im per image and group")
             let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
             GroupedConvKernels.stridedInputGradient(pl, weight: weight.pointer, gradOut: gradOut.pointer, out: gx.mutablePointer)
             return gx
         }
         // Strided: col = W^T dY per image and group, folded back into the zeroed gradient.
+        ConvolutionKernelLog.note("input gradient", pl, "col2im")
         let gx = Tensor.zeros([pl.n, pl.cin, pl.h, pl.w])
         let wp = weight.pointer, gp = gradOut.pointer, dp = gx.mutablePointer
         withScratch(perThread: 0, shared: pl.cin * pl.kk * pl.p) { scratch in

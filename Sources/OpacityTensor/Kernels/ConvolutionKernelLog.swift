@@ -1,0 +1,67 @@
+import Foundation
+
+/// Which kernel each convolution call used, recorded while ``record(_:)`` runs (`opacity-bench
+/// detector` prints it per detector). Off, noting a call costs one branch.
+public enum ConvolutionKernelLog {
+    /// One distinct convolution: the pass, its shapes and geometry, and the kernel that ran it.
+    public struct Entry: Hashable, Sendable {
+        /// `forward`, `input gradient` or `weight gradient`.
+        public let pass: String
+        /// The convolution's input `[N, C, H, W]` (for every pass: the forward input).
+        public let input: [Int]
+        /// The weight `[Cout, Cin / groups, kh, kw]`.
+        public let weight: [Int]
+        /// `(vertical, horizontal)` stride, padding and dilation.
+        public let stride: [Int], padding: [Int], dilation: [Int]
+        /// Channel groups.
+        public let groups: Int
+        /// The kernel: `winograd` (F(4x4, 3x3)), `im2col` (unfold + SGEMM), `1x1 gemm`, `row
+        /// expansion` (stems), `depthwise` (direct), `col2im` (strided input gradient), and the
+        /// grouped convolutions' per-group task variants (`grouped ...`).
+        public let kernel: String
+
+        /// The geometry without the batch: `3x3/1 p1 256->256 at 64x64` (groups and dilation
+        /// when not 1).
+        public var geometry: String {
+            var s = "\(weight[2])x\(weight[3])/\(stride[0]) p\(padding[0]) \(input[1])->\(weight[0])"
+            if groups > 1 { s += " g\(groups)" }
+            if dilation != [1, 1] { s += " d\(dilation[0])" }
+            return s + " at \(input[2])x\(input[3])"
+        }
+    }
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var active = false
+    nonisolated(unsafe) private static var counts: [Entry: Int] = [:]
+    nonisolated(unsafe) private static var order: [Entry] = []
+
+    /// Runs `body` and returns its result with each distinct convolution it ran (in first-use
+    /// order) and how many times. Not reentrant; convolutions on other threads meanwhile are
+    /// recorded too.
+    public static func record<R>(_ body: () throws -> R) rethrows -> (R, [(entry: Entry, count: Int)]) {
+        lock.withLock {
+            counts = [:]
+            order = []
+            active = true
+        }
+        defer { lock.withLock { active = false } }
+        let r = try body()
+        let list = lock.withLock { order.map { ($0, counts[$0]!) } }
+        return (r, list)
+    }
+
+    /// Notes one call of `kernel` for the convolution of `plan` (the forward plan).
+    @inline(__always)
+    static func note(_ pass: String, _ plan: ConvPlan, _ kernel: String) {
+        guard active else { return }
+        let g = plan.geo
+        let e = Entry(
+            pass: pass, input: [plan.n, plan.cin, plan.h, plan.w], weight: [plan.cout, plan.cinG, g.kernel.0, g.kernel.1],
+            stride: [g.stride.0, g.stride.1], padding: [g.padding.0, g.padding.1], dilation: [g.dilation.0, g.dilation.1],
+            groups: plan.groups, kernel: kernel)
+        lock.withLock {
+            if counts[e] == nil { order.append(e) }
+            counts[e, default: 0] += 1
+        }
+    }
+}
