@@ -36,12 +36,16 @@ let systemLibraries: [Target] = [
     .systemLibrary(
         name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
         providers: [.apt(["libopenmpi-dev"])]),
+    // oneDNN 2.6, a candidate convolution provider (Kernels/DNNL); Debian ships no .pc file.
+    .systemLibrary(
+        name: "CDNNL", path: "Sources/CDNNL",
+        providers: [.apt(["libdnnl-dev"])]),
 ]
 
 // MARK: - Framework layers
 
 let core: [Target] = [
-    .target(name: "OpacityTensor", dependencies: ["CBLAS"]),
+    .target(name: "OpacityTensor", dependencies: ["CBLAS", "CDNNL"]),
     .target(name: "OpacityCore", dependencies: ["OpacityTensor"]),
     .target(name: "OpacityPersistence", dependencies: [
         "OpacityTensor", "OpacityCore", "CZstd", "CZlib", .product(name: "Crypto", package: "swift-crypto"),

@@ -3,7 +3,7 @@
 # Usage: scripts/install-deps.sh          (as root, or with sudo available)
 #        scripts/install-deps.sh --list   (print the package names)
 set -euo pipefail
-packages=(libopenblas-dev libpng-dev libzstd-dev libturbojpeg0-dev zlib1g-dev libopenjp2-7-dev dcmtk dicom3tools libopenjp2-tools libopenmpi-dev openmpi-bin pkg-config unzip python3 python3-venv)
+packages=(libopenblas-dev libdnnl-dev libpng-dev libzstd-dev libturbojpeg0-dev zlib1g-dev libopenjp2-7-dev dcmtk dicom3tools libopenjp2-tools libopenmpi-dev openmpi-bin pkg-config unzip python3 python3-venv)
 if [ "${1:-}" = "--list" ]; then echo "${packages[*]}"; exit 0; fi
 missing=()
 for p in "${packages[@]}"; do

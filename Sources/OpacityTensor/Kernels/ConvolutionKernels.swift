@@ -1,9 +1,9 @@
 /// The seam between the convolution op and the code that computes it.
 ///
 /// `Tensor.conv2d` checks shapes, allocates the output and records autograd; a provider
-/// only computes. The CPU kernels (`Kernels/CPU/`) are the one provider today; another
-/// (Winograd, oneDNN, a GPU) implements this protocol and is chosen in ``KernelProviders``,
-/// without a change to the op.
+/// only computes. Providers: the CPU kernels (`Kernels/CPU/`) and oneDNN (`Kernels/DNNL/`);
+/// ``SelectingConvolutionKernels`` chooses between them per shape (see
+/// ``ConvolutionKernelChoice``) and is what ``KernelProviders`` hands the op.
 ///
 /// Every tensor is contiguous row-major `Float32`: inputs and gradients `[N, C, H, W]`,
 /// weights `[Cout, Cin/groups, kh, kw]`, bias `[Cout]`. Shapes were checked by the op.
@@ -25,8 +25,9 @@ protocol ConvolutionKernels: Sendable {
 
 /// The kernel providers the ops call.
 enum KernelProviders {
-    /// The convolution kernels `Tensor.conv2d` uses.
-    static let convolution: any ConvolutionKernels = CPUConvolutionKernels()
+    /// The convolution kernels `Tensor.conv2d` uses: the per-shape choice between the CPU
+    /// kernels and oneDNN (``ConvolutionKernelChoice``; the CPU kernels unless asked).
+    static let convolution: any ConvolutionKernels = SelectingConvolutionKernels()
     /// The parameter updates of the optimizers and gradient clipping.
     static let optimizer: any OptimizerKernels = CPUOptimizerKernels()
     /// The batch-norm kernels `Tensor.batchNorm2d` and `Tensor.batchNorm2dTraining` use.

@@ -1,0 +1,326 @@
+import Foundation
+
+// The per-shape choice of convolution kernels: which provider computes each convolution
+// shape and direction (forward, input gradient, weight gradient).
+//
+// In `auto` mode each shape is measured once, at first use: both candidates (the CPU
+// kernels, with Winograd where it is eligible; oneDNN with its reorders) run once to warm up
+// (oneDNN builds its primitives then) and twice timed, and the faster by its better time is
+// kept for the life of the process.
+
+/// Which convolution kernels run, and what ran.
+///
+/// - `OPACITY_CONV=cpu|dnnl|auto` sets the mode at start (default `cpu`).
+/// - `OPACITY_DETERMINISTIC=1` fixes the kernels to the CPU provider whatever the mode: its
+///   path per shape is fixed (Winograd for eligible 3x3 stride-1 convolutions when
+///   ``ConvolutionSettings/winograd`` is on, else im2col, row expansion or the depthwise
+///   kernel), so runs repeat bit for bit at a fixed thread count. A measured choice can differ
+///   between runs (timings vary), and oneDNN's results differ from ours by rounding.
+public enum ConvolutionKernelChoice {
+    /// A way to choose the convolution kernels.
+    public enum Mode: String, Sendable, CaseIterable {
+        /// The engine's own CPU kernels (`Kernels/CPU/`).
+        case cpu
+        /// oneDNN (`Kernels/DNNL/`) for every convolution it can run.
+        case dnnl
+        /// Measure the candidates per shape at first use and keep the fastest.
+        case auto
+    }
+
+    nonisolated(unsafe) private static var _mode: Mode = {
+        let env = ProcessInfo.processInfo.environment
+        return env["OPACITY_CONV"].flatMap { Mode(rawValue: $0.lowercased()) } ?? .cpu
+    }()
+
+    nonisolated(unsafe) private static var _deterministic: Bool = {
+        ProcessInfo.processInfo.environment["OPACITY_DETERMINISTIC"] == "1"
+    }()
+
+    /// The requested mode (`OPACITY_CONV`, default ``Mode/cpu``). Set it before running
+    /// kernels, not while they run.
+    public static var mode: Mode {
+        get { _mode }
+        set { _mode = newValue }
+    }
+
+    /// Bit-exact runs (`OPACITY_DETERMINISTIC=1`): the CPU kernels whatever ``mode`` says.
+    public static var deterministic: Bool {
+        get { _deterministic }
+        set { _deterministic = newValue }
+    }
+
+    /// The mode in force: ``Mode/cpu`` when ``deterministic``, or when oneDNN is unavailable.
+    public static var effectiveMode: Mode {
+        if _deterministic || !DNNLConvolutionKernels.isAvailable { return .cpu }
+        return _mode
+    }
+
+    /// What one distinct convolution (shape and direction) ran.
+    public struct Record: Sendable {
+        /// `forward`, `backward-data` or `backward-weights`.
+        public var direction: String
+        /// `3x3/2 64->128 (g1) @ [N, C, H, W]`: kernel, stride, channels, groups, input shape.
+        public var shape: String
+        /// The kernel that ran: `cpu:winograd`, `cpu:im2col`, `dnnl(jit:avx512_core)` (oneDNN's implementation name), ...
+        public var kernel: String
+        /// The candidates' best measured times in seconds (`auto` mode only), by kernel name.
+        public var timings: [String: Double]
+        /// How many times it ran.
+        public var calls: Int
+    }
+
+    /// Every distinct convolution run since the last ``resetReport()``, in order of first use.
+    public static func report() -> [Record] { ConvolutionSelector.shared.records() }
+
+    /// Clears the report (not the measured choices).
+    public static func resetReport() { ConvolutionSelector.shared.resetRecords() }
+
+    /// Forgets the measured choices (the next use of each shape measures again).
+    public static func resetChoices() { ConvolutionSelector.shared.resetChoices() }
+}
+
+/// A candidate provider of the per-shape choice.
+enum ConvolutionCandidate: String, Sendable, CaseIterable {
+    case cpu
+    case dnnl
+}
+
+/// The choices and the report, shared by every call.
+final class ConvolutionSelector: @unchecked Sendable {
+    static let shared = ConvolutionSelector()
+
+    struct Key: Hashable {
+        var direction: DNNLConvKey.Direction
+        var input: [Int], weight: [Int]
+        var stride: [Int], padding: [Int], dilation: [Int]
+        var groups: Int
+        var bias: Bool
+        var threads: Int
+    }
+
+    private let lock = NSLock()
+    private var choices: [Key: ConvolutionCandidate] = [:]
+    private var timings: [Key: [String: Double]] = [:]
+    private var order: [Key] = []
+    private var used: [Key: (kernel: String, calls: Int)] = [:]
+
+    func choice(_ k: Key) -> ConvolutionCandidate? {
+        lock.lock()
+        defer { lock.unlock() }
+        return choices[k]
+    }
+
+    func setChoice(_ c: ConvolutionCandidate, timings t: [String: Double], for k: Key) {
+        lock.lock()
+        defer { lock.unlock() }
+        choices[k] = c
+        timings[k] = t
+    }
+
+    func note(_ k: Key, kernel: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if let u = used[k] {
+            used[k] = (u.kernel == kernel ? kernel : "\(u.kernel), \(kernel)", u.calls + 1)
+        } else {
+            order.append(k)
+            used[k] = (kernel, 1)
+        }
+    }
+
+    func records() -> [ConvolutionKernelChoice.Record] {
+        lock.lock()
+        defer { lock.unlock() }
+        return order.map { k in
+            let d =
+                switch k.direction {
+                case .forward: "forward"
+                case .backwardData: "backward-data"
+                case .backwardWeights: "backward-weights"
+                }
+            let w = k.weight
+            let s = k.stride == [1, 1] ? "" : "/\(k.stride[0])"
+            let dil = k.dilation == [1, 1] ? "" : " d\(k.dilation[0])"
+            let shape = "\(w[2])x\(w[3])\(s)\(dil) \(k.input[1])->\(w[0]) (g\(k.groups)) @ \(k.input)"
+            return .init(direction: d, shape: shape, kernel: used[k]!.kernel, timings: timings[k] ?? [:], calls: used[k]!.calls)
+        }
+    }
+
+    func resetRecords() {
+        lock.lock()
+        defer { lock.unlock() }
+        order = []
+        used = [:]
+    }
+
+    func resetChoices() {
+        lock.lock()
+        defer { lock.unlock() }
+        choices = [:]
+        timings = [:]
+    }
+}
+
+/// The provider ``KernelProviders/convolution`` uses: per call, the CPU kernels, oneDNN, or
+/// the measured fastest of them (see ``ConvolutionKernelChoice``).
+struct SelectingConvolutionKernels: ConvolutionKernels {
+    private let cpu = CPUConvolutionKernels()
+    private let onednn = DNNLConvolutionKernels()
+    private var selector: ConvolutionSelector { .shared }
+
+    private func key(_ d: DNNLConvKey.Direction, _ input: Tensor, _ weight: Tensor, _ g: Conv2DGeometry, _ groups: Int, _ bias: Bool)
+        -> ConvolutionSelector.Key
+    {
+        .init(
+            direction: d, input: input.shape, weight: weight.shape, stride: [g.stride.0, g.stride.1],
+            padding: [g.padding.0, g.padding.1], dilation: [g.dilation.0, g.dilation.1], groups: groups, bias: bias,
+            threads: Compute.threads)
+    }
+
+    /// The name of the kernel `c` runs for `k`: the CPU path, or oneDNN's implementation.
+    private func kernelName(_ c: ConvolutionCandidate, _ k: ConvolutionSelector.Key) -> String {
+        guard c != .cpu else { return "cpu:" + Self.cpuPath(k) }
+        let g = Conv2DGeometry(
+            kernel: (k.weight[2], k.weight[3]), stride: (k.stride[0], k.stride[1]), padding: (k.padding[0], k.padding[1]),
+            dilation: (k.dilation[0], k.dilation[1]))
+        let impl =
+            onednn.implementation(k.direction, input: k.input, weight: k.weight, geometry: g, groups: k.groups, bias: k.bias) ?? "?"
+        return "\(c.rawValue)(\(impl))"
+    }
+
+    /// The CPU kernels' own path for a shape (as `ConvKernels` decides it).
+    static func cpuPath(_ k: ConvolutionSelector.Key) -> String {
+        let g = Conv2DGeometry(
+            kernel: (k.weight[2], k.weight[3]), stride: (k.stride[0], k.stride[1]), padding: (k.padding[0], k.padding[1]),
+            dilation: (k.dilation[0], k.dilation[1]))
+        let plan = ConvPlan(input: k.input, cout: k.weight[0], geo: g, groups: k.groups)
+        if ConvKernels.isDepthwise(cin: plan.cin, groups: k.groups) { return "depthwise" }
+        switch k.direction {
+        case .forward:
+            if plan.rowExpansion { return "row-expansion" }
+            if ConvolutionSettings.winograd && plan.winogradEligible { return "winograd" }
+            return plan.pointwise ? "gemm-1x1" : "im2col"
+        case .backwardData:
+            return g.stride == (1, 1) ? "transposed-forward" : "col2im"
+        case .backwardWeights:
+            return plan.rowExpansion ? "row-expansion" : "im2col"
+        }
+    }
+
+    /// The candidate for `k`: the forced one, or the measured choice (nil: not measured yet).
+    private func forced() -> ConvolutionCandidate? {
+        switch ConvolutionKernelChoice.effectiveMode {
+        case .cpu: .cpu
+        case .dnnl: .dnnl
+        case .auto: nil
+        }
+    }
+
+    private static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Times `run` for each candidate (one warm-up, then the better of two timed runs) and
+    /// returns the fastest, its times, and whether the last run was the winner's. A
+    /// candidate whose `run` returns false (oneDNN cannot run the shape) drops out.
+    private func measure(_ run: (ConvolutionCandidate) -> Bool) -> (ConvolutionCandidate, [String: Double], lastWasBest: Bool) {
+        var alive: [ConvolutionCandidate] = []
+        for c in ConvolutionCandidate.allCases where run(c) { alive.append(c) }
+        var best: [ConvolutionCandidate: Double] = [:]
+        var last = ConvolutionCandidate.cpu
+        for _ in 0..<2 {
+            for c in alive {
+                let t0 = Self.now()
+                _ = run(c)
+                let t = Double(Self.now() - t0) * 1e-9
+                best[c] = min(best[c] ?? .infinity, t)
+                last = c
+            }
+        }
+        let winner = alive.min { best[$0]! < best[$1]! } ?? .cpu
+        var named: [String: Double] = [:]
+        for (c, t) in best { named[c.rawValue] = t }
+        return (winner, named, last == winner)
+    }
+
+    func forward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor) {
+        let k = key(.forward, input, weight, geometry, groups, bias != nil)
+        func run(_ c: ConvolutionCandidate) -> Bool {
+            if c == .cpu {
+                cpu.forward(input: input, weight: weight, bias: bias, geometry: geometry, groups: groups, into: out)
+                return true
+            }
+            return onednn.tryForward(input: input, weight: weight, bias: bias, geometry: geometry, groups: groups, into: out)
+        }
+        var c = forced() ?? selector.choice(k)
+        if c == nil {
+            let (w, t, lastWasBest) = measure(run)
+            selector.setChoice(w, timings: t, for: k)
+            if !lastWasBest { _ = run(w) }
+            c = w
+        } else if !run(c!) {
+            c = .cpu
+            _ = run(.cpu)
+        }
+        note(c!, k)
+    }
+
+    /// Records the kernel in the report, and oneDNN's runs in ``ConvolutionKernelLog`` (the
+    /// CPU kernels note their own path there).
+    private func note(_ c: ConvolutionCandidate, _ k: ConvolutionSelector.Key) {
+        let name = kernelName(c, k)
+        selector.note(k, kernel: name)
+        guard c == .dnnl else { return }
+        let g = Conv2DGeometry(
+            kernel: (k.weight[2], k.weight[3]), stride: (k.stride[0], k.stride[1]), padding: (k.padding[0], k.padding[1]),
+            dilation: (k.dilation[0], k.dilation[1]))
+        let plan = ConvPlan(input: k.input, cout: k.weight[0], geo: g, groups: k.groups)
+        let pass =
+            switch k.direction {
+            case .forward: "forward"
+            case .backwardData: "input gradient"
+            case .backwardWeights: "weight gradient"
+            }
+        ConvolutionKernelLog.note(pass, plan, name)
+    }
+
+    /// The shared flow of the two gradients: forced or chosen candidate, measuring at first use.
+    private func gradient(_ k: ConvolutionSelector.Key, _ run: (ConvolutionCandidate) -> Tensor?) -> Tensor {
+        var result: Tensor?
+        var c = forced() ?? selector.choice(k)
+        if c == nil {
+            var results: [ConvolutionCandidate: Tensor] = [:]
+            let (w, t, _) = measure { cand in
+                guard let r = run(cand) else { return false }
+                results[cand] = r
+                return true
+            }
+            selector.setChoice(w, timings: t, for: k)
+            c = w
+            result = results[w]
+        } else if let r = run(c!) {
+            result = r
+        } else {
+            c = .cpu
+            result = run(.cpu)
+        }
+        note(c!, k)
+        return result!
+    }
+
+    func backwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        gradient(key(.backwardData, input, weight, geometry, groups, false)) { c in
+            c == .cpu
+                ? cpu.backwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+                : onednn.tryBackwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+        }
+    }
+
+    func backwardWeights(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        gradient(key(.backwardWeights, input, weight, geometry, groups, false)) { c in
+            c == .cpu
+                ? cpu.backwardWeights(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+                : onednn.tryBackwardWeights(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+        }
+    }
+
+    func backwardBias(gradOut: Tensor) -> Tensor { cpu.backwardBias(gradOut: gradOut) }
+}

@@ -1,0 +1,174 @@
+import OpacityTensor
+import XCTest
+
+/// The oneDNN convolution provider (`Kernels/DNNL/`) and the per-shape choice
+/// (``ConvolutionKernelChoice``): forward and both gradients against the plain reference
+/// convolution and direct-loop gradients, on odd sizes, padding, stride, dilation, groups and
+/// depthwise, at several thread counts (each thread runs its own channel slice); gradients also
+/// against finite differences; the report names the kernel that ran; deterministic mode keeps
+/// the CPU kernels.
+final class DNNLConvolutionTests: XCTestCase {
+    typealias Case = ConvolutionTests.Case
+
+    /// The small cases of ``ConvolutionTests`` and larger maps with enough channels for
+    /// several 16-channel slices per thread.
+    static let cases: [Case] =
+        ConvolutionTests.cases + [
+            Case(name: "3x3 64->48, odd map, bias", input: [2, 64, 19, 23], cout: 48, kernel: (3, 3), padding: (1, 1), bias: true),
+            Case(name: "3x3 stride 2, 40->36", input: [1, 40, 21, 18], cout: 36, kernel: (3, 3), stride: (2, 2), padding: (1, 1)),
+            Case(name: "1x1 stride 2, 48->64", input: [2, 48, 9, 11], cout: 64, kernel: (1, 1), stride: (2, 2), bias: true),
+            Case(name: "grouped 32 x 4 channels", input: [2, 128, 13, 12], cout: 128, kernel: (3, 3), padding: (1, 1), groups: 32),
+            Case(name: "dilation 2, 32->33", input: [1, 32, 17, 15], cout: 33, kernel: (3, 3), padding: (2, 2), dilation: (2, 2)),
+        ]
+
+    override func tearDown() {
+        ConvolutionKernelChoice.mode = .cpu
+        ConvolutionKernelChoice.deterministic = false
+        super.tearDown()
+    }
+
+    func tensors(_ c: Case, seed: UInt64) -> (Tensor, Tensor, Tensor?) {
+        let x = uniform(c.input, seed: seed)
+        let w = uniform([c.cout, c.input[1] / c.groups, c.kernel.0, c.kernel.1], -0.5, 0.5, seed: seed + 1)
+        let b = c.bias ? uniform([c.cout], seed: seed + 2) : nil
+        return (x, w, b)
+    }
+
+    func conv(_ c: Case, _ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
+        x.conv2d(w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+    }
+
+    /// Direct-loop gradients of `sum(conv(x, w) * r)` with respect to `x` and `w`.
+    static func directGradients(_ c: Case, _ x: Tensor, _ w: Tensor, _ r: Tensor) -> (dx: [Double], dw: [Double]) {
+        let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (cout, cinG, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        let (ho, wo) = (r.shape[2], r.shape[3])
+        let coutG = cout / c.groups
+        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+        let xs = x.scalars, ws = w.scalars, rs = r.scalars
+        for b in 0..<n {
+            for oc in 0..<cout {
+                for oy in 0..<ho {
+                    for ox in 0..<wo {
+                        let g = Double(rs[((b * cout + oc) * ho + oy) * wo + ox])
+                        for ci in 0..<cinG {
+                            let ch = (oc / coutG) * cinG + ci
+                            for i in 0..<kh {
+                                for j in 0..<kw {
+                                    let iy = oy * c.stride.0 - c.padding.0 + i * c.dilation.0
+                                    let ix = ox * c.stride.1 - c.padding.1 + j * c.dilation.1
+                                    if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+                                    let xi = ((b * cin + ch) * h + iy) * wd + ix, wi = ((oc * cinG + ci) * kh + i) * kw + j
+                                    dx[xi] += g * Double(ws[wi])
+                                    dw[wi] += g * Double(xs[xi])
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dx, dw)
+    }
+
+    /// Every case through oneDNN (forced), forward and both gradients, at 1, 2 and 3 threads.
+    func testOneDNNMatchesReferenceForwardAndGradients() throws {
+        ConvolutionKernelChoice.mode = .dnnl
+        ConvolutionKernelChoice.deterministic = false
+        XCTAssertEqual(ConvolutionKernelChoice.effectiveMode, .dnnl, "oneDNN's CPU engine is unavailable")
+        let saved = Compute.threads
+        defer { Compute.threads = saved }
+        for threads in [1, 2, 3] {
+            Compute.threads = threads
+            for (i, c) in Self.cases.enumerated() {
+                ConvolutionKernelChoice.resetReport()
+                let (x, w, b) = tensors(c, seed: UInt64(500 + 10 * i))
+                let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+                let xg = x.requiringGrad(), wg = w.requiringGrad()
+                let y = conv(c, xg, wg, b)
+                XCTAssertEqual(y.shape, ref.shape, c.name)
+                assertClose(y, ref.values, absolute: 1e-4, relative: 1e-4, "\(c.name) forward, \(threads) threads")
+                let r = uniform(y.shape, seed: UInt64(600 + i))
+                y.backward(r)
+                let (dx, dw) = Self.directGradients(c, x, w, r)
+                assertClose(xg.grad!, dx, absolute: 1e-3, relative: 1e-4, "\(c.name) input gradient, \(threads) threads")
+                assertClose(wg.grad!, dw, absolute: 1e-3, relative: 1e-4, "\(c.name) weight gradient, \(threads) threads")
+                let report = ConvolutionKernelChoice.report()
+                XCTAssertEqual(
+                    Set(report.map(\.direction)), ["forward", "backward-data", "backward-weights"], "\(c.name): \(report)")
+                for rec in report {
+                    XCTAssertTrue(rec.kernel.hasPrefix("dnnl("), "\(c.name) \(rec.direction) ran \(rec.kernel), not oneDNN")
+                }
+            }
+        }
+    }
+
+    /// oneDNN's gradients against finite differences of its own forward pass.
+    func testOneDNNGradientsMatchFiniteDifferences() {
+        ConvolutionKernelChoice.mode = .dnnl
+        let picked = [0, 1, 3, 5, 8, 11]
+        for i in picked {
+            let c = ConvolutionTests.cases[i]
+            let (x, w, b) = tensors(c, seed: UInt64(700 + 10 * i))
+            var inputs = [x, w]
+            if let b { inputs.append(b) }
+            checkGradients("oneDNN conv2d \(c.name)", inputs, eps: 1e-2) { t in
+                conv(c, t[0], t[1], t.count > 2 ? t[2] : nil)
+            }
+        }
+    }
+
+    /// `auto` measures each shape and direction once, runs the winner, and reports the
+    /// timings of both candidates; the results match the reference whichever won.
+    func testAutoChoosesAMeasuredKernelAndMatchesReference() {
+        ConvolutionKernelChoice.mode = .auto
+        ConvolutionKernelChoice.resetChoices()
+        ConvolutionKernelChoice.resetReport()
+        let c = Self.cases[ConvolutionTests.cases.count]
+        let (x, w, b) = tensors(c, seed: 901)
+        let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+        for _ in 0..<2 {
+            let xg = x.requiringGrad(), wg = w.requiringGrad()
+            let y = conv(c, xg, wg, b)
+            assertClose(y, ref.values, absolute: 1e-4, relative: 1e-4, "auto forward")
+            let r = uniform(y.shape, seed: 902)
+            y.backward(r)
+            let (dx, dw) = Self.directGradients(c, x, w, r)
+            assertClose(xg.grad!, dx, absolute: 1e-3, relative: 1e-4, "auto input gradient")
+            assertClose(wg.grad!, dw, absolute: 1e-3, relative: 1e-4, "auto weight gradient")
+        }
+        let report = ConvolutionKernelChoice.report()
+        XCTAssertEqual(report.count, 3, "\(report)")
+        for rec in report {
+            XCTAssertEqual(Set(rec.timings.keys), ["cpu", "dnnl"], "\(rec.direction): \(rec.timings)")
+            XCTAssertEqual(rec.calls, 2)
+            // One kernel for both calls: the choice is kept.
+            XCTAssertFalse(rec.kernel.contains(","), "\(rec.direction) changed kernel: \(rec.kernel)")
+            let winner = rec.timings.min { $0.value < $1.value }!.key
+            XCTAssertTrue(rec.kernel.hasPrefix(winner + (winner == "cpu" ? ":" : "(")), "\(rec.kernel) is not the faster of \(rec.timings)")
+        }
+    }
+
+    /// `OPACITY_DETERMINISTIC=1` (here the setting) keeps the CPU kernels in every mode, and
+    /// the results then repeat bit for bit.
+    func testDeterministicKeepsTheCPUKernels() {
+        ConvolutionKernelChoice.deterministic = true
+        let c = Self.cases[ConvolutionTests.cases.count + 3]
+        let (x, w, b) = tensors(c, seed: 950)
+        var outputs: [[Float]] = []
+        for mode in [ConvolutionKernelChoice.Mode.auto, .dnnl, .cpu] {
+            ConvolutionKernelChoice.mode = mode
+            XCTAssertEqual(ConvolutionKernelChoice.effectiveMode, .cpu)
+            ConvolutionKernelChoice.resetReport()
+            let xg = x.requiringGrad()
+            let y = conv(c, xg, w, b)
+            y.backward(uniform(y.shape, seed: 951))
+            outputs.append(y.scalars + xg.grad!.scalars)
+            for rec in ConvolutionKernelChoice.report() {
+                XCTAssertTrue(rec.kernel.hasPrefix("cpu:"), "\(mode): \(rec.direction) ran \(rec.kernel)")
+            }
+        }
+        XCTAssertEqual(outputs[0], outputs[1])
+        XCTAssertEqual(outputs[0], outputs[2])
+    }
+}
