@@ -105,6 +105,8 @@ let apps: [Target] = [
         ]),
     // The README's Swift example, compiled and run by ReadmeSnippetTests.
     .executableTarget(name: "readme-snippet", dependencies: ["Opacity"], path: "Examples/ReadmeSnippet"),
+    // Real RSNA opacities next to synthetic ones (Documentation/images/synthetic-opacities.png).
+    .executableTarget(name: "synth-contact-sheet", dependencies: ["Opacity"], path: "Examples/SynthContactSheet"),
     .executableTarget(
         name: "opacity-bench", dependencies: ["Opacity", "OpacityDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 ]

@@ -69,12 +69,18 @@ public struct SyntheticConfig: Sendable {
     public var format: ImageFormat
     /// Worker threads for generation.
     public var threads: Int
+    /// How opacities are drawn (``SyntheticOpacityStyle``; default `.ovals`, the style the
+    /// `retinanet-r34-composite` zoo entry was trained on).
+    public var opacityStyle: SyntheticOpacityStyle
+    /// With `.patchy`: the probability, 0...1, that a region shows air bronchograms.
+    public var airBronchogramRate: Double
 
     /// Settings; the defaults mimic the RSNA class mix and box statistics at 1024 px.
     public init(count: Int = 100, size: Int = 1024, seed: UInt64 = 0,
                 classFractions: (lungOpacity: Double, notNormal: Double, normal: Double) = (0.225, 0.443, 0.332),
                 boxCountWeights: [Double] = [2614, 3266, 119, 13], backgroundFolder: URL? = nil, format: ImageFormat = .png,
-                threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+                threads: Int = ProcessInfo.processInfo.activeProcessorCount, opacityStyle: SyntheticOpacityStyle = .ovals,
+                airBronchogramRate: Double = 0.35) {
         self.count = count
         self.size = size
         self.seed = seed
@@ -83,6 +89,8 @@ public struct SyntheticConfig: Sendable {
         self.backgroundFolder = backgroundFolder
         self.format = format
         self.threads = threads
+        self.opacityStyle = opacityStyle
+        self.airBronchogramRate = airBronchogramRate
     }
 }
 
@@ -109,6 +117,8 @@ public struct SyntheticCase: Sendable {
 /// Images show a body outline, two lungs, ribs and clavicles, heart, spine and noise.
 /// "Lung Opacity" images carry 1-4 fuzzy opacities, each boxed, lying inside a lung; box
 /// sizes follow the RSNA statistics (median 217 x 298 px at 1024, clamped to the lung).
+/// ``SyntheticConfig/opacityStyle`` picks smooth ovals (the original) or patchy,
+/// ill-defined consolidations boxed the way the RSNA readers did.
 /// "Not normal" images carry findings that are not boxed (effusion, enlarged heart,
 /// nodules, a line or tube, interstitial pattern); "Normal" images are clean. In composite
 /// mode, a real image from a folder replaces the drawn anatomy and opacities are placed in
@@ -137,6 +147,10 @@ public struct SyntheticChestXRay: Sendable {
         guard config.boxCountWeights.count >= 1, config.boxCountWeights.allSatisfy({ $0 >= 0 }), config.boxCountWeights.reduce(0, +) > 0 else {
             throw DataError.invalidParameter(name: "boxCountWeights", value: "\(config.boxCountWeights)",
                                              expected: "non-negative weights for 1, 2, ... boxes with a positive sum", nearest: "[2614, 3266, 119, 13]")
+        }
+        guard config.airBronchogramRate >= 0, config.airBronchogramRate <= 1 else {
+            throw DataError.invalidParameter(name: "airBronchogramRate", value: "\(config.airBronchogramRate)",
+                                             expected: "a probability from 0 to 1", nearest: "\(min(max(config.airBronchogramRate, 0), 1))")
         }
         self.config = config
         // Exact class counts, then a seeded shuffle.
@@ -189,8 +203,7 @@ public struct SyntheticChestXRay: Sendable {
         var findings: [String] = []
         switch cls {
         case .lungOpacity:
-            boxes = placeBoxes(lungs: lungs, rng: &rng)
-            for b in boxes { drawOpacity(&canvas, box: b, lungs: lungs, rng: &rng) }
+            boxes = drawOpacities(&canvas, lungs: lungs, rng: &rng)
         case .notNormal:
             findings = drawFindings(&canvas, lungs: lungs, composite: !backgrounds.isEmpty, rng: &rng)
         case .normal:
@@ -199,6 +212,33 @@ public struct SyntheticChestXRay: Sendable {
         addNoise(&canvas, rng: &rng)
         let img = FloatImage(width: n, height: n, pixels: canvas).to8Bit()
         return SyntheticCase(id: id, image: img, boxes: boxes, imageClass: cls, lungs: lungs, findings: findings)
+    }
+
+    /// Draws the opacities of a "Lung Opacity" image in the configured
+    /// ``SyntheticConfig/opacityStyle`` onto `image` and returns their boxes (image pixels,
+    /// one per opacity: `.ovals` fills each box; `.patchy` boxes each contiguous visible
+    /// region). ``generate(index:)`` calls this before adding film grain; call it on any
+    /// image (e.g. a real film) to composite opacities yourself.
+    /// - Parameters:
+    ///   - image: values in [0, 1], `config.size x config.size` (else nothing is drawn and
+    ///     the result is empty).
+    ///   - lungs: the lung fields; every opacity stays inside them.
+    ///   - rng: the random source (the same state draws the same opacities).
+    /// - Returns: the boxes; at least one for a `size x size` image.
+    public func addOpacities(to image: inout FloatImage, lungs: [LungRegion], rng: inout RandomGenerator) -> [BoundingBox] {
+        guard image.width == config.size, image.height == config.size, lungs.count >= 2 else { return [] }
+        return drawOpacities(&image.pixels, lungs: lungs, rng: &rng)
+    }
+
+    func drawOpacities(_ canvas: inout [Float], lungs: [LungRegion], rng: inout RandomGenerator) -> [BoundingBox] {
+        switch config.opacityStyle {
+        case .ovals:
+            let boxes = placeBoxes(lungs: lungs, rng: &rng)
+            for b in boxes { drawOpacity(&canvas, box: b, lungs: lungs, rng: &rng) }
+            return boxes
+        case .patchy:
+            return drawPatchyOpacities(&canvas, lungs: lungs, rng: &rng)
+        }
     }
 
     /// Writes the whole set in the RSNA layout under `root`.

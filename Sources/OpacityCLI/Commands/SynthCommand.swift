@@ -13,6 +13,7 @@ struct SynthCommand: ParsableCommand {
             Examples:
               opacity synth -o synth --count 400 --size 512
               opacity synth -o composite --count 2000 --backgrounds ~/rsna/negatives --size 1024
+              opacity synth -o patchy --count 2000 --backgrounds ~/rsna/negatives --opacity-style patchy
             """)
 
     @Option(name: [.short, .long], help: "Output folder (created); required.") var output: String?
@@ -23,10 +24,22 @@ struct SynthCommand: ParsableCommand {
     @Option(name: .long, help: "A folder of real chest films to composite opacities onto.") var backgrounds: String?
     @Option(name: .long, help: "Image format: png, dicom (uncompressed) or dicom-jpeg (like the RSNA files).")
     var format: SyntheticFormat = .png
+    @Option(
+        name: .long,
+        help:
+            "How opacities look: ovals (smooth, sharp-edged; the composite zoo model's data) or patchy (ill-defined, lower-zone, often bilateral, air bronchograms; boxed around each visible region)."
+    )
+    var opacityStyle: SyntheticOpacityStyle = .ovals
+    @Option(name: .long, parsing: .unconditional, help: "With --opacity-style patchy: the probability (0 to 1) that a region shows air bronchograms.")
+    var airBronchograms: Double = 0.35
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         if output == nil && deprecatedOut == nil { throw ValidationError("name the output folder: -o/--output DIR") }
+        try requireRange("--air-bronchograms", airBronchograms, 0, 1)
+        if airBronchograms != 0.35, opacityStyle != .patchy {
+            throw ValidationError("--air-bronchograms needs --opacity-style patchy (ovals have no air bronchograms)")
+        }
     }
 
     func run() throws {
@@ -36,7 +49,7 @@ struct SynthCommand: ParsableCommand {
         let fmt = format.format
         let config = SyntheticConfig(
             count: count, size: size, seed: seed, backgroundFolder: backgrounds.map { URL(fileURLWithPath: $0) },
-            format: fmt)
+            format: fmt, opacityStyle: opacityStyle, airBronchogramRate: airBronchograms)
         let cases = try SyntheticChestXRay(config: config).write(to: URL(fileURLWithPath: out), progress: runtime.progressBar("synth"))
         let counts = ImageClass.allCases.map { c in "\(cases.filter { $0.imageClass == c }.count) \(c.label)" }
         print("wrote \(cases.count) images to \(out): \(counts.joined(separator: ", ")); \(cases.reduce(0) { $0 + $1.boxes.count }) boxes")

@@ -41,6 +41,8 @@ enum SyntheticFormat: String, CaseIterable, ExpressibleByArgument {
     }
 }
 
+extension SyntheticOpacityStyle: ExpressibleByArgument {}
+
 /// On or off (`train --freeze-bn`).
 enum Switch: String, CaseIterable, ExpressibleByArgument {
     case on, off
