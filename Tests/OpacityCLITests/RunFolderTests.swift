@@ -162,6 +162,35 @@ final class RunFolderTests: XCTestCase {
         XCTAssertTrue(other.all.contains("limit-val 6"), other.all)
     }
 
+    /// A second Ctrl-C quits at once, and says so (a run ending there must not look as if it
+    /// vanished): exit status 130, the message names what is lost and how to go on.
+    func testSecondCtrlCQuitsAndSaysSo() throws {
+        let dir = try reference()
+        let run = dir.appendingPathComponent("twice")
+        try? FileManager.default.removeItem(at: run)
+        let log = dir.appendingPathComponent("twice.stderr")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let p = Process()
+        p.executableURL = CLI.executable
+        // steps of a few seconds, so that the first Ctrl-C cannot end the run before the second
+        p.arguments = ["train", "--data", "data", "-o", "twice", "--config", "retinanet(encoder=resnet18, size=256)", "--batch", "4",
+                       "--epochs", "5", "--workers", "1"]
+        p.currentDirectoryURL = dir
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = try FileHandle(forWritingTo: log)
+        try p.run()
+        let stderr = { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+        waitFor { stderr().contains("epoch 1/") || !p.isRunning }
+        usleep(300_000)
+        kill(p.processIdentifier, SIGINT)
+        waitFor { stderr().contains("stopping after this step") || !p.isRunning }
+        usleep(200_000)
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 130, stderr())
+        XCTAssertTrue(stderr().contains("Ctrl-C again: quitting now; the step in flight is lost"), stderr())
+    }
+
     /// Two runs into one folder: the second is refused naming the holder; the lock of a
     /// killed run is stale and taken over.
     func testSecondRunIntoTheSameFolderIsRefused() throws {

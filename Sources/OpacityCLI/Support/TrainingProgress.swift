@@ -100,7 +100,8 @@ final class InterruptFlag: @unchecked Sendable {
             s.setEventHandler { [weak self] in
                 guard let self else { return }
                 self.lock.lock()
-                self.count += 1
+                // two signals in quick succession may reach the handler as one event
+                self.count += max(1, Int(s.data))
                 let c = self.count
                 if c == 1 { self.signalNumber = sig }
                 let handler = self.handler
@@ -112,6 +113,12 @@ final class InterruptFlag: @unchecked Sendable {
                     let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
                     FileHandle.standardError.write(Data("\n\(name): stopping after this step (a checkpoint is written); Ctrl-C again to quit now\n".utf8))
                 } else {
+                    // said, so that a run that ends here is not mistaken for one that vanished
+                    let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
+                    FileHandle.standardError.write(
+                        Data(
+                            "\n\(name) again: quitting now; the step in flight is lost (--resume continues from the last checkpoint written, if any)\n"
+                                .utf8))
                     exit(128 + sig)
                 }
             }
