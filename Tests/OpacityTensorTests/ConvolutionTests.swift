@@ -80,7 +80,7 @@ final class ConvolutionTests: XCTestCase {
     }
 
     /// Direct-loop gradients of `sum(conv(x, w) * r)`.
-    func referenceGradients(_ c: Case, _ x: Tensor, _ w: Tensor, _ r: Tensor) -> (dx: [Double], dw: [Double]) {
+    static func referenceGradients(_ c: Case, _ x: Tensor, _ w: Tensor, _ r: Tensor) -> (dx: [Double], dw: [Double]) {
         let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (cout, cinG, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
         let (ho, wo) = (r.shape[2], r.shape[3])
@@ -145,7 +145,7 @@ final class ConvolutionTests: XCTestCase {
                 assertClose(y, ref.values, absolute: 1e-4, relative: 1e-4, "\(c.name) forward, \(threads) threads")
                 let r = uniform(y.shape, seed: UInt64(200 + i))
                 y.backward(r)
-                let (dx, dw) = referenceGradients(c, x, w, r)
+                let (dx, dw) = Self.referenceGradients(c, x, w, r)
                 assertClose(xg.grad!, dx, absolute: 1e-3, relative: 1e-4, "\(c.name) input gradient, \(threads) threads")
                 assertClose(wg.grad!, dw, absolute: 1e-3, relative: 1e-4, "\(c.name) weight gradient, \(threads) threads")
             }
@@ -174,7 +174,7 @@ final class ConvolutionTests: XCTestCase {
             let (x, w, b) = tensors(c, seed: UInt64(600 + i))
             let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
             let r = uniform(ref.shape, seed: UInt64(700 + i))
-            let (dx, dw) = referenceGradients(c, x, w, r)
+            let (dx, dw) = Self.referenceGradients(c, x, w, r)
             var byThreads: [(Tensor, Tensor)] = []
             // Up to 4 threads: 8 groups are then still two per thread, so the tasks run.
             for threads in [1, 2, 4] {
@@ -257,7 +257,7 @@ final class ConvolutionTests: XCTestCase {
                 // The two paths compute differently: identical bits would mean Winograd never ran.
                 XCTAssertNotEqual(y.scalars, y2.scalars, "\(c.name): the Winograd path was not taken")
                 XCTAssertNotEqual(gx.scalars, gx2.scalars, "\(c.name): the Winograd path was not taken for the input gradient")
-                let (dx, dw) = referenceGradients(c, x, w, r)
+                let (dx, dw) = Self.referenceGradients(c, x, w, r)
                 let dxScale = dx.map(abs).max()!, dwScale = dw.map(abs).max()!
                 assertClose(gx, dx, absolute: 1e-4 * dxScale, relative: 0, "\(c.name) input gradient, \(threads) threads")
                 assertClose(gw, dw, absolute: 1e-4 * dwScale, relative: 0, "\(c.name) weight gradient, \(threads) threads")
@@ -308,7 +308,7 @@ final class ConvolutionTests: XCTestCase {
             assertClose(y, ref.values, absolute: 1e-4 * scale, relative: 0, "\(label): forward")
             let xg = x.requiringGrad()
             conv(c, xg, w, nil).backward(r)
-            let (dx, _) = referenceGradients(c, x, w, r)
+            let (dx, _) = Self.referenceGradients(c, x, w, r)
             assertClose(xg.grad!, dx, absolute: 1e-4 * dx.map(abs).max()!, relative: 0, "\(label): input gradient")
         }
         do {

@@ -38,39 +38,6 @@ final class DNNLConvolutionTests: XCTestCase {
         x.conv2d(w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
     }
 
-    /// Direct-loop gradients of `sum(conv(x, w) * r)` with respect to `x` and `w`.
-    static func directGradients(_ c: Case, _ x: Tensor, _ w: Tensor, _ r: Tensor) -> (dx: [Double], dw: [Double]) {
-        let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let (cout, cinG, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
-        let (ho, wo) = (r.shape[2], r.shape[3])
-        let coutG = cout / c.groups
-        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
-        let xs = x.scalars, ws = w.scalars, rs = r.scalars
-        for b in 0..<n {
-            for oc in 0..<cout {
-                for oy in 0..<ho {
-                    for ox in 0..<wo {
-                        let g = Double(rs[((b * cout + oc) * ho + oy) * wo + ox])
-                        for ci in 0..<cinG {
-                            let ch = (oc / coutG) * cinG + ci
-                            for i in 0..<kh {
-                                for j in 0..<kw {
-                                    let iy = oy * c.stride.0 - c.padding.0 + i * c.dilation.0
-                                    let ix = ox * c.stride.1 - c.padding.1 + j * c.dilation.1
-                                    if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
-                                    let xi = ((b * cin + ch) * h + iy) * wd + ix, wi = ((oc * cinG + ci) * kh + i) * kw + j
-                                    dx[xi] += g * Double(ws[wi])
-                                    dw[wi] += g * Double(xs[xi])
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return (dx, dw)
-    }
-
     /// Every case through oneDNN (forced), forward and both gradients, at 1, 2 and 3 threads.
     func testOneDNNMatchesReferenceForwardAndGradients() throws {
         ConvolutionKernelChoice.mode = .dnnl
@@ -90,7 +57,7 @@ final class DNNLConvolutionTests: XCTestCase {
                 assertClose(y, ref.values, absolute: 1e-4, relative: 1e-4, "\(c.name) forward, \(threads) threads")
                 let r = uniform(y.shape, seed: UInt64(600 + i))
                 y.backward(r)
-                let (dx, dw) = Self.directGradients(c, x, w, r)
+                let (dx, dw) = ConvolutionTests.referenceGradients(c, x, w, r)
                 assertClose(xg.grad!, dx, absolute: 1e-3, relative: 1e-4, "\(c.name) input gradient, \(threads) threads")
                 assertClose(wg.grad!, dw, absolute: 1e-3, relative: 1e-4, "\(c.name) weight gradient, \(threads) threads")
                 let report = ConvolutionKernelChoice.report()
@@ -133,7 +100,7 @@ final class DNNLConvolutionTests: XCTestCase {
             assertClose(y, ref.values, absolute: 1e-4, relative: 1e-4, "auto forward")
             let r = uniform(y.shape, seed: 902)
             y.backward(r)
-            let (dx, dw) = Self.directGradients(c, x, w, r)
+            let (dx, dw) = ConvolutionTests.referenceGradients(c, x, w, r)
             assertClose(xg.grad!, dx, absolute: 1e-3, relative: 1e-4, "auto input gradient")
             assertClose(wg.grad!, dw, absolute: 1e-3, relative: 1e-4, "auto weight gradient")
         }
