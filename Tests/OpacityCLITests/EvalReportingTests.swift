@@ -47,6 +47,35 @@ final class EvalReportingTests: XCTestCase {
         XCTAssertTrue(md.contains("No 3x3 confusion matrix"), md)
     }
 
+    /// The default zoo model lists the 190 rsna1k images it held out (fold 0 of `opacity folds
+    /// --stratify view`, its recipe's split): eval without --fold scores exactly those, with no
+    /// warning; a fold of the default split, which holds images it trained on, is scored with a
+    /// warning that counts them.
+    func testZooModelScoresItsHeldOutImages() throws {
+        let dir = try CLI.tempDir("evalheld")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let held = try CLI.run(["eval", "--data", rsna1k.path, "--limit", "6", "-o", "held"], in: dir)
+        XCTAssertEqual(held.status, 0, held.all)
+        XCTAssertTrue(held.stdout.contains("scoring the 190 images retinanet-r34-rsna1k held out from its training"), held.stdout)
+        XCTAssertFalse(held.all.contains("warning:"), held.all)
+        XCTAssertEqual(try CLI.run(["folds", "--data", rsna1k.path, "--stratify", "view", "-o", "folds.csv"], in: dir).status, 0)
+        func column(_ file: String, _ keep: (Substring) -> Bool = { _ in true }) throws -> [String] {
+            try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8).split(separator: "\n").dropFirst().filter(keep)
+                .map { String($0.split(separator: ",", omittingEmptySubsequences: false)[0]) }
+        }
+        let fold0 = Set(try column("folds.csv") { $0.hasSuffix(",0") })
+        XCTAssertEqual(fold0.count, 190)
+        let scored = try column("held/per_image.csv")
+        XCTAssertEqual(scored.count, 6)
+        XCTAssertTrue(Set(scored).isSubset(of: fold0), "\(scored)")
+
+        let other = try CLI.run(["eval", "--data", rsna1k.path, "--fold", "1", "--limit", "6", "-o", "other"], in: dir)
+        XCTAssertEqual(other.status, 0, other.all)
+        let trained = try column("other/per_image.csv").filter { !fold0.contains($0) }.count
+        XCTAssertGreaterThan(trained, 0)
+        XCTAssertTrue(other.stdout.contains("warning: \(trained) of the 6 images scored are ones retinanet-r34-rsna1k trained on"), other.stdout)
+    }
+
     /// Negatives only (real Target 0 rows of rsna1k): "metric undefined" with score's
     /// reason, null with the reason in report.json; --operating-point-out refuses.
     func testNegativesOnlyMetricIsUndefined() throws {

@@ -177,6 +177,9 @@ final class ZooTests: TemporaryFolderTestCase {
         XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good.replacingOccurrences(of: "https", with: "ftp"))}]}").contains("entries[0].url"))
         XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"kind\":\"detektor\"}]}").contains("did you mean 'detector'"))
         XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good.replacingOccurrences(of: ",\"licence\":\"l\"", with: ""))}]}").contains("entries[0].licence"))
+        XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\",\"\"]}]}").contains("entries[0].heldOut[1]"))
+        XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\",\"p1\"]}]}").contains("names a patient id twice"))
+        XCTAssertEqual(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\",\"p2\"]}]}"), "no error")
         XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":2,\"entries\":[]}").contains("version"))
         XCTAssertTrue(err("not json").contains("m.json"))
     }

@@ -69,6 +69,14 @@ struct EvalCommand: ParsableCommand {
         var records = dataset.records
         var scoredFold: Int?
         var foldLine: String?
+        // a single zoo entry that lists its held-out images
+        let references = model.models.isEmpty ? [defaultModelName] : model.models
+        var zooHeldOut: (name: String, ids: Set<String>)?
+        if references.count == 1, let name = references.first, !FileManager.default.fileExists(atPath: name), !name.contains("/"),
+            !name.hasSuffix(".opb"), let ids = try? Zoo.standard().item(name).entry.heldOut
+        {
+            zooHeldOut = (name, Set(ids))
+        }
         if !all {
             var fold = self.fold ?? 0
             // a run folder's validation fold: another fold holds the images it trained on
@@ -88,17 +96,32 @@ struct EvalCommand: ParsableCommand {
             {
                 foldsURL = u.appendingPathComponent("folds.csv")
             }
-            let f = try foldsURL.map { try Folds.read(from: $0) } ?? Folds.stratified(dataset, count: folds)
-            guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
-            let ids = Set(f.ids(inFold: fold))
-            records = records.filter { ids.contains($0.id) }
-            scoredFold = fold
-            let source = foldsURL.map { "folds file \($0.path)" } ?? "stratified split, \(f.count) folds, seed 42"
-            foldLine = "scoring fold \(fold) of \(f.count) (\(source))"
+            if foldsURL == nil, self.fold == nil, let (name, heldOut) = zooHeldOut, records.contains(where: { heldOut.contains($0.id) }) {
+                // the zoo entry's own validation images: what it was not trained on
+                records = records.filter { heldOut.contains($0.id) }
+                foldLine = "scoring the \(records.count) images \(name) held out from its training (listed in its zoo entry)"
+            } else {
+                let f = try foldsURL.map { try Folds.read(from: $0) } ?? Folds.stratified(dataset, count: folds)
+                guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
+                let ids = Set(f.ids(inFold: fold))
+                records = records.filter { ids.contains($0.id) }
+                scoredFold = fold
+                let source = foldsURL.map { "folds file \($0.path)" } ?? "stratified split, \(f.count) folds, seed 42"
+                foldLine = "scoring fold \(fold) of \(f.count) (\(source))"
+            }
         }
         if let limit { records = Array(records.prefix(limit)) }
         if let foldLine {
             say("\(foldLine): \(records.count) of \(dataset.records.count) images\(limit.map { " (--limit \($0))" } ?? ""); --all scores every image")
+        }
+        if let (name, heldOut) = zooHeldOut, dataset.records.contains(where: { heldOut.contains($0.id) }) {
+            // the data it trained on: every image of it outside the held-out list was a training image
+            let seen = records.filter { !heldOut.contains($0.id) }.count
+            if seen > 0 {
+                say(
+                    "warning: \(seen) of the \(records.count) images scored are ones \(name) trained on (not in the \(heldOut.count) "
+                        + "it held out), so this score is not a held-out one; without --fold, --folds-file and --all eval scores the held-out images")
+            }
         }
         guard !records.isEmpty else { throw ValidationError("no images to score") }
         let bar = outputSilenced ? nil : runtime.progressBar("eval")

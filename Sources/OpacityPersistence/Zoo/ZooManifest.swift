@@ -40,6 +40,11 @@ public struct ZooEntry: Codable, Hashable, Sendable {
     /// The model card (intended use, input, outputs, data, recipe, metrics, threshold,
     /// version history, licence); optional in the format, expected for published entries.
     public var card: ModelCard?
+    /// The patient ids of the validation images the entry's training held out, on the data
+    /// ``data`` names: `opacity eval` on data holding them scores these by default and
+    /// counts any other image of that data as one the model trained on. Absent when the
+    /// entry does not say.
+    public var heldOut: [String]?
 
     /// An entry with every field given.
     public init(name: String, kind: String = "detector", config: String, file: String? = nil, url: String? = nil,
@@ -61,7 +66,7 @@ public struct ZooEntry: Codable, Hashable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description, members, ensemble, card
+        case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description, members, ensemble, card, heldOut
     }
 
     /// Decodes an entry; `kind` defaults to `detector`, `metrics` to none.
@@ -82,6 +87,7 @@ public struct ZooEntry: Codable, Hashable, Sendable {
         members = try c.decodeIfPresent([String].self, forKey: .members)
         ensemble = try c.decodeIfPresent(String.self, forKey: .ensemble)
         card = try c.decodeIfPresent(ModelCard.self, forKey: .card)
+        heldOut = try c.decodeIfPresent([String].self, forKey: .heldOut)
     }
 
     /// The `sha256` an ensemble entry carries: the SHA-256 of its members' `sha256` values,
@@ -160,6 +166,10 @@ public struct ZooManifest: Codable, Hashable, Sendable {
             }
             guard e.size >= 0 else { throw bad("size", "\(e.size) is negative") }
             guard e.parameters >= 0 else { throw bad("parameters", "\(e.parameters) is negative") }
+            if let h = e.heldOut {
+                if let k = h.firstIndex(where: { $0.isEmpty }) { throw bad("heldOut[\(k)]", "empty; expected a patient id") }
+                guard Set(h).count == h.count else { throw bad("heldOut", "names a patient id twice") }
+            }
             if e.kind == "ensemble" {
                 guard let m = e.members, m.count >= 2 else { throw bad("members", "an ensemble names at least 2 member entries") }
                 guard e.file == nil && e.url == nil else { throw bad("file", "an ensemble has no file or url of its own; its members do") }
