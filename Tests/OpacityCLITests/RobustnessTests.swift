@@ -178,6 +178,13 @@ final class CLIRobustnessTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct): 1 of 2 (50.0%)"), r.all)
         let perImage = try String(contentsOf: dir.appendingPathComponent("per.csv"), encoding: .utf8)
         XCTAssertEqual(perImage, "patientId,score\nE,\nF,0.000000\n")
+
+        // a partial submission: the negatives left out are counted as empty, and said to be unsubmitted
+        try Data("patientId,PredictionString\nE,\n".utf8).write(to: dir.appendingPathComponent("partial.csv"))
+        r = try CLI.run(["score", "partial.csv", "--labels", "labels.csv"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct): 2 of 2 (100.0%), 1 of them not in the submission"), r.all)
+        XCTAssertTrue(r.all.contains("1 labelled patients are not in the submission (scored as no boxes); --only-submitted"), r.all)
     }
 
     /// `convert -q` prints nothing when every file converts; a file that fails still prints

@@ -105,7 +105,7 @@ struct DetectCommand: ParsableCommand {
             let series = DICOMUID.derived(fromHash: SHA256.hash("opacity series|\(kind)|\(study)|\(device.uid)|\(folder)").bytes)
             return DICOMSeriesPlacement(seriesInstanceUID: series, seriesNumber: kind == "sr" ? 9901 : 9902, instanceNumber: index + 1)
         }
-        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", engine.defaultThreshold))
+        note(model.describe(urls, predictor) + ", threshold \(engine.defaultThreshold)")
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
         var skipped = SkippedInputs()
         var all: [DetectionReport] = []

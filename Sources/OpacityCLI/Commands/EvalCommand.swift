@@ -110,9 +110,11 @@ struct EvalCommand: ParsableCommand {
                 foldLine = "scoring fold \(fold) of \(f.count) (\(source))"
             }
         }
+        let selected = records.count
         if let limit { records = Array(records.prefix(limit)) }
         if let foldLine {
-            say("\(foldLine): \(records.count) of \(dataset.records.count) images\(limit.map { " (--limit \($0))" } ?? ""); --all scores every image")
+            let chosen = limit.map { " (the first \($0) of the \(selected) chosen: --limit \($0))" } ?? ""
+            say("\(foldLine): \(records.count) of \(dataset.records.count) images\(chosen); --all scores every image")
         }
         if let (name, heldOut) = zooHeldOut, dataset.records.contains(where: { heldOut.contains($0.id) }) {
             // the data it trained on: every image of it outside the held-out list was a training image

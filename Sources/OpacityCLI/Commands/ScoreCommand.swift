@@ -20,6 +20,12 @@ struct ScoreCommand: ParsableCommand {
     @Flag(name: .long, help: "Only score patients present in the submission.") var onlySubmitted = false
     @Option(name: .long, help: "Write per-image scores to this CSV.") var perImage: String?
 
+    /// ", N of them not in the submission" when N > 0: an empty prediction made by leaving a
+    /// patient out is no finding of the model's.
+    func unsubmittedNote(_ count: Int) -> String {
+        count > 0 ? ", \(count) of them not in the submission" : ""
+    }
+
     func run() throws {
         let sub = try Submission(contentsOf: URL(fileURLWithPath: submission))
         let l = try RSNALabels.load(labels: URL(fileURLWithPath: labels), classInfo: nil)
@@ -39,12 +45,17 @@ struct ScoreCommand: ParsableCommand {
             try Data(csv.utf8).write(to: out, options: .atomic)
             say("wrote \(perImage)")
         }
-        if !s.missing.isEmpty { note("\(s.missing.count) labelled patients are not in the submission (scored as no boxes)") }
+        if !s.missing.isEmpty {
+            note(
+                "\(s.missing.count) labelled patients are not in the submission (scored as no boxes); "
+                    + "--only-submitted scores only the patients it names")
+        }
         if !s.unknown.isEmpty { note("\(s.unknown.count) submitted patients are not in the labels (ignored)") }
         let total = s.perImage.count, counted = s.counted, left = total - counted
         let negatives =
             String(format: "negatives predicted empty (correct): %d of %d", s.emptyNegatives, s.negatives)
             + (s.negatives > 0 ? String(format: " (%.1f%%)", 100 * Double(s.emptyNegatives) / Double(s.negatives)) : "")
+            + unsubmittedNote(s.missing.filter { truth[$0]?.isEmpty ?? false }.count)
         guard let metric = s.metric else {
             // the RSNA metric is a mean of per-image scores that leaves out images with neither truth
             // nor predicted boxes (the reference map_iou returns None for them): nothing to average
