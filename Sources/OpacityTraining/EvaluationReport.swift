@@ -68,6 +68,16 @@ public struct EvaluationReport: Codable, Sendable {
         public var ar100: Double?
         /// Detections counted (all scores, best 100 per image).
         public var detections: Int
+
+        public func encode(to encoder: any Swift.Encoder) throws {
+            // explicit nulls: no truth box means no AP/AR, and the key says so
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(ap, forKey: .ap)
+            try c.encode(ap50, forKey: .ap50)
+            try c.encode(ap75, forKey: .ap75)
+            try c.encode(ar100, forKey: .ar100)
+            try c.encode(detections, forKey: .detections)
+        }
     }
     public var coco: Coco
 
@@ -125,6 +135,27 @@ public struct EvaluationReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case format, version, models, ensemble, tta, data, images, coco, froc, classifier, figures, challenge
         case imagesWithOpacity = "images_with_opacity", truthBoxes = "truth_boxes", precisionRecall = "precision_recall"
+    }
+
+    /// Every key of the schema, with an explicit `null` where there is no value (no TTA, no
+    /// truth box for the curves, no global classifier), so a reader finds each documented key.
+    public func encode(to encoder: any Swift.Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(format, forKey: .format)
+        try c.encode(version, forKey: .version)
+        try c.encode(models, forKey: .models)
+        try c.encode(ensemble, forKey: .ensemble)
+        try c.encode(tta, forKey: .tta)
+        try c.encode(data, forKey: .data)
+        try c.encode(images, forKey: .images)
+        try c.encode(imagesWithOpacity, forKey: .imagesWithOpacity)
+        try c.encode(truthBoxes, forKey: .truthBoxes)
+        try c.encode(challenge, forKey: .challenge)
+        try c.encode(coco, forKey: .coco)
+        try c.encode(precisionRecall, forKey: .precisionRecall)
+        try c.encode(froc, forKey: .froc)
+        try c.encode(classifier, forKey: .classifier)
+        try c.encode(figures, forKey: .figures)
     }
 
     /// Measures everything from an evaluation.

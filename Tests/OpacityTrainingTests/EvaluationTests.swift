@@ -148,6 +148,74 @@ final class EvaluationTests: XCTestCase {
         XCTAssertTrue(report.markdown().contains("RSNA metric **undefined**"))
     }
 
+    /// The keys of the report.json schema table in Documentation/Evaluation.md (`a.b` for a
+    /// nested key; a cell's `.c` is a sibling of the key before it).
+    static func documentedReportKeys() throws -> [String] {
+        let doc = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Documentation/Evaluation.md")
+        let text = try String(contentsOf: doc, encoding: .utf8)
+        let section = try XCTUnwrap(text.components(separatedBy: "### `report.json` schema").dropFirst().first)
+        var keys: [String] = []
+        for line in section.split(separator: "\n").prefix(while: { !$0.hasPrefix("#") }) where line.hasPrefix("| `") {
+            let cell = line.split(separator: "|")[0]
+            var last = ""
+            for (i, part) in cell.split(separator: "`", omittingEmptySubsequences: false).enumerated() where i % 2 == 1 {
+                let key = part.hasPrefix(".") ? String(last.split(separator: ".").dropLast().joined(separator: ".") + part) : String(part)
+                keys.append(key)
+                last = key
+            }
+        }
+        return keys
+    }
+
+    /// Every documented key is in report.json, negatives only or not, with or without TTA:
+    /// a value that cannot be computed is an explicit `null`, never a missing key (keys under
+    /// an object that is itself `null`, such as `froc` without truth boxes, go with it).
+    func testReportJSONHasEveryDocumentedKey() throws {
+        let keys = try Self.documentedReportKeys()
+        XCTAssertGreaterThan(keys.count, 25, "\(keys)")
+        for expected in ["tta", "coco.ap", "precision_recall.precisionIoU75", "froc.mean", "classifier.rocAUCLungOpacity"] {
+            XCTAssertTrue(keys.contains(expected), "\(expected) not parsed from Evaluation.md: \(keys)")
+        }
+        let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
+        let negatives: [Evaluation.ImageResult] = [
+            .init(id: "a", truth: [], detections: [Detection(box: box, score: 0.3)], imageClass: .normal, classProbabilities: [0.2, 0.5, 0.3]),
+            .init(id: "b", truth: [], detections: [], imageClass: .notNormal, classProbabilities: [0.6, 0.3, 0.1]),
+        ]
+        let normal = negatives + [.init(id: "c", truth: [box], detections: [Detection(box: box, score: 0.9)], imageClass: .lungOpacity, classProbabilities: [0.1, 0.2, 0.7])]
+        for (name, images, tta) in [("negatives only", negatives, nil), ("normal", normal, nil), ("normal with TTA", normal, Optional("flip"))] {
+            var report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: tta, data: "test")
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-report-keys-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try report.write(to: dir, metricChart: Evaluation(images: images).chart(title: "metric"))
+            let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("report.json"))) as? [String: Any])
+            for key in keys {
+                var node: Any = json
+                for part in key.split(separator: ".") {
+                    if node is NSNull { break }  // under a null object
+                    guard let object = node as? [String: Any], let value = object[String(part)] else {
+                        XCTFail("\(name): report.json lacks \(key): \(json)")
+                        break
+                    }
+                    node = value
+                }
+            }
+            // round trip: the explicit nulls decode
+            let decoded = try JSONDecoder().decode(EvaluationReport.self, from: Data(contentsOf: dir.appendingPathComponent("report.json")))
+            XCTAssertEqual(decoded.tta, tta)
+            XCTAssertEqual(decoded.imagesWithOpacity, report.imagesWithOpacity)
+            if name == "negatives only" {
+                let coco = try XCTUnwrap(json["coco"] as? [String: Any])
+                XCTAssertTrue(coco["ap"] is NSNull && coco["ar100"] is NSNull, "\(coco)")
+                XCTAssertTrue(json["froc"] is NSNull && json["precision_recall"] is NSNull && json["tta"] is NSNull, "\(json)")
+                XCTAssertNil(decoded.froc)
+            } else {
+                XCTAssertNotNil(json["froc"] as? [String: Any])
+                XCTAssertEqual(json["tta"] as? String ?? "null", tta ?? "null")
+            }
+        }
+    }
+
     func testReportHoldsEveryMeasureAndWritesItsFiles() throws {
         let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
         let images: [Evaluation.ImageResult] = [
