@@ -107,6 +107,55 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("afile"), encoding: .utf8), "keep")
     }
 
+    /// An output FILE that cannot be written (an existing folder, a path under a file) is a
+    /// usage error (64) naming the option, found before any model loads or image is read
+    /// (not Foundation's "Is a directory" after the whole run); missing folders above it are
+    /// created. A --model that names nothing is a usage error too, for every command with
+    /// --model, with the nearest zoo name.
+    func testOutputFilesAndModelsCheckedUpFront() throws {
+        let dir = try CLI.tempDir("outputfile")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        try "keep".write(to: dir.appendingPathComponent("afile"), atomically: true, encoding: .utf8)
+        try fm.createDirectory(at: dir.appendingPathComponent("adir"), withIntermediateDirectories: true)
+        let dcm = try firstDICOM()
+        let one = dir.appendingPathComponent("one")
+        try fm.createDirectory(at: one, withIntermediateDirectories: true)
+        try fm.copyItem(at: dcm, to: one.appendingPathComponent(dcm.lastPathComponent))
+        let labels = rsna1k.appendingPathComponent("stage_2_train_labels.csv").path
+        let underFile = "lies under \(dir.appendingPathComponent("afile").path), which is a file"
+        let cases: [([String], String)] = [
+            (["submit", "--images", one.path, "-o", "adir"], "-o/--output adir is a folder; expected a file path (for the submission CSV)"),
+            (["submit", "--images", one.path, "-o", "afile/x/sub.csv"], "-o/--output afile/x/sub.csv " + underFile),
+            (["export", "-o", "adir"], "-o/--output adir is a folder; expected a file path (for the bundle)"),
+            (["export", "--format", "onnx", "-o", "afile/m.onnx"], "-o/--output afile/m.onnx " + underFile),
+            (["folds", "--data", rsna1k.path, "-o", "adir"], "-o/--output adir is a folder; expected a file path (for the folds CSV)"),
+            (["convert", dcm.path, "-o", "afile/x.png"], "-o/--output afile/x.png " + underFile),
+            (["score", "missing.csv", "--labels", labels, "--per-image", "adir"], "--per-image adir is a folder; expected a file path"),
+            (["preview", "-o", "adir"], "-o/--output adir is a folder; expected a file path (for the preview PNG)"),
+            (["import", "missing.safetensors", "--encoder", "resnet34", "-o", "adir"], "-o/--output adir is a folder; expected a file path"),
+            (["detect", dcm.path, "-o", "d", "--model", "missing.opb"], "--model missing.opb: no such file or folder; expected a bundle (.opb)"),
+            (["detect", dcm.path, "-o", "d", "--model", "retinanet-r34-rsna1kk"], "did you mean 'retinanet-r34-rsna1k'"),
+            (["eval", "--data", rsna1k.path, "--model", "runs/nope"], "--model runs/nope: no such file or folder"),
+            (["submit", "--images", one.path, "--model", "retinanet-r34-rsna1k.opb"], "did you mean the zoo's 'retinanet-r34-rsna1k'"),
+            (["serve", "--model", "missing.opb", "--port", "18999"], "--model missing.opb: no such file or folder"),
+            (["export", "missing.opb", "-o", "m.opb"], "the model argument missing.opb: no such file or folder"),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir, timeout: 120)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertFalse(r.all.contains("NSCocoaErrorDomain") || r.stderr.contains("Usage:") || r.stderr.contains("model:"), "\(args): \(r.all)")
+        }
+        XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("afile"), encoding: .utf8), "keep")
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: dir.appendingPathComponent("adir").path), [])
+        // missing folders above an output file are created, as for output folders
+        let r = try CLI.run(["submit", "--images", one.path, "-o", "nodir/x/sub.csv", "--quiet"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let csv = try String(contentsOf: dir.appendingPathComponent("nodir/x/sub.csv"), encoding: .utf8)
+        XCTAssertTrue(csv.hasPrefix("patientId,PredictionString") && csv.contains(dcm.deletingPathExtension().lastPathComponent), csv)
+    }
+
     /// Errors found while running print the error (and its hint) only; errors in the command
     /// line keep the command's usage.
     func testRuntimeErrorsPrintNoUsage() throws {

@@ -68,6 +68,10 @@ struct ConvertCommand: ParsableCommand {
         var inputIsFolder: ObjCBool = false
         if FileManager.default.fileExists(atPath: input, isDirectory: &inputIsFolder), inputIsFolder.boolValue {
             try requireOutputFolder(try outputPath(), option: "-o/--output", for: "one PNG per DICOM file of the folder \(input)")
+        } else if URL(fileURLWithPath: try outputPath()).pathExtension.lowercased() == "png" {
+            try requireOutputFile(try outputPath(), option: "-o/--output", for: "the PNG of \(input)")
+        } else {
+            try requireOutputFolder(try outputPath(), option: "-o/--output", for: "the PNG of \(input), named after it")
         }
         var options = ImageConversion.Options(
             size: size, window: try parseWindow(window), overwrite: overwrite,

@@ -70,6 +70,9 @@ struct ExportCommand: ParsableCommand {
     }
 
     func run() throws {
+        try requireOutputFile(output, option: "-o/--output", for: format == .onnx ? "the ONNX model" : "the bundle")
+        if let model { try requireModelReference(model, option: "the model argument") }
+        if let modelOption { try requireModelReference(modelOption, option: "--model") }
         let registry = try pluginOptions.registry()
         let reference = model ?? modelOption ?? defaultModelName
         if model == nil && modelOption == nil { note("no model named: exporting the zoo's \(defaultModelName) (name another as the first argument or --model)") }
@@ -106,6 +109,7 @@ struct ExportCommand: ParsableCommand {
         }
         do { try modelCard.validate(file: card ?? output, field: "model_card") } catch { throw ValidationError("\(error)") }
         meta.extra[ModelCard.metadataKey] = modelCard.jsonValue
+        try createParentFolder(of: URL(fileURLWithPath: output), option: "-o/--output")
         let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: .uniform(storage.type), metadata: meta)
         say("\(url.path) -> \(output)")
         say(summary.description)
@@ -127,6 +131,7 @@ struct ExportCommand: ParsableCommand {
             let t = threshold ?? ModelReference.savedThreshold(url) ?? 0.2
             options.postprocess = try ONNXPostprocess.matching(detector, threshold: t)
         }
+        try createParentFolder(of: target, option: "-o/--output")
         let model = try ONNXExporter.write(detector, to: target, options: options)
         say("\(url.path) -> \(output)")
         say(

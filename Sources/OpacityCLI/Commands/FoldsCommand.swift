@@ -27,6 +27,7 @@ struct FoldsCommand: ParsableCommand {
     }
 
     func run() throws {
+        try requireOutputFile(output, option: "-o/--output", for: "the folds CSV")
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var views: [String: String] = [:]
         if stratify == .view {

@@ -63,10 +63,12 @@ struct ImportCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let output, !dryRun { try requireOutputFile(output, option: "-o/--output", for: "the encoder bundle") }
         let registry = try pluginOptions.registry()
         let map = try registry.keyMap(keyMap, encoder: encoder)
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)
+        if let out { try createParentFolder(of: out, option: "-o/--output") }
         let report = try WeightImport.importEncoder(
             from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
             storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,

@@ -61,6 +61,7 @@ struct AugmentPreviewCommand: ParsableCommand {
     }
 
     func run() throws {
+        try requireOutputFile(output, option: "-o/--output", for: "the preview PNG")
         let config = try AugmentationConfig(parsing: augmentation)
         let policy: ProblemImagePolicy = skipBadImages ? .skip : .fail
         var dataset: DetectionDataset

@@ -27,6 +27,7 @@ struct ScoreCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let perImage { try requireOutputFile(perImage, option: "--per-image", for: "the per-image scores CSV") }
         let sub = try Submission(contentsOf: URL(fileURLWithPath: submission))
         let l = try RSNALabels.load(labels: URL(fileURLWithPath: labels), classInfo: nil)
         var truth: [String: [BoundingBox]] = [:]
@@ -42,6 +43,7 @@ struct ScoreCommand: ParsableCommand {
                 throw ValidationError("--per-image \(perImage) is an input of this command; choose another file")
             }
             let csv = CSVTable.render(header: ["patientId", "score"], rows: s.perImage.map { [$0.patientId, $0.score.map { String(format: "%.6f", $0) } ?? ""] })
+            try createParentFolder(of: out, option: "--per-image")
             try Data(csv.utf8).write(to: out, options: .atomic)
             say("wrote \(perImage)")
         }

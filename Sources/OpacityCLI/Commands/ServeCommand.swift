@@ -50,6 +50,8 @@ struct ServeCommand: ParsableCommand {
 
     func serve() async throws {
         runtime.apply()
+        // before the server starts: the models load in the background
+        try model.requireReferences()
         var c = ServeConfiguration()
         c.host = host
         c.port = port

@@ -38,6 +38,8 @@ struct SubmitCommand: ParsableCommand {
 
     private func submit(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "submission.csv") ?? output
+        // before the model is loaded and every image run: a bad path would lose the whole run
+        try requireOutputFile(out, option: "-o/--output", for: "the submission CSV")
         let listed = try ImageFile.list(in: URL(fileURLWithPath: images))
         guard !listed.isEmpty else { throw ValidationError("\(images) holds no images (.dcm, .png, .jpg)") }
         let outURL = URL(fileURLWithPath: out)
@@ -86,6 +88,7 @@ struct SubmitCommand: ParsableCommand {
             skipped = merged
         }
         let sub = Submission(rows: rows)
+        try createParentFolder(of: outURL, option: "-o/--output")
         try sub.write(to: outURL)
         try reportSkipped(skipped, to: skippedURL, note: "; they have no row in \(out)")
         say("wrote \(out): \(rows.count) patients, \(rows.filter { !$0.detections.isEmpty }.count) with boxes, \(rows.reduce(0) { $0 + $1.detections.count }) boxes")

@@ -5,6 +5,30 @@ import Opacity
 /// The zoo entry used when no --model is given.
 let defaultModelName = "retinanet-r34-rsna1k"
 
+/// Refuses a model reference that names nothing: a path (it has a `/` or ends in `.opb`) that
+/// does not exist, or a name the zoo does not know. Other problems (a zoo that does not load,
+/// a bundle that does not parse) are left to loading, which reports them (exit status 1).
+/// - Parameters:
+///   - reference: a bundle, a run folder or a zoo name, as given.
+///   - option: what named it, for the message (`--model`).
+/// - Throws: `ValidationError` naming the option and the reference, what was expected, the
+///   nearest zoo name if any, and where the zoo's names are listed.
+func requireModelReference(_ reference: String, option: String) throws {
+    if FileManager.default.fileExists(atPath: reference) { return }
+    let hint = "`opacity zoo list` lists the zoo's names"
+    guard let zoo = try? Zoo.standard() else { return }
+    if reference.contains("/") || reference.hasSuffix(".opb") {
+        let stem = URL(fileURLWithPath: reference).deletingPathExtension().lastPathComponent
+        let nearest = nearestMatch(stem, in: zoo.items.map(\.entry.name))
+        throw ValidationError(
+            "\(option) \(reference): no such file or folder; expected a bundle (.opb), a run folder (its best.opb) or a zoo name"
+                + (nearest.map { " (did you mean the zoo's '\($0)'?)" } ?? "") + "; \(hint)")
+    }
+    do { _ = try zoo.item(reference) } catch let error as ZooError {
+        throw ValidationError("\(option) \(reference): not a file or folder, and \(error); \(hint)")
+    }
+}
+
 /// Options naming one model or an ensemble.
 struct ModelOptions: ParsableArguments {
     @Option(
@@ -68,6 +92,14 @@ struct ModelOptions: ParsableArguments {
         guard sizeScale.isFinite && sizeScale >= 0 && sizeScale <= 10 else { throw ValidationError("--size-scale must be in 0...10") }
     }
 
+    /// Refuses a --model that names nothing (a path that does not exist, an unknown zoo
+    /// name) as a usage error (exit status 64) before anything loads; run by
+    /// ``hashedPredictor(registry:)`` and by commands that load models later (`serve`).
+    /// - Throws: `ValidationError` from ``requireModelReference(_:option:)``.
+    func requireReferences() throws {
+        for m in models { try requireModelReference(m, option: "--model") }
+    }
+
     /// Loads the models and builds the predictor.
     func predictor(registry: Registry) throws -> (Predictor, [URL]) {
         let (p, urls, _) = try hashedPredictor(registry: registry)
@@ -77,6 +109,7 @@ struct ModelOptions: ParsableArguments {
     /// ``predictor(registry:)`` with the SHA-256 of the bytes each model was built from
     /// (read once: what `detect` and `serve` report is what they run).
     func hashedPredictor(registry: Registry) throws -> (Predictor, [URL], [String]) {
+        try requireReferences()
         // zoo ensemble entries expand into their members; the entry's rule applies unless
         // --ensemble is given
         let (refs, rule) = try ModelReference.expand(models.isEmpty ? [defaultModelName] : models)

@@ -51,6 +51,53 @@ func requireOutputFolder(_ path: String, option: String, for contents: String) t
     }
 }
 
+/// Refuses an output file path that cannot be written, before anything is loaded or computed
+/// (Foundation's own messages, "The file doesn't exist" or "Is a directory", would come only
+/// after the whole run and name no option): the path must not be an existing folder (nor end
+/// in `/`), and no part of it may be an existing file. Folders above the file that do not
+/// exist yet are fine: they are created when the file is written (``createParentFolder(of:option:)``),
+/// as the commands that write a folder create it.
+/// - Parameters:
+///   - path: the file as given.
+///   - option: the option that named it (`-o/--output`).
+///   - contents: what the file is for, for the message (`the submission CSV`).
+/// - Throws: `ValidationError` naming the option, the path, what is in the way and what was expected.
+func requireOutputFile(_ path: String, option: String, for contents: String) throws {
+    let fm = FileManager.default
+    let given = URL(fileURLWithPath: path).standardizedFileURL
+    var isDirectory: ObjCBool = false
+    if path.hasSuffix("/") || (fm.fileExists(atPath: given.path, isDirectory: &isDirectory) && isDirectory.boolValue) {
+        let example = given.appendingPathComponent("out").path
+        throw ValidationError("\(option) \(path) is a folder; expected a file path (for \(contents)), e.g. \(example)")
+    }
+    var url = given.deletingLastPathComponent()
+    while true {
+        if fm.fileExists(atPath: url.path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw ValidationError(
+                    "\(option) \(path) lies under \(url.path), which is a file; expected a file path (for \(contents)) whose folders are folders or do not exist yet")
+            }
+            guard fm.isWritableFile(atPath: url.path) else {
+                throw ValidationError("\(option) \(path): the folder \(url.path) is not writable; expected a file path (for \(contents)) in a folder you can write to")
+            }
+            return
+        }
+        let parent = url.deletingLastPathComponent()
+        if parent.path == url.path { return }
+        url = parent
+    }
+}
+
+/// Creates the folders above an output file that do not exist yet (checked up front by
+/// ``requireOutputFile(_:option:for:)``).
+/// - Throws: `ValidationError` naming the option and the folder when it cannot be created.
+func createParentFolder(of file: URL, option: String) throws {
+    let folder = file.deletingLastPathComponent()
+    do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+        throw ValidationError("\(option) \(file.path): cannot create its folder \(folder.path): \(error.localizedDescription)")
+    }
+}
+
 /// An error with a line saying what to do about it (printed below the error).
 struct WithHint: Error, CustomStringConvertible {
     let error: Error
