@@ -130,6 +130,10 @@ final class CLIOutputTests: XCTestCase {
             (["export", "-o", "adir"], "-o/--output adir is a folder; expected a file path (for the bundle)"),
             (["export", "--format", "onnx", "-o", "afile/m.onnx"], "-o/--output afile/m.onnx " + underFile),
             (["folds", "--data", rsna1k.path, "-o", "adir"], "-o/--output adir is a folder; expected a file path (for the folds CSV)"),
+            (
+                ["eval", "--data", rsna1k.path, "-o", "ev", "--operating-point-out", "adir"],
+                "--operating-point-out adir is a folder; expected a file path (for the bundle with its operating point)"
+            ),
             (["convert", dcm.path, "-o", "afile/x.png"], "-o/--output afile/x.png " + underFile),
             (["score", "missing.csv", "--labels", labels, "--per-image", "adir"], "--per-image adir is a folder; expected a file path"),
             (["preview", "-o", "adir"], "-o/--output adir is a folder; expected a file path (for the preview PNG)"),

@@ -62,6 +62,7 @@ struct EvalCommand: ParsableCommand {
     private func evaluate(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the report, CSVs and figures")
+        if let opOut = operatingPointOut { try requireOutputFile(opOut, option: "--operating-point-out", for: "the bundle with its operating point") }
         let registry = try pluginOptions.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         say(model.describe(urls, predictor))
