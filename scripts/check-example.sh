@@ -61,9 +61,12 @@ fi
 grep -q tiny_backbone "$work/out.txt" || fail "the error without the plugin does not name tiny_backbone"
 # a library built against another Opacity version is refused, naming the file and both versions
 modules="$bin/Modules"; test -d "$modules" || modules="$bin"
+# every system-library module the Opacity modules import (CBLAS, CDNNL, ...) needs its module map
+maps=()
+for m in "$root"/Sources/C*/module.modulemap; do maps+=(-Xcc "-fmodule-map-file=$m"); done
 swiftc -emit-library -parse-as-library -O -module-name MismatchedPlugin -I "$modules" -L "$bin" -lOpacityDynamic \
-    -Xcc -fmodule-map-file="$root/Sources/CBLAS/module.modulemap" \
-    "$root/scripts/fixtures/mismatched-plugin.swift" -o "$work/libMismatched.so"
+    "${maps[@]}" "$root/scripts/fixtures/mismatched-plugin.swift" -o "$work/libMismatched.so" \
+    || fail "the mismatched-version fixture plugin did not build"
 if "$opacity" plugins --plugin "$work/libMismatched.so" > "$work/out.txt" 2>&1; then fail "a mismatched plugin was accepted"; fi
 grep -q "libMismatched.so was built against Opacity 0.0.9, plugin format 1" "$work/out.txt" || fail "no version-mismatch message"
 grep -q "this program is Opacity $("$opacity" --version)" "$work/out.txt" || fail "the mismatch message does not name this opacity's version"
