@@ -119,7 +119,10 @@ final class InterruptFlag: @unchecked Sendable {
                         Data(
                             "\n\(name) again: quitting now; the step in flight is lost (--resume continues from the last checkpoint written, if any)\n"
                                 .utf8))
-                    exit(128 + sig)
+                    // _exit, not exit: exit's teardown (OpenBLAS's buffers among it) would run
+                    // under the training thread still computing, which then crashed (SIGSEGV)
+                    fflush(nil)
+                    _exit(128 + sig)
                 }
             }
             s.resume()
