@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Builds and runs the template backbone plugin, Examples/TinyBackbone: a package of its own
 # that depends on this checkout by path, defines an encoder outside the framework, registers
 # it and trains a RetinaNet on it for a few steps through the public API. Then runs its

@@ -25,4 +25,13 @@ if [ -n "$out" ]; then
   echo "error: swift-format rule findings (above)" >&2
   exit 1
 fi
+# Shell scripts parse with the shell their first line names (a bash array in a /bin/sh script
+# failed only at run time, in CI's example check).
+for f in scripts/*.sh .ci/run Examples/*/*.sh; do
+  [ -f "$f" ] || continue
+  case "$(head -n 1 "$f")" in
+    *bash*) bash -n "$f" || { echo "error: $f does not parse as bash" >&2; exit 1; } ;;
+    '#!/bin/sh'*) sh -n "$f" || { echo "error: $f does not parse as POSIX sh (its first line says /bin/sh)" >&2; exit 1; } ;;
+  esac
+done
 echo "lint: ok"
