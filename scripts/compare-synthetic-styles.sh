@@ -13,8 +13,12 @@
 #     figures: metric against threshold, precision-recall, FROC) and `opacity compare` for the
 #     training curves (these need at least one finished epoch).
 #
+#  5. the decision (STAGE=cv, after 1-2): each pretrained model transferred to every real fold
+#     for CV_EPOCHS epochs (fixed work, not wall time), both styles at once per fold, each scored
+#     by `opacity eval` on all of its fold's held-out images; cv.csv holds the metrics.
+#
 # Budget (the 2-core development machine shared with other jobs): PRETRAIN_S and TRANSFER_S
-# seconds per run, 1 thread each, nice 10. Usage: scripts/compare-synthetic-styles.sh [WORK]
+# seconds per run, 1 thread each, nice 10. Usage: [STAGE=all|cv] scripts/compare-synthetic-styles.sh [WORK]
 # Needs: the rsna1k 256-px copy (scripts/train-real-zoo-model.sh step 1) in $RSNA256.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +29,8 @@ rsna256=${RSNA256:-real-zoo-work/rsna256}
 pretrain_s=${PRETRAIN_S:-1500}
 transfer_s=${TRANSFER_S:-1800}
 real=../shared/realdata
+stage=${STAGE:-all}
+cv_epochs=${CV_EPOCHS:-1}
 mkdir -p "$work/bg"
 # the composite zoo entry's films: RSNA patients without boxes and the two NIH films
 for id in $(awk -F, '$6 == "0" { print $1 }' "$real/rsna/example_train_labels.csv" | sort -u); do
@@ -33,14 +39,41 @@ done
 ln -sf "$(cd "$real/nih" && pwd)"/*.png "$work/bg/"
 "$bin" folds --data "$real/rsna1k" --stratify view -o "$work/folds.csv"
 config="retinanet(head=retina(channels=64), neck=fpn(channels=64), size=256)"
-common=(--config "$config" --batch 8 --lr 1e-4 --freeze-bn off --aug heavy --workers 1 --threads 1 --seed 1234 --epochs 100)
+common=(--config "$config" --batch 8 --lr 1e-4 --freeze-bn off --aug heavy --workers 1 --threads 1 --seed 1234)
+if [ "$stage" = cv ]; then
+  for style in ovals patchy; do
+    [ -f "$work/pre-$style/checkpoints/interrupted.opb" ] || { echo "error: $work/pre-$style has no pretrained model: run the script without STAGE=cv first" >&2; exit 1; }
+  done
+  echo "style,fold,metric,threshold,roc_auc" > "$work/cv.csv"
+  for fold in 0 1 2 3; do
+    for style in ovals patchy; do
+      ("$bin" train "${common[@]}" --epochs "$cv_epochs" --data "$rsna256" --folds-file "$work/folds.csv" \
+        --fold "$fold" --limit-val 8 --init-weights "$work/pre-$style/checkpoints/interrupted.opb" -o "$work/cv-$style-f$fold" \
+        > "$work/cv-$style-f$fold.log" 2>&1 &&
+        "$bin" eval --model "$work/cv-$style-f$fold" --data "$rsna256" --folds-file "$work/folds.csv" --fold "$fold" \
+          --threads 1 -o "$work/cv-eval-$style-f$fold" > "$work/cv-eval-$style-f$fold.txt" 2>&1) &
+    done
+    wait
+    for style in ovals patchy; do
+      python3 - "$work/cv-eval-$style-f$fold/report.json" "$style" "$fold" >> "$work/cv.csv" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+c = r.get("classifier") or {}
+ch = r["challenge"]
+print(f"{sys.argv[2]},{sys.argv[3]},{ch['bestMetric']},{ch['bestThreshold']},{c.get('rocAUCLungOpacity')}")
+PY
+    done
+  done
+  cat "$work/cv.csv"
+  exit 0
+fi
 for style in ovals patchy; do
   "$bin" synth -o "$work/synth-$style" --count 800 --size 512 --backgrounds "$work/bg" --seed 7 --opacity-style "$style"
 done
 # 2. pretraining: both at once, stopped after the same wall time (SIGINT writes
 #    checkpoints/interrupted.opb)
 for style in ovals patchy; do
-  timeout -s INT "$pretrain_s" nice -n 10 "$bin" train "${common[@]}" --data "$work/synth-$style" --fold 0 --limit-val 16 \
+  timeout -s INT "$pretrain_s" nice -n 10 "$bin" train "${common[@]}" --epochs 100 --data "$work/synth-$style" --fold 0 --limit-val 16 \
     --init-weights zoo:retinanet-r34-composite -o "$work/pre-$style" > "$work/pre-$style.log" 2>&1 &
 done
 wait
@@ -52,7 +85,7 @@ done
 wait
 # 3. transfer to real fold 0 from the last pretraining weights, both at once, same wall time
 for style in ovals patchy; do
-  timeout -s INT "$transfer_s" nice -n 10 "$bin" train "${common[@]}" --data "$rsna256" --folds-file "$work/folds.csv" --fold 0 \
+  timeout -s INT "$transfer_s" nice -n 10 "$bin" train "${common[@]}" --epochs 100 --data "$rsna256" --folds-file "$work/folds.csv" --fold 0 \
     --limit-val 48 --init-weights "$work/pre-$style/checkpoints/interrupted.opb" -o "$work/transfer-$style" > "$work/transfer-$style.log" 2>&1 &
 done
 wait
