@@ -17,7 +17,7 @@ public struct EvaluationReport: Codable, Sendable {
     /// The ensemble rule (``EnsembleMethod``'s description).
     public var ensemble: String
     /// The test-time augmentation, or `null`.
-    public var tta: String?
+    @ExplicitNull public var tta: String? = nil
     /// What was scored (folder, fold).
     public var data: String
     /// Images scored.
@@ -31,24 +31,14 @@ public struct EvaluationReport: Codable, Sendable {
     public struct Challenge: Codable, Sendable {
         /// The best threshold (the operating point) and the metric there; `null` when the
         /// metric is undefined (``undefinedReason``).
-        public var bestThreshold: Float?
-        public var bestMetric: Double?
+        @ExplicitNull public var bestThreshold: Float? = nil
+        @ExplicitNull public var bestMetric: Double? = nil
         /// Every threshold swept and the metric at it (`null` where no image counts: no
         /// truth box and no box predicted anywhere).
         public var thresholds: [Float]
         public var metrics: [Double?]
         /// Why ``bestMetric`` is `null` (no image has a truth box), else `null`.
-        public var undefinedReason: String?
-
-        public func encode(to encoder: any Swift.Encoder) throws {
-            // explicit nulls: a reader sees the key and why it has no value
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(bestThreshold, forKey: .bestThreshold)
-            try c.encode(bestMetric, forKey: .bestMetric)
-            try c.encode(thresholds, forKey: .thresholds)
-            try c.encode(metrics, forKey: .metrics)
-            try c.encode(undefinedReason, forKey: .undefinedReason)
-        }
+        @ExplicitNull public var undefinedReason: String? = nil
     }
 
     /// Why the challenge metric is undefined on images without any truth box (the wording
@@ -62,22 +52,12 @@ public struct EvaluationReport: Codable, Sendable {
 
     /// COCO-style box AP/AR for the opacity class (pycocotools' definitions).
     public struct Coco: Codable, Sendable {
-        public var ap: Double?
-        public var ap50: Double?
-        public var ap75: Double?
-        public var ar100: Double?
+        @ExplicitNull public var ap: Double? = nil
+        @ExplicitNull public var ap50: Double? = nil
+        @ExplicitNull public var ap75: Double? = nil
+        @ExplicitNull public var ar100: Double? = nil
         /// Detections counted (all scores, best 100 per image).
         public var detections: Int
-
-        public func encode(to encoder: any Swift.Encoder) throws {
-            // explicit nulls: no truth box means no AP/AR, and the key says so
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(ap, forKey: .ap)
-            try c.encode(ap50, forKey: .ap50)
-            try c.encode(ap75, forKey: .ap75)
-            try c.encode(ar100, forKey: .ar100)
-            try c.encode(detections, forKey: .detections)
-        }
     }
     public var coco: Coco
 
@@ -87,7 +67,7 @@ public struct EvaluationReport: Codable, Sendable {
         public var precisionIoU50: [Double]
         public var precisionIoU75: [Double]
     }
-    public var precisionRecall: PrecisionRecall?
+    @ExplicitNull public var precisionRecall: PrecisionRecall? = nil
 
     /// FROC: sensitivity at false positives per image (IoU >= 0.5 hits).
     public struct FROC: Codable, Sendable {
@@ -96,7 +76,7 @@ public struct EvaluationReport: Codable, Sendable {
         /// The mean of the sensitivities.
         public var mean: Double
     }
-    public var froc: FROC?
+    @ExplicitNull public var froc: FROC? = nil
 
     /// The global classifier: confusion matrix and ROC AUC of "Lung Opacity" against the rest.
     public struct Classifier: Codable, Sendable {
@@ -105,29 +85,19 @@ public struct EvaluationReport: Codable, Sendable {
         /// `confusion[truth][predicted]` counts; the prediction is the most probable class;
         /// `null` when the labels do not give the class of every scored image
         /// (``threeClassUnavailable`` says why).
-        public var confusion: [[Int]]?
+        @ExplicitNull public var confusion: [[Int]]? = nil
         /// Fraction of images whose most probable class is their label; `null` with ``confusion``.
-        public var accuracy: Double?
+        @ExplicitNull public var accuracy: Double? = nil
         /// Scored images whose 3-way class the labels give.
         public var imagesWithClass: Int
         /// Why ``confusion`` and ``accuracy`` are `null`, else `null`.
-        public var threeClassUnavailable: String?
+        @ExplicitNull public var threeClassUnavailable: String? = nil
         /// ROC AUC of P(Lung Opacity) separating Lung Opacity images (those with truth boxes)
         /// from the rest (ties count half); `null` when only one side is present. Needs no
         /// class file: whether an image is "Lung Opacity" is its `Target`.
-        public var rocAUCLungOpacity: Double?
-
-        public func encode(to encoder: any Swift.Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(labels, forKey: .labels)
-            try c.encode(confusion, forKey: .confusion)
-            try c.encode(accuracy, forKey: .accuracy)
-            try c.encode(imagesWithClass, forKey: .imagesWithClass)
-            try c.encode(threeClassUnavailable, forKey: .threeClassUnavailable)
-            try c.encode(rocAUCLungOpacity, forKey: .rocAUCLungOpacity)
-        }
+        @ExplicitNull public var rocAUCLungOpacity: Double? = nil
     }
-    public var classifier: Classifier?
+    @ExplicitNull public var classifier: Classifier? = nil
 
     /// The figures written beside the report (PNG, each with an SVG of the same name).
     public var figures: [String: String]
@@ -135,27 +105,6 @@ public struct EvaluationReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case format, version, models, ensemble, tta, data, images, coco, froc, classifier, figures, challenge
         case imagesWithOpacity = "images_with_opacity", truthBoxes = "truth_boxes", precisionRecall = "precision_recall"
-    }
-
-    /// Every key of the schema, with an explicit `null` where there is no value (no TTA, no
-    /// truth box for the curves, no global classifier), so a reader finds each documented key.
-    public func encode(to encoder: any Swift.Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(format, forKey: .format)
-        try c.encode(version, forKey: .version)
-        try c.encode(models, forKey: .models)
-        try c.encode(ensemble, forKey: .ensemble)
-        try c.encode(tta, forKey: .tta)
-        try c.encode(data, forKey: .data)
-        try c.encode(images, forKey: .images)
-        try c.encode(imagesWithOpacity, forKey: .imagesWithOpacity)
-        try c.encode(truthBoxes, forKey: .truthBoxes)
-        try c.encode(challenge, forKey: .challenge)
-        try c.encode(coco, forKey: .coco)
-        try c.encode(precisionRecall, forKey: .precisionRecall)
-        try c.encode(froc, forKey: .froc)
-        try c.encode(classifier, forKey: .classifier)
-        try c.encode(figures, forKey: .figures)
     }
 
     /// Measures everything from an evaluation.

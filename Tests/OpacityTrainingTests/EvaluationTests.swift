@@ -200,7 +200,11 @@ final class EvaluationTests: XCTestCase {
                     node = value
                 }
             }
-            // round trip: the explicit nulls decode
+            // round trip: the explicit nulls decode, and so does a file written before a key existed
+            var old = json
+            old["tta"] = nil
+            let withoutKey = try JSONDecoder().decode(EvaluationReport.self, from: JSONSerialization.data(withJSONObject: old))
+            XCTAssertNil(withoutKey.tta)
             let decoded = try JSONDecoder().decode(EvaluationReport.self, from: Data(contentsOf: dir.appendingPathComponent("report.json")))
             XCTAssertEqual(decoded.tta, tta)
             XCTAssertEqual(decoded.imagesWithOpacity, report.imagesWithOpacity)
