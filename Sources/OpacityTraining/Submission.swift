@@ -24,8 +24,12 @@ public struct Submission: Sendable, Equatable {
     }
 
     /// Reads a submission CSV.
-    /// - Throws: ``SubmissionError`` naming the file, line and field that is wrong.
+    /// - Throws: `DataError.missingFile` when there is no such file; ``SubmissionError``
+    ///   naming the file, line and field that is wrong.
     public init(contentsOf url: URL) throws {
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw DataError.missingFile(path: url.path, expected: "a submission CSV (patientId,PredictionString)")
+        }
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw SubmissionError(file: url.path, line: 0, message: "cannot read the file: \(error.localizedDescription)")

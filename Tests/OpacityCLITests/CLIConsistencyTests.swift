@@ -29,12 +29,17 @@ final class CLIConsistencyTests: XCTestCase {
         }
     }
 
-    /// A missing file is data error 1; a missing required option is usage error 64.
+    /// A missing input data file is data error 1 (ExitStatus's table and CLI.md's); a missing
+    /// required option, and a path checked before anything loads (`detect`'s input), are usage
+    /// error 64.
     func testExitStatusScheme() throws {
         let dir = try CLI.tempDir("exit")
         defer { try? FileManager.default.removeItem(at: dir) }
         var r = try CLI.run(["score", "missing.csv", "--labels", "missing-labels.csv"], in: dir)
         XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("missing.csv' does not exist; expected a submission CSV"), r.all)
+        r = try CLI.run(["detect", "missing.png"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
         r = try CLI.run(["synth", "--count", "4"], in: dir)
         XCTAssertEqual(r.status, 64, r.all)
         XCTAssertTrue(r.stderr.contains("-o/--output"), r.all)
