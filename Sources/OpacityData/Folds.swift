@@ -7,7 +7,10 @@ import OpacityTensor
 /// Train on every fold but `k` and validate on fold `k` (the paper uses 4 folds). The file
 /// form is a CSV `patientId,class,fold` (class as its label, fold 0-based), the same
 /// columns as the paper's `folds.csv`; the class is empty for a patient whose class the
-/// labels do not give (no class-info file: a patient without boxes).
+/// labels do not give (no class-info file: a patient without boxes). A fourth column `view`
+/// (the film's view position, `AP`, `PA`, ..., empty where unknown) is written when
+/// ``views`` is not empty, as `opacity folds --stratify view` does; `opacity eval` reads it
+/// to report the metric per view for images whose files do not carry it (PNG).
 public struct Folds: Sendable, Equatable {
     /// The number of folds.
     public let count: Int
@@ -17,6 +20,9 @@ public struct Folds: Sendable, Equatable {
     public private(set) var fold: [String: Int]
     /// Class of each patient whose class is known (patients of unknown class are absent).
     public private(set) var classes: [String: ImageClass]
+    /// View position of each patient whose view is known (upper case, e.g. `AP`, `PA`; the
+    /// file's `view` column); empty when the file has no such column.
+    public var views: [String: String] = [:]
 
     /// The CSV header.
     public static let header = ["patientId", "class", "fold"]
@@ -140,24 +146,29 @@ public struct Folds: Sendable, Equatable {
     /// The most folds a folds file may have.
     public static let maximumCount = 100
 
-    /// The CSV text (`patientId,class,fold`, sorted by id; the class empty where unknown).
+    /// The CSV text (`patientId,class,fold`, sorted by id; the class empty where unknown),
+    /// with a `view` column (empty where unknown) when ``views`` is not empty.
     public var csv: String {
-        CSVTable.render(header: Folds.header, rows: ids.map { [$0, classes[$0]?.label ?? "", String(fold[$0]!)] })
+        guard !views.isEmpty else {
+            return CSVTable.render(header: Folds.header, rows: ids.map { [$0, classes[$0]?.label ?? "", String(fold[$0]!)] })
+        }
+        return CSVTable.render(header: Folds.header + ["view"], rows: ids.map { [$0, classes[$0]?.label ?? "", String(fold[$0]!), views[$0] ?? ""] })
     }
 
     /// Writes the CSV.
     /// - Throws: ``DataError/unwritableFile(path:reason:)``.
     public func write(to url: URL) throws { try writeData(Data(csv.utf8), to: url) }
 
-    /// Reads a folds CSV.
+    /// Reads a folds CSV (`patientId,class,fold`, optionally with a fourth column `view`).
     /// - Parameters:
     ///   - url: the file.
     ///   - expectedCount: when set, the number of folds the file must have.
     /// - Throws: ``DataError`` naming the line and column of a bad value.
     public static func read(from url: URL, expectedCount: Int? = nil) throws -> Folds {
         let t = try CSVTable(contentsOf: url)
-        try t.requireHeader(header)
-        var ids: [String] = [], fold: [String: Int] = [:], classes: [String: ImageClass] = [:]
+        let hasViews = t.header == header + ["view"]
+        if !hasViews { try t.requireHeader(header) }
+        var ids: [String] = [], fold: [String: Int] = [:], classes: [String: ImageClass] = [:], views: [String: String] = [:]
         let labels = ImageClass.allCases.map(\.label)
         var maxFold = -1
         for (line, f) in t.rows {
@@ -173,23 +184,27 @@ public struct Folds: Sendable, Equatable {
                                          expected: "an integer in 0...\((expectedCount ?? Folds.maximumCount) - 1)",
                                          nearest: nil)
             }
+            let view = hasViews ? f[3].trimmingCharacters(in: .whitespaces).uppercased() : ""
             if let old = fold[id] {
-                if old != k || classes[id] != c {
+                if old != k || classes[id] != c || (views[id] ?? "") != view {
                     throw DataError.inconsistentLabels(path: url.path, line: line,
-                                                       reason: "patient \(id) appears twice with different fold or class")
+                                                       reason: "patient \(id) appears twice with different fold, class or view")
                 }
                 continue
             }
             ids.append(id)
             fold[id] = k
             if let c { classes[id] = c }
+            if !view.isEmpty { views[id] = view }
             maxFold = max(maxFold, k)
         }
         let n = expectedCount ?? (maxFold + 1)
         guard n >= 2 else {
             throw DataError.invalidParameter(name: "folds", value: "\(n)", expected: "a file with at least 2 folds (\(url.path))", nearest: nil)
         }
-        return Folds(count: n, ids: ids, fold: fold, classes: classes)
+        var folds = Folds(count: n, ids: ids, fold: fold, classes: classes)
+        folds.views = views
+        return folds
     }
 
     init(count: Int, ids: [String], fold: [String: Int], classes: [String: ImageClass]) {

@@ -99,19 +99,63 @@ public struct EvaluationReport: Codable, Sendable {
     }
     @ExplicitNull public var classifier: Classifier? = nil
 
+    /// The challenge metric, counts and classifier per view position (AP, PA, ...).
+    ///
+    /// RSNA's labels confound view and class (positives are mostly AP films), so the metric
+    /// over all images can hide a model that learnt the view; per view it cannot.
+    public struct ByView: Codable, Sendable {
+        /// Where the views came from (``ViewPositions/source``).
+        public var source: String
+        /// The overall best threshold (``Challenge/bestThreshold``), at which ``View/metric``
+        /// is measured; `null` when the overall metric is undefined.
+        @ExplicitNull public var threshold: Float? = nil
+        /// One entry per view, by name; images of unknown view last, as `unknown`.
+        public var views: [View]
+
+        /// One view's numbers.
+        public struct View: Codable, Sendable {
+            /// The view position (`AP`, `PA`, ...), or `unknown`.
+            public var view: String
+            /// Images of this view, those with at least one truth box, and their truth boxes.
+            public var images: Int
+            public var imagesWithOpacity: Int
+            public var truthBoxes: Int
+            /// Images that count in the RSNA metric at ``ByView/threshold`` (a truth box or a
+            /// box predicted there; the others are left out of the mean); `null` with it.
+            @ExplicitNull public var scoredImages: Int? = nil
+            /// The RSNA metric of this view's images at the overall best threshold; `null`
+            /// when no image counts there or the threshold is `null`.
+            @ExplicitNull public var metric: Double? = nil
+            /// This view's own best threshold and the metric there (the sweep of
+            /// ``Challenge/thresholds`` over its images); `null` when none of its images has a
+            /// truth box.
+            @ExplicitNull public var bestThreshold: Float? = nil
+            @ExplicitNull public var bestMetric: Double? = nil
+            /// ROC AUC of P(Lung Opacity) within this view (as ``Classifier/rocAUCLungOpacity``);
+            /// `null` without a global classifier or unless both classes occur in the view.
+            @ExplicitNull public var rocAUCLungOpacity: Double? = nil
+        }
+    }
+    /// The numbers per view; `null` when no image's view is known (``byViewUnavailable``).
+    @ExplicitNull public var byView: ByView? = nil
+    /// Why ``byView`` is `null` (e.g. PNG images and no folds file with a view column), else `null`.
+    @ExplicitNull public var byViewUnavailable: String? = nil
+
     /// The figures written beside the report (PNG, each with an SVG of the same name).
     public var figures: [String: String]
 
     enum CodingKeys: String, CodingKey {
         case format, version, models, ensemble, tta, data, images, coco, froc, classifier, figures, challenge
         case imagesWithOpacity = "images_with_opacity", truthBoxes = "truth_boxes", precisionRecall = "precision_recall"
+        case byView = "by_view", byViewUnavailable = "by_view_unavailable"
     }
 
     /// Measures everything from an evaluation.
     /// - Parameters:
     ///   - evaluation: detections (before thresholding) and labels per image.
     ///   - models: the bundle paths; `ensemble`, `tta`, `data`: as printed.
-    public init(_ evaluation: Evaluation, models: [String], ensemble: String, tta: String?, data: String) {
+    ///   - views: the view position of each image, for ``byView`` (`nil`: none known).
+    public init(_ evaluation: Evaluation, models: [String], ensemble: String, tta: String?, data: String, views: ViewPositions? = nil) {
         let ims = evaluation.images
         self.models = models
         self.ensemble = ensemble
@@ -144,6 +188,71 @@ public struct EvaluationReport: Codable, Sendable {
         }
         classifier = Self.classifier(ims)
         figures = [:]
+        let v = views ?? ViewPositions(views: [:], source: nil)
+        if let source = v.source, !v.views.isEmpty {
+            byView = Self.byView(ims, views: v.views, source: source, threshold: challenge.bestThreshold, classifier: classifier != nil)
+        } else {
+            byViewUnavailable = v.unavailableReason ?? "no view positions were given"
+        }
+    }
+
+    /// The per-view numbers: images grouped by `views[id]` (sorted by name; images without a
+    /// view last, as `unknown`), each group's RSNA metric at the overall `threshold`, its own
+    /// best threshold, counts, and, with a classifier, its Lung Opacity ROC AUC.
+    public static func byView(_ ims: [Evaluation.ImageResult], views: [String: String], source: String, threshold: Float?,
+                              classifier: Bool) -> ByView {
+        let unknown = "unknown"
+        var names = Set(ims.compactMap { views[$0.id] }).sorted()
+        if ims.contains(where: { views[$0.id] == nil }) { names.append(unknown) }
+        let groups = names.map { name in
+            let g = ims.filter { (views[$0.id] ?? unknown) == name }
+            var row = ByView.View(view: name, images: g.count, imagesWithOpacity: g.filter { !$0.truth.isEmpty }.count,
+                                  truthBoxes: g.reduce(0) { $0 + $1.truth.count })
+            if let threshold {
+                let f = ConfidenceFilter(threshold: threshold)
+                let scores = g.map { RSNAMetric.imageScore(truth: $0.truth, predictions: f.apply($0.detections)) }
+                row.scoredImages = scores.compactMap { $0 }.count
+                row.metric = RSNAMetric.score(g.map { ($0.truth, f.apply($0.detections)) })
+            }
+            if row.imagesWithOpacity > 0 {
+                let sw = ThresholdSweep(truth: g.map(\.truth), detections: g.map(\.detections))
+                row.bestThreshold = sw.bestThreshold
+                row.bestMetric = sw.bestScore
+            }
+            if classifier {
+                let lo = ImageClass.lungOpacity.rawValue
+                func isOpacity(_ r: Evaluation.ImageResult) -> Bool { r.imageClass.map { $0 == .lungOpacity } ?? !r.truth.isEmpty }
+                let scored = g.compactMap { r in r.classProbabilities.map { (r, Double($0[lo])) } }
+                row.rocAUCLungOpacity = rocAUC(positives: scored.filter { isOpacity($0.0) }.map(\.1), negatives: scored.filter { !isOpacity($0.0) }.map(\.1))
+            }
+            return row
+        }
+        return ByView(source: source, threshold: threshold, views: groups)
+    }
+
+    /// One line per view for the console: the first names the views' source, e.g.
+    /// `by view (DICOM ViewPosition (0018,5101)): AP: 5 images, 3 with opacity; metric 0.2500
+    /// at 0.11 over 4 counted images (own best 0.3000 at 0.08); classifier ROC AUC 0.750`.
+    public func viewLines() -> [String] {
+        guard let b = byView else { return [] }
+        let head = "by view (\(b.source)): "
+        return b.views.enumerated().map { i, r in
+            var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(r.images) images, \(r.imagesWithOpacity) with opacity"
+            if let t = b.threshold, let n = r.scoredImages {
+                if let m = r.metric {
+                    line += String(format: "; metric %.4f at %.2f over %d counted images", m, t, n)
+                } else {
+                    line += String(format: "; metric undefined at %.2f: no image counts (all %d negatives predicted empty, correct)", t, r.images)
+                }
+            }
+            if let m = r.bestMetric, let t = r.bestThreshold {
+                line += String(format: " (own best %.4f at %.2f)", m, t)
+            } else {
+                line += "; no truth box, so no best threshold of its own"
+            }
+            if classifier != nil { line += "; classifier ROC AUC " + (r.rocAUCLungOpacity.map { String(format: "%.3f", $0) } ?? "n/a (one class only)") }
+            return line
+        }
     }
 
     /// The FROC's raw points, for the figure (not in the JSON).
@@ -284,6 +393,19 @@ public struct EvaluationReport: Codable, Sendable {
             s += "RSNA metric **undefined**: \(challenge.undefinedReason ?? "no image counts").\n\n"
         }
         if figures["metric_vs_threshold"] != nil { s += "![metric against threshold](metric_vs_threshold.png)\n\n" }
+        if let b = byView {
+            s += "## By view\n\nViews from \(b.source); the metric at the overall best threshold"
+            s += (b.threshold.map { String(format: " (%.2f)", $0) } ?? " (none: undefined overall)") + " and at each view's own best.\n\n"
+            s += "| view | images | with opacity | truth boxes | scored | metric | own best (threshold) | classifier ROC AUC |\n"
+            s += "|---|---|---|---|---|---|---|---|\n"
+            for r in b.views {
+                let own = r.bestMetric.map { m in String(format: "%.4f (%.2f)", m, r.bestThreshold ?? 0) } ?? "n/a"
+                s += "| \(r.view) | \(r.images) | \(r.imagesWithOpacity) | \(r.truthBoxes) | \(r.scoredImages.map(String.init) ?? "n/a") | \(v(r.metric)) | \(own) | \(v(r.rocAUCLungOpacity)) |\n"
+            }
+            s += "\n"
+        } else if let why = byViewUnavailable {
+            s += "No per-view numbers: \(why).\n\n"
+        }
         s += "## Boxes (COCO-style, opacity class)\n\n| AP@[.50:.95] | AP50 | AP75 | AR@100 |\n|---|---|---|---|\n"
         s += "| \(v(coco.ap)) | \(v(coco.ap50)) | \(v(coco.ap75)) | \(v(coco.ar100)) |\n\n"
         if figures["precision_recall"] != nil { s += "![precision-recall](precision_recall.png)\n\n" }

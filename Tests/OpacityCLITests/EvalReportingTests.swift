@@ -63,7 +63,7 @@ final class EvalReportingTests: XCTestCase {
             try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8).split(separator: "\n").dropFirst().filter(keep)
                 .map { String($0.split(separator: ",", omittingEmptySubsequences: false)[0]) }
         }
-        let fold0 = Set(try column("folds.csv") { $0.hasSuffix(",0") })
+        let fold0 = Set(try column("folds.csv") { $0.split(separator: ",", omittingEmptySubsequences: false)[2] == "0" })
         XCTAssertEqual(fold0.count, 190)
         let scored = try column("held/per_image.csv")
         XCTAssertEqual(scored.count, 6)
@@ -103,6 +103,119 @@ final class EvalReportingTests: XCTestCase {
         XCTAssertEqual(op.status, 1, op.all)
         XCTAssertTrue(op.stderr.contains("no operating point to store"), op.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("op.opb").path))
+    }
+
+    /// The per-view report on real DICOM files: the zoo model's held-out rsna1k images, views
+    /// from the (0018,5101) headers, one console line per view; the views' counts add up and
+    /// the overall metric is their metrics weighted by the images each counts.
+    func testPerViewNumbersFromDICOMHeaders() throws {
+        let dir = try CLI.tempDir("evalview")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try CLI.run(["eval", "--data", rsna1k.path, "--limit", "6", "-o", "ev"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("scoring the 190 images retinanet-r34-rsna1k held out"), r.stdout)
+        let report = try json(dir.appendingPathComponent("ev/report.json"))
+        XCTAssertTrue(report["by_view_unavailable"] is NSNull, "\(report)")
+        let byView = try XCTUnwrap(report["by_view"] as? [String: Any])
+        XCTAssertEqual(byView["source"] as? String, "DICOM ViewPosition (0018,5101)")
+        let best = try XCTUnwrap((report["challenge"] as? [String: Any])?["bestThreshold"] as? Double)
+        XCTAssertEqual(try XCTUnwrap(byView["threshold"] as? Double), best, accuracy: 1e-6)
+        let views = try XCTUnwrap(byView["views"] as? [[String: Any]])
+        // the first 6 held-out ids (in rsna1k's label order) are 3 AP and 3 PA films
+        XCTAssertEqual(views.map { $0["view"] as? String }, ["AP", "PA"])
+        XCTAssertEqual(views.map { $0["images"] as? Int ?? -1 }.reduce(0, +), 6)
+        XCTAssertEqual(views.map { $0["imagesWithOpacity"] as? Int ?? -1 }.reduce(0, +), report["images_with_opacity"] as? Int)
+        XCTAssertEqual(views.map { $0["truthBoxes"] as? Int ?? -1 }.reduce(0, +), report["truth_boxes"] as? Int)
+        var weighted = 0.0, counted = 0
+        for v in views {
+            let n = try XCTUnwrap(v["scoredImages"] as? Int)
+            weighted += (v["metric"] as? Double ?? 0) * Double(n)
+            counted += n
+        }
+        let overall = try XCTUnwrap((report["challenge"] as? [String: Any])?["bestMetric"] as? Double)
+        XCTAssertEqual(weighted / Double(counted), overall, accuracy: 1e-9)
+        // the console: one line per view, the first naming the source
+        let lines = r.stdout.split(separator: "\n").filter { $0.contains(" AP: ") || $0.contains(" PA: ") }
+        XCTAssertEqual(lines.count, 2, r.stdout)
+        XCTAssertTrue(lines[0].hasPrefix("by view (DICOM ViewPosition (0018,5101)): AP: "), r.stdout)
+        let md = try String(contentsOf: dir.appendingPathComponent("ev/summary.md"), encoding: .utf8)
+        XCTAssertTrue(md.contains("## By view") && md.contains("| AP | "), md)
+    }
+
+    /// PNG copies of real films carry no view: eval takes it from the view column that
+    /// `opacity folds --stratify view` writes (with --all, the folds file gives only the views;
+    /// with --fold, also the fold), and the per-view numbers equal those of the same films
+    /// scored as DICOM. Without a folds file nothing is said and `by_view` is null with the reason.
+    func testPerViewNumbersForPNGFromAFoldsFile() throws {
+        let dir = try CLI.tempDir("evalviewpng")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        let lines = try String(contentsOf: rsna1k.appendingPathComponent("stage_2_train_labels.csv"), encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+        var ids: [String] = []
+        for target in [",1", ",0"] {
+            for l in lines.dropFirst() where l.hasSuffix(target) {
+                let id = String(l.prefix { $0 != "," })
+                if !ids.contains(id) && ids.count < (target == ",1" ? 3 : 6) { ids.append(id) }
+            }
+        }
+        XCTAssertEqual(ids.count, 6)
+        let rows = lines.dropFirst().filter { ids.contains(String($0.prefix { $0 != "," })) }
+        try ([lines[0]] + rows).joined(separator: "\n").write(to: dir.appendingPathComponent("six.csv"), atomically: true, encoding: .utf8)
+        try fm.createDirectory(at: dir.appendingPathComponent("dcm"), withIntermediateDirectories: true)
+        for id in ids {
+            try fm.copyItem(
+                at: rsna1k.appendingPathComponent("stage_2_train_images/\(id).dcm"), to: dir.appendingPathComponent("dcm/\(id).dcm"))
+        }
+        XCTAssertEqual(try CLI.run(["convert", "dcm", "-o", "png", "-q"], in: dir).status, 0)
+        let folds = try CLI.run(["folds", "--data", rsna1k.path, "--stratify", "view", "-o", "folds.csv"], in: dir)
+        XCTAssertEqual(folds.status, 0, folds.all)
+        let foldsText = try String(contentsOf: dir.appendingPathComponent("folds.csv"), encoding: .utf8)
+        XCTAssertTrue(foldsText.hasPrefix("patientId,class,fold,view\n"), String(foldsText.prefix(200)))
+
+        let model = ["--model", "retinanet-r34-rsna1k", "--labels", "six.csv"]
+        let png = try CLI.run(["eval"] + model + ["--images", "png", "--all", "--folds-file", "folds.csv", "-o", "png-ev"], in: dir)
+        XCTAssertEqual(png.status, 0, png.all)
+        XCTAssertTrue(png.stdout.contains("by view (the view column of folds.csv): AP: "), png.stdout)
+        let dcm = try CLI.run(["eval"] + model + ["--images", "dcm", "--all", "-o", "dcm-ev"], in: dir)
+        XCTAssertEqual(dcm.status, 0, dcm.all)
+        let a = try XCTUnwrap(try json(dir.appendingPathComponent("png-ev/report.json"))["by_view"] as? [String: Any])
+        let b = try XCTUnwrap(try json(dir.appendingPathComponent("dcm-ev/report.json"))["by_view"] as? [String: Any])
+        XCTAssertEqual(a["source"] as? String, "the view column of folds.csv")
+        XCTAssertEqual(b["source"] as? String, "DICOM ViewPosition (0018,5101)")
+        let va = try XCTUnwrap(a["views"] as? [[String: Any]]), vb = try XCTUnwrap(b["views"] as? [[String: Any]])
+        XCTAssertEqual(va.map { $0["view"] as? String }, ["AP", "PA"])
+        XCTAssertEqual(va.count, vb.count)
+        for (x, y) in zip(va, vb) {
+            for key in ["view", "images", "imagesWithOpacity", "truthBoxes", "scoredImages"] {
+                XCTAssertEqual("\(x[key] ?? "none")", "\(y[key] ?? "none")", "\(key): \(x) vs \(y)")
+            }
+            for key in ["metric", "bestMetric", "rocAUCLungOpacity"] {
+                XCTAssertEqual(x[key] as? Double ?? -1, y[key] as? Double ?? -1, accuracy: 1e-9, "\(key): \(x) vs \(y)")
+            }
+        }
+
+        // --fold with the folds file: that fold's images, still with their views
+        let foldOf = Dictionary(
+            uniqueKeysWithValues: foldsText.split(separator: "\n").dropFirst().map { l in
+                let f = l.split(separator: ",", omittingEmptySubsequences: false)
+                return (String(f[0]), String(f[2]))
+            })
+        let k = try XCTUnwrap(foldOf[ids[0]])
+        let inFold = ids.filter { foldOf[$0] == k }.count
+        let fold = try CLI.run(["eval"] + model + ["--images", "png", "--folds-file", "folds.csv", "--fold", k, "-o", "fold-ev"], in: dir)
+        XCTAssertEqual(fold.status, 0, fold.all)
+        let vf = try XCTUnwrap((try json(dir.appendingPathComponent("fold-ev/report.json"))["by_view"] as? [String: Any])?["views"] as? [[String: Any]])
+        XCTAssertEqual(vf.map { $0["images"] as? Int ?? -1 }.reduce(0, +), inFold)
+
+        // no folds file: the PNG films' views are unknown
+        let none = try CLI.run(["eval"] + model + ["--images", "png", "--all", "-o", "none-ev"], in: dir)
+        XCTAssertEqual(none.status, 0, none.all)
+        XCTAssertFalse(none.stdout.contains("by view"), none.stdout)
+        let report = try json(dir.appendingPathComponent("none-ev/report.json"))
+        XCTAssertTrue(report["by_view"] is NSNull, "\(report)")
+        let why = try XCTUnwrap(report["by_view_unavailable"] as? String)
+        XCTAssertTrue(why.contains("the images are not DICOM") && why.contains("opacity folds --stratify view"), why)
     }
 
     /// Without --all eval scores one fold and says which on the console.

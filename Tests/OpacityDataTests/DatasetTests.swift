@@ -224,6 +224,26 @@ final class DatasetTests: XCTestCase {
         XCTAssertLessThanOrEqual(totals.max()! - totals.min()!, 1)
         XCTAssertEqual(try Folds.stratified(ds, count: 4, seed: 42, strata: [:]), try Folds.stratified(ds, count: 4, seed: 42))
         XCTAssertNotEqual(folds, try Folds.stratified(ds, count: 4, seed: 42))
+        // the view column: written when views are given, read back (upper case), absent otherwise
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var withViews = folds
+        withViews.views = views.compactMapValues { $0 }
+        let url = dir.appendingPathComponent("folds.csv")
+        try withViews.write(to: url)
+        let text = try String(contentsOf: url, encoding: .utf8)
+        XCTAssertTrue(text.hasPrefix("patientId,class,fold,view\n"), String(text.prefix(80)))
+        let read = try Folds.read(from: url)
+        XCTAssertEqual(read, withViews)
+        XCTAssertEqual(read.views.count, 757)
+        try folds.write(to: url)
+        XCTAssertTrue(try String(contentsOf: url, encoding: .utf8).hasPrefix("patientId,class,fold\n"))
+        XCTAssertEqual(try Folds.read(from: url).views, [:])
+        // a patient listed twice with two views is refused, naming the line
+        try "patientId,class,fold,view\na,Normal,0,pa\nb,Normal,1,\na,Normal,0,AP\n".write(to: url, atomically: true, encoding: .utf8)
+        assertThrows(try Folds.read(from: url), containing: ["line 4", "different fold, class or view"])
+        try "patientId,class,fold,view\na,Normal,0,pa\nb,Normal,1,\n".write(to: url, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try Folds.read(from: url).views, ["a": "PA"])
     }
 
     /// rsna1k's real labels without the class file, through the RSNA loader (class file

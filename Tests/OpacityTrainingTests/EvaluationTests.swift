@@ -174,7 +174,10 @@ final class EvaluationTests: XCTestCase {
     func testReportJSONHasEveryDocumentedKey() throws {
         let keys = try Self.documentedReportKeys()
         XCTAssertGreaterThan(keys.count, 25, "\(keys)")
-        for expected in ["tta", "coco.ap", "precision_recall.precisionIoU75", "froc.mean", "classifier.rocAUCLungOpacity"] {
+        for expected in [
+            "tta", "coco.ap", "precision_recall.precisionIoU75", "froc.mean", "classifier.rocAUCLungOpacity", "by_view.views[].bestMetric",
+            "by_view_unavailable",
+        ] {
             XCTAssertTrue(keys.contains(expected), "\(expected) not parsed from Evaluation.md: \(keys)")
         }
         let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
@@ -184,22 +187,25 @@ final class EvaluationTests: XCTestCase {
         ]
         let normal = negatives + [.init(id: "c", truth: [box], detections: [Detection(box: box, score: 0.9)], imageClass: .lungOpacity, classProbabilities: [0.1, 0.2, 0.7])]
         for (name, images, tta) in [("negatives only", negatives, nil), ("normal", normal, nil), ("normal with TTA", normal, Optional("flip"))] {
-            var report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: tta, data: "test")
+            let views = ViewPositions(views: ["a": "AP", "b": "PA"], source: "test")  // "c": unknown
+            var report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: tta, data: "test", views: views)
+            XCTAssertEqual(report.byView?.views.map(\.view), images.count == 3 ? ["AP", "PA", "unknown"] : ["AP", "PA"])
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-report-keys-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: dir) }
             try report.write(to: dir, metricChart: Evaluation(images: images).chart(title: "metric"))
             let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("report.json"))) as? [String: Any])
-            for key in keys {
-                var node: Any = json
-                for part in key.split(separator: ".") {
-                    if node is NSNull { break }  // under a null object
-                    guard let object = node as? [String: Any], let value = object[String(part)] else {
-                        XCTFail("\(name): report.json lacks \(key): \(json)")
-                        break
-                    }
-                    node = value
+            // `a[]` is an array whose every element has the rest of the key
+            func check(_ node: Any, _ parts: ArraySlice<Substring>, key: String) {
+                guard let part = parts.first, !(node is NSNull) else { return }  // done, or under a null object
+                let isArray = part.hasSuffix("[]")
+                guard let object = node as? [String: Any], let value = object[String(isArray ? part.dropLast(2) : part)] else {
+                    return XCTFail("\(name): report.json lacks \(key): \(json)")
                 }
+                guard isArray else { return check(value, parts.dropFirst(), key: key) }
+                guard let elements = value as? [Any], !elements.isEmpty else { return XCTFail("\(name): \(key): not a non-empty array: \(value)") }
+                for e in elements { check(e, parts.dropFirst(), key: key) }
             }
+            for key in keys { check(json, key.split(separator: ".")[...], key: key) }
             // round trip: the explicit nulls decode, and so does a file written before a key existed
             var old = json
             old["tta"] = nil
@@ -213,11 +219,76 @@ final class EvaluationTests: XCTestCase {
                 XCTAssertTrue(coco["ap"] is NSNull && coco["ar100"] is NSNull, "\(coco)")
                 XCTAssertTrue(json["froc"] is NSNull && json["precision_recall"] is NSNull && json["tta"] is NSNull, "\(json)")
                 XCTAssertNil(decoded.froc)
+                let byView = try XCTUnwrap(json["by_view"] as? [String: Any])
+                XCTAssertTrue(byView["threshold"] is NSNull, "\(byView)")
             } else {
                 XCTAssertNotNil(json["froc"] as? [String: Any])
                 XCTAssertEqual(json["tta"] as? String ?? "null", tta ?? "null")
             }
         }
+    }
+
+    /// The per-view numbers against a hand-computed example (box B scores 1 on its own truth,
+    /// far box F 0). Overall, images count as follows: a, b, d, g always (truth boxes); c while
+    /// the threshold is below 0.105, e below 0.255. Metric: t <= 0.10: 3/6; 0.11-0.25: 3/5;
+    /// 0.26-0.30: 3/4 (d's 0.305 kept, e left out); 0.31-0.35: 2/4; above: 1/4. So the best
+    /// threshold is 0.26, where AP {a 1, b 0} gives 0.5 over 2 counted, PA {d 1} 1.0 over 1,
+    /// unknown {g 1} 1.0 over 1 ((2 x 0.5 + 1 + 1) / 4 = 0.75 overall). Own bests: AP 1/3 up
+    /// to 0.10, then 0.5 (best at 0.11); PA 0.5 up to 0.25, 1.0 at 0.26-0.30, 0 above; unknown
+    /// 1.0 from 0.01. ROC AUC of P(Lung Opacity): AP a 0.7 > c 0.5 > b 0.4: 1 of 2 pairs = 0.5;
+    /// PA d 0.6 = e 0.6 (half), > f 0.2: 0.75; unknown has positives only: none.
+    func testPerViewNumbersMatchAHandComputedExample() throws {
+        let b = BoundingBox(x: 100, y: 100, width: 200, height: 150), f = BoundingBox(x: 600, y: 600, width: 80, height: 80)
+        func image(_ id: String, _ truth: [BoundingBox], _ det: (BoundingBox, Float)?, _ p: Float) -> Evaluation.ImageResult {
+            .init(id: id, truth: truth, detections: det.map { [Detection(box: $0.0, score: $0.1)] } ?? [], classProbabilities: [(1 - p) / 2, (1 - p) / 2, p])
+        }
+        let images = [
+            image("a", [b], (b, 0.905), 0.7), image("b", [b], (f, 0.505), 0.4), image("c", [], (f, 0.105), 0.5),
+            image("d", [b], (b, 0.305), 0.6), image("e", [], (f, 0.255), 0.6), image("f", [], nil, 0.2),
+            image("g", [b], (b, 0.355), 0.9),
+        ]
+        let views = ViewPositions(views: ["a": "AP", "b": " ap", "c": "AP", "d": "PA", "e": "pa", "f": "PA", "x": "LL"], source: "hand")
+        let report = EvaluationReport(Evaluation(images: images), models: ["m"], ensemble: "single", tta: nil, data: "hand", views: views)
+        XCTAssertEqual(try XCTUnwrap(report.challenge.bestThreshold), 0.26, accuracy: 1e-6)
+        XCTAssertEqual(try XCTUnwrap(report.challenge.bestMetric), 0.75, accuracy: 1e-12)
+        let v = try XCTUnwrap(report.byView)
+        XCTAssertNil(report.byViewUnavailable)
+        XCTAssertEqual(v.source, "hand")
+        XCTAssertEqual(try XCTUnwrap(v.threshold), 0.26, accuracy: 1e-6)
+        XCTAssertEqual(v.views.map(\.view), ["AP", "PA", "unknown"])
+        XCTAssertEqual(v.views.map(\.images), [3, 3, 1])
+        XCTAssertEqual(v.views.map(\.imagesWithOpacity), [2, 1, 1])
+        XCTAssertEqual(v.views.map(\.truthBoxes), [2, 1, 1])
+        XCTAssertEqual(v.views.map(\.scoredImages), [2, 1, 1])
+        for (got, want) in zip(v.views.map(\.metric), [0.5, 1.0, 1.0]) { XCTAssertEqual(try XCTUnwrap(got), want, accuracy: 1e-12) }
+        for (got, want) in zip(v.views.map(\.bestMetric), [0.5, 1.0, 1.0]) { XCTAssertEqual(try XCTUnwrap(got), want, accuracy: 1e-12) }
+        for (got, want) in zip(v.views.map(\.bestThreshold), [Float(0.11), 0.26, 0.01]) { XCTAssertEqual(try XCTUnwrap(got), want, accuracy: 1e-6) }
+        XCTAssertEqual(try XCTUnwrap(v.views[0].rocAUCLungOpacity), 0.5, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(v.views[1].rocAUCLungOpacity), 0.75, accuracy: 1e-12)
+        XCTAssertNil(v.views[2].rocAUCLungOpacity)
+        // the overall metric is the per-view metrics weighted by the images each counts
+        let pooled = v.views.reduce(0.0) { $0 + ($1.metric ?? 0) * Double($1.scoredImages ?? 0) } / Double(v.views.reduce(0) { $0 + ($1.scoredImages ?? 0) })
+        XCTAssertEqual(pooled, try XCTUnwrap(report.challenge.bestMetric), accuracy: 1e-12)
+        let lines = report.viewLines()
+        XCTAssertEqual(lines.count, 3)
+        XCTAssertTrue(lines[0].hasPrefix("by view (hand): AP: 3 images, 2 with opacity; metric 0.5000 at 0.26 over 2 counted images (own best 0.5000 at 0.11)"), lines[0])
+        XCTAssertTrue(report.markdown().contains("| PA | 3 | 1 | 1 | 1 | 1.0000 | 1.0000 (0.26) | 0.7500 |"), report.markdown())
+
+        // a view with negatives only, all left empty at the threshold: no metric there, no best of its own
+        let two = EvaluationReport(Evaluation(images: [images[0], images[5]]), models: ["m"], ensemble: "single", tta: nil, data: "hand", views: views)
+        let pa = try XCTUnwrap(two.byView?.views.last)
+        XCTAssertEqual(pa.view, "PA")
+        XCTAssertEqual(pa.scoredImages, 0)
+        XCTAssertNil(pa.metric)
+        XCTAssertNil(pa.bestMetric)
+        XCTAssertTrue(two.viewLines()[1].contains("metric undefined at"), two.viewLines()[1])
+        // no view known: null with the reason, nothing on the console
+        let none = EvaluationReport(Evaluation(images: images), models: ["m"], ensemble: "single", tta: nil, data: "hand",
+                                    views: ViewPositions(views: [:], source: nil, unavailableReason: "PNG images"))
+        XCTAssertNil(none.byView)
+        XCTAssertEqual(none.byViewUnavailable, "PNG images")
+        XCTAssertEqual(none.viewLines(), [])
+        XCTAssertTrue(none.markdown().contains("No per-view numbers: PNG images."))
     }
 
     func testReportHoldsEveryMeasureAndWritesItsFiles() throws {

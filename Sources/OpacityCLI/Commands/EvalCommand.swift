@@ -9,7 +9,7 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Score a model or ensemble with the challenge metric on a fold or a labelled folder.",
         discussion: """
-            Sweeps the score threshold and prints the best metric (the operating point); also measures COCO-style AP@[.50:.95], AP50, AP75 and AR@100 for the opacity boxes, the FROC (sensitivity at 1/8 ... 8 false positives per image) and, when the model has a global classifier, its 3x3 confusion matrix and the ROC AUC of Lung Opacity against the rest. Writes report.json (schema: Documentation/Evaluation.md), summary.md, per-image scores (CSV), the sweep (CSV), and PNG + SVG figures: metric against threshold, precision-recall, FROC.
+            Sweeps the score threshold and prints the best metric (the operating point); also measures COCO-style AP@[.50:.95], AP50, AP75 and AR@100 for the opacity boxes, the FROC (sensitivity at 1/8 ... 8 false positives per image) and, when the model has a global classifier, its 3x3 confusion matrix and the ROC AUC of Lung Opacity against the rest. When the images' view positions are known (the DICOM ViewPosition, else the view column of --folds-file), the metric, counts and ROC AUC are also given per view (AP, PA, ...): RSNA's positives are mostly AP films. Writes report.json (schema: Documentation/Evaluation.md), summary.md, per-image scores (CSV), the sweep (CSV), and PNG + SVG figures: metric against threshold, precision-recall, FROC.
 
             Examples:
               opacity eval --model runs/r34 --data synth --fold 0
@@ -30,7 +30,12 @@ struct EvalCommand: ParsableCommand {
     @Flag(name: .long, help: "Score a fold other than a run folder's validation fold (its training images: the score is not a held-out one).")
     var allowTrainingFold = false
     @Option(name: .long, parsing: .unconditional, help: "Number of folds.") var folds: Int = 4
-    @Option(name: .long, help: "A folds CSV (patientId,class,fold).") var foldsFile: String?
+    @Option(
+        name: .long,
+        help:
+            "A folds CSV (patientId,class,fold, optionally view as `opacity folds --stratify view` writes it): the fold to score, and the view of images that are not DICOM (with --all: the views only)."
+    )
+    var foldsFile: String?
     @Flag(name: .long, help: "Score every image, not one fold.") var all = false
     @Option(name: .long, parsing: .unconditional, help: "Score at most this many images.") var limit: Int?
     @Option(name: [.short, .long], help: "Output folder for the report, CSVs and figures.") var output: String = "eval"
@@ -70,6 +75,8 @@ struct EvalCommand: ParsableCommand {
         var records = dataset.records
         var scoredFold: Int?
         var foldLine: String?
+        // a folds file read for the fold or, with --all, for its view column only
+        var readFolds: (folds: Folds, path: String)?
         // a single zoo entry that lists its held-out images
         let references = model.models.isEmpty ? [defaultModelName] : model.models
         var zooHeldOut: (name: String, ids: Set<String>)?
@@ -97,12 +104,19 @@ struct EvalCommand: ParsableCommand {
             {
                 foldsURL = u.appendingPathComponent("folds.csv")
             }
+            // a run trained with --folds-file keeps no folds.csv of its own: its options name the file
+            if foldsURL == nil, let m = model.models.first, let saved = try? TrainingSetup.savedOptions(in: URL(fileURLWithPath: m)),
+                let file = saved.foldsFile
+            {
+                foldsURL = URL(fileURLWithPath: file)
+            }
             if foldsURL == nil, self.fold == nil, let (name, heldOut) = zooHeldOut, records.contains(where: { heldOut.contains($0.id) }) {
                 // the zoo entry's own validation images: what it was not trained on
                 records = records.filter { heldOut.contains($0.id) }
                 foldLine = "scoring the \(records.count) images \(name) held out from its training (listed in its zoo entry)"
             } else {
                 let f = try foldsURL.map { try Folds.read(from: $0) } ?? Folds.stratified(dataset, count: folds)
+                if let foldsURL { readFolds = (f, foldsURL.path) }
                 guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
                 let ids = Set(f.ids(inFold: fold))
                 records = records.filter { ids.contains($0.id) }
@@ -111,6 +125,7 @@ struct EvalCommand: ParsableCommand {
                 foldLine = "scoring fold \(fold) of \(f.count) (\(source))"
             }
         }
+        if readFolds == nil, let foldsFile { readFolds = (try Folds.read(from: URL(fileURLWithPath: foldsFile)), foldsFile) }
         let selected = records.count
         if let limit { records = Array(records.prefix(limit)) }
         if let foldLine {
@@ -148,7 +163,11 @@ struct EvalCommand: ParsableCommand {
         try Data(sweepCSV.utf8).write(to: outURL.appendingPathComponent("sweep.csv"), options: .atomic)
         let source = dataOptions.data ?? dataOptions.labels ?? "data"
         let what = scoredFold.map { "\(source), fold \($0)" } ?? source
-        var report = EvaluationReport(ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what)
+        // view positions: the DICOM header, else the folds file's view column
+        let scoredIDs = Set(ev.images.map(\.id))
+        let views = ViewPositions.of(records.filter { scoredIDs.contains($0.id) }, folds: readFolds?.folds, foldsPath: readFolds?.path)
+        var report = EvaluationReport(
+            ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what, views: views)
         try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))
         if let m = report.challenge.bestMetric, let t = report.challenge.bestThreshold {
             say(String(format: "metric %.4f at score threshold %.2f over %d images", m, t, ev.images.count))
@@ -163,6 +182,7 @@ struct EvalCommand: ParsableCommand {
                 say(String(format: "negatives predicted empty (correct): not all at any swept threshold (highest box score %.3f)", top))
             }
         }
+        for line in report.viewLines() { say(line) }
         func v(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "n/a" }
         say("COCO boxes: AP@[.50:.95] \(v(report.coco.ap)), AP50 \(v(report.coco.ap50)), AP75 \(v(report.coco.ap75)), AR@100 \(v(report.coco.ar100))")
         if let f = report.froc {
