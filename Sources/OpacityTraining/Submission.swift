@@ -135,3 +135,31 @@ public struct SubmissionScore: Sendable {
         emptyNegatives = truth.filter { $0.value.isEmpty && (pred[$0.key] ?? []).isEmpty }.count
     }
 }
+
+extension SubmissionScore {
+    /// The metric per view position (AP, PA, ...): per view its images, those with truth
+    /// boxes, the images that count and the mean of their scores (``EvaluationReport/ByView/View``
+    /// without the threshold sweep or classifier, which a submission does not have).
+    /// - Parameters:
+    ///   - views: view per patient id (``ViewPositions/views``; a folds file's `view` column).
+    ///   - truth: the boxes per patient given to ``init(submission:truth:)``.
+    /// - Returns: one entry per view, sorted by name; patients of unknown view last, as
+    ///   `unknown`; empty when no scored patient's view is known.
+    public func byView(_ views: [String: String], truth: [String: [BoundingBox]]) -> [EvaluationReport.ByView.View] {
+        let unknown = "unknown"
+        let known = views.compactMapValues { ViewPositions.normalized($0) }
+        guard perImage.contains(where: { known[$0.patientId] != nil }) else { return [] }
+        var names = Set(perImage.compactMap { known[$0.patientId] }).sorted()
+        if perImage.contains(where: { known[$0.patientId] == nil }) { names.append(unknown) }
+        return names.map { name in
+            let g = perImage.filter { (known[$0.patientId] ?? unknown) == name }
+            let scores = g.compactMap(\.score)
+            let boxes = g.map { truth[$0.patientId]?.count ?? 0 }
+            var row = EvaluationReport.ByView.View(
+                view: name, images: g.count, imagesWithOpacity: boxes.filter { $0 > 0 }.count, truthBoxes: boxes.reduce(0, +))
+            row.scoredImages = scores.count
+            row.metric = scores.isEmpty ? nil : scores.reduce(0, +) / Double(scores.count)
+            return row
+        }
+    }
+}

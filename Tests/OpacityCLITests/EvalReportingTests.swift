@@ -195,6 +195,24 @@ final class EvalReportingTests: XCTestCase {
             }
         }
 
+        // score: a submission of the same films at eval's threshold, per view from the folds file
+        let threshold = String(format: "%.2f", try XCTUnwrap(b["threshold"] as? Double))
+        let submit = try CLI.run(["submit", "--model", "retinanet-r34-rsna1k", "--images", "dcm", "--threshold", threshold, "-o", "sub.csv", "-q"], in: dir)
+        XCTAssertEqual(submit.status, 0, submit.all)
+        let score = try CLI.run(["score", "sub.csv", "--labels", "six.csv", "--folds-file", "folds.csv"], in: dir)
+        XCTAssertEqual(score.status, 0, score.all)
+        for (i, v) in vb.enumerated() {
+            let name = try XCTUnwrap(v["view"] as? String), m = try XCTUnwrap(v["metric"] as? Double)
+            let prefix = i == 0 ? "by view (the view column of folds.csv): " : String(repeating: " ", count: 40)
+            let line = "\(prefix)\(name): \(v["images"] ?? "?") images, \(v["imagesWithOpacity"] ?? "?") with opacity; "
+                + String(format: "metric %.4f over %d counted images", m, try XCTUnwrap(v["scoredImages"] as? Int))
+            XCTAssertTrue(score.stdout.contains(line + "\n"), "expected '\(line)' in:\n\(score.stdout)")
+        }
+        try "patientId,class,fold\n\(ids[0]),Lung Opacity,0\n\(ids[3]),,1\n".write(to: dir.appendingPathComponent("noview.csv"), atomically: true, encoding: .utf8)
+        let noView = try CLI.run(["score", "sub.csv", "--labels", "six.csv", "--folds-file", "noview.csv"], in: dir)
+        XCTAssertEqual(noView.status, 1, noView.all)
+        XCTAssertTrue(noView.stderr.contains("expected columns 'patientId,class,fold,view'") && noView.stderr.contains("--stratify view"), noView.all)
+
         // --fold with the folds file: that fold's images, still with their views
         let foldOf = Dictionary(
             uniqueKeysWithValues: foldsText.split(separator: "\n").dropFirst().map { l in
@@ -216,6 +234,29 @@ final class EvalReportingTests: XCTestCase {
         XCTAssertTrue(report["by_view"] is NSNull, "\(report)")
         let why = try XCTUnwrap(report["by_view_unavailable"] as? String)
         XCTAssertTrue(why.contains("the images are not DICOM") && why.contains("opacity folds --stratify view"), why)
+    }
+
+    /// A run trained with --folds-file keeps no folds.csv of its own; eval of the run scores
+    /// its validation fold of that file (not of the default split, which would mix in images
+    /// it trained on).
+    func testRunTrainedWithAFoldsFileIsScoredOnThatFile() throws {
+        let dir = try CLI.tempDir("evalrunfolds")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "16", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
+        XCTAssertEqual(try CLI.run(["folds", "--data", "data", "--seed", "9", "-o", "f.csv"], in: dir).status, 0)
+        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+        let train = try CLI.run(
+            ["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "4", "--folds-file", "f.csv", "--fold", "1", "-o", "run", "-q"], in: dir)
+        XCTAssertEqual(train.status, 0, train.all)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/folds.csv").path))
+        let r = try CLI.run(["eval", "--model", "run", "--data", "data", "-o", "ev", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("scoring fold 1 of 4 (folds file \(dir.appendingPathComponent("f.csv").standardizedFileURL.path))"), r.stdout)
+        let fold1 = try String(contentsOf: dir.appendingPathComponent("f.csv"), encoding: .utf8).split(separator: "\n").dropFirst()
+            .filter { $0.hasSuffix(",1") }.map { String($0.prefix { $0 != "," }) }
+        let scored = try String(contentsOf: dir.appendingPathComponent("ev/per_image.csv"), encoding: .utf8).split(separator: "\n").dropFirst()
+            .map { String($0.prefix { $0 != "," }) }
+        XCTAssertEqual(Set(scored), Set(fold1))
     }
 
     /// Without --all eval scores one fold and says which on the console.

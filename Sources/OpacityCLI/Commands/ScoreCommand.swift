@@ -8,17 +8,24 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score a submission CSV against an RSNA labels CSV with the challenge metric.",
         discussion: """
-            This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported). The metric is defined per image and averaged: an image with neither truth nor predicted boxes is left out of the mean (as in the challenge's reference), so on negatives only it is 0 (false positives) or undefined (all left empty); how many negatives were left empty is printed too.
+            This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported). The metric is defined per image and averaged: an image with neither truth nor predicted boxes is left out of the mean (as in the challenge's reference), so on negatives only it is 0 (false positives) or undefined (all left empty); how many negatives were left empty is printed too. With --folds-file naming a folds CSV with a view column (`opacity folds --stratify view` writes one), the metric is also given per view (AP, PA, ...): RSNA's positives are mostly AP films.
 
             Example:
               opacity submit --images oof_images --model runs/fold0 -o oof.csv
               opacity score oof.csv --labels stage_2_train_labels.csv --per-image scores.csv
+              opacity score oof.csv --labels stage_2_train_labels.csv --folds-file folds.csv
             """)
 
     @Argument(help: "The submission CSV.") var submission: String
     @Option(name: .long, help: "The labels CSV (patientId,x,y,width,height,Target).") var labels: String
     @Flag(name: .long, help: "Only score patients present in the submission.") var onlySubmitted = false
     @Option(name: .long, help: "Write per-image scores to this CSV.") var perImage: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A folds CSV with a view column (patientId,class,fold,view, as `opacity folds --stratify view` writes it): also score per view.",
+            valueName: "csv"))
+    var foldsFile: String?
 
     /// ", N of them not in the submission" when N > 0: an empty prediction made by leaving a
     /// patient out is no finding of the model's.
@@ -29,6 +36,13 @@ struct ScoreCommand: ParsableCommand {
     func run() throws {
         if let perImage { try requireOutputFile(perImage, option: "--per-image", for: "the per-image scores CSV") }
         let sub = try Submission(contentsOf: URL(fileURLWithPath: submission))
+        let folds = try foldsFile.map { try Folds.read(from: URL(fileURLWithPath: $0)) }
+        if let foldsFile, folds?.views.isEmpty == true {
+            // a data problem (exit 1): the file is there but lacks the column
+            throw WithHint(
+                DataError.csvHeader(path: foldsFile, found: Folds.header, expected: Folds.header + ["view"]),
+                "hint: `opacity folds --stratify view` writes the view column from the DICOM headers")
+        }
         let l = try RSNALabels.load(labels: URL(fileURLWithPath: labels), classInfo: nil)
         var truth: [String: [BoundingBox]] = [:]
         for p in l.patients { truth[p.id] = p.boxes }
@@ -75,5 +89,21 @@ struct ScoreCommand: ParsableCommand {
                     + "the \(left) left empty are left out of the mean)")
         }
         if s.negatives > 0 { say(negatives) }
+        if let folds, let foldsFile { sayByView(s.byView(folds.views, truth: truth), source: "the view column of \(foldsFile)") }
+    }
+
+    /// One line per view, the first naming the source.
+    func sayByView(_ views: [EvaluationReport.ByView.View], source: String) {
+        guard !views.isEmpty else { return say("by view: none of the scored patients is in \(source)") }
+        let head = "by view (\(source)): "
+        for (i, r) in views.enumerated() {
+            var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(r.images) images, \(r.imagesWithOpacity) with opacity"
+            if let m = r.metric {
+                line += String(format: "; metric %.4f over %d counted images", m, r.scoredImages ?? 0)
+            } else {
+                line += "; metric undefined: no image counts (all \(r.images) negatives predicted empty, correct)"
+            }
+            say(line)
+        }
     }
 }
