@@ -65,6 +65,25 @@ public enum Autograd {
         try $recording.withValue(true) { try body() }
     }
 
+    /// The ledger of ``measuringSavedTensors(_:)`` while one runs.
+    nonisolated(unsafe) static var savedTensorLedger: SavedTensorLedger?
+
+    /// Runs `body` (a forward and backward pass) and measures what the graph kept for
+    /// backward: for each operation kind, the bytes of tensor storage that were freed when
+    /// ``Tensor/backward(_:)`` dropped that kind's nodes (their saved inputs and outputs),
+    /// and the number of nodes. A tensor saved by several nodes (a ReLU's output that the
+    /// next convolution also saves) counts for the node that released it last.
+    ///
+    /// For diagnostics (`opacity-bench detector` with `OPACITY_MEMORY_REPORT=1`); not for
+    /// concurrent use: one measurement at a time, with backward on the calling thread.
+    public static func measuringSavedTensors<R>(_ body: () throws -> R) rethrows -> (result: R, saved: [String: (bytes: Int, nodes: Int)]) {
+        let ledger = SavedTensorLedger()
+        savedTensorLedger = ledger
+        defer { savedTensorLedger = nil }
+        let r = try body()
+        return (r, ledger.byOp)
+    }
+
     /// Whether an op over these inputs must record a node.
     @inline(__always)
     static func needsGrad(_ inputs: Tensor...) -> Bool {
@@ -88,6 +107,16 @@ public enum Autograd {
         guard needsGrad(inputs) else { return output }
         let node = GradNode(op: op, shape: output.shape, parents: inputs.map { $0.node }, backward: backward)
         return output.withNode(node)
+    }
+}
+
+/// Bytes released per operation kind by backward (see ``Autograd/measuringSavedTensors(_:)``).
+final class SavedTensorLedger {
+    var byOp: [String: (bytes: Int, nodes: Int)] = [:]
+
+    func add(_ op: String, bytes: Int) {
+        let old = byOp[op] ?? (0, 0)
+        byOp[op] = (old.bytes + bytes, old.nodes + 1)
     }
 }
 
@@ -136,6 +165,7 @@ extension Tensor {
                 stack.removeLast()
             }
         }
+        let ledger = Autograd.savedTensorLedger
         Autograd.$recording.withValue(false) {
             root.accumulate(seedTensor)
             for n in order.reversed() {
@@ -155,8 +185,10 @@ extension Tensor {
                 // Free the closure (and the activations it holds) even when no gradient
                 // arrived, e.g. a branch whose gradients were all `nil`.
                 if !n.isLeaf {
+                    let before = ledger == nil ? 0 : TensorMemory.liveBytes
                     n.backwardFn = nil
                     n.parents = []
+                    ledger?.add(n.op, bytes: before - TensorMemory.liveBytes)
                 }
             }
         }

@@ -25,6 +25,51 @@ public enum TensorMemory {
 
     /// The bytes currently held by derived values (see ``derivedCacheLimitBytes``).
     public static var derivedCachedBytes: Int { DerivedValues.cachedBytes }
+
+    /// The bytes of tensor storage alive now (allocated sizes, including scratch buffers and
+    /// derived values; not the pool's cached free blocks, see ``pooledBytes``).
+    public static var liveBytes: Int { StorageAccounting.current.live }
+
+    /// The most bytes of tensor storage alive at once since the process started or since the
+    /// last ``resetLivePeak()``.
+    public static var livePeakBytes: Int { StorageAccounting.current.peak }
+
+    /// Starts a new high-water mark for ``livePeakBytes`` at the bytes alive now.
+    public static func resetLivePeak() { StorageAccounting.resetPeak() }
+}
+
+/// The bytes held by live storages, and their high-water mark.
+enum StorageAccounting {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var live = 0
+    nonisolated(unsafe) private static var peak = 0
+
+    @inline(__always)
+    static func add(_ bytes: Int) {
+        lock.lock()
+        live += bytes
+        if live > peak { peak = live }
+        lock.unlock()
+    }
+
+    @inline(__always)
+    static func remove(_ bytes: Int) {
+        lock.lock()
+        live -= bytes
+        lock.unlock()
+    }
+
+    static var current: (live: Int, peak: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (live, peak)
+    }
+
+    static func resetPeak() {
+        lock.lock()
+        peak = live
+        lock.unlock()
+    }
 }
 
 /// A contiguous, 64-byte aligned block of `Float` values owned by one or more tensors.
@@ -60,6 +105,7 @@ public enum TensorMemory {
         self.count = count
         let bytes = max(1, count) * MemoryLayout<Float>.stride
         let (raw, capacity) = StoragePool.allocate(bytes)
+        StorageAccounting.add(capacity)
         capacityBytes = capacity
         mapped = false
         base = raw.bindMemory(to: Float.self, capacity: max(1, count))
@@ -157,6 +203,7 @@ public enum TensorMemory {
         if mapped {
             munmap(UnsafeMutableRawPointer(base), capacityBytes)
         } else {
+            StorageAccounting.remove(capacityBytes)
             StoragePool.release(UnsafeMutableRawPointer(base), capacityBytes)
         }
     }
@@ -194,6 +241,16 @@ package enum DerivedValues {
 }
 
 /// Size-classed free lists of large aligned blocks (see ``TensorStorage``).
+///
+/// Large blocks are mapped from the system directly (`mmap`), so a block the pool lets go
+/// leaves the resident set at once (a `malloc`'d block would stay in the heap). The pool
+/// never makes the process's footprint (blocks in use plus blocks cached) grow while it holds
+/// cached blocks: a request that finds no block of its class takes the smallest larger cached
+/// block and unmaps its tail (its head is already touched, so reuse still saves the page
+/// faults), or else unmaps cached blocks at least as large as the request before mapping a new
+/// one. Freed blocks of sizes that are no longer asked for (the batch-1 forward pass before
+/// batch-2 training, a larger image) so cannot pile up: the footprint stays at the most bytes
+/// in use at once, rounded to the size classes.
 enum StoragePool {
     /// Blocks smaller than this come from `malloc` directly.
     static let minPooledBytes = 256 << 10
@@ -214,7 +271,8 @@ enum StoragePool {
     }
 
     /// The size class of a request: rounded up to an eighth of its power of two
-    /// (at most 12.5% waste), so similar sizes share blocks.
+    /// (at most 12.5% waste), so similar sizes share blocks. Classes of pooled sizes are
+    /// multiples of the page size.
     @inline(__always)
     static func sizeClass(_ bytes: Int) -> Int {
         if bytes < minPooledBytes { return bytes }
@@ -225,17 +283,39 @@ enum StoragePool {
 
     static func allocate(_ bytes: Int) -> (UnsafeMutableRawPointer, Int) {
         let size = sizeClass(bytes)
-        if size >= minPooledBytes {
-            lock.lock()
-            if var list = free[size], let p = list.popLast() {
-                free[size] = list
-                cached -= size
-                lock.unlock()
-                return (p, size)
-            }
-            lock.unlock()
+        guard size >= minPooledBytes else {
+            return (UnsafeMutableRawPointer.allocate(byteCount: size, alignment: alignment), size)
         }
-        return (UnsafeMutableRawPointer.allocate(byteCount: size, alignment: alignment), size)
+        var evicted: [(UnsafeMutableRawPointer, Int)] = []
+        lock.lock()
+        if var list = free[size], let p = list.popLast() {
+            free[size] = list.isEmpty ? nil : list
+            cached -= size
+            lock.unlock()
+            return (p, size)
+        }
+        // The smallest larger cached block, cut to this class.
+        if let key = free.keys.filter({ $0 > size }).min(), var list = free[key], let p = list.popLast() {
+            free[key] = list.isEmpty ? nil : list
+            cached -= key
+            lock.unlock()
+            unmap(p + size, key - size)
+            return (p, size)
+        }
+        // Smaller cached blocks make room for the new one, largest first.
+        var released = 0
+        for key in free.keys.sorted(by: >) where released < size {
+            guard var list = free[key] else { continue }
+            while released < size, let q = list.popLast() {
+                cached -= key
+                released += key
+                evicted.append((q, key))
+            }
+            free[key] = list.isEmpty ? nil : list
+        }
+        lock.unlock()
+        for (q, n) in evicted { unmap(q, n) }
+        return (map(size), size)
     }
 
     static func release(_ p: UnsafeMutableRawPointer, _ size: Int) {
@@ -246,10 +326,10 @@ enum StoragePool {
         lock.lock()
         if size > limit {
             lock.unlock()
-            p.deallocate()
+            unmap(p, size)
             return
         }
-        var evicted: [UnsafeMutableRawPointer] = []
+        var evicted: [(UnsafeMutableRawPointer, Int)] = []
         // Make room by dropping blocks of other sizes, largest classes first.
         if cached + size > limit {
             for key in free.keys.sorted(by: >) where key != size {
@@ -261,19 +341,37 @@ enum StoragePool {
             free[size, default: []].append(p)
             cached += size
         } else {
-            evicted.append(p)
+            evicted.append((p, size))
         }
         lock.unlock()
-        for q in evicted { q.deallocate() }
+        for (q, n) in evicted { unmap(q, n) }
+    }
+
+    /// A fresh block of `size` bytes (a multiple of the page size) from the system.
+    private static func map(_ size: Int) -> UnsafeMutableRawPointer {
+        #if os(Linux)
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS
+        #else
+        let flags = MAP_PRIVATE | MAP_ANON
+        #endif
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, flags, -1, 0), p != MAP_FAILED else {
+            fatalError("TensorStorage: cannot map \(size) bytes: \(String(cString: strerror(errno)))")
+        }
+        return p
+    }
+
+    /// Returns `size` bytes at `p` to the system.
+    private static func unmap(_ p: UnsafeMutableRawPointer, _ size: Int) {
+        if size > 0 { munmap(p, size) }
     }
 
     /// Moves blocks of class `key` to `evicted` until at most `target` bytes stay cached.
     /// Call with the lock held.
-    private static func evict(_ key: Int, until target: Int, into evicted: inout [UnsafeMutableRawPointer]) {
+    private static func evict(_ key: Int, until target: Int, into evicted: inout [(UnsafeMutableRawPointer, Int)]) {
         guard var list = free[key] else { return }
         while cached > target, let q = list.popLast() {
             cached -= key
-            evicted.append(q)
+            evicted.append((q, key))
         }
         free[key] = list.isEmpty ? nil : list
     }
@@ -281,9 +379,9 @@ enum StoragePool {
     static func setLimit(_ bytes: Int) {
         lock.lock()
         limit = max(0, bytes)
-        var evicted: [UnsafeMutableRawPointer] = []
+        var evicted: [(UnsafeMutableRawPointer, Int)] = []
         for key in free.keys.sorted(by: >) { evict(key, until: limit, into: &evicted) }
         lock.unlock()
-        for q in evicted { q.deallocate() }
+        for (q, n) in evicted { unmap(q, n) }
     }
 }

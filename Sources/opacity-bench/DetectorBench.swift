@@ -167,6 +167,7 @@ enum DetectorBench {
         resetPeak()
         var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int)] = []
         for rep in 0...repetitions {
+            let probe = MemoryProbe.enabled && rep == repetitions ? MemoryProbe() : nil
             func run() -> [String: Double] {
                 let t0 = clockNow()
                 let features = detector.encoder.features(x)
@@ -178,11 +179,19 @@ enum DetectorBench {
                 let terms = detector.lossFunction.loss(out, targets: targets, anchors: anchors)
                 _ = terms.total.scalar
                 let t4 = clockNow()
+                probe?.mark("forward and loss")
                 optimizer.zeroGrad()
-                terms.total.backward()
+                if let probe {
+                    probe.saved = Autograd.measuringSavedTensors { terms.total.backward() }.saved
+                    probe.mark("backward")
+                } else {
+                    terms.total.backward()
+                }
                 let t5 = clockNow()
                 clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
+                probe?.mark("clipping")
                 optimizer.step()
+                probe?.mark("optimizer")
                 let t6 = clockNow()
                 return [
                     "encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "loss": t4 - t3, "backward": t5 - t4,
@@ -192,6 +201,7 @@ enum DetectorBench {
             let t: [String: Double]
             if rep == repetitions { (t, kernels) = ConvolutionKernelLog.record(run) } else { t = run() }
             if rep > 0 { for (k, v) in t { times[k, default: []].append(v) } }
+            probe?.report(parameters: optimizer.parameters.map(\.1), optimizerState: optimizer.stateDict())
         }
         return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident(), kernels: kernels)
     }

@@ -1,0 +1,57 @@
+import Foundation
+import OpacityTensor
+
+/// With `OPACITY_MEMORY_REPORT=1`, `opacity-bench detector` prints where the training step's
+/// memory goes, for its last repetition: the bytes of tensor storage alive at each point of
+/// the step and the most alive in the stretch before it, the parameters, gradients and
+/// optimizer state, the storage pool's cached blocks and derived values, and what the
+/// autograd graph saved for backward by operation kind (``Autograd/measuringSavedTensors(_:)``).
+final class MemoryProbe {
+    /// Whether the report is asked for.
+    static let enabled = ProcessInfo.processInfo.environment["OPACITY_MEMORY_REPORT"] == "1"
+
+    private var marks: [(name: String, live: Int, peak: Int, rss: Double?)] = []
+    var saved: [String: (bytes: Int, nodes: Int)] = [:]
+
+    init() {
+        TensorMemory.resetLivePeak()
+        mark("start")
+    }
+
+    /// Notes the bytes alive now and the peak since the previous mark.
+    func mark(_ name: String) {
+        marks.append((name, TensorMemory.liveBytes, TensorMemory.livePeakBytes, currentResident()))
+        TensorMemory.resetLivePeak()
+    }
+
+    /// Prints the report.
+    func report(parameters: [Parameter], optimizerState: [String: Tensor]) {
+        func mib(_ b: Int) -> String { fmt(Double(b) / 1_048_576, 1) }
+        let values = parameters.reduce(0) { $0 + $1.value.count * 4 }
+        let grads = parameters.reduce(0) { $0 + ($1.grad?.count ?? 0) * 4 }
+        let state = optimizerState.values.reduce(0) { $0 + $1.count * 4 }
+        print("    memory (OPACITY_MEMORY_REPORT, last repetition; MiB of tensor storage):")
+        print(
+            "      parameters \(mib(values)), gradients \(mib(grads)), optimizer state \(mib(state)); pool cached \(mib(TensorMemory.pooledBytes)), derived values \(mib(TensorMemory.derivedCachedBytes))"
+        )
+        print("      \(pad("point", 22)) \(pad("alive", 9)) \(pad("peak before", 12)) rss")
+        for m in marks {
+            let rss = m.rss.map { fmt($0 / 1_048_576, 0) } ?? "?"
+            print("      \(pad(m.name, 22)) \(pad(mib(m.live), 9)) \(pad(mib(m.peak), 12)) \(rss)")
+        }
+        let total = saved.values.reduce(0) { $0 + $1.bytes }
+        print("      saved for backward (freed with each node), \(mib(total)) MiB in all:")
+        for (op, v) in saved.sorted(by: { $0.value.bytes > $1.value.bytes }) where v.bytes > 0 {
+            print("        \(pad(op, 28)) \(pad(mib(v.bytes), 9)) \(v.nodes) nodes")
+        }
+    }
+}
+
+/// The resident set size now (`VmRSS`) in bytes, or nil where /proc is missing.
+func currentResident() -> Double? {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+        let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return nil }
+    return kb * 1024
+}
