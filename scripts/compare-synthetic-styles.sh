@@ -44,12 +44,14 @@ if [ "$stage" = cv ]; then
   for style in ovals patchy; do
     [ -f "$work/pre-$style/checkpoints/interrupted.opb" ] || { echo "error: $work/pre-$style has no pretrained model: run the script without STAGE=cv first" >&2; exit 1; }
   done
-  echo "style,fold,metric,threshold,roc_auc" > "$work/cv.csv"
+  echo "style,fold,metric,threshold,roc_auc,metric_ap,metric_pa" > "$work/cv.csv"
   for fold in 0 1 2 3; do
     for style in ovals patchy; do
-      ("$bin" train "${common[@]}" --epochs "$cv_epochs" --data "$rsna256" --folds-file "$work/folds.csv" \
-        --fold "$fold" --limit-val 8 --init-weights "$work/pre-$style/checkpoints/interrupted.opb" -o "$work/cv-$style-f$fold" \
-        > "$work/cv-$style-f$fold.log" 2>&1 &&
+      # a finished run (its epoch-CV_EPOCHS checkpoint exists) is only scored again
+      (if [ -f "$work/cv-$style-f$fold/checkpoints/epoch_$(printf %03d "$cv_epochs").opb" ]; then true; else
+        "$bin" train "${common[@]}" --epochs "$cv_epochs" --data "$rsna256" --folds-file "$work/folds.csv" \
+          --fold "$fold" --limit-val 8 --init-weights "$work/pre-$style/checkpoints/interrupted.opb" -o "$work/cv-$style-f$fold" \
+          > "$work/cv-$style-f$fold.log" 2>&1; fi &&
         "$bin" eval --model "$work/cv-$style-f$fold" --data "$rsna256" --folds-file "$work/folds.csv" --fold "$fold" \
           --threads 1 -o "$work/cv-eval-$style-f$fold" > "$work/cv-eval-$style-f$fold.txt" 2>&1) &
     done
@@ -60,11 +62,24 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 c = r.get("classifier") or {}
 ch = r["challenge"]
-print(f"{sys.argv[2]},{sys.argv[3]},{ch['bestMetric']},{ch['bestThreshold']},{c.get('rocAUCLungOpacity')}")
+views = {v["view"]: v["metric"] for v in (r.get("by_view") or {}).get("views", [])}
+print(f"{sys.argv[2]},{sys.argv[3]},{ch['bestMetric']},{ch['bestThreshold']},{c.get('rocAUCLungOpacity')},{views.get('AP')},{views.get('PA')}")
 PY
     done
   done
   cat "$work/cv.csv"
+  python3 - "$work/cv.csv" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+for style in ("ovals", "patchy"):
+    for key in ("metric", "roc_auc", "metric_ap", "metric_pa"):
+        v = [float(r[key]) for r in rows if r["style"] == style and r[key] not in ("", "None")]
+        if len(v) > 1:
+            print(f"{style} {key}: mean {statistics.mean(v):.4f} +- {statistics.stdev(v):.4f} (sd over {len(v)} folds)")
+d = [float(p["metric"]) - float(o["metric"]) for o, p in zip([r for r in rows if r["style"] == "ovals"], [r for r in rows if r["style"] == "patchy"])]
+if len(d) > 1:
+    print(f"patchy - ovals per fold: {' '.join(f'{x:+.4f}' for x in d)}; mean {statistics.mean(d):+.4f} +- {statistics.stdev(d):.4f}")
+PY
   exit 0
 fi
 for style in ovals patchy; do
