@@ -25,8 +25,9 @@ struct PhaseFigures {
     var seconds: [String: Double] = [:]
     /// Peak resident set size during the phase, bytes (`VmHWM` after resetting it), or nil.
     var peakBytes: Double?
-    /// The kernel of each distinct convolution in the last repetition, with its call count.
-    var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int)] = []
+    /// The kernel of each distinct convolution in the last repetition, with its call count
+    /// and the wall seconds of its calls.
+    var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
 }
 
 enum DetectorBench {
@@ -130,7 +131,7 @@ enum DetectorBench {
         let x = images(batch: 1, size: size)
         var times: [String: [Double]] = [:]
         resetPeak()
-        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int)] = []
+        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
         for rep in 0...repetitions {
             var t: [String: Double] = [:]
             func run() {
@@ -165,7 +166,7 @@ enum DetectorBench {
         let anchors = detector.anchors(height: size, width: size)
         var times: [String: [Double]] = [:]
         resetPeak()
-        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int)] = []
+        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
         for rep in 0...repetitions {
             let probe = MemoryProbe.enabled && rep == repetitions ? MemoryProbe() : nil
             func run() -> [String: Double] {
@@ -207,34 +208,48 @@ enum DetectorBench {
     }
 
     /// One line per distinct convolution geometry: the kernel of the forward pass at batch 1,
-    /// and of the training step's forward pass, input gradient and weight gradient at batch 2.
+    /// and of the training step's forward pass, input gradient and weight gradient at batch 2,
+    /// with the milliseconds of each (all calls of the last repetition); then the training
+    /// step's convolution time summed by pass and kernel.
     static func printKernels(fwd: PhaseFigures, train: PhaseFigures) {
         struct Row {
             var kernels: [String: String] = [:]
+            var ms: [String: Double] = [:]
             var uses = 0
         }
         var rows: [String: Row] = [:]
         var order: [String] = []
-        func add(_ list: [(entry: ConvolutionKernelLog.Entry, count: Int)], _ column: (String) -> String) {
-            for (e, count) in list {
+        func add(_ list: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)], _ column: (String) -> String) {
+            for (e, count, seconds) in list {
                 let key = e.geometry
                 if rows[key] == nil {
                     rows[key] = Row()
                     order.append(key)
                 }
                 rows[key]!.kernels[column(e.pass)] = e.kernel
+                rows[key]!.ms[column(e.pass)] = seconds * 1e3
                 if column(e.pass) == "fwd1" { rows[key]!.uses += count }
             }
         }
         add(fwd.kernels) { _ in "fwd1" }
         add(train.kernels) { $0 == "forward" ? "fwd2" : $0 == "input gradient" ? "dx" : "dw" }
         guard !order.isEmpty else { return }
-        print("    kernels (forward batch 1 | training step batch 2: forward, input gradient, weight gradient):")
+        print("    kernels (forward batch 1 | training step batch 2: forward, input gradient, weight gradient; ms of all calls):")
         for key in order {
             let r = rows[key]!
-            let k = { (c: String) in r.kernels[c] ?? "-" }
+            let k = { (c: String) in r.kernels[c].map { "\($0) \(fmt(r.ms[c] ?? 0, 1))" } ?? "-" }
             let uses = r.uses > 0 ? " (x\(r.uses))" : ""
             print("      \(pad(key + uses, 40)) \(k("fwd1")) | \(k("fwd2")), \(k("dx")), \(k("dw"))")
+        }
+        var byKind: [String: (ms: Double, calls: Int)] = [:]
+        for (e, count, seconds) in train.kernels {
+            let kind = "\(e.pass): \(e.kernel)"
+            byKind[kind] = ((byKind[kind]?.ms ?? 0) + seconds * 1e3, (byKind[kind]?.calls ?? 0) + count)
+        }
+        let total = byKind.values.reduce(0) { $0 + $1.ms }
+        print("    training step convolutions by pass and kernel (\(fmt(total, 1)) ms in all):")
+        for (kind, v) in byKind.sorted(by: { $0.value.ms > $1.value.ms }) {
+            print("      \(pad(kind, 44)) \(fmt(v.ms, 1, width: 8)) ms  \(v.calls) calls")
         }
     }
 

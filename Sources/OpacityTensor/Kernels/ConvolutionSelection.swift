@@ -13,8 +13,9 @@ import Foundation
 /// - `OPACITY_CONV=cpu|dnnl|auto` sets the mode at start (default `cpu`).
 /// - `OPACITY_DETERMINISTIC=1` fixes the kernels to the CPU provider whatever the mode: its
 ///   path per shape is fixed (Winograd for eligible 3x3 stride-1 convolutions when
-///   ``ConvolutionSettings/winograd`` is on, else im2col, row expansion or the depthwise
-///   kernel), so runs repeat bit for bit at a fixed thread count. A measured choice can differ
+///   ``ConvolutionSettings/winograd`` is on, for the weight gradient also when
+///   ``ConvolutionSettings/winogradWeightGradient`` is, else im2col, row expansion or the
+///   depthwise kernel), so runs repeat bit for bit at a fixed thread count. A measured choice can differ
 ///   between runs (timings vary), and oneDNN's results differ from ours by rounding.
 public enum ConvolutionKernelChoice {
     /// A way to choose the convolution kernels.
@@ -203,7 +204,8 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
         case .backwardData:
             return g.stride == (1, 1) ? "transposed-forward" : "col2im"
         case .backwardWeights:
-            return plan.rowExpansion ? "row-expansion" : "im2col"
+            if plan.rowExpansion { return "row-expansion" }
+            return plan.usesWinogradWeightGradient ? "winograd" : "im2col"
         }
     }
 
@@ -242,6 +244,12 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
     }
 
     func forward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor) {
+        ConvolutionKernelLog.timed("forward", input: input.shape, weight: weight.shape, geometry: geometry, groups: groups) {
+            selectForward(input: input, weight: weight, bias: bias, geometry: geometry, groups: groups, into: out)
+        }
+    }
+
+    private func selectForward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor) {
         let k = key(.forward, input, weight, geometry, groups, bias != nil)
         func run(_ c: ConvolutionCandidate) -> Bool {
             if c == .cpu {
@@ -307,6 +315,12 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
     }
 
     func backwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        ConvolutionKernelLog.timed("input gradient", input: input.shape, weight: weight.shape, geometry: geometry, groups: groups) {
+            selectBackwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+        }
+    }
+
+    private func selectBackwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
         gradient(key(.backwardData, input, weight, geometry, groups, false)) { c in
             c == .cpu
                 ? cpu.backwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
@@ -315,6 +329,12 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
     }
 
     func backwardWeights(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        ConvolutionKernelLog.timed("weight gradient", input: input.shape, weight: weight.shape, geometry: geometry, groups: groups) {
+            selectBackwardWeights(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+        }
+    }
+
+    private func selectBackwardWeights(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
         gradient(key(.backwardWeights, input, weight, geometry, groups, false)) { c in
             c == .cpu
                 ? cpu.backwardWeights(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)

@@ -365,7 +365,9 @@ enum ConvKernels {
                 ? "depthwise"
                 : pl.rowExpansion
                     ? "row expansion"
-                    : GroupedConvKernels.groupTasks(pl) ? "grouped per-group tasks" : pl.pointwise ? "1x1 gemm" : "im2col")
+                    : pl.usesWinogradWeightGradient
+                        ? "winograd"
+                        : GroupedConvKernels.groupTasks(pl) ? "grouped per-group tasks" : pl.pointwise ? "1x1 gemm" : "im2col")
         if isDepthwise(cin: pl.cin, groups: groups) {
             return depthwiseBackward(input: input, weight: weight, gradOut: gradOut, geo: geo, needInput: false, needWeight: true).1!
         }
@@ -474,6 +476,10 @@ enum ConvKernels {
         BLAS.ensureConfigured()
         if pl.rowExpansion {
             rowWeightGradient(pl, input: xp, gradOut: gp, out: dwp)
+            return
+        }
+        if pl.usesWinogradWeightGradient {
+            WinogradKernels.weightGradient(pl, input: xp, gradOut: gp, out: dwp)
             return
         }
         if GroupedConvKernels.groupTasks(pl) {

@@ -18,8 +18,10 @@ public enum ConvolutionSettings {
     }()
 
     /// Whether dense 3x3 stride-1 convolutions with at least 16 input and output channels on
-    /// large enough maps (160 output tiles of 4x4 over the batch) use Winograd F(4x4, 3x3) (forward, and the input gradient, which
-    /// is itself such a convolution). Default on; `OPACITY_WINOGRAD=0` starts with it off.
+    /// large enough maps (``winogradMinTiles`` output tiles of 4x4 over the batch) use Winograd
+    /// F(4x4, 3x3): the forward pass, the input gradient (itself such a convolution) and, with
+    /// ``winogradWeightGradient``, the weight gradient. Default on; `OPACITY_WINOGRAD=0` starts
+    /// with it off.
     ///
     /// Off, they take the im2col path. Winograd results differ from im2col's by rounding
     /// only (relative error about 1e-6 of the output's magnitude); either path repeats bit for
@@ -35,6 +37,13 @@ public enum ConvolutionSettings {
         if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_TILES"], let v = Int(s), v > 0 { return v }
         return 192
     }()
+
+    /// The fewest output tiles (4x4, over the batch) for the Winograd forward pass and input
+    /// gradient (`OPACITY_WINOGRAD_MIN_TILES`, default 160; see ``ConvPlan/winogradEligible``).
+    nonisolated(unsafe) static var winogradMinTiles: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_MIN_TILES"], let v = Int(s), v > 0 { return v }
+        return 160
+    }()
 }
 
 extension ConvPlan {
@@ -44,7 +53,7 @@ extension ConvPlan {
     /// im2col's time, at 32x32 0.96x, at 16x16 2x).
     var winogradEligible: Bool {
         groups == 1 && geo.kernel == (3, 3) && geo.stride == (1, 1) && geo.dilation == (1, 1) && cin >= 16 && cout >= 16
-            && n * ((ho + 3) / 4) * ((wo + 3) / 4) >= 160
+            && n * ((ho + 3) / 4) * ((wo + 3) / 4) >= ConvolutionSettings.winogradMinTiles
     }
 }
 
@@ -257,9 +266,12 @@ enum WinogradKernels {
 
     /// `V[xi][c][t] = (B^T d B)[xi]` for every input channel and every tile of tile rows
     /// `tileRows` (tile `t = (ty - lowerBound) * tw + tx`), rows `ldv` floats apart.
+    ///
+    /// `channels` (default all) limits the work to those input channels, so that threads can
+    /// share one block.
     static func transformInput(
         _ wg: Plan, image: UnsafePointer<Float>, tileRows: Range<Int>, rowBuffer: UnsafeMutablePointer<Float>,
-        into v: UnsafeMutablePointer<Float>, ldv: Int
+        into v: UnsafeMutablePointer<Float>, ldv: Int, channels: Range<Int>? = nil
     ) {
         let pl = wg.pl
         let (h, w, ph, pw) = (pl.h, pl.w, pl.geo.padding.0, pl.geo.padding.1)
@@ -268,7 +280,7 @@ enum WinogradKernels {
         withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 73) { buf in
             let d = buf.baseAddress!, t = d + 36
             let lp = UnsafeMutableRawPointer(d + 72).assumingMemoryBound(to: Float.self)
-            for c in 0..<cin {
+            for c in channels ?? 0..<cin {
                 let plane = image + c * h * w
                 for ty in tileRows {
                     // The six input rows of this tile row, zero-padded: buffer column x holds
