@@ -10,7 +10,9 @@ timm, and times the same work on the CPU with the same thread count:
   ceil(size / stride) (timm's unpadded stem gives 125/63/32/16/8 at 256 px, which no anchor
   layout of the detector fits). nasnetamobile, which timm lacks, is Cadene's NASNetAMobile from
   the `pretrainedmodels` package (PyPI 0.7.4, what Opacity's port follows) with a one-channel
-  stem, tapped at cell_stem_0, cell_3, cell_9 and cell_15 as in Opacity;
+  stem, tapped at cell_stem_0, cell_3, cell_9 and cell_15 as in Opacity. Both are built by the
+  code of the encoder parity tests' reference (scripts/parity/reference.py, imported; it needs
+  numpy, which torch-venv.sh installs);
 - neck: the paper's FPN (1x1 laterals, nearest 2x top-down, 3x3 smoothing per level; P6 a
   stride-2 3x3 convolution on C5, P7 a stride-2 3x3 convolution on ReLU(P6)), --levels, width
   --neck-channels;
@@ -37,6 +39,7 @@ pretrainedmodels; torchvision's compiled ops are not used); the product never de
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -54,38 +57,31 @@ TIMM = {
 }
 
 
-class NASNetMobileFeatures(nn.Module):
-    """Cadene's NASNetAMobile (pretrainedmodels) as an encoder: a one-channel stem, the outputs of
-    cell_stem_0, cell_3, cell_9 and cell_15 (strides 4, 8, 16, 32; 44, 264, 528, 1056 channels)."""
+def parity_reference():
+    """scripts/parity/reference.py, the encoder parity tests' reference: the NASNet and aligned
+    Xception construction comes from there. Imported only once timm imports (main()), since
+    importing it imports timm."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "parity"))
+    import reference
+    return reference
 
-    def __init__(self, pretrainedmodels):
+
+class NASNetMobileFeatures(nn.Module):
+    """Cadene's NASNetAMobile (pretrainedmodels, built as the parity reference builds it) as an
+    encoder: a one-channel stem, the outputs of cell_stem_0, cell_3, cell_9 and cell_15 (strides
+    4, 8, 16, 32; 44, 264, 528, 1056 channels)."""
+
+    def __init__(self):
         super().__init__()
-        m = pretrainedmodels.nasnetamobile(num_classes=1000, pretrained=None)
+        build, _ = parity_reference().nasnetamobile()
+        m = build()
         m.conv0.conv = nn.Conv2d(1, m.conv0.conv.out_channels, 3, stride=2, padding=0, bias=False)
         del m.last_linear
         self.m = m
         self.channels = [44, 264, 528, 1056]
 
     def forward(self, x):
-        m = self.m
-        x0 = m.conv0(x)
-        s0 = m.cell_stem_0(x0)
-        s1 = m.cell_stem_1(x0, s0)
-        c0 = m.cell_0(s1, s0)
-        c1 = m.cell_1(c0, s1)
-        c2 = m.cell_2(c1, c0)
-        c3 = m.cell_3(c2, c1)
-        r0 = m.reduction_cell_0(c3, c2)
-        c6 = m.cell_6(r0, c3)
-        c7 = m.cell_7(c6, r0)
-        c8 = m.cell_8(c7, c6)
-        c9 = m.cell_9(c8, c7)
-        r1 = m.reduction_cell_1(c9, c8)
-        c12 = m.cell_12(r1, c9)
-        c13 = m.cell_13(c12, r1)
-        c14 = m.cell_14(c13, c12)
-        c15 = m.cell_15(c14, c13)
-        return [s0, c3, c9, c15]
+        return parity_reference().nasnet_cells(self.m, x)
 
 
 class TimmFeatures(nn.Module):
@@ -96,8 +92,7 @@ class TimmFeatures(nn.Module):
         self.enc = timm.create_model(name, pretrained=False, features_only=True, in_chans=1)
         if name == "legacy_xception":
             # Aligned as Opacity's (and the paper's AlignedXception): padded stem convolutions.
-            self.enc.body.conv1.padding = (1, 1)
-            self.enc.body.conv2.padding = (1, 1)
+            parity_reference().align_xception(self.enc.body)
         red, chs = self.enc.feature_info.reduction(), self.enc.feature_info.channels()
         self.idx = [red.index(r) for r in (4, 8, 16, 32)]
         self.channels = [chs[i] for i in self.idx]
@@ -318,14 +313,14 @@ def main():
     torch.manual_seed(1)
     if a.encoder == "nasnetamobile":
         try:
-            import pretrainedmodels
+            import pretrainedmodels  # noqa: F401
         except ImportError:
             print("bench_detector_pytorch: nasnetamobile needs the pretrainedmodels package "
                   "(pip install --no-deps pretrainedmodels==0.7.4 munch six tqdm; scripts/torch-venv.sh does)",
                   file=sys.stderr)
             sys.exit(3)
         name = "pretrainedmodels.nasnetamobile"
-        enc = NASNetMobileFeatures(pretrainedmodels)
+        enc = NASNetMobileFeatures()
     elif a.encoder in TIMM:
         name = TIMM[a.encoder]
         enc = TimmFeatures(timm, name)

@@ -90,15 +90,19 @@ def seresnext(depth, cadene=False):
     return build, taps
 
 
+def align_xception(m):
+    """The paper's AlignedXception from timm's legacy_xception `m` (or its features_only body):
+    padding 1 on both stem convolutions, so C2..C5 sit at exactly 1/4..1/32 of the input."""
+    m.conv1.padding = (1, 1)
+    m.conv2.padding = (1, 1)
+    return m
+
+
 def xception():
     import timm
 
     def build():
-        m = timm.create_model("legacy_xception", pretrained=False, num_classes=1000)
-        # The paper's AlignedXception: padding 1 on both stem convolutions.
-        m.conv1.padding = (1, 1)
-        m.conv2.padding = (1, 1)
-        return m
+        return align_xception(timm.create_model("legacy_xception", pretrained=False, num_classes=1000))
 
     def taps(m, x):
         x = m.act1(m.bn1(m.conv1(x)))
@@ -140,30 +144,37 @@ def dpn92(cadene=False):
     return build, taps
 
 
+def nasnet_cells(e, x):
+    """C2..C5 of pretrainedmodels' NASNetAMobile `e`: the outputs of cell_stem_0, cell_3, cell_9
+    and cell_15 (strides 4, 8, 16, 32; 44, 264, 528 and 1056 channels)."""
+    x_conv0 = e.conv0(x)
+    x_stem_0 = e.cell_stem_0(x_conv0)
+    x_stem_1 = e.cell_stem_1(x_conv0, x_stem_0)
+    c0 = e.cell_0(x_stem_1, x_stem_0)
+    c1 = e.cell_1(c0, x_stem_1)
+    c2 = e.cell_2(c1, c0)
+    c3 = e.cell_3(c2, c1)
+    r0 = e.reduction_cell_0(c3, c2)
+    c6 = e.cell_6(r0, c3)
+    c7 = e.cell_7(c6, r0)
+    c8 = e.cell_8(c7, c6)
+    c9 = e.cell_9(c8, c7)
+    r1 = e.reduction_cell_1(c9, c8)
+    c12 = e.cell_12(r1, c9)
+    c13 = e.cell_13(c12, r1)
+    c14 = e.cell_14(c13, c12)
+    c15 = e.cell_15(c14, c13)
+    return [x_stem_0, c3, c9, c15]
+
+
 def nasnetamobile():
     def build():
         from pretrainedmodels.models import nasnet_mobile
         return nasnet_mobile.NASNetAMobile(num_classes=1000)
 
     def taps(e, x):
-        x_conv0 = e.conv0(x)
-        x_stem_0 = e.cell_stem_0(x_conv0)
-        x_stem_1 = e.cell_stem_1(x_conv0, x_stem_0)
-        c0 = e.cell_0(x_stem_1, x_stem_0)
-        c1 = e.cell_1(c0, x_stem_1)
-        c2 = e.cell_2(c1, c0)
-        c3 = e.cell_3(c2, c1)
-        r0 = e.reduction_cell_0(c3, c2)
-        c6 = e.cell_6(r0, c3)
-        c7 = e.cell_7(c6, r0)
-        c8 = e.cell_8(c7, c6)
-        c9 = e.cell_9(c8, c7)
-        r1 = e.reduction_cell_1(c9, c8)
-        c12 = e.cell_12(r1, c9)
-        c13 = e.cell_13(c12, r1)
-        c14 = e.cell_14(c13, c12)
-        c15 = e.cell_15(c14, c13)
-        return [x_stem_0, c3, c9, c15], e.last_linear(F.relu(c15).mean((2, 3)))
+        c = nasnet_cells(e, x)
+        return c, e.last_linear(F.relu(c[3]).mean((2, 3)))
 
     return build, taps
 
