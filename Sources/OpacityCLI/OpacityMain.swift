@@ -46,6 +46,7 @@ public enum OpacityMain {
             // usage errors, --help and --version, as ArgumentParser prints them
             OpacityCommand.exit(withError: error)
         }
+        RuntimeOptions.warnAboutThreadsVariable(for: command)
         do {
             try command.run()
         } catch let error as ValidationError {

@@ -8,9 +8,29 @@ import Foundation
 /// splits work the same way on every run, so results repeat bit for bit.
 public enum Compute {
     nonisolated(unsafe) private static var _threads: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_THREADS"], let n = Int(s), n > 0 { return n }
+        if let s = ProcessInfo.processInfo.environment["OPACITY_THREADS"], let n = threadCount(parsing: s) { return n }
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
+
+    /// The thread counts `OPACITY_THREADS` (and the command line's `--threads`) accept.
+    public static let validThreadCounts = 1...1024
+
+    /// `text` as a thread count: a whole number in ``validThreadCounts`` (surrounding spaces
+    /// allowed), else nil.
+    public static func threadCount(parsing text: String) -> Int? {
+        guard let n = Int(text.trimmingCharacters(in: .whitespaces)), validThreadCounts.contains(n) else { return nil }
+        return n
+    }
+
+    /// `OPACITY_THREADS` as set when it is not a valid thread count (``threadCount(parsing:)``):
+    /// the engine then ignores it and uses all cores. Nil when it is unset or valid.
+    /// An empty value counts as unset.
+    public static var invalidThreadsVariable: String? {
+        guard let s = ProcessInfo.processInfo.environment["OPACITY_THREADS"], !s.trimmingCharacters(in: .whitespaces).isEmpty,
+            threadCount(parsing: s) == nil
+        else { return nil }
+        return s
+    }
 
     /// The number of threads kernels and OpenBLAS use.
     public static var threads: Int {

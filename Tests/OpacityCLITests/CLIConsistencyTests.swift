@@ -1,4 +1,5 @@
 import Foundation
+import Opacity
 import XCTest
 
 /// The command line's shared conventions: one output spelling (the old one still works),
@@ -73,5 +74,82 @@ final class CLIConsistencyTests: XCTestCase {
         r = try CLI.run(["train", "--data", "data", "-o", "run", "--resume", "--epochs", "16", "--stop-after", "1"], in: dir)
         XCTAssertEqual(r.status, 130, r.all)
         XCTAssertTrue(r.stderr.contains("epoch 2/16"), r.all)
+    }
+
+    /// `train --limit N` limits the training and the validation images as eval's `--limit`
+    /// limits the scored ones; `--limit-train` and `--limit-val` override it for their part.
+    func testTrainLimitLimitsBothParts() throws {
+        let dir = try CLI.tempDir("trainlimit")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "16", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
+        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+        for (extra, train, validation) in [(["--limit", "3"], 3, 3), (["--limit", "3", "--limit-val", "2"], 3, 2)] {
+            let run = "run\(extra.count)"
+            let r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "1", "-o", run, "--stop-after", "1"] + extra, in: dir)
+            XCTAssertEqual(r.status, 130, r.all)
+            let saved = try XCTUnwrap(try TrainingSetup.savedOptions(in: dir.appendingPathComponent(run)))
+            XCTAssertEqual(saved.limitTrain, train, "\(extra)")
+            XCTAssertEqual(saved.limitValidation, validation, "\(extra)")
+            // 3 training images (of the fold's 12) at batch 1: 3 steps an epoch
+            XCTAssertTrue(r.stderr.contains("epoch 1/1: 3 steps"), r.all)
+        }
+        let zero = try CLI.run(["train", "--data", "data", "--limit", "0"], in: dir)
+        XCTAssertEqual(zero.status, 64, zero.all)
+        XCTAssertTrue(zero.stderr.contains("--limit must be 1 or more, got 0"), zero.stderr)
+    }
+
+    /// Leaving out unreadable images is `--skip-unreadable` in every command, preview included;
+    /// preview's old `--skip-bad-images` still works, with a deprecation warning, and is hidden.
+    func testSkipUnreadableIsOneSpelling() throws {
+        let dir = try CLI.tempDir("skipspelling")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "4", "--size", "64", "--seed", "5", "-q"], in: dir).status, 0)
+        let images = dir.appendingPathComponent("data/stage_2_train_images")
+        let first = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: images.path).sorted().first)
+        try FileManager.default.removeItem(at: images.appendingPathComponent(first))
+        let failed = try CLI.run(["preview", "data", "--count", "2", "--size", "16", "-o", "a.png"], in: dir)
+        XCTAssertNotEqual(failed.status, 0, failed.all)
+        let skipped = try CLI.run(["preview", "data", "--count", "2", "--size", "16", "-o", "b.png", "--skip-unreadable"], in: dir)
+        XCTAssertEqual(skipped.status, 0, skipped.all)
+        XCTAssertFalse(skipped.stderr.contains("deprecated"), skipped.stderr)
+        let old = try CLI.run(["preview", "data", "--count", "2", "--size", "16", "-o", "c.png", "--skip-bad-images"], in: dir)
+        XCTAssertEqual(old.status, 0, old.all)
+        XCTAssertTrue(old.stderr.contains("--skip-bad-images is deprecated; use --skip-unreadable"), old.stderr)
+        for command in ["preview", "train", "eval", "detect", "submit", "folds"] {
+            let help = try CLI.run([command, "--help"])
+            XCTAssertTrue(help.stdout.contains("--skip-unreadable"), "\(command) --help: \(help.stdout)")
+            XCTAssertFalse(help.stdout.contains("skip-bad"), "\(command) --help: \(help.stdout)")
+        }
+    }
+
+    /// `OPACITY_THREADS` that is not a thread count (0, abc, 5000) is not ignored silently: a
+    /// warning names the variable, the valid range and what is used instead; `--threads`
+    /// replaces it (no warning), and a valid or empty value says nothing.
+    func testInvalidThreadsVariableIsReported() throws {
+        let dir = try CLI.tempDir("threadsvar")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        for value in ["0", "abc", "5000", "-2"] {
+            let r = try CLI.run(["synth", "-o", "s\(value)", "--count", "2", "--size", "64", "-q"], in: dir, environment: ["OPACITY_THREADS": value])
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertTrue(
+                r.stderr.contains("warning: OPACITY_THREADS=\(value) is not valid; expected 1...1024, e.g. 4; it is ignored: using all \(cores) cores"), r.stderr)
+            let given = try CLI.run(["synth", "-o", "t\(value)", "--count", "2", "--size", "64", "-q", "--threads", "1"], in: dir, environment: ["OPACITY_THREADS": value])
+            XCTAssertEqual(given.status, 0, given.all)
+            XCTAssertFalse(given.stderr.contains("OPACITY_THREADS"), given.stderr)
+        }
+        for value in ["3", ""] {
+            let r = try CLI.run(["synth", "-o", "v\(value)", "--count", "2", "--size", "64", "-q"], in: dir, environment: ["OPACITY_THREADS": value])
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertFalse(r.stderr.contains("OPACITY_THREADS"), r.stderr)
+        }
+        // a command without --threads (preview) warns too: the engine reads the variable in every command
+        let p = try CLI.run(["preview", "--count", "1", "--size", "16", "-o", "p.png"], in: dir, environment: ["OPACITY_THREADS": "abc"])
+        XCTAssertEqual(p.status, 0, p.all)
+        XCTAssertTrue(p.stderr.contains("OPACITY_THREADS=abc is not valid"), p.stderr)
+        // --threads 0 stays a usage error, worded alike
+        let bad = try CLI.run(["synth", "-o", "w", "--threads", "0"], in: dir)
+        XCTAssertEqual(bad.status, 64, bad.all)
+        XCTAssertTrue(bad.stderr.contains("--threads 0 is not valid; expected 1...1024, e.g. 4"), bad.stderr)
     }
 }

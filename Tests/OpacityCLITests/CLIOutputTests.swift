@@ -1,4 +1,5 @@
 import Foundation
+import Opacity
 import XCTest
 
 /// What eval, detect and export say and write: every output named, defaults like the other
@@ -48,6 +49,52 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertTrue(both.stderr.contains("name different models"), both.stderr)
     }
 
+    /// export without --storage keeps the source bundle's storage (the zoo's int8 stays int8,
+    /// not a 4x larger fp32 file) and says so; --storage still chooses.
+    func testExportKeepsTheSourceStorage() throws {
+        let dir = try CLI.tempDir("exportstorage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try CLI.run(["export", "retinanet-r34-composite", "-o", "kept.opb"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("storage: int8, as the source bundle's"), r.stderr)
+        let source = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasSuffix(" -> kept.opb") }).dropLast(" -> kept.opb".count)
+        XCTAssertEqual(try BundleReader(URL(fileURLWithPath: String(source))).info.metadata.storage, "int8")
+        let kept = dir.appendingPathComponent("kept.opb")
+        XCTAssertEqual(try BundleReader(kept).info.metadata.storage, "int8")
+        let sourceBytes = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: String(source))[.size] as? Int)
+        let keptBytes = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: kept.path)[.size] as? Int)
+        XCTAssertLessThan(Double(keptBytes), 1.1 * Double(sourceBytes), "an int8 export is about the source's size")
+        let chosen = try CLI.run(["export", "retinanet-r34-composite", "--storage", "fp16", "-o", "half.opb"], in: dir)
+        XCTAssertEqual(chosen.status, 0, chosen.all)
+        XCTAssertFalse(chosen.stderr.contains("as the source bundle's"), chosen.stderr)
+        XCTAssertEqual(try BundleReader(dir.appendingPathComponent("half.opb")).info.metadata.storage, "fp16")
+    }
+
+    /// preview shows each image once: --positives-only --count 12 on data with fewer positives
+    /// makes one tile per positive image and says how many there were.
+    func testPreviewShowsEachImageOnce() throws {
+        let dir = try CLI.tempDir("previewonce")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "6", "--size", "64", "--seed", "3", "-q"], in: dir).status, 0)
+        // the images with boxes: patientIds with a Target=1 row
+        let labels = try String(contentsOf: dir.appendingPathComponent("data/stage_2_train_labels.csv"), encoding: .utf8)
+        let positives = Set(labels.split(separator: "\n").dropFirst().filter { $0.hasSuffix(",1") }.map { $0.split(separator: ",")[0] }).count
+        XCTAssertTrue((1..<12).contains(positives), "the synthetic set should have 1 to 11 positive images, has \(positives)")
+        let r = try CLI.run(["preview", "data", "--positives-only", "--count", "12", "--size", "16", "--columns", "4", "-o", "p.png"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("data has only \(positives) images with boxes; showing each once (\(positives) tiles, not --count 12)"), r.stderr)
+        let columns = min(4, positives), rows = (positives + columns - 1) / columns
+        let (w, h) = (columns * 16 + (columns + 1) * 4, rows * 16 + (rows + 1) * 4)
+        XCTAssertTrue(r.stdout.contains("wrote p.png (\(w)x\(h), \(positives) samples"), r.stdout)
+        let png = try PNG.read(dir.appendingPathComponent("p.png")).gray
+        XCTAssertEqual([png.width, png.height], [w, h])
+        // enough images: no note, --count tiles
+        let all = try CLI.run(["preview", "data", "--count", "6", "--size", "16", "-o", "q.png"], in: dir)
+        XCTAssertEqual(all.status, 0, all.all)
+        XCTAssertFalse(all.stderr.contains("showing each once"), all.stderr)
+        XCTAssertTrue(all.stdout.contains(", 6 samples"), all.stdout)
+    }
+
     /// A negative number after a numeric option is read as the value (not as a missing value)
     /// and refused with the option, the valid range and what was given.
     func testNegativeNumbersGetRangeErrors() throws {
@@ -62,6 +109,7 @@ final class CLIOutputTests: XCTestCase {
             (["export", "--format", "onnx", "--postprocess", "--threshold", "-1", "-o", "x.onnx"], "--threshold must be in [0, 1], got -1"),
             (["serve", "--threshold", "-1"], "--threshold must be in [0, 1], got -1"),
             (["eval", "--data", rsna1k.path, "--limit", "-3"], "--limit must be 1 or more, got -3"),
+            (["train", "--data", rsna1k.path, "--limit", "-3"], "--limit must be 1 or more, got -3"),
             (["eval", "--data", rsna1k.path, "--fold", "-1"], "--fold must be 0 or more, got -1"),
             (["eval", "--data", rsna1k.path, "--folds", "-4"], "--folds must be in [2, 100], got -4"),
             (["eval", "--data", rsna1k.path, "--wbf-iou", "-0.5"], "--wbf-iou must be in (0, 1)"),

@@ -78,4 +78,47 @@ final class ZooModelTests: XCTestCase {
         r = try CLI.run(["zoo", "fetch", "rel", "slashes", "-q"], in: pub, environment: env)
         XCTAssertEqual(r.status, 0, r.all)
     }
+
+    /// zoo add checks the manifest before reading and hashing the bundle: a name already taken,
+    /// a manifest path that is a folder or lies under a file, and a manifest that does not read
+    /// are refused first (the bundle named here does not even exist), and nothing is written.
+    func testZooAddChecksTheManifestFirst() throws {
+        let dir = try CLI.tempDir("zoo-add-first")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let shelf = dir.appendingPathComponent("shelf")
+        try FileManager.default.createDirectory(at: shelf, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: repo.appendingPathComponent("zoo/\(entryName).opb"), to: shelf.appendingPathComponent("m.opb"))
+        let env = ["OPACITY_USER_MANIFEST": shelf.appendingPathComponent("zoo.json").path]
+        var r = try CLI.run(["zoo", "add", "m", "shelf/m.opb", "--licence", "CC-BY-4.0"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
+        let before = try Data(contentsOf: shelf.appendingPathComponent("zoo.json"))
+        // the name is taken: said before the (missing) bundle is looked at
+        r = try CLI.run(["zoo", "add", "m", "shelf/missing.opb", "--licence", "CC-BY-4.0"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("already has an entry 'm'; pass --replace to replace it"), r.all)
+        XCTAssertFalse(r.stderr.contains("missing.opb"), r.all)
+        XCTAssertEqual(try Data(contentsOf: shelf.appendingPathComponent("zoo.json")), before)
+        // manifests that cannot be written
+        try Data("x".utf8).write(to: dir.appendingPathComponent("afile"))
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("afolder"), withIntermediateDirectories: true)
+        try Data("{not json".utf8).write(to: dir.appendingPathComponent("broken.json"))
+        let cases: [(String, String)] = [
+            ("afolder", "--manifest afolder is a folder; expected a file path (for the zoo manifest, JSON)"),
+            ("afile/zoo.json", "--manifest afile/zoo.json lies under \(dir.appendingPathComponent("afile").standardizedFileURL.path), which is a file"),
+            ("broken.json", "broken.json"),
+        ]
+        for (manifest, message) in cases {
+            r = try CLI.run(["zoo", "add", "n", "shelf/missing.opb", "--licence", "CC-BY-4.0", "--url", "https://example.org/m.opb", "--manifest", manifest], in: dir)
+            XCTAssertNotEqual(r.status, 0, r.all)
+            XCTAssertTrue(r.stderr.contains(message), "\(manifest): \(r.all)")
+            XCTAssertFalse(r.stderr.contains("missing.opb"), "\(manifest): \(r.all)")
+        }
+        XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("broken.json"), encoding: .utf8), "{not json")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("afolder").path), [])
+        // --replace replaces
+        r = try CLI.run(["zoo", "add", "m", "shelf/m.opb", "--licence", "MIT", "--replace"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(try String(contentsOf: shelf.appendingPathComponent("zoo.json"), encoding: .utf8).contains("\"MIT\""))
+    }
 }

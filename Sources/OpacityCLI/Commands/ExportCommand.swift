@@ -32,7 +32,12 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .customLong("model"), help: ArgumentHelp("The model, as the first argument (the spelling the other commands use).", valueName: "model"))
     var modelOption: String?
     @Option(name: [.short, .long], help: "The bundle or ONNX file to write.") var output: String
-    @Option(name: .long, help: "Storage (int8: per-output-channel scales for weight tensors).") var storage = StorageChoice(.f32)
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Storage (int8: per-output-channel scales for weight tensors). Default: the source bundle's (a zoo model's int8 stays int8), fp32 where the source's is not one of these.",
+            valueName: "storage"))
+    var storage: StorageChoice?
     @Option(name: .long, help: ArgumentHelp("A metric to record, name=value (repeatable).", valueName: "name=value")) var metric: [String] = []
     @Option(name: .long, help: "A note to record in the provenance.") var notes: String?
     @Option(name: .long, help: "What to write: a bundle (.opb) or an ONNX model.") var format = ExportFormat.bundle
@@ -53,7 +58,7 @@ struct ExportCommand: ParsableCommand {
             throw ValidationError("the first argument (\(model)) and --model \(modelOption) name different models; give one")
         }
         if format == .onnx {
-            guard storage.type == .f32, metric.isEmpty, notes == nil, dataDescription == nil else {
+            guard storage == nil || storage?.type == .f32, metric.isEmpty, notes == nil, dataDescription == nil else {
                 throw ValidationError("--storage, --metric, --notes and --data apply to bundles; ONNX weights are fp32")
             }
             guard card == nil, cardVersion == nil, cardChange == nil else {
@@ -102,17 +107,30 @@ struct ExportCommand: ParsableCommand {
             modelCard = ModelCard.drawnUp(from: meta, inputSize: loaded.detector.inputSize)
             note("no model card given: drew one up from the bundle's metadata (pass --card card.json to give your own)")
         }
+        let policy = exportStorage(source: loaded.info.metadata.storage)
         if let v = cardVersion {
             let date = String(ISO8601DateFormatter().string(from: Date()).prefix(10))
             modelCard.version = v
-            modelCard.changelog.insert(ModelCard.Change(version: v, date: date, changes: cardChange ?? "exported with storage \(storage.type)"), at: 0)
+            modelCard.changelog.insert(ModelCard.Change(version: v, date: date, changes: cardChange ?? "exported with storage \(policy.name)"), at: 0)
         }
         do { try modelCard.validate(file: card ?? output, field: "model_card") } catch { throw ValidationError("\(error)") }
         meta.extra[ModelCard.metadataKey] = modelCard.jsonValue
         try createParentFolder(of: URL(fileURLWithPath: output), option: "-o/--output")
-        let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: .uniform(storage.type), metadata: meta)
+        let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: policy, metadata: meta)
         say("\(url.path) -> \(output)")
         say(summary.description)
+    }
+
+    /// The storage of the new bundle: `--storage`, else the source bundle's own (`source`, the
+    /// policy name its metadata records), else fp32 with a note saying why.
+    private func exportStorage(source: String) -> StoragePolicy {
+        if let storage { return .uniform(storage.type) }
+        if let kept = StoragePolicy(name: source) {
+            note("storage: \(kept.name), as the source bundle's (pass --storage to choose another)")
+            return kept
+        }
+        note("storage: fp32: the source bundle's storage '\(source)' is not one of \(StorageType.userNames.joined(separator: ", ")) (pass --storage to choose)")
+        return .fp32
     }
 
     /// Writes the ONNX model with the config string, the bundle's sha256 and the framework

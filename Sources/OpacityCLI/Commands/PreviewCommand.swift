@@ -11,7 +11,8 @@ struct AugmentPreviewCommand: ParsableCommand {
             DATA is an RSNA folder (stage_2_train_labels.csv, stage_2_detailed_class_info.csv, \
             stage_2_train_images/), or a folder of images with --boxes-csv. Without DATA a small \
             synthetic set is generated. Boxes are drawn in red after the same mapping training \
-            uses; tiles of flipped samples say FLIP.
+            uses; tiles of flipped samples say FLIP. Each image is shown once: with fewer images than \
+            --count (e.g. with --positives-only), the grid has one tile per image and says so.
 
             Augmentation presets (paper levels): none, minimal (1), light (10), \
             light_norotation (11), light_basic_rotation, medium (15), heavy (20, also \
@@ -35,7 +36,7 @@ struct AugmentPreviewCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Tile side in pixels (the training input size).")
     var size: Int = 512
 
-    @Option(name: .long, parsing: .unconditional, help: "Number of tiles.")
+    @Option(name: .long, parsing: .unconditional, help: "Number of tiles (at most one per image).")
     var count: Int = 12
 
     @Option(name: .long, parsing: .unconditional, help: "Tiles per row.")
@@ -47,8 +48,11 @@ struct AugmentPreviewCommand: ParsableCommand {
     @Flag(name: .long, help: "Only images with boxes.")
     var positivesOnly = false
 
-    @Flag(name: .long, help: "Leave out missing or unreadable images instead of failing.")
-    var skipBadImages = false
+    @Flag(name: .long, help: "Leave out missing or unreadable images (they are reported) instead of failing.")
+    var skipUnreadable = false
+
+    @Flag(name: .customLong("skip-bad-images"), help: ArgumentHelp("Deprecated spelling of --skip-unreadable.", visibility: .hidden))
+    var deprecatedSkipBadImages = false
 
     @Option(name: [.short, .long], help: "Output PNG.")
     var output: String = "preview.png"
@@ -63,7 +67,8 @@ struct AugmentPreviewCommand: ParsableCommand {
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the preview PNG")
         let config = try AugmentationConfig(parsing: augmentation)
-        let policy: ProblemImagePolicy = skipBadImages ? .skip : .fail
+        if deprecatedSkipBadImages { note("warning: --skip-bad-images is deprecated; use --skip-unreadable (as train, eval, detect and submit)") }
+        let policy: ProblemImagePolicy = skipUnreadable || deprecatedSkipBadImages ? .skip : .fail
         var dataset: DetectionDataset
         var cleanup: URL?
         if let data {
@@ -91,10 +96,16 @@ struct AugmentPreviewCommand: ParsableCommand {
         guard !dataset.records.isEmpty else {
             throw ValidationError(positivesOnly ? "no images with boxes in \(data ?? "the data")" : "no images in \(data ?? "the data")")
         }
+        // each image once: fewer images than --count make fewer tiles, not repeated ones
+        let tiles = min(count, dataset.records.count)
+        if tiles < count {
+            let which = positivesOnly ? "images with boxes" : "images"
+            note("note: \(data ?? "the synthetic set") has only \(tiles) \(which); showing each once (\(tiles) tiles, not --count \(count))")
+        }
         let grid = try PreviewGrid.augmentations(
             of: dataset, augmenter: Augmenter(config: config, outputSize: size),
-            count: count, columns: columns, seed: seed)
+            count: tiles, columns: columns, seed: seed)
         try PNG.write(grid, to: URL(fileURLWithPath: output))
-        print("wrote \(output) (\(grid.width)x\(grid.height), \(count) samples, augmentation \(config))")
+        print("wrote \(output) (\(grid.width)x\(grid.height), \(tiles) samples, augmentation \(config))")
     }
 }

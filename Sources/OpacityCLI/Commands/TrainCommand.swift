@@ -55,8 +55,12 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Start every weight from a detector bundle or zoo entry (zoo:NAME) of the same architecture (transfer).")
     var initWeights: String?
     @Option(name: .long, help: "Which epoch best.opb points to.") var bestBy = BestBy(rawValue: Self.defaults.bestBy) ?? .metric
-    @Option(name: .long, parsing: .unconditional, help: "Use at most this many training images of the fold.") var limitTrain: Int?
-    @Option(name: .long, parsing: .unconditional, help: "Use at most this many validation images of the fold.") var limitVal: Int?
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "Use at most this many training and at most this many validation images of the fold (as eval's --limit; --limit-train and --limit-val override it for their part)."
+    ) var limit: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Use at most this many training images of the fold (default: --limit).") var limitTrain: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Use at most this many validation images of the fold (default: --limit).") var limitVal: Int?
     @OptionGroup var runtime: RuntimeOptions
     @Option(name: .long, parsing: .unconditional, help: "Background loader threads.") var workers: Int = 2
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Stop (as Ctrl-C does) after this many steps of this invocation.", visibility: .hidden))
@@ -70,6 +74,11 @@ struct TrainCommand: ParsableCommand {
     var bucketMib: Double = 25
 
     @OptionGroup var pluginOptions: PluginOptions
+
+    /// The training images' limit: `--limit-train`, else `--limit`.
+    var trainLimit: Int? { limitTrain ?? limit }
+    /// The validation images' limit: `--limit-val`, else `--limit`.
+    var validationLimit: Int? { limitVal ?? limit }
 
     func validate() throws {
         if let lr, !(lr.isFinite && lr > 0) { throw ValidationError("--lr \(lr) is not valid; expected a finite positive number") }
@@ -85,8 +94,9 @@ struct TrainCommand: ParsableCommand {
         o.plateauFactor = factor
         o.fold = fold
         o.folds = folds
-        o.limitTrain = limitTrain
-        o.limitValidation = limitVal
+        try requireAtLeast("--limit", limit, 1)
+        o.limitTrain = trainLimit
+        o.limitValidation = validationLimit
         do { try o.validate() } catch let e as RunError { throw ValidationError(e.description) }
         do { _ = try AugmentationConfig(parsing: aug) } catch { throw ValidationError("--aug: \(error)") }
         if resume && output == nil && deprecatedOut == nil { throw ValidationError("--resume needs -o/--output RUNDIR (the run to continue)") }
@@ -143,21 +153,21 @@ struct TrainCommand: ParsableCommand {
         if var r = resumed {
             r.options = options
             // limits and skipping are the run's own; naming other ones is refused by makeTrainer
-            if let limitTrain { r.limitTrain = limitTrain }
-            if let limitVal { r.limitValidation = limitVal }
+            if let trainLimit { r.limitTrain = trainLimit }
+            if let validationLimit { r.limitValidation = validationLimit }
             if dataOptions.skipUnreadable { r.skipProblemImages = true }
             if let foldsFile { r.foldsFile = URL(fileURLWithPath: foldsFile) }
             setup = r
         } else {
             setup = TrainingSetup(options: options, data: try dataOptions.location(), runDirectory: outURL)
             setup.skipProblemImages = dataOptions.skipUnreadable
-            setup.limitTrain = limitTrain
-            setup.limitValidation = limitVal
+            setup.limitTrain = trainLimit
+            setup.limitValidation = validationLimit
             setup.foldsFile = foldsFile.map { URL(fileURLWithPath: $0) }
             if resume, let saved = try TrainingSetup.savedOptions(in: outURL), saved.dataRoot != nil || saved.labelsPath != nil {
                 // data named again on resume: the run's own limits unless named now
-                if limitTrain == nil { setup.limitTrain = saved.limitTrain }
-                if limitVal == nil { setup.limitValidation = saved.limitValidation }
+                if trainLimit == nil { setup.limitTrain = saved.limitTrain }
+                if validationLimit == nil { setup.limitValidation = saved.limitValidation }
                 if !dataOptions.skipUnreadable { setup.skipProblemImages = saved.skipProblemImages ?? false }
                 if foldsFile == nil { setup.foldsFile = saved.foldsFile.map { URL(fileURLWithPath: $0) } }
             }

@@ -185,6 +185,13 @@ struct ZooCommand: ParsableCommand {
 
         func run() throws {
             let manifestURL = manifest.map { URL(fileURLWithPath: $0) } ?? Zoo.userManifestURL()
+            // everything that would stop the manifest's write is checked before the bundle is
+            // read and hashed: where the manifest goes, the manifest itself, the name
+            var m = try existingManifest(at: manifestURL)
+            let existing = m.entries.firstIndex { $0.name == name }
+            if existing != nil && !replace {
+                throw ValidationError("\(manifestURL.path) already has an entry '\(name)'; pass --replace to replace it, or choose another name")
+            }
             let bundleURL = URL(fileURLWithPath: bundle).standardizedFileURL
             let folder = manifestURL.deletingLastPathComponent().standardizedFileURL.path + "/"
             let file = bundleURL.path.hasPrefix(folder) ? String(bundleURL.path.dropFirst(folder.count)) : nil
@@ -195,9 +202,7 @@ struct ZooCommand: ParsableCommand {
             // a file: URL is stored absolute (file:///...), so the entry works from any folder
             let url = self.url.map { u in Zoo.localPath(ofFileURL: u).map { URL(fileURLWithPath: $0).absoluteString } ?? u }
             let entry = try Zoo.makeEntry(name: name, bundle: bundleURL, file: file, url: url, data: data, licence: licence, description: about)
-            var m = FileManager.default.fileExists(atPath: manifestURL.path) ? try ZooManifest.read(manifestURL) : ZooManifest()
-            if let i = m.entries.firstIndex(where: { $0.name == name }) {
-                guard replace else { throw ValidationError("\(manifestURL.path) already has an entry '\(name)'; pass --replace to replace it") }
+            if let i = existing {
                 m.entries[i] = entry
             } else {
                 m.entries.append(entry)
@@ -207,6 +212,20 @@ struct ZooCommand: ParsableCommand {
             try FileManager.default.createDirectory(at: manifestURL.deletingLastPathComponent(), withIntermediateDirectories: true)
             try m.write(to: manifestURL)
             print("added \(name) to \(manifestURL.path): \(entry.config), \(entry.size) bytes, sha256 \(entry.sha256)")
+        }
+
+        /// The manifest at `url` (empty when there is none yet), after checking that it can be
+        /// written: a file path (not a folder, not under a file) in a folder that exists and is
+        /// writable or can be created, and, when it exists, a writable and valid manifest.
+        /// - Throws: `ValidationError` naming the option and the path; ``ZooError`` for a manifest that does not read.
+        private func existingManifest(at url: URL) throws -> ZooManifest {
+            let option = manifest == nil ? "the user manifest" : "--manifest"
+            try requireOutputFile(manifest ?? url.path, option: option, for: "the zoo manifest, JSON")
+            guard FileManager.default.fileExists(atPath: url.path) else { return ZooManifest() }
+            guard FileManager.default.isWritableFile(atPath: url.path) else {
+                throw ValidationError("\(option) \(url.path) is not writable; expected a manifest you can write to (or name another with --manifest)")
+            }
+            return try ZooManifest.read(url)
         }
     }
 }

@@ -11,7 +11,23 @@ struct RuntimeOptions: ParsableArguments {
     var quiet = false
 
     func validate() throws {
-        if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads \(threads) is not valid; expected 1...1024, e.g. 4") }
+        if let threads, !Compute.validThreadCounts.contains(threads) {
+            throw ValidationError("--threads \(threads) is not valid; expected \(Self.validThreads), e.g. 4")
+        }
+    }
+
+    /// The valid thread counts as messages write them (`1...1024`).
+    static var validThreads: String { "\(Compute.validThreadCounts.lowerBound)...\(Compute.validThreadCounts.upperBound)" }
+
+    /// Warns on standard error when `OPACITY_THREADS` is set but not a valid thread count
+    /// (the engine ignores it and uses all cores), unless `command` was given `--threads`,
+    /// which replaces it. The variable is a standing setting of the shell, read by every
+    /// program on the engine, so a bad value is a warning, not the usage error of a bad `--threads`.
+    static func warnAboutThreadsVariable(for command: any ParsableCommand) {
+        guard let bad = Compute.invalidThreadsVariable else { return }
+        let given = Mirror(reflecting: command).children.contains { ($0.value as? OptionGroup<RuntimeOptions>)?.wrappedValue.threads != nil }
+        guard !given else { return }
+        note("warning: OPACITY_THREADS=\(bad) is not valid; expected \(validThreads), e.g. 4; it is ignored: using all \(Compute.threads) cores")
     }
 
     /// Sets the engine's thread count; call first in `run()`.
