@@ -30,6 +30,29 @@ struct PhaseFigures {
     var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
 }
 
+/// The seconds of consecutive parts of one run on the bench clock: each `end(part)` ends the
+/// part that began at the previous `end` (or at `init`).
+struct PartTimer {
+    private let start: Double
+    private var last: Double
+    private var parts: [String: Double] = [:]
+
+    init() {
+        start = clockNow()
+        last = start
+    }
+
+    /// Ends the part named `part` now.
+    mutating func end(_ part: String) {
+        let now = clockNow()
+        parts[part] = now - last
+        last = now
+    }
+
+    /// Every part's seconds, and `total` from `init` to the last `end`.
+    var seconds: [String: Double] { parts.merging(["total": last - start]) { a, _ in a } }
+}
+
 enum DetectorBench {
     static func run(_ options: BenchOptions) {
         let registry: Registry
@@ -126,37 +149,27 @@ enum DetectorBench {
         ]
     }
 
+    /// Forward at batch 1 in evaluation mode with no graph: encoder, neck, head, post-processing.
     static func forward(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
         detector.eval()
         let x = images(batch: 1, size: size)
-        var times: [String: [Double]] = [:]
-        resetPeak()
-        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
-        for rep in 0...repetitions {
-            var t: [String: Double] = [:]
-            func run() {
-                Autograd.inference {
-                    let t0 = clockNow()
-                    let features = detector.encoder.features(x)
-                    let t1 = clockNow()
-                    let pyramid = detector.neck.pyramid(features)
-                    let t2 = clockNow()
-                    let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
-                    let t3 = clockNow()
-                    let found = detector.postprocessor.detections(
-                        out, anchors: detector.anchors(height: size, width: size),
-                        imageSize: (size, size))
-                    let t4 = clockNow()
-                    precondition(found.count == 1)
-                    t = ["encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "post": t4 - t3, "total": t4 - t0]
-                }
+        return measure(repetitions: repetitions) { _ in
+            Autograd.inference {
+                var parts = PartTimer()
+                let out = network(detector, x, &parts)
+                let found = detector.postprocessor.detections(
+                    out, anchors: detector.anchors(height: size, width: size),
+                    imageSize: (size, size))
+                parts.end("post")
+                precondition(found.count == 1)
+                return parts.seconds
             }
-            if rep == repetitions { kernels = ConvolutionKernelLog.record(run).1 } else { run() }
-            if rep > 0 { for (k, v) in t { times[k, default: []].append(v) } }
         }
-        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident(), kernels: kernels)
     }
 
+    /// One training step at batch 2 in training mode: forward with graph, loss, backward,
+    /// gradient-norm clipping and Adam. With `OPACITY_MEMORY_REPORT=1` the last repetition is
+    /// also measured by a ``MemoryProbe``, whose report follows.
     static func trainingStep(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
         detector.train()
         defer { detector.eval() }
@@ -164,45 +177,57 @@ enum DetectorBench {
         let targets = targets(size: size)
         let optimizer = Adam(detector.namedParameters().filter { $0.1.requiresGrad }, learningRate: 1e-5)
         let anchors = detector.anchors(height: size, width: size)
-        var times: [String: [Double]] = [:]
-        resetPeak()
-        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
-        for rep in 0...repetitions {
-            let probe = MemoryProbe.enabled && rep == repetitions ? MemoryProbe() : nil
-            func run() -> [String: Double] {
-                let t0 = clockNow()
-                let features = detector.encoder.features(x)
-                let t1 = clockNow()
-                let pyramid = detector.neck.pyramid(features)
-                let t2 = clockNow()
-                let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
-                let t3 = clockNow()
-                let terms = detector.lossFunction.loss(out, targets: targets, anchors: anchors)
-                _ = terms.total.scalar
-                let t4 = clockNow()
-                probe?.mark("forward and loss")
-                optimizer.zeroGrad()
-                if let probe {
-                    probe.saved = Autograd.measuringSavedTensors { terms.total.backward() }.saved
-                    probe.mark("backward")
-                } else {
-                    terms.total.backward()
-                }
-                let t5 = clockNow()
-                clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
-                probe?.mark("clipping")
-                optimizer.step()
-                probe?.mark("optimizer")
-                let t6 = clockNow()
-                return [
-                    "encoder": t1 - t0, "neck": t2 - t1, "head": t3 - t2, "loss": t4 - t3, "backward": t5 - t4,
-                    "optimizer": t6 - t5, "total": t6 - t0,
-                ]
+        var probe: MemoryProbe?
+        let figures = measure(repetitions: repetitions) { last in
+            probe = MemoryProbe.enabled && last ? MemoryProbe() : nil
+            var parts = PartTimer()
+            let out = network(detector, x, &parts)
+            let terms = detector.lossFunction.loss(out, targets: targets, anchors: anchors)
+            _ = terms.total.scalar
+            parts.end("loss")
+            probe?.mark("forward and loss")
+            optimizer.zeroGrad()
+            if let probe {
+                probe.saved = Autograd.measuringSavedTensors { terms.total.backward() }.saved
+                probe.mark("backward")
+            } else {
+                terms.total.backward()
             }
+            parts.end("backward")
+            clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
+            probe?.mark("clipping")
+            optimizer.step()
+            probe?.mark("optimizer")
+            parts.end("optimizer")
+            return parts.seconds
+        }
+        probe?.report(parameters: optimizer.parameters.map(\.1), optimizerState: optimizer.stateDict())
+        return figures
+    }
+
+    /// Encoder, neck and head on `x`, each ending its part on `parts`: the head's outputs.
+    static func network(_ detector: Detector, _ x: Tensor, _ parts: inout PartTimer) -> HeadOutput {
+        let features = detector.encoder.features(x)
+        parts.end("encoder")
+        let pyramid = detector.neck.pyramid(features)
+        parts.end("neck")
+        let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+        parts.end("head")
+        return out
+    }
+
+    /// Runs `run(last)` once as a warm-up and `repetitions` times measured, the last of them
+    /// (`last` true) under the convolution kernel log, after resetting the resident-set peak:
+    /// the median seconds of each part `run` returns, the peak of the phase and the kernels
+    /// of the last run.
+    static func measure(repetitions: Int, _ run: (_ last: Bool) -> [String: Double]) -> PhaseFigures {
+        var times: [String: [Double]] = [:]
+        var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
+        resetPeak()
+        for rep in 0...repetitions {
             let t: [String: Double]
-            if rep == repetitions { (t, kernels) = ConvolutionKernelLog.record(run) } else { t = run() }
+            if rep == repetitions { (t, kernels) = ConvolutionKernelLog.record { run(true) } } else { t = run(false) }
             if rep > 0 { for (k, v) in t { times[k, default: []].append(v) } }
-            probe?.report(parameters: optimizer.parameters.map(\.1), optimizerState: optimizer.stateDict())
         }
         return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident(), kernels: kernels)
     }
