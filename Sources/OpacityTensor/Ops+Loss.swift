@@ -145,12 +145,22 @@ extension Tensor {
     public func dropout(_ p: Float, using rng: inout RandomGenerator) -> Tensor {
         precondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
         if p == 0 { return self }
-        let keep = 1 / (1 - p)
-        let mask = Tensor(uninitializedShape: shape)
-        let mp = mask.mutablePointer
-        for i in 0..<count { mp[i] = rng.nextUniform() < p ? 0 : keep }
-        let out = Tensor.binaryKernel(self, mask, .mul, op: "dropout")
+        // The mask is drawn again in backward from a copy of the generator's state, so the
+        // graph keeps no mask (an activation's size of memory) between the passes.
+        let start = rng
+        let (shape, count) = (self.shape, self.count)
+        func mask(_ rng: inout RandomGenerator) -> Tensor {
+            let keep = 1 / (1 - p)
+            let mask = Tensor(uninitializedShape: shape)
+            let mp = mask.mutablePointer
+            for i in 0..<count { mp[i] = rng.nextUniform() < p ? 0 : keep }
+            return mask
+        }
+        let out = Tensor.binaryKernel(self, mask(&rng), .mul, op: "dropout")
         OpTrace.note("dropout", [self], out)
-        return Autograd.record("dropout", out, inputs: [self]) { g in [Tensor.binaryKernel(g, mask, .mul, op: "dropout")] }
+        return Autograd.record("dropout", out, inputs: [self]) { g in
+            var again = start
+            return [Tensor.binaryKernel(g, mask(&again), .mul, op: "dropout")]
+        }
     }
 }

@@ -218,6 +218,14 @@ enum StorageAccounting {
 
     /// The bytes currently held by the pool for reuse.
     package static var cachedBytes: Int { StoragePool.cachedBytes }
+
+    /// Bytes of large blocks mapped fresh from the system so far (each page costs a fault
+    /// when first written; reused blocks cost none).
+    package static var mappedBytes: Int { StoragePool.lockedMappedBytes }
+
+    /// Lets the pool's high-water mark of blocks in use start again from those in use now
+    /// (for tests of its policy).
+    package static func resetPoolHighWaterMark() { StoragePool.resetHighWaterMark() }
 }
 
 /// The accounting of values cached on storages (``TensorStorage/derived(_:count:compute:)``).
@@ -243,14 +251,16 @@ package enum DerivedValues {
 /// Size-classed free lists of large aligned blocks (see ``TensorStorage``).
 ///
 /// Large blocks are mapped from the system directly (`mmap`), so a block the pool lets go
-/// leaves the resident set at once (a `malloc`'d block would stay in the heap). The pool
-/// never makes the process's footprint (blocks in use plus blocks cached) grow while it holds
-/// cached blocks: a request that finds no block of its class takes the smallest larger cached
-/// block and unmaps its tail (its head is already touched, so reuse still saves the page
-/// faults), or else unmaps cached blocks at least as large as the request before mapping a new
-/// one. Freed blocks of sizes that are no longer asked for (the batch-1 forward pass before
-/// batch-2 training, a larger image) so cannot pile up: the footprint stays at the most bytes
-/// in use at once, rounded to the size classes.
+/// leaves the resident set at once (a `malloc`'d block would stay in the heap). The pool's
+/// footprint (blocks in use plus blocks cached) stays within the most bytes in use at once so
+/// far, plus 1/32: a request that finds no block of its class takes a cached block of up to
+/// twice its size as it is (its pages are touched already), else maps a new one while the
+/// footprint stays under that mark; past it, it takes the smallest larger cached block and
+/// unmaps its tail, or else unmaps cached blocks before mapping a new one. Freed blocks of sizes
+/// that are no longer asked for (the batch-1 forward pass before batch-2 training, a smaller
+/// image) so cannot pile up on top of what a training step needs, while a repeated step
+/// reuses nearly all its blocks (measured: 112 MiB of fresh pages per step of a resnet34
+/// RetinaNet at 256 px, batch 2, against 822 MiB with no slack and no oversized reuse).
 enum StoragePool {
     /// Blocks smaller than this come from `malloc` directly.
     static let minPooledBytes = 256 << 10
@@ -259,10 +269,19 @@ enum StoragePool {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var free: [Int: [UnsafeMutableRawPointer]] = [:]
     nonisolated(unsafe) private static var cached = 0
+    /// Bytes of pooled-size blocks in use, and the most in use at once so far.
+    nonisolated(unsafe) private static var inUse = 0
+    nonisolated(unsafe) private static var peakInUse = 0
     nonisolated(unsafe) private(set) static var limit: Int = {
         if let s = ProcessInfo.processInfo.environment["OPACITY_POOL_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
         return Int(min(ProcessInfo.processInfo.physicalMemory / 8, 2 << 30))
     }()
+
+    static var lockedMappedBytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return mappedBytes
+    }
 
     static var cachedBytes: Int {
         lock.lock()
@@ -288,13 +307,31 @@ enum StoragePool {
         }
         var evicted: [(UnsafeMutableRawPointer, Int)] = []
         lock.lock()
+        inUse += size
+        peakInUse = max(peakInUse, inUse)
         if var list = free[size], let p = list.popLast() {
             free[size] = list.isEmpty ? nil : list
             cached -= size
             lock.unlock()
             return (p, size)
         }
-        // The smallest larger cached block, cut to this class.
+        // A cached block of the next classes up (at most twice the size) serves as it is: its
+        // pages are touched already, and it goes back to its own class.
+        if let key = free.keys.filter({ $0 > size && $0 <= 2 * size }).min(), var list = free[key], let p = list.popLast() {
+            free[key] = list.isEmpty ? nil : list
+            cached -= key
+            inUse += key - size
+            peakInUse = max(peakInUse, inUse)
+            lock.unlock()
+            return (p, key)
+        }
+        // Below the high-water mark a fresh block costs no footprint beyond what the process
+        // already needed once; the cached blocks stay for their own sizes.
+        if inUse + cached <= peakInUse + peakInUse / 32 {
+            lock.unlock()
+            return (map(size), size)
+        }
+        // Else the smallest larger cached block, cut to this class ...
         if let key = free.keys.filter({ $0 > size }).min(), var list = free[key], let p = list.popLast() {
             free[key] = list.isEmpty ? nil : list
             cached -= key
@@ -302,13 +339,11 @@ enum StoragePool {
             unmap(p + size, key - size)
             return (p, size)
         }
-        // Smaller cached blocks make room for the new one, largest first.
-        var released = 0
-        for key in free.keys.sorted(by: >) where released < size {
+        // ... or smaller cached blocks make room for the new one, largest first.
+        for key in free.keys.sorted(by: >) where inUse + cached > peakInUse + peakInUse / 32 {
             guard var list = free[key] else { continue }
-            while released < size, let q = list.popLast() {
+            while inUse + cached > peakInUse + peakInUse / 32, let q = list.popLast() {
                 cached -= key
-                released += key
                 evicted.append((q, key))
             }
             free[key] = list.isEmpty ? nil : list
@@ -324,6 +359,7 @@ enum StoragePool {
             return
         }
         lock.lock()
+        inUse -= size
         if size > limit {
             lock.unlock()
             unmap(p, size)
@@ -347,8 +383,21 @@ enum StoragePool {
         for (q, n) in evicted { unmap(q, n) }
     }
 
+    /// Bytes mapped fresh from the system so far (each costs page faults when first written).
+    nonisolated(unsafe) private(set) static var mappedBytes = 0
+
+    /// Lets the high-water mark of blocks in use start again from the blocks in use now.
+    static func resetHighWaterMark() {
+        lock.lock()
+        peakInUse = inUse
+        lock.unlock()
+    }
+
     /// A fresh block of `size` bytes (a multiple of the page size) from the system.
     private static func map(_ size: Int) -> UnsafeMutableRawPointer {
+        lock.lock()
+        mappedBytes += size
+        lock.unlock()
         #if os(Linux)
         let flags = MAP_PRIVATE | MAP_ANONYMOUS
         #else

@@ -232,6 +232,9 @@ public final class Trainer {
             boundaryLock.lock()
             // a distributed step whose global batch had no readable image computed no gradient
             if !group.isDistributed || n > 0 { optimizer.step() }
+            // the gradients are spent: freeing them now keeps them out of the next forward
+            // pass's memory peak (one more copy of the parameters)
+            optimizer.zeroGrad()
             step += 1
             images += n
             for (name, v) in weighted { sums[name, default: 0] += v }

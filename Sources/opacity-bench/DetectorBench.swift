@@ -197,6 +197,7 @@ enum DetectorBench {
             clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
             probe?.mark("clipping")
             optimizer.step()
+            optimizer.zeroGrad()  // as the trainer: spent gradients stay out of the next forward pass
             probe?.mark("optimizer")
             parts.end("optimizer")
             return parts.seconds

@@ -10,7 +10,7 @@ final class MemoryProbe {
     /// Whether the report is asked for.
     static let enabled = ProcessInfo.processInfo.environment["OPACITY_MEMORY_REPORT"] == "1"
 
-    private var marks: [(name: String, live: Int, peak: Int, rss: Double?)] = []
+    private var marks: [(name: String, live: Int, peak: Int, rss: Double?, faults: Int, mapped: Int)] = []
     var saved: [String: (bytes: Int, nodes: Int)] = [:]
 
     init() {
@@ -20,7 +20,13 @@ final class MemoryProbe {
 
     /// Notes the bytes alive now and the peak since the previous mark.
     func mark(_ name: String) {
-        marks.append((name, TensorMemory.liveBytes, TensorMemory.livePeakBytes, currentResident()))
+        var usage = rusage()
+        #if os(Linux)
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        #else
+            getrusage(RUSAGE_SELF, &usage)
+        #endif
+        marks.append((name, TensorMemory.liveBytes, TensorMemory.livePeakBytes, currentResident(), usage.ru_minflt, TensorStorage.mappedBytes))
         TensorMemory.resetLivePeak()
     }
 
@@ -34,10 +40,11 @@ final class MemoryProbe {
         print(
             "      parameters \(mib(values)), gradients \(mib(grads)), optimizer state \(mib(state)); pool cached \(mib(TensorMemory.pooledBytes)), derived values \(mib(TensorMemory.derivedCachedBytes))"
         )
-        print("      \(pad("point", 22)) \(pad("alive", 9)) \(pad("peak before", 12)) rss")
-        for m in marks {
+        print("      \(pad("point", 22)) \(pad("alive", 9)) \(pad("peak before", 12)) \(pad("rss", 6)) page faults, MiB mapped before")
+        for (i, m) in marks.enumerated() {
             let rss = m.rss.map { fmt($0 / 1_048_576, 0) } ?? "?"
-            print("      \(pad(m.name, 22)) \(pad(mib(m.live), 9)) \(pad(mib(m.peak), 12)) \(rss)")
+            let faults = i == 0 ? "" : "\(m.faults - marks[i - 1].faults), \(mib(m.mapped - marks[i - 1].mapped))"
+            print("      \(pad(m.name, 22)) \(pad(mib(m.live), 9)) \(pad(mib(m.peak), 12)) \(pad(rss, 6)) \(faults)")
         }
         let total = saved.values.reduce(0) { $0 + $1.bytes }
         print("      saved for backward (freed with each node), \(mib(total)) MiB in all:")

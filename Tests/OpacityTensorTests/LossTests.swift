@@ -103,6 +103,13 @@ final class LossTests: XCTestCase {
         let kept = y.scalars.filter { $0 != 0 }
         XCTAssertEqual(Double(kept.count) / 100_000, 0.75, accuracy: 0.01)
         XCTAssertTrue(kept.allSatisfy { abs($0 - 1 / 0.75) < 1e-6 }, "kept elements scale by 1 / (1 - p)")
+        // Backward draws the same mask again: d sum(dropout(x)) / dx is the mask itself, and
+        // the generator moves on as if the mask were drawn once.
+        var r1 = RandomGenerator(seed: 12), r2 = RandomGenerator(seed: 12)
+        let leaf = x.requiringGrad()
+        leaf.dropout(0.4, using: &r1).sum().backward()
+        XCTAssertEqual(leaf.grad?.scalars, Tensor.ones(x.shape).dropout(0.4, using: &r2).scalars)
+        XCTAssertEqual(r1.next(), r2.next())
         var r0 = RandomGenerator(seed: 1)
         XCTAssertEqual(x.dropout(0, using: &r0).scalars, x.scalars)
         // The layer: active in training, identity in evaluation, seeded masks.
