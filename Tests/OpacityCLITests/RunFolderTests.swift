@@ -203,6 +203,9 @@ final class RunFolderTests: XCTestCase {
         let r = try CLI.run(["train", "--data", "data", "-o", "locked"] + Self.recipe, in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("in use by another training run (pid \(p.processIdentifier)"), r.all)
+        // the lock comes before options.json: a kill in between (a fast suite) leaves nothing to resume
+        let options = run.appendingPathComponent("options.json")
+        waitFor { FileManager.default.fileExists(atPath: options.path) || !p.isRunning }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         let again = try CLI.run(["train", "-o", "locked", "--resume", "--epochs", "1"], in: dir)
