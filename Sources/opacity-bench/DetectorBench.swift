@@ -72,6 +72,7 @@ enum DetectorBench {
             "   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)"
         )
         print("   load average now \(loadAverage())")
+        ConvolutionKernelLog.clock = { clockNow() }
         let python = pythonForDetector(options)
         var summary: [(String, PhaseFigures, PhaseFigures, TorchDetectorFigures?)] = []
         for text in configs {

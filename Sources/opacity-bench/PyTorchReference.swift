@@ -112,6 +112,9 @@ struct PyTorchFigures {
         var candidates: [String] = []
         if let p = env["OPACITY_PYTHON"] { candidates.append(p) }
         if let v = env["VIRTUAL_ENV"] { candidates.append(v + "/bin/python") }
+        // The tests' virtual environment (scripts/torch-venv.sh makes it).
+        let torchVenv = env["OPACITY_TORCH_VENV"] ?? FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/opacity-torch-venv"
+        candidates.append(torchVenv + "/bin/python")
         candidates.append(packageRoot.appendingPathComponent(".venv/bin/python").path)
         candidates.append(packageRoot.deletingLastPathComponent().appendingPathComponent("venv/bin/python").path)
         candidates.append("python3")

@@ -233,8 +233,10 @@ final class ConvolutionTests: XCTestCase {
             Case(name: "winograd 3x3 pad 0, 17 tiles per row", input: [1, 20, 41, 70], cout: 16, kernel: (3, 3)),
             Case(name: "winograd 3x3 pad (2, 1)", input: [2, 16, 34, 37], cout: 16, kernel: (3, 3), padding: (2, 1)),
         ]
-        let saved = (Compute.threads, ConvolutionSettings.winograd)
-        defer { (Compute.threads, ConvolutionSettings.winograd) = saved }
+        let saved = (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradientMinChannels)
+        defer { (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradientMinChannels) = saved }
+        // The weight gradient too, although these channel counts keep im2col by default.
+        ConvolutionSettings.winogradWeightGradientMinChannels = 0
         for threads in [1, 2, 3] {
             Compute.threads = threads
             for (i, c) in cases.enumerated() {
@@ -286,9 +288,19 @@ final class ConvolutionTests: XCTestCase {
             Case(name: "two blocks, the first spanning both images", input: [2, 16, 130, 90], cout: 16, kernel: (3, 3),
                  padding: (1, 1), bias: true),
         ]
-        let saved = (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradient)
-        defer { (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradient) = saved }
+        let saved = (
+            Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradient,
+            ConvolutionSettings.winogradWeightGradientMinChannels
+        )
+        defer {
+            (
+                Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradient,
+                ConvolutionSettings.winogradWeightGradientMinChannels
+            ) = saved
+        }
         ConvolutionSettings.winograd = true
+        // Small channel counts keep im2col by default (faster there); take Winograd anyway.
+        ConvolutionSettings.winogradWeightGradientMinChannels = 0
         for (i, c) in cases.enumerated() {
             let (x, w, b) = tensors(c, seed: UInt64(800 + i))
             let (ho, wo) = (c.input[2] + 2 * c.padding.0 - 2, c.input[3] + 2 * c.padding.1 - 2)
@@ -314,9 +326,10 @@ final class ConvolutionTests: XCTestCase {
     }
 
     func testWinogradGradientsMatchFiniteDifferences() {
-        let saved = ConvolutionSettings.winograd
-        defer { ConvolutionSettings.winograd = saved }
+        let saved = (ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradientMinChannels)
+        defer { (ConvolutionSettings.winograd, ConvolutionSettings.winogradWeightGradientMinChannels) = saved }
         ConvolutionSettings.winograd = true
+        ConvolutionSettings.winogradWeightGradientMinChannels = 0
         // 169 tiles of 4x4 (above the threshold), 16 channels; a sample of the elements.
         let c = Case(name: "winograd", input: [1, 16, 50, 50], cout: 16, kernel: (3, 3), padding: (1, 1), bias: true)
         let (x, w, b) = tensors(c, seed: 500)
@@ -402,7 +415,8 @@ final class ConvolutionTests: XCTestCase {
     }
 
     /// The kernel log names the kernel each pass took: Winograd for a large dense 3x3 stride-1
-    /// convolution (forward, input gradient and weight gradient), im2col and
+    /// convolution (forward and input gradient; im2col for its weight gradient with these few
+    /// channels), im2col and
     /// col2im for a strided one, with call counts, and records nothing outside `record`.
     func testKernelLogNamesTheKernelOfEachPass() {
         let saved = ConvolutionSettings.winograd
@@ -419,7 +433,8 @@ final class ConvolutionTests: XCTestCase {
         let found = Dictionary(uniqueKeysWithValues: log.map { ("\($0.entry.pass) \($0.entry.geometry)", "\($0.entry.kernel) x\($0.count)") })
         XCTAssertEqual(found["forward 3x3/1 p1 16->24 at 52x50"], "winograd x2")
         XCTAssertEqual(found["input gradient 3x3/1 p1 16->24 at 52x50"], "winograd x2")
-        XCTAssertEqual(found["weight gradient 3x3/1 p1 16->24 at 52x50"], "winograd x2")
+        // 16 and 24 channels: too few for the Winograd weight gradient by default.
+        XCTAssertEqual(found["weight gradient 3x3/1 p1 16->24 at 52x50"], "im2col x2")
         XCTAssertEqual(found["forward 3x3/2 p1 24->8 at 52x50"], "im2col x1")
         XCTAssertEqual(found["input gradient 3x3/2 p1 24->8 at 52x50"], "col2im x1")
         XCTAssertEqual(found.count, 6, "\(found)")

@@ -39,11 +39,18 @@ public enum ConvolutionKernelLog {
     nonisolated(unsafe) private static var active = false
     nonisolated(unsafe) private static var counts: [Entry: Int] = [:]
     nonisolated(unsafe) private static var order: [Entry] = []
-    /// Wall seconds per convolution and pass (the entry with an empty kernel name).
+    /// Seconds per convolution and pass (the entry with an empty kernel name).
     nonisolated(unsafe) private static var seconds: [Entry: Double] = [:]
 
+    /// The clock ``record(_:)`` times convolution calls with, in seconds (default: wall time
+    /// since boot). `opacity-bench` sets its own (wall or process CPU time per thread) so that
+    /// the figures add up with its other timings. Set it before recording.
+    nonisolated(unsafe) public static var clock: @Sendable () -> Double = {
+        Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
+    }
+
     /// Runs `body` and returns its result with each distinct convolution it ran (in first-use
-    /// order), how many times, and the wall seconds its calls took in all (the whole call of
+    /// order), how many times, and the seconds (``clock``) its calls took in all (the whole call of
     /// the kernel provider, reorders and scratch included; a shape that ran two kernels
     /// reports their sum on both). Not reentrant; convolutions on other threads meanwhile are
     /// recorded too.
@@ -67,9 +74,9 @@ public enum ConvolutionKernelLog {
         _ pass: String, input: [Int], weight: [Int], geometry g: Conv2DGeometry, groups: Int, _ body: () -> R
     ) -> R {
         guard active else { return body() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = clock()
         let r = body()
-        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        let dt = clock() - t0
         let e = Entry(
             pass: pass, input: input, weight: weight, stride: [g.stride.0, g.stride.1], padding: [g.padding.0, g.padding.1],
             dilation: [g.dilation.0, g.dilation.1], groups: groups, kernel: "")

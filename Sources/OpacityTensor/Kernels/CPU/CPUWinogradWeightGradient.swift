@@ -47,16 +47,35 @@ extension ConvolutionSettings {
         if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_WGRAD_MIN_TILES"], let v = Int(s), v > 0 { return v }
         return 160
     }()
+
+    nonisolated(unsafe) private static var _winogradWeightGradientMinChannels: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_WGRAD_MIN_CHANNELS"], let v = Int(s), v >= 0 { return v }
+        return 48
+    }()
+
+    /// The least `cin * cout / (cin + cout)` for which the weight gradient takes Winograd
+    /// (`OPACITY_WINOGRAD_WGRAD_MIN_CHANNELS`, default 48: 96 channels in and out, or 256 in
+    /// and 64 out). With fewer channels the tile transforms weigh as much as the smaller
+    /// products save (measured in the 256 px detectors: 256->256 at 64x64 took 0.51x im2col's
+    /// time; 64->64 and 256->36 came out even). 0 lets every shape the other conditions allow
+    /// take it (tests). Set it before running kernels, not while they run.
+    public static var winogradWeightGradientMinChannels: Int {
+        get { _winogradWeightGradientMinChannels }
+        set { _winogradWeightGradientMinChannels = newValue }
+    }
 }
 
 extension ConvPlan {
     /// Whether the weight gradient of this convolution runs through Winograd: the settings
-    /// are on, and the plan is a dense 3x3 stride-1 undilated convolution with at least 16
-    /// channels in and out and ``ConvolutionSettings/winogradWeightGradientMinTiles`` output
-    /// tiles, not taken by the row expansion.
+    /// are on, and the plan is a dense 3x3 stride-1 undilated convolution, not taken by the
+    /// row expansion, with ``ConvolutionSettings/winogradWeightGradientMinTiles`` output tiles
+    /// and enough channels that the products outweigh the transforms:
+    /// `cin * cout / (cin + cout) >= ConvolutionSettings.winogradWeightGradientMinChannels`
+    /// (the products grow with `cin * cout`, the transformed tiles with `cin + cout`).
     var usesWinogradWeightGradient: Bool {
         ConvolutionSettings.winograd && ConvolutionSettings.winogradWeightGradient && !rowExpansion && groups == 1
             && geo.kernel == (3, 3) && geo.stride == (1, 1) && geo.dilation == (1, 1) && cin >= 16 && cout >= 16
+            && cin * cout >= ConvolutionSettings.winogradWeightGradientMinChannels * (cin + cout)
             && n * ((ho + 3) / 4) * ((wo + 3) / 4) >= ConvolutionSettings.winogradWeightGradientMinTiles
     }
 }
