@@ -76,6 +76,12 @@ enum DetectorBench {
         let python = pythonForDetector(options)
         var summary: [(String, PhaseFigures, PhaseFigures, TorchDetectorFigures?)] = []
         for text in configs {
+            // each detector starts as in a fresh process (as the PyTorch script does): the pool
+            // lets go of the blocks cached for the previous one
+            let poolLimit = TensorMemory.poolLimitBytes
+            TensorMemory.poolLimitBytes = 0
+            TensorMemory.poolLimitBytes = poolLimit
+            TensorStorage.resetPoolHighWaterMark()
             let resolved: ResolvedConfig
             let detector: Detector
             do {
