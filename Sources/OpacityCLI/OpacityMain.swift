@@ -52,9 +52,11 @@ public enum OpacityMain {
         } catch let error as ValidationError {
             // found while running: ArgumentParser would add the root command's usage line, which
             // says nothing about this command or this error
+            OutputFolders.removeEmpty()
             FileHandle.standardError.write(Data((rankPrefix + "Error: \(error.message)\n").utf8))
             exit(ExitStatus.usageError.rawValue)
         } catch {
+            OutputFolders.removeEmpty()
             OpacityCommand.exit(withError: error)
         }
         exit(0)

@@ -18,11 +18,18 @@ public final class RunLock: @unchecked Sendable {
     /// (a killed run), if any.
     public let takenOverFrom: String?
     private let fd: Int32
+    private let runDirectory: URL
+    private let createdFolder: Bool
 
     /// Takes the lock of `runDirectory`, creating the folder if needed.
     /// - Throws: ``RunError/locked(path:holder:)`` naming the process that holds it, or
     ///   ``RunError/incompatible(_:)`` when the lock file cannot be opened.
+    ///
+    /// A folder this lock created is removed again when the lock is released with nothing but
+    /// `run.lock` in it (a run that failed before writing anything leaves no folder behind).
     public init(runDirectory: URL) throws {
+        createdFolder = !FileManager.default.fileExists(atPath: runDirectory.path)
+        self.runDirectory = runDirectory
         try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
         url = runDirectory.appendingPathComponent("run.lock")
         let fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
@@ -52,6 +59,11 @@ public final class RunLock: @unchecked Sendable {
         _ = ftruncate(fd, 0)
         flock(fd, LOCK_UN)
         close(fd)
+        let fm = FileManager.default
+        if createdFolder, (try? fm.contentsOfDirectory(atPath: runDirectory.path)) == ["run.lock"] {
+            try? fm.removeItem(at: url)
+            try? fm.removeItem(at: runDirectory)
+        }
     }
 
     /// The holder line of a lock file (at most 512 bytes).

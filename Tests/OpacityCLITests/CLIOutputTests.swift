@@ -229,4 +229,28 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertEqual(unknown.status, 64, unknown.all)
         XCTAssertTrue(unknown.stderr.contains("Usage: opacity eval"), unknown.stderr)
     }
+
+    /// A command that fails leaves no output folder it created (new-user trial: detect on a
+    /// text file named .dcm left an empty `-o` folder; train with a bad labels CSV left a run
+    /// folder holding only run.lock); folders that existed before, or hold a file, stay.
+    func testFailedCommandsLeaveNoEmptyOutputFolder() throws {
+        let dir = try CLI.tempDir("nofolderleft")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data("not a DICOM\n".utf8).write(to: dir.appendingPathComponent("fake.dcm"))
+        var r = try CLI.run(["detect", "fake.dcm", "-o", "det"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("fake.dcm"), r.all)
+        r = try CLI.run(["detect", "fake.dcm", "-o", "a/b/c", "--format", "csv"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("kept"), withIntermediateDirectories: true)
+        r = try CLI.run(["detect", "fake.dcm", "-o", "kept"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        try Data("a,b\n1,2\n".utf8).write(to: dir.appendingPathComponent("bad.csv"))
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("imgs"), withIntermediateDirectories: true)
+        r = try CLI.run(["train", "--labels", "bad.csv", "--images", "imgs", "-o", "run", "--epochs", "1"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("bad.csv"), r.all)
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        XCTAssertEqual(left, ["bad.csv", "fake.dcm", "imgs", "kept"], "folders left behind by failed commands")
+    }
 }

@@ -39,7 +39,7 @@ struct CompareCommand: ParsableCommand {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
         let outURL = URL(fileURLWithPath: out)
-        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        try OutputFolders.create(outURL)
         var written: [String] = []
         for (q, name) in [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")] {
             let u = outURL.appendingPathComponent(name)

@@ -95,7 +95,7 @@ struct DetectCommand: ParsableCommand {
         engine.softwareVersion = "opacity " + OpacityMain.version
         let device = engine.dicomDevice
         for dir in [dicomSR, dicomOverlay].compactMap({ $0 }) {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try OutputFolders.create(URL(fileURLWithPath: dir))
         }
         // one new series per study and kind; its UID is derived from the study, the model and
         // the output folder so that every MPI rank names the same series
@@ -106,7 +106,7 @@ struct DetectCommand: ParsableCommand {
             return DICOMSeriesPlacement(seriesInstanceUID: series, seriesNumber: kind == "sr" ? 9901 : 9902, instanceNumber: index + 1)
         }
         note(model.describe(urls, predictor) + ", threshold \(engine.defaultThreshold)")
-        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        try OutputFolders.create(outURL)
         var skipped = SkippedInputs()
         var all: [DetectionReport] = []
         var srWritten = 0, dicomOverlaysWritten = 0

@@ -154,7 +154,7 @@ struct EvalCommand: ParsableCommand {
             ev = Evaluation(results: results)
         }
         let outURL = URL(fileURLWithPath: out)
-        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        try OutputFolders.create(outURL)
         let csvURL = outURL.appendingPathComponent("per_image.csv")
         try Data(ev.perImageCSV(threshold: ev.sweep.bestThreshold).utf8).write(to: csvURL, options: .atomic)
         let sweepCSV = CSVTable.render(
@@ -170,7 +170,14 @@ struct EvalCommand: ParsableCommand {
             ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what, views: views)
         try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))
         if let m = report.challenge.bestMetric, let t = report.challenge.bestThreshold {
-            say(String(format: "metric %.4f at score threshold %.2f over %d images", m, t, ev.images.count))
+            // as `opacity score` says it: the RSNA metric averages only the images with a truth box
+            // or a box predicted at the threshold; the others are left out
+            let f = ConfidenceFilter(threshold: t)
+            let counted = ev.images.filter { RSNAMetric.imageScore(truth: $0.truth, predictions: f.apply($0.detections)) != nil }.count
+            say(
+                String(
+                    format: "metric %.4f at score threshold %.2f over %d of the %d images (%d without truth or predictions left out)",
+                    m, t, counted, ev.images.count, ev.images.count - counted))
         } else {
             // as `opacity score` says it: on negatives only the metric is 0 or undefined, never a best
             say("metric undefined: none of the \(ev.images.count) images has a truth box")
@@ -195,6 +202,17 @@ struct EvalCommand: ParsableCommand {
                 say(
                     "classifier: accuracy \(v(c.accuracy)), ROC AUC (Lung Opacity vs rest) \(v(c.rocAUCLungOpacity)); confusion (rows truth, columns predicted, "
                         + c.labels.joined(separator: " | ") + "): " + m.map { $0.map(String.init).joined(separator: " ") }.joined(separator: " / "))
+                // a weak classifier ranks well (AUC, from the probability) while its arg-max seldom
+                // says Lung Opacity: say why the two figures disagree
+                if let lo = c.labels.firstIndex(of: "Lung Opacity"), lo < m.count, lo < m[lo].count {
+                    let truthLO = m[lo].reduce(0, +)
+                    let predictedLO = m.reduce(0) { $0 + ($1.count > lo ? $1[lo] : 0) }
+                    if truthLO > 0, m[lo][lo] * 2 < truthLO {
+                        say(
+                            "  note: the arg-max says Lung Opacity for \(m[lo][lo]) of the \(truthLO) Lung Opacity images (\(predictedLO) in all), which the accuracy counts;"
+                                + " the ROC AUC ranks by the Lung Opacity probability: threshold the probability or the box scores, not the arg-max")
+                    }
+                }
             } else {
                 say("classifier: ROC AUC (Lung Opacity vs rest) \(v(c.rocAUCLungOpacity)); no 3x3 confusion matrix or accuracy:")
                 say("  " + (c.threeClassUnavailable ?? "classes unknown"))

@@ -4,7 +4,7 @@ import Opacity
 
 /// Writes a PNG, making the folder.
 func writePNG(_ image: RGBImage, to url: URL) throws {
-    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    try OutputFolders.create(url.deletingLastPathComponent())
     try PNG.write(image, to: url)
 }
 
@@ -93,7 +93,7 @@ func requireOutputFile(_ path: String, option: String, for contents: String) thr
 /// - Throws: `ValidationError` naming the option and the folder when it cannot be created.
 func createParentFolder(of file: URL, option: String) throws {
     let folder = file.deletingLastPathComponent()
-    do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+    do { try OutputFolders.create(folder) } catch {
         throw ValidationError("\(option) \(file.path): cannot create its folder \(folder.path): \(error.localizedDescription)")
     }
 }
@@ -119,5 +119,50 @@ func reportSkipped(_ skipped: SkippedInputs, to url: URL, note extra: String = "
     } else {
         try skipped.write(to: url)
         note(skipped.summary() + "\n(listed in \(url.path)\(extra))")
+    }
+}
+
+/// The output folders this process created (those that did not exist before), so that a
+/// command that fails leaves no empty folder behind: ``OpacityMain/run(plugins:arguments:)``
+/// calls ``removeEmpty()`` before it exits with an error status.
+enum OutputFolders {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var created: [URL] = []
+
+    /// Creates `folder` and any missing parents, remembering the topmost one that was missing.
+    /// - Throws: the file system's error when the folder cannot be created.
+    static func create(_ folder: URL) throws {
+        let fm = FileManager.default
+        var topmostMissing: URL?
+        var current = folder.standardizedFileURL
+        while !fm.fileExists(atPath: current.path) {
+            topmostMissing = current
+            let parent = current.deletingLastPathComponent()
+            if parent.path == current.path { break }
+            current = parent
+        }
+        try fm.createDirectory(at: folder, withIntermediateDirectories: true)
+        if let topmostMissing { lock.withLock { created.append(topmostMissing) } }
+    }
+
+    /// Removes each folder ``create(_:)`` made that holds no file (only empty folders, if any),
+    /// newest first; a folder with a file in it is kept as it is.
+    static func removeEmpty() {
+        let folders = lock.withLock { () -> [URL] in
+            defer { created.removeAll() }
+            return created
+        }
+        let fm = FileManager.default
+        for folder in folders.reversed() where fm.fileExists(atPath: folder.path) {
+            let entries = fm.enumerator(at: folder, includingPropertiesForKeys: [.isDirectoryKey])
+            var holdsFile = false
+            while let entry = entries?.nextObject() as? URL {
+                if (try? entry.resourceValues(forKeys: [.isDirectoryKey]).isDirectory) != true {
+                    holdsFile = true
+                    break
+                }
+            }
+            if !holdsFile { try? fm.removeItem(at: folder) }
+        }
     }
 }
