@@ -226,6 +226,15 @@ enum StorageAccounting {
     /// Lets the pool's high-water mark of blocks in use start again from those in use now
     /// (for tests of its policy).
     package static func resetPoolHighWaterMark() { StoragePool.resetHighWaterMark() }
+
+    /// The slack the pool allows over its high-water mark of blocks in use, as a fraction
+    /// 1/`poolSlackDivisor` of the mark (default 32; 0: no slack). Tests of the policy set 0 so
+    /// that blocks other code holds (which raise the mark and so the slack) do not change what
+    /// they measure.
+    package static var poolSlackDivisor: Int {
+        get { StoragePool.lockedSlackDivisor }
+        set { StoragePool.setSlackDivisor(newValue) }
+    }
 }
 
 /// The accounting of values cached on storages (``TensorStorage/derived(_:count:compute:)``).
@@ -272,6 +281,23 @@ enum StoragePool {
     /// Bytes of pooled-size blocks in use, and the most in use at once so far.
     nonisolated(unsafe) private static var inUse = 0
     nonisolated(unsafe) private static var peakInUse = 0
+    nonisolated(unsafe) private static var slackDivisor = 32
+
+    static var lockedSlackDivisor: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return slackDivisor
+    }
+
+    static func setSlackDivisor(_ divisor: Int) {
+        lock.lock()
+        slackDivisor = max(0, divisor)
+        lock.unlock()
+    }
+
+    /// The footprint allowed before cached blocks are cut or unmapped: the high-water mark plus
+    /// 1/`slackDivisor` of it. Call with the lock held.
+    private static var allowedFootprint: Int { peakInUse + (slackDivisor > 0 ? peakInUse / slackDivisor : 0) }
     nonisolated(unsafe) private(set) static var limit: Int = {
         if let s = ProcessInfo.processInfo.environment["OPACITY_POOL_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
         return Int(min(ProcessInfo.processInfo.physicalMemory / 8, 2 << 30))
@@ -327,7 +353,7 @@ enum StoragePool {
         }
         // Below the high-water mark a fresh block costs no footprint beyond what the process
         // already needed once; the cached blocks stay for their own sizes.
-        if inUse + cached <= peakInUse + peakInUse / 32 {
+        if inUse + cached <= allowedFootprint {
             lock.unlock()
             return (map(size), size)
         }
@@ -340,9 +366,9 @@ enum StoragePool {
             return (p, size)
         }
         // ... or smaller cached blocks make room for the new one, largest first.
-        for key in free.keys.sorted(by: >) where inUse + cached > peakInUse + peakInUse / 32 {
+        for key in free.keys.sorted(by: >) where inUse + cached > allowedFootprint {
             guard var list = free[key] else { continue }
-            while inUse + cached > peakInUse + peakInUse / 32, let q = list.popLast() {
+            while inUse + cached > allowedFootprint, let q = list.popLast() {
                 cached -= key
                 evicted.append((q, key))
             }
