@@ -64,10 +64,7 @@ struct ConvPlan {
     var expandedRowFloats: Int { cin * geo.kernel.1 * wo }
 
     /// Floats of unfolded columns that one task keeps in cache (the per-core L2 share).
-    nonisolated(unsafe) static var tileBudget: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_CONV_TILE"], let v = Int(s), v > 0 { return v }
-        return 160 * 1024
-    }()
+    nonisolated(unsafe) static var tileBudget: Int = positiveIntegerSetting("OPACITY_CONV_TILE", default: 160 * 1024)
 
     /// The number of row tiles an image is cut into so one tile's unfolded columns
     /// (`k * rows * wo` floats) stay within `budget`, but no tile is narrower than

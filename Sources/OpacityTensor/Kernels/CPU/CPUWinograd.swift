@@ -11,6 +11,13 @@ import Foundation
 // output channel and tile against im2col's 16 * 9 * 2 = 288: a quarter of the arithmetic,
 // all of it in large SGEMMs whose weight operand is packed once per block of tiles.
 
+/// A kernel tuning setting from the environment: `name`'s value when it is a positive
+/// integer, else `default` (read once, when the setting is first used).
+func positiveIntegerSetting(_ name: String, default value: Int) -> Int {
+    if let s = ProcessInfo.processInfo.environment[name], let v = Int(s), v > 0 { return v }
+    return value
+}
+
 /// How the Winograd kernel is chosen.
 public enum ConvolutionSettings {
     nonisolated(unsafe) private static var _winograd: Bool = {
@@ -33,17 +40,11 @@ public enum ConvolutionSettings {
 
     /// Tiles per block of the Winograd kernel (`OPACITY_WINOGRAD_TILES`, default 192): each
     /// thread transforms one block of tiles, runs the 36 products on it and writes it out.
-    nonisolated(unsafe) static var winogradTiles: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_TILES"], let v = Int(s), v > 0 { return v }
-        return 192
-    }()
+    nonisolated(unsafe) static var winogradTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_TILES", default: 192)
 
     /// The fewest output tiles (4x4, over the batch) for the Winograd forward pass and input
     /// gradient (`OPACITY_WINOGRAD_MIN_TILES`, default 160; see ``ConvPlan/winogradEligible``).
-    nonisolated(unsafe) static var winogradMinTiles: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_MIN_TILES"], let v = Int(s), v > 0 { return v }
-        return 160
-    }()
+    nonisolated(unsafe) static var winogradMinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_MIN_TILES", default: 160)
 }
 
 extension ConvPlan {

@@ -36,17 +36,11 @@ extension ConvolutionSettings {
 
     /// Tiles per block of the Winograd weight gradient (`OPACITY_WINOGRAD_WGRAD_TILES`; default
     /// 0: chosen per shape by ``WinogradKernels/weightGradientBlockTiles(_:)``).
-    nonisolated(unsafe) static var winogradWeightGradientTiles: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_WGRAD_TILES"], let v = Int(s), v > 0 { return v }
-        return 0
-    }()
+    nonisolated(unsafe) static var winogradWeightGradientTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_WGRAD_TILES", default: 0)
 
     /// The fewest output tiles (4x4, over the batch) for the Winograd weight gradient
     /// (`OPACITY_WINOGRAD_WGRAD_MIN_TILES`, default 160).
-    nonisolated(unsafe) static var winogradWeightGradientMinTiles: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_WGRAD_MIN_TILES"], let v = Int(s), v > 0 { return v }
-        return 160
-    }()
+    nonisolated(unsafe) static var winogradWeightGradientMinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_WGRAD_MIN_TILES", default: 160)
 
     nonisolated(unsafe) private static var _winogradWeightGradientMinChannels: Int = {
         if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_WGRAD_MIN_CHANNELS"], let v = Int(s), v >= 0 { return v }
