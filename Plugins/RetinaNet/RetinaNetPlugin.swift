@@ -89,7 +89,10 @@ public enum RetinaNetPlugin: OpacityPlugin {
         let size = cfg.int("size")
         let detectorAccepts = { (s: Int) in s % 32 == 0 || s >= 64 }
         guard detectorAccepts(size) else {
-            throw ConfigError.invalidValue(component: "retinanet", key: "size", value: "\(size)", expected: "at least 64 or a multiple of 32")
+            // the nearest size taken (the key's range starts at 32): the nearest multiple of 32, or 64
+            let nearest = [max(32, (size + 16) / 32 * 32), 64].min { abs($0 - size) < abs($1 - size) } ?? 64
+            throw ConfigError.invalidValue(
+                component: "retinanet", key: "size", value: "\(size)", expected: "a multiple of 32, or any size from 64 up (nearest valid: \(nearest))")
         }
         let ec = cfg.component("encoder"), ef = try reg.encoderFactory(ec.name)
         // the backbone contract: refuse a size the encoder cannot take, before allocating

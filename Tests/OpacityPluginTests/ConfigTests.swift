@@ -80,5 +80,11 @@ final class ConfigTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("encoder resnet34") && "\(e)".contains("neck fpn"), "\(e)")
         }
         XCTAssertNoThrow(try registry.checkDetector("retinanet(levels=3-7, encoder=resnet101)"))
+        // a size the detector does not take names the nearest one it does (new-user trial)
+        for (size, nearest) in [(33, 32), (40, 32), (50, 64), (63, 64)] {
+            XCTAssertThrowsError(try registry.checkDetector("retinanet(size=\(size))"), "\(size)") { e in
+                XCTAssertTrue("\(e)".contains("nearest valid: \(nearest))"), "\(size): \(e)")
+            }
+        }
     }
 }

@@ -45,7 +45,7 @@ struct DemoCommand: ParsableCommand {
             say("1/4 reusing the synthetic set in \(data.path)")
         }
         // 2. training
-        say("2/4 training \(try registry.canonical(config)) for \(epochs) epochs")
+        say("2/4 training \(try registry.canonical(config)) for \(epochs) epoch\(epochs == 1 ? "" : "s")")
         try? FileManager.default.removeItem(at: runDir)
         var options = TrainingOptions(config: config)
         options.epochs = epochs

@@ -232,7 +232,7 @@ struct TrainCommand: ParsableCommand {
         do {
             let logs = try trainer.run()
             if let best = trainer.state.bestEpoch {
-                say("done: \(logs.count) epochs run; best epoch \(best) -> \(trainer.bestURL.path)")
+                say("done: \(logs.count) epoch\(logs.count == 1 ? "" : "s") run; best epoch \(best) -> \(trainer.bestURL.path)")
             }
             if let c = CommunicationFigures.total(logs.compactMap(\.communication)) { say(c.summary) }
         } catch let e as RunError {
