@@ -32,6 +32,16 @@ public enum Compute {
         return s
     }
 
+    /// The warning every program on the engine prints when ``invalidThreadsVariable`` is set
+    /// (and no `--threads` replaces it), naming the value, the valid range and the count used;
+    /// nil when the variable is unset or valid.
+    public static var threadsVariableWarning: String? {
+        invalidThreadsVariable.map {
+            "warning: OPACITY_THREADS=\($0) is not valid; expected \(validThreadCounts.lowerBound)...\(validThreadCounts.upperBound), e.g. 4;"
+                + " it is ignored: using all \(threads) cores"
+        }
+    }
+
     /// The number of threads kernels and OpenBLAS use.
     public static var threads: Int {
         get { _threads }

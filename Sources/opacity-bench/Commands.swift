@@ -35,7 +35,7 @@ struct CommonOptions: ParsableArguments {
     var clock = BenchClock.wall
 
     func validate() throws {
-        if let threads, !Compute.validThreadCounts.contains(threads) { throw ValidationError("--threads \(threads) is not valid; expected 1...1024, e.g. 2") }
+        if let threads, !Compute.validThreadCounts.contains(threads) { throw ValidationError("--threads \(threads) is not valid; expected \(Compute.validThreadCounts), e.g. 2") }
         if repetitions < 1 { throw ValidationError("--repeat \(repetitions) is not valid; expected a positive count, e.g. 5") }
     }
 
@@ -160,9 +160,9 @@ extension BenchClock: ExpressibleByArgument {}
 
 /// Sets the engine up from `options`, prints the report header and runs `sections` in order.
 func runReport(_ sections: [BenchSection], _ options: BenchOptions) {
-    if options.threads == nil, let bad = Compute.invalidThreadsVariable {
+    if options.threads == nil, let warning = Compute.threadsVariableWarning {
         // as opacity says it: the engine ignores the variable, and a benchmark names its thread count
-        FileHandle.standardError.write(Data("warning: OPACITY_THREADS=\(bad) is not valid; expected 1...1024, e.g. 4; it is ignored: using all \(Compute.threads) cores\n".utf8))
+        FileHandle.standardError.write(Data((warning + "\n").utf8))
     }
     Compute.threads = options.threads ?? Compute.threads
     benchClock = options.clock

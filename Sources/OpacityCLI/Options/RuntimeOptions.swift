@@ -24,10 +24,10 @@ struct RuntimeOptions: ParsableArguments {
     /// which replaces it. The variable is a standing setting of the shell, read by every
     /// program on the engine, so a bad value is a warning, not the usage error of a bad `--threads`.
     static func warnAboutThreadsVariable(for command: any ParsableCommand) {
-        guard let bad = Compute.invalidThreadsVariable else { return }
+        guard let warning = Compute.threadsVariableWarning else { return }
         let given = Mirror(reflecting: command).children.contains { ($0.value as? OptionGroup<RuntimeOptions>)?.wrappedValue.threads != nil }
         guard !given else { return }
-        note("warning: OPACITY_THREADS=\(bad) is not valid; expected \(validThreads), e.g. 4; it is ignored: using all \(Compute.threads) cores")
+        note(warning)
     }
 
     /// Sets the engine's thread count; call first in `run()`.

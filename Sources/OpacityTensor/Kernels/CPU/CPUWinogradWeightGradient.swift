@@ -90,10 +90,11 @@ extension WinogradKernels {
         _ pl: ConvPlan, input xp: UnsafePointer<Float>, gradOut gp: UnsafePointer<Float>, out dwp: UnsafeMutablePointer<Float>
     ) {
         BLAS.ensureConfigured()
-        let wg = Plan(pl, threads: 1, targetTiles: weightGradientBlockTiles(pl))
+        let blockTiles = weightGradientBlockTiles(pl)
+        let wg = Plan(pl, threads: 1, targetTiles: blockTiles)
         let (cin, cout, tw, th) = (pl.cin, pl.cout, wg.tw, wg.th)
         // Blocks of whole tile rows, numbered over the batch (a block may span two images).
-        let rowsPerBlock = max(1, weightGradientBlockTiles(pl) / tw)
+        let rowsPerBlock = max(1, blockTiles / tw)
         let totalRows = pl.n * th
         let blocks = (totalRows + rowsPerBlock - 1) / rowsPerBlock
         let maxTiles = min(rowsPerBlock, totalRows) * tw
