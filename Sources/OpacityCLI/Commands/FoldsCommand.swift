@@ -34,7 +34,7 @@ struct FoldsCommand: ParsableCommand {
             for r in dataset.records {
                 guard let url = r.imageURL, url.pathExtension.lowercased() == "dcm" else { continue }
                 let header = try DICOM.readHeader(url)
-                if let v = header.viewPosition?.trimmingCharacters(in: .whitespaces), !v.isEmpty { views[r.id] = v.uppercased() }
+                if let v = ViewPositions.normalized(header.viewPosition) { views[r.id] = v }
             }
         }
         var folds = try Folds.stratified(dataset, count: count, seed: seed, strata: views)
