@@ -6,7 +6,8 @@ import OpacityTensor
 public enum RetinaNetPlugin: OpacityPlugin {
     public static let name = "RetinaNet"
 
-    /// The input sizes the `size` parameter admits before the encoder's own rule.
+    /// The input sizes the `size` parameter admits before the encoder's own rule. Any size in
+    /// it works with every pyramid level (each map is `ceil(size / stride)`, as the anchors).
     static let sizeRange = 32...2048
 
     /// The detector's parameters, with the paper's values as defaults.
@@ -86,18 +87,14 @@ public enum RetinaNetPlugin: OpacityPlugin {
             throw ConfigError.invalidValue(component: "retinanet", key: "negative_iou", value: "\(cfg.float("negative_iou"))",
                                            expected: "a value not above positive_iou (\(cfg.float("positive_iou")))")
         }
+        // No size rule of the detector's own: every level's map is ceil(size / 2^L) at any size
+        // the key admits (a 100 px input gives P6 2x2 and P7 1x1, P7's stride being 128), the
+        // grid the anchors use (PyramidGridTests); only the encoder may refuse a size.
         let size = cfg.int("size")
-        let detectorAccepts = { (s: Int) in s % 32 == 0 || s >= 64 }
-        guard detectorAccepts(size) else {
-            // the nearest size taken (the key's range starts at 32): the nearest multiple of 32, or 64
-            let nearest = [max(32, (size + 16) / 32 * 32), 64].min { abs($0 - size) < abs($1 - size) } ?? 64
-            throw ConfigError.invalidValue(
-                component: "retinanet", key: "size", value: "\(size)", expected: "a multiple of 32, or any size from 64 up (nearest valid: \(nearest))")
-        }
         let ec = cfg.component("encoder"), ef = try reg.encoderFactory(ec.name)
         // the backbone contract: refuse a size the encoder cannot take, before allocating
         guard ef.inputSizes.accepts(size) else {
-            let nearest = ef.inputSizes.nearest(to: size, in: sizeRange, also: detectorAccepts)
+            let nearest = ef.inputSizes.nearest(to: size, in: sizeRange)
             throw ConfigError.invalidValue(
                 component: "retinanet", key: "size", value: "\(size)",
                 expected: "a size encoder \(ec.canonical) accepts (\(ef.inputSizes))" + (nearest.map { "; nearest valid size: \($0)" } ?? ""))

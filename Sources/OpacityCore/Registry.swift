@@ -340,7 +340,10 @@ public struct Registry: Sendable {
         }
         switch (spec.kind, v) {
         case (.int(let r), .int(let x)):
-            if let r, !r.contains(x) { throw bad() }
+            if let r, !r.contains(x) {
+                // name the nearest value the key takes (the range's end on that side)
+                throw bad(spec.kind.description + " (nearest valid: \(min(max(x, r.lowerBound), r.upperBound)))")
+            }
             return .int(x)
         case (.float(let r), .float(let x)):
             if let r, !r.contains(x) { throw bad() }

@@ -80,11 +80,13 @@ final class ConfigTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("encoder resnet34") && "\(e)".contains("neck fpn"), "\(e)")
         }
         XCTAssertNoThrow(try registry.checkDetector("retinanet(levels=3-7, encoder=resnet101)"))
-        // a size the detector does not take names the nearest one it does (new-user trial)
-        for (size, nearest) in [(33, 32), (40, 32), (50, 64), (63, 64)] {
+        // a size outside the key's range names the nearest one it takes (new-user trial); inside
+        // it every size works at every level (PyramidGridTests), so 33 to 63 are taken too
+        for (size, nearest) in [(1, 32), (31, 32), (2049, 2048), (5000, 2048)] {
             XCTAssertThrowsError(try registry.checkDetector("retinanet(size=\(size))"), "\(size)") { e in
-                XCTAssertTrue("\(e)".contains("nearest valid: \(nearest))"), "\(size): \(e)")
+                XCTAssertEqual("\(e)", "retinanet: size=\(size) is invalid; expected integer in 32...2048 (nearest valid: \(nearest))")
             }
         }
+        for size in [32, 33, 40, 50, 63, 100] { XCTAssertNoThrow(try registry.checkDetector("retinanet(size=\(size))"), "\(size)") }
     }
 }
