@@ -84,6 +84,43 @@ final class StorageTests: XCTestCase {
         XCTAssertEqual(TensorMemory.livePeakBytes, TensorMemory.liveBytes)
     }
 
+    /// Kernel scratch is kept across calls outside the pool: a kernel that runs every step with
+    /// other allocations in between (which, at the pool's high-water mark, used to cut or unmap
+    /// the freed scratch block and map it fresh at the next call) maps nothing after its first call.
+    func testKernelScratchIsReusedAcrossCalls() {
+        let saved = TensorStorage.cacheLimitBytes
+        let savedSlack = TensorStorage.poolSlackDivisor
+        defer {
+            TensorStorage.cacheLimitBytes = saved
+            TensorStorage.poolSlackDivisor = savedSlack
+        }
+        TensorStorage.poolSlackDivisor = 0
+        TensorStorage.cacheLimitBytes = 0  // empty the pool and the idle scratch
+        XCTAssertEqual(ScratchBuffers.idleBytes, 0)
+        TensorStorage.cacheLimitBytes = 512 << 20
+        TensorStorage.resetPoolHighWaterMark()
+        let mib = 1 << 18  // floats
+        var mappedPerRound: [Int] = []
+        for round in 0..<4 {
+            let before = TensorStorage.mappedBytes
+            withScratch(perThread: 6 * mib) { scratch in
+                scratch(0)[0] = Float(round)
+                XCTAssertEqual(scratch(0)[0], Float(round))
+            }
+            // an activation of another size class between two calls, larger than the scratch
+            do { _ = Tensor.zeros([40 * mib]) }
+            mappedPerRound.append(TensorStorage.mappedBytes - before)
+        }
+        XCTAssertGreaterThan(mappedPerRound[0], 0)
+        XCTAssertEqual(Array(mappedPerRound.dropFirst()), [0, 0, 0], "fresh bytes mapped per round: \(mappedPerRound)")
+        XCTAssertGreaterThanOrEqual(ScratchBuffers.idleBytes, 6 << 20)
+        // the pool off: nothing idle is kept
+        TensorStorage.cacheLimitBytes = 0
+        XCTAssertEqual(ScratchBuffers.idleBytes, 0)
+        withScratch(perThread: 6 * mib) { _ = $0(0) }
+        XCTAssertEqual(ScratchBuffers.idleBytes, 0)
+    }
+
     func testSmallAndEmptyTensors() {
         XCTAssertEqual(Tensor.zeros([0]).count, 0)
         XCTAssertEqual(Tensor.zeros([3, 0, 2]).scalars, [])
