@@ -255,12 +255,16 @@ extension Tensor {
         let p = pointer, o = out.mutablePointer
         Compute.parallelRanges(count, minPerThread: 1 << 16) { r in
             var i = r.lowerBound
-            let zero = SIMD8<Float>(repeating: 0)
+            // `replace(with:where:)` compiles to a compare and a blend; the standard library's
+            // `pointwiseMax` ran as a call per eight values (5.8% of a resnet50 RetinaNet's
+            // training step, perf). NaN stays NaN, as in PyTorch.
             while i + 8 <= r.upperBound {
-                store8(o, i, pointwiseMax(load8(p, i), zero))
+                var v = load8(p, i)
+                v.replace(with: 0, where: v .< 0)
+                store8(o, i, v)
                 i += 8
             }
-            while i < r.upperBound { o[i] = max(p[i], 0); i += 1 }
+            while i < r.upperBound { o[i] = p[i] < 0 ? 0 : p[i]; i += 1 }
         }
         let kept = out.detached()
         OpTrace.note("relu", [self], out)

@@ -19,6 +19,14 @@ final class ElementwiseTests: XCTestCase {
     func testUnaryValues() {
         let x = Tensor(shape: [5], scalars: [-30, -1, 0, 2, 30])
         assertClose(x.relu(), [0, 0, 0, 2, 30], "relu")
+        // The vector part (eight at a time) and the tail agree, and NaN stays NaN (as PyTorch's
+        // relu): 19 values, so both parts see each kind.
+        let special: [Float] = [.nan, -.infinity, .infinity, -0.0, 1e-30, -1e-30, 3, -3, .nan, 0]
+        let y = Tensor(shape: [19], scalars: Array((special + special).prefix(19))).relu()
+        for (i, v) in y.scalars.enumerated() {
+            let x = (special + special)[i]
+            if x.isNaN { XCTAssertTrue(v.isNaN, "relu(NaN) at \(i)") } else { XCTAssertEqual(v, x > 0 ? x : 0, "relu(\(x)) at \(i)") }
+        }
         assertClose(x.sigmoid(), [-30, -1, 0, 2, 30].map { 1 / (1 + Foundation.exp(-$0)) }, absolute: 1e-7, relative: 1e-6, "sigmoid")
         XCTAssertTrue(x.sigmoid().scalars.allSatisfy { $0.isFinite })
         assertClose(Tensor(shape: [3], scalars: [0, 1, -2]).exp(), [1, M_E, Foundation.exp(-2.0)], absolute: 1e-6, relative: 1e-6, "exp")
