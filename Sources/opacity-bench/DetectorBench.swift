@@ -72,6 +72,19 @@ enum DetectorBench {
             "   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)"
         )
         print("   load average now \(loadAverage())")
+        let mode = ConvolutionKernelChoice.effectiveMode
+        var convolutions = "   convolution kernels: \(mode.rawValue) (OPACITY_CONV=\(ConvolutionKernelChoice.mode.rawValue)"
+        if ConvolutionKernelChoice.deterministic { convolutions += ", OPACITY_DETERMINISTIC=1" }
+        convolutions += ")"
+        if mode != .cpu {
+            convolutions += "; oneDNN weight reorders \(ConvolutionKernelChoice.cacheOneDNNWeights ? "cached per weight version" : "not cached")"
+        }
+        if mode == .auto {
+            convolutions +=
+                "; auto keeps oneDNN when \(fmt(ConvolutionKernelChoice.margin * 100, 0))% faster (best of \(ConvolutionKernelChoice.timedRounds) timed runs)"
+            if let file = ConvolutionKernelChoice.choicesFile { convolutions += ", choices file \(file)" }
+        }
+        print(convolutions)
         ConvolutionKernelLog.clock = { clockNow() }
         let python = pythonForDetector(options)
         var summary: [(String, PhaseFigures, PhaseFigures, TorchDetectorFigures?)] = []
@@ -94,6 +107,7 @@ enum DetectorBench {
             let s = detector.inputSize
             let encoderName = resolved.component("encoder").name
             print("  \(detector.config) (\(detector.parameterCount) parameters, \(s)x\(s))")
+            ConvolutionKernelChoice.resetReport()
             let fwd = forward(detector, size: s, repetitions: reps)
             let train = trainingStep(detector, size: s, repetitions: reps)
             var torch: TorchDetectorFigures?
@@ -102,6 +116,7 @@ enum DetectorBench {
             }
             printTable(fwd: fwd, train: train, torch: torch)
             printKernels(fwd: fwd, train: train)
+            printChoices()
             summary.append((encoderName, fwd, train, torch))
         }
         guard !summary.isEmpty else { return }
@@ -283,6 +298,19 @@ enum DetectorBench {
         print("    training step convolutions by pass and kernel (\(fmt(total, 1)) ms in all):")
         for (kind, v) in byKind.sorted(by: { $0.value.ms > $1.value.ms }) {
             print("      \(pad(kind, 44)) \(fmt(v.ms, 1, width: 8)) ms  \(v.calls) calls")
+        }
+    }
+
+    /// In `auto` mode, the measured choice of each shape and direction this detector used:
+    /// both candidates' best times (wall clock, at first use) and the kernel kept.
+    static func printChoices() {
+        let measured = ConvolutionKernelChoice.report().filter { !$0.timings.isEmpty }
+        guard !measured.isEmpty else { return }
+        print("    auto choices (best timed run at first use, wall clock ms: cpu / dnnl, kept; oneDNN needs to be faster by the margin):")
+        for r in measured {
+            let cpu = r.timings["cpu"].map { fmt($0 * 1e3, 2) } ?? "-"
+            let dnnl = r.timings["dnnl"].map { fmt($0 * 1e3, 2) } ?? "-"
+            print("      \(pad(r.direction, 16)) \(pad(r.shape, 44)) \(cpu) / \(dnnl) -> \(r.kernel)")
         }
     }
 

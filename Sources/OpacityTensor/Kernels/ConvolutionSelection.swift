@@ -5,8 +5,12 @@ import Foundation
 //
 // In `auto` mode each shape is measured once, at first use: both candidates (the CPU
 // kernels, with Winograd where it is eligible; oneDNN with its reorders) run once to warm up
-// (oneDNN builds its primitives then) and twice timed, and the faster by its better time is
-// kept for the life of the process.
+// (oneDNN builds its primitives then) and then ``ConvolutionKernelChoice/timedRounds`` times
+// each, interleaved (the order alternating per round), and oneDNN is kept for the life of the
+// process only when its best time beats the CPU kernels' best by the margin
+// (``ConvolutionKernelChoice/margin``), so that noise on a shared machine cannot flip a close
+// choice. The choices can be kept in a file (`OPACITY_CONV_CHOICES`) that later processes read
+// back instead of measuring again.
 
 /// Which convolution kernels run, and what ran.
 ///
@@ -76,8 +80,61 @@ public enum ConvolutionKernelChoice {
     /// Clears the report (not the measured choices).
     public static func resetReport() { ConvolutionSelector.shared.resetRecords() }
 
-    /// Forgets the measured choices (the next use of each shape measures again).
+    /// Forgets the measured choices (the next use of each shape measures again; a choices
+    /// file is read again).
     public static func resetChoices() { ConvolutionSelector.shared.resetChoices() }
+
+    nonisolated(unsafe) private static var _margin: Double = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_CONV_AUTO_MARGIN"], let m = Double(s), m >= 0, m < 1 { return m }
+        return 0.1
+    }()
+
+    /// In `auto` mode, oneDNN is chosen only when its best time is below `(1 - margin)` times
+    /// the CPU kernels' best (default 0.1, that is 10% faster; `OPACITY_CONV_AUTO_MARGIN`,
+    /// from 0 up to 1). Set it before running kernels.
+    public static var margin: Double {
+        get { _margin }
+        set { _margin = min(max(newValue, 0), 0.99) }
+    }
+
+    nonisolated(unsafe) private static var _cacheOneDNNWeights: Bool = {
+        ProcessInfo.processInfo.environment["OPACITY_DNNL_WEIGHT_CACHE"] != "0"
+    }()
+
+    /// Whether the weights' reorder into oneDNN's layout (forward pass and input gradient) is
+    /// cached on the weight's storage per weight version (default on;
+    /// `OPACITY_DNNL_WEIGHT_CACHE=0` starts with it off). Either way the results are the same
+    /// bit for bit (a reorder only moves values). Set it before running kernels, not while they
+    /// run.
+    public static var cacheOneDNNWeights: Bool {
+        get { _cacheOneDNNWeights }
+        set { _cacheOneDNNWeights = newValue }
+    }
+
+    /// Timed runs per candidate when `auto` measures a shape (after one warm-up run each): 3.
+    public static let timedRounds = 3
+
+    nonisolated(unsafe) private static var _choicesFile: String? = {
+        ProcessInfo.processInfo.environment["OPACITY_CONV_CHOICES"].flatMap { $0.isEmpty ? nil : $0 }
+    }()
+
+    /// A text file that keeps the `auto` choices across processes (`OPACITY_CONV_CHOICES`;
+    /// default none). At the first choice the file's lines are read (a missing file is an
+    /// empty one), and each new measurement appends a line, so a second process (or a resumed
+    /// training run) at the same thread count runs the same kernels without measuring. One
+    /// line per shape and direction: `v1 DIRECTION INPUT WEIGHT STRIDE PADDING DILATION GROUPS
+    /// BIAS THREADS CHOICE CPU_SECONDS DNNL_SECONDS` (shapes as comma-separated integers,
+    /// `DIRECTION` one of `forward`, `backward-data`, `backward-weights`, `CHOICE` one of
+    /// `cpu`, `dnnl`); a later line for the same key wins. A line that does not parse is
+    /// skipped with a warning on standard error naming the file and line. Set it before
+    /// running kernels.
+    public static var choicesFile: String? {
+        get { _choicesFile }
+        set {
+            _choicesFile = newValue
+            ConvolutionSelector.shared.resetChoices()
+        }
+    }
 }
 
 /// A candidate provider of the per-shape choice.
@@ -100,6 +157,8 @@ final class ConvolutionSelector: @unchecked Sendable {
     }
 
     private let lock = NSLock()
+    /// Whether ``ConvolutionKernelChoice/choicesFile`` has been read since the last reset.
+    private var loaded = false
     private var choices: [Key: ConvolutionCandidate] = [:]
     private var timings: [Key: [String: Double]] = [:]
     private var order: [Key] = []
@@ -108,14 +167,99 @@ final class ConvolutionSelector: @unchecked Sendable {
     func choice(_ k: Key) -> ConvolutionCandidate? {
         lock.lock()
         defer { lock.unlock() }
+        loadIfNeeded()
         return choices[k]
     }
 
     func setChoice(_ c: ConvolutionCandidate, timings t: [String: Double], for k: Key) {
         lock.lock()
         defer { lock.unlock() }
+        loadIfNeeded()
         choices[k] = c
         timings[k] = t
+        if let path = ConvolutionKernelChoice.choicesFile { Self.append(Self.line(k, c, t), to: path) }
+    }
+
+    private static func directionName(_ d: DNNLConvKey.Direction) -> String {
+        switch d {
+        case .forward: "forward"
+        case .backwardData: "backward-data"
+        case .backwardWeights: "backward-weights"
+        }
+    }
+
+    /// The choices file's line for a choice (see ``ConvolutionKernelChoice/choicesFile``).
+    static func line(_ k: Key, _ c: ConvolutionCandidate, _ t: [String: Double]) -> String {
+        func list(_ v: [Int]) -> String { v.map(String.init).joined(separator: ",") }
+        let times = ["cpu", "dnnl"].map { t[$0].map { String(format: "%.6g", $0) } ?? "-" }
+        return [
+            "v1", directionName(k.direction), list(k.input), list(k.weight), list(k.stride), list(k.padding), list(k.dilation),
+            String(k.groups), k.bias ? "1" : "0", String(k.threads), c.rawValue,
+        ].joined(separator: " ") + " " + times.joined(separator: " ")
+    }
+
+    /// Parses a line of the choices file; nil when it is not one.
+    static func parse(_ line: Substring) -> (Key, ConvolutionCandidate, [String: Double])? {
+        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard f.count == 13, f[0] == "v1" else { return nil }
+        let directions: [String: DNNLConvKey.Direction] = [
+            "forward": .forward, "backward-data": .backwardData, "backward-weights": .backwardWeights,
+        ]
+        func list(_ s: Substring, _ n: Int) -> [Int]? {
+            let v = s.split(separator: ",").compactMap { Int($0) }
+            return v.count == n && v.allSatisfy { $0 >= 0 } ? v : nil
+        }
+        guard let d = directions[String(f[1])], let input = list(f[2], 4), let weight = list(f[3], 4), let stride = list(f[4], 2),
+            let padding = list(f[5], 2), let dilation = list(f[6], 2), let groups = Int(f[7]), groups >= 1, f[8] == "0" || f[8] == "1",
+            let threads = Int(f[9]), threads >= 1, let c = ConvolutionCandidate(rawValue: String(f[10]))
+        else { return nil }
+        var t: [String: Double] = [:]
+        for (name, field) in [("cpu", f[11]), ("dnnl", f[12])] where field != "-" {
+            guard let v = Double(field), v >= 0 else { return nil }
+            t[name] = v
+        }
+        let k = Key(
+            direction: d, input: input, weight: weight, stride: stride, padding: padding, dilation: dilation, groups: groups,
+            bias: f[8] == "1", threads: threads)
+        return (k, c, t)
+    }
+
+    /// Reads the choices file once (with ``lock`` held).
+    private func loadIfNeeded() {
+        guard !loaded else { return }
+        loaded = true
+        guard let path = ConvolutionKernelChoice.choicesFile, FileManager.default.fileExists(atPath: path) else { return }
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            Self.warn("opacity: warning: OPACITY_CONV_CHOICES file \(path) cannot be read as UTF-8 text; measuring instead")
+            return
+        }
+        for (i, l) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = l.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { continue }
+            guard let (k, c, t) = Self.parse(Substring(trimmed)) else {
+                Self.warn(
+                    "opacity: warning: OPACITY_CONV_CHOICES file \(path), line \(i + 1): expected 'v1 DIRECTION INPUT WEIGHT STRIDE "
+                        + "PADDING DILATION GROUPS BIAS THREADS cpu|dnnl CPU_SECONDS DNNL_SECONDS', got '\(trimmed.prefix(120))'; skipped")
+                continue
+            }
+            choices[k] = c
+            timings[k] = t
+        }
+    }
+
+    private static func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+    /// Appends `line` to the file at `path` (created when missing) in one write.
+    private static func append(_ line: String, to path: String) {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        guard fd >= 0 else {
+            warn("opacity: warning: cannot write the OPACITY_CONV_CHOICES file \(path): \(String(cString: strerror(errno)))")
+            return
+        }
+        defer { close(fd) }
+        let bytes = Array((line + "\n").utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if written != bytes.count { warn("opacity: warning: short write to the OPACITY_CONV_CHOICES file \(path)") }
     }
 
     func note(_ k: Key, kernel: String) {
@@ -133,12 +277,7 @@ final class ConvolutionSelector: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return order.map { k in
-            let d =
-                switch k.direction {
-                case .forward: "forward"
-                case .backwardData: "backward-data"
-                case .backwardWeights: "backward-weights"
-                }
+            let d = Self.directionName(k.direction)
             let w = k.weight
             let s = k.stride == [1, 1] ? "" : "/\(k.stride[0])"
             let dil = k.dilation == [1, 1] ? "" : " d\(k.dilation[0])"
@@ -159,6 +298,7 @@ final class ConvolutionSelector: @unchecked Sendable {
         defer { lock.unlock() }
         choices = [:]
         timings = [:]
+        loaded = false
     }
 }
 
@@ -220,16 +360,19 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
 
     private static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
-    /// Times `run` for each candidate (one warm-up, then the better of two timed runs) and
-    /// returns the fastest, its times, and whether the last run was the winner's. A
-    /// candidate whose `run` returns false (oneDNN cannot run the shape) drops out.
+    /// Times `run` for each candidate (one warm-up each, then
+    /// ``ConvolutionKernelChoice/timedRounds`` rounds, the candidates' order alternating) and
+    /// returns the choice, the candidates' best times, and whether the last run was the
+    /// choice's. oneDNN is chosen only when its best time is below `1 - margin` times the CPU
+    /// kernels' best (``ConvolutionKernelChoice/margin``). A candidate whose `run` returns false
+    /// (oneDNN cannot run the shape) drops out.
     private func measure(_ run: (ConvolutionCandidate) -> Bool) -> (ConvolutionCandidate, [String: Double], lastWasBest: Bool) {
         var alive: [ConvolutionCandidate] = []
         for c in ConvolutionCandidate.allCases where run(c) { alive.append(c) }
         var best: [ConvolutionCandidate: Double] = [:]
         var last = ConvolutionCandidate.cpu
-        for _ in 0..<2 {
-            for c in alive {
+        for round in 0..<ConvolutionKernelChoice.timedRounds {
+            for c in round % 2 == 0 ? alive : alive.reversed() {
                 let t0 = Self.now()
                 _ = run(c)
                 let t = Double(Self.now() - t0) * 1e-9
@@ -237,10 +380,18 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
                 last = c
             }
         }
-        let winner = alive.min { best[$0]! < best[$1]! } ?? .cpu
+        let winner = Self.choose(best, margin: ConvolutionKernelChoice.margin)
         var named: [String: Double] = [:]
         for (c, t) in best { named[c.rawValue] = t }
         return (winner, named, last == winner)
+    }
+
+    /// The choice from the candidates' best times: oneDNN only when it beats the CPU kernels
+    /// by more than `margin` (the CPU kernels when either time is missing).
+    static func choose(_ best: [ConvolutionCandidate: Double], margin: Double) -> ConvolutionCandidate {
+        guard let d = best[.dnnl] else { return .cpu }
+        guard let c = best[.cpu] else { return .dnnl }
+        return d < (1 - margin) * c ? .dnnl : .cpu
     }
 
     func forward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor) {

@@ -9,7 +9,12 @@ import Foundation
 // primitives are cached per shape, direction and slice for the life of the process. oneDNN
 // chooses its own layouts (nChw16c on AVX-512 for its direct JIT kernels); inputs are
 // reordered into them and results back on every call, and that cost is part of what the
-// per-shape choice (``SelectingConvolutionKernels``) measures. (On our NCHW tensors as they
+// per-shape choice (``SelectingConvolutionKernels``) measures. The weights' reorder (forward
+// pass and input gradient) is cached on the weight's storage per weight version, as the
+// Winograd weight transforms are (``TensorStorage/derived(_:count:compute:)``: from the second
+// use at one version on; an in-place change of the weights makes it stale), keyed by the
+// slice and oneDNN's layout so that the pyramid levels sharing a head's weights share it.
+// (On our NCHW tensors as they
 // are, with the strided views of the slices below, oneDNN 2.6 falls back to its reference
 // kernels: 45 ms for a 1x1 64->64 convolution at 16x16, so that variant is not offered.)
 //
@@ -178,6 +183,11 @@ final class DNNLConvPrimitive: @unchecked Sendable {
     private var bufferBytes: [OpaquePointer: Int] = [:]
     /// The slice's views and offsets.
     let layout: DNNLSliceLayout
+    /// The key of the weight operand's reordered copy on the weight's storage (see
+    /// ``ConvolutionKernelChoice/cacheOneDNNWeights``): the slice's view of the weights and oneDNN's
+    /// blocked layout; nil when the weights need no reorder, are an output, or the layout is
+    /// not a plain blocked one.
+    private(set) var weightCacheKey: String?
     /// oneDNN's implementation name.
     private(set) var implementation = "?"
 
@@ -322,6 +332,9 @@ final class DNNLConvPrimitive: @unchecked Sendable {
             guard dnnl_memory_create(&inner, wanted, engine, nil) == dnnl_success, let inner else { return false }
             bufferBytes[inner] = dnnl_memory_desc_get_size(wanted)
             operands[operands.count - 1].inner = inner
+            if arg == Int32(DNNL_ARG_WEIGHTS) && !isOutput {
+                weightCacheKey = Self.layoutKey(wanted.pointee, view: v.weight, offset: v.weightOffset)
+            }
             var rpd: dnnl_primitive_desc_t?
             let made =
                 isOutput
@@ -336,6 +349,21 @@ final class DNNLConvPrimitive: @unchecked Sendable {
             operands[operands.count - 1].reorder = r
         }
         return true
+    }
+
+    /// A key naming the reorder of our plain view `view` at `offset` into oneDNN's layout
+    /// `md`: the same for every primitive that reorders the same weights the same way. Nil
+    /// unless `md` is a plain blocked fp32 layout without extra flags.
+    private static func layoutKey(_ md: dnnl_memory_desc_t, view: ([Int], [Int]), offset: Int) -> String? {
+        guard md.format_kind == dnnl_blocked, md.data_type == dnnl_f32, md.extra.flags == 0, md.offset0 == 0 else { return nil }
+        let n = Int(md.ndims)
+        func list<T>(_ tuple: T, _ count: Int) -> [Int64] {
+            withUnsafeBytes(of: tuple) { Array($0.bindMemory(to: Int64.self).prefix(count)) }
+        }
+        let b = md.format_desc.blocking
+        let nb = Int(b.inner_nblks)
+        return "dnnl-weights @\(offset) \(view.0)/\(view.1) -> \(list(md.dims, n)) padded \(list(md.padded_dims, n)) "
+            + "strides \(list(b.strides, n)) blocks \(list(b.inner_blks, nb)) of \(list(b.inner_idxs, nb))"
     }
 
     /// Allocates the scratchpad `p` (made from `pd`) asks for, if any.
@@ -353,15 +381,20 @@ final class DNNLConvPrimitive: @unchecked Sendable {
     /// Runs the slice on `pointers` (the starts of the whole tensors), one per operand in the
     /// order of the direction: forward (input, weight, output[, bias]); backward data (output
     /// gradient, weight, input gradient); backward weights (input, output gradient, weight
-    /// gradient). oneDNN runs single-threaded on the calling thread. False when oneDNN reports
-    /// an error.
-    func execute(_ pointers: [UnsafeMutableRawPointer]) -> Bool {
+    /// gradient). oneDNN runs single-threaded on the calling thread. With `weights` (the
+    /// storage whose start is the weight pointer, forward and input gradient) and
+    /// ``ConvolutionKernelChoice/cacheOneDNNWeights`` on, the reordered weights come from its cache
+    /// (``TensorStorage/derived(_:count:compute:)``). False when oneDNN reports an error.
+    func execute(_ pointers: [UnsafeMutableRawPointer], weights: TensorStorage? = nil) -> Bool {
         lock.lock()
         defer { lock.unlock() }
         guard let primitive, let stream, pointers.count == operands.count else { return false }
         _ = opacity_dnnl_set_omp_threads(1)
+        let cached = weights != nil && ConvolutionKernelChoice.cacheOneDNNWeights ? weightCacheKey : nil
+        let weightIndex = operands.firstIndex { $0.arg == Int32(DNNL_ARG_WEIGHTS) && !$0.isOutput }
+        let weightInner = cached != nil ? weightIndex.flatMap { operands[$0].inner } : nil
         var lent: [Tensor] = []
-        for (m, bytes) in bufferBytes {
+        for (m, bytes) in bufferBytes where m != weightInner {
             let t = Tensor(uninitializedShape: [max(1, (bytes + 3) / 4)])
             lent.append(t)
             guard dnnl_memory_set_data_handle(m, UnsafeMutableRawPointer(t.mutablePointer)) == dnnl_success else { return false }
@@ -380,7 +413,29 @@ final class DNNLConvPrimitive: @unchecked Sendable {
             guard dnnl_memory_set_data_handle(o.user, p + 4 * offset) == dnnl_success else { return false }
             args.append(dnnl_exec_arg_t(arg: o.arg, memory: o.inner ?? o.user))
         }
+        // The reordered weights: from the weight's cache, reordering only when it misses.
+        var reordered: TensorStorage?
+        if let cached, let weights, let weightIndex, let inner = weightInner, let r = operands[weightIndex].reorder,
+            let bytes = bufferBytes[inner]
+        {
+            let user = operands[weightIndex].user
+            var ok = true
+            reordered = weights.derived(cached, count: max(1, (bytes + 3) / 4)) { buffer in
+                ok =
+                    dnnl_memory_set_data_handle(inner, UnsafeMutableRawPointer(buffer)) == dnnl_success
+                    && run(r, [.init(arg: Int32(DNNL_ARG_FROM), memory: user), .init(arg: Int32(DNNL_ARG_TO), memory: inner)], stream)
+                    && dnnl_stream_wait(stream) == dnnl_success
+            }
+            guard ok else {
+                // Never trust this key again: a failed reorder may have been kept.
+                weightCacheKey = nil
+                return false
+            }
+            guard dnnl_memory_set_data_handle(inner, UnsafeMutableRawPointer(reordered!.base)) == dnnl_success else { return false }
+        }
+        defer { withExtendedLifetime(reordered) {} }
         for o in operands where !o.isOutput {
+            guard o.inner != weightInner || weightInner == nil else { continue }
             guard let r = o.reorder, let inner = o.inner else { continue }
             guard run(r, [.init(arg: Int32(DNNL_ARG_FROM), memory: o.user), .init(arg: Int32(DNNL_ARG_TO), memory: inner)], stream)
             else { return false }
@@ -422,7 +477,7 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
     /// Runs every slice of `direction` on the compute threads; false when any cannot run.
     private func run(
         _ d: DNNLConvKey.Direction, input: [Int], weight: [Int], geometry g: Conv2DGeometry, groups: Int, bias: Bool,
-        _ pointers: [UnsafeMutableRawPointer]
+        _ pointers: [UnsafeMutableRawPointer], weights: TensorStorage? = nil
     ) -> Bool {
         guard let rt = DNNLRuntime.shared else { return false }
         let slices = Self.slices(units: DNNLConvKey.units(d, input: input, weight: weight, groups: groups), groups: groups)
@@ -435,10 +490,10 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
         let ok = UnsafeMutablePointer<Bool>.allocate(capacity: prims.count)
         defer { ok.deallocate() }
         ok.initialize(repeating: false, count: prims.count)
-        let box = UnsafeSendableBox((prims, pointers, ok))
+        let box = UnsafeSendableBox((prims, pointers, ok, weights))
         Compute.parallelFor(prims.count) { i in
-            let (prims, pointers, ok) = box.value
-            ok[i] = prims[i].execute(pointers)
+            let (prims, pointers, ok, weights) = box.value
+            ok[i] = prims[i].execute(pointers, weights: weights)
         }
         return (0..<prims.count).allSatisfy { ok[$0] }
     }
@@ -450,14 +505,19 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
     func tryForward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor) -> Bool {
         var ptrs = [Self.raw(input), Self.raw(weight), UnsafeMutableRawPointer(out.mutablePointer)]
         if let bias { ptrs.append(Self.raw(bias)) }
-        return run(.forward, input: input.shape, weight: weight.shape, geometry: geometry, groups: groups, bias: bias != nil, ptrs)
+        return run(
+            .forward, input: input.shape, weight: weight.shape, geometry: geometry, groups: groups, bias: bias != nil, ptrs,
+            weights: weight.storage)
     }
 
     /// The input gradient through oneDNN, or nil when oneDNN cannot run this shape.
     func tryBackwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor? {
         let gx = Tensor(uninitializedShape: input.shape)
         let ptrs = [Self.raw(gradOut), Self.raw(weight), UnsafeMutableRawPointer(gx.mutablePointer)]
-        return run(.backwardData, input: input.shape, weight: weight.shape, geometry: geometry, groups: groups, bias: false, ptrs) ? gx : nil
+        let ran = run(
+            .backwardData, input: input.shape, weight: weight.shape, geometry: geometry, groups: groups, bias: false, ptrs,
+            weights: weight.storage)
+        return ran ? gx : nil
     }
 
     /// The weight gradient through oneDNN, or nil when oneDNN cannot run this shape.
