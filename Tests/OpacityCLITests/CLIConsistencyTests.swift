@@ -46,6 +46,21 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("-o/--output"), r.all)
     }
 
+    /// The top-level help's exit statuses agree with ExitStatus (OpacityCLI) and with what `serve` does:
+    /// every status is listed, and Ctrl-C (130) and SIGTERM (143) say that `serve` instead
+    /// finishes what is queued and exits 0, as its own help says (new-user trial).
+    func testTopLevelExitStatusesAgreeWithServe() throws {
+        let r = try CLI.run(["--help"], environment: ["COLUMNS": "1000"])
+        XCTAssertEqual(r.status, 0, r.all)
+        let line = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("Exit status:") }, r.stdout)
+        for status in [0, 1, 64, 130, 143] {  // OpacityCLI's ExitStatus cases
+            XCTAssertTrue(line.contains(" \(status) "), "\(status) missing: \(line)")
+        }
+        XCTAssertTrue(line.contains("`serve` instead stops accepting, answers what is queued and exits 0"), String(line))
+        let serve = try CLI.run(["serve", "--help"], environment: ["COLUMNS": "1000"])
+        XCTAssertTrue(serve.stdout.contains("SIGTERM or SIGINT stops accepting, finishes what is queued and exits 0"), serve.stdout)
+    }
+
     /// `-o` and `--output` and the deprecated `--out` write to the same place; `--out` warns.
     func testOutputSpellings() throws {
         let dir = try CLI.tempDir("output")

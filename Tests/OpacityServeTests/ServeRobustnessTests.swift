@@ -253,4 +253,30 @@ final class ServeRobustnessTests: XCTestCase {
         XCTAssertTrue(text.contains("stopped"), text)
         XCTAssertThrowsError(try HTTP.request(port: port, "GET", "/healthz", timeout: 2))
     }
+
+    /// Ctrl-C (SIGINT) stops `opacity serve` as SIGTERM does: exit status 0, not 130, as
+    /// its help and the top-level help's exit statuses say.
+    func testSIGINTExitsZero() throws {
+        let p = Process()
+        p.executableURL = ServeFixtures.executable
+        p.arguments = ["serve", "--model", ServeFixtures.zooModel, "--port", "0", "--threads", "2"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        let reader = err.fileHandleForReading
+        var text = ""
+        while !text.contains("listening on http://") {
+            let chunk = reader.availableData
+            guard !chunk.isEmpty else { return XCTFail("opacity serve ended before listening: \(text)") }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        text += String(decoding: reader.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(p.terminationStatus, 0, text)
+        XCTAssertEqual(p.terminationReason, .exit, text)
+        XCTAssertTrue(text.contains("stopped"), text)
+    }
 }
