@@ -60,4 +60,43 @@ final class HelpSnapshotTests: XCTestCase {
                 "`\(([program] + path).joined(separator: " ")) --help` changed; if intended, run with OPACITY_UPDATE_HELP=1 and commit \(file.lastPathComponent)")
         }
     }
+
+    /// Help text wraps cleanly at 80 and 100 columns (new-user trial): no line break inside
+    /// a quoted argument (a config string), every indented command line (the examples) fits
+    /// whole (long ones continue with a backslash, as in a shell), and no prose line ends
+    /// where the next line's first word would still have fitted (a hard break in the source).
+    func testHelpWrapsCleanly() throws {
+        for width in [80, 100] {
+            for path in Self.commands {
+                let r = try CLI.run(path + ["--help"], environment: ["COLUMNS": "\(width)"])
+                XCTAssertEqual(r.status, 0, r.all)
+                let name = (["opacity"] + path).joined(separator: " ")
+                // the overview and discussion: everything before USAGE
+                let text = r.stdout.components(separatedBy: "\nUSAGE:").first ?? ""
+                for paragraph in text.components(separatedBy: "\n\n") {
+                    let lines = paragraph.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+                    var command = ""  // an indented command line, with its backslash continuations
+                    for (i, line) in lines.enumerated() {
+                        XCTAssertLessThan(line.count, width, "\(name) at \(width) columns: \(line)")
+                        if line.hasPrefix("  ") {
+                            command += line
+                            if line.hasSuffix("\\") { continue }
+                            XCTAssertEqual(command.filter { $0 == "\"" }.count % 2, 0, "\(name) at \(width) columns breaks inside a quoted argument: \(command)")
+                            command = ""
+                            // a command line (examples end their paragraph) is not wrapped onto an unindented line
+                            if i + 1 < lines.count {
+                                XCTAssertTrue(lines[i + 1].hasPrefix("  "), "\(name) at \(width) columns: a command wraps: \(line) / \(lines[i + 1])")
+                            }
+                        }
+                    }
+                    XCTAssertEqual(command, "", "\(name): a continued command line without its end")
+                    for (a, b) in zip(lines, lines.dropFirst()) where !a.hasPrefix(" ") && !b.hasPrefix(" ") && !b.hasPrefix("- ") {
+                        // the parser fills a line to at most width - 1 characters
+                        let next = b.split(separator: " ").first.map(String.init) ?? ""
+                        XCTAssertGreaterThanOrEqual(a.count + 1 + next.count, width, "\(name) at \(width) columns: a stray line break after: \(a)")
+                    }
+                }
+            }
+        }
+    }
 }

@@ -13,10 +13,14 @@ struct EvalCommand: ParsableCommand {
 
             Examples:
               opacity eval --model runs/r34 --data synth --fold 0
-              opacity eval --model fold0.opb --model fold1.opb --data rsna --fold 0 --ensemble mean
-              opacity eval --model retinanet-r34-composite --labels boxes.csv --images pngs --all
-              opacity eval --model f0.opb --model f1.opb --ensemble wbf --tta flip --data rsna --fold 0
-              opacity eval --model runs/r34 --data synth --fold 0 --operating-point-out r34-op.opb
+              opacity eval --model fold0.opb --model fold1.opb --data rsna --fold 0 \\
+                  --ensemble mean
+              opacity eval --model retinanet-r34-composite --labels boxes.csv \\
+                  --images pngs --all
+              opacity eval --model f0.opb --model f1.opb --ensemble wbf --tta flip \\
+                  --data rsna --fold 0
+              opacity eval --model runs/r34 --data synth --fold 0 \\
+                  --operating-point-out r34-op.opb
             """)
 
     @OptionGroup var model: ModelOptions

@@ -23,8 +23,10 @@ struct ExportCommand: ParsableCommand {
 
             Examples:
               opacity export runs/r34 --storage int8 -o r34-int8.opb
-              opacity export runs/r34/checkpoints/epoch_008.opb --storage fp16 -o r34.opb --metric heldout_metric=0.71
-              opacity export retinanet-r34-composite --format onnx --postprocess -o r34.onnx
+              opacity export runs/r34/checkpoints/epoch_008.opb --storage fp16 -o r34.opb \\
+                  --metric heldout_metric=0.71
+              opacity export retinanet-r34-composite --format onnx --postprocess \\
+                  -o r34.onnx
               opacity export runs/r34 -o r34.opb --card card.json
             """)
 

@@ -8,18 +8,21 @@ struct ImportCommand: ParsableCommand {
         commandName: "import",
         abstract: "Import ImageNet weights from a safetensors file into an encoder bundle.",
         discussion: """
-            Reads a safetensors file as published by timm or Hugging Face (e.g. the
-            model.safetensors of timm/resnet34.a1_in1k), maps its names one to one onto an
-            Opacity encoder, sums a 3-channel stem into the 1-channel X-ray stem, drops the
-            ImageNet classifier and writes an encoder bundle. Start training a detector from it with
-              opacity train --config "retinanet(encoder=resnet34)" --encoder-weights resnet34_in1k.opb ...
+            Reads a safetensors file as published by timm or Hugging Face (e.g. the \
+            model.safetensors of timm/resnet34.a1_in1k), maps its names one to one onto an \
+            Opacity encoder, sums a 3-channel stem into the 1-channel X-ray stem, drops the \
+            ImageNet classifier and writes an encoder bundle. Start training a detector from it with:
+              opacity train --config "retinanet(encoder=resnet34)" \\
+                  --encoder-weights resnet34_in1k.opb ...
 
-            Key maps: timm (names unchanged), cadene (Cadene pretrainedmodels se_resnext*,
-            = timm legacy_seresnext*), timm-seresnext (timm's current seresnext*_32x4d: trained with
-            a padded stem pool, so refused unless --allow-different-numerics). Each encoder's
+            Key maps: timm (names unchanged), cadene (Cadene pretrainedmodels se_resnext*, \
+            = timm legacy_seresnext*), timm-seresnext (timm's current seresnext*_32x4d: trained with \
+            a padded stem pool, so refused unless --allow-different-numerics). Each encoder's \
             plugin registers the key maps it accepts.
-            Cadene .pth files are pickles: convert them first with
-              python -c "import torch,safetensors.torch as s; s.save_file(torch.load('x.pth'), 'x.safetensors')"
+
+            Cadene .pth files are pickles: convert them first with:
+              python -c "import torch, safetensors.torch as s; \\
+                  s.save_file(torch.load('x.pth'), 'x.safetensors')"
             """)
 
     @Argument(help: "The safetensors file.")

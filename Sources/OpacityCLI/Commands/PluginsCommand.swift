@@ -10,6 +10,7 @@ struct PluginsCommand: ParsableCommand {
         discussion: """
             Names listed here can be used in config strings, e.g.
               retinanet(encoder=seresnext50_32x4d, levels=3-7, neck=fpn(channels=128))
+
             Pass --canonical CONFIG to check a config string and print its canonical form.
             """)
 

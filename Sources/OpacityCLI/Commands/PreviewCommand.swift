@@ -17,11 +17,11 @@ struct AugmentPreviewCommand: ParsableCommand {
             Augmentation presets (paper levels): none, minimal (1), light (10), \
             light_norotation (11), light_basic_rotation, medium (15), heavy (20, also \
             heavy_custom_rotation), heavy_norotation (21), heavy_basic_rotation. Override any \
-            value: --augmentation heavy,rotation=3,boxes=corners,flip=0.5
-            Keys: \(AugmentationConfig.parameterNames.joined(separator: ", ")).
+            value, e.g. --augmentation heavy,rotation=3,boxes=corners,flip=0.5; the keys: \(AugmentationConfig.parameterNames.joined(separator: ", ")).
 
             Example:
-              opacity preview ~/rsna --augmentation heavy --count 16 --columns 4 -o preview.png
+              opacity preview ~/rsna --augmentation heavy --count 16 --columns 4 \\
+                  -o preview.png
             """)
 
     @Argument(help: "An RSNA folder or a folder of images (with --boxes-csv). Omit for a synthetic set.")

@@ -12,8 +12,10 @@ struct ScoreCommand: ParsableCommand {
 
             Example:
               opacity submit --images oof_images --model runs/fold0 -o oof.csv
-              opacity score oof.csv --labels stage_2_train_labels.csv --per-image scores.csv
-              opacity score oof.csv --labels stage_2_train_labels.csv --folds-file folds.csv
+              opacity score oof.csv --labels stage_2_train_labels.csv \\
+                  --per-image scores.csv
+              opacity score oof.csv --labels stage_2_train_labels.csv \\
+                  --folds-file folds.csv
             """)
 
     @Argument(help: "The submission CSV.") var submission: String

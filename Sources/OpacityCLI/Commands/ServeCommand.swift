@@ -15,8 +15,10 @@ struct ServeCommand: ParsableCommand {
 
             Examples:
               opacity serve --model retinanet-r34-composite --port 8080
-              opacity serve --model runs/fold0 --model runs/fold1 --ensemble percentile --threads 8 --token-file token.txt --host 0.0.0.0
-              curl -s --data-binary @patient.dcm -H 'Content-Type: application/dicom' localhost:8080/v1/detect
+              opacity serve --model runs/fold0 --model runs/fold1 --ensemble percentile \\
+                  --threads 8 --token-file token.txt --host 0.0.0.0
+              curl -s --data-binary @patient.dcm -H 'Content-Type: application/dicom' \\
+                  localhost:8080/v1/detect
             """)
 
     @OptionGroup var model: ModelOptions

@@ -12,8 +12,10 @@ struct SubmitCommand: ParsableCommand {
             Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension. One row per patientId: where a folder holds x.dcm and x.png, the DICOM is used (then PNG, then JPEG) and the others are listed as skipped. With --skip-unreadable, an image that cannot be read gets no row; it is listed, with the reason, on the terminal and in SUBMISSION.skipped.csv.
 
             Examples:
-              opacity submit --images stage_2_test_images --model runs/fold0 --model runs/fold1 -o submission.csv
-              opacity submit --images test --model retinanet-r34-composite --threshold 0.25 --shrink 0.875
+              opacity submit --images stage_2_test_images --model runs/fold0 \\
+                  --model runs/fold1 -o submission.csv
+              opacity submit --images test --model retinanet-r34-composite \\
+                  --threshold 0.25 --shrink 0.875
             """)
 
     @Option(name: .long, help: "Folder of test images (DICOM or PNG).") var images: String

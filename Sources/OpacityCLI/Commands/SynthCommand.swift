@@ -12,8 +12,10 @@ struct SynthCommand: ParsableCommand {
 
             Examples:
               opacity synth -o synth --count 400 --size 512
-              opacity synth -o composite --count 2000 --backgrounds ~/rsna/negatives --size 1024
-              opacity synth -o patchy --count 2000 --backgrounds ~/rsna/negatives --opacity-style patchy
+              opacity synth -o composite --count 2000 --backgrounds ~/rsna/negatives \\
+                  --size 1024
+              opacity synth -o patchy --count 2000 --backgrounds ~/rsna/negatives \\
+                  --opacity-style patchy
             """)
 
     @Option(name: [.short, .long], help: "Output folder (created); required.") var output: String?

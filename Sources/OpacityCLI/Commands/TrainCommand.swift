@@ -15,9 +15,12 @@ struct TrainCommand: ParsableCommand {
             Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C or SIGTERM stops after writing a checkpoint; --resume continues exactly where the run stopped, with the data, limits and options saved in the run folder (options.json), so it needs only -o; with --epochs it extends the run. A run folder is locked (run.lock) while a run writes it. With --skip-unreadable, the images left out are listed in skipped.csv in the run folder, and the run stops when they are more than 10% of the data.
 
             Examples:
-              opacity train --data rsna --config "retinanet(encoder=seresnext101_32x4d, dropout=0.75)"
-              opacity train --data synth --config "retinanet(encoder=resnet34, size=256)" --lr 1e-4 --freeze-bn off --epochs 12
-              opacity train --labels boxes.csv --images pngs --fold 1 --aug heavy_norotation
+              opacity train --data rsna \\
+                  --config "retinanet(encoder=seresnext101_32x4d, dropout=0.75)"
+              opacity train --data synth --config "retinanet(encoder=resnet34, size=256)" \\
+                  --lr 1e-4 --freeze-bn off --epochs 12
+              opacity train --labels boxes.csv --images pngs --fold 1 \\
+                  --aug heavy_norotation
               opacity train -o runs/r34 --resume
               opacity train -o runs/r34 --resume --epochs 24
             """)

@@ -8,9 +8,9 @@ struct ZooCommand: ParsableCommand {
         commandName: "zoo",
         abstract: "List, inspect, fetch and verify the model zoo.",
         discussion: """
-            Entries come from the built-in manifest (zoo/manifest.json) and the user manifest
-            ($OPACITY_USER_MANIFEST, default ~/.config/opacity/zoo.json). Fetched bundles go to
-            $OPACITY_CACHE/zoo (default ~/.cache/opacity/zoo). Only `zoo fetch` uses the
+            Entries come from the built-in manifest (zoo/manifest.json) and the user manifest \
+            ($OPACITY_USER_MANIFEST, default ~/.config/opacity/zoo.json). Fetched bundles go to \
+            $OPACITY_CACHE/zoo (default ~/.cache/opacity/zoo). Only `zoo fetch` uses the \
             network; every file's SHA-256 is checked on fetch and on every load.
             """,
         subcommands: [List.self, Info.self, Fetch.self, Verify.self, Add.self])
