@@ -25,7 +25,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     case unknownImageFormat(path: String, expected: String)
     /// A CSV header did not have the expected columns.
     case csvHeader(path: String, found: [String], expected: [String])
-    /// A CSV value could not be used.
+    /// A CSV value could not be used; `column` is the header name, or `-` for a whole row (printed without a column).
     case csvValue(path: String, line: Int, column: String, value: String, expected: String, nearest: String?)
     /// Labels contradict each other (e.g. `Target` and the class disagree).
     case inconsistentLabels(path: String, line: Int, reason: String)
@@ -62,7 +62,9 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         case let .csvHeader(path, found, expected):
             return "'\(path)' line 1: header is '\(InputLimits.quoted(found.joined(separator: ",")))'; expected columns '\(expected.joined(separator: ","))'"
         case let .csvValue(path, line, column, value, expected, nearest):
-            var s = "'\(path)' line \(line), column '\(InputLimits.quoted(column))': '\(InputLimits.quoted(value))' is not valid; expected \(expected)"
+            // a whole row (column "-": wrong field count, an unclosed quote) has no column to name
+            let at = column == "-" ? "" : ", column '\(InputLimits.quoted(column))'"
+            var s = "'\(path)' line \(line)\(at): '\(InputLimits.quoted(value))' is not valid; expected \(expected)"
             if let n = nearest { s += " (did you mean '\(InputLimits.quoted(n))'?)" }
             return s
         case let .inconsistentLabels(path, line, reason):

@@ -117,8 +117,15 @@ public struct RunComparison {
         var runs: [String: Set<String>] = [:]
         for row in table.rows {
             let f = row.fields
-            guard f.count > max(gi, ri, ei, vi), let e = Int(f[ei]), let v = Double(f[vi]) else {
-                throw RunError.incompatible("\(url.path) line \(row.line): epoch and \(column) must be numbers")
+            guard f.count > max(gi, ri, ei, vi) else {
+                throw RunError.incompatible("'\(url.path)' line \(row.line): \(f.count) fields; expected \(table.header.count)")
+            }
+            // located as every CSV error is: 'file' line N, column 'name'
+            guard let e = Int(f[ei]) else {
+                throw RunError.incompatible("'\(url.path)' line \(row.line), column 'epoch': '\(InputLimits.quoted(f[ei]))' is not valid; expected a whole number")
+            }
+            guard let v = Double(f[vi]) else {
+                throw RunError.incompatible("'\(url.path)' line \(row.line), column '\(column)': '\(InputLimits.quoted(f[vi]))' is not valid; expected a number")
             }
             if values[f[gi]] == nil { order.append(f[gi]) }
             values[f[gi], default: [:]][e, default: []].append(v)

@@ -51,6 +51,9 @@ public struct Submission: Sendable, Equatable {
             if case let .csvValue(_, line, _, _, expected, _) = e, expected.contains("fields") {
                 throw SubmissionError(file: file, line: line, message: "expected 2 fields (patientId,PredictionString)")
             }
+            if case let .csvValue(_, line, column, value, expected, _) = e {
+                throw SubmissionError(file: file, line: line, column: column == "-" ? nil : column, message: "'\(value)' is not valid; expected \(expected)")
+            }
             throw SubmissionError(file: file, line: 0, message: e.description)
         }
         guard !table.header.isEmpty else {
@@ -63,19 +66,19 @@ public struct Submission: Sendable, Equatable {
         var seen = Set<String>()
         for (n, f) in table.rows {
             let id = f[0].trimmingCharacters(in: .whitespaces)
-            guard !id.isEmpty else { throw SubmissionError(file: file, line: n, message: "empty patientId") }
+            guard !id.isEmpty else { throw SubmissionError(file: file, line: n, column: "patientId", message: "empty; expected a patient id") }
             guard seen.insert(id).inserted else {
-                throw SubmissionError(file: file, line: n, message: "patientId \(InputLimits.quoted(id)) appears twice")
+                throw SubmissionError(file: file, line: n, column: "patientId", message: "'\(InputLimits.quoted(id))' appears twice")
             }
             let fields = f[1].split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard fields.count % 5 == 0 else {
-                throw SubmissionError(file: file, line: n, message: "PredictionString has \(fields.count) numbers; expected groups of 5 (conf x y w h)")
+                throw SubmissionError(file: file, line: n, column: "PredictionString", message: "\(fields.count) numbers; expected groups of 5 (conf x y w h)")
             }
             var dets: [Detection] = []
             for g in stride(from: 0, to: fields.count, by: 5) {
                 let v = try (0..<5).map { k -> Float in
                     guard let x = Float(fields[g + k]), x.isFinite else {
-                        throw SubmissionError(file: file, line: n, message: "'\(InputLimits.quoted(fields[g + k]))' is not a number (group \(g / 5 + 1), field \(["conf", "x", "y", "w", "h"][k]))")
+                        throw SubmissionError(file: file, line: n, column: "PredictionString", message: "'\(InputLimits.quoted(fields[g + k]))' is not a number (group \(g / 5 + 1), field \(["conf", "x", "y", "w", "h"][k]))")
                     }
                     return x
                 }
@@ -92,12 +95,29 @@ public struct Submission: Sendable, Equatable {
     }
 }
 
-/// A malformed submission file.
+/// A malformed submission file, located as every CSV error is (``DataError``'s format):
+/// `'file' line N, column 'name': message`.
 public struct SubmissionError: Error, CustomStringConvertible, Sendable {
+    /// The file's path.
     public let file: String
+    /// The 1-based line (the header is line 1), or 0 for the whole file.
     public let line: Int
+    /// The column's header name, or `nil` for a whole row or the file.
+    public let column: String?
+    /// What is wrong and what was expected.
     public let message: String
-    public var description: String { line > 0 ? "\(file):\(line): \(message)" : "\(file): \(message)" }
+
+    /// - Parameters: see the properties.
+    public init(file: String, line: Int, column: String? = nil, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+    }
+
+    public var description: String {
+        "'\(file)'" + (line > 0 ? " line \(line)" : "") + (column.map { ", column '\($0)'" } ?? "") + ": \(message)"
+    }
 }
 
 /// Scores a submission against ground truth with the challenge metric.

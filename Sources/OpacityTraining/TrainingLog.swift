@@ -243,7 +243,7 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     public var description: String {
         switch self {
         case let .missingFile(path, what): return "\(path): missing (\(what))"
-        case let .malformed(path, line, why): return "\(path):\(line): malformed record: \(why)"
+        case let .malformed(path, line, why): return "'\(path)' line \(line): malformed record: \(why)"
         case let .notARun(path): return "\(path) is not a run folder (no log.jsonl or options.json)"
         case let .nanLoss(epoch, step, terms):
             return "the loss is not finite at epoch \(epoch), step \(step) (\(terms)); training stopped and the last good checkpoint is kept. Lower the learning rate or check the data."

@@ -55,16 +55,43 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(back.rows[1].detections, [])
     }
 
-    func testErrorsNameLineAndField() {
-        XCTAssertThrowsError(try Submission(csv: "id,pred\n", file: "s.csv")) { XCTAssertTrue("\($0)".contains("s.csv:1"), "\($0)") }
-        XCTAssertThrowsError(try Submission(csv: "patientId,PredictionString\na,0.5 1 2 3\n", file: "s.csv")) {
-            XCTAssertTrue("\($0)".contains("s.csv:2") && "\($0)".contains("groups of 5"), "\($0)")
+    /// Bad rows read as every CSV error does (DataError's format): `'file' line N, column
+    /// 'name': what is wrong; expected what` (new-user trial: two formats existed).
+    func testErrorsNameLineAndField() throws {
+        func message(_ text: String) -> String {
+            do { _ = try Submission(csv: text, file: "s.csv") } catch { return "\(error)" }
+            return "no error"
         }
-        XCTAssertThrowsError(try Submission(csv: "patientId,PredictionString\na,0.5 1 2 x 4\n", file: "s.csv")) {
-            XCTAssertTrue("\($0)".contains("field w"), "\($0)")
+        XCTAssertEqual(message("id,pred\n"), "'s.csv' line 1: header is 'id,pred'; expected 'patientId,PredictionString'")
+        XCTAssertEqual(message("patientId,PredictionString\na,0.5 1 2 3\n"),
+                       "'s.csv' line 2, column 'PredictionString': 4 numbers; expected groups of 5 (conf x y w h)")
+        XCTAssertEqual(message("patientId,PredictionString\na,0.5 1 2 x 4\n"),
+                       "'s.csv' line 2, column 'PredictionString': 'x' is not a number (group 1, field w)")
+        XCTAssertEqual(message("patientId,PredictionString\na,\na,\n"), "'s.csv' line 3, column 'patientId': 'a' appears twice")
+        XCTAssertEqual(message("patientId,PredictionString\n ,\n"), "'s.csv' line 2, column 'patientId': empty; expected a patient id")
+        XCTAssertEqual(message("patientId,PredictionString\na,1,2\n"), "'s.csv' line 2: expected 2 fields (patientId,PredictionString)")
+        // the same location format as the labels reader's
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("csv-errors-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let write = { (text: String, name: String) throws -> URL in
+            let url = dir.appendingPathComponent(name)
+            try Data(text.utf8).write(to: url)
+            return url
         }
-        XCTAssertThrowsError(try Submission(csv: "patientId,PredictionString\na,\na,\n", file: "s.csv")) {
-            XCTAssertTrue("\($0)".contains("twice"), "\($0)")
+        let labels = try write("patientId,x,y,width,height,Target\np1,1,2,3,4,7\n", "labels.csv")
+        XCTAssertThrowsError(try RSNALabels.load(labels: labels, classInfo: nil)) { e in
+            XCTAssertTrue("\(e)".hasPrefix("'\(labels.path)' line 2, column 'Target': "), "\(e)")
+        }
+        // a whole row has no column to name
+        let short = try write("patientId,x,y,width,height,Target\np1,1,2\n", "short.csv")
+        XCTAssertThrowsError(try RSNALabels.load(labels: short, classInfo: nil)) { e in
+            XCTAssertTrue("\(e)".hasPrefix("'\(short.path)' line 2: 'p1,1,2' is not valid; expected 6 fields"), "\(e)")
+        }
+        // and compare's curves.csv reader
+        let curves = try write("run,group,epoch,val_total\nr,g,1,0.5\nr,g,2,abc\n", "curves.csv")
+        XCTAssertThrowsError(try RunComparison.chart(curvesCSV: curves, quantity: "val_total")) { e in
+            XCTAssertEqual("\(e)", "'\(curves.path)' line 3, column 'val_total': 'abc' is not valid; expected a number")
         }
     }
 
