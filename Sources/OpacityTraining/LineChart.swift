@@ -114,6 +114,9 @@ public struct LineChart {
     public var legendFrame: (x: Int, y: Int, width: Int, height: Int)? { layout().legend }
     /// The plot area as `(left, top, right, bottom)` pixels.
     public var plotFrame: (left: Int, top: Int, right: Int, bottom: Int) { let l = layout(); return (l.left, l.top, l.right, l.bottom) }
+    /// Where a data point `(x, y)` is drawn in the rendered image, in pixels (it may lie
+    /// outside the plot area).
+    public func pixel(_ x: Double, _ y: Double) -> (x: Double, y: Double) { let l = layout(); return (l.px(x), l.py(y)) }
     /// The x tick values (data units).
     public var xTickValues: [Double] { layout().xTicks }
 
@@ -152,23 +155,39 @@ public struct LineChart {
         guard !named.isEmpty else { return l }
         let lw = (named.map { RGBImage.textWidth($0.name, scale: 2) }.max() ?? 0) + 46
         let lh = named.count * Self.legendRow + 10
-        var samples: [(Double, Double)] = []
+        // what the legend would cover, exactly: every line segment (clipped against the box,
+        // not sampled: a long segment of a few-epoch run crossed a box between samples), each
+        // point's marker, and every pixel column of a band
+        var segments: [(Double, Double, Double, Double)] = []
+        var bands: [(Double, Double, Double, Double, Double, Double)] = []  // xa, loA, hiA, xb, loB, hiB (pixels)
         for s in series {
             let pts = s.points.filter { visible($0.x) && $0.y.isFinite }
             for i in pts.indices {
-                samples.append((l.px(pts[i].x), l.py(pts[i].y)))
-                if i + 1 < pts.count {
-                    for k in 1..<8 {
-                        let f = Double(k) / 8
-                        samples.append((l.px(pts[i].x) * (1 - f) + l.px(pts[i + 1].x) * f, l.py(pts[i].y) * (1 - f) + l.py(pts[i + 1].y) * f))
-                    }
+                let (x, y) = (l.px(pts[i].x), l.py(pts[i].y))
+                segments.append((x, y, x, y))
+                if i + 1 < pts.count { segments.append((x, y, l.px(pts[i + 1].x), l.py(pts[i + 1].y))) }
+            }
+            if let b = s.band?.filter({ visible($0.x) }), b.count >= 2 {
+                for (p, q) in zip(b, b.dropFirst()) {
+                    bands.append((l.px(p.x), l.py(p.low), l.py(p.high), l.px(q.x), l.py(q.low), l.py(q.high)))
                 }
             }
-            if let b = s.band { for p in b where visible(p.x) { samples.append((l.px(p.x), l.py(p.low))); samples.append((l.px(p.x), l.py(p.high))) } }
         }
         let corners = [(l.right - lw - 8, l.top + 8), (l.left + 12, l.top + 8), (l.right - lw - 8, l.bottom - lh - 8), (l.left + 12, l.bottom - lh - 8)]
-        let counts = corners.map { c in
-            samples.filter { $0.0 >= Double(c.0 - 6) && $0.0 <= Double(c.0 + lw + 6) && $0.1 >= Double(c.1 - 6) && $0.1 <= Double(c.1 + lh + 6) }.count
+        let counts = corners.map { c -> Int in
+            // the box with a margin for line width and point markers
+            let (bx0, by0, bx1, by1) = (Double(c.0 - 6), Double(c.1 - 6), Double(c.0 + lw + 6), Double(c.1 + lh + 6))
+            var n = segments.filter { Self.segment($0, meets: (bx0, by0, bx1, by1)) }.count
+            for (xa, loA, hiA, xb, loB, hiB) in bands where xb > xa {
+                let from = max(bx0, xa), to = min(bx1, xb)
+                guard from <= to else { continue }
+                for x in stride(from: from, through: to, by: 1) {
+                    let f = (x - xa) / (xb - xa)
+                    let lo = loA + (loB - loA) * f, hi = hiA + (hiB - hiA) * f
+                    if min(lo, hi) <= by1 && max(lo, hi) >= by0 { n += 1 }
+                }
+            }
+            return n
         }
         let best = counts.indices.min { counts[$0] < counts[$1] }!
         if counts[best] == 0 {
@@ -179,6 +198,24 @@ public struct LineChart {
             l.legend = (l.right + 14, l.top, lw, lh)
         }
         return l
+    }
+
+    /// Whether the segment `(xa, ya, xb, yb)` meets the box `(x0, y0, x1, y1)` (Liang-Barsky
+    /// clipping; a segment of zero length is a point).
+    static func segment(_ s: (Double, Double, Double, Double), meets box: (Double, Double, Double, Double)) -> Bool {
+        let (xa, ya, xb, yb) = s, (x0, y0, x1, y1) = box
+        let dx = xb - xa, dy = yb - ya
+        var t0 = 0.0, t1 = 1.0
+        for (p, q) in [(-dx, xa - x0), (dx, x1 - xa), (-dy, ya - y0), (dy, y1 - ya)] {
+            if p == 0 {
+                if q < 0 { return false }
+            } else {
+                let r = q / p
+                if p < 0 { t0 = max(t0, r) } else { t1 = min(t1, r) }
+                if t0 > t1 { return false }
+            }
+        }
+        return true
     }
 
     /// Draws the chart as an RGB image (`width x height` pixels).

@@ -326,6 +326,48 @@ final class EvaluationTests: XCTestCase {
         XCTAssertTrue(svg.hasPrefix("<svg") && svg.contains("sensitivity"))
     }
 
+    /// The legend covers no drawn line anywhere along it, not only at sampled points: in
+    /// charts like compare's (few epochs, so long segments), every pixel of every segment,
+    /// and each curve's end, lies outside the legend box (new-user trial: compare's legend
+    /// covered the end of a curve).
+    func testLegendCoversNoPixelOfAnyCurve() {
+        var state: UInt64 = 12345
+        func next() -> Double {  // a fixed sequence (LCG), so the charts are the same every run
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Double(state >> 11) / Double(1 << 53)
+        }
+        var overlaps: [String] = []
+        for chart in 0..<300 {
+            let epochs = 2 + Int(next() * 4)
+            let series = (0..<(1 + Int(next() * 3))).map { k in
+                LineChart.Series(name: "run \(k) with a long name", points: (1...epochs).map { (Double($0), next()) }, color: LineChart.palette[k])
+            }
+            let c = LineChart(title: "validation loss per epoch", xLabel: "epoch", yLabel: "validation loss", series: series)
+            guard let g = c.legendFrame else { continue }
+            func covered(_ x: Double, _ y: Double) -> Bool {
+                // the line is drawn 2-3 px wide: a pixel next to the box counts
+                x >= Double(g.x - 2) && x <= Double(g.x + g.width + 2) && y >= Double(g.y - 2) && y <= Double(g.y + g.height + 2)
+            }
+            for s in series {
+                let end = s.points[s.points.count - 1]
+                let e = c.pixel(end.x, end.y)
+                if covered(e.x, e.y) { overlaps.append("chart \(chart): the end of \(s.name)") }
+                for (a, b) in zip(s.points, s.points.dropFirst()) {
+                    let (pa, pb) = (c.pixel(a.x, a.y), c.pixel(b.x, b.y))
+                    let (xa, ya, xb, yb) = (pa.x, pa.y, pb.x, pb.y)
+                    let steps = Int(Swift.max(Swift.abs(xb - xa), Swift.abs(yb - ya))) + 1
+                    if (0...steps).contains(where: { i in
+                        let f = Double(i) / Double(steps)
+                        return covered(xa + (xb - xa) * f, ya + (yb - ya) * f)
+                    }) {
+                        overlaps.append("chart \(chart): \(s.name) between epochs \(a.x) and \(b.x)")
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(overlaps, [], "\(overlaps.count) overlaps, e.g. \(overlaps.prefix(5))")
+    }
+
     func testChartsKeepTheLegendOffTheDataAndEpochTicksWhole() {
         let epochs = (1...7).map(Double.init)
         // a rising line leaves the top-left corner empty
