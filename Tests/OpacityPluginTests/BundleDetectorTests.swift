@@ -101,6 +101,38 @@ final class BundleDetectorTests: XCTestCase {
         }
     }
 
+    /// A bundle that gives every tensor is loaded into the shape-probe build (no random weights
+    /// drawn and discarded); a partial one into a real build, so that what it lacks keeps the
+    /// usual initial values, not zeros.
+    func testCompleteBundlesSkipRandomInitialisationPartialOnesKeepIt() throws {
+        let d = try makeDetector()
+        let url = file("whole.opb")
+        try d.save(to: url)
+        // nothing drawn from the initialisation generator while loading a complete bundle
+        let after = try Initializer.withSeed(5) { () -> UInt64 in
+            _ = try Detector.load(from: url, registry: registry)
+            return Initializer.nextSeed()
+        }
+        XCTAssertEqual(after, Initializer.withSeed(5) { Initializer.nextSeed() })
+        let whole = try Detector.load(from: url, registry: registry)
+        assertSameState(d, whole)
+        XCTAssertEqual(outputs(whole, images()).map(\.scalars), outputs(d, images()).map(\.scalars))
+        // a bundle without one weight: loaded with missing keys allowed, that weight has its
+        // initial (random, not zero) values and everything else the bundle's
+        let dropped = "head.classificationModel.conv1.weight"
+        let partialURL = file("partial.opb")
+        var meta = BundleMetadata()
+        meta.kind = .detector
+        meta.config = d.config
+        try WeightBundle.write(
+            to: partialURL, metadata: meta, groups: [TensorGroup(WeightBundle.modelGroup, d.stateDict().filter { $0.0 != dropped }, storage: .fp32)])
+        let partial = try Detector.load(from: partialURL, registry: registry, options: [.noUnusedKeys, .shapeMismatch])
+        let state = Dictionary(uniqueKeysWithValues: partial.stateDict())
+        let initial = try XCTUnwrap(state[dropped])
+        XCTAssertGreaterThan(initial.scalars.map { $0 * $0 }.reduce(0, +), 0, "\(dropped) is zeros: the probe build leaked into a partial load")
+        for (n, t) in d.stateDict() where n != dropped { XCTAssertEqual(state[n]?.scalars, t.scalars, n) }
+    }
+
     func testLoadingRefusesBundlesThatDoNotFit() throws {
         let d = try makeDetector()
         let other = try makeDetector("retinanet(encoder=resnet34(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)", seed: 2)

@@ -144,10 +144,27 @@ extension Detector {
     /// table that does not fit (a 482-byte file naming a huge model, a tensor claiming 40 GB)
     /// is refused before the model is built and before any tensor is decompressed.
     /// - Throws: ``BundleError/doesNotFit(file:report:)``, ``BundleError/cannotBuild(file:config:reason:)``.
+    ///
+    /// When the bundle gives every parameter and buffer with its shape, the probe build itself is
+    /// returned: loading replaces each of its tensors, so drawing random initial weights only to
+    /// discard them (59% of `opacity detect`'s process time for a ResNet-34 RetinaNet, and a
+    /// second copy of the weights in memory) is skipped. Otherwise (a partial bundle, shapes that
+    /// differ) the model is built for real, so what the bundle does not give keeps its usual
+    /// initial values.
     static func checkedBuild(_ info: BundleInfo, registry: Registry, options: LoadOptions, file: String) throws -> Detector {
-        let probe = try Initializer.withShapeProbe { try build(config: info.metadata.config, registry: registry, file: file) }
-        try checkTable(info, against: probe, options: options, file: file)
+        let probe = try Initializer.shapeProbe { try build(config: info.metadata.config, registry: registry, file: file) }
+        try checkTable(info, against: probe.value, options: options, file: file)
+        if probe.complete && suppliesEverything(info, probe.value) { return probe.value }
         return try build(config: info.metadata.config, registry: registry, file: file)
+    }
+
+    /// Whether the bundle's `model` group holds every parameter and buffer of `model` with the
+    /// same shape (so that loading replaces every tensor the model has).
+    static func suppliesEverything(_ info: BundleInfo, _ model: Detector) -> Bool {
+        var given: [String: [Int]] = [:]
+        for e in info.tensors where e.group == WeightBundle.modelGroup { given[e.name] = e.shape }
+        return model.namedParameters().allSatisfy { given[$0.0] == $0.1.shape }
+            && model.namedBuffers().allSatisfy { given[$0.0] == $0.1.value.shape }
     }
 
     /// Checks the names and shapes of a bundle's `model` group against `model` as
