@@ -38,7 +38,7 @@ enum BenchNetwork {
         let registry = try Registry.standard()
         let encoder = try Initializer.withSeed(1) { try registry.makeEncoder(resnet50Config) }
         guard let net = encoder as? ResNet else {
-            throw ONNXBench.BenchError("\(resnet50Config) built a \(type(of: encoder)), not the ResNet plugin's ResNet")
+            throw BenchError("\(resnet50Config) built a \(type(of: encoder)), not the ResNet plugin's ResNet")
         }
         return net
     }

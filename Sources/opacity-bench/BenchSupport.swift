@@ -160,3 +160,9 @@ func fmt(_ value: Double, _ digits: Int = 1, width: Int = 0) -> String {
 func pad(_ s: String, _ width: Int) -> String {
     s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
 }
+
+/// A section's failure, printed as `failed: <description>`.
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}

@@ -12,7 +12,7 @@ struct OpacityBench: ParsableCommand {
             Each section is a subcommand (`opacity-bench conv --only 7x7`); `opacity-bench` alone, or `opacity-bench report [SECTION ...]`, runs several sections in one report (default: \(BenchSection.all.filter(\.runsByDefault).map(\.name).joined(separator: " "))). Times are medians of --repeat runs after warm-up; the header prints the load average, since other jobs on the machine distort wall-clock timings. Documentation/Benchmarks.md describes every section and the measured numbers.
             """,
         subcommands: [
-            Report.self, BLASCommand.self, ConvCommand.self, GroupedCommand.self, ResNet50Command.self, DetectorCommand.self, LoaderCommand.self,
+            Report.self, BLASCommand.self, ConvCommand.self, GroupedCommand.self, ResNet50Command.self, DetectorCommand.self, DetectCommand.self, LoaderCommand.self,
             BundleCommand.self, ONNXCommand.self, AllreduceCommand.self, ScalingCommand.self,
         ],
         defaultSubcommand: Report.self)
@@ -209,7 +209,7 @@ extension SectionCommand {
 struct Report: ParsableCommand {
     /// A section name on the command line, or `all`.
     enum Name: String, CaseIterable, ExpressibleByArgument {
-        case blas, conv, grouped, resnet50, detector, loader, bundle, onnx, allreduce, scaling, all
+        case blas, conv, grouped, resnet50, detector, detect, loader, bundle, onnx, allreduce, scaling, all
     }
 
     static let configuration = CommandConfiguration(
@@ -336,6 +336,16 @@ struct DetectorCommand: SectionCommand {
         o.pytorch = pytorch.source
         return o
     }
+}
+
+struct DetectCommand: CommonOnlySectionCommand {
+    static let section = BenchSection.detect
+    static let configuration = describing(
+        section,
+        discussion:
+            "Runs the opacity executable beside this one (swift build -c release --product opacity) on the first DICOM of $OPACITY_REALDATA or ../shared/realdata; wall clock whatever --clock says."
+    )
+    @OptionGroup var common: CommonOptions
 }
 
 struct LoaderCommand: CommonOnlySectionCommand {

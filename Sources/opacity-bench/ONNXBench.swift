@@ -83,9 +83,4 @@ enum ONNXBench {
         Thread.sleep(forTimeInterval: 1)
         return ms
     }
-
-    struct BenchError: Error, CustomStringConvertible {
-        var description: String
-        init(_ d: String) { description = d }
-    }
 }

@@ -20,6 +20,7 @@ struct BenchSection: Sendable {
         .grouped,
         .resnet50,
         .detector,
+        .detect,
         .loader,
         .bundle,
         .onnx,

@@ -3,7 +3,7 @@ import Foundation
 import Opacity
 
 /// The zoo entry used when no --model is given.
-let defaultModelName = "retinanet-r34-rsna1k"
+let defaultModelName = Zoo.defaultModelName
 
 /// Refuses a model reference that names nothing: a path (it has a `/` or ends in `.opb`) that
 /// does not exist, or a name the zoo does not know. Other problems (a zoo that does not load,

@@ -19,6 +19,10 @@ import OpacityCore
 /// `OPACITY_ZOO_MANIFEST` (replaces the built-in manifest), `OPACITY_HOME` (the folder holding
 /// `zoo/` when none is found beside the executable).
 public struct Zoo: Sendable {
+    /// The entry `opacity detect`, `eval`, `serve` and `export` use when no model is named: the
+    /// ResNet-34 RetinaNet trained on the real rsna1k images (Documentation/Zoo.md).
+    public static let defaultModelName = "retinanet-r34-rsna1k"
+
     /// One manifest the zoo reads.
     public struct Source: Sendable {
         /// `built-in` or `user` (or a caller's label).
