@@ -11,8 +11,10 @@ final class RunFolderTests: XCTestCase {
     static let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-runfolder-\(getpid())")
 
     /// Options of every run here: 12 short epochs, validation limited to 6 images.
-    static let recipe = ["--config", tiny, "--epochs", "12", "--batch", "4", "--lr", "1e-3", "--seed", "7", "--freeze-bn", "off",
-                         "--limit-val", "6", "--workers", "1"]
+    static let recipe = [
+        "--config", tiny, "--epochs", "12", "--batch", "4", "--lr", "1e-3", "--seed", "7", "--freeze-bn", "off",
+        "--limit-val", "6", "--workers", "1",
+    ]
 
     override class func setUp() {
         try? FileManager.default.createDirectory(at: workspace, withIntermediateDirectories: true)
@@ -107,8 +109,9 @@ final class RunFolderTests: XCTestCase {
         XCTAssertEqual(b.map(\.epoch), Array(1...12))
         XCTAssertEqual(a.map(\.val), b.map(\.val))
         XCTAssertEqual(a.map(\.valImages), b.map(\.valImages))
-        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: run.appendingPathComponent("best.opb").path),
-                       try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("straight/best.opb").path))
+        XCTAssertEqual(
+            try FileManager.default.destinationOfSymbolicLink(atPath: run.appendingPathComponent("best.opb").path),
+            try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("straight/best.opb").path))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path).filter { $0.hasPrefix(".") }
         XCTAssertEqual(leftovers, [])
         print("kill test: \(kills) kills, \(resumes) resumes")
@@ -133,8 +136,9 @@ final class RunFolderTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertEqual(try EpochLog.read(log).map(\.epoch), Array(1...12))
         XCTAssertEqual(try EpochLog.read(log), try EpochLog.read(dir.appendingPathComponent("straight/log.jsonl")))
-        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: run.appendingPathComponent("best.opb").path),
-                       try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("straight/best.opb").path))
+        XCTAssertEqual(
+            try FileManager.default.destinationOfSymbolicLink(atPath: run.appendingPathComponent("best.opb").path),
+            try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("straight/best.opb").path))
         XCTAssertFalse(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/.epoch_004.opb.tmp-abc123").path))
     }
 
@@ -173,8 +177,10 @@ final class RunFolderTests: XCTestCase {
         let p = Process()
         p.executableURL = CLI.executable
         // steps of a few seconds, so that the first Ctrl-C cannot end the run before the second
-        p.arguments = ["train", "--data", "data", "-o", "twice", "--config", "retinanet(encoder=resnet18, size=256)", "--batch", "4",
-                       "--epochs", "5", "--workers", "1"]
+        p.arguments = [
+            "train", "--data", "data", "-o", "twice", "--config", "retinanet(encoder=resnet18, size=256)", "--batch", "4",
+            "--epochs", "5", "--workers", "1",
+        ]
         p.currentDirectoryURL = dir
         p.standardOutput = FileHandle.nullDevice
         p.standardError = try FileHandle(forWritingTo: log)
@@ -234,16 +240,22 @@ final class RunFolderTests: XCTestCase {
         XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "20", "--size", "64", "--seed", "5"], in: dir).status, 0)
         let files = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
         try FileManager.default.removeItem(at: files[0])
-        var r = try CLI.run(["train", "--data", "data", "-o", "one", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny,
-                             "--batch", "4", "--workers", "1"], in: dir)
+        var r = try CLI.run(
+            [
+                "train", "--data", "data", "-o", "one", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny,
+                "--batch", "4", "--workers", "1",
+            ], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let one = try CSVTable(contentsOf: dir.appendingPathComponent("one/skipped.csv"))
         XCTAssertEqual(one.rows.map { $0.fields[0] }, [files[0].deletingPathExtension().lastPathComponent])
+        // a finished run leaves no run.lock behind (a failed one neither, below)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("one/run.lock").path))
         for f in files[1..<5] { try FileManager.default.removeItem(at: f) }
         r = try CLI.run(["train", "--data", "data", "-o", "five", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny, "--batch", "4"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("5 of 20 images are missing or unreadable, more than 10%"), r.all)
         XCTAssertEqual(try CSVTable(contentsOf: dir.appendingPathComponent("five/skipped.csv")).rows.count, 5)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("five/run.lock").path))
         // files that exist but cannot be decoded count too, before any training
         for f in files[5..<20] { try Data("not an image".utf8).write(to: f) }
         r = try CLI.run(["train", "--data", "data", "-o", "garbage", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny, "--batch", "4"], in: dir)
