@@ -33,6 +33,10 @@ public struct EvaluationReport: Codable, Sendable {
         /// metric is undefined (``undefinedReason``).
         @ExplicitNull public var bestThreshold: Float? = nil
         @ExplicitNull public var bestMetric: Double? = nil
+        /// The images the metric averages at ``bestThreshold``: those with a truth box or a box
+        /// predicted there (the others are left out, as `opacity score` says); `null` with
+        /// ``bestMetric``.
+        @ExplicitNull public var countedImages: Int? = nil
         /// Every threshold swept and the metric at it (`null` where no image counts: no
         /// truth box and no box predicted anywhere).
         public var thresholds: [Float]
@@ -174,8 +178,10 @@ public struct EvaluationReport: Codable, Sendable {
             challenge = Challenge(bestThreshold: nil, bestMetric: nil, thresholds: sw.thresholds, metrics: metrics,
                                   undefinedReason: "none of the \(ims.count) images has a truth box: " + Self.negativesOnlyReason)
         } else {
-            challenge = Challenge(bestThreshold: sw.bestThreshold, bestMetric: sw.bestScore, thresholds: sw.thresholds, metrics: sw.scores,
-                                  undefinedReason: nil)
+            let f = ConfidenceFilter(threshold: sw.bestThreshold)
+            let counted = ims.filter { RSNAMetric.imageScore(truth: $0.truth, predictions: f.apply($0.detections)) != nil }.count
+            challenge = Challenge(bestThreshold: sw.bestThreshold, bestMetric: sw.bestScore, countedImages: counted, thresholds: sw.thresholds,
+                                  metrics: sw.scores, undefinedReason: nil)
         }
         let c = CocoEvaluation(truth: ims.map(\.truth), detections: ims.map(\.detections))
         coco = Coco(ap: c.ap, ap50: c.ap50, ap75: c.ap75, ar100: c.ar100, detections: c.detectionCount)

@@ -260,6 +260,11 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(v.views.map(\.imagesWithOpacity), [2, 1, 1])
         XCTAssertEqual(v.views.map(\.truthBoxes), [2, 1, 1])
         XCTAssertEqual(v.views.map(\.scoredImages), [2, 1, 1])
+        // the overall count eval prints ("over 4 of the 7 images") is in report.json too
+        XCTAssertEqual(report.challenge.countedImages, v.views.compactMap(\.scoredImages).reduce(0, +))
+        XCTAssertEqual(report.challenge.countedImages, 4)
+        let encoded = try XCTUnwrap(try JSONSerialization.jsonObject(with: JSONEncoder().encode(report)) as? [String: Any])
+        XCTAssertEqual((encoded["challenge"] as? [String: Any])?["countedImages"] as? Int, 4)
         for (got, want) in zip(v.views.map(\.metric), [0.5, 1.0, 1.0]) { XCTAssertEqual(try XCTUnwrap(got), want, accuracy: 1e-12) }
         for (got, want) in zip(v.views.map(\.bestMetric), [0.5, 1.0, 1.0]) { XCTAssertEqual(try XCTUnwrap(got), want, accuracy: 1e-12) }
         for (got, want) in zip(v.views.map(\.bestThreshold), [Float(0.11), 0.26, 0.01]) { XCTAssertEqual(try XCTUnwrap(got), want, accuracy: 1e-6) }

@@ -173,11 +173,10 @@ struct EvalCommand: ParsableCommand {
         var report = EvaluationReport(
             ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what, views: views)
         try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))
-        if let m = report.challenge.bestMetric, let t = report.challenge.bestThreshold {
+        if let m = report.challenge.bestMetric, let t = report.challenge.bestThreshold, let counted = report.challenge.countedImages {
             // as `opacity score` says it: the RSNA metric averages only the images with a truth box
-            // or a box predicted at the threshold; the others are left out
-            let f = ConfidenceFilter(threshold: t)
-            let counted = ev.images.filter { RSNAMetric.imageScore(truth: $0.truth, predictions: f.apply($0.detections)) != nil }.count
+            // or a box predicted at the threshold; the others are left out (report.json's
+            // challenge.countedImages)
             say(
                 String(
                     format: "metric %.4f at score threshold %.2f over %d of the %d images (%d without truth or predictions left out)",
