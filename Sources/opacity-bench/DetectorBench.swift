@@ -77,7 +77,7 @@ enum DetectorBench {
         if ConvolutionKernelChoice.deterministic { convolutions += ", OPACITY_DETERMINISTIC=1" }
         convolutions += ")"
         if mode != .cpu {
-            convolutions += "; oneDNN weight reorders \(ConvolutionKernelChoice.cacheOneDNNWeights ? "cached per weight version" : "not cached")"
+            convolutions += "; oneDNN weight reorders cached per weight version: \(ConvolutionKernelChoice.oneDNNWeightCache.rawValue)"
         }
         if mode == .auto {
             convolutions +=

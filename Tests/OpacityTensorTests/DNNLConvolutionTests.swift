@@ -26,7 +26,7 @@ final class DNNLConvolutionTests: XCTestCase {
         ConvolutionKernelChoice.mode = .cpu
         ConvolutionKernelChoice.deterministic = false
         ConvolutionKernelChoice.choicesFile = nil
-        ConvolutionKernelChoice.cacheOneDNNWeights = true
+        ConvolutionKernelChoice.oneDNNWeightCache = .inference
         super.tearDown()
     }
 
@@ -166,11 +166,11 @@ final class DNNLConvolutionTests: XCTestCase {
             // Held by this variable only, so that the change below is in place.
             var w = uniform([c.cout, c.input[1] / c.groups, c.kernel.0, c.kernel.1], -0.5, 0.5, seed: UInt64(975 + index))
             let address = w.withUnsafeBufferPointer { $0.baseAddress }
-            ConvolutionKernelChoice.cacheOneDNNWeights = false
+            ConvolutionKernelChoice.oneDNNWeightCache = .off
             let before = TensorMemory.derivedCachedBytes
             let plain = forwardAndInputGradient(c, x, w, b, seed: 971)
             XCTAssertEqual(TensorMemory.derivedCachedBytes, before, "\(c.name): the uncached path keeps nothing")
-            ConvolutionKernelChoice.cacheOneDNNWeights = true
+            ConvolutionKernelChoice.oneDNNWeightCache = .always
             for use in 0..<3 {
                 let r = forwardAndInputGradient(c, x, w, b, seed: 971)
                 XCTAssertEqual(r.y, plain.y, "\(c.name) forward, use \(use) with the cache")
@@ -190,10 +190,22 @@ final class DNNLConvolutionTests: XCTestCase {
                 XCTAssertEqual(again.y, changed.y, "\(c.name): cached after the change")
                 XCTAssertEqual(again.dx, changed.dx, "\(c.name): cached input gradient after the change")
             }
-            ConvolutionKernelChoice.cacheOneDNNWeights = false
+            ConvolutionKernelChoice.oneDNNWeightCache = .off
             let uncached = forwardAndInputGradient(c, x, w, b, seed: 971)
             XCTAssertEqual(uncached.y, changed.y, "\(c.name): uncached after the change")
             XCTAssertEqual(uncached.dx, changed.dx, "\(c.name): uncached input gradient after the change")
+            // The default keeps the reorders of forward passes without a graph only.
+            ConvolutionKernelChoice.oneDNNWeightCache = .inference
+            w.withUnsafeMutableBufferPointer { p in p[0] += 1 }
+            let kept = TensorMemory.derivedCachedBytes
+            for _ in 0..<3 { _ = forwardAndInputGradient(c, x, w, b, seed: 971) }
+            XCTAssertLessThanOrEqual(TensorMemory.derivedCachedBytes, kept, "\(c.name): training passes keep no reorder")
+            let graphless = Autograd.inference { conv(c, x, w, b) }
+            let afterFirst = TensorMemory.derivedCachedBytes
+            for _ in 0..<2 { XCTAssertEqual(Autograd.inference { conv(c, x, w, b) }.scalars, graphless.scalars) }
+            XCTAssertGreaterThan(TensorMemory.derivedCachedBytes, afterFirst, "\(c.name): inference keeps the reorder from its second use")
+            let ref2 = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+            assertClose(graphless, ref2.values, absolute: 1e-4, relative: 1e-4, "\(c.name) inference after the second change")
         }
     }
 

@@ -97,18 +97,36 @@ public enum ConvolutionKernelChoice {
         set { _margin = min(max(newValue, 0), 0.99) }
     }
 
-    nonisolated(unsafe) private static var _cacheOneDNNWeights: Bool = {
-        ProcessInfo.processInfo.environment["OPACITY_DNNL_WEIGHT_CACHE"] != "0"
+    /// When oneDNN's reordered weights are cached on the weight's storage (per weight version,
+    /// from the second use at one version on; see ``TensorStorage``'s derived values).
+    public enum WeightCache: String, Sendable, CaseIterable {
+        /// Never: every call reorders the weights.
+        case off
+        /// Forward passes that record no graph (``Autograd/inference(_:)``: detect, eval,
+        /// serve). The default: in training the weights change at every step and most are used
+        /// once per version, and the kept copies raised the training peak of the detectors at
+        /// 256 px by 125-270 MiB with no measurable gain per step.
+        case inference
+        /// The forward pass and the input gradient, always.
+        case always
+    }
+
+    nonisolated(unsafe) private static var _oneDNNWeightCache: WeightCache = {
+        switch ProcessInfo.processInfo.environment["OPACITY_DNNL_WEIGHT_CACHE"]?.lowercased() {
+        case "0", "off": .off
+        case "1", "always": .always
+        default: .inference
+        }
     }()
 
-    /// Whether the weights' reorder into oneDNN's layout (forward pass and input gradient) is
-    /// cached on the weight's storage per weight version (default on;
-    /// `OPACITY_DNNL_WEIGHT_CACHE=0` starts with it off). Either way the results are the same
-    /// bit for bit (a reorder only moves values). Set it before running kernels, not while they
-    /// run.
-    public static var cacheOneDNNWeights: Bool {
-        get { _cacheOneDNNWeights }
-        set { _cacheOneDNNWeights = newValue }
+    /// When the weights' reorder into oneDNN's layout is cached (default
+    /// ``WeightCache/inference``; `OPACITY_DNNL_WEIGHT_CACHE=0|off`, `inference`, `1|always` at
+    /// start). Whichever, the results are the same bit for bit (a reorder only moves values),
+    /// and a weight changed in place is reordered again. Set it before running kernels, not
+    /// while they run.
+    public static var oneDNNWeightCache: WeightCache {
+        get { _oneDNNWeightCache }
+        set { _oneDNNWeightCache = newValue }
     }
 
     /// Timed runs per candidate when `auto` measures a shape (after one warm-up run each): 3.

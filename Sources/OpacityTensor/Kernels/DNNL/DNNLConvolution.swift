@@ -10,8 +10,8 @@ import Foundation
 // chooses its own layouts (nChw16c on AVX-512 for its direct JIT kernels); inputs are
 // reordered into them and results back on every call, and that cost is part of what the
 // per-shape choice (``SelectingConvolutionKernels``) measures. The weights' reorder (forward
-// pass and input gradient) is cached on the weight's storage per weight version, as the
-// Winograd weight transforms are (``TensorStorage/derived(_:count:compute:)``: from the second
+// pass without a graph by default; see ``ConvolutionKernelChoice/oneDNNWeightCache``) is
+// cached on the weight's storage per weight version, as the Winograd weight transforms are (``TensorStorage/derived(_:count:compute:)``: from the second
 // use at one version on; an in-place change of the weights makes it stale), keyed by the
 // slice and oneDNN's layout so that the pyramid levels sharing a head's weights share it.
 // (On our NCHW tensors as they
@@ -184,7 +184,7 @@ final class DNNLConvPrimitive: @unchecked Sendable {
     /// The slice's views and offsets.
     let layout: DNNLSliceLayout
     /// The key of the weight operand's reordered copy on the weight's storage (see
-    /// ``ConvolutionKernelChoice/cacheOneDNNWeights``): the slice's view of the weights and oneDNN's
+    /// ``ConvolutionKernelChoice/oneDNNWeightCache``): the slice's view of the weights and oneDNN's
     /// blocked layout; nil when the weights need no reorder, are an output, or the layout is
     /// not a plain blocked one.
     private(set) var weightCacheKey: String?
@@ -382,15 +382,15 @@ final class DNNLConvPrimitive: @unchecked Sendable {
     /// order of the direction: forward (input, weight, output[, bias]); backward data (output
     /// gradient, weight, input gradient); backward weights (input, output gradient, weight
     /// gradient). oneDNN runs single-threaded on the calling thread. With `weights` (the
-    /// storage whose start is the weight pointer, forward and input gradient) and
-    /// ``ConvolutionKernelChoice/cacheOneDNNWeights`` on, the reordered weights come from its cache
-    /// (``TensorStorage/derived(_:count:compute:)``). False when oneDNN reports an error.
+    /// storage whose start is the weight pointer; given when the reorder is to be cached, see
+    /// ``ConvolutionKernelChoice/oneDNNWeightCache``), the reordered weights come from its
+    /// cache (``TensorStorage/derived(_:count:compute:)``). False when oneDNN reports an error.
     func execute(_ pointers: [UnsafeMutableRawPointer], weights: TensorStorage? = nil) -> Bool {
         lock.lock()
         defer { lock.unlock() }
         guard let primitive, let stream, pointers.count == operands.count else { return false }
         _ = opacity_dnnl_set_omp_threads(1)
-        let cached = weights != nil && ConvolutionKernelChoice.cacheOneDNNWeights ? weightCacheKey : nil
+        let cached = weights != nil ? weightCacheKey : nil
         let weightIndex = operands.firstIndex { $0.arg == Int32(DNNL_ARG_WEIGHTS) && !$0.isOutput }
         let weightInner = cached != nil ? weightIndex.flatMap { operands[$0].inner } : nil
         var lent: [Tensor] = []
@@ -498,6 +498,15 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
         return (0..<prims.count).allSatisfy { ok[$0] }
     }
 
+    /// Whether this call's weight reorder is cached (``ConvolutionKernelChoice/oneDNNWeightCache``).
+    private static func cachesWeights(forward: Bool) -> Bool {
+        switch ConvolutionKernelChoice.oneDNNWeightCache {
+        case .off: false
+        case .inference: forward && !Autograd.isRecording
+        case .always: true
+        }
+    }
+
     private static func raw(_ t: Tensor) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(mutating: t.pointer) }
 
     /// The forward convolution through oneDNN; false when oneDNN cannot run this shape
@@ -507,7 +516,7 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
         if let bias { ptrs.append(Self.raw(bias)) }
         return run(
             .forward, input: input.shape, weight: weight.shape, geometry: geometry, groups: groups, bias: bias != nil, ptrs,
-            weights: weight.storage)
+            weights: Self.cachesWeights(forward: true) ? weight.storage : nil)
     }
 
     /// The input gradient through oneDNN, or nil when oneDNN cannot run this shape.
@@ -516,7 +525,7 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
         let ptrs = [Self.raw(gradOut), Self.raw(weight), UnsafeMutableRawPointer(gx.mutablePointer)]
         let ran = run(
             .backwardData, input: input.shape, weight: weight.shape, geometry: geometry, groups: groups, bias: false, ptrs,
-            weights: weight.storage)
+            weights: Self.cachesWeights(forward: false) ? weight.storage : nil)
         return ran ? gx : nil
     }
 
