@@ -358,12 +358,13 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
         case .forward:
             if plan.rowExpansion { return "row-expansion" }
             if ConvolutionSettings.winograd && plan.winogradEligible { return "winograd" }
+            if plan.usesWinograd2 { return "winograd2x2" }
             return plan.pointwise ? "gemm-1x1" : "im2col"
         case .backwardData:
             return g.stride == (1, 1) ? "transposed-forward" : "col2im"
         case .backwardWeights:
             if plan.rowExpansion { return "row-expansion" }
-            return plan.usesWinogradWeightGradient ? "winograd" : "im2col"
+            return plan.usesWinogradWeightGradient ? "winograd" : plan.usesWinograd2WeightGradient ? "winograd2x2" : "im2col"
         }
     }
 

@@ -209,7 +209,8 @@ enum ConvKernels {
             "forward", plan,
             isDepthwise(cin: plan.cin, groups: groups)
                 ? "depthwise"
-                : plan.usesWinograd ? "winograd" : plan.rowExpansion ? "row expansion" : plan.pointwise ? "1x1 gemm" : "im2col")
+                : plan.usesWinograd
+                    ? "winograd" : plan.usesWinograd2 ? "winograd 2x2" : plan.rowExpansion ? "row expansion" : plan.pointwise ? "1x1 gemm" : "im2col")
         if isDepthwise(cin: plan.cin, groups: groups) {
             depthwiseForward(input: input, weight: weight, geo: geo, out: out)
             if let bias { addBias(plan, bias: bias.pointer, out: out.mutablePointer) }
@@ -217,6 +218,11 @@ enum ConvKernels {
             let u = WinogradKernels.transformedWeights(weight)
             withExtendedLifetime(u) {
                 WinogradKernels.forward(plan, input: input.pointer, transformed: u.base, bias: bias?.pointer, out: out.mutablePointer)
+            }
+        } else if plan.usesWinograd2 {
+            let u = Winograd2Kernels.transformedWeights(weight)
+            withExtendedLifetime(u) {
+                Winograd2Kernels.forward(plan, input: input.pointer, transformed: u.base, bias: bias?.pointer, out: out.mutablePointer)
             }
         } else {
             gemmForward(plan, input: input.pointer, weight: weight.pointer, bias: bias?.pointer, out: out.mutablePointer)
@@ -364,7 +370,9 @@ enum ConvKernels {
                     ? "row expansion"
                     : pl.usesWinogradWeightGradient
                         ? "winograd"
-                        : GroupedConvKernels.groupTasks(pl) ? "grouped per-group tasks" : pl.pointwise ? "1x1 gemm" : "im2col")
+                        : pl.usesWinograd2WeightGradient
+                            ? "winograd 2x2"
+                            : GroupedConvKernels.groupTasks(pl) ? "grouped per-group tasks" : pl.pointwise ? "1x1 gemm" : "im2col")
         if isDepthwise(cin: pl.cin, groups: groups) {
             return depthwiseBackward(input: input, weight: weight, gradOut: gradOut, geo: geo, needInput: false, needWeight: true).1!
         }
@@ -396,11 +404,21 @@ enum ConvKernels {
             precondition(tplan.ho == pl.h && tplan.wo == pl.w, "conv2d backward: transposed geometry does not restore the input size")
             let gx = Tensor(uninitializedShape: [pl.n, pl.cin, pl.h, pl.w])
             ConvolutionKernelLog.note(
-                "input gradient", pl, tplan.usesWinograd ? "winograd" : tplan.rowExpansion ? "row expansion" : pl.kk == 1 ? "1x1 gemm" : "im2col")
+                "input gradient", pl,
+                tplan.usesWinograd
+                    ? "winograd"
+                    : tplan.usesWinograd2 ? "winograd 2x2" : tplan.rowExpansion ? "row expansion" : pl.kk == 1 ? "1x1 gemm" : "im2col")
             if tplan.usesWinograd {
                 let u = WinogradKernels.transformedWeights(weight, flipped: true)
                 withExtendedLifetime(u) {
                     WinogradKernels.forward(tplan, input: gradOut.pointer, transformed: u.base, bias: nil, out: gx.mutablePointer)
+                }
+                return gx
+            }
+            if tplan.usesWinograd2 {
+                let u = Winograd2Kernels.transformedWeights(weight, flipped: true)
+                withExtendedLifetime(u) {
+                    Winograd2Kernels.forward(tplan, input: gradOut.pointer, transformed: u.base, bias: nil, out: gx.mutablePointer)
                 }
                 return gx
             }
@@ -477,6 +495,10 @@ enum ConvKernels {
         }
         if pl.usesWinogradWeightGradient {
             WinogradKernels.weightGradient(pl, input: xp, gradOut: gp, out: dwp)
+            return
+        }
+        if pl.usesWinograd2WeightGradient {
+            Winograd2Kernels.weightGradient(pl, input: xp, gradOut: gp, out: dwp)
             return
         }
         if GroupedConvKernels.groupTasks(pl) {
