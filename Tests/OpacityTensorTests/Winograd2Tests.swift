@@ -30,21 +30,27 @@ final class Winograd2Tests: XCTestCase {
         return (x, w, b)
     }
 
-    /// Saves the settings the tests change and lets every channel count take F(2x2, 3x3).
+    /// Saves the settings the tests change and lets every channel count and map of 32 tiles or
+    /// more take F(2x2, 3x3).
     func withWinograd2<R>(_ body: () throws -> R) rethrows -> R {
         let saved = (
             Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winograd2, ConvolutionSettings.winogradWeightGradient,
-            ConvolutionSettings.winograd2MinChannels
+            ConvolutionSettings.winograd2MinChannels, ConvolutionSettings.winograd2WeightGradientMinChannels,
+            ConvolutionSettings.winograd2MinTiles
         )
         defer {
             (
                 Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winograd2,
-                ConvolutionSettings.winogradWeightGradient, ConvolutionSettings.winograd2MinChannels
+                ConvolutionSettings.winogradWeightGradient, ConvolutionSettings.winograd2MinChannels,
+                ConvolutionSettings.winograd2WeightGradientMinChannels, ConvolutionSettings.winograd2MinTiles
             ) = saved
         }
         ConvolutionSettings.winograd = true
         ConvolutionSettings.winogradWeightGradient = true
         ConvolutionSettings.winograd2MinChannels = 0
+        ConvolutionSettings.winograd2WeightGradientMinChannels = 0
+        // Down from 256, so that small maps test every edge case quickly.
+        ConvolutionSettings.winograd2MinTiles = 32
         return try body()
     }
 

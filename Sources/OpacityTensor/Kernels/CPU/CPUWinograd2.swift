@@ -51,9 +51,30 @@ extension ConvolutionSettings {
         set { _winograd2MinChannels = newValue }
     }
 
+    nonisolated(unsafe) private static var _winograd2WeightGradientMinChannels: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD2_WGRAD_MIN_CHANNELS"], let v = Int(s), v >= 0 { return v }
+        return 96
+    }()
+
+    /// The least `cin * cout / (cin + cout)` for the F(2x2, 3x3) weight gradient
+    /// (`OPACITY_WINOGRAD2_WGRAD_MIN_CHANNELS`, default 96: 192 channels in and out; 64->64 and
+    /// 128->128 measured slower than im2col). 0: no limit beyond ``winograd2MinChannels``.
+    /// Set it before running kernels, not while they run.
+    public static var winograd2WeightGradientMinChannels: Int {
+        get { _winograd2WeightGradientMinChannels }
+        set { _winograd2WeightGradientMinChannels = newValue }
+    }
+
     /// The fewest 2x2 output tiles over the batch for F(2x2, 3x3)
-    /// (`OPACITY_WINOGRAD2_MIN_TILES`, default 32: an 8x8 map at batch 2).
-    nonisolated(unsafe) static var winograd2MinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD2_MIN_TILES", default: 32)
+    /// (`OPACITY_WINOGRAD2_MIN_TILES`, default 256: a 32x32 map at batch 1; at 16x16 and 8x8
+    /// the 16 transformed weight matrices cost more to make and read than the products save).
+    /// Set it before running kernels, not while they run.
+    public static var winograd2MinTiles: Int {
+        get { _winograd2MinTiles }
+        set { _winograd2MinTiles = newValue }
+    }
+
+    nonisolated(unsafe) private static var _winograd2MinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD2_MIN_TILES", default: 256)
 
     /// Tiles per block when each thread takes whole blocks (`OPACITY_WINOGRAD2_TILES`,
     /// default 256).
@@ -90,10 +111,12 @@ extension ConvPlan {
 
     /// Whether the weight gradient runs F(2x2, 3x3): ``ConvolutionSettings/winograd``,
     /// ``ConvolutionSettings/winogradWeightGradient`` and ``ConvolutionSettings/winograd2`` on,
-    /// F(4x4, 3x3)'s weight gradient not taken, ``winograd2Eligible``.
+    /// F(4x4, 3x3)'s weight gradient not taken, ``winograd2Eligible``, and
+    /// `cin * cout / (cin + cout) >= ConvolutionSettings.winograd2WeightGradientMinChannels`.
     var usesWinograd2WeightGradient: Bool {
         ConvolutionSettings.winograd && ConvolutionSettings.winogradWeightGradient && ConvolutionSettings.winograd2
             && !usesWinogradWeightGradient && winograd2Eligible
+            && cin * cout >= ConvolutionSettings.winograd2WeightGradientMinChannels * (cin + cout)
     }
 }
 
