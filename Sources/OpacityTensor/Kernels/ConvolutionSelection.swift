@@ -105,7 +105,7 @@ public enum ConvolutionKernelChoice {
         /// Forward passes that record no graph (``Autograd/inference(_:)``: detect, eval,
         /// serve). The default: in training the weights change at every step and most are used
         /// once per version, and the kept copies raised the training peak of the detectors at
-        /// 256 px by 125-270 MiB with no measurable gain per step.
+        /// 256 px by 160-310 MiB with no measurable gain per step (Documentation/Benchmarks.md).
         case inference
         /// The forward pass and the input gradient, always.
         case always
