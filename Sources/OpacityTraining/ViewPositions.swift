@@ -32,22 +32,33 @@ public struct ViewPositions: Sendable {
         return v
     }
 
+    /// The (0018,5101) ViewPosition of an image file, as ``normalized(_:)`` gives it; `nil`
+    /// for a file that is not DICOM (by its `.dcm` extension) or has no ViewPosition.
+    /// `opacity folds --stratify view` and `opacity eval` read views through it alike.
+    /// - Throws: the DICOM reader's ``DataError`` naming the file when its header does not read.
+    public static func dicomView(of url: URL) throws -> String? {
+        guard url.pathExtension.lowercased() == "dcm" else { return nil }
+        return normalized(try DICOM.readHeader(url).viewPosition)
+    }
+
     /// The views of dataset records: each DICOM file's (0018,5101) ViewPosition, else the
     /// folds file's `view` column (``Folds/views``), else unknown.
     ///
-    /// A DICOM header that does not parse leaves that image's view unknown here (reading its
-    /// pixels reports the problem).
+    /// A DICOM header that does not read is an error naming the file, as in `opacity folds
+    /// --stratify view` (the images passed are those scored, whose files did read; a header
+    /// that no longer does is worth stopping for, not an image silently of unknown view).
+    /// - Throws: ``dicomView(of:)``'s error.
     /// - Parameters:
     ///   - records: the images scored.
     ///   - folds: a folds file read with ``Folds/read(from:expectedCount:)``, or `nil`.
     ///   - foldsPath: its path, for the description.
-    public static func of(_ records: [DatasetRecord], folds: Folds?, foldsPath: String?) -> ViewPositions {
+    public static func of(_ records: [DatasetRecord], folds: Folds?, foldsPath: String?) throws -> ViewPositions {
         var views: [String: String] = [:]
         var fromDICOM = 0, fromFolds = 0, dicomFiles = 0
         for r in records {
             if let url = r.imageURL, url.pathExtension.lowercased() == "dcm" {
                 dicomFiles += 1
-                if let v = normalized((try? DICOM.readHeader(url))?.viewPosition) {
+                if let v = try dicomView(of: url) {
                     views[r.id] = v
                     fromDICOM += 1
                     continue

@@ -296,6 +296,38 @@ final class EvaluationTests: XCTestCase {
         XCTAssertTrue(none.markdown().contains("No per-view numbers: PNG images."))
     }
 
+    /// eval's views and `folds --stratify view` read a DICOM's view alike
+    /// (``ViewPositions/dicomView(of:)``): a real RSNA file gives its view, a PNG none, and a
+    /// header that does not read is an error naming the file in both (eval used to leave
+    /// that image's view unknown without a word).
+    func testAnUnreadableDICOMHeaderIsAnErrorNamingTheFile() throws {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let images = repo.deletingLastPathComponent().appendingPathComponent("shared/realdata/rsna/stage_1_train_images")
+        let real = try XCTUnwrap(try FileManager.default.contentsOfDirectory(at: images, includingPropertiesForKeys: nil)
+            .filter { $0.pathExtension == "dcm" }.sorted { $0.path < $1.path }.first, "no RSNA DICOM in \(images.path)")
+        let view = try XCTUnwrap(try ViewPositions.dicomView(of: real))
+        XCTAssertTrue(["AP", "PA"].contains(view), view)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("views-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let broken = dir.appendingPathComponent("broken.dcm"), png = dir.appendingPathComponent("p.png")
+        try Data(repeating: 7, count: 300).write(to: broken)
+        try Data(repeating: 7, count: 10).write(to: png)
+        XCTAssertNil(try ViewPositions.dicomView(of: png))
+        let records = [
+            DatasetRecord(id: "real", imageURL: real, boxes: [], imageClass: nil), DatasetRecord(id: "png", imageURL: png, boxes: [], imageClass: nil),
+        ]
+        let views = try ViewPositions.of(records, folds: nil, foldsPath: nil)
+        XCTAssertEqual(views.views, ["real": view])
+        var readerError = ""
+        do { _ = try DICOM.readHeader(broken) } catch { readerError = "\(error)" }
+        XCTAssertTrue(readerError.contains(broken.path), readerError)
+        XCTAssertThrowsError(try ViewPositions.of(records + [DatasetRecord(id: "broken", imageURL: broken, boxes: [], imageClass: nil)],
+                                                  folds: nil, foldsPath: nil)) { e in
+            XCTAssertEqual("\(e)", readerError)
+        }
+    }
+
     func testReportHoldsEveryMeasureAndWritesItsFiles() throws {
         let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
         let images: [Evaluation.ImageResult] = [

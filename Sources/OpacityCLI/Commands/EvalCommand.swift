@@ -169,7 +169,7 @@ struct EvalCommand: ParsableCommand {
         let what = scoredFold.map { "\(source), fold \($0)" } ?? source
         // view positions: the DICOM header, else the folds file's view column
         let scoredIDs = Set(ev.images.map(\.id))
-        let views = ViewPositions.of(records.filter { scoredIDs.contains($0.id) }, folds: readFolds?.folds, foldsPath: readFolds?.path)
+        let views = try ViewPositions.of(records.filter { scoredIDs.contains($0.id) }, folds: readFolds?.folds, foldsPath: readFolds?.path)
         var report = EvaluationReport(
             ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what, views: views)
         try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))

@@ -31,10 +31,9 @@ struct FoldsCommand: ParsableCommand {
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var views: [String: String] = [:]
         if stratify == .view {
+            // as eval reads them: an unreadable header stops with the file named
             for r in dataset.records {
-                guard let url = r.imageURL, url.pathExtension.lowercased() == "dcm" else { continue }
-                let header = try DICOM.readHeader(url)
-                if let v = ViewPositions.normalized(header.viewPosition) { views[r.id] = v }
+                if let url = r.imageURL, let v = try ViewPositions.dicomView(of: url) { views[r.id] = v }
             }
         }
         var folds = try Folds.stratified(dataset, count: count, seed: seed, strata: views)
