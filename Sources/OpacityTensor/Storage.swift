@@ -146,9 +146,31 @@ enum StorageAccounting {
         return s
     }
 
-    /// Marks the contents as about to change: cached derived values go stale.
+    /// Marks the contents as about to change: cached derived values go stale and are released
+    /// at once (not at their next use: a weight's transforms cached by a validation pass would
+    /// otherwise stay through the training steps that follow, for nothing). The caller holds the
+    /// only reference to this storage (``Tensor/withUnsafeMutableBufferPointer(_:)`` copies a
+    /// shared one first), so no other thread reads the values being dropped.
     @inline(__always)
-    package func contentsWillChange() { version &+= 1 }
+    package func contentsWillChange() {
+        version &+= 1
+        if derivedValues != nil { releaseDerivedValues() }
+    }
+
+    /// Drops every cached derived value, keeping the versions noted (so the next use at the new
+    /// version counts as a first use).
+    private func releaseDerivedValues() {
+        var released: [TensorStorage] = []
+        DerivedValues.lock.lock()
+        for (key, entry) in derivedValues! {
+            guard let value = entry.value else { continue }
+            DerivedValues.cached -= value.count * MemoryLayout<Float>.stride
+            released.append(value)
+            derivedValues![key] = (entry.version, nil)
+        }
+        DerivedValues.lock.unlock()
+        released.removeAll()  // freed outside the lock
+    }
 
     /// A value derived from the contents (for example a kernel's transformed weights), cached on
     /// this storage from its second use on, for as long as the contents stay unchanged (same

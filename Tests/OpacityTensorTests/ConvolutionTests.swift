@@ -379,6 +379,7 @@ final class ConvolutionTests: XCTestCase {
             XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 2 * transformBytes, "a cached transform is reused")
             // An in-place change (unshared storage: no copy) must not reuse the old transform.
             w.withUnsafeMutableBufferPointer { b in for i in b.indices { b[i] = 0.7 * b[i] + 0.01 * Float(i % 7) } }
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "an in-place write releases the cached transforms at once")
             check(w, "after an in-place write")
             XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "stale transforms are dropped")
             check(w, "second use after an in-place write")
