@@ -66,7 +66,7 @@ extension ConvolutionSettings {
     }
 
     /// The fewest 2x2 output tiles over the batch for F(2x2, 3x3)
-    /// (`OPACITY_WINOGRAD2_MIN_TILES`, default 256: a 32x32 map at batch 1; at 16x16 and 8x8
+    /// (`OPACITY_WINOGRAD2_MIN_TILES`, default 64: a 16x16 map at batch 1; at 8x8, batch 2,
     /// the 16 transformed weight matrices cost more to make and read than the products save).
     /// Set it before running kernels, not while they run.
     public static var winograd2MinTiles: Int {
@@ -74,11 +74,17 @@ extension ConvolutionSettings {
         set { _winograd2MinTiles = newValue }
     }
 
-    nonisolated(unsafe) private static var _winograd2MinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD2_MIN_TILES", default: 256)
+    nonisolated(unsafe) private static var _winograd2MinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD2_MIN_TILES", default: 64)
 
     /// Tiles per block when each thread takes whole blocks (`OPACITY_WINOGRAD2_TILES`,
     /// default 256).
     nonisolated(unsafe) static var winograd2Tiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD2_TILES", default: 256)
+
+    /// The forward pass shares each block among the threads when there are fewer tiles than
+    /// this many per thread (`OPACITY_WINOGRAD2_SHARED_BELOW`, default 64; measured: 256->256
+    /// at 16x16 batch 1 (64 tiles) faster shared, at batch 2 (128 tiles) faster with a block
+    /// per thread).
+    nonisolated(unsafe) static var winograd2SharedBelow: Int = positiveIntegerSetting("OPACITY_WINOGRAD2_SHARED_BELOW", default: 64)
 
     /// Tiles per block when the threads share a block (`OPACITY_WINOGRAD2_SHARED_TILES`,
     /// default 512).
@@ -146,42 +152,60 @@ enum Winograd2Kernels {
     static func transformWeights(
         _ wp: UnsafePointer<Float>, cout: Int, cin: Int, flipped: Bool = false, into u: UnsafeMutablePointer<Float>
     ) {
+        let cinPad = (cin + 7) & ~7
         let step = cout * cin
+        let half = SIMD8<Float>(repeating: 0.5)
         Compute.parallelRanges(cout, minPerThread: 8) { range in
-            for co in range {
-                for ci in 0..<cin {
-                    var g = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
-                    withUnsafeMutableBytes(of: &g) { raw in
-                        let gp = raw.baseAddress!.assumingMemoryBound(to: Float.self)
-                        if flipped {
-                            let src = wp + (ci * cout + co) * 9
-                            for j in 0..<9 { gp[j] = src[8 - j] }
-                        } else {
-                            let src = wp + (co * cin + ci) * 9
-                            for j in 0..<9 { gp[j] = src[j] }
-                        }
-                        // G g ([4][3]), then (G g) G^T row by row.
-                        let half: Float = 0.5
-                        var gg = (
-                            Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                            Float(0)
-                        )
-                        withUnsafeMutableBytes(of: &gg) { graw in
-                            let tp = graw.baseAddress!.assumingMemoryBound(to: Float.self)
-                            for c in 0..<3 {
-                                let (a, b, d) = (gp[c], gp[3 + c], gp[6 + c])
-                                tp[c] = a
-                                tp[3 + c] = (a + b + d) * half
-                                tp[6 + c] = (a - b + d) * half
-                                tp[9 + c] = d
+            // g[j][ci] for the 9 taps of one output channel, eight input channels per vector.
+            var g = [Float](repeating: 0, count: 9 * cinPad)
+            var tail = [Float](repeating: 0, count: 16 * 8)
+            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 12) { tbuf in
+                let t = tbuf.baseAddress!
+                g.withUnsafeMutableBufferPointer { gb in
+                    tail.withUnsafeMutableBufferPointer { tb in
+                        let gp = gb.baseAddress!, tp = tb.baseAddress!
+                        for co in range {
+                            if flipped {
+                                for ci in 0..<cin {
+                                    let src = wp + (ci * cout + co) * 9
+                                    for j in 0..<9 { gp[j * cinPad + ci] = src[8 - j] }
+                                }
+                            } else {
+                                let src = wp + co * cin * 9
+                                for ci in 0..<cin {
+                                    for j in 0..<9 { gp[j * cinPad + ci] = src[ci * 9 + j] }
+                                }
                             }
-                            let dst = u + co * cin + ci
-                            for i in 0..<4 {
-                                let (a, b, d) = (tp[3 * i], tp[3 * i + 1], tp[3 * i + 2])
-                                dst[(4 * i) * step] = a
-                                dst[(4 * i + 1) * step] = (a + b + d) * half
-                                dst[(4 * i + 2) * step] = (a - b + d) * half
-                                dst[(4 * i + 3) * step] = d
+                            var c0 = 0
+                            while c0 < cin {
+                                // G g, [4][3] (tap j = 3 row + column).
+                                for c in 0..<3 {
+                                    let a = load8(gp, c * cinPad + c0), b = load8(gp, (3 + c) * cinPad + c0)
+                                    let d = load8(gp, (6 + c) * cinPad + c0)
+                                    let s = a + d
+                                    t[c] = a
+                                    t[3 + c] = (s + b) * half
+                                    t[6 + c] = (s - b) * half
+                                    t[9 + c] = d
+                                }
+                                // (G g) G^T, row by row.
+                                let full = c0 + 8 <= cin
+                                let dst = full ? u + co * cin + c0 : tp
+                                let stride = full ? step : 8
+                                for i in 0..<4 {
+                                    let a = t[3 * i], b = t[3 * i + 1], d = t[3 * i + 2]
+                                    let s = a + d
+                                    store8(dst, (4 * i) * stride, a)
+                                    store8(dst, (4 * i + 1) * stride, (s + b) * half)
+                                    store8(dst, (4 * i + 2) * stride, (s - b) * half)
+                                    store8(dst, (4 * i + 3) * stride, d)
+                                }
+                                if !full {
+                                    for xi in 0..<16 {
+                                        for l in 0..<(cin - c0) { u[(xi * cout + co) * cin + c0 + l] = tp[xi * 8 + l] }
+                                    }
+                                }
+                                c0 += 8
                             }
                         }
                     }
@@ -247,7 +271,7 @@ enum Winograd2Kernels {
         case "private": return false
         default:
             let wg = Plan(pl)
-            return threads > 1 && pl.n * wg.th * wg.tw < threads * ConvolutionSettings.winograd2Tiles
+            return threads > 1 && pl.n * wg.th * wg.tw < threads * ConvolutionSettings.winograd2SharedBelow
         }
     }
 
