@@ -55,6 +55,11 @@ final class Winograd2Tests: XCTestCase {
     }
 
     func testMatchesDirectLoopsAndIm2col() {
+        let savedTiles = ConvolutionSettings.winograd2WeightGradientTiles
+        defer { ConvolutionSettings.winograd2WeightGradientTiles = savedTiles }
+        // Weight-gradient blocks of one to three tile rows: several blocks per map, some
+        // spanning two images (the default makes one block of these small maps).
+        ConvolutionSettings.winograd2WeightGradientTiles = 24
         withWinograd2 {
             for threads in [1, 2, 3] {
                 Compute.threads = threads

@@ -95,8 +95,15 @@ extension ConvolutionSettings {
     nonisolated(unsafe) static var winograd2Mode: String = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD2_MODE"] ?? "auto"
 
     /// Tiles per block of the F(2x2, 3x3) weight gradient (`OPACITY_WINOGRAD2_WGRAD_TILES`;
-    /// default 0: `1 Mi / (16 (cin + cout))`, 128 to 2048).
-    nonisolated(unsafe) static var winograd2WeightGradientTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD2_WGRAD_TILES", default: 0)
+    /// 0, the default: `1 Mi / (16 (cin + cout))`, 128 to 2048). Set it before running kernels,
+    /// not while they run.
+    public static var winograd2WeightGradientTiles: Int {
+        get { _winograd2WeightGradientTiles }
+        set { _winograd2WeightGradientTiles = newValue }
+    }
+
+    nonisolated(unsafe) private static var _winograd2WeightGradientTiles: Int = positiveIntegerSetting(
+        "OPACITY_WINOGRAD2_WGRAD_TILES", default: 0)
 }
 
 extension ConvPlan {
