@@ -55,6 +55,14 @@ public enum Autograd {
     /// Whether operations currently record gradients.
     public static var isRecording: Bool { recording }
 
+    /// Set while a backward pass runs (which records nothing either).
+    @TaskLocal static var inBackward = false
+
+    /// Whether this is an inference pass: no graph recorded and not inside a backward pass.
+    /// Kernels cache values derived from the weights (``TensorStorage/derived(_:count:keep:compute:)``)
+    /// only then: in training the weights change every step.
+    package static var isInference: Bool { !recording && !inBackward }
+
     /// Runs `body` with recording switched off (inference: no graph, activations freed early).
     public static func inference<R>(_ body: () throws -> R) rethrows -> R {
         try $recording.withValue(false) { try body() }
@@ -167,6 +175,7 @@ extension Tensor {
         }
         let ledger = Autograd.savedTensorLedger
         Autograd.$recording.withValue(false) {
+            Autograd.$inBackward.withValue(true) { () -> Void in
             root.accumulate(seedTensor)
             for n in order.reversed() {
                 if let g = n.grad {
@@ -190,6 +199,7 @@ extension Tensor {
                     n.parents = []
                     ledger?.add(n.op, bytes: before - TensorMemory.liveBytes)
                 }
+            }
             }
         }
     }

@@ -275,8 +275,14 @@ open class Module {
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
 
     /// Sets training or evaluation mode on the whole tree.
+    ///
+    /// Going into training mode also releases what inference cached on the parameters (the
+    /// Winograd transforms and oneDNN reorders of the weights, ``TensorMemory/derivedCacheLimitBytes``):
+    /// the first optimizer step would make them stale, and until then they would only add to the
+    /// training step's peak memory.
     public func train(_ on: Bool = true) {
         for (_, m) in namedModules() { m.setMode(on) }
+        if on { for p in parameters { p.value.storage.releaseDerivedValues() } }
     }
 
     private func setMode(_ on: Bool) {

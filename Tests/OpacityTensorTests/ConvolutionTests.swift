@@ -368,26 +368,38 @@ final class ConvolutionTests: XCTestCase {
         }
         do {
             var w = uniform([24, 16, 3, 3], -0.5, 0.5, seed: 602)
-            let y1 = conv(c, x, w, nil)
-            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "a first use keeps nothing")
-            // check() runs two forward passes and one input gradient.
-            check(w, "first use")
-            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "a second forward pass keeps its transform")
-            check(w, "second use")
-            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 2 * transformBytes, "forward and input-gradient transforms kept")
-            check(w, "third use")
-            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 2 * transformBytes, "a cached transform is reused")
-            // An in-place change (unshared storage: no copy) must not reuse the old transform.
+            func infer() -> Tensor { Autograd.inference { conv(c, x, w, nil) } }
+            // Passes that record a graph (training) keep nothing: check() runs two forward passes
+            // and one input gradient.
+            check(w, "training passes")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "training passes keep nothing")
+            // (their uses count: the next inference pass is a later use at this version)
+            let y1 = infer()
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "an inference pass after those keeps its transform")
+            XCTAssertEqual(infer().scalars, y1.scalars)
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "and uses it")
+            check(w, "with the transform cached")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "a cached transform is used, none added in training")
+            // An in-place change (unshared storage: no copy) releases it at once and is not reused.
             w.withUnsafeMutableBufferPointer { b in for i in b.indices { b[i] = 0.7 * b[i] + 0.01 * Float(i % 7) } }
             XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "an in-place write releases the cached transforms at once")
             check(w, "after an in-place write")
-            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes, "stale transforms are dropped")
-            check(w, "second use after an in-place write")
-            XCTAssertNotEqual(conv(c, x, w, nil).scalars, y1.scalars)
-            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 2 * transformBytes)
-
-            // A parameter updated by Adam (in place), as in training.
+            _ = infer()
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes)
+            XCTAssertNotEqual(infer().scalars, y1.scalars)
+            // Going into training mode releases what inference cached.
             let p = Parameter(w)
+            final class Holder: Module {
+                let p: Parameter
+                init(_ p: Parameter) { self.p = p }
+            }
+            let module = Holder(p)
+            _ = Autograd.inference { conv(c, x, p.value, nil) }
+            _ = Autograd.inference { conv(c, x, p.value, nil) }
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes)
+            module.train()
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "train() releases the parameters' cached transforms")
+            // A parameter updated by Adam (in place), as in training.
             let opt = Adam([("w", p)], learningRate: 0.05)
             for step in 0..<3 {
                 opt.zeroGrad()

@@ -143,7 +143,7 @@ enum Winograd2Kernels {
         let (cout, cin) = (weight.shape[0], weight.shape[1])
         let key = "winograd23\(flipped ? "-flipped" : "") \(cout)x\(cin)"
         let wp = weight.pointer
-        return weight.storage.derived(key, count: 16 * cout * cin) { u in
+        return weight.storage.derived(key, count: 16 * cout * cin, keep: Autograd.isInference) { u in
             if flipped {
                 transformWeights(wp, cout: cin, cin: cout, flipped: true, into: u)
             } else {
