@@ -26,23 +26,29 @@ final class StorageTests: XCTestCase {
         XCTAssertEqual(TensorStorage.cachedBytes, 0)
     }
 
+    /// Empties the pool (and the idle kernel scratch), sets a 512 MiB limit and no slack, and
+    /// returns what restores the settings. No slack: blocks that earlier tests of this process
+    /// still hold raise the high-water mark, and with it the 1/32 slack, by an amount a test of
+    /// the policy does not know (it failed in the full suite, not alone).
+    static func emptyPoolWithoutSlack() -> () -> Void {
+        let saved = TensorStorage.cacheLimitBytes
+        let savedSlack = TensorStorage.poolSlackDivisor
+        TensorStorage.poolSlackDivisor = 0
+        TensorStorage.cacheLimitBytes = 0
+        TensorStorage.cacheLimitBytes = 512 << 20
+        return {
+            TensorStorage.cacheLimitBytes = saved
+            TensorStorage.poolSlackDivisor = savedSlack
+        }
+    }
+
     /// Freed blocks of sizes no longer asked for do not pile up: blocks in use plus blocks cached
     /// stay within the most in use at once (plus a slack, 1/32 by default, 0 here); a request without a block of its class
     /// takes a cached block up to twice its size as it is, maps a new block under the mark,
     /// cuts a larger cached block past it, or unmaps smaller cached blocks first.
     func testTheFootprintStaysAtTheHighWaterMark() {
-        let saved = TensorStorage.cacheLimitBytes
-        let savedSlack = TensorStorage.poolSlackDivisor
-        defer {
-            TensorStorage.cacheLimitBytes = saved
-            TensorStorage.poolSlackDivisor = savedSlack
-        }
-        // no slack: blocks that earlier tests of this process still hold raise the mark, and
-        // with it the 1/32 slack, by an amount this test does not know (it failed in the full
-        // suite, not alone)
-        TensorStorage.poolSlackDivisor = 0
-        TensorStorage.cacheLimitBytes = 0  // empty the pool
-        TensorStorage.cacheLimitBytes = 512 << 20
+        let restore = Self.emptyPoolWithoutSlack()
+        defer { restore() }
         let mib = 1 << 18  // floats
         // a block other code holds meanwhile (as the full suite's earlier tests do)
         let held = Tensor.zeros([256 * mib])
@@ -88,16 +94,9 @@ final class StorageTests: XCTestCase {
     /// other allocations in between (which, at the pool's high-water mark, used to cut or unmap
     /// the freed scratch block and map it fresh at the next call) maps nothing after its first call.
     func testKernelScratchIsReusedAcrossCalls() {
-        let saved = TensorStorage.cacheLimitBytes
-        let savedSlack = TensorStorage.poolSlackDivisor
-        defer {
-            TensorStorage.cacheLimitBytes = saved
-            TensorStorage.poolSlackDivisor = savedSlack
-        }
-        TensorStorage.poolSlackDivisor = 0
-        TensorStorage.cacheLimitBytes = 0  // empty the pool and the idle scratch
+        let restore = Self.emptyPoolWithoutSlack()
+        defer { restore() }
         XCTAssertEqual(ScratchBuffers.idleBytes, 0)
-        TensorStorage.cacheLimitBytes = 512 << 20
         TensorStorage.resetPoolHighWaterMark()
         let mib = 1 << 18  // floats
         var mappedPerRound: [Int] = []
