@@ -338,6 +338,11 @@ public struct Registry: Sendable {
         func bad(_ expected: String? = nil) -> ConfigError {
             .invalidValue(component: component, key: spec.name, value: v.description, expected: expected ?? spec.kind.description)
         }
+        // a number outside the key's range: the range, and its end nearest to the number
+        func nearestFloat(_ x: Double, _ r: ClosedRange<Double>) -> String {
+            let n = x.isNaN ? r.lowerBound : min(max(x, r.lowerBound), r.upperBound)
+            return spec.kind.description + " (nearest valid: \(Config.format(n)))"
+        }
         switch (spec.kind, v) {
         case (.int(let r), .int(let x)):
             if let r, !r.contains(x) {
@@ -346,10 +351,10 @@ public struct Registry: Sendable {
             }
             return .int(x)
         case (.float(let r), .float(let x)):
-            if let r, !r.contains(x) { throw bad() }
+            if let r, !r.contains(x) { throw bad(nearestFloat(x, r)) }
             return .float(x)
         case (.float(let r), .int(let x)):
-            if let r, !r.contains(Double(x)) { throw bad() }
+            if let r, !r.contains(Double(x)) { throw bad(nearestFloat(Double(x), r)) }
             return .float(Double(x))
         case (.bool, .bool): return v
         case (.string(let choices), .string(let s)):
@@ -358,10 +363,18 @@ public struct Registry: Sendable {
             }
             return v
         case (.range(let within), .range(let r)):
-            if let within, !(within.contains(r.lowerBound) && within.contains(r.upperBound)) { throw bad() }
+            if let within, !(within.contains(r.lowerBound) && within.contains(r.upperBound)) {
+                // both ends moved into the allowed span: the nearest range the key takes
+                let lo = min(max(r.lowerBound, within.lowerBound), within.upperBound)
+                let hi = min(max(r.upperBound, within.lowerBound), within.upperBound)
+                throw bad(spec.kind.description + " (nearest valid: \(lo)-\(hi))")
+            }
             return v
         case (.range(let within), .int(let x)):
-            if let within, !within.contains(x) { throw bad() }
+            if let within, !within.contains(x) {
+                let n = min(max(x, within.lowerBound), within.upperBound)
+                throw bad(spec.kind.description + " (nearest valid: \(n))")
+            }
             return .range(x...x)
         case (.component, .string), (.component, .config): return v
         default: throw bad()

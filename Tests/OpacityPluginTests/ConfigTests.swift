@@ -68,6 +68,29 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// Every numeric key out of its range names the nearest value it takes, as `size` does
+    /// (new-user trial: `dropout=1.5`, `width=-1` and `levels=2-9` gave only the range).
+    func testOutOfRangeNumbersNameTheNearestValidValue() {
+        let cases: [(String, ComponentKind, String)] = [
+            ("retinanet(dropout=1.5)", .detector, "retinanet: dropout=1.5 is invalid; expected number in 0.0...0.95 (nearest valid: 0.95)"),
+            ("retinanet(dropout=-2)", .detector, "retinanet: dropout=-2 is invalid; expected number in 0.0...0.95 (nearest valid: 0.0)"),
+            ("resnet34(width=-1)", .encoder, "resnet34: width=-1 is invalid; expected number in 0.03125...4.0 (nearest valid: 0.03125)"),
+            ("resnet34(width=9.5)", .encoder, "resnet34: width=9.5 is invalid; expected number in 0.03125...4.0 (nearest valid: 4.0)"),
+            ("retinanet(levels=2-9)", .detector, "retinanet: levels=2-9 is invalid; expected range like 2-7 within 2-7 (nearest valid: 2-7)"),
+            ("retinanet(levels=1-5)", .detector, "retinanet: levels=1-5 is invalid; expected range like 2-7 within 2-7 (nearest valid: 2-5)"),
+            ("retinanet(levels=9)", .detector, "retinanet: levels=9 is invalid; expected range like 2-7 within 2-7 (nearest valid: 7)"),
+        ]
+        for (text, kind, message) in cases {
+            XCTAssertThrowsError(try registry.canonical(Config(parsing: text), as: kind), text) { e in
+                XCTAssertEqual("\(e)", message, text)
+            }
+        }
+        // the nearest value is taken
+        for (text, kind) in [("retinanet(dropout=0.95)", ComponentKind.detector), ("resnet34(width=0.03125)", .encoder), ("retinanet(levels=2-7)", .detector)] {
+            XCTAssertNoThrow(try registry.canonical(Config(parsing: text), as: kind), text)
+        }
+    }
+
     func testDuplicatePluginNamesAreAnError() {
         XCTAssertThrowsError(try Registry(plugins: [ResNetPlugin.self, ResNetPlugin.self])) { e in
             XCTAssertEqual(e as? ConfigError, .duplicateName(kind: "encoder", name: "resnet18", firstPlugin: "ResNet", secondPlugin: "ResNet"))
