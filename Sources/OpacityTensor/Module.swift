@@ -357,7 +357,14 @@ public struct LoadReport: Sendable, CustomStringConvertible {
     /// One line per kind of problem, listing the names. A refused load says that nothing
     /// was loaded and names the first non-finite value, if any.
     public var description: String {
-        var lines = [refused ? "nothing was loaded (\(loaded.count) tensors would have fitted)" : "loaded \(loaded.count) tensors"]
+        ([refused ? "nothing was loaded (\(loaded.count) tensors would have fitted)" : "loaded \(loaded.count) tensors"] + problems)
+            .joined(separator: "\n")
+    }
+
+    /// The lines of ``description`` after its first (what loaded): one per kind of problem,
+    /// for a message that has already said whether anything was loaded.
+    public var problems: [String] {
+        var lines: [String] = []
         if let f = firstNonFinite {
             lines.append("first non-finite value: \(f.name)[\(f.index)] = \(f.value)")
         }
@@ -369,7 +376,7 @@ public struct LoadReport: Sendable, CustomStringConvertible {
         if !nonFinite.isEmpty {
             lines.append("not finite (\(nonFinite.count), NaN or infinity; allow with allowNonFinite / --allow-nonfinite): " + nonFinite.joined(separator: ", "))
         }
-        return lines.joined(separator: "\n")
+        return lines
     }
 }
 

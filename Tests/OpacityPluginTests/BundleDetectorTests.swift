@@ -143,6 +143,10 @@ final class BundleDetectorTests: XCTestCase {
             guard case let BundleError.doesNotFit(_, report) = e else { return XCTFail("\(e)") }
             XCTAssertTrue(report.unexpected.contains("encoder.layer1.2.conv1.weight"), "\(report)")
             XCTAssertTrue(report.missing.isEmpty)
+            // the message says once that nothing was loaded, then lists the problems
+            let message = "\(e)"
+            XCTAssertEqual(message.components(separatedBy: "nothing was loaded").count, 2, message)
+            XCTAssertTrue(message.contains("do not fit the model; nothing was loaded (\(report.loaded.count) tensors would have fitted):\nunexpected ("), message)
         }
         for ((n, a), (_, b)) in zip(before, d.stateDict()) { XCTAssertEqual(a.scalars, b.scalars, "\(n) changed by a failed load") }
         // a bundle for a config the registry cannot build

@@ -82,7 +82,9 @@ public enum BundleError: Error, CustomStringConvertible, Sendable {
                     + (others.isEmpty ? "" : ". Also not finite (\(others.count)): " + others.prefix(8).joined(separator: ", ") + (others.count > 8 ? ", …" : ""))
                     + ". Load anyway with --allow-nonfinite (LoadOptions.allowNonFinite)"
             }
-            return "\(file): the bundle's tensors do not fit the model; nothing was loaded:\n" + report.description
+            // "nothing was loaded" once, with how many tensors would have fitted
+            return "\(file): the bundle's tensors do not fit the model; nothing was loaded (\(report.loaded.count) tensors would have fitted):\n"
+                + report.problems.joined(separator: "\n")
         case let .missingGroup(file, group, available):
             return "\(file): no tensor group '\(group)' (the bundle has: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
         case let .extraValue(file, key, reason):
