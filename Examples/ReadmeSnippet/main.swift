@@ -1,9 +1,15 @@
 import Foundation
 import Opacity
 
-let registry = try Registry.standard()
-let detector = try Zoo.load("retinanet-r34-composite", registry: registry)
-let image = try ImageFile.read(URL(fileURLWithPath: "patient.dcm"))
-let predictor = try Predictor(detectors: [detector])
-predictor.filter = ConfidenceFilter(threshold: 0.3)
-for d in predictor.detect([image])[0] { print(d.score, d.box) }
+do {
+    let registry = try Registry.standard()
+    let detector = try Zoo.load("retinanet-r34-composite", registry: registry)
+    let image = try ImageFile.read(URL(fileURLWithPath: "patient.dcm"))
+    let predictor = try Predictor(detectors: [detector])
+    predictor.filter = ConfidenceFilter(threshold: 0.3)
+    for d in predictor.detect([image])[0] { print(d.score, d.box) }
+} catch {
+    // every error names what went wrong (here: a missing or unreadable file, a model not found)
+    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    exit(1)
+}

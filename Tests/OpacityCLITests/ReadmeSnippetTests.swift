@@ -38,4 +38,24 @@ final class ReadmeSnippetTests: XCTestCase {
             XCTAssertLessThanOrEqual(score, 1)
         }
     }
+
+    /// Without `patient.dcm` the example says so and exits 1 (it trapped with a top-level `try`).
+    func testSnippetReportsAMissingFileAndExitsOne() throws {
+        let dir = try CLI.tempDir("readme-missing")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let p = Process()
+        p.executableURL = CLI.executable.deletingLastPathComponent().appendingPathComponent("readme-snippet")
+        p.currentDirectoryURL = dir
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 1, errText)
+        XCTAssertTrue(outData.isEmpty)
+        XCTAssertTrue(errText.hasPrefix("error: ") && errText.contains("patient.dcm"), errText)
+        XCTAssertFalse(errText.contains("Fatal error"), errText)
+    }
 }
