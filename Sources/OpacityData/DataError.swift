@@ -35,8 +35,9 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     case imageProblems(missing: Int, unreadable: Int, examples: [String])
     /// A parameter value is out of its valid range.
     case invalidParameter(name: String, value: String, expected: String, nearest: String?)
-    /// An output path is one of the command's inputs.
-    case outputOverInput(output: String, input: String)
+    /// An output path is one of the command's inputs; `source` names the input whose output
+    /// it is (e.g. `x.png` for `x.overlay.png`) and `kind` what it is ("overlay"), when known.
+    case outputOverInput(output: String, input: String, source: String? = nil, kind: String = "output")
 
     /// A one-paragraph message a user can act on.
     public var description: String {
@@ -75,7 +76,10 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             var s = "\(missing) image(s) missing and \(unreadable) unreadable"
             if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).map { InputLimits.quoted($0, limit: 300) }.joined(separator: "; ") }
             return s + "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
-        case let .outputOverInput(output, input):
+        case let .outputOverInput(output, input, source, kind):
+            if let source {
+                return "the \(kind) of the input '\(source)' would replace the input '\(input)'; choose another output (inputs are never overwritten)"
+            }
             return "'\(output)' would replace the input '\(input)'; choose another output (inputs are never overwritten)"
         case let .invalidParameter(name, value, expected, nearest):
             var s = "parameter '\(InputLimits.quoted(name))' = '\(InputLimits.quoted(value))' is not valid; expected \(expected)"

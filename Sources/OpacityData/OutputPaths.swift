@@ -19,9 +19,14 @@ public enum OutputPaths {
     }
 
     /// Refuses an output path that is one of the inputs.
-    /// - Throws: ``DataError/outputOverInput(output:input:)``.
-    public static func refuseOverwriting(_ output: URL, inputs: [URL]) throws {
-        if let i = input(replacedBy: output, inputs: inputs) { throw DataError.outputOverInput(output: output.path, input: i.path) }
+    /// - Parameters:
+    ///   - source: the input whose output `output` is (named in the error), if any.
+    ///   - kind: what the output is for that input ("overlay", "DICOM SR").
+    /// - Throws: ``DataError/outputOverInput(output:input:source:kind:)``.
+    public static func refuseOverwriting(_ output: URL, inputs: [URL], source: URL? = nil, kind: String = "output") throws {
+        if let i = input(replacedBy: output, inputs: inputs) {
+            throw DataError.outputOverInput(output: output.path, input: i.path, source: source?.path, kind: kind)
+        }
     }
 
     /// The image id of a file: its name without the last extension (`x.dcm` -> `x`).

@@ -78,6 +78,9 @@ final class CLIRobustnessTests: XCTestCase {
         r = try CLI.run(["detect", "in", "-o", "in"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("x.overlay.png") && r.all.contains("would replace the input"), r.all)
+        // both named: the input whose output it is (x.png) and the input it would replace
+        XCTAssertTrue(r.stderr.contains("the overlay of the input '") && r.stderr.contains("/in/x.png' would replace the input '"), r.all)
+        XCTAssertTrue(r.stderr.contains("/in/x.overlay.png'; choose another"), r.all)
         XCTAssertEqual(try sha(input.appendingPathComponent("x.overlay.png")), overlayBefore)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: input.path).sorted(), ["x.overlay.png", "x.png"])
     }

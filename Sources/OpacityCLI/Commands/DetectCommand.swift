@@ -76,16 +76,21 @@ struct DetectCommand: ParsableCommand {
             return outURL.appendingPathComponent((stems[stem]!.count > 1 ? f.lastPathComponent : stem) + ".overlay.png")
         }
         let resultURL = outURL.appendingPathComponent(format == .json ? "detections.json" : "detections.csv")
-        var outputs = [resultURL, outURL.appendingPathComponent("skipped.csv")]
-        if !noOverlays { outputs += files.map(overlayURL) }
+        // each output with the input it is made from (none for the shared files) and its kind
+        var outputs: [(url: URL, source: URL?, kind: String)] = [
+            (resultURL, nil, "output"), (outURL.appendingPathComponent("skipped.csv"), nil, "output"),
+        ]
+        if !noOverlays { outputs += files.map { (overlayURL($0), $0, "overlay") } }
         func dicomURL(_ dir: String, _ f: URL, _ suffix: String) -> URL {
             let stem = f.deletingPathExtension().lastPathComponent
             return URL(fileURLWithPath: dir).appendingPathComponent((stems[stem]!.count > 1 ? f.lastPathComponent : stem) + suffix)
         }
-        if let dicomSR { outputs += files.map { dicomURL(dicomSR, $0, ".sr.dcm") } }
-        if let dicomOverlay { outputs += files.map { dicomURL(dicomOverlay, $0, ".overlay.dcm") } }
+        if let dicomSR { outputs += files.map { (dicomURL(dicomSR, $0, ".sr.dcm"), $0, "DICOM SR") } }
+        if let dicomOverlay { outputs += files.map { (dicomURL(dicomOverlay, $0, ".overlay.dcm"), $0, "DICOM overlay") } }
         for o in outputs {
-            do { try OutputPaths.refuseOverwriting(o, inputs: files) } catch { throw ValidationError("\(error)") }
+            do { try OutputPaths.refuseOverwriting(o.url, inputs: files, source: o.source, kind: o.kind) } catch {
+                throw ValidationError("\(error)")
+            }
         }
         let registry = try pluginOptions.registry()
         let (predictor, urls, digests) = try model.hashedPredictor(registry: registry)
