@@ -256,5 +256,8 @@ final class CLIRobustnessTests: XCTestCase {
         r = try CLI.run(["serve", "--model", "model.opb", "--port", "\(port)"], in: dir, timeout: 120)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains("127.0.0.1:\(port)") && r.stderr.contains("--port"), r.all)
+        // one clear line: the address, that the port is in use, what to do; not the socket's own text
+        let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") || $0.contains("bind(") || $0.contains("errno") }
+        XCTAssertEqual(errors, ["Error: cannot listen on 127.0.0.1:\(port): port \(port) is in use by another program; choose another --port (--port 0 picks a free one)"], r.all)
     }
 }

@@ -92,9 +92,29 @@ struct ServeCommand: ParsableCommand {
                     note("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(p) (\(auth)); loading \(refs.joined(separator: ", "))")
                 })
         } catch  where !listening.yes && "\(error)".contains("bind(") {
-            // the socket's own message names neither the address nor the option
-            throw WithHint(error, "cannot listen on \(host):\(port) (in use by another program, or not an address of this machine); choose another --port or --host")
+            // the socket's own message names neither the address nor the option: one line instead
+            throw ValidationError(Self.bindFailure("\(error)", host: host, port: port))
         }
         note("stopped")
+    }
+
+    /// One line for a socket that could not be bound: the address and port, why (from the
+    /// errno in `message`, the socket library's text), and which option to change.
+    static func bindFailure(_ message: String, host: String, port: Int) -> String {
+        let at = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        if message.contains("errno: \(EADDRINUSE))") {
+            return "cannot listen on \(at): port \(port) is in use by another program; choose another --port (--port 0 picks a free one)"
+        }
+        if message.contains("errno: \(EADDRNOTAVAIL))") {
+            return "cannot listen on \(at): \(host) is not an address of this machine; choose another --host (127.0.0.1: this machine only)"
+        }
+        if message.contains("errno: \(EACCES))") {
+            return "cannot listen on \(at): port \(port) needs administrator rights (ports below 1024); choose --port 1024 or above"
+        }
+        // else the system's reason: the text after the call, without its errno
+        var reason = message.components(separatedBy: "): ").dropFirst().joined(separator: "): ")
+        if let r = reason.range(of: " (errno:") { reason = String(reason[..<r.lowerBound]) }
+        while reason.hasSuffix(")") && reason.filter({ $0 == ")" }).count > reason.filter({ $0 == "(" }).count { reason.removeLast() }
+        return "cannot listen on \(at)" + (reason.isEmpty ? "" : ": " + reason) + "; choose another --port or --host"
     }
 }
