@@ -237,7 +237,8 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     case invalidOption(name: String, value: String, expected: String)
     /// Another process holds the run folder's lock.
     case locked(path: String, holder: String)
-    /// Too many images of the data set were missing or unreadable to go on.
+    /// Too many images of the data set were missing or unreadable to go on; `examples` are
+    /// shown whole (each already bounded: the id and the reason quoted by ``TrainingSetup``).
     case tooManySkipped(skipped: Int, total: Int, limit: Double, examples: [String])
 
     public var description: String {
@@ -254,7 +255,7 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(path) is in use by another training run (\(holder)); wait for it to finish, or choose another -o/--output"
         case let .tooManySkipped(skipped, total, limit, examples):
             return "\(skipped) of \(total) images are missing or unreadable, more than \(Int(limit * 100))% "
-                + "(the most --skip-unreadable leaves out); e.g. \(examples.prefix(3).map { InputLimits.quoted($0, limit: 200) }.joined(separator: "; ")). "
+                + "(the most --skip-unreadable leaves out); e.g. \(examples.prefix(3).joined(separator: "; ")). "
                 + "Check the data paths"
         }
     }

@@ -202,7 +202,7 @@ public struct TrainingSetup {
         let total = report.patients
         if Double(rows.count) > Self.maximumSkippedFraction * Double(max(total, 1)) {
             throw RunError.tooManySkipped(skipped: rows.count, total: total, limit: Self.maximumSkippedFraction,
-                                          examples: rows.prefix(3).map { "\($0[0]) (\($0[1]))" })
+                                          examples: rows.prefix(3).map { "\(InputLimits.quoted($0[0], limit: 200)) (\(InputLimits.quoted($0[1], limit: 1000)))" })
         }
     }
 

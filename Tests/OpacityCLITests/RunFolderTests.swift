@@ -263,4 +263,36 @@ final class RunFolderTests: XCTestCase {
         XCTAssertTrue(r.all.contains("20 of 20 images are missing or unreadable"), r.all)
         XCTAssertNil(Trainer.latestCheckpoint(in: dir.appendingPathComponent("garbage")), "nothing was trained")
     }
+
+    /// `dcm` with Rescale Slope (0028,1053) 'nan' inserted after Pixel Representation
+    /// (0028,0103), as in the case train-skip-unreadable-nan-dicom.
+    static func nanSlope(_ dcm: Data) throws -> Data {
+        let pixelRepresentation: [UInt8] = [0x28, 0, 0x03, 0x01, 0x55, 0x53, 2, 0, 0, 0]
+        let bytes = [UInt8](dcm)
+        guard let at = (0...(bytes.count - pixelRepresentation.count)).first(where: { bytes[$0..<$0 + pixelRepresentation.count].elementsEqual(pixelRepresentation) })
+        else { throw CocoaError(.fileReadCorruptFile) }
+        let slope: [UInt8] = [0x28, 0, 0x53, 0x10, 0x44, 0x53, 4, 0] + Array("nan ".utf8)
+        let end = at + pixelRepresentation.count
+        return Data(bytes[..<end] + slope + bytes[end...])
+    }
+
+    /// New-user findings with one DICOM whose Rescale Slope is 'nan': without --skip-unreadable
+    /// the error gives detect's hint and the failed first epoch leaves no run folder; with it,
+    /// train says how many images it left out and where they are listed; more than 10% left
+    /// out shows each reason whole, even under a long path.
+    func testUnreadableDICOMIsReportedAndAFailedFirstEpochLeavesNothing() throws {
+        let dir = try CLI.tempDir("nanslope")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = String(repeating: "a-long-folder-name-", count: 8) + "data"
+        XCTAssertEqual(try CLI.run(["synth", "-o", data, "--count", "20", "--size", "64", "--seed", "5", "--format", "dicom", "-q"], in: dir).status, 0)
+        let files = try ImageFile.list(in: dir.appendingPathComponent(data + "/stage_2_train_images"))
+        try Self.nanSlope(try Data(contentsOf: files[0])).write(to: files[0])
+        let train = ["train", "--data", data, "--epochs", "1", "--config", Self.tiny, "--batch", "4", "--workers", "1"]
+        // 3 of 20: more than 10%; the reasons are shown whole
+        for f in files[1..<3] { try Self.nanSlope(try Data(contentsOf: f)).write(to: f) }
+        var r = try CLI.run(train + ["-o", "many", "--skip-unreadable"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("3 of 20 images are missing or unreadable"), r.all)
+        XCTAssertTrue(r.stderr.contains("expected a finite number in -1e+06...1e+06); ") && !r.stderr.contains("bytes)"), r.all)
+    }
 }
