@@ -288,9 +288,12 @@ final class RunFolderTests: XCTestCase {
         let files = try ImageFile.list(in: dir.appendingPathComponent(data + "/stage_2_train_images"))
         try Self.nanSlope(try Data(contentsOf: files[0])).write(to: files[0])
         let train = ["train", "--data", data, "--epochs", "1", "--config", Self.tiny, "--batch", "4", "--workers", "1"]
+        var r = try CLI.run(train + ["-o", "lenient", "--skip-unreadable"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("1 image(s) skipped") && r.stderr.contains("lenient/skipped.csv"), r.all)
         // 3 of 20: more than 10%; the reasons are shown whole
         for f in files[1..<3] { try Self.nanSlope(try Data(contentsOf: f)).write(to: f) }
-        var r = try CLI.run(train + ["-o", "many", "--skip-unreadable"], in: dir)
+        r = try CLI.run(train + ["-o", "many", "--skip-unreadable"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains("3 of 20 images are missing or unreadable"), r.all)
         XCTAssertTrue(r.stderr.contains("expected a finite number in -1e+06...1e+06); ") && !r.stderr.contains("bytes)"), r.all)

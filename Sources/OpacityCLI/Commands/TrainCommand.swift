@@ -202,6 +202,11 @@ struct TrainCommand: ParsableCommand {
         say("run: \(outURL.path)")
         say("model: \(trainer.options.config)  (\(trainer.detector.parameterCount) parameters)")
         say("data: \(trainer.options.data), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(summary.validationImages) validation images")
+        let skipped = summary.dataset.missingImages.count + summary.dataset.unreadableImages.count
+        if skipped > 0 && group.isLeader {
+            // as detect and submit report theirs: the count, and where the list is
+            note("\(skipped) image(s) skipped, missing or unreadable (listed in \(outURL.appendingPathComponent("skipped.csv").path))")
+        }
         say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
         say(distributedOptions.describe(group))
         let b = trainer.options.batchSize, p = group.size
