@@ -55,17 +55,30 @@ public struct TrainingSetup {
     /// data options again.
     /// - Throws: ``RunError/notARun(_:)`` when the folder has no `options.json`;
     ///   ``RunError/incompatible(_:)`` when it was written by a version that did not record
-    ///   the data (then name the data again).
+    ///   where the data is, or the recorded data no longer exists (then name the data again).
     public static func resuming(runDirectory: URL) throws -> TrainingSetup {
         guard let saved = try savedOptions(in: runDirectory) else { throw RunError.notARun(runDirectory.path) }
         let data: DataLocation
+        let file = runDirectory.appendingPathComponent("options.json").path
+        let nameIt = "name where the data is now: --data DIR (RSNA layout) or --labels CSV --images DIR"
+        func gone(_ path: String, _ key: String, _ what: String) -> RunError {
+            .incompatible("\(file) records the data \(what) as \"\(key)\": \"\(InputLimits.quoted(path, limit: 300))\", which no longer exists; \(nameIt)")
+        }
+        let fm = FileManager.default
         if let root = saved.dataRoot {
+            guard fm.fileExists(atPath: root) else { throw gone(root, "dataRoot", "folder") }
             data = .rsna(URL(fileURLWithPath: root))
         } else if let l = saved.labelsPath, let i = saved.imagesPath {
+            guard fm.fileExists(atPath: l) else { throw gone(l, "labelsPath", "labels CSV") }
+            guard fm.fileExists(atPath: i) else { throw gone(i, "imagesPath", "image folder") }
             data = .csv(labels: URL(fileURLWithPath: l), images: URL(fileURLWithPath: i))
+        } else if saved.data.hasPrefix("/") {
+            // older versions recorded only "data", then the folder's full path
+            guard fm.fileExists(atPath: saved.data) else { throw gone(saved.data, "data", "folder (an older run, without \"dataRoot\")") }
+            data = .rsna(URL(fileURLWithPath: saved.data))
         } else {
-            throw RunError.incompatible("\(runDirectory.path)/options.json does not record where the data is (an older run); "
-                                        + "name it again: --data DIR or --labels CSV --images DIR")
+            throw RunError.incompatible("\(file) records the data only by its name, \"data\": \"\(InputLimits.quoted(saved.data, limit: 300))\", "
+                                        + "not where it is (an older run, without \"dataRoot\"); \(nameIt)")
         }
         var setup = TrainingSetup(options: saved, data: data, runDirectory: runDirectory)
         setup.limitTrain = saved.limitTrain

@@ -298,4 +298,23 @@ final class RunFolderTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("3 of 20 images are missing or unreadable"), r.all)
         XCTAssertTrue(r.stderr.contains("expected a finite number in -1e+06...1e+06); ") && !r.stderr.contains("bytes)"), r.all)
     }
+
+    /// train-resume-needs-data with a run of an older version whose options.json records the
+    /// data folder only in "data", a folder that no longer exists: the message says so.
+    func testResumeNamesARecordedDataFolderThatIsGone() throws {
+        let dir = try CLI.tempDir("gone")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let run = dir.appendingPathComponent("run")
+        try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+        var options = TrainingOptions(config: Self.tiny)
+        options.data = dir.appendingPathComponent("moved/data").path
+        try JSONEncoder().encode(options).write(to: run.appendingPathComponent("options.json"))
+        var r = try CLI.run(["train", "-o", "run", "--resume"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("\"data\": \"\(options.data)\", which no longer exists") && r.stderr.contains("--data DIR"), r.all)
+        options.dataRoot = dir.appendingPathComponent("elsewhere").path
+        try JSONEncoder().encode(options).write(to: run.appendingPathComponent("options.json"))
+        r = try CLI.run(["train", "-o", "run", "--resume"], in: dir)
+        XCTAssertTrue(r.stderr.contains("\"dataRoot\": \"\(options.dataRoot!)\", which no longer exists"), r.all)
+    }
 }
