@@ -43,6 +43,10 @@ public struct TrainingSetup {
         public var trainImages: Int
         public var validationImages: Int
         public var resumedFrom: URL?
+        /// What the run folder held before this setup wrote into it: a run that fails before
+        /// its first checkpoint takes back what it wrote with ``RunFolderSnapshot/takeBack()``
+        /// (`nil` on ranks that write nothing).
+        public var before: RunFolderSnapshot?
     }
 
     /// The largest fraction of the data set's images that `skipProblemImages` may leave
@@ -133,8 +137,24 @@ public struct TrainingSetup {
         let augmentation = try AugmentationConfig(parsing: options.augmentation)
         // one run at a time per folder: the lock is taken before anything is written there
         // (under MPI rank 0 holds it for the job: only rank 0 writes the run folder)
+        let foldsURL = foldsFile ?? runDirectory.appendingPathComponent("folds.csv")
+        let before = group.isLeader ? RunFolderSnapshot(runDirectory: runDirectory, foldsFile: foldsURL) : nil
         let lock = group.isLeader ? try RunLock(runDirectory: runDirectory) : nil
         if let old = lock?.takenOverFrom { observer?.trainingMessage("note: took over the stale lock of a run that is gone (\(old))") }
+        return try withExtendedLifetime(lock) {
+            do {
+                return try build(registry: registry, resume: resume, observer: observer, options: options, canonical: canonical,
+                                 augmentation: augmentation, foldsURL: foldsURL, lock: lock, before: before)
+            } catch {
+                // nothing half-made stays behind (under the lock, so no other run's files are touched)
+                before?.takeBack()
+                throw error
+            }
+        }
+    }
+
+    private func build(registry: Registry, resume: Bool, observer: TrainingObserver?, options: TrainingOptions, canonical: String,
+                             augmentation: AugmentationConfig, foldsURL: URL, lock: RunLock?, before: RunFolderSnapshot?) throws -> (Trainer, Summary) {
         if resume, let saved = try Self.savedOptions(in: runDirectory), saved.dataRoot != nil || saved.labelsPath != nil,
            saved.limitValidation != options.limitValidation
             || saved.limitTrain != options.limitTrain || saved.skipProblemImages.map({ $0 != skipProblemImages }) ?? false {
@@ -147,7 +167,6 @@ public struct TrainingSetup {
         let dataset = try data.load(skipProblemImages: skipProblemImages, checkImages: skipProblemImages)
         if group.isLeader { try writeSkipped(dataset.report) }
         // folds: reuse the run's file so a resumed run sees the same split
-        let foldsURL = foldsFile ?? runDirectory.appendingPathComponent("folds.csv")
         let folds: Folds
         if FileManager.default.fileExists(atPath: foldsURL.path) {
             folds = try Folds.read(from: foldsURL, expectedCount: options.folds)
@@ -199,7 +218,7 @@ public struct TrainingSetup {
         var resumed: URL?
         if resume { resumed = try trainer.resume() }
         return (trainer, Summary(dataset: dataset.report, trainImages: train.records.count, validationImages: validation.records.count,
-                                 resumedFrom: resumed))
+                                 resumedFrom: resumed, before: before))
     }
 
     /// Lists the images the data set left out in `skipped.csv` in the run folder (nothing
@@ -228,5 +247,39 @@ public struct TrainingSetup {
         }
         while s.hasSuffix("-") { s.removeLast() }
         return "\(s)_fold\(fold)_seed\(seed)"
+    }
+}
+
+/// What a run folder held before a training command wrote into it (the folder itself,
+/// `options.json`, the folds file, `checkpoints/`, `log.jsonl`, `best.opb`), so that a run
+/// that fails before its first checkpoint leaves nothing half-made: ``takeBack()`` removes
+/// what was not there before. `skipped.csv` is kept (the report of what the data lacks).
+public struct RunFolderSnapshot: Sendable {
+    public let runDirectory: URL
+    /// The files this snapshot watches that existed.
+    let existed: Set<String>
+    let watched: [URL]
+    let checkpointsExisted: Bool
+
+    /// Records what exists now.
+    public init(runDirectory: URL, foldsFile: URL) {
+        self.runDirectory = runDirectory
+        let fm = FileManager.default
+        watched = [runDirectory.appendingPathComponent("options.json"), foldsFile, runDirectory.appendingPathComponent("log.jsonl"),
+                   runDirectory.appendingPathComponent("best.opb")]
+        existed = Set(watched.filter { fm.fileExists(atPath: $0.path) || (try? fm.destinationOfSymbolicLink(atPath: $0.path)) != nil }.map(\.path))
+        checkpointsExisted = fm.fileExists(atPath: runDirectory.appendingPathComponent("checkpoints").path)
+    }
+
+    /// Removes the watched files that did not exist when the snapshot was taken, and an empty
+    /// `checkpoints/` that did not, unless the run folder now holds a checkpoint (then it is
+    /// a run to resume). The folder itself is removed by the ``RunLock`` that created it,
+    /// when it is released with nothing in it.
+    public func takeBack() {
+        guard Trainer.latestCheckpoint(in: runDirectory) == nil else { return }
+        let fm = FileManager.default
+        for url in watched where !existed.contains(url.path) { try? fm.removeItem(at: url) }
+        let checkpoints = runDirectory.appendingPathComponent("checkpoints")
+        if !checkpointsExisted, (try? fm.contentsOfDirectory(atPath: checkpoints.path)) == [] { try? fm.removeItem(at: checkpoints) }
     }
 }

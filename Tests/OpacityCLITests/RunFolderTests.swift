@@ -288,7 +288,11 @@ final class RunFolderTests: XCTestCase {
         let files = try ImageFile.list(in: dir.appendingPathComponent(data + "/stage_2_train_images"))
         try Self.nanSlope(try Data(contentsOf: files[0])).write(to: files[0])
         let train = ["train", "--data", data, "--epochs", "1", "--config", Self.tiny, "--batch", "4", "--workers", "1"]
-        var r = try CLI.run(train + ["-o", "lenient", "--skip-unreadable"], in: dir)
+        var r = try CLI.run(train + ["-o", "strict"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("RescaleSlope (0028,1053) is 'nan'") && r.stderr.contains("add --skip-unreadable"), r.all)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("strict").path), "a half-made run folder is left")
+        r = try CLI.run(train + ["-o", "lenient", "--skip-unreadable"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains("1 image(s) skipped") && r.stderr.contains("lenient/skipped.csv"), r.all)
         // 3 of 20: more than 10%; the reasons are shown whole

@@ -248,7 +248,24 @@ struct TrainCommand: ParsableCommand {
                 say(e.description)
                 throw (interrupt.signalNumber == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted).code
             }
+            summary.before?.takeBack()
             throw e
+        } catch {
+            // a run that fails before its first checkpoint leaves no half-made run folder
+            summary.before?.takeBack()
+            throw Self.withSkipHint(error, skipping: setup.skipProblemImages)
+        }
+    }
+
+    /// An image that cannot be read, met while training without `--skip-unreadable`, with the
+    /// hint `detect` gives (other errors as they are).
+    static func withSkipHint(_ error: Error, skipping: Bool) -> Error {
+        guard !skipping, let e = error as? DataError else { return error }
+        switch e {
+        case .malformedDICOM, .unsupportedTransferSyntax, .unsupportedPixelFormat, .jpegDecodingFailed, .pngFailed, .unknownImageFormat,
+            .unreadableFile, .missingFile:
+            return WithHint(e, "to leave out the images that cannot be read and go on, add --skip-unreadable (they are listed in skipped.csv in the run folder)")
+        default: return error
         }
     }
 
