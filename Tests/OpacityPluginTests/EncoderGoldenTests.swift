@@ -109,6 +109,13 @@ final class EncoderGoldenTests: XCTestCase {
     }
 
     func testEveryEncoderGivesTheRecordedNumbers() throws {
+        // The fixture holds the bits of the kernels of its day (im2col and Winograd F(4x4, 3x3)).
+        // Winograd F(2x2, 3x3), added since for mid-size maps, rounds differently (checked against
+        // the reference convolution in Winograd2Tests, relative error at most 1e-4), so it is off
+        // here: this test guards the module tree and the checkpoint names, not a kernel choice.
+        let savedWinograd2 = ConvolutionSettings.winograd2
+        ConvolutionSettings.winograd2 = false
+        defer { ConvolutionSettings.winograd2 = savedWinograd2 }
         var records: [String: Record] = [:]
         for name in Self.encoders {
             let started = Date()
