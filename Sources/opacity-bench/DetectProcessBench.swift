@@ -65,30 +65,37 @@ enum DetectProcessBench {
     }
 
     /// Runs `opacity detect` once into a fresh folder; returns elapsed seconds and the child's
-    /// peak resident bytes. Throws when it fails or writes no `detections.json`.
+    /// own peak resident bytes (`wait4`'s `ru_maxrss` of that child, not `RUSAGE_CHILDREN`,
+    /// which is the largest of every child so far, PyTorch's included in a `report` run).
+    /// Throws when it fails or writes no `detections.json`.
     static func timeProcess(_ opacity: URL, image: URL, threads: Int, extra: [String]) throws -> (Double, Int) {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-bench-detect-\(getpid())-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: out) }
-        let p = Process()
-        p.executableURL = opacity
-        p.arguments = ["detect", image.path, "-o", out.path, "--threads", "\(threads)"] + extra
-        p.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        p.standardError = errors
-        let start = DispatchTime.now().uptimeNanoseconds
-        try p.run()
-        let stderr = errors.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
-        guard p.terminationStatus == 0, FileManager.default.fileExists(atPath: out.appendingPathComponent("detections.json").path) else {
-            throw BenchError("opacity detect failed (exit \(p.terminationStatus)): \(String(decoding: stderr, as: UTF8.self).prefix(400))")
+        let log = out.path + ".stderr"
+        defer {
+            try? FileManager.default.removeItem(at: out)
+            try? FileManager.default.removeItem(atPath: log)
         }
-        var u = rusage()
-        #if os(Linux)
-            getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &u)
-        #else
-            getrusage(RUSAGE_CHILDREN, &u)
-        #endif
-        return (seconds, Int(u.ru_maxrss) * 1024)
+        let arguments = [opacity.path, "detect", image.path, "-o", out.path, "--threads", "\(threads)"] + extra
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var pid: pid_t = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        let spawned = posix_spawn(&pid, opacity.path, &actions, nil, &argv, environ)
+        guard spawned == 0 else { throw BenchError("cannot start \(opacity.path): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+        let exited = status & 0x7f == 0, code = (status >> 8) & 0xff
+        guard exited, code == 0, FileManager.default.fileExists(atPath: out.appendingPathComponent("detections.json").path) else {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            throw BenchError("opacity detect failed (\(exited ? "exit \(code)" : "signal \(status & 0x7f)")): \(text.prefix(400))")
+        }
+        return (seconds, Int(usage.ru_maxrss) * 1024)
     }
 }
