@@ -279,10 +279,12 @@ open class Module {
     /// Going into training mode also releases what inference cached on the parameters (the
     /// Winograd transforms and oneDNN reorders of the weights, ``TensorMemory/derivedCacheLimitBytes``):
     /// the first optimizer step would make them stale, and until then they would only add to the
-    /// training step's peak memory.
+    /// training step's peak memory. (Only on a change of mode: the trainer calls `train()`
+    /// before every step, and walking the parameters again each time would be wasted.)
     public func train(_ on: Bool = true) {
+        let entering = on && !isTraining
         for (_, m) in namedModules() { m.setMode(on) }
-        if on { for p in parameters { p.value.storage.releaseDerivedValues() } }
+        if entering { for p in parameters { p.value.storage.releaseDerivedValues() } }
     }
 
     private func setMode(_ on: Bool) {

@@ -394,11 +394,12 @@ final class ConvolutionTests: XCTestCase {
                 init(_ p: Parameter) { self.p = p }
             }
             let module = Holder(p)
+            module.eval()  // as for validation between epochs
             _ = Autograd.inference { conv(c, x, p.value, nil) }
             _ = Autograd.inference { conv(c, x, p.value, nil) }
             XCTAssertEqual(TensorMemory.derivedCachedBytes - before, transformBytes)
             module.train()
-            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "train() releases the parameters' cached transforms")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes - before, 0, "train() after eval() releases the parameters' cached transforms")
             // A parameter updated by Adam (in place), as in training.
             let opt = Adam([("w", p)], learningRate: 0.05)
             for step in 0..<3 {
