@@ -43,6 +43,11 @@ public enum OpacityMain {
         do {
             command = try OpacityCommand.parseAsRoot(arguments)
         } catch {
+            // a value refused for an option with a list of values: the message also names the nearest
+            if OpacityCommand.exitCode(for: error) == .validationFailure, let amended = ChoiceErrors.amend(OpacityCommand.fullMessage(for: error)) {
+                FileHandle.standardError.write(Data((amended.hasSuffix("\n") ? amended : amended + "\n").utf8))
+                exit(ExitStatus.usageError.rawValue)
+            }
             // usage errors, --help and --version, as ArgumentParser prints them
             OpacityCommand.exit(withError: error)
         }

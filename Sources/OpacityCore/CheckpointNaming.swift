@@ -69,7 +69,7 @@ public struct CheckpointNaming: Sendable {
         let all = allKeyMaps
         if let m = all.first(where: { $0.name == name }) { return m }
         let valid = all.map(\.name)
-        throw CheckpointError.unknownKeyMap(encoder: encoder, name: name, valid: valid, nearest: nearestMatch(name, in: valid))
+        throw CheckpointError.unknownKeyMap(encoder: encoder, name: name, valid: valid, nearest: nearestValue(name, in: valid))
     }
 }
 

@@ -279,29 +279,41 @@ struct ConfigParser {
     }
 }
 
+/// The edit (Levenshtein) distance between two strings' characters.
+private func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var prev = Array(0...b.count), cur = [Int](repeating: 0, count: b.count + 1)
+    for i in 1...a.count {
+        cur[0] = i
+        for j in 1...b.count {
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        swap(&prev, &cur)
+    }
+    return prev[b.count]
+}
+
 /// The nearest string to `word` among `candidates` by edit distance, if close enough to
 /// be a plausible typo.
 public func nearestMatch(_ word: String, in candidates: [String]) -> String? {
-    func distance(_ a: [Character], _ b: [Character]) -> Int {
-        if a.isEmpty { return b.count }
-        if b.isEmpty { return a.count }
-        var prev = Array(0...b.count), cur = [Int](repeating: 0, count: b.count + 1)
-        for i in 1...a.count {
-            cur[0] = i
-            for j in 1...b.count {
-                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            swap(&prev, &cur)
-        }
-        return prev[b.count]
-    }
     // a long word is no typo of a short name (and the distance is quadratic)
     guard word.count <= 64 else { return nil }
     let w = Array(word.lowercased())
-    let scored = candidates.map { ($0, distance(w, Array($0.lowercased()))) }
+    let scored = candidates.map { ($0, editDistance(w, Array($0.lowercased()))) }
     guard let best = scored.min(by: { $0.1 < $1.1 }) else { return nil }
     let limit = max(2, w.count / 2)
     if best.1 <= limit { return best.0 }
     // a prefix or substring match is also a good guess
     return candidates.first { $0.lowercased().hasPrefix(word.lowercased()) || word.lowercased().hasPrefix($0.lowercased()) }
+}
+
+/// The candidate nearest to `word`, however far: ``nearestMatch(_:in:)`` when it finds a
+/// plausible typo, else the first candidate with the fewest edits (case ignored; only the
+/// first 64 characters of `word` are compared). `nil` only when `candidates` is empty.
+/// For a short list of choices (an option's values), where naming the closest one always helps.
+public func nearestValue(_ word: String, in candidates: [String]) -> String? {
+    if let near = nearestMatch(word, in: candidates) { return near }
+    let w = Array(word.lowercased().prefix(64))
+    return candidates.min { editDistance(w, Array($0.lowercased())) < editDistance(w, Array($1.lowercased())) }
 }

@@ -30,6 +30,98 @@ final class CLIConsistencyTests: XCTestCase {
         }
     }
 
+    /// Every option that takes one of a list of values (each one `--experimental-dump-help`
+    /// lists, in every subcommand), given a value off the list, names the option, every
+    /// accepted value and the nearest one (new-user trial: `detect --format xml` named no
+    /// nearest value). The value given is the last accepted one with its last character
+    /// doubled: one edit from it and farther from every other value.
+    func testEveryChoiceOptionNamesTheNearestValue() throws {
+        let dump = try CLI.run(["--experimental-dump-help"])
+        XCTAssertEqual(dump.status, 0, dump.all)
+        let root = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
+        var found: [(path: [String], option: String, values: [String])] = []
+        func walk(_ command: [String: Any], _ path: [String]) {
+            for a in command["arguments"] as? [[String: Any]] ?? [] {
+                guard let values = a["allValues"] as? [String], !values.isEmpty, a["kind"] as? String == "option",
+                    let name = a["preferredName"] as? [String: Any], let n = name["name"] as? String, name["kind"] as? String == "long"
+                else { continue }
+                found.append((path, "--" + n, values))
+            }
+            for sub in command["subcommands"] as? [[String: Any]] ?? [] { walk(sub, path + [sub["commandName"] as? String ?? "?"]) }
+        }
+        walk(try XCTUnwrap(root["command"] as? [String: Any]), [])
+        // detect --format, synth --format, eval --ensemble, export --storage, plugins --kind, ...
+        XCTAssertGreaterThanOrEqual(found.count, 15, "\(found)")
+        XCTAssertTrue(found.contains { $0.path == ["detect"] && $0.option == "--format" }, "\(found)")
+        for (path, option, values) in found {
+            let last = values[values.count - 1]
+            let typo = last + String(last.suffix(1))
+            let r = try CLI.run(path + [option, typo])
+            XCTAssertEqual(r.status, 64, "\(path) \(option) \(typo): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("'\(typo)' is invalid for '\(option)"), "\(path) \(option): \(r.stderr)")
+            for v in values { XCTAssertTrue(r.stderr.contains("'\(v)'"), "\(path) \(option) should list '\(v)': \(r.stderr)") }
+            XCTAssertTrue(r.stderr.contains("(nearest valid: '\(values[values.count - 1])')"), "\(path) \(option) \(typo): \(r.stderr)")
+        }
+        // however far the value is, the nearest is named
+        let far = try CLI.run(["detect", "x.png", "--format", "xml"])
+        XCTAssertEqual(far.status, 64, far.all)
+        XCTAssertTrue(far.stderr.contains("Please provide one of 'json' and 'csv' (nearest valid: 'csv')."), far.stderr)
+        XCTAssertTrue(far.stderr.contains("Usage: opacity detect"), far.stderr)
+        // the values the commands check themselves
+        let checked: [([String], String, String)] = [
+            (["import", "x.safetensors", "--encoder", "resnet34", "--storage", "fp3"], "--storage 'fp3'", "fp32"),
+            (["import", "x.safetensors", "--encoder", "resnet34", "--storage", "int9"], "--storage 'int9'", "int8"),
+            (["convert", "a.dcm", "-o", "a.png", "--window", "atuo"], "--window 'atuo'", "auto"),
+            (["convert", "a.dcm", "-o", "a.png", "--window", "minmx"], "--window 'minmx'", "minmax"),
+        ]
+        for (args, named, nearest) in checked {
+            let r = try CLI.run(args)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(named) && r.stderr.contains("(nearest valid: '\(nearest)')"), "\(args): \(r.stderr)")
+        }
+    }
+
+    /// Folds, output paths and small input files are checked before a model or the data is
+    /// loaded (new-user trial: `eval --fold 7` was refused only after the model had loaded).
+    /// Each case's model is a bundle of random bytes and its data lacks its images: an error
+    /// about either means the cheap check came too late.
+    func testCheapArgumentsAreCheckedBeforeModelsAndData() throws {
+        let dir = try CLI.tempDir("early")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: dir.appendingPathComponent("data/stage_2_train_images"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: dir.appendingPathComponent("run"), withIntermediateDirectories: true)
+        let garbage = Data((0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) })
+        try garbage.write(to: dir.appendingPathComponent("bad.opb"))
+        try garbage.write(to: dir.appendingPathComponent("run/best.opb"))
+        let folds = "patientId,class,fold\na,Normal,0\nb,Normal,1\n"
+        try Data(folds.utf8).write(to: dir.appendingPathComponent("f.csv"))
+        try Data(folds.utf8).write(to: dir.appendingPathComponent("run/folds.csv"))
+        try Data("patientId,x,y,width,height,Target\na,,,,,0\nb,,,,,0\n".utf8).write(to: dir.appendingPathComponent("data/stage_2_train_labels.csv"))
+        try Data("patientId,PredictionString\na,\n".utf8).write(to: dir.appendingPathComponent("sub.csv"))
+        try Data("not,a,labels,file\n".utf8).write(to: dir.appendingPathComponent("labels.csv"))
+        let cases: [([String], String)] = [
+            (["eval", "--model", "bad.opb", "--data", "data", "--fold", "7"], "--fold 7 does not exist with --folds 4; expected 0...3"),
+            (["eval", "--model", "run", "--data", "data", "--fold", "3"], "--fold 3 does not exist in \(dir.appendingPathComponent("run/folds.csv").path); expected 0...1"),
+            (["eval", "--model", "bad.opb", "--data", "data", "--folds-file", "f.csv", "--fold", "2"], "--fold 2 does not exist in"),
+            (
+                ["train", "--data", "data", "--folds-file", "f.csv", "--fold", "3", "-o", "r", "--config", CLIRobustnessTests.tiny],
+                "--fold 3 has no patients in f.csv; expected one of its folds: 0, 1"
+            ),
+            (["score", "sub.csv", "--labels", "labels.csv", "--per-image", "sub.csv"], "--per-image sub.csv is an input of this command"),
+            (["export", "bad.opb", "-o", "bad.opb"], "-o bad.opb is the model being exported"),
+            (["export", "bad.opb", "-o", "x.opb", "--card", "nocard.json"], "--card nocard.json: no such file"),
+        ]
+        for (args, expected) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(expected), "\(args): expected '\(expected)' in \(r.stderr)")
+        }
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("r").path), "train made a run folder")
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("eval").path), "eval made an output folder")
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("bad.opb")), garbage)
+    }
+
     /// A missing input data file is data error 1 (ExitStatus's table and CLI.md's); a missing
     /// required option, and a path checked before anything loads (`detect`'s input), are usage
     /// error 64.

@@ -72,13 +72,6 @@ struct EvalCommand: ParsableCommand {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the report, CSVs and figures")
         if let opOut = operatingPointOut { try requireOutputFile(opOut, option: "--operating-point-out", for: "the bundle with its operating point") }
-        let registry = try pluginOptions.registry()
-        let (predictor, urls) = try model.predictor(registry: registry)
-        say(model.describe(urls, predictor))
-        let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
-        var records = dataset.records
-        var scoredFold: Int?
-        var foldLine: String?
         // a folds file read for the fold or, with --all, for its view column only
         var readFolds: (folds: Folds, path: String)?
         // a single zoo entry that lists its held-out images
@@ -89,8 +82,11 @@ struct EvalCommand: ParsableCommand {
         {
             zooHeldOut = (name, Set(ids))
         }
+        // the fold and its folds file, checked before the model and the data load (which take
+        // minutes on a large set): a fold out of range is refused at once
+        var fold = self.fold ?? 0
+        var foldsURL = foldsFile.map { URL(fileURLWithPath: $0) }
         if !all {
-            var fold = self.fold ?? 0
             // a run folder's validation fold: another fold holds the images it trained on
             for m in model.models {
                 guard let saved = try? TrainingSetup.savedOptions(in: URL(fileURLWithPath: m)) else { continue }
@@ -102,7 +98,6 @@ struct EvalCommand: ParsableCommand {
                 }
                 if asked != saved.fold { say("warning: \(m) trained on fold \(asked); this score is on its training images") }
             }
-            var foldsURL = foldsFile.map { URL(fileURLWithPath: $0) }
             if foldsURL == nil, let m = model.models.first, let u = Optional(URL(fileURLWithPath: m)),
                 FileManager.default.fileExists(atPath: u.appendingPathComponent("folds.csv").path)
             {
@@ -114,13 +109,28 @@ struct EvalCommand: ParsableCommand {
             {
                 foldsURL = URL(fileURLWithPath: file)
             }
+            if let foldsURL {
+                let f = try Folds.read(from: foldsURL)
+                readFolds = (f, foldsURL.path)
+                guard fold < f.count else { throw ValidationError("--fold \(fold) does not exist in \(foldsURL.path); expected 0...\(f.count - 1)") }
+            } else if self.fold != nil, fold >= folds {
+                throw ValidationError("--fold \(fold) does not exist with --folds \(folds); expected 0...\(folds - 1) (or more folds with --folds)")
+            }
+        }
+        let registry = try pluginOptions.registry()
+        let (predictor, urls) = try model.predictor(registry: registry)
+        say(model.describe(urls, predictor))
+        let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
+        var records = dataset.records
+        var scoredFold: Int?
+        var foldLine: String?
+        if !all {
             if foldsURL == nil, self.fold == nil, let (name, heldOut) = zooHeldOut, records.contains(where: { heldOut.contains($0.id) }) {
                 // the zoo entry's own validation images: what it was not trained on
                 records = records.filter { heldOut.contains($0.id) }
                 foldLine = "scoring the \(records.count) images \(name) held out from its training (listed in its zoo entry)"
             } else {
-                let f = try foldsURL.map { try Folds.read(from: $0) } ?? Folds.stratified(dataset, count: folds)
-                if let foldsURL { readFolds = (f, foldsURL.path) }
+                let f = try readFolds?.folds ?? Folds.stratified(dataset, count: folds)
                 guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
                 let ids = Set(f.ids(inFold: fold))
                 records = records.filter { ids.contains($0.id) }

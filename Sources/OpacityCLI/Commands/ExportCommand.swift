@@ -84,6 +84,20 @@ struct ExportCommand: ParsableCommand {
         let reference = model ?? modelOption ?? defaultModelName
         if model == nil && modelOption == nil { note("no model named: exporting the zoo's \(defaultModelName) (name another as the first argument or --model)") }
         let url = try ModelReference.resolve(reference)
+        // before the model loads: the output is not the input, and the card reads
+        if OutputPaths.sameFile(URL(fileURLWithPath: output), url) {
+            throw ValidationError(
+                "-o \(output) is the model being exported; name a new file (e.g. \(url.deletingPathExtension().lastPathComponent)\(format == .onnx ? ".onnx" : "-export.opb"))")
+        }
+        var givenCard: ModelCard?
+        if let card {
+            guard FileManager.default.fileExists(atPath: card) else {
+                throw ValidationError("--card \(card): no such file; expected a model card (JSON, see Documentation/Zoo.md, Model cards)")
+            }
+            do { givenCard = try JSONDecoder().decode(ModelCard.self, from: Data(contentsOf: URL(fileURLWithPath: card))) } catch {
+                throw ValidationError("--card \(card): not a model card (\(error)); see Documentation/Zoo.md, Model cards")
+            }
+        }
         let loaded = try Detector.loadWithReport(from: url, registry: registry)
         if format == .onnx {
             try exportONNX(loaded.detector, bundle: url)
@@ -98,11 +112,8 @@ struct ExportCommand: ParsableCommand {
         if let dataDescription { meta.provenance.data = dataDescription }
         if let op = loaded.info.metadata.extra[OperatingPoint.key] { meta.extra[OperatingPoint.key] = op }
         var modelCard: ModelCard
-        if let card {
-            let u = URL(fileURLWithPath: card)
-            do { modelCard = try JSONDecoder().decode(ModelCard.self, from: Data(contentsOf: u)) } catch {
-                throw ValidationError("--card \(card): not a model card (\(error)); see Documentation/Zoo.md, Model cards")
-            }
+        if let givenCard {
+            modelCard = givenCard
         } else if let existing = ModelCard(metadata: loaded.info.metadata) {
             modelCard = existing
         } else {

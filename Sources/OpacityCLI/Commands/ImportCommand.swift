@@ -60,8 +60,8 @@ struct ImportCommand: ParsableCommand {
     func validate() throws {
         guard StoragePolicy(name: storage) != nil else {
             throw ValidationError(
-                "unknown storage '\(storage)'; expected one of \(StorageType.userNames.joined(separator: ", "))"
-                    + (nearestMatch(storage, in: StorageType.userNames).map { " (did you mean '\($0)'?)" } ?? ""))
+                "--storage '\(InputLimits.quoted(storage))' is not valid; expected one of \(StorageType.userNames.joined(separator: ", "))"
+                    + (nearestValue(storage, in: StorageType.userNames).map { " (nearest valid: '\($0)')" } ?? ""))
         }
     }
 

@@ -36,7 +36,14 @@ struct ScoreCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let perImage { try requireOutputFile(perImage, option: "--per-image", for: "the per-image scores CSV") }
+        if let perImage {
+            // before anything is read: the output path is checked first
+            try requireOutputFile(perImage, option: "--per-image", for: "the per-image scores CSV")
+            let out = URL(fileURLWithPath: perImage)
+            for input in [submission, labels] + (foldsFile.map { [$0] } ?? []) where OutputPaths.sameFile(out, URL(fileURLWithPath: input)) {
+                throw ValidationError("--per-image \(perImage) is an input of this command; choose another file")
+            }
+        }
         let sub = try Submission(contentsOf: URL(fileURLWithPath: submission))
         let folds = try foldsFile.map { try Folds.read(from: URL(fileURLWithPath: $0)) }
         if let foldsFile, folds?.views.isEmpty == true {
@@ -55,9 +62,6 @@ struct ScoreCommand: ParsableCommand {
         let s = SubmissionScore(submission: sub, truth: truth)
         if let perImage {
             let out = URL(fileURLWithPath: perImage)
-            for input in [URL(fileURLWithPath: submission), URL(fileURLWithPath: labels)] where OutputPaths.sameFile(out, input) {
-                throw ValidationError("--per-image \(perImage) is an input of this command; choose another file")
-            }
             let csv = CSVTable.render(header: ["patientId", "score"], rows: s.perImage.map { [$0.patientId, $0.score.map { String(format: "%.6f", $0) } ?? ""] })
             try createParentFolder(of: out, option: "--per-image")
             try Data(csv.utf8).write(to: out, options: .atomic)

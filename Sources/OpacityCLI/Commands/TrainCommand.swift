@@ -147,6 +147,15 @@ struct TrainCommand: ParsableCommand {
             options.encoderWeights = encoderWeights
             options.initWeights = initWeights
             options.data = try dataOptions.location().provenanceLabel
+            if let foldsFile {
+                // before the data loads (every image is decoded with --skip-unreadable): a fold
+                // the file lacks would otherwise be found only then
+                let f = try Folds.read(from: URL(fileURLWithPath: foldsFile), expectedCount: folds)
+                guard !f.ids(inFold: fold).isEmpty else {
+                    let present = Set(f.fold.values).sorted().map(String.init).joined(separator: ", ")
+                    throw ValidationError("--fold \(fold) has no patients in \(foldsFile); expected one of its folds: \(present)")
+                }
+            }
             outURL = URL(fileURLWithPath: out ?? "runs/" + TrainingSetup.runName(canonical: options.config, fold: fold, seed: seed))
             if !resume, Trainer.latestCheckpoint(in: outURL) != nil {
                 throw ValidationError("\(outURL.path) already holds a run; continue it with --resume, or choose another -o/--output")

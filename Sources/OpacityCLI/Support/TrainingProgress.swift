@@ -70,7 +70,8 @@ final class TrainingProgress: TrainingObserver {
                 log.metric.threshold, log.lr, log.imagesPerSecond, log.checkpoint, log.best ? "  (best)" : ""))
     }
 
-    func trainingMessage(_ text: String) { write(text + "\n") }
+    /// A line of its own (on a terminal the progress line is cleared first, and redrawn with the next step).
+    func trainingMessage(_ text: String) { write((isTTY ? "\r\u{1B}[2K" : "") + text + "\n") }
 }
 
 /// Turns the first Ctrl-C (SIGINT) or SIGTERM (what `timeout`, `kill` and job schedulers
