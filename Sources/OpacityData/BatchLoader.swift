@@ -192,16 +192,11 @@ public final class EpochIterator: @unchecked Sendable {
     /// Batches in this epoch.
     public var batchCount: Int { state.count }
 
-    /// The next batch, or `nil` at the end of the epoch.
+    /// The next batch, or `nil` at the end of the epoch. A batch whose images were all
+    /// skipped comes empty (no ids; its `skipped` names them), so that every skipped image
+    /// reaches the caller's report (with one image a batch, each skipped image is such a batch).
     /// - Throws: the first image error when `skipUnreadable` is off.
-    public func next() throws -> Batch? {
-        while true {
-            guard let r = try state.take() else { return nil }
-            // every image skipped: move on (a shard always comes: every process takes every step)
-            if r.ids.isEmpty && !r.skipped.isEmpty && state.loader.config.shardCount == 1 { continue }
-            return r
-        }
-    }
+    public func next() throws -> Batch? { try state.take() }
 
     /// Stops the workers; pending batches are dropped.
     public func cancel() { state.cancel() }

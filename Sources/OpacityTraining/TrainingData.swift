@@ -51,6 +51,9 @@ public final class LoaderBatchSource: BatchSource {
     public let loader: BatchLoader
     /// Images left out because they could not be read (reported once each).
     public private(set) var skipped: [SkippedImage] = []
+    /// Called with the images of a batch that could not be read, as the batch is taken (on
+    /// the thread that takes the batches), so that they can be announced while training goes on.
+    public var onSkip: (([SkippedImage]) -> Void)?
     private let lock = NSLock()
 
     public init(dataset: DetectionDataset, config: LoaderConfig) throws {
@@ -112,6 +115,7 @@ public final class LoaderBatchSource: BatchSource {
         lock.lock()
         skipped += s
         lock.unlock()
+        onSkip?(s)
     }
 }
 

@@ -238,8 +238,9 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     /// Another process holds the run folder's lock.
     case locked(path: String, holder: String)
     /// Too many images of the data set were missing or unreadable to go on; `examples` are
-    /// shown whole (each already bounded: the id and the reason quoted by ``TrainingSetup``).
-    case tooManySkipped(skipped: Int, total: Int, limit: Double, examples: [String])
+    /// shown whole (each already bounded: the id and the reason quoted by ``TrainingSetup``);
+    /// `list` is the path of the file that lists every one (the run folder's `skipped.csv`).
+    case tooManySkipped(skipped: Int, total: Int, limit: Double, examples: [String], list: String)
 
     public var description: String {
         switch self {
@@ -253,10 +254,10 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .invalidOption(name, value, expected): return "--\(name) \(value) is not valid; expected \(expected)"
         case let .locked(path, holder):
             return "\(path) is in use by another training run (\(holder)); wait for it to finish, or choose another -o/--output"
-        case let .tooManySkipped(skipped, total, limit, examples):
+        case let .tooManySkipped(skipped, total, limit, examples, list):
             return "\(skipped) of \(total) images are missing or unreadable, more than \(Int(limit * 100))% "
                 + "(the most --skip-unreadable leaves out); e.g. \(examples.prefix(3).joined(separator: "; ")). "
-                + "Check the data paths"
+                + "All \(skipped) are listed, with the reason, in \(list). Check the data paths"
         }
     }
 }

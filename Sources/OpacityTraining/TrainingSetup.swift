@@ -50,7 +50,7 @@ public struct TrainingSetup {
     }
 
     /// The largest fraction of the data set's images that `skipProblemImages` may leave
-    /// out (10%); above it the run stops with ``RunError/tooManySkipped(skipped:total:limit:examples:)``,
+    /// out (10%); above it the run stops with ``RunError/tooManySkipped(skipped:total:limit:examples:list:)``,
     /// since a run that loses most of its data is almost always a wrong path.
     public static let maximumSkippedFraction = 0.10
 
@@ -205,9 +205,16 @@ public struct TrainingSetup {
         trainer.observer = observer
         trainer.lock = lock
         trainer.group = group
-        // images the loaders leave out while decoding join skipped.csv and count towards the limit
+        // images the loaders leave out while decoding are announced as they are met (the first
+        // few by name), join skipped.csv and count towards the limit
         let setup = self, report = dataset.report
+        let announcer = LateSkipAnnouncer(
+            known: Set(report.missingImages).union(report.unreadableImages.keys), list: runDirectory.appendingPathComponent("skipped.csv"),
+            observer: group.isLeader ? observer : nil)
+        trainSource.onSkip = announcer.note
+        validationSource.onSkip = announcer.note
         trainer.afterEpoch = { [trainSource, validationSource] in
+            announcer.endEpoch()
             let late = trainSource.skipped + validationSource.skipped
             guard !late.isEmpty, setup.group.isLeader else { return }
             var r = report
@@ -234,7 +241,8 @@ public struct TrainingSetup {
         let total = report.patients
         if Double(rows.count) > Self.maximumSkippedFraction * Double(max(total, 1)) {
             throw RunError.tooManySkipped(skipped: rows.count, total: total, limit: Self.maximumSkippedFraction,
-                                          examples: rows.prefix(3).map { "\(InputLimits.quoted($0[0], limit: 200)) (\(InputLimits.quoted($0[1], limit: 1000)))" })
+                                          examples: rows.prefix(3).map { "\(InputLimits.quoted($0[0], limit: 200)) (\(InputLimits.quoted($0[1], limit: 1000)))" },
+                                          list: url.path)
         }
     }
 
@@ -281,5 +289,58 @@ public struct RunFolderSnapshot: Sendable {
         for url in watched where !existed.contains(url.path) { try? fm.removeItem(at: url) }
         let checkpoints = runDirectory.appendingPathComponent("checkpoints")
         if !checkpointsExisted, (try? fm.contentsOfDirectory(atPath: checkpoints.path)) == [] { try? fm.removeItem(at: checkpoints) }
+    }
+}
+
+/// Tells the user about images that could not be read during training (after the data set's
+/// first scan): the first ``shownByName`` by name with the reason, the rest as a count at the
+/// end of each epoch, each image once; every line names the file that lists them all.
+final class LateSkipAnnouncer: @unchecked Sendable {
+    /// How many late images are named one by one (a run with many gets counts instead).
+    static let shownByName = 5
+
+    private let lock = NSLock()
+    private var seen: Set<String>
+    private var named = 0
+    private var unnamed = 0
+    let list: URL
+    let observer: TrainingObserver?
+
+    /// - Parameters:
+    ///   - known: the images the first scan already left out (reported with the run's start).
+    ///   - list: the file that lists every image left out (the run folder's `skipped.csv`).
+    ///   - observer: where the lines go (`nil`: nowhere, as on the ranks that do not report).
+    init(known: Set<String>, list: URL, observer: TrainingObserver?) {
+        seen = known
+        self.list = list
+        self.observer = observer
+    }
+
+    /// Announces the images in `skipped` not seen before.
+    func note(_ skipped: [SkippedImage]) {
+        var lines: [String] = []
+        lock.lock()
+        for s in skipped where seen.insert(s.id).inserted {
+            if named < Self.shownByName {
+                named += 1
+                lines.append(
+                    "warning: left out image \(InputLimits.quoted(s.id, limit: 200)): \(InputLimits.quoted(s.reason, limit: 500)) "
+                        + "(listed in \(list.path) at the end of the epoch)")
+                if named == Self.shownByName { lines.append("warning: further images left out are counted at the end of each epoch") }
+            } else {
+                unnamed += 1
+            }
+        }
+        lock.unlock()
+        for l in lines { observer?.trainingMessage(l) }
+    }
+
+    /// Announces how many images were left out since the last count without being named.
+    func endEpoch() {
+        lock.lock()
+        let n = unnamed
+        unnamed = 0
+        lock.unlock()
+        if n > 0 { observer?.trainingMessage("warning: \(n) more image(s) could not be read and were left out; all are listed, with the reason, in \(list.path)") }
     }
 }

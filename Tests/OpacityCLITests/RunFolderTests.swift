@@ -254,6 +254,8 @@ final class RunFolderTests: XCTestCase {
         r = try CLI.run(["train", "--data", "data", "-o", "five", "--skip-unreadable", "--epochs", "1", "--config", Self.tiny, "--batch", "4"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("5 of 20 images are missing or unreadable, more than 10%"), r.all)
+        // the error names the file that lists them all
+        XCTAssertTrue(r.all.contains("listed, with the reason, in \(dir.appendingPathComponent("five/skipped.csv").path)"), r.all)
         XCTAssertEqual(try CSVTable(contentsOf: dir.appendingPathComponent("five/skipped.csv")).rows.count, 5)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("five/run.lock").path))
         // files that exist but cannot be decoded count too, before any training
@@ -262,6 +264,56 @@ final class RunFolderTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.all.contains("20 of 20 images are missing or unreadable"), r.all)
         XCTAssertNil(Trainer.latestCheckpoint(in: dir.appendingPathComponent("garbage")), "nothing was trained")
+    }
+
+    /// Records what a trainer tells its observer.
+    final class MessageLog: TrainingObserver, @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        var messages: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+        func trainingMessage(_ text: String) { lock.lock(); lines.append(text); lock.unlock() }
+    }
+
+    /// Images that become unreadable after the first scan (new-user trial: they joined
+    /// skipped.csv without a word) are announced as they are met: the first five by name with
+    /// the reason and where skipped.csv is, the rest counted at the end of the epoch; beyond
+    /// 10% of the data the run stops with an error that names skipped.csv.
+    func testImagesLeftOutDuringTrainingAreAnnounced() throws {
+        let dir = try CLI.tempDir("lateskip")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "20", "--size", "64", "--seed", "5", "-q"], in: dir).status, 0)
+        let files = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
+        func setup(_ name: String) -> TrainingSetup {
+            var o = TrainingOptions(config: Self.tiny)
+            o.epochs = 1
+            // one image a step: every image is met in the epoch (no partial batch is dropped)
+            o.batchSize = 1
+            var s = TrainingSetup(options: o, data: .rsna(dir.appendingPathComponent("data")), runDirectory: dir.appendingPathComponent(name))
+            s.skipProblemImages = true
+            s.workers = 1
+            return s
+        }
+        // one image gone after the scan: named once, with where it is listed
+        let one = MessageLog()
+        var (trainer, _) = try setup("one").makeTrainer(registry: try Registry.standard(), observer: one)
+        let gone = files[3].deletingPathExtension().lastPathComponent
+        try FileManager.default.removeItem(at: files[3])
+        _ = try trainer.run()
+        let csv = dir.appendingPathComponent("one/skipped.csv").path
+        let named = one.messages.filter { $0.hasPrefix("warning: left out image") }
+        XCTAssertEqual(named.count, 1, "\(one.messages)")
+        XCTAssertTrue(named.first?.contains("image \(gone): ") == true && named.first?.contains(csv) == true, "\(one.messages)")
+        XCTAssertEqual(try CSVTable(contentsOf: URL(fileURLWithPath: csv)).rows.map { $0.fields[0] }, [gone])
+        // seven more (8 of 20, more than 10%): five named, then counted; the error names the list
+        let many = MessageLog()
+        (trainer, _) = try setup("many").makeTrainer(registry: try Registry.standard(), observer: many)
+        for f in files[4..<11] { try FileManager.default.removeItem(at: f) }
+        XCTAssertThrowsError(try trainer.run()) { e in
+            XCTAssertTrue("\(e)".contains("8 of 20 images are missing or unreadable"), "\(e)")
+            XCTAssertTrue("\(e)".contains(dir.appendingPathComponent("many/skipped.csv").path), "\(e)")
+        }
+        XCTAssertEqual(many.messages.filter { $0.hasPrefix("warning: left out image") }.count, 5, "\(many.messages)")
+        XCTAssertTrue(many.messages.contains { $0.hasPrefix("warning: 2 more image(s) could not be read") && $0.contains("many/skipped.csv") }, "\(many.messages)")
     }
 
     /// `dcm` with Rescale Slope (0028,1053) 'nan' inserted after Pixel Representation

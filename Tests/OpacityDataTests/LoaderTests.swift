@@ -78,6 +78,11 @@ final class LoaderTests: XCTestCase {
         XCTAssertEqual(batches.flatMap(\.skipped).map(\.id), ["broken", "gone"])
         XCTAssertEqual(batches[0].images.shape[0], 3)
         XCTAssertEqual(batches.flatMap(\.ids).count, 12)
+        // one image a batch: a batch with nothing left still names what it skipped
+        let single = try collect(
+            BatchLoader(dataset: ds, config: LoaderConfig(batchSize: 1, imageSize: 64, shuffle: false, workers: 2, skipUnreadable: true)), epoch: 0)
+        XCTAssertEqual(single.flatMap(\.skipped).map(\.id), ["broken", "gone"])
+        XCTAssertEqual(single.flatMap(\.ids).count, 12)
     }
 
     /// Abandoning an epoch stops its workers (no hang), and bad settings are refused.
