@@ -1,4 +1,5 @@
 import Foundation
+import OpacityCore
 
 /// How a box is carried through a rotation or shear.
 public enum BoxMappingRule: String, Sendable, CaseIterable {
@@ -172,7 +173,7 @@ public struct AugmentationConfig: Sendable, Equatable, CustomStringConvertible {
         let names = AugmentationConfig.presets.keys.sorted()
         guard var c = AugmentationConfig.presets[name] else {
             throw DataError.invalidParameter(name: "augmentation", value: name, expected: "one of \(names.joined(separator: ", "))",
-                                             nearest: nearestName(name, in: names))
+                                             nearest: nearestValue(name, in: names))
         }
         for p in parts.dropFirst() where !p.isEmpty {
             let kv = p.split(separator: "=", maxSplits: 1).map { String($0).trimmingCharacters(in: .whitespaces) }

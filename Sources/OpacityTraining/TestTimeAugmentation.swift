@@ -67,7 +67,7 @@ public struct TestTimeAugmentation: Sendable, Hashable, CustomStringConvertible 
                 }
                 continue
             }
-            let near = nearestMatch(String(part.prefix(while: { $0 != "=" })), in: ["flip", "scale"]).map { " (did you mean '\($0)'?)" } ?? ""
+            let near = nearestValue(String(part.prefix(while: { $0 != "=" })), in: ["flip", "scale"]).map { " (did you mean '\($0)'?)" } ?? ""
             throw EvaluationError.invalidSpecification(option: "--tta", value: text, reason: "unknown view '\(part)'\(near); expected flip and/or scale=F:F...")
         }
         guard flip || !scales.isEmpty else {

@@ -73,11 +73,17 @@ final class CLIConsistencyTests: XCTestCase {
             (["import", "x.safetensors", "--encoder", "resnet34", "--storage", "int9"], "--storage 'int9'", "int8"),
             (["convert", "a.dcm", "-o", "a.png", "--window", "atuo"], "--window 'atuo'", "auto"),
             (["convert", "a.dcm", "-o", "a.png", "--window", "minmx"], "--window 'minmx'", "minmax"),
+            (["detect", "x.png", "--tta", "xyz"], "--tta 'xyz'", "flip"),
+            (["preview", "--augmentation", "qqq"], "--augmentation", "none"),
+            (["train", "--data", "d", "--aug", "qqq"], "--aug", "none"),
         ]
         for (args, named, nearest) in checked {
             let r = try CLI.run(args)
             XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
-            XCTAssertTrue(r.stderr.contains(named) && r.stderr.contains("(nearest valid: '\(nearest)')"), "\(args): \(r.stderr)")
+            // the libraries' own errors say "did you mean"
+            XCTAssertTrue(
+                r.stderr.contains(named) && (r.stderr.contains("(nearest valid: '\(nearest)')") || r.stderr.contains("(did you mean '\(nearest)'?)")),
+                "\(args): \(r.stderr)")
         }
     }
 
@@ -111,6 +117,7 @@ final class CLIConsistencyTests: XCTestCase {
             (["score", "sub.csv", "--labels", "labels.csv", "--per-image", "sub.csv"], "--per-image sub.csv is an input of this command"),
             (["export", "bad.opb", "-o", "bad.opb"], "-o bad.opb is the model being exported"),
             (["export", "bad.opb", "-o", "x.opb", "--card", "nocard.json"], "--card nocard.json: no such file"),
+            (["compare", "run", "-o", "sub.csv"], "-o/--output sub.csv is a file; expected a folder"),
         ]
         for (args, expected) in cases {
             let r = try CLI.run(args, in: dir)

@@ -35,9 +35,10 @@ struct CompareCommand: ParsableCommand {
             return
         }
         guard !runs.isEmpty else { throw ValidationError("name at least one run folder (or --from-csv curves.csv)") }
-        let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
+        // the output before the runs are read
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
+        let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
         let outURL = URL(fileURLWithPath: out)
         try OutputFolders.create(outURL)
         var written: [String] = []
