@@ -118,6 +118,8 @@ final class CLIConsistencyTests: XCTestCase {
             (["export", "bad.opb", "-o", "bad.opb"], "-o bad.opb is the model being exported"),
             (["export", "bad.opb", "-o", "x.opb", "--card", "nocard.json"], "--card nocard.json: no such file"),
             (["compare", "run", "-o", "sub.csv"], "-o/--output sub.csv is a file; expected a folder"),
+            (["eval", "--model", "bad.opb", "--data", "data", "--operating-point-out", "bad.opb"], "--operating-point-out bad.opb is the input bundle"),
+            (["eval", "--model", "run", "--data", "data", "--operating-point-out", "run/best.opb"], "--operating-point-out run/best.opb is the input bundle"),
         ]
         for (args, expected) in cases {
             let r = try CLI.run(args, in: dir)

@@ -71,7 +71,19 @@ struct EvalCommand: ParsableCommand {
     private func evaluate(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the report, CSVs and figures")
-        if let opOut = operatingPointOut { try requireOutputFile(opOut, option: "--operating-point-out", for: "the bundle with its operating point") }
+        if let opOut = operatingPointOut {
+            try requireOutputFile(opOut, option: "--operating-point-out", for: "the bundle with its operating point")
+            // the input bundle (a run folder's best.opb) is never replaced: refused now, not after scoring
+            if let m = model.models.first {
+                var isDirectory: ObjCBool = false
+                let exists = FileManager.default.fileExists(atPath: m, isDirectory: &isDirectory)
+                let input = exists && isDirectory.boolValue ? URL(fileURLWithPath: m).appendingPathComponent("best.opb") : URL(fileURLWithPath: m)
+                if OutputPaths.sameFile(URL(fileURLWithPath: opOut), input) {
+                    throw ValidationError(
+                        "--operating-point-out \(opOut) is the input bundle (\(m)); name a new file, e.g. \(input.deletingPathExtension().lastPathComponent)-op.opb")
+                }
+            }
+        }
         // a folds file read for the fold or, with --all, for its view column only
         var readFolds: (folds: Folds, path: String)?
         // a single zoo entry that lists its held-out images
