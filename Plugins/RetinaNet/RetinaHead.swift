@@ -22,14 +22,25 @@ public final class Subnet: Module {
 
     /// `[N, C, H, W]` -> `[N, H*W*A, outputs/A]`.
     func callAsFunction(_ x: Tensor, perAnchor k: Int) -> Tensor {
-        var y = conv1(x).relu()
-        y = conv2(y).relu()
-        y = conv3(y).relu()
-        y = conv4(y).relu()
-        if let dropout { y = dropout(y) }
-        y = output(y)
-        let n = y.shape[0]
-        return y.permuted([0, 2, 3, 1]).reshaped([n, -1, k])
+        callAsFunction(levels: [x], perAnchor: k)[0]
+    }
+
+    /// Each level `[N, C, H_l, W_l]` -> `[N, H_l*W_l*A, outputs/A]`, layer by layer: each
+    /// convolution runs on every level before the next one starts, so that its weight's kernel
+    /// transforms are computed once for all levels (forward and backward) and kept only while
+    /// they are used (``TensorMemory/derivedCacheLimitBytes``). The same values, bit for bit, as
+    /// running the levels one after another (dropout draws its masks in level order either way).
+    func callAsFunction(levels: [Tensor], perAnchor k: Int) -> [Tensor] {
+        var ys = levels
+        for conv in [conv1, conv2, conv3, conv4] {
+            ys = ys.map { conv($0).relu() }
+        }
+        if let dropout { ys = ys.map { dropout($0) } }
+        return ys.map { x in
+            let y = output(x)
+            let n = y.shape[0]
+            return y.permuted([0, 2, 3, 1]).reshaped([n, -1, k])
+        }
     }
 }
 
@@ -83,8 +94,8 @@ public final class RetinaHead: Module, Head {
     }
 
     public func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
-        let cls = Tensor.concat(pyramid.map { classificationModel($0, perAnchor: classes) }, axis: 1)
-        let reg = Tensor.concat(pyramid.map { regressionModel($0, perAnchor: 4) }, axis: 1)
+        let cls = Tensor.concat(classificationModel(levels: pyramid, perAnchor: classes), axis: 1)
+        let reg = Tensor.concat(regressionModel(levels: pyramid, perAnchor: 4), axis: 1)
         return HeadOutput(classLogits: cls, boxDeltas: reg, globalLogProbs: globalClassificationModel?(deepest))
     }
 }

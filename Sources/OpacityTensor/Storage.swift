@@ -26,6 +26,12 @@ public enum TensorMemory {
     /// The bytes currently held by derived values (see ``derivedCacheLimitBytes``).
     public static var derivedCachedBytes: Int { DerivedValues.cachedBytes }
 
+    /// The bytes held outside the cache's budget by the most recent derived value that was not
+    /// cached (kept so that consecutive uses of one weight compute its transform once; 1 by
+    /// default, `OPACITY_DERIVED_RECENT` sets how many) and by the blocks of earlier ones kept
+    /// for reuse (at most twice as many).
+    public static var derivedRecentBytes: Int { DerivedValues.recentBytes }
+
     /// The bytes of tensor storage alive now (allocated sizes, including scratch buffers and
     /// derived values; not the pool's cached free blocks, see ``pooledBytes``).
     public static var liveBytes: Int { StorageAccounting.current.live }
@@ -97,8 +103,9 @@ enum StorageAccounting {
     package private(set) var version: UInt64 = 0
     /// Values derived from the contents by kernels, by key, with the version each was computed
     /// from (guarded by ``DerivedValues/lock``; nil until the first one).
-    /// A nil value marks a version seen once.
-    private var derivedValues: [String: (version: UInt64, value: TensorStorage?)]?
+    /// A nil value marks a version seen once; a `transient` value is one of the few most
+    /// recent ones kept outside the cache's budget (``DerivedValues/recent``).
+    private var derivedValues: [String: (version: UInt64, value: TensorStorage?, transient: Bool)]?
 
     /// Allocates uninitialised storage for `count` elements.
     package init(uninitializedCount count: Int) {
@@ -166,9 +173,9 @@ enum StorageAccounting {
         DerivedValues.lock.lock()
         for (key, entry) in derivedValues! {
             guard let value = entry.value else { continue }
-            DerivedValues.cached -= value.count * MemoryLayout<Float>.stride
+            if !entry.transient { DerivedValues.cached -= value.count * MemoryLayout<Float>.stride }
             released.append(value)
-            derivedValues![key] = (entry.version, nil)
+            derivedValues![key] = (entry.version, nil, false)
         }
         DerivedValues.lock.unlock()
         released.removeAll()  // freed outside the lock
@@ -190,41 +197,81 @@ enum StorageAccounting {
     /// version is still returned, but nothing new is kept: measured on the RetinaNet detectors at
     /// 256 px, keeping transforms in training raised the step's peak by about 200 MiB and made
     /// the step no faster (resnet34 856 ms with, 859 without; resnet50 1047 and 954).
+    ///
+    /// Whatever is not kept in the cache stays on as one of the ``DerivedValues/recentCapacity``
+    /// most recent values of the process (outside the cache's budget), so that consecutive uses
+    /// of one weight (a head layer run over every pyramid level in turn, forward or backward)
+    /// compute it once, in training and with the cache off too.
     package func derived(_ key: String, count: Int, keep: Bool = true, compute: (UnsafeMutablePointer<Float>) -> Void) -> TensorStorage {
         let current = version
         let stride = MemoryLayout<Float>.stride
         DerivedValues.lock.lock()
         let seen = derivedValues?[key]
         if let seen, seen.version == current, let value = seen.value, value.count == count {
+            if seen.transient, keep, DerivedValues.cached + count * stride <= DerivedValues.limitBytes {
+                // Second use in a pass that keeps values: into the cache.
+                derivedValues![key] = (current, value, false)
+                DerivedValues.cached += count * stride
+                DerivedValues.forget(value)
+            }
             DerivedValues.lock.unlock()
             return value
         }
         let store = keep && seen?.version == current
-        if seen == nil || seen!.version < current {
-            // First use at this version: note it, and drop a stale value.
-            DerivedValues.cached -= (seen?.value?.count ?? 0) * stride
+        var stale: TensorStorage? = nil
+        if seen == nil || seen!.version < current || seen!.value != nil {
+            // First use at this version (or a value of another size): note it, and drop a
+            // stale value.
+            if let old = seen?.value {
+                if !seen!.transient { DerivedValues.cached -= old.count * stride }
+                stale = old
+            }
             if derivedValues == nil { derivedValues = [:] }
-            derivedValues![key] = (current, nil)
+            derivedValues![key] = (current, nil, false)
+        }
+        let spare = DerivedValues.takeSpare(count: count)
+        DerivedValues.lock.unlock()
+        stale = nil
+        let value = spare ?? TensorStorage(uninitializedCount: count)
+        compute(value.base)
+        var evicted: [TensorStorage] = []
+        DerivedValues.lock.lock()
+        DerivedValues.computed += 1
+        if let now = derivedValues?[key], now.version == current, now.value == nil {
+            if store && DerivedValues.cached + count * stride <= DerivedValues.limitBytes {
+                derivedValues![key] = (current, value, false)
+                DerivedValues.cached += count * stride
+            } else if DerivedValues.recentCapacity > 0 {
+                derivedValues![key] = (current, value, true)
+                evicted = DerivedValues.remember(value, of: self, key: key)
+            }
         }
         DerivedValues.lock.unlock()
-        let value = TensorStorage(uninitializedCount: count)
-        compute(value.base)
-        if store {
-            DerivedValues.lock.lock()
-            if let now = derivedValues?[key], now.version == current, now.value == nil,
-                DerivedValues.cached + count * stride <= DerivedValues.limitBytes
-            {
-                derivedValues![key] = (current, value)
-                DerivedValues.cached += count * stride
-            }
-            DerivedValues.lock.unlock()
-        }
+        evicted.removeAll()  // freed outside the lock
+        _ = stale
         return value
+    }
+
+    /// Drops the transient value `value` of `key` if it is still the one held (called by
+    /// ``DerivedValues`` with its lock held when a newer value takes its place); returns it for
+    /// the caller to free outside the lock.
+    fileprivate func transientCount(_ key: String, ifIdenticalTo value: ObjectIdentifier) -> Int {
+        guard let entry = derivedValues?[key], entry.transient, let held = entry.value, ObjectIdentifier(held) == value
+        else { return 0 }
+        return held.count
+    }
+
+    fileprivate func dropTransient(_ key: String, ifIdenticalTo value: ObjectIdentifier) -> TensorStorage? {
+        guard let entry = derivedValues?[key], entry.transient, let held = entry.value,
+            ObjectIdentifier(held) == value
+        else { return nil }
+        derivedValues![key] = (entry.version, nil, false)
+        return held
     }
 
     deinit {
         if derivedValues != nil {
-            let bytes = derivedValues!.values.reduce(0) { $0 + ($1.value?.count ?? 0) * MemoryLayout<Float>.stride }
+            let bytes = derivedValues!.values.reduce(0) { $0 + ($1.transient ? 0 : ($1.value?.count ?? 0)) * MemoryLayout<Float>.stride }
             DerivedValues.lock.lock()
             DerivedValues.cached -= bytes
             DerivedValues.lock.unlock()
@@ -277,6 +324,85 @@ package enum DerivedValues {
         if let s = ProcessInfo.processInfo.environment["OPACITY_DERIVED_CACHE_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
         return 512 << 20
     }()
+
+    /// How many derived values not kept in the cache stay on, the most recent first
+    /// (``TensorStorage/derived(_:count:keep:compute:)``; `OPACITY_DERIVED_RECENT` overrides,
+    /// 0 turns it off). One: a RetinaNet head layer run over the pyramid's levels in turn uses
+    /// its weight's F(4x4) transform on P2 only and its F(2x2) one on P3 then P4 (and the
+    /// reverse in the backward pass); each more costs up to 4x a weight's size.
+    static let recentCapacity: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_DERIVED_RECENT"], let n = Int(s), n >= 0 { return min(n, 16) }
+        return 1
+    }()
+
+    /// The most recent transient values, oldest first: the storage they were derived from
+    /// (weak: a value dies with its storage), their key and the value's identity. Read and
+    /// written with ``lock`` held.
+    private struct Recent {
+        weak var owner: TensorStorage?
+        let key: String
+        let value: ObjectIdentifier
+    }
+    nonisolated(unsafe) private static var recent: [Recent] = []
+
+    /// Notes `value` as the newest transient value of `owner` under `key`, dropping the oldest
+    /// past ``recentCapacity``; returns what was dropped and its owner, to be freed outside the lock. Call
+    /// with ``lock`` held.
+    static func remember(_ value: TensorStorage, of owner: TensorStorage, key: String) -> [TensorStorage] {
+        recent.append(Recent(owner: owner, key: key, value: ObjectIdentifier(value)))
+        guard recent.count > recentCapacity else { return [] }
+        let oldest = recent.removeFirst()
+        // The owner comes back too: if another thread lets go of it meanwhile, its last
+        // reference (whose release takes this lock) must go after the lock is released.
+        guard let held = oldest.owner else { return [] }
+        guard var dropped = held.dropTransient(oldest.key, ifIdenticalTo: oldest.value) else { return [held] }
+        // Kept for the next value of its size unless a kernel still reads it.
+        guard isKnownUniquelyReferenced(&dropped) else { return [held, dropped] }
+        spares.append(dropped)
+        return spares.count > 2 * recentCapacity ? [held, spares.removeFirst()] : [held]
+    }
+
+    /// Storages of transient values that were let go, kept for the next value of the same
+    /// size (at most twice ``recentCapacity``): the pool, sized to the pass's high-water mark, would
+    /// unmap and map them again (measured: 65 MiB of fresh pages per resnet34 RetinaNet forward
+    /// pass at 256 px with the cache off, against none with them kept). Read and written with
+    /// ``lock`` held.
+    nonisolated(unsafe) private static var spares: [TensorStorage] = []
+
+    /// A kept storage of exactly `count` floats, if there is one. Call with ``lock`` held.
+    static func takeSpare(count: Int) -> TensorStorage? {
+        guard let i = spares.firstIndex(where: { $0.count == count }) else { return nil }
+        return spares.remove(at: i)
+    }
+
+    /// The bytes of the transient values still held and of the spare blocks.
+    static var recentBytes: Int {
+        var owners: [TensorStorage] = []  // released after the lock (see ``remember(_:of:key:)``)
+        lock.lock()
+        var count = spares.reduce(0) { $0 + $1.count }
+        for r in recent {
+            guard let owner = r.owner else { continue }
+            owners.append(owner)
+            count += owner.transientCount(r.key, ifIdenticalTo: r.value)
+        }
+        lock.unlock()
+        owners.removeAll()
+        return count * MemoryLayout<Float>.stride
+    }
+
+    /// Stops tracking `value` as transient (it moved into the cache). Call with ``lock`` held.
+    static func forget(_ value: TensorStorage) {
+        let id = ObjectIdentifier(value)
+        recent.removeAll { $0.value == id }
+    }
+
+    /// How many derived values were computed since the process started (for tests).
+    nonisolated(unsafe) static var computed = 0
+    package static var computedCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return computed
+    }
 
     /// The bytes held by cached derived values now.
     package static var cachedBytes: Int {

@@ -1,6 +1,10 @@
 import Foundation
 import Opacity
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 // MARK: - detector section
 
 extension BenchSection {
@@ -341,8 +345,21 @@ enum DetectorBench {
 
 // MARK: - Peak resident memory
 
-/// Resets the process's resident-set high-water mark (Linux: `5` to /proc/self/clear_refs).
+/// Resets the process's resident-set high-water mark (Linux: `5` to /proc/self/clear_refs),
+/// after handing back to the system what earlier phases left cached: the tensor pool's free
+/// blocks and the C heap's free pages (`malloc_trim`). The PyTorch reference runs each detector
+/// in a process of its own; this section runs every config in one, so without the trim a
+/// phase's peak would count the blocks an earlier detector's training step freed.
 func resetPeak() {
+    let limit = TensorMemory.poolLimitBytes
+    TensorMemory.poolLimitBytes = 0
+    TensorMemory.poolLimitBytes = limit
+    #if canImport(Glibc)
+        // glibc's `malloc_trim` (malloc.h, not in the Glibc module), looked up at run time.
+        if let sym = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") {
+            _ = unsafeBitCast(sym, to: (@convention(c) (Int) -> Int32).self)(0)
+        }
+    #endif
     try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
 }
 

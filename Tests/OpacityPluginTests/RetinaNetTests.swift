@@ -113,6 +113,42 @@ final class RetinaNetTests: XCTestCase {
         }
     }
 
+    /// The head runs each subnet layer over every pyramid level before the next layer (so that
+    /// a weight's kernel transform serves all levels at once); its outputs are those of running
+    /// the levels one after another, bit for bit, on the six levels P2-P7 of a 256 px image.
+    func testHeadLayerByLayerMatchesLevelByLevel() throws {
+        let det = try Initializer.withSeed(3) {
+            try Registry.standard().makeDetector("retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=256)")
+        }
+        det.eval()
+        let head = try XCTUnwrap(det.head as? RetinaHead)
+        var rng = RandomGenerator(seed: 5)
+        for subnet in [head.classificationModel, head.regressionModel] {
+            // The output convolutions start at zero; give them values.
+            subnet.output.weight.value = Tensor.randomUniform(subnet.output.weight.value.shape, -0.1, 0.1, using: &rng)
+        }
+        let x = Tensor.randomUniform([1, 1, 256, 256], using: &rng)
+        let maps = Autograd.inference { det.encoder.features(x) }
+        let pyramid = Autograd.inference { det.neck.pyramid(maps) }
+        let out = Autograd.inference { head.predict(pyramid: pyramid, deepest: maps[maps.count - 1]) }
+        func levelByLevel(_ s: Subnet, _ k: Int) -> Tensor {
+            Autograd.inference {
+                Tensor.concat(
+                    pyramid.map { p in
+                        var y = s.conv1(p).relu()
+                        y = s.conv2(y).relu()
+                        y = s.conv3(y).relu()
+                        y = s.conv4(y).relu()
+                        y = s.output(y)
+                        return y.permuted([0, 2, 3, 1]).reshaped([1, -1, k])
+                    }, axis: 1)
+            }
+        }
+        XCTAssertEqual(out.classLogits.scalars, levelByLevel(head.classificationModel, head.classes).scalars)
+        XCTAssertEqual(out.boxDeltas.scalars, levelByLevel(head.regressionModel, 4).scalars)
+        XCTAssertGreaterThan(out.boxDeltas.scalars.map(abs).max()!, 0)
+    }
+
     func testPriorInitialisation() throws {
         let det = try Registry.standard().makeDetector(tiny)
         det.eval()

@@ -428,6 +428,65 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertEqual(TensorMemory.derivedCachedBytes, held)
     }
 
+    /// With the cache off, the most recent transform stays on (``TensorMemory``'s recent value)
+    /// so that consecutive uses of one weight at one version (a head layer over the pyramid's
+    /// levels, forward and backward) compute it once; a use of another weight in between, an
+    /// in-place write and a new version each compute it again; nothing counts against the cache;
+    /// results match the reference convolution; a freed weight frees its transient transform.
+    func testRecentWinogradTransformServesConsecutiveUses() {
+        let saved = (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes)
+        defer { (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes) = saved }
+        ConvolutionSettings.winograd = true
+        Compute.threads = 2
+        TensorMemory.derivedCacheLimitBytes = 0
+        let c = Case(name: "recent", input: [1, 16, 52, 50], cout: 24, kernel: (3, 3), padding: (1, 1))
+        let x = uniform(c.input, seed: 610)
+        let r = uniform([1, 24, 52, 50], seed: 611)
+        let cached = TensorMemory.derivedCachedBytes
+        let live = TensorMemory.liveBytes
+        do {
+            var w = uniform([24, 16, 3, 3], -0.5, 0.5, seed: 612)
+            let other = uniform([24, 16, 3, 3], -0.5, 0.5, seed: 613)
+            let ref = referenceConv2d(x, w, padding: c.padding)
+            let scale = ref.values.map(abs).max()!
+            func computes(_ body: () -> Void) -> Int {
+                let n = DerivedValues.computedCount
+                body()
+                return DerivedValues.computedCount - n
+            }
+            var y1 = Tensor(shape: [1], repeating: 0)
+            XCTAssertEqual(computes { y1 = Autograd.inference { conv(c, x, w, nil) } }, 1)
+            assertClose(y1, ref.values, absolute: 1e-4 * scale, relative: 0, "first use")
+            XCTAssertEqual(computes { XCTAssertEqual(Autograd.inference { conv(c, x, w, nil) }.scalars, y1.scalars) }, 0, "a consecutive use reuses it")
+            XCTAssertEqual(computes { _ = Autograd.inference { conv(c, x, other, nil) } }, 1)
+            XCTAssertEqual(computes { XCTAssertEqual(Autograd.inference { conv(c, x, w, nil) }.scalars, y1.scalars) }, 1, "another weight in between evicts it")
+            // Training: forward twice (two levels), then both input gradients: the forward
+            // transform once, the flipped one once.
+            let xg = x.requiringGrad()
+            XCTAssertEqual(computes { _ = conv(c, xg, other, nil) }, 1)
+            var loss = Tensor(shape: [1], repeating: 0)
+            XCTAssertEqual(computes { loss = (conv(c, xg, w, nil) * r).sum() + (conv(c, xg, w, nil) * r).sum() }, 1)
+            XCTAssertEqual(computes { loss.backward() }, 1, "the input gradient's transform once for both uses")
+            let (dx, _) = Self.referenceGradients(c, x, w, r)
+            assertClose(xg.grad!, dx.map { 2 * $0 }, absolute: 2e-4 * dx.map(abs).max()!, relative: 0, "input gradient")
+            XCTAssertEqual(TensorMemory.derivedCachedBytes, cached, "transient values count against no cache budget")
+            // An in-place write: the next use computes the transform of the new contents.
+            w.withUnsafeMutableBufferPointer { b in for i in b.indices { b[i] = 0.5 * b[i] } }
+            var y2 = Tensor(shape: [1], repeating: 0)
+            XCTAssertEqual(computes { y2 = Autograd.inference { conv(c, x, w, nil) } }, 1)
+            assertClose(y2, ref.values.map { 0.5 * $0 }, absolute: 1e-4 * scale, relative: 0, "after an in-place write")
+            // Same-size weights in turn reuse the evicted blocks: no growth.
+            let steady = TensorMemory.liveBytes
+            for _ in 0..<4 {
+                _ = Autograd.inference { conv(c, x, w, nil) }
+                _ = Autograd.inference { conv(c, x, other, nil) }
+            }
+            XCTAssertLessThanOrEqual(TensorMemory.liveBytes, steady + 36 * 24 * 16 * 4, "alternating weights hold at most one more transform")
+        }
+        // The spare blocks outlive the weights (at most twice the recent values), nothing else.
+        XCTAssertLessThanOrEqual(TensorMemory.liveBytes - live, 2 * 36 * 24 * 16 * 4 + (64 << 10), "freed weights free their transient transforms")
+    }
+
     /// The kernel log names the kernel each pass took: Winograd for a large dense 3x3 stride-1
     /// convolution (forward and input gradient; im2col for its weight gradient with these few
     /// channels), im2col and

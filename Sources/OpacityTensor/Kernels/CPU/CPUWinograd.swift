@@ -99,14 +99,18 @@ enum WinogradKernels {
     ) {
         let cinPad = (cin + 7) & ~7
         Compute.parallelRanges(cout, minPerThread: 8) { range in
-            // g[j][ci] for the 9 taps of one output channel, eight input channels per vector.
+            // g[j][ci] for the 9 taps of one output channel, eight input channels per vector;
+            // the channel's 36 transformed rows are staged in `rows` ([36][cinPad]) and copied
+            // out row by row: storing eight floats at a time to 36 places `cout * cin` apart
+            // (a multiple of 4 KiB for the usual widths) ran at half the write rate (measured:
+            // 256x256 weights, 2.0-2.7 ms per transform against 0.45 ms for F(2x2)'s 16 rows).
             var g = [Float](repeating: 0, count: 9 * cinPad)
-            var tail = [Float](repeating: 0, count: 36 * 8)
+            var rows = [Float](repeating: 0, count: 36 * cinPad)
             withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 18) { tbuf in
                 let t = tbuf.baseAddress!
                 g.withUnsafeMutableBufferPointer { gb in
-                    tail.withUnsafeMutableBufferPointer { tb in
-                        let gp = gb.baseAddress!, tp = tb.baseAddress!
+                    rows.withUnsafeMutableBufferPointer { rb in
+                        let gp = gb.baseAddress!, rp = rb.baseAddress!
                         for co in range {
                             if flipped {
                                 for ci in 0..<cin {
@@ -134,33 +138,20 @@ enum WinogradKernels {
                                     t[12 + col] = r.4
                                     t[15 + col] = r.5
                                 }
-                                let full = c0 + 8 <= cin
                                 for i in 0..<6 {
                                     let r = transformG(t[i * 3], t[i * 3 + 1], t[i * 3 + 2])
-                                    let base = i * 6
-                                    if full {
-                                        let dst = u + co * cin + c0, step = cout * cin
-                                        store8(dst, base * step, r.0)
-                                        store8(dst, (base + 1) * step, r.1)
-                                        store8(dst, (base + 2) * step, r.2)
-                                        store8(dst, (base + 3) * step, r.3)
-                                        store8(dst, (base + 4) * step, r.4)
-                                        store8(dst, (base + 5) * step, r.5)
-                                    } else {
-                                        store8(tp, base * 8, r.0)
-                                        store8(tp, (base + 1) * 8, r.1)
-                                        store8(tp, (base + 2) * 8, r.2)
-                                        store8(tp, (base + 3) * 8, r.3)
-                                        store8(tp, (base + 4) * 8, r.4)
-                                        store8(tp, (base + 5) * 8, r.5)
-                                    }
-                                }
-                                if !full {
-                                    for xi in 0..<36 {
-                                        for l in 0..<(cin - c0) { u[(xi * cout + co) * cin + c0 + l] = tp[xi * 8 + l] }
-                                    }
+                                    let dst = rp + i * 6 * cinPad + c0
+                                    store8(dst, 0, r.0)
+                                    store8(dst, cinPad, r.1)
+                                    store8(dst, 2 * cinPad, r.2)
+                                    store8(dst, 3 * cinPad, r.3)
+                                    store8(dst, 4 * cinPad, r.4)
+                                    store8(dst, 5 * cinPad, r.5)
                                 }
                                 c0 += 8
+                            }
+                            for xi in 0..<36 {
+                                (u + (xi * cout + co) * cin).update(from: rp + xi * cinPad, count: cin)
                             }
                         }
                     }

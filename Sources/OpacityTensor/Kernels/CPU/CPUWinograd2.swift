@@ -160,17 +160,19 @@ enum Winograd2Kernels {
         _ wp: UnsafePointer<Float>, cout: Int, cin: Int, flipped: Bool = false, into u: UnsafeMutablePointer<Float>
     ) {
         let cinPad = (cin + 7) & ~7
-        let step = cout * cin
         let half = SIMD8<Float>(repeating: 0.5)
         Compute.parallelRanges(cout, minPerThread: 8) { range in
-            // g[j][ci] for the 9 taps of one output channel, eight input channels per vector.
+            // g[j][ci] for the 9 taps of one output channel, eight input channels per vector;
+            // the channel's 16 transformed rows are staged in `rows` ([16][cinPad]) and copied
+            // out row by row (as in ``WinogradKernels/transformWeights(_:cout:cin:flipped:into:)``:
+            // 256x256 weights, 0.26 ms per transform against 0.45 ms storing straight to `u`).
             var g = [Float](repeating: 0, count: 9 * cinPad)
-            var tail = [Float](repeating: 0, count: 16 * 8)
+            var rows = [Float](repeating: 0, count: 16 * cinPad)
             withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 12) { tbuf in
                 let t = tbuf.baseAddress!
                 g.withUnsafeMutableBufferPointer { gb in
-                    tail.withUnsafeMutableBufferPointer { tb in
-                        let gp = gb.baseAddress!, tp = tb.baseAddress!
+                    rows.withUnsafeMutableBufferPointer { rb in
+                        let gp = gb.baseAddress!, rp = rb.baseAddress!
                         for co in range {
                             if flipped {
                                 for ci in 0..<cin {
@@ -196,23 +198,19 @@ enum Winograd2Kernels {
                                     t[9 + c] = d
                                 }
                                 // (G g) G^T, row by row.
-                                let full = c0 + 8 <= cin
-                                let dst = full ? u + co * cin + c0 : tp
-                                let stride = full ? step : 8
+                                let dst = rp + c0
                                 for i in 0..<4 {
                                     let a = t[3 * i], b = t[3 * i + 1], d = t[3 * i + 2]
                                     let s = a + d
-                                    store8(dst, (4 * i) * stride, a)
-                                    store8(dst, (4 * i + 1) * stride, (s + b) * half)
-                                    store8(dst, (4 * i + 2) * stride, (s - b) * half)
-                                    store8(dst, (4 * i + 3) * stride, d)
-                                }
-                                if !full {
-                                    for xi in 0..<16 {
-                                        for l in 0..<(cin - c0) { u[(xi * cout + co) * cin + c0 + l] = tp[xi * 8 + l] }
-                                    }
+                                    store8(dst, (4 * i) * cinPad, a)
+                                    store8(dst, (4 * i + 1) * cinPad, (s + b) * half)
+                                    store8(dst, (4 * i + 2) * cinPad, (s - b) * half)
+                                    store8(dst, (4 * i + 3) * cinPad, d)
                                 }
                                 c0 += 8
+                            }
+                            for xi in 0..<16 {
+                                (u + (xi * cout + co) * cin).update(from: rp + xi * cinPad, count: cin)
                             }
                         }
                     }
