@@ -29,7 +29,7 @@ public enum TensorMemory {
     /// The bytes held outside the cache's budget by the most recent derived value that was not
     /// cached (kept so that consecutive uses of one weight compute its transform once; 1 by
     /// default, `OPACITY_DERIVED_RECENT` sets how many) and by the blocks of earlier ones kept
-    /// for reuse (at most twice as many).
+    /// for reuse (as many).
     public static var derivedRecentBytes: Int { DerivedValues.recentBytes }
 
     /// The bytes of tensor storage alive now (allocated sizes, including scratch buffers and
@@ -359,11 +359,12 @@ package enum DerivedValues {
         // Kept for the next value of its size unless a kernel still reads it.
         guard isKnownUniquelyReferenced(&dropped) else { return [held, dropped] }
         spares.append(dropped)
-        return spares.count > 2 * recentCapacity ? [held, spares.removeFirst()] : [held]
+        return spares.count > recentCapacity ? [held, spares.removeFirst()] : [held]
     }
 
     /// Storages of transient values that were let go, kept for the next value of the same
-    /// size (at most twice ``recentCapacity``): the pool, sized to the pass's high-water mark, would
+    /// size (at most ``recentCapacity``: a head layer's F(4x4) and F(2x2) transforms take turns
+    /// with one block each): the pool, sized to the pass's high-water mark, would
     /// unmap and map them again (measured: 65 MiB of fresh pages per resnet34 RetinaNet forward
     /// pass at 256 px with the cache off, against none with them kept). Read and written with
     /// ``lock`` held.

@@ -1,5 +1,6 @@
 import Foundation
 import Opacity
+import OpacityTensor
 
 #if canImport(Glibc)
     import Glibc
@@ -29,6 +30,10 @@ struct PhaseFigures {
     var seconds: [String: Double] = [:]
     /// Peak resident set size during the phase, bytes (`VmHWM` after resetting it), or nil.
     var peakBytes: Double?
+    /// Bytes of fresh pages the tensor storage mapped in a measured repetition, the median over
+    /// them (the pool's blocks and the kernels' scratch; 0 when every block was reused), or nil
+    /// (PyTorch).
+    var freshBytesPerRun: Double?
     /// The kernel of each distinct convolution in the last repetition, with its call count
     /// and the wall seconds of its calls.
     var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
@@ -251,12 +256,17 @@ enum DetectorBench {
         var times: [String: [Double]] = [:]
         var kernels: [(entry: ConvolutionKernelLog.Entry, count: Int, seconds: Double)] = []
         resetPeak()
+        var fresh: [Double] = []
         for rep in 0...repetitions {
+            let mapped = TensorStorage.mappedBytes
+            defer { if rep > 0 { fresh.append(Double(TensorStorage.mappedBytes - mapped)) } }
             let t: [String: Double]
             if rep == repetitions { (t, kernels) = ConvolutionKernelLog.record { run(true) } } else { t = run(false) }
             if rep > 0 { for (k, v) in t { times[k, default: []].append(v) } }
         }
-        return PhaseFigures(seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident(), kernels: kernels)
+        return PhaseFigures(
+            seconds: times.mapValues { Timing(seconds: $0).median }, peakBytes: peakResident(),
+            freshBytesPerRun: fresh.isEmpty ? nil : Timing(seconds: fresh).median, kernels: kernels)
     }
 
     /// One line per distinct convolution geometry: the kernel of the forward pass at batch 1,
@@ -330,6 +340,7 @@ enum DetectorBench {
             let om = ours.peakBytes.map { fmt($0 / 1048576, 0) } ?? "?"
             let tm = theirs?.peakBytes.map { fmt($0 / 1048576, 0) } ?? "-"
             print("      \(pad("peak MiB", 10)) \(fmt0(om)) \(fmt0(tm)) \(fmt0(ratio(ours.peakBytes, theirs?.peakBytes)))")
+            if let f = ours.freshBytesPerRun { print("      \(pad("fresh MiB", 10)) \(fmt(f / 1048576, 1, width: 10))  (median of the runs)") }
         }
         rows("forward, batch 1", forwardParts, fwd, torch?.forward)
         rows("training step, batch 2 (encoder/neck/head = forward with graph)", trainParts, train, torch?.train)
