@@ -2,7 +2,7 @@ import Foundation
 
 /// The engine's compute threads.
 ///
-/// One pool, sized to the machine's cores (or `OPACITY_THREADS`), runs our own kernels;
+/// One pool (``ComputePool``), sized to the machine's cores (or `OPACITY_THREADS`), runs our own kernels;
 /// OpenBLAS gets the same count and is only ever called from outside a parallel region,
 /// so the two never oversubscribe the cores. With a fixed thread count every kernel
 /// splits work the same way on every run, so results repeat bit for bit.
@@ -64,7 +64,7 @@ public enum Compute {
         }
         withoutActuallyEscaping(body) { body in
             let box = UnsafeSendableBox(body)
-            DispatchQueue.concurrentPerform(iterations: t) { chunk in
+            ComputePool.shared.run(t) { chunk in
                 let lo = count * chunk / t, hi = count * (chunk + 1) / t
                 for i in lo..<hi { box.value(i) }
             }
@@ -81,7 +81,7 @@ public enum Compute {
         }
         withoutActuallyEscaping(body) { body in
             let box = UnsafeSendableBox(body)
-            DispatchQueue.concurrentPerform(iterations: t) { chunk in
+            ComputePool.shared.run(t) { chunk in
                 let lo = count * chunk / t, hi = count * (chunk + 1) / t
                 if lo < hi { box.value(lo..<hi) }
             }
@@ -103,7 +103,7 @@ extension Compute {
         }
         withoutActuallyEscaping(body) { body in
             let box = UnsafeSendableBox(body)
-            DispatchQueue.concurrentPerform(iterations: t) { chunk in
+            ComputePool.shared.run(t) { chunk in
                 box.value(chunk, (count * chunk / t)..<(count * (chunk + 1) / t))
             }
         }

@@ -79,13 +79,14 @@ final class CheckpointNamingTests: TemporaryFolderTestCase {
         XCTAssertEqual(b.mapped.count, a.mapped.count)
     }
 
-    /// Key maps belong to the encoder that registered them; every encoder has `timm`.
+    /// Key maps belong to the encoder that registered them; every encoder has `timm`; an unknown
+    /// one names the nearest however far (`cadene` -> `timm`).
     func testKeyMapsAndClassifiersComeFromTheEncodersPlugin() throws {
         let registry = try Registry(plugins: [ResNetPlugin.self, SEResNeXtPlugin.self])
         XCTAssertEqual(try registry.keyMap("timm", encoder: "resnet34").name, "timm")
         XCTAssertEqual(try registry.keyMap("timm-seresnext", encoder: "seresnext101_32x4d").name, "timm-seresnext")
         XCTAssertThrowsError(try registry.keyMap("cadene", encoder: "resnet34")) { e in
-            XCTAssertEqual(e as? CheckpointError, .unknownKeyMap(encoder: "resnet34", name: "cadene", valid: ["timm"], nearest: nil))
+            XCTAssertEqual(e as? CheckpointError, .unknownKeyMap(encoder: "resnet34", name: "cadene", valid: ["timm"], nearest: "timm"))
         }
         XCTAssertThrowsError(try registry.keyMap("timm", encoder: "resnet35")) { e in
             XCTAssertTrue("\(e)".contains("did you mean 'resnet34'"), "\(e)")

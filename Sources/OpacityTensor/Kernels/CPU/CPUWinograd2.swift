@@ -327,17 +327,17 @@ enum Winograd2Kernels {
             }
             return
         }
-        var rowsPerBlock = max(1, min(totalRows, ConvolutionSettings.winograd2Tiles / tw))
-        // Enough blocks that every thread has work.
-        while rowsPerBlock > 1 && (totalRows + rowsPerBlock - 1) / rowsPerBlock < threads { rowsPerBlock -= 1 }
-        let blocks = (totalRows + rowsPerBlock - 1) / rowsPerBlock
-        let maxTiles = rowsPerBlock * tw
+        let targetRows = max(1, min(totalRows, ConvolutionSettings.winograd2Tiles / tw))
+        // Every thread has work, the same amount when there are few blocks (the batch's tile
+        // rows split evenly).
+        let blocks = balancedBlockCount((totalRows + targetRows - 1) / targetRows, rows: totalRows, images: 1, threads: threads)
+        let maxTiles = (totalRows + blocks - 1) / blocks * tw
         let vSlot = (16 * cin * maxTiles + 15) & ~15, mSlot = (16 * cout * maxTiles + 15) & ~15
         withScratch(perThread: vSlot + mSlot + rowFloats) { scratch in
             Compute.parallelChunks(blocks) { chunk, range in
                 let v = scratch(chunk), m = v + vSlot, rowBuf = m + mSlot
                 for blk in range {
-                    let rows = (blk * rowsPerBlock)..<min(totalRows, (blk + 1) * rowsPerBlock)
+                    let rows = (totalRows * blk / blocks)..<(totalRows * (blk + 1) / blocks)
                     let tiles = rows.count * tw
                     wg.segments(rows) { b, tys, offset in
                         transformInput(
