@@ -157,9 +157,10 @@ final class DNNLConvolutionTests: XCTestCase {
     /// changed in place (a new version) is reordered again, not read from the stale copy.
     func testCachedWeightReordersMatchUncachedAndFollowInPlaceChanges() {
         ConvolutionKernelChoice.mode = .dnnl
-        let saved = Compute.threads
-        defer { Compute.threads = saved }
+        let saved = (Compute.threads, TensorMemory.derivedCacheLimitBytes)
+        defer { (Compute.threads, TensorMemory.derivedCacheLimitBytes) = saved }
         Compute.threads = 2
+        TensorMemory.derivedCacheLimitBytes = 512 << 20  // the default keeps nothing
         for index in [0, 3] {
             let c = Self.cases[ConvolutionTests.cases.count + index]
             let (x, _, b) = tensors(c, seed: UInt64(970 + index))
