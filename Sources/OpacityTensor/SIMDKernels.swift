@@ -17,6 +17,21 @@ func store8(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD8<Float>) {
     UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD8<Float>.self)
 }
 
+/// `v.0 ... v.5` stored at `p`, `p + stride`, ..., `p + 5 * stride`, eight floats each (the six
+/// rows of one Winograd F(4x4, 3x3) transform step).
+@inline(__always)
+func store8x6(
+    _ p: UnsafeMutablePointer<Float>, stride: Int,
+    _ v: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>)
+) {
+    store8(p, 0, v.0)
+    store8(p, stride, v.1)
+    store8(p, 2 * stride, v.2)
+    store8(p, 3 * stride, v.3)
+    store8(p, 4 * stride, v.4)
+    store8(p, 5 * stride, v.5)
+}
+
 /// `sum(x[0..<n])`, accumulated in eight lanes.
 @inline(__always)
 func simdSum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {

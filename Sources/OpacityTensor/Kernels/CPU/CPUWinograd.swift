@@ -154,12 +154,7 @@ enum WinogradKernels {
                                 for i in 0..<6 {
                                     let r = transformG(t[i * 3], t[i * 3 + 1], t[i * 3 + 2])
                                     let dst = rp + i * 6 * cinPad + c0
-                                    store8(dst, 0, r.0)
-                                    store8(dst, cinPad, r.1)
-                                    store8(dst, 2 * cinPad, r.2)
-                                    store8(dst, 3 * cinPad, r.3)
-                                    store8(dst, 4 * cinPad, r.4)
-                                    store8(dst, 5 * cinPad, r.5)
+                                    store8x6(dst, stride: cinPad, r)
                                 }
                                 c0 += 8
                             }
@@ -336,12 +331,7 @@ enum WinogradKernels {
                             let r = transformB(t[i * 6], t[i * 6 + 1], t[i * 6 + 2], t[i * 6 + 3], t[i * 6 + 4], t[i * 6 + 5])
                             let row = dst + i * 6 * stride36
                             if count == 8 {
-                                store8(row, 0, r.0)
-                                store8(row, stride36, r.1)
-                                store8(row, 2 * stride36, r.2)
-                                store8(row, 3 * stride36, r.3)
-                                store8(row, 4 * stride36, r.4)
-                                store8(row, 5 * stride36, r.5)
+                                store8x6(row, stride: stride36, r)
                             } else {
                                 for (k, value) in [r.0, r.1, r.2, r.3, r.4, r.5].enumerated() {
                                     store8(lp, 0, value)

@@ -198,12 +198,7 @@ extension WinogradKernels {
                             let r = transformAT(t[i * 4], t[i * 4 + 1], t[i * 4 + 2], t[i * 4 + 3])
                             let row = dst + i * 6 * stride36
                             if count == 8 {
-                                store8(row, 0, r.0)
-                                store8(row, stride36, r.1)
-                                store8(row, 2 * stride36, r.2)
-                                store8(row, 3 * stride36, r.3)
-                                store8(row, 4 * stride36, r.4)
-                                store8(row, 5 * stride36, r.5)
+                                store8x6(row, stride: stride36, r)
                             } else {
                                 for (k, value) in [r.0, r.1, r.2, r.3, r.4, r.5].enumerated() {
                                     store8(lp, 0, value)
