@@ -21,12 +21,12 @@ import Synchronization
 /// that word, so a thread late from an earlier region fails its swap (the generation moved on)
 /// and never runs a stale body; the caller returns once every claimed iteration finished.
 @usableFromInline
-final class ComputePool: @unchecked Sendable {
-    @usableFromInline static let shared = ComputePool()
+package final class ComputePool: @unchecked Sendable {
+    @usableFromInline package static let shared = ComputePool()
 
     /// How long an idle worker keeps looking for the next region before it sleeps, in
     /// microseconds (`OPACITY_SPIN_US`, default 200; 0: sleep at once, as `concurrentPerform`).
-    static let spinMicroseconds: UInt64 = {
+    package static let spinMicroseconds: UInt64 = {
         if let s = ProcessInfo.processInfo.environment["OPACITY_SPIN_US"], let v = UInt64(s), v <= 1_000_000 { return v }
         return 200
     }()
@@ -47,7 +47,7 @@ final class ComputePool: @unchecked Sendable {
     /// Runs `body(i)` for `i` in `0..<iterations` on the caller and the workers; returns when
     /// every iteration has finished. `iterations` at most 65535.
     @usableFromInline
-    func run(_ iterations: Int, _ body: (Int) -> Void) {
+    package func run(_ iterations: Int, _ body: (Int) -> Void) {
         precondition(iterations >= 0 && iterations < 1 << 16)
         guard iterations > 1,
             busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged

@@ -370,15 +370,25 @@ public struct LoadReport: Sendable, CustomStringConvertible {
         if let f = firstNonFinite {
             lines.append("first non-finite value: \(f.name)[\(f.index)] = \(f.value)")
         }
-        if !missing.isEmpty { lines.append("missing (\(missing.count)): " + missing.joined(separator: ", ")) }
-        if !unexpected.isEmpty { lines.append("unexpected (\(unexpected.count)): " + unexpected.joined(separator: ", ")) }
+        if !missing.isEmpty { lines.append("missing (\(missing.count)): " + Self.list(missing)) }
+        if !unexpected.isEmpty { lines.append("unexpected (\(unexpected.count)): " + Self.list(unexpected)) }
         if !mismatched.isEmpty {
-            lines.append("mis-shaped (\(mismatched.count)): " + mismatched.map { "\($0.name) expected \(describe($0.expected)) got \(describe($0.got))" }.joined(separator: ", "))
+            lines.append("mis-shaped (\(mismatched.count)): " + Self.list(mismatched.map { "\($0.name) expected \(describe($0.expected)) got \(describe($0.got))" }))
         }
         if !nonFinite.isEmpty {
-            lines.append("not finite (\(nonFinite.count), NaN or infinity; allow with allowNonFinite / --allow-nonfinite): " + nonFinite.joined(separator: ", "))
+            lines.append("not finite (\(nonFinite.count), NaN or infinity; allow with allowNonFinite / --allow-nonfinite): " + Self.list(nonFinite))
         }
         return lines
+    }
+
+    /// The most names a line of ``problems`` lists before it counts the rest (a file of another
+    /// model misses every tensor: a line of 223 names ran to 8 KB).
+    public static let namesPerLine = 12
+
+    /// `names` joined with commas, the first ``namesPerLine`` then "and N more".
+    static func list(_ names: [String]) -> String {
+        let shown = names.prefix(namesPerLine).joined(separator: ", ")
+        return names.count > namesPerLine ? shown + ", and \(names.count - namesPerLine) more" : shown
     }
 }
 

@@ -42,6 +42,23 @@ public enum Compute {
         }
     }
 
+    /// Warnings for the engine's tuning variables set to values it ignores (then it uses the
+    /// default): `OPACITY_DERIVED_CACHE_MB` (MiB, a whole number from 0), `OPACITY_DERIVED_RECENT`
+    /// (a whole number from 0) and `OPACITY_SPIN_US` (microseconds, 0...1000000). Every program on
+    /// the engine prints them with ``threadsVariableWarning``; empty when all are unset or valid.
+    public static var tuningVariableWarnings: [String] {
+        let env = ProcessInfo.processInfo.environment
+        let checks: [(name: String, valid: (String) -> Bool, expected: String, used: String)] = [
+            ("OPACITY_DERIVED_CACHE_MB", { Int($0).map { $0 >= 0 } ?? false }, "a whole number of MiB from 0, e.g. 512", "0 (no cache)"),
+            ("OPACITY_DERIVED_RECENT", { Int($0).map { $0 >= 0 } ?? false }, "a whole number from 0, e.g. 1", "1"),
+            ("OPACITY_SPIN_US", { UInt64($0).map { $0 <= 1_000_000 } ?? false }, "0...1000000 microseconds, e.g. 200", "200"),
+        ]
+        return checks.compactMap { c in
+            guard let v = env[c.name], !v.isEmpty, !c.valid(v) else { return nil }
+            return "warning: \(c.name)=\(v) is not valid; expected \(c.expected); it is ignored: using \(c.used)"
+        }
+    }
+
     /// The number of threads kernels and OpenBLAS use.
     public static var threads: Int {
         get { _threads }

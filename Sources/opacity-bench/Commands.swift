@@ -160,6 +160,7 @@ extension BenchClock: ExpressibleByArgument {}
 
 /// Sets the engine up from `options`, prints the report header and runs `sections` in order.
 func runReport(_ sections: [BenchSection], _ options: BenchOptions) {
+    for warning in Compute.tuningVariableWarnings { FileHandle.standardError.write(Data((warning + "\n").utf8)) }
     if options.threads == nil, let warning = Compute.threadsVariableWarning {
         // as opacity says it: the engine ignores the variable, and a benchmark names its thread count
         FileHandle.standardError.write(Data((warning + "\n").utf8))

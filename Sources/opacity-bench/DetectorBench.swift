@@ -81,6 +81,10 @@ enum DetectorBench {
             "   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)"
         )
         print("   load average now \(loadAverage())")
+        print(
+            "   weight transforms kept between passes: up to \(TensorMemory.derivedCacheLimitBytes >> 20) MiB (OPACITY_DERIVED_CACHE_MB);"
+                + " compute threads look for the next region \(ComputePool.spinMicroseconds) us (OPACITY_SPIN_US);"
+                + " fresh MiB = pages newly mapped in a run (median)")
         let mode = ConvolutionKernelChoice.effectiveMode
         var convolutions = "   convolution kernels: \(mode.rawValue) (OPACITY_CONV=\(ConvolutionKernelChoice.mode.rawValue)"
         if ConvolutionKernelChoice.deterministic { convolutions += ", OPACITY_DETERMINISTIC=1" }

@@ -177,6 +177,20 @@ final class ModuleTests: XCTestCase {
         XCTAssertEqual(m.stateDict().map { $0.1.scalars }, before, "a failed load must not change the model")
     }
 
+    /// A state of another model misses every tensor: each line names the first
+    /// `LoadReport.namesPerLine` and counts the rest, so the message stays short.
+    func testLoadReportListsAreBounded() {
+        var report = LoadReport()
+        report.missing = (0..<223).map { "encoder.layer\($0).weight" }
+        report.unexpected = ["a", "b"]
+        let text = report.description
+        XCTAssertTrue(text.contains("missing (223): encoder.layer0.weight, "), text)
+        XCTAssertTrue(text.contains("encoder.layer11.weight, and 211 more"), text)
+        XCTAssertFalse(text.contains("encoder.layer12.weight"), text)
+        XCTAssertTrue(text.contains("unexpected (2): a, b\n") || text.hasSuffix("unexpected (2): a, b"), text)
+        XCTAssertLessThan(text.utf8.count, 600)
+    }
+
     func testLoadCopiesValuesAndSupportsPartialLoads() throws {
         let source = Initializer.withSeed(1) { TinyResNet() }
         let target = Initializer.withSeed(2) { TinyResNet() }

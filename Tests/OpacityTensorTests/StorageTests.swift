@@ -127,4 +127,22 @@ final class StorageTests: XCTestCase {
         XCTAssertEqual(Tensor(2.5).scalar, 2.5)
         XCTAssertEqual(Tensor(shape: [2], scalars: [1, 2]).description, "Tensor([2], [1, 2])")
     }
+
+    /// The engine's tuning variables set to values it ignores are named in a warning with the
+    /// expected form and the value used; valid and unset ones give none.
+    func testTuningVariableWarnings() {
+        defer {
+            unsetenv("OPACITY_SPIN_US")
+            unsetenv("OPACITY_DERIVED_CACHE_MB")
+        }
+        setenv("OPACITY_SPIN_US", "abc", 1)
+        setenv("OPACITY_DERIVED_CACHE_MB", "-5", 1)
+        let warnings = Compute.tuningVariableWarnings
+        XCTAssertEqual(warnings.count, 2, "\(warnings)")
+        XCTAssertTrue(warnings.contains { $0.contains("OPACITY_SPIN_US=abc is not valid; expected 0...1000000 microseconds") && $0.contains("using 200") }, "\(warnings)")
+        XCTAssertTrue(warnings.contains { $0.contains("OPACITY_DERIVED_CACHE_MB=-5 is not valid") && $0.contains("using 0") }, "\(warnings)")
+        setenv("OPACITY_SPIN_US", "50", 1)
+        setenv("OPACITY_DERIVED_CACHE_MB", "512", 1)
+        XCTAssertEqual(Compute.tuningVariableWarnings, [])
+    }
 }

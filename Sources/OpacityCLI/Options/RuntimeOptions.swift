@@ -19,11 +19,13 @@ struct RuntimeOptions: ParsableArguments {
     /// The valid thread counts as messages write them (`1...1024`).
     static var validThreads: String { "\(Compute.validThreadCounts.lowerBound)...\(Compute.validThreadCounts.upperBound)" }
 
-    /// Warns on standard error when `OPACITY_THREADS` is set but not a valid thread count
-    /// (the engine ignores it and uses all cores), unless `command` was given `--threads`,
+    /// Warns on standard error when an engine tuning variable is set to a value it ignores
+    /// (``Compute/tuningVariableWarnings``), and when `OPACITY_THREADS` is set but not a valid
+    /// thread count (the engine ignores it and uses all cores), unless `command` was given `--threads`,
     /// which replaces it. The variable is a standing setting of the shell, read by every
     /// program on the engine, so a bad value is a warning, not the usage error of a bad `--threads`.
     static func warnAboutThreadsVariable(for command: any ParsableCommand) {
+        for warning in Compute.tuningVariableWarnings { note(warning) }
         guard let warning = Compute.threadsVariableWarning else { return }
         let given = Mirror(reflecting: command).children.contains { ($0.value as? OptionGroup<RuntimeOptions>)?.wrappedValue.threads != nil }
         guard !given else { return }
