@@ -26,10 +26,7 @@ package final class ComputePool: @unchecked Sendable {
 
     /// How long an idle worker keeps looking for the next region before it sleeps, in
     /// microseconds (`OPACITY_SPIN_US`, default 200; 0: sleep at once, as `concurrentPerform`).
-    package static let spinMicroseconds: UInt64 = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_SPIN_US"], let v = UInt64(s), v <= 1_000_000 { return v }
-        return 200
-    }()
+    package static let spinMicroseconds = UInt64(TuningVariable.spinMicroseconds.value)
 
     private let state = Atomic<UInt64>(0)
     private let finished = Atomic<Int>(0)

@@ -42,22 +42,10 @@ public enum Compute {
         }
     }
 
-    /// Warnings for the engine's tuning variables set to values it ignores (then it uses the
-    /// default): `OPACITY_DERIVED_CACHE_MB` (MiB, a whole number from 0), `OPACITY_DERIVED_RECENT`
-    /// (a whole number from 0) and `OPACITY_SPIN_US` (microseconds, 0...1000000). Every program on
-    /// the engine prints them with ``threadsVariableWarning``; empty when all are unset or valid.
-    public static var tuningVariableWarnings: [String] {
-        let env = ProcessInfo.processInfo.environment
-        let checks: [(name: String, valid: (String) -> Bool, expected: String, used: String)] = [
-            ("OPACITY_DERIVED_CACHE_MB", { Int($0).map { $0 >= 0 } ?? false }, "a whole number of MiB from 0, e.g. 512", "0 (no cache)"),
-            ("OPACITY_DERIVED_RECENT", { Int($0).map { $0 >= 0 } ?? false }, "a whole number from 0, e.g. 1", "1"),
-            ("OPACITY_SPIN_US", { UInt64($0).map { $0 <= 1_000_000 } ?? false }, "0...1000000 microseconds, e.g. 200", "200"),
-        ]
-        return checks.compactMap { c in
-            guard let v = env[c.name], !v.isEmpty, !c.valid(v) else { return nil }
-            return "warning: \(c.name)=\(v) is not valid; expected \(c.expected); it is ignored: using \(c.used)"
-        }
-    }
+    /// Warnings for the engine's tuning variables (``TuningVariable``) set to values it ignores
+    /// (then it uses the default). Every program on the engine prints them with
+    /// ``threadsVariableWarning``; empty when all are unset or valid.
+    public static var tuningVariableWarnings: [String] { TuningVariable.allCases.compactMap(\.warning) }
 
     /// The number of threads kernels and OpenBLAS use.
     public static var threads: Int {
@@ -79,12 +67,9 @@ public enum Compute {
             for i in 0..<count { body(i) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendableBox(body)
-            ComputePool.shared.run(t) { chunk in
-                let lo = count * chunk / t, hi = count * (chunk + 1) / t
-                for i in lo..<hi { box.value(i) }
-            }
+        ComputePool.shared.run(t) { chunk in
+            let lo = count * chunk / t, hi = count * (chunk + 1) / t
+            for i in lo..<hi { body(i) }
         }
     }
 
@@ -96,12 +81,9 @@ public enum Compute {
             body(0..<count)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendableBox(body)
-            ComputePool.shared.run(t) { chunk in
-                let lo = count * chunk / t, hi = count * (chunk + 1) / t
-                if lo < hi { box.value(lo..<hi) }
-            }
+        ComputePool.shared.run(t) { chunk in
+            let lo = count * chunk / t, hi = count * (chunk + 1) / t
+            if lo < hi { body(lo..<hi) }
         }
     }
 }
@@ -118,12 +100,65 @@ extension Compute {
             if count > 0 { body(0, 0..<count) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendableBox(body)
-            ComputePool.shared.run(t) { chunk in
-                box.value(chunk, (count * chunk / t)..<(count * (chunk + 1) / t))
-            }
+        ComputePool.shared.run(t) { chunk in
+            body(chunk, (count * chunk / t)..<(count * (chunk + 1) / t))
         }
+    }
+}
+
+/// The engine's tuning variables: read once where they are used (``value``), and checked for
+/// ``Compute/tuningVariableWarnings`` by the same rule.
+package enum TuningVariable: String, CaseIterable, Sendable {
+    /// MiB of derived values kept between passes (``TensorMemory/derivedCacheLimitBytes``).
+    case derivedCacheMiB = "OPACITY_DERIVED_CACHE_MB"
+    /// Derived values kept for the next use outside the cache (``TensorMemory/derivedRecentBytes``).
+    case derivedRecent = "OPACITY_DERIVED_RECENT"
+    /// Microseconds a compute thread looks for the next parallel region (``ComputePool``).
+    case spinMicroseconds = "OPACITY_SPIN_US"
+
+    /// The values accepted.
+    var range: ClosedRange<Int> {
+        switch self {
+        case .derivedCacheMiB: return 0...(1 << 30)
+        case .derivedRecent: return 0...16
+        case .spinMicroseconds: return 0...1_000_000
+        }
+    }
+
+    /// The value used when the variable is unset or not valid.
+    var defaultValue: Int {
+        switch self {
+        case .derivedCacheMiB: return 0
+        case .derivedRecent: return 1
+        case .spinMicroseconds: return 200
+        }
+    }
+
+    private var unit: String {
+        switch self {
+        case .derivedCacheMiB: return " MiB"
+        case .derivedRecent: return ""
+        case .spinMicroseconds: return " microseconds"
+        }
+    }
+
+    private var text: String? {
+        guard let s = ProcessInfo.processInfo.environment[rawValue]?.trimmingCharacters(in: .whitespaces), !s.isEmpty else { return nil }
+        return s
+    }
+
+    /// The variable's value if it is set and in ``range``, else ``defaultValue``.
+    package var value: Int {
+        if let s = text, let v = Int(s), range.contains(v) { return v }
+        return defaultValue
+    }
+
+    /// A warning naming the variable, the value given, the values accepted and the one used;
+    /// nil when it is unset or valid.
+    var warning: String? {
+        guard let s = text, Int(s).map(range.contains) != true else { return nil }
+        return "warning: \(rawValue)=\(s) is not valid; expected \(range.lowerBound)...\(range.upperBound)\(unit);"
+            + " it is ignored: using \(defaultValue)\(unit)"
     }
 }
 

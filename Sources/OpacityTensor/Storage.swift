@@ -222,23 +222,22 @@ enum StorageAccounting {
             return value
         }
         let store = keep && seen?.version == current
-        var stale: TensorStorage? = nil
+        var released: [TensorStorage] = []  // freed outside the lock
         if seen == nil || seen!.version < current || seen!.value != nil {
             // First use at this version (or a value of another size): note it, and drop a
             // stale value.
             if let old = seen?.value {
                 if !seen!.transient { DerivedValues.cached -= old.count * stride }
-                stale = old
+                released.append(old)
             }
             if derivedValues == nil { derivedValues = [:] }
             derivedValues![key] = (current, nil, false)
         }
         let spare = DerivedValues.takeSpare(count: count)
         DerivedValues.lock.unlock()
-        stale = nil
+        released.removeAll()
         let value = spare ?? TensorStorage(uninitializedCount: count)
         compute(value.base)
-        var evicted: [TensorStorage] = []
         DerivedValues.lock.lock()
         DerivedValues.computed += 1
         if let now = derivedValues?[key], now.version == current, now.value == nil {
@@ -247,24 +246,25 @@ enum StorageAccounting {
                 DerivedValues.cached += count * stride
             } else if DerivedValues.recentCapacity > 0 {
                 derivedValues![key] = (current, value, true)
-                evicted = DerivedValues.remember(value, of: self, key: key)
+                released = DerivedValues.remember(value, of: self, key: key)
             }
         }
         DerivedValues.lock.unlock()
-        evicted.removeAll()  // freed outside the lock
-        _ = stale
+        released.removeAll()
         return value
     }
 
-    /// Drops the transient value `value` of `key` if it is still the one held (called by
-    /// ``DerivedValues`` with its lock held when a newer value takes its place); returns it for
-    /// the caller to free outside the lock.
+    /// The size of the transient value `value` of `key` if it is still the one held, else 0
+    /// (called by ``DerivedValues`` with its lock held).
     fileprivate func transientCount(_ key: String, ifIdenticalTo value: ObjectIdentifier) -> Int {
         guard let entry = derivedValues?[key], entry.transient, let held = entry.value, ObjectIdentifier(held) == value
         else { return 0 }
         return held.count
     }
 
+    /// Drops the transient value `value` of `key` if it is still the one held (called by
+    /// ``DerivedValues`` with its lock held when a newer value takes its place); returns it for
+    /// the caller to free outside the lock.
     fileprivate func dropTransient(_ key: String, ifIdenticalTo value: ObjectIdentifier) -> TensorStorage? {
         guard let entry = derivedValues?[key], entry.transient, let held = entry.value,
             ObjectIdentifier(held) == value
@@ -324,20 +324,14 @@ package enum DerivedValues {
     nonisolated(unsafe) static var cached = 0
     /// The most bytes of derived values kept (``TensorMemory/derivedCacheLimitBytes``). Past
     /// it, derived values are computed for each use. Read and written with ``lock`` held.
-    nonisolated(unsafe) static var limitBytes: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_DERIVED_CACHE_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
-        return 0
-    }()
+    nonisolated(unsafe) static var limitBytes: Int = TuningVariable.derivedCacheMiB.value << 20
 
     /// How many derived values not kept in the cache stay on, the most recent first
     /// (``TensorStorage/derived(_:count:keep:compute:)``; `OPACITY_DERIVED_RECENT` overrides,
     /// 0 turns it off). One: a RetinaNet head layer run over the pyramid's levels in turn uses
     /// its weight's F(4x4) transform on P2 only and its F(2x2) one on P3 then P4 (and the
     /// reverse in the backward pass); each more costs up to 4x a weight's size.
-    static let recentCapacity: Int = {
-        if let s = ProcessInfo.processInfo.environment["OPACITY_DERIVED_RECENT"], let n = Int(s), n >= 0 { return min(n, 16) }
-        return 1
-    }()
+    static let recentCapacity = TuningVariable.derivedRecent.value
 
     /// The most recent transient values, oldest first: the storage they were derived from
     /// (weak: a value dies with its storage), their key and the value's identity. Read and
@@ -369,9 +363,9 @@ package enum DerivedValues {
     /// Storages of transient values that were let go, kept for the next value of the same
     /// size (at most ``recentCapacity``: a head layer's F(4x4) and F(2x2) transforms take turns
     /// with one block each): the pool, sized to the pass's high-water mark, would
-    /// unmap and map them again (measured: 65 MiB of fresh pages per resnet34 RetinaNet forward
-    /// pass at 256 px with the cache off, against none with them kept). Read and written with
-    /// ``lock`` held.
+    /// unmap and map them again (measured, resnet34 RetinaNet forward pass at 256 px with the
+    /// cache off: 65 MiB of fresh pages without spares, 5 MiB with two, 14 MiB with one).
+    /// Read and written with ``lock`` held.
     nonisolated(unsafe) private static var spares: [TensorStorage] = []
 
     /// A kept storage of exactly `count` floats, if there is one. Call with ``lock`` held.

@@ -141,8 +141,13 @@ final class StorageTests: XCTestCase {
         XCTAssertEqual(warnings.count, 2, "\(warnings)")
         XCTAssertTrue(warnings.contains { $0.contains("OPACITY_SPIN_US=abc is not valid; expected 0...1000000 microseconds") && $0.contains("using 200") }, "\(warnings)")
         XCTAssertTrue(warnings.contains { $0.contains("OPACITY_DERIVED_CACHE_MB=-5 is not valid") && $0.contains("using 0") }, "\(warnings)")
+        // The value the engine reads follows the same rule: the default where it warns.
+        XCTAssertEqual(TuningVariable.spinMicroseconds.value, 200)
+        XCTAssertEqual(TuningVariable.derivedCacheMiB.value, 0)
         setenv("OPACITY_SPIN_US", "50", 1)
         setenv("OPACITY_DERIVED_CACHE_MB", "512", 1)
         XCTAssertEqual(Compute.tuningVariableWarnings, [])
+        XCTAssertEqual(TuningVariable.spinMicroseconds.value, 50)
+        XCTAssertEqual(TuningVariable.derivedCacheMiB.value, 512)
     }
 }

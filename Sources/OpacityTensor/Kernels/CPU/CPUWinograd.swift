@@ -115,8 +115,8 @@ enum WinogradKernels {
             // g[j][ci] for the 9 taps of one output channel, eight input channels per vector;
             // the channel's 36 transformed rows are staged in `rows` ([36][cinPad]) and copied
             // out row by row: storing eight floats at a time to 36 places `cout * cin` apart
-            // (a multiple of 4 KiB for the usual widths) ran at half the write rate (measured:
-            // 256x256 weights, 2.0-2.7 ms per transform against 0.45 ms for F(2x2)'s 16 rows).
+            // (a multiple of 4 KiB for the usual widths) hit cache-set conflicts (measured,
+            // 256x256 weights on two threads: 2.0-2.7 ms per transform; staged, 0.35 ms).
             var g = [Float](repeating: 0, count: 9 * cinPad)
             var rows = [Float](repeating: 0, count: 36 * cinPad)
             withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 18) { tbuf in

@@ -164,8 +164,9 @@ enum Winograd2Kernels {
         Compute.parallelRanges(cout, minPerThread: 8) { range in
             // g[j][ci] for the 9 taps of one output channel, eight input channels per vector;
             // the channel's 16 transformed rows are staged in `rows` ([16][cinPad]) and copied
-            // out row by row (as in ``WinogradKernels/transformWeights(_:cout:cin:flipped:into:)``:
-            // 256x256 weights, 0.26 ms per transform against 0.45 ms storing straight to `u`).
+            // out row by row, as in ``WinogradKernels/transformWeights(_:cout:cin:flipped:into:)``
+            // (for 16 rows no faster measured, 0.26-0.30 ms for 256x256 weights either way, but
+            // with no separate path for a last partial group of channels).
             var g = [Float](repeating: 0, count: 9 * cinPad)
             var rows = [Float](repeating: 0, count: 16 * cinPad)
             withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 12) { tbuf in
