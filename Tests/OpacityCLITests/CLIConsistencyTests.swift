@@ -192,6 +192,83 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("epoch 2/16"), r.all)
     }
 
+    /// `--resume` on a run that has all its epochs says so, names its best epoch and the
+    /// command that extends it, changes nothing and exits 0 (new-user trial: it printed
+    /// "done: 0 epochs run"); that command then trains the next epoch.
+    func testResumingAFinishedRunSaysHowToExtendIt() throws {
+        let dir = try CLI.tempDir("finished")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "12", "--size", "64", "--seed", "3", "-q"], in: dir).status, 0)
+        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+        var r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "4", "-o", "run", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let run = dir.appendingPathComponent("run")
+        let files = ["options.json", "log.jsonl", "checkpoints/epoch_001.opb"]
+        let before = try files.map { try Data(contentsOf: run.appendingPathComponent($0)) }
+        for extra in [[], ["--epochs", "1"]] {
+            r = try CLI.run(["train", "-o", "run", "--resume"] + extra, in: dir)
+            XCTAssertEqual(r.status, 0, "\(extra): \(r.all)")
+            XCTAssertTrue(r.stdout.contains("run has already finished its 1 epoch (best epoch 1: \(run.appendingPathComponent("best.opb").path))"), "\(extra): \(r.all)")
+            XCTAssertTrue(
+                r.stdout.contains("nothing to train, nothing changed. To train it further, resume it with more epochs than 1: opacity train -o run --resume --epochs 2"),
+                "\(extra): \(r.all)")
+            XCTAssertFalse(r.all.contains("0 epochs run"), r.all)
+            XCTAssertFalse(r.all.contains("resumed from"), "the data or the model was loaded: \(r.all)")
+            XCTAssertEqual(try files.map { try Data(contentsOf: run.appendingPathComponent($0)) }, before, "\(extra) changed the run")
+        }
+        // the hinted command trains epoch 2
+        r = try CLI.run(["train", "-o", "run", "--resume", "--epochs", "2", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertEqual(try EpochLog.read(run.appendingPathComponent("log.jsonl")).map(\.epoch), [1, 2], r.all)
+        // fewer epochs than the run has: said so, nothing changed
+        r = try CLI.run(["train", "-o", "run", "--resume", "--epochs", "1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("run has already run 2 epochs, more than --epochs 1"), r.all)
+        XCTAssertTrue(r.stdout.contains("opacity train -o run --resume --epochs 4"), r.all)
+        XCTAssertEqual(try TrainingSetup.savedOptions(in: run)?.epochs, 2, "options.json was rewritten")
+    }
+
+    /// A config string given on the command line that the registry refuses (an unknown
+    /// encoder, parameter or name, a value out of range, a syntax error) is a usage error (64)
+    /// in every command that takes one, with the registry's message (the nearest valid value)
+    /// after the option's name, found before any data is made or read (new-user trial:
+    /// `train --config "retinanet(encoder=resnet35)"` exited 1).
+    func testConfigStringErrorsAreUsageErrors() throws {
+        let dir = try CLI.tempDir("configusage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String], String)] = [
+            (["train", "--data", "nodata", "--config", "retinanet(encoder=resnet35)"], "--config: unknown encoder 'resnet35'; did you mean 'resnet34'?"),
+            (["train", "--data", "nodata", "--config", "retinanet(dropuot=0.5)"], "--config: retinanet has no parameter 'dropuot'; did you mean 'dropout'?"),
+            (["train", "--data", "nodata", "--config", "retinanet(dropout=2)"], "--config: retinanet: dropout=2 is invalid; expected number in 0.0...0.95 (nearest valid: 0.95)"),
+            (["train", "--data", "nodata", "--config", "retinanet(encoder=resnet34"], "--config: config syntax error at column 27"),
+            (["train", "--data", "nodata", "--config", "retinanett"], "--config: unknown detector 'retinanett'; did you mean 'retinanet'?"),
+            (["demo", "-o", "demo", "--count", "2", "--config", "retinanet(encoder=resnet35)"], "--config: unknown encoder 'resnet35'"),
+            (["plugins", "--canonical", "retinanet(encoder=resnet35)"], "--canonical: unknown encoder 'resnet35'"),
+            (["import", "none.safetensors", "--encoder", "resnet35", "--dry-run"], "--encoder: unknown encoder 'resnet35'; did you mean 'resnet34'?"),
+            (["import", "none.safetensors", "--encoder", "resnet34(widht=2)", "--dry-run"], "--encoder: resnet34 has no parameter 'widht'; did you mean 'width'?"),
+            (
+                ["import", "none.safetensors", "--encoder", "resnet34", "--key-map", "timmm", "--dry-run"],
+                "--key-map: encoder resnet34 has no key map 'timmm'; did you mean 'timm'?"
+            ),
+        ]
+        for (args, expected) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("Error: " + expected), "\(args): expected '\(expected)' in \(r.stderr)")
+        }
+        // nothing was made: no demo data, no run folder
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), [])
+        // the same config from a run's own options.json is a data error (1): the command line is right
+        let run = dir.appendingPathComponent("run")
+        try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+        var options = TrainingOptions(config: "retinanet(encoder=resnet35)")
+        options.dataRoot = run.path
+        try JSONEncoder().encode(options).write(to: run.appendingPathComponent("options.json"))
+        let r = try CLI.run(["train", "-o", "run", "--resume"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("unknown encoder 'resnet35'"), r.all)
+    }
+
     /// `train --limit N` limits the training and the validation images as eval's `--limit`
     /// limits the scored ones; `--limit-train` and `--limit-val` override it for their part.
     func testTrainLimitLimitsBothParts() throws {

@@ -37,6 +37,8 @@ struct DemoCommand: ParsableCommand {
         let data = root.appendingPathComponent("data")
         let runDir = root.appendingPathComponent("run")
         let registry = try pluginOptions.registry()
+        // before the data is made: an error in --config is a usage error (64)
+        let canonical = try commandLineConfig(config, option: "--config", registry: registry)
         // 1. data
         if !FileManager.default.fileExists(atPath: data.appendingPathComponent("stage_2_train_labels.csv").path) {
             say("1/4 generating \(count) synthetic chest X-rays in \(data.path)")
@@ -45,7 +47,7 @@ struct DemoCommand: ParsableCommand {
             say("1/4 reusing the synthetic set in \(data.path)")
         }
         // 2. training
-        say("2/4 training \(try registry.canonical(config)) for \(epochs) epoch\(epochs == 1 ? "" : "s")")
+        say("2/4 training \(canonical) for \(epochs) epoch\(epochs == 1 ? "" : "s")")
         try? FileManager.default.removeItem(at: runDir)
         var options = TrainingOptions(config: config)
         options.epochs = epochs

@@ -68,7 +68,13 @@ struct ImportCommand: ParsableCommand {
     func run() throws {
         if let output, !dryRun { try requireOutputFile(output, option: "-o/--output", for: "the encoder bundle") }
         let registry = try pluginOptions.registry()
-        let map = try registry.keyMap(keyMap, encoder: encoder)
+        // errors in --encoder (a config string) and --key-map are usage errors (64), checked
+        // before the source is read
+        _ = try commandLineConfig(encoder, option: "--encoder", as: .encoder, registry: registry)
+        let map: KeyMap
+        do { map = try registry.keyMap(keyMap, encoder: encoder) } catch let error as CheckpointError {
+            throw ValidationError("--key-map: \(error)")
+        }
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)
         if let out { try createParentFolder(of: out, option: "-o/--output") }

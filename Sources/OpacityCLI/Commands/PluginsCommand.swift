@@ -25,10 +25,8 @@ struct PluginsCommand: ParsableCommand {
     func run() throws {
         let registry = try pluginOptions.registry()
         if let canonical {
-            let c = try registry.canonical(canonical)
-            let r = try registry.checkDetector(c)
-            print(c)
-            _ = r
+            // an error in it is a usage error (64), as in train's --config
+            print(try commandLineConfig(canonical, option: "--canonical", registry: registry))
             return
         }
         var kinds = ComponentKind.allCases

@@ -119,19 +119,26 @@ struct TrainCommand: ParsableCommand {
         let outURL: URL
         var resumed: TrainingSetup?
         if resume, let out, let saved = try TrainingSetup.savedOptions(in: URL(fileURLWithPath: out)) {
+            if let config, try commandLineConfig(config, option: "--config", registry: registry) != saved.config {
+                throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another -o/--output")
+            }
+            // a run that has all its epochs: nothing is loaded or written, and the message says
+            // how to go on (new-user trial: it printed "done: 0 epochs run")
+            if !validateOnly, let done = Self.finishedEpochs(in: URL(fileURLWithPath: out)), done.epoch >= (epochs ?? saved.epochs) {
+                say(Self.alreadyFinished(out, state: done, epochs: epochs))
+                return
+            }
             // the run's own data, limits and folds; data options given now replace the data
             // location only (a moved folder)
             if dataOptions.data == nil && dataOptions.labels == nil && dataOptions.images == nil {
                 resumed = try TrainingSetup.resuming(runDirectory: URL(fileURLWithPath: out))
             }
             options = saved
-            if let config, try registry.canonical(config) != saved.config {
-                throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another -o/--output")
-            }
             if let epochs { options.epochs = epochs }  // extend (or shorten) the run
             outURL = URL(fileURLWithPath: out)
         } else {
-            options = TrainingOptions(config: try registry.canonical(config ?? "retinanet"))
+            // a config string given here is checked before the data loads: its errors are usage errors (64)
+            options = TrainingOptions(config: try config.map { try commandLineConfig($0, option: "--config", registry: registry) } ?? registry.canonical("retinanet"))
             options.epochs = epochs ?? Self.defaults.epochs
             options.batchSize = batch
             options.learningRate = lr ?? Self.defaults.learningRate
@@ -248,7 +255,10 @@ struct TrainCommand: ParsableCommand {
         }
         do {
             let logs = try trainer.run()
-            if let best = trainer.state.bestEpoch {
+            if logs.isEmpty, summary.resumedFrom != nil {
+                // all the epochs were there (the early check passed it over: records repaired now)
+                say(Self.alreadyFinished(out ?? outURL.path, state: trainer.state, epochs: epochs, untouched: false))
+            } else if let best = trainer.state.bestEpoch {
                 say("done: \(logs.count) epoch\(logs.count == 1 ? "" : "s") run; best epoch \(best) -> \(trainer.bestURL.path)")
             }
             if let c = CommunicationFigures.total(logs.compactMap(\.communication)) { say(c.summary) }
@@ -318,6 +328,48 @@ struct TrainCommand: ParsableCommand {
 }
 
 extension TrainCommand {
+    /// Where the newest checkpoint of a run folder stands when it ends an epoch and the
+    /// folder's records agree with it (log.jsonl ends with that epoch, best.opb exists);
+    /// `nil` when there is none, it stops in the middle of an epoch, it cannot be read, or a
+    /// kill left the records behind it: resuming then goes on as usual (it repairs the
+    /// records, or reports the checkpoint).
+    static func finishedEpochs(in runDirectory: URL) -> TrainerState? {
+        guard let url = Trainer.latestCheckpoint(in: runDirectory),
+            let state = try? BundleReader(url).info.metadata.extra(BundleCheckpointStore.trainerKey, as: TrainerState.self), state.step == 0,
+            let log = try? EpochLog.read(runDirectory.appendingPathComponent("log.jsonl")), log.last?.epoch == state.epoch,
+            state.bestEpoch == nil || FileManager.default.fileExists(atPath: runDirectory.appendingPathComponent("best.opb").path)
+        else { return nil }
+        return state
+    }
+
+    /// What `--resume` says about a run that has all the epochs asked for: how many it has,
+    /// its best epoch, and the command that trains it further (`--epochs`, more than it has).
+    /// - Parameters:
+    ///   - out: the run folder as given with -o/--output.
+    ///   - state: its newest checkpoint's state (``finishedEpochs(in:)``).
+    ///   - epochs: `--epochs` if given.
+    ///   - untouched: whether the run folder was left as it was (nothing loaded or written).
+    static func alreadyFinished(_ out: String, state: TrainerState, epochs: Int?, untouched: Bool = true) -> String {
+        let n = state.epoch
+        let plural = n == 1 ? "" : "s"
+        var text =
+            epochs.map { $0 < n ? "\(out) has already run \(n) epoch\(plural), more than --epochs \($0)" : "\(out) has already finished its \(n) epoch\(plural)" }
+            ?? "\(out) has already finished its \(n) epoch\(plural)"
+        if let best = state.bestEpoch {
+            text += " (best epoch \(best): \(URL(fileURLWithPath: out).appendingPathComponent("best.opb").path))"
+        }
+        text +=
+            "; nothing to train" + (untouched ? ", nothing changed" : "")
+            + ". To train it further, resume it with more epochs than \(n): opacity train -o \(shellWord(out)) --resume --epochs \(2 * n)"
+        return text
+    }
+
+    /// `s` as one shell word (single-quoted when it holds anything but letters, digits and `-_./+,:=@%`).
+    static func shellWord(_ s: String) -> String {
+        let plain = !s.isEmpty && s.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "-_./+,:=@%".unicodeScalars.contains($0) }
+        return plain ? s : "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
     /// The calling thread's id (Linux; `nil` elsewhere).
     static func currentThreadID() -> pid_t? {
         #if os(Linux)
