@@ -226,6 +226,10 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("run has already run 2 epochs, more than --epochs 1"), r.all)
         XCTAssertTrue(r.stdout.contains("opacity train -o run --resume --epochs 4"), r.all)
         XCTAssertEqual(try TrainingSetup.savedOptions(in: run)?.epochs, 2, "options.json was rewritten")
+        // limits other than the run's own are still refused
+        r = try CLI.run(["train", "-o", "run", "--resume", "--limit-val", "1"], in: dir)
+        XCTAssertNotEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("started with other limits"), r.all)
     }
 
     /// A config string given on the command line that the registry refuses (an unknown

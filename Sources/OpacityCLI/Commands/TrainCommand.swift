@@ -123,8 +123,12 @@ struct TrainCommand: ParsableCommand {
                 throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another -o/--output")
             }
             // a run that has all its epochs: nothing is loaded or written, and the message says
-            // how to go on (new-user trial: it printed "done: 0 epochs run")
-            if !validateOnly, let done = Self.finishedEpochs(in: URL(fileURLWithPath: out)), done.epoch >= (epochs ?? saved.epochs) {
+            // how to go on (new-user trial: it printed "done: 0 epochs run"); limits or skipping
+            // other than the run's own are left to the usual path, which refuses them
+            let sameLimits =
+                (trainLimit ?? saved.limitTrain) == saved.limitTrain && (validationLimit ?? saved.limitValidation) == saved.limitValidation
+                && (!dataOptions.skipUnreadable || saved.skipProblemImages == true)
+            if !validateOnly, sameLimits, let done = Self.finishedEpochs(in: URL(fileURLWithPath: out)), done.epoch >= (epochs ?? saved.epochs) {
                 say(Self.alreadyFinished(out, state: done, epochs: epochs))
                 return
             }
