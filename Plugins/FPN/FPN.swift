@@ -52,22 +52,32 @@ public final class FPN: Module, Neck {
         return u
     }
 
-    public func pyramid(_ features: [Tensor]) -> [Tensor] {
+    public func pyramid(_ features: consuming [Tensor]) -> [Tensor] {
         precondition(features.count == 4, "FPN expects C2..C5, got \(features.count) maps")
+        // Each encoder map is let go as soon as it is used, so that in inference C2..C4 do not
+        // stay alive through the P2 convolutions, where a 512 px pass peaks (in training the
+        // lateral convolutions keep their inputs for backward anyway).
+        var maps: [Tensor?] = (consume features).map { $0 }
         var out: [Int: Tensor] = [:]
+        // P6 and P7 first: they need C5 (the same values as in any order).
+        if let p6 {
+            let x6 = p6(maps[3]!)
+            out[6] = x6
+            if let p7 { out[7] = p7(x6.relu()) }
+        }
         let laterals: [(Conv2d?, Conv2d?)] = [(p2Lateral, p2Smooth), (p3Lateral, p3Smooth), (p4Lateral, p4Smooth), (p5Lateral, p5Smooth)]
         var merged: Tensor?
         for l in stride(from: 5, through: 2, by: -1) {
             guard let lat = laterals[l - 2].0 else { break }
-            var m = lat(features[l - 2])
-            if let above = merged { m = m + fit(above.upsampleNearest2x(), to: m) }
+            var m = lat(maps[l - 2]!)
+            maps[l - 2] = nil
+            if let above = merged {
+                merged = nil
+                let up = fit(above.upsampleNearest2x(), to: m)
+                m = (consume m) + up  // in place (``Tensor/+(_:_:)``)
+            }
             merged = m
             if let smooth = laterals[l - 2].1 { out[l] = smooth(m) }
-        }
-        if let p6 {
-            let x6 = p6(features[3])
-            out[6] = x6
-            if let p7 { out[7] = p7(x6.relu()) }
         }
         return levels.map { out[$0]! }
     }

@@ -33,7 +33,9 @@ public final class Subnet: Module {
     func callAsFunction(levels: [Tensor], perAnchor k: Int) -> [Tensor] {
         var ys = levels
         for conv in [conv1, conv2, conv3, conv4] {
-            ys = ys.map { conv($0).relu() }
+            // Level by level in place: each level's input is dropped as soon as its output
+            // exists, rather than all inputs living until the whole layer is done.
+            for i in ys.indices { ys[i] = conv(ys[i]).relu() }
         }
         if let dropout { ys = ys.map { dropout($0) } }
         return ys.map { x in

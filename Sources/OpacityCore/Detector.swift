@@ -41,8 +41,12 @@ public final class Detector: Module {
     public func forward(_ images: Tensor) -> HeadOutput {
         precondition(images.rank == 4 && images.shape[1] == 1, "Detector.forward: expects [N, 1, H, W] images, got \(describe(images.shape))")
         let features = encoder.features(images)
-        let pyramid = neck.pyramid(features)
-        let out = head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+        TensorMemory.releaseTransientDerivedValues()  // no encoder weight is used again in this pass
+        let deepest = features[features.count - 1]
+        let pyramid = neck.pyramid(consume features)  // the neck may free each map once used
+        TensorMemory.releaseTransientDerivedValues()
+        let out = head.predict(pyramid: pyramid, deepest: deepest)
+        TensorMemory.releaseTransientDerivedValues()
         let a = anchors(height: images.shape[2], width: images.shape[3])
         precondition(out.classLogits.shape[1] == a.count,
                      "Detector.forward: head predicts \(out.classLogits.shape[1]) anchors but the anchor layout has \(a.count) for \(images.shape[2])x\(images.shape[3])")

@@ -38,7 +38,12 @@ public protocol Neck: Module {
     /// The pyramid's levels.
     var outputSpec: FeatureSpec { get }
     /// Builds the pyramid from the encoder's maps.
-    func pyramid(_ features: [Tensor]) -> [Tensor]
+    ///
+    /// Takes the maps over (`consuming`), so that a neck may let each one go once it is used:
+    /// in inference the callers hold no other reference (``Detector/forward(_:)`` keeps only
+    /// the deepest map, for the head). A conformance may declare the parameter without
+    /// `consuming` too.
+    func pyramid(_ features: consuming [Tensor]) -> [Tensor]
 }
 
 /// What a detection head predicts for a batch.

@@ -169,11 +169,24 @@ extension Tensor {
     }
 
     /// Elementwise sum with broadcasting (e.g. `[N, C, H, W] + [1, C, 1, 1]`).
-    public static func + (a: Tensor, b: Tensor) -> Tensor {
-        let out = binaryKernel(a, b, .add, op: "add")
-        let sa = a.shape, sb = b.shape
-        OpTrace.note("add", [a, b], out)
-        return Autograd.record("add", out, inputs: [a, b]) { g in [g.reducedUntracked(toShape: sa), g.reducedUntracked(toShape: sb)] }
+    ///
+    /// Consumes `a`: when it has `b`'s shape and nothing else holds its storage (a temporary,
+    /// such as the last batch norm's output in `(y + shortcut).relu()`), the sum is written
+    /// over it, as ``relu()`` does.
+    public static func + (a: consuming Tensor, b: Tensor) -> Tensor {
+        let out: Tensor
+        if a.shape == b.shape && a.ownsStorageAlone() {
+            out = Tensor(shape: a.shape, storage: a.storage)
+            out.storage.contentsWillChange()
+            let pb = b.pointer, po = out.mutablePointer
+            Compute.parallelRanges(out.count, minPerThread: 1 << 16) { r in for i in r { po[i] += pb[i] } }
+        } else {
+            out = binaryKernel(a, b, .add, op: "add")
+        }
+        let input = copy a  // its node, for the graph (the sum's gradient reads no values)
+        let sa = input.shape, sb = b.shape
+        OpTrace.note("add", [input, b], out)
+        return Autograd.record("add", out, inputs: [input, b]) { g in [g.reducedUntracked(toShape: sa), g.reducedUntracked(toShape: sb)] }
     }
 
     /// Elementwise difference with broadcasting.
@@ -250,8 +263,16 @@ extension Tensor {
     public static func * (s: Float, a: Tensor) -> Tensor { a * s }
 
     /// Rectified linear unit, `max(x, 0)`; the gradient at 0 is 0.
-    public func relu() -> Tensor {
-        let out = Tensor(uninitializedShape: shape)
+    ///
+    /// Consumes the receiver: when nothing else holds its storage (a temporary such as
+    /// `conv(x).relu()`, whose storage no backward pass saved), the result is written over it
+    /// instead of into a new tensor, the same values with one map less alive (measured: ...).
+    /// A receiver still used afterwards keeps its values: the caller's copy shares the
+    /// storage, so a new tensor is allocated.
+    public consuming func relu() -> Tensor {
+        let inPlace = ownsStorageAlone()
+        if inPlace { storage.contentsWillChange() }
+        let out = inPlace ? Tensor(shape: shape, storage: storage) : Tensor(uninitializedShape: shape)
         let p = pointer, o = out.mutablePointer
         Compute.parallelRanges(count, minPerThread: 1 << 16) { r in
             var i = r.lowerBound
@@ -267,8 +288,9 @@ extension Tensor {
             while i < r.upperBound { o[i] = p[i] < 0 ? 0 : p[i]; i += 1 }
         }
         let kept = out.detached()
-        OpTrace.note("relu", [self], out)
-        return Autograd.record("relu", out, inputs: [self]) { g in
+        let input = copy self  // its node, for the graph (its values are not read again)
+        OpTrace.note("relu", [input], out)
+        return Autograd.record("relu", out, inputs: [input]) { g in
             let gi = Tensor(uninitializedShape: g.shape)
             let gp = g.pointer, op = kept.pointer, gq = gi.mutablePointer
             Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in

@@ -30,6 +30,13 @@ public enum TensorMemory {
     /// The bytes currently held by derived values (see ``derivedCacheLimitBytes``).
     public static var derivedCachedBytes: Int { DerivedValues.cachedBytes }
 
+    /// Frees the derived values kept outside the cache for a weight's next use and their spare
+    /// blocks (``derivedRecentBytes``: up to twice the largest transform, 32 MiB for a
+    /// 512-channel F(2x2) one). ``Detector`` calls it between the encoder, the neck and the
+    /// head, whose weights are not reused across those parts: the encoder's last transforms
+    /// no longer stay alive through the neck, where a 512 px pass peaks (measured: ...).
+    public static func releaseTransientDerivedValues() { DerivedValues.releaseTransient() }
+
     /// The bytes held outside the cache's budget by the most recent derived value that was not
     /// cached (kept so that consecutive uses of one weight compute its transform once; 1 by
     /// default, `OPACITY_DERIVED_RECENT` sets how many) and by the blocks of earlier ones kept
@@ -367,6 +374,22 @@ package enum DerivedValues {
     /// cache off: 65 MiB of fresh pages without spares, 5 MiB with two, 14 MiB with one).
     /// Read and written with ``lock`` held.
     nonisolated(unsafe) private static var spares: [TensorStorage] = []
+
+    /// Lets go of every transient value and spare block (``TensorMemory/releaseTransientDerivedValues()``).
+    static func releaseTransient() {
+        var freed: [TensorStorage] = []  // owners and values, released after the lock
+        lock.lock()
+        for r in recent {
+            guard let owner = r.owner else { continue }
+            freed.append(owner)
+            if let value = owner.dropTransient(r.key, ifIdenticalTo: r.value) { freed.append(value) }
+        }
+        recent = []
+        freed += spares
+        spares = []
+        lock.unlock()
+        freed.removeAll()
+    }
 
     /// A kept storage of exactly `count` floats, if there is one. Call with ``lock`` held.
     static func takeSpare(count: Int) -> TensorStorage? {

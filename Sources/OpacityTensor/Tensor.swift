@@ -94,6 +94,11 @@ public struct Tensor: @unchecked Sendable {
         return try body(UnsafeMutableBufferPointer(start: storage.base, count: count))
     }
 
+    /// Whether no other value shares this tensor's storage (no copy of the tensor, no view, no
+    /// backward closure that saved it), so that an operation consuming the tensor may write
+    /// its result over it.
+    @inline(__always) package mutating func ownsStorageAlone() -> Bool { isKnownUniquelyReferenced(&storage) }
+
     /// A raw pointer to the storage for kernels that fill a freshly allocated tensor.
     @inlinable var mutablePointer: UnsafeMutablePointer<Float> { storage.base }
     /// A read pointer for kernels.

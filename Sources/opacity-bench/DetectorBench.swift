@@ -107,8 +107,7 @@ enum DetectorBench {
             let poolLimit = TensorMemory.poolLimitBytes
             TensorMemory.poolLimitBytes = 0
             TensorMemory.poolLimitBytes = poolLimit
-            TensorStorage.resetPoolHighWaterMark()
-            let resolved: ResolvedConfig
+                    let resolved: ResolvedConfig
             let detector: Detector
             do {
                 resolved = try registry.checkDetector(text)
@@ -188,8 +187,13 @@ enum DetectorBench {
     static func forward(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
         detector.eval()
         let x = images(batch: 1, size: size)
-        return measure(repetitions: repetitions) { _ in
-            Autograd.inference {
+        var before: (rss: Double?, live: Int) = (nil, 0)
+        let figures = measure(repetitions: repetitions) { last in
+            if MemoryProbe.enabled && last {
+                before = (currentResident(), TensorMemory.liveBytes)
+                TensorMemory.resetLivePeak()
+            }
+            return Autograd.inference {
                 var parts = PartTimer()
                 let out = network(detector, x, &parts)
                 let found = detector.postprocessor.detections(
@@ -200,6 +204,13 @@ enum DetectorBench {
                 return parts.seconds
             }
         }
+        if MemoryProbe.enabled {
+            func mib(_ b: Double?) -> String { b.map { fmt($0 / 1_048_576, 1) } ?? "?" }
+            print(
+                "    forward memory (OPACITY_MEMORY_REPORT, last repetition; MiB): resident before \(mib(before.rss)), peak \(mib(figures.peakBytes)); tensor storage alive before \(mib(Double(before.live))), most alive \(mib(Double(TensorMemory.livePeakBytes))); pool cached \(mib(Double(TensorMemory.pooledBytes))), derived kept \(mib(Double(TensorMemory.derivedRecentBytes)))"
+            )
+        }
+        return figures
     }
 
     /// One training step at batch 2 in training mode: forward with graph, loss, backward,
@@ -244,10 +255,14 @@ enum DetectorBench {
     /// Encoder, neck and head on `x`, each ending its part on `parts`: the head's outputs.
     static func network(_ detector: Detector, _ x: Tensor, _ parts: inout PartTimer) -> HeadOutput {
         let features = detector.encoder.features(x)
+        TensorMemory.releaseTransientDerivedValues()  // as Detector.forward
         parts.end("encoder")
-        let pyramid = detector.neck.pyramid(features)
+        let deepest = features[features.count - 1]
+        let pyramid = detector.neck.pyramid(consume features)
+        TensorMemory.releaseTransientDerivedValues()  // as Detector.forward
         parts.end("neck")
-        let out = detector.head.predict(pyramid: pyramid, deepest: features[features.count - 1])
+        let out = detector.head.predict(pyramid: pyramid, deepest: deepest)
+        TensorMemory.releaseTransientDerivedValues()  // as Detector.forward
         parts.end("head")
         return out
     }

@@ -113,6 +113,35 @@ final class RetinaNetTests: XCTestCase {
         }
     }
 
+    /// The FPN lets each encoder map go once used when it is handed the maps (`consume`), and
+    /// adds the upsampled level in place: the pyramid is the same, bit for bit, as when the
+    /// caller keeps the maps, and maps the caller keeps are left as they were. `forward` lets
+    /// go of the transient weight transforms after each part.
+    func testFPNGivenItsMapsMatchesFPNReadingThem() throws {
+        let det = try Initializer.withSeed(4) {
+            try Registry.standard().makeDetector("retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=256)")
+        }
+        det.eval()
+        var rng = RandomGenerator(seed: 6)
+        let x = Tensor.randomUniform([1, 1, 256, 256], using: &rng)
+        let kept = Autograd.inference { det.encoder.features(x) }
+        let before = kept.map(\.scalars)
+        let reading = Autograd.inference { det.neck.pyramid(kept) }
+        XCTAssertEqual(kept.map(\.scalars), before, "the caller's maps are unchanged")
+        let given = Autograd.inference { () -> [Tensor] in
+            let maps = det.encoder.features(x)
+            return det.neck.pyramid(consume maps)
+        }
+        XCTAssertEqual(given.count, 6)
+        for (a, b) in zip(reading, given) {
+            XCTAssertEqual(a.shape, b.shape)
+            XCTAssertEqual(a.scalars, b.scalars)
+        }
+        XCTAssertGreaterThan(reading[0].scalars.map(abs).max()!, 0)
+        _ = Autograd.inference { det.forward(x) }
+        XCTAssertEqual(TensorMemory.derivedRecentBytes, 0, "no transient transform outlives the pass")
+    }
+
     /// The head runs each subnet layer over every pyramid level before the next layer (so that
     /// a weight's kernel transform serves all levels at once); its outputs are those of running
     /// the levels one after another, bit for bit, on the six levels P2-P7 of a 256 px image.

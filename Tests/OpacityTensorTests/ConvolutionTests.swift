@@ -274,6 +274,32 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertEqual(conv(c, x, w, b).scalars, conv(c, x, w, b).scalars)
     }
 
+    /// The Winograd forward pass cuts the map into blocks of tiles (96 in inference by default,
+    /// 192 while gradients are recorded, `OPACITY_WINOGRAD_TILES`); the block size changes the
+    /// scratch memory, and the values by rounding at most (the GEMM library may split a wider
+    /// product differently), and each size repeats bit for bit.
+    func testWinogradBlockSizeChangesOnlyRounding() {
+        let c = Case(name: "head layer", input: [1, 32, 64, 72], cout: 32, kernel: (3, 3), padding: (1, 1), bias: true)
+        let saved = (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradTiles)
+        defer { (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradTiles) = saved }
+        ConvolutionSettings.winograd = true
+        Compute.threads = 2
+        let (x, w, b) = tensors(c, seed: 500)
+        let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+        let scale = ref.values.map(abs).max()!
+        ConvolutionSettings.winogradTiles = nil
+        let inference = Autograd.inference { conv(c, x, w, b) }
+        let recording = conv(c, x.requiringGrad(), w, b)
+        assertClose(inference, ref.values, absolute: 1e-4 * scale, relative: 0, "96 tiles (inference) against direct loops")
+        assertClose(recording, inference, absolute: 1e-5 * scale, relative: 0, "192 tiles (recording) against 96")
+        for tiles in [18, 37, 288] {
+            ConvolutionSettings.winogradTiles = tiles
+            let y = Autograd.inference { conv(c, x, w, b) }
+            assertClose(y, inference, absolute: 1e-5 * scale, relative: 0, "\(tiles) tiles per block")
+            XCTAssertEqual(y.scalars, Autograd.inference { conv(c, x, w, b) }.scalars, "\(tiles) tiles: bit for bit again")
+        }
+    }
+
     /// The Winograd weight gradient alone (the forward pass and input gradient take Winograd
     /// either way) against direct loops and against the im2col weight gradient, relative error
     /// at most 1e-4 of the largest magnitude: channels that are not multiples of 4 or 8, odd
