@@ -107,7 +107,7 @@ enum DetectorBench {
             let poolLimit = TensorMemory.poolLimitBytes
             TensorMemory.poolLimitBytes = 0
             TensorMemory.poolLimitBytes = poolLimit
-                    let resolved: ResolvedConfig
+            let resolved: ResolvedConfig
             let detector: Detector
             do {
                 resolved = try registry.checkDetector(text)
