@@ -384,10 +384,10 @@ func resetPeak() {
     let limit = TensorMemory.poolLimitBytes
     TensorMemory.poolLimitBytes = 0
     TensorMemory.poolLimitBytes = limit
-    // The pool keeps freed blocks up to the most it ever had in use: after an earlier
-    // detector's training step (2.6 GiB) a forward pass kept 194 MiB of blocks cached instead
-    // of 85, and xception's forward peak at 512 px was 421 MiB after seresnext50's run against
-    // 338 alone (measured). A fresh process, as PyTorch's runs, starts from none.
+    // The pool keeps freed blocks up to the most it ever had in use. A fresh process, as
+    // PyTorch's runs, starts from none. Measured without this reset (ab9baff dropped it by
+    // mistake): after seresnext50's training step (2.6 GiB) xception's forward pass at 512 px
+    // kept 194 MiB of blocks cached instead of 85, and peaked at 421 MiB against 338 alone.
     TensorStorage.resetPoolHighWaterMark()
     #if canImport(Glibc)
         // glibc's `malloc_trim` (malloc.h, not in the Glibc module), looked up at run time.
