@@ -274,6 +274,49 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertEqual(conv(c, x, w, b).scalars, conv(c, x, w, b).scalars)
     }
 
+    /// With many threads the Winograd forward pass and input gradient share each block of tiles
+    /// among the threads (one block's scratch, whatever the thread count): against direct loops
+    /// at 2, 3 and 5 threads, forward and both gradients, on odd sizes, padding 0 and 2, batch 2,
+    /// channels that are not multiples of 8, several blocks per image; bit for bit again.
+    func testWinogradSharedBlocksMatchDirectLoops() {
+        let cases: [Case] = [
+            Case(name: "batch 2, pad 1, bias", input: [2, 20, 37, 45], cout: 36, kernel: (3, 3), padding: (1, 1), bias: true),
+            Case(name: "pad 0, 17 tiles per row", input: [1, 24, 41, 70], cout: 16, kernel: (3, 3)),
+            Case(name: "pad 2", input: [1, 16, 30, 29], cout: 40, kernel: (3, 3), padding: (2, 2)),
+        ]
+        let saved = (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradMode, ConvolutionSettings.winogradSharedTiles)
+        defer {
+            (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradMode, ConvolutionSettings.winogradSharedTiles) = saved
+        }
+        ConvolutionSettings.winograd = true
+        ConvolutionSettings.winogradMode = "shared"
+        ConvolutionSettings.winogradSharedTiles = 40  // several blocks per image
+        for threads in [2, 3, 5] {
+            Compute.threads = threads
+            for (i, c) in cases.enumerated() {
+                let (x, w, b) = tensors(c, seed: UInt64(600 + i))
+                let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+                let r = uniform(ref.shape, seed: UInt64(700 + i))
+                let xg = x.requiringGrad(), wg = w.requiringGrad()
+                let y = conv(c, xg, wg, b)
+                y.backward(r)
+                let scale = ref.values.map(abs).max()!
+                assertClose(y, ref.values, absolute: 1e-4 * scale, relative: 0, "\(c.name) forward, \(threads) threads")
+                let (dx, dw) = Self.referenceGradients(c, x, w, r)
+                assertClose(xg.grad!, dx, absolute: 1e-4 * dx.map(abs).max()!, relative: 0, "\(c.name) input gradient, \(threads) threads")
+                assertClose(wg.grad!, dw, absolute: 1e-4 * dw.map(abs).max()!, relative: 0, "\(c.name) weight gradient, \(threads) threads")
+                XCTAssertEqual(Autograd.inference { conv(c, x, w, b) }.scalars, Autograd.inference { conv(c, x, w, b) }.scalars,
+                               "\(c.name): bit for bit again")
+                ConvolutionSettings.winogradMode = "private"
+                let privateOut = Autograd.inference { conv(c, x, w, b) }
+                ConvolutionSettings.winogradMode = "shared"
+                XCTAssertNotEqual(privateOut.scalars.count, 0)
+                assertClose(Autograd.inference { conv(c, x, w, b) }, privateOut, absolute: 1e-5 * scale, relative: 0,
+                            "\(c.name): shared and private blocks, \(threads) threads")
+            }
+        }
+    }
+
     /// The Winograd forward pass cuts the map into blocks of tiles (96 in inference by default,
     /// 192 while gradients are recorded, `OPACITY_WINOGRAD_TILES`); the block size changes the
     /// scratch memory, and the values by rounding at most (the GEMM library may split a wider

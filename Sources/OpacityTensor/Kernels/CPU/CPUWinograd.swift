@@ -55,6 +55,15 @@ public enum ConvolutionSettings {
     /// where the saved activations dwarf it (1414-1418 MiB), 192.
     static var winogradBlockTiles: Int { winogradTiles ?? (Autograd.isInference ? 96 : 192) }
 
+    /// How the Winograd forward pass and input gradient split their work among the threads
+    /// (`OPACITY_WINOGRAD_MODE`: `auto`, the default, `private`: a block of tiles per thread,
+    /// `shared`: all threads on one block at a time; see ``WinogradKernels/sharesBlocks(_:perThreadFloats:threads:)``).
+    nonisolated(unsafe) package static var winogradMode: String = ProcessInfo.processInfo.environment["OPACITY_WINOGRAD_MODE"] ?? "auto"
+
+    /// Tiles per block when the threads share a block (`OPACITY_WINOGRAD_SHARED_TILES`,
+    /// default 192).
+    nonisolated(unsafe) package static var winogradSharedTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_SHARED_TILES", default: 192)
+
     /// The fewest output tiles (4x4, over the batch) for the Winograd forward pass and input
     /// gradient (`OPACITY_WINOGRAD_MIN_TILES`, default 160; see ``ConvPlan/winogradEligible``).
     nonisolated(unsafe) static var winogradMinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_MIN_TILES", default: 160)
@@ -259,6 +268,10 @@ enum WinogradKernels {
         let vFloats = 36 * cin * T + 16, mFloats = 36 * cout * T + 16
         let rowFloats = 6 * wg.bufferWidth
         let perThread = ((vFloats + 15) & ~15) + ((mFloats + 15) & ~15) + rowFloats
+        if sharesBlocks(wg, perThreadFloats: perThread, threads: Compute.threads) {
+            sharedForward(pl, input: xp, transformed: u, bias: bp, out: op)
+            return
+        }
         withScratch(perThread: perThread) { scratch in
             let tasks = pl.n * wg.blocks
             Compute.parallelChunks(tasks) { chunk, range in
@@ -275,6 +288,70 @@ enum WinogradKernels {
                             c: m + xi * cout * tiles, ldc: tiles)
                     }
                     transformOutput(wg, m: m, ldm: tiles, tileRows: ty0..<ty1, bias: bp, out: op + b * cout * pl.p)
+                }
+            }
+        }
+    }
+
+    /// Whether the forward pass shares each block among the threads (``ConvolutionSettings/winogradMode``):
+    /// with a block per thread, the threads' scratch (transformed input and products, 72 KiB
+    /// per tile for 256 channels in and out) grows with their number, since every thread
+    /// needs a block of its own: at 16 threads, a 512 px pass's P2 convolutions held 16 blocks
+    /// of 64 tiles (75 MiB) where 2 threads held 2 of 96 (14 MiB). Shared, the scratch is one
+    /// block of ``ConvolutionSettings/winogradSharedTiles`` tiles whatever the thread count.
+    /// `auto` shares when the private blocks would take more than twice that (never at 2
+    /// threads, where private blocks measured fastest).
+    static func sharesBlocks(_ wg: Plan, perThreadFloats: Int, threads: Int) -> Bool {
+        switch ConvolutionSettings.winogradMode {
+        case "shared": return threads > 1
+        case "private": return false
+        default:
+            let shared = 36 * (wg.pl.cin + wg.pl.cout) * ConvolutionSettings.winogradSharedTiles
+            return threads > 2 && threads * perThreadFloats > 2 * shared
+        }
+    }
+
+    /// The forward pass with every thread working on the same block of tile rows at a time:
+    /// the input transform split by input channels, the 36 products by cell and by rows of
+    /// output channels, the output transform by output channels. The same arithmetic per tile
+    /// as the private blocks (equal up to the GEMM library's rounding for other shapes).
+    static func sharedForward(
+        _ pl: ConvPlan, input xp: UnsafePointer<Float>, transformed u: UnsafePointer<Float>, bias bp: UnsafePointer<Float>?,
+        out op: UnsafeMutablePointer<Float>
+    ) {
+        let wg = Plan(pl, threads: 1, targetTiles: ConvolutionSettings.winogradSharedTiles)
+        let (cin, cout, tw) = (pl.cin, pl.cout, wg.tw)
+        let rowsPerBlock = max(1, min(wg.th, ConvolutionSettings.winogradSharedTiles / tw))
+        let maxTiles = rowsPerBlock * tw
+        let vSlot = (36 * cin * maxTiles + 15) & ~15, mSlot = (36 * cout * maxTiles + 15) & ~15
+        // Rows of output channels per product task: 36 cells times enough row slices for
+        // every thread to get several tasks (slices of at least 32 rows).
+        let slices = max(1, min(cout / 32, (4 * Compute.threads + 35) / 36))
+        withScratch(perThread: 6 * wg.bufferWidth, shared: vSlot + mSlot) { scratch in
+            let v = scratch(-1), m = v + vSlot
+            for b in 0..<pl.n {
+                var ty0 = 0
+                while ty0 < wg.th {
+                    let rows = ty0..<min(wg.th, ty0 + rowsPerBlock)
+                    let tiles = rows.count * tw
+                    Compute.parallelChunks(cin) { chunk, range in
+                        transformInput(
+                            wg, image: xp + b * cin * pl.h * pl.w, tileRows: rows, rowBuffer: scratch(chunk), into: v, ldv: tiles,
+                            channels: range)
+                    }
+                    Compute.parallelRanges(36 * slices, minPerThread: 1) { tasks in
+                        for task in tasks {
+                            let xi = task / slices, slice = task % slices
+                            let r0 = cout * slice / slices, r1 = cout * (slice + 1) / slices
+                            BLAS.gemmSerial(
+                                m: r1 - r0, n: tiles, k: cin, a: u + (xi * cout + r0) * cin, lda: cin, b: v + xi * cin * tiles,
+                                ldb: tiles, c: m + (xi * cout + r0) * tiles, ldc: tiles)
+                        }
+                    }
+                    Compute.parallelRanges(cout, minPerThread: 1) { range in
+                        transformOutput(wg, m: m, ldm: tiles, tileRows: rows, bias: bp, out: op + b * cout * pl.p, channels: range)
+                    }
+                    ty0 = rows.upperBound
                 }
             }
         }
@@ -360,16 +437,18 @@ enum WinogradKernels {
 
     /// `out[co, 4ty + r, 4tx + c] = (A^T M A)[r][c] (+ bias[co])` for the tiles of `tileRows`,
     /// clipped to the output's `ho x wo`; `m` holds `M[xi][co][t]`, rows `ldm` floats apart.
+    /// `channels` (default all) limits the work to those output channels, so that threads can
+    /// share one block.
     static func transformOutput(
         _ wg: Plan, m: UnsafePointer<Float>, ldm: Int, tileRows: Range<Int>, bias: UnsafePointer<Float>?,
-        out: UnsafeMutablePointer<Float>
+        out: UnsafeMutablePointer<Float>, channels: Range<Int>? = nil
     ) {
         let pl = wg.pl
         let (ho, wo, cout, tw) = (pl.ho, pl.wo, pl.cout, wg.tw)
         let stride36 = cout * ldm
         withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 24) { sbuf in
             let s = sbuf.baseAddress!
-            for co in 0..<cout {
+            for co in channels ?? 0..<cout {
                 let bv = bias?[co] ?? 0
                 let dstPlane = out + co * pl.p
                 for ty in tileRows {
