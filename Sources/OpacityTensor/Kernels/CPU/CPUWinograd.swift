@@ -297,10 +297,10 @@ enum WinogradKernels {
     /// with a block per thread, the threads' scratch (transformed input and products, 72 KiB
     /// per tile for 256 channels in and out) grows with their number, since every thread
     /// needs a block of its own: at 16 threads, a 512 px pass's P2 convolutions held 16 blocks
-    /// of 64 tiles (75 MiB) where 2 threads held 2 of 96 (14 MiB). Shared, the scratch is one
+    /// of 64 tiles (75 MiB, computed) where 2 threads held 2 of 96 (14 MiB). Shared, the scratch is one
     /// block of ``ConvolutionSettings/winogradSharedTiles`` tiles whatever the thread count.
-    /// `auto` shares when the private blocks would take more than twice that (never at 2
-    /// threads, where private blocks measured fastest).
+    /// `auto` shares when the private blocks would take more than twice that, and never at 2
+    /// threads (every 2-thread figure in Benchmarks.md was measured with private blocks).
     static func sharesBlocks(_ wg: Plan, perThreadFloats: Int, threads: Int) -> Bool {
         switch ConvolutionSettings.winogradMode {
         case "shared": return threads > 1
