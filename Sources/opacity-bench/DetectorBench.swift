@@ -187,10 +187,12 @@ enum DetectorBench {
     static func forward(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
         detector.eval()
         let x = images(batch: 1, size: size)
-        var before: (rss: Double?, live: Int) = (nil, 0)
+        var start: Double?
+        var liveBefore = 0
         let figures = measure(repetitions: repetitions) { last in
+            if MemoryProbe.enabled && start == nil { start = currentResident() }
             if MemoryProbe.enabled && last {
-                before = (currentResident(), TensorMemory.liveBytes)
+                liveBefore = TensorMemory.liveBytes
                 TensorMemory.resetLivePeak()
             }
             return Autograd.inference {
@@ -206,8 +208,9 @@ enum DetectorBench {
         }
         if MemoryProbe.enabled {
             func mib(_ b: Double?) -> String { b.map { fmt($0 / 1_048_576, 1) } ?? "?" }
+            let peak = Double(TensorMemory.livePeakBytes)
             print(
-                "    forward memory (OPACITY_MEMORY_REPORT, last repetition; MiB): resident before \(mib(before.rss)), peak \(mib(figures.peakBytes)); tensor storage alive before \(mib(Double(before.live))), most alive \(mib(Double(TensorMemory.livePeakBytes))); pool cached \(mib(Double(TensorMemory.pooledBytes))), derived kept \(mib(Double(TensorMemory.derivedRecentBytes)))"
+                "    forward memory (OPACITY_MEMORY_REPORT; MiB): resident \(mib(start)) at the phase's start (after the trim, before the warm-up), \(mib(figures.peakBytes)) at its peak (every pass); the last pass: tensor storage alive \(mib(Double(liveBefore))) before it, at most \(mib(peak)) during it (a working set of \(mib(peak - Double(liveBefore)))); after it the pool caches \(mib(Double(TensorMemory.pooledBytes))) and \(mib(Double(TensorMemory.derivedRecentBytes))) of transforms are kept"
             )
         }
         return figures

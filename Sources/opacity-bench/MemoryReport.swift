@@ -36,7 +36,7 @@ final class MemoryProbe {
         let values = parameters.reduce(0) { $0 + $1.value.count * 4 }
         let grads = parameters.reduce(0) { $0 + ($1.grad?.count ?? 0) * 4 }
         let state = optimizerState.values.reduce(0) { $0 + $1.count * 4 }
-        print("    memory (OPACITY_MEMORY_REPORT, last repetition; MiB of tensor storage):")
+        print("    training step memory (OPACITY_MEMORY_REPORT, last repetition; MiB of tensor storage):")
         print(
             "      parameters \(mib(values)), gradients \(mib(grads)), optimizer state \(mib(state)); pool cached \(mib(TensorMemory.pooledBytes)), derived values \(mib(TensorMemory.derivedCachedBytes))"
         )
