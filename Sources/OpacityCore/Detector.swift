@@ -37,16 +37,21 @@ public final class Detector: Module {
         anchorCache.get(height: height, width: width) { anchorGenerator.anchors(height: height, width: width) }
     }
 
-    /// Runs encoder, neck and head on `[N, 1, H, W]` images in `[0, 1]`.
-    public func forward(_ images: Tensor) -> HeadOutput {
+    /// Runs encoder, neck and head on `[N, 1, H, W]` images in `[0, 1]`; `partDone` is called
+    /// with `"encoder"`, `"neck"` and `"head"` as each part ends (for timing by part).
+    public func forward(_ images: Tensor, partDone: (String) -> Void = { _ in }) -> HeadOutput {
         precondition(images.rank == 4 && images.shape[1] == 1, "Detector.forward: expects [N, 1, H, W] images, got \(describe(images.shape))")
+        // Between parts, the transient weight transforms go: no weight is used in two parts.
         let features = encoder.features(images)
-        TensorMemory.releaseTransientDerivedValues()  // no encoder weight is used again in this pass
+        TensorMemory.releaseTransientDerivedValues()
+        partDone("encoder")
         let deepest = features[features.count - 1]
         let pyramid = neck.pyramid(consume features)  // the neck may free each map once used
         TensorMemory.releaseTransientDerivedValues()
+        partDone("neck")
         let out = head.predict(pyramid: pyramid, deepest: deepest)
         TensorMemory.releaseTransientDerivedValues()
+        partDone("head")
         let a = anchors(height: images.shape[2], width: images.shape[3])
         precondition(out.classLogits.shape[1] == a.count,
                      "Detector.forward: head predicts \(out.classLogits.shape[1]) anchors but the anchor layout has \(a.count) for \(images.shape[2])x\(images.shape[3])")

@@ -175,11 +175,10 @@ extension Tensor {
     /// over it, as ``relu()`` does.
     public static func + (a: consuming Tensor, b: Tensor) -> Tensor {
         let out: Tensor
-        if a.shape == b.shape && a.ownsStorageAlone() {
-            out = Tensor(shape: a.shape, storage: a.storage)
-            out.storage.contentsWillChange()
-            let pb = b.pointer, po = out.mutablePointer
-            Compute.parallelRanges(out.count, minPerThread: 1 << 16) { r in for i in r { po[i] += pb[i] } }
+        if a.shape == b.shape {
+            out = a.elementwiseOutput()
+            let pa = a.pointer, pb = b.pointer, po = out.mutablePointer
+            Compute.parallelRanges(out.count, minPerThread: 1 << 16) { r in for i in r { po[i] = pa[i] + pb[i] } }
         } else {
             out = binaryKernel(a, b, .add, op: "add")
         }
@@ -273,9 +272,7 @@ extension Tensor {
     /// A receiver still used afterwards keeps its values: the caller's copy shares the
     /// storage, so a new tensor is allocated.
     public consuming func relu() -> Tensor {
-        let inPlace = ownsStorageAlone()
-        if inPlace { storage.contentsWillChange() }
-        let out = inPlace ? Tensor(shape: shape, storage: storage) : Tensor(uninitializedShape: shape)
+        let out = elementwiseOutput()
         let p = pointer, o = out.mutablePointer
         Compute.parallelRanges(count, minPerThread: 1 << 16) { r in
             var i = r.lowerBound

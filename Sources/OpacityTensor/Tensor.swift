@@ -94,10 +94,16 @@ public struct Tensor: @unchecked Sendable {
         return try body(UnsafeMutableBufferPointer(start: storage.base, count: count))
     }
 
-    /// Whether no other value shares this tensor's storage (no copy of the tensor, no view, no
-    /// backward closure that saved it), so that an operation consuming the tensor may write
-    /// its result over it.
-    @inline(__always) package mutating func ownsStorageAlone() -> Bool { isKnownUniquelyReferenced(&storage) }
+    /// The output of an elementwise operation that consumes this tensor: a tensor of its shape
+    /// over its own storage when no other value shares that storage (no copy of the tensor, no
+    /// view, no traced operation or backward closure that saved it), its cached derived values
+    /// dropped, else a new uninitialized one. Reading this tensor and writing the output at the
+    /// same index is then safe.
+    package mutating func elementwiseOutput() -> Tensor {
+        guard isKnownUniquelyReferenced(&storage) else { return Tensor(uninitializedShape: shape) }
+        storage.contentsWillChange()
+        return Tensor(shape: shape, storage: storage)
+    }
 
     /// A raw pointer to the storage for kernels that fill a freshly allocated tensor.
     @inlinable var mutablePointer: UnsafeMutablePointer<Float> { storage.base }

@@ -255,19 +255,10 @@ enum DetectorBench {
         return figures
     }
 
-    /// Encoder, neck and head on `x`, each ending its part on `parts`: the head's outputs.
+    /// Encoder, neck and head on `x` (``Detector/forward(_:partDone:)``), each ending its part
+    /// on `parts`: the head's outputs.
     static func network(_ detector: Detector, _ x: Tensor, _ parts: inout PartTimer) -> HeadOutput {
-        let features = detector.encoder.features(x)
-        TensorMemory.releaseTransientDerivedValues()  // as Detector.forward
-        parts.end("encoder")
-        let deepest = features[features.count - 1]
-        let pyramid = detector.neck.pyramid(consume features)
-        TensorMemory.releaseTransientDerivedValues()  // as Detector.forward
-        parts.end("neck")
-        let out = detector.head.predict(pyramid: pyramid, deepest: deepest)
-        TensorMemory.releaseTransientDerivedValues()  // as Detector.forward
-        parts.end("head")
-        return out
+        detector.forward(x) { parts.end($0) }
     }
 
     /// Runs `run(last)` once as a warm-up and `repetitions` times measured, the last of them

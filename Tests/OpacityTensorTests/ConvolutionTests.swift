@@ -79,6 +79,25 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// Runs `c` on `x`, `w`, `b` with gradients, backpropagates `r` and checks the output and
+    /// both gradients against direct loops, each to 1e-4 of its largest magnitude (the usual
+    /// measure for Winograd); returns the output and the input and weight gradients.
+    @discardableResult
+    func checkAgainstDirectLoops(
+        _ c: Case, _ x: Tensor, _ w: Tensor, _ b: Tensor?, _ r: Tensor, _ label: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) -> (y: Tensor, gx: Tensor, gw: Tensor) {
+        let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+        let xg = x.requiringGrad(), wg = w.requiringGrad()
+        let y = conv(c, xg, wg, b)
+        y.backward(r)
+        let (dx, dw) = Self.referenceGradients(c, x, w, r)
+        assertClose(y, ref.values, absolute: 1e-4 * ref.values.map(abs).max()!, relative: 0, "\(label) forward", file: file, line: line)
+        assertClose(xg.grad!, dx, absolute: 1e-4 * dx.map(abs).max()!, relative: 0, "\(label) input gradient", file: file, line: line)
+        assertClose(wg.grad!, dw, absolute: 1e-4 * dw.map(abs).max()!, relative: 0, "\(label) weight gradient", file: file, line: line)
+        return (y, xg.grad!, wg.grad!)
+    }
+
     /// Direct-loop gradients of `sum(conv(x, w) * r)`.
     static func referenceGradients(_ c: Case, _ x: Tensor, _ w: Tensor, _ r: Tensor) -> (dx: [Double], dw: [Double]) {
         let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -241,29 +260,15 @@ final class ConvolutionTests: XCTestCase {
             Compute.threads = threads
             for (i, c) in cases.enumerated() {
                 let (x, w, b) = tensors(c, seed: UInt64(300 + i))
-                let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
-                let r = uniform(ref.shape, seed: UInt64(400 + i))
-                var outputs: [Bool: (Tensor, Tensor, Tensor)] = [:]
-                for winograd in [true, false] {
-                    ConvolutionSettings.winograd = winograd
-                    let xg = x.requiringGrad(), wg = w.requiringGrad()
-                    let y = conv(c, xg, wg, b)
-                    y.backward(r)
-                    outputs[winograd] = (y, xg.grad!, wg.grad!)
-                }
-                let (y, gx, gw) = outputs[true]!, (y2, gx2, _) = outputs[false]!
-                // Error relative to the largest magnitude (the usual measure for Winograd).
-                let scale = ref.values.map(abs).max()!
-                assertClose(y, ref.values, absolute: 1e-4 * scale, relative: 0, "\(c.name) forward, \(threads) threads")
-                assertClose(y, y2, absolute: 1e-4 * scale, relative: 0, "\(c.name) forward vs im2col, \(threads) threads")
+                let r = uniform(conv(c, x, w, b).shape, seed: UInt64(400 + i))
+                ConvolutionSettings.winograd = false
+                let (y2, gx2, gw2) = checkAgainstDirectLoops(c, x, w, b, r, "\(c.name), im2col, \(threads) threads")
+                ConvolutionSettings.winograd = true
+                let (y, gx, gw) = checkAgainstDirectLoops(c, x, w, b, r, "\(c.name), \(threads) threads")
                 // The two paths compute differently: identical bits would mean Winograd never ran.
                 XCTAssertNotEqual(y.scalars, y2.scalars, "\(c.name): the Winograd path was not taken")
                 XCTAssertNotEqual(gx.scalars, gx2.scalars, "\(c.name): the Winograd path was not taken for the input gradient")
-                XCTAssertNotEqual(gw.scalars, outputs[false]!.2.scalars, "\(c.name): the Winograd path was not taken for the weight gradient")
-                let (dx, dw) = Self.referenceGradients(c, x, w, r)
-                let dxScale = dx.map(abs).max()!, dwScale = dw.map(abs).max()!
-                assertClose(gx, dx, absolute: 1e-4 * dxScale, relative: 0, "\(c.name) input gradient, \(threads) threads")
-                assertClose(gw, dw, absolute: 1e-4 * dwScale, relative: 0, "\(c.name) weight gradient, \(threads) threads")
+                XCTAssertNotEqual(gw.scalars, gw2.scalars, "\(c.name): the Winograd path was not taken for the weight gradient")
             }
         }
         // Repeats bit for bit at a fixed thread count.
@@ -282,7 +287,7 @@ final class ConvolutionTests: XCTestCase {
         let cases: [Case] = [
             Case(name: "batch 2, pad 1, bias", input: [2, 20, 37, 45], cout: 36, kernel: (3, 3), padding: (1, 1), bias: true),
             Case(name: "pad 0, 17 tiles per row", input: [1, 24, 41, 70], cout: 16, kernel: (3, 3)),
-            Case(name: "pad 2", input: [1, 16, 30, 29], cout: 40, kernel: (3, 3), padding: (2, 2)),
+            Case(name: "pad 2", input: [1, 16, 54, 50], cout: 40, kernel: (3, 3), padding: (2, 2)),
         ]
         let saved = (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradMode, ConvolutionSettings.winogradSharedTiles)
         defer {
@@ -295,23 +300,18 @@ final class ConvolutionTests: XCTestCase {
             Compute.threads = threads
             for (i, c) in cases.enumerated() {
                 let (x, w, b) = tensors(c, seed: UInt64(600 + i))
-                let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
-                let r = uniform(ref.shape, seed: UInt64(700 + i))
-                let xg = x.requiringGrad(), wg = w.requiringGrad()
-                let y = conv(c, xg, wg, b)
-                y.backward(r)
-                let scale = ref.values.map(abs).max()!
-                assertClose(y, ref.values, absolute: 1e-4 * scale, relative: 0, "\(c.name) forward, \(threads) threads")
-                let (dx, dw) = Self.referenceGradients(c, x, w, r)
-                assertClose(xg.grad!, dx, absolute: 1e-4 * dx.map(abs).max()!, relative: 0, "\(c.name) input gradient, \(threads) threads")
-                assertClose(wg.grad!, dw, absolute: 1e-4 * dw.map(abs).max()!, relative: 0, "\(c.name) weight gradient, \(threads) threads")
-                XCTAssertEqual(Autograd.inference { conv(c, x, w, b) }.scalars, Autograd.inference { conv(c, x, w, b) }.scalars,
-                               "\(c.name): bit for bit again")
+                let r = uniform(conv(c, x, w, b).shape, seed: UInt64(700 + i))
+                let ((y, _, _), log) = ConvolutionKernelLog.record {
+                    checkAgainstDirectLoops(c, x, w, b, r, "\(c.name), shared, \(threads) threads")
+                }
+                // The shared path ran, for the forward pass and the input gradient.
+                XCTAssertEqual(Set(log.filter { $0.entry.pass != "weight gradient" }.map(\.entry.kernel)), ["winograd shared"], c.name)
+                XCTAssertEqual(Autograd.inference { conv(c, x, w, b) }.scalars, y.scalars, "\(c.name): bit for bit again")
                 ConvolutionSettings.winogradMode = "private"
-                let privateOut = Autograd.inference { conv(c, x, w, b) }
+                let (privateOut, privateLog) = ConvolutionKernelLog.record { Autograd.inference { conv(c, x, w, b) } }
                 ConvolutionSettings.winogradMode = "shared"
-                XCTAssertNotEqual(privateOut.scalars.count, 0)
-                assertClose(Autograd.inference { conv(c, x, w, b) }, privateOut, absolute: 1e-5 * scale, relative: 0,
+                XCTAssertEqual(privateLog.map(\.entry.kernel), ["winograd"], c.name)
+                assertClose(y, privateOut, absolute: 1e-5 * Double(y.scalars.map(abs).max()!), relative: 0,
                             "\(c.name): shared and private blocks, \(threads) threads")
             }
         }

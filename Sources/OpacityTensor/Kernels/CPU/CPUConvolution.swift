@@ -210,7 +210,7 @@ enum ConvKernels {
             isDepthwise(cin: plan.cin, groups: groups)
                 ? "depthwise"
                 : plan.usesWinograd
-                    ? "winograd" : plan.usesWinograd2 ? "winograd 2x2" : plan.rowExpansion ? "row expansion" : plan.pointwise ? "1x1 gemm" : "im2col")
+                    ? WinogradKernels.kernelName(plan) : plan.usesWinograd2 ? "winograd 2x2" : plan.rowExpansion ? "row expansion" : plan.pointwise ? "1x1 gemm" : "im2col")
         if isDepthwise(cin: plan.cin, groups: groups) {
             depthwiseForward(input: input, weight: weight, geo: geo, out: out)
             if let bias { addBias(plan, bias: bias.pointer, out: out.mutablePointer) }
@@ -406,7 +406,7 @@ enum ConvKernels {
             ConvolutionKernelLog.note(
                 "input gradient", pl,
                 tplan.usesWinograd
-                    ? "winograd"
+                    ? WinogradKernels.kernelName(tplan)
                     : tplan.usesWinograd2 ? "winograd 2x2" : tplan.rowExpansion ? "row expansion" : pl.kk == 1 ? "1x1 gemm" : "im2col")
             if tplan.usesWinograd {
                 let u = WinogradKernels.transformedWeights(weight, flipped: true)

@@ -262,16 +262,13 @@ enum WinogradKernels {
         out op: UnsafeMutablePointer<Float>
     ) {
         BLAS.ensureConfigured()
-        let wg = Plan(pl, threads: Compute.threads, targetTiles: ConvolutionSettings.winogradBlockTiles)
-        let (cin, cout) = (pl.cin, pl.cout)
-        let T = wg.blockTiles
-        let vFloats = 36 * cin * T + 16, mFloats = 36 * cout * T + 16
-        let rowFloats = 6 * wg.bufferWidth
-        let perThread = ((vFloats + 15) & ~15) + ((mFloats + 15) & ~15) + rowFloats
-        if sharesBlocks(wg, perThreadFloats: perThread, threads: Compute.threads) {
+        let (wg, perThread, shared) = layout(pl)
+        if shared {
             sharedForward(pl, input: xp, transformed: u, bias: bp, out: op)
             return
         }
+        let (cin, cout) = (pl.cin, pl.cout)
+        let vFloats = 36 * cin * wg.blockTiles + 16, mFloats = 36 * cout * wg.blockTiles + 16
         withScratch(perThread: perThread) { scratch in
             let tasks = pl.n * wg.blocks
             Compute.parallelChunks(tasks) { chunk, range in
@@ -292,6 +289,21 @@ enum WinogradKernels {
             }
         }
     }
+
+    /// How ``forward(_:input:transformed:bias:out:)`` runs `pl` at the current thread count:
+    /// the private blocks' plan, each thread's scratch in floats with private blocks (the
+    /// transformed input and the products of a block, and a row buffer), and whether the
+    /// threads share each block instead (``sharesBlocks(_:perThreadFloats:threads:)``).
+    static func layout(_ pl: ConvPlan) -> (plan: Plan, perThreadFloats: Int, shared: Bool) {
+        let wg = Plan(pl, threads: Compute.threads, targetTiles: ConvolutionSettings.winogradBlockTiles)
+        let vFloats = 36 * pl.cin * wg.blockTiles + 16, mFloats = 36 * pl.cout * wg.blockTiles + 16
+        let perThread = ((vFloats + 15) & ~15) + ((mFloats + 15) & ~15) + 6 * wg.bufferWidth
+        return (wg, perThread, sharesBlocks(wg, perThreadFloats: perThread, threads: Compute.threads))
+    }
+
+    /// The kernel log's name for `pl`'s Winograd F(4x4) pass: `winograd`, or `winograd shared`
+    /// when the threads share each block.
+    static func kernelName(_ pl: ConvPlan) -> String { layout(pl).shared ? "winograd shared" : "winograd" }
 
     /// Whether the forward pass shares each block among the threads (``ConvolutionSettings/winogradMode``):
     /// with a block per thread, the threads' scratch (transformed input and products, 72 KiB
