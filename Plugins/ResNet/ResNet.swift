@@ -74,6 +74,18 @@ public final class ResNet: Module, Encoder {
         return [c2, c3, c4, c5]
     }
 
+    /// ``features(_:)`` with the stem and max pool as one checkpoint segment and each
+    /// residual block as one (``GradientCheckpointing``): backward keeps the maps between
+    /// blocks and recomputes one block at a time.
+    public func checkpointedFeatures(_ images: Tensor) -> [Tensor] {
+        let x = Autograd.checkpoint(images) { self.stem($0).maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
+        let c2 = layer1.checkpointingEachLayer(x)
+        let c3 = layer2.checkpointingEachLayer(c2)
+        let c4 = layer3.checkpointingEachLayer(c3)
+        let c5 = layer4.checkpointingEachLayer(c4)
+        return [c2, c3, c4, c5]
+    }
+
     /// ImageNet logits (only with a classifier).
     public func classify(_ images: Tensor) -> Tensor {
         guard let fc else { preconditionFailure("ResNet.classify: built without a classifier (classes: 0)") }

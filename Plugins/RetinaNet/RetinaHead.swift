@@ -95,6 +95,22 @@ public final class RetinaHead: Module, Head {
         }
     }
 
+    /// ``predict(pyramid:deepest:)`` with each level of each subnet as one checkpoint
+    /// segment (``GradientCheckpointing``): backward keeps the pyramid and the outputs and
+    /// recomputes one level's four convolutions at a time (the global classifier, small, is
+    /// not recomputed). The same values and gradients; the classification subnet's dropout
+    /// draws the same masks in the same order.
+    public func checkpointedPredict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
+        let classes = self.classes
+        let cls = Tensor.concat(pyramid.map { level in
+            Autograd.checkpoint(level) { [classificationModel] in classificationModel(levels: [$0], perAnchor: classes)[0] }
+        }, axis: 1)
+        let reg = Tensor.concat(pyramid.map { level in
+            Autograd.checkpoint(level) { [regressionModel] in regressionModel(levels: [$0], perAnchor: 4)[0] }
+        }, axis: 1)
+        return HeadOutput(classLogits: cls, boxDeltas: reg, globalLogProbs: globalClassificationModel?(deepest))
+    }
+
     public func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
         let cls = Tensor.concat(classificationModel(levels: pyramid, perAnchor: classes), axis: 1)
         let reg = Tensor.concat(regressionModel(levels: pyramid, perAnchor: 4), axis: 1)

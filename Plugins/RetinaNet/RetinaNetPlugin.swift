@@ -29,6 +29,8 @@ public enum RetinaNetPlugin: OpacityPlugin {
         ParameterSpec("candidate_score", .float(0...1), default: .float(0.025), "score an anchor needs to enter NMS"),
         ParameterSpec("nms", .float(0...1), default: .float(0.05), "class-agnostic NMS IoU"),
         ParameterSpec("shrink", .float(0.1...2), default: .float(1), "scale boxes about their centre after NMS (0.875 in the paper)"),
+        ParameterSpec("grad_checkpointing", .string(choices: GradientCheckpointing.allCases.map(\.rawValue)), default: .string("none"),
+                      "training only: recompute these parts' activations in backward instead of keeping them (none, head, encoder, all): less memory, a longer step"),
     ]
 
     public static func register(into registry: inout Registry) throws {
@@ -69,7 +71,8 @@ public enum RetinaNetPlugin: OpacityPlugin {
                     let post = RetinaPostprocessor(candidateScore: cfg.float("candidate_score"), nmsIoU: cfg.float("nms"),
                                                    shrink: cfg.float("shrink"))
                     return Detector(config: cfg.canonical.description, encoder: encoder, neck: neck, head: head, loss: loss,
-                                    postprocessor: post, anchors: AnchorGenerator(levels: p.levels), inputSize: cfg.int("size"))
+                                    postprocessor: post, anchors: AnchorGenerator(levels: p.levels), inputSize: cfg.int("size"),
+                                    gradientCheckpointing: GradientCheckpointing(rawValue: cfg.string("grad_checkpointing")) ?? .none)
                 }))
     }
 

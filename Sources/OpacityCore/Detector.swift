@@ -17,11 +17,15 @@ public final class Detector: Module {
     public let anchorGenerator: AnchorGenerator
     /// The square training and inference size in pixels.
     public let inputSize: Int
+    /// Which parts run as checkpoint segments when the forward pass records (training);
+    /// the config key `grad_checkpointing`. No effect on values or on inference.
+    public let gradientCheckpointing: GradientCheckpointing
 
     private let anchorCache = AnchorCache()
 
     public init(config: String, encoder: any Encoder, neck: any Neck, head: any Head, loss: any Loss,
-                postprocessor: any Postprocessor, anchors: AnchorGenerator, inputSize: Int) {
+                postprocessor: any Postprocessor, anchors: AnchorGenerator, inputSize: Int,
+                gradientCheckpointing: GradientCheckpointing = .none) {
         self.config = config
         self.encoder = encoder
         self.neck = neck
@@ -30,6 +34,7 @@ public final class Detector: Module {
         self.postprocessor = postprocessor
         self.anchorGenerator = anchors
         self.inputSize = inputSize
+        self.gradientCheckpointing = gradientCheckpointing
     }
 
     /// The anchors for an input size (computed once per size).
@@ -42,14 +47,21 @@ public final class Detector: Module {
     public func forward(_ images: Tensor, partDone: (String) -> Void = { _ in }) -> HeadOutput {
         precondition(images.rank == 4 && images.shape[1] == 1, "Detector.forward: expects [N, 1, H, W] images, got \(describe(images.shape))")
         // Between parts, the transient weight transforms go: no weight is used in two parts.
-        let features = encoder.features(images)
+        let recompute = Autograd.isRecording ? gradientCheckpointing : .none
+        let features = recompute.encoder ? encoder.checkpointedFeatures(images) : encoder.features(images)
         TensorMemory.releaseTransientDerivedValues()
         partDone("encoder")
         let deepest = features[features.count - 1]
-        let pyramid = neck.pyramid(consume features)  // the neck may free each map once used
+        let pyramid: [Tensor]
+        if recompute.neck {
+            let neck = self.neck
+            pyramid = Autograd.checkpoint(features) { neck.pyramid($0) }
+        } else {
+            pyramid = neck.pyramid(consume features)  // the neck may free each map once used
+        }
         TensorMemory.releaseTransientDerivedValues()
         partDone("neck")
-        let out = head.predict(pyramid: pyramid, deepest: deepest)
+        let out = recompute.head ? head.checkpointedPredict(pyramid: pyramid, deepest: deepest) : head.predict(pyramid: pyramid, deepest: deepest)
         TensorMemory.releaseTransientDerivedValues()
         partDone("head")
         let a = anchors(height: images.shape[2], width: images.shape[3])
@@ -73,6 +85,31 @@ public final class Detector: Module {
                                             imageSize: (images.shape[2], images.shape[3]))
         }
     }
+}
+
+/// Which parts of a detector run as checkpoint segments in training (activation
+/// checkpointing, ``Autograd/checkpoint(_:_:)``): a segment keeps only its inputs for
+/// backward and runs again when its gradients are needed, trading a second forward pass of
+/// the part for the memory of its activations. Values, gradients and inference are the same
+/// whichever is chosen. The detector config key `grad_checkpointing` (timm's term), e.g.
+/// `retinanet(encoder=resnet34, grad_checkpointing=all)`.
+public enum GradientCheckpointing: String, CaseIterable, Sendable, Codable {
+    /// Everything is kept for backward (the default).
+    case none
+    /// The head: each pyramid level of each subnet is a segment (most of the activations at
+    /// 512 px: four 256-channel maps per level and subnet).
+    case head
+    /// The encoder: a segment per residual block (ResNet, SE-ResNeXt) or the whole encoder.
+    case encoder
+    /// The encoder, the neck (one segment) and the head.
+    case all
+
+    /// Whether the encoder runs in segments.
+    public var encoder: Bool { self == .encoder || self == .all }
+    /// Whether the neck runs as a segment.
+    public var neck: Bool { self == .all }
+    /// Whether the head runs in segments.
+    public var head: Bool { self == .head || self == .all }
 }
 
 final class AnchorCache: @unchecked Sendable {

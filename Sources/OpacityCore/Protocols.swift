@@ -31,6 +31,20 @@ public protocol Encoder: Module {
     var featureSpec: FeatureSpec { get }
     /// The feature maps, shallowest first.
     func features(_ images: Tensor) -> [Tensor]
+    /// The same maps as ``features(_:)``, computed in checkpoint segments
+    /// (``Autograd/checkpoint(_:_:)``) so that training keeps only the segments' boundaries
+    /// for backward and recomputes the rest (``GradientCheckpointing``). The default runs the
+    /// whole encoder as one segment; an encoder made of stages of blocks does better with one
+    /// segment per block. The same values and gradients as ``features(_:)``.
+    func checkpointedFeatures(_ images: Tensor) -> [Tensor]
+}
+
+extension Encoder {
+    /// One segment for the whole encoder: the maps and the images are kept, everything
+    /// inside is recomputed in backward.
+    public func checkpointedFeatures(_ images: Tensor) -> [Tensor] {
+        Autograd.checkpoint([images]) { self.features($0[0]) }
+    }
 }
 
 /// A neck: encoder features -> a pyramid (FPN P2/P3..P7).
@@ -69,6 +83,22 @@ public protocol Head: Module {
     var anchorsPerLocation: Int { get }
     /// Predicts for every anchor of every level, level-major then row-major then anchor.
     func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput
+    /// The same output as ``predict(pyramid:deepest:)``, computed in checkpoint segments
+    /// (``Autograd/checkpoint(_:_:)``; see ``GradientCheckpointing``). The default runs the
+    /// whole head as one segment; a head whose subnets run level by level does better with a
+    /// segment per level and subnet.
+    func checkpointedPredict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput
+}
+
+extension Head {
+    /// One segment for the whole head.
+    public func checkpointedPredict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
+        let outs = Autograd.checkpoint(pyramid + [deepest]) { t in
+            let o = self.predict(pyramid: Array(t.dropLast()), deepest: t[t.count - 1])
+            return [o.classLogits, o.boxDeltas] + (o.globalLogProbs.map { [$0] } ?? [])
+        }
+        return HeadOutput(classLogits: outs[0], boxDeltas: outs[1], globalLogProbs: outs.count > 2 ? outs[2] : nil)
+    }
 }
 
 /// Named loss terms and their weighted total.

@@ -17,6 +17,8 @@ public final class GradNode: @unchecked Sendable {
     /// Set for leaves that belong to a parameter.
     weak var parameter: Parameter?
     let isLeaf: Bool
+    /// The checkpoint segment whose recomputation made this node (`nil` elsewhere).
+    weak var segment: CheckpointSegment?
 
     init(op: String, shape: [Int], parents: [GradNode?], backward: @escaping (Tensor) -> [Tensor?]) {
         self.op = op
@@ -61,7 +63,9 @@ public enum Autograd {
     /// Whether this is an inference pass: no graph recorded and not inside a backward pass.
     /// Kernels cache values derived from the weights (``TensorStorage/derived(_:count:keep:compute:)``)
     /// only then: in training the weights change every step.
-    package static var isInference: Bool { !recording && !inBackward }
+    /// The forward pass of a checkpoint segment (``checkpoint(_:_:)``) records nothing either
+    /// but is training: it caches nothing.
+    package static var isInference: Bool { !recording && !inBackward && segment == nil }
 
     /// Runs `body` with recording switched off (inference: no graph, activations freed early).
     public static func inference<R>(_ body: () throws -> R) rethrows -> R {
@@ -114,6 +118,7 @@ public enum Autograd {
                        backward: @escaping (Tensor) -> [Tensor?]) -> Tensor {
         guard needsGrad(inputs) else { return output }
         let node = GradNode(op: op, shape: output.shape, parents: inputs.map { $0.node }, backward: backward)
+        if let s = segment, s.isRecomputing { node.segment = s }
         return output.withNode(node)
     }
 }
@@ -155,28 +160,46 @@ extension Tensor {
             shapeCheck(count == 1, "backward", "output of shape \(describe(shape)) is not a scalar; pass a seed gradient")
             seedTensor = Tensor(shape: shape, repeating: 1)
         }
+        Autograd.runBackward(roots: [(root, seedTensor)], parameterReady: parameterReady)
+    }
+}
+
+extension Autograd {
+    /// Walks the graph above `roots` in reverse topological order, seeding each root's node
+    /// with its gradient (the roots may share nodes and ancestors).
+    ///
+    /// With `segment` set (a recomputed checkpoint segment), every node reached must have been
+    /// made by that segment's recomputation: a node from elsewhere means the segment's body
+    /// read a tracked tensor it was not given as an input, whose gradient would be lost.
+    static func runBackward(roots: [(GradNode, Tensor)], parameterReady: ((Parameter) -> Void)?,
+                            segment: CheckpointSegment? = nil) {
         // Iterative depth-first topological order (deep networks would overflow recursion).
         var order: [GradNode] = []
         var visited = Set<ObjectIdentifier>()
-        var stack: [(GradNode, Int)] = [(root, 0)]
-        visited.insert(ObjectIdentifier(root))
-        while !stack.isEmpty {
-            let (n, i) = stack[stack.count - 1]
-            if i < n.parents.count {
-                stack[stack.count - 1].1 = i + 1
-                if let p = n.parents[i], !visited.contains(ObjectIdentifier(p)) {
-                    visited.insert(ObjectIdentifier(p))
-                    stack.append((p, 0))
+        for (root, _) in roots where !visited.contains(ObjectIdentifier(root)) {
+            var stack: [(GradNode, Int)] = [(root, 0)]
+            visited.insert(ObjectIdentifier(root))
+            while !stack.isEmpty {
+                let (n, i) = stack[stack.count - 1]
+                if let segment, n.segment !== segment {
+                    fatalError("Autograd.checkpoint: the segment's body used a tensor that requires gradients (reached through '\(n.op)', shape \(describe(n.shape))) without receiving it as an input; pass every such tensor in `inputs` (parameters are found by themselves)")
                 }
-            } else {
-                order.append(n)
-                stack.removeLast()
+                if i < n.parents.count {
+                    stack[stack.count - 1].1 = i + 1
+                    if let p = n.parents[i], !visited.contains(ObjectIdentifier(p)) {
+                        visited.insert(ObjectIdentifier(p))
+                        stack.append((p, 0))
+                    }
+                } else {
+                    order.append(n)
+                    stack.removeLast()
+                }
             }
         }
         let ledger = Autograd.savedTensorLedger
         Autograd.$recording.withValue(false) {
             Autograd.$inBackward.withValue(true) { () -> Void in
-            root.accumulate(seedTensor)
+            for (root, seed) in roots { root.accumulate(seed) }
             for n in order.reversed() {
                 if let g = n.grad {
                     if let fn = n.backwardFn {

@@ -115,8 +115,17 @@ public final class BatchNorm2d: Module, Layer {
     }
 
     /// Batch statistics; moves the running statistics (unbiased variance, as PyTorch).
+    ///
+    /// Inside a checkpoint segment (``Autograd/checkpoint(_:_:)``) the statistics move in the
+    /// first run only (the recomputation computes the same batch statistics from the same
+    /// input); with a ``synchronizer`` the layer refuses to run in a segment, since the
+    /// recomputation would exchange the statistics between processes a second time.
     private func trainingForward(_ x: Tensor) -> Tensor {
+        if synchronizer != nil && Autograd.segment != nil {
+            preconditionFailure("BatchNorm2d: synchronised batch norm (data-parallel training, batch norm not frozen) cannot run in a checkpoint segment; freeze batch norm or turn gradient checkpointing off (grad_checkpointing=none)")
+        }
         let (y, mean, variance, count) = x.batchNorm2dTraining(weight: weight.tensor, bias: bias.tensor, eps: eps, across: synchronizer)
+        if Autograd.isRecomputing { return y }
         let n = Float(count)
         let unbias = n > 1 ? n / (n - 1) : 1
         runningMean.value.withUnsafeMutableBufferPointer { m in
@@ -234,13 +243,18 @@ public final class Dropout: Module, Layer {
     public var batchShard: (offset: Int, total: Int)?
 
     /// Applies the layer to `[N, C, H, W]`.
+    ///
+    /// Inside a checkpoint segment (``Autograd/checkpoint(_:_:)``) the recomputation draws
+    /// the same mask as the first run and leaves the stream where the first run left it.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         guard isTraining, p > 0 else { return x }
-        guard let shard = batchShard, x.rank >= 1, x.shape[0] > 0 else { return x.dropout(p, using: &rng) }
+        var stream = Autograd.checkpointReplayed(rng)
+        defer { if !Autograd.isRecomputing { rng = stream } }
+        guard let shard = batchShard, x.rank >= 1, x.shape[0] > 0 else { return x.dropout(p, using: &stream) }
         let per = x.count / x.shape[0]
-        for _ in 0..<(shard.offset * per) { _ = rng.nextUniform() }
-        let y = x.dropout(p, using: &rng)
-        for _ in 0..<(max(0, shard.total - shard.offset - x.shape[0]) * per) { _ = rng.nextUniform() }
+        for _ in 0..<(shard.offset * per) { _ = stream.nextUniform() }
+        let y = x.dropout(p, using: &stream)
+        for _ in 0..<(max(0, shard.total - shard.offset - x.shape[0]) * per) { _ = stream.nextUniform() }
         return y
     }
 }

@@ -28,9 +28,13 @@ public final class Parameter: @unchecked Sendable {
         self.leaf.parameter = self
     }
 
-    /// The value as a tracked tensor (when recording and `requiresGrad`).
+    /// The value as a tracked tensor (when recording and `requiresGrad`). Inside a checkpoint
+    /// segment (``Autograd/checkpoint(_:_:)``) the segment notes the parameter and hands out
+    /// its own leaf, so that the gradient reaches ``grad`` through the segment.
     public var tensor: Tensor {
-        guard requiresGrad, Autograd.isRecording else { return value }
+        guard requiresGrad else { return value }
+        if let segment = Autograd.segment { return segment.tensor(for: self) }
+        guard Autograd.isRecording else { return value }
         return value.withNode(leaf)
     }
 

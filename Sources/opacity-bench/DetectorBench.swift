@@ -119,6 +119,7 @@ enum DetectorBench {
             let s = detector.inputSize
             let encoderName = resolved.component("encoder").name
             print("  \(detector.config) (\(detector.parameterCount) parameters, \(s)x\(s))")
+            print("    gradient checkpointing in the training step: \(checkpointingNote(detector.gradientCheckpointing)); the PyTorch reference keeps every activation")
             ConvolutionKernelChoice.resetReport()
             let fwd = forward(detector, size: s, repetitions: reps)
             let train = trainingStep(detector, size: s, repetitions: reps)
@@ -129,7 +130,8 @@ enum DetectorBench {
             printTable(fwd: fwd, train: train, torch: torch)
             printKernels(fwd: fwd, train: train)
             printChoices()
-            summary.append((encoderName, fwd, train, torch))
+            let mode = detector.gradientCheckpointing
+            summary.append((mode == .none ? encoderName : "\(encoderName) (gc \(mode.rawValue))", fwd, train, torch))
         }
         guard !summary.isEmpty else { return }
         print("  summary, ours / PyTorch (forward batch 1 | training step batch 2 | peak memory forward, training):")
@@ -144,6 +146,16 @@ enum DetectorBench {
             print(line)
         }
         print("")
+    }
+
+    /// What `grad_checkpointing` recomputes, for the report.
+    static func checkpointingNote(_ mode: GradientCheckpointing) -> String {
+        switch mode {
+        case .none: "none (grad_checkpointing=none: every activation kept for backward)"
+        case .head: "head (grad_checkpointing=head: each level of each subnet recomputed in backward)"
+        case .encoder: "encoder (grad_checkpointing=encoder: the encoder recomputed in backward, block by block where it has blocks)"
+        case .all: "all (grad_checkpointing=all: encoder, neck and head recomputed in backward)"
+        }
     }
 
     /// The interpreter for the PyTorch reference, or nil (with the reason printed).
@@ -251,7 +263,7 @@ enum DetectorBench {
             parts.end("optimizer")
             return parts.seconds
         }
-        probe?.report(parameters: optimizer.parameters.map(\.1), optimizerState: optimizer.stateDict())
+        probe?.report(parameters: optimizer.parameters.map(\.1), optimizerState: optimizer.stateDict(), checkpointing: detector.gradientCheckpointing)
         return figures
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Opacity
 import OpacityTensor
 
 /// With `OPACITY_MEMORY_REPORT=1`, `opacity-bench detector` prints where the training step's
@@ -31,12 +32,12 @@ final class MemoryProbe {
     }
 
     /// Prints the report.
-    func report(parameters: [Parameter], optimizerState: [String: Tensor]) {
+    func report(parameters: [Parameter], optimizerState: [String: Tensor], checkpointing: GradientCheckpointing) {
         func mib(_ b: Int) -> String { fmt(Double(b) / 1_048_576, 1) }
         let values = parameters.reduce(0) { $0 + $1.value.count * 4 }
         let grads = parameters.reduce(0) { $0 + ($1.grad?.count ?? 0) * 4 }
         let state = optimizerState.values.reduce(0) { $0 + $1.count * 4 }
-        print("    training step memory (OPACITY_MEMORY_REPORT, last repetition; MiB of tensor storage):")
+        print("    training step memory (OPACITY_MEMORY_REPORT, last repetition, grad_checkpointing=\(checkpointing.rawValue); MiB of tensor storage):")
         print(
             "      parameters \(mib(values)), gradients \(mib(grads)), optimizer state \(mib(state)); pool cached \(mib(TensorMemory.pooledBytes)), derived values \(mib(TensorMemory.derivedCachedBytes))"
         )
@@ -47,7 +48,9 @@ final class MemoryProbe {
             print("      \(pad(m.name, 22)) \(pad(mib(m.live), 9)) \(pad(mib(m.peak), 12)) \(pad(rss, 6)) \(faults)")
         }
         let total = saved.values.reduce(0) { $0 + $1.bytes }
-        print("      saved for backward (freed with each node), \(mib(total)) MiB in all:")
+        print(
+            "      saved for backward (freed with each node\(checkpointing == .none ? "" : "; with checkpointing, 'checkpoint' is what the segments kept and the other kinds include what their recomputations saved, one segment at a time")), \(mib(total)) MiB in all:"
+        )
         for (op, v) in saved.sorted(by: { $0.value.bytes > $1.value.bytes }) where v.bytes > 0 {
             print("        \(pad(op, 28)) \(pad(mib(v.bytes), 9)) \(v.nodes) nodes")
         }

@@ -502,7 +502,7 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
     private static func cachesWeights(forward: Bool) -> Bool {
         switch ConvolutionKernelChoice.oneDNNWeightCache {
         case .off: false
-        case .inference: forward && !Autograd.isRecording
+        case .inference: forward && Autograd.isInference
         case .always: true
         }
     }
