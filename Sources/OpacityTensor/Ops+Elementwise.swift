@@ -46,16 +46,38 @@ struct BroadcastPlan {
         dims = d; stridesA = xa; stridesB = xb
     }
 
+    /// The number of innermost runs (the product of every collapsed dimension but the last).
+    var runCount: Int { dims.dropLast().reduce(1, *) }
+
+    /// The length of one innermost run.
+    var runLength: Int { dims[dims.count - 1] }
+
     /// Calls `body(offsetA, offsetB, outOffset, strideA, strideB, length)` for each
     /// innermost run, in order.
     @inline(__always)
     func forEachRun(_ body: (Int, Int, Int, Int, Int, Int) -> Void) {
+        forEachRun(in: 0..<runCount, body)
+    }
+
+    /// Calls `body` for the innermost runs whose index is in `runs` (a part of
+    /// `0..<runCount`), in order; parts run on different threads write disjoint outputs.
+    @inline(__always)
+    func forEachRun(in runs: Range<Int>, _ body: (Int, Int, Int, Int, Int, Int) -> Void) {
         let r = dims.count
         let inner = dims[r - 1], isa = stridesA[r - 1], isb = stridesB[r - 1]
-        let outer = dims.dropLast().reduce(1, *)
         var idx = [Int](repeating: 0, count: max(0, r - 1))
         var oa = 0, ob = 0
-        for o in 0..<outer {
+        // the multi-index of the first run (row-major over the outer dimensions)
+        var rest = runs.lowerBound
+        var k = r - 2
+        while k >= 0 {
+            idx[k] = rest % dims[k]
+            rest /= dims[k]
+            oa += idx[k] * stridesA[k]
+            ob += idx[k] * stridesB[k]
+            k -= 1
+        }
+        for o in runs {
             body(oa, ob, o * inner, isa, isb, inner)
             // advance the multi-index
             var k = r - 2
@@ -68,6 +90,13 @@ struct BroadcastPlan {
                 k -= 1
             }
         }
+    }
+
+    /// Runs `body` over parts of `0..<runCount` on the compute threads, about 64 Ki
+    /// elements per thread at least (fewer elements run on the calling thread).
+    @inline(__always)
+    func parallelRuns(_ body: (Range<Int>) -> Void) {
+        Compute.parallelRanges(runCount, minPerThread: max(1, (1 << 16) / max(1, runLength)), body)
     }
 }
 
@@ -90,12 +119,22 @@ extension Tensor {
         }
         let out = Tensor.zeros(target)
         let src = pointer, dst = out.mutablePointer
-        plan.forEachRun { _, ob, oo, _, sb, n in
-            if sb == 0 {
-                dst[ob] += simdSum(src + oo, n)
-            } else {
-                for i in 0..<n { dst[ob + i * sb] += src[oo + i] }
+        func sumRuns(_ runs: Range<Int>) {
+            plan.forEachRun(in: runs) { _, ob, oo, _, sb, n in
+                if sb == 0 {
+                    dst[ob] += simdSum(src + oo, n)
+                } else {
+                    for i in 0..<n { dst[ob + i * sb] += src[oo + i] }
+                }
             }
+        }
+        // Runs write disjoint target elements when no outer dimension is summed over (e.g. a
+        // squeeze-and-excitation gradient, [N, C, H, W] to [N, C, 1, 1]): split them over the
+        // threads. Otherwise several runs add into one element: one thread, in order.
+        if plan.stridesB.dropLast().allSatisfy({ $0 != 0 }) {
+            plan.parallelRuns(sumRuns)
+        } else {
+            sumRuns(0..<plan.runCount)
         }
         return out
     }
@@ -126,7 +165,8 @@ extension Tensor {
         }
         let out = Tensor(uninitializedShape: plan.outShape)
         let pa = a.pointer, pb = b.pointer, po = out.mutablePointer
-        plan.forEachRun { oa, ob, oo, sa, sb, n in
+        plan.parallelRuns { runs in
+            plan.forEachRun(in: runs) { oa, ob, oo, sa, sb, n in
             switch kind {
             case .add:
                 if sa == 1 && sb == 0 { let v = pb[ob]; for i in 0..<n { po[oo + i] = pa[oa + i] + v } }
@@ -138,6 +178,7 @@ extension Tensor {
                 else { for i in 0..<n { po[oo + i] = pa[oa + i * sa] * pb[ob + i * sb] } }
             case .div:
                 for i in 0..<n { po[oo + i] = pa[oa + i * sa] / pb[ob + i * sb] }
+            }
             }
         }
         return out
@@ -230,7 +271,7 @@ extension Tensor {
     func mapUntracked(_ f: (Float) -> Float) -> Tensor {
         let out = Tensor(uninitializedShape: shape)
         let p = pointer, o = out.mutablePointer
-        for i in 0..<count { o[i] = f(p[i]) }
+        Compute.parallelRanges(count, minPerThread: 1 << 15) { r in for i in r { o[i] = f(p[i]) } }
         return out
     }
 

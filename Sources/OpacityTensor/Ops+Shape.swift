@@ -73,10 +73,7 @@ extension Tensor {
         for p in parts {
             let len = p.shape[axis] * inner
             let src = p.pointer, dst = out.mutablePointer
-            let off = offset
-            Compute.parallelFor(outer, minPerThread: 8) { o in
-                (dst + o * total + off).update(from: src + o * len, count: len)
-            }
+            copyRows(outer, of: len, from: src, stride: len, to: dst + offset, stride: total)
             offset += len
         }
         let sizes = parts.map { $0.shape[axis] }
@@ -111,7 +108,7 @@ extension Tensor {
         let srcRow = shape[axis] * inner, dstRow = range.count * inner
         let src = pointer, dst = out.mutablePointer
         let start = range.lowerBound * inner
-        for o in 0..<outer { (dst + o * dstRow).update(from: src + o * srcRow + start, count: dstRow) }
+        copyRows(outer, of: dstRow, from: src + start, stride: srcRow, to: dst, stride: dstRow)
         return out
     }
 
@@ -123,7 +120,7 @@ extension Tensor {
         let inner = shape[(axis + 1)...].reduce(1, *)
         let srcRow = shape[axis] * inner, dstRow = outShape[axis] * inner
         let src = pointer, dst = out.mutablePointer
-        for o in 0..<outer { (dst + o * dstRow + before * inner).update(from: src + o * srcRow, count: srcRow) }
+        copyRows(outer, of: srcRow, from: src, stride: srcRow, to: dst + before * inner, stride: dstRow)
         return out
     }
 
@@ -184,5 +181,26 @@ extension Tensor {
 
     func broadcastUntracked(to target: [Int]) -> Tensor {
         Tensor.binaryKernel(Tensor.zeros(target), self, .add, op: "broadcast")
+    }
+}
+
+/// Copies `rows` rows of `length` floats, row `o` from `src + o * srcStride` to
+/// `dst + o * dstStride`, on the compute threads: whole rows per thread when there are enough,
+/// else each row split into parts (a channel slice or concatenation of one image is a single
+/// row of megabytes: DPN-92's dense paths at 16 threads). Under 64 Ki floats in all it runs on
+/// the calling thread. The ranges must not overlap.
+func copyRows(_ rows: Int, of length: Int, from src: UnsafePointer<Float>, stride srcStride: Int,
+              to dst: UnsafeMutablePointer<Float>, stride dstStride: Int) {
+    let total = rows * length
+    guard total >= 1 << 16, Compute.threads > 1 else {
+        for o in 0..<rows { (dst + o * dstStride).update(from: src + o * srcStride, count: length) }
+        return
+    }
+    // parts of at least 16 Ki floats, enough of them to give every thread work
+    let parts = rows >= Compute.threads ? 1 : max(1, min(length / (1 << 14), (Compute.threads + rows - 1) / rows))
+    Compute.parallelFor(rows * parts, minPerThread: max(1, (1 << 15) / max(1, length / parts))) { t in
+        let o = t / parts, p = t % parts
+        let lo = length * p / parts, hi = length * (p + 1) / parts
+        (dst + o * dstStride + lo).update(from: src + o * srcStride + lo, count: hi - lo)
     }
 }
