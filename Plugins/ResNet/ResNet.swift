@@ -74,16 +74,26 @@ public final class ResNet: Module, Encoder {
         return [c2, c3, c4, c5]
     }
 
-    /// ``features(_:)`` with the stem and max pool as one checkpoint segment and each
-    /// residual block as one (``GradientCheckpointing``): backward keeps the maps between
-    /// blocks and recomputes one block at a time.
+    /// ``features(_:)`` in checkpoint segments (``GradientCheckpointing``): the stem and max
+    /// pool, then each stage of basic blocks (ResNet-18/34) or each bottleneck (ResNet-50 and
+    /// deeper), whose wide outputs make a whole stage costly to recompute at once. Backward
+    /// keeps the maps between segments: in a detector they are alive while the head's
+    /// segments are recomputed, where training peaks, so fewer of them lower the peak.
     public func checkpointedFeatures(_ images: Tensor) -> [Tensor] {
         let x = Autograd.checkpoint(images) { self.stem($0).maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
-        let c2 = layer1.checkpointingEachLayer(x)
-        let c3 = layer2.checkpointingEachLayer(c2)
-        let c4 = layer3.checkpointingEachLayer(c3)
-        let c5 = layer4.checkpointingEachLayer(c4)
-        return [c2, c3, c4, c5]
+        let stages = [layer1, layer2, layer3, layer4]
+        var maps: [Tensor] = []
+        var y = x
+        for stage in stages {
+            y = stage.checkpointing(y, groupsOf: Self.checkpointGroup(stage))
+            maps.append(y)
+        }
+        return maps
+    }
+
+    /// Blocks per checkpoint segment: a whole stage of basic blocks, one bottleneck.
+    static func checkpointGroup(_ stage: Sequential) -> Int {
+        stage.layers.first is Bottleneck ? 1 : max(1, stage.layers.count)
     }
 
     /// ImageNet logits (only with a classifier).

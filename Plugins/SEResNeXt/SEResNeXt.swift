@@ -83,10 +83,10 @@ public final class SEResNeXt: Module, Encoder {
     /// and recomputes one block at a time.
     public func checkpointedFeatures(_ images: Tensor) -> [Tensor] {
         let x = Autograd.checkpoint(images) { self.layer0($0).maxPool2d(kernel: (3, 3), stride: (2, 2), ceilMode: true) }
-        let c2 = layer1.checkpointingEachLayer(x)
-        let c3 = layer2.checkpointingEachLayer(c2)
-        let c4 = layer3.checkpointingEachLayer(c3)
-        let c5 = layer4.checkpointingEachLayer(c4)
+        let c2 = layer1.checkpointing(x, groupsOf: 1)
+        let c3 = layer2.checkpointing(c2, groupsOf: 1)
+        let c4 = layer3.checkpointing(c3, groupsOf: 1)
+        let c5 = layer4.checkpointing(c4, groupsOf: 1)
         return [c2, c3, c4, c5]
     }
 

@@ -180,12 +180,20 @@ extension Autograd {
 }
 
 extension Sequential {
-    /// Applies the layers in order, each as its own checkpoint segment
-    /// (``Autograd/checkpoint(_:_:)``): backward keeps only the maps between layers and
-    /// recomputes one layer at a time. Suits a stage of residual blocks; for single
-    /// convolutions it keeps as much as without segments. The same values and gradients as
-    /// ``callAsFunction(_:)``.
-    public func checkpointingEachLayer(_ x: Tensor) -> Tensor {
-        layers.reduce(x) { y, layer in Autograd.checkpoint(y) { layer($0) } }
+    /// Applies the layers in order in checkpoint segments (``Autograd/checkpoint(_:_:)``) of
+    /// `group` consecutive layers each (the last segment may be shorter): backward keeps only
+    /// the maps between segments and recomputes one segment at a time. Larger groups keep
+    /// fewer maps between segments and need more memory while one is recomputed. For a stage
+    /// of residual blocks; for single convolutions one layer per segment keeps as much as no
+    /// segments. The same values and gradients as ``callAsFunction(_:)``.
+    /// - Precondition: `group >= 1`.
+    public func checkpointing(_ x: Tensor, groupsOf group: Int) -> Tensor {
+        precondition(group >= 1, "Sequential.checkpointing: groups of \(group) layers; at least 1")
+        var y = x
+        for start in stride(from: 0, to: layers.count, by: group) {
+            let part = Array(layers[start..<min(start + group, layers.count)])
+            y = Autograd.checkpoint(y) { part.reduce($0) { t, layer in layer(t) } }
+        }
+        return y
     }
 }

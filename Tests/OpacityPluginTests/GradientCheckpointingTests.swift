@@ -78,6 +78,11 @@ final class GradientCheckpointingTests: XCTestCase {
         for mode in ["head", "encoder", "all"] { try compare(mode, encoder: "resnet18(width=0.25)") }
     }
 
+    func testBottleneckSegmentsOnResNet50() throws {
+        // bottlenecks are one segment each (basic-block stages one segment per stage)
+        try compare("all", encoder: "resnet50(width=0.125)")
+    }
+
     func testWholeEncoderSegmentAndBatchStatistics() throws {
         // NASNet-A mobile has no per-block override: the whole encoder is one segment; batch
         // norm with batch statistics moves its running statistics once
