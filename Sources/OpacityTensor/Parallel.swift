@@ -115,6 +115,9 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     case derivedRecent = "OPACITY_DERIVED_RECENT"
     /// Microseconds a compute thread looks for the next parallel region (``ComputePool``).
     case spinMicroseconds = "OPACITY_SPIN_US"
+    /// The fewest threads at which GEMM convolutions on small maps split the weight rows
+    /// over the threads (``ConvPlan/splitsWeightRows(threads:)``).
+    case rowSplitThreads = "OPACITY_ROW_SPLIT_THREADS"
 
     /// The values accepted.
     var range: ClosedRange<Int> {
@@ -122,6 +125,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedCacheMiB: return 0...(1 << 30)
         case .derivedRecent: return 0...16
         case .spinMicroseconds: return 0...1_000_000
+        case .rowSplitThreads: return 2...1_000_000
         }
     }
 
@@ -131,6 +135,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedCacheMiB: return 0
         case .derivedRecent: return 1
         case .spinMicroseconds: return 200
+        case .rowSplitThreads: return 4
         }
     }
 
@@ -139,6 +144,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedCacheMiB: return " MiB"
         case .derivedRecent: return ""
         case .spinMicroseconds: return " microseconds"
+        case .rowSplitThreads: return " threads"
         }
     }
 

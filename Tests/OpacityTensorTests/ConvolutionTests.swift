@@ -283,6 +283,34 @@ final class ConvolutionTests: XCTestCase {
     /// among the threads (one block's scratch, whatever the thread count): against direct loops
     /// at 2, 3 and 5 threads, forward and both gradients, on odd sizes, padding 0 and 2, batch 2,
     /// channels that are not multiples of 8, several blocks per image; bit for bit again.
+    /// On 4 or more threads, GEMM convolutions on small maps split the weight rows over the
+    /// threads (`ConvPlan.splitsWeightRows`): values and gradients against direct loops, on
+    /// row counts that are not multiples of 16, batch 1 and 2, 1x1 (also its input gradient,
+    /// read through the transposed weights), strided and dilated 3x3.
+    func testWeightRowSplitMatchesDirectLoops() {
+        let cases: [Case] = [
+            Case(name: "1x1, batch 2, bias", input: [2, 24, 7, 9], cout: 100, kernel: (1, 1), bias: true),
+            Case(name: "1x1 wide input (input gradient split too)", input: [1, 112, 6, 6], cout: 100, kernel: (1, 1)),
+            Case(name: "3x3 stride 2 pad 1", input: [1, 10, 15, 13], cout: 103, kernel: (3, 3), stride: (2, 2), padding: (1, 1)),
+            Case(name: "3x3 dilation 2 pad 2, batch 2", input: [2, 6, 9, 9], cout: 98, kernel: (3, 3), padding: (2, 2),
+                 dilation: (2, 2), bias: true),
+        ]
+        let saved = Compute.threads
+        defer { Compute.threads = saved }
+        for threads in [4, 6] {
+            Compute.threads = threads
+            for (i, c) in cases.enumerated() {
+                let (x, w, b) = tensors(c, seed: UInt64(800 + i))
+                let r = uniform(conv(c, x, w, b).shape, seed: UInt64(900 + i))
+                let (_, log) = ConvolutionKernelLog.record {
+                    checkAgainstDirectLoops(c, x, w, b, r, "\(c.name), \(threads) threads")
+                }
+                let forward = log.filter { $0.entry.pass == "forward" }.map(\.entry.kernel)
+                XCTAssertTrue(forward.allSatisfy { $0.hasSuffix("weight rows") }, "\(c.name): \(forward)")
+            }
+        }
+    }
+
     func testWinogradSharedBlocksMatchDirectLoops() {
         let cases: [Case] = [
             Case(name: "batch 2, pad 1, bias", input: [2, 20, 37, 45], cout: 36, kernel: (3, 3), padding: (1, 1), bias: true),

@@ -84,6 +84,19 @@ struct ConvPlan {
         return tiles
     }
 
+    /// Whether a GEMM convolution gives each thread a share of the weight rows, multiplied by
+    /// the whole unfolded image, instead of a row tile of the image multiplied by all the
+    /// weights. On many threads a small output map cut into one tile per thread leaves GEMMs
+    /// a few columns wide that each repack the whole weight matrix (device run, 16 threads,
+    /// 512 px: 1x1 512->2048 at 16x16 at 53% of sgemm, 16-column tiles). From
+    /// `OPACITY_ROW_SPLIT_THREADS` threads (default 4, so 2-thread runs keep their kernels and
+    /// bits); one group, under 64 columns per tile, at least 16 weight rows per thread.
+    func splitsWeightRows(threads: Int = Compute.threads) -> Bool {
+        guard groups == 1, !rowExpansion, threads > 1, threads >= TuningVariable.rowSplitThreads.value, coutG >= 16 * threads
+        else { return false }
+        return p / rowTiles(threads: threads) < 64
+    }
+
     /// Output rows `[lo, hi)` of tile `t` of `tiles` (an even split).
     @inline(__always)
     func rows(_ t: Int, of tiles: Int) -> Range<Int> { (ho * t / tiles)..<(ho * (t + 1) / tiles) }
@@ -210,7 +223,11 @@ enum ConvKernels {
             isDepthwise(cin: plan.cin, groups: groups)
                 ? "depthwise"
                 : plan.usesWinograd
-                    ? WinogradKernels.kernelName(plan) : plan.usesWinograd2 ? "winograd 2x2" : plan.rowExpansion ? "row expansion" : plan.pointwise ? "1x1 gemm" : "im2col")
+                    ? WinogradKernels.kernelName(plan)
+                    : plan.usesWinograd2
+                        ? "winograd 2x2"
+                        : plan.rowExpansion
+                            ? "row expansion" : (plan.pointwise ? "1x1 gemm" : "im2col") + (plan.splitsWeightRows() ? " weight rows" : ""))
         if isDepthwise(cin: plan.cin, groups: groups) {
             depthwiseForward(input: input, weight: weight, geo: geo, out: out)
             if let bias { addBias(plan, bias: bias.pointer, out: out.mutablePointer) }
@@ -264,6 +281,39 @@ enum ConvKernels {
         let tiles = pl.rowTiles()
         let tasks = pl.n * pl.groups * tiles
         let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
+        if pl.splitsWeightRows(threads: threads) {
+            // Per image: unfold it once (in parallel over channels), then each thread multiplies
+            // its weight rows by all of it. A column of the result sums over k in the same
+            // order whichever rows a thread holds.
+            withScratch(perThread: 0, shared: pl.pointwise ? 0 : pl.k * pl.p) { scratch in
+                let col = scratch(-1)
+                let parts = min(threads, pl.coutG / 16)
+                for b in 0..<pl.n {
+                    let img = xp + b * imageIn
+                    let bmat: UnsafePointer<Float>
+                    if pl.pointwise {
+                        bmat = img
+                    } else {
+                        Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
+                            im2col(
+                                img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
+                                col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
+                        }
+                        bmat = UnsafePointer(col)
+                    }
+                    Compute.parallelFor(parts) { part in
+                        // rows in multiples of 16 (whole micro-kernel panels) where possible
+                        let lo = (pl.coutG * part / parts) & ~15, hi = part == parts - 1 ? pl.coutG : (pl.coutG * (part + 1) / parts) & ~15
+                        guard hi > lo else { return }
+                        BLAS.gemmSerial(
+                            transA: weightsTransposed, m: hi - lo, n: pl.p, k: pl.k, a: weightsTransposed ? wp + lo : wp + lo * lda,
+                            lda: lda, b: bmat, ldb: pl.p, c: op + b * imageOut + lo * pl.p, ldc: pl.p)
+                    }
+                }
+            }
+            if let bp { addBias(pl, bias: bp, out: op) }
+            return
+        }
         if tasks >= threads || threads == 1 {
             let maxCols = ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
             let colFloats = pl.pointwise ? 0 : pl.k * maxCols
