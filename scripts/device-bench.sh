@@ -11,8 +11,10 @@
 #                                         # .device/ (ignored by git)
 #   scripts/device-bench.sh run [SECTIONS] # there, in the repository root: unpacks to /tmp and
 #                                         # runs the sections (default: smoke detector blas conv
-#                                         # scaling) within BUDGET seconds (default 540), each
-#                                         # report in $OUT (or ./device-out)
+#                                         # scaling; conv-tiles is conv without the weight-row
+#                                         # split of OPACITY_ROW_SPLIT_THREADS) within BUDGET
+#                                         # seconds (default 540), each report in $OUT (or
+#                                         # ./device-out)
 #
 # Our binary gets the packed libraries through LD_LIBRARY_PATH; Open MPI's are packed apart and
 # used only where the machine has no libmpi.so.40 of its own (its mpirun must match its
@@ -80,6 +82,8 @@ run() {
                 grep -Eq "resnet18 +forward [0-9.]+x" "$out/smoke.txt" || { echo "device-bench: smoke failed; stopping"; cat "$out/smoke.txt"; exit 1; } ;;
             blas) section blas 40 blas --threads "$threads" --repeat 3 ;;
             conv) section conv 60 conv --threads "$threads" --forward-only --repeat 3 "${py[@]}" ;;
+            conv-tiles) # the same without the weight-row split of small maps (the kernels before it)
+                OPACITY_ROW_SPLIT_THREADS=1000000 section conv-tiles 40 conv --threads "$threads" --forward-only --repeat 3 --no-pytorch ;;
             detector) section detector 300 detector --threads "$threads" --size "$size" --repeat "$repeat" "${py[@]}" ${CONFIGS:-} ;;
             scaling) section scaling 150 scaling --ranks "${RANKS:-1,4,16}" --global-batch "${GLOBAL_BATCH:-16}" --threads "$threads" --repeat 2 \
                 --scaling-config "${SCALING_CONFIG:-retinanet(encoder=resnet34, size=256)}" --scaling-out "$out"
@@ -108,5 +112,5 @@ section() {
 case ${1:-} in
     pack) pack ;;
     run) shift; run "$@" ;;
-    *) sed -n '2,21p' "$0"; exit 64 ;;
+    *) sed -n '2,23p' "$0"; exit 64 ;;
 esac
