@@ -445,6 +445,11 @@ extension Trainer {
         if self.reducer == nil {
             self.reducer = reducer
             if !options.freezeBatchNorm, let sync = group as? any BatchStatisticsReducer {
+                // a recomputed segment would exchange the batch statistics a second time
+                guard detector.gradientCheckpointing == .none else {
+                    throw RunError.incompatible(
+                        "\(detector.config): grad_checkpointing=\(detector.gradientCheckpointing.rawValue) cannot be used with synchronised batch norm (data-parallel training with --freeze-bn off); freeze batch norm or use grad_checkpointing=none")
+                }
                 for (_, m) in detector.namedModules() { (m as? BatchNorm2d)?.synchronizer = sync }
             }
         }
