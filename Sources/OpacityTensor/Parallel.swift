@@ -163,8 +163,9 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     /// nil when it is unset or valid.
     var warning: String? {
         guard let s = text, Int(s).map(range.contains) != true else { return nil }
+        let nearest = Int(s).map { " (the nearest valid value is \(min(max($0, range.lowerBound), range.upperBound)))" } ?? ""
         return "warning: \(rawValue)=\(s) is not valid; expected \(range.lowerBound)...\(range.upperBound)\(unit);"
-            + " it is ignored: using \(defaultValue)\(unit)"
+            + " it is ignored: using \(defaultValue)\(unit)\(nearest)"
     }
 }
 

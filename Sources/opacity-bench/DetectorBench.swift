@@ -99,8 +99,18 @@ enum DetectorBench {
         }
         print(convolutions)
         ConvolutionKernelLog.clock = { clockNow() }
+        // A config that cannot be built is a usage error: say so before measuring anything.
+        let invalid = configs.compactMap { text -> String? in
+            do { _ = try registry.checkDetector(text) } catch { return "opacity-bench: --config \(text): \(error)" }
+            return nil
+        }
+        if !invalid.isEmpty {
+            FileHandle.standardError.write(Data((invalid.joined(separator: "\n") + "\n").utf8))
+            exit(64)
+        }
         let python = pythonForDetector(options)
         var summary: [(String, PhaseFigures, PhaseFigures, TorchDetectorFigures?)] = []
+        var failed = false
         for text in configs {
             // each detector starts as in a fresh process (as the PyTorch script does): the pool
             // lets go of the blocks cached for the previous one
@@ -114,12 +124,16 @@ enum DetectorBench {
                 detector = try Initializer.withSeed(1) { try registry.makeDetector(text) }
             } catch {
                 print("  \(text): cannot build: \(error)")
+                failed = true
                 continue
             }
             let s = detector.inputSize
             let encoderName = resolved.component("encoder").name
             print("  \(detector.config) (\(detector.parameterCount) parameters, \(s)x\(s))")
-            print("    gradient checkpointing in the training step: \(checkpointingNote(detector.gradientCheckpointing)); the PyTorch reference keeps every activation")
+            print(
+                "    gradient checkpointing in the training step: \(checkpointingNote(detector.gradientCheckpointing))"
+                    + (python == nil ? "" : "; the PyTorch reference keeps every activation")
+                    + (detector.gradientCheckpointing == .none ? "" : "; the recomputation's time is in the backward row, its convolutions in the forward pass of the by-pass table"))
             ConvolutionKernelChoice.resetReport()
             let fwd = forward(detector, size: s, repetitions: reps)
             let train = trainingStep(detector, size: s, repetitions: reps)
@@ -131,9 +145,12 @@ enum DetectorBench {
             printKernels(fwd: fwd, train: train)
             printChoices()
             let mode = detector.gradientCheckpointing
-            summary.append((mode == .none ? encoderName : "\(encoderName) (gc \(mode.rawValue))", fwd, train, torch))
+            summary.append((mode == .none ? encoderName : "\(encoderName) (grad_checkpointing=\(mode.rawValue))", fwd, train, torch))
         }
-        guard !summary.isEmpty else { return }
+        guard !summary.isEmpty else {
+            if failed { exit(1) }
+            return
+        }
         print("  summary, ours / PyTorch (forward batch 1 | training step batch 2 | peak memory forward, training):")
         for (name, f, t, torch) in summary {
             guard let torch else {
@@ -146,6 +163,7 @@ enum DetectorBench {
             print(line)
         }
         print("")
+        if failed { exit(1) }  // a detector that checked but did not build
     }
 
     /// What `grad_checkpointing` recomputes, for the report.

@@ -13,6 +13,23 @@ final class CLIConsistencyTests: XCTestCase {
     }
 
     /// A value outside a choice is a usage error (64) that lists every valid value.
+    /// `opacity-bench detector` checks every `--config` before measuring: one it cannot build
+    /// (a bad value, an unknown encoder) ends the run with the usage status 64 and a message
+    /// naming the config and the key, as `opacity train` does, not a report and status 0.
+    func testBenchRefusesAConfigItCannotBuild() throws {
+        for (config, expected) in [
+            ("retinanet(encoder=resnet18, size=64, grad_checkpointing=maybe)", "expected one of none, head, encoder, all"),
+            ("retinanet(encoder=resnet19, size=64)", "did you mean 'resnet18'?"),
+        ] {
+            let r = try CLI.run(
+                ["detector", "--threads", "2", "--size", "64", "--repeat", "1", "--no-pytorch", "--config", "retinanet(encoder=resnet18, size=64)",
+                 "--config", config], program: "opacity-bench")
+            XCTAssertEqual(r.status, 64, r.all)
+            XCTAssertTrue(r.stderr.contains("--config \(config)") && r.stderr.contains(expected), r.stderr)
+            XCTAssertFalse(r.stdout.contains("forward, batch 1"), "nothing measured before the check: \(r.stdout)")
+        }
+    }
+
     func testChoicesListTheirValuesAndExitWithUsageStatus() throws {
         let cases: [([String], [String])] = [
             (["detect", "x.png", "--format", "xml"], ["json", "csv"]),

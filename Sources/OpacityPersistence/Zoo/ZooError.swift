@@ -28,7 +28,7 @@ public enum ZooError: Error, CustomStringConvertible, Sendable {
         switch self {
         case let .unknownEntry(name, nearest, known):
             return "no zoo entry named '\(name)'" + (nearest.map { "; did you mean '\($0)'?" } ?? "")
-                + (known.isEmpty ? " (the zoo has no entries; see Documentation/Zoo.md to add one)" : " Known: \(known.joined(separator: ", "))")
+                + (known.isEmpty ? " (the zoo has no entries; see Documentation/Zoo.md to add one)" : " (the zoo has: \(known.joined(separator: ", ")))")
         case let .invalidName(name, reason):
             return "invalid zoo name '\(name)': \(reason); names are letters, digits, '.', '_', '-' and '+', starting with a letter or digit"
         case let .invalidManifest(file, field, reason):

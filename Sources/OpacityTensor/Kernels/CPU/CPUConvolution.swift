@@ -281,40 +281,8 @@ enum ConvKernels {
         let tiles = pl.rowTiles()
         let tasks = pl.n * pl.groups * tiles
         let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
-        if pl.splitsWeightRows(threads: threads) {
-            // Per image: unfold it once (in parallel over channels), then each thread multiplies
-            // its weight rows by all of it. A column of the result sums over k in the same
-            // order whichever rows a thread holds.
-            withScratch(perThread: 0, shared: pl.pointwise ? 0 : pl.k * pl.p) { scratch in
-                let col = scratch(-1)
-                let parts = min(threads, pl.coutG / 16)
-                for b in 0..<pl.n {
-                    let img = xp + b * imageIn
-                    let bmat: UnsafePointer<Float>
-                    if pl.pointwise {
-                        bmat = img
-                    } else {
-                        Compute.parallelRanges(pl.cin, minPerThread: 1) { r in
-                            im2col(
-                                img, channels: r, h: pl.h, w: pl.w, g: pl.geo, wo: pl.wo, rows: 0..<pl.ho,
-                                col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
-                        }
-                        bmat = UnsafePointer(col)
-                    }
-                    Compute.parallelFor(parts) { part in
-                        // rows in multiples of 16 (whole micro-kernel panels) where possible
-                        let lo = (pl.coutG * part / parts) & ~15, hi = part == parts - 1 ? pl.coutG : (pl.coutG * (part + 1) / parts) & ~15
-                        guard hi > lo else { return }
-                        BLAS.gemmSerial(
-                            transA: weightsTransposed, m: hi - lo, n: pl.p, k: pl.k, a: weightsTransposed ? wp + lo : wp + lo * lda,
-                            lda: lda, b: bmat, ldb: pl.p, c: op + b * imageOut + lo * pl.p, ldc: pl.p)
-                    }
-                }
-            }
-            if let bp { addBias(pl, bias: bp, out: op) }
-            return
-        }
-        if tasks >= threads || threads == 1 {
+        let splitsWeightRows = pl.splitsWeightRows(threads: threads)
+        if !splitsWeightRows && (tasks >= threads || threads == 1) {
             let maxCols = ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
             let colFloats = pl.pointwise ? 0 : pl.k * maxCols
             // Multiply straight into the output when it is one tile per image (contiguous
@@ -369,9 +337,13 @@ enum ConvKernels {
             }
             return
         }
-        // Few, small maps: unfold whole images, split the weight rows.
+        // Few, small maps, or the weight-row split: unfold each image once (in parallel over
+        // channels), then multiply by all of it: the library's threaded GEMM per group, or
+        // each thread its share of the weight rows (a column of the result sums over k in
+        // the same order whichever rows a thread holds).
         withScratch(perThread: 0, shared: pl.pointwise ? 0 : pl.cin * pl.kk * pl.p) { scratch in
             let col = scratch(-1)
+            let parts = min(threads, pl.coutG / 16)
             for b in 0..<pl.n {
                 let img = xp + b * imageIn
                 let bmat: UnsafePointer<Float>
@@ -384,6 +356,18 @@ enum ConvKernels {
                             col: col + r.lowerBound * pl.kk * pl.p, ldcol: pl.p)
                     }
                     bmat = UnsafePointer(col)
+                }
+                if splitsWeightRows {
+                    Compute.parallelFor(parts) { part in
+                        // rows in multiples of 16 (whole micro-kernel panels) where possible
+                        let lo = (pl.coutG * part / parts) & ~15
+                        let hi = part == parts - 1 ? pl.coutG : (pl.coutG * (part + 1) / parts) & ~15
+                        guard hi > lo else { return }
+                        BLAS.gemmSerial(
+                            transA: weightsTransposed, m: hi - lo, n: pl.p, k: pl.k, a: weightsTransposed ? wp + lo : wp + lo * lda,
+                            lda: lda, b: bmat, ldb: pl.p, c: op + b * imageOut + lo * pl.p, ldc: pl.p)
+                    }
+                    continue
                 }
                 for gi in 0..<pl.groups {
                     BLAS.gemm(
