@@ -22,8 +22,10 @@ final class CLIConsistencyTests: XCTestCase {
             ("retinanet(encoder=resnet19, size=64)", "did you mean 'resnet18'?"),
         ] {
             let r = try CLI.run(
-                ["detector", "--threads", "2", "--size", "64", "--repeat", "1", "--no-pytorch", "--config", "retinanet(encoder=resnet18, size=64)",
-                 "--config", config], program: "opacity-bench")
+                [
+                    "detector", "--threads", "2", "--size", "64", "--repeat", "1", "--no-pytorch", "--config", "retinanet(encoder=resnet18, size=64)",
+                    "--config", config,
+                ], program: "opacity-bench")
             XCTAssertEqual(r.status, 64, r.all)
             XCTAssertTrue(r.stderr.contains("--config \(config)") && r.stderr.contains(expected), r.stderr)
             XCTAssertFalse(r.stdout.contains("forward, batch 1"), "nothing measured before the check: \(r.stdout)")
