@@ -133,7 +133,8 @@ enum DetectorBench {
             print(
                 "    gradient checkpointing in the training step: \(checkpointingNote(detector.gradientCheckpointing))"
                     + (python == nil ? "" : "; the PyTorch reference keeps every activation")
-                    + (detector.gradientCheckpointing == .none ? "" : "; the recomputation's time is in the backward row, its convolutions in the forward pass of the by-pass table"))
+                    + (detector.gradientCheckpointing == .none
+                        ? "" : "; the recomputation's time is in the backward row, its convolutions in the forward pass of the by-pass table"))
             ConvolutionKernelChoice.resetReport()
             let fwd = forward(detector, size: s, repetitions: reps)
             let train = trainingStep(detector, size: s, repetitions: reps)
