@@ -95,19 +95,22 @@ public final class RetinaHead: Module, Head {
         }
     }
 
-    /// ``predict(pyramid:deepest:)`` with each level of each subnet as one checkpoint
-    /// segment (``GradientCheckpointing``): backward keeps the pyramid and the outputs and
-    /// recomputes one level's four convolutions at a time (the global classifier, small, is
-    /// not recomputed). The same values and gradients; the classification subnet's dropout
-    /// draws the same masks in the same order.
+    /// ``predict(pyramid:deepest:)`` with each level of the classification subnet as one
+    /// checkpoint segment (``GradientCheckpointing``): backward keeps the pyramid and the
+    /// outputs and recomputes one level's four convolutions at a time. The regression subnet
+    /// and the global classifier are not recomputed: backward is done with them before the
+    /// first classification segment runs again, where training peaks. The same values and
+    /// gradients; the dropout draws the same masks in the same order.
     public func checkpointedPredict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
         let classes = self.classes
         let cls = Tensor.concat(pyramid.map { level in
             Autograd.checkpoint(level) { [classificationModel] in classificationModel(levels: [$0], perAnchor: classes)[0] }
         }, axis: 1)
-        let reg = Tensor.concat(pyramid.map { level in
-            Autograd.checkpoint(level) { [regressionModel] in regressionModel(levels: [$0], perAnchor: 4)[0] }
-        }, axis: 1)
+        // The regression subnet keeps its maps: the loss adds its term after the focal term, so
+        // backward walks the regression subnet first and its maps are gone before the first
+        // classification segment is recomputed, where the step peaks. Recomputing it too cost
+        // 5-15% more step time for a peak 10 MiB higher (resnet34, 512 px).
+        let reg = Tensor.concat(regressionModel(levels: pyramid, perAnchor: 4), axis: 1)
         return HeadOutput(classLogits: cls, boxDeltas: reg, globalLogProbs: globalClassificationModel?(deepest))
     }
 
