@@ -96,8 +96,9 @@ public final class Detector: Module {
 public enum GradientCheckpointing: String, CaseIterable, Sendable, Codable {
     /// Everything is kept for backward (the default).
     case none
-    /// The head: each pyramid level of each subnet is a segment (most of the activations at
-    /// 512 px: four 256-channel maps per level and subnet).
+    /// The head: the RetinaNet head recomputes its classification subnet level by level (most
+    /// of the activations at 512 px are the subnets' four 256-channel maps per level); other
+    /// heads run as one segment (``Head/checkpointedPredict(pyramid:deepest:)``).
     case head
     /// The encoder: a segment per residual block (ResNet, SE-ResNeXt) or the whole encoder.
     case encoder

@@ -171,7 +171,7 @@ enum DetectorBench {
     static func checkpointingNote(_ mode: GradientCheckpointing) -> String {
         switch mode {
         case .none: "none (grad_checkpointing=none: every activation kept for backward)"
-        case .head: "head (grad_checkpointing=head: each level of each subnet recomputed in backward)"
+        case .head: "head (grad_checkpointing=head: each level of the classification subnet recomputed in backward)"
         case .encoder: "encoder (grad_checkpointing=encoder: the encoder recomputed in backward, block by block where it has blocks)"
         case .all: "all (grad_checkpointing=all: encoder, neck and head recomputed in backward)"
         }
