@@ -101,10 +101,19 @@ final class WorkflowTests: XCTestCase {
     /// A run stopped in the middle of an epoch and resumed ends with the same weights as an
     /// uninterrupted run (fixed thread count).
     func testResumeGivesTheSameWeights() throws {
+        try checkResume(tiny: "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)")
+    }
+
+    /// The same with gradient checkpointing: the recomputed segments replay the dropout masks,
+    /// so a resumed run still gives the straight run's weights bit for bit.
+    func testResumeWithGradientCheckpointingGivesTheSameWeights() throws {
+        try checkResume(tiny: "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64, grad_checkpointing=all)")
+    }
+
+    private func checkResume(tiny: String) throws {
         let dir = try CLI.tempDir("resume")
         defer { try? FileManager.default.removeItem(at: dir) }
         XCTAssertEqual(try CLI.run(["synth", "--out", "data", "--count", "40", "--size", "128", "--seed", "9"], in: dir).status, 0)
-        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
         let common = ["train", "--data", "data", "--config", tiny, "--epochs", "2", "--batch", "4", "--lr", "1e-3", "--seed", "11"]
         var r = try CLI.run(common + ["--out", "straight"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
