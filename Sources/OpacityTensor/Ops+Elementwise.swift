@@ -167,18 +167,18 @@ extension Tensor {
         let pa = a.pointer, pb = b.pointer, po = out.mutablePointer
         plan.parallelRuns { runs in
             plan.forEachRun(in: runs) { oa, ob, oo, sa, sb, n in
-            switch kind {
-            case .add:
-                if sa == 1 && sb == 0 { let v = pb[ob]; for i in 0..<n { po[oo + i] = pa[oa + i] + v } }
-                else { for i in 0..<n { po[oo + i] = pa[oa + i * sa] + pb[ob + i * sb] } }
-            case .sub:
-                for i in 0..<n { po[oo + i] = pa[oa + i * sa] - pb[ob + i * sb] }
-            case .mul:
-                if sa == 1 && sb == 0 { let v = pb[ob]; for i in 0..<n { po[oo + i] = pa[oa + i] * v } }
-                else { for i in 0..<n { po[oo + i] = pa[oa + i * sa] * pb[ob + i * sb] } }
-            case .div:
-                for i in 0..<n { po[oo + i] = pa[oa + i * sa] / pb[ob + i * sb] }
-            }
+                switch kind {
+                case .add:
+                    if sa == 1 && sb == 0 { let v = pb[ob]; for i in 0..<n { po[oo + i] = pa[oa + i] + v } }
+                    else { for i in 0..<n { po[oo + i] = pa[oa + i * sa] + pb[ob + i * sb] } }
+                case .sub:
+                    for i in 0..<n { po[oo + i] = pa[oa + i * sa] - pb[ob + i * sb] }
+                case .mul:
+                    if sa == 1 && sb == 0 { let v = pb[ob]; for i in 0..<n { po[oo + i] = pa[oa + i] * v } }
+                    else { for i in 0..<n { po[oo + i] = pa[oa + i * sa] * pb[ob + i * sb] } }
+                case .div:
+                    for i in 0..<n { po[oo + i] = pa[oa + i * sa] / pb[ob + i * sb] }
+                }
             }
         }
         return out

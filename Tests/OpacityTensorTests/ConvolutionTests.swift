@@ -307,6 +307,11 @@ final class ConvolutionTests: XCTestCase {
                 }
                 let forward = log.filter { $0.entry.pass == "forward" }.map(\.entry.kernel)
                 XCTAssertTrue(forward.allSatisfy { $0.hasSuffix("weight rows") }, "\(c.name): \(forward)")
+                if c.input[1] >= 16 * threads && c.kernel == (1, 1) {
+                    // the 1x1 input gradient runs the same GEMM on the transposed weights, split too
+                    let inputGradient = log.filter { $0.entry.pass == "input gradient" }.map(\.entry.kernel)
+                    XCTAssertEqual(inputGradient, ["1x1 gemm weight rows"], c.name)
+                }
             }
         }
     }

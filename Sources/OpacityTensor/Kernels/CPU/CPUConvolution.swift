@@ -92,10 +92,17 @@ struct ConvPlan {
     /// `OPACITY_ROW_SPLIT_THREADS` threads (default 4, so 2-thread runs keep their kernels and
     /// bits); one group, under 64 columns per tile, at least 16 weight rows per thread.
     func splitsWeightRows(threads: Int = Compute.threads) -> Bool {
-        guard groups == 1, !rowExpansion, threads > 1, threads >= TuningVariable.rowSplitThreads.value, coutG >= 16 * threads
+        guard groups == 1, !rowExpansion, threads > 1, threads >= Self.rowSplitThreads, coutG >= 16 * threads
         else { return false }
         return p / rowTiles(threads: threads) < 64
     }
+
+    /// `OPACITY_ROW_SPLIT_THREADS`, read once (every convolution asks).
+    static let rowSplitThreads = TuningVariable.rowSplitThreads.value
+
+    /// The kernel log's name for the GEMM paths of ``ConvKernels/gemmForward(_:input:weight:weightsTransposed:bias:out:)``
+    /// (the forward pass, and the stride-1 input gradient, which runs it on the flipped plan).
+    var gemmKernelName: String { (pointwise ? "1x1 gemm" : "im2col") + (splitsWeightRows() ? " weight rows" : "") }
 
     /// Output rows `[lo, hi)` of tile `t` of `tiles` (an even split).
     @inline(__always)
@@ -226,8 +233,7 @@ enum ConvKernels {
                     ? WinogradKernels.kernelName(plan)
                     : plan.usesWinograd2
                         ? "winograd 2x2"
-                        : plan.rowExpansion
-                            ? "row expansion" : (plan.pointwise ? "1x1 gemm" : "im2col") + (plan.splitsWeightRows() ? " weight rows" : ""))
+                        : plan.rowExpansion ? "row expansion" : plan.gemmKernelName)
         if isDepthwise(cin: plan.cin, groups: groups) {
             depthwiseForward(input: input, weight: weight, geo: geo, out: out)
             if let bias { addBias(plan, bias: bias.pointer, out: out.mutablePointer) }
@@ -441,7 +447,7 @@ enum ConvKernels {
                 "input gradient", pl,
                 tplan.usesWinograd
                     ? WinogradKernels.kernelName(tplan)
-                    : tplan.usesWinograd2 ? "winograd 2x2" : tplan.rowExpansion ? "row expansion" : pl.kk == 1 ? "1x1 gemm" : "im2col")
+                    : tplan.usesWinograd2 ? "winograd 2x2" : tplan.rowExpansion ? "row expansion" : tplan.gemmKernelName)
             if tplan.usesWinograd {
                 let u = WinogradKernels.transformedWeights(weight, flipped: true)
                 withExtendedLifetime(u) {
