@@ -38,6 +38,11 @@ public final class DPN: Module, Encoder {
     /// (sizes rounded up).
     public func features(_ images: Tensor) -> [Tensor] { body.taps(images) }
 
+    /// ``features(_:)`` in checkpoint segments (``GradientCheckpointing``): the stem and max
+    /// pool, then one segment per dual-path block (the final norm with the last block).
+    /// Backward keeps the 30 block outputs and recomputes one block at a time.
+    public func checkpointedFeatures(_ images: Tensor) -> [Tensor] { body.taps(images, checkpointed: true) }
+
     /// ImageNet logits `[N, classes]` from C5 (global average pool, 1x1 `classifier`).
     public func logits(fromDeepest c5: Tensor) -> Tensor {
         guard let classifier else { preconditionFailure("DPN.logits: built without a classifier (classes: 0)") }
@@ -99,15 +104,25 @@ public final class DPNFeatures: Module {
         finalNorm = ConvNormAct.normAct(inChs, eps: 1e-3)
     }
 
-    /// The output of each stage's last block and of `conv5_bn_ac`.
-    func taps(_ images: Tensor) -> [Tensor] {
-        var x = stem(images).maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+    /// The output of each stage's last block and of `conv5_bn_ac`; with `checkpointed`, in
+    /// checkpoint segments of one block each (``Autograd/checkpoint(_:_:)``), the stem and
+    /// max pool as one, the final norm with the last block.
+    func taps(_ images: Tensor, checkpointed: Bool = false) -> [Tensor] {
+        let stem = self.stem
+        let run: (Tensor, @escaping (Tensor) -> Tensor) -> Tensor = { x, body in
+            checkpointed ? Autograd.checkpoint(x, body) : body(x)
+        }
+        var x = run(images) { stem($0).maxPool2d(kernel: (3, 3), stride: (2, 2), padding: (1, 1)) }
         var out: [Tensor] = []
-        for stage in stages {
-            for b in stage { x = b(x) }
+        let finalNorm = self.finalNorm
+        for (s, stage) in stages.enumerated() {
+            for (i, b) in stage.enumerated() {
+                let last = s == 3 && i == stage.count - 1
+                // C2..C4 are raw block outputs; C5 is the final norm's, so it runs with the last block.
+                x = run(x) { last ? finalNorm(b($0)) : b($0) }
+            }
             out.append(x)
         }
-        out[out.count - 1] = finalNorm(x)
         return out
     }
 }

@@ -86,6 +86,28 @@ public final class NASNetAMobile: Module, Encoder {
         return out
     }
 
+    /// ``features(_:)`` in checkpoint segments (``GradientCheckpointing``): the stem
+    /// convolution with `cell_stem_0`, `cell_stem_1`, then one segment per cell (each reads
+    /// the two previous maps). Backward keeps the maps between cells and recomputes one cell
+    /// at a time.
+    public func checkpointedFeatures(_ images: Tensor) -> [Tensor] {
+        let stem = Autograd.checkpoint([images]) { x in
+            let x0 = self.conv0(x[0])
+            return [x0, self.cellStem0(x0, x0)]
+        }
+        let (x0, s0) = (stem[0], stem[1])
+        let s1 = Autograd.checkpoint([s0, x0]) { [self.cellStem1($0[0], $0[1])] }[0]
+        var out = [s0]
+        var prev = s0, cur = s1
+        for cell in cells {
+            if cell is ReductionCell { out.append(cur) }
+            let next = Autograd.checkpoint([cur, prev]) { [cell($0[0], $0[1])] }[0]
+            prev = cur; cur = next
+        }
+        out.append(cur)
+        return out
+    }
+
     /// ImageNet logits `[N, classes]` from C5 (ReLU, global average pool, `last_linear`).
     public func logits(fromDeepest c5: Tensor) -> Tensor {
         guard let lastLinear else { preconditionFailure("NASNetAMobile.logits: built without a classifier (classes: 0)") }

@@ -63,6 +63,21 @@ public final class Xception: Module, Encoder {
         return [c2, c3, c4, c5]
     }
 
+    /// ``features(_:)`` in checkpoint segments (``GradientCheckpointing``): the stem with
+    /// `block1`, then one segment per block, then `block12` with the exit flow. Backward keeps
+    /// the twelve maps between segments and recomputes one block at a time.
+    public func checkpointedFeatures(_ images: Tensor) -> [Tensor] {
+        let c2 = Autograd.checkpoint(images) { self.blocks[0](self.stem2(self.stem1($0))) }
+        let c3 = Autograd.checkpoint(c2) { self.blocks[1]($0) }
+        var c4 = c3
+        for i in 2...10 {
+            let block = blocks[i]
+            c4 = Autograd.checkpoint(c4) { block($0) }
+        }
+        let c5 = Autograd.checkpoint(c4) { self.exit2(self.exit1(self.blocks[11]($0))) }
+        return [c2, c3, c4, c5]
+    }
+
     /// ImageNet logits `[N, classes]` from C5 (ReLU, global average pool, `fc`).
     public func logits(fromDeepest c5: Tensor) -> Tensor {
         guard let fc else { preconditionFailure("Xception.logits: built without a classifier (classes: 0)") }

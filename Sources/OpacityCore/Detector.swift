@@ -100,7 +100,9 @@ public enum GradientCheckpointing: String, CaseIterable, Sendable, Codable {
     /// of the activations at 512 px are the subnets' four 256-channel maps per level); other
     /// heads run as one segment (``Head/checkpointedPredict(pyramid:deepest:)``).
     case head
-    /// The encoder: a segment per residual block (ResNet, SE-ResNeXt) or the whole encoder.
+    /// The encoder: a segment per residual block (ResNet-50+, SE-ResNeXt, Xception), dual-path
+    /// block (DPN) or cell (NASNet), per stage of basic blocks (ResNet-18/34); an encoder without
+    /// its own ``Encoder/checkpointedFeatures(_:)`` runs as one segment.
     case encoder
     /// The encoder, the neck (one segment) and the head.
     case all

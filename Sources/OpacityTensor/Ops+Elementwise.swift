@@ -356,7 +356,8 @@ extension Tensor {
         return Autograd.record("sigmoid", out, inputs: [self]) { g in
             let gi = Tensor(uninitializedShape: g.shape)
             let gp = g.pointer, op = od.pointer, gq = gi.mutablePointer
-            for i in 0..<g.count { gq[i] = gp[i] * op[i] * (1 - op[i]) }
+            // Each element on its own, so any split over threads gives the same bits.
+            Compute.parallelRanges(g.count, minPerThread: 1 << 15) { r in for i in r { gq[i] = gp[i] * op[i] * (1 - op[i]) } }
             return [gi]
         }
     }

@@ -83,10 +83,36 @@ final class GradientCheckpointingTests: XCTestCase {
         try compare("all", encoder: "resnet50(width=0.125)")
     }
 
-    func testWholeEncoderSegmentAndBatchStatistics() throws {
-        // NASNet-A mobile has no per-block override: the whole encoder is one segment; batch
+    func testCellSegmentsAndBatchStatistics() throws {
+        // NASNet-A mobile: one segment per cell, each reading the two previous maps; batch
         // norm with batch statistics moves its running statistics once
         try compare("all", encoder: "nasnetamobile", frozen: false)
+    }
+
+    func testBlockSegmentsOnXceptionAndDPN() throws {
+        // one segment per Xception block (the exit flow with the last one) and per dual-path
+        // block (the final norm with the last one)
+        try compare("encoder", encoder: "xception")
+        try compare("encoder", encoder: "dpn92")
+    }
+
+    /// Without a per-block override an encoder runs as one segment (the protocol's default).
+    func testWholeEncoderSegmentByDefault() throws {
+        final class Plain: Module, Encoder {
+            let inner = ResNet(.resnet18, width: 0.125)
+            var featureSpec: FeatureSpec { inner.featureSpec }
+            func features(_ images: Tensor) -> [Tensor] { inner.features(images) }
+        }
+        let encoder = Plain()
+        encoder.train()
+        var rng = RandomGenerator(seed: 9)
+        let x = Tensor.randomUniform([2, 1, 64, 64], 0, 1, using: &rng)
+        func gradients(_ run: (Tensor) -> [Tensor]) -> [[Float]] {
+            for (_, p) in encoder.namedParameters() { p.grad = nil }
+            Autograd.recordingGradients { run(x).map { $0.sum() }.reduce(Tensor(0), +) }.backward()
+            return encoder.namedParameters().map { $0.1.grad?.scalars ?? [] }
+        }
+        XCTAssertEqual(gradients { encoder.checkpointedFeatures($0) }, gradients { encoder.features($0) })
     }
 
     func testTheKeyIsCheckedAndCanonical() throws {

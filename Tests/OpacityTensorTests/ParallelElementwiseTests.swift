@@ -56,6 +56,24 @@ final class ParallelElementwiseTests: XCTestCase {
         }
     }
 
+    /// `sigmoid`'s forward and backward split over the threads: every thread count gives the
+    /// formula's value per element, `s(x)` and `g * s * (1 - s)`, bit for bit.
+    func testSigmoidAndItsGradientOnEveryThreadCount() {
+        let x = uniform([3, 5, 71, 67], -6, 6, seed: 25), g = uniform([3, 5, 71, 67], seed: 26)
+        XCTAssertGreaterThan(x.count, 1 << 16, "large enough to run in parallel")
+        let xv = x.scalars, gv = g.scalars
+        let s = xv.map { $0 >= 0 ? 1 / (1 + Foundation.exp(-$0)) : Foundation.exp($0) / (1 + Foundation.exp($0)) }
+        let expected = s + zip(gv, s).map { $0 * $1 * (1 - $1) }
+        let results = onThreadCounts {
+            let p = Parameter(x)
+            let y = Autograd.recordingGradients { p.tensor.sigmoid() }
+            let values = y.scalars
+            y.backward(g)
+            return values + p.grad!.scalars
+        }
+        for (t, r) in zip([1, 3, 7], results) { XCTAssertEqual(r, expected, "sigmoid and its gradient on \(t) threads") }
+    }
+
     /// The gradient of a broadcast product sums the output gradient down to each operand's
     /// shape: over H and W for `[N, C, 1, 1]` (split over the threads), and also over N for
     /// `[1, C, 1, 1]` (several runs into one element: one thread, in order).
