@@ -34,7 +34,10 @@ extension Tensor {
         let out = Tensor(uninitializedShape: shape)
         let kernels = KernelProviders.normalization
         kernels.inferenceForward(input: pointer, coefficients: coef.pointer, output: out.mutablePointer, n: n, c: c, hw: hw, relu: relu)
-        let x = detached(), y = out.detached()
+        // Backward reads the input only (the ReLU's mask is recomputed from it): holding the
+        // output too would keep a map alive that its consumer may not keep (a residual sum,
+        // a max pool), and stop `+` from reusing it in place.
+        let x = detached()
         let needX = node != nil, needW = weight.node != nil, needB = bias.node != nil
         OpTrace.note("batchNorm2d", [self, weight, bias, mean, variance], out, ["eps": .float(eps), "relu": .bool(relu)])
         return Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
@@ -47,7 +50,7 @@ extension Tensor {
             let gw = needSums ? Tensor(uninitializedShape: [c]) : nil
             let gb = needSums ? Tensor(uninitializedShape: [c]) : nil
             kernels.inferenceBackward(
-                gradOut: g.pointer, input: x.pointer, output: y.pointer, coefficients: coef.pointer,
+                gradOut: g.pointer, input: x.pointer, coefficients: coef.pointer,
                 gradInput: gx?.mutablePointer, gradWeight: gw?.mutablePointer, gradBias: gb?.mutablePointer,
                 scratch: sums.mutablePointer, n: n, c: c, hw: hw, relu: relu)
             return [gx, needW ? gw : nil, needB ? gb : nil]

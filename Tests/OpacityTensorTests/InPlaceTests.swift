@@ -44,6 +44,44 @@ final class InPlaceTests: XCTestCase {
         XCTAssertEqual(wide.scalars, zip(row.scalars.repeated(15), a.scalars).map { $0 + $1 })
     }
 
+    /// Frozen batch norm keeps only its input for backward (its ReLU mask is recomputed from
+    /// it), so in training a residual block's `(bn(conv(x)) + shortcut).relu()` writes the sum
+    /// over the norm's output, and the gradients are those of the out-of-place path.
+    func testFrozenBatchNormOutputIsFreeForTheResidualSum() {
+        let x = uniform([2, 4, 9, 11], seed: 41), shortcut = uniform([2, 4, 9, 11], seed: 42)
+        let w = Parameter(uniform([4], 0.5, 1.5, seed: 43)), b = Parameter(uniform([4], seed: 44))
+        let mean = uniform([4], seed: 45), variance = uniform([4], 0.5, 2, seed: 46)
+        let input = Parameter(x)
+        func run(inPlace: Bool) -> (values: [Float], grads: [[Float]], reused: Bool) {
+            for p in [input, w, b] { p.grad = nil }
+            var reused = false
+            let y = Autograd.recordingGradients { () -> Tensor in
+                let n = (input.tensor * 1).batchNorm2d(weight: w.tensor, bias: b.tensor, mean: mean, variance: variance, relu: true)
+                let z = n.batchNorm2d(weight: w.tensor, bias: b.tensor, mean: mean, variance: variance)
+                guard inPlace else { return (z * 1 + shortcut).relu() }
+                let id = ObjectIdentifier(z.storage)
+                let sum = (consume z) + shortcut
+                reused = ObjectIdentifier(sum.storage) == id
+                return sum.relu()
+            }
+            (y * y).sum().backward()
+            return (y.scalars, [input, w, b].map { $0.grad!.scalars }, reused)
+        }
+        let fused = run(inPlace: true), separate = run(inPlace: false)
+        XCTAssertTrue(fused.reused, "+ wrote over the batch norm's output, which backward does not keep")
+        XCTAssertEqual(fused.values, separate.values)
+        XCTAssertEqual(fused.grads, separate.grads)
+        let (_, saved) = Autograd.measuringSavedTensors { () -> Tensor in
+            let l = Autograd.recordingGradients {
+                (input.tensor * 1).batchNorm2d(weight: w.tensor, bias: b.tensor, mean: mean, variance: variance, relu: true).sum()
+            }
+            l.backward()
+            return l
+        }
+        // the input and the [4, C] per-channel coefficients; not the output
+        XCTAssertEqual(saved["batchNorm2d(eval)+relu"]?.bytes, x.count * 4 + 4 * 4 * 4, "only the input is kept: \(saved)")
+    }
+
     /// Finite differences through the in-place paths in training: `(x * 2).relu()` and
     /// `(x * 3 + y * 0.05).relu()` write over their temporaries while autograd records. (Inputs
     /// keep every ReLU input at least 0.005 from its kink, ten times the finite-difference step.)

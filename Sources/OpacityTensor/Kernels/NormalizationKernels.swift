@@ -21,12 +21,15 @@ protocol NormalizationKernels: Sendable {
     /// and `gradBias` are given, the affine gradients `[c]`: `sum(g * (x - mean)) / std` and
     /// `sum(g)`, summed per plane and then over images in order.
     ///
+    /// The fused ReLU's mask comes from the input: `x * scale + shift`, computed as the forward
+    /// computes it, is positive exactly where the forward's output is, so the op keeps only
+    /// its input for backward and not its output too.
+    ///
     /// - Parameters:
-    ///   - output: the forward result (read only when `relu`).
     ///   - coefficients: the forward's `[4, c]`.
     ///   - scratch: `[2, n * c]`, overwritten.
     func inferenceBackward(
-        gradOut: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafePointer<Float>,
+        gradOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
         coefficients: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>?,
         gradWeight: UnsafeMutablePointer<Float>?, gradBias: UnsafeMutablePointer<Float>?,
         scratch: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, relu: Bool)

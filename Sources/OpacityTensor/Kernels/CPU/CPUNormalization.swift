@@ -22,33 +22,36 @@ struct CPUNormalizationKernels: NormalizationKernels {
     }
 
     func inferenceBackward(
-        gradOut: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafePointer<Float>,
+        gradOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
         coefficients: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>?,
         gradWeight: UnsafeMutablePointer<Float>?, gradBias: UnsafeMutablePointer<Float>?,
         scratch: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, relu: Bool
     ) {
         // One pass per (image, channel) plane: the input gradient, and per-plane sums of
         // g and g * (x - mean) for the affine gradients (added over images in order).
-        let gp = gradOut, xp = input, yp = output, cpc = coefficients
+        // The ReLU's mask is `x * a + b <= 0`, the forward's product and sum (no fused
+        // multiply-add in either), so it is exactly where the forward's output was 0.
+        let gp = gradOut, xp = input, cpc = coefficients
         let dp = gradInput, sp = scratch
         Compute.parallelFor(n * c, minPerThread: 8) { i in
             let ch = i % c
-            let a = cpc[ch], m = cpc[3 * c + ch]
-            let gi = gp + i * hw, xi = xp + i * hw, yi = yp + i * hw
+            let a = cpc[ch], b = cpc[c + ch], m = cpc[3 * c + ch]
+            let gi = gp + i * hw, xi = xp + i * hw
             let di = dp.map { $0 + i * hw }
             var accG = SIMD8<Float>(repeating: 0), accGX = SIMD8<Float>(repeating: 0)
             var j = 0
             while j + 8 <= hw {
                 var gv = load8(gi, j)
-                if relu { gv.replace(with: 0, where: load8(yi, j) .<= 0) }
+                let xv = load8(xi, j)
+                if relu { gv.replace(with: 0, where: xv * a + b .<= 0) }
                 if let di { store8(di, j, gv * a) }
                 accG += gv
-                accGX += gv * (load8(xi, j) - m)
+                accGX += gv * (xv - m)
                 j += 8
             }
             var sg = accG.sum(), sgx = accGX.sum()
             while j < hw {
-                let gv = relu && yi[j] <= 0 ? 0 : gi[j]
+                let gv = relu && xi[j] * a + b <= 0 ? 0 : gi[j]
                 di?[j] = gv * a
                 sg += gv
                 sgx += gv * (xi[j] - m)
