@@ -296,6 +296,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--freeze-bn", action="store_true",
+                    help="train with frozen batch norm: BatchNorm2d modules in eval mode (running statistics), "
+                         "their weight and bias still trained, as Opacity's --freeze-bn")
     a = ap.parse_args()
     # timm imports torchvision, whose compiled ops this script does not use (its IoU, focal
     # loss and NMS are written here); where they fail to load (a +cpu torch wheel with
@@ -392,6 +395,10 @@ def main():
     fwd = {"seconds": median(fr), "peak_bytes": peak()}
 
     model.train()
+    if a.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     s = float(a.size)
     boxes = torch.tensor([[0.15 * s, 0.25 * s, 0.35 * s, 0.55 * s], [0.6 * s, 0.3 * s, 0.85 * s, 0.65 * s]])
     targets = [boxes, torch.zeros(0, 4)]

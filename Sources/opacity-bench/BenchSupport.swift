@@ -20,6 +20,8 @@ struct BenchOptions: Sendable {
     var pytorch: PyTorchSource = .auto
     /// Detector config strings for the detector section (default: every encoder of the registry).
     var detectorConfigs: [String] = []
+    /// Whether the detector section's training step freezes batch norm (`--freeze-bn`).
+    var freezeBatchNorm = false
     var clock = BenchClock.wall
     /// Process counts of the scaling section (the allreduce section uses the largest).
     var ranks = [1, 2]

@@ -103,6 +103,11 @@ struct DetectorOptions: ParsableArguments {
         name: .customLong("config"),
         help: ArgumentHelp("A detector config (repeatable; default every encoder as retinanet(encoder=NAME, size=S)).", valueName: "config"))
     var configs: [String] = []
+
+    @Flag(
+        name: .customLong("freeze-bn"),
+        help: "Train with frozen batch norm (fixed statistics, trained scale and shift), as `opacity train` does by default; both frameworks.")
+    var freezeBatchNorm = false
 }
 
 /// Options of the allreduce and scaling sections.
@@ -239,6 +244,7 @@ struct Report: ParsableCommand {
         o.convBackward = !conv.forwardOnly
         o.batches = try network.parsed()
         o.detectorConfigs = detector.configs
+        o.freezeBatchNorm = detector.freezeBatchNorm
         try mpi.apply(to: &o)
         var chosen: [BenchSection] = []
         for name in sections {
@@ -334,6 +340,7 @@ struct DetectorCommand: SectionCommand {
         common.apply(to: &o)
         o.imageSize = size.size
         o.detectorConfigs = detector.configs
+        o.freezeBatchNorm = detector.freezeBatchNorm
         o.pytorch = pytorch.source
         return o
     }

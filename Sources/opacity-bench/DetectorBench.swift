@@ -75,7 +75,7 @@ enum DetectorBench {
             ? registry.names(.encoder).map { "retinanet(encoder=\($0), size=\(size))" }
             : options.detectorConfigs
         print(
-            "== detector: forward (batch 1, eval mode, no graph) and training step (batch 2 with boxes, train mode: forward, loss, backward, gradient-norm clipping, Adam), \(Compute.threads) threads"
+            "== detector: forward (batch 1, eval mode, no graph) and training step (batch 2 with boxes, train mode\(options.freezeBatchNorm ? " with frozen batch norm" : ", batch norm on batch statistics"): forward, loss, backward, gradient-norm clipping, Adam), \(Compute.threads) threads"
         )
         print(
             "   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)"
@@ -137,10 +137,11 @@ enum DetectorBench {
                         ? "" : "; the recomputation's time is in the backward row, its convolutions in the forward pass of the by-pass table"))
             ConvolutionKernelChoice.resetReport()
             let fwd = forward(detector, size: s, repetitions: reps)
-            let train = trainingStep(detector, size: s, repetitions: reps)
+            let train = trainingStep(detector, size: s, repetitions: reps, freezeBatchNorm: options.freezeBatchNorm)
             var torch: TorchDetectorFigures?
             if let python {
-                torch = TorchDetectorFigures.run(python: python, resolved: resolved, size: s, repetitions: reps, clock: options.clock)
+                torch = TorchDetectorFigures.run(
+                    python: python, resolved: resolved, size: s, repetitions: reps, clock: options.clock, freezeBatchNorm: options.freezeBatchNorm)
             }
             printTable(fwd: fwd, train: train, torch: torch)
             printKernels(fwd: fwd, train: train)
@@ -248,11 +249,17 @@ enum DetectorBench {
     }
 
     /// One training step at batch 2 in training mode: forward with graph, loss, backward,
-    /// gradient-norm clipping and Adam. With `OPACITY_MEMORY_REPORT=1` the last repetition is
-    /// also measured by a ``MemoryProbe``, whose report follows.
-    static func trainingStep(_ detector: Detector, size: Int, repetitions: Int) -> PhaseFigures {
+    /// gradient-norm clipping and Adam; batch norm on batch statistics, or frozen (fixed
+    /// statistics, trained scale and shift, the trainer's default) with `freezeBatchNorm`.
+    /// With `OPACITY_MEMORY_REPORT=1` the last repetition is also measured by a
+    /// ``MemoryProbe``, whose report follows.
+    static func trainingStep(_ detector: Detector, size: Int, repetitions: Int, freezeBatchNorm: Bool = false) -> PhaseFigures {
         detector.train()
-        defer { detector.eval() }
+        detector.freezeBatchNorm(freezeBatchNorm)
+        defer {
+            detector.freezeBatchNorm(false)
+            detector.eval()
+        }
         let x = images(batch: 2, size: size)
         let targets = targets(size: size)
         let optimizer = Adam(detector.namedParameters().filter { $0.1.requiresGrad }, learningRate: 1e-5)
@@ -452,21 +459,24 @@ struct TorchDetectorFigures {
 
     /// Runs the script for the detector shape of `resolved`; nil (reason printed) when it fails
     /// or the encoder has no reference there (exit status 3).
-    static func run(python: String, resolved: ResolvedConfig, size: Int, repetitions: Int, clock: BenchClock) -> TorchDetectorFigures? {
+    static func run(python: String, resolved: ResolvedConfig, size: Int, repetitions: Int, clock: BenchClock, freezeBatchNorm: Bool)
+        -> TorchDetectorFigures?
+    {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-bench-detector-\(getpid()).json")
         defer { try? FileManager.default.removeItem(at: out) }
         let levels = resolved.range("levels")
         let global = resolved.bool("global")
-        let args = [
-            script.path, "--encoder", resolved.component("encoder").name, "--size", "\(size)",
-            "--levels", "\(levels.lowerBound)-\(levels.upperBound)",
-            "--neck-channels", "\(resolved.component("neck").int("channels"))",
-            "--head-channels", "\(resolved.component("head").int("channels"))",
-            "--dropout", "\(resolved.double("dropout"))", "--global", global ? "1" : "0",
-            "--global-dropout", "\(resolved.double("global_dropout"))",
-            "--threads", "\(Compute.threads)", "--repeat", "\(repetitions)", "--clock", clock.rawValue,
-            "--out", out.path,
-        ]
+        let args =
+            [
+                script.path, "--encoder", resolved.component("encoder").name, "--size", "\(size)",
+                "--levels", "\(levels.lowerBound)-\(levels.upperBound)",
+                "--neck-channels", "\(resolved.component("neck").int("channels"))",
+                "--head-channels", "\(resolved.component("head").int("channels"))",
+                "--dropout", "\(resolved.double("dropout"))", "--global", global ? "1" : "0",
+                "--global-dropout", "\(resolved.double("global_dropout"))",
+                "--threads", "\(Compute.threads)", "--repeat", "\(repetitions)", "--clock", clock.rawValue,
+                "--out", out.path,
+            ] + (freezeBatchNorm ? ["--freeze-bn"] : [])
         do {
             let status = try PyTorchFigures.runProcess(python, args, quiet: false)
             Thread.sleep(forTimeInterval: 1)
