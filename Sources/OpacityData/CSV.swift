@@ -70,38 +70,75 @@ public struct CSVTable: Sendable {
     /// Refuses a physical line longer than ``InputLimits/csvLineBytes`` and a quote that
     /// is never closed, before anything is parsed.
     static func checkLines(_ bytes: [UInt8], path: String) throws {
-        var line = 1, lineStart = 0, quoteLine = 1
-        var inQuotes = false, atFieldStart = true
-        let limit = InputLimits.csvLineBytes
-        try bytes.withUnsafeBufferPointer { b in
+        var checker = LineChecker(path: path)
+        try bytes.withUnsafeBufferPointer { try checker.feed($0) }
+        try checker.finish()
+    }
+
+    /// The line-length and quote check of ``checkLines(_:path:)`` over a file read in pieces,
+    /// so that a file with an over-long line is refused after reading at most that line,
+    /// holding one piece at a time, not the whole file.
+    package struct LineChecker {
+        package let path: String
+        private var line = 1, quoteLine = 1
+        /// Bytes of the current physical line so far.
+        private var lineLength = 0
+        private var inQuotes = false, atFieldStart = true
+        /// A carriage return ended the previous piece: a line feed starting this one belongs to it.
+        private var pendingCR = false
+
+        package init(path: String) { self.path = path }
+
+        /// Checks the next piece of the file.
+        package mutating func feed(_ b: UnsafeBufferPointer<UInt8>) throws {
+            let limit = InputLimits.csvLineBytes
             var i = 0
+            if pendingCR, b.count > 0 {
+                pendingCR = false
+                if b[0] == UInt8(ascii: "\n") { i = 1 }
+            }
             while i < b.count {
                 let c = b[i]
                 if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
-                    if i - lineStart > limit { throw lineTooLong(path, line, i - lineStart) }
-                    if c == UInt8(ascii: "\r"), i + 1 < b.count, b[i + 1] == UInt8(ascii: "\n") { i += 1 }
+                    if lineLength > limit { throw CSVTable.lineTooLong(path, line, lineLength) }
+                    if c == UInt8(ascii: "\r") {
+                        if i + 1 < b.count {
+                            if b[i + 1] == UInt8(ascii: "\n") { i += 1 }
+                        } else {
+                            pendingCR = true
+                        }
+                    }
                     line += 1
-                    lineStart = i + 1
+                    lineLength = 0
                     if !inQuotes { atFieldStart = true }
-                } else if c == UInt8(ascii: "\"") {
-                    if inQuotes { inQuotes = false } else if atFieldStart { inQuotes = true; quoteLine = line }
-                    atFieldStart = false
-                } else if c == UInt8(ascii: ",") && !inQuotes {
-                    atFieldStart = true
                 } else {
-                    atFieldStart = false
+                    lineLength += 1
+                    if lineLength > limit { throw CSVTable.lineTooLong(path, line, nil) }
+                    if c == UInt8(ascii: "\"") {
+                        if inQuotes { inQuotes = false } else if atFieldStart { inQuotes = true; quoteLine = line }
+                        atFieldStart = false
+                    } else if c == UInt8(ascii: ",") && !inQuotes {
+                        atFieldStart = true
+                    } else {
+                        atFieldStart = false
+                    }
                 }
                 i += 1
             }
-            if b.count - lineStart > limit { throw lineTooLong(path, line, b.count - lineStart) }
         }
-        if inQuotes {
-            throw DataError.csvValue(path: path, line: quoteLine, column: "-", value: "\"", expected: "a closing quote", nearest: nil)
+
+        /// The end of the file: refuses a quote never closed.
+        package func finish() throws {
+            if inQuotes {
+                throw DataError.csvValue(path: path, line: quoteLine, column: "-", value: "\"", expected: "a closing quote", nearest: nil)
+            }
         }
     }
 
-    static func lineTooLong(_ path: String, _ line: Int, _ length: Int) -> DataError {
-        .csvValue(path: path, line: line, column: "-", value: "(a line of \(length) bytes)",
+    /// `length`: the line's bytes, or nil when the check stopped reading it at the limit.
+    static func lineTooLong(_ path: String, _ line: Int, _ length: Int?) -> DataError {
+        .csvValue(path: path, line: line, column: "-",
+                  value: length.map { "(a line of \($0) bytes)" } ?? "(a line of more than \(InputLimits.csvLineBytes) bytes)",
                   expected: "a line of at most \(InputLimits.csvLineBytes) bytes", nearest: nil)
     }
 
@@ -131,6 +168,21 @@ public struct CSVTable: Sendable {
     public init(contentsOf url: URL) throws {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw DataError.missingFile(path: url.path, expected: "a CSV file")
+        }
+        // The line check first, over the file in pieces: an over-long line is refused
+        // without reading the whole file into memory.
+        do {
+            let handle = try FileHandle(forReadingFrom: url)
+            defer { try? handle.close() }
+            var checker = LineChecker(path: url.path)
+            while let piece = try handle.read(upToCount: 1 << 20), !piece.isEmpty {
+                try piece.withUnsafeBytes { try checker.feed($0.bindMemory(to: UInt8.self)) }
+            }
+            try checker.finish()
+        } catch let e as DataError {
+            throw e
+        } catch {
+            throw DataError.unreadableFile(path: url.path, reason: error.localizedDescription)
         }
         let data: Data
         do { data = try Data(contentsOf: url) } catch {

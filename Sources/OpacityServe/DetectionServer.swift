@@ -337,11 +337,14 @@ public final class DetectionServer: @unchecked Sendable {
         return response(data, type: "application/json", status: status)
     }
 
-    /// The JSON error answer: `{"status": 413, "error": "<message>"}`, with `Retry-After`
-    /// for 503 and `WWW-Authenticate` for 401.
+    /// The JSON error answer: `{"error": "<message>", "status": 413}` (keys sorted, so every
+    /// answer has the same bytes for the same error), with `Retry-After` for 503 and
+    /// `WWW-Authenticate` for 401.
     static func errorResponse(_ e: ServeError) -> Response {
         struct Body: Encodable { var status: Int; var error: String }
-        let data = (try? JSONEncoder().encode(Body(status: e.status, error: e.description))) ?? Data("{}".utf8)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(Body(status: e.status, error: e.description))) ?? Data("{}".utf8)
         var r = response(data, type: "application/json", status: e.status)
         if let s = e.retryAfter { r.headers[.retryAfter] = "\(s)" }
         if e.status == 401 { r.headers[.wwwAuthenticate] = "Bearer" }

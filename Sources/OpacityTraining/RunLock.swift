@@ -46,7 +46,7 @@ public final class RunLock: @unchecked Sendable {
                 let err = errno
                 close(fd)
                 if err == EWOULDBLOCK {
-                    throw RunError.locked(path: runDirectory.path, holder: previous.isEmpty ? "holder unknown" : previous)
+                    throw RunError.locked(path: runDirectory.path, holder: previous.isEmpty ? "it started a moment ago and has not written its process id yet" : previous)
                 }
                 throw RunError.incompatible("cannot lock \(url.path): \(String(cString: strerror(err)))")
             }

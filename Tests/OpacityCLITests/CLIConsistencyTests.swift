@@ -32,6 +32,21 @@ final class CLIConsistencyTests: XCTestCase {
         }
     }
 
+    /// `opacity-bench detector --freeze-bn` trains with frozen batch norm, as `opacity train`
+    /// does by default: the header says so and the tape holds eval-mode batch norms only.
+    func testBenchFreezesBatchNormWhenAsked() throws {
+        for frozen in [false, true] {
+            let r = try CLI.run(
+                ["detector", "--threads", "2", "--size", "64", "--repeat", "1", "--no-pytorch", "--config", "retinanet(encoder=resnet18(width=0.125), size=64)"]
+                    + (frozen ? ["--freeze-bn"] : []),
+                environment: ["OPACITY_MEMORY_REPORT": "1"], program: "opacity-bench")
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertEqual(r.stdout.contains("train mode with frozen batch norm"), frozen, r.stdout)
+            XCTAssertEqual(r.stdout.contains("batchNorm2d(train)"), !frozen, r.stdout)
+            XCTAssertEqual(r.stdout.contains("batchNorm2d(eval)"), frozen, r.stdout)
+        }
+    }
+
     func testChoicesListTheirValuesAndExitWithUsageStatus() throws {
         let cases: [([String], [String])] = [
             (["detect", "x.png", "--format", "xml"], ["json", "csv"]),

@@ -51,6 +51,62 @@ final class CSVRobustnessTests: XCTestCase {
         }
     }
 
+    /// A CSV file with an over-long line is refused by a check that reads the file in pieces
+    /// and stops at that line's limit (the message says "more than"), not after reading the
+    /// whole file; a valid file still parses.
+    func testLongLineInAFileIsRefusedWhileReading() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("csv-long-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = dir.appendingPathComponent("sub.csv")
+        var data = Data("patientId,PredictionString\n".utf8)
+        data.append(Data(repeating: UInt8(ascii: "b"), count: 8 * InputLimits.csvLineBytes))
+        try data.write(to: bad)
+        XCTAssertThrowsError(try CSVTable(contentsOf: bad)) { e in
+            let message = "\(e)"
+            XCTAssertTrue(message.contains("line 2") && message.contains("more than \(InputLimits.csvLineBytes) bytes"), message)
+            XCTAssertTrue(message.contains(bad.path), message)
+        }
+        let good = dir.appendingPathComponent("ok.csv")
+        try Data("a,b\r\n1,\"x,y\"\r\n".utf8).write(to: good)
+        XCTAssertEqual(try CSVTable(contentsOf: good).rows.map(\.fields), [["1", "x,y"]])
+    }
+
+    /// The piecewise check gives the one-piece check's answer wherever the pieces split the
+    /// file, a CRLF or a quoted field included.
+    func testLineCheckDoesNotDependOnWhereThePiecesSplit() {
+        let long = String(repeating: "z", count: InputLimits.csvLineBytes)
+        let texts = [
+            "a,b\r\n1,\"x\r\ny\"\r\n2,3\r\n",  // fine: a quoted line break, CRLF ends
+            "a,b\n1,\"never closed\n2,3\n",  // a quote never closed, on line 2
+            "a\r\n" + long + "\r\n" + long + "z\r\n",  // line 3 is one byte too long
+            "a\r\n" + long + "\r\n",  // exactly the limit: fine
+        ]
+        func outcome(_ bytes: [UInt8], split: [Int]) -> String {
+            var checker = CSVTable.LineChecker(path: "p.csv")
+            do {
+                var start = 0
+                for end in split + [bytes.count] where end >= start {
+                    try bytes[start..<end].withUnsafeBufferPointer { try checker.feed($0) }
+                    start = end
+                }
+                try checker.finish()
+                return "ok"
+            } catch {
+                guard case let DataError.csvValue(_, line, _, _, expected, _) = error else { return "\(error)" }
+                return "line \(line): \(expected)"
+            }
+        }
+        let expected = ["ok", "line 2: a closing quote", "line 3: a line of at most \(InputLimits.csvLineBytes) bytes", "ok"]
+        for (text, want) in zip(texts, expected) {
+            let bytes = Array(text.utf8)
+            XCTAssertEqual(outcome(bytes, split: []), want)
+            // every split point in the first 40 bytes, and around each CR
+            let points = Array(0..<min(40, bytes.count)) + bytes.indices.filter { bytes[$0] == 13 }.flatMap { [$0, $0 + 1] }
+            for p in points { XCTAssertEqual(outcome(bytes, split: [p]), want, "split at \(p)") }
+        }
+    }
+
     func testRenderQuotesWhatNeedsIt() throws {
         let text = CSVTable.render(header: ["id", "note"], rows: [["a", "x,y"], ["b", "say \"hi\""], ["c", ""]])
         XCTAssertEqual(text, "id,note\na,\"x,y\"\nb,\"say \"\"hi\"\"\"\nc,\n")

@@ -53,7 +53,7 @@ struct CompareCommand: ParsableCommand {
             let last = g.runs.compactMap { $0.logs.last }
             let best = g.runs.flatMap(\.logs).map(\.metric.best).max() ?? 0
             let val = last.map(\.val.total).reduce(0, +) / Double(max(1, last.count))
-            say(String(format: "%@: %d run(s), final val loss %.4f, best metric %.4f", g.label, g.runs.count, val, best))
+            say(String(format: "%@: %d run%@, final val loss %.4f, best metric %.4f", g.label, g.runs.count, g.runs.count == 1 ? "" : "s", val, best))
         }
         say("wrote " + (written + [csv.path]).joined(separator: ", "))
     }
