@@ -93,7 +93,7 @@ struct SubmitCommand: ParsableCommand {
         try createParentFolder(of: outURL, option: "-o/--output")
         try sub.write(to: outURL)
         try reportSkipped(skipped, to: skippedURL, note: "; they have no row in \(out)")
-        let boxCount = rows.reduce(0) { $0 + $1.detections.count }
-        say("wrote \(out): \(rows.count) patient\(rows.count == 1 ? "" : "s"), \(rows.filter { !$0.detections.isEmpty }.count) with boxes, \(boxCount) box\(boxCount == 1 ? "" : "es")")
+        let boxCount = rows.reduce(0) { $0 + $1.detections.count }, withBoxes = rows.filter { !$0.detections.isEmpty }.count
+        say("wrote \(out): \(rows.count) patient\(rows.count == 1 ? "" : "s"), \(withBoxes) with boxes, \(boxCount) box\(boxCount == 1 ? "" : "es")")
     }
 }
