@@ -67,12 +67,33 @@ public struct CSVTable: Sendable {
         }
     }
 
-    /// Refuses a physical line longer than ``InputLimits/csvLineBytes`` and a quote that
-    /// is never closed, before anything is parsed.
+    /// Refuses a physical line longer than ``InputLimits/csvLineBytes``, a record (a row, whose
+    /// quoted fields may hold line breaks) longer than that too, and a quote that is never
+    /// closed, before anything is parsed.
     static func checkLines(_ bytes: [UInt8], path: String) throws {
         var checker = LineChecker(path: path)
         try bytes.withUnsafeBufferPointer { try checker.feed($0) }
         try checker.finish()
+    }
+
+    /// ``checkLines(_:path:)`` over the file at `url`, read in pieces of 1 MiB: a file with an
+    /// over-long line or record is refused after reading at most that line, not the whole file.
+    /// - Throws: ``DataError/csvValue(path:line:column:value:expected:nearest:)`` as
+    ///   ``checkLines(_:path:)``, ``DataError/unreadableFile(path:reason:)`` when it cannot be read.
+    package static func checkLines(of url: URL) throws {
+        do {
+            let handle = try FileHandle(forReadingFrom: url)
+            defer { try? handle.close() }
+            var checker = LineChecker(path: url.path)
+            while let piece = try handle.read(upToCount: 1 << 20), !piece.isEmpty {
+                try piece.withUnsafeBytes { try checker.feed($0.bindMemory(to: UInt8.self)) }
+            }
+            try checker.finish()
+        } catch let e as DataError {
+            throw e
+        } catch {
+            throw DataError.unreadableFile(path: url.path, reason: error.localizedDescription)
+        }
     }
 
     /// The line-length and quote check of ``checkLines(_:path:)`` over a file read in pieces,
@@ -81,8 +102,9 @@ public struct CSVTable: Sendable {
     package struct LineChecker {
         package let path: String
         private var line = 1, quoteLine = 1
-        /// Bytes of the current physical line so far.
-        private var lineLength = 0
+        /// Bytes of the current physical line so far, and of the current record (which a
+        /// quoted line break does not end) and the line it starts on.
+        private var lineLength = 0, recordLength = 0, recordLine = 1
         private var inQuotes = false, atFieldStart = true
         /// A carriage return ended the previous piece: a line feed starting this one belongs to it.
         private var pendingCR = false
@@ -110,10 +132,22 @@ public struct CSVTable: Sendable {
                     }
                     line += 1
                     lineLength = 0
-                    if !inQuotes { atFieldStart = true }
+                    if inQuotes {
+                        recordLength += 1
+                    } else {
+                        atFieldStart = true
+                        recordLength = 0
+                        recordLine = line
+                    }
                 } else {
                     lineLength += 1
+                    recordLength += 1
                     if lineLength > limit { throw CSVTable.lineTooLong(path, line, nil) }
+                    if recordLength > limit {
+                        throw DataError.csvValue(path: path, line: recordLine, column: "-",
+                                                 value: "(a row of more than \(limit) bytes over several lines, in a quoted field)",
+                                                 expected: "a row of at most \(limit) bytes", nearest: nil)
+                    }
                     if c == UInt8(ascii: "\"") {
                         if inQuotes { inQuotes = false } else if atFieldStart { inQuotes = true; quoteLine = line }
                         atFieldStart = false
@@ -171,19 +205,7 @@ public struct CSVTable: Sendable {
         }
         // The line check first, over the file in pieces: an over-long line is refused
         // without reading the whole file into memory.
-        do {
-            let handle = try FileHandle(forReadingFrom: url)
-            defer { try? handle.close() }
-            var checker = LineChecker(path: url.path)
-            while let piece = try handle.read(upToCount: 1 << 20), !piece.isEmpty {
-                try piece.withUnsafeBytes { try checker.feed($0.bindMemory(to: UInt8.self)) }
-            }
-            try checker.finish()
-        } catch let e as DataError {
-            throw e
-        } catch {
-            throw DataError.unreadableFile(path: url.path, reason: error.localizedDescription)
-        }
+        try CSVTable.checkLines(of: url)
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw DataError.unreadableFile(path: url.path, reason: error.localizedDescription)

@@ -73,7 +73,7 @@ public struct SkippedInputs: Sendable {
 
     /// A few lines for the terminal: the count, then up to `limit` entries.
     public func summary(limit: Int = 10) -> String {
-        var s = "\(entries.count) input(s) skipped:"
+        var s = "\(entries.count) input\(entries.count == 1 ? "" : "s") skipped:"
         for e in entries.prefix(limit) { s += "\n  \(e.file): \(InputLimits.quoted(e.reason, limit: 300))" }
         if entries.count > limit { s += "\n  ... and \(entries.count - limit) more" }
         return s

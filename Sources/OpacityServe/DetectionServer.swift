@@ -333,7 +333,7 @@ public final class DetectionServer: @unchecked Sendable {
     }
 
     static func json(_ object: [String: String], status: Int = 200) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return response(data, type: "application/json", status: status)
     }
 
@@ -343,7 +343,7 @@ public final class DetectionServer: @unchecked Sendable {
     static func errorResponse(_ e: ServeError) -> Response {
         struct Body: Encodable { var status: Int; var error: String }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(Body(status: e.status, error: e.description))) ?? Data("{}".utf8)
         var r = response(data, type: "application/json", status: e.status)
         if let s = e.retryAfter { r.headers[.retryAfter] = "\(s)" }

@@ -50,7 +50,7 @@ public struct RunComparison {
         }
         for i in groups.indices where groups[i].runs.count > 1 {
             let names = groups[i].runs.map(\.label)
-            groups[i].label = Self.commonPrefix(names).trimmingCharacters(in: CharacterSet(charactersIn: "_-.")) + " (\(names.count) seeds)"
+            groups[i].label = Self.commonPrefix(names).trimmingCharacters(in: CharacterSet(charactersIn: "_-.")) + " (\(names.count) runs)"
         }
         self.groups = groups
     }

@@ -30,6 +30,8 @@ public struct Submission: Sendable, Equatable {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw DataError.missingFile(path: url.path, expected: "a submission CSV (patientId,PredictionString)")
         }
+        // The line check first, in pieces: an over-long line is refused without loading the file.
+        try CSVTable.checkLines(of: url)
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw SubmissionError(file: url.path, line: 0, message: "cannot read the file: \(error.localizedDescription)")

@@ -156,7 +156,10 @@ enum DetectorBench {
         print("  summary, ours / PyTorch (forward batch 1 | training step batch 2 | peak memory forward, training):")
         for (name, f, t, torch) in summary {
             guard let torch else {
-                print("    \(pad(name, 20)) forward \(fmt(f.seconds["total"]! * 1e3, 1)) ms, step \(fmt(t.seconds["total"]! * 1e3, 1)) ms (no PyTorch figures)")
+                let peaks = [f.peakBytes, t.peakBytes].map { $0.map { fmt($0 / 1_048_576, 0) } ?? "?" }
+                print(
+                    "    \(pad(name, 20)) forward \(fmt(f.seconds["total"]! * 1e3, 1)) ms, step \(fmt(t.seconds["total"]! * 1e3, 1)) ms, peak memory \(peaks[0]), \(peaks[1]) MiB (no PyTorch figures)"
+                )
                 continue
             }
             var line = "    \(pad(name, 20)) forward \(ratio(f.seconds["total"], torch.forward.seconds["total"]))"

@@ -39,7 +39,7 @@ final class MemoryProbe {
         let state = optimizerState.values.reduce(0) { $0 + $1.count * 4 }
         print("    training step memory (OPACITY_MEMORY_REPORT, last repetition, grad_checkpointing=\(checkpointing.rawValue); MiB of tensor storage):")
         print(
-            "      parameters \(mib(values)), gradients \(mib(grads)), optimizer state \(mib(state)); pool cached \(mib(TensorMemory.pooledBytes)), derived values \(mib(TensorMemory.derivedCachedBytes))"
+            "      after the step: parameters \(mib(values)), gradients \(mib(grads)) (the step releases them, as the trainer does), optimizer state \(mib(state)); pool cached \(mib(TensorMemory.pooledBytes)), derived values \(mib(TensorMemory.derivedCachedBytes))"
         )
         print("      \(pad("point", 22)) \(pad("alive", 9)) \(pad("peak before", 12)) \(pad("rss", 6)) page faults, MiB mapped before")
         for (i, m) in marks.enumerated() {

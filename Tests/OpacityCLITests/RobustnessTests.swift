@@ -5,6 +5,23 @@ import XCTest
 /// The robustness cases (../shared/cases) through the real `opacity` command: option
 /// values out of range, outputs over inputs, duplicate ids, partial failures, run folders.
 final class CLIRobustnessTests: XCTestCase {
+    /// Case csv-100mb-line-echoed for submissions: the submission reader checks the lines in
+    /// pieces before loading the file, as the labels reader does (`opacity score` refuses a
+    /// file with an over-long line without holding the file in memory).
+    func testSubmissionWithAnOverLongLineIsRefusedBeforeLoading() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sub-long-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = dir.appendingPathComponent("sub.csv")
+        var data = Data("patientId,PredictionString\n".utf8)
+        data.append(Data(repeating: UInt8(ascii: "b"), count: 4 * InputLimits.csvLineBytes))
+        try data.write(to: bad)
+        XCTAssertThrowsError(try Submission(contentsOf: bad)) { e in
+            let message = "\(e)"
+            XCTAssertTrue(message.contains("line 2") && message.contains("more than \(InputLimits.csvLineBytes) bytes"), message)
+        }
+    }
+
     static let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
 
     func sha(_ url: URL) throws -> String {
@@ -108,7 +125,7 @@ final class CLIRobustnessTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.all)
         let sub = try Submission(contentsOf: dir.appendingPathComponent("sub.csv"))
         XCTAssertEqual(sub.rows.map(\.patientId), ["p1"], "one row for p1, none for the unreadable file")
-        XCTAssertTrue(r.all.contains("2 input(s) skipped"), r.all)
+        XCTAssertTrue(r.all.contains("2 inputs skipped"), r.all)
         let skipped = try CSVTable(contentsOf: dir.appendingPathComponent("sub.skipped.csv"))
         XCTAssertEqual(skipped.header, ["file", "reason"])
         XCTAssertEqual(Set(skipped.rows.map { URL(fileURLWithPath: $0.fields[0]).lastPathComponent }), ["p1.png", "broken.png"])
@@ -187,7 +204,7 @@ final class CLIRobustnessTests: XCTestCase {
         r = try CLI.run(["score", "partial.csv", "--labels", "labels.csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct): 2 of 2 (100.0%), 1 of them not in the submission"), r.all)
-        XCTAssertTrue(r.all.contains("1 labelled patients are not in the submission (scored as no boxes); --only-submitted"), r.all)
+        XCTAssertTrue(r.all.contains("1 labelled patient is not in the submission (scored as no boxes); --only-submitted"), r.all)
     }
 
     /// `convert -q` prints nothing when every file converts; a file that fails still prints
@@ -234,8 +251,9 @@ final class CLIRobustnessTests: XCTestCase {
         let folder = dir.appendingPathComponent("in")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try Data("not an image".utf8).write(to: folder.appendingPathComponent("a.dcm"))
-        try FileManager.default.copyItem(at: dir.appendingPathComponent("data/stage_2_train_images").appendingPathComponent(
-            try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted()[0]),
+        try FileManager.default.copyItem(
+            at: dir.appendingPathComponent("data/stage_2_train_images").appendingPathComponent(
+                try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted()[0]),
             to: folder.appendingPathComponent("b.png"))
         r = try CLI.run(["detect", "in", "--model", "model.opb", "-o", "det", "-q"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)

@@ -67,6 +67,16 @@ final class CSVRobustnessTests: XCTestCase {
             XCTAssertTrue(message.contains("line 2") && message.contains("more than \(InputLimits.csvLineBytes) bytes"), message)
             XCTAssertTrue(message.contains(bad.path), message)
         }
+        // a quoted field of many short lines is one row: refused at the same limit
+        let quoted = dir.appendingPathComponent("quoted.csv")
+        var q = Data("patientId,PredictionString\n\"".utf8)
+        for _ in 0..<(2 * InputLimits.csvLineBytes / 100) { q.append(Data((String(repeating: "b", count: 99) + "\n").utf8)) }
+        q.append(Data("\",x\n".utf8))
+        try q.write(to: quoted)
+        XCTAssertThrowsError(try CSVTable(contentsOf: quoted)) { e in
+            let message = "\(e)"
+            XCTAssertTrue(message.contains("line 2") && message.contains("a row of at most \(InputLimits.csvLineBytes) bytes"), message)
+        }
         let good = dir.appendingPathComponent("ok.csv")
         try Data("a,b\r\n1,\"x,y\"\r\n".utf8).write(to: good)
         XCTAssertEqual(try CSVTable(contentsOf: good).rows.map(\.fields), [["1", "x,y"]])

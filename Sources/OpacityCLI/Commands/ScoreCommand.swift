@@ -69,10 +69,10 @@ struct ScoreCommand: ParsableCommand {
         }
         if !s.missing.isEmpty {
             note(
-                "\(s.missing.count) labelled patients are not in the submission (scored as no boxes); "
+                "\(s.missing.count) labelled patient\(s.missing.count == 1 ? " is" : "s are") not in the submission (scored as no boxes); "
                     + "--only-submitted scores only the patients it names")
         }
-        if !s.unknown.isEmpty { note("\(s.unknown.count) submitted patients are not in the labels (ignored)") }
+        if !s.unknown.isEmpty { note("\(s.unknown.count) submitted patient\(s.unknown.count == 1 ? " is" : "s are") not in the labels (ignored)") }
         let total = s.perImage.count, counted = s.counted, left = total - counted
         let negatives =
             String(format: "negatives predicted empty (correct): %d of %d", s.emptyNegatives, s.negatives)
