@@ -122,7 +122,7 @@ public struct CSVTable: Sendable {
             while i < b.count {
                 let c = b[i]
                 if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
-                    if lineLength > limit { throw CSVTable.lineTooLong(path, line, lineLength) }
+                    // (a line over the limit was refused when its last byte was counted)
                     if c == UInt8(ascii: "\r") {
                         if i + 1 < b.count {
                             if b[i + 1] == UInt8(ascii: "\n") { i += 1 }
@@ -142,7 +142,7 @@ public struct CSVTable: Sendable {
                 } else {
                     lineLength += 1
                     recordLength += 1
-                    if lineLength > limit { throw CSVTable.lineTooLong(path, line, nil) }
+                    if lineLength > limit { throw CSVTable.lineTooLong(path, line) }
                     if recordLength > limit {
                         throw DataError.csvValue(path: path, line: recordLine, column: "-",
                                                  value: "(a row of more than \(limit) bytes over several lines, in a quoted field)",
@@ -169,10 +169,9 @@ public struct CSVTable: Sendable {
         }
     }
 
-    /// `length`: the line's bytes, or nil when the check stopped reading it at the limit.
-    static func lineTooLong(_ path: String, _ line: Int, _ length: Int?) -> DataError {
-        .csvValue(path: path, line: line, column: "-",
-                  value: length.map { "(a line of \($0) bytes)" } ?? "(a line of more than \(InputLimits.csvLineBytes) bytes)",
+    /// The check stops reading a line at the limit, so the message gives the limit, not the length.
+    static func lineTooLong(_ path: String, _ line: Int) -> DataError {
+        .csvValue(path: path, line: line, column: "-", value: "(a line of more than \(InputLimits.csvLineBytes) bytes)",
                   expected: "a line of at most \(InputLimits.csvLineBytes) bytes", nearest: nil)
     }
 

@@ -113,6 +113,13 @@ final class GradientCheckpointingTests: XCTestCase {
             return encoder.namedParameters().map { $0.1.grad?.scalars ?? [] }
         }
         XCTAssertEqual(gradients { encoder.checkpointedFeatures($0) }, gradients { encoder.features($0) })
+        // and it is one segment (the recomputation's own nodes are counted too, as backward frees them)
+        let (_, saved) = Autograd.measuringSavedTensors { () -> Tensor in
+            let l = Autograd.recordingGradients { encoder.checkpointedFeatures(x).map { $0.sum() }.reduce(Tensor(0), +) }
+            l.backward()
+            return l
+        }
+        XCTAssertEqual(saved["checkpoint"]?.nodes, 1, "\(saved)")
     }
 
     func testTheKeyIsCheckedAndCanonical() throws {
