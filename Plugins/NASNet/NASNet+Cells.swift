@@ -74,8 +74,13 @@ final class BranchSeparables: Module, Layer {
                             norm: BatchNorm2d(outChannels, eps: 1e-3), order: .actConvNorm, keys: .inline(conv: "separable_2", norm: "bn_sep_2"))
     }
 
-    /// `bn_sep_2(separable_2(relu(bn_sep_1(separable_1(relu(x))))))`.
-    func callAsFunction(_ x: Tensor) -> Tensor { unit2(unit1(x)) }
+    /// `bn_sep_2(separable_2(relu(bn_sep_1(separable_1(relu(x))))))`, with the middle ReLU
+    /// fused into `bn_sep_1` (the same values; in training `separable_2` then keeps the norm's
+    /// recipe instead of the map, ``ConvNormAct``).
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let middle = unit1.norm(unit1.conv(x.relu()), relu: true)
+        return unit2.norm(unit2.conv(middle))
+    }
 }
 
 /// A 1x1 convolution (`conv`) on every other pixel: `path_1` and `path_2`.

@@ -77,6 +77,12 @@ public enum Autograd {
         try $recording.withValue(true) { try body() }
     }
 
+    /// Whether ops keep a recipe instead of a map that is cheap to recompute
+    /// (``SavedActivation``): on by default; the values and gradients are the same bits
+    /// either way (`OPACITY_SELECTIVE_RECOMPUTATION=0` starts with it off, for comparisons).
+    /// Set it between passes, not while one runs.
+    nonisolated(unsafe) package static var selectiveRecomputation: Bool = TuningVariable.selectiveRecomputation.value == 1
+
     /// The ledger of ``measuringSavedTensors(_:)`` while one runs.
     nonisolated(unsafe) static var savedTensorLedger: SavedTensorLedger?
 
@@ -225,5 +231,47 @@ extension Autograd {
             }
             }
         }
+    }
+}
+
+/// A tensor an op keeps for its backward pass: the tensor itself, or, when its storage
+/// carries a ``TensorStorage/regeneration`` recipe, only the recipe, so that the map itself
+/// can be freed once the forward pass has consumed it (selective recomputation: a batch
+/// norm's output, with its fused ReLU, is recomputed from the input the norm saved, an
+/// elementwise pass, instead of being kept beside it).
+///
+/// Used for a convolution's input (``Tensor/conv2d(_:bias:stride:padding:dilation:groups:)``):
+/// in a ResNet bottleneck, `bn1`'s and `bn2`'s outputs; in a RetinaNet at 512 px, batch 2,
+/// with a ResNet-50 encoder, 131 MiB of maps (counted from the layer shapes).
+package struct SavedActivation: @unchecked Sendable {
+    /// The tensor's shape.
+    let shape: [Int]
+    /// The tensor, when it is kept.
+    private let kept: Tensor?
+    /// The recipe, when the tensor is not kept.
+    private let recipe: (@Sendable (UnsafeMutablePointer<Float>) -> Void)?
+
+    /// Keeps `t`'s recipe when its storage has one, else `t` (detached from the graph).
+    /// `allowRecipe` false always keeps the tensor.
+    init(_ t: Tensor, allowRecipe: Bool = true) {
+        shape = t.shape
+        if allowRecipe, Autograd.selectiveRecomputation, let r = t.storage.regeneration {
+            kept = nil
+            recipe = r
+        } else {
+            kept = t.detached()
+            recipe = nil
+        }
+    }
+
+    /// Whether only the recipe is kept.
+    var isRecomputed: Bool { kept == nil }
+
+    /// The tensor: the kept one, or a fresh one the recipe fills (the same values, bit for bit).
+    func value() -> Tensor {
+        if let kept { return kept }
+        let t = Tensor(uninitializedShape: shape)
+        recipe!(t.mutablePointer)
+        return t
     }
 }

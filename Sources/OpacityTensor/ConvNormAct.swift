@@ -115,8 +115,9 @@ public final class ConvNormAct: Module, Layer {
         return order == .normActConv ? [(keys.norm, norm), (keys.conv, conv)] : [(keys.conv, conv), (keys.norm, norm)]
     }
 
-    /// Applies the unit to `[N, C, H, W]`; in evaluation (and frozen) mode the norm and a
-    /// following ReLU run as one pass.
+    /// Applies the unit to `[N, C, H, W]`; the norm and a following ReLU run as one pass
+    /// (``BatchNorm2d/callAsFunction(_:relu:)``), and in training a convolution that consumes
+    /// their output keeps the norm's recipe instead of the map (``SavedActivation``).
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let relu = activation == .relu
         switch order {

@@ -102,13 +102,12 @@ public final class BatchNorm2d: Module, Layer {
     /// Normalises `x` (`[N, C, H, W]` or `[N, C]`).
     public func callAsFunction(_ x: Tensor) -> Tensor { callAsFunction(x, relu: false) }
 
-    /// Normalises `x` and, when `relu` is set, applies ReLU in the same pass: in evaluation
-    /// and frozen mode `bn(x, relu: true)` equals `bn(x).relu()` and saves a pass over the
-    /// activation in each direction.
+    /// Normalises `x` and, when `relu` is set, applies ReLU in the same pass: `bn(x, relu: true)`
+    /// equals `bn(x).relu()` in every mode, saves a pass over the activation in each direction,
+    /// and keeps no map for the ReLU's backward (the mask comes from what the norm keeps).
     public func callAsFunction(_ x: Tensor, relu: Bool) -> Tensor {
         if isTraining && !frozen {
-            let y = trainingForward(x)
-            return relu ? y.relu() : y
+            return trainingForward(x, relu: relu)
         }
         return x.batchNorm2d(weight: weight.tensor, bias: bias.tensor, mean: runningMean.value, variance: runningVar.value,
                              eps: eps, relu: relu)
@@ -120,11 +119,12 @@ public final class BatchNorm2d: Module, Layer {
     /// first run only (the recomputation computes the same batch statistics from the same
     /// input); with a ``synchronizer`` the layer refuses to run in a segment, since the
     /// recomputation would exchange the statistics between processes a second time.
-    private func trainingForward(_ x: Tensor) -> Tensor {
+    private func trainingForward(_ x: Tensor, relu: Bool) -> Tensor {
         if synchronizer != nil && Autograd.segment != nil {
             preconditionFailure("BatchNorm2d: synchronised batch norm (data-parallel training, batch norm not frozen) cannot run in a checkpoint segment; freeze batch norm or turn gradient checkpointing off (grad_checkpointing=none)")
         }
-        let (y, mean, variance, count) = x.batchNorm2dTraining(weight: weight.tensor, bias: bias.tensor, eps: eps, across: synchronizer)
+        let (y, mean, variance, count) = x.batchNorm2dTraining(
+            weight: weight.tensor, bias: bias.tensor, eps: eps, across: synchronizer, relu: relu)
         if Autograd.isRecomputing { return y }
         let n = Float(count)
         let unbias = n > 1 ? n / (n - 1) : 1
@@ -166,8 +166,25 @@ public final class Sequential: Module, Layer {
     public convenience init(_ layers: any Layer...) { self.init(layers) }
     /// The layers, named `0`, `1`, ...
     override public func namedChildren() -> [(String, Module)] { layers.enumerated().map { ("\($0.offset)", $0.element) } }
-    /// Applies each layer to the previous one's output.
-    public func callAsFunction(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
+    /// Applies each layer to the previous one's output. A ``BatchNorm2d`` followed by a
+    /// ``ReLU`` runs as the norm with its fused ReLU (`bn(x, relu: true)`, the same values and
+    /// gradients): one pass instead of two, and in training no map kept for the ReLU (a
+    /// convolution after it keeps the norm's recipe, ``SavedActivation``). Xception's blocks
+    /// are such lists.
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = x
+        var i = 0
+        while i < layers.count {
+            if i + 1 < layers.count, let norm = layers[i] as? BatchNorm2d, layers[i + 1] is ReLU {
+                y = norm(y, relu: true)
+                i += 2
+            } else {
+                y = layers[i](y)
+                i += 1
+            }
+        }
+        return y
+    }
 }
 
 /// `max(x, 0)`.

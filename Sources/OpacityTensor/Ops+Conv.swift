@@ -68,15 +68,19 @@ extension Tensor {
         let out = Tensor(uninitializedShape: [n, cout, ho, wo])
         let kernels = KernelProviders.convolution
         kernels.forward(input: self, weight: weight, bias: bias, geometry: geo, groups: groups, into: out)
-        let x = detached(), wt = weight.detached()
+        // The input as backward needs it (the weight gradient reads it): kept, or recomputed
+        // from its recipe when it is a batch norm's output (``SavedActivation``).
+        let x = SavedActivation(self), wt = weight.detached()
         let needX = node != nil, needW = weight.node != nil, needB = bias?.node != nil
         var inputs = [self, weight]
         if let b = bias { inputs.append(b) }
         OpTrace.note("conv2d", inputs, out, ["stride": .ints([stride.0, stride.1]), "padding": .ints([padding.0, padding.1]), "dilation": .ints([dilation.0, dilation.1]), "groups": .int(groups)])
         return Autograd.record("conv2d", out, inputs: inputs) { g in
             let gb = needB ? kernels.backwardBias(gradOut: g) : nil
-            let gw = needW ? kernels.backwardWeights(input: x, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
-            let gx = needX ? kernels.backwardData(input: x, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
+            guard needW || needX else { return bias == nil ? [nil, nil] : [nil, nil, gb] }
+            let xv = x.value()
+            let gw = needW ? kernels.backwardWeights(input: xv, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
+            let gx = needX ? kernels.backwardData(input: xv, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
             return bias == nil ? [gx, gw] : [gx, gw, gb]
         }
     }

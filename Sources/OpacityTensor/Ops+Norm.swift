@@ -40,7 +40,7 @@ extension Tensor {
         let x = detached()
         let needX = node != nil, needW = weight.node != nil, needB = bias.node != nil
         OpTrace.note("batchNorm2d", [self, weight, bias, mean, variance], out, ["eps": .float(eps), "relu": .bool(relu)])
-        return Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
+        let result = Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
             // The input gradient, and the affine gradients from per-plane sums of g and
             // g * (x - mean) (added over images in order).
             // (The closure holds `coef` itself, not only a pointer into it.)
@@ -55,6 +55,15 @@ extension Tensor {
                 scratch: sums.mutablePointer, n: n, c: c, hw: hw, relu: relu)
             return [gx, needW ? gw : nil, needB ? gb : nil]
         }
+        if result.node != nil {
+            // The node keeps `x` and `coef`: a convolution that saves the output for its own
+            // backward keeps this recipe instead (``SavedActivation``), the same kernel on the
+            // same values, so the same bits.
+            out.storage.regeneration = { dst in
+                kernels.inferenceForward(input: x.pointer, coefficients: coef.pointer, output: dst, n: n, c: c, hw: hw, relu: relu)
+            }
+        }
+        return result
     }
 
     /// Batch normalisation with the statistics of this batch (training mode).
@@ -64,8 +73,11 @@ extension Tensor {
     ///
     /// - Returns: the normalised tensor, and the batch mean and biased variance per channel
     ///   (the caller updates its running statistics with them).
-    public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5) -> (Tensor, mean: [Float], variance: [Float]) {
-        let r = batchNorm2dTraining(weight: weight, bias: bias, eps: eps, across: nil)
+    /// - Parameter relu: apply ReLU to the result in the same pass (`batchNorm2dTraining(...).0.relu()`,
+    ///   the same values and gradients).
+    public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5, relu: Bool = false)
+        -> (Tensor, mean: [Float], variance: [Float]) {
+        let r = batchNorm2dTraining(weight: weight, bias: bias, eps: eps, across: nil, relu: relu)
         return (r.0, r.mean, r.variance)
     }
 
@@ -78,9 +90,15 @@ extension Tensor {
     /// - Parameter across: sums per-channel statistics over the processes (three calls per
     ///   layer and step: sums in forward, squared deviations in forward, gradient sums in
     ///   backward); `nil` is a single-process batch.
+    ///   - relu: apply ReLU to the result in the same pass. Backward then takes the ReLU's mask
+    ///     from the normalised input it keeps anyway (`xhat * weight + bias <= 0`, the forward's
+    ///     arithmetic), so the op keeps no map for the ReLU, and the output can be recomputed
+    ///     from `xhat` by a convolution that consumes it (``SavedActivation``). The values and
+    ///     gradients equal `batchNorm2dTraining(...).0.relu()`'s.
     /// - Returns: the normalised tensor, the batch mean and biased variance, and the number of
     ///   values per channel over all processes.
-    public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5, across: (any BatchStatisticsReducer)?)
+    public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5, across: (any BatchStatisticsReducer)?,
+                                    relu: Bool = false)
         -> (Tensor, mean: [Float], variance: [Float], count: Int) {
         shapeCheck(rank == 4 || rank == 2, "batchNorm2d", "expects [N, C, H, W] or [N, C], got \(describe(shape))")
         let c = shape[1]
@@ -144,9 +162,20 @@ extension Tensor {
         let out = Tensor(uninitializedShape: shape)
         kernels.trainingNormalize(
             input: xp, mean: stp, coefficients: coef.pointer, normalized: xhat.mutablePointer, output: out.mutablePointer,
-            n: n, c: c, hw: hw)
-        OpTrace.note("batchNorm2dTraining", [self, weight, bias], out)
-        let result = Autograd.record("batchNorm2d(train)", out, inputs: [self, weight, bias]) { g in
+            n: n, c: c, hw: hw, relu: relu)
+        OpTrace.note("batchNorm2dTraining", [self, weight, bias], out, ["relu": .bool(relu)])
+        let result = Autograd.record(relu ? "batchNorm2d(train)+relu" : "batchNorm2d(train)", out, inputs: [self, weight, bias]) {
+            gradOut in
+            // With the fused ReLU, the gradient is zeroed first where the output was not positive.
+            var masked: Tensor?
+            if relu {
+                let m = Tensor(uninitializedShape: gradOut.shape)
+                kernels.trainingReluGradient(
+                    gradOut: gradOut.pointer, normalized: xhat.pointer, coefficients: coef.pointer, gradMasked: m.mutablePointer,
+                    n: n, c: c, hw: hw)
+                masked = m
+            }
+            let g = masked ?? gradOut
             let gp = g.pointer, hp = xhat.pointer
             let sums = Tensor(uninitializedShape: [2, n * c])
             let sumG = Tensor(uninitializedShape: [c]), sumGX = Tensor(uninitializedShape: [c])
@@ -179,6 +208,13 @@ extension Tensor {
                 gradInput: gx.mutablePointer, n: n, c: c, hw: hw)
             withExtendedLifetime(globalSums) {}
             return [gx, sumGX, sumG]
+        }
+        if result.node != nil {
+            // The node keeps `xhat` and `coef`: the output's recipe for a convolution that
+            // consumes it (``SavedActivation``), the forward's own arithmetic.
+            out.storage.regeneration = { dst in
+                kernels.trainingOutput(normalized: xhat.pointer, coefficients: coef.pointer, output: dst, n: n, c: c, hw: hw, relu: relu)
+            }
         }
         return (result, mean, variance, total)
     }

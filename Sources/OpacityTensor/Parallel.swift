@@ -118,6 +118,9 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     /// The fewest threads at which GEMM convolutions on small maps split the weight rows
     /// over the threads (``ConvPlan/splitsWeightRows(threads:)``).
     case rowSplitThreads = "OPACITY_ROW_SPLIT_THREADS"
+    /// 1: a convolution keeps a batch norm's recipe instead of its output; 0: the output
+    /// (``Autograd/selectiveRecomputation``).
+    case selectiveRecomputation = "OPACITY_SELECTIVE_RECOMPUTATION"
 
     /// The values accepted.
     var range: ClosedRange<Int> {
@@ -126,6 +129,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedRecent: return 0...16
         case .spinMicroseconds: return 0...1_000_000
         case .rowSplitThreads: return 2...1_000_000
+        case .selectiveRecomputation: return 0...1
         }
     }
 
@@ -136,6 +140,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedRecent: return 1
         case .spinMicroseconds: return 200
         case .rowSplitThreads: return 4
+        case .selectiveRecomputation: return 1
         }
     }
 
@@ -145,6 +150,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedRecent: return ""
         case .spinMicroseconds: return " microseconds"
         case .rowSplitThreads: return " threads"
+        case .selectiveRecomputation: return ""
         }
     }
 

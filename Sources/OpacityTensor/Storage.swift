@@ -174,7 +174,22 @@ enum StorageAccounting {
     package func contentsWillChange() {
         version &+= 1
         if derivedValues != nil { releaseDerivedValues() }
+        regeneration = nil
     }
+
+    /// How to compute these contents again, bit for bit, from values that a backward pass
+    /// keeps anyway (selective recomputation): set by an op whose output is an elementwise
+    /// function of what its own node saved, such as a batch norm with its fused ReLU
+    /// (``Tensor/batchNorm2d(weight:bias:mean:variance:eps:relu:)``). A convolution that would
+    /// save this storage as its input for backward keeps the recipe instead
+    /// (``SavedActivation``), so the map is freed as soon as the forward pass is done with it
+    /// and is written again, into a temporary, only while the convolution's backward runs.
+    ///
+    /// The recipe fills `count` floats at the pointer it gets. It holds what it reads (the
+    /// norm's saved input and coefficients) for as long as it is set; any change of the
+    /// contents (``contentsWillChange()``: an in-place `+` or ReLU, an optimizer step) drops
+    /// it. Set only by ops that record a node, so inference never holds the extra input.
+    package var regeneration: (@Sendable (UnsafeMutablePointer<Float>) -> Void)?
 
     /// Drops every cached derived value, keeping the versions noted (so the next use at the new
     /// version counts as a first use). ``Module/train(_:)`` calls it for every parameter when

@@ -174,7 +174,10 @@ enum DetectorBench {
     /// What `grad_checkpointing` recomputes, for the report.
     static func checkpointingNote(_ mode: GradientCheckpointing) -> String {
         switch mode {
-        case .none: "none (grad_checkpointing=none: every activation kept for backward)"
+        case .none:
+            Autograd.selectiveRecomputation
+                ? "none (grad_checkpointing=none: every activation kept for backward, a batch norm's output recomputed for the convolution after it)"
+                : "none (grad_checkpointing=none: every activation kept for backward; OPACITY_SELECTIVE_RECOMPUTATION=0: batch norm outputs kept too)"
         case .head: "head (grad_checkpointing=head: each level of the classification subnet recomputed in backward)"
         case .encoder: "encoder (grad_checkpointing=encoder: the encoder recomputed in backward, block by block where it has blocks)"
         case .all: "all (grad_checkpointing=all: encoder, neck and head recomputed in backward)"

@@ -1,4 +1,5 @@
 import Opacity
+import OpacityTensor
 import XCTest
 
 /// `grad_checkpointing`: a real detector's training step gives the same losses, the same
@@ -94,6 +95,24 @@ final class GradientCheckpointingTests: XCTestCase {
         // block (the final norm with the last one)
         try compare("encoder", encoder: "xception")
         try compare("encoder", encoder: "dpn92")
+    }
+
+    /// Selective recomputation (a convolution keeps a batch norm's recipe, not its output) gives
+    /// a real detector's training step bit for bit, with frozen batch norm and with batch
+    /// statistics, on encoders of each block kind.
+    func testSelectiveRecomputationGivesTheSameBits() throws {
+        for (encoder, frozen) in [("resnet50(width=0.125)", true), ("resnet18(width=0.25)", false), ("dpn92", true)] {
+            let config = "retinanet(encoder=\(encoder), neck=fpn(channels=32), head=retina(channels=32), size=64)"
+            let on = try steps(config, frozen: frozen, size: 64)
+            Autograd.selectiveRecomputation = false
+            defer { Autograd.selectiveRecomputation = true }
+            let off = try steps(config, frozen: frozen, size: 64)
+            for (k, (a, b)) in zip(on, off).enumerated() {
+                XCTAssertEqual(a.terms.map(\.value), b.terms.map(\.value), "\(encoder) step \(k): losses")
+                XCTAssertEqual(a.gradients, b.gradients, "\(encoder) step \(k): gradients")
+                XCTAssertEqual(a.weights, b.weights, "\(encoder) step \(k): weights after Adam")
+            }
+        }
     }
 
     /// Without a per-block override an encoder runs as one segment (the protocol's default).

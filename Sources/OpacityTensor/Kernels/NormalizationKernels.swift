@@ -46,12 +46,29 @@ protocol NormalizationKernels: Sendable {
         input: UnsafePointer<Float>, mean: UnsafePointer<Float>, deviations: UnsafeMutablePointer<Float>,
         n: Int, c: Int, hw: Int)
 
-    /// Training forward, last pass: `xhat = (x - mean) / std` and `y = xhat * weight + bias`.
+    /// Training forward, last pass: `xhat = (x - mean) / std` and `y = xhat * weight + bias`,
+    /// then, when `relu`, `y < 0 ? 0 : y` (``Tensor/relu()``'s rule).
     ///
     /// - Parameter coefficients: `[3, c]`: `1/std`, weight, bias.
     func trainingNormalize(
         input: UnsafePointer<Float>, mean: UnsafePointer<Float>, coefficients: UnsafePointer<Float>,
-        normalized: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int)
+        normalized: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, relu: Bool)
+    /// The training forward's output again from its `xhat`: the same bits as
+    /// ``trainingNormalize(input:mean:coefficients:normalized:output:n:c:hw:relu:)`` wrote
+    /// (selective recomputation, ``SavedActivation``).
+    ///
+    /// - Parameter coefficients: the forward's `[3, c]`.
+    func trainingOutput(
+        normalized: UnsafePointer<Float>, coefficients: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+        n: Int, c: Int, hw: Int, relu: Bool)
+    /// The fused ReLU's backward in training mode: `gradOut`, zero where the forward's output
+    /// was not positive (`xhat * weight + bias <= 0`, the forward's arithmetic; NaN passes, as
+    /// in ``Tensor/relu()``), into `gradMasked`.
+    ///
+    /// - Parameter coefficients: the forward's `[3, c]`.
+    func trainingReluGradient(
+        gradOut: UnsafePointer<Float>, normalized: UnsafePointer<Float>, coefficients: UnsafePointer<Float>,
+        gradMasked: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int)
 
     /// Training backward, first pass: this process's `sum(g)` and `sum(g * xhat)` per
     /// channel (`[c]` each), summed per plane and then over images in order.

@@ -112,17 +112,75 @@ struct CPUNormalizationKernels: NormalizationKernels {
 
     func trainingNormalize(
         input: UnsafePointer<Float>, mean: UnsafePointer<Float>, coefficients: UnsafePointer<Float>,
-        normalized: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int
+        normalized: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, relu: Bool
     ) {
         let xp = input, stp = mean, cpc = coefficients, hp = normalized, op = output
         Compute.parallelFor(n * c, minPerThread: 16) { i in
             let ch = i % c
             let mu = stp[ch], istd = cpc[ch], a = cpc[c + ch], b = cpc[2 * c + ch]
             let src = xp + i * hw, h = hp + i * hw, o = op + i * hw
-            for j in 0..<hw {
-                let v = (src[j] - mu) * istd
-                h[j] = v
-                o[j] = v * a + b
+            if relu {
+                for j in 0..<hw {
+                    let v = (src[j] - mu) * istd
+                    h[j] = v
+                    let y = v * a + b
+                    o[j] = y < 0 ? 0 : y
+                }
+            } else {
+                for j in 0..<hw {
+                    let v = (src[j] - mu) * istd
+                    h[j] = v
+                    o[j] = v * a + b
+                }
+            }
+        }
+    }
+
+    func trainingOutput(
+        normalized: UnsafePointer<Float>, coefficients: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+        n: Int, c: Int, hw: Int, relu: Bool
+    ) {
+        // `xhat * a + b` as `trainingNormalize` computes it (a product, then a sum; no fused
+        // multiply-add), so the same bits.
+        let hp = normalized, cpc = coefficients, op = output
+        Compute.parallelFor(n * c, minPerThread: 16) { i in
+            let ch = i % c
+            let a = cpc[c + ch], b = cpc[2 * c + ch]
+            let h = hp + i * hw, o = op + i * hw
+            var j = 0
+            while j + 8 <= hw {
+                var y = load8(h, j) * a + b
+                if relu { y.replace(with: 0, where: y .< 0) }
+                store8(o, j, y)
+                j += 8
+            }
+            while j < hw {
+                let y = h[j] * a + b
+                o[j] = relu && y < 0 ? 0 : y
+                j += 1
+            }
+        }
+    }
+
+    func trainingReluGradient(
+        gradOut: UnsafePointer<Float>, normalized: UnsafePointer<Float>, coefficients: UnsafePointer<Float>,
+        gradMasked: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int
+    ) {
+        let gp = gradOut, hp = normalized, cpc = coefficients, dp = gradMasked
+        Compute.parallelFor(n * c, minPerThread: 16) { i in
+            let ch = i % c
+            let a = cpc[c + ch], b = cpc[2 * c + ch]
+            let g = gp + i * hw, h = hp + i * hw, d = dp + i * hw
+            var j = 0
+            while j + 8 <= hw {
+                var v = load8(g, j)
+                v.replace(with: 0, where: load8(h, j) * a + b .<= 0)
+                store8(d, j, v)
+                j += 8
+            }
+            while j < hw {
+                d[j] = h[j] * a + b <= 0 ? 0 : g[j]
+                j += 1
             }
         }
     }

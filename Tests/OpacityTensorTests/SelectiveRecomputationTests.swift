@@ -1,0 +1,138 @@
+import OpacityTensor
+import XCTest
+
+/// Selective recomputation: a convolution whose input is a batch norm's output (with or without
+/// its fused ReLU) keeps the norm's recipe instead of the map, and recomputes the map in
+/// backward. The values and gradients are the same bits as with the map kept; the map is freed
+/// once the forward pass is done with it.
+final class SelectiveRecomputationTests: XCTestCase {
+    private let w1 = uniform([6, 4, 3, 3], -0.3, 0.3, seed: 1), w2 = uniform([5, 6, 3, 3], -0.3, 0.3, seed: 2)
+    private let gamma = uniform([6], 0.5, 1.5, seed: 3), beta = uniform([6], -0.2, 0.2, seed: 4)
+    private let mean = uniform([6], -0.1, 0.1, seed: 5), variance = uniform([6], 0.5, 1.5, seed: 6)
+    private let x = uniform([2, 4, 13, 11], seed: 7)
+
+    /// `conv(norm(conv(x)))`, the norm frozen (running statistics) or on batch statistics, its
+    /// ReLU fused or not; `copy` puts an exact copy (`* 1`) between the norm and the second
+    /// convolution, which then keeps that copy as before.
+    private func chain(_ ps: [Tensor], training: Bool, relu: Bool, copy: Bool) -> Tensor {
+        let h = ps[0].conv2d(ps[1], padding: (1, 1))
+        var n =
+            training
+            ? h.batchNorm2dTraining(weight: ps[3], bias: ps[4], relu: relu).0
+            : h.batchNorm2d(weight: ps[3], bias: ps[4], mean: mean, variance: variance, relu: relu)
+        if copy { n = n * 1 }
+        return n.conv2d(ps[2], padding: (1, 1))
+    }
+
+    /// Output, loss and the five gradients of `chain`, and what the tape saved.
+    private func run(training: Bool, relu: Bool, copy: Bool) -> (out: [Float], grads: [[Float]], saved: [String: (bytes: Int, nodes: Int)]) {
+        let ps = [x, w1, w2, gamma, beta].map { $0.requiringGrad() }
+        let r = uniform([2, 5, 13, 11], seed: 8)
+        let (out, saved) = Autograd.measuringSavedTensors { () -> [Float] in
+            let y = Autograd.recordingGradients { chain(ps, training: training, relu: relu, copy: copy) }
+            y.backward(r)
+            return y.scalars
+        }
+        return (out, ps.map { $0.grad!.scalars }, saved)
+    }
+
+    func testTheRecipeGivesTheSameBitsAsTheKeptMap() {
+        for training in [false, true] {
+            for relu in [false, true] {
+                let what = "\(training ? "batch statistics" : "frozen")\(relu ? " + relu" : "")"
+                let recomputed = run(training: training, relu: relu, copy: false)
+                let kept = run(training: training, relu: relu, copy: true)
+                XCTAssertEqual(recomputed.out, kept.out, what)
+                XCTAssertEqual(recomputed.grads, kept.grads, "\(what): every gradient, bit for bit")
+                // The second convolution kept the copy (6 x 13 x 11 floats per image) in one
+                // case and only the recipe in the other: the norm's output was freed by the
+                // forward pass.
+                let map = 2 * 6 * 13 * 11 * 4
+                XCTAssertGreaterThanOrEqual(kept.saved["conv2d"]?.bytes ?? 0, map, "\(what): \(kept.saved)")
+                XCTAssertLessThan(recomputed.saved["conv2d"]?.bytes ?? 0, map, "\(what): \(recomputed.saved)")
+            }
+        }
+    }
+
+    func testTheSwitchKeepsTheMap() {
+        Autograd.selectiveRecomputation = false
+        defer { Autograd.selectiveRecomputation = true }
+        let off = run(training: false, relu: true, copy: false)
+        XCTAssertGreaterThanOrEqual(off.saved["conv2d"]?.bytes ?? 0, 2 * 6 * 13 * 11 * 4, "\(off.saved)")
+    }
+
+    /// A norm's output changed in place (a residual sum written over it) loses its recipe: the
+    /// convolution after the sum keeps the sum, not the norm's output.
+    func testAnOutputChangedInPlaceIsKept() {
+        let other = uniform([2, 6, 13, 11], seed: 9)
+        func grads(inPlace: Bool) -> [[Float]] {
+            let ps = [x, w1, w2, gamma, beta].map { $0.requiringGrad() }
+            let y = Autograd.recordingGradients { () -> Tensor in
+                let h = ps[0].conv2d(ps[1], padding: (1, 1))
+                let n = h.batchNorm2d(weight: ps[3], bias: ps[4], mean: mean, variance: variance, relu: true)
+                let id = ObjectIdentifier(n.storage)
+                let s = inPlace ? (consume n) + other : n * 1 + other
+                XCTAssertEqual(ObjectIdentifier(s.storage) == id, inPlace, "the sum wrote over the norm's output")
+                return s.conv2d(ps[2], padding: (1, 1))
+            }
+            y.backward(uniform(y.shape, seed: 10))
+            return ps.map { $0.grad!.scalars }
+        }
+        XCTAssertEqual(grads(inPlace: true), grads(inPlace: false))
+    }
+
+    /// The training-mode norm with its ReLU fused equals the norm followed by `relu()`, values
+    /// and gradients bit for bit, and its gradients match finite differences.
+    func testFusedReLUOnBatchStatistics() {
+        let h = uniform([3, 4, 5, 6], -2, 2, seed: 11)
+        let w = uniform([4], 0.5, 1.5, seed: 12), b = uniform([4], -0.3, 0.3, seed: 13)
+        let r = uniform(h.shape, seed: 14)
+        func run(fused: Bool) -> ([Float], [[Float]]) {
+            let ps = [h, w, b].map { $0.requiringGrad() }
+            let y = Autograd.recordingGradients {
+                fused
+                    ? ps[0].batchNorm2dTraining(weight: ps[1], bias: ps[2], relu: true).0
+                    : ps[0].batchNorm2dTraining(weight: ps[1], bias: ps[2]).0.relu()
+            }
+            y.backward(r)
+            return (y.scalars, ps.map { $0.grad!.scalars })
+        }
+        let fused = run(fused: true), separate = run(fused: false)
+        XCTAssertEqual(fused.0, separate.0)
+        XCTAssertEqual(fused.1, separate.1)
+        XCTAssertTrue(fused.0.contains(0) && fused.0.contains { $0 > 0 }, "the ReLU cuts some values and keeps others")
+        // Finite differences need every output away from the ReLU's kink by more than a step
+        // moves it.
+        let pre = h.batchNorm2dTraining(weight: w, bias: b).0.scalars
+        XCTAssertGreaterThan(pre.map(abs).min()!, 0.004, "the inputs keep the outputs away from the kink")
+        checkGradients("batchNorm2d training + fused relu", [h, w, b], eps: 1e-4, relative: 2e-2) {
+            $0[0].batchNorm2dTraining(weight: $0[1], bias: $0[2], relu: true).0
+        }
+    }
+
+    /// `Sequential` runs a batch norm followed by a ReLU fused: the same values and gradients as
+    /// the layers one by one, in training and frozen mode, and the ReLU keeps no map.
+    func testSequentialFusesNormAndReLU() {
+        let seq = Sequential([Conv2d(4, 6, kernel: 3, padding: 1), BatchNorm2d(6), ReLU(), Conv2d(6, 5, kernel: 3, padding: 1)])
+        seq.train()
+        let r = uniform([2, 5, 13, 11], seed: 15)
+        for frozen in [false, true] {
+            (seq.layers[1] as! BatchNorm2d).frozen = frozen
+            func run(_ f: (Tensor) -> Tensor) -> ([Float], [[Float]], [String: (bytes: Int, nodes: Int)]) {
+                for (_, p) in seq.namedParameters() { p.grad = nil }
+                let (out, saved) = Autograd.measuringSavedTensors { () -> [Float] in
+                    let y = Autograd.recordingGradients { f(x) }
+                    y.backward(r)
+                    return y.scalars
+                }
+                return (out, seq.namedParameters().map { $0.1.grad!.scalars }, saved)
+            }
+            let fused = run { seq($0) }
+            let separate = run { seq.layers.reduce($0) { $1($0) } }
+            XCTAssertEqual(fused.0, separate.0, "frozen \(frozen)")
+            XCTAssertEqual(fused.1, separate.1, "frozen \(frozen): gradients")
+            XCTAssertNil(fused.2["relu"], "no separate ReLU node: \(fused.2)")
+            XCTAssertNotNil(separate.2["relu"], "\(separate.2)")
+        }
+    }
+}
