@@ -10,6 +10,9 @@ public enum InputLimits {
     public static let nestingDepth = 64
     /// The longest physical line of a CSV file, in bytes (1 MiB).
     public static let csvLineBytes = 1 << 20
+    /// The largest CSV file, in bytes (256 MiB): a bound for a stream (`--labels /dev/stdin`)
+    /// that never ends, far above any labels or submission file (RSNA's labels are 1.5 MB).
+    public static let csvFileBytes = 256 << 20
     /// The longest config string, in characters.
     public static let configLength = 16_384
     /// The most values (weights and buffers, 32-bit floats) a model built from a config

@@ -7,9 +7,10 @@ import OpacityCore
 /// Read with CSV.swift (yaslab/CSV.swift): RFC 4180 quoting (`"a,b"`, `""` for a quote),
 /// LF or CRLF line ends, an optional UTF-8 byte-order mark; blank lines are skipped. A line
 /// longer than ``InputLimits/csvLineBytes`` is refused before parsing, and errors quote at
-/// most ``InputLimits/quotedValueLength`` characters of a value. Every CSV Opacity reads
-/// (labels, class info, boxes, folds, submissions) comes through this type, and every CSV
-/// it writes through ``render(header:rows:)``.
+/// most ``InputLimits/quotedValueLength`` characters of a value. A file is read once, so a
+/// pipe, a FIFO or `/dev/stdin` reads like a regular file (``readChecked(_:what:)``). Every
+/// CSV Opacity reads (labels, class info, boxes, folds, submissions) comes through this
+/// type, and every CSV it writes through ``render(header:rows:)``.
 public struct CSVTable: Sendable {
     /// The file name used in error messages.
     public var path: String
@@ -76,24 +77,23 @@ public struct CSVTable: Sendable {
         try checker.finish()
     }
 
-    /// ``checkLines(_:path:)`` over the file at `url`, read in pieces of 1 MiB: a file with an
-    /// over-long line or record is refused after reading at most that line, not the whole file.
+    /// The bytes of the CSV file at `url`, read once in pieces of 1 MiB with the line check of
+    /// ``checkLines(_:path:)`` on each piece before it is kept: a regular file, a pipe, a FIFO
+    /// or `/dev/stdin` alike (`cat labels.csv | opacity score --labels /dev/stdin ...`). A file
+    /// with an over-long line is refused after reading at most that line, and one of more than
+    /// ``InputLimits/csvFileBytes`` (a stream that never ends) after that many bytes.
+    /// - Parameters:
+    ///   - url: the file.
+    ///   - what: what it should be, for messages ("a CSV file").
     /// - Throws: ``DataError/csvValue(path:line:column:value:expected:nearest:)`` as
-    ///   ``checkLines(_:path:)``, ``DataError/unreadableFile(path:reason:)`` when it cannot be read.
-    package static func checkLines(of url: URL) throws {
-        do {
-            let handle = try FileHandle(forReadingFrom: url)
-            defer { try? handle.close() }
-            var checker = LineChecker(path: url.path)
-            while let piece = try handle.read(upToCount: 1 << 20), !piece.isEmpty {
-                try piece.withUnsafeBytes { try checker.feed($0.bindMemory(to: UInt8.self)) }
-            }
-            try checker.finish()
-        } catch let e as DataError {
-            throw e
-        } catch {
-            throw DataError.unreadableFile(path: url.path, reason: error.localizedDescription)
-        }
+    ///   ``checkLines(_:path:)``; ``DataError/missingFile(path:expected:)`` when there is no
+    ///   such file; ``DataError/unreadableFile(path:reason:)`` when it cannot be read, is a
+    ///   folder or is too large.
+    package static func readChecked(_ url: URL, what: String = "a CSV file") throws -> Data {
+        var checker = LineChecker(path: url.path)
+        let data = try BoundedRead.data(of: url, limit: InputLimits.csvFileBytes, what: what) { try checker.feed($0) }
+        try checker.finish()
+        return data
     }
 
     /// The line-length and quote check of ``checkLines(_:path:)`` over a file read in pieces,
@@ -196,19 +196,14 @@ public struct CSVTable: Sendable {
         return String(decoding: data, as: UTF8.self) + "\n"
     }
 
-    /// Reads and parses a CSV file.
-    /// - Throws: ``DataError/missingFile(path:expected:)`` and parse errors.
+    /// Reads and parses a CSV file: a regular file, a pipe, a FIFO or `/dev/stdin`, read once
+    /// (``readChecked(_:what:)``).
+    /// - Throws: ``DataError/missingFile(path:expected:)``, ``DataError/unreadableFile(path:reason:)``
+    ///   (a folder, a file over ``InputLimits/csvFileBytes``, a read error) and parse errors.
     public init(contentsOf url: URL) throws {
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw DataError.missingFile(path: url.path, expected: "a CSV file")
-        }
-        // The line check first, over the file in pieces: an over-long line is refused
-        // without reading the whole file into memory.
-        try CSVTable.checkLines(of: url)
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DataError.unreadableFile(path: url.path, reason: error.localizedDescription)
-        }
+        // The line check runs on each piece as it is read: an over-long line is refused
+        // without reading the whole file into memory, and a pipe is read only once.
+        let data = try CSVTable.readChecked(url)
         try self.init(data: data, path: url.path)
     }
 

@@ -23,19 +23,14 @@ public struct Submission: Sendable, Equatable {
         })
     }
 
-    /// Reads a submission CSV.
-    /// - Throws: `DataError.missingFile` when there is no such file; ``SubmissionError``
-    ///   naming the file, line and field that is wrong.
+    /// Reads a submission CSV: a regular file, a pipe, a FIFO or `/dev/stdin`, read once with
+    /// the line check on each piece before it is kept (``CSVTable/readChecked(_:what:)``).
+    /// - Throws: `DataError.missingFile` when there is no such file; `DataError.unreadableFile`
+    ///   when it cannot be read (a folder, more than `InputLimits.csvFileBytes`, a read error);
+    ///   `DataError.csvValue` for an over-long line; ``SubmissionError`` naming the file, line
+    ///   and field that is wrong.
     public init(contentsOf url: URL) throws {
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw DataError.missingFile(path: url.path, expected: "a submission CSV (patientId,PredictionString)")
-        }
-        // The line check first, in pieces: an over-long line is refused without loading the file.
-        try CSVTable.checkLines(of: url)
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw SubmissionError(file: url.path, line: 0, message: "cannot read the file: \(error.localizedDescription)")
-        }
+        let data = try CSVTable.readChecked(url, what: "a submission CSV (patientId,PredictionString)")
         try self.init(data: data, file: url.path)
     }
 
