@@ -23,15 +23,20 @@ public struct RunComparison {
 
     public var groups: [Group]
 
-    /// Reads run folders.
-    /// - Throws: ``RunError`` naming a folder without a log, or a malformed line.
+    /// Reads run folders: each `log.jsonl` line by line with a limit on a line's length
+    /// (``EpochLog/read(_:)``), each `options.json` with a limit on its size
+    /// (``TrainingSetup/optionsFileBytes``).
+    /// - Throws: ``RunError`` naming a folder without a log, a malformed or over-long line
+    ///   (with its file and line), or an `options.json` that is too large or cannot be read.
     public init(folders: [URL]) throws {
         var runs: [Run] = []
         for f in folders {
             let log = f.appendingPathComponent("log.jsonl")
             guard FileManager.default.fileExists(atPath: log.path) else { throw RunError.notARun(f.path) }
             let logs = try EpochLog.read(log)
-            let opts = try? JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: f.appendingPathComponent("options.json")))
+            // refused by size (16 MiB) before it is loaded; one that does not decode leaves the run ungrouped
+            let opts = try TrainingSetup.optionsData(at: f.appendingPathComponent("options.json"))
+                .flatMap { try? JSONDecoder().decode(TrainingOptions.self, from: $0) }
             runs.append(Run(folder: f, options: opts, logs: logs))
         }
         var groups: [Group] = []

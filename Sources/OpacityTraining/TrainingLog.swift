@@ -1,5 +1,6 @@
 import Foundation
 import OpacityCore
+import OpacityData
 
 /// Loss terms averaged over an epoch's images.
 public struct LossSummary: Codable, Sendable, Equatable {
@@ -84,17 +85,62 @@ public struct EpochLog: Codable, Sendable, Equatable {
         return String(decoding: try e.encode(self), as: UTF8.self)
     }
 
-    /// Reads every line of a `log.jsonl`.
-    /// - Throws: ``RunError`` naming the file and line of a malformed record.
+    /// The longest line of a `log.jsonl`, in bytes (1 MiB): one epoch's record is a few
+    /// kilobytes (its threshold sweep the most of it).
+    public static let lineBytes = 1 << 20
+    /// The largest `log.jsonl`, in bytes (256 MiB): tens of thousands of epochs.
+    public static let logBytes = 256 << 20
+
+    /// Reads every line of a `log.jsonl`, once, in pieces of 1 MiB: each line is decoded when
+    /// its end is read, so the file is never held whole, and a line longer than
+    /// ``lineBytes`` is refused after reading at most that much of it (a 100 MB line is not
+    /// loaded); a record nested deeper than `InputLimits.nestingDepth` is refused before it
+    /// is decoded. Blank lines are skipped; lines are counted from 1, blank ones included.
+    /// - Throws: ``RunError/malformed(_:line:_:)`` naming the file and line of a malformed or
+    ///   over-long record; ``RunError/missingFile(_:_:)`` when there is no such file;
+    ///   ``RunError/incompatible(_:)`` when it cannot be read, is a folder or holds more than
+    ///   ``logBytes``.
     public static func read(_ url: URL) throws -> [EpochLog] {
-        guard let text = try? String(contentsOf: url, encoding: .utf8) else {
-            throw RunError.missingFile(url.path, "the run's epoch log")
-        }
+        let path = url.path
         var out: [EpochLog] = []
-        for (i, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-            do { out.append(try JSONDecoder().decode(EpochLog.self, from: Data(line.utf8))) } catch {
-                throw RunError.malformed(url.path, line: i + 1, "\(error)")
+        var line = 1
+        var current: [UInt8] = []
+        func endLine() throws {
+            defer {
+                current.removeAll(keepingCapacity: true)
+                line += 1
             }
+            guard current.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D }) else { return }
+            guard InputLimits.jsonDepth(current) <= InputLimits.nestingDepth else {
+                throw RunError.malformed(path, line: line, "JSON nested deeper than \(InputLimits.nestingDepth) levels")
+            }
+            do { out.append(try JSONDecoder().decode(EpochLog.self, from: Data(current))) } catch {
+                throw RunError.malformed(path, line: line, InputLimits.quoted("\(error)", limit: 300))
+            }
+        }
+        func add(_ bytes: UnsafeBufferPointer<UInt8>) throws {
+            guard current.count + bytes.count <= lineBytes else {
+                let limit = BoundedRead.describe(bytes: lineBytes)
+                throw RunError.malformed(path, line: line, "a line of more than \(limit); expected one epoch's JSON record of at most \(limit)")
+            }
+            current.append(contentsOf: bytes)
+        }
+        do {
+            try BoundedRead.pieces(of: url, limit: logBytes, what: "the run's epoch log (log.jsonl)") { piece in
+                var start = 0
+                for i in 0..<piece.count where piece[i] == UInt8(ascii: "\n") {
+                    try add(UnsafeBufferPointer(rebasing: piece[start..<i]))
+                    try endLine()
+                    start = i + 1
+                }
+                try add(UnsafeBufferPointer(rebasing: piece[start..<piece.count]))
+            }
+            // a last line without a line end
+            try endLine()
+        } catch DataError.missingFile(_, _) {
+            throw RunError.missingFile(path, "the run's epoch log")
+        } catch let DataError.unreadableFile(_, reason) {
+            throw RunError.incompatible("cannot read '\(path)': \(reason)")
         }
         return out
     }

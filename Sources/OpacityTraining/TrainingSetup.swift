@@ -93,21 +93,42 @@ public struct TrainingSetup {
         return setup
     }
 
+    /// The largest `options.json` read, in bytes (16 MiB): a recipe is about a kilobyte.
+    public static let optionsFileBytes = 16 << 20
+
     /// The recipe saved in a run folder (`options.json`), if any.
+    /// - Throws: ``RunError/malformed(_:line:_:)`` when it does not decode or is out of range;
+    ///   ``RunError/incompatible(_:)`` as ``optionsData(at:)``.
     public static func savedOptions(in runDirectory: URL) throws -> TrainingOptions? {
         let url = runDirectory.appendingPathComponent("options.json")
-        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        guard let data = try optionsData(at: url) else { return nil }
         do {
-            let data = try Data(contentsOf: url)
-            guard InputLimits.jsonDepth(data) <= InputLimits.nestingDepth else {
-                throw RunError.malformed(url.path, line: 1, "JSON nested deeper than \(InputLimits.nestingDepth) levels")
-            }
             let options = try JSONDecoder().decode(TrainingOptions.self, from: data)
             try options.validate()
             return options
         } catch let e as RunError { throw e } catch {
             throw RunError.malformed(url.path, line: 1, InputLimits.quoted("\(error)", limit: 300))
         }
+    }
+
+    /// The bytes of an `options.json`, or `nil` when there is none: read once, refused by its
+    /// size over ``optionsFileBytes`` before it is loaded, and by its nesting depth (over
+    /// `InputLimits.nestingDepth`) before a decoder sees it.
+    /// - Throws: ``RunError/incompatible(_:)`` naming the file when it cannot be read, is a
+    ///   folder or is too large; ``RunError/malformed(_:line:_:)`` when it is nested too deep.
+    package static func optionsData(at url: URL) throws -> Data? {
+        let data: Data
+        do {
+            data = try BoundedRead.data(of: url, limit: optionsFileBytes, what: "a run's options (options.json)") { _ in }
+        } catch DataError.missingFile(_, _) {
+            return nil
+        } catch let DataError.unreadableFile(path, reason) {
+            throw RunError.incompatible("cannot read '\(path)': \(reason)")
+        }
+        guard InputLimits.jsonDepth(data) <= InputLimits.nestingDepth else {
+            throw RunError.malformed(url.path, line: 1, "JSON nested deeper than \(InputLimits.nestingDepth) levels")
+        }
+        return data
     }
 
     /// Loads the data, splits the fold, builds the detector and loaders, and (with
