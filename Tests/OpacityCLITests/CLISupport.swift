@@ -26,10 +26,11 @@ enum CLI {
     /// Runs `opacity args...` in `cwd` with two compute threads.
     @discardableResult
     /// With `launcher` (e.g. `["/usr/bin/mpirun", "-np", "2"]`) the launcher runs `opacity`.
-    /// `program` names another executable of the package (`opacity-bench`).
+    /// `program` names another executable of the package (`opacity-bench`). With `stdin`, its
+    /// standard input is a pipe that those bytes are written to (then closed).
     static func run(
         _ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900,
-        launcher: [String] = [], program: String = "opacity"
+        launcher: [String] = [], program: String = "opacity", stdin: Data? = nil
     ) throws -> Result {
         let p = Process()
         let binary = executable.deletingLastPathComponent().appendingPathComponent(program)
@@ -49,7 +50,19 @@ enum CLI {
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let input = stdin.map { _ in Pipe() }
+        if let input { p.standardInput = input }
         try p.run()
+        if let input, let stdin {
+            // a command that exits without reading it must not end the tests with SIGPIPE
+            signal(SIGPIPE, SIG_IGN)
+            // written from another thread: a large input fills the pipe until the command reads it
+            let writer = input.fileHandleForWriting
+            DispatchQueue.global().async {
+                try? writer.write(contentsOf: stdin)
+                try? writer.close()
+            }
+        }
         // read both pipes concurrently so neither fills up
         let box = DataBox()
         let group = DispatchGroup()

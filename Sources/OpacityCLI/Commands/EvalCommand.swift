@@ -71,6 +71,12 @@ struct EvalCommand: ParsableCommand {
     private func evaluate(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the report, CSVs and figures")
+        if group.size > 1 {
+            // one process reads a pipe; the others would find it empty
+            let reason = "every one of the \(group.size) processes reads it"
+            if let labels = dataOptions.labels { try requireRereadable(labels, option: "--labels", reason: reason) }
+            if let foldsFile { try requireRereadable(foldsFile, option: "--folds-file", reason: reason) }
+        }
         if let opOut = operatingPointOut {
             try requireOutputFile(opOut, option: "--operating-point-out", for: "the bundle with its operating point")
             // the input bundle (a run folder's best.opb) is never replaced: refused now, not after scoring

@@ -103,6 +103,14 @@ struct TrainCommand: ParsableCommand {
         do { try o.validate() } catch let e as RunError { throw ValidationError(e.description) }
         do { _ = try AugmentationConfig(parsing: aug) } catch { throw ValidationError("--aug: \(error)") }
         if resume && output == nil && deprecatedOut == nil { throw ValidationError("--resume needs -o/--output RUNDIR (the run to continue)") }
+        // a pipe is read once: the labels are recorded for --resume (and read by every
+        // process of a distributed run), the folds file is read here and again with the data
+        if let labels = dataOptions.labels {
+            try requireRereadable(labels, option: "--labels", reason: "the run records its path and reads it again on --resume; every process of a distributed run reads it")
+        }
+        if let foldsFile {
+            try requireRereadable(foldsFile, option: "--folds-file", reason: "train checks the fold in it, then reads it again with the data")
+        }
     }
 
     func run() throws {
