@@ -89,7 +89,7 @@ final class RunFileLimitTests: XCTestCase {
         guard mkfifo(log.path, 0o600) == 0 else { return XCTFail("mkfifo \(log.path)") }
         let writer = Process()
         writer.executableURL = URL(fileURLWithPath: "/bin/sh")
-        writer.arguments = ["-c", "{ printf '%s\\n' \"$2\"; yes b | tr -d '\\n'; } > \"$1\"", "sh", log.path, record(epoch: 1, valTotal: 2)]
+        writer.arguments = ["-c", "{ printf '%s\\n' \"$2\"; yes b 2>/dev/null | tr -d '\\n' 2>/dev/null; } > \"$1\"", "sh", log.path, record(epoch: 1, valTotal: 2)]
         try writer.run()
         XCTAssertThrowsError(try RunComparison(folders: [dir])) { e in
             XCTAssertEqual("\(e)", "'\(log.path)' line 2: malformed record: a line of more than 1 MiB; expected one epoch's JSON record of at most 1 MiB")
