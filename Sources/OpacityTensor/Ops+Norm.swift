@@ -71,10 +71,10 @@ extension Tensor {
     /// `y = (x - mean_B) / sqrt(var_B + eps) * weight + bias`, with the mean and biased
     /// variance over `N, H, W` of each channel of `[N, C, H, W]` (or over `N` of `[N, C]`).
     ///
-    /// - Returns: the normalised tensor, and the batch mean and biased variance per channel
-    ///   (the caller updates its running statistics with them).
     /// - Parameter relu: apply ReLU to the result in the same pass (`batchNorm2dTraining(...).0.relu()`,
     ///   the same values and gradients).
+    /// - Returns: the normalised tensor, and the batch mean and biased variance per channel
+    ///   (the caller updates its running statistics with them).
     public func batchNorm2dTraining(weight: Tensor, bias: Tensor, eps: Float = 1e-5, relu: Bool = false)
         -> (Tensor, mean: [Float], variance: [Float]) {
         let r = batchNorm2dTraining(weight: weight, bias: bias, eps: eps, across: nil, relu: relu)
@@ -87,9 +87,10 @@ extension Tensor {
     /// `sum(dy)` and `sum(dy * xhat)`, so each process's input gradient is exactly its part
     /// of the whole batch's.
     ///
-    /// - Parameter across: sums per-channel statistics over the processes (three calls per
-    ///   layer and step: sums in forward, squared deviations in forward, gradient sums in
-    ///   backward); `nil` is a single-process batch.
+    /// - Parameters:
+    ///   - across: sums per-channel statistics over the processes (three calls per layer and
+    ///     step: sums in forward, squared deviations in forward, gradient sums in backward);
+    ///     `nil` is a single-process batch.
     ///   - relu: apply ReLU to the result in the same pass. Backward then takes the ReLU's mask
     ///     from the normalised input it keeps anyway (`xhat * weight + bias <= 0`, the forward's
     ///     arithmetic), so the op keeps no map for the ReLU, and the output can be recomputed
