@@ -60,6 +60,8 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             return "'\(path)': PNG: \(reason)"
         case let .unknownImageFormat(path, expected):
             return "'\(path)': unknown image format; expected \(expected)"
+        case let .csvHeader(path, found, expected) where found.allSatisfy({ $0.isEmpty }):
+            return "'\(path)' line 1: empty file; expected the header '\(expected.joined(separator: ","))'"
         case let .csvHeader(path, found, expected):
             return "'\(path)' line 1: header is '\(InputLimits.quoted(found.joined(separator: ",")))'; expected columns '\(expected.joined(separator: ","))'"
         case let .csvValue(path, line, column, value, expected, nearest):

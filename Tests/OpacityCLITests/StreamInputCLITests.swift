@@ -46,7 +46,7 @@ final class StreamInputCLITests: XCTestCase {
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("folder"), withIntermediateDirectories: true)
         let cases: [([String], String)] = [
             (["score", "sub.csv", "--labels", "folder"], "it is a folder; expected a CSV file"),
-            (["score", "sub.csv", "--labels", "/dev/null"], "'/dev/null' line 1: header is ''"),
+            (["score", "sub.csv", "--labels", "/dev/null"], "'/dev/null' line 1: empty file; expected the header 'patientId,"),
             (["score", "folder", "--labels", "/dev/null"], "it is a folder; expected a submission CSV"),
         ]
         for (args, expected) in cases {
@@ -71,6 +71,11 @@ final class StreamInputCLITests: XCTestCase {
             XCTAssertEqual(r.status, 64, "\(args):\n\(r.all)")
             XCTAssertTrue(r.stderr.contains(expected) && r.stderr.contains("give a regular file"), "\(args): expected '\(expected)' in:\n\(r.all)")
         }
+        // a folder: a usage error too, which does not offer a pipe
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("folder"), withIntermediateDirectories: true)
+        let r = try CLI.run(["train", "--labels", "folder", "--images", "pngs"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("--labels folder is a folder; expected a CSV file (a regular file)"), r.all)
     }
 
     /// `compare` of a run whose `log.jsonl` has a 100 MB line (sparse) names the file and line;

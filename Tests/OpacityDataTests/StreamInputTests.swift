@@ -91,7 +91,7 @@ final class StreamInputTests: XCTestCase {
         XCTAssertEqual(try CSVTable(contentsOf: URL(fileURLWithPath: "/dev/null")).header, [])
         XCTAssertThrowsError(try RSNALabels.load(labels: URL(fileURLWithPath: "/dev/null"), classInfo: nil)) { e in
             let message = "\(e)"
-            XCTAssertTrue(message.contains("/dev/null") && message.contains("header is ''"), message)
+            XCTAssertTrue(message.contains("/dev/null") && message.contains("empty file; expected the header"), message)
             XCTAssertFalse(message.lowercased().contains("permission"), message)
         }
         let missing = folder.appendingPathComponent("nope.csv")
@@ -106,7 +106,7 @@ final class StreamInputTests: XCTestCase {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
         let big = folder.appendingPathComponent("big.csv")
-        FileManager.default.createFile(atPath: big.path, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: big.path, contents: nil))
         let h = try FileHandle(forWritingTo: big)
         try h.truncate(atOffset: UInt64(InputLimits.csvFileBytes + 1))
         try h.close()

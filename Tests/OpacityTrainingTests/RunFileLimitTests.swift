@@ -104,7 +104,7 @@ final class RunFileLimitTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: root) }
         let dir = try run(root, "opts", log: record(epoch: 1, valTotal: 2) + "\n")
         let options = dir.appendingPathComponent("options.json")
-        FileManager.default.createFile(atPath: options.path, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: options.path, contents: nil))
         let h = try FileHandle(forWritingTo: options)
         try h.truncate(atOffset: UInt64(TrainingSetup.optionsFileBytes + 1))
         try h.close()

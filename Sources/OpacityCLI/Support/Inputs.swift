@@ -22,7 +22,7 @@ func streamKind(_ path: String) -> String? {
     }
 }
 
-/// Refuses an input that is read more than once (a second time in the same command, or again
+/// Refuses a folder, and an input that is read more than once (a second time in the same command, or again
 /// by `--resume` from the path the run records) when it is a pipe or a device, which can be
 /// read only once: every CSV reader takes a pipe (`--labels /dev/stdin`), but such an input
 /// would be empty, or gone, the second time.
@@ -32,6 +32,10 @@ func streamKind(_ path: String) -> String? {
 ///   - reason: why it is read twice, for the message ("train reads it again on --resume").
 /// - Throws: `ValidationError` naming the option, the path, what it is and what to give.
 func requireRereadable(_ path: String, option: String, reason: String) throws {
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue {
+        throw ValidationError("\(option) \(path) is a folder; expected a CSV file (a regular file)")
+    }
     guard let kind = streamKind(path) else { return }
     throw ValidationError("\(option) \(path) is \(kind); this input is read twice (\(reason)), give a regular file")
 }
