@@ -40,21 +40,8 @@ public enum BoxesCSV {
     public static func load(csv: URL, imageFolder: URL, options: Options = Options()) throws -> DetectionDataset {
         let t = try CSVTable(contentsOf: csv)
         let path = csv.path
-        guard let ic = t.column(imageColumns) else {
-            throw DataError.csvHeader(path: path, found: t.header, expected: ["image", "x", "y", "width", "height", "(class)"])
-        }
-        var corners = false
-        var cols: [Int]
-        if let x = t.column(["x"]), let y = t.column(["y"]), let w = t.column(["width", "w"]), let h = t.column(["height", "h"]) {
-            cols = [x, y, w, h]
-        } else if let a = t.column(["x1", "xmin"]), let b = t.column(["y1", "ymin"]), let c = t.column(["x2", "xmax"]),
-                  let d = t.column(["y2", "ymax"]) {
-            cols = [a, b, c, d]
-            corners = true
-        } else {
-            throw DataError.csvHeader(path: path, found: t.header, expected: [t.header[ic], "x", "y", "width", "height", "(class)"])
-        }
-        let cc = t.column(["class", "label"])
+        let columns = try self.columns(of: t)
+        let ic = columns.image, cc = columns.imageClass
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: imageFolder.path, isDirectory: &isDir), isDir.boolValue else {
             throw DataError.missingFile(path: imageFolder.path, expected: "the image folder the CSV's '\(t.header[ic])' column is relative to")
@@ -87,25 +74,9 @@ public enum BoxesCSV {
                     e.cls = c
                 }
             }
-            let raw = cols.map { f[$0].trimmingCharacters(in: .whitespaces) }
-            if raw.allSatisfy(\.isEmpty) {
+            guard let box = try self.box(f, line: line, in: t, columns: columns) else {
                 entries[id] = e
                 continue
-            }
-            var v: [Float] = []
-            for (k, s) in raw.enumerated() {
-                guard let d = Float(s), d.isFinite else {
-                    throw DataError.csvValue(path: path, line: line, column: t.header[cols[k]], value: s,
-                                             expected: "a number (or all four box columns empty)", nearest: nil)
-                }
-                v.append(d)
-            }
-            let box = corners ? BoundingBox(x1: v[0], y1: v[1], x2: v[2], y2: v[3])
-                : BoundingBox(x: v[0], y: v[1], width: v[2], height: v[3])
-            guard box.width > 0, box.height > 0 else {
-                throw DataError.csvValue(path: path, line: line, column: t.header[cols[box.width > 0 ? 3 : 2]],
-                                         value: raw[box.width > 0 ? 3 : 2],
-                                         expected: corners ? "x2 > x1 and y2 > y1" : "a positive size", nearest: nil)
             }
             if e.boxes.contains(box) { report.duplicateRowsRemoved += 1 } else { e.boxes.append(box) }
             entries[id] = e
@@ -133,5 +104,64 @@ public enum BoxesCSV {
         report.patients = records.count
         let kept = try checkImages(records, check: options.imageCheck, policy: options.problemImages, report: &report)
         return DetectionDataset(records: kept, report: report)
+    }
+
+    /// Where a boxes table keeps the image, the box and the class.
+    struct Columns: Sendable {
+        /// The image column.
+        var image: Int
+        /// The four box columns: `x, y, width, height`, or with ``corners`` `x1, y1, x2, y2`.
+        var box: [Int]
+        /// Whether ``box`` holds corners.
+        var corners: Bool
+        /// The class column, if any.
+        var imageClass: Int?
+    }
+
+    /// Finds the columns of a boxes table by name (see ``BoxesCSV``); an RSNA labels file
+    /// (`patientId,x,y,width,height,Target`) qualifies too.
+    /// - Throws: ``DataError/csvHeader(path:found:expected:)`` when the image or box columns are missing.
+    static func columns(of t: CSVTable) throws -> Columns {
+        guard let ic = t.column(imageColumns) else {
+            throw DataError.csvHeader(path: t.path, found: t.header, expected: ["image", "x", "y", "width", "height", "(class)"])
+        }
+        let cc = t.column(["class", "label"])
+        if let x = t.column(["x"]), let y = t.column(["y"]), let w = t.column(["width", "w"]), let h = t.column(["height", "h"]) {
+            return Columns(image: ic, box: [x, y, w, h], corners: false, imageClass: cc)
+        }
+        if let a = t.column(["x1", "xmin"]), let b = t.column(["y1", "ymin"]), let c = t.column(["x2", "xmax"]), let d = t.column(["y2", "ymax"]) {
+            return Columns(image: ic, box: [a, b, c, d], corners: true, imageClass: cc)
+        }
+        throw DataError.csvHeader(path: t.path, found: t.header, expected: [t.header[ic], "x", "y", "width", "height", "(class)"])
+    }
+
+    /// The box of one row, or `nil` when its four box fields are empty (an image without boxes).
+    /// - Parameters:
+    ///   - f: the row's fields.
+    ///   - line: its line in the file, for messages.
+    ///   - t: the table (its path and header name the field in messages).
+    ///   - columns: from ``columns(of:)``.
+    /// - Throws: ``DataError/csvValue(path:line:column:value:expected:nearest:)`` for a field
+    ///   that is not a finite number, or a box without positive size.
+    static func box(_ f: [String], line: Int, in t: CSVTable, columns: Columns) throws -> BoundingBox? {
+        let cols = columns.box
+        let raw = cols.map { f[$0].trimmingCharacters(in: .whitespaces) }
+        if raw.allSatisfy(\.isEmpty) { return nil }
+        var v: [Float] = []
+        for (k, s) in raw.enumerated() {
+            guard let d = Float(s), d.isFinite else {
+                throw DataError.csvValue(path: t.path, line: line, column: t.header[cols[k]], value: s,
+                                         expected: "a number (or all four box columns empty)", nearest: nil)
+            }
+            v.append(d)
+        }
+        let box = columns.corners ? BoundingBox(x1: v[0], y1: v[1], x2: v[2], y2: v[3])
+            : BoundingBox(x: v[0], y: v[1], width: v[2], height: v[3])
+        guard box.width > 0, box.height > 0 else {
+            throw DataError.csvValue(path: t.path, line: line, column: t.header[cols[box.width > 0 ? 3 : 2]],
+                                     value: raw[box.width > 0 ? 3 : 2],
+                                     expected: columns.corners ? "x2 > x1 and y2 > y1" : "a positive size", nearest: nil)
+        }
+        return box
     }
 }

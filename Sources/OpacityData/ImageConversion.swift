@@ -18,6 +18,11 @@ public enum ImageConversion {
         public var depth: Int = 8
         /// The frame of multi-frame DICOM files, from 1.
         public var frame: Int = 1
+        /// Also measure the inputs skipped because their output existed (the source's and
+        /// the existing PNG's headers), so that ``Summary/images`` lists them too, as
+        /// ``scaleLabels(_:summary:)`` needs. Off by default: a re-run over a converted
+        /// folder then reads nothing.
+        public var measureSkipped = false
 
         /// Settings; by default original size, automatic window, existing files skipped.
         public init(size: Int? = nil, window: WindowSetting = .automatic, overwrite: Bool = false,
@@ -37,6 +42,12 @@ public enum ImageConversion {
         public var skippedExisting = 0
         /// Inputs that failed, with the reason (the conversion goes on past them).
         public var failures: [(path: String, reason: String)] = []
+        /// Every input converted, and with ``Options/measureSkipped`` every input skipped
+        /// because its output existed, with both sizes; sorted by source path.
+        public var images: [ConvertedImage] = []
+
+        /// An empty summary: nothing converted, skipped or failed.
+        public init() {}
 
         /// `N converted, M skipped, K failed` and the first failures.
         public var description: String {
@@ -59,7 +70,8 @@ public enum ImageConversion {
     ///     (created) receiving `{name}.png`.
     ///   - options: size, window, overwrite, threads.
     ///   - progress: called after each file.
-    /// - Returns: counts and the failures (one bad file does not stop the rest).
+    /// - Returns: counts, the failures (one bad file does not stop the rest) and each
+    ///   image's source and output size in pixels (``Summary/images``).
     /// - Throws: ``DataError/missingFile(path:expected:)`` when the input does not exist or
     ///   a folder holds no DICOM files; ``DataError/invalidParameter(name:value:expected:nearest:)``
     ///   for a bad size.
@@ -117,7 +129,23 @@ public enum ImageConversion {
                 if i >= todo.count { return }
                 let (src, dst) = todo[i]
                 if !options.overwrite && FileManager.default.fileExists(atPath: dst.path) {
-                    summary.update { $0.skippedExisting += 1 }
+                    if !options.measureSkipped {
+                        summary.update { $0.skippedExisting += 1 }
+                    } else {
+                        // the labels must fit the PNG that is there, whatever size it was made at
+                        do {
+                            let (sw, sh) = try ImageFile.size(of: src)
+                            let (ow, oh) = try ImageFile.size(of: dst)
+                            let image = ConvertedImage(source: src, output: dst, sourceWidth: sw, sourceHeight: sh,
+                                                       outputWidth: ow, outputHeight: oh, existed: true)
+                            summary.update {
+                                $0.skippedExisting += 1
+                                $0.images.append(image)
+                            }
+                        } catch {
+                            summary.update { $0.failures.append((src.path, "its existing output \(dst.path) was kept, but its size is not known: \(error)")) }
+                        }
+                    }
                 } else {
                     do {
                         // 8-bit: the display image (rounded once); 16-bit: the full-depth values.
@@ -138,7 +166,13 @@ public enum ImageConversion {
                             if let (w, h) = newSize { img = img.resized(width: w, height: h) }
                             try PNG.write(img, to: dst)
                         }
-                        summary.update { $0.converted += 1 }
+                        let (ow, oh) = newSize ?? (source.width, source.height)
+                        let image = ConvertedImage(source: src, output: dst, sourceWidth: source.width, sourceHeight: source.height,
+                                                   outputWidth: ow, outputHeight: oh, existed: false)
+                        summary.update {
+                            $0.converted += 1
+                            $0.images.append(image)
+                        }
                     } catch {
                         summary.update { $0.failures.append((src.path, "\(error)")) }
                     }
@@ -149,6 +183,7 @@ public enum ImageConversion {
         var result = summary.value
         result.failures += refused.map { (path: $0.0, reason: $0.1) }
         result.failures.sort { $0.path < $1.path }
+        result.images.sort { $0.source.path < $1.source.path }
         return result
     }
 }

@@ -68,6 +68,26 @@ public enum ImageFile {
         }
     }
 
+    /// The width and height of an image file without decoding its pixels where the format
+    /// allows: a DICOM's Columns and Rows, a PNG's header; a JPEG is decoded.
+    /// - Parameter url: the file.
+    /// - Returns: the size in pixels.
+    /// - Throws: as ``read(_:window:frame:)``.
+    public static func size(of url: URL) throws -> (width: Int, height: Int) {
+        let data = try DICOM.readFile(url)
+        switch format(of: data, url: url) {
+        case .dicom:
+            let h = try DICOM.decodeHeader(data, path: url.path)
+            return (h.columns, h.rows)
+        case .png: return try PNG.size(of: data, path: url.path)
+        case .jpeg:
+            let g = try JPEG.decodeGray(data, path: url.path)
+            return (g.width, g.height)
+        case nil:
+            throw DataError.unknownImageFormat(path: url.path, expected: "DICOM (.dcm), PNG (.png) or JPEG (.jpg)")
+        }
+    }
+
     /// The image files directly inside `folder` (not recursive), sorted by name.
     /// - Throws: ``DataError/missingFile(path:expected:)`` when the folder does not exist.
     public static func list(in folder: URL) throws -> [URL] {

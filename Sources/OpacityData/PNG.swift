@@ -54,6 +54,31 @@ public enum PNG {
     /// pixel memory is allocated.
     public static let maxPixels = 1 << 26
 
+    /// The width and height of a PNG file, from its header (no pixels are decoded).
+    /// - Parameter url: the file.
+    /// - Returns: the size in pixels.
+    /// - Throws: ``DataError/unreadableFile(path:reason:)`` when the file cannot be read,
+    ///   ``DataError/pngFailed(path:reason:)`` when libpng rejects its header.
+    public static func size(of url: URL) throws -> (width: Int, height: Int) {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw DataError.unreadableFile(path: url.path, reason: error.localizedDescription)
+        }
+        return try size(of: data, path: url.path)
+    }
+
+    /// The width and height in PNG bytes' header (see ``size(of:)``).
+    static func size(of data: Data, path: String) throws -> (width: Int, height: Int) {
+        var image = png_image()
+        image.version = UInt32(PNG_IMAGE_VERSION)
+        let ok = data.withUnsafeBytes { raw -> Int32 in
+            png_image_begin_read_from_memory(&image, raw.baseAddress, raw.count)
+        }
+        guard ok != 0 else { throw DataError.pngFailed(path: path, reason: message(&image)) }
+        png_image_free(&image)
+        return (Int(image.width), Int(image.height))
+    }
+
     /// Decodes PNG bytes.
     /// - Parameters:
     ///   - data: the whole file.

@@ -44,13 +44,22 @@ public struct RSNALabels: Sendable {
     ///     ``DatasetReport/unknownClass``.
     /// - Throws: ``DataError`` naming the file, line and column of the first bad value.
     public static func load(labels: URL, classInfo: URL?) throws -> RSNALabels {
-        let table = try CSVTable(contentsOf: labels)
+        try load(table: try CSVTable(contentsOf: labels), classInfo: classInfo)
+    }
+
+    /// Validates a labels file already read (see ``load(labels:classInfo:)``), so a pipe is
+    /// read only once.
+    /// - Parameters:
+    ///   - table: the parsed labels file; its ``CSVTable/path`` names it in messages.
+    ///   - classInfo: as in ``load(labels:classInfo:)``.
+    /// - Throws: as ``load(labels:classInfo:)``.
+    public static func load(table: CSVTable, classInfo: URL?) throws -> RSNALabels {
         try table.requireHeader(labelsHeader)
         var report = DatasetReport()
         report.labelRows = table.rows.count
         var order: [String] = []
         var byID: [String: (boxes: [BoundingBox], hasEmpty: Bool, line: Int, seen: Set<BoundingBox>)] = [:]
-        let path = labels.path
+        let path = table.path
         for (line, f) in table.rows {
             let id = f[0].trimmingCharacters(in: .whitespaces)
             guard !id.isEmpty else {
