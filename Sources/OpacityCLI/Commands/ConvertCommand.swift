@@ -14,8 +14,15 @@ struct ConvertCommand: ParsableCommand {
             MONOCHROME1 inverted; written as 8-bit PNG, or 16-bit with --depth 16. Files that \
             cannot be converted are listed at the end; the rest go on (see Documentation/DICOM.md).
 
+            With --labels (a folder input only), the labels CSV is also written with each box \
+            scaled into its converted image's pixels (x by output/source width, y by output/source \
+            height; an image skipped because its PNG exists uses that PNG's size), to \
+            OUTPUT/labels.csv or --labels-output. Rows whose image was not converted are left out, \
+            listed, and make the exit status 1.
+
             Examples:
               opacity convert stage_2_train_images/ -o train_png/ --size 512
+              opacity convert dcm/ -o png/ --size 512 --labels stage_2_train_labels.csv
               opacity convert 0004cfab.dcm -o 0004cfab.png
             """)
 
@@ -40,7 +47,17 @@ struct ConvertCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "The frame of multi-frame DICOM files, from 1.")
     var frame: Int = 1
 
-    @Flag(name: .long, help: "Replace existing PNG files (they are skipped by default).")
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A labels CSV in the input images' pixels (RSNA's patientId,x,y,width,height,Target, or image,x,y,width,height,...): also written scaled to the converted pixels.",
+            valueName: "csv"))
+    var labels: String?
+
+    @Option(name: .long, help: ArgumentHelp("Where --labels' scaled copy goes (default: OUTPUT/labels.csv).", valueName: "csv"))
+    var labelsOutput: String?
+
+    @Flag(name: .long, help: "Replace existing PNG files (they are skipped by default) and an existing --labels-output.")
     var overwrite = false
 
     @OptionGroup var runtime: RuntimeOptions
@@ -51,6 +68,35 @@ struct ConvertCommand: ParsableCommand {
         guard frame >= 1 else { throw ValidationError("--frame must be 1 or more (frames count from 1), e.g. --frame 1") }
         _ = try parseWindow(window)
         _ = try outputPath()
+        if labelsOutput != nil && labels == nil { throw ValidationError("--labels-output needs --labels: the labels CSV to scale") }
+    }
+
+    /// The scaled labels' path as given: --labels-output, or labels.csv in the output folder.
+    func labelsOutputPath() throws -> String {
+        try labelsOutput ?? (try outputPath() as NSString).appendingPathComponent("labels.csv")
+    }
+
+    /// Checks --labels and --labels-output and reads the labels, before anything is converted.
+    func readLabels(inputIsFolder: Bool) throws -> CSVTable? {
+        guard let labels else { return nil }
+        // (an input that does not exist is the conversion's error, which names it)
+        guard inputIsFolder || !FileManager.default.fileExists(atPath: input) else {
+            throw ValidationError(
+                "--labels needs a folder of DICOM files as the input; \(input) is not a folder "
+                    + "(one image's labels need no file of their own: scale its boxes by the PNG's size over the DICOM's)")
+        }
+        let path = try labelsOutputPath()
+        try requireOutputFile(path, option: "--labels-output", for: "the labels scaled to the converted pixels")
+        if OutputPaths.sameFile(URL(fileURLWithPath: path), URL(fileURLWithPath: labels)) {
+            throw ValidationError("--labels-output \(path) is the --labels file \(labels); inputs are never overwritten, choose another --labels-output")
+        }
+        if FileManager.default.fileExists(atPath: path) && !overwrite {
+            throw ValidationError("--labels-output \(path) exists; add --overwrite to replace it, or name another file with --labels-output")
+        }
+        let table = try CSVTable(contentsOf: URL(fileURLWithPath: labels))
+        // every row checked now, so a bad value stops the command before any image is converted
+        _ = try ImageConversion.scaleLabels(table, summary: ImageConversion.Summary())
+        return table
     }
 
     /// -o/--output, or the second argument as before.
@@ -73,11 +119,13 @@ struct ConvertCommand: ParsableCommand {
         } else {
             try requireOutputFolder(try outputPath(), option: "-o/--output", for: "the PNG of \(input), named after it")
         }
+        let labelsTable = try readLabels(inputIsFolder: inputIsFolder.boolValue)
         var options = ImageConversion.Options(
             size: size, window: try parseWindow(window), overwrite: overwrite,
             threads: runtime.threads ?? ProcessInfo.processInfo.activeProcessorCount)
         options.depth = depth
         options.frame = frame
+        options.measureSkipped = labelsTable != nil
         let summary = try ImageConversion.convert(
             input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
             options: options, progress: runtime.progressBar("convert"))
@@ -87,7 +135,40 @@ struct ConvertCommand: ParsableCommand {
             // -q: no counts, but the files that failed are errors and still print
             note(summary.failures.map { $0.reason.contains($0.path) ? $0.reason : "\($0.path): \($0.reason)" }.joined(separator: "\n"))
         }
-        if !summary.failures.isEmpty { throw ExitStatus.dataError.code }
+        var dropped = 0
+        if let labelsTable {
+            dropped = try writeLabels(labelsTable, summary: summary)
+        }
+        if !summary.failures.isEmpty || dropped > 0 { throw ExitStatus.dataError.code }
+    }
+
+    /// Writes the scaled labels and says what was left out.
+    /// - Returns: the number of rows left out.
+    func writeLabels(_ table: CSVTable, summary: ImageConversion.Summary) throws -> Int {
+        let scaled = try ImageConversion.scaleLabels(table, summary: summary)
+        let path = try labelsOutputPath()
+        let out = URL(fileURLWithPath: path)
+        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try scaled.write(to: out)
+        if !runtime.quiet {
+            let scales = Set(summary.images.flatMap { [$0.scaleX, $0.scaleY] })
+            let by =
+                scales.isEmpty || scales == [1]
+                ? "unchanged: the PNGs have their sources' sizes"
+                : (scales.count == 1 ? "times \(scales.first!)" : "times \(scales.min()!) to \(scales.max()!), per image")
+                    + ": each image's output over source size"
+            print("labels: \(scaled.table.rows.count) rows written to \(path) (boxes \(by))")
+        }
+        if !scaled.dropped.isEmpty {
+            let images = Set(scaled.dropped.map(\.image)).count
+            var s =
+                "\(scaled.dropped.count) label row\(scaled.dropped.count == 1 ? "" : "s") (\(images) image\(images == 1 ? "" : "s")) "
+                + "of \(labels ?? "") not written to \(path), as their images were not converted from \(input):"
+            for d in scaled.dropped.prefix(5) { s += "\n  line \(d.line): \(d.image): \(InputLimits.quoted(d.reason, limit: 300))" }
+            if scaled.dropped.count > 5 { s += "\n  ... and \(scaled.dropped.count - 5) more" }
+            note(s)
+        }
+        return scaled.dropped.count
     }
 }
 
