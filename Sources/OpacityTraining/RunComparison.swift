@@ -22,18 +22,24 @@ public struct RunComparison {
     }
 
     public var groups: [Group]
+    /// One line per `log.jsonl` whose epochs repeat or go backwards, naming the file, the
+    /// lines and the epochs, and what was kept (see ``orderedEpochs(_:path:)``).
+    public var warnings: [String] = []
 
     /// Reads run folders: each `log.jsonl` line by line with a limit on a line's length
-    /// (``EpochLog/read(_:)``), each `options.json` with a limit on its size
-    /// (``TrainingSetup/optionsFileBytes``).
+    /// (``EpochLog/readNumbered(_:)``), each `options.json` with a limit on its size
+    /// (``TrainingSetup/optionsFileBytes``). A log whose epochs repeat or go backwards keeps
+    /// the last line of each epoch, in epoch order, and adds to ``warnings``.
     /// - Throws: ``RunError`` naming a folder without a log, a malformed or over-long line
     ///   (with its file and line), or an `options.json` that is too large or cannot be read.
     public init(folders: [URL]) throws {
         var runs: [Run] = []
+        var warnings: [String] = []
         for f in folders {
             let log = f.appendingPathComponent("log.jsonl")
             guard FileManager.default.fileExists(atPath: log.path) else { throw RunError.notARun(f.path) }
-            let logs = try EpochLog.read(log)
+            let (logs, warning) = Self.orderedEpochs(try EpochLog.readNumbered(log), path: log.path)
+            if let warning { warnings.append(warning) }
             // refused by size (16 MiB) before it is loaded; one that does not decode leaves the run ungrouped
             let opts = try TrainingSetup.optionsData(at: f.appendingPathComponent("options.json"))
                 .flatMap { try? JSONDecoder().decode(TrainingOptions.self, from: $0) }
@@ -58,6 +64,38 @@ public struct RunComparison {
             groups[i].label = Self.commonPrefix(names).trimmingCharacters(in: CharacterSet(charactersIn: "_-.")) + " (\(names.count) runs)"
         }
         self.groups = groups
+        self.warnings = warnings
+    }
+
+    /// One record per epoch, in epoch order, from a log's lines in file order. A log written
+    /// by one run (with or without `--resume`) counts its epochs up one line at a time; one
+    /// whose epochs repeat or go backwards (two runs' logs joined, a copy appended to another)
+    /// keeps the last line of each epoch, the newest record of it, and says so.
+    /// - Parameters:
+    ///   - lines: the records with their line numbers (``EpochLog/readNumbered(_:)``).
+    ///   - path: the file, named in the warning.
+    /// - Returns: the records kept, and a warning naming the file, the first lines where an
+    ///   epoch repeats or goes backwards with their epochs, and what was kept; `nil` when
+    ///   the epochs only go up.
+    public static func orderedEpochs(_ lines: [(line: Int, log: EpochLog)], path: String) -> (logs: [EpochLog], warning: String?) {
+        var issues: [String] = []
+        var last: [Int: (line: Int, log: EpochLog)] = [:]
+        var previous: (line: Int, epoch: Int)?
+        for l in lines {
+            if let p = previous, l.log.epoch <= p.epoch || last[l.log.epoch] != nil {
+                let what = last[l.log.epoch].map { "epoch \(l.log.epoch) again (first on line \($0.line))" } ?? "epoch \(l.log.epoch)"
+                issues.append("line \(l.line) has \(what) after epoch \(p.epoch) on line \(p.line)")
+            }
+            last[l.log.epoch] = l
+            previous = (l.line, l.log.epoch)
+        }
+        let kept = last.keys.sorted().map { last[$0]!.log }
+        guard !issues.isEmpty else { return (kept, nil) }
+        var s = "\(path): its epochs repeat or go backwards: " + issues.prefix(3).joined(separator: "; ")
+        if issues.count > 3 { s += "; and \(issues.count - 3) more" }
+        let range = kept.isEmpty ? "" : " (\(kept.first!.epoch)...\(kept.last!.epoch))"
+        s += ". Two runs' logs in one file? Compared: the last line of each epoch, in epoch order, \(kept.count) epoch\(kept.count == 1 ? "" : "s")\(range) of \(lines.count) lines"
+        return (kept, s)
     }
 
     static func commonPrefix(_ s: [String]) -> String {

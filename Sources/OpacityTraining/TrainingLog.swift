@@ -101,8 +101,15 @@ public struct EpochLog: Codable, Sendable, Equatable {
     ///   ``RunError/incompatible(_:)`` when it cannot be read, is a folder or holds more than
     ///   ``logBytes``.
     public static func read(_ url: URL) throws -> [EpochLog] {
+        try readNumbered(url).map(\.log)
+    }
+
+    /// Reads every line of a `log.jsonl` as ``read(_:)`` does, each record with its line
+    /// number in the file (from 1, blank lines counted), in file order.
+    /// - Throws: as ``read(_:)``.
+    public static func readNumbered(_ url: URL) throws -> [(line: Int, log: EpochLog)] {
         let path = url.path
-        var out: [EpochLog] = []
+        var out: [(line: Int, log: EpochLog)] = []
         var line = 1
         var current: [UInt8] = []
         func endLine() throws {
@@ -114,7 +121,7 @@ public struct EpochLog: Codable, Sendable, Equatable {
             guard InputLimits.jsonDepth(current) <= InputLimits.nestingDepth else {
                 throw RunError.malformed(path, line: line, "JSON nested deeper than \(InputLimits.nestingDepth) levels")
             }
-            do { out.append(try JSONDecoder().decode(EpochLog.self, from: Data(current))) } catch {
+            do { out.append((line, try JSONDecoder().decode(EpochLog.self, from: Data(current)))) } catch {
                 throw RunError.malformed(path, line: line, InputLimits.quoted("\(error)", limit: 300))
             }
         }

@@ -8,7 +8,7 @@ struct CompareCommand: ParsableCommand {
         commandName: "compare",
         abstract: "Overlay several runs' validation-loss and metric curves in PNGs, with the numbers as CSV.",
         discussion: """
-            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure. Each PNG gets an SVG beside it. --from-csv redraws the figures from a curves.csv written earlier (no run folders needed).
+            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure. Each PNG gets an SVG beside it. A log.jsonl whose epochs repeat or go backwards (two runs' logs in one file) is compared by the last line of each epoch, in epoch order, with a warning naming its lines. --from-csv redraws the figures from a curves.csv written earlier (no run folders needed).
 
             Examples:
               opacity compare runs/r34_* runs/seresnext50_* -o compare
@@ -39,6 +39,7 @@ struct CompareCommand: ParsableCommand {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
         let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
+        for w in cmp.warnings { note("warning: " + w) }
         let outURL = URL(fileURLWithPath: out)
         try OutputFolders.create(outURL)
         var written: [String] = []
