@@ -81,7 +81,18 @@ public enum Autograd {
     /// (``SavedActivation``): on by default; the values and gradients are the same bits
     /// either way (`OPACITY_SELECTIVE_RECOMPUTATION=0` starts with it off, for comparisons).
     /// Set it between passes, not while one runs.
-    nonisolated(unsafe) package static var selectiveRecomputation: Bool = TuningVariable.selectiveRecomputation.value == 1
+    nonisolated(unsafe) package static var selectiveRecomputation: Bool = TuningVariable.selectiveRecomputation.value >= 1
+
+    /// Whether a 1x1 convolution that at least doubles its channels (`Cout >= 2 Cin`: a
+    /// bottleneck's expansion, a downsampling shortcut, Xception's entry-flow pointwise
+    /// convolutions) leaves a recipe on its output too, so that the norm after it keeps the
+    /// recipe and backward runs the convolution again (``SavedActivation``). Its input is kept
+    /// anyway, for the weight gradient, so the output's whole map is saved, for one more GEMM in
+    /// backward of `2 Cin` operations per saved value: at least doubling keeps that at most `Cout`
+    /// per value, the cheapest maps to recompute. `OPACITY_SELECTIVE_RECOMPUTATION=2`; it needs
+    /// ``selectiveRecomputation``. The values and gradients are the same bits either way. Set
+    /// it between passes, not while one runs.
+    nonisolated(unsafe) package static var convolutionRecomputation: Bool = TuningVariable.selectiveRecomputation.value >= 2
 
     /// The ledger of ``measuringSavedTensors(_:)`` while one runs.
     nonisolated(unsafe) static var savedTensorLedger: SavedTensorLedger?
@@ -250,7 +261,10 @@ package struct SavedActivation: @unchecked Sendable {
     /// The tensor, when it is kept.
     private let kept: Tensor?
     /// The recipe, when the tensor is not kept.
-    private let recipe: (@Sendable (UnsafeMutablePointer<Float>) -> Void)?
+    private let recipe: (@Sendable (Tensor) -> Void)?
+
+    /// Whether the tensor is recomputed rather than kept.
+    var isRecipe: Bool { kept == nil }
 
     /// Keeps `t`'s recipe when its storage has one (and ``Autograd/selectiveRecomputation``
     /// is on), else `t` (detached from the graph).
@@ -269,7 +283,7 @@ package struct SavedActivation: @unchecked Sendable {
     func value() -> Tensor {
         if let kept { return kept }
         let t = Tensor(uninitializedShape: shape)
-        recipe!(t.mutablePointer)
+        recipe!(t)
         return t
     }
 }

@@ -75,7 +75,7 @@ extension Tensor {
         var inputs = [self, weight]
         if let b = bias { inputs.append(b) }
         OpTrace.note("conv2d", inputs, out, ["stride": .ints([stride.0, stride.1]), "padding": .ints([padding.0, padding.1]), "dilation": .ints([dilation.0, dilation.1]), "groups": .int(groups)])
-        return Autograd.record("conv2d", out, inputs: inputs) { g in
+        let result = Autograd.record("conv2d", out, inputs: inputs) { g in
             let gb = needB ? kernels.backwardBias(gradOut: g) : nil
             guard needW || needX else { return bias == nil ? [nil, nil] : [nil, nil, gb] }
             let xv = x.value()
@@ -83,6 +83,18 @@ extension Tensor {
             let gx = needX ? kernels.backwardData(input: xv, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
             return bias == nil ? [gx, gw] : [gx, gw, gb]
         }
+        if result.node != nil, needW, Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, groups == 1,
+           geo.kernel == (1, 1), geo.padding == (0, 0), cout >= 2 * cin {
+            // A 1x1 convolution that at least doubles the channels: the node keeps its input and weight anyway, so a norm
+            // that saves the output for its backward can keep this recipe instead, the same
+            // kernel on the same values (``Autograd/convolutionRecomputation``).
+            let bv = bias?.detached()
+            out.storage.regeneration = { dst in
+                let xv = x.value()
+                kernels.forward(input: xv, weight: wt, bias: bv, geometry: geo, groups: groups, into: dst)
+            }
+        }
+        return result
     }
 }
 

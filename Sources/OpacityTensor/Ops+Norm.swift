@@ -36,8 +36,9 @@ extension Tensor {
         kernels.inferenceForward(input: pointer, coefficients: coef.pointer, output: out.mutablePointer, n: n, c: c, hw: hw, relu: relu)
         // Backward reads the input only (the ReLU's mask is recomputed from it): holding the
         // output too would keep a map alive that its consumer may not keep (a residual sum,
-        // a max pool), and stop `+` from reusing it in place.
-        let x = detached()
+        // a max pool), and stop `+` from reusing it in place. The input itself may be a
+        // convolution's recipe (``Autograd/convolutionRecomputation``).
+        let x = SavedActivation(self)
         let needX = node != nil, needW = weight.node != nil, needB = bias.node != nil
         OpTrace.note("batchNorm2d", [self, weight, bias, mean, variance], out, ["eps": .float(eps), "relu": .bool(relu)])
         let result = Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
@@ -49,10 +50,12 @@ extension Tensor {
             let needSums = needW || needB
             let gw = needSums ? Tensor(uninitializedShape: [c]) : nil
             let gb = needSums ? Tensor(uninitializedShape: [c]) : nil
+            let xv = x.value()
             kernels.inferenceBackward(
-                gradOut: g.pointer, input: x.pointer, coefficients: coef.pointer,
+                gradOut: g.pointer, input: xv.pointer, coefficients: coef.pointer,
                 gradInput: gx?.mutablePointer, gradWeight: gw?.mutablePointer, gradBias: gb?.mutablePointer,
                 scratch: sums.mutablePointer, n: n, c: c, hw: hw, relu: relu)
+            withExtendedLifetime(xv) {}
             return [gx, needW ? gw : nil, needB ? gb : nil]
         }
         if result.node != nil {
@@ -60,7 +63,10 @@ extension Tensor {
             // backward keeps this recipe instead (``SavedActivation``), the same kernel on the
             // same values, so the same bits.
             out.storage.regeneration = { dst in
-                kernels.inferenceForward(input: x.pointer, coefficients: coef.pointer, output: dst, n: n, c: c, hw: hw, relu: relu)
+                let xv = x.value()
+                kernels.inferenceForward(
+                    input: xv.pointer, coefficients: coef.pointer, output: dst.mutablePointer, n: n, c: c, hw: hw, relu: relu)
+                withExtendedLifetime(xv) {}
             }
         }
         return result
@@ -159,15 +165,23 @@ extension Tensor {
             cp[c + ch] = weight[flat: ch]
             cp[2 * c + ch] = bias[flat: ch]
         }
-        let xhat = Tensor(uninitializedShape: shape)
+        let xhatMap = Tensor(uninitializedShape: shape)
         let out = Tensor(uninitializedShape: shape)
         kernels.trainingNormalize(
-            input: xp, mean: stp, coefficients: coef.pointer, normalized: xhat.mutablePointer, output: out.mutablePointer,
+            input: xp, mean: stp, coefficients: coef.pointer, normalized: xhatMap.mutablePointer, output: out.mutablePointer,
             n: n, c: c, hw: hw, relu: relu)
+        // Backward reads `xhat`. When the input is a convolution's recipe
+        // (``Autograd/convolutionRecomputation``), the node keeps that recipe and the statistics
+        // instead, and writes `xhat` again with the forward's arithmetic.
+        let savedInput = SavedActivation(self)
+        let xhat = TrainingNormalized(
+            kept: savedInput.isRecipe ? nil : xhatMap, input: savedInput.isRecipe ? savedInput : nil, statistics: stats,
+            coefficients: coef, kernels: kernels, n: n, c: c, hw: hw)
         OpTrace.note("batchNorm2dTraining", [self, weight, bias], out, ["relu": .bool(relu)])
         let result = Autograd.record(relu ? "batchNorm2d(train)+relu" : "batchNorm2d(train)", out, inputs: [self, weight, bias]) {
             gradOut in
             // With the fused ReLU, the gradient is zeroed first where the output was not positive.
+            let xhat = xhat.value()
             var masked: Tensor?
             if relu {
                 let m = Tensor(uninitializedShape: gradOut.shape)
@@ -214,7 +228,10 @@ extension Tensor {
             // The node keeps `xhat` and `coef`: the output's recipe for a convolution that
             // consumes it (``SavedActivation``), the forward's own arithmetic.
             out.storage.regeneration = { dst in
-                kernels.trainingOutput(normalized: xhat.pointer, coefficients: coef.pointer, output: dst, n: n, c: c, hw: hw, relu: relu)
+                let h = xhat.value()
+                kernels.trainingOutput(
+                    normalized: h.pointer, coefficients: coef.pointer, output: dst.mutablePointer, n: n, c: c, hw: hw, relu: relu)
+                withExtendedLifetime(h) {}
             }
         }
         return (result, mean, variance, total)
@@ -231,4 +248,30 @@ public protocol BatchStatisticsReducer: AnyObject, Sendable {
     /// This process's share of the whole batch, `n_r / N`: its loss is the mean over its
     /// own samples, so its gradients times the share are its part of the whole batch's.
     var gradientShare: Double { get set }
+}
+
+/// The normalised input `xhat` of a training-mode batch norm as its backward reads it: the map
+/// itself, or, when the norm's input is a convolution's recipe (``SavedActivation``), that
+/// recipe with the batch statistics, from which `xhat` is written again with the forward's own
+/// arithmetic (`(x - mean) * (1 / std)`, elementwise, so the same bits).
+private struct TrainingNormalized: @unchecked Sendable {
+    let kept: Tensor?
+    let input: SavedActivation?
+    /// `[2, c]`: mean, variance.
+    let statistics: Tensor
+    /// `[3, c]`: `1/std`, weight, bias.
+    let coefficients: Tensor
+    let kernels: any NormalizationKernels
+    let n: Int, c: Int, hw: Int
+
+    /// `xhat`, `[N, C, H, W]` (or `[N, C]`).
+    func value() -> Tensor {
+        if let kept { return kept }
+        let x = input!.value()
+        let h = Tensor(uninitializedShape: x.shape)
+        kernels.trainingNormalized(
+            input: x.pointer, mean: statistics.pointer, coefficients: coefficients.pointer, normalized: h.mutablePointer,
+            n: n, c: c, hw: hw)
+        return h
+    }
 }

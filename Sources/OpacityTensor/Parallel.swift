@@ -118,8 +118,9 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     /// The fewest threads at which GEMM convolutions on small maps split the weight rows
     /// over the threads (``ConvPlan/splitsWeightRows(threads:)``).
     case rowSplitThreads = "OPACITY_ROW_SPLIT_THREADS"
-    /// 1: a convolution keeps a batch norm's recipe instead of its output; 0: the output
-    /// (``Autograd/selectiveRecomputation``).
+    /// 1: a convolution keeps a batch norm's recipe instead of its output; 2: a norm also keeps
+    /// the recipe of a 1x1 convolution that at least doubles the channels instead of its input;
+    /// 0: the maps (``Autograd/selectiveRecomputation``, ``Autograd/convolutionRecomputation``).
     case selectiveRecomputation = "OPACITY_SELECTIVE_RECOMPUTATION"
 
     /// The values accepted.
@@ -129,7 +130,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedRecent: return 0...16
         case .spinMicroseconds: return 0...1_000_000
         case .rowSplitThreads: return 2...1_000_000
-        case .selectiveRecomputation: return 0...1
+        case .selectiveRecomputation: return 0...2
         }
     }
 

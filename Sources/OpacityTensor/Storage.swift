@@ -185,11 +185,16 @@ enum StorageAccounting {
     /// (``SavedActivation``), so the map is freed as soon as the forward pass is done with it
     /// and is written again, into a temporary, only while the convolution's backward runs.
     ///
-    /// The recipe fills `count` floats at the pointer it gets. It holds what it reads (the
-    /// norm's saved input and coefficients) for as long as it is set; any change of the
-    /// contents (``contentsWillChange()``: an in-place `+` or ReLU, an optimizer step) drops
-    /// it. Set only by ops that record a node, so inference never holds the extra input.
-    package var regeneration: (@Sendable (UnsafeMutablePointer<Float>) -> Void)?
+    /// With `OPACITY_SELECTIVE_RECOMPUTATION=2`, a 1x1 convolution that at least doubles its
+    /// channels leaves one too (``Autograd/convolutionRecomputation``): the same kernel again on
+    /// its input, which it keeps anyway for its weight gradient.
+    ///
+    /// The recipe fills the tensor it gets (uninitialised, of this storage's shape). It holds
+    /// what it reads (the norm's saved input and coefficients, the convolution's saved input and
+    /// weight) for as long as it is set; any change of the contents (``contentsWillChange()``:
+    /// an in-place `+` or ReLU, an optimizer step) drops it. Set only by ops that record a
+    /// node, so inference never holds the extra input.
+    package var regeneration: (@Sendable (Tensor) -> Void)?
 
     /// Drops every cached derived value, keeping the versions noted (so the next use at the new
     /// version counts as a first use). ``Module/train(_:)`` calls it for every parameter when

@@ -61,6 +61,70 @@ final class SelectiveRecomputationTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(off.saved["conv2d"]?.bytes ?? 0, 2 * 6 * 13 * 11 * 4, "\(off.saved)")
     }
 
+    /// `OPACITY_SELECTIVE_RECOMPUTATION=2`: a 1x1 convolution that at least doubles the
+    /// channels leaves a recipe, so the norm after it (frozen or on batch statistics, with or
+    /// without ReLU) keeps no map of its own; backward runs the convolution again. The same bits
+    /// as with every map kept. A 1x1 convolution that widens less, a narrowing one and a 3x3
+    /// one leave no recipe.
+    func testDoublingPointwiseConvolutionIsRecomputed() {
+        /// `conv(norm(conv(x, first)))`, the second convolution narrowing (its own output then
+        /// leaves no recipe, which would hold the norm's input until the output is freed).
+        func run(_ first: Tensor, training: Bool, relu: Bool, level: Int) -> (out: [Float], grads: [[Float]], saved: [String: (bytes: Int, nodes: Int)]) {
+            Autograd.selectiveRecomputation = level >= 1
+            Autograd.convolutionRecomputation = level >= 2
+            defer {
+                Autograd.selectiveRecomputation = true
+                Autograd.convolutionRecomputation = false
+            }
+            let c = first.shape[0], k = first.shape[2]
+            let norm = [uniform([c], 0.5, 1.5, seed: 31), uniform([c], -0.2, 0.2, seed: 32)]
+            let stats = (mean: uniform([c], -0.1, 0.1, seed: 33), variance: uniform([c], 0.5, 1.5, seed: 34))
+            let ps = [x, first] + norm + [uniform([2, c, 1, 1], -0.5, 0.5, seed: 35)]
+            let params = ps.map { $0.requiringGrad() }
+            let (out, saved) = Autograd.measuringSavedTensors { () -> [Float] in
+                let y = Autograd.recordingGradients { () -> Tensor in
+                    let h = params[0].conv2d(params[1], padding: (k / 2, k / 2))
+                    let n =
+                        training
+                        ? h.batchNorm2dTraining(weight: params[2], bias: params[3], relu: relu).0
+                        : h.batchNorm2d(weight: params[2], bias: params[3], mean: stats.mean, variance: stats.variance, relu: relu)
+                    return n.conv2d(params[4])
+                }
+                y.backward(uniform(y.shape, seed: 36))
+                return y.scalars
+            }
+            return (out, params.map { $0.grad!.scalars }, saved)
+        }
+        func normName(_ training: Bool, _ relu: Bool) -> String {
+            "batchNorm2d(\(training ? "train" : "eval"))\(relu ? "+relu" : "")"
+        }
+        let doubling = uniform([8, 4, 1, 1], -0.5, 0.5, seed: 21)
+        for training in [false, true] {
+            for relu in [false, true] {
+                let what = "\(training ? "batch statistics" : "frozen")\(relu ? " + relu" : "")", norm = normName(training, relu)
+                let kept = run(doubling, training: training, relu: relu, level: 0)
+                let recomputed = run(doubling, training: training, relu: relu, level: 2)
+                XCTAssertEqual(recomputed.out, kept.out, what)
+                XCTAssertEqual(recomputed.grads, kept.grads, "\(what): every gradient, bit for bit")
+                // The norm kept its input (frozen) or xhat (batch statistics), an 8-channel map,
+                // at level 0, and only the convolution's recipe at level 2.
+                let map = 2 * 8 * 13 * 11 * 4
+                XCTAssertGreaterThanOrEqual(kept.saved[norm]?.bytes ?? 0, map, "\(what): \(kept.saved)")
+                XCTAssertLessThan(recomputed.saved[norm]?.bytes ?? 0, map, "\(what): \(recomputed.saved)")
+                // Level 1 recomputes only the norm's output, not the convolution's.
+                XCTAssertGreaterThanOrEqual(run(doubling, training: training, relu: relu, level: 1).saved[norm]?.bytes ?? 0, map, what)
+            }
+            // 4 -> 7 (less than double), 4 -> 3 and a 3x3 convolution keep their outputs.
+            let others = [uniform([7, 4, 1, 1], -0.5, 0.5, seed: 22), uniform([3, 4, 1, 1], -0.5, 0.5, seed: 23), w1]
+            for first in others {
+                let r = run(first, training: training, relu: false, level: 2), kept = run(first, training: training, relu: false, level: 0)
+                let norm = normName(training, false)
+                XCTAssertEqual(r.saved[norm]?.bytes, kept.saved[norm]?.bytes, "\(first.shape): \(r.saved)")
+                XCTAssertEqual(r.grads, kept.grads, "\(first.shape)")
+            }
+        }
+    }
+
     /// A norm's output changed in place (a residual sum written over it) loses its recipe: the
     /// convolution after the sum keeps the sum, not the norm's output.
     func testAnOutputChangedInPlaceIsKept() {

@@ -149,14 +149,17 @@ final class StorageTests: XCTestCase {
         XCTAssertEqual(Compute.tuningVariableWarnings, [])
         XCTAssertEqual(TuningVariable.spinMicroseconds.value, 50)
         XCTAssertEqual(TuningVariable.derivedCacheMiB.value, 512)
-        // an on/off switch: 0 or 1
-        setenv("OPACITY_SELECTIVE_RECOMPUTATION", "2", 1)
+        // a level: 0, 1 or 2
+        setenv("OPACITY_SELECTIVE_RECOMPUTATION", "3", 1)
         defer { unsetenv("OPACITY_SELECTIVE_RECOMPUTATION") }
         XCTAssertEqual(
             Compute.tuningVariableWarnings,
-            ["warning: OPACITY_SELECTIVE_RECOMPUTATION=2 is not valid; expected 0...1; it is ignored: using 1 (the nearest valid value is 1)"])
+            ["warning: OPACITY_SELECTIVE_RECOMPUTATION=3 is not valid; expected 0...2; it is ignored: using 1 (the nearest valid value is 2)"])
         XCTAssertEqual(TuningVariable.selectiveRecomputation.value, 1)
-        setenv("OPACITY_SELECTIVE_RECOMPUTATION", "0", 1)
-        XCTAssertEqual(TuningVariable.selectiveRecomputation.value, 0)
+        for level in ["0", "2"] {
+            setenv("OPACITY_SELECTIVE_RECOMPUTATION", level, 1)
+            XCTAssertEqual(Compute.tuningVariableWarnings, [])
+            XCTAssertEqual(TuningVariable.selectiveRecomputation.value, Int(level))
+        }
     }
 }

@@ -53,6 +53,16 @@ protocol NormalizationKernels: Sendable {
     func trainingNormalize(
         input: UnsafePointer<Float>, mean: UnsafePointer<Float>, coefficients: UnsafePointer<Float>,
         normalized: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, relu: Bool)
+    /// The training forward's `xhat` again from its input: the same bits as
+    /// ``trainingNormalize(input:mean:coefficients:normalized:output:n:c:hw:relu:)`` wrote
+    /// (selective recomputation, when the input is itself recomputed).
+    ///
+    /// - Parameters:
+    ///   - mean: the forward's `[c]` batch mean.
+    ///   - coefficients: the forward's `[3, c]` (only `1/std` is read).
+    func trainingNormalized(
+        input: UnsafePointer<Float>, mean: UnsafePointer<Float>, coefficients: UnsafePointer<Float>,
+        normalized: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int)
     /// The training forward's output again from its `xhat`: the same bits as
     /// ``trainingNormalize(input:mean:coefficients:normalized:output:n:c:hw:relu:)`` wrote
     /// (selective recomputation, ``SavedActivation``).

@@ -136,6 +136,20 @@ struct CPUNormalizationKernels: NormalizationKernels {
         }
     }
 
+    func trainingNormalized(
+        input: UnsafePointer<Float>, mean: UnsafePointer<Float>, coefficients: UnsafePointer<Float>,
+        normalized: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int
+    ) {
+        // `(x - mean) * istd`, as `trainingNormalize` computes it: elementwise, so the same bits.
+        let xp = input, stp = mean, cpc = coefficients, hp = normalized
+        Compute.parallelFor(n * c, minPerThread: 16) { i in
+            let ch = i % c
+            let mu = stp[ch], istd = cpc[ch]
+            let src = xp + i * hw, h = hp + i * hw
+            for j in 0..<hw { h[j] = (src[j] - mu) * istd }
+        }
+    }
+
     func trainingOutput(
         normalized: UnsafePointer<Float>, coefficients: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
         n: Int, c: Int, hw: Int, relu: Bool
