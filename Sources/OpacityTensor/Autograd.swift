@@ -79,7 +79,8 @@ public enum Autograd {
 
     /// Whether ops keep a recipe instead of a map that is cheap to recompute
     /// (``SavedActivation``): on by default; the values and gradients are the same bits
-    /// either way (`OPACITY_SELECTIVE_RECOMPUTATION=0` starts with it off, for comparisons).
+    /// either way (`OPACITY_SELECTIVE_RECOMPUTATION=0` starts with it off, for comparisons;
+    /// `1` keeps only the norms' recipes, ``convolutionRecomputation``).
     /// Set it between passes, not while one runs.
     nonisolated(unsafe) package static var selectiveRecomputation: Bool = TuningVariable.selectiveRecomputation.value >= 1
 
@@ -89,9 +90,10 @@ public enum Autograd {
     /// recipe and backward runs the convolution again (``SavedActivation``). Its input is kept
     /// anyway, for the weight gradient, so the output's whole map is saved, for one more GEMM in
     /// backward of `2 Cin` operations per saved value: at least doubling keeps that at most `Cout`
-    /// per value, the cheapest maps to recompute. `OPACITY_SELECTIVE_RECOMPUTATION=2`; it needs
-    /// ``selectiveRecomputation``. The values and gradients are the same bits either way. Set
-    /// it between passes, not while one runs.
+    /// per value, the cheapest maps to recompute. On by default (`OPACITY_SELECTIVE_RECOMPUTATION=2`;
+    /// `1` turns it off); it needs ``selectiveRecomputation``. The values and gradients are the
+    /// same bits either way. Measured on a RetinaNet at 512 px, batch 2 (Benchmarks.md, "Selective
+    /// recomputation of 1x1 convolutions"). Set it between passes, not while one runs.
     nonisolated(unsafe) package static var convolutionRecomputation: Bool = TuningVariable.selectiveRecomputation.value >= 2
 
     /// The ledger of ``measuringSavedTensors(_:)`` while one runs.

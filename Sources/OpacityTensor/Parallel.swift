@@ -141,7 +141,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedRecent: return 1
         case .spinMicroseconds: return 200
         case .rowSplitThreads: return 4
-        case .selectiveRecomputation: return 1
+        case .selectiveRecomputation: return 2
         }
     }
 

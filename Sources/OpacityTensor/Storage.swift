@@ -185,8 +185,7 @@ enum StorageAccounting {
     /// (``SavedActivation``), so the map is freed as soon as the forward pass is done with it
     /// and is written again, into a temporary, only while the convolution's backward runs.
     ///
-    /// With `OPACITY_SELECTIVE_RECOMPUTATION=2`, a 1x1 convolution that at least doubles its
-    /// channels leaves one too (``Autograd/convolutionRecomputation``): the same kernel again on
+    /// A 1x1 convolution that at least doubles its channels leaves one too (``Autograd/convolutionRecomputation``): the same kernel again on
     /// its input, which it keeps anyway for its weight gradient.
     ///
     /// The recipe fills the tensor it gets (uninitialised, of this storage's shape). It holds

@@ -109,12 +109,10 @@ final class GradientCheckpointingTests: XCTestCase {
         for (encoder, frozen) in cases {
             let config = "retinanet(encoder=\(encoder), neck=fpn(channels=32), head=retina(channels=32), size=64)"
             func run(level: Int) throws -> [Step] {
+                let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation)
                 Autograd.selectiveRecomputation = level >= 1
                 Autograd.convolutionRecomputation = level >= 2
-                defer {
-                    Autograd.selectiveRecomputation = true
-                    Autograd.convolutionRecomputation = false
-                }
+                defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation) = before }
                 return try steps(config, frozen: frozen, size: 64)
             }
             let off = try run(level: 0)

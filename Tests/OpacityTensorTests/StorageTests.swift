@@ -154,9 +154,9 @@ final class StorageTests: XCTestCase {
         defer { unsetenv("OPACITY_SELECTIVE_RECOMPUTATION") }
         XCTAssertEqual(
             Compute.tuningVariableWarnings,
-            ["warning: OPACITY_SELECTIVE_RECOMPUTATION=3 is not valid; expected 0...2; it is ignored: using 1 (the nearest valid value is 2)"])
-        XCTAssertEqual(TuningVariable.selectiveRecomputation.value, 1)
-        for level in ["0", "2"] {
+            ["warning: OPACITY_SELECTIVE_RECOMPUTATION=3 is not valid; expected 0...2; it is ignored: using 2 (the nearest valid value is 2)"])
+        XCTAssertEqual(TuningVariable.selectiveRecomputation.value, 2)
+        for level in ["0", "1"] {
             setenv("OPACITY_SELECTIVE_RECOMPUTATION", level, 1)
             XCTAssertEqual(Compute.tuningVariableWarnings, [])
             XCTAssertEqual(TuningVariable.selectiveRecomputation.value, Int(level))
