@@ -49,14 +49,18 @@ for k in 0 1 2 3; do "$bin" eval --model "$work/transfer_fold$k" --data "$work/r
 "$bin" export "$work/fold0-continued" --storage int8 -o zoo/retinanet-r34-rsna1k.opb
 "$bin" zoo add retinanet-r34-rsna1k zoo/retinanet-r34-rsna1k.opb --manifest zoo/manifest.json --replace --licence CC-BY-4.0 \
   --data "757 real RSNA challenge images (rsna1k), 256 px; 4 folds stratified by class and view; fold 0 held out"
-# 7. the held-out list, so that `opacity eval --data rsna1k` scores fold 0 of this split by default
+# 7. the held-out list, so that `opacity eval --data rsna1k` scores fold 0 of this split by
+#    default, and the trained-on list, so that eval warns on those images in any other folder
 python3 - "$work/folds.csv" zoo/manifest.json <<'PY'
 import csv, json, sys
-ids = sorted(r["patientId"] for r in csv.DictReader(open(sys.argv[1])) if r["fold"] == "0")
+rows = list(csv.DictReader(open(sys.argv[1])))
+ids = sorted(r["patientId"] for r in rows if r["fold"] == "0")
+trained = sorted(r["patientId"] for r in rows if r["fold"] != "0")
 m = json.load(open(sys.argv[2]))
 for e in m["entries"]:
     if e["name"] == "retinanet-r34-rsna1k":
         e["heldOut"] = ids
+        e["trainedOn"] = trained
 with open(sys.argv[2], "w") as f:
     json.dump(m, f, indent=2, sort_keys=True)
     f.write("\n")

@@ -118,7 +118,7 @@ final class ConvertLabelsCLITests: XCTestCase {
     }
 
     /// Rows of films that are not in the folder or fail to convert are left out, counted and
-    /// named, with exit status 1; a film kept from an earlier conversion at 256 px gets its
+    /// named; the failed film makes the exit status 1, the absent ones alone do not; a film kept from an earlier conversion at 256 px gets its
     /// rows scaled to that PNG; labels read from a pipe give the same file.
     func testLeftOutRowsKeptImagesAndAPipe() throws {
         let (dir, header, original, ids) = try sixFilms("convlabels-rows")
@@ -161,5 +161,12 @@ final class ConvertLabelsCLITests: XCTestCase {
         XCTAssertEqual(piped.status, 1, piped.all)
         XCTAssertTrue(piped.stderr.contains("3 label rows (3 images) of /dev/stdin not written"), piped.all)
         XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("piped.csv")), try Data(contentsOf: dir.appendingPathComponent("scaled.csv")))
+
+        // without the broken film, only rows of absent films are left out: listed, exit 0
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("dcm/broken.dcm"))
+        let subset = try CLI.run(["convert", "dcm", "-o", "png4", "--size", "512", "--labels", "more.csv", "--labels-output", "subset.csv"], in: dir)
+        XCTAssertEqual(subset.status, 0, subset.all)
+        XCTAssertTrue(subset.stderr.contains("3 label rows (3 images) of more.csv not written to subset.csv"), subset.all)
+        XCTAssertTrue(subset.stderr.contains("line \(original.count + 4): broken: no such input was converted"), subset.all)
     }
 }

@@ -79,6 +79,38 @@ final class EvalReportingTests: XCTestCase {
         XCTAssertTrue(other.stdout.contains("warning: \(trained) of the 6 images scored are ones retinanet-r34-rsna1k trained on"), other.stdout)
     }
 
+    /// Data without any of the held-out images (a subset of the films it trained on, in another
+    /// folder): the zoo entry's `trainedOn` list still makes eval warn, and counts them.
+    func testZooModelWarnsOnItsTrainingImagesInAnyFolder() throws {
+        let dir = try CLI.tempDir("evaltrained")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let manifest = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("zoo/manifest.json")
+        let entries = try XCTUnwrap(try json(manifest)["entries"] as? [[String: Any]])
+        let entry = try XCTUnwrap(entries.first { $0["name"] as? String == "retinanet-r34-rsna1k" })
+        let held = Set(try XCTUnwrap(entry["heldOut"] as? [String])), trained = Set(try XCTUnwrap(entry["trainedOn"] as? [String]))
+        XCTAssertEqual(held.count + trained.count, 757)
+        let lines = try String(contentsOf: rsna1k.appendingPathComponent("stage_2_train_labels.csv"), encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+        let ids = lines.dropFirst().map { String($0.prefix { $0 != "," }) }
+        var chosen: [String] = []
+        for id in ids where trained.contains(id) && !chosen.contains(id) && chosen.count < 3 { chosen.append(id) }
+        let films = dir.appendingPathComponent("films")
+        try FileManager.default.createDirectory(at: films, withIntermediateDirectories: true)
+        for id in chosen {
+            try FileManager.default.createSymbolicLink(
+                at: films.appendingPathComponent("\(id).dcm"),
+                withDestinationURL: rsna1k.appendingPathComponent("stage_2_train_images/\(id).dcm"))
+        }
+        try ([lines[0]] + lines.dropFirst().filter { chosen.contains(String($0.prefix { $0 != "," })) })
+            .joined(separator: "\n").write(to: dir.appendingPathComponent("three.csv"), atomically: true, encoding: .utf8)
+        let r = try CLI.run(["eval", "--labels", "three.csv", "--images", "films", "--all", "-o", "ev"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(
+            r.stdout.contains("warning: 3 of the 3 images scored are ones retinanet-r34-rsna1k trained on (its zoo entry lists the 567"),
+            r.all)
+    }
+
     /// Negatives only (real Target 0 rows of rsna1k): "metric undefined" with score's
     /// reason, null with the reason in report.json; --operating-point-out refuses.
     func testNegativesOnlyMetricIsUndefined() throws {
@@ -211,7 +243,8 @@ final class EvalReportingTests: XCTestCase {
         for (i, v) in vb.enumerated() {
             let name = try XCTUnwrap(v["view"] as? String), m = try XCTUnwrap(v["metric"] as? Double)
             let prefix = i == 0 ? "by view (the view column of folds.csv): " : String(repeating: " ", count: 40)
-            let line = "\(prefix)\(name): \(v["images"] ?? "?") images, \(v["imagesWithOpacity"] ?? "?") with opacity; "
+            let line =
+                "\(prefix)\(name): \(v["images"] ?? "?") images, \(v["imagesWithOpacity"] ?? "?") with opacity; "
                 + String(format: "metric %.4f over %d counted images", m, try XCTUnwrap(v["scoredImages"] as? Int))
             XCTAssertTrue(score.stdout.contains(line + "\n"), "expected '\(line)' in:\n\(score.stdout)")
         }

@@ -180,6 +180,13 @@ final class ZooTests: TemporaryFolderTestCase {
         XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\",\"\"]}]}").contains("entries[0].heldOut[1]"))
         XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\",\"p1\"]}]}").contains("names a patient id twice"))
         XCTAssertEqual(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\",\"p2\"]}]}"), "no error")
+        // trainedOn: the same checks, and no id both trained on and held out
+        XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"trainedOn\":[\"\"]}]}").contains("entries[0].trainedOn[0]"))
+        XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"trainedOn\":[\"p3\",\"p3\"]}]}").contains("names a patient id twice"))
+        XCTAssertTrue(
+            err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\"],\"trainedOn\":[\"p2\",\"p1\"]}]}")
+                .contains("'p1' is in heldOut too"))
+        XCTAssertEqual(err("{\"format\":\"opacity-zoo\",\"version\":1,\"entries\":[{\(good),\"heldOut\":[\"p1\"],\"trainedOn\":[\"p2\"]}]}"), "no error")
         XCTAssertTrue(err("{\"format\":\"opacity-zoo\",\"version\":2,\"entries\":[]}").contains("version"))
         XCTAssertTrue(err("not json").contains("m.json"))
     }

@@ -17,8 +17,8 @@ struct ConvertCommand: ParsableCommand {
             With --labels (a folder input only), the labels CSV is also written with each box \
             scaled into its converted image's pixels (x by output/source width, y by output/source \
             height; an image skipped because its PNG exists uses that PNG's size), to \
-            OUTPUT/labels.csv or --labels-output. Rows whose image was not converted are left out, \
-            listed, and make the exit status 1.
+            OUTPUT/labels.csv or --labels-output. Rows whose image was not converted are left out \
+            and listed; only files that fail to convert make the exit status 1.
 
             Examples:
               opacity convert stage_2_train_images/ -o train_png/ --size 512
@@ -135,16 +135,14 @@ struct ConvertCommand: ParsableCommand {
             // -q: no counts, but the files that failed are errors and still print
             note(summary.failures.map { $0.reason.contains($0.path) ? $0.reason : "\($0.path): \($0.reason)" }.joined(separator: "\n"))
         }
-        var dropped = 0
-        if let labelsTable {
-            dropped = try writeLabels(labelsTable, summary: summary)
-        }
-        if !summary.failures.isEmpty || dropped > 0 { throw ExitStatus.dataError.code }
+        // Rows of images that are not in the input are not failures (a subset converted with the
+        // whole labels file); images that failed to convert already make the status 1.
+        if let labelsTable { try writeLabels(labelsTable, summary: summary) }
+        if !summary.failures.isEmpty { throw ExitStatus.dataError.code }
     }
 
     /// Writes the scaled labels and says what was left out.
-    /// - Returns: the number of rows left out.
-    func writeLabels(_ table: CSVTable, summary: ImageConversion.Summary) throws -> Int {
+    func writeLabels(_ table: CSVTable, summary: ImageConversion.Summary) throws {
         let scaled = try ImageConversion.scaleLabels(table, summary: summary)
         let path = try labelsOutputPath()
         let out = URL(fileURLWithPath: path)
@@ -168,7 +166,6 @@ struct ConvertCommand: ParsableCommand {
             if scaled.dropped.count > 5 { s += "\n  ... and \(scaled.dropped.count - 5) more" }
             note(s)
         }
-        return scaled.dropped.count
     }
 }
 

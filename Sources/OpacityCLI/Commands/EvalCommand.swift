@@ -95,10 +95,13 @@ struct EvalCommand: ParsableCommand {
         // a single zoo entry that lists its held-out images
         let references = model.models.isEmpty ? [defaultModelName] : model.models
         var zooHeldOut: (name: String, ids: Set<String>)?
+        // and the images it lists as trained on
+        var zooTrained: (name: String, ids: Set<String>)?
         if references.count == 1, let name = references.first, !FileManager.default.fileExists(atPath: name), !name.contains("/"),
-            !name.hasSuffix(".opb"), let ids = try? Zoo.standard().item(name).entry.heldOut
+            !name.hasSuffix(".opb"), let entry = try? Zoo.standard().item(name).entry
         {
-            zooHeldOut = (name, Set(ids))
+            zooHeldOut = entry.heldOut.map { (name, Set($0)) }
+            zooTrained = entry.trainedOn.map { (name, Set($0)) }
         }
         // the fold and its folds file, checked before the model and the data load (which take
         // minutes on a large set): a fold out of range is refused at once
@@ -171,6 +174,14 @@ struct EvalCommand: ParsableCommand {
                 say(
                     "warning: \(seen) of the \(records.count) images scored are ones \(name) trained on (not in the \(heldOut.count) "
                         + "it held out), so this score is not a held-out one; without --fold, --folds-file and --all eval scores the held-out images")
+            }
+        } else if let (name, trained) = zooTrained {
+            // other data (converted PNGs, a subset): the entry's own list of training images
+            let seen = records.filter { trained.contains($0.id) }.count
+            if seen > 0 {
+                say(
+                    "warning: \(seen) of the \(records.count) images scored are ones \(name) trained on (its zoo entry lists "
+                        + "the \(trained.count) it trained on), so this score is not a held-out one")
             }
         }
         guard !records.isEmpty else { throw ValidationError("no images to score") }

@@ -5,7 +5,7 @@ import ArgumentParser
 /// | status | meaning |
 /// |---|---|
 /// | 0 | success |
-/// | 1 | data or runtime error: an input file or folder that does not exist, cannot be read or is invalid (the message names the file and field: `score missing.csv`, `--data`, `--labels`, `--images`, `--folds-file`, `convert`'s and `submit`'s inputs), a model that does not load, some items of a batch failed (`convert`, where `--labels` rows whose image was not converted count too; `zoo verify`) |
+/// | 1 | data or runtime error: an input file or folder that does not exist, cannot be read or is invalid (the message names the file and field: `score missing.csv`, `--data`, `--labels`, `--images`, `--folds-file`, `convert`'s and `submit`'s inputs), a model that does not load, some items of a batch failed (`convert`, `zoo verify`) |
 /// | 64 | usage error (`EX_USAGE`): an unknown or missing option, a value out of range or not among the listed choices, a path the command checks before anything loads that does not exist (a `--model` path, with the nearest zoo name, or an unknown zoo name; a `--plugin` path; `detect`'s inputs), a config string given as an option (`--config`, `plugins --canonical`, `import --encoder`) that does not parse or that the registry refuses (an unknown name or key, a value out of range; `commandLineConfig`), an output folder that is an existing file, an output file that is an existing folder or lies under a file |
 /// | 130 | interrupted by Ctrl-C; `train` wrote a checkpoint first and `--resume` continues (128 + SIGINT); `serve` instead drains its queue and exits 0 |
 /// | 143 | stopped by SIGTERM (128 + SIGTERM); `train` wrote a checkpoint first; `serve` instead drains its queue and exits 0 |

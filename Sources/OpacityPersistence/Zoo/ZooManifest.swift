@@ -45,6 +45,10 @@ public struct ZooEntry: Codable, Hashable, Sendable {
     /// counts any other image of that data as one the model trained on. Absent when the
     /// entry does not say.
     public var heldOut: [String]?
+    /// The patient ids of the images the entry was trained on: `opacity eval` warns when it
+    /// scores any of them, whatever data they come in (a folder of converted PNGs, a subset).
+    /// Absent when the entry does not say; then only ``heldOut`` tells, on data that holds it.
+    public var trainedOn: [String]?
 
     /// An entry with every field given.
     public init(name: String, kind: String = "detector", config: String, file: String? = nil, url: String? = nil,
@@ -67,6 +71,7 @@ public struct ZooEntry: Codable, Hashable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case name, kind, config, file, url, sha256, size, parameters, data, metrics, licence, description, members, ensemble, card, heldOut
+        case trainedOn
     }
 
     /// Decodes an entry; `kind` defaults to `detector`, `metrics` to none.
@@ -88,6 +93,7 @@ public struct ZooEntry: Codable, Hashable, Sendable {
         ensemble = try c.decodeIfPresent(String.self, forKey: .ensemble)
         card = try c.decodeIfPresent(ModelCard.self, forKey: .card)
         heldOut = try c.decodeIfPresent([String].self, forKey: .heldOut)
+        trainedOn = try c.decodeIfPresent([String].self, forKey: .trainedOn)
     }
 
     /// The `sha256` an ensemble entry carries: the SHA-256 of its members' `sha256` values,
@@ -169,6 +175,13 @@ public struct ZooManifest: Codable, Hashable, Sendable {
             if let h = e.heldOut {
                 if let k = h.firstIndex(where: { $0.isEmpty }) { throw bad("heldOut[\(k)]", "empty; expected a patient id") }
                 guard Set(h).count == h.count else { throw bad("heldOut", "names a patient id twice") }
+            }
+            if let t = e.trainedOn {
+                if let k = t.firstIndex(where: { $0.isEmpty }) { throw bad("trainedOn[\(k)]", "empty; expected a patient id") }
+                guard Set(t).count == t.count else { throw bad("trainedOn", "names a patient id twice") }
+                if let both = t.first(where: { Set(e.heldOut ?? []).contains($0) }) {
+                    throw bad("trainedOn", "'\(both)' is in heldOut too; an image is either trained on or held out")
+                }
             }
             if e.kind == "ensemble" {
                 guard let m = e.members, m.count >= 2 else { throw bad("members", "an ensemble names at least 2 member entries") }
