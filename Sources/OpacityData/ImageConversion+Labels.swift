@@ -45,6 +45,11 @@ extension ImageConversion {
         /// The rows left out because their image was not converted: the line in the input,
         /// the image the row names and why.
         public var dropped: [(line: Int, image: String, reason: String)]
+        /// Rows written whose box reaches beyond its source image by more than 1% of its size
+        /// (the rule of ``DatasetRecord/checkBoxes(width:height:)``, which `train` and `eval`
+        /// apply to the converted images): the line in the input, the image and the box and
+        /// image size, so that the caller can warn before training refuses them.
+        public var outside: [(line: Int, image: String, reason: String)] = []
 
         /// The table as CSV text (``CSVTable/render(header:rows:)``).
         public var csv: String { CSVTable.render(header: table.header, rows: table.rows.map(\.fields)) }
@@ -73,7 +78,8 @@ extension ImageConversion {
     /// `53.25`: halves and quarters of whole pixels are exact); where both scales are 1 the
     /// fields are kept as written. Rows without a box stay as they are. Rows whose image is not
     /// among ``Summary/images`` (no such input, or its conversion failed) are left out and
-    /// listed in ``ScaledLabels/dropped``.
+    /// listed in ``ScaledLabels/dropped``; rows whose box reaches beyond the source image are
+    /// written, and listed in ``ScaledLabels/outside``.
     /// - Parameters:
     ///   - labels: the table, read with ``CSVTable/init(contentsOf:)`` (a pipe works).
     ///   - summary: what ``convert(input:output:options:progress:)`` returned; run it with
@@ -100,6 +106,7 @@ extension ImageConversion {
         var out = labels
         out.rows = []
         var dropped: [(line: Int, image: String, reason: String)] = []
+        var outside: [(line: Int, image: String, reason: String)] = []
         for (line, row) in labels.rows {
             let name = row[columns.image].trimmingCharacters(in: .whitespaces)
             guard !name.isEmpty else {
@@ -111,6 +118,14 @@ extension ImageConversion {
                 let reason = failed[name].map { "its conversion failed: \($0)" } ?? "no such input was converted"
                 dropped.append((line, name, reason))
                 continue
+            }
+            if let b = box {
+                let w = Float(image.sourceWidth), h = Float(image.sourceHeight), tx = w * 0.01 + 1, ty = h * 0.01 + 1
+                if b.x < -tx || b.y < -ty || b.x + b.width > w + tx || b.y + b.height > h + ty {
+                    outside.append(
+                        (line, name, "the box (x \(b.x), y \(b.y), w \(b.width), h \(b.height)) reaches beyond its "
+                            + "\(image.sourceWidth) x \(image.sourceHeight) source image"))
+                }
             }
             var fields = row
             if let outputName { fields[columns.image] = outputName }
@@ -124,7 +139,9 @@ extension ImageConversion {
             }
             out.rows.append((line, fields))
         }
-        return ScaledLabels(table: out, dropped: dropped)
+        var scaled = ScaledLabels(table: out, dropped: dropped)
+        scaled.outside = outside
+        return scaled
     }
 }
 

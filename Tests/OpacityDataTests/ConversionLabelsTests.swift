@@ -118,6 +118,19 @@ final class ConversionLabelsTests: XCTestCase {
         XCTAssertEqual(s.dropped.map { $0.line }, [5])
         XCTAssertTrue(s.dropped[0].reason.hasPrefix("its conversion failed: "), s.dropped[0].reason)
         XCTAssertTrue(s.csv.hasPrefix("file,note,xmin,ymin,xmax,ymax,class\na.png,\"x, quoted\",50.0,"), s.csv)
+        XCTAssertTrue(s.outside.isEmpty, "\(s.outside)")
+
+        // a box past its 1000 x 800 source (by more than 1%) is written, and listed
+        let past = try table(
+            """
+            image,x,y,width,height
+            a,900,100,113,50
+            a,900,100,109,50
+            """)
+        let p = try ImageConversion.scaleLabels(past, summary: summary)
+        XCTAssertEqual(p.table.rows.count, 2)
+        XCTAssertEqual(p.outside.map { $0.line }, [2])
+        XCTAssertTrue(p.outside[0].reason.contains("reaches beyond its 1000 x 800 source image"), p.outside[0].reason)
     }
 
     /// Bad values are named by file, line and column, as the dataset loaders name them; an RSNA

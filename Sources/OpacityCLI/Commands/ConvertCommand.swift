@@ -157,6 +157,15 @@ struct ConvertCommand: ParsableCommand {
                     + ": each image's output over source size"
             print("labels: \(scaled.table.rows.count) rows written to \(path) (boxes \(by))")
         }
+        if !scaled.outside.isEmpty {
+            var s =
+                "warning: \(scaled.outside.count) label row\(scaled.outside.count == 1 ? "" : "s") of \(labels ?? "") "
+                + "reach\(scaled.outside.count == 1 ? "es" : "") beyond \(scaled.outside.count == 1 ? "its image" : "their images") "
+                + "(written scaled to \(path); train and eval will refuse them until they are fixed):"
+            for d in scaled.outside.prefix(5) { s += "\n  line \(d.line): \(d.image): \(d.reason)" }
+            if scaled.outside.count > 5 { s += "\n  ... and \(scaled.outside.count - 5) more" }
+            note(s)
+        }
         if !scaled.dropped.isEmpty {
             let images = Set(scaled.dropped.map(\.image)).count
             var s =
