@@ -25,13 +25,19 @@ public struct DatasetRecord: Sendable, Hashable {
 }
 
 extension DatasetRecord {
+    /// Whether `b` reaches beyond a `width` x `height` image by more than 1% of its size (plus
+    /// one pixel): the rule of ``checkBoxes(width:height:)``, shared with `convert --labels`.
+    static func reachesBeyond(_ b: BoundingBox, width: Int, height: Int) -> Bool {
+        let tx = Float(width) * 0.01 + 1, ty = Float(height) * 0.01 + 1
+        return b.x < -tx || b.y < -ty || b.x2 > Float(width) + tx || b.y2 > Float(height) + ty
+    }
+
     /// Refuses boxes that reach beyond the image by more than 1% of its size (labels in
     /// another resolution, e.g. 1024-pixel coordinates on 512-pixel images).
     /// - Throws: ``DataError/inconsistentLabels(path:line:reason:)`` naming the record, the box
     ///   and the image size.
     public func checkBoxes(width: Int, height: Int) throws {
-        let tx = Float(width) * 0.01 + 1, ty = Float(height) * 0.01 + 1
-        for b in boxes where b.x < -tx || b.y < -ty || b.x2 > Float(width) + tx || b.y2 > Float(height) + ty {
+        for b in boxes where Self.reachesBeyond(b, width: width, height: height) {
             throw DataError.inconsistentLabels(
                 path: imageURL?.path ?? id, line: 0,
                 reason: "the box (x \(b.x), y \(b.y), w \(b.width), h \(b.height)) of \(id) reaches beyond its \(width) x \(height) image; "

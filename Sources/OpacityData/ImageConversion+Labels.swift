@@ -119,13 +119,10 @@ extension ImageConversion {
                 dropped.append((line, name, reason))
                 continue
             }
-            if let b = box {
-                let w = Float(image.sourceWidth), h = Float(image.sourceHeight), tx = w * 0.01 + 1, ty = h * 0.01 + 1
-                if b.x < -tx || b.y < -ty || b.x + b.width > w + tx || b.y + b.height > h + ty {
-                    outside.append(
-                        (line, name, "the box (x \(b.x), y \(b.y), w \(b.width), h \(b.height)) reaches beyond its "
-                            + "\(image.sourceWidth) x \(image.sourceHeight) source image"))
-                }
+            if let b = box, DatasetRecord.reachesBeyond(b, width: image.sourceWidth, height: image.sourceHeight) {
+                outside.append(
+                    (line, name, "the box (x \(b.x), y \(b.y), w \(b.width), h \(b.height)) reaches beyond its "
+                        + "\(image.sourceWidth) x \(image.sourceHeight) source image"))
             }
             var fields = row
             if let outputName { fields[columns.image] = outputName }
@@ -139,9 +136,7 @@ extension ImageConversion {
             }
             out.rows.append((line, fields))
         }
-        var scaled = ScaledLabels(table: out, dropped: dropped)
-        scaled.outside = outside
-        return scaled
+        return ScaledLabels(table: out, dropped: dropped, outside: outside)
     }
 }
 
