@@ -256,7 +256,10 @@ extension Autograd {
 /// Used for a convolution's input (``Tensor/conv2d(_:bias:stride:padding:dilation:groups:)``):
 /// in a ResNet bottleneck, `bn1`'s and `bn2`'s outputs. A RetinaNet with a ResNet-50 encoder at
 /// 512 px, batch 2, frozen batch norm, keeps 146 MiB less on its tape (1340 -> 1194 MiB,
-/// `OPACITY_MEMORY_REPORT=1`, Benchmarks.md "Selective recomputation").
+/// `OPACITY_MEMORY_REPORT=1`, Benchmarks.md "Selective recomputation"). And for a batch norm's
+/// input, which a channel-doubling 1x1 convolution's recipe replaces
+/// (``Autograd/convolutionRecomputation``: 1194 -> 931 MiB for the same detector, Benchmarks.md
+/// "Selective recomputation of 1x1 convolutions").
 package struct SavedActivation: @unchecked Sendable {
     /// The tensor's shape.
     let shape: [Int]

@@ -85,9 +85,9 @@ extension Tensor {
         }
         if result.node != nil, needW, Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, groups == 1,
            geo.kernel == (1, 1), geo.padding == (0, 0), cout >= 2 * cin {
-            // A 1x1 convolution that at least doubles the channels: the node keeps its input and weight anyway, so a norm
-            // that saves the output for its backward can keep this recipe instead, the same
-            // kernel on the same values (``Autograd/convolutionRecomputation``).
+            // A 1x1 convolution that at least doubles the channels: the node keeps its input and
+            // weight anyway, so a norm that saves the output for its backward can keep this
+            // recipe instead, the same kernel on the same values (``Autograd/convolutionRecomputation``).
             let bv = bias?.detached()
             out.storage.regeneration = { dst in
                 let xv = x.value()
