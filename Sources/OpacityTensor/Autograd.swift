@@ -96,6 +96,14 @@ public enum Autograd {
     /// recomputation of 1x1 convolutions"). Set it between passes, not while one runs.
     nonisolated(unsafe) package static var convolutionRecomputation: Bool = TuningVariable.selectiveRecomputation.value >= 2
 
+    /// Whether a ReLU that records a node keeps its output for backward without its zeros
+    /// (``SparseActivation``), and a convolution reading that output keeps the same packed form
+    /// instead of the map (``SavedActivation``): on by default (`OPACITY_SPARSE_ACTIVATIONS=0`
+    /// starts with it off, for comparisons). Lossless: the values and gradients are the same bits
+    /// either way. Costs two passes over each ReLU output in forward and one in backward.
+    /// Set it between passes, not while one runs.
+    nonisolated(unsafe) package static var sparseActivations: Bool = TuningVariable.sparseActivations.value >= 1
+
     /// The ledger of ``measuringSavedTensors(_:)`` while one runs.
     nonisolated(unsafe) static var savedTensorLedger: SavedTensorLedger?
 
@@ -267,26 +275,56 @@ package struct SavedActivation: @unchecked Sendable {
     private let kept: Tensor?
     /// The recipe, when the tensor is not kept.
     private let recipe: (@Sendable (Tensor) -> Void)?
+    /// The tensor without its zeros, when it is kept that way (a ReLU's output).
+    private let sparse: SparseActivation?
 
     /// Whether the tensor is recomputed rather than kept.
-    var isRecipe: Bool { kept == nil }
+    var isRecipe: Bool { recipe != nil }
 
-    /// Keeps `t`'s recipe when its storage has one (and ``Autograd/selectiveRecomputation``
-    /// is on), else `t` (detached from the graph).
+    /// Whether the tensor is kept without its zeros (``SparseActivation``).
+    var isSparse: Bool { sparse != nil }
+
+    /// Keeps `t`'s packed form when its storage has one (a ReLU's output, with
+    /// ``Autograd/sparseActivations`` on), else its recipe when it has one (and
+    /// ``Autograd/selectiveRecomputation`` is on), else `t` (detached from the graph).
     init(_ t: Tensor) {
         shape = t.shape
-        if Autograd.selectiveRecomputation, let r = t.storage.regeneration {
+        if Autograd.sparseActivations, let p = t.storage.sparse, p.count == t.count {
+            kept = nil
+            recipe = nil
+            sparse = p
+        } else if Autograd.selectiveRecomputation, let r = t.storage.regeneration {
             kept = nil
             recipe = r
+            sparse = nil
         } else {
             kept = t.detached()
             recipe = nil
+            sparse = nil
         }
     }
 
-    /// The tensor: the kept one, or a fresh one the recipe fills (the same values, bit for bit).
+    /// Keeps `t` as `sparse` (its packed form, ``SparseActivation/pack(_:count:)``), which
+    /// `t`'s storage then carries for the next op that saves it, or `t` itself when `sparse` is
+    /// nil: a ReLU's output for the ReLU's own backward.
+    init(_ t: Tensor, sparse: SparseActivation?) {
+        shape = t.shape
+        recipe = nil
+        if let sparse {
+            t.storage.sparse = sparse
+            kept = nil
+            self.sparse = sparse
+        } else {
+            kept = t.detached()
+            self.sparse = nil
+        }
+    }
+
+    /// The tensor: the kept one, or a fresh one the recipe or the packed form fills (the same
+    /// values, bit for bit).
     func value() -> Tensor {
         if let kept { return kept }
+        if let sparse { return sparse.tensor(shape: shape) }
         let t = Tensor(uninitializedShape: shape)
         recipe!(t)
         return t

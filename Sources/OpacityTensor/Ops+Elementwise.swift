@@ -328,10 +328,14 @@ extension Tensor {
             }
             while i < r.upperBound { o[i] = p[i] < 0 ? 0 : p[i]; i += 1 }
         }
-        let kept = out.detached()
         let input = copy self  // its node, for the graph (its values are not read again)
         OpTrace.note("relu", [input], out)
+        // Backward reads the output: kept without its zeros when that saves memory
+        // (``SparseActivation``), a form the convolution reading it keeps too.
+        let sparse = Autograd.sparseActivations && Autograd.needsGrad(input) ? SparseActivation.pack(out.pointer, count: count) : nil
+        let saved = SavedActivation(out, sparse: sparse)
         return Autograd.record("relu", out, inputs: [input]) { g in
+            let kept = saved.value()
             let gi = Tensor(uninitializedShape: g.shape)
             let gp = g.pointer, op = kept.pointer, gq = gi.mutablePointer
             Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in

@@ -53,7 +53,7 @@ public final class Adam: Optimizer {
             guard let g = p.grad else { continue }
             steps[i] += 1
             let t = Float(steps[i])
-            if m[i] == nil { m[i] = .zeros(p.shape); v[i] = .zeros(p.shape) }
+            if m[i] == nil { m[i] = .longLivedZeros(p.shape); v[i] = .longLivedZeros(p.shape) }
             let bc1 = 1 - Foundation.pow(beta1, t), bc2 = 1 - Foundation.pow(beta2, t)
             let stepSize = learningRate / bc1, bc2Sqrt = bc2.squareRoot()
             let hyper = AdamStep(beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, stepSize: stepSize, bc2Sqrt: bc2Sqrt)
@@ -136,7 +136,7 @@ public final class SGD: Optimizer {
                 continue
             }
             let first = buffers[i] == nil
-            if first { buffers[i] = .zeros(p.shape) }
+            if first { buffers[i] = .longLivedZeros(p.shape) }
             let nest = nesterov
             buffers[i]!.withUnsafeMutableBufferPointer { bb in
                 p.value.withUnsafeMutableBufferPointer { pb in

@@ -122,6 +122,9 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     /// the recipe of a 1x1 convolution that at least doubles the channels instead of its input;
     /// 0: the maps (``Autograd/selectiveRecomputation``, ``Autograd/convolutionRecomputation``).
     case selectiveRecomputation = "OPACITY_SELECTIVE_RECOMPUTATION"
+    /// 1: a ReLU's output is kept for backward without its zeros; 0: as a map
+    /// (``Autograd/sparseActivations``).
+    case sparseActivations = "OPACITY_SPARSE_ACTIVATIONS"
 
     /// The values accepted.
     var range: ClosedRange<Int> {
@@ -131,6 +134,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .spinMicroseconds: return 0...1_000_000
         case .rowSplitThreads: return 2...1_000_000
         case .selectiveRecomputation: return 0...2
+        case .sparseActivations: return 0...1
         }
     }
 
@@ -142,6 +146,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .spinMicroseconds: return 200
         case .rowSplitThreads: return 4
         case .selectiveRecomputation: return 2
+        case .sparseActivations: return 1
         }
     }
 
@@ -151,7 +156,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedRecent: return ""
         case .spinMicroseconds: return " microseconds"
         case .rowSplitThreads: return " threads"
-        case .selectiveRecomputation: return ""
+        case .selectiveRecomputation, .sparseActivations: return ""
         }
     }
 

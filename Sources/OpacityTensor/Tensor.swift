@@ -35,6 +35,12 @@ public struct Tensor: @unchecked Sendable {
 
     /// A tensor of zeros.
     public static func zeros(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 0) }
+
+    /// A tensor of zeros kept for a long time (an optimizer's state): its block is of its own
+    /// size class, never a larger cached one (``TensorStorage/init(uninitializedCount:longLived:)``).
+    package static func longLivedZeros(_ shape: [Int]) -> Tensor {
+        Tensor(shape: shape, storage: TensorStorage(count: shape.elementCount, repeating: 0, longLived: true))
+    }
     /// A tensor of ones.
     public static func ones(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 1) }
 

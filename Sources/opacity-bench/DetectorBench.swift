@@ -173,6 +173,10 @@ enum DetectorBench {
 
     /// What `grad_checkpointing` recomputes, for the report.
     static func checkpointingNote(_ mode: GradientCheckpointing) -> String {
+        checkpointingModeNote(mode) + (Autograd.sparseActivations ? "; ReLU outputs kept without their zeros" : "")
+    }
+
+    private static func checkpointingModeNote(_ mode: GradientCheckpointing) -> String {
         switch mode {
         case .none:
             !Autograd.selectiveRecomputation

@@ -15,6 +15,7 @@ final class MemoryProbe {
     var saved: [String: (bytes: Int, nodes: Int)] = [:]
 
     init() {
+        SparseActivation.resetTotals()
         TensorMemory.resetLivePeak()
         mark("start")
     }
@@ -53,6 +54,15 @@ final class MemoryProbe {
         )
         for (op, v) in saved.sorted(by: { $0.value.bytes > $1.value.bytes }) where v.bytes > 0 {
             print("        \(pad(op, 28)) \(pad(mib(v.bytes), 9)) \(v.nodes) nodes")
+        }
+        let sparse = SparseActivation.totals
+        if Autograd.sparseActivations {
+            let zeros = sparse.mapBytes > 0 ? " (\(fmt(100 * (1 - Double(sparse.packedBytes - sparse.mapBytes / 32) / Double(sparse.mapBytes)), 0))% zeros)" : ""
+            print(
+                "      ReLU outputs kept without their zeros (OPACITY_SPARSE_ACTIVATIONS=1): \(sparse.maps) maps, \(mib(sparse.mapBytes)) MiB as maps, \(mib(sparse.packedBytes)) packed\(zeros); \(sparse.whole) kept whole (too few zeros), \(mib(sparse.wholeBytes)) MiB"
+            )
+        } else {
+            print("      ReLU outputs kept as maps (OPACITY_SPARSE_ACTIVATIONS=0)")
         }
     }
 }

@@ -100,7 +100,8 @@ final class GradientCheckpointingTests: XCTestCase {
     /// Selective recomputation (a convolution keeps a batch norm's recipe, not its output; at
     /// level 2 a norm also keeps a widening 1x1 convolution's recipe, not its input) gives a
     /// real detector's training step bit for bit, with frozen batch norm and with batch
-    /// statistics, on encoders of each block kind.
+    /// statistics, on encoders of each block kind; so does keeping the ReLU outputs without
+    /// their zeros (``SparseActivation``), with each level and without it.
     func testSelectiveRecomputationGivesTheSameBits() throws {
         let cases = [
             ("resnet50(width=0.125)", true), ("resnet50(width=0.125)", false), ("resnet18(width=0.25)", false), ("dpn92", true),
@@ -108,17 +109,20 @@ final class GradientCheckpointingTests: XCTestCase {
         ]
         for (encoder, frozen) in cases {
             let config = "retinanet(encoder=\(encoder), neck=fpn(channels=32), head=retina(channels=32), size=64)"
-            func run(level: Int) throws -> [Step] {
-                let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation)
+            func run(level: Int, sparse: Bool) throws -> [Step] {
+                let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations)
                 Autograd.selectiveRecomputation = level >= 1
                 Autograd.convolutionRecomputation = level >= 2
-                defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation) = before }
+                Autograd.sparseActivations = sparse
+                defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations) = before }
                 return try steps(config, frozen: frozen, size: 64)
             }
-            let off = try run(level: 0)
-            for level in [1, 2] {
-                for (k, (a, b)) in zip(try run(level: level), off).enumerated() {
-                    let what = "\(encoder) \(frozen ? "frozen" : "batch statistics") level \(level) step \(k)"
+            // every map kept, against each level with the ReLU outputs packed
+            // (``SparseActivation``), and the default level without packing
+            let off = try run(level: 0, sparse: false)
+            for (level, sparse) in [(1, true), (2, true), (2, false)] {
+                for (k, (a, b)) in zip(try run(level: level, sparse: sparse), off).enumerated() {
+                    let what = "\(encoder) \(frozen ? "frozen" : "batch statistics") level \(level)\(sparse ? " sparse" : "") step \(k)"
                     XCTAssertEqual(a.terms.map(\.value), b.terms.map(\.value), "\(what): losses")
                     XCTAssertEqual(a.gradients, b.gradients, "\(what): gradients")
                     XCTAssertEqual(a.weights, b.weights, "\(what): weights after Adam")
