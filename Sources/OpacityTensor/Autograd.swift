@@ -304,6 +304,15 @@ package struct SavedActivation: @unchecked Sendable {
         }
     }
 
+    /// Keeps `packed`, a tensor of `shape` without the values its backward does not read
+    /// (a fused ReLU's input, ``SparseActivation/pack(_:count:keepingWhere:planeFill:)``).
+    init(packed: SparseActivation, shape: [Int]) {
+        self.shape = shape
+        kept = nil
+        recipe = nil
+        sparse = packed
+    }
+
     /// Keeps `t` as `sparse` (its packed form, ``SparseActivation/pack(_:count:)``), which
     /// `t`'s storage then carries for the next op that saves it, or `t` itself when `sparse` is
     /// nil: a ReLU's output for the ReLU's own backward.

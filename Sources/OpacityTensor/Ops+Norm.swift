@@ -38,7 +38,21 @@ extension Tensor {
         // output too would keep a map alive that its consumer may not keep (a residual sum,
         // a max pool), and stop `+` from reusing it in place. The input itself may be a
         // convolution's recipe (``Autograd/convolutionRecomputation``).
-        let x = SavedActivation(self)
+        //
+        // With the ReLU, backward reads the input only where the output is not zero (elsewhere
+        // the gradient is masked to zero, and `0 * (x - mean)` adds nothing to a sum), so the
+        // input is kept without those values (``SparseActivation``), which come back as a
+        // per-channel value on the zero side of the ReLU: the same mask, the same output when
+        // a convolution recomputes it, the same gradient bits (for finite inputs).
+        let x: SavedActivation
+        if relu, Autograd.sparseActivations, Autograd.needsGrad(self, weight, bias),
+           !(Autograd.selectiveRecomputation && storage.regeneration != nil), storage.sparse == nil,
+           let fill = Self.reluZeroSideFill(coefficients: cp, c: c),
+           let packed = SparseActivation.pack(pointer, count: count, keepingWhere: out.pointer, planeFill: (fill, hw)) {
+            x = SavedActivation(packed: packed, shape: shape)
+        } else {
+            x = SavedActivation(self)
+        }
         let needX = node != nil, needW = weight.node != nil, needB = bias.node != nil
         OpTrace.note("batchNorm2d", [self, weight, bias, mean, variance], out, ["eps": .float(eps), "relu": .bool(relu)])
         let result = Autograd.record(relu ? "batchNorm2d(eval)+relu" : "batchNorm2d(eval)", out, inputs: [self, weight, bias]) { g in
@@ -70,6 +84,34 @@ extension Tensor {
             }
         }
         return result
+    }
+
+    /// Per channel, a finite input value `f` with `f * scale + shift <= 0` in the forward
+    /// kernel's arithmetic (a product, then a sum), so that the fused ReLU's output there is
+    /// zero and its backward masks it; nil when a channel has none (a non-finite coefficient).
+    /// `coefficients` is the `[4, c]` of ``batchNorm2d(weight:bias:mean:variance:eps:relu:)``:
+    /// scale, shift, `1/std`, mean.
+    static func reluZeroSideFill(coefficients cp: UnsafePointer<Float>, c: Int) -> [Float]? {
+        var fill = [Float](repeating: 0, count: c)
+        for ch in 0..<c {
+            let a = cp[ch], b = cp[c + ch]
+            guard a.isFinite, b.isFinite else { return nil }
+            if a == 0 { continue }  // `x * 0 + b` is `b` wherever the ReLU zeroes it: any finite f
+            var f = -b / a
+            guard f.isFinite else { return nil }
+            let step = Swift.max(1, abs(f))
+            var found = false
+            for _ in 0..<4 {
+                if f * a + b <= 0 {
+                    found = true
+                    break
+                }
+                f += a > 0 ? -step : step
+            }
+            guard found, f.isFinite else { return nil }
+            fill[ch] = f
+        }
+        return fill
     }
 
     /// Batch normalisation with the statistics of this batch (training mode).

@@ -11,6 +11,11 @@ import Foundation
 /// are non-zero patterns, kept as they are), so training gives the same bits with it on or
 /// off (``Autograd/sparseActivations``, `OPACITY_SPARSE_ACTIVATIONS`).
 ///
+/// A frozen batch norm with its fused ReLU keeps its input the same way, with the output's
+/// zeros as the mask: backward reads the input only where the output is not zero. Where the
+/// value was dropped, ``unpack(into:)`` writes a per-channel value on the ReLU's zero side
+/// (``Tensor/batchNorm2d(weight:bias:mean:variance:eps:relu:)``).
+///
 /// Layout: the map in chunks of ``chunk`` values (the last one shorter); per 64 values one
 /// `UInt64` mask word (bit `j` for value `64 w + j`) in ``masks``; the non-zero values of chunk
 /// `c` from ``offsets`` `[c]` in ``values``. Chunks are packed and unpacked on separate threads;
@@ -26,23 +31,38 @@ package final class SparseActivation: @unchecked Sendable {
     private let values: TensorStorage
     /// Where each chunk's values start in ``values``.
     private let offsets: [Int]
+    /// The value written where nothing was kept, per channel (`values[plane % values.count]`
+    /// for the planes of `planeSize` values), or nil for zeros.
+    private let planeFill: (values: [Float], planeSize: Int)?
 
     /// The bytes kept: masks and values.
     package var bytes: Int { (masks.count + values.count) * MemoryLayout<Float>.stride }
 
-    private init(count: Int, masks: TensorStorage, values: TensorStorage, offsets: [Int]) {
+    private init(count: Int, masks: TensorStorage, values: TensorStorage, offsets: [Int], planeFill: (values: [Float], planeSize: Int)?) {
         self.count = count
         self.masks = masks
         self.values = values
         self.offsets = offsets
+        self.planeFill = planeFill
     }
 
     /// Packs `count` values at `p`, or returns nil when fewer than an eighth of them are zero
     /// bit patterns (the packed form would save less than about 9% of the map; the caller keeps
     /// the map). Two passes over the map: count the non-zero values of each chunk, then write
     /// the masks and values.
-    package static func pack(_ p: UnsafePointer<Float>, count: Int) -> SparseActivation? {
+    ///
+    /// - Parameters:
+    ///   - keepingWhere: when given, `count` floats whose non-zero bit patterns say which values
+    ///     of `p` to keep (a fused ReLU's output, for its input: where the output is zero,
+    ///     backward does not read the input); by default `p`'s own.
+    ///   - planeFill: what ``unpack(into:)`` writes where nothing was kept: per channel, for
+    ///     planes of `planeSize` values, `values[plane % values.count]`; by default zeros.
+    package static func pack(
+        _ p: UnsafePointer<Float>, count: Int, keepingWhere mask: UnsafePointer<Float>? = nil,
+        planeFill: (values: [Float], planeSize: Int)? = nil
+    ) -> SparseActivation? {
         guard count >= 64 else { return nil }
+        let q = mask ?? p
         let chunks = (count + chunk - 1) / chunk
         var counts = [Int](repeating: 0, count: chunks)
         counts.withUnsafeMutableBufferPointer { cb in
@@ -52,12 +72,12 @@ package final class SparseActivation: @unchecked Sendable {
                 var acc = SIMD8<UInt32>(repeating: 0)
                 var i = lo
                 while i + 8 <= hi {
-                    acc &+= nonZero(load8(p, i))
+                    acc &+= nonZero(load8(q, i))
                     i += 8
                 }
                 var n = Int(acc.wrappedSum())
                 while i < hi {
-                    if p[i].bitPattern != 0 { n += 1 }
+                    if q[i].bitPattern != 0 { n += 1 }
                     i += 1
                 }
                 out[c] = n
@@ -89,12 +109,12 @@ package final class SparseActivation: @unchecked Sendable {
                     let n = min(64, hi - i)
                     var m: UInt64 = 0
                     if n == 64 {
-                        for q in 0..<8 {
-                            let lanes = nonZero(load8(p, i + 8 * q)) &<< shifts
-                            m |= UInt64(lanes.wrappedSum()) << UInt64(8 * q)
+                        for k8 in 0..<8 {
+                            let lanes = nonZero(load8(q, i + 8 * k8)) &<< shifts
+                            m |= UInt64(lanes.wrappedSum()) << UInt64(8 * k8)
                         }
                     } else {
-                        for j in 0..<n where p[i + j].bitPattern != 0 { m |= 1 << UInt64(j) }
+                        for j in 0..<n where q[i + j].bitPattern != 0 { m |= 1 << UInt64(j) }
                     }
                     mp.storeBytes(of: m, toByteOffset: 8 * w, as: UInt64.self)
                     var rest = m
@@ -108,7 +128,7 @@ package final class SparseActivation: @unchecked Sendable {
                 }
             }
         }
-        return SparseActivation(count: count, masks: masks, values: values, offsets: offsets)
+        return SparseActivation(count: count, masks: masks, values: values, offsets: offsets, planeFill: planeFill)
     }
 
     /// Each lane's bit in a mask byte.
@@ -124,13 +144,22 @@ package final class SparseActivation: @unchecked Sendable {
 
     /// Writes the map, the same bits as packed, to `count` floats at `dst`.
     package func unpack(into dst: UnsafeMutablePointer<Float>) {
-        let count = count, chunk = Self.chunk
+        let count = count, chunk = Self.chunk, planeFill = planeFill
         let mp = UnsafeRawPointer(masks.base), vp = UnsafePointer(values.base)
         offsets.withUnsafeBufferPointer { ob in
             let starts = ob.baseAddress!
             Compute.parallelFor(offsets.count) { c in
                 let lo = c * chunk, hi = min(count, lo + chunk)
-                (dst + lo).update(repeating: 0, count: hi - lo)
+                if let (fill, planeSize) = planeFill {
+                    var s = lo
+                    while s < hi {
+                        let plane = s / planeSize, e = min(hi, (plane + 1) * planeSize)
+                        (dst + s).update(repeating: fill[plane % fill.count], count: e - s)
+                        s = e
+                    }
+                } else {
+                    (dst + lo).update(repeating: 0, count: hi - lo)
+                }
                 var k = starts[c]
                 var w = lo / 64
                 var i = lo

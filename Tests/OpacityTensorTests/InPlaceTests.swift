@@ -71,6 +71,10 @@ final class InPlaceTests: XCTestCase {
         XCTAssertTrue(fused.reused, "+ wrote over the batch norm's output, which backward does not keep")
         XCTAssertEqual(fused.values, separate.values)
         XCTAssertEqual(fused.grads, separate.grads)
+        // (the whole input: its packed form, ``SparseActivation``, is tested on its own)
+        let sparse = Autograd.sparseActivations
+        Autograd.sparseActivations = false
+        defer { Autograd.sparseActivations = sparse }
         let (_, saved) = Autograd.measuringSavedTensors { () -> Tensor in
             let l = Autograd.recordingGradients {
                 (input.tensor * 1).batchNorm2d(weight: w.tensor, bias: b.tensor, mean: mean, variance: variance, relu: true).sum()

@@ -70,10 +70,13 @@ final class SelectiveRecomputationTests: XCTestCase {
         /// `conv(norm(conv(x, first)))`, the second convolution narrowing (its own output then
         /// leaves no recipe, which would hold the norm's input until the output is freed).
         func run(_ first: Tensor, training: Bool, relu: Bool, level: Int) -> (out: [Float], grads: [[Float]], saved: [String: (bytes: Int, nodes: Int)]) {
-            let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation)
+            // (the levels alone: a frozen norm's ReLU would also keep its input packed,
+            // ``SparseActivation``, tested on its own)
+            let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations)
             Autograd.selectiveRecomputation = level >= 1
             Autograd.convolutionRecomputation = level >= 2
-            defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation) = before }
+            Autograd.sparseActivations = false
+            defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations) = before }
             let c = first.shape[0], k = first.shape[2]
             let norm = [uniform([c], 0.5, 1.5, seed: 31), uniform([c], -0.2, 0.2, seed: 32)]
             let stats = (mean: uniform([c], -0.1, 0.1, seed: 33), variance: uniform([c], 0.5, 1.5, seed: 34))

@@ -90,6 +90,41 @@ final class SparseActivationTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(keptBytes - packedBytes, map / 4, "kept \(kept.saved), packed \(packed.saved)")
     }
 
+    /// A frozen batch norm with its fused ReLU keeps its input only where its output is not
+    /// zero; the convolution after it recomputes the output from that. Channels with a
+    /// negative scale, a zero scale and a positive or negative shift, and a positive one: the
+    /// output and every gradient are the same bits as with the whole input kept.
+    func testFrozenNormWithReLUKeepsItsInputWhereTheOutputIsNotZero() {
+        let x = uniform([2, 4, 13, 11], seed: 7)
+        let w1 = uniform([5, 4, 3, 3], -0.3, 0.3, seed: 1), w2 = uniform([3, 5, 3, 3], -0.3, 0.3, seed: 2)
+        let gamma = Tensor(shape: [5], scalars: [1.2, -0.7, 0, 0, 0.4]), beta = Tensor(shape: [5], scalars: [0.1, -0.2, 0.3, -0.1, 0])
+        let mean = uniform([5], -0.1, 0.1, seed: 5), variance = uniform([5], 0.5, 1.5, seed: 6)
+        let r = uniform([2, 3, 13, 11], seed: 8)
+        func run(sparse: Bool) -> (out: [UInt32], grads: [[UInt32]], saved: [String: (bytes: Int, nodes: Int)]) {
+            let before = Autograd.sparseActivations
+            Autograd.sparseActivations = sparse
+            defer { Autograd.sparseActivations = before }
+            let ps = [x, w1, w2, gamma, beta].map { $0.requiringGrad() }
+            let (out, saved) = Autograd.measuringSavedTensors { () -> [Float] in
+                let y = Autograd.recordingGradients {
+                    ps[0].conv2d(ps[1], padding: (1, 1))
+                        .batchNorm2d(weight: ps[3], bias: ps[4], mean: mean, variance: variance, relu: true)
+                        .conv2d(ps[2], padding: (1, 1))
+                }
+                y.backward(r)
+                return y.scalars
+            }
+            return (out.map(\.bitPattern), ps.map { $0.grad!.scalars.map(\.bitPattern) }, saved)
+        }
+        let packed = run(sparse: true), kept = run(sparse: false)
+        XCTAssertEqual(packed.out, kept.out)
+        XCTAssertEqual(packed.grads, kept.grads, "every gradient, bit for bit")
+        let map = 2 * 5 * 13 * 11 * 4
+        let norm = { (s: [String: (bytes: Int, nodes: Int)]) in s["batchNorm2d(eval)+relu"]?.bytes ?? 0 }
+        XCTAssertGreaterThanOrEqual(norm(kept.saved), map, "\(kept.saved)")
+        XCTAssertLessThan(norm(packed.saved), map * 3 / 4, "\(packed.saved)")
+    }
+
     /// A map changed in place after the ReLU drops its packed form: the convolution reading the
     /// changed map keeps the changed values, not the ReLU's.
     func testAMapChangedInPlaceDropsThePackedForm() {
