@@ -173,7 +173,7 @@ enum DetectorBench {
 
     /// What `grad_checkpointing` recomputes, for the report.
     static func checkpointingNote(_ mode: GradientCheckpointing) -> String {
-        checkpointingModeNote(mode) + (Autograd.sparseActivations ? "; ReLU outputs kept without their zeros" : "")
+        checkpointingModeNote(mode) + (Autograd.sparseActivations ? "; ReLU outputs and frozen norms' inputs kept without their zeros" : "")
     }
 
     private static func checkpointingModeNote(_ mode: GradientCheckpointing) -> String {
