@@ -315,28 +315,40 @@ extension Tensor {
     public consuming func relu() -> Tensor {
         let out = elementwiseOutput()
         let p = pointer, o = out.mutablePointer
-        Compute.parallelRanges(count, minPerThread: 1 << 16) { r in
-            var i = r.lowerBound
-            // `replace(with:where:)` compiles to a compare and a blend; the standard library's
-            // `pointwiseMax` ran as a call per eight values (5.8% of a resnet50 RetinaNet's
-            // training step, perf). NaN stays NaN, as in PyTorch.
-            while i + 8 <= r.upperBound {
-                var v = load8(p, i)
-                v.replace(with: 0, where: v .< 0)
-                store8(o, i, v)
-                i += 8
+        // Backward reads the output: kept without its zeros when that saves memory
+        // (``SparseActivation``), a form the convolution reading it keeps too. The kernel
+        // then counts the non-zero values as it writes them, for the packing's first pass.
+        let packing = Autograd.sparseActivations && Autograd.recording && node != nil && count >= 64
+        let counts: [Int]?
+        if packing {
+            counts = SparseActivation.reluCounting(p, into: o, count: count)
+        } else {
+            counts = nil
+            Compute.parallelRanges(count, minPerThread: 1 << 16) { r in
+                var i = r.lowerBound
+                // `replace(with:where:)` compiles to a compare and a blend; the standard library's
+                // `pointwiseMax` ran as a call per eight values (5.8% of a resnet50 RetinaNet's
+                // training step, perf). NaN stays NaN, as in PyTorch.
+                while i + 8 <= r.upperBound {
+                    var v = load8(p, i)
+                    v.replace(with: 0, where: v .< 0)
+                    store8(o, i, v)
+                    i += 8
+                }
+                while i < r.upperBound { o[i] = p[i] < 0 ? 0 : p[i]; i += 1 }
             }
-            while i < r.upperBound { o[i] = p[i] < 0 ? 0 : p[i]; i += 1 }
         }
         let input = copy self  // its node, for the graph (its values are not read again)
         OpTrace.note("relu", [input], out)
-        // Backward reads the output: kept without its zeros when that saves memory
-        // (``SparseActivation``), a form the convolution reading it keeps too.
-        let sparse = Autograd.sparseActivations && Autograd.needsGrad(input) ? SparseActivation.pack(out.pointer, count: count) : nil
+        let sparse = counts.flatMap { SparseActivation.pack(out.pointer, count: count, counts: $0) }
         let saved = SavedActivation(out, sparse: sparse)
         return Autograd.record("relu", out, inputs: [input]) { g in
-            let kept = saved.value()
             let gi = Tensor(uninitializedShape: g.shape)
+            if let packed = saved.packed {
+                packed.reluGradient(g.pointer, into: gi.mutablePointer)
+                return [gi]
+            }
+            let kept = saved.value()
             let gp = g.pointer, op = kept.pointer, gq = gi.mutablePointer
             Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in
                 var i = r.lowerBound

@@ -57,17 +57,58 @@ package final class SparseActivation: @unchecked Sendable {
     ///     backward does not read the input); by default `p`'s own.
     ///   - planeFill: what ``unpack(into:)`` writes where nothing was kept: per channel, for
     ///     planes of `planeSize` values, `values[plane % values.count]`; by default zeros.
+    ///   - counts: the non-zero values of each chunk of the mask, when the caller counted them
+    ///     already (``reluCounting(_:into:count:)``): the first pass is skipped.
     package static func pack(
         _ p: UnsafePointer<Float>, count: Int, keepingWhere mask: UnsafePointer<Float>? = nil,
-        planeFill: (values: [Float], planeSize: Int)? = nil
+        planeFill: (values: [Float], planeSize: Int)? = nil, counts given: [Int]? = nil
     ) -> SparseActivation? {
         guard count >= 64 else { return nil }
         let q = mask ?? p
+        let chunks = (count + chunk - 1) / chunk
+        var counts = given ?? [Int](repeating: 0, count: chunks)
+        if given == nil { countNonZero(q, count: count, into: &counts) }
+        return pack(p, count: count, keepingWhere: q, planeFill: planeFill, counts: counts, chunks: chunks)
+    }
+
+    /// `Tensor.relu()`'s rule (`v < 0 ? 0 : v`, NaN stays) from `count` values at `input` into
+    /// `output` (the same pointer is fine), counting per chunk the non-zero bit patterns it
+    /// writes: the counts ``pack(_:count:keepingWhere:planeFill:counts:)`` would make in its
+    /// first pass, without reading the map again.
+    package static func reluCounting(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int) -> [Int] {
         let chunks = (count + chunk - 1) / chunk
         var counts = [Int](repeating: 0, count: chunks)
         counts.withUnsafeMutableBufferPointer { cb in
             let out = cb.baseAddress!
             Compute.parallelFor(chunks) { c in
+                let lo = c * chunk, hi = min(count, lo + chunk)
+                var acc = SIMD8<UInt32>(repeating: 0)
+                var i = lo
+                while i + 8 <= hi {
+                    var v = load8(input, i)
+                    v.replace(with: 0, where: v .< 0)
+                    store8(output, i, v)
+                    acc &+= nonZero(v)
+                    i += 8
+                }
+                var n = Int(acc.wrappedSum())
+                while i < hi {
+                    let v = input[i] < 0 ? 0 : input[i]
+                    output[i] = v
+                    if v.bitPattern != 0 { n += 1 }
+                    i += 1
+                }
+                out[c] = n
+            }
+        }
+        return counts
+    }
+
+    /// The non-zero bit patterns of each chunk of `count` values at `q`.
+    private static func countNonZero(_ q: UnsafePointer<Float>, count: Int, into counts: inout [Int]) {
+        counts.withUnsafeMutableBufferPointer { cb in
+            let out = cb.baseAddress!
+            Compute.parallelFor(cb.count) { c in
                 let lo = c * chunk, hi = min(count, lo + chunk)
                 var acc = SIMD8<UInt32>(repeating: 0)
                 var i = lo
@@ -83,6 +124,13 @@ package final class SparseActivation: @unchecked Sendable {
                 out[c] = n
             }
         }
+    }
+
+    /// The second pass of ``pack(_:count:keepingWhere:planeFill:counts:)``: masks and values.
+    private static func pack(
+        _ p: UnsafePointer<Float>, count: Int, keepingWhere q: UnsafePointer<Float>,
+        planeFill: (values: [Float], planeSize: Int)?, counts: [Int], chunks: Int
+    ) -> SparseActivation? {
         var offsets = [Int](repeating: 0, count: chunks)
         var total = 0
         for c in 0..<chunks {
@@ -200,6 +248,35 @@ package final class SparseActivation: @unchecked Sendable {
                 } else {
                     value.whole += 1
                     value.wholeBytes += 4 * map
+                }
+            }
+        }
+    }
+
+    /// A ReLU's input gradient from its output kept in this form: `gradOut` where the output
+    /// is positive (or NaN), zero elsewhere (``Tensor/relu()``'s backward rule), `count` floats
+    /// into `gradIn`, without writing the output again.
+    package func reluGradient(_ gradOut: UnsafePointer<Float>, into gradIn: UnsafeMutablePointer<Float>) {
+        let count = count, chunk = Self.chunk
+        let mp = UnsafeRawPointer(masks.base), vp = UnsafePointer(values.base)
+        offsets.withUnsafeBufferPointer { ob in
+            let starts = ob.baseAddress!
+            Compute.parallelFor(offsets.count) { c in
+                let lo = c * chunk, hi = min(count, lo + chunk)
+                (gradIn + lo).update(repeating: 0, count: hi - lo)
+                var k = starts[c]
+                var w = lo / 64
+                var i = lo
+                while i < hi {
+                    var m = mp.load(fromByteOffset: 8 * w, as: UInt64.self)
+                    while m != 0 {
+                        let j = i + m.trailingZeroBitCount
+                        if !(vp[k] <= 0) { gradIn[j] = gradOut[j] }
+                        k += 1
+                        m &= m &- 1
+                    }
+                    w += 1
+                    i += 64
                 }
             }
         }

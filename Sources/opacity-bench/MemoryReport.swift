@@ -59,7 +59,7 @@ final class MemoryProbe {
         if Autograd.sparseActivations {
             let zeros = sparse.mapBytes > 0 ? " (\(fmt(100 * (1 - Double(sparse.packedBytes - sparse.mapBytes / 32) / Double(sparse.mapBytes)), 0))% zeros)" : ""
             print(
-                "      maps kept without their zeros (ReLU outputs, frozen norms' inputs; OPACITY_SPARSE_ACTIVATIONS=1): \(sparse.maps) maps, \(mib(sparse.mapBytes)) MiB as maps, \(mib(sparse.packedBytes)) packed\(zeros); \(sparse.whole) kept whole (too few zeros), \(mib(sparse.wholeBytes)) MiB"
+                "      maps kept without their zeros (ReLU outputs, frozen norms' inputs; OPACITY_SPARSE_ACTIVATIONS=1): \(sparse.maps) maps, \(mib(sparse.mapBytes)) MiB as maps, \(mib(sparse.packedBytes)) MiB packed\(zeros); \(sparse.whole) kept whole (too few zeros), \(mib(sparse.wholeBytes)) MiB"
             )
         } else {
             print("      ReLU outputs and norms' inputs kept as maps (OPACITY_SPARSE_ACTIVATIONS=0)")

@@ -90,6 +90,24 @@ final class SparseActivationTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(keptBytes - packedBytes, map / 4, "kept \(kept.saved), packed \(packed.saved)")
     }
 
+    /// The ReLU's backward from the packed output: the same gradient bits as from the map, with
+    /// -0.0, NaN, infinities and subnormals among the inputs (NaN passes the gradient, -0.0
+    /// does not, as ``Tensor/relu()``'s rule).
+    func testReLUGradientFromThePackedForm() {
+        let v = values(3 * SparseActivation.chunk + 77, zeros: 0.3, seed: 5).enumerated().map { $0.offset % 3 == 0 ? -$0.element : $0.element }
+        let g = values(v.count, zeros: 0, seed: 6)
+        func run(sparse: Bool) -> [UInt32] {
+            let before = Autograd.sparseActivations
+            Autograd.sparseActivations = sparse
+            defer { Autograd.sparseActivations = before }
+            let x = Tensor(shape: [v.count], scalars: v).requiringGrad()
+            let y = Autograd.recordingGradients { x.relu() }
+            y.backward(Tensor(shape: [g.count], scalars: g))
+            return x.grad!.scalars.map(\.bitPattern)
+        }
+        XCTAssertEqual(run(sparse: true), run(sparse: false))
+    }
+
     /// A frozen batch norm with its fused ReLU keeps its input only where its output is not
     /// zero; the convolution after it recomputes the output from that. Channels with a
     /// negative scale, a zero scale and a positive or negative shift, and a positive one: the
@@ -128,6 +146,9 @@ final class SparseActivationTests: XCTestCase {
     /// A map changed in place after the ReLU drops its packed form: the convolution reading the
     /// changed map keeps the changed values, not the ReLU's.
     func testAMapChangedInPlaceDropsThePackedForm() {
+        let before = Autograd.sparseActivations
+        Autograd.sparseActivations = true
+        defer { Autograd.sparseActivations = before }
         let x = uniform([1, 3, 9, 9], seed: 3).requiringGrad()
         let w = uniform([2, 3, 3, 3], -0.5, 0.5, seed: 4).requiringGrad()
         let y = Autograd.recordingGradients { () -> Tensor in

@@ -139,8 +139,8 @@ final class StorageTests: XCTestCase {
         setenv("OPACITY_DERIVED_CACHE_MB", "-5", 1)
         let warnings = Compute.tuningVariableWarnings
         XCTAssertEqual(warnings.count, 2, "\(warnings)")
-        XCTAssertTrue(warnings.contains { $0.contains("OPACITY_SPIN_US=abc is not valid; expected 0...1000000 microseconds") && $0.contains("using 200") }, "\(warnings)")
-        XCTAssertTrue(warnings.contains { $0.contains("OPACITY_DERIVED_CACHE_MB=-5 is not valid") && $0.contains("using 0") }, "\(warnings)")
+        XCTAssertTrue(warnings.contains { $0.contains("OPACITY_SPIN_US=abc is not valid; expected 0...1000000 microseconds") && $0.contains("using the default, 200") }, "\(warnings)")
+        XCTAssertTrue(warnings.contains { $0.contains("OPACITY_DERIVED_CACHE_MB=-5 is not valid") && $0.contains("using the default, 0") }, "\(warnings)")
         // The value the engine reads follows the same rule: the default where it warns.
         XCTAssertEqual(TuningVariable.spinMicroseconds.value, 200)
         XCTAssertEqual(TuningVariable.derivedCacheMiB.value, 0)
@@ -154,7 +154,7 @@ final class StorageTests: XCTestCase {
         defer { unsetenv("OPACITY_SELECTIVE_RECOMPUTATION") }
         XCTAssertEqual(
             Compute.tuningVariableWarnings,
-            ["warning: OPACITY_SELECTIVE_RECOMPUTATION=3 is not valid; expected 0...2; it is ignored: using 2 (the nearest valid value is 2)"])
+            ["warning: OPACITY_SELECTIVE_RECOMPUTATION=3 is not valid; expected 0...2; it is ignored: using the default, 2 (the nearest valid value is 2)"])
         XCTAssertEqual(TuningVariable.selectiveRecomputation.value, 2)
         for level in ["0", "1"] {
             setenv("OPACITY_SELECTIVE_RECOMPUTATION", level, 1)
