@@ -102,7 +102,7 @@ public enum Autograd {
     /// its input only where its output is not zero. Off by default; `OPACITY_SPARSE_ACTIVATIONS=1`
     /// starts with it on. Lossless: the values and gradients are the same bits either way.
     /// Measured on RetinaNets at 512 px, batch 2, frozen batch norm: the training step's peak
-    /// 8-29% lower, for about 5-10% more step time (a pass over each packed map in forward and
+    /// 10-21% lower, for about 10% more step time (a pass over each packed map in forward and
     /// one or two in backward; Benchmarks.md, "Maps kept without their zeros").
     /// Set it between passes, not while one runs.
     nonisolated(unsafe) package static var sparseActivations: Bool = TuningVariable.sparseActivations.value >= 1
