@@ -225,7 +225,7 @@ package final class SparseActivation: @unchecked Sendable {
         }
     }
 
-    /// What ``pack(_:count:)`` did since the last ``resetTotals()``: the maps packed, their
+    /// What ``pack(_:count:keepingWhere:planeFill:counts:)`` did since the last ``resetTotals()``: the maps packed, their
     /// bytes as maps and packed, and the maps left whole for having too few zeros (for
     /// `opacity-bench detector`'s memory report).
     package static var totals: (maps: Int, mapBytes: Int, packedBytes: Int, whole: Int, wholeBytes: Int) {
@@ -256,6 +256,10 @@ package final class SparseActivation: @unchecked Sendable {
     /// A ReLU's input gradient from its output kept in this form: `gradOut` where the output
     /// is positive (or NaN), zero elsewhere (``Tensor/relu()``'s backward rule), `count` floats
     /// into `gradIn`, without writing the output again.
+    ///
+    /// The same walk over masks and values as ``unpack(into:)``, written out again: a shared
+    /// walk taking closures was compiled (measured, `nm`) to an indirect call per value, the
+    /// closures not being specialised through ``Compute/parallelFor(_:minPerThread:_:)``.
     package func reluGradient(_ gradOut: UnsafePointer<Float>, into gradIn: UnsafeMutablePointer<Float>) {
         let count = count, chunk = Self.chunk
         let mp = UnsafeRawPointer(masks.base), vp = UnsafePointer(values.base)
