@@ -284,9 +284,6 @@ package struct SavedActivation: @unchecked Sendable {
     /// Whether the tensor is recomputed rather than kept.
     var isRecipe: Bool { recipe != nil }
 
-    /// Whether the tensor is kept without its zeros (``SparseActivation``).
-    var isSparse: Bool { sparse != nil }
-
     /// The packed form, when the tensor is kept without its zeros.
     var packed: SparseActivation? { sparse }
 
