@@ -144,7 +144,7 @@ public enum Autograd {
     /// Attaches a node to `output` when any input is tracked and recording is on.
     ///
     /// `backward` receives the output gradient and returns one gradient (or `nil`) per input.
-    static func record(_ op: String, _ output: Tensor, inputs: [Tensor],
+    package static func record(_ op: String, _ output: Tensor, inputs: [Tensor],
                        backward: @escaping (Tensor) -> [Tensor?]) -> Tensor {
         guard needsGrad(inputs) else { return output }
         let node = GradNode(op: op, shape: output.shape, parents: inputs.map { $0.node }, backward: backward)

@@ -78,9 +78,12 @@ extension Tensor {
         let result = Autograd.record("conv2d", out, inputs: inputs) { g in
             let gb = needB ? kernels.backwardBias(gradOut: g) : nil
             guard needW || needX else { return bias == nil ? [nil, nil] : [nil, nil, gb] }
-            let xv = x.value()
-            let gw = needW ? kernels.backwardWeights(input: xv, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
-            let gx = needX ? kernels.backwardData(input: xv, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
+            // The weight gradient first: when the input was written again for it (from a recipe
+            // or its packed form), that map is released before the input gradient, which does
+            // not read it, is allocated (one map less at the step's peak, a RetinaNet head's
+            // P2 convolutions).
+            let gw = needW ? kernels.backwardWeights(input: x.value(), weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
+            let gx = needX ? kernels.backwardData(inputShape: x.shape, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
             return bias == nil ? [gx, gw] : [gx, gw, gb]
         }
         if result.node != nil, needW, Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, groups == 1,

@@ -38,4 +38,39 @@ final class AutogradMemoryTests: XCTestCase {
         XCTAssertEqual(saved["dropout"]?.nodes, 1)
         XCTAssertEqual(saved["dropout"]?.bytes, 0, "dropout saved: \(saved)")
     }
+
+    /// A convolution whose input is written again for its backward (kept without its zeros
+    /// after a ReLU, or recomputed from a frozen norm's recipe) releases that map after the
+    /// weight gradient, before it allocates the input gradient, which does not read it: one map
+    /// alive at a time, not two (a RetinaNet head's P2 convolutions set the step's peak so).
+    func testConvolutionBackwardReleasesItsRewrittenInputBeforeTheInputGradient() {
+        let map = 64 * 64 * 64 * 4  // 1 MiB: pooled blocks, above any scratch of a 1x1 conv
+        let x = uniform([1, 64, 64, 64], seed: 21), w = uniform([4, 64, 1, 1], -0.3, 0.3, seed: 22)
+        let scale = uniform([64], 0.5, 1.5, seed: 23), shift = uniform([64], -0.2, 0.2, seed: 24)
+        let mean = uniform([64], -0.1, 0.1, seed: 25), variance = uniform([64], 0.5, 1.5, seed: 26)
+        for packed in [true, false] {
+            let saved = Autograd.sparseActivations
+            Autograd.sparseActivations = packed
+            defer { Autograd.sparseActivations = saved }
+            let ps = [x, w].map { $0.requiringGrad() }
+            // The probe's backward runs right after the convolution's: the peak so far is the
+            // convolution's backward's (the seed is a sixteenth of a map).
+            var peakInConvolution = 0
+            Autograd.recordingGradients {
+                let a = packed ? ps[0].relu() : ps[0].batchNorm2d(weight: scale, bias: shift, mean: mean, variance: variance, relu: true)
+                let probed = Autograd.record("probe", a, inputs: [a]) { g in
+                    peakInConvolution = TensorMemory.livePeakBytes
+                    return [g]
+                }
+                let y = probed.conv2d(ps[1])
+                let seed = Tensor.ones(y.shape)
+                let before = TensorMemory.liveBytes
+                TensorMemory.resetLivePeak()
+                y.backward(seed)
+                XCTAssertGreaterThan(peakInConvolution - before, map, packed ? "packed" : "recipe")
+                XCTAssertLessThan(peakInConvolution - before, map + map / 4, packed ? "packed" : "recipe")
+            }
+            XCTAssertNotNil(ps[1].grad)
+        }
+    }
 }

@@ -12,9 +12,11 @@ protocol ConvolutionKernels: Sendable {
     /// allocated, not shared and not initialised.
     func forward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor)
 
-    /// The gradient with respect to the input, `[N, Cin, H, W]`, from the output gradient
-    /// `gradOut` `[N, Cout, Ho, Wo]`.
-    func backwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor
+    /// The gradient with respect to the input, `[N, Cin, H, W]` (`inputShape`), from the output
+    /// gradient `gradOut` `[N, Cout, Ho, Wo]`. It does not read the input's values, so the
+    /// convolution's backward can release the input (when it was written again for backward)
+    /// before this allocates the gradient.
+    func backwardData(inputShape: [Int], weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor
 
     /// The gradient with respect to the weight, `[Cout, Cin/groups, kh, kw]`.
     func backwardWeights(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor

@@ -330,8 +330,14 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
     private func key(_ d: DNNLConvKey.Direction, _ input: Tensor, _ weight: Tensor, _ g: Conv2DGeometry, _ groups: Int, _ bias: Bool)
         -> ConvolutionSelector.Key
     {
+        key(d, input.shape, weight.shape, g, groups, bias)
+    }
+
+    private func key(_ d: DNNLConvKey.Direction, _ input: [Int], _ weight: [Int], _ g: Conv2DGeometry, _ groups: Int, _ bias: Bool)
+        -> ConvolutionSelector.Key
+    {
         .init(
-            direction: d, input: input.shape, weight: weight.shape, stride: [g.stride.0, g.stride.1],
+            direction: d, input: input, weight: weight, stride: [g.stride.0, g.stride.1],
             padding: [g.padding.0, g.padding.1], dilation: [g.dilation.0, g.dilation.1], groups: groups, bias: bias,
             threads: Compute.threads)
     }
@@ -484,17 +490,17 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
         return result!
     }
 
-    func backwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
-        ConvolutionKernelLog.timed("input gradient", input: input.shape, weight: weight.shape, geometry: geometry, groups: groups) {
-            selectBackwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+    func backwardData(inputShape: [Int], weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        ConvolutionKernelLog.timed("input gradient", input: inputShape, weight: weight.shape, geometry: geometry, groups: groups) {
+            selectBackwardData(inputShape: inputShape, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
         }
     }
 
-    private func selectBackwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
-        gradient(key(.backwardData, input, weight, geometry, groups, false)) { c in
+    private func selectBackwardData(inputShape: [Int], weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        gradient(key(.backwardData, inputShape, weight.shape, geometry, groups, false)) { c in
             c == .cpu
-                ? cpu.backwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
-                : onednn.tryBackwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+                ? cpu.backwardData(inputShape: inputShape, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+                : onednn.tryBackwardData(inputShape: inputShape, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
         }
     }
 

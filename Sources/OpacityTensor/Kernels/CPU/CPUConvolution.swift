@@ -10,8 +10,8 @@ struct CPUConvolutionKernels: ConvolutionKernels {
         ConvKernels.forward(input: input, weight: weight, bias: bias, geo: geometry, groups: groups, out: out)
     }
 
-    func backwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
-        ConvKernels.inputGradient(input: input, weight: weight, gradOut: gradOut, geo: geometry, groups: groups)
+    func backwardData(inputShape: [Int], weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        ConvKernels.inputGradient(inputShape: inputShape, weight: weight, gradOut: gradOut, geo: geometry, groups: groups)
     }
 
     func backwardWeights(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
@@ -414,18 +414,18 @@ enum ConvKernels {
                             ? "winograd 2x2"
                             : GroupedConvKernels.groupTasks(pl) ? "grouped per-group tasks" : pl.pointwise ? "1x1 gemm" : "im2col")
         if isDepthwise(cin: pl.cin, groups: groups) {
-            return depthwiseBackward(input: input, weight: weight, gradOut: gradOut, geo: geo, needInput: false, needWeight: true).1!
+            return depthwiseBackward(inputShape: input.shape, input: input, weight: weight, gradOut: gradOut, geo: geo).1!
         }
         let t = Tensor(uninitializedShape: weight.shape)
         weightGradient(pl, input: input.pointer, gradOut: gradOut.pointer, out: t.mutablePointer)
         return t
     }
 
-    static func inputGradient(input: Tensor, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry, groups: Int) -> Tensor {
-        let pl = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
+    static func inputGradient(inputShape: [Int], weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry, groups: Int) -> Tensor {
+        let pl = ConvPlan(input: inputShape, cout: weight.shape[0], geo: geo, groups: groups)
         if isDepthwise(cin: pl.cin, groups: groups) {
             ConvolutionKernelLog.note("input gradient", pl, "depthwise")
-            return depthwiseBackward(input: input, weight: weight, gradOut: gradOut, geo: geo, needInput: true, needWeight: false).0!
+            return depthwiseBackward(inputShape: inputShape, input: nil, weight: weight, gradOut: gradOut, geo: geo).0!
         }
         return inputGradient(pl, weight: weight, gradOut: gradOut)
     }
@@ -775,15 +775,17 @@ enum ConvKernels {
         }
     }
 
+    /// A depthwise convolution's input gradient (`input` nil: only its shape is read) or its
+    /// weight gradient (`input` given).
     static func depthwiseBackward(
-        input: Tensor, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry,
-        needInput: Bool, needWeight: Bool
+        inputShape: [Int], input: Tensor?, weight: Tensor, gradOut: Tensor, geo: Conv2DGeometry
     ) -> (Tensor?, Tensor?) {
-        let (n, cin, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+        let needInput = input == nil, needWeight = input != nil
+        let (n, cin, h, w) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
         let cout = gradOut.shape[1], ho = gradOut.shape[2], wo = gradOut.shape[3]
         let m = cout / cin
         let (kh, kw) = geo.kernel, (sh, sw) = geo.stride, (ph, pw) = geo.padding, (dh, dw) = geo.dilation
-        let xp = input.pointer, wp = weight.pointer, gp = gradOut.pointer
+        let wp = weight.pointer, gp = gradOut.pointer
         func range(_ kj: Int) -> (Int, Int, Int) {
             let off = kj * dw - pw
             let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
@@ -792,7 +794,7 @@ enum ConvKernels {
         }
         var gx: Tensor?
         if needInput {
-            let t = Tensor.zeros(input.shape)
+            let t = Tensor.zeros(inputShape)
             let dp = t.mutablePointer
             Compute.parallelFor(n * cin, minPerThread: 4) { idx in
                 let b = idx / cin, c = idx % cin
@@ -826,7 +828,7 @@ enum ConvKernels {
         var gw: Tensor?
         if needWeight {
             let t = Tensor.zeros(weight.shape)
-            let dwp = t.mutablePointer
+            let dwp = t.mutablePointer, xp = input!.pointer
             Compute.parallelFor(cout, minPerThread: 2) { oc in
                 let c = oc / m
                 for b in 0..<n {

@@ -520,11 +520,11 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
     }
 
     /// The input gradient through oneDNN, or nil when oneDNN cannot run this shape.
-    func tryBackwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor? {
-        let gx = Tensor(uninitializedShape: input.shape)
+    func tryBackwardData(inputShape: [Int], weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor? {
+        let gx = Tensor(uninitializedShape: inputShape)
         let ptrs = [Self.raw(gradOut), Self.raw(weight), UnsafeMutableRawPointer(gx.mutablePointer)]
         let ran = run(
-            .backwardData, input: input.shape, weight: weight.shape, geometry: geometry, groups: groups, bias: false, ptrs,
+            .backwardData, input: inputShape, weight: weight.shape, geometry: geometry, groups: groups, bias: false, ptrs,
             weights: Self.cachesWeights(forward: false) ? weight.storage : nil)
         return ran ? gx : nil
     }
@@ -554,9 +554,9 @@ struct DNNLConvolutionKernels: ConvolutionKernels {
         }
     }
 
-    func backwardData(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
-        tryBackwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
-            ?? fallback.backwardData(input: input, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+    func backwardData(inputShape: [Int], weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
+        tryBackwardData(inputShape: inputShape, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
+            ?? fallback.backwardData(inputShape: inputShape, weight: weight, gradOut: gradOut, geometry: geometry, groups: groups)
     }
 
     func backwardWeights(input: Tensor, weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
