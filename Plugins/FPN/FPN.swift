@@ -69,12 +69,21 @@ public final class FPN: Module, Neck {
         var merged: Tensor?
         for l in stride(from: 5, through: 2, by: -1) {
             guard let lat = laterals[l - 2].0 else { break }
-            var m = lat(maps[l - 2]!)
+            let c = maps[l - 2]!
             maps[l - 2] = nil
-            if let above = merged {
+            var m: Tensor
+            if let above = merged, 2 * above.shape[2] == c.shape[2], 2 * above.shape[3] == c.shape[3] {
+                // Sizes that halve exactly: the merge in one op, which in training leaves a
+                // recipe instead of the merged map for the output convolution to keep.
                 merged = nil
-                let up = fit(above.upsampleNearest2x(), to: m)
-                m = (consume m) + up  // in place (``Tensor/+(_:_:)``)
+                m = lat(consume c, addingUpsampled2x: above)
+            } else {
+                m = lat(consume c)
+                if let above = merged {
+                    merged = nil
+                    let up = fit(above.upsampleNearest2x(), to: m)
+                    m = (consume m) + up  // in place (``Tensor/+(_:_:)``)
+                }
             }
             merged = m
             if let smooth = laterals[l - 2].1 { out[l] = smooth(m) }

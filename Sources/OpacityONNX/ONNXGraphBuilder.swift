@@ -214,6 +214,15 @@ struct ONNXGraphBuilder {
             result = node("Resize", [value(ins[0]), "", scales], outputs: [outputName(out, "resize")],
                           [("mode", .string("nearest")), ("coordinate_transformation_mode", .string("asymmetric")),
                            ("nearest_mode", .string("floor"))])
+        case "addUpsampled2x":
+            // An FPN merge (``Tensor/conv2d(_:bias:stride:padding:dilation:groups:addingUpsampled2x:)``):
+            // the lateral plus the map above resized 2x, as the separate ops export it.
+            let scales = constant("scales", dims: [4], [1, 1, 2, 2])
+            let up = node(
+                "Resize", [value(ins[1]), "", scales],
+                [("mode", .string("nearest")), ("coordinate_transformation_mode", .string("asymmetric")),
+                 ("nearest_mode", .string("floor"))])
+            result = node("Add", [value(ins[0]), up], outputs: [outputName(out, "add")])
         default:
             throw ONNXExportError.unsupportedOperation(op.op)
         }

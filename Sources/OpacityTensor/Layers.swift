@@ -62,6 +62,15 @@ public final class Conv2d: Module, Layer {
     public func callAsFunction(_ x: Tensor) -> Tensor {
         x.conv2d(weight.tensor, bias: bias?.tensor, stride: stride, padding: padding, dilation: dilation, groups: groups)
     }
+
+    /// `self(x) + above.upsampleNearest2x()`, a feature pyramid's top-down merge, with `above`
+    /// `[N, out, Ho / 2, Wo / 2]` (``Tensor/conv2d(_:bias:stride:padding:dilation:groups:addingUpsampled2x:)``:
+    /// no upsampled map, and in training a recipe instead of the merged map).
+    public func callAsFunction(_ x: Tensor, addingUpsampled2x above: Tensor) -> Tensor {
+        x.conv2d(
+            weight.tensor, bias: bias?.tensor, stride: stride, padding: padding, dilation: dilation, groups: groups,
+            addingUpsampled2x: above)
+    }
 }
 
 /// Batch normalisation over channels of `[N, C, H, W]`.

@@ -119,18 +119,6 @@ extension Tensor {
         }
         let inShape = shape
         OpTrace.note("upsampleNearest2x", [self], out)
-        return Autograd.record("upsampleNearest2x", out, inputs: [self]) { g in
-            let gx = Tensor(uninitializedShape: inShape)
-            let gp = g.pointer, dp = gx.mutablePointer
-            Compute.parallelFor(n * c, minPerThread: 8) { plane in
-                let src = gp + plane * 4 * h * w
-                let dst = dp + plane * h * w
-                for y in 0..<h {
-                    let r0 = src + 2 * y * 2 * w, r1 = r0 + 2 * w
-                    for x in 0..<w { dst[y * w + x] = r0[2 * x] + r0[2 * x + 1] + r1[2 * x] + r1[2 * x + 1] }
-                }
-            }
-            return [gx]
-        }
+        return Autograd.record("upsampleNearest2x", out, inputs: [self]) { g in [Tensor.upsample2xGradient(g, toShape: inShape)] }
     }
 }

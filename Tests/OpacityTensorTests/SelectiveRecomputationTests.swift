@@ -200,4 +200,56 @@ final class SelectiveRecomputationTests: XCTestCase {
             XCTAssertNotNil(separate.2["relu"], "\(separate.2)")
         }
     }
+
+    /// An FPN's top-down merges (`conv2d(_:addingUpsampled2x:)`), two levels deep as P3 and P2
+    /// on P4: the same outputs and gradients, bit for bit, as the lateral convolution plus the
+    /// upsampled map in separate ops; the output convolutions keep recipes instead of the merged
+    /// maps (the P2 merge's recipe reads the P3 merge's recipe); at level 1
+    /// (`OPACITY_SELECTIVE_RECOMPUTATION=1`) the maps are kept.
+    func testFPNMergeKeepsARecipeInsteadOfTheMergedMap() {
+        let c2 = uniform([2, 4, 8, 12], seed: 31), c3 = uniform([2, 5, 4, 6], seed: 32), c4 = uniform([2, 7, 2, 3], seed: 33)
+        let l2 = uniform([6, 4, 1, 1], -0.5, 0.5, seed: 34), l3 = uniform([6, 5, 1, 1], -0.5, 0.5, seed: 35)
+        let l4 = uniform([6, 7, 1, 1], -0.5, 0.5, seed: 36), b2 = uniform([6], -0.1, 0.1, seed: 37)
+        let smooth = uniform([3, 6, 3, 3], -0.3, 0.3, seed: 38)
+        let r2 = uniform([2, 3, 8, 12], seed: 39), r3 = uniform([2, 3, 4, 6], seed: 40), r4 = uniform([2, 3, 2, 3], seed: 45)
+        func run(fused: Bool) -> (outs: [[UInt32]], grads: [[UInt32]], saved: [String: (bytes: Int, nodes: Int)]) {
+            let ps = [c2, c3, c4, l2, l3, l4, b2, smooth].map { $0.requiringGrad() }
+            let (outs, saved) = Autograd.measuringSavedTensors { () -> [[UInt32]] in
+                let (s2, s3, s4) = Autograd.recordingGradients { () -> (Tensor, Tensor, Tensor) in
+                    let m4 = ps[2].conv2d(ps[5])
+                    let m3 = fused ? ps[1].conv2d(ps[4], addingUpsampled2x: m4) : ps[1].conv2d(ps[4]) + m4.upsampleNearest2x()
+                    let m2 =
+                        fused
+                        ? ps[0].conv2d(ps[3], bias: ps[6], addingUpsampled2x: m3)
+                        : ps[0].conv2d(ps[3], bias: ps[6]) + m3.upsampleNearest2x()
+                    return (m2.conv2d(ps[7], padding: (1, 1)), m3.conv2d(ps[7], padding: (1, 1)), m4.conv2d(ps[7], padding: (1, 1)))
+                }
+                ((s2 * r2).sum() + (s3 * r3).sum() + (s4 * r4).sum()).backward()
+                return [s2, s3, s4].map { $0.scalars.map(\.bitPattern) }
+            }
+            return (outs, ps.map { $0.grad!.scalars.map(\.bitPattern) }, saved)
+        }
+        let separate = run(fused: false), fused = run(fused: true)
+        XCTAssertEqual(fused.outs, separate.outs)
+        XCTAssertEqual(fused.grads, separate.grads, "every gradient, bit for bit")
+        // The output convolutions kept the merged maps (6 x 8 x 12 and 6 x 4 x 6 per image) in
+        // one case and only recipes in the other (the top map, P4's, is kept in both).
+        let maps = 2 * 6 * (8 * 12 + 4 * 6) * 4
+        let keptBytes = separate.saved["conv2d"]?.bytes ?? 0, recipeBytes = fused.saved["conv2d"]?.bytes ?? 0
+        XCTAssertGreaterThanOrEqual(keptBytes - recipeBytes, maps, "separate \(separate.saved), fused \(fused.saved)")
+
+        Autograd.convolutionRecomputation = false
+        defer { Autograd.convolutionRecomputation = true }
+        let levelOne = run(fused: true)
+        XCTAssertEqual(levelOne.grads, separate.grads)
+        XCTAssertEqual(levelOne.saved["conv2d"]?.bytes, separate.saved["conv2d"]?.bytes, "level 1 keeps the merged maps")
+    }
+
+    func testFPNMergeGradientsMatchFiniteDifferences() {
+        let x = uniform([2, 3, 6, 4], seed: 41), w = uniform([5, 3, 1, 1], -0.5, 0.5, seed: 42)
+        let b = uniform([5], -0.1, 0.1, seed: 43), above = uniform([2, 5, 3, 2], seed: 44)
+        checkGradients("conv2d addingUpsampled2x", [x, w, b, above]) { t in
+            t[0].conv2d(t[1], bias: t[2], addingUpsampled2x: t[3])
+        }
+    }
 }
