@@ -307,6 +307,35 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("unknown encoder 'resnet35'"), r.all)
     }
 
+    /// A number out of a key's range, in any config string (`--config`, `--aug`, `--tta`), is
+    /// answered with the range and the nearest valid value, never a spelling suggestion
+    /// (new-user trial: `--aug heavy,rotation=-5` was answered "did you mean '0'?", and
+    /// `sp_size_min=0` "did you mean '0'?", a value refused itself); where the range is open
+    /// at the number's side no value is offered, as none is nearest.
+    func testOutOfRangeConfigNumbersNameTheRangeAndTheNearestValidValue() throws {
+        let dir = try CLI.tempDir("confignumbers")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String], [String])] = [
+            (
+                ["train", "--data", "nodata", "--config", "retinanet(encoder=resnet18(width=-5))"],
+                ["width=-5 is invalid", "0.03125...4.0", "(nearest valid: 0.03125)"]
+            ),
+            (["train", "--data", "nodata", "--aug", "heavy,rotation=-5"], ["'rotation' = '-5'", "0...180", "(nearest valid: 0)"]),
+            (["train", "--data", "nodata", "--aug", "heavy,flip=2"], ["'flip' = '2'", "0...1", "(nearest valid: 1)"]),
+            (["train", "--data", "nodata", "--aug", "heavy,sp_size_min=0"], ["'sp_size_min' = '0'", "(0, 1]"]),
+            (["detect", "x.png", "--tta", "scale=9"], ["--tta", "outside 0.25...4", "(nearest valid: 4)"]),
+        ]
+        for (args, expected) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            for e in expected { XCTAssertTrue(r.stderr.contains(e), "\(args): expected '\(e)' in \(r.stderr)") }
+            XCTAssertFalse(r.stderr.contains("did you mean"), "\(args): a number is not a spelling: \(r.stderr)")
+        }
+        // (0, 1] has no nearest valid value at 0: none is offered, and 0 is never suggested
+        let open = try CLI.run(["train", "--data", "nodata", "--aug", "heavy,sp_size_min=-1"], in: dir)
+        XCTAssertFalse(open.stderr.contains("nearest valid"), open.stderr)
+    }
+
     /// `train --limit N` limits the training and the validation images as eval's `--limit`
     /// limits the scored ones; `--limit-train` and `--limit-val` override it for their part.
     func testTrainLimitLimitsBothParts() throws {
