@@ -307,6 +307,36 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("unknown encoder 'resnet35'"), r.all)
     }
 
+    /// convert's usage line lists every option its help shows, with the required -o/--output
+    /// written as required (as in export's and folds' lines), not as "[--output <output>]";
+    /// a usage error shows the same line (new-user trial).
+    func testConvertUsageLineListsEveryOptionAndRequiresTheOutput() throws {
+        let help = try CLI.run(["convert", "--help"])
+        XCTAssertEqual(help.status, 0, help.all)
+        let line = try XCTUnwrap(help.stdout.split(separator: "\n").first { $0.hasPrefix("USAGE: ") }, help.stdout)
+        let usage = String(line.dropFirst("USAGE: ".count))
+        XCTAssertTrue(usage.hasPrefix("opacity convert <input> --output <output> [--size <size>] "), usage)
+        XCTAssertFalse(usage.contains("[--output"), usage)
+        // every option and flag that --help lists (the hidden ones aside)
+        let dump = try CLI.run(["--experimental-dump-help"])
+        XCTAssertEqual(dump.status, 0, dump.all)
+        let root = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
+        let commands = try XCTUnwrap((root["command"] as? [String: Any])?["subcommands"] as? [[String: Any]])
+        let convert = try XCTUnwrap(commands.first { $0["commandName"] as? String == "convert" })
+        var names: [String] = []
+        for a in convert["arguments"] as? [[String: Any]] ?? [] where a["shouldDisplay"] as? Bool ?? true && a["kind"] as? String != "positional" {
+            guard let name = a["preferredName"] as? [String: Any], name["kind"] as? String == "long", let n = name["name"] as? String, !["help", "version"].contains(n) else {
+                continue
+            }
+            names.append("--" + n)
+        }
+        XCTAssertGreaterThanOrEqual(names.count, 10, "\(names)")
+        for n in names { XCTAssertTrue(usage.contains("[\(n)") || usage.contains(" \(n) "), "\(n) is missing from \(usage)") }
+        let error = try CLI.run(["convert"])
+        XCTAssertEqual(error.status, 64, error.all)
+        XCTAssertTrue(error.stderr.contains("Usage: " + usage + "\n"), error.all)
+    }
+
     /// A number out of a key's range, in any config string (`--config`, `--aug`, `--tta`), is
     /// answered with the range and the nearest valid value, never a spelling suggestion
     /// (new-user trial: `--aug heavy,rotation=-5` was answered "did you mean '0'?", and

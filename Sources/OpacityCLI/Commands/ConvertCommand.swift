@@ -7,6 +7,13 @@ struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
         abstract: "Convert DICOM files (one file or a whole folder) to 8-bit PNG.",
+        // the generated line shows the required -o/--output as optional ("[--output <output>]"),
+        // as it is an optional property (the older second argument also names the output);
+        // written out, it is required as in export's and folds' lines, every option listed
+        usage: """
+            opacity convert <input> --output <output> [--size <size>] [--window <window>] [--depth <depth>] [--frame <frame>] \
+            [--labels <csv>] [--labels-output <csv>] [--overwrite] [--threads <threads>] [--quiet]
+            """,
         discussion: """
             Reads Implicit/Explicit VR Little Endian, Explicit VR Big Endian, Deflated, JPEG Baseline \
             (the RSNA files), JPEG Lossless, JPEG 2000 and RLE Lossless, 8- to 16-bit grayscale; \
