@@ -210,7 +210,11 @@ public struct AugmentationConfig: Sendable, Equatable, CustomStringConvertible {
         let lowerOpen = key == "sp_size_min" || key == "sp_size_max"
         let text = lowerOpen ? "(\(f(range.lowerBound)), \(f(range.upperBound))]" : "\(f(range.lowerBound))...\(f(range.upperBound))"
         guard let v = Float(value), v.isFinite, range.contains(v), !(lowerOpen && v == range.lowerBound) else {
-            let nearest = Float(value).flatMap { $0.isFinite ? f(min(max($0, range.lowerBound), range.upperBound)) : nil }
+            // the range's end nearest to the number; none for an open end (no nearest number there)
+            let nearest = Float(value).flatMap { v -> String? in
+                guard v.isFinite, !(lowerOpen && v <= range.lowerBound) else { return nil }
+                return f(min(max(v, range.lowerBound), range.upperBound))
+            }
             throw DataError.invalidParameter(name: key, value: value, expected: "a number in \(text) (\(AugmentationConfig.units[key]!))",
                                              nearest: nearest)
         }

@@ -95,7 +95,7 @@ public final class BatchLoader: Sendable {
             throw DataError.invalidParameter(name: "batchSize", value: "\(config.batchSize)", expected: "at least 1", nearest: "1")
         }
         guard config.imageSize >= 8 else {
-            throw DataError.invalidParameter(name: "imageSize", value: "\(config.imageSize)", expected: "at least 8", nearest: "512")
+            throw DataError.invalidParameter(name: "imageSize", value: "\(config.imageSize)", expected: "at least 8", nearest: "8")
         }
         guard config.shardCount >= 1, (0..<config.shardCount).contains(config.shardIndex) else {
             throw DataError.invalidParameter(name: "shardIndex/shardCount", value: "\(config.shardIndex)/\(config.shardCount)",

@@ -67,9 +67,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         case let .csvValue(path, line, column, value, expected, nearest):
             // a whole row (column "-": wrong field count, an unclosed quote) has no column to name
             let at = column == "-" ? "" : ", column '\(InputLimits.quoted(column))'"
-            var s = "'\(path)' line \(line)\(at): '\(InputLimits.quoted(value))' is not valid; expected \(expected)"
-            if let n = nearest { s += " (did you mean '\(InputLimits.quoted(n))'?)" }
-            return s
+            return "'\(path)' line \(line)\(at): '\(InputLimits.quoted(value))' is not valid; expected \(expected)" + Self.suggestion(nearest)
         case let .inconsistentLabels(path, line, reason):
             return "'\(path)'" + (line > 0 ? " line \(line)" : "") + ": \(InputLimits.quoted(reason, limit: 400))"
         case let .missingFile(path, expected):
@@ -84,10 +82,17 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             }
             return "'\(output)' would replace the input '\(input)'; choose another output (inputs are never overwritten)"
         case let .invalidParameter(name, value, expected, nearest):
-            var s = "parameter '\(InputLimits.quoted(name))' = '\(InputLimits.quoted(value))' is not valid; expected \(expected)"
-            if let n = nearest { s += " (did you mean '\(InputLimits.quoted(n))'?)" }
-            return s
+            return "parameter '\(InputLimits.quoted(name))' = '\(InputLimits.quoted(value))' is not valid; expected \(expected)" + Self.suggestion(nearest)
         }
+    }
+
+    /// The nearest valid value as the message's ending: a number is the end of the range it
+    /// is clamped to, not a spelling the user may have meant, so it reads "nearest valid";
+    /// a name reads "did you mean".
+    static func suggestion(_ nearest: String?) -> String {
+        guard let n = nearest else { return "" }
+        if Double(n) != nil { return " (nearest valid: \(n))" }
+        return " (did you mean '\(InputLimits.quoted(n))'?)"
     }
 
     /// Same as ``description``.

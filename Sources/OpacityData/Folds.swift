@@ -62,7 +62,7 @@ public struct Folds: Sendable, Equatable {
     public static func stratified(_ patients: [(id: String, imageClass: ImageClass?)], count: Int, seed: UInt64,
                                   strata: [String: String]) throws -> Folds {
         guard count >= 2 else {
-            throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "at least 2", nearest: "4")
+            throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "at least 2", nearest: "2")
         }
         var seen: [String: ImageClass?] = [:]
         for p in patients {

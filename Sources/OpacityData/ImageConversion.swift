@@ -84,7 +84,7 @@ public enum ImageConversion {
             throw DataError.invalidParameter(name: "frame", value: "\(options.frame)", expected: "1 or more (frames count from 1)", nearest: "1")
         }
         if let s = options.size, s < 1 || s > 65_536 {
-            throw DataError.invalidParameter(name: "size", value: "\(s)", expected: "a number of pixels in 1...65536", nearest: "512")
+            throw DataError.invalidParameter(name: "size", value: "\(s)", expected: "a number of pixels in 1...65536", nearest: "\(min(max(s, 1), 65_536))")
         }
         _ = try options.window.validated()
         var isDir: ObjCBool = false

@@ -95,7 +95,8 @@ public struct RSNALabels: Sendable {
                 }
                 guard v[2] > 0, v[3] > 0 else {
                     throw DataError.csvValue(path: path, line: line, column: v[2] > 0 ? "height" : "width",
-                                             value: v[2] > 0 ? coords[3] : coords[2], expected: "a positive size", nearest: "1.0")
+                                             value: v[2] > 0 ? coords[3] : coords[2],
+                                             expected: "a positive size in pixels (the box runs right and down from x, y)", nearest: nil)
                 }
                 if entry.hasEmpty {
                     throw DataError.inconsistentLabels(path: path, line: line,

@@ -17,6 +17,8 @@ public struct RunComparison {
 
     /// Runs grouped by everything but the seed.
     public struct Group {
+        /// The run's folder name, or for several runs their names' common prefix with the
+        /// count, e.g. `r34 (3 runs)`.
         public var label: String
         public var runs: [Run]
     }

@@ -41,7 +41,8 @@ public struct TestTimeAugmentation: Sendable, Hashable, CustomStringConvertible 
     ///   anchor merging with scales.
     public init(flip: Bool, scales: [Float] = [], merge: Merge = .wbf(WeightedBoxesFusion())) throws {
         for s in scales where !(s >= 0.25 && s <= 4) {
-            throw EvaluationError.invalidArgument("TTA scale \(s) is outside 0.25...4 (e.g. 0.9 or 1.1)")
+            let nearest = s.isNaN ? "" : " (nearest valid: \(String(format: "%g", min(max(s, 0.25), 4))))"
+            throw EvaluationError.invalidArgument("TTA scale \(s) is outside 0.25...4\(nearest)")
         }
         if case .anchors = merge, !scales.isEmpty {
             throw EvaluationError.invalidArgument("TTA anchor averaging works for flip only (views at other scales have other anchors); merge scales by wbf")

@@ -307,6 +307,65 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("unknown encoder 'resnet35'"), r.all)
     }
 
+    /// convert's usage line lists every option its help shows, with the required -o/--output
+    /// written as required (as in export's and folds' lines), not as "[--output <output>]";
+    /// a usage error shows the same line (new-user trial).
+    func testConvertUsageLineListsEveryOptionAndRequiresTheOutput() throws {
+        let help = try CLI.run(["convert", "--help"])
+        XCTAssertEqual(help.status, 0, help.all)
+        let line = try XCTUnwrap(help.stdout.split(separator: "\n").first { $0.hasPrefix("USAGE: ") }, help.stdout)
+        let usage = String(line.dropFirst("USAGE: ".count))
+        XCTAssertTrue(usage.hasPrefix("opacity convert <input> --output <output> [--size <size>] "), usage)
+        XCTAssertFalse(usage.contains("[--output"), usage)
+        // every option and flag that --help lists (the hidden ones aside)
+        let dump = try CLI.run(["--experimental-dump-help"])
+        XCTAssertEqual(dump.status, 0, dump.all)
+        let root = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
+        let commands = try XCTUnwrap((root["command"] as? [String: Any])?["subcommands"] as? [[String: Any]])
+        let convert = try XCTUnwrap(commands.first { $0["commandName"] as? String == "convert" })
+        var names: [String] = []
+        for a in convert["arguments"] as? [[String: Any]] ?? [] where a["shouldDisplay"] as? Bool ?? true && a["kind"] as? String != "positional" {
+            guard let name = a["preferredName"] as? [String: Any], name["kind"] as? String == "long", let n = name["name"] as? String, !["help", "version"].contains(n) else {
+                continue
+            }
+            names.append("--" + n)
+        }
+        XCTAssertGreaterThanOrEqual(names.count, 10, "\(names)")
+        for n in names { XCTAssertTrue(usage.contains("[\(n)") || usage.contains(" \(n) "), "\(n) is missing from \(usage)") }
+        let error = try CLI.run(["convert"])
+        XCTAssertEqual(error.status, 64, error.all)
+        XCTAssertTrue(error.stderr.contains("Usage: " + usage + "\n"), error.all)
+    }
+
+    /// A number out of a key's range, in any config string (`--config`, `--aug`, `--tta`), is
+    /// answered with the range and the nearest valid value, never a spelling suggestion
+    /// (new-user trial: `--aug heavy,rotation=-5` was answered "did you mean '0'?", and
+    /// `sp_size_min=0` "did you mean '0'?", a value refused itself); where the range is open
+    /// at the number's side no value is offered, as none is nearest.
+    func testOutOfRangeConfigNumbersNameTheRangeAndTheNearestValidValue() throws {
+        let dir = try CLI.tempDir("confignumbers")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String], [String])] = [
+            (
+                ["train", "--data", "nodata", "--config", "retinanet(encoder=resnet18(width=-5))"],
+                ["width=-5 is invalid", "0.03125...4.0", "(nearest valid: 0.03125)"]
+            ),
+            (["train", "--data", "nodata", "--aug", "heavy,rotation=-5"], ["'rotation' = '-5'", "0...180", "(nearest valid: 0)"]),
+            (["train", "--data", "nodata", "--aug", "heavy,flip=2"], ["'flip' = '2'", "0...1", "(nearest valid: 1)"]),
+            (["train", "--data", "nodata", "--aug", "heavy,sp_size_min=0"], ["'sp_size_min' = '0'", "(0, 1]"]),
+            (["detect", "x.png", "--tta", "scale=9"], ["--tta", "outside 0.25...4", "(nearest valid: 4)"]),
+        ]
+        for (args, expected) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            for e in expected { XCTAssertTrue(r.stderr.contains(e), "\(args): expected '\(e)' in \(r.stderr)") }
+            XCTAssertFalse(r.stderr.contains("did you mean"), "\(args): a number is not a spelling: \(r.stderr)")
+        }
+        // (0, 1] has no nearest valid value at 0: none is offered, and 0 is never suggested
+        let open = try CLI.run(["train", "--data", "nodata", "--aug", "heavy,sp_size_min=-1"], in: dir)
+        XCTAssertFalse(open.stderr.contains("nearest valid"), open.stderr)
+    }
+
     /// `train --limit N` limits the training and the validation images as eval's `--limit`
     /// limits the scored ones; `--limit-train` and `--limit-val` override it for their part.
     func testTrainLimitLimitsBothParts() throws {

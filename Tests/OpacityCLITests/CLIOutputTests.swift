@@ -32,6 +32,43 @@ final class CLIOutputTests: XCTestCase {
         }
     }
 
+    /// detect run twice into one folder (the default `detections`) keeps the first run's
+    /// results and says how to go on, as `convert` keeps an existing --labels-output; with
+    /// --overwrite the second run replaces them (new-user trial: the rerun replaced them
+    /// silently).
+    func testDetectKeepsAnEarlierRunsResultsUnlessOverwrite() throws {
+        let dir = try CLI.tempDir("detectrerun")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dcm = try firstDICOM()
+        let result = dir.appendingPathComponent("detections/detections.json")
+        let first = try CLI.run(["detect", dcm.path, "-q"], in: dir)
+        XCTAssertEqual(first.status, 0, first.all)
+        let written = try Data(contentsOf: result)
+        // refused before the model loads, the file as it was
+        let again = try CLI.run(["detect", dcm.path], in: dir)
+        XCTAssertEqual(again.status, 64, again.all)
+        XCTAssertTrue(
+            again.stderr.contains(
+                "Error: detections/detections.json exists (an earlier run's); add --overwrite to replace it and the overlay PNGs, "
+                    + "or name another folder with -o/--output"),
+            again.all)
+        XCTAssertFalse(again.stderr.contains("model:"), again.all)
+        XCTAssertEqual(try Data(contentsOf: result), written)
+        // the CSV of an earlier run likewise, said without the overlays when none are written
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("found"), withIntermediateDirectories: true)
+        try Data("earlier\n".utf8).write(to: dir.appendingPathComponent("found/detections.csv"))
+        let csv = try CLI.run(["detect", dcm.path, "-o", "found", "--format", "csv", "--no-overlays"], in: dir)
+        XCTAssertEqual(csv.status, 64, csv.all)
+        XCTAssertTrue(
+            csv.stderr.contains("found/detections.csv exists (an earlier run's); add --overwrite to replace it, or name another folder with -o/--output"),
+            csv.all)
+        XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("found/detections.csv"), encoding: .utf8), "earlier\n")
+        // --overwrite replaces it
+        let replaced = try CLI.run(["detect", dcm.path, "-o", "found", "--format", "csv", "--no-overlays", "--overwrite", "-q"], in: dir)
+        XCTAssertEqual(replaced.status, 0, replaced.all)
+        XCTAssertNotEqual(try String(contentsOf: dir.appendingPathComponent("found/detections.csv"), encoding: .utf8), "earlier\n")
+    }
+
     /// export takes its model as the first argument or --model, and without either the zoo's
     /// default entry, as detect and serve do; two different models are a usage error.
     func testExportDefaultModel() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import Opacity
 import XCTest
 
 /// `opacity compare` warns on a `log.jsonl` whose epochs repeat, naming the file, the lines
@@ -30,5 +31,24 @@ final class CompareLogOrderCLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("run: 1 run, final val loss 0.7000"), r.all)
         let curves = try String(contentsOf: dir.appendingPathComponent("cmp/curves.csv"), encoding: .utf8)
         XCTAssertEqual(curves.split(separator: "\n").dropFirst().map { $0.split(separator: ",")[2] }, ["1", "2", "3"])
+    }
+
+    /// Runs that differ only in the seed are one group, whose label says its count once
+    /// (new-user trial: "run (2 runs): 2 runs, final val loss ...").
+    func testAGroupOfRunsSaysItsCountOnce() throws {
+        let dir = try CLI.tempDir("compare-count")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (name, seed, val) in [("run-1", 1, 0.6), ("run-2", 2, 0.8)] {
+            let run = dir.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+            var options = TrainingOptions(config: "retinanet(encoder=resnet18)")
+            options.seed = UInt64(seed)
+            try JSONEncoder().encode(options).write(to: run.appendingPathComponent("options.json"))
+            try Data((record(epoch: 1, valTotal: val) + "\n").utf8).write(to: run.appendingPathComponent("log.jsonl"))
+        }
+        let r = try CLI.run(["compare", "run-1", "run-2", "-o", "cmp"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("run (2 runs): final val loss 0.7000, best metric 0.2000\n"), r.all)
+        XCTAssertFalse(r.stdout.contains("2 runs,"), r.all)
     }
 }

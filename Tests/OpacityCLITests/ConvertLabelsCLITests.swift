@@ -76,19 +76,15 @@ final class ConvertLabelsCLITests: XCTestCase {
         XCTAssertEqual(taken.status, 0, taken.all)
     }
 
-    /// An existing labels output, the input labels as output, a single-file input and
-    /// --labels-output alone are refused before anything is converted; a bad value names
-    /// its file, line and column and converts nothing.
+    /// The input labels as output, a single-file input and --labels-output alone are refused
+    /// before anything is converted; a bad value names its file, line and column and converts
+    /// nothing.
     func testRefusals() throws {
         let (dir, _, _, ids) = try sixFilms("convlabels-refuse")
         defer { try? FileManager.default.removeItem(at: dir) }
         let fm = FileManager.default
         XCTAssertEqual(try CLI.run(["convert", "dcm", "-o", "png", "--size", "512", "--labels", "six.csv", "-q"], in: dir).status, 0)
         let cases: [([String], String)] = [
-            (
-                ["convert", "dcm", "-o", "png", "--size", "512", "--labels", "six.csv"],
-                "--labels-output png/labels.csv exists; add --overwrite to replace it, or name another file with --labels-output"
-            ),
             (
                 ["convert", "dcm", "-o", "png2", "--labels", "six.csv", "--labels-output", "six.csv"],
                 "is the --labels file six.csv; inputs are never overwritten"
@@ -115,6 +111,43 @@ final class ConvertLabelsCLITests: XCTestCase {
         let missing = try CLI.run(["convert", "dcm", "-o", "png3", "--labels", "nothere.csv"], in: dir)
         XCTAssertEqual(missing.status, 1, missing.all)
         XCTAssertTrue(missing.stderr.contains("nothere.csv"), missing.all)
+    }
+
+    /// The same command run again succeeds: its labels output holds what it would write, byte
+    /// for byte, and is left as it is, with a note. Other labels into that file are refused,
+    /// the file kept, with advice that works: another --labels-output (the PNGs are kept, so
+    /// nothing is converted again), or --overwrite, which also converts the PNGs again
+    /// (new-user trial: the rerun stopped, and "add --overwrite" did not say so).
+    func testARerunKeepsIdenticalLabelsAndRefusesOthers() throws {
+        let (dir, header, rows, _) = try sixFilms("convlabels-rerun")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let command = ["convert", "dcm", "-o", "png", "--size", "512", "--labels", "six.csv"]
+        XCTAssertEqual(try CLI.run(command + ["-q"], in: dir).status, 0)
+        let labels = dir.appendingPathComponent("png/labels.csv")
+        let first = try Data(contentsOf: labels)
+        let again = try CLI.run(command, in: dir)
+        XCTAssertEqual(again.status, 0, again.all)
+        XCTAssertTrue(again.stdout.contains("0 converted, 6 skipped (output exists), 0 failed\n"), again.all)
+        XCTAssertTrue(again.stdout.contains("labels: png/labels.csv already holds these \(rows.count) rows, byte for byte; left as it is"), again.all)
+        XCTAssertFalse(again.stdout.contains("rows written to"), again.all)
+        XCTAssertEqual(try Data(contentsOf: labels), first)
+
+        // labels that differ (one row fewer) are refused, naming the file, which is kept
+        try ([header] + rows.dropLast()).joined(separator: "\n").write(to: dir.appendingPathComponent("fewer.csv"), atomically: true, encoding: .utf8)
+        let other = try CLI.run(["convert", "dcm", "-o", "png", "--size", "512", "--labels", "fewer.csv"], in: dir)
+        XCTAssertEqual(other.status, 64, other.all)
+        XCTAssertTrue(
+            other.stderr.contains(
+                "--labels-output png/labels.csv exists and differs from the \(rows.count - 1) rows scaled now; it is kept. "
+                    + "Name another file with --labels-output (the PNGs written now are kept, so that rerun converts nothing again), "
+                    + "delete png/labels.csv, or add --overwrite to replace it (--overwrite also converts again every PNG that exists)"),
+            other.all)
+        XCTAssertEqual(try Data(contentsOf: labels), first)
+        // the advice works: another --labels-output converts nothing again
+        let elsewhere = try CLI.run(["convert", "dcm", "-o", "png", "--size", "512", "--labels", "fewer.csv", "--labels-output", "fewer-512.csv"], in: dir)
+        XCTAssertEqual(elsewhere.status, 0, elsewhere.all)
+        XCTAssertTrue(elsewhere.stdout.contains("0 converted, 6 skipped (output exists), 0 failed\n"), elsewhere.all)
+        XCTAssertTrue(elsewhere.stdout.contains("labels: \(rows.count - 1) rows written to fewer-512.csv"), elsewhere.all)
     }
 
     /// Rows of films that are not in the folder or fail to convert are left out, counted and

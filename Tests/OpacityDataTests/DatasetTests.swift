@@ -108,10 +108,13 @@ final class DatasetTests: XCTestCase {
         }
         let h = "patientId,x,y,width,height,Target\n"
         try check("patientId,x,y,w,h,Target\na,,,,,0\n", nil, ["labels.csv", "line 1", "patientId,x,y,width,height,Target"])
-        try check(h + "a,,,,,2\n", nil, ["line 2", "Target", "'2'", "0 or 1", "did you mean '1'"])
+        try check(h + "a,,,,,2\n", nil, ["line 2", "Target", "'2'", "0 or 1", "(nearest valid: 1)"])
         try check(h + "a,,,,,0\nb,1,2,,4,1\n", nil, ["line 3", "width", "a number"])
         try check(h + "a,1,,,,0\n", nil, ["line 2", "Target is 0", "'x'"])
         try check(h + "a,1,2,0,4,1\n", nil, ["line 2", "width", "positive"])
+        // a negative size has no nearest valid number (above 0 is open): none is suggested
+        try check(h + "a,1,2,-5,4,1\n", nil, ["line 2", "width", "'-5'", "a positive size in pixels"])
+        XCTAssertThrowsError(try RSNALabels.load(labels: labels, classInfo: nil)) { XCTAssertFalse("\($0)".contains("did you mean"), "\($0)") }
         try check(h + "a,1,2,3,4,1\na,,,,,0\n", nil, ["line 3", "also a Target 0 row"])
         try check(h + "a,1,2,3\n", nil, ["line 2", "6 fields"])
         let ci = "patientId,class\n"
@@ -197,7 +200,7 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(train.count + val.count, 26_684)
         XCTAssertEqual(val.count, totals[1])
         XCTAssertTrue(Set(train.records.map(\.id)).isDisjoint(with: val.records.map(\.id)))
-        assertThrows(try folds.split(ds, validationFold: 4), containing: ["fold", "0...3", "did you mean '3'"])
+        assertThrows(try folds.split(ds, validationFold: 4), containing: ["fold", "0...3", "(nearest valid: 3)"])
     }
 
     /// Folds stratified by class and view on rsna1k's real headers: every (class, view)

@@ -54,7 +54,9 @@ struct CompareCommand: ParsableCommand {
             let last = g.runs.compactMap { $0.logs.last }
             let best = g.runs.flatMap(\.logs).map(\.metric.best).max() ?? 0
             let val = last.map(\.val.total).reduce(0, +) / Double(max(1, last.count))
-            say(String(format: "%@: %d run%@, final val loss %.4f, best metric %.4f", g.label, g.runs.count, g.runs.count == 1 ? "" : "s", val, best))
+            // a group of several runs has its count in its label ("r34 (3 runs)"): said once
+            let count = g.runs.count == 1 ? "1 run, " : ""
+            say(String(format: "%@: %@final val loss %.4f, best metric %.4f", g.label, count, val, best))
         }
         say("wrote " + (written + [csv.path]).joined(separator: ", "))
     }

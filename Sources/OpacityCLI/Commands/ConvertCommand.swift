@@ -7,6 +7,13 @@ struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
         abstract: "Convert DICOM files (one file or a whole folder) to 8-bit PNG.",
+        // the generated line shows the required -o/--output as optional ("[--output <output>]"),
+        // as it is an optional property (the older second argument also names the output);
+        // written out, it is required as in export's and folds' lines, every option listed
+        usage: """
+            opacity convert <input> --output <output> [--size <size>] [--window <window>] [--depth <depth>] [--frame <frame>] \
+            [--labels <csv>] [--labels-output <csv>] [--overwrite] [--threads <threads>] [--quiet]
+            """,
         discussion: """
             Reads Implicit/Explicit VR Little Endian, Explicit VR Big Endian, Deflated, JPEG Baseline \
             (the RSNA files), JPEG Lossless, JPEG 2000 and RLE Lossless, 8- to 16-bit grayscale; \
@@ -18,7 +25,9 @@ struct ConvertCommand: ParsableCommand {
             scaled into its converted image's pixels (x by output/source width, y by output/source \
             height; an image skipped because its PNG exists uses that PNG's size), to \
             OUTPUT/labels.csv or --labels-output. Rows whose image was not converted are left out \
-            and listed; only files that fail to convert make the exit status 1.
+            and listed; only files that fail to convert make the exit status 1. A labels output \
+            that exists is left as it is when it already holds what this run writes (a rerun), \
+            and otherwise refused (after the conversion) unless --overwrite is given.
 
             Examples:
               opacity convert stage_2_train_images/ -o train_png/ --size 512
@@ -77,6 +86,8 @@ struct ConvertCommand: ParsableCommand {
     }
 
     /// Checks --labels and --labels-output and reads the labels, before anything is converted.
+    /// An existing --labels-output is checked after the conversion (``writeLabels(_:summary:)``):
+    /// only then is it known whether it holds what this run writes.
     func readLabels(inputIsFolder: Bool) throws -> CSVTable? {
         guard let labels else { return nil }
         // (an input that does not exist is the conversion's error, which names it)
@@ -89,9 +100,6 @@ struct ConvertCommand: ParsableCommand {
         try requireOutputFile(path, option: "--labels-output", for: "the labels scaled to the converted pixels")
         if OutputPaths.sameFile(URL(fileURLWithPath: path), URL(fileURLWithPath: labels)) {
             throw ValidationError("--labels-output \(path) is the --labels file \(labels); inputs are never overwritten, choose another --labels-output")
-        }
-        if FileManager.default.fileExists(atPath: path) && !overwrite {
-            throw ValidationError("--labels-output \(path) exists; add --overwrite to replace it, or name another file with --labels-output")
         }
         let table = try CSVTable(contentsOf: URL(fileURLWithPath: labels))
         // every row checked now, so a bad value stops the command before any image is converted
@@ -141,14 +149,32 @@ struct ConvertCommand: ParsableCommand {
         if !summary.failures.isEmpty { throw ExitStatus.dataError.code }
     }
 
-    /// Writes the scaled labels and says what was left out.
+    /// Writes the scaled labels and says what was left out. An existing --labels-output that
+    /// holds these bytes already (a rerun) is left as it is; one that differs is refused
+    /// without --overwrite.
     func writeLabels(_ table: CSVTable, summary: ImageConversion.Summary) throws {
         let scaled = try ImageConversion.scaleLabels(table, summary: summary)
         let path = try labelsOutputPath()
         let out = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try scaled.write(to: out)
-        if !runtime.quiet {
+        let rows = "\(scaled.table.rows.count) row\(scaled.table.rows.count == 1 ? "" : "s")"
+        var written = true
+        if !overwrite && FileManager.default.fileExists(atPath: path) {
+            let bytes = Data(scaled.csv.utf8)
+            // read only when the sizes agree: a large file that is not these labels is never loaded
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue
+            guard size == bytes.count, (try? Data(contentsOf: out)) == bytes else {
+                throw ValidationError(
+                    "--labels-output \(path) exists and differs from the \(rows) scaled now; it is kept. "
+                        + "Name another file with --labels-output (the PNGs written now are kept, so that rerun converts nothing again), "
+                        + "delete \(path), or add --overwrite to replace it (--overwrite also converts again every PNG that exists)")
+            }
+            if !runtime.quiet { print("labels: \(path) already holds these \(rows), byte for byte; left as it is") }
+            written = false
+        } else {
+            try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try scaled.write(to: out)
+        }
+        if written && !runtime.quiet {
             let scales = Set(summary.images.flatMap { [$0.scaleX, $0.scaleY] })
             let by =
                 scales.isEmpty || scales == [1]

@@ -10,7 +10,7 @@ struct DetectCommand: ParsableCommand {
         commandName: "detect",
         abstract: "Find lung opacities on DICOM or PNG images: boxes with scores, and an overlay PNG per image.",
         discussion: """
-            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. In detections.json, boxes are also given in millimetres when the DICOM gives a pixel spacing (Pixel Spacing, else Imager Pixel Spacing); detections.csv gives pixels only. 12- to 16-bit DICOM reach the model at full depth. With --dicom-sr, a DICOM Structured Report (TID 1500 Measurement Report, one rectangle per box with its score, the model as observer device) is written per DICOM image; with --dicom-overlay, a Secondary Capture with the boxes burned in; both in the source's patient and study, in a new series (see Documentation/DICOM.md). detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes.
+            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. In detections.json, boxes are also given in millimetres when the DICOM gives a pixel spacing (Pixel Spacing, else Imager Pixel Spacing); detections.csv gives pixels only. 12- to 16-bit DICOM reach the model at full depth. With --dicom-sr, a DICOM Structured Report (TID 1500 Measurement Report, one rectangle per box with its score, the model as observer device) is written per DICOM image; with --dicom-overlay, a Secondary Capture with the boxes burned in; both in the source's patient and study, in a new series (see Documentation/DICOM.md). detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes. An existing detections.json (or detections.csv) in the output folder, an earlier run's, is not replaced without --overwrite.
 
             Examples:
               opacity detect patient.dcm
@@ -29,6 +29,7 @@ struct DetectCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "Folder for detections and overlay PNGs.") var output: String = "detections"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Do not write overlay PNGs.") var noOverlays = false
+    @Flag(name: .long, help: "Replace the detections file (and the overlay PNGs) of an earlier run in -o/--output.") var overwrite = false
     @Flag(name: .long, help: "Leave out images that cannot be read (listed in skipped.csv) instead of stopping.") var skipUnreadable = false
     @Option(name: .long, parsing: .unconditional, help: "The frame of multi-frame DICOM files, from 1.") var frame: Int = 1
     @Option(name: .customLong("dicom-sr"), help: ArgumentHelp("Folder for a DICOM Structured Report per DICOM image (<name>.sr.dcm).", valueName: "dir"))
@@ -91,6 +92,13 @@ struct DetectCommand: ParsableCommand {
             do { try OutputPaths.refuseOverwriting(o.url, inputs: files, source: o.source, kind: o.kind) } catch {
                 throw ValidationError("\(error)")
             }
+        }
+        // an earlier run's results are kept unless asked, as `convert` keeps its --labels-output
+        if !overwrite && FileManager.default.fileExists(atPath: resultURL.path) {
+            let shown = (out as NSString).appendingPathComponent(resultURL.lastPathComponent)
+            throw ValidationError(
+                "\(shown) exists (an earlier run's); add --overwrite to replace it\(noOverlays ? "" : " and the overlay PNGs"), "
+                    + "or name another folder with -o/--output")
         }
         let registry = try pluginOptions.registry()
         let (predictor, urls, digests) = try model.hashedPredictor(registry: registry)
