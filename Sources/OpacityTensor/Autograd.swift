@@ -93,7 +93,9 @@ public enum Autograd {
     /// per value, the cheapest maps to recompute. On by default (`OPACITY_SELECTIVE_RECOMPUTATION=2`;
     /// `1` turns it off); it needs ``selectiveRecomputation``. The values and gradients are the
     /// same bits either way. Measured on a RetinaNet at 512 px, batch 2 (Benchmarks.md, "Selective
-    /// recomputation of 1x1 convolutions"). Set it between passes, not while one runs.
+    /// recomputation of 1x1 convolutions"). An FPN's top-down merge leaves a recipe under the same
+    /// switch (``Tensor/conv2d(_:bias:stride:padding:dilation:groups:addingUpsampled2x:)``: the
+    /// lateral convolution again, one GEMM). Set it between passes, not while one runs.
     nonisolated(unsafe) package static var convolutionRecomputation: Bool = TuningVariable.selectiveRecomputation.value >= 2
 
     /// Whether a ReLU that records a node keeps its output for backward without its zeros
