@@ -149,10 +149,16 @@ extension Tensor {
             let x = SavedActivation(self), a = SavedActivation(above)
             let wt = weight.detached(), bv = bias?.detached(), kernels = KernelProviders.convolution
             let geo = Conv2DGeometry(kernel: (weight.shape[2], weight.shape[3]), stride: stride, padding: padding, dilation: dilation)
+            let memo = RegeneratedMap()
             result.storage.regeneration = { dst in
+                if let earlier = memo.take() {
+                    dst.mutablePointer.update(from: earlier.pointer, count: earlier.count)
+                    return
+                }
                 kernels.forward(input: x.value(), weight: wt, bias: bv, geometry: geo, groups: groups, into: dst)
                 let av = a.value()
                 Tensor.addUpsampled2x(av.pointer, into: dst.mutablePointer, planes: n * c, h: h / 2, w: w / 2)
+                memo.keep(dst)
             }
         }
         return result
@@ -192,5 +198,29 @@ extension Tensor {
             }
         }
         return gx
+    }
+}
+
+/// The map an FPN merge's recipe wrote last, for its next use: the merged map of level `l` is
+/// read in backward by its own output convolution and by the recipe of level `l - 1`'s merge,
+/// which adds it upsampled, in either order. The second use copies it instead of running the
+/// lateral convolutions again (measured, resnet50 RetinaNet at 512 px, batch 2: without this,
+/// the recipes ran P3's lateral twice and P4's three times, about 60 ms of a step's 105 ms of
+/// recomputation). Held from the first use to the second, or until the recipe is freed with
+/// the last node that keeps it (P2's, used once, right after its output convolution's
+/// backward); all of it after the heads' backward, where a step peaks.
+final class RegeneratedMap: @unchecked Sendable {
+    private let lock = NSLock()
+    private var map: Tensor?
+
+    /// Keeps `t` (sharing its storage) for the next ``take()``.
+    func keep(_ t: Tensor) { lock.withLock { map = t } }
+
+    /// The map kept by ``keep(_:)``, if any; it is let go.
+    func take() -> Tensor? {
+        lock.withLock {
+            defer { map = nil }
+            return map
+        }
     }
 }

@@ -212,9 +212,11 @@ final class SelectiveRecomputationTests: XCTestCase {
         let l4 = uniform([6, 7, 1, 1], -0.5, 0.5, seed: 36), b2 = uniform([6], -0.1, 0.1, seed: 37)
         let smooth = uniform([3, 6, 3, 3], -0.3, 0.3, seed: 38)
         let r2 = uniform([2, 3, 8, 12], seed: 39), r3 = uniform([2, 3, 4, 6], seed: 40), r4 = uniform([2, 3, 2, 3], seed: 45)
-        func run(fused: Bool) -> (outs: [[UInt32]], grads: [[UInt32]], saved: [String: (bytes: Int, nodes: Int)]) {
+        func run(fused: Bool) -> (outs: [[UInt32]], grads: [[UInt32]], tape: Int) {
             let ps = [c2, c3, c4, l2, l3, l4, b2, smooth].map { $0.requiringGrad() }
-            let (outs, saved) = Autograd.measuringSavedTensors { () -> [[UInt32]] in
+            var tape = 0
+            let outs = { () -> [[UInt32]] in
+                let before = TensorMemory.liveBytes
                 let (s2, s3, s4) = Autograd.recordingGradients { () -> (Tensor, Tensor, Tensor) in
                     let m4 = ps[2].conv2d(ps[5])
                     let m3 = fused ? ps[1].conv2d(ps[4], addingUpsampled2x: m4) : ps[1].conv2d(ps[4]) + m4.upsampleNearest2x()
@@ -224,25 +226,36 @@ final class SelectiveRecomputationTests: XCTestCase {
                         : ps[0].conv2d(ps[3], bias: ps[6]) + m3.upsampleNearest2x()
                     return (m2.conv2d(ps[7], padding: (1, 1)), m3.conv2d(ps[7], padding: (1, 1)), m4.conv2d(ps[7], padding: (1, 1)))
                 }
+                tape = TensorMemory.liveBytes - before  // the outputs and what backward will read
                 ((s2 * r2).sum() + (s3 * r3).sum() + (s4 * r4).sum()).backward()
                 return [s2, s3, s4].map { $0.scalars.map(\.bitPattern) }
-            }
-            return (outs, ps.map { $0.grad!.scalars.map(\.bitPattern) }, saved)
+            }()
+            return (outs, ps.map { $0.grad!.scalars.map(\.bitPattern) }, tape)
         }
         let separate = run(fused: false), fused = run(fused: true)
         XCTAssertEqual(fused.outs, separate.outs)
         XCTAssertEqual(fused.grads, separate.grads, "every gradient, bit for bit")
-        // The output convolutions kept the merged maps (6 x 8 x 12 and 6 x 4 x 6 per image) in
-        // one case and only recipes in the other (the top map, P4's, is kept in both).
+        // After forward, the output convolutions keep the merged maps (6 x 8 x 12 and 6 x 4 x 6
+        // per image) in one case and only recipes in the other (the top map, P4's, is kept in
+        // both).
         let maps = 2 * 6 * (8 * 12 + 4 * 6) * 4
-        let keptBytes = separate.saved["conv2d"]?.bytes ?? 0, recipeBytes = fused.saved["conv2d"]?.bytes ?? 0
-        XCTAssertGreaterThanOrEqual(keptBytes - recipeBytes, maps, "separate \(separate.saved), fused \(fused.saved)")
+        XCTAssertGreaterThanOrEqual(separate.tape - fused.tape, maps, "separate \(separate.tape) bytes, fused \(fused.tape)")
+
+        // Backward runs each lateral convolution once more: P2's recipe writes P3's merged map,
+        // which P3's output convolution then copies instead of running P3's lateral again.
+        let (_, log) = ConvolutionKernelLog.record { run(fused: true) }
+        func forwardCalls(_ weight: Tensor) -> Int {
+            log.filter { $0.entry.pass == "forward" && $0.entry.weight == weight.shape }.reduce(0) { $0 + $1.count }
+        }
+        XCTAssertEqual(forwardCalls(l2), 2, "\(log)")
+        XCTAssertEqual(forwardCalls(l3), 2, "\(log)")
+        XCTAssertEqual(forwardCalls(l4), 1, "\(log)")
 
         Autograd.convolutionRecomputation = false
         defer { Autograd.convolutionRecomputation = true }
         let levelOne = run(fused: true)
         XCTAssertEqual(levelOne.grads, separate.grads)
-        XCTAssertEqual(levelOne.saved["conv2d"]?.bytes, separate.saved["conv2d"]?.bytes, "level 1 keeps the merged maps")
+        XCTAssertEqual(levelOne.tape, separate.tape, "level 1 keeps the merged maps")
     }
 
     func testFPNMergeGradientsMatchFiniteDifferences() {
