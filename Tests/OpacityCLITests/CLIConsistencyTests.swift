@@ -149,6 +149,19 @@ final class CLIConsistencyTests: XCTestCase {
                 "--fold 3 has no patients in f.csv; expected one of its folds: 0, 1"
             ),
             (["score", "sub.csv", "--labels", "labels.csv", "--per-image", "sub.csv"], "--per-image sub.csv is an input of this command"),
+            // paths that name nothing: the option, what was expected, the nearest entry beside it
+            (
+                ["train", "--data", "dat", "-o", "r", "--config", CLIRobustnessTests.tiny],
+                "--data dat: no such folder; expected a folder in the Kaggle RSNA layout (did you mean 'data'?)"
+            ),
+            (
+                ["train", "--data", "data", "-o", "r", "--config", CLIRobustnessTests.tiny, "--init-weights", "nonexist.opb"],
+                "--init-weights nonexist.opb: no such file; expected a bundle (.opb) or zoo:NAME"
+            ),
+            (
+                ["train", "--labels", "label.csv", "--images", "data", "-o", "r", "--config", CLIRobustnessTests.tiny],
+                "--labels label.csv: no such file; expected a CSV of boxes (did you mean 'labels.csv'?)"
+            ),
             (["export", "bad.opb", "-o", "bad.opb"], "-o bad.opb is the model being exported"),
             (["export", "bad.opb", "-o", "x.opb", "--card", "nocard.json"], "--card nocard.json: no such file"),
             (["compare", "run", "-o", "sub.csv"], "-o/--output sub.csv is a file; expected a folder"),

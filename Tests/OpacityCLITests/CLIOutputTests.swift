@@ -49,18 +49,29 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertEqual(again.status, 64, again.all)
         XCTAssertTrue(
             again.stderr.contains(
-                "Error: detections/detections.json exists (an earlier run's); add --overwrite to replace it and the overlay PNGs, "
+                "Error: detections/detections.json exists (an earlier run's); add --overwrite to replace the earlier results and the overlay PNGs, "
                     + "or name another folder with -o/--output"),
             again.all)
         XCTAssertFalse(again.stderr.contains("model:"), again.all)
         XCTAssertEqual(try Data(contentsOf: result), written)
+        // a run in the other format too (it would replace the overlays the JSON describes);
+        // with --overwrite the JSON goes, so that what stays matches
+        let otherFormat = try CLI.run(["detect", dcm.path, "--format", "csv"], in: dir)
+        XCTAssertEqual(otherFormat.status, 64, otherFormat.all)
+        XCTAssertTrue(otherFormat.stderr.contains("detections/detections.json exists (an earlier run's)"), otherFormat.all)
+        XCTAssertEqual(try Data(contentsOf: result), written)
+        let switched = try CLI.run(["detect", dcm.path, "--format", "csv", "--overwrite"], in: dir)
+        XCTAssertEqual(switched.status, 0, switched.all)
+        XCTAssertTrue(switched.stdout.contains("an earlier run's results in the other format (--overwrite)"), switched.all)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: result.path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("detections/detections.csv").path))
         // the CSV of an earlier run likewise, said without the overlays when none are written
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("found"), withIntermediateDirectories: true)
         try Data("earlier\n".utf8).write(to: dir.appendingPathComponent("found/detections.csv"))
         let csv = try CLI.run(["detect", dcm.path, "-o", "found", "--format", "csv", "--no-overlays"], in: dir)
         XCTAssertEqual(csv.status, 64, csv.all)
         XCTAssertTrue(
-            csv.stderr.contains("found/detections.csv exists (an earlier run's); add --overwrite to replace it, or name another folder with -o/--output"),
+            csv.stderr.contains("found/detections.csv exists (an earlier run's); add --overwrite to replace the earlier results, or name another folder with -o/--output"),
             csv.all)
         XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("found/detections.csv"), encoding: .utf8), "earlier\n")
         // --overwrite replaces it

@@ -10,7 +10,7 @@ struct DetectCommand: ParsableCommand {
         commandName: "detect",
         abstract: "Find lung opacities on DICOM or PNG images: boxes with scores, and an overlay PNG per image.",
         discussion: """
-            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. In detections.json, boxes are also given in millimetres when the DICOM gives a pixel spacing (Pixel Spacing, else Imager Pixel Spacing); detections.csv gives pixels only. 12- to 16-bit DICOM reach the model at full depth. With --dicom-sr, a DICOM Structured Report (TID 1500 Measurement Report, one rectangle per box with its score, the model as observer device) is written per DICOM image; with --dicom-overlay, a Secondary Capture with the boxes burned in; both in the source's patient and study, in a new series (see Documentation/DICOM.md). detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes. An existing detections.json (or detections.csv) in the output folder, an earlier run's, is not replaced without --overwrite.
+            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. In detections.json, boxes are also given in millimetres when the DICOM gives a pixel spacing (Pixel Spacing, else Imager Pixel Spacing); detections.csv gives pixels only. 12- to 16-bit DICOM reach the model at full depth. With --dicom-sr, a DICOM Structured Report (TID 1500 Measurement Report, one rectangle per box with its score, the model as observer device) is written per DICOM image; with --dicom-overlay, a Secondary Capture with the boxes burned in; both in the source's patient and study, in a new series (see Documentation/DICOM.md). detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes. An existing detections.json or detections.csv in the output folder, an earlier run's in either format, is not replaced without --overwrite (which also removes the other format's file, so that what stays matches the overlays).
 
             Examples:
               opacity detect patient.dcm
@@ -93,13 +93,19 @@ struct DetectCommand: ParsableCommand {
                 throw ValidationError("\(error)")
             }
         }
-        // an earlier run's results are kept unless asked, as `convert` keeps its --labels-output
-        if !overwrite && FileManager.default.fileExists(atPath: resultURL.path) {
-            let shown = (out as NSString).appendingPathComponent(resultURL.lastPathComponent)
+        // An earlier run's results (in either format) are kept unless asked, as `convert` keeps
+        // its --labels-output: a run in the other format would replace the overlays and leave a
+        // results file that no longer matches them.
+        let earlier = ["detections.json", "detections.csv"].map { outURL.appendingPathComponent($0) }
+            .filter { FileManager.default.fileExists(atPath: $0.path) }
+        if !overwrite, let first = earlier.first {
+            let shown = (out as NSString).appendingPathComponent(first.lastPathComponent)
             throw ValidationError(
-                "\(shown) exists (an earlier run's); add --overwrite to replace it\(noOverlays ? "" : " and the overlay PNGs"), "
+                "\(shown) exists (an earlier run's); add --overwrite to replace the earlier results\(noOverlays ? "" : " and the overlay PNGs"), "
                     + "or name another folder with -o/--output")
         }
+        // Replacing: the earlier run's file in the other format goes, so that what stays matches.
+        let stale = earlier.filter { $0 != resultURL }
         let registry = try pluginOptions.registry()
         let (predictor, urls, digests) = try model.hashedPredictor(registry: registry)
         let refs = model.models.isEmpty ? [defaultModelName] : model.models
@@ -192,6 +198,10 @@ struct DetectCommand: ParsableCommand {
                         ? "no opacity" : f.boxes.map { String(format: "%.2f at (%.0f, %.0f, %.0f x %.0f)", $0.score, $0.x, $0.y, $0.width, $0.height) }.joined(separator: "; ")))
         }
         // every output written, in the order of the options
+        for url in stale {
+            try? FileManager.default.removeItem(at: url)
+            say("removed \(url.path), an earlier run's results in the other format (--overwrite)")
+        }
         var wrote = [resultURL.path]
         if !noOverlays { wrote.append("\(all.count) overlay PNG\(all.count == 1 ? "" : "s") in \(outURL.path)") }
         if let dicomSR { wrote.append("\(srWritten) DICOM SR\(srWritten == 1 ? "" : "s") (.sr.dcm) in \(dicomSR)") }

@@ -102,6 +102,11 @@ struct TrainCommand: ParsableCommand {
         o.limitValidation = validationLimit
         do { try o.validate() } catch let e as RunError { throw ValidationError(e.description) }
         do { _ = try AugmentationConfig(parsing: aug) } catch { throw ValidationError("--aug: \(error)") }
+        // a bundle path that names nothing (zoo:NAME and zoo names are looked up later)
+        for (option, value) in [("--init-weights", initWeights), ("--encoder-weights", encoderWeights)] {
+            guard let value, !value.hasPrefix("zoo:"), value.hasSuffix(".opb") || value.contains("/") else { continue }
+            try DataOptions.requireExisting(option, value, directory: false, expected: "a bundle (.opb) or zoo:NAME")
+        }
         if resume && output == nil && deprecatedOut == nil { throw ValidationError("--resume needs -o/--output RUNDIR (the run to continue)") }
         // a pipe is read once: the labels are recorded for --resume (and read by every
         // process of a distributed run), the folds file is read here and again with the data
