@@ -101,7 +101,6 @@ extension Tensor {
     }
 }
 
-
 // MARK: - FPN top-down merge
 
 extension Tensor {
