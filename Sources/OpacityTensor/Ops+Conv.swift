@@ -203,9 +203,10 @@ extension Tensor {
 /// The map an FPN merge's recipe wrote last, for its next use: the merged map of level `l` is
 /// read in backward by its own output convolution and by the recipe of level `l - 1`'s merge,
 /// which adds it upsampled, in either order. The second use copies it instead of running the
-/// lateral convolutions again (measured, resnet50 RetinaNet at 512 px, batch 2: without this,
-/// the recipes ran P3's lateral twice and P4's three times, about 60 ms of a step's 105 ms of
-/// recomputation). Held from the first use to the second, or until the recipe is freed with
+/// lateral convolutions again (without this, the recipes ran P3's lateral twice and P4's three
+/// times: a resnet50 RetinaNet's kernel log at 512 px, batch 2, showed about 105 ms of
+/// recomputation per step on a loaded machine; with it each lateral runs once more, counted
+/// by a test). Held from the first use to the second, or until the recipe is freed with
 /// the last node that keeps it (P2's, used once, right after its output convolution's
 /// backward); all of it after the heads' backward, where a step peaks.
 final class RegeneratedMap: @unchecked Sendable {

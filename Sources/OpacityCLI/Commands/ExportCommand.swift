@@ -91,9 +91,7 @@ struct ExportCommand: ParsableCommand {
         }
         var givenCard: ModelCard?
         if let card {
-            guard FileManager.default.fileExists(atPath: card) else {
-                throw ValidationError("--card \(card): no such file; expected a model card (JSON, see Documentation/Zoo.md, Model cards)")
-            }
+            try requireExistingPath("--card", card, directory: false, expected: "a model card (JSON, see Documentation/Zoo.md, Model cards)")
             do { givenCard = try JSONDecoder().decode(ModelCard.self, from: Data(contentsOf: URL(fileURLWithPath: card))) } catch {
                 throw ValidationError("--card \(card): not a model card (\(error)); see Documentation/Zoo.md, Model cards")
             }

@@ -105,7 +105,7 @@ struct TrainCommand: ParsableCommand {
         // a bundle path that names nothing (zoo:NAME and zoo names are looked up later)
         for (option, value) in [("--init-weights", initWeights), ("--encoder-weights", encoderWeights)] {
             guard let value, !value.hasPrefix("zoo:"), value.hasSuffix(".opb") || value.contains("/") else { continue }
-            try DataOptions.requireExisting(option, value, directory: false, expected: "a bundle (.opb) or zoo:NAME")
+            try requireExistingPath(option, value, directory: false, expected: "a bundle (.opb) or zoo:NAME")
         }
         if resume && output == nil && deprecatedOut == nil { throw ValidationError("--resume needs -o/--output RUNDIR (the run to continue)") }
         // a pipe is read once: the labels are recorded for --resume (and read by every

@@ -13,8 +13,8 @@ struct PluginOptions: ParsableArguments {
     var paths: [String] = []
 
     func validate() throws {
-        for path in paths where !FileManager.default.fileExists(atPath: path) {
-            throw ValidationError("--plugin \(path): no such file; expected a shared library (lib<Name>.so) of a plugin package")
+        for path in paths {
+            try requireExistingPath("--plugin", path, directory: false, expected: "a shared library (lib<Name>.so) of a plugin package")
         }
     }
 

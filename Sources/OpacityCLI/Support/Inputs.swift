@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Opacity
 
 #if canImport(Glibc)
     import Glibc
@@ -38,4 +39,29 @@ func requireRereadable(_ path: String, option: String, reason: String) throws {
     case "a folder": throw ValidationError("\(option) \(path) is a folder; expected a CSV file (a regular file)")
     case let kind?: throw ValidationError("\(option) \(path) is \(kind); this input is read twice (\(reason)), give a regular file")
     }
+}
+
+/// Throws a usage error (exit status 64) when `path`, the value of `option`, names no
+/// folder (`directory`) or no file: the option, the path, `expected`, and the nearest
+/// existing entry of the same kind beside it when the name looks like a typo of one
+/// (`nearestMatch`, edit distance).
+func requireExistingPath(_ option: String, _ path: String, directory: Bool, expected: String) throws {
+    var isDirectory: ObjCBool = false
+    let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+    if exists && isDirectory.boolValue == directory { return }
+    let kind = directory ? "folder" : "file"
+    if exists {
+        throw ValidationError("\(option) \(path) is a \(directory ? "file" : "folder"); expected \(expected)")
+    }
+    let parent = (path as NSString).deletingLastPathComponent
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.isEmpty ? "." : parent)) ?? []
+    let sameKind = names.filter { name in
+        var d: ObjCBool = false
+        return FileManager.default.fileExists(atPath: (parent.isEmpty ? name : (parent as NSString).appendingPathComponent(name)), isDirectory: &d)
+            && d.boolValue == directory
+    }
+    let hint = nearestMatch((path as NSString).lastPathComponent, in: sameKind).map {
+        " (did you mean '\(parent.isEmpty ? $0 : (parent as NSString).appendingPathComponent($0))'?)"
+    }
+    throw ValidationError("\(option) \(path): no such \(kind); expected \(expected)\(hint ?? "")")
 }
