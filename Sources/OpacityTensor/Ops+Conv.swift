@@ -86,15 +86,27 @@ extension Tensor {
             let gx = needX ? kernels.backwardData(inputShape: x.shape, weight: wt, gradOut: g, geometry: geo, groups: groups) : nil
             return bias == nil ? [gx, gw] : [gx, gw, gb]
         }
-        if result.node != nil, needW, Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, groups == 1,
-           geo.kernel == (1, 1), geo.padding == (0, 0), cout >= 2 * cin {
-            // A 1x1 convolution that at least doubles the channels: the node keeps its input and
-            // weight anyway, so a norm that saves the output for its backward can keep this
-            // recipe instead, the same kernel on the same values (``Autograd/convolutionRecomputation``).
-            let bv = bias?.detached()
+        let doubling = groups == 1 && geo.kernel == (1, 1) && geo.padding == (0, 0) && cout >= 2 * cin
+        let depthwise = groups == cin && weight.shape[1] == 1
+        if result.node != nil, needW, Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, doubling || depthwise {
+            // The node keeps its input and weight anyway, so the op that saves the output for its
+            // backward can keep this recipe instead, the same kernel on the same values
+            // (``Autograd/convolutionRecomputation``): a 1x1 convolution that at least doubles
+            // the channels (for the norm after it), or a depthwise one, `k*k` operations per
+            // value (for a separable convolution's pointwise half).
+            // A squeeze-and-excitation block reads a widening convolution's output twice in
+            // backward, through its norm's recipe (the excitation's product) and in the norm's
+            // own backward: the second use copies the first's map (``RegeneratedMap``) instead of
+            // a second GEMM.
+            let bv = bias?.detached(), memo = RegeneratedMap()
             out.storage.regeneration = { dst in
+                if let earlier = memo.take() {
+                    dst.mutablePointer.update(from: earlier.pointer, count: earlier.count)
+                    return
+                }
                 let xv = x.value()
                 kernels.forward(input: xv, weight: wt, bias: bv, geometry: geo, groups: groups, into: dst)
+                if doubling { memo.keep(dst) }
             }
         }
         return result

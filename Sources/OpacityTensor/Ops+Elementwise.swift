@@ -239,14 +239,19 @@ extension Tensor {
 
     /// Elementwise product with broadcasting (e.g. squeeze-and-excitation:
     /// `[N, C, H, W] * [N, C, 1, 1]`).
+    ///
+    /// For backward each operand is kept only when the other's gradient reads it, and as
+    /// ``SavedActivation``: a batch norm's output (a squeeze-and-excitation block's `bn3`) is
+    /// kept as the norm's recipe, the same bits recomputed in backward.
     public static func * (a: Tensor, b: Tensor) -> Tensor {
         let out = binaryKernel(a, b, .mul, op: "mul")
-        let ad = a.detached(), bd = b.detached()
         let ta = a.node != nil, tb = b.node != nil
+        let sa = a.shape, sb = b.shape
+        let av = tb ? SavedActivation(a) : nil, bv = ta ? SavedActivation(b) : nil
         OpTrace.note("mul", [a, b], out)
         return Autograd.record("mul", out, inputs: [a, b]) { g in
-            [ta ? binaryKernel(g, bd, .mul, op: "mul").reducedUntracked(toShape: ad.shape) : nil,
-             tb ? binaryKernel(g, ad, .mul, op: "mul").reducedUntracked(toShape: bd.shape) : nil]
+            [bv.map { binaryKernel(g, $0.value(), .mul, op: "mul").reducedUntracked(toShape: sa) },
+             av.map { binaryKernel(g, $0.value(), .mul, op: "mul").reducedUntracked(toShape: sb) }]
         }
     }
 

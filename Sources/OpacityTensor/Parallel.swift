@@ -122,8 +122,8 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     /// the recipe of a 1x1 convolution that at least doubles the channels instead of its input;
     /// 0: the maps (``Autograd/selectiveRecomputation``, ``Autograd/convolutionRecomputation``).
     case selectiveRecomputation = "OPACITY_SELECTIVE_RECOMPUTATION"
-    /// 1: a ReLU's output (and a frozen norm's input before its ReLU) is kept for backward
-    /// without its zeros; 0 (the default): as a map (``Autograd/sparseActivations``).
+    /// 1 (the default): a ReLU's output (and a frozen norm's input before its ReLU) is kept for
+    /// backward without its zeros; 0: as a map (``Autograd/sparseActivations``).
     case sparseActivations = "OPACITY_SPARSE_ACTIVATIONS"
 
     /// The values accepted.
@@ -146,7 +146,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .spinMicroseconds: return 200
         case .rowSplitThreads: return 4
         case .selectiveRecomputation: return 2
-        case .sparseActivations: return 0
+        case .sparseActivations: return 1
         }
     }
 

@@ -100,12 +100,13 @@ final class GradientCheckpointingTests: XCTestCase {
     /// Selective recomputation (a convolution keeps a batch norm's recipe, not its output; at
     /// level 2 a norm also keeps a widening 1x1 convolution's recipe, not its input) gives a
     /// real detector's training step bit for bit, with frozen batch norm and with batch
-    /// statistics, on encoders of each block kind; so does keeping the ReLU outputs without
-    /// their zeros (``SparseActivation``), with each level and without it.
+    /// statistics, on encoders of each block kind (Xception's separable convolutions keep their
+    /// depthwise halves' recipes, SE-ResNeXt's excitation products their norms'); so does keeping
+    /// the ReLU outputs without their zeros (``SparseActivation``), with each level and without it.
     func testSelectiveRecomputationGivesTheSameBits() throws {
         let cases = [
             ("resnet50(width=0.125)", true), ("resnet50(width=0.125)", false), ("resnet18(width=0.25)", false), ("dpn92", true),
-            ("xception", false),
+            ("xception", false), ("seresnext50_32x4d", true),
         ]
         for (encoder, frozen) in cases {
             let config = "retinanet(encoder=\(encoder), neck=fpn(channels=32), head=retina(channels=32), size=64)"

@@ -265,4 +265,80 @@ final class SelectiveRecomputationTests: XCTestCase {
             t[0].conv2d(t[1], bias: t[2], addingUpsampled2x: t[3])
         }
     }
+
+    /// Runs `body` at a recomputation level (0, 1 or 2) with the ReLU outputs packed or not,
+    /// and returns its result and what the tape saved.
+    private func atLevel<R>(_ level: Int, sparse: Bool, _ body: () -> R) -> (R, [String: (bytes: Int, nodes: Int)]) {
+        let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations)
+        Autograd.selectiveRecomputation = level >= 1
+        Autograd.convolutionRecomputation = level >= 2
+        Autograd.sparseActivations = sparse
+        defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations) = before }
+        return Autograd.measuringSavedTensors(body)
+    }
+
+    /// A separable convolution (`relu`, a depthwise 3x3, a pointwise 1x1 that does not widen):
+    /// at level 2 the pointwise convolution keeps the depthwise one's recipe instead of its
+    /// output, and backward runs the depthwise convolution once more; the same bits as with the
+    /// map kept, with the ReLU's output packed or whole, at stride 1 and 2.
+    func testSeparableConvolutionRecomputesTheDepthwiseOutput() {
+        let input = uniform([2, 6, 13, 11], seed: 51), dw = uniform([6, 1, 3, 3], -0.5, 0.5, seed: 52)
+        let pw = uniform([5, 6, 1, 1], -0.5, 0.5, seed: 53)
+        for stride in [1, 2] {
+            let out = uniform([2, 5, stride == 1 ? 13 : 7, stride == 1 ? 11 : 6], seed: 54)
+            func run() -> [[UInt32]] {
+                let ps = [input, dw, pw].map { $0.requiringGrad() }
+                let y = Autograd.recordingGradients {
+                    ps[0].relu().conv2d(ps[1], stride: (stride, stride), padding: (1, 1), groups: 6).conv2d(ps[2])
+                }
+                (y * out).sum().backward()
+                return [y.scalars.map(\.bitPattern)] + ps.map { $0.grad!.scalars.map(\.bitPattern) }
+            }
+            for sparse in [false, true] {
+                let what = "stride \(stride)\(sparse ? ", packed" : "")"
+                let (kept, keptTape) = atLevel(1, sparse: sparse, run)
+                let (recomputed, tape) = atLevel(2, sparse: sparse, run)
+                XCTAssertEqual(recomputed, kept, "\(what): the output and every gradient, bit for bit")
+                // The depthwise output, 6 channels per image, is off the tape.
+                let map = 2 * 6 * (stride == 1 ? 13 * 11 : 7 * 6) * 4
+                let keptBytes = keptTape["conv2d"]?.bytes ?? 0, bytes = tape["conv2d"]?.bytes ?? 0
+                XCTAssertGreaterThanOrEqual(keptBytes - bytes, map, "\(what): \(keptTape) against \(tape)")
+                // and backward ran the depthwise convolution once more
+                let (_, log) = ConvolutionKernelLog.record { atLevel(2, sparse: sparse, run) }
+                let calls = log.filter { $0.entry.pass == "forward" && $0.entry.weight == dw.shape }.reduce(0) { $0 + $1.count }
+                XCTAssertEqual(calls, 2, "\(what): \(log)")
+            }
+        }
+    }
+
+    /// A squeeze-and-excitation product `y * sigmoid(...)` whose `y` is a frozen norm's output
+    /// after a widening 1x1 convolution (an SE-ResNeXt block's `conv3`, `bn3`): the product
+    /// keeps the norm's recipe instead of `y`, the same bits; backward runs the convolution once
+    /// more, not twice (the norm's backward copies the map the product's recipe wrote).
+    func testSqueezeExcitationProductKeepsTheNormsRecipe() {
+        let input = uniform([2, 4, 9, 7], seed: 61), conv3 = uniform([8, 4, 1, 1], -0.5, 0.5, seed: 62)
+        let g = uniform([8], 0.5, 1.5, seed: 63), b = uniform([8], -0.2, 0.2, seed: 64)
+        let stats = (mean: uniform([8], -0.1, 0.1, seed: 65), variance: uniform([8], 0.5, 1.5, seed: 66))
+        let fc = uniform([8, 8, 1, 1], -0.5, 0.5, seed: 67), out = uniform([2, 8, 9, 7], seed: 68)
+        func run() -> [[UInt32]] {
+            let ps = [input, conv3, g, b, fc].map { $0.requiringGrad() }
+            let y = Autograd.recordingGradients { () -> Tensor in
+                let n = ps[0].conv2d(ps[1]).batchNorm2d(weight: ps[2], bias: ps[3], mean: stats.mean, variance: stats.variance)
+                return n * n.globalAvgPool2d().conv2d(ps[4]).sigmoid()
+            }
+            (y * out).sum().backward()
+            return [y.scalars.map(\.bitPattern)] + ps.map { $0.grad!.scalars.map(\.bitPattern) }
+        }
+        let (kept, keptTape) = atLevel(0, sparse: false, run)
+        for level in [1, 2] {
+            let (recomputed, tape) = atLevel(level, sparse: false, run)
+            XCTAssertEqual(recomputed, kept, "level \(level): the output and every gradient, bit for bit")
+            let map = 2 * 8 * 9 * 7 * 4
+            XCTAssertGreaterThanOrEqual(keptTape["mul"]?.bytes ?? 0, map, "\(keptTape)")
+            XCTAssertLessThan(tape["mul"]?.bytes ?? 0, map, "level \(level): \(tape)")
+        }
+        let (_, log) = ConvolutionKernelLog.record { atLevel(2, sparse: false, run) }
+        let calls = log.filter { $0.entry.pass == "forward" && $0.entry.weight == conv3.shape }.reduce(0) { $0 + $1.count }
+        XCTAssertEqual(calls, 2, "the widening convolution in forward and once in backward: \(log)")
+    }
 }
