@@ -90,7 +90,9 @@ public enum Autograd {
     /// recipe and backward runs the convolution again (``SavedActivation``). Its input is kept
     /// anyway, for the weight gradient, so the output's whole map is saved, for one more GEMM in
     /// backward of `2 Cin` operations per saved value: at least doubling keeps that at most `Cout`
-    /// per value, the cheapest maps to recompute. On by default (`OPACITY_SELECTIVE_RECOMPUTATION=2`;
+    /// per value, the cheapest maps to recompute. A depthwise convolution leaves one too (`2 k^2`
+    /// operations per value), which a separable convolution's pointwise half keeps instead of
+    /// the depthwise output (Xception, NASNet). On by default (`OPACITY_SELECTIVE_RECOMPUTATION=2`;
     /// `1` turns it off); it needs ``selectiveRecomputation``. The values and gradients are the
     /// same bits either way. Measured on a RetinaNet at 512 px, batch 2 (Benchmarks.md, "Selective
     /// recomputation of 1x1 convolutions"). An FPN's top-down merge leaves a recipe under the same
@@ -101,12 +103,12 @@ public enum Autograd {
     /// Whether a ReLU that records a node keeps its output for backward without its zeros
     /// (``SparseActivation``), a convolution reading that output keeps the same packed form
     /// instead of the map (``SavedActivation``), and a frozen batch norm with its fused ReLU keeps
-    /// its input only where its output is not zero. Off by default; `OPACITY_SPARSE_ACTIVATIONS=1`
-    /// starts with it on. Lossless: the values and gradients are the same bits either way.
+    /// its input only where its output is not zero. On by default; `OPACITY_SPARSE_ACTIVATIONS=0`
+    /// starts with it off. Lossless: the values and gradients are the same bits either way.
     /// Measured on RetinaNets at 512 px, batch 2, frozen batch norm: the training step's peak
-    /// 10-21% lower, for about 10% more step time (a pass over each packed map in forward and
-    /// one or two in backward; Benchmarks.md, "Maps kept without their zeros").
-    /// Set it between passes, not while one runs.
+    /// 10-21% lower; the step time (a pass over each packed map in forward and one or two in
+    /// backward) 0.98-1.05x in four alternated pairs on an idle machine (Benchmarks.md, "Maps
+    /// kept without their zeros" and "Packing by default"). Set it between passes, not while one runs.
     nonisolated(unsafe) package static var sparseActivations: Bool = TuningVariable.sparseActivations.value >= 1
 
     /// The ledger of ``measuringSavedTensors(_:)`` while one runs.

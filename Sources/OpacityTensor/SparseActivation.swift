@@ -143,8 +143,8 @@ package final class SparseActivation: @unchecked Sendable {
             return nil
         }
         Totals.add(map: count, packed: max(1, total) + 2 * words)
-        let masks = TensorStorage(uninitializedCount: 2 * words)
-        let values = TensorStorage(uninitializedCount: max(1, total))
+        let masks = TensorStorage(uninitializedCount: 2 * words, longLived: true)
+        let values = TensorStorage(uninitializedCount: max(1, total), longLived: true)
         let mp = UnsafeMutableRawPointer(masks.base), vp = values.base, shifts = laneShifts
         offsets.withUnsafeBufferPointer { ob in
             let starts = ob.baseAddress!

@@ -182,8 +182,8 @@ enum DetectorBench {
             !Autograd.selectiveRecomputation
                 ? "none (grad_checkpointing=none: every activation kept for backward; OPACITY_SELECTIVE_RECOMPUTATION=0: batch norm outputs kept too)"
                 : Autograd.convolutionRecomputation
-                    ? "none (grad_checkpointing=none: every activation kept for backward, but a batch norm's output recomputed for the convolution after it, and a channel-doubling 1x1 convolution's output for the norm after it, an FPN merge for the convolution after it)"
-                    : "none (grad_checkpointing=none: every activation kept for backward, a batch norm's output recomputed for the convolution after it; OPACITY_SELECTIVE_RECOMPUTATION=1: 1x1 convolution outputs and FPN merges kept)"
+                    ? "none (grad_checkpointing=none: every activation kept for backward, but a batch norm's output recomputed for the convolution or product after it, a channel-doubling 1x1 convolution's output for the norm after it, a depthwise convolution's for the pointwise one after it, an FPN merge for the convolution after it)"
+                    : "none (grad_checkpointing=none: every activation kept for backward, a batch norm's output recomputed for the convolution or product after it; OPACITY_SELECTIVE_RECOMPUTATION=1: 1x1 and depthwise convolution outputs and FPN merges kept)"
         case .head: "head (grad_checkpointing=head: each level of the classification subnet recomputed in backward)"
         case .encoder: "encoder (grad_checkpointing=encoder: the encoder recomputed in backward, block by block where it has blocks)"
         case .all: "all (grad_checkpointing=all: encoder, neck and head recomputed in backward)"

@@ -162,4 +162,27 @@ final class StorageTests: XCTestCase {
             XCTAssertEqual(TuningVariable.selectiveRecomputation.value, Int(level))
         }
     }
+
+    /// A ReLU's packed output (``SparseActivation``) lives from forward to backward, so it takes
+    /// a block of its own size class, never a larger cached one: a 1.25 MiB packed form with a
+    /// 2 MiB block cached (which a short-lived request of that size would take as it is).
+    func testPackedMapsTakeBlocksOfTheirOwnSize() {
+        let restore = Self.emptyPoolWithoutSlack()
+        defer { restore() }
+        let mib = 1 << 18  // floats
+        let map = (0..<(4 * mib)).map { i -> Float in i % 10 < 3 ? Float(i % 7 + 1) : 0 }  // 30% non-zero
+        // a 2 MiB block cached, under a high-water mark that leaves no room for a new block
+        do { _ = Tensor.zeros([2 * mib]) }
+        TensorStorage.resetPoolHighWaterMark()
+        XCTAssertEqual(TensorStorage.cachedBytes, 2 << 20)
+        let base = TensorMemory.liveBytes
+        let packed = map.withUnsafeBufferPointer { SparseActivation.pack($0.baseAddress!, count: $0.count) }
+        XCTAssertNotNil(packed)
+        // the values (1.2 MiB, class 1.25 MiB) and the masks (128 KiB, from malloc)
+        let values = map.filter { $0 != 0 }.count * 4
+        XCTAssertEqual(TensorMemory.liveBytes - base, 10 << 17 + 2 * (4 * mib / 64) * 4, "values of \(values) bytes")
+        // (the cached block was cut to the class: there was no room for a new one)
+        XCTAssertEqual(TensorStorage.cachedBytes, 0)
+        withExtendedLifetime(packed) {}
+    }
 }
