@@ -80,6 +80,23 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertNotEqual(try String(contentsOf: dir.appendingPathComponent("found/detections.csv"), encoding: .utf8), "earlier\n")
     }
 
+    /// The bench's training-memory report (OPACITY_MEMORY_REPORT=1) explains each column of
+    /// its table of points in a key under the table (new-user trial: "peak before", "MiB
+    /// mapped before" were not explained anywhere).
+    func testBenchMemoryReportExplainsItsColumns() throws {
+        let r = try CLI.run(
+            ["detector", "--threads", "2", "--size", "64", "--repeat", "1", "--no-pytorch", "--config", "retinanet(encoder=resnet18(width=0.125), size=64)"],
+            environment: ["OPACITY_MEMORY_REPORT": "1"], program: "opacity-bench")
+        XCTAssertEqual(r.status, 0, r.all)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        let header = try XCTUnwrap(lines.firstIndex { $0.contains("page faults, MiB mapped before") }, r.stdout)
+        let table = lines[(header + 1)...].prefix { !$0.contains("saved for backward") }
+        let key = table.drop { !$0.hasPrefix("      key: ") }.joined(separator: "\n")
+        for column in ["point =", "alive =", "peak before =", "rss =", "page faults, MiB mapped before ="] {
+            XCTAssertTrue(key.contains(column), "\(column) is not explained: \(key)")
+        }
+    }
+
     /// export takes its model as the first argument or --model, and without either the zoo's
     /// default entry, as detect and serve do; two different models are a usage error.
     func testExportDefaultModel() throws {
