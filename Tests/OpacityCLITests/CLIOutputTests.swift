@@ -80,6 +80,21 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertNotEqual(try String(contentsOf: dir.appendingPathComponent("found/detections.csv"), encoding: .utf8), "earlier\n")
     }
 
+    /// A path of one character that names nothing is a usage error like any other (new-user
+    /// trial: `train --data d` crashed with SIGILL in Foundation's path splitting).
+    func testOneCharacterPathsThatNameNothingAreRefused() throws {
+        let dir = try CLI.tempDir("onechar")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (args, message) in [
+            (["train", "--data", "d"], "--data d: no such folder"), (["eval", "--data", "e", "--all"], "--data e: no such folder"),
+            (["eval", "--labels", "l", "--images", "."], "--labels l: no such file"),
+        ] {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message) && !r.all.contains("crashed"), "\(args): \(r.all)")
+        }
+    }
+
     /// The bench's training-memory report (OPACITY_MEMORY_REPORT=1) explains each column of
     /// its table of points in a key under the table (new-user trial: "peak before", "MiB
     /// mapped before" were not explained anywhere).
