@@ -80,6 +80,32 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertNotEqual(try String(contentsOf: dir.appendingPathComponent("found/detections.csv"), encoding: .utf8), "earlier\n")
     }
 
+    /// Values that the library checks under its own parameter names are said as the options
+    /// the user gave (new-user trial: `--aug hevy` said "parameter 'augmentation'"), with what
+    /// was expected and the nearest valid value; a key inside the value names the option and
+    /// the key.
+    func testOptionValuesCheckedByTheLibraryNameTheOption() throws {
+        let dir = try CLI.tempDir("optionnames")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String], String)] = [
+            (["train", "--data", "d", "--aug", "hevy"], "Error: --aug 'hevy' is not valid; expected one of "),
+            (["train", "--data", "d", "--aug", "hevy"], "(did you mean 'heavy'?)"),
+            (["train", "--data", "d", "--aug", "heavy,rotaton=3"], "Error: --aug: key 'rotaton' = '3' is not valid; expected one of "),
+            (["train", "--data", "d", "--aug", "heavy,rotaton=3"], "(did you mean 'rotation'?)"),
+            (["preview", "--augmentation", "ligth", "-o", "p.png"], "Error: --augmentation 'ligth' is not valid; expected one of "),
+            (["preview", "--augmentation", "ligth", "-o", "p.png"], "(did you mean 'light'?)"),
+            (["synth", "-o", "s", "--size", "32"], "Error: --size '32' is not valid; expected at least 64 pixels (nearest valid: 64)"),
+            (["synth", "-o", "s", "--count", "0"], "Error: --count '0' is not valid; expected at least 1 (nearest valid: 1)"),
+            (["detect", try firstDICOM().path, "--frame", "3", "-o", "d"], "--frame '3' is not valid; expected 1...1 (NumberOfFrames of "),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): expected '\(message)' in \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("parameter '"), "\(args): \(r.stderr)")
+        }
+    }
+
     /// A path of one character that names nothing is a usage error like any other (new-user
     /// trial: `train --data d` crashed with SIGILL in Foundation's path splitting).
     func testOneCharacterPathsThatNameNothingAreRefused() throws {

@@ -61,7 +61,9 @@ struct AugmentPreviewCommand: ParsableCommand {
         guard size >= 16 else { throw ValidationError("--size must be at least 16 pixels, e.g. 512") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard columns >= 1 else { throw ValidationError("--columns must be at least 1") }
-        do { _ = try AugmentationConfig(parsing: augmentation) } catch { throw ValidationError("--augmentation: \(error)") }
+        do { _ = try AugmentationConfig(parsing: augmentation) } catch {
+            throw namingOption(error, ["augmentation": "--augmentation"], keysOf: "--augmentation")
+        }
     }
 
     func run() throws {

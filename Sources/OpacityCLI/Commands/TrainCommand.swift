@@ -101,7 +101,7 @@ struct TrainCommand: ParsableCommand {
         o.limitTrain = trainLimit
         o.limitValidation = validationLimit
         do { try o.validate() } catch let e as RunError { throw ValidationError(e.description) }
-        do { _ = try AugmentationConfig(parsing: aug) } catch { throw ValidationError("--aug: \(error)") }
+        do { _ = try AugmentationConfig(parsing: aug) } catch { throw namingOption(error, ["augmentation": "--aug"], keysOf: "--aug") }
         // a bundle path that names nothing (zoo:NAME and zoo names are looked up later)
         for (option, value) in [("--init-weights", initWeights), ("--encoder-weights", encoderWeights)] {
             guard let value, !value.hasPrefix("zoo:"), value.hasSuffix(".opb") || value.contains("/") else { continue }
