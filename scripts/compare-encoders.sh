@@ -27,4 +27,5 @@ for e in "${encoders[@]}"; do
     --epochs "$epochs" --batch 8 --lr 3e-4 --clip 1 --freeze-bn off --aug light --seed 1 --workers 1
   echo "$e: $(( $(date +%s) - start )) s" >> "$out/times.txt"
 done
-"$bin" compare "${encoders[@]/#/$out/runs/}" -o "$out/figure"
+# rerun after more epochs: the figures are drawn again (--overwrite)
+"$bin" compare "${encoders[@]/#/$out/runs/}" -o "$out/figure" --overwrite

@@ -53,7 +53,7 @@ if [ "$stage" = cv ]; then
           --fold "$fold" --limit-val 8 --init-weights "$work/pre-$style/checkpoints/interrupted.opb" -o "$work/cv-$style-f$fold" \
           > "$work/cv-$style-f$fold.log" 2>&1; fi &&
         "$bin" eval --model "$work/cv-$style-f$fold" --data "$rsna256" --folds-file "$work/folds.csv" --fold "$fold" \
-          --threads 1 -o "$work/cv-eval-$style-f$fold" > "$work/cv-eval-$style-f$fold.txt" 2>&1) &
+          --threads 1 -o "$work/cv-eval-$style-f$fold" --overwrite > "$work/cv-eval-$style-f$fold.txt" 2>&1) &
     done
     wait
     for style in ovals patchy; do

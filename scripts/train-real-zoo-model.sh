@@ -46,7 +46,7 @@ for k in 0 1 2 3; do "$bin" eval --model "$work/transfer_fold$k" --data "$work/r
   --threads 2 -o "$work/fold0-continued"
 "$bin" eval --model "$work/fold0-continued" --data "$work/rsna256" --folds-file "$work/folds.csv" --fold 0 -o "$work/fold0-continued/eval"
 # 6. the zoo entry (see Documentation/Zoo.md for the metrics passed here)
-"$bin" export "$work/fold0-continued" --storage int8 -o zoo/retinanet-r34-rsna1k.opb
+"$bin" export "$work/fold0-continued" --storage int8 -o zoo/retinanet-r34-rsna1k.opb --overwrite
 "$bin" zoo add retinanet-r34-rsna1k zoo/retinanet-r34-rsna1k.opb --manifest zoo/manifest.json --replace --licence CC-BY-4.0 \
   --data "757 real RSNA challenge images (rsna1k), 256 px; 4 folds stratified by class and view; fold 0 held out"
 # 7. the held-out list, so that `opacity eval --data rsna1k` scores fold 0 of this split by

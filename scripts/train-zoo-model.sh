@@ -30,7 +30,7 @@ fi
 "$bin" eval --model "$work/run" --data "$work/data" --fold 0 -o "$work/eval" | tee "$work/eval.txt"
 metric=$(sed -nE 's/^metric ([0-9.]+) at score threshold ([0-9.]+).*/\1/p' "$work/eval.txt")
 threshold=$(sed -nE 's/^metric ([0-9.]+) at score threshold ([0-9.]+).*/\2/p' "$work/eval.txt")
-"$bin" export "$work/run" --storage int8 -o zoo/retinanet-r34-composite.opb \
+"$bin" export "$work/run" --storage int8 -o zoo/retinanet-r34-composite.opb --overwrite \
   --metric "heldout_metric=$metric" --metric "metric_threshold=$threshold" \
   --notes "fold 0 of 4 held out (600 images); trained by scripts/train-zoo-model.sh"
 "$bin" zoo add retinanet-r34-composite zoo/retinanet-r34-composite.opb --manifest zoo/manifest.json --replace \

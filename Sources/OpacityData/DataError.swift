@@ -89,7 +89,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     /// The nearest valid value as the message's ending: a number is the end of the range it
     /// is clamped to, not a spelling the user may have meant, so it reads "nearest valid";
     /// a name reads "did you mean".
-    static func suggestion(_ nearest: String?) -> String {
+    package static func suggestion(_ nearest: String?) -> String {
         guard let n = nearest else { return "" }
         if Double(n) != nil { return " (nearest valid: \(n))" }
         return " (did you mean '\(InputLimits.quoted(n))'?)"

@@ -294,6 +294,11 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     /// shown whole (each already bounded: the id and the reason quoted by ``TrainingSetup``);
     /// `list` is the path of the file that lists every one (the run folder's `skipped.csv`).
     case tooManySkipped(skipped: Int, total: Int, limit: Double, examples: [String], list: String)
+    /// Images of the data set that are missing or cannot be decoded, found by the check that
+    /// every run makes before its first step, when they are not to be skipped: the run does
+    /// not start. `examples` are the first few (each the id and the reason, already bounded),
+    /// of `count` out of `total` images.
+    case unreadableImages(count: Int, total: Int, examples: [String])
 
     public var description: String {
         switch self {
@@ -311,6 +316,12 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(skipped) of \(total) images are missing or unreadable, more than \(Int(limit * 100))% "
                 + "(the most --skip-unreadable leaves out); e.g. \(examples.prefix(3).joined(separator: "; ")). "
                 + "All \(skipped) are listed, with the reason, in \(list). Check the data paths"
+        case let .unreadableImages(count, total, examples):
+            var s = "\(count) of \(total) images are missing or cannot be read (every image is read once before training); training did not start:"
+            for e in examples { s += "\n  " + e }
+            if count > examples.count { s += "\n  ... and \(count - examples.count) more" }
+            return s + "\nto train without them, add --skip-unreadable (they are then listed in skipped.csv in the run folder, "
+                + "and the run stops when they are more than \(Int(TrainingSetup.maximumSkippedFraction * 100))% of the images); or fix the files or the data paths"
         }
     }
 }

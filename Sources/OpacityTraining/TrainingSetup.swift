@@ -54,6 +54,10 @@ public struct TrainingSetup {
     /// since a run that loses most of its data is almost always a wrong path.
     public static let maximumSkippedFraction = 0.10
 
+    /// How many of the images that cannot be read a run that does not skip them names when it
+    /// refuses to start (``RunError/unreadableImages(count:total:examples:)``); the count gives the rest.
+    public static let listedUnreadableImages = 10
+
     /// The setup of an existing run folder, from its `options.json`: the recipe, the data
     /// location, limits, skipping and folds it was started with, so that resuming needs no
     /// data options again.
@@ -183,9 +187,17 @@ public struct TrainingSetup {
                                         + "(limit-train \(saved.limitTrain.map(String.init) ?? "none"), limit-val \(saved.limitValidation.map(String.init) ?? "none"), "
                                         + "skip-unreadable \(saved.skipProblemImages ?? false)); resume it with the same ones, or without naming them")
         }
-        // with skipping, every image is decoded once here, so that unreadable files are
-        // listed and counted against the limit before any training (not met batch by batch)
-        let dataset = try data.load(skipProblemImages: skipProblemImages, checkImages: skipProblemImages)
+        // every image is decoded once here, so that files that cannot be read are found before
+        // any training, not met batch by batch (on a full data set, hours into the first epoch):
+        // with skipping they are listed and counted against the limit; without, the run does
+        // not start, and the error names the first few with their reasons
+        let dataset = try data.load(skipProblemImages: true, checkImages: true)
+        let problems = dataset.report.missingImages.count + dataset.report.unreadableImages.count
+        if !skipProblemImages && problems > 0 {
+            let listed = dataset.report.missingImages.map { ($0, "missing") } + dataset.report.unreadableImages.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            throw RunError.unreadableImages(count: problems, total: dataset.report.patients,
+                                            examples: listed.prefix(Self.listedUnreadableImages).map { "\(InputLimits.quoted($0.0, limit: 200)): \(InputLimits.quoted($0.1, limit: 1000))" })
+        }
         if group.isLeader { try writeSkipped(dataset.report) }
         // folds: reuse the run's file so a resumed run sees the same split
         let folds: Folds

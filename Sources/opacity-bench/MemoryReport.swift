@@ -32,6 +32,14 @@ final class MemoryProbe {
         TensorMemory.resetLivePeak()
     }
 
+    /// What each column of the table of points means, printed under the table.
+    static let columnKey = [
+        "key: point = where in the step; each row covers the stretch since the row above (start: before the forward pass)",
+        "     alive = MiB of tensor storage alive at the point; peak before = the most tensor storage alive during the stretch",
+        "     rss = the whole process's resident memory at the point (VmRSS, MiB)",
+        "     page faults, MiB mapped before = minor page faults during the stretch, and the MiB the storage pool newly mapped from the system then (reused blocks cost no faults)",
+    ]
+
     /// Prints the report.
     func report(parameters: [Parameter], optimizerState: [String: Tensor], checkpointing: GradientCheckpointing) {
         func mib(_ b: Int) -> String { fmt(Double(b) / 1_048_576, 1) }
@@ -48,6 +56,7 @@ final class MemoryProbe {
             let faults = i == 0 ? "" : "\(m.faults - marks[i - 1].faults), \(mib(m.mapped - marks[i - 1].mapped))"
             print("      \(pad(m.name, 22)) \(pad(mib(m.live), 9)) \(pad(mib(m.peak), 12)) \(pad(rss, 6)) \(faults)")
         }
+        for line in Self.columnKey { print("      " + line) }
         let total = saved.values.reduce(0) { $0 + $1.bytes }
         print(
             "      saved for backward (freed with each node\(checkpointing == .none ? "" : "; with checkpointing, 'checkpoint' is what the segments kept and the other kinds include what their recomputations saved, one segment at a time")), \(mib(total)) MiB in all:"

@@ -47,6 +47,30 @@ final class CLIConsistencyTests: XCTestCase {
         }
     }
 
+    /// Every command that writes results (an `-o/--output`, `--per-image`) offers `--overwrite`,
+    /// without which it keeps what an earlier run wrote there (CLI.md, Outputs); `train` keeps
+    /// another run's folder its own way (`--resume`), and `synth` and `demo` make a whole folder
+    /// from a seed.
+    func testEveryCommandThatWritesResultsOffersOverwrite() throws {
+        let dump = try CLI.run(["--experimental-dump-help"])
+        XCTAssertEqual(dump.status, 0, dump.all)
+        let root = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
+        var writers: [[String]] = [], lacking: [[String]] = []
+        func walk(_ command: [String: Any], _ path: [String]) {
+            let names = (command["arguments"] as? [[String: Any]] ?? []).compactMap { ($0["preferredName"] as? [String: Any])?["name"] as? String }
+            if names.contains("output") || names.contains("per-image") {
+                writers.append(path)
+                if !names.contains("overwrite") && !["train", "synth", "demo"].contains(path.joined(separator: " ")) { lacking.append(path) }
+            }
+            for sub in command["subcommands"] as? [[String: Any]] ?? [] { walk(sub, path + [sub["commandName"] as? String ?? "?"]) }
+        }
+        walk(try XCTUnwrap(root["command"] as? [String: Any]), [])
+        for command in ["detect", "convert", "submit", "eval", "export", "compare", "folds", "preview", "import", "score"] {
+            XCTAssertTrue(writers.contains([command]), "\(command) writes no results? \(writers)")
+        }
+        XCTAssertEqual(lacking, [], "commands that write results without --overwrite")
+    }
+
     func testChoicesListTheirValuesAndExitWithUsageStatus() throws {
         let cases: [([String], [String])] = [
             (["detect", "x.png", "--format", "xml"], ["json", "csv"]),

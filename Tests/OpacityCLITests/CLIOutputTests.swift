@@ -80,6 +80,148 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertNotEqual(try String(contentsOf: dir.appendingPathComponent("found/detections.csv"), encoding: .utf8), "earlier\n")
     }
 
+    /// submit, export, eval, compare, folds, preview, import and score --per-image keep what an
+    /// earlier run wrote, as detect does: refused (usage error 64) before any model or data
+    /// loads, naming the file, --overwrite and the other way on, the file as it was; with
+    /// --overwrite the run replaces it (new-user trial: they replaced earlier results silently).
+    func testEveryCommandKeepsAnEarlierRunsResultsUnlessOverwrite() throws {
+        let dir = try CLI.tempDir("keepearlier")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        let one = dir.appendingPathComponent("one")
+        try fm.createDirectory(at: one, withIntermediateDirectories: true)
+        try fm.createSymbolicLink(at: one.appendingPathComponent("x.dcm"), withDestinationURL: try firstDICOM())
+        let run = dir.appendingPathComponent("run")
+        try fm.createDirectory(at: run, withIntermediateDirectories: true)
+        let record = """
+            {"best":true,"checkpoint":"checkpoints/epoch-1.opb","epoch":1,"images_per_second":10,"lr":0.001,\
+            "metric":{"best":0.2,"sweep":[[0.5,0.2]],"threshold":0.5},"seconds":1,"time":"2026-01-01T00:00:00Z",\
+            "train":{"focal":1,"regression":1,"total":2},"train_images":10,"val":{"focal":1,"regression":1,"total":1.5},"val_images":5}
+
+            """
+        try Data(record.utf8).write(to: run.appendingPathComponent("log.jsonl"))
+        let cases: [(args: [String], earlier: String, message: String)] = [
+            (
+                ["submit", "--images", "one", "-o", "sub.csv", "-q"], "sub.csv",
+                "sub.csv exists (an earlier run's); add --overwrite to replace the earlier submission, or name another file with -o/--output"
+            ),
+            (
+                ["export", "--storage", "int8", "-o", "m.opb"], "m.opb",
+                "m.opb exists (an earlier run's); add --overwrite to replace the earlier bundle, or name another file with -o/--output"
+            ),
+            (
+                ["eval", "--data", rsna1k.path, "--limit", "2", "-o", "ev"], "ev/summary.md",
+                "ev/summary.md exists (an earlier run's); add --overwrite to replace the earlier report, CSVs and figures, or name another folder with -o/--output"
+            ),
+            (
+                ["eval", "--data", rsna1k.path, "--all", "--limit", "4", "-o", "ev2", "--operating-point-out", "op.opb"], "op.opb",
+                "op.opb exists (an earlier run's); add --overwrite to replace the earlier bundle with its operating point, or name another file with --operating-point-out"
+            ),
+            (
+                ["compare", "run", "-o", "cmp"], "cmp/curves.csv",
+                "cmp/curves.csv exists (an earlier run's); add --overwrite to replace the earlier figures and curves.csv, or name another folder with -o/--output"
+            ),
+            (
+                ["compare", "--from-csv", "curves.csv", "-o", "redrawn"], "redrawn/metric.svg",
+                "redrawn/metric.svg exists (an earlier run's); add --overwrite to replace the earlier figures, or name another folder with -o/--output"
+            ),
+            (
+                ["folds", "--data", rsna1k.path, "-o", "folds.csv"], "folds.csv",
+                "folds.csv exists (an earlier run's); add --overwrite to replace the earlier folds file, or name another file with -o/--output"
+            ),
+            (
+                ["preview", "--count", "1", "--size", "32", "-o", "p.png"], "p.png",
+                "p.png exists (an earlier run's); add --overwrite to replace the earlier preview, or name another file with -o/--output"
+            ),
+            (
+                ["score", "sub.csv", "--labels", rsna1k.appendingPathComponent("stage_2_train_labels.csv").path, "--per-image", "scores.csv"], "scores.csv",
+                "scores.csv exists (an earlier run's); add --overwrite to replace the earlier per-image scores, or name another file with --per-image"
+            ),
+        ]
+        try Data("patientId,PredictionString\n".utf8).write(to: dir.appendingPathComponent("sub.csv"))
+        XCTAssertEqual(try CLI.run(["compare", "run", "-o", "first"], in: dir).status, 0)
+        try fm.copyItem(at: dir.appendingPathComponent("first/curves.csv"), to: dir.appendingPathComponent("curves.csv"))
+        for c in cases {
+            let earlier = dir.appendingPathComponent(c.earlier)
+            try fm.createDirectory(at: earlier.deletingLastPathComponent(), withIntermediateDirectories: true)
+            if c.earlier != "sub.csv" { try Data("earlier\n".utf8).write(to: earlier) }
+            let before = try Data(contentsOf: earlier)
+            let refused = try CLI.run(c.args, in: dir)
+            XCTAssertEqual(refused.status, 64, "\(c.args): \(refused.all)")
+            XCTAssertTrue(refused.stderr.contains("Error: " + c.message), "\(c.args): \(refused.all)")
+            XCTAssertFalse(refused.stdout.contains("model:"), "\(c.args): the model loaded first: \(refused.all)")
+            XCTAssertEqual(try Data(contentsOf: earlier), before, "\(c.args)")
+            let replaced = try CLI.run(c.args + ["--overwrite"], in: dir)
+            XCTAssertEqual(replaced.status, 0, "\(c.args): \(replaced.all)")
+            XCTAssertNotEqual(try Data(contentsOf: earlier), before, "\(c.args) --overwrite left the earlier file")
+        }
+        // import: the same refusal, before the source is read (it need not exist)
+        try Data("earlier\n".utf8).write(to: dir.appendingPathComponent("r34.opb"))
+        let imported = try CLI.run(["import", "nowhere.safetensors", "--encoder", "resnet34", "-o", "r34.opb"], in: dir)
+        XCTAssertEqual(imported.status, 64, imported.all)
+        XCTAssertTrue(
+            imported.stderr.contains("r34.opb exists (an earlier run's); add --overwrite to replace the earlier bundle, or name another file with -o/--output"),
+            imported.all)
+    }
+
+    /// Values that the library checks under its own parameter names are said as the options
+    /// the user gave (new-user trial: `--aug hevy` said "parameter 'augmentation'"), with what
+    /// was expected and the nearest valid value; a key inside the value names the option and
+    /// the key.
+    func testOptionValuesCheckedByTheLibraryNameTheOption() throws {
+        let dir = try CLI.tempDir("optionnames")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String], String)] = [
+            (["train", "--data", "d", "--aug", "hevy"], "Error: --aug 'hevy' is not valid; expected one of "),
+            (["train", "--data", "d", "--aug", "hevy"], "(did you mean 'heavy'?)"),
+            (["train", "--data", "d", "--aug", "heavy,rotaton=3"], "Error: --aug: key 'rotaton' = '3' is not valid; expected one of "),
+            (["train", "--data", "d", "--aug", "heavy,rotaton=3"], "(did you mean 'rotation'?)"),
+            (["preview", "--augmentation", "ligth", "-o", "p.png"], "Error: --augmentation 'ligth' is not valid; expected one of "),
+            (["preview", "--augmentation", "ligth", "-o", "p.png"], "(did you mean 'light'?)"),
+            (["synth", "-o", "s", "--size", "32"], "Error: --size '32' is not valid; expected at least 64 pixels (nearest valid: 64)"),
+            (["synth", "-o", "s", "--count", "0"], "Error: --count '0' is not valid; expected at least 1 (nearest valid: 1)"),
+            (["detect", try firstDICOM().path, "--frame", "3", "-o", "d"], "--frame '3' is not valid; expected 1...1 (NumberOfFrames of "),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): expected '\(message)' in \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("parameter '"), "\(args): \(r.stderr)")
+        }
+    }
+
+    /// A path of one character that names nothing is a usage error like any other (new-user
+    /// trial: `train --data d` crashed with SIGILL in Foundation's path splitting).
+    func testOneCharacterPathsThatNameNothingAreRefused() throws {
+        let dir = try CLI.tempDir("onechar")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (args, message) in [
+            (["train", "--data", "d"], "--data d: no such folder"), (["eval", "--data", "e", "--all"], "--data e: no such folder"),
+            (["eval", "--labels", "l", "--images", "."], "--labels l: no such file"),
+        ] {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message) && !r.all.contains("crashed"), "\(args): \(r.all)")
+        }
+    }
+
+    /// The bench's training-memory report (OPACITY_MEMORY_REPORT=1) explains each column of
+    /// its table of points in a key under the table (new-user trial: "peak before", "MiB
+    /// mapped before" were not explained anywhere).
+    func testBenchMemoryReportExplainsItsColumns() throws {
+        let r = try CLI.run(
+            ["detector", "--threads", "2", "--size", "64", "--repeat", "1", "--no-pytorch", "--config", "retinanet(encoder=resnet18(width=0.125), size=64)"],
+            environment: ["OPACITY_MEMORY_REPORT": "1"], program: "opacity-bench")
+        XCTAssertEqual(r.status, 0, r.all)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        let header = try XCTUnwrap(lines.firstIndex { $0.contains("page faults, MiB mapped before") }, r.stdout)
+        let table = lines[(header + 1)...].prefix { !$0.contains("saved for backward") }
+        let key = table.drop { !$0.hasPrefix("      key: ") }.joined(separator: "\n")
+        for column in ["point =", "alive =", "peak before =", "rss =", "page faults, MiB mapped before ="] {
+            XCTAssertTrue(key.contains(column), "\(column) is not explained: \(key)")
+        }
+    }
+
     /// export takes its model as the first argument or --model, and without either the zoo's
     /// default entry, as detect and serve do; two different models are a usage error.
     func testExportDefaultModel() throws {

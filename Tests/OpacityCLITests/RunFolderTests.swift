@@ -329,7 +329,7 @@ final class RunFolderTests: XCTestCase {
     }
 
     /// New-user findings with one DICOM whose Rescale Slope is 'nan': without --skip-unreadable
-    /// the error gives detect's hint and the failed first epoch leaves no run folder; with it,
+    /// the error names it and --skip-unreadable before training starts and leaves no run folder; with it,
     /// train says how many images it left out and where they are listed; more than 10% left
     /// out shows each reason whole, even under a long path.
     func testUnreadableDICOMIsReportedAndAFailedFirstEpochLeavesNothing() throws {
@@ -353,6 +353,29 @@ final class RunFolderTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains("3 of 20 images are missing or unreadable"), r.all)
         XCTAssertTrue(r.stderr.contains("expected a finite number in -1e+06...1e+06); ") && !r.stderr.contains("bytes)"), r.all)
+    }
+
+    /// Without --skip-unreadable, images that cannot be read (or are missing) stop train before
+    /// its first step, every one counted, the first ten named with the reason, and the message
+    /// names --skip-unreadable; nothing is left in the run folder (new-user trial: the run
+    /// stopped at the first such image in the middle of epoch 1, hours in on a full data set).
+    func testUnreadableImagesStopTrainingBeforeItStarts() throws {
+        let dir = try CLI.tempDir("precheck")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "20", "--size", "64", "--seed", "5", "-q"], in: dir).status, 0)
+        let files = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))
+        try FileManager.default.removeItem(at: files[0])
+        for f in files[1..<13] { try Data("not an image".utf8).write(to: f) }
+        let r = try CLI.run(
+            ["train", "--data", "data", "-o", "run", "--epochs", "1", "--config", Self.tiny, "--batch", "4", "--workers", "1"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("13 of 20 images are missing or cannot be read"), r.all)
+        XCTAssertTrue(r.stderr.contains("training did not start"), r.all)
+        XCTAssertTrue(r.stderr.contains("  \(files[0].deletingPathExtension().lastPathComponent): missing"), r.all)
+        XCTAssertTrue(r.stderr.contains(files[1].lastPathComponent) && r.stderr.contains("  ... and 3 more"), r.all)
+        XCTAssertTrue(r.stderr.contains("add --skip-unreadable"), r.all)
+        XCTAssertFalse(r.stdout.contains("run:") || r.all.contains("epoch 1"), "training started: \(r.all)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run").path), "a half-made run folder is left")
     }
 
     /// train-resume-needs-data with a run of an older version whose options.json records the

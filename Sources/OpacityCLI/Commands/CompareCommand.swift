@@ -8,7 +8,7 @@ struct CompareCommand: ParsableCommand {
         commandName: "compare",
         abstract: "Overlay several runs' validation-loss and metric curves in PNGs, with the numbers as CSV.",
         discussion: """
-            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure. Each PNG gets an SVG beside it. A log.jsonl whose epochs repeat or go backwards (two runs' logs in one file) is compared by the last line of each epoch, in epoch order, with a warning naming its lines. --from-csv redraws the figures from a curves.csv written earlier (no run folders needed).
+            Runs whose options differ only in the seed are drawn as their mean with a band (lowest to highest). This is the paper's encoder comparison figure. Each PNG gets an SVG beside it. A log.jsonl whose epochs repeat or go backwards (two runs' logs in one file) is compared by the last line of each epoch, in epoch order, with a warning naming its lines. --from-csv redraws the figures from a curves.csv written earlier (no run folders needed). Figures and a curves.csv of an earlier run in -o/--output are not replaced without --overwrite.
 
             Examples:
               opacity compare runs/r34_* runs/seresnext50_* -o compare
@@ -19,14 +19,27 @@ struct CompareCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Redraw from a curves.csv that compare wrote, instead of run folders.", valueName: "curves.csv")) var fromCsv: String?
     @Option(name: [.short, .long], help: "Output folder.") var output: String = "compare"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
+    @Flag(name: .long, help: "Replace the figures and curves.csv of an earlier run in -o/--output.") var overwrite = false
+
+    /// The figures, by the quantity each draws.
+    static let figures = [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")]
+
+    /// Refuses an earlier run's figures (and, from run folders, its curves.csv) in `out`.
+    private func refuseEarlier(in out: String, curves: Bool) throws {
+        let names = Self.figures.flatMap { [$0.1, ($0.1 as NSString).deletingPathExtension + ".svg"] } + (curves ? ["curves.csv"] : [])
+        try refuseEarlierResults(
+            names.map { (out as NSString).appendingPathComponent($0) }, overwrite: overwrite, replacing: "the earlier figures" + (curves ? " and curves.csv" : ""),
+            otherwise: "name another folder with -o/--output")
+    }
 
     func run() throws {
         if let fromCsv {
             guard runs.isEmpty else { throw ValidationError("give run folders or --from-csv, not both") }
             let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
             try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
+            try refuseEarlier(in: out, curves: false)
             var written: [String] = []
-            for (q, name) in [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")] {
+            for (q, name) in Self.figures {
                 let u = URL(fileURLWithPath: out).appendingPathComponent(name)
                 try RunComparison.chart(curvesCSV: URL(fileURLWithPath: fromCsv), quantity: q).write(png: u)
                 written.append(u.path)
@@ -38,12 +51,13 @@ struct CompareCommand: ParsableCommand {
         // the output before the runs are read
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
+        try refuseEarlier(in: out, curves: true)
         let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
         for w in cmp.warnings { note("warning: " + w) }
         let outURL = URL(fileURLWithPath: out)
         try OutputFolders.create(outURL)
         var written: [String] = []
-        for (q, name) in [("val_total", "val_loss.png"), ("val_regression", "val_regression.png"), ("metric", "metric.png"), ("train_total", "train_loss.png")] {
+        for (q, name) in Self.figures {
             let u = outURL.appendingPathComponent(name)
             try cmp.chart(q).write(png: u)
             written.append(u.path)

@@ -96,16 +96,13 @@ struct DetectCommand: ParsableCommand {
         // An earlier run's results (in either format) are kept unless asked, as `convert` keeps
         // its --labels-output: a run in the other format would replace the overlays and leave a
         // results file that no longer matches them.
-        let earlier = ["detections.json", "detections.csv"].map { outURL.appendingPathComponent($0) }
-            .filter { FileManager.default.fileExists(atPath: $0.path) }
-        if !overwrite, let first = earlier.first {
-            let shown = (out as NSString).appendingPathComponent(first.lastPathComponent)
-            throw ValidationError(
-                "\(shown) exists (an earlier run's); add --overwrite to replace the earlier results\(noOverlays ? "" : " and the overlay PNGs"), "
-                    + "or name another folder with -o/--output")
-        }
+        let resultNames = ["detections.json", "detections.csv"]
+        let earlier = try refuseEarlierResults(
+            resultNames.map { (out as NSString).appendingPathComponent($0) }, overwrite: overwrite,
+            replacing: "the earlier results" + (noOverlays ? "" : " and the overlay PNGs"), otherwise: "name another folder with -o/--output")
         // Replacing: the earlier run's file in the other format goes, so that what stays matches.
-        let stale = earlier.filter { $0 != resultURL }
+        let stale = resultNames.filter { earlier.contains((out as NSString).appendingPathComponent($0)) }.map { outURL.appendingPathComponent($0) }
+            .filter { $0 != resultURL }
         let registry = try pluginOptions.registry()
         let (predictor, urls, digests) = try model.hashedPredictor(registry: registry)
         let refs = model.models.isEmpty ? [defaultModelName] : model.models
@@ -137,6 +134,8 @@ struct DetectCommand: ParsableCommand {
         for (k, f) in files[mine].enumerated() {
             let img: DecodedImage
             do { img = try DetectionEngine.read(f, frame: frame) } catch {
+                // a frame the file lacks is said as --frame, the option that asked for it
+                let error = namingOption(error, ["frame": "--frame"])
                 if !skipUnreadable {
                     if files.count > 1 { throw WithHint(error, "to leave out the files that cannot be read and go on, add --skip-unreadable (they are listed in skipped.csv)") }
                     throw error

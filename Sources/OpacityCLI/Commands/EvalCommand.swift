@@ -9,7 +9,7 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Score a model or ensemble with the challenge metric on a fold or a labelled folder.",
         discussion: """
-            Sweeps the score threshold and prints the best metric (the operating point); also measures COCO-style AP@[.50:.95], AP50, AP75 and AR@100 for the opacity boxes, the FROC (sensitivity at 1/8 ... 8 false positives per image) and, when the model has a global classifier, its 3x3 confusion matrix and the ROC AUC of Lung Opacity against the rest. When the images' view positions are known (the DICOM ViewPosition, else the view column of --folds-file), the metric, counts and ROC AUC are also given per view (AP, PA, ...): RSNA's positives are mostly AP films. Writes report.json (schema: Documentation/Evaluation.md), summary.md, per-image scores (CSV), the sweep (CSV), and PNG + SVG figures: metric against threshold, precision-recall, FROC.
+            Sweeps the score threshold and prints the best metric (the operating point); also measures COCO-style AP@[.50:.95], AP50, AP75 and AR@100 for the opacity boxes, the FROC (sensitivity at 1/8 ... 8 false positives per image) and, when the model has a global classifier, its 3x3 confusion matrix and the ROC AUC of Lung Opacity against the rest. When the images' view positions are known (the DICOM ViewPosition, else the view column of --folds-file), the metric, counts and ROC AUC are also given per view (AP, PA, ...): RSNA's positives are mostly AP films. Writes report.json (schema: Documentation/Evaluation.md), summary.md, per-image scores (CSV), the sweep (CSV), and PNG + SVG figures: metric against threshold, precision-recall, FROC. An earlier run's report in -o/--output, and an existing --operating-point-out file, are not replaced without --overwrite.
 
             Examples:
               opacity eval --model runs/r34 --data synth --fold 0
@@ -44,6 +44,8 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Score at most this many images.") var limit: Int?
     @Option(name: [.short, .long], help: "Output folder for the report, CSVs and figures.") var output: String = "eval"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
+    @Flag(name: .long, help: "Replace the report, CSVs and figures of an earlier run in -o/--output, and an existing --operating-point-out file.")
+    var overwrite = false
     @OptionGroup var runtime: RuntimeOptions
     @Option(
         name: .long,
@@ -63,6 +65,12 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var distributedOptions: DistributedOptions
 
+    /// The files eval writes in -o/--output (skipped.csv aside: it is replaced or removed with each run).
+    static let reportFiles = [
+        "report.json", "summary.md", "per_image.csv", "sweep.csv", "metric_vs_threshold.png", "metric_vs_threshold.svg", "precision_recall.png",
+        "precision_recall.svg", "froc.png", "froc.svg",
+    ]
+
     func run() throws {
         let group = try distributedOptions.makeGroup(threads: runtime.threads)
         try runCollectively(group, command: "eval") { try evaluate(group) }
@@ -71,6 +79,10 @@ struct EvalCommand: ParsableCommand {
     private func evaluate(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the report, CSVs and figures")
+        // an earlier run's report is kept unless asked, before the model and the data load
+        try refuseEarlierResults(
+            Self.reportFiles.map { (out as NSString).appendingPathComponent($0) }, overwrite: overwrite,
+            replacing: "the earlier report, CSVs and figures", otherwise: "name another folder with -o/--output")
         if group.size > 1 {
             // one process reads a pipe; the others would find it empty
             let reason = "every one of the \(group.size) processes reads it"
@@ -89,6 +101,8 @@ struct EvalCommand: ParsableCommand {
                         "--operating-point-out \(opOut) is the input bundle (\(m)); name a new file, e.g. \(input.deletingPathExtension().lastPathComponent)-op.opb")
                 }
             }
+            try refuseEarlierResults(
+                [opOut], overwrite: overwrite, replacing: "the earlier bundle with its operating point", otherwise: "name another file with --operating-point-out")
         }
         // a folds file read for the fold or, with --all, for its view column only
         var readFolds: (folds: Folds, path: String)?

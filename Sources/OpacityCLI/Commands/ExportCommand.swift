@@ -19,7 +19,7 @@ struct ExportCommand: ParsableCommand {
 
             Every exported bundle carries a model card (Documentation/Zoo.md, Model cards): the one given with --card, else the source bundle's, else one drawn up from what the bundle records (config, provenance, metrics, operating point) with the project's research-only intended use; --card-version and --card-change add a changelog line.
 
-            The model is the first argument or --model (as in the other commands); without either, the zoo's \(defaultModelName), like detect and serve.
+            The model is the first argument or --model (as in the other commands); without either, the zoo's \(defaultModelName), like detect and serve. An existing -o/--output file (an earlier export) is not replaced without --overwrite.
 
             Examples:
               opacity export runs/r34 --storage int8 -o r34-int8.opb
@@ -34,6 +34,7 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .customLong("model"), help: ArgumentHelp("The model, as the first argument (the spelling the other commands use).", valueName: "model"))
     var modelOption: String?
     @Option(name: [.short, .long], help: "The bundle or ONNX file to write.") var output: String
+    @Flag(name: .long, help: "Replace the -o/--output file of an earlier export.") var overwrite = false
     @Option(
         name: .long,
         help: ArgumentHelp(
@@ -89,6 +90,8 @@ struct ExportCommand: ParsableCommand {
             throw ValidationError(
                 "-o \(output) is the model being exported; name a new file (e.g. \(url.deletingPathExtension().lastPathComponent)\(format == .onnx ? ".onnx" : "-export.opb"))")
         }
+        try refuseEarlierResults(
+            [output], overwrite: overwrite, replacing: format == .onnx ? "the earlier ONNX model" : "the earlier bundle", otherwise: "name another file with -o/--output")
         var givenCard: ModelCard?
         if let card {
             try requireExistingPath("--card", card, directory: false, expected: "a model card (JSON, see Documentation/Zoo.md, Model cards)")

@@ -8,7 +8,7 @@ struct FoldsCommand: ParsableCommand {
         commandName: "folds",
         abstract: "Write a k-fold split stratified by class, and by view position when asked.",
         discussion: """
-            The split is at patient level and seeded. With --stratify view the DICOM ViewPosition (AP, PA, ...) of each image is read from its header and every (class, view) group is dealt evenly over the folds: in the RSNA labels the positives are mostly AP films and the negatives mostly PA, so a split by class alone can leave one fold's views unlike another's. Images without a ViewPosition (PNG files) form their own group. The file then has a fourth column, view (empty where unknown), from which `opacity eval --folds-file` reports the metric per view for images that do not carry their view (PNG). The per-fold counts are printed as a table.
+            The split is at patient level and seeded. With --stratify view the DICOM ViewPosition (AP, PA, ...) of each image is read from its header and every (class, view) group is dealt evenly over the folds: in the RSNA labels the positives are mostly AP films and the negatives mostly PA, so a split by class alone can leave one fold's views unlike another's. Images without a ViewPosition (PNG files) form their own group. The file then has a fourth column, view (empty where unknown), from which `opacity eval --folds-file` reports the metric per view for images that do not carry their view (PNG). The per-fold counts are printed as a table. An existing -o/--output file is not replaced without --overwrite.
 
             Examples:
               opacity folds --data rsna1k --stratify view -o folds.csv
@@ -21,6 +21,7 @@ struct FoldsCommand: ParsableCommand {
     @Option(name: .long, help: "What to stratify by: class, or class and view (DICOM ViewPosition).")
     var stratify: FoldStrata = .class
     @Option(name: [.short, .customLong("output")], help: "The folds CSV to write (patientId,class,fold; with --stratify view also view).") var output: String
+    @Flag(name: .long, help: "Replace an existing -o/--output file.") var overwrite = false
 
     func validate() throws {
         guard count >= 2 && count <= 100 else { throw ValidationError("--count must be in 2...100, not \(count)") }
@@ -28,6 +29,7 @@ struct FoldsCommand: ParsableCommand {
 
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the folds CSV")
+        try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier folds file", otherwise: "name another file with -o/--output")
         let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
         var views: [String: String] = [:]
         if stratify == .view {

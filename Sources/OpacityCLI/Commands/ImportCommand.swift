@@ -11,7 +11,8 @@ struct ImportCommand: ParsableCommand {
             Reads a safetensors file as published by timm or Hugging Face (e.g. the \
             model.safetensors of timm/resnet34.a1_in1k), maps its names one to one onto an \
             Opacity encoder, sums a 3-channel stem into the 1-channel X-ray stem, drops the \
-            ImageNet classifier and writes an encoder bundle. Start training a detector from it with:
+            ImageNet classifier and writes an encoder bundle (an existing one is not replaced \
+            without --overwrite). Start training a detector from it with:
               opacity train --config "retinanet(encoder=resnet34)" \\
                   --encoder-weights resnet34_in1k.opb ...
 
@@ -49,6 +50,9 @@ struct ImportCommand: ParsableCommand {
     @Flag(name: .long, help: "Import a checkpoint the encoder's plugin marks as trained for other numerics (e.g. timm's padded-pool seresnext into the ceil-mode stem).")
     var allowDifferentNumerics = false
 
+    @Flag(name: .long, help: "Replace an existing bundle at -o/--output (or the default path).")
+    var overwrite = false
+
     @Flag(name: .long, help: "Check the mapping and print the report without writing.")
     var dryRun = false
 
@@ -77,7 +81,11 @@ struct ImportCommand: ParsableCommand {
         }
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)
-        if let out { try createParentFolder(of: out, option: "-o/--output") }
+        if let out {
+            try refuseEarlierResults(
+                [output ?? out.lastPathComponent], overwrite: overwrite, replacing: "the earlier bundle", otherwise: "name another file with -o/--output")
+            try createParentFolder(of: out, option: "-o/--output")
+        }
         let report = try WeightImport.importEncoder(
             from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
             storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,

@@ -12,7 +12,8 @@ struct AugmentPreviewCommand: ParsableCommand {
             stage_2_train_images/), or a folder of images with --boxes-csv. Without DATA a small \
             synthetic set is generated. Boxes are drawn in red after the same mapping training \
             uses; tiles of flipped samples say FLIP. Each image is shown once: with fewer images than \
-            --count (e.g. with --positives-only), the grid has one tile per image and says so.
+            --count (e.g. with --positives-only), the grid has one tile per image and says so. An existing -o/--output PNG is \
+            not replaced without --overwrite.
 
             Augmentation presets (paper levels): none, minimal (1), light (10), \
             light_norotation (11), light_basic_rotation, medium (15), heavy (20, also \
@@ -57,15 +58,21 @@ struct AugmentPreviewCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "Output PNG.")
     var output: String = "preview.png"
 
+    @Flag(name: .long, help: "Replace an existing -o/--output PNG.")
+    var overwrite = false
+
     func validate() throws {
         guard size >= 16 else { throw ValidationError("--size must be at least 16 pixels, e.g. 512") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard columns >= 1 else { throw ValidationError("--columns must be at least 1") }
-        do { _ = try AugmentationConfig(parsing: augmentation) } catch { throw ValidationError("--augmentation: \(error)") }
+        do { _ = try AugmentationConfig(parsing: augmentation) } catch {
+            throw namingOption(error, ["augmentation": "--augmentation"], keysOf: "--augmentation")
+        }
     }
 
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the preview PNG")
+        try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier preview", otherwise: "name another file with -o/--output")
         let config = try AugmentationConfig(parsing: augmentation)
         if deprecatedSkipBadImages { note("warning: --skip-bad-images is deprecated; use --skip-unreadable (as train, eval, detect and submit)") }
         let policy: ProblemImagePolicy = skipUnreadable || deprecatedSkipBadImages ? .skip : .fail

@@ -8,7 +8,7 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score a submission CSV against an RSNA labels CSV with the challenge metric.",
         discussion: """
-            This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported). The metric is defined per image and averaged: an image with neither truth nor predicted boxes is left out of the mean (as in the challenge's reference), so on negatives only it is 0 (false positives) or undefined (all left empty); how many negatives were left empty is printed too. With --folds-file naming a folds CSV with a view column (`opacity folds --stratify view` writes one), the metric is also given per view (AP, PA, ...): RSNA's positives are mostly AP films.
+            This is how out-of-fold predictions are scored. Patients in the labels but missing from the submission count as predicted empty; patients not in the labels are ignored (both reported). The metric is defined per image and averaged: an image with neither truth nor predicted boxes is left out of the mean (as in the challenge's reference), so on negatives only it is 0 (false positives) or undefined (all left empty); how many negatives were left empty is printed too. With --folds-file naming a folds CSV with a view column (`opacity folds --stratify view` writes one), the metric is also given per view (AP, PA, ...): RSNA's positives are mostly AP films. An existing --per-image file is not replaced without --overwrite.
 
             Example:
               opacity submit --images oof_images --model runs/fold0 -o oof.csv
@@ -22,6 +22,7 @@ struct ScoreCommand: ParsableCommand {
     @Option(name: .long, help: "The labels CSV (patientId,x,y,width,height,Target).") var labels: String
     @Flag(name: .long, help: "Only score patients present in the submission.") var onlySubmitted = false
     @Option(name: .long, help: "Write per-image scores to this CSV.") var perImage: String?
+    @Flag(name: .long, help: "Replace an existing --per-image file.") var overwrite = false
     @Option(
         name: .long,
         help: ArgumentHelp(
@@ -43,6 +44,8 @@ struct ScoreCommand: ParsableCommand {
             for input in [submission, labels] + (foldsFile.map { [$0] } ?? []) where OutputPaths.sameFile(out, URL(fileURLWithPath: input)) {
                 throw ValidationError("--per-image \(perImage) is an input of this command; choose another file")
             }
+            try refuseEarlierResults(
+                [perImage], overwrite: overwrite, replacing: "the earlier per-image scores", otherwise: "name another file with --per-image")
         }
         let sub = try Submission(contentsOf: URL(fileURLWithPath: submission))
         let folds = try foldsFile.map { try Folds.read(from: URL(fileURLWithPath: $0)) }

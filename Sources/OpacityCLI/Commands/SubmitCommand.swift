@@ -9,7 +9,7 @@ struct SubmitCommand: ParsableCommand {
         commandName: "submit",
         abstract: "Write a Kaggle submission CSV (patientId,PredictionString) for a folder of test images.",
         discussion: """
-            Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension. One row per patientId: where a folder holds x.dcm and x.png, the DICOM is used (then PNG, then JPEG) and the others are listed as skipped. With --skip-unreadable, an image that cannot be read gets no row; it is listed, with the reason, on the terminal and in SUBMISSION.skipped.csv.
+            Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension. One row per patientId: where a folder holds x.dcm and x.png, the DICOM is used (then PNG, then JPEG) and the others are listed as skipped. With --skip-unreadable, an image that cannot be read gets no row; it is listed, with the reason, on the terminal and in SUBMISSION.skipped.csv. An existing submission file (an earlier run's) is not replaced without --overwrite.
 
             Examples:
               opacity submit --images stage_2_test_images --model runs/fold0 \\
@@ -23,6 +23,7 @@ struct SubmitCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Keep boxes scoring above this (default: the operating point stored with the first model, else 0.2).") var threshold: Float?
     @Option(name: [.short, .long], help: "The submission file.") var output: String = "submission.csv"
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
+    @Flag(name: .long, help: "Replace the submission file of an earlier run in -o/--output.") var overwrite = false
     @Flag(name: .long, help: "Leave out unreadable images (no row; listed in <output>.skipped.csv) instead of stopping.") var skipUnreadable = false
     @OptionGroup var runtime: RuntimeOptions
 
@@ -49,6 +50,8 @@ struct SubmitCommand: ParsableCommand {
         for o in [outURL, skippedURL] {
             do { try OutputPaths.refuseOverwriting(o, inputs: listed) } catch { throw ValidationError("\(error)") }
         }
+        // an earlier submission is kept unless asked, before the model loads
+        try refuseEarlierResults([out], overwrite: overwrite, replacing: "the earlier submission", otherwise: "name another file with -o/--output")
         // one row per patientId (the file stem)
         let (files, duplicates) = OutputPaths.onePerID(listed)
         var skipped = SkippedInputs()

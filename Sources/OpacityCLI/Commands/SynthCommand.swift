@@ -52,7 +52,12 @@ struct SynthCommand: ParsableCommand {
         let config = SyntheticConfig(
             count: count, size: size, seed: seed, backgroundFolder: backgrounds.map { URL(fileURLWithPath: $0) },
             format: fmt, opacityStyle: opacityStyle, airBronchogramRate: airBronchograms)
-        let cases = try SyntheticChestXRay(config: config).write(to: URL(fileURLWithPath: out), progress: runtime.progressBar("synth"))
+        // the generator checks its numbers, under its own names for them
+        let generator: SyntheticChestXRay
+        do { generator = try SyntheticChestXRay(config: config) } catch {
+            throw namingOption(error, ["count": "--count", "size": "--size", "airBronchogramRate": "--air-bronchograms"])
+        }
+        let cases = try generator.write(to: URL(fileURLWithPath: out), progress: runtime.progressBar("synth"))
         let counts = ImageClass.allCases.map { c in "\(cases.filter { $0.imageClass == c }.count) \(c.label)" }
         print("wrote \(cases.count) images to \(out): \(counts.joined(separator: ", ")); \(cases.reduce(0) { $0 + $1.boxes.count }) boxes")
     }

@@ -12,7 +12,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a detector on one fold, the paper's way.",
         discussion: """
-            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C or SIGTERM stops after writing a checkpoint; --resume continues exactly where the run stopped, with the data, limits and options saved in the run folder (options.json), so it needs only -o; with --epochs it extends the run. A run folder is locked (run.lock) while a run writes it. With --skip-unreadable, the images left out are listed in skipped.csv in the run folder, and the run stops when they are more than 10% of the data.
+            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C or SIGTERM stops after writing a checkpoint; --resume continues exactly where the run stopped, with the data, limits and options saved in the run folder (options.json), so it needs only -o; with --epochs it extends the run. A run folder is locked (run.lock) while a run writes it. Every image is read once before the first step: images that cannot be read (or are missing) stop the run before it starts, naming them with the reason; with --skip-unreadable they are left out instead, listed in skipped.csv in the run folder, and the run stops when they are more than 10% of the data.
 
             Examples:
               opacity train --data rsna \\
@@ -101,7 +101,7 @@ struct TrainCommand: ParsableCommand {
         o.limitTrain = trainLimit
         o.limitValidation = validationLimit
         do { try o.validate() } catch let e as RunError { throw ValidationError(e.description) }
-        do { _ = try AugmentationConfig(parsing: aug) } catch { throw ValidationError("--aug: \(error)") }
+        do { _ = try AugmentationConfig(parsing: aug) } catch { throw namingOption(error, ["augmentation": "--aug"], keysOf: "--aug") }
         // a bundle path that names nothing (zoo:NAME and zoo names are looked up later)
         for (option, value) in [("--init-weights", initWeights), ("--encoder-weights", encoderWeights)] {
             guard let value, !value.hasPrefix("zoo:"), value.hasSuffix(".opb") || value.contains("/") else { continue }

@@ -53,15 +53,18 @@ func requireExistingPath(_ option: String, _ path: String, directory: Bool, expe
     if exists {
         throw ValidationError("\(option) \(path) is a \(directory ? "file" : "folder"); expected \(expected)")
     }
-    let parent = (path as NSString).deletingLastPathComponent
+    // the folder part and the name, split by hand: Foundation's NSString.deletingLastPathComponent
+    // traps on a one-character name (`--data d`: SIGILL in String._startOfLastPathComponent)
+    let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+    let slash = trimmed.lastIndex(of: "/")
+    let parent = slash.map { $0 == trimmed.startIndex ? "/" : String(trimmed[..<$0]) } ?? ""
+    let leaf = slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+    func beside(_ name: String) -> String { parent.isEmpty ? name : parent.hasSuffix("/") ? parent + name : parent + "/" + name }
     let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.isEmpty ? "." : parent)) ?? []
     let sameKind = names.filter { name in
         var d: ObjCBool = false
-        return FileManager.default.fileExists(atPath: (parent.isEmpty ? name : (parent as NSString).appendingPathComponent(name)), isDirectory: &d)
-            && d.boolValue == directory
+        return FileManager.default.fileExists(atPath: beside(name), isDirectory: &d) && d.boolValue == directory
     }
-    let hint = nearestMatch((path as NSString).lastPathComponent, in: sameKind).map {
-        " (did you mean '\(parent.isEmpty ? $0 : (parent as NSString).appendingPathComponent($0))'?)"
-    }
+    let hint = nearestMatch(leaf, in: sameKind).map { " (did you mean '\(beside($0))'?)" }
     throw ValidationError("\(option) \(path): no such \(kind); expected \(expected)\(hint ?? "")")
 }

@@ -88,6 +88,27 @@ func requireOutputFile(_ path: String, option: String, for contents: String) thr
     }
 }
 
+/// Refuses the results an earlier run left where this one writes, unless `--overwrite` was
+/// given: every command that writes results (`detect`, `submit`, `eval`, `export`, `compare`;
+/// `convert` checks its `--labels-output` after converting) calls this before anything is
+/// loaded or computed, so a rerun never replaces them silently nor fails after the work.
+/// - Parameters:
+///   - paths: this run's result files, as the user named them (`found/detections.json`).
+///   - overwrite: whether `--overwrite` was given.
+///   - replaced: what `--overwrite` would replace, for the message (`the earlier submission`).
+///   - otherwise: the other way on, for the message (`name another file with -o/--output`).
+/// - Returns: the paths that exist (which this run replaces, with `overwrite`).
+/// - Throws: `ValidationError` (usage error, 64) naming the first path that exists, `--overwrite`
+///   and `otherwise`, when one exists and `overwrite` is false.
+@discardableResult
+func refuseEarlierResults(_ paths: [String], overwrite: Bool, replacing replaced: String, otherwise: String) throws -> [String] {
+    let existing = paths.filter { FileManager.default.fileExists(atPath: $0) }
+    if !overwrite, let first = existing.first {
+        throw ValidationError("\(first) exists (an earlier run's); add --overwrite to replace \(replaced), or \(otherwise)")
+    }
+    return existing
+}
+
 /// Creates the folders above an output file that do not exist yet (checked up front by
 /// ``requireOutputFile(_:option:for:)``).
 /// - Throws: `ValidationError` naming the option and the folder when it cannot be created.

@@ -1,0 +1,30 @@
+import ArgumentParser
+import Opacity
+
+/// A library error about a value that came from a command-line option, said in the option's
+/// words: the library names its own parameter (``DataError/invalidParameter(name:value:expected:nearest:)``
+/// with `augmentation`, `size`, `airBronchogramRate`), which the user never typed; the message
+/// names the option instead (`--aug 'hevy' is not valid; expected one of ... (did you mean
+/// 'heavy'?)`), keeping what was expected and the nearest valid value.
+///
+/// - Parameters:
+///   - error: the library's error.
+///   - options: the library's parameter names with the option each one's value came from
+///     (`["augmentation": "--aug"]`).
+///   - keysOf: the option whose value also holds `key=value` overrides (`--aug heavy,rotation=3`):
+///     an error about any other parameter is about one of its keys, and names the option and the key.
+/// - Returns: a `ValidationError` (usage error, exit status 64) naming the option; `error` as
+///   it is when it concerns none of the options.
+func namingOption(_ error: Error, _ options: [String: String], keysOf: String? = nil) -> Error {
+    guard case let .invalidParameter(name, value, expected, nearest) = error as? DataError else {
+        return keysOf.map { ValidationError("\($0): \(error)") } ?? error
+    }
+    let quotedValue = "'\(InputLimits.quoted(value))'"
+    if let option = options[name] {
+        return ValidationError("\(option) \(quotedValue) is not valid; expected \(expected)" + DataError.suggestion(nearest))
+    }
+    if let keysOf {
+        return ValidationError("\(keysOf): key '\(InputLimits.quoted(name))' = \(quotedValue) is not valid; expected \(expected)" + DataError.suggestion(nearest))
+    }
+    return error
+}
