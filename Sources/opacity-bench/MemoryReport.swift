@@ -68,7 +68,7 @@ final class MemoryProbe {
         if Autograd.sparseActivations {
             let zeros = sparse.mapBytes > 0 ? " (\(fmt(100 * (1 - Double(sparse.packedBytes - sparse.mapBytes / 32) / Double(sparse.mapBytes)), 0))% zeros)" : ""
             print(
-                "      maps kept without their zeros (ReLU outputs, frozen norms' inputs; OPACITY_SPARSE_ACTIVATIONS=1): \(sparse.maps) maps, \(mib(sparse.mapBytes)) MiB as maps, \(mib(sparse.packedBytes)) MiB packed\(zeros); \(sparse.whole) kept whole (too few zeros), \(mib(sparse.wholeBytes)) MiB"
+                "      maps kept without their zeros (ReLU outputs, frozen norms' inputs; the default, OPACITY_SPARSE_ACTIVATIONS=0 keeps them whole): \(sparse.maps) maps, \(mib(sparse.mapBytes)) MiB as maps, \(mib(sparse.packedBytes)) MiB packed\(zeros); \(sparse.whole) kept whole (too few zeros), \(mib(sparse.wholeBytes)) MiB"
             )
         } else {
             print("      ReLU outputs and norms' inputs kept as maps (OPACITY_SPARSE_ACTIVATIONS=0)")
