@@ -205,6 +205,17 @@ final class CLIOutputTests: XCTestCase {
         }
     }
 
+    /// eval checks its data's paths before it loads the model (which takes a while for a large
+    /// bundle): a wrong --data is what it reports, even with a model that would fail too.
+    func testEvalChecksTheDataBeforeTheModel() throws {
+        let dir = try CLI.tempDir("evalorder")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try CLI.run(["eval", "--model", "missing.opb", "--data", "nodata", "--all"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("--data nodata: no such folder"), r.all)
+        XCTAssertFalse(r.all.contains("missing.opb"), r.all)
+    }
+
     /// The bench's training-memory report (OPACITY_MEMORY_REPORT=1) explains each column of
     /// its table of points in a key under the table (new-user trial: "peak before", "MiB
     /// mapped before" were not explained anywhere).

@@ -152,10 +152,13 @@ struct EvalCommand: ParsableCommand {
                 throw ValidationError("--fold \(fold) does not exist with --folds \(folds); expected 0...\(folds - 1) (or more folds with --folds)")
             }
         }
+        // the data's paths, checked before the model loads (CLI.md: wrong paths are refused before
+        // anything loads)
+        let location = try dataOptions.location()
         let registry = try pluginOptions.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         say(model.describe(urls, predictor))
-        let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
+        let dataset = try location.load(skipProblemImages: dataOptions.skipUnreadable)
         var records = dataset.records
         var scoredFold: Int?
         var foldLine: String?
