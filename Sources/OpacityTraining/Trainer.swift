@@ -102,24 +102,33 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public static let maximumBatchSize = 4096, maximumEpochs = 100_000, maximumPatience = 10_000
 
     /// Checks every number of the recipe (finite, in range) before anything is built.
-    /// - Throws: ``RunError/invalidOption(name:value:expected:)`` naming the option and its
-    ///   valid range.
+    /// - Throws: ``RunError/invalidOption(name:value:expected:)`` naming the option, its valid
+    ///   range and, where one exists, the nearest valid value (an integer or a closed range's
+    ///   bound; for an open range or a non-finite value, the usual setting).
     public func validate() throws {
-        func check(_ ok: Bool, _ name: String, _ value: String, _ expected: String) throws {
-            if !ok { throw RunError.invalidOption(name: name, value: InputLimits.quoted(value), expected: expected) }
+        func check(_ ok: Bool, _ name: String, _ value: String, _ expected: String, nearest: String? = nil) throws {
+            let hint = nearest.map { " (nearest valid: \($0))" } ?? ""
+            if !ok { throw RunError.invalidOption(name: name, value: InputLimits.quoted(value), expected: expected + hint) }
         }
-        try check(epochs >= 1 && epochs <= Self.maximumEpochs, "epochs", "\(epochs)", "an integer in 1...\(Self.maximumEpochs)")
-        try check(batchSize >= 1 && batchSize <= Self.maximumBatchSize, "batch", "\(batchSize)", "an integer in 1...\(Self.maximumBatchSize)")
-        try check(learningRate.isFinite && learningRate > 0, "lr", "\(learningRate)", "a finite positive number")
-        try check(weightDecay.isFinite && weightDecay >= 0 && weightDecay <= 1, "weight-decay", "\(weightDecay)", "a number in [0, 1]")
-        try check(clipNorm.isFinite && clipNorm > 0 && clipNorm <= 1e6, "clip", "\(clipNorm)", "a number in (0, 1e6]")
+        func clamp(_ v: Int, _ r: ClosedRange<Int>) -> String { "\(min(max(v, r.lowerBound), r.upperBound))" }
+        func clamp(_ v: Double, _ lo: Double, _ hi: Double) -> String { v.isNaN ? "\(lo)" : "\(min(max(v, lo), hi))" }
+        try check(epochs >= 1 && epochs <= Self.maximumEpochs, "epochs", "\(epochs)", "an integer in 1...\(Self.maximumEpochs)",
+                  nearest: clamp(epochs, 1...Self.maximumEpochs))
+        try check(batchSize >= 1 && batchSize <= Self.maximumBatchSize, "batch", "\(batchSize)", "an integer in 1...\(Self.maximumBatchSize)",
+                  nearest: clamp(batchSize, 1...Self.maximumBatchSize))
+        // (no nearest positive number: the paper's rate instead)
+        try check(learningRate.isFinite && learningRate > 0, "lr", "\(learningRate)", "a finite positive number, e.g. 1e-5 (the paper's)")
+        try check(weightDecay.isFinite && weightDecay >= 0 && weightDecay <= 1, "weight-decay", "\(weightDecay)", "a number in [0, 1]",
+                  nearest: weightDecay.isInfinite || weightDecay.isNaN ? nil : clamp(weightDecay, 0, 1))
+        try check(clipNorm.isFinite && clipNorm > 0 && clipNorm <= 1e6, "clip", "\(clipNorm)", "a number in (0, 1e6]",
+                  nearest: clipNorm > 1e6 ? "1e6" : nil)
         try check(plateauPatience >= 0 && plateauPatience <= Self.maximumPatience, "patience", "\(plateauPatience)",
-                  "an integer in 0...\(Self.maximumPatience)")
+                  "an integer in 0...\(Self.maximumPatience)", nearest: clamp(plateauPatience, 0...Self.maximumPatience))
         try check(plateauFactor.isFinite && plateauFactor > 0 && plateauFactor < 1, "factor", "\(plateauFactor)", "a number in (0, 1), e.g. 0.2")
         try check(minLearningRate.isFinite && minLearningRate >= 0 && minLearningRate <= learningRate, "min-lr", "\(minLearningRate)",
-                  "a number in [0, lr]")
-        try check(folds >= 2 && folds <= 100, "folds", "\(folds)", "an integer in 2...100")
-        try check(fold >= 0 && fold < folds, "fold", "\(fold)", "an integer in 0...\(folds - 1)")
+                  "a number in [0, lr]", nearest: minLearningRate.isNaN ? nil : clamp(minLearningRate, 0, learningRate))
+        try check(folds >= 2 && folds <= 100, "folds", "\(folds)", "an integer in 2...100", nearest: clamp(folds, 2...100))
+        try check(fold >= 0 && fold < folds, "fold", "\(fold)", "an integer in 0...\(folds - 1)", nearest: clamp(fold, 0...max(0, folds - 1)))
         try check(bestBy == "metric" || bestBy == "loss", "best-by", bestBy, "metric or loss")
         if let n = limitTrain { try check(n >= 1, "limit-train", "\(n)", "a positive integer") }
         if let n = limitValidation { try check(n >= 1, "limit-val", "\(n)", "a positive integer") }

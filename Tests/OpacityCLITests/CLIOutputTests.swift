@@ -205,6 +205,26 @@ final class CLIOutputTests: XCTestCase {
         }
     }
 
+    /// A recipe number out of range names the option, the range and the nearest valid value
+    /// (or, for a number with no nearest one, the usual setting); nothing is trained.
+    func testRecipeNumbersOutOfRangeGiveTheNearestValidValue() throws {
+        let dir = try CLI.tempDir("recipe")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = CLI.realdata.appendingPathComponent("rsna1k").path
+        for (args, message) in [
+            (["--fold", "9"], "--fold 9 is not valid; expected an integer in 0...3 (nearest valid: 3)"),
+            (["--epochs", "0"], "--epochs 0 is not valid; expected an integer in 1...100000 (nearest valid: 1)"),
+            (["--folds", "1"], "--folds 1 is not valid; expected an integer in 2...100 (nearest valid: 2)"),
+            (["--lr", "-1"], "--lr -1.0 is not valid; expected a finite positive number, e.g. 1e-5 (the paper's)"),
+            (["--workers", "99"], "--workers 99 is not valid; expected 0...64 (nearest valid: 64)"),
+        ] {
+            let r = try CLI.run(["train", "--data", data, "-o", "run"] + args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.all)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run").path), "\(args)")
+        }
+    }
+
     /// eval checks its data's paths before it loads the model (which takes a while for a large
     /// bundle): a wrong --data is what it reports, even with a model that would fail too.
     func testEvalChecksTheDataBeforeTheModel() throws {
