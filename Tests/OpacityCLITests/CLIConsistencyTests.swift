@@ -161,12 +161,21 @@ final class CLIConsistencyTests: XCTestCase {
         let folds = "patientId,class,fold\na,Normal,0\nb,Normal,1\n"
         try Data(folds.utf8).write(to: dir.appendingPathComponent("f.csv"))
         try Data(folds.utf8).write(to: dir.appendingPathComponent("run/folds.csv"))
+        // the run validated on fold 0: a fold out of range is said before "fold N holds images it
+        // trained on" (new-user trial: --fold 7 was sent to --allow-training-fold first)
+        var runOptions = TrainingOptions(config: "retinanet")
+        (runOptions.folds, runOptions.fold) = (2, 0)
+        try JSONEncoder().encode(runOptions).write(to: dir.appendingPathComponent("run/options.json"))
         try Data("patientId,x,y,width,height,Target\na,,,,,0\nb,,,,,0\n".utf8).write(to: dir.appendingPathComponent("data/stage_2_train_labels.csv"))
         try Data("patientId,PredictionString\na,\n".utf8).write(to: dir.appendingPathComponent("sub.csv"))
         try Data("not,a,labels,file\n".utf8).write(to: dir.appendingPathComponent("labels.csv"))
         let cases: [([String], String)] = [
             (["eval", "--model", "bad.opb", "--data", "data", "--fold", "7"], "--fold 7 does not exist with --folds 4; expected 0...3"),
-            (["eval", "--model", "run", "--data", "data", "--fold", "3"], "--fold 3 does not exist in \(dir.appendingPathComponent("run/folds.csv").path); expected 0...1"),
+            (
+                ["eval", "--model", "run", "--data", "data", "--fold", "3"],
+                "--fold 3 does not exist in \(dir.appendingPathComponent("run/folds.csv").path); expected 0...1 (nearest valid: 1)"
+            ),
+            (["eval", "--model", "run", "--data", "data", "--fold", "1"], "run was validated on fold 0; fold 1 holds images it trained on"),
             (["eval", "--model", "bad.opb", "--data", "data", "--folds-file", "f.csv", "--fold", "2"], "--fold 2 does not exist in"),
             (
                 ["train", "--data", "data", "--folds-file", "f.csv", "--fold", "3", "-o", "r", "--config", CLIRobustnessTests.tiny],

@@ -225,6 +225,20 @@ final class CLIOutputTests: XCTestCase {
         }
     }
 
+    /// `train --resume` on a folder that holds no run, with no data named: a usage error that
+    /// says so and suggests the nearest folder, not "name the data" (new-user trial).
+    func testResumeOfAFolderWithoutARunSaysSo() throws {
+        let dir = try CLI.tempDir("resume")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("runs/tiny"), withIntermediateDirectories: true)
+        let misspelled = try CLI.run(["train", "-o", "runs/tinyy", "--resume"], in: dir)
+        XCTAssertEqual(misspelled.status, 64, misspelled.all)
+        XCTAssertTrue(misspelled.stderr.contains("-o/--output runs/tinyy: no such folder") && misspelled.stderr.contains("did you mean"), misspelled.all)
+        let empty = try CLI.run(["train", "-o", "runs/tiny", "--resume"], in: dir)
+        XCTAssertEqual(empty.status, 64, empty.all)
+        XCTAssertTrue(empty.stderr.contains("--resume: runs/tiny holds no run to continue"), empty.all)
+    }
+
     /// eval checks its data's paths before it loads the model (which takes a while for a large
     /// bundle): a wrong --data is what it reports, even with a model that would fail too.
     func testEvalChecksTheDataBeforeTheModel() throws {

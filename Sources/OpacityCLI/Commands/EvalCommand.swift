@@ -122,17 +122,6 @@ struct EvalCommand: ParsableCommand {
         var fold = self.fold ?? 0
         var foldsURL = foldsFile.map { URL(fileURLWithPath: $0) }
         if !all {
-            // a run folder's validation fold: another fold holds the images it trained on
-            for m in model.models {
-                guard let saved = try? TrainingSetup.savedOptions(in: URL(fileURLWithPath: m)) else { continue }
-                guard let asked = self.fold else { fold = saved.fold; continue }
-                if asked != saved.fold && !allowTrainingFold {
-                    throw ValidationError(
-                        "\(m) was validated on fold \(saved.fold); fold \(asked) holds images it trained on, so its score "
-                            + "would not be a held-out one. Score fold \(saved.fold), or pass --allow-training-fold to score it anyway")
-                }
-                if asked != saved.fold { say("warning: \(m) trained on fold \(asked); this score is on its training images") }
-            }
             if foldsURL == nil, let m = model.models.first, let u = Optional(URL(fileURLWithPath: m)),
                 FileManager.default.fileExists(atPath: u.appendingPathComponent("folds.csv").path)
             {
@@ -144,13 +133,34 @@ struct EvalCommand: ParsableCommand {
             {
                 foldsURL = URL(fileURLWithPath: file)
             }
+            // the fold asked for is checked against the folds first (new-user trial: --fold 7 of 4
+            // was told to pass --allow-training-fold, then that fold 7 does not exist)
+            let foldCount: Int
             if let foldsURL {
                 let f = try Folds.read(from: foldsURL)
                 readFolds = (f, foldsURL.path)
-                guard fold < f.count else { throw ValidationError("--fold \(fold) does not exist in \(foldsURL.path); expected 0...\(f.count - 1)") }
-            } else if self.fold != nil, fold >= folds {
-                throw ValidationError("--fold \(fold) does not exist with --folds \(folds); expected 0...\(folds - 1) (or more folds with --folds)")
+                foldCount = f.count
+            } else {
+                foldCount = folds
             }
+            if let asked = self.fold, !(0..<foldCount).contains(asked) {
+                let among = foldsURL.map { " in \($0.path)" } ?? " with --folds \(folds)"
+                throw ValidationError(
+                    "--fold \(asked) does not exist\(among); expected 0...\(foldCount - 1) (nearest valid: \(min(max(asked, 0), foldCount - 1)))"
+                        + (foldsURL == nil ? " (or more folds with --folds)" : ""))
+            }
+            // a run folder's validation fold: another fold holds the images it trained on
+            for m in model.models {
+                guard let saved = try? TrainingSetup.savedOptions(in: URL(fileURLWithPath: m)) else { continue }
+                guard let asked = self.fold else { fold = saved.fold; continue }
+                if asked != saved.fold && !allowTrainingFold {
+                    throw ValidationError(
+                        "\(m) was validated on fold \(saved.fold); fold \(asked) holds images it trained on, so its score "
+                            + "would not be a held-out one. Score fold \(saved.fold), or pass --allow-training-fold to score it anyway")
+                }
+                if asked != saved.fold { say("warning: \(m) trained on fold \(asked); this score is on its training images") }
+            }
+            guard fold < foldCount else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(foldCount - 1)") }
         }
         // the data's paths, checked before the model loads (CLI.md: wrong paths are refused before
         // anything loads)

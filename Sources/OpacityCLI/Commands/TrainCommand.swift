@@ -156,6 +156,14 @@ struct TrainCommand: ParsableCommand {
             if let epochs { options.epochs = epochs }  // extend (or shorten) the run
             outURL = URL(fileURLWithPath: out)
         } else {
+            if resume, let out, dataOptions.data == nil && dataOptions.labels == nil && dataOptions.images == nil {
+                // nothing to continue and no data to start from: say so, with the nearest folder
+                // (new-user trial: a misspelled run folder got "name the data: --data DIR ...")
+                try requireExistingPath("-o/--output", out, directory: true, expected: "the folder of the run to continue (--resume)")
+                throw ValidationError(
+                    "--resume: \(out) holds no run to continue (no options.json); name the run's folder with -o/--output, "
+                        + "or start a run there with --data DIR or --labels CSV --images DIR")
+            }
             // a config string given here is checked before the data loads: its errors are usage errors (64)
             options = TrainingOptions(config: try config.map { try commandLineConfig($0, option: "--config", registry: registry) } ?? registry.canonical("retinanet"))
             options.epochs = epochs ?? Self.defaults.epochs
