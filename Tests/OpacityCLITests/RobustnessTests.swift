@@ -102,6 +102,30 @@ final class CLIRobustnessTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: input.path).sorted(), ["x.overlay.png", "x.png"])
     }
 
+    /// With --skip-unreadable, an unreadable file of a patientId that another readable file
+    /// shares is replaced by that file, not left out (new-user trial: a garbage p9.dcm beside
+    /// p9.png gave no row for p9); both the file used and the one skipped are said.
+    func testSubmitFallsBackToAReadableFileOfTheSamePatient() throws {
+        let dir = try CLI.tempDir("fallback")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let test = dir.appendingPathComponent("test")
+        try FileManager.default.createDirectory(at: test, withIntermediateDirectories: true)
+        try Data("not a DICOM".utf8).write(to: test.appendingPathComponent("p9.dcm"))
+        try PNG.write(GrayImage(width: 64, height: 64, value: 90), to: test.appendingPathComponent("p9.png"))
+        try PNG.write(GrayImage(width: 64, height: 64, value: 40), to: test.appendingPathComponent("p1.png"))
+        let model = dir.appendingPathComponent("tiny.opb")
+        try Initializer.withSeed(1) { try Registry.standard().makeDetector(Self.tiny) }.save(to: model)
+        var r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "-o", "sub.csv"], in: dir)
+        XCTAssertNotEqual(r.status, 0, "without --skip-unreadable the unreadable file stops submit: \(r.all)")
+        r = try CLI.run(["submit", "--images", "test", "--model", "tiny.opb", "-o", "sub.csv", "--skip-unreadable", "--overwrite"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let sub = try Submission(contentsOf: dir.appendingPathComponent("sub.csv"))
+        XCTAssertEqual(sub.rows.map(\.patientId).sorted(), ["p1", "p9"], r.all)
+        let skipped = try CSVTable(contentsOf: dir.appendingPathComponent("sub.skipped.csv"))
+        XCTAssertEqual(skipped.rows.map { URL(fileURLWithPath: $0.fields[0]).lastPathComponent }, ["p9.dcm"])
+        XCTAssertTrue(skipped.rows[0].fields[1].hasSuffix("; p9.png (the same patientId) is used instead"), "\(skipped.rows)")
+    }
+
     /// submit-duplicate-ids / submit-duplicate-patientid, and partial failures of submit and
     /// detect: one row per patientId, unreadable files get no row, and everything left out
     /// is listed in the output and in a skipped CSV.

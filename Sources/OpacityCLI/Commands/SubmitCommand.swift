@@ -9,7 +9,7 @@ struct SubmitCommand: ParsableCommand {
         commandName: "submit",
         abstract: "Write a Kaggle submission CSV (patientId,PredictionString) for a folder of test images.",
         discussion: """
-            Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension. One row per patientId: where a folder holds x.dcm and x.png, the DICOM is used (then PNG, then JPEG) and the others are listed as skipped. With --skip-unreadable, an image that cannot be read gets no row; it is listed, with the reason, on the terminal and in SUBMISSION.skipped.csv. An existing submission file (an earlier run's) is not replaced without --overwrite.
+            Each image's boxes are written as `conf x y w h` groups in the image's own pixels (1024 for the RSNA test set); the patientId is the file name without extension. One row per patientId: where a folder holds x.dcm and x.png, the DICOM is used (then PNG, then JPEG) and the others are listed as skipped. With --skip-unreadable, an image that cannot be read is replaced by the next file of its patientId that can (x.png for a broken x.dcm), or else its patientId gets no row; it is listed, with the reason, on the terminal and in SUBMISSION.skipped.csv. An existing submission file (an earlier run's) is not replaced without --overwrite.
 
             Examples:
               opacity submit --images stage_2_test_images --model runs/fold0 \\
@@ -54,8 +54,12 @@ struct SubmitCommand: ParsableCommand {
         try refuseEarlierResults([out], overwrite: overwrite, replacing: "the earlier submission", otherwise: "name another file with -o/--output")
         // one row per patientId (the file stem)
         let (files, duplicates) = OutputPaths.onePerID(listed)
+        // the other files of a patientId, in order: with --skip-unreadable, the next one stands in
+        // for an unreadable first choice (new-user trial: a garbage p9.dcm beside a readable
+        // p9.png left p9 out of the submission)
+        var alternates: [String: [URL]] = [:]
+        for d in duplicates { alternates[d.file.deletingPathExtension().lastPathComponent, default: []].append(d.file) }
         var skipped = SkippedInputs()
-        for d in duplicates { skipped.add(d.file.path, "same patientId as \(d.keptInstead.lastPathComponent), which is used") }
         let registry = try pluginOptions.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
         let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
@@ -69,12 +73,26 @@ struct SubmitCommand: ParsableCommand {
         let before = skipped.count
         for (k, f) in files[mine].enumerated() {
             let id = f.deletingPathExtension().lastPathComponent
-            do {
-                let img = try ImageFile.readSource(f)
-                rows.append((id, predictor.detect([img])[0]))
-            } catch {
-                if !skipUnreadable { throw error }
-                skipped.add(f.path, "\(error)")
+            var unreadable: [(URL, Error)] = []
+            var used: URL?
+            for candidate in [f] + (alternates[id] ?? []) {
+                do {
+                    let img = try ImageFile.readSource(candidate)
+                    rows.append((id, predictor.detect([img])[0]))
+                    used = candidate
+                    break
+                } catch {
+                    if !skipUnreadable { throw error }
+                    unreadable.append((candidate, error))
+                }
+            }
+            for (file, error) in unreadable {
+                skipped.add(file.path, "\(error)" + (used.map { "; \($0.lastPathComponent) (the same patientId) is used instead" } ?? ""))
+            }
+            if let used {
+                for other in [f] + (alternates[id] ?? []) where other != used && !unreadable.contains(where: { $0.0 == other }) {
+                    skipped.add(other.path, "same patientId as \(used.lastPathComponent), which is used")
+                }
             }
             bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
         }
