@@ -14,8 +14,12 @@ final class DistributedTests: XCTestCase {
             XCTFail("mpirun not found: install Open MPI (scripts/install-deps.sh installs openmpi-bin)")
             throw CocoaError(.fileNoSuchFile)
         }
-        return try CLI.run(args, in: cwd, launcher: [launcher, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
-                                                     "-np", "\(np)"])
+        return try CLI.run(
+            args, in: cwd,
+            launcher: [
+                launcher, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
+                "-np", "\(np)",
+            ])
     }
 
     /// Relative L2 difference of two checkpoints' weights and buffers.
@@ -48,8 +52,10 @@ final class DistributedTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         XCTAssertEqual(try CLI.run(["synth", "--output", "data", "--count", "24", "--size", "128", "--seed", "9"], in: dir).status, 0)
         for freeze in ["on", "off"] {
-            let common = ["train", "--data", "data", "--config", Self.tiny, "--epochs", "2", "--batch", "4", "--lr", "1e-4", "--seed", "11",
-                          "--threads", "1", "--freeze-bn", freeze]
+            let common = [
+                "train", "--data", "data", "--config", Self.tiny, "--epochs", "2", "--batch", "4", "--lr", "1e-4", "--seed", "11",
+                "--threads", "1", "--freeze-bn", freeze,
+            ]
             var r = try CLI.run(common + ["--output", "one-\(freeze)"], in: dir)
             XCTAssertEqual(r.status, 0, r.all)
             r = try Self.mpirun(2, common + ["--output", "two-\(freeze)"], in: dir)
@@ -59,8 +65,10 @@ final class DistributedTests: XCTestCase {
             let ckpt = "checkpoints/epoch_002.opb"
             let rel = try Self.relativeDifference(dir.appendingPathComponent("one-\(freeze)/\(ckpt)"), dir.appendingPathComponent("two-\(freeze)/\(ckpt)"))
             XCTAssertLessThanOrEqual(rel, 1e-5, "freeze-bn \(freeze): 2 ranks differ from 1 rank by \(rel)")
-            XCTAssertGreaterThan(try Self.relativeDifference(dir.appendingPathComponent("one-\(freeze)/checkpoints/epoch_001.opb"),
-                                                             dir.appendingPathComponent("one-\(freeze)/\(ckpt)")), 1e-4, "the weights must move")
+            XCTAssertGreaterThan(
+                try Self.relativeDifference(
+                    dir.appendingPathComponent("one-\(freeze)/checkpoints/epoch_001.opb"),
+                    dir.appendingPathComponent("one-\(freeze)/\(ckpt)")), 1e-4, "the weights must move")
             let log = try EpochLog.read(dir.appendingPathComponent("two-\(freeze)/log.jsonl"))
             XCTAssertEqual(log.map(\.processes), [2, 2])
             XCTAssertEqual(log.map(\.globalBatch), [4, 4])
@@ -121,10 +129,15 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(overlays.count, 6)
 
         // sharded validation inside training equals one process's, on the same weights
-        let common = ["train", "--data", "data", "--config", Self.tiny, "--epochs", "1", "--batch", "2", "--lr", "1e-3", "--threads", "1",
-                      "--validate-only"]
-        var r = try CLI.run(["train", "--data", "data", "--config", Self.tiny, "--epochs", "1", "--batch", "2", "--lr", "1e-3",
-                             "--threads", "1", "--output", "run"], in: dir)
+        let common = [
+            "train", "--data", "data", "--config", Self.tiny, "--epochs", "1", "--batch", "2", "--lr", "1e-3", "--threads", "1",
+            "--validate-only",
+        ]
+        var r = try CLI.run(
+            [
+                "train", "--data", "data", "--config", Self.tiny, "--epochs", "1", "--batch", "2", "--lr", "1e-3",
+                "--threads", "1", "--output", "run",
+            ], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         r = try CLI.run(common + ["--output", "run", "--resume"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
@@ -144,10 +157,16 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(try CLI.run(["synth", "--output", "data", "--count", "16", "--size", "128", "--seed", "4"], in: dir).status, 0)
         let bad = try ImageFile.list(in: dir.appendingPathComponent("data/stage_2_train_images"))[0]
         try Data("not an image".utf8).write(to: bad)
-        let r = try Self.mpirun(2, ["train", "--data", "data", "--config", Self.tiny, "--epochs", "1", "--batch", "4", "--threads", "1",
-                                    "--output", "run"], in: dir)
+        let r = try Self.mpirun(
+            2,
+            [
+                "train", "--data", "data", "--config", Self.tiny, "--epochs", "1", "--batch", "4", "--threads", "1",
+                "--output", "run",
+            ], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
-        XCTAssertNotNil(r.stderr.range(of: #"opacity train: rank [01] of 2 failed, stopping all ranks: .*"# + bad.lastPathComponent, options: .regularExpression), r.all)
+        // (the images are read before the first step: the file is named on a line of its own)
+        XCTAssertNotNil(
+            r.stderr.range(of: #"opacity train: rank [01] of 2 failed, stopping all ranks: [\s\S]*"# + bad.lastPathComponent, options: .regularExpression), r.all)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/checkpoints/epoch_001.opb").path))
     }
 
@@ -170,7 +189,8 @@ final class DistributedTests: XCTestCase {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { Int32($0) }.filter { child in
             guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return false }
+                let close = stat.lastIndex(of: ")")
+            else { return false }
             // fields after the command: state, ppid, ...
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             return fields.count > 1 && Int32(fields[1]) == pid
@@ -190,15 +210,18 @@ final class DistributedTests: XCTestCase {
         // of the run after the signal point outlasts the second mpirun leaves between its
         // SIGCONT and SIGTERM (with 48 images an idle machine finished the run in that second)
         XCTAssertEqual(try CLI.run(["synth", "--output", "data", "--count", "480", "--size", "128", "--seed", "9"], in: dir).status, 0)
-        let common = ["train", "--data", "data", "--config", Self.tiny, "--epochs", "3", "--batch", "4", "--lr", "1e-4", "--seed", "11",
-                      "--threads", "1", "--freeze-bn", "off", "--limit-val", "12"]
+        let common = [
+            "train", "--data", "data", "--config", Self.tiny, "--epochs", "3", "--batch", "4", "--lr", "1e-4", "--seed", "11",
+            "--threads", "1", "--freeze-bn", "off", "--limit-val", "12",
+        ]
         // buckets of 0.25 MiB: about 4 per step (the sums do not depend on the bucketing)
         let r = try Self.mpirun(2, common + ["--output", "ref", "--bucket-mib", "0.25"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stdout.contains("communication: waited"), r.all)
-        let parameters = try XCTUnwrap(r.stdout.range(of: #"\((\d+) parameters\)"#, options: .regularExpression).flatMap {
-            Int(r.stdout[$0].dropFirst().prefix { $0.isNumber })
-        })
+        let parameters = try XCTUnwrap(
+            r.stdout.range(of: #"\((\d+) parameters\)"#, options: .regularExpression).flatMap {
+                Int(r.stdout[$0].dropFirst().prefix { $0.isNumber })
+            })
         let log = try EpochLog.read(dir.appendingPathComponent("ref/log.jsonl"))
         XCTAssertEqual(log.count, 3)
         for e in log {
@@ -248,8 +271,9 @@ final class DistributedTests: XCTestCase {
             // rank 0 writes at the SIGCONT that comes a second before, and on a fast machine
             // epoch 2 may be complete by then)
             XCTAssertNotNil(
-                text.range(of: #"SIGTERM: stopping all ranks; (wrote \S+/interrupted.opb in [0-9.]+ s|\S+/(interrupted|epoch_00[12]).opb already holds)"#,
-                           options: .regularExpression), text)
+                text.range(
+                    of: #"SIGTERM: stopping all ranks; (wrote \S+/interrupted.opb in [0-9.]+ s|\S+/(interrupted|epoch_00[12]).opb already holds)"#,
+                    options: .regularExpression), text)
             let run = dir.appendingPathComponent(name)
             for folder in [run, run.appendingPathComponent("checkpoints")] {
                 XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: folder.path).contains { $0.contains(".tmp") }, "\(name): a temporary file is left")
@@ -259,8 +283,9 @@ final class DistributedTests: XCTestCase {
             XCTAssertEqual(resumed.status, 0, resumed.all)
             XCTAssertTrue(resumed.all.contains("resumed from \(latest.lastPathComponent)"), resumed.all)
             XCTAssertEqual(try EpochLog.read(run.appendingPathComponent("log.jsonl")).map(\.epoch), [1, 2, 3])
-            XCTAssertEqual(try Self.weights(run.appendingPathComponent("checkpoints/epoch_003.opb")),
-                           try Self.weights(dir.appendingPathComponent("ref/checkpoints/epoch_003.opb")), "\(name): resumed weights differ")
+            XCTAssertEqual(
+                try Self.weights(run.appendingPathComponent("checkpoints/epoch_003.opb")),
+                try Self.weights(dir.appendingPathComponent("ref/checkpoints/epoch_003.opb")), "\(name): resumed weights differ")
         }
     }
 }

@@ -18,8 +18,11 @@ final class WorkflowTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         var r = try CLI.run(["synth", "--out", "data", "--count", "320", "--size", "256", "--seed", "3"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        r = try CLI.run(["train", "--data", "data", "--config", small, "--epochs", "8", "--batch", "8", "--lr", "1e-3",
-                         "--clip", "1", "--freeze-bn", "off", "--aug", "light", "--out", "run", "--seed", "5"], in: dir)
+        r = try CLI.run(
+            [
+                "train", "--data", "data", "--config", small, "--epochs", "8", "--batch", "8", "--lr", "1e-3",
+                "--clip", "1", "--freeze-bn", "off", "--aug", "light", "--out", "run", "--seed", "5",
+            ], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let run = dir.appendingPathComponent("run")
         // JSONL schema
@@ -68,7 +71,9 @@ final class WorkflowTests: XCTestCase {
         }
         r = try CLI.run(["detect", two[0], "--model", "run", "--format", "csv", "--out", "found-csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("found-csv/detections.csv"), encoding: .utf8).hasPrefix("file,score,x,y,width,height,image_width,image_height,patientId,sopInstanceUID\n"))
+        XCTAssertTrue(
+            try String(contentsOf: dir.appendingPathComponent("found-csv/detections.csv"), encoding: .utf8).hasPrefix(
+                "file,score,x,y,width,height,image_width,image_height,patientId,sopInstanceUID\n"))
 
         // submit + score: rows parse, every image has a row
         r = try CLI.run(["submit", "--images", "data/stage_2_train_images", "--model", "run", "--out", "sub.csv"], in: dir)
@@ -83,8 +88,11 @@ final class WorkflowTests: XCTestCase {
         // ensemble of two checkpoints, both rules
         let ck = run.appendingPathComponent("checkpoints")
         for rule in ["percentile", "mean", "wbf"] {
-            r = try CLI.run(["eval", "--model", ck.appendingPathComponent("epoch_007.opb").path, "--model", ck.appendingPathComponent("epoch_008.opb").path,
-                             "--ensemble", rule, "--data", "data", "--folds-file", "run/folds.csv", "--out", "ens-\(rule)"], in: dir)
+            r = try CLI.run(
+                [
+                    "eval", "--model", ck.appendingPathComponent("epoch_007.opb").path, "--model", ck.appendingPathComponent("epoch_008.opb").path,
+                    "--ensemble", rule, "--data", "data", "--folds-file", "run/folds.csv", "--out", "ens-\(rule)",
+                ], in: dir)
             XCTAssertEqual(r.status, 0, r.all)
             XCTAssertTrue(r.stdout.contains("ensemble of 2 models"), r.stdout)
             XCTAssertTrue(r.stdout.contains("COCO boxes: AP@[.50:.95]"), r.stdout)
@@ -152,8 +160,9 @@ final class WorkflowTests: XCTestCase {
         XCTAssertTrue(r.all.contains("last good checkpoint is kept"), r.all)
         XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("run/checkpoints/epoch_001.opb")), good)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/checkpoints/epoch_002.opb").path))
-        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("run/best.opb").path),
-                       "checkpoints/epoch_001.opb")
+        XCTAssertEqual(
+            try FileManager.default.destinationOfSymbolicLink(atPath: dir.appendingPathComponent("run/best.opb").path),
+            "checkpoints/epoch_001.opb")
         XCTAssertEqual(try EpochLog.read(dir.appendingPathComponent("run/log.jsonl")).count, 1)
     }
 
@@ -185,7 +194,8 @@ final class WorkflowTests: XCTestCase {
             (["train", "--data", "x", "--freeze-bn", "maybe"], "'on' and 'off'"),
             (["detect", "missing.png"], "missing.png"),
             (["detect", "x.png", "--model", "no-such-model"], "no-such-model"),
-            (["eval", "--model", "retinanet-r34-compsite", "--data", "x"], "retinanet-r34-compsite"),
+            // (a data folder that exists: eval checks --data before the model, ea69abe)
+            (["eval", "--model", "retinanet-r34-compsite", "--data", "."], "retinanet-r34-compsite"),
             (["score", "missing.csv", "--labels", "l.csv"], "missing.csv"),
             (["plugins", "--canonical", "retinanet(dropuot=1)"], "did you mean 'dropout'"),
             (["compare", "not-a-run"], "not-a-run"),
