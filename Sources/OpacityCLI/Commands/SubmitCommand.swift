@@ -73,9 +73,10 @@ struct SubmitCommand: ParsableCommand {
         let before = skipped.count
         for (k, f) in files[mine].enumerated() {
             let id = f.deletingPathExtension().lastPathComponent
+            let candidates = [f] + (alternates[id] ?? [])
             var unreadable: [(URL, Error)] = []
             var used: URL?
-            for candidate in [f] + (alternates[id] ?? []) {
+            for candidate in candidates {
                 do {
                     let img = try ImageFile.readSource(candidate)
                     rows.append((id, predictor.detect([img])[0]))
@@ -89,8 +90,9 @@ struct SubmitCommand: ParsableCommand {
             for (file, error) in unreadable {
                 skipped.add(file.path, "\(error)" + (used.map { "; \($0.lastPathComponent) (the same patientId) is used instead" } ?? ""))
             }
+            // the candidates before the one used were unreadable; those after it were not tried
             if let used {
-                for other in [f] + (alternates[id] ?? []) where other != used && !unreadable.contains(where: { $0.0 == other }) {
+                for other in candidates.drop(while: { $0 != used }).dropFirst() {
                     skipped.add(other.path, "same patientId as \(used.lastPathComponent), which is used")
                 }
             }
