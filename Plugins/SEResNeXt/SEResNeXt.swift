@@ -117,8 +117,12 @@ public final class SEModule: Module, Layer {
     }
 
     /// `x * sigmoid(fc2(relu(fc1(mean_hw(x)))))` for `[N, C, H, W]`.
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        x * fc2(fc1(x.globalAvgPool2d()).relu()).sigmoid()
+    public func callAsFunction(_ x: Tensor) -> Tensor { x * excitation(x) }
+
+    /// The channel weights `sigmoid(fc2(relu(fc1(mean_hw(x)))))`, `[N, C, 1, 1]` for
+    /// `[N, C, H, W]`, each in `(0, 1)`.
+    public func excitation(_ x: Tensor) -> Tensor {
+        fc2(fc1(x.globalAvgPool2d()).relu()).sigmoid()
     }
 }
 
@@ -160,6 +164,8 @@ public final class SEResNeXtBottleneck: Module, Layer {
     /// `relu(se(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))) + shortcut(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let y = unit3(unit2(unit1(x)))
-        return (squeeze(y) + (downsample?(x) ?? x)).relu()
+        // `relu(y * excitation + shortcut)` in one pass (the same bits as the three operations).
+        let s = squeeze.excitation(y)
+        return y.scaledSumReLU(scale: s, residual: downsample?(x) ?? x)
     }
 }

@@ -125,10 +125,31 @@ public enum Autograd {
     public static func measuringSavedTensors<R>(_ body: () throws -> R) rethrows -> (result: R, saved: [String: (bytes: Int, nodes: Int)]) {
         let ledger = SavedTensorLedger()
         savedTensorLedger = ledger
-        defer { savedTensorLedger = nil }
+        defer {
+            savedTensorLedger = nil
+            backwardPeak = ledger.peak
+        }
         let r = try body()
         return (r, ledger.byOp)
     }
+
+    /// Where a backward pass's memory peaked: the node whose backward (its gradient
+    /// computation and the accumulation of its inputs' gradients) raised the most tensor
+    /// storage alive (``TensorMemory/livePeakBytes``) to its highest.
+    public struct BackwardPeak: Sendable {
+        /// The node's operation, e.g. `conv2d`.
+        public let op: String
+        /// The shape of the node's output (the gradient it received).
+        public let shape: [Int]
+        /// Bytes of tensor storage alive at that peak (since the last ``TensorMemory/resetLivePeak()``).
+        public let bytes: Int
+        /// The node's place in the backward walk (0 = first) and the walk's length.
+        public let position: Int, nodes: Int
+    }
+
+    /// The peak of the last backward pass run inside ``measuringSavedTensors(_:)``, or nil
+    /// when no node raised the live peak (diagnostics for `OPACITY_MEMORY_REPORT=1`).
+    nonisolated(unsafe) public static var backwardPeak: BackwardPeak?
 
     /// Whether an op over these inputs must record a node.
     @inline(__always)
@@ -160,6 +181,9 @@ public enum Autograd {
 /// Bytes released per operation kind by backward (see ``Autograd/measuringSavedTensors(_:)``).
 final class SavedTensorLedger {
     var byOp: [String: (bytes: Int, nodes: Int)] = [:]
+    /// The node during whose backward the most tensor storage was alive
+    /// (``Autograd/backwardPeak``).
+    var peak: Autograd.BackwardPeak?
 
     func add(_ op: String, bytes: Int) {
         let old = byOp[op] ?? (0, 0)
@@ -234,12 +258,19 @@ extension Autograd {
         Autograd.$recording.withValue(false) {
             Autograd.$inBackward.withValue(true) { () -> Void in
             for (root, seed) in roots { root.accumulate(seed) }
-            for n in order.reversed() {
+            for (position, n) in order.reversed().enumerated() {
                 if let g = n.grad {
                     if let fn = n.backwardFn {
+                        let peakBefore = ledger == nil ? 0 : StorageAccounting.current.peak
                         let grads = fn(g)
                         for (p, gi) in zip(n.parents, grads) {
                             if let p, let gi { p.accumulate(gi) }
+                        }
+                        if let ledger {
+                            let peak = StorageAccounting.current.peak
+                            if peak > peakBefore, peak > (ledger.peak?.bytes ?? 0) {
+                                ledger.peak = BackwardPeak(op: n.op, shape: n.shape, bytes: peak, position: position, nodes: order.count)
+                            }
                         }
                         n.grad = nil
                     } else if let param = n.parameter {

@@ -369,6 +369,74 @@ extension Tensor {
         }
     }
 
+    /// `relu(self * scale + residual)` in one pass: the tail of a squeeze-and-excitation
+    /// residual block (Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018, figure 3),
+    /// `self` the block's last batch norm output `[N, C, H, W]`, `scale` the excitation
+    /// `[N, C, 1, 1]`, `residual` the shortcut `[N, C, H, W]`.
+    ///
+    /// The same bits as `((self * scale) + residual).relu()`, the product and the sum rounded
+    /// separately, with the output kept as ``relu()`` keeps it (packed without its zeros) and
+    /// `self` as the product keeps it (a batch norm's recipe). Three passes over the map become
+    /// one, and in backward the excitation's gradient, `sum_hw(g * self)` per plane, is reduced
+    /// directly instead of through a full temporary map. Consumes `self`: written over when
+    /// nothing else holds its storage. Other shapes, and a trace (``OpTrace``, whose exporters
+    /// see the three operations), take the three-operation path.
+    public consuming func scaledSumReLU(scale: Tensor, residual: Tensor) -> Tensor {
+        let shape = shape
+        guard shape.count == 4, scale.shape == [shape[0], shape[1], 1, 1], residual.shape == shape,
+              shape[2] * shape[3] > 0, OpTrace.current == nil
+        else { return ((self * scale) + residual).relu() }
+        let planeSize = shape[2] * shape[3], planes = shape[0] * shape[1]
+        let tracked = (y: node != nil, scale: scale.node != nil, residual: residual.node != nil)
+        // What backward reads, taken before the storage may be written over (which drops a
+        // recipe): `self` for the excitation's gradient, the excitation for `self`'s.
+        let yv = tracked.scale ? SavedActivation(copy self) : nil
+        let sd = scale.detached()
+        let out = elementwiseOutput()
+        let packing = Autograd.sparseActivations && Autograd.recording
+            && (tracked.y || tracked.scale || tracked.residual) && count >= 64
+        let counts = SparseActivation.scaledSumReLUCounting(
+            pointer, scale: scale.pointer, planeSize: planeSize, residual: residual.pointer,
+            into: out.mutablePointer, count: count)
+        let input = copy self  // its node, for the graph (its values are read through `yv`)
+        let sparse = packing ? SparseActivation.pack(out.pointer, count: count, counts: counts) : nil
+        let saved = SavedActivation(out, sparse: sparse)
+        return Autograd.record("scaledSumReLU", out, inputs: [input, scale, residual]) { g in
+            // The ReLU's gradient, then per plane the product's two gradients.
+            let gm = Tensor(uninitializedShape: g.shape)
+            if let packed = saved.packed {
+                packed.reluGradient(g.pointer, into: gm.mutablePointer)
+            } else {
+                let kept = saved.value()
+                let gp = g.pointer, op = kept.pointer, gq = gm.mutablePointer
+                Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in
+                    var i = r.lowerBound
+                    while i + 8 <= r.upperBound {
+                        var v = load8(gp, i)
+                        v.replace(with: 0, where: load8(op, i) .<= 0)
+                        store8(gq, i, v)
+                        i += 8
+                    }
+                    while i < r.upperBound { gq[i] = op[i] > 0 ? gp[i] : 0; i += 1 }
+                }
+            }
+            let gy = tracked.y ? Tensor(uninitializedShape: shape) : nil
+            let gs = yv != nil ? Tensor.zeros(sd.shape) : nil
+            let yKept = yv?.value()
+            let gmp = gm.pointer, sp = sd.pointer
+            let gyp = gy?.mutablePointer, gsp = gs?.mutablePointer, yp = yKept?.pointer
+            Compute.parallelFor(planes, minPerThread: max(1, (1 << 16) / planeSize)) { plane in
+                let base = plane * planeSize
+                if let gyp {
+                    let s = sp[plane]
+                    for i in base..<(base + planeSize) { gyp[i] = gmp[i] * s }
+                }
+                if let gsp, let yp { gsp[plane] += simdDot(gmp + base, yp + base, planeSize) }
+            }
+            return [gy, gs, tracked.residual ? gm : nil]
+        }
+    }
+
     /// The logistic function `1 / (1 + exp(-x))`.
     public func sigmoid() -> Tensor {
         let out = mapUntracked { x in x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }

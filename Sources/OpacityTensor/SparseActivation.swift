@@ -104,6 +104,51 @@ package final class SparseActivation: @unchecked Sendable {
         return counts
     }
 
+    /// `relu(y * scale[plane] + residual)` from `count` values into `output` (which may be `y`),
+    /// one scale per plane of `planeSize` values, counting per chunk the non-zero bit patterns
+    /// it writes, as ``reluCounting(_:into:count:)`` does. The product and the sum are rounded
+    /// separately, the bits of `(y * scale + residual).relu()` in three passes
+    /// (``Tensor/scaledSumReLU(scale:residual:)``).
+    package static func scaledSumReLUCounting(
+        _ y: UnsafePointer<Float>, scale: UnsafePointer<Float>, planeSize: Int,
+        residual: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int
+    ) -> [Int] {
+        let chunks = (count + chunk - 1) / chunk
+        var counts = [Int](repeating: 0, count: chunks)
+        counts.withUnsafeMutableBufferPointer { cb in
+            let out = cb.baseAddress!
+            Compute.parallelFor(chunks) { c in
+                let lo = c * chunk, hi = min(count, lo + chunk)
+                var acc = SIMD8<UInt32>(repeating: 0)
+                var n = 0
+                var i = lo
+                while i < hi {
+                    let plane = i / planeSize
+                    let end = min(hi, (plane + 1) * planeSize)
+                    let s = scale[plane], s8 = SIMD8<Float>(repeating: s)
+                    while i + 8 <= end {
+                        var v = load8(y, i) * s8
+                        v += load8(residual, i)
+                        v.replace(with: 0, where: v .< 0)
+                        store8(output, i, v)
+                        acc &+= nonZero(v)
+                        i += 8
+                    }
+                    while i < end {
+                        var v = y[i] * s
+                        v += residual[i]
+                        v = v < 0 ? 0 : v
+                        output[i] = v
+                        if v.bitPattern != 0 { n += 1 }
+                        i += 1
+                    }
+                }
+                out[c] = n + Int(acc.wrappedSum())
+            }
+        }
+        return counts
+    }
+
     /// The non-zero bit patterns of each chunk of `count` values at `q`.
     private static func countNonZero(_ q: UnsafePointer<Float>, count: Int, into counts: inout [Int]) {
         counts.withUnsafeMutableBufferPointer { cb in

@@ -57,6 +57,11 @@ final class MemoryProbe {
             print("      \(pad(m.name, 22)) \(pad(mib(m.live), 9)) \(pad(mib(m.peak), 12)) \(pad(rss, 6)) \(faults)")
         }
         for line in Self.columnKey { print("      " + line) }
+        if let peak = Autograd.backwardPeak {
+            print(
+                "      backward's peak, \(mib(peak.bytes)) MiB of tensor storage, came in the backward of \(peak.op) \(peak.shape) (node \(peak.position + 1) of \(peak.nodes) in the walk)"
+            )
+        }
         let total = saved.values.reduce(0) { $0 + $1.bytes }
         print(
             "      saved for backward (freed with each node\(checkpointing == .none ? "" : "; with checkpointing, 'checkpoint' is what the segments kept and the other kinds include what their recomputations saved, one segment at a time")), \(mib(total)) MiB in all:"
