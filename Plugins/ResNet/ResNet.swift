@@ -125,7 +125,7 @@ public final class BasicBlock: Module, Layer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let out = unit2(unit1(x))
-        return (out + (downsample?(x) ?? x)).relu()
+        return out.sumReLU(downsample?(x) ?? x)  // `relu(out + shortcut)` in one pass, the same bits
     }
 }
 
@@ -154,7 +154,7 @@ public final class Bottleneck: Module, Layer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let y = unit3(unit2(unit1(x)))
-        return (y + (downsample?(x) ?? x)).relu()
+        return y.sumReLU(downsample?(x) ?? x)  // `relu(y + shortcut)` in one pass, the same bits
     }
 }
 

@@ -347,26 +347,29 @@ extension Tensor {
         OpTrace.note("relu", [input], out)
         let sparse = counts.flatMap { SparseActivation.pack(out.pointer, count: count, counts: $0) }
         let saved = SavedActivation(out, sparse: sparse)
-        return Autograd.record("relu", out, inputs: [input]) { g in
-            let gi = Tensor(uninitializedShape: g.shape)
-            if let packed = saved.packed {
-                packed.reluGradient(g.pointer, into: gi.mutablePointer)
-                return [gi]
-            }
-            let kept = saved.value()
-            let gp = g.pointer, op = kept.pointer, gq = gi.mutablePointer
-            Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in
-                var i = r.lowerBound
-                while i + 8 <= r.upperBound {
-                    var v = load8(gp, i)
-                    v.replace(with: 0, where: load8(op, i) .<= 0)
-                    store8(gq, i, v)
-                    i += 8
-                }
-                while i < r.upperBound { gq[i] = op[i] > 0 ? gp[i] : 0; i += 1 }
-            }
-            return [gi]
+        return Autograd.record("relu", out, inputs: [input]) { g in [Tensor.reluGradient(g, output: saved)] }
+    }
+
+    /// A ReLU's input gradient: `g` where the kept output is positive (or NaN), else 0.
+    static func reluGradient(_ g: Tensor, output saved: SavedActivation) -> Tensor {
+        let gi = Tensor(uninitializedShape: g.shape)
+        if let packed = saved.packed {
+            packed.reluGradient(g.pointer, into: gi.mutablePointer)
+            return gi
         }
+        let kept = saved.value()
+        let gp = g.pointer, op = kept.pointer, gq = gi.mutablePointer
+        Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                var v = load8(gp, i)
+                v.replace(with: 0, where: load8(op, i) .<= 0)
+                store8(gq, i, v)
+                i += 8
+            }
+            while i < r.upperBound { gq[i] = op[i] > 0 ? gp[i] : 0; i += 1 }
+        }
+        return gi
     }
 
     /// `relu(self * scale + residual)` in one pass: the tail of a squeeze-and-excitation
@@ -403,23 +406,7 @@ extension Tensor {
         let saved = SavedActivation(out, sparse: sparse)
         return Autograd.record("scaledSumReLU", out, inputs: [input, scale, residual]) { g in
             // The ReLU's gradient, then per plane the product's two gradients.
-            let gm = Tensor(uninitializedShape: g.shape)
-            if let packed = saved.packed {
-                packed.reluGradient(g.pointer, into: gm.mutablePointer)
-            } else {
-                let kept = saved.value()
-                let gp = g.pointer, op = kept.pointer, gq = gm.mutablePointer
-                Compute.parallelRanges(g.count, minPerThread: 1 << 16) { r in
-                    var i = r.lowerBound
-                    while i + 8 <= r.upperBound {
-                        var v = load8(gp, i)
-                        v.replace(with: 0, where: load8(op, i) .<= 0)
-                        store8(gq, i, v)
-                        i += 8
-                    }
-                    while i < r.upperBound { gq[i] = op[i] > 0 ? gp[i] : 0; i += 1 }
-                }
-            }
+            let gm = Tensor.reluGradient(g, output: saved)
             let gy = tracked.y ? Tensor(uninitializedShape: shape) : nil
             let gs = yv != nil ? Tensor.zeros(sd.shape) : nil
             let yKept = yv?.value()
@@ -434,6 +421,33 @@ extension Tensor {
                 if let gsp, let yp { gsp[plane] += simdDot(gmp + base, yp + base, planeSize) }
             }
             return [gy, gs, tracked.residual ? gm : nil]
+        }
+    }
+
+    /// `relu(self + residual)` in one pass: the tail of a residual block (He et al., "Deep
+    /// Residual Learning for Image Recognition", CVPR 2016, figure 2), `self` the block's last
+    /// batch norm output and `residual` the shortcut, both `[N, C, H, W]` (any equal shapes).
+    ///
+    /// The same bits as `(self + residual).relu()`, with the output kept as ``relu()`` keeps it
+    /// (packed without its zeros); the sum's gradient is the ReLU's, passed to both operands.
+    /// One pass over the map instead of two. Consumes `self`: written over when nothing else
+    /// holds its storage. Other shapes, and a trace (``OpTrace``, whose exporters see `add` and
+    /// `relu`), take the two-operation path.
+    public consuming func sumReLU(_ residual: Tensor) -> Tensor {
+        guard residual.shape == shape, count > 0, OpTrace.current == nil else { return (self + residual).relu() }
+        let tracked = (y: node != nil, residual: residual.node != nil)
+        let out = elementwiseOutput()
+        let packing = Autograd.sparseActivations && Autograd.recording && (tracked.y || tracked.residual) && count >= 64
+        // `y * 1` is `y` exactly, so the scaled kernel with one plane of scale 1 is the sum.
+        var one: Float = 1
+        let counts = SparseActivation.scaledSumReLUCounting(
+            pointer, scale: &one, planeSize: count, residual: residual.pointer, into: out.mutablePointer, count: count)
+        let input = copy self  // its node, for the graph (the sum's gradient reads no values)
+        let sparse = packing ? SparseActivation.pack(out.pointer, count: count, counts: counts) : nil
+        let saved = SavedActivation(out, sparse: sparse)
+        return Autograd.record("sumReLU", out, inputs: [input, residual]) { g in
+            let gi = Tensor.reluGradient(g, output: saved)
+            return [tracked.y ? gi : nil, tracked.residual ? gi : nil]
         }
     }
 

@@ -12,7 +12,8 @@ struct OpacityBench: ParsableCommand {
             Each section is a subcommand (`opacity-bench conv --only 7x7`); `opacity-bench` alone, or `opacity-bench report [SECTION ...]`, runs several sections in one report (default: \(BenchSection.all.filter(\.runsByDefault).map(\.name).joined(separator: " "))). Times are medians of --repeat runs after warm-up; the header prints the load average, since other jobs on the machine distort wall-clock timings. Documentation/Benchmarks.md describes every section and the measured numbers.
             """,
         subcommands: [
-            Report.self, BLASCommand.self, ConvCommand.self, GroupedCommand.self, ResNet50Command.self, DetectorCommand.self, DetectCommand.self, LoaderCommand.self,
+            Report.self, BLASCommand.self, ConvCommand.self, GroupedCommand.self, TailsCommand.self, ResNet50Command.self, DetectorCommand.self, DetectCommand.self,
+            LoaderCommand.self,
             BundleCommand.self, ONNXCommand.self, AllreduceCommand.self, ScalingCommand.self,
         ],
         defaultSubcommand: Report.self)
@@ -215,7 +216,7 @@ extension SectionCommand {
 struct Report: ParsableCommand {
     /// A section name on the command line, or `all`.
     enum Name: String, CaseIterable, ExpressibleByArgument {
-        case blas, conv, grouped, resnet50, detector, detect, loader, bundle, onnx, allreduce, scaling, all
+        case blas, conv, grouped, tails, resnet50, detector, detect, loader, bundle, onnx, allreduce, scaling, all
     }
 
     static let configuration = CommandConfiguration(
@@ -281,6 +282,24 @@ struct ConvCommand: SectionCommand {
         o.convFilter = conv.only
         o.convBackward = !conv.forwardOnly
         o.pytorch = pytorch.source
+        return o
+    }
+}
+
+struct TailsCommand: SectionCommand {
+    static let section = BenchSection.tails
+    static let configuration = describing(
+        section,
+        discussion:
+            "The stage outputs of a ResNet-50-shaped encoder (256 channels at a quarter of --size, up to 2048 at a 32nd); the separate and the fused variant alternate in one process."
+    )
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var size: SizeOptions
+
+    func options() throws -> BenchOptions {
+        var o = BenchOptions()
+        common.apply(to: &o)
+        o.imageSize = size.size
         return o
     }
 }

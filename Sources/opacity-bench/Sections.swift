@@ -18,6 +18,7 @@ struct BenchSection: Sendable {
         .blas,
         .conv,
         .grouped,
+        .tails,
         .resnet50,
         .detector,
         .detect,

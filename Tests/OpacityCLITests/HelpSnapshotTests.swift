@@ -17,7 +17,7 @@ final class HelpSnapshotTests: XCTestCase {
 
     /// Every `opacity-bench` command path: the report and one subcommand per section.
     static let benchCommands: [[String]] = [
-        [], ["report"], ["blas"], ["conv"], ["grouped"], ["resnet50"], ["detector"], ["detect"], ["loader"], ["bundle"], ["onnx"], ["allreduce"], ["scaling"],
+        [], ["report"], ["blas"], ["conv"], ["grouped"], ["tails"], ["resnet50"], ["detector"], ["detect"], ["loader"], ["bundle"], ["onnx"], ["allreduce"], ["scaling"],
     ]
 
     static var folder: URL {

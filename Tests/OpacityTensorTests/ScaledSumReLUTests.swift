@@ -2,7 +2,8 @@ import Foundation
 import OpacityTensor
 import XCTest
 
-/// `scaledSumReLU(scale:residual:)`, the one-pass tail of a squeeze-and-excitation block:
+/// `scaledSumReLU(scale:residual:)`, the one-pass tail of a squeeze-and-excitation block (and
+/// `sumReLU(_:)`, a residual block's):
 /// gradients against finite differences, the same bits as the three operations it replaces
 /// (values and every gradient, with and without packing and recipes), what it keeps for
 /// backward, and a trace that still shows the three operations.
@@ -91,6 +92,33 @@ final class ScaledSumReLUTests: XCTestCase {
         let traced = trace.run { y.scaledSumReLU(scale: s, residual: r) }
         XCTAssertEqual(trace.ops.map(\.op), ["mul", "add", "relu"])
         XCTAssertEqual(traced.scalars, y.scaledSumReLU(scale: s, residual: r).scalars)
+    }
+
+    /// `sumReLU`, the plain residual tail: finite differences, and the bits of `(y + r).relu()`
+    /// (values and both gradients, packed and whole, a map over more than one chunk whose
+    /// length is not a multiple of 8), and a trace showing `add` and `relu`.
+    func testSumReLU() {
+        let fy = uniform([2, 3, 5, 7], -0.3, 0.3, seed: 51), fr = awayFromZero([2, 3, 5, 7], minMagnitude: 0.5, seed: 52)
+        checkGradients("sumReLU", [fy, fr]) { t in t[0].sumReLU(t[1]) }
+        let y = uniform([3, 5, 47, 47], seed: 53), r = uniform([3, 5, 47, 47], seed: 54), seed = uniform([3, 5, 47, 47], seed: 55)
+        XCTAssertGreaterThan(y.count, SparseActivation.chunk)
+        func run(fused: Bool) -> [[UInt32]] {
+            let ts = [y, r].map { $0.requiringGrad() }
+            let o = Autograd.recordingGradients { () -> Tensor in
+                let a = ts[0] * 2  // a temporary, as a norm's output is (written over)
+                return fused ? a.sumReLU(ts[1]) : (a + ts[1]).relu()
+            }
+            o.backward(seed)
+            return [o.scalars.map(\.bitPattern)] + ts.map { $0.grad!.scalars.map(\.bitPattern) }
+        }
+        for sparse in [false, true] {
+            let (separate, _) = at(level: 2, sparse: sparse) { run(fused: false) }
+            let (fused, _) = at(level: 2, sparse: sparse) { run(fused: true) }
+            XCTAssertEqual(fused, separate, "packing \(sparse)")
+        }
+        let trace = OpTrace()
+        _ = trace.run { y.sumReLU(r) }
+        XCTAssertEqual(trace.ops.map(\.op), ["add", "relu"])
     }
 
     private func at<R>(level: Int, sparse: Bool, _ body: () -> R) -> (R, [String: (bytes: Int, nodes: Int)]) {
