@@ -142,7 +142,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     var defaultValue: Int {
         switch self {
         case .derivedCacheMiB: return 0
-        case .derivedRecent: return 1
+        case .derivedRecent: return 0
         case .spinMicroseconds: return 200
         case .rowSplitThreads: return 4
         case .selectiveRecomputation: return 2

@@ -38,10 +38,10 @@ public enum TensorMemory {
     /// RetinaNet at 512 px: tensors alive after the encoder 362 MiB before, 330 after).
     public static func releaseTransientDerivedValues() { DerivedValues.releaseTransient() }
 
-    /// The bytes held outside the cache's budget by the most recent derived value that was not
-    /// cached (kept so that consecutive uses of one weight compute its transform once; 1 by
-    /// default, `OPACITY_DERIVED_RECENT` sets how many) and by the blocks of earlier ones kept
-    /// for reuse (as many).
+    /// The bytes held outside the cache's budget by the most recent derived values that were
+    /// not cached (kept so that consecutive uses of one weight compute its transform once; none
+    /// by default, `OPACITY_DERIVED_RECENT` sets how many) and by the blocks of earlier ones
+    /// kept for reuse (as many).
     public static var derivedRecentBytes: Int { DerivedValues.recentBytes }
 
     /// The bytes of tensor storage alive now (allocated sizes, including scratch buffers and
@@ -365,12 +365,16 @@ package enum DerivedValues {
     /// it, derived values are computed for each use. Read and written with ``lock`` held.
     nonisolated(unsafe) static var limitBytes: Int = TuningVariable.derivedCacheMiB.value << 20
 
-    /// How many derived values not kept in the cache stay on, the most recent first
-    /// (``TensorStorage/derived(_:count:keep:compute:)``; `OPACITY_DERIVED_RECENT` overrides,
-    /// 0 turns it off). One: a RetinaNet head layer run over the pyramid's levels in turn uses
-    /// its weight's F(4x4) transform on P2 only and its F(2x2) one on P3 then P4 (and the
-    /// reverse in the backward pass); each more costs up to 4x a weight's size.
-    static let recentCapacity = TuningVariable.derivedRecent.value
+    /// How many derived values not kept in the cache stay on, the most recent first, with as
+    /// many spare blocks (``TensorStorage/derived(_:count:keep:compute:)``;
+    /// `OPACITY_DERIVED_RECENT`, default 0: each use computes its transform). With one, a
+    /// RetinaNet head layer run over the pyramid's levels in turn computes its F(2x2) transform
+    /// once for P3 and P4 instead of twice (F(4x4) serves P2 only, im2col P5-P7), but the value
+    /// and a spare stay alive at the head's peak: measured at 512 px (Benchmarks.md, "Weight
+    /// transforms computed per use"), 0 lowers resnet152's forward peak from 452 to 437 MiB and
+    /// resnet18's training peak from 824 to 794, for one more transform of about 0.3 ms per
+    /// head layer and pass. Settable between passes (tests).
+    nonisolated(unsafe) package static var recentCapacity = TuningVariable.derivedRecent.value
 
     /// The most recent transient values, oldest first: the storage they were derived from
     /// (weak: a value dies with its storage), their key and the value's identity. Read and

@@ -45,6 +45,10 @@ struct PartTimer {
     private let start: Double
     private var last: Double
     private var parts: [String: Double] = [:]
+    /// The parts in order, each with the most tensor storage alive so far when it ended
+    /// (``TensorMemory/livePeakBytes``): the part in which that figure reached its last value
+    /// is where the pass peaked.
+    private(set) var peaksSoFar: [(part: String, bytes: Int)] = []
 
     init() {
         start = clockNow()
@@ -56,7 +60,12 @@ struct PartTimer {
         let now = clockNow()
         parts[part] = now - last
         last = now
+        peaksSoFar.append((part, TensorMemory.livePeakBytes))
     }
+
+    /// The part during which the tensors alive peaked (since the last
+    /// ``TensorMemory/resetLivePeak()``), or nil before any part ended.
+    var peakPart: String? { peaksSoFar.last.flatMap { final in peaksSoFar.first { $0.bytes == final.bytes }?.part } }
 
     /// Every part's seconds, and `total` from `init` to the last `end`.
     var seconds: [String: Double] { parts.merging(["total": last - start]) { a, _ in a } }
@@ -233,6 +242,7 @@ enum DetectorBench {
         let x = images(batch: 1, size: size)
         var start: Double?
         var liveBefore = 0
+        var peakPart: String?
         let figures = measure(repetitions: repetitions) { last in
             if MemoryProbe.enabled && start == nil { start = currentResident() }
             if MemoryProbe.enabled && last {
@@ -247,6 +257,7 @@ enum DetectorBench {
                     imageSize: (size, size))
                 parts.end("post")
                 precondition(found.count == 1)
+                if last { peakPart = parts.peakPart }
                 return parts.seconds
             }
         }
@@ -254,7 +265,7 @@ enum DetectorBench {
             func mib(_ b: Double?) -> String { b.map { fmt($0 / 1_048_576, 1) } ?? "?" }
             let peak = Double(TensorMemory.livePeakBytes)
             print(
-                "    forward memory (OPACITY_MEMORY_REPORT; MiB): resident \(mib(start)) at the phase's start (after the trim, before the warm-up), \(mib(figures.peakBytes)) at its peak (every pass); the last pass: tensor storage alive \(mib(Double(liveBefore))) before it, at most \(mib(peak)) during it (a working set of \(mib(peak - Double(liveBefore)))); after it the pool caches \(mib(Double(TensorMemory.pooledBytes))) and \(mib(Double(TensorMemory.derivedRecentBytes))) of transforms are kept"
+                "    forward memory (OPACITY_MEMORY_REPORT; MiB): resident \(mib(start)) at the phase's start (after the trim, before the warm-up), \(mib(figures.peakBytes)) at its peak (every pass); the last pass: tensor storage alive \(mib(Double(liveBefore))) before it, at most \(mib(peak)) during it (a working set of \(mib(peak - Double(liveBefore))), at its peak in the \(peakPart ?? "?")); after it the pool caches \(mib(Double(TensorMemory.pooledBytes))) and \(mib(Double(TensorMemory.derivedRecentBytes))) of transforms are kept"
             )
         }
         return figures

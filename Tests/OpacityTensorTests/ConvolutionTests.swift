@@ -536,11 +536,16 @@ final class ConvolutionTests: XCTestCase {
     /// in-place write and a new version each compute it again; nothing counts against the cache;
     /// results match the reference convolution; a freed weight frees its transient transform.
     func testRecentWinogradTransformServesConsecutiveUses() {
-        let saved = (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes)
-        defer { (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes) = saved }
+        let saved = (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes, DerivedValues.recentCapacity)
+        defer {
+            (Compute.threads, ConvolutionSettings.winograd, TensorMemory.derivedCacheLimitBytes) = (saved.0, saved.1, saved.2)
+            TensorMemory.releaseTransientDerivedValues()
+            DerivedValues.recentCapacity = saved.3
+        }
         ConvolutionSettings.winograd = true
         Compute.threads = 2
         TensorMemory.derivedCacheLimitBytes = 0
+        DerivedValues.recentCapacity = 1  // `OPACITY_DERIVED_RECENT=1` (the default is 0)
         let c = Case(name: "recent", input: [1, 16, 52, 50], cout: 24, kernel: (3, 3), padding: (1, 1))
         let x = uniform(c.input, seed: 610)
         let r = uniform([1, 24, 52, 50], seed: 611)
