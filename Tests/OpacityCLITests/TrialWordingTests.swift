@@ -46,4 +46,75 @@ final class TrialWordingTests: XCTestCase {
         let right = try CLI.run(["score", "sub.csv", "--labels", "data/stage_2_train_labels.csv"], in: dir)
         XCTAssertEqual(right.status, 0, right.all)
     }
+
+    /// An 8-bit MONOCHROME2 explicit VR little-endian DICOM of `frames` 4x4 frames.
+    static func dicom(frames: Int) -> Data {
+        var d = Data(count: 128)
+        d.append(contentsOf: Array("DICM".utf8))
+        func element(_ g: UInt16, _ e: UInt16, _ vr: String, _ value: [UInt8], into data: inout Data) {
+            var v = value
+            if v.count % 2 == 1 { v.append(vr == "UI" || vr == "OB" ? 0 : 0x20) }
+            for x in [g, e] { data.append(contentsOf: [UInt8(x & 0xFF), UInt8(x >> 8)]) }
+            data.append(contentsOf: Array(vr.utf8))
+            if vr == "OB" {
+                data.append(contentsOf: [0, 0] + (0..<4).map { UInt8((v.count >> (8 * $0)) & 0xFF) })
+            } else {
+                data.append(contentsOf: [UInt8(v.count & 0xFF), UInt8(v.count >> 8)])
+            }
+            data.append(contentsOf: v)
+        }
+        func us(_ e: UInt16, _ v: UInt16) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
+        var meta = Data()
+        element(0x0002, 0x0001, "OB", [0, 1], into: &meta)
+        element(0x0002, 0x0010, "UI", Array("1.2.840.10008.1.2.1".utf8), into: &meta)
+        element(0x0002, 0x0000, "UL", [UInt8(meta.count & 0xFF), UInt8(meta.count >> 8), 0, 0], into: &d)
+        d.append(meta)
+        element(0x0010, 0x0020, "LO", Array("frames".utf8), into: &d)
+        element(0x0028, 0x0002, "US", us(0, 1), into: &d)
+        element(0x0028, 0x0004, "CS", Array("MONOCHROME2".utf8), into: &d)
+        element(0x0028, 0x0008, "IS", Array("\(frames)".utf8), into: &d)
+        element(0x0028, 0x0010, "US", us(0, 4), into: &d)
+        element(0x0028, 0x0011, "US", us(0, 4), into: &d)
+        element(0x0028, 0x0100, "US", us(0, 8), into: &d)
+        element(0x0028, 0x0101, "US", us(0, 8), into: &d)
+        element(0x0028, 0x0102, "US", us(0, 7), into: &d)
+        element(0x0028, 0x0103, "US", us(0, 0), into: &d)
+        element(0x7FE0, 0x0010, "OB", (0..<(16 * frames)).map { UInt8($0 * 13 % 251) }, into: &d)
+        return d
+    }
+
+    /// `convert --frame N` past a file's frames: the failure names `--frame`, the file, its
+    /// number of frames (from 1) and the nearest valid frame, not the library's "parameter
+    /// 'frame'"; the other files convert and the status is 1 (some items failed).
+    func testConvertSaysAFrameTheFileLacksAsTheOption() throws {
+        let dir = try CLI.tempDir("convert-frame")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = dir.appendingPathComponent("dcm")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        try Self.dicom(frames: 3).write(to: input.appendingPathComponent("three.dcm"))
+        try Self.dicom(frames: 1).write(to: input.appendingPathComponent("one.dcm"))
+        let one = input.appendingPathComponent("one.dcm").path, three = input.appendingPathComponent("three.dcm").path
+        let cases: [([String], [String], Int)] = [
+            (["--frame", "3"], ["--frame 3 is not valid for \(one): it has one frame (nearest valid: 1)"], 1),
+            (
+                ["--frame", "5"],
+                [
+                    "--frame 5 is not valid for \(one): it has one frame (nearest valid: 1)",
+                    "--frame 5 is not valid for \(three): it has 3 frames, numbered 1...3 (nearest valid: 3)",
+                ], 0
+            ),
+        ]
+        for (quiet, stream) in [([String](), "stdout"), (["-q"], "stderr")] {
+            for (frame, messages, converted) in cases {
+                let out = "png-\(frame[1])-\(stream)"
+                let r = try CLI.run(["convert", input.path, "-o", out] + frame + quiet, in: dir)
+                XCTAssertEqual(r.status, 1, "\(frame): \(r.all)")
+                let text = stream == "stdout" ? r.stdout : r.stderr
+                for message in messages { XCTAssertTrue(text.contains(message), "\(frame): expected '\(message)' in \(r.all)") }
+                XCTAssertFalse(r.all.contains("parameter 'frame'"), "\(frame): \(r.all)")
+                if quiet.isEmpty { XCTAssertTrue(r.stdout.contains("\(converted) converted"), "\(frame): \(r.stdout)") }
+                XCTAssertEqual(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(out)/three.png").path), converted == 1, "\(frame)")
+            }
+        }
+    }
 }
