@@ -47,6 +47,37 @@ final class TrialWordingTests: XCTestCase {
         XCTAssertEqual(right.status, 0, right.all)
     }
 
+    /// `preview` takes `train`'s spelling `--aug`, and its older `--augmentation` still works
+    /// (hidden from help, with a deprecation warning); errors name the option typed.
+    func testPreviewTakesAugAndNamesTheOptionTyped() throws {
+        let dir = try CLI.tempDir("preview-aug")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let refused: [([String], String)] = [
+            (["preview", "--aug", "ligth", "-o", "p.png"], "Error: --aug 'ligth' is not valid; expected one of "),
+            (["preview", "--aug", "ligth", "-o", "p.png"], "(did you mean 'light'?)"),
+            (["preview", "--aug", "heavy,rotaton=3", "-o", "p.png"], "Error: --aug: key 'rotaton' = '3' is not valid; expected one of "),
+            (["preview", "--augmentation", "ligth", "-o", "p.png"], "Error: --augmentation 'ligth' is not valid; expected one of "),
+            (["preview", "--augmentation", "heavy,rotaton=3", "-o", "p.png"], "Error: --augmentation: key 'rotaton' = '3' is not valid"),
+            (["preview", "--aug", "light", "--augmentation", "medium", "-o", "p.png"], "--aug light and --augmentation medium name different augmentations; give --aug only"),
+        ]
+        for (args, message) in refused {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): expected '\(message)' in \(r.stderr)")
+        }
+        let synth = try CLI.run(["synth", "-o", "data", "--count", "4", "--size", "64", "--seed", "1", "-q"], in: dir)
+        XCTAssertEqual(synth.status, 0, synth.all)
+        for (option, file) in [("--aug", "a.png"), ("--augmentation", "b.png")] {
+            let r = try CLI.run(["preview", "data", option, "light", "--count", "2", "--size", "16", "-o", file], in: dir)
+            XCTAssertEqual(r.status, 0, "\(option): \(r.all)")
+            XCTAssertTrue(r.stdout.contains("wrote \(file)") && r.stdout.contains("augmentation light"), "\(option): \(r.stdout)")
+            XCTAssertEqual(r.stderr.contains("warning: --augmentation is deprecated; use --aug"), option == "--augmentation", "\(option): \(r.stderr)")
+        }
+        let help = try CLI.run(["preview", "--help"], environment: ["COLUMNS": "1000"])
+        XCTAssertTrue(help.stdout.contains("--aug <preset>"), help.stdout)
+        XCTAssertFalse(help.stdout.contains("--augmentation"), help.stdout)
+    }
+
     /// An 8-bit MONOCHROME2 explicit VR little-endian DICOM of `frames` 4x4 frames.
     static func dicom(frames: Int) -> Data {
         var d = Data(count: 128)
