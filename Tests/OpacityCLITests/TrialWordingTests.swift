@@ -47,6 +47,42 @@ final class TrialWordingTests: XCTestCase {
         XCTAssertEqual(right.status, 0, right.all)
     }
 
+    /// A data folder (or run folder, or bundle) given bare to a command that names it with an
+    /// option: the parser's "Unexpected argument" with the command line that was meant.
+    func testABareDataFolderSaysWhichOptionNamesIt() throws {
+        let dir = try CLI.tempDir("bare")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        for folder in ["rsna", "my data", "runs/r34"] {
+            try fm.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        try Data("{}".utf8).write(to: dir.appendingPathComponent("runs/r34/options.json"))
+        let cases: [([String], String)] = [
+            (["folds", "rsna", "-o", "folds.csv"], "Error: Unexpected argument 'rsna'; did you mean `opacity folds --data rsna -o folds.csv`?"),
+            (["folds", "-o", "folds.csv", "my data"], "did you mean `opacity folds -o folds.csv --data 'my data'`?"),
+            (["folds", "labels.csv", "-o", "folds.csv"], "did you mean `opacity folds --labels labels.csv -o folds.csv`?"),
+            (["train", "rsna", "--epochs", "2"], "did you mean `opacity train --data rsna --epochs 2`?"),
+            (["eval", "rsna", "--all"], "did you mean `opacity eval --data rsna --all`?"),
+            (["eval", "runs/r34", "--data", "rsna"], "did you mean `opacity eval --model runs/r34 --data rsna`?"),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): expected '\(message)' in \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("Usage: opacity \(args[0])"), "\(args): \(r.stderr)")
+        }
+        // an error found first (no -o) keeps its line; the bare first argument gets its own
+        let noOutput = try CLI.run(["folds", "rsna"], in: dir)
+        XCTAssertEqual(noOutput.status, 64, noOutput.all)
+        XCTAssertTrue(noOutput.stderr.contains("'rsna' is no argument of `opacity folds`; did you mean `opacity folds --data rsna`?"), noOutput.stderr)
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("folds.csv").path))
+        // the suggestion runs as printed
+        let meant = try CLI.run(["synth", "-o", "rsna", "--count", "8", "--size", "64", "--seed", "1", "-q"], in: dir)
+        XCTAssertEqual(meant.status, 0, meant.all)
+        let folds = try CLI.run(["folds", "--data", "rsna", "-o", "folds.csv"], in: dir)
+        XCTAssertEqual(folds.status, 0, folds.all)
+    }
+
     /// `preview` takes `train`'s spelling `--aug`, and its older `--augmentation` still works
     /// (hidden from help, with a deprecation warning); errors name the option typed.
     func testPreviewTakesAugAndNamesTheOptionTyped() throws {
