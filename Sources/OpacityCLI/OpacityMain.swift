@@ -43,8 +43,12 @@ public enum OpacityMain {
         do {
             command = try OpacityCommand.parseAsRoot(arguments)
         } catch {
-            // a value refused for an option with a list of values: the message also names the nearest
-            if OpacityCommand.exitCode(for: error) == .validationFailure, let amended = ChoiceErrors.amend(OpacityCommand.fullMessage(for: error)) {
+            // a value refused for an option with a list of values: the message also names the nearest;
+            // a path given bare to a command that takes it as an option: the command line meant
+            let message = OpacityCommand.fullMessage(for: error)
+            if OpacityCommand.exitCode(for: error) == .validationFailure,
+                let amended = ChoiceErrors.amend(message) ?? StrayArguments.amend(message, arguments: arguments ?? Array(CommandLine.arguments.dropFirst()))
+            {
                 FileHandle.standardError.write(Data((amended.hasSuffix("\n") ? amended : amended + "\n").utf8))
                 exit(ExitStatus.usageError.rawValue)
             }

@@ -42,6 +42,11 @@ public enum ImageConversion {
         public var skippedExisting = 0
         /// Inputs that failed, with the reason (the conversion goes on past them).
         public var failures: [(path: String, reason: String)] = []
+        /// The error behind each of ``failures`` that an error caused, by input path (an output
+        /// refused before anything was read has none): for a caller that says it in its own
+        /// words, as the command line names its `--frame` option for a frame the file lacks
+        /// (``DataError/invalidParameter(name:value:expected:nearest:)`` named `frame`).
+        public var failureErrors: [String: any Error] = [:]
         /// Every input converted, and with ``Options/measureSkipped`` every input skipped
         /// because its output existed, with both sizes; sorted by source path.
         public var images: [ConvertedImage] = []
@@ -174,7 +179,10 @@ public enum ImageConversion {
                             $0.images.append(image)
                         }
                     } catch {
-                        summary.update { $0.failures.append((src.path, "\(error)")) }
+                        summary.update {
+                            $0.failures.append((src.path, "\(error)"))
+                            $0.failureErrors[src.path] = error
+                        }
                     }
                 }
                 counter.step()

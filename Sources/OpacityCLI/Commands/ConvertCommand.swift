@@ -134,9 +134,12 @@ struct ConvertCommand: ParsableCommand {
         options.depth = depth
         options.frame = frame
         options.measureSkipped = labelsTable != nil
-        let summary = try ImageConversion.convert(
+        var summary = try ImageConversion.convert(
             input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
             options: options, progress: runtime.progressBar("convert"))
+        // a frame a file lacks is said as --frame, with the file's frame count (the library names its parameter)
+        let errors = summary.failureErrors
+        summary.failures = summary.failures.map { f in (path: f.path, reason: errors[f.path].flatMap { frameNotInFile($0, path: f.path) } ?? f.reason) }
         if !runtime.quiet {
             print(summary)
         } else if !summary.failures.isEmpty {

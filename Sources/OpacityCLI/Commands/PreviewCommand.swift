@@ -18,10 +18,10 @@ struct AugmentPreviewCommand: ParsableCommand {
             Augmentation presets (paper levels): none, minimal (1), light (10), \
             light_norotation (11), light_basic_rotation, medium (15), heavy (20, also \
             heavy_custom_rotation), heavy_norotation (21), heavy_basic_rotation. Override any \
-            value, e.g. --augmentation heavy,rotation=3,boxes=corners,flip=0.5; the keys: \(AugmentationConfig.parameterNames.joined(separator: ", ")).
+            value, e.g. --aug heavy,rotation=3,boxes=corners,flip=0.5 (as train's --aug); the keys: \(AugmentationConfig.parameterNames.joined(separator: ", ")).
 
             Example:
-              opacity preview ~/rsna --augmentation heavy --count 16 --columns 4 \\
+              opacity preview ~/rsna --aug heavy --count 16 --columns 4 \\
                   -o preview.png
             """)
 
@@ -31,8 +31,11 @@ struct AugmentPreviewCommand: ParsableCommand {
     @Option(name: .long, help: "A CSV of boxes for DATA (columns image,x,y,width,height[,class]).")
     var boxesCSV: String?
 
-    @Option(name: .long, help: "Augmentation preset and overrides, e.g. heavy,rotation=3.")
-    var augmentation: String = "heavy"
+    @Option(name: .long, help: ArgumentHelp("Augmentation preset and overrides, e.g. heavy,rotation=3.", valueName: "preset"))
+    var aug: String = "heavy"
+
+    @Option(name: .customLong("augmentation"), help: ArgumentHelp("Older spelling of --aug.", valueName: "preset", visibility: .hidden))
+    var deprecatedAugmentation: String?
 
     @Option(name: .long, parsing: .unconditional, help: "Tile side in pixels (the training input size).")
     var size: Int = 512
@@ -65,15 +68,26 @@ struct AugmentPreviewCommand: ParsableCommand {
         guard size >= 16 else { throw ValidationError("--size must be at least 16 pixels, e.g. 512") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard columns >= 1 else { throw ValidationError("--columns must be at least 1") }
+        if let deprecatedAugmentation, aug != "heavy", aug != deprecatedAugmentation {
+            throw ValidationError("--aug \(aug) and --augmentation \(deprecatedAugmentation) name different augmentations; give --aug only")
+        }
+        // said as the option the user typed (--augmentation in an older script)
         do { _ = try AugmentationConfig(parsing: augmentation) } catch {
-            throw namingOption(error, ["augmentation": "--augmentation"], keysOf: "--augmentation")
+            throw namingOption(error, ["augmentation": augmentationOption], keysOf: augmentationOption)
         }
     }
+
+    /// The augmentation asked for: `--aug`, or its older spelling `--augmentation`.
+    var augmentation: String { deprecatedAugmentation ?? aug }
+
+    /// The option that gave ``augmentation``, as the user typed it.
+    var augmentationOption: String { deprecatedAugmentation == nil ? "--aug" : "--augmentation" }
 
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the preview PNG")
         try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier preview", otherwise: "name another file with -o/--output")
         let config = try AugmentationConfig(parsing: augmentation)
+        if deprecatedAugmentation != nil { note("warning: --augmentation is deprecated; use --aug (as train)") }
         if deprecatedSkipBadImages { note("warning: --skip-bad-images is deprecated; use --skip-unreadable (as train, eval, detect and submit)") }
         let policy: ProblemImagePolicy = skipUnreadable || deprecatedSkipBadImages ? .skip : .fail
         var dataset: DetectionDataset

@@ -55,6 +55,8 @@ struct ScoreCommand: ParsableCommand {
                 DataError.csvHeader(path: foldsFile, found: Folds.header, expected: Folds.header + ["view"]),
                 "hint: `opacity folds --stratify view` writes the view column from the DICOM headers")
         }
+        // a labels file that is not there: named as --labels, with the nearest file beside it (exit 1, a data error)
+        try requireExistingDataFile("--labels", labels, expected: "the RSNA labels CSV (patientId,x,y,width,height,Target)")
         let l = try RSNALabels.load(labels: URL(fileURLWithPath: labels), classInfo: nil)
         var truth: [String: [BoundingBox]] = [:]
         for p in l.patients { truth[p.id] = p.boxes }

@@ -49,10 +49,36 @@ func requireExistingPath(_ option: String, _ path: String, directory: Bool, expe
     var isDirectory: ObjCBool = false
     let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
     if exists && isDirectory.boolValue == directory { return }
-    let kind = directory ? "folder" : "file"
     if exists {
         throw ValidationError("\(option) \(path) is a \(directory ? "file" : "folder"); expected \(expected)")
     }
+    throw ValidationError(noSuchPathMessage(option, path, directory: directory, expected: expected))
+}
+
+/// Throws a data error (exit status 1, ``MissingInput``) when nothing exists at `path`, the
+/// value of `option`, for an input file that is read as data rather than checked before
+/// anything loads (`score --labels`): the option, the path, that it does not exist,
+/// `expected`, and the nearest existing file beside it when the name looks like a typo of
+/// one. A path that exists, whatever it is, is left to the reader (which says what a folder
+/// or an empty file is).
+func requireExistingDataFile(_ option: String, _ path: String, expected: String) throws {
+    if FileManager.default.fileExists(atPath: path) { return }
+    throw MissingInput(message: noSuchPathMessage(option, path, directory: false, expected: expected))
+}
+
+/// An input named by an option that does not exist, when that is a data error (exit status 1)
+/// rather than a usage error: ``requireExistingDataFile(_:_:expected:)``.
+struct MissingInput: Error, CustomStringConvertible {
+    /// The option, the path, what was expected and the nearest existing file.
+    let message: String
+    var description: String { message }
+}
+
+/// `OPTION PATH: no such file; expected EXPECTED`, with ` (did you mean 'NEAR'?)` naming the
+/// nearest existing entry of the same kind (a folder for `directory`, else a file) in the
+/// folder of `path` when the name looks like a typo of one (`nearestMatch`, edit distance).
+func noSuchPathMessage(_ option: String, _ path: String, directory: Bool, expected: String) -> String {
+    let kind = directory ? "folder" : "file"
     // the folder part and the name, split by hand: Foundation's NSString.deletingLastPathComponent
     // traps on a one-character name (`--data d`: SIGILL in String._startOfLastPathComponent)
     let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
@@ -66,5 +92,5 @@ func requireExistingPath(_ option: String, _ path: String, directory: Bool, expe
         return FileManager.default.fileExists(atPath: beside(name), isDirectory: &d) && d.boolValue == directory
     }
     let hint = nearestMatch(leaf, in: sameKind).map { " (did you mean '\(beside($0))'?)" }
-    throw ValidationError("\(option) \(path): no such \(kind); expected \(expected)\(hint ?? "")")
+    return "\(option) \(path): no such \(kind); expected \(expected)\(hint ?? "")"
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Opacity
 
 /// A library error about a value that came from a command-line option, said in the option's
@@ -27,4 +28,18 @@ func namingOption(_ error: Error, _ options: [String: String], keysOf: String? =
         return ValidationError("\(keysOf): key '\(InputLimits.quoted(name))' = \(quotedValue) is not valid; expected \(expected)" + DataError.suggestion(nearest))
     }
     return error
+}
+
+/// A library error about a frame that `path` lacks (``DataError/invalidParameter(name:value:expected:nearest:)``
+/// named `frame`), said as `--frame`: the option and the frame asked for, the file, how many
+/// frames it has (numbered from 1) and the nearest valid frame. The frame count is read from
+/// the file's DICOM header; `nil` for any other error, and for a file whose header cannot be
+/// read (the library's own words then stand).
+func frameNotInFile(_ error: Error, path: String) -> String? {
+    guard case let .invalidParameter("frame", value, _, _)? = error as? DataError, let asked = Int(value),
+        let frames = try? DICOM.readHeader(URL(fileURLWithPath: path)).numberOfFrames, frames >= 1
+    else { return nil }
+    let nearest = min(max(asked, 1), frames)
+    let has = frames == 1 ? "it has one frame" : "it has \(frames) frames, numbered 1...\(frames)"
+    return "--frame \(asked) is not valid for \(path): \(has) (nearest valid: \(nearest))"
 }

@@ -1,0 +1,92 @@
+import Foundation
+import Opacity
+
+/// A command that names every input with an option (`folds`, `train`, `eval`: `--data DIR`),
+/// so that a path given as a bare argument (`opacity folds rsna1k -o folds.csv`) is refused by
+/// the parser as "Unexpected argument 'rsna1k'"; ``StrayArguments/amend(_:arguments:)`` adds
+/// the command line that was most likely meant.
+protocol NamesInputsWithOptions {
+    /// The option that `value`, given as a bare argument, was most likely meant for (`--data`
+    /// for a folder, `--labels` for a CSV file; `eval`'s `--model` for a bundle or a run folder).
+    static func option(forStray value: String) -> String
+}
+
+extension NamesInputsWithOptions {
+    /// `--labels` for a `.csv` file (a CSV of boxes, with `--images`), else `--data` (an RSNA folder).
+    static func option(forStray value: String) -> String { DataOptions.option(forStray: value) }
+}
+
+extension DataOptions {
+    /// The ``DataOptions`` option a bare argument most likely meant: `--labels` for a `.csv`
+    /// path, `--data` for anything else.
+    static func option(forStray value: String) -> String {
+        URL(fileURLWithPath: value).pathExtension.lowercased() == "csv" ? "--labels" : "--data"
+    }
+
+    /// Whether `path` is a run folder (`train -o`: it holds `options.json` or `best.opb`) or a bundle file (`.opb`).
+    static func isRunOrBundle(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return path.hasSuffix(".opb") }
+        guard isDirectory.boolValue else { return path.hasSuffix(".opb") }
+        return ["options.json", "best.opb"].contains { FileManager.default.fileExists(atPath: URL(fileURLWithPath: path).appendingPathComponent($0).path) }
+    }
+}
+
+extension FoldsCommand: NamesInputsWithOptions {}
+
+extension TrainCommand: NamesInputsWithOptions {}
+
+extension EvalCommand: NamesInputsWithOptions {
+    /// A bundle or a run folder is the model; anything else is data.
+    static func option(forStray value: String) -> String { DataOptions.isRunOrBundle(value) ? "--model" : DataOptions.option(forStray: value) }
+}
+
+/// What ArgumentParser says about a bare argument that a command does not take, with the
+/// command line that was most likely meant.
+enum StrayArguments {
+    /// The start of ArgumentParser's message (1.x) for one value no argument takes.
+    static let unexpected = "Unexpected argument '"
+
+    /// `message` (ArgumentParser's full message for a parse error) with the command line most
+    /// likely meant, for a command that names its inputs with options (``NamesInputsWithOptions``)
+    /// given a bare argument; `nil` for any other message or command.
+    ///
+    /// The parser says "Unexpected argument 'rsna'" once every option is read and checked
+    /// (`opacity folds rsna -o folds.csv`); that line gets ``; did you mean `opacity folds
+    /// --data rsna -o folds.csv`?``. An error found first (a required option missing:
+    /// `opacity folds rsna`) keeps its line, and a bare first argument gets a line of its own
+    /// after it (`'rsna' is no argument of `opacity folds`; did you mean ...?`).
+    /// - Parameters:
+    ///   - message: the parser's message (`Error: Unexpected argument 'rsna'`, then the usage).
+    ///   - arguments: the command line without the executable's name, subcommand first.
+    static func amend(_ message: String, arguments: [String]) -> String? {
+        guard let name = arguments.first,
+            let command = commandList.first(where: { $0.configuration.commandName == name }) as? any NamesInputsWithOptions.Type
+        else { return nil }
+        let lineEnd = message.firstIndex(of: "\n") ?? message.endIndex
+        let first = String(message[..<lineEnd]), rest = String(message[lineEnd...])
+        func meant(_ index: Int) -> String {
+            var line = arguments
+            line[index...index] = [command.option(forStray: arguments[index]), arguments[index]]
+            return "`" + (["opacity"] + line).map(shellWord).joined(separator: " ") + "`"
+        }
+        if let start = first.range(of: unexpected), first.hasSuffix("'") {
+            let stray = String(first[start.upperBound...].dropLast())
+            // the bare argument: the first of its spellings that is no option's value, else the first
+            let places = arguments.indices.dropFirst().filter { arguments[$0] == stray }
+            guard let index = places.first(where: { !arguments[$0 - 1].hasPrefix("-") }) ?? places.first else { return nil }
+            return first + "; did you mean \(meant(index))?" + rest
+        }
+        // another error came first; a first argument that is no option is bare all the same
+        guard arguments.count > 1, !arguments[1].hasPrefix("-") else { return nil }
+        return first + "\n'\(InputLimits.quoted(arguments[1]))' is no argument of `opacity \(name)`; did you mean \(meant(1))?" + rest
+    }
+
+    /// `word` as a shell reads it back: as it is when it holds only characters the shell takes
+    /// literally, else in single quotes.
+    static func shellWord(_ word: String) -> String {
+        let plain = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,+@%")
+        if !word.isEmpty && word.allSatisfy({ plain.contains($0) }) { return word }
+        return "'" + word.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
+    }
+}

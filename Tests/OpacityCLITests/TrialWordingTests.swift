@@ -1,0 +1,187 @@
+import Foundation
+import XCTest
+
+/// Messages a new user met in a trial that did not say what to type instead: a labels file
+/// that is not there, a data folder given bare, `preview`'s augmentation option spelled as
+/// `train`'s, and a frame a file lacks in `convert`.
+final class TrialWordingTests: XCTestCase {
+    static let labels = """
+        patientId,x,y,width,height,Target
+        a,100.0,200.0,50.0,60.0,1
+        b,,,,,0
+
+        """
+    static let submission = """
+        patientId,PredictionString
+        a,0.9 100.0 200.0 50.0 60.0
+        b,
+
+        """
+
+    /// `score --labels` naming no file: the option, the path, that it does not exist, and the
+    /// nearest file beside it when one is close; a data error (1), as a missing submission is.
+    func testScoreNamesAMissingLabelsFileAndTheNearestFile() throws {
+        let dir = try CLI.tempDir("score-labels")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("data"), withIntermediateDirectories: true)
+        try Data(Self.labels.utf8).write(to: dir.appendingPathComponent("data/stage_2_train_labels.csv"))
+        try Data(Self.submission.utf8).write(to: dir.appendingPathComponent("sub.csv"))
+        let cases: [(String, String?)] = [
+            ("data/stage_2_train_label.csv", "data/stage_2_train_labels.csv"),
+            ("data/stage_2_train_lables.csv", "data/stage_2_train_labels.csv"),
+            ("missing.csv", nil),
+        ]
+        for (labels, nearest) in cases {
+            let r = try CLI.run(["score", "sub.csv", "--labels", labels], in: dir)
+            XCTAssertEqual(r.status, 1, "\(labels): \(r.all)")
+            XCTAssertTrue(
+                r.stderr.contains("--labels \(labels): no such file; expected the RSNA labels CSV (patientId,x,y,width,height,Target)"),
+                "\(labels): \(r.stderr)")
+            if let nearest {
+                XCTAssertTrue(r.stderr.contains("(did you mean '\(nearest)'?)"), "\(labels): \(r.stderr)")
+            } else {
+                XCTAssertFalse(r.stderr.contains("did you mean"), "\(labels): \(r.stderr)")
+            }
+        }
+        let right = try CLI.run(["score", "sub.csv", "--labels", "data/stage_2_train_labels.csv"], in: dir)
+        XCTAssertEqual(right.status, 0, right.all)
+    }
+
+    /// A data folder (or run folder, or bundle) given bare to a command that names it with an
+    /// option: the parser's "Unexpected argument" with the command line that was meant.
+    func testABareDataFolderSaysWhichOptionNamesIt() throws {
+        let dir = try CLI.tempDir("bare")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        for folder in ["rsna", "my data", "runs/r34"] {
+            try fm.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        try Data("{}".utf8).write(to: dir.appendingPathComponent("runs/r34/options.json"))
+        let cases: [([String], String)] = [
+            (["folds", "rsna", "-o", "folds.csv"], "Error: Unexpected argument 'rsna'; did you mean `opacity folds --data rsna -o folds.csv`?"),
+            (["folds", "-o", "folds.csv", "my data"], "did you mean `opacity folds -o folds.csv --data 'my data'`?"),
+            (["folds", "labels.csv", "-o", "folds.csv"], "did you mean `opacity folds --labels labels.csv -o folds.csv`?"),
+            (["train", "rsna", "--epochs", "2"], "did you mean `opacity train --data rsna --epochs 2`?"),
+            (["eval", "rsna", "--all"], "did you mean `opacity eval --data rsna --all`?"),
+            (["eval", "runs/r34", "--data", "rsna"], "did you mean `opacity eval --model runs/r34 --data rsna`?"),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): expected '\(message)' in \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("Usage: opacity \(args[0])"), "\(args): \(r.stderr)")
+        }
+        // an error found first (no -o) keeps its line; the bare first argument gets its own
+        let noOutput = try CLI.run(["folds", "rsna"], in: dir)
+        XCTAssertEqual(noOutput.status, 64, noOutput.all)
+        XCTAssertTrue(noOutput.stderr.contains("'rsna' is no argument of `opacity folds`; did you mean `opacity folds --data rsna`?"), noOutput.stderr)
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("folds.csv").path))
+        // the suggestion runs as printed
+        let meant = try CLI.run(["synth", "-o", "rsna", "--count", "8", "--size", "64", "--seed", "1", "-q"], in: dir)
+        XCTAssertEqual(meant.status, 0, meant.all)
+        let folds = try CLI.run(["folds", "--data", "rsna", "-o", "folds.csv"], in: dir)
+        XCTAssertEqual(folds.status, 0, folds.all)
+    }
+
+    /// `preview` takes `train`'s spelling `--aug`, and its older `--augmentation` still works
+    /// (hidden from help, with a deprecation warning); errors name the option typed.
+    func testPreviewTakesAugAndNamesTheOptionTyped() throws {
+        let dir = try CLI.tempDir("preview-aug")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let refused: [([String], String)] = [
+            (["preview", "--aug", "ligth", "-o", "p.png"], "Error: --aug 'ligth' is not valid; expected one of "),
+            (["preview", "--aug", "ligth", "-o", "p.png"], "(did you mean 'light'?)"),
+            (["preview", "--aug", "heavy,rotaton=3", "-o", "p.png"], "Error: --aug: key 'rotaton' = '3' is not valid; expected one of "),
+            (["preview", "--augmentation", "ligth", "-o", "p.png"], "Error: --augmentation 'ligth' is not valid; expected one of "),
+            (["preview", "--augmentation", "heavy,rotaton=3", "-o", "p.png"], "Error: --augmentation: key 'rotaton' = '3' is not valid"),
+            (["preview", "--aug", "light", "--augmentation", "medium", "-o", "p.png"], "--aug light and --augmentation medium name different augmentations; give --aug only"),
+        ]
+        for (args, message) in refused {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): expected '\(message)' in \(r.stderr)")
+        }
+        let synth = try CLI.run(["synth", "-o", "data", "--count", "4", "--size", "64", "--seed", "1", "-q"], in: dir)
+        XCTAssertEqual(synth.status, 0, synth.all)
+        for (option, file) in [("--aug", "a.png"), ("--augmentation", "b.png")] {
+            let r = try CLI.run(["preview", "data", option, "light", "--count", "2", "--size", "16", "-o", file], in: dir)
+            XCTAssertEqual(r.status, 0, "\(option): \(r.all)")
+            XCTAssertTrue(r.stdout.contains("wrote \(file)") && r.stdout.contains("augmentation light"), "\(option): \(r.stdout)")
+            XCTAssertEqual(r.stderr.contains("warning: --augmentation is deprecated; use --aug"), option == "--augmentation", "\(option): \(r.stderr)")
+        }
+        let help = try CLI.run(["preview", "--help"], environment: ["COLUMNS": "1000"])
+        XCTAssertTrue(help.stdout.contains("--aug <preset>"), help.stdout)
+        XCTAssertFalse(help.stdout.contains("--augmentation"), help.stdout)
+    }
+
+    /// An 8-bit MONOCHROME2 explicit VR little-endian DICOM of `frames` 4x4 frames.
+    static func dicom(frames: Int) -> Data {
+        var d = Data(count: 128)
+        d.append(contentsOf: Array("DICM".utf8))
+        func element(_ g: UInt16, _ e: UInt16, _ vr: String, _ value: [UInt8], into data: inout Data) {
+            var v = value
+            if v.count % 2 == 1 { v.append(vr == "UI" || vr == "OB" ? 0 : 0x20) }
+            for x in [g, e] { data.append(contentsOf: [UInt8(x & 0xFF), UInt8(x >> 8)]) }
+            data.append(contentsOf: Array(vr.utf8))
+            if vr == "OB" {
+                data.append(contentsOf: [0, 0] + (0..<4).map { UInt8((v.count >> (8 * $0)) & 0xFF) })
+            } else {
+                data.append(contentsOf: [UInt8(v.count & 0xFF), UInt8(v.count >> 8)])
+            }
+            data.append(contentsOf: v)
+        }
+        func us(_ e: UInt16, _ v: UInt16) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
+        var meta = Data()
+        element(0x0002, 0x0001, "OB", [0, 1], into: &meta)
+        element(0x0002, 0x0010, "UI", Array("1.2.840.10008.1.2.1".utf8), into: &meta)
+        element(0x0002, 0x0000, "UL", [UInt8(meta.count & 0xFF), UInt8(meta.count >> 8), 0, 0], into: &d)
+        d.append(meta)
+        element(0x0010, 0x0020, "LO", Array("frames".utf8), into: &d)
+        element(0x0028, 0x0002, "US", us(0, 1), into: &d)
+        element(0x0028, 0x0004, "CS", Array("MONOCHROME2".utf8), into: &d)
+        element(0x0028, 0x0008, "IS", Array("\(frames)".utf8), into: &d)
+        element(0x0028, 0x0010, "US", us(0, 4), into: &d)
+        element(0x0028, 0x0011, "US", us(0, 4), into: &d)
+        element(0x0028, 0x0100, "US", us(0, 8), into: &d)
+        element(0x0028, 0x0101, "US", us(0, 8), into: &d)
+        element(0x0028, 0x0102, "US", us(0, 7), into: &d)
+        element(0x0028, 0x0103, "US", us(0, 0), into: &d)
+        element(0x7FE0, 0x0010, "OB", (0..<(16 * frames)).map { UInt8($0 * 13 % 251) }, into: &d)
+        return d
+    }
+
+    /// `convert --frame N` past a file's frames: the failure names `--frame`, the file, its
+    /// number of frames (from 1) and the nearest valid frame, not the library's "parameter
+    /// 'frame'"; the other files convert and the status is 1 (some items failed).
+    func testConvertSaysAFrameTheFileLacksAsTheOption() throws {
+        let dir = try CLI.tempDir("convert-frame")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = dir.appendingPathComponent("dcm")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        try Self.dicom(frames: 3).write(to: input.appendingPathComponent("three.dcm"))
+        try Self.dicom(frames: 1).write(to: input.appendingPathComponent("one.dcm"))
+        let one = input.appendingPathComponent("one.dcm").path, three = input.appendingPathComponent("three.dcm").path
+        let cases: [([String], [String], Int)] = [
+            (["--frame", "3"], ["--frame 3 is not valid for \(one): it has one frame (nearest valid: 1)"], 1),
+            (
+                ["--frame", "5"],
+                [
+                    "--frame 5 is not valid for \(one): it has one frame (nearest valid: 1)",
+                    "--frame 5 is not valid for \(three): it has 3 frames, numbered 1...3 (nearest valid: 3)",
+                ], 0
+            ),
+        ]
+        for (quiet, stream) in [([String](), "stdout"), (["-q"], "stderr")] {
+            for (frame, messages, converted) in cases {
+                let out = "png-\(frame[1])-\(stream)"
+                let r = try CLI.run(["convert", input.path, "-o", out] + frame + quiet, in: dir)
+                XCTAssertEqual(r.status, 1, "\(frame): \(r.all)")
+                let text = stream == "stdout" ? r.stdout : r.stderr
+                for message in messages { XCTAssertTrue(text.contains(message), "\(frame): expected '\(message)' in \(r.all)") }
+                XCTAssertFalse(r.all.contains("parameter 'frame'"), "\(frame): \(r.all)")
+                if quiet.isEmpty { XCTAssertTrue(r.stdout.contains("\(converted) converted"), "\(frame): \(r.stdout)") }
+                XCTAssertEqual(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(out)/three.png").path), converted == 1, "\(frame)")
+            }
+        }
+    }
+}
