@@ -64,7 +64,9 @@ struct BenchContext {
         print("opacity-bench")
         print("  cpu: \(cpuModel()), \(host.activeProcessorCount) cores; threads: \(Compute.threads); clock: \(options.clock.rawValue); load average: \(loadAverage())")
         let k = BLAS.kernels
-        print("  OpenBLAS kernels: \(k.active) (OpenBLAS chose \(k.initial); \(k.reason); self-check error \(String(format: "%.1e", k.selfCheckError)))")
+        print(
+            "  OpenBLAS kernels: \(k.active) (OpenBLAS chose \(k.initial); \(k.reason); largest relative error of its GEMM against a plain reference: \(String(format: "%.1e", k.selfCheckError)))"
+        )
         print("")
     }
 

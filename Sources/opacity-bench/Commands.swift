@@ -49,7 +49,7 @@ struct CommonOptions: ParsableArguments {
 
 /// The image side of the convolution and network sections.
 struct SizeOptions: ParsableArguments {
-    @Option(help: "Image side for the conv, resnet50 and detector sections.")
+    @Option(help: "Image side in pixels for the sections that build networks (conv, tails, resnet50, detector).")
     var size = 512
 
     func validate() throws {
@@ -102,7 +102,9 @@ struct NetworkOptions: ParsableArguments {
 struct DetectorOptions: ParsableArguments {
     @Option(
         name: .customLong("config"),
-        help: ArgumentHelp("A detector config (repeatable; default every encoder as retinanet(encoder=NAME, size=S)).", valueName: "config"))
+        help: ArgumentHelp(
+            "A detector config (repeatable; default every encoder as retinanet(encoder=NAME, size=S), each with a PyTorch run: long, an hour or more at 512 px on 2 cores).",
+            valueName: "config"))
     var configs: [String] = []
 
     @Flag(

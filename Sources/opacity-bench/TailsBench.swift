@@ -15,6 +15,7 @@ extension BenchSection {
         let size = context.options.imageSize, reps = max(3, context.options.repetitions)
         print("== tails: block tails at the stage outputs of a \(size) px image, \(Compute.threads) threads, medians of \(reps) alternating runs")
         print("   residual: (y + r).relu() against y.sumReLU(r); excitation: ((y * s) + r).relu() against y.scaledSumReLU(scale: s, residual: r)")
+        print("   infer = forward at batch 1 without a graph; train = forward and backward at batch 2, ReLU output packed; fused/separate under 1 means the fused pass is faster")
         print("  \(pad("map", 26)) \(pad("pass", 18)) \(pad("separate ms", 12)) \(pad("fused ms", 9)) fused/separate")
         var rng = RandomGenerator(seed: 5)
         var totals: [String: (separate: Double, fused: Double)] = [:]

@@ -259,6 +259,23 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertEqual(r.status, 64, r.all)
     }
 
+    /// `convert`'s older second argument still names the output and, as CLI.md says, warns;
+    /// `-o` does not (new-user trial).
+    func testConvertSecondArgumentWarns() throws {
+        let dir = try CLI.tempDir("convert-positional")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "2", "--size", "64", "--seed", "1", "--format", "dicom", "-q"], in: dir).status, 0)
+        let image = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted().first)
+        let input = "data/stage_2_train_images/\(image)"
+        let old = try CLI.run(["convert", input, "two.png"], in: dir)
+        XCTAssertEqual(old.status, 0, old.all)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("two.png").path), old.all)
+        XCTAssertTrue(old.stderr.contains("warning: the output as a second argument is deprecated; use -o/--output"), old.stderr)
+        let new = try CLI.run(["convert", input, "-o", "one.png"], in: dir)
+        XCTAssertEqual(new.status, 0, new.all)
+        XCTAssertFalse(new.stderr.contains("deprecated"), new.stderr)
+    }
+
     /// `--resume --epochs 16` extends a shorter run even though 16 is the default.
     func testResumeWithTheDefaultEpochCountExtendsAShorterRun() throws {
         let dir = try CLI.tempDir("extend")

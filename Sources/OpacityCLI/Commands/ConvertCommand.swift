@@ -119,6 +119,7 @@ struct ConvertCommand: ParsableCommand {
 
     func run() throws {
         runtime.apply()
+        if positionalOutput != nil { note("warning: the output as a second argument is deprecated; use -o/--output") }
         var inputIsFolder: ObjCBool = false
         if FileManager.default.fileExists(atPath: input, isDirectory: &inputIsFolder), inputIsFolder.boolValue {
             try requireOutputFolder(try outputPath(), option: "-o/--output", for: "one PNG per DICOM file of the folder \(input)")
