@@ -76,30 +76,35 @@ package final class SparseActivation: @unchecked Sendable {
     /// writes: the counts ``pack(_:count:keepingWhere:planeFill:counts:)`` would make in its
     /// first pass, without reading the map again.
     package static func reluCounting(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int) -> [Int] {
+        countingChunks(count: count) { lo, hi in
+            var acc = SIMD8<UInt32>(repeating: 0)
+            var i = lo
+            while i + 8 <= hi {
+                var v = load8(input, i)
+                v.replace(with: 0, where: v .< 0)
+                store8(output, i, v)
+                acc &+= nonZero(v)
+                i += 8
+            }
+            var n = Int(acc.wrappedSum())
+            while i < hi {
+                let v = input[i] < 0 ? 0 : input[i]
+                output[i] = v
+                if v.bitPattern != 0 { n += 1 }
+                i += 1
+            }
+            return n
+        }
+    }
+
+    /// Runs `body(lo, hi)` for each chunk `[lo, hi)` of `count` values on the compute threads and
+    /// returns what each returned (its non-zero values), in chunk order.
+    private static func countingChunks(count: Int, _ body: (Int, Int) -> Int) -> [Int] {
         let chunks = (count + chunk - 1) / chunk
         var counts = [Int](repeating: 0, count: chunks)
         counts.withUnsafeMutableBufferPointer { cb in
             let out = cb.baseAddress!
-            Compute.parallelFor(chunks) { c in
-                let lo = c * chunk, hi = min(count, lo + chunk)
-                var acc = SIMD8<UInt32>(repeating: 0)
-                var i = lo
-                while i + 8 <= hi {
-                    var v = load8(input, i)
-                    v.replace(with: 0, where: v .< 0)
-                    store8(output, i, v)
-                    acc &+= nonZero(v)
-                    i += 8
-                }
-                var n = Int(acc.wrappedSum())
-                while i < hi {
-                    let v = input[i] < 0 ? 0 : input[i]
-                    output[i] = v
-                    if v.bitPattern != 0 { n += 1 }
-                    i += 1
-                }
-                out[c] = n
-            }
+            Compute.parallelFor(chunks) { c in out[c] = body(c * chunk, min(count, c * chunk + chunk)) }
         }
         return counts
     }
@@ -113,40 +118,33 @@ package final class SparseActivation: @unchecked Sendable {
         _ y: UnsafePointer<Float>, scale: UnsafePointer<Float>, planeSize: Int,
         residual: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int
     ) -> [Int] {
-        let chunks = (count + chunk - 1) / chunk
-        var counts = [Int](repeating: 0, count: chunks)
-        counts.withUnsafeMutableBufferPointer { cb in
-            let out = cb.baseAddress!
-            Compute.parallelFor(chunks) { c in
-                let lo = c * chunk, hi = min(count, lo + chunk)
-                var acc = SIMD8<UInt32>(repeating: 0)
-                var n = 0
-                var i = lo
-                while i < hi {
-                    let plane = i / planeSize
-                    let end = min(hi, (plane + 1) * planeSize)
-                    let s = scale[plane], s8 = SIMD8<Float>(repeating: s)
-                    while i + 8 <= end {
-                        var v = load8(y, i) * s8
-                        v += load8(residual, i)
-                        v.replace(with: 0, where: v .< 0)
-                        store8(output, i, v)
-                        acc &+= nonZero(v)
-                        i += 8
-                    }
-                    while i < end {
-                        var v = y[i] * s
-                        v += residual[i]
-                        v = v < 0 ? 0 : v
-                        output[i] = v
-                        if v.bitPattern != 0 { n += 1 }
-                        i += 1
-                    }
+        countingChunks(count: count) { lo, hi in
+            var acc = SIMD8<UInt32>(repeating: 0)
+            var n = 0
+            var i = lo
+            while i < hi {
+                let plane = i / planeSize
+                let end = min(hi, (plane + 1) * planeSize)
+                let s = scale[plane], s8 = SIMD8<Float>(repeating: s)
+                while i + 8 <= end {
+                    var v = load8(y, i) * s8
+                    v += load8(residual, i)
+                    v.replace(with: 0, where: v .< 0)
+                    store8(output, i, v)
+                    acc &+= nonZero(v)
+                    i += 8
                 }
-                out[c] = n + Int(acc.wrappedSum())
+                while i < end {
+                    var v = y[i] * s
+                    v += residual[i]
+                    v = v < 0 ? 0 : v
+                    output[i] = v
+                    if v.bitPattern != 0 { n += 1 }
+                    i += 1
+                }
             }
+            return n + Int(acc.wrappedSum())
         }
-        return counts
     }
 
     /// The non-zero bit patterns of each chunk of `count` values at `q`.

@@ -45,6 +45,11 @@ final class TrialWordingTests: XCTestCase {
         }
         let right = try CLI.run(["score", "sub.csv", "--labels", "data/stage_2_train_labels.csv"], in: dir)
         XCTAssertEqual(right.status, 0, right.all)
+        // --folds-file the same way (new-user trial, session 16)
+        try Data("patientId,fold\n".utf8).write(to: dir.appendingPathComponent("folds.csv"))
+        let folds = try CLI.run(["score", "sub.csv", "--labels", "data/stage_2_train_labels.csv", "--folds-file", "fold.csv"], in: dir)
+        XCTAssertEqual(folds.status, 1, folds.all)
+        XCTAssertTrue(folds.stderr.contains("--folds-file fold.csv: no such file; expected a folds CSV (opacity folds writes one) (did you mean 'folds.csv'?)"), folds.stderr)
     }
 
     /// A data folder (or run folder, or bundle) given bare to a command that names it with an

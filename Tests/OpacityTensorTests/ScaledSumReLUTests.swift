@@ -41,8 +41,8 @@ final class ScaledSumReLUTests: XCTestCase {
         XCTAssertGreaterThan(zeros, out.count / 4, "the ReLU zeroes a good part of the map")
         for level in [0, 1, 2] {
             for sparse in [false, true] {
-                let (separate, _) = at(level: level, sparse: sparse) { run(fused: false) }
-                let (fused, tape) = at(level: level, sparse: sparse) { run(fused: true) }
+                let (separate, _) = atLevel(level, sparse: sparse) { run(fused: false) }
+                let (fused, tape) = atLevel(level, sparse: sparse) { run(fused: true) }
                 XCTAssertEqual(fused, separate, "level \(level), packing \(sparse): the output and every gradient, bit for bit")
                 // The norm's output is kept whole at level 0 and as its recipe from level 1 on
                 // (the output, which the node keeps too, lives on in `y` here).
@@ -112,21 +112,12 @@ final class ScaledSumReLUTests: XCTestCase {
             return [o.scalars.map(\.bitPattern)] + ts.map { $0.grad!.scalars.map(\.bitPattern) }
         }
         for sparse in [false, true] {
-            let (separate, _) = at(level: 2, sparse: sparse) { run(fused: false) }
-            let (fused, _) = at(level: 2, sparse: sparse) { run(fused: true) }
+            let (separate, _) = atLevel(2, sparse: sparse) { run(fused: false) }
+            let (fused, _) = atLevel(2, sparse: sparse) { run(fused: true) }
             XCTAssertEqual(fused, separate, "packing \(sparse)")
         }
         let trace = OpTrace()
         _ = trace.run { y.sumReLU(r) }
         XCTAssertEqual(trace.ops.map(\.op), ["add", "relu"])
-    }
-
-    private func at<R>(level: Int, sparse: Bool, _ body: () -> R) -> (R, [String: (bytes: Int, nodes: Int)]) {
-        let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations)
-        Autograd.selectiveRecomputation = level >= 1
-        Autograd.convolutionRecomputation = level >= 2
-        Autograd.sparseActivations = sparse
-        defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations) = before }
-        return Autograd.measuringSavedTensors(body)
     }
 }

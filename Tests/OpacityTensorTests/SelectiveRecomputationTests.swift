@@ -266,17 +266,6 @@ final class SelectiveRecomputationTests: XCTestCase {
         }
     }
 
-    /// Runs `body` at a recomputation level (0, 1 or 2) with the ReLU outputs packed or not,
-    /// and returns its result and what the tape saved.
-    private func atLevel<R>(_ level: Int, sparse: Bool, _ body: () -> R) -> (R, [String: (bytes: Int, nodes: Int)]) {
-        let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations)
-        Autograd.selectiveRecomputation = level >= 1
-        Autograd.convolutionRecomputation = level >= 2
-        Autograd.sparseActivations = sparse
-        defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations) = before }
-        return Autograd.measuringSavedTensors(body)
-    }
-
     /// A separable convolution (`relu`, a depthwise 3x3, a pointwise 1x1 that does not widen):
     /// at level 2 the pointwise convolution keeps the depthwise one's recipe instead of its
     /// output, and backward runs the depthwise convolution once more; the same bits as with the

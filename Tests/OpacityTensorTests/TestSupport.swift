@@ -229,3 +229,15 @@ func referencePool(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int), padding:
     }
     return ([n, c, ho, wo], out)
 }
+
+/// Runs `body` at a recomputation level (0, 1 or 2: ``Autograd/selectiveRecomputation`` and
+/// ``Autograd/convolutionRecomputation``) with the ReLU outputs packed or not, and returns its
+/// result and what the tape saved (``Autograd/measuringSavedTensors(_:)``).
+func atLevel<R>(_ level: Int, sparse: Bool, _ body: () -> R) -> (R, [String: (bytes: Int, nodes: Int)]) {
+    let before = (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations)
+    Autograd.selectiveRecomputation = level >= 1
+    Autograd.convolutionRecomputation = level >= 2
+    Autograd.sparseActivations = sparse
+    defer { (Autograd.selectiveRecomputation, Autograd.convolutionRecomputation, Autograd.sparseActivations) = before }
+    return Autograd.measuringSavedTensors(body)
+}

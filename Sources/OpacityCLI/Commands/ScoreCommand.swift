@@ -48,6 +48,8 @@ struct ScoreCommand: ParsableCommand {
                 [perImage], overwrite: overwrite, replacing: "the earlier per-image scores", otherwise: "name another file with --per-image")
         }
         let sub = try Submission(contentsOf: URL(fileURLWithPath: submission))
+        // a folds file that is not there: named as --folds-file, with the nearest file beside it (exit 1)
+        if let foldsFile { try requireExistingDataFile("--folds-file", foldsFile, expected: "a folds CSV (opacity folds writes one)") }
         let folds = try foldsFile.map { try Folds.read(from: URL(fileURLWithPath: $0)) }
         if let foldsFile, folds?.views.isEmpty == true {
             // a data problem (exit 1): the file is there but lacks the column
