@@ -372,8 +372,8 @@ package enum DerivedValues {
     /// once for P3 and P4 instead of twice (F(4x4) serves P2 only, im2col P5-P7), but the value
     /// and a spare stay alive at the head's peak: measured at 512 px (Benchmarks.md, "Weight
     /// transforms computed per use"), 0 lowers resnet152's forward peak from 452 to 437 MiB and
-    /// resnet18's training peak from 824 to 794, for one more transform of about 0.3 ms per
-    /// head layer and pass. Settable between passes (tests).
+    /// resnet18's training peak from 819 to 793, for one more F(2x2) transform per head layer
+    /// and pass (an F(4x4) one of 256x256 weights took 0.35 ms). Settable between passes (tests).
     nonisolated(unsafe) package static var recentCapacity = TuningVariable.derivedRecent.value
 
     /// The most recent transient values, oldest first: the storage they were derived from

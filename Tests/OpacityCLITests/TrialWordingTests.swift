@@ -100,6 +100,8 @@ final class TrialWordingTests: XCTestCase {
             (["preview", "--augmentation", "ligth", "-o", "p.png"], "Error: --augmentation 'ligth' is not valid; expected one of "),
             (["preview", "--augmentation", "heavy,rotaton=3", "-o", "p.png"], "Error: --augmentation: key 'rotaton' = '3' is not valid"),
             (["preview", "--aug", "light", "--augmentation", "medium", "-o", "p.png"], "--aug light and --augmentation medium name different augmentations; give --aug only"),
+            // the default's own name given with the older spelling is a conflict too (review)
+            (["preview", "--aug", "heavy", "--augmentation", "light", "-o", "p.png"], "--aug heavy and --augmentation light name different augmentations; give --aug only"),
         ]
         for (args, message) in refused {
             let r = try CLI.run(args, in: dir)

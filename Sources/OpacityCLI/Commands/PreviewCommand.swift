@@ -31,8 +31,8 @@ struct AugmentPreviewCommand: ParsableCommand {
     @Option(name: .long, help: "A CSV of boxes for DATA (columns image,x,y,width,height[,class]).")
     var boxesCSV: String?
 
-    @Option(name: .long, help: ArgumentHelp("Augmentation preset and overrides, e.g. heavy,rotation=3.", valueName: "preset"))
-    var aug: String = "heavy"
+    @Option(name: .long, help: ArgumentHelp("Augmentation preset and overrides, e.g. heavy,rotation=3. (default: heavy)", valueName: "preset"))
+    var aug: String?
 
     @Option(name: .customLong("augmentation"), help: ArgumentHelp("Older spelling of --aug.", valueName: "preset", visibility: .hidden))
     var deprecatedAugmentation: String?
@@ -68,7 +68,7 @@ struct AugmentPreviewCommand: ParsableCommand {
         guard size >= 16 else { throw ValidationError("--size must be at least 16 pixels, e.g. 512") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard columns >= 1 else { throw ValidationError("--columns must be at least 1") }
-        if let deprecatedAugmentation, aug != "heavy", aug != deprecatedAugmentation {
+        if let deprecatedAugmentation, let aug, aug != deprecatedAugmentation {
             throw ValidationError("--aug \(aug) and --augmentation \(deprecatedAugmentation) name different augmentations; give --aug only")
         }
         // said as the option the user typed (--augmentation in an older script)
@@ -77,11 +77,11 @@ struct AugmentPreviewCommand: ParsableCommand {
         }
     }
 
-    /// The augmentation asked for: `--aug`, or its older spelling `--augmentation`.
-    var augmentation: String { deprecatedAugmentation ?? aug }
+    /// The augmentation asked for: `--aug`, or its older spelling `--augmentation`; `heavy` by default.
+    var augmentation: String { aug ?? deprecatedAugmentation ?? "heavy" }
 
     /// The option that gave ``augmentation``, as the user typed it.
-    var augmentationOption: String { deprecatedAugmentation == nil ? "--aug" : "--augmentation" }
+    var augmentationOption: String { aug == nil && deprecatedAugmentation != nil ? "--augmentation" : "--aug" }
 
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the preview PNG")
