@@ -145,6 +145,10 @@ public enum Autograd {
         public let bytes: Int
         /// The node's place in the backward walk (0 = first) and the walk's length.
         public let position: Int, nodes: Int
+        /// Bytes the storage pool held as cached free blocks, and bytes of idle kernel scratch
+        /// buffers, right after that node's backward: resident memory that is not tensor storage
+        /// alive (``TensorMemory/pooledBytes``, ``TensorMemory/idleScratchBytes``).
+        public var pooledBytes: Int = 0, idleScratchBytes: Int = 0
     }
 
     /// The peak of the last backward pass run inside ``measuringSavedTensors(_:)``, or nil
@@ -269,7 +273,9 @@ extension Autograd {
                         if let ledger {
                             let peak = StorageAccounting.current.peak
                             if peak > peakBefore, peak > (ledger.peak?.bytes ?? 0) {
-                                ledger.peak = BackwardPeak(op: n.op, shape: n.shape, bytes: peak, position: position, nodes: order.count)
+                                ledger.peak = BackwardPeak(
+                                    op: n.op, shape: n.shape, bytes: peak, position: position, nodes: order.count,
+                                    pooledBytes: StoragePool.cachedBytes, idleScratchBytes: ScratchBuffers.idleBytes)
                             }
                         }
                         n.grad = nil

@@ -13,6 +13,10 @@ public enum TensorMemory {
     /// The bytes currently held by the pool for reuse.
     public static var pooledBytes: Int { StoragePool.cachedBytes }
 
+    /// The bytes of kernel scratch buffers kept idle for the next kernel that needs one (at
+    /// most four buffers; resident, but not tensor storage alive, see ``liveBytes``).
+    public static var idleScratchBytes: Int { ScratchBuffers.idleBytes }
+
     /// The most bytes of values derived from tensors and cached with them until their contents
     /// change (the Winograd-transformed weights of 3x3 convolutions: up to 4x the weights' size;
     /// oneDNN's reordered weights). Default 0 (`OPACITY_DERIVED_CACHE_MB` sets MiB): each pass
@@ -347,7 +351,13 @@ enum StorageAccounting {
     package static func resetPoolHighWaterMark() { StoragePool.resetHighWaterMark() }
 
     /// The slack the pool allows over its high-water mark of blocks in use, as a fraction
-    /// 1/`poolSlackDivisor` of the mark (default 32; 0: no slack). Tests of the policy set 0 so
+    /// 1/`poolSlackDivisor` of the mark (default 64, `OPACITY_POOL_SLACK` sets it at start; 0: no
+    /// slack). The mark includes the weights, which never churn, so a large model's slack is
+    /// mostly cached blocks resident beside the peak: measured at 512 px, 2 threads, frozen batch
+    /// norm (`opacity-bench detector`, Benchmarks.md "Pool slack"), resnet152's forward peak
+    /// 437 MiB at 1/32, 429 at 1/64, 427 at none, for 0, 82 and 203 MiB of fresh pages per pass;
+    /// resnet34's training peak 987, 979, 964 MiB for 542, 582, 642 MiB of fresh pages per step
+    /// (each fresh page costs a fault and the kernel's zeroing). Tests of the policy set 0 so
     /// that blocks other code holds (which raise the mark and so the slack) do not change what
     /// they measure.
     package static var poolSlackDivisor: Int {
@@ -475,13 +485,13 @@ package enum DerivedValues {
 /// Large blocks are mapped from the system directly (`mmap`), so a block the pool lets go
 /// leaves the resident set at once (a `malloc`'d block would stay in the heap). The pool's
 /// footprint (blocks in use plus blocks cached) stays within the most bytes in use at once so
-/// far, plus 1/32: a request that finds no block of its class takes a cached block of up to
+/// far, plus 1/64 (``TensorStorage/poolSlackDivisor``): a request that finds no block of its class takes a cached block of up to
 /// twice its size as it is (its pages are touched already), else maps a new one while the
 /// footprint stays under that mark; past it, it takes the smallest larger cached block and
 /// unmaps its tail, or else unmaps cached blocks before mapping a new one. Freed blocks of sizes
 /// that are no longer asked for (the batch-1 forward pass before batch-2 training, a smaller
 /// image) so cannot pile up on top of what a training step needs, while a repeated step
-/// reuses nearly all its blocks (measured: 112 MiB of fresh pages per step of a resnet34
+/// reuses nearly all its blocks (measured with 1/32: 112 MiB of fresh pages per step of a resnet34
 /// RetinaNet at 256 px, batch 2, against 822 MiB with no slack and no oversized reuse).
 enum StoragePool {
     /// Blocks smaller than this come from `malloc` directly.
@@ -494,7 +504,10 @@ enum StoragePool {
     /// Bytes of pooled-size blocks in use, and the most in use at once so far.
     nonisolated(unsafe) private static var inUse = 0
     nonisolated(unsafe) private static var peakInUse = 0
-    nonisolated(unsafe) private static var slackDivisor = 32
+    nonisolated(unsafe) private static var slackDivisor: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_POOL_SLACK"], let v = Int(s), v >= 0 { return v }
+        return 64
+    }()
 
     static var lockedSlackDivisor: Int {
         lock.lock()
@@ -509,7 +522,7 @@ enum StoragePool {
     }
 
     /// The footprint allowed before cached blocks are cut or unmapped: the high-water mark plus
-    /// 1/`slackDivisor` of it. Call with the lock held.
+    /// 1/`slackDivisor` of it (``TensorStorage/poolSlackDivisor``). Call with the lock held.
     private static var allowedFootprint: Int { peakInUse + (slackDivisor > 0 ? peakInUse / slackDivisor : 0) }
     nonisolated(unsafe) private(set) static var limit: Int = {
         if let s = ProcessInfo.processInfo.environment["OPACITY_POOL_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
@@ -689,7 +702,7 @@ enum StoragePool {
 /// Kernels ask for large scratch (the Winograd kernels: the transformed input and the products
 /// of a block of tiles for every thread, 28 MiB for a 256-channel layer on two threads) once per
 /// call, in a size class nothing else uses. Through the pool, whose footprint stays within its
-/// high-water mark plus 1/32, such a block was cut or unmapped to serve the next activations and
+/// high-water mark plus a slack (then 1/32), such a block was cut or unmapped to serve the next activations and
 /// mapped fresh at the next call: 190-220 MiB of fresh pages per batch-1 forward pass of a
 /// ResNet-34 RetinaNet at 256 px (measured), 20% of that pass's time on an idle machine. Here a
 /// few buffers are kept instead and reused whole: a request takes the smallest idle buffer that

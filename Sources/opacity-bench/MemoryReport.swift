@@ -59,7 +59,7 @@ final class MemoryProbe {
         for line in Self.columnKey { print("      " + line) }
         if let peak = Autograd.backwardPeak {
             print(
-                "      backward's peak, \(mib(peak.bytes)) MiB of tensor storage, came in the backward of \(peak.op) \(peak.shape) (node \(peak.position + 1) of \(peak.nodes) in the walk)"
+                "      backward's peak, \(mib(peak.bytes)) MiB of tensor storage, came in the backward of \(peak.op) \(peak.shape) (node \(peak.position + 1) of \(peak.nodes) in the walk); then the pool cached \(mib(peak.pooledBytes)) MiB of free blocks and \(mib(peak.idleScratchBytes)) of idle kernel scratch"
             )
         }
         let total = saved.values.reduce(0) { $0 + $1.bytes }

@@ -28,7 +28,7 @@ final class StorageTests: XCTestCase {
 
     /// Empties the pool (and the idle kernel scratch), sets a 512 MiB limit and no slack, and
     /// returns what restores the settings. No slack: blocks that earlier tests of this process
-    /// still hold raise the high-water mark, and with it the 1/32 slack, by an amount a test of
+    /// still hold raise the high-water mark, and with it the slack (1/64 by default), by an amount a test of
     /// the policy does not know (it failed in the full suite, not alone).
     static func emptyPoolWithoutSlack() -> () -> Void {
         let saved = TensorStorage.cacheLimitBytes
@@ -43,7 +43,7 @@ final class StorageTests: XCTestCase {
     }
 
     /// Freed blocks of sizes no longer asked for do not pile up: blocks in use plus blocks cached
-    /// stay within the most in use at once (plus a slack, 1/32 by default, 0 here); a request without a block of its class
+    /// stay within the most in use at once (plus a slack, 1/64 by default, 0 here); a request without a block of its class
     /// takes a cached block up to twice its size as it is, maps a new block under the mark,
     /// cuts a larger cached block past it, or unmaps smaller cached blocks first.
     func testTheFootprintStaysAtTheHighWaterMark() {
