@@ -134,8 +134,9 @@ struct DetectCommand: ParsableCommand {
         for (k, f) in files[mine].enumerated() {
             let img: DecodedImage
             do { img = try DetectionEngine.read(f, frame: frame) } catch {
-                // a frame the file lacks is said as --frame, the option that asked for it
-                let error = namingOption(error, ["frame": "--frame"])
+                // a frame the file lacks is said as --frame, the option that asked for it, with
+                // the file's frame count in convert's words (frameNotInFile)
+                let error = frameNotInFile(error, path: f.path).map { ValidationError($0) } ?? namingOption(error, ["frame": "--frame"])
                 if !skipUnreadable {
                     if files.count > 1 { throw WithHint(error, "to leave out the files that cannot be read and go on, add --skip-unreadable (they are listed in skipped.csv)") }
                     throw error

@@ -34,7 +34,8 @@ func namingOption(_ error: Error, _ options: [String: String], keysOf: String? =
 /// named `frame`), said as `--frame`: the option and the frame asked for, the file, how many
 /// frames it has (numbered from 1) and the nearest valid frame. The frame count is read from
 /// the file's DICOM header; `nil` for any other error, and for a file whose header cannot be
-/// read (the library's own words then stand).
+/// read (the library's own words then stand). `convert` (a failure of its batch, status 1) and
+/// `detect` (a usage error, status 64) both say it so.
 func frameNotInFile(_ error: Error, path: String) -> String? {
     guard case let .invalidParameter("frame", value, _, _)? = error as? DataError, let asked = Int(value),
         let frames = try? DICOM.readHeader(URL(fileURLWithPath: path)).numberOfFrames, frames >= 1
