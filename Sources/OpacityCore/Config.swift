@@ -158,9 +158,9 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
             let gb = { (n: Int) in String(format: "%.1f GB", Double(n) * 4 / 1e9) }
             let shown = values == .max ? "more than \(Int.max) values" : "\(values) values (\(gb(values)) as 32-bit floats)"
             if addressSpace {
-                return "model \(InputLimits.quoted(config)) needs \(shown), more than this process may map (see ulimit -v); nothing was allocated"
+                return "model \(InputLimits.quotedConfig(config)) needs \(shown), more than this process may map (see ulimit -v); nothing was allocated"
             }
-            return "model \(InputLimits.quoted(config)) has \(shown); the most a model may have is \(limit) (\(gb(limit))): lower its width or channels. Nothing was allocated"
+            return "model \(InputLimits.quotedConfig(config)) has \(shown); the most a model may have is \(limit) (\(gb(limit))): lower its width or channels. Nothing was allocated"
         }
     }
 }

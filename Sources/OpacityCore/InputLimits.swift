@@ -31,6 +31,25 @@ public enum InputLimits {
         return String(String.UnicodeScalarView(chars.prefix(limit))) + "… (\(s.utf8.count) bytes)"
     }
 
+    /// A config string (`retinanet(encoder=resnet152(width=4.0), neck=fpn(channels=2048), ...)`)
+    /// as ``quoted(_:limit:)`` quotes a value, but cut where a reader can see what was left
+    /// out: whole when it fits in `limit` characters; else after the last comma within them, so
+    /// that every `key=value` shown is complete (`...(channels=2048), … (103 bytes)`), or, with
+    /// no comma there, after the last opening parenthesis (the component's name); only a
+    /// string with neither is cut at `limit` characters as any value is.
+    public static func quotedConfig(_ config: some StringProtocol, limit: Int = quotedValueLength) -> String {
+        let s = String(config)
+        if s.utf8.count <= limit { return s }
+        let chars = s.unicodeScalars
+        if chars.count <= limit { return s }
+        let head = chars.prefix(limit)
+        guard let end = head.lastIndex(of: ",").map({ head.index(after: $0) }) ?? head.lastIndex(of: "(").map({ head.index(after: $0) }) else {
+            return quoted(s, limit: limit)
+        }
+        let kept = String(String.UnicodeScalarView(head[..<end]))
+        return kept + (kept.hasSuffix(",") ? " " : "") + "… (\(s.utf8.count) bytes)"
+    }
+
     /// The nesting depth of a JSON text (arrays and objects; brackets inside strings do not
     /// count), found without parsing it, so that a deeply nested document is refused before
     /// a recursive decoder sees it.

@@ -131,6 +131,23 @@ final class CSVRobustnessTests: XCTestCase {
         XCTAssertTrue(cut.contains("1000 bytes"))
     }
 
+    /// Case bundle-zstd-bomb-memory (bigmodel.opb): a config string too long to quote whole is
+    /// cut after its last complete `key=value` (or its component's name), not mid-word
+    /// (`neck=fpn(cha…`), with the ellipsis and its full length; a short one is whole.
+    func testQuotedConfigEndsAfterACompleteKeyValue() {
+        let big = "retinanet(encoder=resnet152(width=4.0), head=retina(channels=2048), neck=fpn(channels=2048), size=2048)"
+        XCTAssertEqual(InputLimits.quoted(big), "retinanet(encoder=resnet152(width=4.0), head=retina(channels=2048), neck=fpn(cha… (103 bytes)")
+        XCTAssertEqual(InputLimits.quotedConfig(big), "retinanet(encoder=resnet152(width=4.0), head=retina(channels=2048), … (103 bytes)")
+        XCTAssertEqual(InputLimits.quotedConfig(big, limit: 103), big)
+        XCTAssertEqual(InputLimits.quotedConfig("retinanet(size=256)"), "retinanet(size=256)")
+        // a comma inside a nested value ends a complete key=value too
+        XCTAssertEqual(InputLimits.quotedConfig("retinanet(encoder=resnet152(width=4.0, stem=deep), size=2048)", limit: 45),
+                       "retinanet(encoder=resnet152(width=4.0, … (61 bytes)")
+        // no comma: after the component's name; neither: cut as any value
+        XCTAssertEqual(InputLimits.quotedConfig("retinanet(encoder=" + String(repeating: "x", count: 100) + ")"), "retinanet(… (119 bytes)")
+        XCTAssertEqual(InputLimits.quotedConfig(String(repeating: "x", count: 100)), InputLimits.quoted(String(repeating: "x", count: 100)))
+    }
+
     func testFoldsRoundTripThroughTheLibrary() throws {
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }

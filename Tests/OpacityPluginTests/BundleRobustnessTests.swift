@@ -42,6 +42,8 @@ final class BundleRobustnessTests: XCTestCase {
             guard case BundleError.cannotBuild(_, _, let reason) = e else { return XCTFail("\(e)") }
             XCTAssertTrue(reason.contains("the most a model may have is \(InputLimits.modelValues)"), reason)
             XCTAssertTrue("\(e)".contains("bigmodel.opb"), "\(e)")
+            // the model's config, quoted short, ends after a complete key=value, not mid-word (`neck=fpn(cha…`)
+            XCTAssertTrue(reason.hasPrefix("model retinanet(encoder=resnet152(width=4.0), head=retina(channels=2048), … (103 bytes) has "), reason)
         }
         let grew = peakResidentBytes() - before
         XCTAssertLessThan(grew, 1 << 30, "peak memory grew by \(grew) bytes")

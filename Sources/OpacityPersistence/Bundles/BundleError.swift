@@ -74,7 +74,7 @@ public enum BundleError: Error, CustomStringConvertible, Sendable {
         case let .wrongKind(file, expected, found):
             return "\(file): holds a \(found) bundle, expected a \(expected) bundle"
         case let .cannotBuild(file, config, reason):
-            return "\(file): cannot build the bundle's model '\(config)': \(reason)"
+            return "\(file): cannot build the bundle's model '\(InputLimits.quotedConfig(config, limit: 400))': \(reason)"
         case let .doesNotFit(file, report):
             if let f = report.firstNonFinite, report.missing.isEmpty, report.unexpected.isEmpty, report.mismatched.isEmpty {
                 let others = report.nonFinite.filter { $0 != f.name }
@@ -90,7 +90,7 @@ public enum BundleError: Error, CustomStringConvertible, Sendable {
         case let .extraValue(file, key, reason):
             return "\(file): metadata extra '\(key)': \(reason)"
         case let .configMismatch(file, bundle, model):
-            return "\(file) holds weights for '\(bundle)', but the model is '\(model)'"
+            return "\(file) holds weights for '\(InputLimits.quotedConfig(bundle, limit: 400))', but the model is '\(InputLimits.quotedConfig(model, limit: 400))'"
         }
     }
 }
