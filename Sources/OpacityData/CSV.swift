@@ -24,8 +24,9 @@ public struct CSVTable: Sendable {
     ///   - data: the file bytes (UTF-8).
     ///   - path: the name used in error messages.
     /// - Throws: ``DataError/csvValue(path:line:column:value:expected:nearest:)`` for an
-    ///   unterminated quote, a line over the length limit or a row whose field count differs
-    ///   from the header's.
+    ///   unterminated quote or a row whose field count differs from the header's;
+    ///   ``DataError/csvLineTooLong(path:line:limit:fields:headerFields:headerLine:openQuoteLine:)``
+    ///   for a line over the length limit.
     public init(data: Data, path: String) throws {
         self.path = path
         var bytes = [UInt8](data)
@@ -85,7 +86,8 @@ public struct CSVTable: Sendable {
     /// - Parameters:
     ///   - url: the file.
     ///   - what: what it should be, for messages ("a CSV file").
-    /// - Throws: ``DataError/csvValue(path:line:column:value:expected:nearest:)`` as
+    /// - Throws: ``DataError/csvLineTooLong(path:line:limit:fields:headerFields:headerLine:openQuoteLine:)``
+    ///   and ``DataError/csvValue(path:line:column:value:expected:nearest:)`` as
     ///   ``checkLines(_:path:)``; ``DataError/missingFile(path:expected:)`` when there is no
     ///   such file; ``DataError/unreadableFile(path:reason:)`` when it cannot be read, is a
     ///   folder or is too large.
@@ -108,6 +110,10 @@ public struct CSVTable: Sendable {
         private var inQuotes = false, atFieldStart = true
         /// A carriage return ended the previous piece: a line feed starting this one belongs to it.
         private var pendingCR = false
+        /// The fields of the current record so far (its commas outside quotes, plus one), and
+        /// those of the header (the first record that is not blank) with its line, once read:
+        /// an over-long line's message says how many it has and how many were expected.
+        private var fields = 1, headerFields: Int?, headerLine = 1
 
         package init(path: String) { self.path = path }
 
@@ -135,24 +141,31 @@ public struct CSVTable: Sendable {
                     if inQuotes {
                         recordLength += 1
                     } else {
+                        if headerFields == nil && recordLength > 0 {
+                            headerFields = fields
+                            headerLine = recordLine
+                        }
                         atFieldStart = true
                         recordLength = 0
                         recordLine = line
+                        fields = 1
                     }
                 } else {
                     lineLength += 1
                     recordLength += 1
-                    if lineLength > limit { throw CSVTable.lineTooLong(path, line) }
+                    if lineLength > limit {
+                        throw DataError.csvLineTooLong(path: path, line: line, limit: limit, fields: fields, headerFields: headerFields, headerLine: headerLine)
+                    }
                     if recordLength > limit {
-                        throw DataError.csvValue(path: path, line: recordLine, column: "-",
-                                                 value: "(a row of more than \(limit) bytes over several lines, in a quoted field)",
-                                                 expected: "a row of at most \(limit) bytes", nearest: nil)
+                        throw DataError.csvLineTooLong(path: path, line: recordLine, limit: limit, fields: fields, headerFields: headerFields, headerLine: headerLine,
+                                                       openQuoteLine: quoteLine)
                     }
                     if c == UInt8(ascii: "\"") {
                         if inQuotes { inQuotes = false } else if atFieldStart { inQuotes = true; quoteLine = line }
                         atFieldStart = false
                     } else if c == UInt8(ascii: ",") && !inQuotes {
                         atFieldStart = true
+                        fields += 1
                     } else {
                         atFieldStart = false
                     }
@@ -167,12 +180,6 @@ public struct CSVTable: Sendable {
                 throw DataError.csvValue(path: path, line: quoteLine, column: "-", value: "\"", expected: "a closing quote", nearest: nil)
             }
         }
-    }
-
-    /// The check stops reading a line at the limit, so the message gives the limit, not the length.
-    static func lineTooLong(_ path: String, _ line: Int) -> DataError {
-        .csvValue(path: path, line: line, column: "-", value: "(a line of more than \(InputLimits.csvLineBytes) bytes)",
-                  expected: "a line of at most \(InputLimits.csvLineBytes) bytes", nearest: nil)
     }
 
     /// CSV text (RFC 4180, LF line ends, a final line end) written by CSV.swift: a field is

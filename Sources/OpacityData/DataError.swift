@@ -27,6 +27,13 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     case csvHeader(path: String, found: [String], expected: [String])
     /// A CSV value could not be used; `column` is the header name, or `-` for a whole row (printed without a column).
     case csvValue(path: String, line: Int, column: String, value: String, expected: String, nearest: String?)
+    /// A CSV line longer than `limit` bytes, refused before it is parsed (the check stops
+    /// reading it at the limit, so the message gives the limit, not the length): `fields` is
+    /// how many fields its first `limit` bytes hold, `headerFields` how many the header on
+    /// `headerLine` has (`nil` when the long line is the header itself). With `openQuoteLine`,
+    /// the row starting on `line` runs over several lines inside a quoted field opened there
+    /// (a quote left open, most likely).
+    case csvLineTooLong(path: String, line: Int, limit: Int, fields: Int, headerFields: Int?, headerLine: Int, openQuoteLine: Int? = nil)
     /// Labels contradict each other (e.g. `Target` and the class disagree).
     case inconsistentLabels(path: String, line: Int, reason: String)
     /// A directory or file required by a dataset layout is not there.
@@ -68,6 +75,8 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             // a whole row (column "-": wrong field count, an unclosed quote) has no column to name
             let at = column == "-" ? "" : ", column '\(InputLimits.quoted(column))'"
             return "'\(path)' line \(line)\(at): '\(InputLimits.quoted(value))' is not valid; expected \(expected)" + Self.suggestion(nearest)
+        case let .csvLineTooLong(path, line, _, _, _, _, _):
+            return "'\(path)' line \(line): " + (csvLineTooLongReason ?? "")
         case let .inconsistentLabels(path, line, reason):
             return "'\(path)'" + (line > 0 ? " line \(line)" : "") + ": \(InputLimits.quoted(reason, limit: 400))"
         case let .missingFile(path, expected):
@@ -84,6 +93,23 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         case let .invalidParameter(name, value, expected, nearest):
             return "parameter '\(InputLimits.quoted(name))' = '\(InputLimits.quoted(value))' is not valid; expected \(expected)" + Self.suggestion(nearest)
         }
+    }
+
+    /// What is wrong with an over-long CSV line and what was expected, in plain words, without
+    /// the file and line (``csvLineTooLong(path:line:limit:fields:headerFields:headerLine:openQuoteLine:)``
+    /// says them first; a submission's error says them its own way); `nil` for any other error.
+    package var csvLineTooLongReason: String? {
+        guard case let .csvLineTooLong(_, _, limit, fields, headerFields, headerLine, openQuoteLine) = self else { return nil }
+        let size = limit % (1 << 20) == 0 ? "\(limit >> 20) MiB" : "\(limit) bytes"
+        let count = { (n: Int) in n == 1 ? "1 field" : "\(n) fields" }
+        if let openQuoteLine {
+            return "the row starting here is too long: more than \(limit) bytes (\(size), the most one row may have) over several lines, "
+                + "inside a quoted field opened on line \(openQuoteLine); expected a row of at most \(limit) bytes, so that quote (\") is most likely never closed"
+        }
+        let expected =
+            headerFields.map { "a row of \(count($0)) separated by commas, like the header on line \(headerLine)" }
+            ?? "a header line of column names separated by commas"
+        return "too long: more than \(limit) bytes (\(size), the most one line may have), with \(count(fields)) in its first \(limit) bytes; expected \(expected)"
     }
 
     /// The nearest valid value as the message's ending: a number is the end of the range it

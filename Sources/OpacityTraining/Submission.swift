@@ -27,7 +27,7 @@ public struct Submission: Sendable, Equatable {
     /// the line check on each piece before it is kept (``CSVTable/readChecked(_:what:)``).
     /// - Throws: `DataError.missingFile` when there is no such file; `DataError.unreadableFile`
     ///   when it cannot be read (a folder, more than `InputLimits.csvFileBytes`, a read error);
-    ///   `DataError.csvValue` for an over-long line; ``SubmissionError`` naming the file, line
+    ///   `DataError.csvLineTooLong` for an over-long line; ``SubmissionError`` naming the file, line
     ///   and field that is wrong.
     public init(contentsOf url: URL) throws {
         let data = try CSVTable.readChecked(url, what: "a submission CSV (patientId,PredictionString)")
@@ -45,6 +45,9 @@ public struct Submission: Sendable, Equatable {
     public init(data: Data, file: String = "<text>") throws {
         let table: CSVTable
         do { table = try CSVTable(data: data, path: file) } catch let e as DataError {
+            if case let .csvLineTooLong(_, line, _, _, _, _, _) = e, let reason = e.csvLineTooLongReason {
+                throw SubmissionError(file: file, line: line, message: reason)
+            }
             if case let .csvValue(_, line, _, _, expected, _) = e, expected.contains("fields") {
                 throw SubmissionError(file: file, line: line, message: "expected 2 fields (patientId,PredictionString)")
             }

@@ -22,6 +22,33 @@ final class CLIRobustnessTests: XCTestCase {
         }
     }
 
+    /// Case csv-100mb-line-echoed through `opacity score`: an over-long line of the labels or
+    /// of the submission is said in plain words (the file, the line, the limit, the fields
+    /// found and those expected), in one short line, without echoing any of it.
+    func testScoreSaysAnOverLongCSVLineInPlainWords() throws {
+        let dir = try CLI.tempDir("csv-long")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let long = Data(repeating: UInt8(ascii: "b"), count: 2 * InputLimits.csvLineBytes)
+        var labels = Data("patientId,x,y,width,height,Target\n".utf8)
+        labels.append(long)
+        try labels.write(to: dir.appendingPathComponent("labels.csv"))
+        try Data("patientId,PredictionString\nX,\n".utf8).write(to: dir.appendingPathComponent("sub.csv"))
+        var sub = Data("patientId,PredictionString\n".utf8)
+        sub.append(long)
+        try sub.write(to: dir.appendingPathComponent("long.csv"))
+        try Data("patientId,x,y,width,height,Target\nX,,,,,0\n".utf8).write(to: dir.appendingPathComponent("ok.csv"))
+        for (args, file, fields) in [(["score", "sub.csv", "--labels", "labels.csv"], "labels.csv", 6), (["score", "long.csv", "--labels", "ok.csv"], "long.csv", 2)] {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.all)")
+            XCTAssertLessThan(r.all.utf8.count, 1000, "\(args): \(r.all)")
+            XCTAssertFalse(r.stderr.contains("bbbb"), "\(args): \(r.stderr)")
+            XCTAssertTrue(
+                r.stderr.contains(
+                    "\(file)' line 2: too long: more than 1048576 bytes (1 MiB, the most one line may have), with 1 field in its first 1048576 bytes; "
+                        + "expected a row of \(fields) fields separated by commas, like the header on line 1\n"), "\(args): \(r.stderr)")
+        }
+    }
+
     static let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
 
     func sha(_ url: URL) throws -> String {

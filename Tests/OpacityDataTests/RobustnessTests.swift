@@ -40,6 +40,22 @@ final class CSVRobustnessTests: XCTestCase {
             XCTAssertLessThan(message.utf8.count, 400, message)
             XCTAssertTrue(message.contains("line 2"), message)
             XCTAssertTrue(message.contains("\(InputLimits.csvLineBytes) bytes"), message)
+            // in plain words: the limit, the fields found and those expected, no '(a line of ...)' as a value
+            XCTAssertEqual(
+                message,
+                "'labels.csv' line 2: too long: more than 1048576 bytes (1 MiB, the most one line may have), with 1 field in its first 1048576 bytes; "
+                    + "expected a row of 6 fields separated by commas, like the header on line 1")
+        }
+        // the header itself too long: what a header is, and the fields counted in it; after blank lines, the header's line
+        XCTAssertThrowsError(try CSVTable(data: Data((String(repeating: "h,", count: InputLimits.csvLineBytes / 2) + "x\n").utf8), path: "h.csv")) { e in
+            XCTAssertEqual(
+                "\(e)",
+                "'h.csv' line 1: too long: more than 1048576 bytes (1 MiB, the most one line may have), with 524289 fields in its first 1048576 bytes; "
+                    + "expected a header line of column names separated by commas")
+        }
+        XCTAssertThrowsError(try CSVTable(data: Data(("\n\"a\nb\",c\n1,2\n" + long + "\n").utf8), path: "b.csv")) { e in
+            XCTAssertTrue("\(e)".hasPrefix("'b.csv' line 5: too long: "), "\(e)")
+            XCTAssertTrue("\(e)".hasSuffix("; expected a row of 2 fields separated by commas, like the header on line 2"), "\(e)")
         }
         // a long line under the limit but with the wrong field count is quoted short
         let mid = String(repeating: "c", count: 100_000)
@@ -76,6 +92,7 @@ final class CSVRobustnessTests: XCTestCase {
         XCTAssertThrowsError(try CSVTable(contentsOf: quoted)) { e in
             let message = "\(e)"
             XCTAssertTrue(message.contains("line 2") && message.contains("a row of at most \(InputLimits.csvLineBytes) bytes"), message)
+            XCTAssertTrue(message.contains("inside a quoted field opened on line 2") && message.contains("never closed"), message)
         }
         let good = dir.appendingPathComponent("ok.csv")
         try Data("a,b\r\n1,\"x,y\"\r\n".utf8).write(to: good)
@@ -103,6 +120,7 @@ final class CSVRobustnessTests: XCTestCase {
                 try checker.finish()
                 return "ok"
             } catch {
+                if case let DataError.csvLineTooLong(_, line, limit, _, _, _, _) = error { return "line \(line): a line of at most \(limit) bytes" }
                 guard case let DataError.csvValue(_, line, _, _, expected, _) = error else { return "\(error)" }
                 return "line \(line): \(expected)"
             }
