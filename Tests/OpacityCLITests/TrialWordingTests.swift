@@ -88,6 +88,49 @@ final class TrialWordingTests: XCTestCase {
         XCTAssertEqual(folds.status, 0, folds.all)
     }
 
+    /// Several bare arguments (new-user trial: `opacity train rsna1k extra`): the parser's line
+    /// names them all, and the line meant gives each that looks like a path its option, as for
+    /// one, leaving out the others and a second value for one option, and saying so.
+    func testSeveralBareArgumentsAreNamedAllWithTheLineMeant() throws {
+        let dir = try CLI.tempDir("bare-several")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        for folder in ["rsna", "my data", "runs/r34"] {
+            try fm.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        try Data("{}".utf8).write(to: dir.appendingPathComponent("runs/r34/options.json"))
+        let cases: [([String], String)] = [
+            (
+                ["train", "rsna", "extra", "--epochs", "2"],
+                "Error: 2 unexpected arguments: 'rsna', 'extra'; did you mean `opacity train --data rsna --epochs 2`? (left out: 'extra', which names no file or folder)"
+            ),
+            (["eval", "runs/r34", "rsna", "--all"], "Error: 2 unexpected arguments: 'runs/r34', 'rsna'; did you mean `opacity eval --model runs/r34 --data rsna --all`?"),
+            (
+                ["train", "rsna", "-o", "run", "my data", "extra"],
+                "Error: 3 unexpected arguments: 'rsna', 'my data', 'extra'; did you mean `opacity train --data rsna -o run`? "
+                    + "(left out: 'my data', which would be a second --data; 'extra', which names no file or folder)"
+            ),
+            (
+                ["folds", "one", "two", "-o", "folds.csv"],
+                "Error: 2 unexpected arguments: 'one', 'two'; `opacity folds` takes no bare arguments, and none of these names a file or folder: "
+                    + "name the inputs with their options (`opacity folds --help` lists them)"
+            ),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message + "\n"), "\(args): expected '\(message)' in \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("Usage: opacity \(args[0])"), "\(args): \(r.stderr)")
+        }
+        // an error found first (no -o) keeps its line; the bare arguments before any option get theirs
+        let noOutput = try CLI.run(["folds", "rsna", "labels.csv"], in: dir)
+        XCTAssertEqual(noOutput.status, 64, noOutput.all)
+        XCTAssertTrue(
+            noOutput.stderr.contains("\n'rsna', 'labels.csv' are no arguments of `opacity folds`; did you mean `opacity folds --data rsna --labels labels.csv`?\n"),
+            noOutput.stderr)
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("folds.csv").path))
+    }
+
     /// `preview` takes `train`'s spelling `--aug`, and its older `--augmentation` still works
     /// (hidden from help, with a deprecation warning); errors name the option typed.
     func testPreviewTakesAugAndNamesTheOptionTyped() throws {

@@ -46,6 +46,8 @@ extension EvalCommand: NamesInputsWithOptions {
 enum StrayArguments {
     /// The start of ArgumentParser's message (1.x) for one value no argument takes.
     static let unexpected = "Unexpected argument '"
+    /// The middle of its message for several (`2 unexpected arguments: 'rsna', 'extra'`).
+    static let unexpectedSeveral = " unexpected arguments: '"
 
     /// `message` (ArgumentParser's full message for a parse error) with the command line most
     /// likely meant, for a command that names its inputs with options (``NamesInputsWithOptions``)
@@ -56,6 +58,12 @@ enum StrayArguments {
     /// --data rsna -o folds.csv`?``. An error found first (a required option missing:
     /// `opacity folds rsna`) keeps its line, and a bare first argument gets a line of its own
     /// after it (`'rsna' is no argument of `opacity folds`; did you mean ...?`).
+    ///
+    /// Several bare arguments (`2 unexpected arguments: 'rsna', 'extra'`) are named all, and each
+    /// that looks like a path (it exists, or holds a `/` or an extension) gets its option as one
+    /// would; the others, and a second value for an option already suggested, are left out of
+    /// the line meant, which says so (``; did you mean `opacity train --data rsna`? (left out:
+    /// 'extra', which names no file or folder)``).
     /// - Parameters:
     ///   - message: the parser's message (`Error: Unexpected argument 'rsna'`, then the usage).
     ///   - arguments: the command line without the executable's name, subcommand first.
@@ -70,16 +78,71 @@ enum StrayArguments {
             line[index...index] = [command.option(forStray: arguments[index]), arguments[index]]
             return "`" + (["opacity"] + line).map(shellWord).joined(separator: " ") + "`"
         }
+        // the place of each bare argument: the first of its spellings that is no option's value, else the first
+        func place(of stray: String, besides taken: [Int]) -> Int? {
+            let places = arguments.indices.dropFirst().filter { arguments[$0] == stray && !taken.contains($0) }
+            return places.first(where: { !arguments[$0 - 1].hasPrefix("-") }) ?? places.first
+        }
         if let start = first.range(of: unexpected), first.hasSuffix("'") {
             let stray = String(first[start.upperBound...].dropLast())
-            // the bare argument: the first of its spellings that is no option's value, else the first
-            let places = arguments.indices.dropFirst().filter { arguments[$0] == stray }
-            guard let index = places.first(where: { !arguments[$0 - 1].hasPrefix("-") }) ?? places.first else { return nil }
+            guard let index = place(of: stray, besides: []) else { return nil }
             return first + "; did you mean \(meant(index))?" + rest
         }
-        // another error came first; a first argument that is no option is bare all the same
-        guard arguments.count > 1, !arguments[1].hasPrefix("-") else { return nil }
-        return first + "\n'\(InputLimits.quoted(arguments[1]))' is no argument of `opacity \(name)`; did you mean \(meant(1))?" + rest
+        if let start = first.range(of: unexpectedSeveral), first.hasSuffix("'") {
+            var indices: [Int] = []
+            for stray in first[start.upperBound...].dropLast().components(separatedBy: "', '") {
+                guard let index = place(of: stray, besides: indices) else { return nil }
+                indices.append(index)
+            }
+            return first + "; " + lineMeant(several: indices, command: command, arguments: arguments) + rest
+        }
+        // another error came first; the arguments before the first option are bare all the same
+        let bare = Array(arguments.indices.dropFirst().prefix { !arguments[$0].hasPrefix("-") })
+        guard let firstBare = bare.first else { return nil }
+        if bare.count == 1 {
+            return first + "\n'\(InputLimits.quoted(arguments[firstBare]))' is no argument of `opacity \(name)`; did you mean \(meant(firstBare))?" + rest
+        }
+        let names = bare.map { "'\(InputLimits.quoted(arguments[$0]))'" }.joined(separator: ", ")
+        return first + "\n\(names) are no arguments of `opacity \(name)`; " + lineMeant(several: bare, command: command, arguments: arguments) + rest
+    }
+
+    /// The command line most likely meant by `arguments` with bare arguments at `indices`:
+    /// each that looks like a path (``looksLikePath(_:)``) with its option before it, the
+    /// others left out, and said so; a second value for an option already given is left out
+    /// too. With none that looks like a path, a pointer to the options instead.
+    static func lineMeant(several indices: [Int], command: any NamesInputsWithOptions.Type, arguments: [String]) -> String {
+        let name = arguments[0]
+        var replaced: [Int: [String]] = [:]
+        var options: [String] = [], leftOut: [String] = []
+        for index in indices {
+            let value = arguments[index], quoted = "'\(InputLimits.quoted(value))'"
+            replaced[index] = []
+            guard looksLikePath(value) else {
+                leftOut.append("\(quoted), which names no file or folder")
+                continue
+            }
+            let option = command.option(forStray: value)
+            if options.contains(option) {
+                leftOut.append("\(quoted), which would be a second \(option)")
+            } else {
+                options.append(option)
+                replaced[index] = [option, value]
+            }
+        }
+        if options.isEmpty {
+            return "`opacity \(name)` takes no bare arguments, and none of these names a file or folder: "
+                + "name the inputs with their options (`opacity \(name) --help` lists them)"
+        }
+        let line = ["opacity"] + arguments.indices.flatMap { replaced[$0] ?? [arguments[$0]] }
+        return "did you mean `" + line.map(shellWord).joined(separator: " ") + "`?" + (leftOut.isEmpty ? "" : " (left out: " + leftOut.joined(separator: "; ") + ")")
+    }
+
+    /// Whether a bare argument looks like a path: it names a file or folder, or holds a `/`, or
+    /// ends in an extension with a letter (`labels.csv`, `best.opb`; not `0.5`).
+    static func looksLikePath(_ value: String) -> Bool {
+        if value.contains("/") || FileManager.default.fileExists(atPath: value) { return true }
+        let ext = URL(fileURLWithPath: value).pathExtension
+        return ext.contains { $0.isLetter }
     }
 
     /// `word` as a shell reads it back: as it is when it holds only characters the shell takes
