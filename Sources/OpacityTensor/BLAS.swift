@@ -9,7 +9,13 @@ import Foundation
 /// chooses the fastest kernel family the CPU supports (SkylakeX with AVX-512, Haswell with
 /// AVX2 and FMA) before its first GEMM, then checks that family's results against a plain
 /// reference GEMM on random matrices; if the check fails it falls back to the family
-/// OpenBLAS chose itself. `OPACITY_BLAS_CORE` overrides the choice: `keep` leaves
+/// OpenBLAS chose itself. Where OpenBLAS chose a family of the same speed under another name
+/// (Cooperlake or SapphireRapids on AVX-512 CPUs, Zen on AVX2 ones), Opacity switches too: each
+/// family blocks its sums its own way, so one family per instruction set gives the same bits on
+/// every such CPU (measured on an AMD EPYC with AVX-512: sgemm at 2 threads 186.6 GFLOP/s with
+/// Cooperlake and with SkylakeX; a network's outputs differed in their last bits between the
+/// two, and SkylakeX's matched an Intel CPU's bit for bit). `OPACITY_BLAS_CORE` overrides the
+/// choice: `keep` leaves
 /// OpenBLAS's own choice alone, a family name (`SkylakeX`, `Haswell`, ...) forces it.
 ///
 /// OpenBLAS always runs single-threaded: the engine splits every GEMM over its own
@@ -84,11 +90,17 @@ public enum BLAS {
             guard let best = CPUFeatures.bestOpenBLASFamily() else {
                 return report("kept OpenBLAS's choice: no AVX2/FMA or AVX-512 family found for this CPU")
             }
-            guard rank(best) > rank(initial) else {
-                return report("OpenBLAS's own choice is as fast as the best family this CPU supports (\(best))")
+            guard best.lowercased() != initial.lowercased() else {
+                return report("the best family this CPU supports")
+            }
+            guard rank(best) >= rank(initial) else {
+                return report("OpenBLAS's own choice ranks above the best family found for this CPU (\(best))")
             }
             target = best
-            why = "fastest family this CPU supports"
+            why =
+                rank(best) > rank(initial)
+                ? "fastest family this CPU supports"
+                : "as fast as OpenBLAS's own choice (\(initial)), and the family every CPU with these instructions runs, for the same results on each"
         default:
             if request.lowercased() == initial.lowercased() { return report("OPACITY_BLAS_CORE=\(request)") }
             target = request
