@@ -52,16 +52,23 @@ final class TrialWordingTests: XCTestCase {
         XCTAssertTrue(folds.stderr.contains("--folds-file fold.csv: no such file; expected a folds CSV (opacity folds writes one) (did you mean 'folds.csv'?)"), folds.stderr)
     }
 
+    /// A temporary folder holding the folders the bare-argument tests name: `rsna`, `my data`
+    /// and a run folder `runs/r34` (with an `options.json`).
+    static func bareArgumentFolders(_ name: String) throws -> URL {
+        let dir = try CLI.tempDir(name)
+        for folder in ["rsna", "my data", "runs/r34"] {
+            try FileManager.default.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        try Data("{}".utf8).write(to: dir.appendingPathComponent("runs/r34/options.json"))
+        return dir
+    }
+
     /// A data folder (or run folder, or bundle) given bare to a command that names it with an
     /// option: the parser's "Unexpected argument" with the command line that was meant.
     func testABareDataFolderSaysWhichOptionNamesIt() throws {
-        let dir = try CLI.tempDir("bare")
+        let dir = try Self.bareArgumentFolders("bare")
         defer { try? FileManager.default.removeItem(at: dir) }
         let fm = FileManager.default
-        for folder in ["rsna", "my data", "runs/r34"] {
-            try fm.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
-        }
-        try Data("{}".utf8).write(to: dir.appendingPathComponent("runs/r34/options.json"))
         let cases: [([String], String)] = [
             (["folds", "rsna", "-o", "folds.csv"], "Error: Unexpected argument 'rsna'; did you mean `opacity folds --data rsna -o folds.csv`?"),
             (["folds", "-o", "folds.csv", "my data"], "did you mean `opacity folds -o folds.csv --data 'my data'`?"),
@@ -92,13 +99,9 @@ final class TrialWordingTests: XCTestCase {
     /// names them all, and the line meant gives each that looks like a path its option, as for
     /// one, leaving out the others and a second value for one option, and saying so.
     func testSeveralBareArgumentsAreNamedAllWithTheLineMeant() throws {
-        let dir = try CLI.tempDir("bare-several")
+        let dir = try Self.bareArgumentFolders("bare-several")
         defer { try? FileManager.default.removeItem(at: dir) }
         let fm = FileManager.default
-        for folder in ["rsna", "my data", "runs/r34"] {
-            try fm.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
-        }
-        try Data("{}".utf8).write(to: dir.appendingPathComponent("runs/r34/options.json"))
         let cases: [([String], String)] = [
             (
                 ["train", "rsna", "extra", "--epochs", "2"],
