@@ -206,9 +206,17 @@ public final class DetectionServer: @unchecked Sendable {
 
     // MARK: - POST /v1/detect
 
+    /// The query parameters `POST /v1/detect` takes (Documentation/openapi.yaml).
+    static let detectParameters = ["threshold", "format", "frame", "overlay"]
+
     private func detect(_ request: Request, start: ContinuousClock.Instant, bodyRead: Flag) async throws(ServeError) -> Response {
         let (engine, queue) = try readyEngine()
         let q = request.uri.queryParameters
+        // a misspelt parameter (`tresh=0.1`) would otherwise be ignored and the default used
+        for (key, _) in q where !Self.detectParameters.contains(String(key)) {
+            let near = nearestValue(String(key), in: Self.detectParameters).map { " (did you mean '\($0)'?)" } ?? ""
+            throw .badRequest("unknown query parameter '\(String(key).prefix(40))'\(near); POST /v1/detect takes threshold, format, frame and overlay")
+        }
         var threshold = engine.defaultThreshold
         if let t = q["threshold"] {
             guard let v = Float(String(t)), v >= 0, v <= 1 else {
@@ -256,6 +264,9 @@ public final class DetectionServer: @unchecked Sendable {
         if files.count > queue.capacity { throw .tooManyImages(count: files.count, limit: queue.capacity) }
         if overlay && files.count != 1 {
             throw .badRequest("overlay=true answers one PNG, so it takes exactly one image; this request has \(files.count)")
+        }
+        if overlay && format == "kaggle" {
+            throw .badRequest("overlay=true answers a PNG and format=kaggle a CSV; ask for one of them")
         }
         if format == "dicom-sr" && (files.count != 1 || overlay) {
             throw .badRequest("format=dicom-sr answers one DICOM SR, so it takes exactly one image and no overlay; this request has \(files.count)")

@@ -125,7 +125,7 @@ public enum ServeError: Error, CustomStringConvertible, LocalizedError, Sendable
             return "the request body" + (actual.map { " (\($0) bytes)" } ?? "") + " is larger than the limit of \(limit) bytes (--max-body)"
         case let .tooManyImages(n, limit): return "\(n) images in one request; at most \(limit) fit the queue (--max-queue)"
         case let .unsupportedMediaType(t):
-            return "content type '\(t)' is not accepted; send application/dicom, image/png, image/jpeg or multipart/form-data"
+            return "content type '\(t)' is not accepted; send application/dicom, image/png, image/jpeg, application/octet-stream (told by its first bytes) or multipart/form-data"
         case let .queueFull(limit): return "the queue is full (\(limit) images waiting, --max-queue); retry later"
         case let .timeout(s): return String(format: "no answer within %.1f s (--timeout); the server is busy, retry later", s)
         }

@@ -226,6 +226,17 @@ final class ServeEndpointTests: XCTestCase {
         check(try HTTP.request(port: port, "POST", "/v1/detect?threshold=2", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "threshold")
         check(try HTTP.request(port: port, "POST", "/v1/detect?format=xml", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "json, kaggle or dicom-sr")
         check(try HTTP.request(port: port, "POST", "/v1/detect?overlay=maybe", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "overlay")
+        // a misspelt parameter is refused, not ignored (the default threshold would be used)
+        check(try HTTP.request(port: port, "POST", "/v1/detect?tresh=0.1", headers: ["Content-Type": "application/dicom"], body: dcm), 400,
+              "unknown query parameter 'tresh' (did you mean 'threshold'?)")
+        check(try HTTP.request(port: port, "POST", "/v1/detect?threshold=0.1&foo=1", headers: ["Content-Type": "application/dicom"], body: dcm), 400,
+              "POST /v1/detect takes threshold, format, frame and overlay")
+        // two answers asked for: the overlay PNG and the CSV
+        check(try HTTP.request(port: port, "POST", "/v1/detect?format=kaggle&overlay=true", headers: ["Content-Type": "application/dicom"], body: dcm), 400,
+              "format=kaggle")
+        // the 415 names every accepted type, application/octet-stream too
+        check(try HTTP.request(port: port, "POST", "/v1/detect", headers: ["Content-Type": "application/x-www-form-urlencoded"], body: dcm), 415,
+              "application/octet-stream")
         check(try HTTP.request(port: port, "POST", "/v1/detect", headers: ["Content-Type": "multipart/form-data"], body: dcm), 400, "boundary")
         // a body over --max-body (8 MB here)
         check(try HTTP.request(port: port, "POST", "/v1/detect", headers: ["Content-Type": "image/png"], body: Data(count: 9 << 20)), 413, "--max-body")
