@@ -93,6 +93,8 @@ final class ZooTests: TemporaryFolderTestCase {
                 XCTAssertEqual(expected, wrong)
                 XCTAssertEqual(actual, self.sha)
                 XCTAssertTrue("\(e)".contains("refused"), "\(e)")
+                // the download was wrong, not a cached copy: fetching again would not help
+                XCTAssertFalse("\(e)".contains("zoo fetch"), "\(e)")
             }
         }
         XCTAssertThrowsError(try zoo.fetch("short")) { e in
@@ -111,10 +113,19 @@ final class ZooTests: TemporaryFolderTestCase {
         _ = FileManager.default.createFile(atPath: cached.path, contents: Data(b))
         XCTAssertThrowsError(try zoo.verifiedFile("toy")) { e in
             guard case ZooError.hashMismatch = e else { return XCTFail("\(e)") }
+            // a damaged cached copy says how to replace it
+            XCTAssertTrue("\(e)".hasSuffix("; `opacity zoo fetch toy` replaces the cached copy"), "\(e)")
+        }
+        _ = FileManager.default.createFile(atPath: cached.path, contents: Data(b.prefix(100)))
+        XCTAssertThrowsError(try zoo.verifiedBytes("toy")) { e in
+            guard case ZooError.sizeMismatch = e else { return XCTFail("\(e)") }
+            XCTAssertTrue("\(e)".hasSuffix("; `opacity zoo fetch toy` replaces the cached copy"), "\(e)")
         }
         _ = FileManager.default.createFile(atPath: bundle.path, contents: Data(b))
         XCTAssertThrowsError(try zoo.verifiedFile("shipped")) { e in
             guard case ZooError.hashMismatch = e else { return XCTFail("\(e)") }
+            // a shipped file is not fetched: no such advice
+            XCTAssertFalse("\(e)".contains("zoo fetch"), "\(e)")
         }
         // an explicit fetch replaces the damaged cached copy only from a good source
         _ = FileManager.default.createFile(atPath: bundle.path, contents: Data(bundleBytes))

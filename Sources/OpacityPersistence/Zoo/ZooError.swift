@@ -24,6 +24,16 @@ public enum ZooError: Error, CustomStringConvertible, Sendable {
     /// The entry's bundle holds a different kind of model than the call needs.
     case wrongKind(name: String, expected: String, found: String)
 
+    /// What to do about a damaged cached copy (``Zoo/cachedFile(for:)``'s name, `NAME-<16 hex>.opb`):
+    /// fetching the entry again replaces it. Empty for a shipped file or a download.
+    static func refetchHint(name: String, file: String) -> String {
+        let base = (file as NSString).lastPathComponent, prefix = "\(name)-", suffix = ".\(BundleFormat.fileExtension)"
+        guard base.hasPrefix(prefix), base.hasSuffix(suffix), base.count == prefix.count + 16 + suffix.count,
+            base.dropFirst(prefix.count).dropLast(suffix.count).allSatisfy(\.isHexDigit)
+        else { return "" }
+        return "; `opacity zoo fetch \(name)` replaces the cached copy"
+    }
+
     public var description: String {
         switch self {
         case let .unknownEntry(name, nearest, known):
@@ -38,8 +48,9 @@ public enum ZooError: Error, CustomStringConvertible, Sendable {
             return "zoo entry '\(name)' is not in the cache; run `opacity zoo fetch \(name)`\(source), or give the command --fetch (allowFetch: true in the API)"
         case let .hashMismatch(name, file, expected, actual):
             return "zoo entry '\(name)': \(file) has SHA-256 \(actual) but the manifest says \(expected); the file is corrupt or not the published one, so it was refused"
+                + Self.refetchHint(name: name, file: file)
         case let .sizeMismatch(name, file, expected, actual):
-            return "zoo entry '\(name)': \(file) has \(actual) bytes but the manifest says \(expected); refused"
+            return "zoo entry '\(name)': \(file) has \(actual) bytes but the manifest says \(expected); refused" + Self.refetchHint(name: name, file: file)
         case let .fetchFailed(name, url, reason):
             return "zoo entry '\(name)': cannot fetch \(Zoo.localPath(ofFileURL: url) ?? url): \(reason)"
         case let .unsupportedURL(name, url):
