@@ -133,6 +133,25 @@ final class ZooTests: TemporaryFolderTestCase {
         XCTAssertEqual(try zoo.verifiedFile("toy"), cached)
     }
 
+    /// A run's `best.opb` is a symbolic link to its checkpoint; an entry naming it (as
+    /// `opacity zoo add NAME runs/x/best.opb` writes) is checked by the target's size, the
+    /// way loading measures it, not refused for the link's own length.
+    func testEntryWhoseFileIsASymlinkVerifiesByItsTarget() throws {
+        let link = file("best.opb")
+        try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "toy.opb")
+        let zoo = try makeZoo([entry("linked", file: "best.opb")])
+        XCTAssertEqual(try zoo.verifiedFile("linked"), link)
+        XCTAssertEqual(try zoo.verify("linked"), link)
+        XCTAssertEqual(try zoo.fetch("linked"), link)
+        XCTAssertEqual(try zoo.verifiedBytes("linked").bytes, bundleBytes)
+        XCTAssertNoThrow(try Zoo.check(link, against: try zoo.item("linked").entry))
+        // a missing file is still a size mismatch of -1 bytes
+        XCTAssertThrowsError(try Zoo.check(file("none.opb"), against: try zoo.item("linked").entry)) { e in
+            guard case let ZooError.sizeMismatch(_, _, _, actual) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(actual, -1)
+        }
+    }
+
     func testFileURLsAreReadAsPaths() {
         let cwd = FileManager.default.currentDirectoryPath
         XCTAssertEqual(Zoo.localPath(ofFileURL: "file:///a/b%20c.opb"), "/a/b c.opb")

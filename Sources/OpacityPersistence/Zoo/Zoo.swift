@@ -303,17 +303,29 @@ public struct Zoo: Sendable {
 
     /// Checks a file's size and SHA-256 against an entry.
     /// - Throws: ``ZooError/sizeMismatch(name:file:expected:actual:)`` or ``ZooError/hashMismatch(name:file:expected:actual:)``.
+    ///
+    /// The size is that of the file opened and hashed (`fstat`), as ``verifiedBytes(_:)``
+    /// measures it: a symbolic link (a run's `best.opb` added with `opacity zoo add`) is
+    /// checked by its target, not refused for the length of the link itself.
     public static func check(_ file: URL, against entry: ZooEntry) throws {
-        let size = (try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.int64Value ?? -1
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(reading: file.path) } catch {
+            throw ZooError.sizeMismatch(name: entry.name, file: file.path, expected: entry.size, actual: -1)
+        }
+        let size = Int64((try? fd.size()) ?? 0)
         guard size == entry.size else { throw ZooError.sizeMismatch(name: entry.name, file: file.path, expected: entry.size, actual: size) }
-        let digest = try sha256(of: file)
+        let digest = try sha256(of: fd)
         guard digest == entry.sha256 else { throw ZooError.hashMismatch(name: entry.name, file: file.path, expected: entry.sha256, actual: digest) }
     }
 
     /// The SHA-256 of a file, read in 1 MiB pieces.
     /// - Throws: ``BundleError/io(file:operation:reason:)``.
     public static func sha256(of file: URL) throws -> String {
-        let fd = try FileDescriptor.open(reading: file.path)
+        try sha256(of: try FileDescriptor.open(reading: file.path))
+    }
+
+    /// The SHA-256 of an open file, read from its start in 1 MiB pieces.
+    static func sha256(of fd: FileDescriptor) throws -> String {
         var h = SHA256()
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buf.deallocate() }
