@@ -351,6 +351,8 @@ final class CLIOutputTests: XCTestCase {
             (["eval", "--data", rsna1k.path, "--wbf-iou", "-0.5"], "--wbf-iou must be in (0, 1)"),
             (["train", "--data", rsna1k.path, "--lr", "-1"], "--lr -1.0 is not valid"),
             (["folds", "--data", rsna1k.path, "--count", "-2", "-o", "f.csv"], "--count must be in 2...100, not -2"),
+            (["folds", "--data", rsna1k.path, "--folds", "1", "-o", "f.csv"], "--folds must be in 2...100, not 1"),
+            (["folds", "--data", rsna1k.path, "--folds", "3", "--count", "5", "-o", "f.csv"], "--folds 3 and --count 5 disagree"),
             (["demo", "-o", "dm", "--epochs", "-1"], "--epochs must be 1 or more, got -1"),
             (["demo", "-o", "dm", "--lr", "-1"], "--lr must be a positive number, got -1"),
             (["synth", "-o", "s", "--seed", "-1"], "The value '-1' is invalid for '--seed <seed>'"),
@@ -488,5 +490,19 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("bad.csv"), r.all)
         let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
         XCTAssertEqual(left, ["bad.csv", "fake.dcm", "imgs", "kept"], "folders left behind by failed commands")
+    }
+
+    /// `folds` takes train's spelling of the fold count (`train --folds 5`) as well as its own
+    /// `--count`: a user who splits for `train --folds-file` types the option train has.
+    func testFoldsTakesTrainsSpellingOfTheFoldCount() throws {
+        let dir = try CLI.tempDir("foldsspelling")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "12", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
+        let r = try CLI.run(["folds", "--data", "data", "--folds", "3", "-o", "f.csv"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("12 patients in 3 folds"), r.stdout)
+        let folds = try String(contentsOf: dir.appendingPathComponent("f.csv"), encoding: .utf8).split(separator: "\n").dropFirst()
+            .map { $0.split(separator: ",", omittingEmptySubsequences: false).last.map(String.init) ?? "" }
+        XCTAssertEqual(Set(folds), ["0", "1", "2"])
     }
 }

@@ -17,14 +17,24 @@ struct FoldsCommand: ParsableCommand {
 
     @OptionGroup var dataOptions: DataOptions
     @Option(name: .long, parsing: .unconditional, help: "Number of folds.") var count: Int = 4
+    /// `train`'s spelling of the same number (`train --folds 5`), taken here too.
+    @Option(name: .customLong("folds"), parsing: .unconditional, help: ArgumentHelp("train's spelling of --count.", visibility: .hidden))
+    var foldsSpelling: Int?
     @Option(name: .long, parsing: .unconditional, help: "Shuffle seed.") var seed: UInt64 = 42
     @Option(name: .long, help: "What to stratify by: class, or class and view (DICOM ViewPosition).")
     var stratify: FoldStrata = .class
     @Option(name: [.short, .customLong("output")], help: "The folds CSV to write (patientId,class,fold; with --stratify view also view).") var output: String
     @Flag(name: .long, help: "Replace an existing -o/--output file.") var overwrite = false
 
+    /// The number of folds, from --count or train's spelling --folds.
+    var folds: Int { foldsSpelling ?? count }
+
     func validate() throws {
-        guard count >= 2 && count <= 100 else { throw ValidationError("--count must be in 2...100, not \(count)") }
+        if let f = foldsSpelling, count != 4, count != f {
+            throw ValidationError("--folds \(f) and --count \(count) disagree; --folds is train's spelling of --count: give one")
+        }
+        let option = foldsSpelling == nil ? "--count" : "--folds"
+        guard folds >= 2 && folds <= 100 else { throw ValidationError("\(option) must be in 2...100, not \(folds)") }
     }
 
     func run() throws {
@@ -38,10 +48,10 @@ struct FoldsCommand: ParsableCommand {
                 if let url = r.imageURL, let v = try ViewPositions.dicomView(of: url) { views[r.id] = v }
             }
         }
-        var folds = try Folds.stratified(dataset, count: count, seed: seed, strata: views)
-        folds.views = views
+        var split = try Folds.stratified(dataset, count: folds, seed: seed, strata: views)
+        split.views = views
         let url = URL(fileURLWithPath: output)
-        try folds.write(to: url)
+        try split.write(to: url)
         // per-fold table: class x view
         let viewNames = Set(dataset.records.map { views[$0.id] ?? "-" }).sorted()
         var header = "fold"
@@ -49,9 +59,9 @@ struct FoldsCommand: ParsableCommand {
         let classes: [ImageClass?] = ImageClass.allCases + (dataset.unknownClassCount > 0 ? [nil] : [])
         for c in classes { for v in viewNames { header += "\t\(c?.shortName ?? "CLASS UNKNOWN")/\(v)" } }
         print(header + "\ttotal")
-        for k in 0..<count {
+        for k in 0..<folds {
             var line = "\(k)"
-            let ids = Set(folds.ids(inFold: k))
+            let ids = Set(split.ids(inFold: k))
             for c in classes {
                 for v in viewNames {
                     line += "\t\(dataset.records.filter { ids.contains($0.id) && $0.imageClass == c && (views[$0.id] ?? "-") == v }.count)"
@@ -59,7 +69,7 @@ struct FoldsCommand: ParsableCommand {
             }
             print(line + "\t\(ids.count)")
         }
-        print("wrote \(url.path): \(folds.ids.count) patients in \(count) folds (stratified by \(stratify == .view ? "class and view" : "class"))")
+        print("wrote \(url.path): \(split.ids.count) patients in \(folds) folds (stratified by \(stratify == .view ? "class and view" : "class"))")
     }
 }
 
