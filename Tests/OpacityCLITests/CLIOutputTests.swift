@@ -352,6 +352,14 @@ final class CLIOutputTests: XCTestCase {
             (["train", "--data", rsna1k.path, "--lr", "-1"], "--lr -1.0 is not valid"),
             (["folds", "--data", rsna1k.path, "--count", "-2", "-o", "f.csv"], "--count must be in 2...100, not -2"),
             (["folds", "--data", rsna1k.path, "--folds", "1", "-o", "f.csv"], "--folds must be in 2...100, not 1"),
+            // a zoo name without zoo: is a usage error that says how to write it (it was a
+            // data error from the bundle reader: "<cwd>/retinanet-r34-composite: cannot open for reading")
+            (
+                ["train", "--data", rsna1k.path, "--init-weights", "retinanet-r34-composite"],
+                "--init-weights retinanet-r34-composite: no such file; expected a bundle (.opb) or zoo:NAME (did you mean zoo:retinanet-r34-composite?)"
+            ),
+            (["train", "--data", rsna1k.path, "--encoder-weights", "retinanet-r34-rsna1"], "(did you mean zoo:retinanet-r34-rsna1k?)"),
+            (["train", "--data", rsna1k.path, "--encoder-weights", "xyzzy"], "--encoder-weights xyzzy: no such file; expected a bundle (.opb) or zoo:NAME; `opacity zoo list`"),
             (["folds", "--data", rsna1k.path, "--folds", "3", "--count", "5", "-o", "f.csv"], "--folds 3 and --count 5 disagree"),
             (["demo", "-o", "dm", "--epochs", "-1"], "--epochs must be 1 or more, got -1"),
             (["demo", "-o", "dm", "--lr", "-1"], "--lr must be a positive number, got -1"),

@@ -106,8 +106,17 @@ struct TrainCommand: ParsableCommand {
         do { _ = try AugmentationConfig(parsing: aug) } catch { throw namingOption(error, ["augmentation": "--aug"], keysOf: "--aug") }
         // a bundle path that names nothing (zoo:NAME and zoo names are looked up later)
         for (option, value) in [("--init-weights", initWeights), ("--encoder-weights", encoderWeights)] {
-            guard let value, !value.hasPrefix("zoo:"), value.hasSuffix(".opb") || value.contains("/") else { continue }
-            try requireExistingPath(option, value, directory: false, expected: "a bundle (.opb) or zoo:NAME")
+            guard let value, !value.hasPrefix("zoo:") else { continue }
+            if value.hasSuffix(".opb") || value.contains("/") {
+                try requireExistingPath(option, value, directory: false, expected: "a bundle (.opb) or zoo:NAME")
+            } else if !FileManager.default.fileExists(atPath: value) {
+                // a bare word names no file here: most often a zoo name written without zoo:
+                let names = (try? Zoo.standard().items.map(\.entry.name)) ?? []
+                let meant = names.contains(value) ? value : nearestMatch(value, in: names)
+                throw ValidationError(
+                    "\(option) \(value): no such file; expected a bundle (.opb) or zoo:NAME"
+                        + (meant.map { " (did you mean zoo:\($0)?)" } ?? "; `opacity zoo list` lists the zoo's names"))
+            }
         }
         if resume && output == nil && deprecatedOut == nil { throw ValidationError("--resume needs -o/--output RUNDIR (the run to continue)") }
         // a pipe is read once: the labels are recorded for --resume (and read by every
