@@ -13,6 +13,18 @@ import OpacityTensor
 /// try trainer.run()
 /// ```
 public struct TrainingSetup {
+    /// The canonical config stored with the bundle `reference` names (a path or `zoo:NAME`),
+    /// or `nil` when it cannot be read (the load error already says why).
+    static func bundleConfig(_ reference: String, registry: Registry) -> String? {
+        let config: String?
+        if reference.hasPrefix("zoo:") {
+            config = try? Zoo.standard().item(String(reference.dropFirst(4))).entry.config
+        } else {
+            config = try? BundleReader(URL(fileURLWithPath: reference)).info.metadata.config
+        }
+        return config.flatMap { try? registry.canonical($0) }
+    }
+
     public var options: TrainingOptions
     public var data: DataLocation
     public var runDirectory: URL
@@ -215,7 +227,13 @@ public struct TrainingSetup {
 
         let detector = try Initializer.withSeed(options.seed) { try registry.makeDetector(canonical) }
         if let w = options.initWeights, !resume || Trainer.latestCheckpoint(in: runDirectory) == nil {
-            let report = try detector.loadWeights(reference: w)
+            let report: LoadReport
+            do { report = try detector.loadWeights(reference: w) } catch let error as BundleError {
+                // a transfer needs the bundle's architecture: say which config that is
+                guard case .doesNotFit = error, let theirs = Self.bundleConfig(w, registry: registry), theirs != canonical else { throw error }
+                throw RunError.incompatible("\(error)\n--init-weights \(w) holds the model \(theirs), this run builds \(canonical); "
+                    + "--init-weights starts every weight from a model of the same architecture: train with --config \"\(theirs)\" (or use --encoder-weights for the encoder alone)")
+            }
             observer?.trainingMessage("initial weights from \(w): \(report.loaded.count) tensors")
         }
         if let w = options.encoderWeights, !resume || Trainer.latestCheckpoint(in: runDirectory) == nil {

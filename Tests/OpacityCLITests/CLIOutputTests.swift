@@ -513,4 +513,21 @@ final class CLIOutputTests: XCTestCase {
             .map { $0.split(separator: ",", omittingEmptySubsequences: false).last.map(String.init) ?? "" }
         XCTAssertEqual(Set(folds), ["0", "1", "2"])
     }
+
+    /// `--init-weights` from a bundle of another architecture (the zoo model into the default
+    /// config) says which config the bundle holds and how to train with it, not only which
+    /// tensors are mis-shaped.
+    func testInitWeightsOfAnotherArchitectureNamesTheBundlesConfig() throws {
+        let dir = try CLI.tempDir("initweights")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
+        let r = try CLI.run(
+            [
+                "train", "--data", "data", "--config", "retinanet(encoder=resnet18(width=0.125), size=64)", "--init-weights", "zoo:retinanet-r34-composite",
+                "--epochs", "1", "-o", "run", "-q",
+            ], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("do not fit the model"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("train with --config \"retinanet(head=retina(channels=64), neck=fpn(channels=64), size=256)\""), r.stderr)
+    }
 }
