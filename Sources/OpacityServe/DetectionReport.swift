@@ -95,11 +95,10 @@ public struct DetectionReport: Codable, Sendable, Equatable {
         return ((file as NSString).lastPathComponent as NSString).deletingPathExtension
     }
 
-    /// The Kaggle `PredictionString`: `score x y width height` groups separated by spaces.
-    public var predictionString: String {
-        boxes.map { String(format: "%.4f %.1f %.1f %.1f %.1f", $0.score, $0.x, $0.y, $0.width, $0.height) }
-            .joined(separator: " ")
-    }
+    /// The Kaggle `PredictionString`: `score x y width height` groups separated by spaces, as
+    /// `opacity submit` writes them (``Submission/predictionString(_:)``: the score to three
+    /// decimals, the box to one).
+    public var predictionString: String { Submission.predictionString(detections) }
 
     /// The detections as the core's type (pixels).
     public var detections: [Detection] {

@@ -14,13 +14,18 @@ public struct Submission: Sendable, Equatable {
         a.rows.count == b.rows.count && zip(a.rows, b.rows).allSatisfy { $0.patientId == $1.patientId && $0.detections == $1.detections }
     }
 
-    /// The CSV text, header first; boxes as `{score:.3f} {x:.1f} {y:.1f} {w:.1f} {h:.1f}`
+    /// The CSV text, header first; each row's boxes as ``predictionString(_:)`` writes them
     /// (written through ``CSVTable/render(header:rows:)``).
     public var csv: String {
-        CSVTable.render(header: ["patientId", "PredictionString"], rows: rows.map { id, dets in
-            [id, dets.map { String(format: "%.3f %.1f %.1f %.1f %.1f", $0.score, $0.box.x, $0.box.y, $0.box.width, $0.box.height) }
-                .joined(separator: " ")]
-        })
+        CSVTable.render(header: ["patientId", "PredictionString"], rows: rows.map { id, dets in [id, Self.predictionString(dets)] })
+    }
+
+    /// A Kaggle `PredictionString`: `{score:.3f} {x:.1f} {y:.1f} {w:.1f} {h:.1f}` per box (pixels),
+    /// separated by spaces; empty for no box. `opacity submit` and `opacity serve`'s
+    /// `format=kaggle` both write it, so the two give the same row for the same detections.
+    public static func predictionString(_ detections: [Detection]) -> String {
+        detections.map { String(format: "%.3f %.1f %.1f %.1f %.1f", $0.score, $0.box.x, $0.box.y, $0.box.width, $0.box.height) }
+            .joined(separator: " ")
     }
 
     /// Reads a submission CSV: a regular file, a pipe, a FIFO or `/dev/stdin`, read once with

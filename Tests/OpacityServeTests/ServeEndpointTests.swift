@@ -148,6 +148,11 @@ final class ServeEndpointTests: XCTestCase {
         XCTAssertTrue(lines.count == 2 && lines[1].hasPrefix("00436515-870c-4b36-a041-de91049b9ab4,"), k.text)
         let sub = try Submission(csv: k.text)
         XCTAssertFalse(sub.rows[0].detections.isEmpty)
+        // the row `opacity submit` writes for the same detections (it was %.4f scores here, %.3f there)
+        let j = try HTTP.request(port: port, "POST", "/v1/detect?threshold=0.01",
+                                 headers: ["Content-Type": "application/dicom"], body: try Data(contentsOf: ServeFixtures.positiveDICOM))
+        let report = try JSONDecoder().decode([DetectionReport].self, from: j.body)[0]
+        XCTAssertEqual(String(lines[1]), Submission(rows: [(report.kaggleId, report.detections)]).csv.split(separator: "\n")[1].description)
 
         let o = try HTTP.request(port: port, "POST", "/v1/detect?overlay=true", headers: ["Content-Type": "image/png"], body: png)
         XCTAssertEqual(o.status, 200, o.text)
