@@ -33,7 +33,8 @@ public struct Submission: Sendable, Equatable {
     /// - Throws: `DataError.missingFile` when there is no such file; `DataError.unreadableFile`
     ///   when it cannot be read (a folder, more than `InputLimits.csvFileBytes`, a read error);
     ///   `DataError.csvLineTooLong` for an over-long line; ``SubmissionError`` naming the file, line
-    ///   and field that is wrong.
+    ///   and field that is wrong (a number that does not parse or is not finite, a negative box
+    ///   width or height).
     public init(contentsOf url: URL) throws {
         let data = try CSVTable.readChecked(url, what: "a submission CSV (patientId,PredictionString)")
         try self.init(data: data, file: url.path)
@@ -86,6 +87,14 @@ public struct Submission: Sendable, Equatable {
                         throw SubmissionError(file: file, line: n, column: "PredictionString", message: "'\(InputLimits.quoted(fields[g + k]))' is not a number (group \(g / 5 + 1), field \(["conf", "x", "y", "w", "h"][k]))")
                     }
                     return x
+                }
+                // A negative width or height is no box (the reference metric asserts w * h > 0);
+                // zero stays readable: a box narrower than 0.05 px is written as 0.0. Scores are
+                // only ranked, so any finite one reads.
+                for k in 3...4 where v[k] < 0 {
+                    throw SubmissionError(
+                        file: file, line: n, column: "PredictionString",
+                        message: "\(["conf", "x", "y", "w", "h"][k]) is \(fields[g + k]) in group \(g / 5 + 1); expected a \(k == 3 ? "width" : "height") of 0 or more pixels (nearest valid: 0)")
                 }
                 dets.append(Detection(box: BoundingBox(x: v[1], y: v[2], width: v[3], height: v[4]), score: v[0]))
             }

@@ -68,6 +68,12 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(message("patientId,PredictionString\na,0.5 1 2 x 4\n"),
                        "'s.csv' line 2, column 'PredictionString': 'x' is not a number (group 1, field w)")
         XCTAssertEqual(message("patientId,PredictionString\na,\na,\n"), "'s.csv' line 3, column 'patientId': 'a' appears twice")
+        // an impossible box (trial: `0.5 10 10 -5 20` scored silently); a zero width still reads
+        XCTAssertEqual(message("patientId,PredictionString\na,0.9 1 2 3 4 0.5 10 10 -5 20\n"),
+                       "'s.csv' line 2, column 'PredictionString': w is -5 in group 2; expected a width of 0 or more pixels (nearest valid: 0)")
+        XCTAssertEqual(message("patientId,PredictionString\na,0.5 10 10 4 -1.5\n"),
+                       "'s.csv' line 2, column 'PredictionString': h is -1.5 in group 1; expected a height of 0 or more pixels (nearest valid: 0)")
+        XCTAssertEqual(message("patientId,PredictionString\na,0.5 10 10 0.0 4\n"), "no error")
         XCTAssertEqual(message("patientId,PredictionString\n ,\n"), "'s.csv' line 2, column 'patientId': empty; expected a patient id")
         XCTAssertEqual(message("patientId,PredictionString\na,1,2\n"), "'s.csv' line 2: expected 2 fields (patientId,PredictionString)")
         // the same location format as the labels reader's
