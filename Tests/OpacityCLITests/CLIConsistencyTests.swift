@@ -197,6 +197,15 @@ final class CLIConsistencyTests: XCTestCase {
             ),
             (["export", "bad.opb", "-o", "bad.opb"], "-o bad.opb is the model being exported"),
             (["export", "bad.opb", "-o", "x.opb", "--card", "nocard.json"], "--card nocard.json: no such file"),
+            // bundle-only options with --format onnx: the ones given are named (trial: --storage alone named four)
+            (
+                ["export", "bad.opb", "-o", "x.onnx", "--format", "onnx", "--storage", "fp16"],
+                "Error: --storage applies to bundles (--format bundle), not to --format onnx; ONNX weights are fp32"
+            ),
+            (
+                ["export", "bad.opb", "-o", "x.onnx", "--format", "onnx", "--notes", "n", "--card-version", "2"],
+                "Error: --notes and --card-version apply to bundles (--format bundle), not to --format onnx"
+            ),
             (["compare", "run", "-o", "sub.csv"], "-o/--output sub.csv is a file; expected a folder"),
             (["eval", "--model", "bad.opb", "--data", "data", "--operating-point-out", "bad.opb"], "--operating-point-out bad.opb is the input bundle"),
             (["eval", "--model", "run", "--data", "data", "--operating-point-out", "run/best.opb"], "--operating-point-out run/best.opb is the input bundle"),

@@ -61,11 +61,16 @@ struct ExportCommand: ParsableCommand {
             throw ValidationError("the first argument (\(model)) and --model \(modelOption) name different models; give one")
         }
         if format == .onnx {
-            guard storage == nil || storage?.type == .f32, metric.isEmpty, notes == nil, dataDescription == nil else {
-                throw ValidationError("--storage, --metric, --notes and --data apply to bundles; ONNX weights are fp32")
-            }
-            guard card == nil, cardVersion == nil, cardChange == nil else {
-                throw ValidationError("--card, --card-version and --card-change apply to bundles")
+            // Name the options given (trial: `--storage fp16` alone was told about four options).
+            let given = [
+                ("--storage", storage != nil && storage?.type != .f32), ("--metric", !metric.isEmpty), ("--notes", notes != nil),
+                ("--data", dataDescription != nil), ("--card", card != nil), ("--card-version", cardVersion != nil),
+                ("--card-change", cardChange != nil),
+            ].filter(\.1).map(\.0)
+            if !given.isEmpty {
+                let list = given.count == 1 ? given[0] : given.dropLast().joined(separator: ", ") + " and " + given.last!
+                let weights = given.contains("--storage") ? "; ONNX weights are fp32" : ""
+                throw ValidationError("\(list) \(given.count == 1 ? "applies" : "apply") to bundles (--format bundle), not to --format onnx\(weights)")
             }
         } else if postprocess || threshold != nil {
             throw ValidationError("--postprocess and --threshold apply to --format onnx")
