@@ -215,7 +215,8 @@ public final class DetectionServer: @unchecked Sendable {
         // a misspelt parameter (`tresh=0.1`) would otherwise be ignored and the default used
         for (key, _) in q where !Self.detectParameters.contains(String(key)) {
             let near = nearestValue(String(key), in: Self.detectParameters).map { " (did you mean '\($0)'?)" } ?? ""
-            throw .badRequest("unknown query parameter '\(String(key).prefix(40))'\(near); POST /v1/detect takes threshold, format, frame and overlay")
+            let list = Self.detectParameters.dropLast().joined(separator: ", ") + " and " + Self.detectParameters.last!
+            throw .badRequest("unknown query parameter '\(String(key).prefix(40))'\(near); POST /v1/detect takes \(list)")
         }
         var threshold = engine.defaultThreshold
         if let t = q["threshold"] {

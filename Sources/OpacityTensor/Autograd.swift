@@ -148,7 +148,7 @@ public enum Autograd {
         /// Bytes the storage pool held as cached free blocks, and bytes of idle kernel scratch
         /// buffers, right after that node's backward: resident memory that is not tensor storage
         /// alive (``TensorMemory/pooledBytes``, ``TensorMemory/idleScratchBytes``).
-        public var pooledBytes: Int = 0, idleScratchBytes: Int = 0
+        public let pooledBytes: Int, idleScratchBytes: Int
     }
 
     /// The peak of the last backward pass run inside ``measuringSavedTensors(_:)``, or nil

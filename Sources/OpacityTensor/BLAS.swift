@@ -9,12 +9,13 @@ import Foundation
 /// chooses the fastest kernel family the CPU supports (SkylakeX with AVX-512, Haswell with
 /// AVX2 and FMA) before its first GEMM, then checks that family's results against a plain
 /// reference GEMM on random matrices; if the check fails it falls back to the family
-/// OpenBLAS chose itself. Where OpenBLAS chose a family of the same speed under another name
+/// OpenBLAS chose itself. Where OpenBLAS chose a family of the same rank under another name
 /// (Cooperlake or SapphireRapids on AVX-512 CPUs, Zen on AVX2 ones), Opacity switches too: each
 /// family blocks its sums its own way, so one family per instruction set gives the same bits on
-/// every such CPU (measured on an AMD EPYC with AVX-512: sgemm at 2 threads 186.6 GFLOP/s with
-/// Cooperlake and with SkylakeX; a network's outputs differed in their last bits between the
-/// two, and SkylakeX's matched an Intel CPU's bit for bit). `OPACITY_BLAS_CORE` overrides the
+/// every such CPU. Measured for Cooperlake only, on an AMD EPYC with AVX-512: sgemm at 2 threads
+/// 186.6 GFLOP/s with Cooperlake and with SkylakeX; a network's outputs differed in their last
+/// bits between the two, and SkylakeX's matched an Intel CPU's bit for bit. SapphireRapids and
+/// Zen are taken as fast as SkylakeX and Haswell by the rank table below (not measured here). `OPACITY_BLAS_CORE` overrides the
 /// choice: `keep` leaves
 /// OpenBLAS's own choice alone, a family name (`SkylakeX`, `Haswell`, ...) forces it.
 ///

@@ -20,6 +20,9 @@ public struct Submission: Sendable, Equatable {
         CSVTable.render(header: ["patientId", "PredictionString"], rows: rows.map { id, dets in [id, Self.predictionString(dets)] })
     }
 
+    /// The five numbers of a box group in a `PredictionString`, as errors name them.
+    static let groupFields = ["conf", "x", "y", "w", "h"]
+
     /// A Kaggle `PredictionString`: `{score:.3f} {x:.1f} {y:.1f} {w:.1f} {h:.1f}` per box (pixels),
     /// separated by spaces; empty for no box. `opacity submit` and `opacity serve`'s
     /// `format=kaggle` both write it, so the two give the same row for the same detections.
@@ -84,7 +87,7 @@ public struct Submission: Sendable, Equatable {
             for g in stride(from: 0, to: fields.count, by: 5) {
                 let v = try (0..<5).map { k -> Float in
                     guard let x = Float(fields[g + k]), x.isFinite else {
-                        throw SubmissionError(file: file, line: n, column: "PredictionString", message: "'\(InputLimits.quoted(fields[g + k]))' is not a number (group \(g / 5 + 1), field \(["conf", "x", "y", "w", "h"][k]))")
+                        throw SubmissionError(file: file, line: n, column: "PredictionString", message: "'\(InputLimits.quoted(fields[g + k]))' is not a number (group \(g / 5 + 1), field \(Self.groupFields[k]))")
                     }
                     return x
                 }
@@ -94,7 +97,7 @@ public struct Submission: Sendable, Equatable {
                 for k in 3...4 where v[k] < 0 {
                     throw SubmissionError(
                         file: file, line: n, column: "PredictionString",
-                        message: "\(["conf", "x", "y", "w", "h"][k]) is \(fields[g + k]) in group \(g / 5 + 1); expected a \(k == 3 ? "width" : "height") of 0 or more pixels (nearest valid: 0)")
+                        message: "\(Self.groupFields[k]) is \(InputLimits.quoted(fields[g + k])) in group \(g / 5 + 1); expected a \(k == 3 ? "width" : "height") of 0 or more pixels (nearest valid: 0)")
                 }
                 dets.append(Detection(box: BoundingBox(x: v[1], y: v[2], width: v[3], height: v[4]), score: v[0]))
             }

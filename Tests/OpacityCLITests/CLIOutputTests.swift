@@ -512,6 +512,13 @@ final class CLIOutputTests: XCTestCase {
         let folds = try String(contentsOf: dir.appendingPathComponent("f.csv"), encoding: .utf8).split(separator: "\n").dropFirst()
             .map { $0.split(separator: ",", omittingEmptySubsequences: false).last.map(String.init) ?? "" }
         XCTAssertEqual(Set(folds), ["0", "1", "2"])
+        // both spellings must agree, the default's value included (--count 4 was taken as unset)
+        for count in ["4", "3"] {
+            let both = try CLI.run(["folds", "--data", "data", "--folds", "5", "--count", count, "-o", "g.csv"], in: dir)
+            XCTAssertEqual(both.status, 64, both.all)
+            XCTAssertTrue(both.stderr.contains("--folds 5 and --count \(count) disagree"), both.stderr)
+        }
+        XCTAssertEqual(try CLI.run(["folds", "--data", "data", "--folds", "3", "--count", "3", "-o", "g.csv"], in: dir).status, 0)
     }
 
     /// `--init-weights` from a bundle of another architecture (the zoo model into the default

@@ -16,7 +16,7 @@ struct FoldsCommand: ParsableCommand {
             """)
 
     @OptionGroup var dataOptions: DataOptions
-    @Option(name: .long, parsing: .unconditional, help: "Number of folds.") var count: Int = 4
+    @Option(name: .long, parsing: .unconditional, help: "Number of folds. (default: 4)") var count: Int?
     /// `train`'s spelling of the same number (`train --folds 5`), taken here too.
     @Option(name: .customLong("folds"), parsing: .unconditional, help: ArgumentHelp("train's spelling of --count.", visibility: .hidden))
     var foldsSpelling: Int?
@@ -26,11 +26,11 @@ struct FoldsCommand: ParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "The folds CSV to write (patientId,class,fold; with --stratify view also view).") var output: String
     @Flag(name: .long, help: "Replace an existing -o/--output file.") var overwrite = false
 
-    /// The number of folds, from --count or train's spelling --folds.
-    var folds: Int { foldsSpelling ?? count }
+    /// The number of folds, from --count or train's spelling --folds (4 by default).
+    var folds: Int { foldsSpelling ?? count ?? 4 }
 
     func validate() throws {
-        if let f = foldsSpelling, count != 4, count != f {
+        if let f = foldsSpelling, let count, count != f {
             throw ValidationError("--folds \(f) and --count \(count) disagree; --folds is train's spelling of --count: give one")
         }
         let option = foldsSpelling == nil ? "--count" : "--folds"

@@ -302,7 +302,9 @@ public struct Zoo: Sendable {
     }
 
     /// Checks a file's size and SHA-256 against an entry.
-    /// - Throws: ``ZooError/sizeMismatch(name:file:expected:actual:)`` or ``ZooError/hashMismatch(name:file:expected:actual:)``.
+    /// - Throws: ``ZooError/sizeMismatch(name:file:expected:actual:)`` (with size -1 for a file
+    ///   that cannot be opened) or ``ZooError/hashMismatch(name:file:expected:actual:)``;
+    ///   ``BundleError/io(file:operation:reason:)`` when an opened file cannot be read.
     ///
     /// The size is that of the file opened and hashed (`fstat`), as ``verifiedBytes(_:)``
     /// measures it: a symbolic link (a run's `best.opb` added with `opacity zoo add`) is
@@ -312,7 +314,7 @@ public struct Zoo: Sendable {
         do { fd = try FileDescriptor.open(reading: file.path) } catch {
             throw ZooError.sizeMismatch(name: entry.name, file: file.path, expected: entry.size, actual: -1)
         }
-        let size = Int64((try? fd.size()) ?? 0)
+        let size = Int64(try fd.size())
         guard size == entry.size else { throw ZooError.sizeMismatch(name: entry.name, file: file.path, expected: entry.size, actual: size) }
         let digest = try sha256(of: fd)
         guard digest == entry.sha256 else { throw ZooError.hashMismatch(name: entry.name, file: file.path, expected: entry.sha256, actual: digest) }
