@@ -114,6 +114,29 @@ public final class RetinaHead: Module, Head {
         return HeadOutput(classLogits: cls, boxDeltas: reg, globalLogProbs: globalClassificationModel?(deepest))
     }
 
+    /// Two stages: the classification subnet on every level, then the regression subnet on
+    /// every level with the global classifier. A training step then frees the classification
+    /// subnet's maps before the regression subnet's exist. The same values as
+    /// ``predict(pyramid:deepest:)``; the dropout draws the same masks in the same order.
+    public func trainingStages(pyramid: [Tensor], deepest: Tensor) -> [HeadStage] {
+        let n = deepest.shape[0], a = anchorsPerLocation, classes = self.classes
+        let rows = pyramid.map { $0.shape[2] * $0.shape[3] * a }
+        let levels = Array(pyramid.indices)
+        let cls = HeadStage(pieces: levels.map { HeadStage.Piece(.classLogits, level: $0) }, shapes: rows.map { [n, $0, classes] }) {
+            [classificationModel] p, _ in classificationModel(levels: p, perAnchor: classes)
+        }
+        var pieces = levels.map { HeadStage.Piece(.boxDeltas, level: $0) }
+        var shapes = rows.map { [n, $0, 4] }
+        if globalClassificationModel != nil {
+            pieces.append(HeadStage.Piece(.globalLogProbs))
+            shapes.append([n, 3])
+        }
+        let reg = HeadStage(pieces: pieces, shapes: shapes) { [regressionModel, globalClassificationModel] p, d in
+            regressionModel(levels: p, perAnchor: 4) + (globalClassificationModel.map { [$0(d)] } ?? [])
+        }
+        return [cls, reg]
+    }
+
     public func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
         let cls = Tensor.concat(classificationModel(levels: pyramid, perAnchor: classes), axis: 1)
         let reg = Tensor.concat(regressionModel(levels: pyramid, perAnchor: 4), axis: 1)

@@ -29,6 +29,11 @@ public struct RetinaLoss: Loss {
         self.coder = coder
     }
 
+    /// Separable (``Loss/isSeparable``): the focal term is a sum over anchors and the
+    /// regression term over positive anchors, normalised by counts of the targets' matches, and
+    /// the global term reads only the global output.
+    public var isSeparable: Bool { true }
+
     public func loss(_ output: HeadOutput, targets: [DetectionTarget], anchors: AnchorSet) -> LossTerms {
         let n = targets.count
         precondition(output.classLogits.shape[0] == n, "RetinaLoss: \(output.classLogits.shape[0]) images but \(n) targets")

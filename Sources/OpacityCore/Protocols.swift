@@ -88,6 +88,16 @@ public protocol Head: Module {
     /// whole head as one segment; a head whose subnets run level by level does better with a
     /// segment per level and subnet.
     func checkpointedPredict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput
+    /// The head's forward pass as stages that a training step runs and differentiates one
+    /// after the other (``Detector/trainingLosses(_:targets:parameterReady:willBackward:partDone:)``),
+    /// so that one stage's activations are freed before the next stage's exist. Each stage
+    /// computes some pieces of ``HeadOutput`` (an output's rows for some pyramid levels) from
+    /// the pyramid and the deepest map; together the stages compute every piece once, and their
+    /// pieces are the same values ``predict(pyramid:deepest:)`` gives.
+    ///
+    /// Used only when the loss is ``Loss/isSeparable``. The default, `[]`, means the head has no
+    /// such split and runs as one piece.
+    func trainingStages(pyramid: [Tensor], deepest: Tensor) -> [HeadStage]
 }
 
 extension Head {
@@ -98,6 +108,49 @@ extension Head {
             return [o.classLogits, o.boxDeltas] + (o.globalLogProbs.map { [$0] } ?? [])
         }
         return HeadOutput(classLogits: outs[0], boxDeltas: outs[1], globalLogProbs: outs.count > 2 ? outs[2] : nil)
+    }
+
+    /// No stages: the head runs as one piece.
+    public func trainingStages(pyramid: [Tensor], deepest: Tensor) -> [HeadStage] { [] }
+}
+
+/// One stage of a head's forward pass in a training step (``Head/trainingStages(pyramid:deepest:)``):
+/// a function of the pyramid and the deepest map that computes some pieces of the head's output.
+public struct HeadStage {
+    /// A piece of ``HeadOutput``: one output's rows for one pyramid level.
+    public struct Piece: Hashable, Sendable, CustomStringConvertible {
+        /// Which output of ``HeadOutput``.
+        public enum Output: Int, Hashable, Sendable, Comparable {
+            case classLogits, boxDeltas, globalLogProbs
+            public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+        }
+        public let output: Output
+        /// The pyramid level (index into the pyramid) whose anchors' rows the piece holds:
+        /// `[N, H_l W_l A, K]`, concatenated over the levels along axis 1 in level order. 0 for
+        /// ``Output/globalLogProbs`` (`[N, 3]`, one piece).
+        public let level: Int
+
+        public init(_ output: Output, level: Int = 0) {
+            self.output = output
+            self.level = level
+        }
+
+        public var description: String { output == .globalLogProbs ? "globalLogProbs" : "\(output == .classLogits ? "classLogits" : "boxDeltas") of level \(level)" }
+    }
+
+    /// The pieces the stage computes, in the order ``run`` returns them.
+    public let pieces: [Piece]
+    /// Each piece's shape.
+    public let shapes: [[Int]]
+    /// Computes the pieces from the pyramid and the deepest map (recording, in training).
+    public let run: ([Tensor], Tensor) -> [Tensor]
+
+    /// - Precondition: one shape per piece.
+    public init(pieces: [Piece], shapes: [[Int]], run: @escaping ([Tensor], Tensor) -> [Tensor]) {
+        precondition(pieces.count == shapes.count, "HeadStage: \(pieces.count) pieces but \(shapes.count) shapes")
+        self.pieces = pieces
+        self.shapes = shapes
+        self.run = run
     }
 }
 
@@ -119,6 +172,17 @@ public struct LossTerms {
 /// A detection loss: head output + targets -> named terms.
 public protocol Loss: Sendable {
     func loss(_ output: HeadOutput, targets: [DetectionTarget], anchors: AnchorSet) -> LossTerms
+    /// Whether the total is a sum of terms each of which reads one anchor's row of one output,
+    /// or only the global output, with weights and targets that do not depend on the outputs:
+    /// then the gradient for one piece of the output (``HeadStage/Piece``) does not depend on
+    /// the other pieces' values, and a training step may differentiate the head stage by stage
+    /// (``Head/trainingStages(pyramid:deepest:)``). Default `false`.
+    var isSeparable: Bool { get }
+}
+
+extension Loss {
+    /// Not known to be separable.
+    public var isSeparable: Bool { false }
 }
 
 /// Post-processing: head output -> scored boxes per image, in network-input pixels.

@@ -227,6 +227,27 @@ extension Tensor {
 }
 
 extension Autograd {
+    /// Back-propagates from several tensors in one walk, seeding each with the gradient that
+    /// backward passes accumulated in the leaf at the same index (made by
+    /// ``Tensor/requiringGrad()`` from it, standing for it in a part of the graph that was
+    /// differentiated on its own). Each leaf's gradient is taken, not copied: the leaf has none
+    /// afterwards, and the seed's memory is freed as soon as the walk has passed its tensor.
+    /// Pairs where the tensor does not require gradients or the leaf received none are skipped.
+    /// As ``Tensor/backward(_:parameterReady:)`` otherwise.
+    /// - Precondition: as many leaves as tensors; each leaf of its tensor's shape.
+    public static func backward(_ tensors: [Tensor], takingGradientsOf leaves: [Tensor], parameterReady: ((Parameter) -> Void)? = nil) {
+        precondition(tensors.count == leaves.count, "Autograd.backward: \(tensors.count) tensors but \(leaves.count) leaves")
+        var roots: [GradNode] = []
+        for (t, leaf) in zip(tensors, leaves) {
+            guard let node = t.node, let leafNode = leaf.node, let g = leafNode.grad else { continue }
+            shapeCheck(g.shape == t.shape, "Autograd.backward", "leaf gradient of shape \(describe(g.shape)) for a tensor of shape \(describe(t.shape))")
+            leafNode.grad = nil
+            node.accumulate(g)
+            roots.append(node)
+        }
+        if !roots.isEmpty { runBackward(roots: roots.map { ($0, nil) }, parameterReady: parameterReady) }
+    }
+
     /// Walks the graph above `roots` in reverse topological order, seeding each root's node
     /// with its gradient (the roots may share nodes and ancestors).
     ///
@@ -234,6 +255,13 @@ extension Autograd {
     /// made by that segment's recomputation: a node from elsewhere means the segment's body
     /// read a tracked tensor it was not given as an input, whose gradient would be lost.
     static func runBackward(roots: [(GradNode, Tensor)], parameterReady: ((Parameter) -> Void)?,
+                            segment: CheckpointSegment? = nil) {
+        runBackward(roots: roots.map { ($0.0, Optional($0.1)) }, parameterReady: parameterReady, segment: segment)
+    }
+
+    /// ``runBackward(roots:parameterReady:segment:)`` where a root without a seed already holds
+    /// its gradient.
+    static func runBackward(roots: [(GradNode, Tensor?)], parameterReady: ((Parameter) -> Void)?,
                             segment: CheckpointSegment? = nil) {
         // Iterative depth-first topological order (deep networks would overflow recursion).
         var order: [GradNode] = []
@@ -261,7 +289,7 @@ extension Autograd {
         let ledger = Autograd.savedTensorLedger
         Autograd.$recording.withValue(false) {
             Autograd.$inBackward.withValue(true) { () -> Void in
-            for (root, seed) in roots { root.accumulate(seed) }
+            for case (let root, let seed?) in roots { root.accumulate(seed) }
             for (position, n) in order.reversed().enumerated() {
                 if let g = n.grad {
                     if let fn = n.backwardFn {

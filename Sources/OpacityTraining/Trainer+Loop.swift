@@ -215,13 +215,15 @@ public final class Trainer {
             if group.isDistributed {
                 (termValues, n, weighted) = try distributedStep(batch, epoch: epoch, step: step)
             } else {
-                let terms = detector.losses(batch.images, targets: batch.targets)
-                let total = terms.total.scalar
-                if !total.isFinite {
-                    throw RunError.nanLoss(epoch: epoch, step: step + 1, terms: terms.terms.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
-                }
                 optimizer.zeroGrad()
-                terms.total.backward()
+                // forward, loss and backward; a loss that is not finite stops the run before the
+                // backward pass that follows it (the head's stages before it are differentiated
+                // already, but no gradient is applied)
+                let terms = try detector.trainingLosses(batch.images, targets: batch.targets, willBackward: { terms in
+                    if !terms.total.scalar.isFinite {
+                        throw RunError.nanLoss(epoch: epoch, step: step + 1, terms: terms.terms.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+                    }
+                })
                 clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
                 n = batch.ids.count
                 termValues = terms.terms
@@ -460,31 +462,30 @@ extension Trainer {
         // each process's dropout masks are its samples' masks in the whole batch
         let globalBatch = min(options.batchSize, trainData.imageCount)
         for d in dropouts { d.batchShard = (globalBatch * group.rank / group.size, globalBatch) }
-        let local = n > 0 ? detector.losses(batch.images, targets: batch.targets) : nil
+        // The global batch's image count first: each process's gradients are weighted by its
+        // share as backward hands them to the reducer.
+        let total = Int(try group.sum([Double(n)])[0])
+        guard total > 0 else { return ((termNames ?? []).map { (name: $0, value: 0) }, 0, []) }
+        optimizer.zeroGrad()
+        reducer.begin(weight: Float(Double(n) / Double(total)))
+        (group as? any BatchStatisticsReducer)?.gradientShare = Double(n) / Double(total)
+        let local = n > 0 ? detector.trainingLosses(batch.images, targets: batch.targets, parameterReady: { reducer.parameterReady($0) }) : nil
+        communicationWait += try reducer.finish()
         if termNames == nil {
             // the loss's term names, from any process with images (a shard may be empty)
             let all = try group.allGather(JSONEncoder().encode(local?.terms.map(\.name) ?? []))
             termNames = try all.map { try JSONDecoder().decode([String].self, from: $0) }.first { !$0.isEmpty } ?? []
         }
         let names = termNames ?? []
-        var v = [Double(n)]
-        for name in names {
-            v.append(local?.terms.first { $0.name == name }.map { Double($0.value) * Double(n) } ?? 0)
-        }
-        let s = try group.sum(v)
-        let total = Int(s[0])
-        let terms = names.enumerated().map { (name: $1, value: Float(s[$0 + 1] / Double(max(1, total)))) }
+        let s = try group.sum(names.map { name in local?.terms.first { $0.name == name }.map { Double($0.value) * Double(n) } ?? 0 })
+        let terms = names.enumerated().map { (name: $1, value: Float(s[$0] / Double(total))) }
+        // a loss that is not finite on any process stops every process (its gradients, reduced
+        // already, are not applied)
         if s.contains(where: { !$0.isFinite }) {
             throw RunError.nanLoss(epoch: epoch, step: step + 1, terms: terms.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
         }
-        guard total > 0 else { return (terms, 0, []) }
-        optimizer.zeroGrad()
-        reducer.begin(weight: Float(Double(n) / Double(total)))
-        (group as? any BatchStatisticsReducer)?.gradientShare = Double(n) / Double(total)
-        if let local { local.total.backward(nil, parameterReady: { reducer.parameterReady($0) }) }
-        communicationWait += try reducer.finish()
         clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: Float(options.clipNorm))
-        return (terms, total, names.enumerated().map { ($1, s[$0 + 1]) })
+        return (terms, total, names.enumerated().map { ($1, s[$0]) })
     }
 
     /// Every process's communication counters and step time, gathered (in rank order) into

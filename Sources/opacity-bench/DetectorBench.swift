@@ -40,7 +40,8 @@ struct PhaseFigures {
 }
 
 /// The seconds of consecutive parts of one run on the bench clock: each `end(part)` ends the
-/// part that began at the previous `end` (or at `init`).
+/// part that began at the previous `end` (or at `init`); a part that ends several times (the
+/// stages of a staged head) adds up.
 struct PartTimer {
     private let start: Double
     private var last: Double
@@ -58,7 +59,7 @@ struct PartTimer {
     /// Ends the part named `part` now.
     mutating func end(_ part: String) {
         let now = clockNow()
-        parts[part] = now - last
+        parts[part, default: 0] += now - last
         last = now
         peaksSoFar.append((part, TensorMemory.livePeakBytes))
     }
@@ -84,7 +85,7 @@ enum DetectorBench {
             ? registry.names(.encoder).map { "retinanet(encoder=\($0), size=\(size))" }
             : options.detectorConfigs
         print(
-            "== detector: forward (batch 1, eval mode, no graph) and training step (batch 2 with boxes, train mode\(options.freezeBatchNorm ? " with frozen batch norm" : ", batch norm on batch statistics"): forward, loss, backward, gradient-norm clipping, Adam), \(Compute.threads) threads"
+            "== detector: forward (batch 1, eval mode, no graph) and training step (batch 2 with boxes, train mode\(options.freezeBatchNorm ? " with frozen batch norm" : ", batch norm on batch statistics"): forward, loss, backward (a RetinaNet's head stage by stage, as the trainer), gradient-norm clipping, Adam), \(Compute.threads) threads"
         )
         print(
             "   times are medians of \(reps) runs after one warm-up (\(benchClock == .wall ? "wall" : "cpu") clock); peak = resident-set high-water mark of the phase (VmHWM after reset)"
@@ -286,24 +287,31 @@ enum DetectorBench {
         let x = images(batch: 2, size: size)
         let targets = targets(size: size)
         let optimizer = Adam(detector.namedParameters().filter { $0.1.requiresGrad }, learningRate: 1e-5)
-        let anchors = detector.anchors(height: size, width: size)
         var probe: MemoryProbe?
         let figures = measure(repetitions: repetitions) { last in
             probe = MemoryProbe.enabled && last ? MemoryProbe() : nil
             var parts = PartTimer()
-            let out = network(detector, x, &parts)
-            let terms = detector.lossFunction.loss(out, targets: targets, anchors: anchors)
-            _ = terms.total.scalar
-            parts.end("loss")
-            probe?.mark("forward and loss")
             optimizer.zeroGrad()
-            if let probe {
-                probe.saved = Autograd.measuringSavedTensors { terms.total.backward() }.saved
-                probe.mark("backward")
-            } else {
-                terms.total.backward()
+            // As the trainer: forward, loss and backward in one call, the head stage by stage
+            // where it has stages (each stage's parts end in turn; the times add up per part).
+            var losses = 0, previous = ""
+            let step = {
+                _ = detector.trainingLosses(
+                    x, targets: targets,
+                    partDone: { part in
+                        parts.end(part)
+                        if let probe {
+                            if part == "loss" {
+                                losses += 1
+                                probe.mark(losses == 1 ? "forward and loss" : "head stage \(losses) and loss")
+                            } else if part == "backward" {
+                                probe.mark(previous == "backward" ? "backward of the rest" : losses == 1 ? "backward" : "backward of stage \(losses)")
+                            }
+                        }
+                        previous = part
+                    })
             }
-            parts.end("backward")
+            if let probe { probe.saved = Autograd.measuringSavedTensors(step).saved } else { step() }
             clipGradientNorm(optimizer.parameters.map(\.1), maxNorm: 0.05)
             probe?.mark("clipping")
             optimizer.step()

@@ -247,10 +247,10 @@ private func scalingRank(_ o: BenchOptions) {
     for r in 0...o.repetitions {
         try? group.world.barrier()
         let t0 = DispatchTime.now().uptimeNanoseconds, c0 = processCPUSeconds()
-        let terms = detector.losses(images, targets: targets)
         adam.zeroGrad()
         reducer.begin(weight: Float(n) / Float(globalBatch))
-        terms.total.backward(nil, parameterReady: { reducer.parameterReady($0) })
+        // as the trainer: forward, loss and backward (the head stage by stage)
+        _ = detector.trainingLosses(images, targets: targets, parameterReady: { reducer.parameterReady($0) })
         let wait: Double
         do { wait = try reducer.finish() } catch { group.abort("opacity-bench scaling: rank \(group.rank): \(error)") }
         _ = clipGradientNorm(params.map(\.1), maxNorm: 0.05)
