@@ -82,7 +82,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         case let .missingFile(path, expected):
             return "'\(path)' does not exist; expected \(expected)"
         case let .imageProblems(missing, unreadable, examples):
-            var s = "\(missing) image(s) missing and \(unreadable) unreadable"
+            var s = "\(Wording.count(missing, "image")) missing and \(unreadable) unreadable"
             if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).map { InputLimits.quoted($0, limit: 300) }.joined(separator: "; ") }
             return s + "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
         case let .outputOverInput(output, input, source, kind):

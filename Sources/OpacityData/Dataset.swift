@@ -91,7 +91,7 @@ public struct DatasetReport: Sendable, Equatable, CustomStringConvertible {
 
     /// Several lines of counts, then the first few problem images.
     public var description: String {
-        var s = "\(labelRows) label rows, \(patients) patients, \(boxes) boxes"
+        var s = "\(Wording.count(labelRows, "label row")), \(Wording.count(patients, "patient")), \(Wording.count(boxes, "box", plural: "boxes"))"
         s += "; classes: " + ImageClass.allCases.map { "\($0.label) \(classCounts[$0.rawValue])" }.joined(separator: ", ")
         if unknownClass > 0 { s += ", class not given (no boxes, no class file) \(unknownClass)" }
         if duplicateRowsRemoved > 0 { s += "\n\(duplicateRowsRemoved) duplicate label rows removed" }
@@ -101,7 +101,7 @@ public struct DatasetReport: Sendable, Equatable, CustomStringConvertible {
                 + unreadableImages.sorted { $0.key < $1.key }.prefix(3).map { "\($0.key) (\($0.value))" }
             if !ex.isEmpty { s += ", e.g. " + ex.joined(separator: "; ") }
         }
-        if unlabelledImages > 0 { s += "\n\(unlabelledImages) images in the folder have no label" }
+        if unlabelledImages > 0 { s += "\n" + (unlabelledImages == 1 ? "1 image in the folder has no label" : "\(unlabelledImages) images in the folder have no label") }
         return s
     }
 }

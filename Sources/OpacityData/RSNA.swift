@@ -149,7 +149,7 @@ public struct RSNALabels: Sendable {
                 if (c == .lungOpacity) != !e.boxes.isEmpty {
                     throw DataError.inconsistentLabels(
                         path: path, line: e.line,
-                        reason: "patient \(id) has \(e.boxes.count) box(es) (Target \(e.boxes.isEmpty ? 0 : 1)) but class '\(c.label)'; "
+                        reason: "patient \(id) has \(Wording.count(e.boxes.count, "box", plural: "boxes")) (Target \(e.boxes.isEmpty ? 0 : 1)) but class '\(c.label)'; "
                             + "a patient has boxes if and only if its class is 'Lung Opacity'")
                 }
             } else {

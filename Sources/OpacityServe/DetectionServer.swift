@@ -88,7 +88,7 @@ public final class DetectionServer: @unchecked Sendable {
             return queue
         }
         let waiting = q?.depth ?? 0
-        log("stopping: \(waiting) queued image(s) to finish")
+        log("stopping: \(Wording.count(waiting, "queued image")) to finish")
         q?.drain()
         if let e = lock.withLock({ loadError }) { throw e }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Opacity
 
 /// The settings of `opacity serve` (each is a command-line option of the same name).
 public struct ServeConfiguration: Sendable {
@@ -123,10 +124,10 @@ public enum ServeError: Error, CustomStringConvertible, LocalizedError, Sendable
         case let .bodyTimeout(s): return String(format: "the request body did not arrive within %.1f s (--timeout)", s)
         case let .bodyTooLarge(limit, actual):
             return "the request body" + (actual.map { " (\($0) bytes)" } ?? "") + " is larger than the limit of \(limit) bytes (--max-body)"
-        case let .tooManyImages(n, limit): return "\(n) images in one request; at most \(limit) fit the queue (--max-queue)"
+        case let .tooManyImages(n, limit): return "\(Wording.count(n, "image")) in one request; at most \(limit) fit the queue (--max-queue)"
         case let .unsupportedMediaType(t):
             return "content type '\(t)' is not accepted; send application/dicom, image/png, image/jpeg, application/octet-stream (told by its first bytes) or multipart/form-data"
-        case let .queueFull(limit): return "the queue is full (\(limit) images waiting, --max-queue); retry later"
+        case let .queueFull(limit): return "the queue is full (\(Wording.count(limit, "image")) waiting, --max-queue); retry later"
         case let .timeout(s): return String(format: "no answer within %.1f s (--timeout); the server is busy, retry later", s)
         }
     }

@@ -243,7 +243,7 @@ public struct EvaluationReport: Codable, Sendable {
         guard let b = byView else { return [] }
         let head = "by view (\(b.source)): "
         return b.views.enumerated().map { i, r in
-            var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(r.images) images, \(r.imagesWithOpacity) with opacity"
+            var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(Wording.count(r.images, "image")), \(r.imagesWithOpacity) with opacity"
             if let t = b.threshold, let n = r.scoredImages {
                 if let m = r.metric {
                     line += String(format: "; metric %.4f at %.2f over %d counted images", m, t, n)
@@ -391,7 +391,7 @@ public struct EvaluationReport: Codable, Sendable {
         var s = "# Evaluation\n\n"
         s += "- models: " + models.map { "`\($0)`" }.joined(separator: ", ") + "\n"
         s += "- ensemble: \(models.count > 1 ? ensemble : "single model")" + (tta.map { "; TTA \($0)" } ?? "") + "\n"
-        s += "- data: \(data); \(images) images, \(imagesWithOpacity) with opacity, \(truthBoxes) boxes\n\n"
+        s += "- data: \(data); \(Wording.count(images, "image")), \(imagesWithOpacity) with opacity, \(Wording.count(truthBoxes, "box", plural: "boxes"))\n\n"
         s += "## Challenge metric\n\n"
         if let m = challenge.bestMetric, let t = challenge.bestThreshold {
             s += String(format: "Best RSNA metric **%.4f** at score threshold **%.2f** (the operating point).\n\n", m, t)

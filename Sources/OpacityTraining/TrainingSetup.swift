@@ -234,11 +234,11 @@ public struct TrainingSetup {
                 throw RunError.incompatible("\(error)\n--init-weights \(w) holds the model \(theirs), this run builds \(canonical); "
                     + "--init-weights starts every weight from a model of the same architecture: train with --config \"\(theirs)\" (or use --encoder-weights for the encoder alone)")
             }
-            observer?.trainingMessage("initial weights from \(w): \(report.loaded.count) tensors")
+            observer?.trainingMessage("initial weights from \(w): \(Wording.count(report.loaded.count, "tensor"))")
         }
         if let w = options.encoderWeights, !resume || Trainer.latestCheckpoint(in: runDirectory) == nil {
             let report = try detector.loadEncoderWeights(reference: w)
-            observer?.trainingMessage("encoder weights from \(w): \(report.loaded.count) tensors")
+            observer?.trainingMessage("encoder weights from \(w): \(Wording.count(report.loaded.count, "tensor"))")
         }
         let batch = min(options.batchSize, train.records.count)
         guard batch >= group.size else {
@@ -392,6 +392,6 @@ final class LateSkipAnnouncer: @unchecked Sendable {
         let n = unnamed
         unnamed = 0
         lock.unlock()
-        if n > 0 { observer?.trainingMessage("warning: \(n) more image(s) could not be read and were left out; all are listed, with the reason, in \(list.path)") }
+        if n > 0 { observer?.trainingMessage("warning: \(Wording.count(n, "more image", plural: "more images")) could not be read and were left out; all are listed, with the reason, in \(list.path)") }
     }
 }

@@ -318,10 +318,12 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertTrue((1..<12).contains(positives), "the synthetic set should have 1 to 11 positive images, has \(positives)")
         let r = try CLI.run(["preview", "data", "--positives-only", "--count", "12", "--size", "16", "--columns", "4", "-o", "p.png"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        XCTAssertTrue(r.stderr.contains("data has only \(positives) images with boxes; showing each once (\(positives) tiles, not --count 12)"), r.stderr)
+        // in the right number (this set has one: "1 images", "1 tiles" were printed)
+        let (images, tiles) = positives == 1 ? ("1 image", "1 tile") : ("\(positives) images", "\(positives) tiles")
+        XCTAssertTrue(r.stderr.contains("data has only \(images) with boxes; showing each once (\(tiles), not --count 12)"), r.stderr)
         let columns = min(4, positives), rows = (positives + columns - 1) / columns
         let (w, h) = (columns * 16 + (columns + 1) * 4, rows * 16 + (rows + 1) * 4)
-        XCTAssertTrue(r.stdout.contains("wrote p.png (\(w)x\(h), \(positives) samples"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("wrote p.png (\(w)x\(h), \(positives) sample\(positives == 1 ? "" : "s"),"), r.stdout)
         let png = try PNG.read(dir.appendingPathComponent("p.png")).gray
         XCTAssertEqual([png.width, png.height], [w, h])
         // enough images: no note, --count tiles

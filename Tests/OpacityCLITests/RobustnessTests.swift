@@ -208,7 +208,7 @@ final class CLIRobustnessTests: XCTestCase {
             try Data(bytes).write(to: dir.appendingPathComponent(name))
             let r = try CLI.run(["score", name, "--labels", "labels.csv"], in: dir)
             XCTAssertEqual(r.status, 0, "\(name): \(r.all)")
-            XCTAssertTrue(r.stdout.contains("metric 1.0000 over 1 images"), "\(name): \(r.all)")
+            XCTAssertTrue(r.stdout.contains("metric 1.0000 over 1 image ("), "\(name): \(r.all)")
         }
         try Data("patientId,x,y,width,height,Target\nT,0,0,100,100,1\nT,40,0,100,100,1\n".utf8).write(to: dir.appendingPathComponent("tl.csv"))
         try Data("patientId,PredictionString\nT,0.500 30 0 100 100 0.500 0 0 100 100\n".utf8).write(to: dir.appendingPathComponent("tie.csv"))
@@ -244,7 +244,7 @@ final class CLIRobustnessTests: XCTestCase {
         try Data("patientId,PredictionString\nE,\nF,\(fpOnly.prediction_string)\n".utf8).write(to: dir.appendingPathComponent("fp.csv"))
         r = try CLI.run(["score", "fp.csv", "--labels", "labels.csv", "--per-image", "per.csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        XCTAssertTrue(r.stdout.contains("metric 0.0000 over 1 images (1 without truth or predictions left out)"), r.all)
+        XCTAssertTrue(r.stdout.contains("metric 0.0000 over 1 image (1 without truth or predictions left out)"), r.all)
         XCTAssertTrue(r.stdout.contains("all 2 labelled images are negatives"), r.all)
         XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct): 1 of 2 (50.0%)"), r.all)
         let perImage = try String(contentsOf: dir.appendingPathComponent("per.csv"), encoding: .utf8)

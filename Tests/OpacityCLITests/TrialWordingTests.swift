@@ -1,4 +1,5 @@
 import Foundation
+import Opacity
 import XCTest
 
 /// Messages a new user met in a trial that did not say what to type instead: a labels file
@@ -236,5 +237,23 @@ final class TrialWordingTests: XCTestCase {
                 XCTAssertEqual(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(out)/three.png").path), converted == 1, "\(frame)")
             }
         }
+    }
+
+    /// A count printed with its noun is in the right number (new-user trial: `opacity demo`
+    /// printed "(1 images)"): a demo whose validation fold holds one image says "1 image".
+    func testCountsAgreeWithTheirNouns() throws {
+        let dir = try CLI.tempDir("plural")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // 4 images in 4 folds: one validation image
+        let r = try CLI.run(["demo", "-o", "dm", "--count", "4", "--epochs", "1", "--config", CLIRobustnessTests.tiny], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("3 training and 1 validation image; "), r.stdout)
+        XCTAssertTrue(r.stdout.contains("(1 image)"), r.stdout)
+        XCTAssertTrue(r.stderr.contains("epoch 1/1: 1 step\n"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("validating (1 batch)"), r.stderr)
+        XCTAssertNil(r.all.range(of: #"\b1 (images|steps|batches|boxes|validation images)\b"#, options: .regularExpression), r.all)
+        XCTAssertEqual(Wording.count(1, "image"), "1 image")
+        XCTAssertEqual(Wording.count(0, "box", plural: "boxes"), "0 boxes")
+        XCTAssertEqual(Wording.count(2, "patient"), "2 patients")
     }
 }

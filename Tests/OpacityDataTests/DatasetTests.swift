@@ -48,7 +48,7 @@ final class DatasetTests: XCTestCase {
     func testMissingImagesReportedTogether() throws {
         var options = RSNADataset.Options(labelsFile: fullLabelsCSV, classInfoFile: classInfo)
         assertThrows(try RSNADataset.load(root: rsnaFolder, options: options),
-                     containing: ["26672 image(s) missing", "0 unreadable", "skip"])
+                     containing: ["26672 images missing", "0 unreadable", "skip"])
         options.problemImages = .skip
         let ds = try RSNADataset.load(root: rsnaFolder, options: options)
         XCTAssertEqual(ds.count, 12)
@@ -81,7 +81,7 @@ final class DatasetTests: XCTestCase {
         """.write(to: dir.appendingPathComponent("stage_2_detailed_class_info.csv"), atomically: true, encoding: .utf8)
         var options = RSNADataset.Options(imageCheck: .decode)
         assertThrows(try RSNADataset.load(root: dir, options: options),
-                     containing: ["1 image(s) missing and 1 unreadable", "gone", "bad"])
+                     containing: ["1 image missing and 1 unreadable", "gone", "bad"])
         options.problemImages = .skip
         let ds = try RSNADataset.load(root: dir, options: options)
         XCTAssertEqual(ds.records.map(\.id), [good])
@@ -165,7 +165,7 @@ final class DatasetTests: XCTestCase {
         try "image,x,y,width,height\none,1,2,three,4\n".write(to: csv, atomically: true, encoding: .utf8)
         assertThrows(try BoxesCSV.load(csv: csv, imageFolder: dir.appendingPathComponent("img")), containing: ["line 2", "width", "three"])
         try "image,x,y,width,height\nthree,1,2,3,4\n".write(to: csv, atomically: true, encoding: .utf8)
-        assertThrows(try BoxesCSV.load(csv: csv, imageFolder: dir.appendingPathComponent("img")), containing: ["1 image(s) missing", "three"])
+        assertThrows(try BoxesCSV.load(csv: csv, imageFolder: dir.appendingPathComponent("img")), containing: ["1 image missing", "three"])
         XCTAssertEqual(try BoxesCSV.load(csv: csv, imageFolder: dir.appendingPathComponent("img"),
                                          options: .init(problemImages: .skip)).count, 0)
     }

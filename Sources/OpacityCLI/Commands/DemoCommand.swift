@@ -62,7 +62,9 @@ struct DemoCommand: ParsableCommand {
         setup.workers = 1
         let progress = TrainingProgress(quiet: runtime.quiet)
         let (trainer, summary) = try setup.makeTrainer(registry: registry, observer: progress)
-        say("    \(summary.trainImages) training and \(summary.validationImages) validation images; \(trainer.detector.parameterCount) parameters")
+        say(
+            "    \(summary.trainImages) training and \(Wording.count(summary.validationImages, "validation image")); \(Wording.count(trainer.detector.parameterCount, "parameter"))"
+        )
         _ = try trainer.run()
         // 3. evaluation
         say("3/4 evaluating the best checkpoint on the validation fold")
@@ -97,7 +99,7 @@ struct DemoCommand: ParsableCommand {
                 img.overlay(truth: r.truth, detections: filter.apply(r.detections), thickness: 3),
                 to: overlays.appendingPathComponent("\(r.id).png"))
         }
-        say(String(format: "\nvalidation metric %.4f at score threshold %.2f (%d images)", ev.sweep.bestScore, ev.sweep.bestThreshold, records.count))
+        say(String(format: "\nvalidation metric %.4f at score threshold %.2f (%@)", ev.sweep.bestScore, ev.sweep.bestThreshold, Wording.count(records.count, "image")))
         say("curves:    \(root.appendingPathComponent("curves.png").path)")
         say("metric:    \(root.appendingPathComponent("metric_vs_threshold.png").path)")
         say("overlays:  \(overlays.path) (truth red, detections green)")

@@ -176,7 +176,7 @@ struct EvalCommand: ParsableCommand {
             if foldsURL == nil, self.fold == nil, let (name, heldOut) = zooHeldOut, records.contains(where: { heldOut.contains($0.id) }) {
                 // the zoo entry's own validation images: what it was not trained on
                 records = records.filter { heldOut.contains($0.id) }
-                foldLine = "scoring the \(records.count) images \(name) held out from its training (listed in its zoo entry)"
+                foldLine = "scoring the \(Wording.count(records.count, "image")) \(name) held out from its training (listed in its zoo entry)"
             } else {
                 let f = try readFolds?.folds ?? Folds.stratified(dataset, count: folds)
                 guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
@@ -192,7 +192,7 @@ struct EvalCommand: ParsableCommand {
         if let limit { records = Array(records.prefix(limit)) }
         if let foldLine {
             let chosen = limit.map { " (the first \($0) of the \(selected) chosen: --limit \($0))" } ?? ""
-            say("\(foldLine): \(records.count) of \(dataset.records.count) images\(chosen); --all scores every image")
+            say("\(foldLine): \(records.count) of \(Wording.count(dataset.records.count, "image"))\(chosen); --all scores every image")
         }
         if let (name, heldOut) = zooHeldOut, dataset.records.contains(where: { heldOut.contains($0.id) }) {
             // the data it trained on: every image of it outside the held-out list was a training image
@@ -238,18 +238,18 @@ struct EvalCommand: ParsableCommand {
         let views = try ViewPositions.of(records.filter { scoredIDs.contains($0.id) }, folds: readFolds?.folds, foldsPath: readFolds?.path)
         var report = EvaluationReport(
             ev, models: urls.map(\.path), ensemble: predictor.method.description, tta: predictor.tta?.description, data: what, views: views)
-        try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(ev.images.count) images"))
+        try report.write(to: outURL, metricChart: ev.chart(title: "RSNA metric on \(Wording.count(ev.images.count, "image"))"))
         if let m = report.challenge.bestMetric, let t = report.challenge.bestThreshold, let counted = report.challenge.countedImages {
             // as `opacity score` says it: the RSNA metric averages only the images with a truth box
             // or a box predicted at the threshold; the others are left out (report.json's
             // challenge.countedImages)
             say(
                 String(
-                    format: "metric %.4f at score threshold %.2f over %d of the %d images (%d without truth or predictions left out)",
-                    m, t, counted, ev.images.count, ev.images.count - counted))
+                    format: "metric %.4f at score threshold %.2f over %d of the %@ (%d without truth or predictions left out)",
+                    m, t, counted, Wording.count(ev.images.count, "image"), ev.images.count - counted))
         } else {
             // as `opacity score` says it: on negatives only the metric is 0 or undefined, never a best
-            say("metric undefined: none of the \(ev.images.count) images has a truth box")
+            say("metric undefined: " + (ev.images.count == 1 ? "the one image has no truth box" : "none of the \(ev.images.count) images has a truth box"))
             say("(" + EvaluationReport.negativesOnlyReason + ")")
             let top = ev.images.flatMap(\.detections).map(\.score).max()
             if let t = ev.sweep.thresholds.first(where: { t in top.map { $0 < t } ?? true }) {

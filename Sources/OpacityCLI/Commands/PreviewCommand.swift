@@ -120,13 +120,13 @@ struct AugmentPreviewCommand: ParsableCommand {
         // each image once: fewer images than --count make fewer tiles, not repeated ones
         let tiles = min(count, dataset.records.count)
         if tiles < count {
-            let which = positivesOnly ? "images with boxes" : "images"
-            note("note: \(data ?? "the synthetic set") has only \(tiles) \(which); showing each once (\(tiles) tiles, not --count \(count))")
+            let which = Wording.count(tiles, "image") + (positivesOnly ? " with boxes" : "")
+            note("note: \(data ?? "the synthetic set") has only \(which); showing each once (\(Wording.count(tiles, "tile")), not --count \(count))")
         }
         let grid = try PreviewGrid.augmentations(
             of: dataset, augmenter: Augmenter(config: config, outputSize: size),
             count: tiles, columns: columns, seed: seed)
         try PNG.write(grid, to: URL(fileURLWithPath: output))
-        print("wrote \(output) (\(grid.width)x\(grid.height), \(tiles) samples, augmentation \(config))")
+        say("wrote \(output) (\(grid.width)x\(grid.height), \(Wording.count(tiles, "sample")), augmentation \(config))")
     }
 }

@@ -88,14 +88,14 @@ struct ScoreCommand: ParsableCommand {
         guard let metric = s.metric else {
             // the RSNA metric is a mean of per-image scores that leaves out images with neither truth
             // nor predicted boxes (the reference map_iou returns None for them): nothing to average
-            say("metric undefined: none of the \(total) images counts")
+            say("metric undefined: " + (total == 1 ? "the one image does not count" : "none of the \(total) images counts"))
             say(
                 "(the RSNA metric is the mean of per-image scores; an image with no truth box and no predicted box is left out of the mean, "
                     + "so a submission that leaves every negative empty has no metric; it is right on all of them)")
             say(negatives)
             return
         }
-        say(String(format: "metric %.4f over %d images (%d without truth or predictions left out)", metric, counted, left))
+        say(String(format: "metric %.4f over %@ (%d without truth or predictions left out)", metric, Wording.count(counted, "image"), left))
         if s.negatives == total {
             say(
                 "(all \(total) labelled images are negatives: only the \(counted) with predicted boxes count, each scoring 0 as a false positive; "
@@ -110,7 +110,7 @@ struct ScoreCommand: ParsableCommand {
         guard !views.isEmpty else { return say("by view: none of the scored patients is in \(source)") }
         let head = "by view (\(source)): "
         for (i, r) in views.enumerated() {
-            var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(r.images) images, \(r.imagesWithOpacity) with opacity"
+            var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(Wording.count(r.images, "image")), \(r.imagesWithOpacity) with opacity"
             if let m = r.metric {
                 line += String(format: "; metric %.4f over %d counted images", m, r.scoredImages ?? 0)
             } else {

@@ -253,11 +253,13 @@ struct TrainCommand: ParsableCommand {
         }
         say("run: \(outURL.path)")
         say("model: \(trainer.options.config)  (\(trainer.detector.parameterCount) parameters)")
-        say("data: \(trainer.options.data), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(summary.validationImages) validation images")
+        say(
+            "data: \(trainer.options.data), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(Wording.count(summary.validationImages, "validation image"))"
+        )
         let skipped = summary.dataset.missingImages.count + summary.dataset.unreadableImages.count
         if skipped > 0 && group.isLeader {
             // as detect and submit report theirs: the count, and where the list is
-            note("\(skipped) image(s) skipped, missing or unreadable (listed in \(outURL.appendingPathComponent("skipped.csv").path))")
+            note("\(Wording.count(skipped, "image")) skipped, missing or unreadable (listed in \(outURL.appendingPathComponent("skipped.csv").path))")
         }
         say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
         say(distributedOptions.describe(group))

@@ -156,6 +156,6 @@ struct ModelOptions: ParsableArguments {
     func describe(_ urls: [URL], _ p: Predictor) -> String {
         let tta = p.tta.map { ", TTA \($0)" } ?? ""
         if urls.count == 1 { return "model: \(urls[0].path) \(p.detectors[0].config)" + tta }
-        return "ensemble of \(urls.count) models (\(p.method)): " + urls.map(\.lastPathComponent).joined(separator: ", ") + tta
+        return "ensemble of \(Wording.count(urls.count, "model")) (\(p.method)): " + urls.map(\.lastPathComponent).joined(separator: ", ") + tta
     }
 }

@@ -28,7 +28,7 @@ final class TrainingProgress: TrainingObserver {
         lastPlain = -1
         running = [:]
         seen = 0
-        if !isTTY && !quiet { write("epoch \(epoch)/\(epochs): \(steps) steps" + (step > 0 ? " (resuming at \(step))" : "") + "\n") }
+        if !isTTY && !quiet { write("epoch \(epoch)/\(epochs): \(Wording.count(steps, "step"))" + (step > 0 ? " (resuming at \(step))" : "") + "\n") }
     }
 
     func trainingDidStep(_ step: Int, of steps: Int, terms: [(name: String, value: Float)], imagesPerSecond: Double) {
@@ -57,7 +57,7 @@ final class TrainingProgress: TrainingObserver {
 
     func trainingWillValidate(_ epoch: Int, batches: Int) {
         if quiet { return }
-        write(isTTY ? "validating \(batches) batches...\r" : "  validating (\(batches) batches)\n")
+        write(isTTY ? "validating \(Wording.count(batches, "batch", plural: "batches"))...\r" : "  validating (\(Wording.count(batches, "batch", plural: "batches")))\n")
     }
 
     func trainingDidFinishEpoch(_ log: EpochLog) {

@@ -1,0 +1,30 @@
+import Foundation
+
+/// Wording shared by every message that prints a count with its noun.
+public enum Wording {
+    /// `n` with its noun in the right number: `1 image`, `2 images`, `0 boxes`.
+    ///
+    /// - Parameters:
+    ///   - n: the count.
+    ///   - singular: the noun for one (`image`).
+    ///   - plural: the noun for any other count; `nil` adds `s` to `singular`.
+    /// - Returns: the count, a space and the noun.
+    public static func count(_ n: Int, _ singular: String, plural: String? = nil) -> String {
+        "\(n) " + (n == 1 ? singular : plural ?? singular + "s")
+    }
+
+    /// The one wording of a value outside its valid range, for every option of the command line
+    /// (`opacity`'s own checks, the recipe's ``RunError``-style checks, `opacity serve`'s):
+    /// `--threshold -1 is not valid; expected a number in [0, 1] (nearest valid: 0)`.
+    ///
+    /// - Parameters:
+    ///   - option: the option as typed (`--threshold`).
+    ///   - value: the value given, as typed.
+    ///   - expected: the valid range in words (`a number in [0, 1]`, `an integer in 2...100`,
+    ///     `an integer of at least 1`), with an example where no value is nearest (an open bound).
+    ///   - nearest: the valid value nearest to `value`, if one is (a closed bound, an integer).
+    /// - Returns: the message.
+    public static func outOfRange(_ option: String, _ value: String, expected: String, nearest: String? = nil) -> String {
+        "\(option) \(value) is not valid; expected \(expected)" + (nearest.map { " (nearest valid: \($0))" } ?? "")
+    }
+}
