@@ -31,14 +31,24 @@ public struct ServeConfiguration: Sendable {
     /// - Throws: ``ServeError/badOption(_:)`` naming the option and the valid range.
     public func validate() throws {
         func need(_ ok: Bool, _ message: String) throws { if !ok { throw ServeError.badOption(message) } }
-        try need((0...65535).contains(port), "--port must be in 0...65535 (0 picks a free port), not \(port)")
+        // every range in the command line's one wording (Wording.outOfRange)
+        func needRange(_ option: String, _ value: Int, in range: ClosedRange<Int>, _ what: String = "an integer") throws {
+            try need(range.contains(value), Wording.outOfRange(option, "\(value)", expected: "\(what) in \(range.lowerBound)...\(range.upperBound)",
+                                                                nearest: "\(min(max(value, range.lowerBound), range.upperBound))"))
+        }
+        func needAtLeast(_ option: String, _ value: Int, atLeast lower: Int, _ what: String) throws {
+            try need(value >= lower, Wording.outOfRange(option, "\(value)", expected: "\(what) of at least \(lower)", nearest: "\(lower)"))
+        }
+        try needRange("--port", port, in: 0...65535, "a port number (0 picks a free port)")
         try need(!host.isEmpty, "--host must name an address, e.g. 127.0.0.1")
-        try need((1...256).contains(maxBatch), "--max-batch must be in 1...256, not \(maxBatch)")
-        try need((0...10_000).contains(maxWaitMilliseconds), "--max-wait-ms must be in 0...10000, not \(maxWaitMilliseconds)")
-        try need((1...100_000).contains(maxQueue), "--max-queue must be in 1...100000, not \(maxQueue)")
-        try need(maxBodyBytes >= 1024, "--max-body must be at least 1024 bytes, not \(maxBodyBytes)")
-        try need(maxPixels >= 64 * 64, "--max-pixels must be at least 4096, not \(maxPixels)")
-        try need(timeoutSeconds > 0 && timeoutSeconds <= 3600, "--timeout must be in (0, 3600] seconds, not \(timeoutSeconds)")
+        try needRange("--max-batch", maxBatch, in: 1...256)
+        try needRange("--max-wait-ms", maxWaitMilliseconds, in: 0...10_000, "a number of milliseconds")
+        try needRange("--max-queue", maxQueue, in: 1...100_000)
+        try needAtLeast("--max-body", maxBodyBytes, atLeast: 1024, "a number of bytes")
+        try needAtLeast("--max-pixels", maxPixels, atLeast: 64 * 64, "a number of pixels")
+        let timeout = timeoutSeconds.isFinite && timeoutSeconds == timeoutSeconds.rounded() && abs(timeoutSeconds) < 1e15 ? "\(Int(timeoutSeconds))" : "\(timeoutSeconds)"
+        try need(timeoutSeconds > 0 && timeoutSeconds <= 3600,
+                 Wording.outOfRange("--timeout", timeout, expected: "a number of seconds in (0, 3600], e.g. 60", nearest: timeoutSeconds > 3600 ? "3600" : nil))
         if let token { try need(!token.isEmpty, "the token file is empty") }
     }
 

@@ -457,7 +457,7 @@ final class CLIConsistencyTests: XCTestCase {
         }
         let zero = try CLI.run(["train", "--data", "data", "--limit", "0"], in: dir)
         XCTAssertEqual(zero.status, 64, zero.all)
-        XCTAssertTrue(zero.stderr.contains("--limit must be 1 or more, got 0"), zero.stderr)
+        XCTAssertTrue(zero.stderr.contains("--limit 0 is not valid; expected an integer of at least 1 (nearest valid: 1)"), zero.stderr)
     }
 
     /// Leaving out unreadable images is `--skip-unreadable` in every command, preview included;
@@ -512,6 +512,6 @@ final class CLIConsistencyTests: XCTestCase {
         // --threads 0 stays a usage error, worded alike
         let bad = try CLI.run(["synth", "-o", "w", "--threads", "0"], in: dir)
         XCTAssertEqual(bad.status, 64, bad.all)
-        XCTAssertTrue(bad.stderr.contains("--threads 0 is not valid; expected 1...1024, e.g. 4"), bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--threads 0 is not valid; expected an integer in 1...1024 (nearest valid: 1)"), bad.stderr)
     }
 }

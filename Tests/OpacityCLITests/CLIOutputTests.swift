@@ -216,8 +216,8 @@ final class CLIOutputTests: XCTestCase {
             (["--fold", "9"], "--fold 9 is not valid; expected an integer in 0...3 (nearest valid: 3)"),
             (["--epochs", "0"], "--epochs 0 is not valid; expected an integer in 1...100000 (nearest valid: 1)"),
             (["--folds", "1"], "--folds 1 is not valid; expected an integer in 2...100 (nearest valid: 2)"),
-            (["--lr", "-1"], "--lr -1.0 is not valid; expected a finite positive number, e.g. 1e-5 (the paper's)"),
-            (["--workers", "99"], "--workers 99 is not valid; expected 0...64 (nearest valid: 64)"),
+            (["--lr", "-1"], "--lr -1 is not valid; expected a finite positive number, e.g. 1e-5 (the paper's)"),
+            (["--workers", "99"], "--workers 99 is not valid; expected an integer in 0...64 (nearest valid: 64)"),
         ] {
             let r = try CLI.run(["train", "--data", data, "-o", "run"] + args, in: dir)
             XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
@@ -340,20 +340,20 @@ final class CLIOutputTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let dcm = try firstDICOM().path
         let cases: [([String], String)] = [
-            (["detect", dcm, "--threshold", "-1"], "--threshold must be in [0, 1], got -1"),
-            (["detect", dcm, "--threshold", "1.5"], "--threshold must be in [0, 1], got 1.5"),
-            (["detect", dcm, "--frame", "-2"], "--frame must be 1 or more, got -2"),
-            (["submit", "--images", dir.path, "--threshold", "-0.25", "-o", "s.csv"], "--threshold must be in [0, 1], got -0.25"),
-            (["export", "--format", "onnx", "--postprocess", "--threshold", "-1", "-o", "x.onnx"], "--threshold must be in [0, 1], got -1"),
-            (["serve", "--threshold", "-1"], "--threshold must be in [0, 1], got -1"),
-            (["eval", "--data", rsna1k.path, "--limit", "-3"], "--limit must be 1 or more, got -3"),
-            (["train", "--data", rsna1k.path, "--limit", "-3"], "--limit must be 1 or more, got -3"),
-            (["eval", "--data", rsna1k.path, "--fold", "-1"], "--fold must be 0 or more, got -1"),
-            (["eval", "--data", rsna1k.path, "--folds", "-4"], "--folds must be in [2, 100], got -4"),
-            (["eval", "--data", rsna1k.path, "--wbf-iou", "-0.5"], "--wbf-iou must be in (0, 1)"),
-            (["train", "--data", rsna1k.path, "--lr", "-1"], "--lr -1.0 is not valid"),
-            (["folds", "--data", rsna1k.path, "--count", "-2", "-o", "f.csv"], "--count must be in 2...100, not -2"),
-            (["folds", "--data", rsna1k.path, "--folds", "1", "-o", "f.csv"], "--folds must be in 2...100, not 1"),
+            (["detect", dcm, "--threshold", "-1"], "--threshold -1 is not valid; expected a number in [0, 1] (nearest valid: 0)"),
+            (["detect", dcm, "--threshold", "1.5"], "--threshold 1.5 is not valid; expected a number in [0, 1] (nearest valid: 1)"),
+            (["detect", dcm, "--frame", "-2"], "--frame -2 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
+            (["submit", "--images", dir.path, "--threshold", "-0.25", "-o", "s.csv"], "--threshold -0.25 is not valid; expected a number in [0, 1] (nearest valid: 0)"),
+            (["export", "--format", "onnx", "--postprocess", "--threshold", "-1", "-o", "x.onnx"], "--threshold -1 is not valid; expected a number in [0, 1] (nearest valid: 0)"),
+            (["serve", "--threshold", "-1"], "--threshold -1 is not valid; expected a number in [0, 1] (nearest valid: 0)"),
+            (["eval", "--data", rsna1k.path, "--limit", "-3"], "--limit -3 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
+            (["train", "--data", rsna1k.path, "--limit", "-3"], "--limit -3 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
+            (["eval", "--data", rsna1k.path, "--fold", "-1"], "--fold -1 is not valid; expected an integer of at least 0 (nearest valid: 0)"),
+            (["eval", "--data", rsna1k.path, "--folds", "-4"], "--folds -4 is not valid; expected an integer in 2...100 (nearest valid: 2)"),
+            (["eval", "--data", rsna1k.path, "--wbf-iou", "-0.5"], "--wbf-iou -0.5 is not valid; expected a number in (0, 1), e.g. 0.55"),
+            (["train", "--data", rsna1k.path, "--lr", "-1"], "--lr -1 is not valid; expected a finite positive number"),
+            (["folds", "--data", rsna1k.path, "--count", "-2", "-o", "f.csv"], "--count -2 is not valid; expected an integer in 2...100 (nearest valid: 2)"),
+            (["folds", "--data", rsna1k.path, "--folds", "1", "-o", "f.csv"], "--folds 1 is not valid; expected an integer in 2...100 (nearest valid: 2)"),
             // a zoo name without zoo: is a usage error that says how to write it (it was a
             // data error from the bundle reader: "<cwd>/retinanet-r34-composite: cannot open for reading")
             (
@@ -363,8 +363,8 @@ final class CLIOutputTests: XCTestCase {
             (["train", "--data", rsna1k.path, "--encoder-weights", "retinanet-r34-rsna1"], "(did you mean zoo:retinanet-r34-rsna1k?)"),
             (["train", "--data", rsna1k.path, "--encoder-weights", "xyzzy"], "--encoder-weights xyzzy: no such file; expected a bundle (.opb) or zoo:NAME; `opacity zoo list`"),
             (["folds", "--data", rsna1k.path, "--folds", "3", "--count", "5", "-o", "f.csv"], "--folds 3 and --count 5 disagree"),
-            (["demo", "-o", "dm", "--epochs", "-1"], "--epochs must be 1 or more, got -1"),
-            (["demo", "-o", "dm", "--lr", "-1"], "--lr must be a positive number, got -1"),
+            (["demo", "-o", "dm", "--epochs", "-1"], "--epochs -1 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
+            (["demo", "-o", "dm", "--lr", "-1"], "--lr -1 is not valid; expected a finite positive number, e.g. 1e-3"),
             (["synth", "-o", "s", "--seed", "-1"], "The value '-1' is invalid for '--seed <seed>'"),
         ]
         for (args, message) in cases {
@@ -372,6 +372,38 @@ final class CLIOutputTests: XCTestCase {
             XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
             XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
             XCTAssertFalse(r.stderr.contains("Missing value"), "\(args): \(r.stderr)")
+        }
+    }
+
+    /// Every option's range error has one wording, the option, the value given, the valid range
+    /// and the nearest valid value (or, for an open bound, the usual setting) (new-user trial:
+    /// two styles, "--x must be in ..., got V" and "--x V is not valid; expected ..."); each is a
+    /// usage error (64).
+    func testRangeErrorsHaveOneWording() throws {
+        let dir = try CLI.tempDir("ranges")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dcm = try firstDICOM().path
+        let cases: [([String], String)] = [
+            (["preview", "--size", "8"], "--size 8 is not valid; expected a number of pixels of at least 16 (nearest valid: 16)"),
+            (["preview", "--count", "0"], "--count 0 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
+            (["preview", "--columns", "-1"], "--columns -1 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
+            (["convert", dcm, "-o", "c.png", "--size", "70000"], "--size 70000 is not valid; expected a number of pixels in 1...65536 (nearest valid: 65536)"),
+            (["convert", dcm, "-o", "c.png", "--frame", "0"], "--frame 0 is not valid; expected a frame number (frames count from 1) of at least 1 (nearest valid: 1)"),
+            (["detect", dcm, "--shrink", "3"], "--shrink 3 is not valid; expected a number in (0.1, 2], e.g. 0.875 (the paper's) (nearest valid: 2)"),
+            (["detect", dcm, "--shrink", "0.05"], "--shrink 0.05 is not valid; expected a number in (0.1, 2], e.g. 0.875 (the paper's)"),
+            (["detect", dcm, "--size-scale", "11"], "--size-scale 11 is not valid; expected a number in [0, 10] (nearest valid: 10)"),
+            (["detect", dcm, "--wbf-skip", "1"], "--wbf-skip 1 is not valid; expected a number in [0, 1), e.g. 0.02"),
+            (["detect", dcm, "--threads", "0"], "--threads 0 is not valid; expected an integer in 1...1024 (nearest valid: 1)"),
+            (["train", "--data", "d", "--stop-after", "0"], "--stop-after 0 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
+            (["serve", "--port", "70000"], "--port 70000 is not valid; expected a port number (0 picks a free port) in 0...65535 (nearest valid: 65535)"),
+            (["serve", "--max-batch", "0"], "--max-batch 0 is not valid; expected an integer in 1...256 (nearest valid: 1)"),
+            (["serve", "--timeout", "0"], "--timeout 0 is not valid; expected a number of seconds in (0, 3600], e.g. 60"),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains(" must be "), "\(args): \(r.stderr)")
         }
     }
 

@@ -72,9 +72,9 @@ struct ConvertCommand: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        if let size, !(1...65_536).contains(size) { throw ValidationError("--size \(size) is not valid; expected a number of pixels in 1...65536, e.g. 512") }
+        try requireRange("--size", size, 1, 65_536, noun: "a number of pixels")
         guard depth == 8 || depth == 16 else { throw ValidationError("--depth \(depth) is not valid; expected 8 or 16") }
-        guard frame >= 1 else { throw ValidationError("--frame must be 1 or more (frames count from 1), e.g. --frame 1") }
+        try requireAtLeast("--frame", frame, 1, noun: "a frame number (frames count from 1)")
         _ = try parseWindow(window)
         _ = try outputPath()
         if labelsOutput != nil && labels == nil { throw ValidationError("--labels-output needs --labels: the labels CSV to scale") }

@@ -34,7 +34,7 @@ struct FoldsCommand: ParsableCommand {
             throw ValidationError("--folds \(f) and --count \(count) disagree; --folds is train's spelling of --count: give one")
         }
         let option = foldsSpelling == nil ? "--count" : "--folds"
-        guard folds >= 2 && folds <= 100 else { throw ValidationError("\(option) must be in 2...100, not \(folds)") }
+        try requireRange(option, folds, 2, Folds.maximumCount)
     }
 
     func run() throws {

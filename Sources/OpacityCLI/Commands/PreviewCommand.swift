@@ -65,9 +65,9 @@ struct AugmentPreviewCommand: ParsableCommand {
     var overwrite = false
 
     func validate() throws {
-        guard size >= 16 else { throw ValidationError("--size must be at least 16 pixels, e.g. 512") }
-        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
-        guard columns >= 1 else { throw ValidationError("--columns must be at least 1") }
+        try requireAtLeast("--size", size, 16, noun: "a number of pixels")
+        try requireAtLeast("--count", count, 1)
+        try requireAtLeast("--columns", columns, 1)
         if let deprecatedAugmentation, let aug, aug != deprecatedAugmentation {
             throw ValidationError("--aug \(aug) and --augmentation \(deprecatedAugmentation) name different augmentations; give --aug only")
         }

@@ -84,11 +84,9 @@ struct TrainCommand: ParsableCommand {
     var validationLimit: Int? { limitVal ?? limit }
 
     func validate() throws {
-        if let lr, !(lr.isFinite && lr > 0) { throw ValidationError("--lr \(lr) is not valid; expected a finite positive number, e.g. 1e-5 (the paper's)") }
-        guard (0...64).contains(workers) else {
-            throw ValidationError("--workers \(workers) is not valid; expected 0...64 (nearest valid: \(min(max(workers, 0), 64)))")
-        }
-        if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1") }
+        if let lr, !(lr.isFinite && lr > 0) { throw outOfRange("--lr", plainNumber(lr), expected: "a finite positive number, e.g. 1e-5 (the paper's)") }
+        try requireRange("--workers", workers, 0, 64)
+        try requireAtLeast("--stop-after", stopAfter, 1)
         // every number of the recipe, with its valid range
         var o = TrainingOptions(config: "retinanet")
         o.epochs = epochs ?? Self.defaults.epochs

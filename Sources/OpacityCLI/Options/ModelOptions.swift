@@ -77,8 +77,11 @@ struct ModelOptions: ParsableArguments {
     var allowNonfinite = false
 
     func validate() throws {
-        guard wbfIou > 0 && wbfIou < 1 else { throw ValidationError("--wbf-iou must be in (0, 1), e.g. 0.55; got \(wbfIou)") }
-        guard wbfSkip >= 0 && wbfSkip < 1 else { throw ValidationError("--wbf-skip must be in [0, 1), e.g. 0.02; got \(wbfSkip)") }
+        // open bounds have no nearest valid value: the usual setting instead
+        guard wbfIou > 0 && wbfIou < 1 else { throw outOfRange("--wbf-iou", plainNumber(wbfIou), expected: "a number in (0, 1), e.g. 0.55") }
+        guard wbfSkip >= 0 && wbfSkip < 1 else {
+            throw outOfRange("--wbf-skip", plainNumber(wbfSkip), expected: "a number in [0, 1), e.g. 0.02", nearest: wbfSkip < 0 ? "0" : nil)
+        }
         if let tta { _ = try parsedTTA(tta) }
         if let w = modelWeights {
             let n = max(1, models.count)
@@ -88,8 +91,10 @@ struct ModelOptions: ParsableArguments {
                     "--model-weights '\(w)': expected \(n) positive numbers separated by ':' (one per --model), e.g. \(Array(repeating: "1", count: n).joined(separator: ":"))")
             }
         }
-        if let shrink, !(shrink.isFinite && shrink > 0.1 && shrink <= 2) { throw ValidationError("--shrink must be in (0.1, 2], e.g. 0.875") }
-        guard sizeScale.isFinite && sizeScale >= 0 && sizeScale <= 10 else { throw ValidationError("--size-scale must be in 0...10") }
+        if let shrink, !(shrink.isFinite && shrink > 0.1 && shrink <= 2) {
+            throw outOfRange("--shrink", plainNumber(shrink), expected: "a number in (0.1, 2], e.g. 0.875 (the paper's)", nearest: shrink > 2 ? "2" : nil)
+        }
+        try requireRange("--size-scale", sizeScale, 0, 10)
     }
 
     /// Refuses a --model that names nothing (a path that does not exist, an unknown zoo

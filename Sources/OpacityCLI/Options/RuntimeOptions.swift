@@ -12,7 +12,8 @@ struct RuntimeOptions: ParsableArguments {
 
     func validate() throws {
         if let threads, !Compute.validThreadCounts.contains(threads) {
-            throw ValidationError("--threads \(threads) is not valid; expected \(Self.validThreads), e.g. 4")
+            let r = Compute.validThreadCounts
+            throw outOfRange("--threads", "\(threads)", expected: "an integer in \(Self.validThreads)", nearest: "\(min(max(threads, r.lowerBound), r.upperBound))")
         }
     }
 
