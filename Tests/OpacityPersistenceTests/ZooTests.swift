@@ -145,10 +145,22 @@ final class ZooTests: TemporaryFolderTestCase {
         XCTAssertEqual(try zoo.fetch("linked"), link)
         XCTAssertEqual(try zoo.verifiedBytes("linked").bytes, bundleBytes)
         XCTAssertNoThrow(try Zoo.check(link, against: try zoo.item("linked").entry))
-        // a missing file is still a size mismatch of -1 bytes
-        XCTAssertThrowsError(try Zoo.check(file("none.opb"), against: try zoo.item("linked").entry)) { e in
-            guard case let ZooError.sizeMismatch(_, _, _, actual) = e else { return XCTFail("\(e)") }
-            XCTAssertEqual(actual, -1)
+        // a file that cannot be opened is said so, with the file and the system's reason (it
+        // was a size mismatch of -1 bytes)
+        let none = file("none.opb")
+        XCTAssertThrowsError(try Zoo.check(none, against: try zoo.item("linked").entry)) { e in
+            guard case let ZooError.unopenableFile(name, path, reason) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(name, "linked")
+            XCTAssertEqual(path, none.path)
+            XCTAssertEqual(reason, String(cString: strerror(ENOENT)))
+            XCTAssertEqual("\(e)", "zoo entry 'linked': cannot open \(none.path): \(reason); expected a readable bundle file")
+            XCTAssertFalse("\(e)".contains("-1"), "\(e)")
+        }
+        // a link whose target has gone, likewise
+        let dangling = file("dangling.opb")
+        try FileManager.default.createSymbolicLink(atPath: dangling.path, withDestinationPath: "gone.opb")
+        XCTAssertThrowsError(try Zoo.check(dangling, against: try zoo.item("linked").entry)) { e in
+            guard case ZooError.unopenableFile(_, dangling.path, _) = e else { return XCTFail("\(e)") }
         }
     }
 

@@ -17,7 +17,8 @@ extension Zoo {
     ///   - progress: called as bytes arrive (possibly on another thread).
     /// - Returns: the verified local file.
     /// - Throws: ``ZooError/hashMismatch(name:file:expected:actual:)`` (nothing is kept),
-    ///   ``ZooError/sizeMismatch(name:file:expected:actual:)``, ``ZooError/fetchFailed(name:url:reason:)``,
+    ///   ``ZooError/sizeMismatch(name:file:expected:actual:)``, ``ZooError/unopenableFile(name:file:reason:)``
+    ///   (a shipped file that cannot be opened), ``ZooError/fetchFailed(name:url:reason:)``,
     ///   ``ZooError/unsupportedURL(name:url:)``, ``ZooError/missingFile(name:file:)``.
     @discardableResult
     public func fetch(_ name: String, force: Bool = false, progress: (@Sendable (Progress) -> Void)? = nil) throws -> URL {

@@ -246,8 +246,8 @@ public struct Zoo: Sendable {
     }
 
     /// The entry's local bundle after checking its size and SHA-256; never uses the network.
-    /// - Throws: ``ZooError/notFetched(name:url:)``, ``ZooError/sizeMismatch(name:file:expected:actual:)``,
-    ///   ``ZooError/hashMismatch(name:file:expected:actual:)``.
+    /// - Throws: ``ZooError/notFetched(name:url:)``, ``ZooError/unopenableFile(name:file:reason:)``,
+    ///   ``ZooError/sizeMismatch(name:file:expected:actual:)``, ``ZooError/hashMismatch(name:file:expected:actual:)``.
     public func verifiedFile(_ name: String) throws -> URL {
         let i = try item(name)
         switch try status(name) {
@@ -302,8 +302,10 @@ public struct Zoo: Sendable {
     }
 
     /// Checks a file's size and SHA-256 against an entry.
-    /// - Throws: ``ZooError/sizeMismatch(name:file:expected:actual:)`` (with size -1 for a file
-    ///   that cannot be opened) or ``ZooError/hashMismatch(name:file:expected:actual:)``;
+    /// - Throws: ``ZooError/unopenableFile(name:file:reason:)`` for a file that cannot be opened
+    ///   (missing, a dangling link, no permission: the system's reason),
+    ///   ``ZooError/sizeMismatch(name:file:expected:actual:)`` or
+    ///   ``ZooError/hashMismatch(name:file:expected:actual:)``;
     ///   ``BundleError/io(file:operation:reason:)`` when an opened file cannot be read.
     ///
     /// The size is that of the file opened and hashed (`fstat`), as ``verifiedBytes(_:)``
@@ -312,7 +314,9 @@ public struct Zoo: Sendable {
     public static func check(_ file: URL, against entry: ZooEntry) throws {
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(reading: file.path) } catch {
-            throw ZooError.sizeMismatch(name: entry.name, file: file.path, expected: entry.size, actual: -1)
+            let reason: String
+            if case let BundleError.io(_, _, why) = error { reason = why } else { reason = "\(error)" }
+            throw ZooError.unopenableFile(name: entry.name, file: file.path, reason: reason)
         }
         let size = Int64(try fd.size())
         guard size == entry.size else { throw ZooError.sizeMismatch(name: entry.name, file: file.path, expected: entry.size, actual: size) }

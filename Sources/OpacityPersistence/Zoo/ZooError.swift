@@ -15,6 +15,8 @@ public enum ZooError: Error, CustomStringConvertible, Sendable {
     case hashMismatch(name: String, file: String, expected: String, actual: String)
     /// A file's size differs from the manifest's.
     case sizeMismatch(name: String, file: String, expected: Int64, actual: Int64)
+    /// The entry's file cannot be opened (`reason`: the system's, e.g. "Permission denied").
+    case unopenableFile(name: String, file: String, reason: String)
     /// The download failed.
     case fetchFailed(name: String, url: String, reason: String)
     /// The entry's URL is not http, https or file.
@@ -51,6 +53,8 @@ public enum ZooError: Error, CustomStringConvertible, Sendable {
                 + Self.refetchHint(name: name, file: file)
         case let .sizeMismatch(name, file, expected, actual):
             return "zoo entry '\(name)': \(file) has \(actual) bytes but the manifest says \(expected); refused" + Self.refetchHint(name: name, file: file)
+        case let .unopenableFile(name, file, reason):
+            return "zoo entry '\(name)': cannot open \(file): \(reason); expected a readable bundle file" + Self.refetchHint(name: name, file: file)
         case let .fetchFailed(name, url, reason):
             return "zoo entry '\(name)': cannot fetch \(Zoo.localPath(ofFileURL: url) ?? url): \(reason)"
         case let .unsupportedURL(name, url):
