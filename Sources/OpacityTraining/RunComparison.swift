@@ -32,13 +32,14 @@ public struct RunComparison {
     /// (``EpochLog/readNumbered(_:)``), each `options.json` with a limit on its size
     /// (``TrainingSetup/optionsFileBytes``). A log whose epochs repeat or go backwards keeps
     /// the last line of each epoch, in epoch order, and adds to ``warnings``.
-    /// - Throws: ``RunError`` naming a folder without a log, a malformed or over-long line
+    /// - Throws: ``RunError`` naming a folder that does not exist (``RunError/noSuchFolder(_:)``) or one without a log, a malformed or over-long line
     ///   (with its file and line), or an `options.json` that is too large or cannot be read.
     public init(folders: [URL]) throws {
         var runs: [Run] = []
         var warnings: [String] = []
         for f in folders {
             let log = f.appendingPathComponent("log.jsonl")
+            guard FileManager.default.fileExists(atPath: f.path) else { throw RunError.noSuchFolder(f.path) }
             guard FileManager.default.fileExists(atPath: log.path) else { throw RunError.notARun(f.path) }
             let (logs, warning) = Self.orderedEpochs(try EpochLog.readNumbered(log), path: log.path)
             if let warning { warnings.append(warning) }

@@ -282,7 +282,10 @@ public struct CommunicationCounters: Codable, Sendable, Equatable {
 public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     case missingFile(String, String)
     case malformed(String, line: Int, String)
+    /// An existing folder (or file) that holds no run: no `log.jsonl` or `options.json`.
     case notARun(String)
+    /// A run folder named that does not exist at all.
+    case noSuchFolder(String)
     case nanLoss(epoch: Int, step: Int, terms: String)
     case interrupted(checkpoint: String)
     case incompatible(String)
@@ -305,6 +308,7 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .missingFile(path, what): return "\(path): missing (\(what))"
         case let .malformed(path, line, why): return "'\(path)' line \(line): malformed record: \(why)"
         case let .notARun(path): return "\(path) is not a run folder (no log.jsonl or options.json)"
+        case let .noSuchFolder(path): return "\(path): no such folder; expected a run folder (with log.jsonl and options.json)"
         case let .nanLoss(epoch, step, terms):
             return "the loss is not finite at epoch \(epoch), step \(step) (\(terms)); training stopped and the last good checkpoint is kept. Lower the learning rate or check the data."
         case let .interrupted(checkpoint): return "interrupted; state saved to \(checkpoint). Continue with --resume."

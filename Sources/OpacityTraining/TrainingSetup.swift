@@ -73,11 +73,14 @@ public struct TrainingSetup {
     /// The setup of an existing run folder, from its `options.json`: the recipe, the data
     /// location, limits, skipping and folds it was started with, so that resuming needs no
     /// data options again.
-    /// - Throws: ``RunError/notARun(_:)`` when the folder has no `options.json`;
+    /// - Throws: ``RunError/notARun(_:)`` when the folder has no `options.json`,
+    ///   ``RunError/noSuchFolder(_:)`` when it does not exist;
     ///   ``RunError/incompatible(_:)`` when it was written by a version that did not record
     ///   where the data is, or the recorded data no longer exists (then name the data again).
     public static func resuming(runDirectory: URL) throws -> TrainingSetup {
-        guard let saved = try savedOptions(in: runDirectory) else { throw RunError.notARun(runDirectory.path) }
+        guard let saved = try savedOptions(in: runDirectory) else {
+            throw FileManager.default.fileExists(atPath: runDirectory.path) ? RunError.notARun(runDirectory.path) : RunError.noSuchFolder(runDirectory.path)
+        }
         let data: DataLocation
         let file = runDirectory.appendingPathComponent("options.json").path
         let nameIt = "name where the data is now: --data DIR (RSNA layout) or --labels CSV --images DIR"

@@ -239,6 +239,34 @@ final class TrialWordingTests: XCTestCase {
         }
     }
 
+    /// `compare` naming a folder that does not exist says "no such folder", with the nearest
+    /// folder beside it, as a usage error (64); an existing folder without a run is still "not
+    /// a run folder" (1) (new-user trial: `compare runs/nonexist` was told "not a run folder").
+    /// The library says the same (``RunError/noSuchFolder(_:)``).
+    func testCompareSaysAFolderDoesNotExist() throws {
+        let dir = try CLI.tempDir("compare-missing")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("runs/r34"), withIntermediateDirectories: true)
+        var r = try CLI.run(["compare", "runs/nonexist"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("compare runs/nonexist: no such folder; expected a run folder (with log.jsonl)"), r.all)
+        XCTAssertFalse(r.stderr.contains("not a run folder"), r.all)
+        r = try CLI.run(["compare", "runs/r35"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("runs/r35: no such folder; expected a run folder (with log.jsonl) (did you mean 'runs/r34'?)"), r.all)
+        r = try CLI.run(["compare", "runs/r34"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("runs/r34 is not a run folder (no log.jsonl or options.json)"), r.all)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("compare").path), "an output folder was left")
+        // the library
+        let missing = dir.appendingPathComponent("runs/nonexist")
+        XCTAssertThrowsError(try RunComparison(folders: [missing])) { XCTAssertEqual($0 as? RunError, .noSuchFolder(missing.path)) }
+        XCTAssertThrowsError(try TrainingSetup.resuming(runDirectory: missing)) { XCTAssertEqual($0 as? RunError, .noSuchFolder(missing.path)) }
+        let empty = dir.appendingPathComponent("runs/r34")
+        XCTAssertThrowsError(try RunComparison(folders: [empty])) { XCTAssertEqual($0 as? RunError, .notARun(empty.path)) }
+        XCTAssertThrowsError(try TrainingSetup.resuming(runDirectory: empty)) { XCTAssertEqual($0 as? RunError, .notARun(empty.path)) }
+    }
+
     /// A count printed with its noun is in the right number (new-user trial: `opacity demo`
     /// printed "(1 images)"): a demo whose validation fold holds one image says "1 image".
     func testCountsAgreeWithTheirNouns() throws {

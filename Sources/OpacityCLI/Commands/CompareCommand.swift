@@ -52,6 +52,12 @@ struct CompareCommand: ParsableCommand {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "compare") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the comparison charts")
         try refuseEarlier(in: out, curves: true)
+        // a run folder that does not exist is said so, with the nearest one beside it (new-user
+        // trial: `compare runs/nonexist` was told "not a run folder"); an existing folder without
+        // a run is RunComparison's "not a run folder"
+        for run in runs where !FileManager.default.fileExists(atPath: run) {
+            throw ValidationError(noSuchPathMessage("compare", run, directory: true, expected: "a run folder (with log.jsonl)"))
+        }
         let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
         for w in cmp.warnings { note("warning: " + w) }
         let outURL = URL(fileURLWithPath: out)
