@@ -71,10 +71,15 @@ public struct SkippedInputs: Sendable {
     public var isEmpty: Bool { entries.isEmpty }
     public var count: Int { entries.count }
 
-    /// A few lines for the terminal: the count, then up to `limit` entries.
+    /// A few lines for the terminal: the count, then up to `limit` entries, each naming its
+    /// input once (a reason that names the file already, as every ``DataError`` does, is shown
+    /// alone; any other after the file's name).
     public func summary(limit: Int = 10) -> String {
-        var s = "\(entries.count) input\(entries.count == 1 ? "" : "s") skipped:"
-        for e in entries.prefix(limit) { s += "\n  \(e.file): \(InputLimits.quoted(e.reason, limit: 300))" }
+        var s = "\(Wording.count(entries.count, "input")) skipped:"
+        for e in entries.prefix(limit) {
+            let reason = InputLimits.quoted(e.reason, limit: 300)
+            s += "\n  " + (e.reason.contains(e.file) ? reason : "\(e.file): \(reason)")
+        }
         if entries.count > limit { s += "\n  ... and \(entries.count - limit) more" }
         return s
     }

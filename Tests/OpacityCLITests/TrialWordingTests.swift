@@ -267,6 +267,37 @@ final class TrialWordingTests: XCTestCase {
         XCTAssertThrowsError(try TrainingSetup.resuming(runDirectory: empty)) { XCTAssertEqual($0 as? RunError, .notARun(empty.path)) }
     }
 
+    /// `detect --skip-unreadable` names each file it leaves out once, with the reason (new-user
+    /// trial: every path was named twice, "x.png: 'x.png': unknown image format"); a reason
+    /// that does not name the file gets it in front; skipped.csv lists file and reason.
+    func testSkippedFilesAreNamedOnce() throws {
+        let dir = try CLI.tempDir("skip-once")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = dir.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+        try PNG.write(GrayImage(width: 64, height: 64, value: 90), to: images.appendingPathComponent("good.png"))
+        try Data("not an image".utf8).write(to: images.appendingPathComponent("broken.png"))
+        try Data("not a DICOM file either".utf8).write(to: images.appendingPathComponent("broken.dcm"))
+        let model = dir.appendingPathComponent("tiny.opb")
+        try Initializer.withSeed(1) { try Registry.standard().makeDetector(CLIRobustnessTests.tiny) }.save(to: model)
+        let r = try CLI.run(["detect", "images", "--model", "tiny.opb", "-o", "found", "--skip-unreadable"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("2 inputs skipped:"), r.stderr)
+        for name in ["broken.png", "broken.dcm"] {
+            XCTAssertEqual(r.stderr.components(separatedBy: name).count - 1, 1, "\(name) is not named once: \(r.stderr)")
+        }
+        let skipped = try CSVTable(contentsOf: dir.appendingPathComponent("found/skipped.csv"))
+        XCTAssertEqual(Set(skipped.rows.map { URL(fileURLWithPath: $0.fields[0]).lastPathComponent }), ["broken.png", "broken.dcm"])
+        // a reason without the file's name: the name first
+        var list = SkippedInputs()
+        list.add("a.png", "cannot be read")
+        list.add("b.png", "'b.png': unknown image format")
+        XCTAssertEqual(list.summary(), "2 inputs skipped:\n  a.png: cannot be read\n  'b.png': unknown image format")
+        list = SkippedInputs()
+        list.add("a.png", "cannot be read")
+        XCTAssertEqual(list.summary(), "1 input skipped:\n  a.png: cannot be read")
+    }
+
     /// A count printed with its noun is in the right number (new-user trial: `opacity demo`
     /// printed "(1 images)"): a demo whose validation fold holds one image says "1 image".
     func testCountsAgreeWithTheirNouns() throws {
