@@ -21,8 +21,10 @@ final class ZooModelTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.all)
         r = try CLI.run(["zoo", "info", entryName])
         XCTAssertEqual(r.status, 0, r.all)
-        for field in ["intended use:", "not for:", "input:", "DICOM:", "outputs:", "training data:", "recipe:", "metrics:",
-                      "operating threshold: 0.07", "license:", "changelog:"] {
+        for field in [
+            "intended use:", "not for:", "input:", "DICOM:", "outputs:", "training data:", "recipe:", "metrics:",
+            "operating threshold: 0.07", "license:", "changelog:",
+        ] {
             XCTAssertTrue(r.stdout.contains(field), "zoo info lacks '\(field)':\n\(r.stdout)")
         }
         // metrics rounded to 4 decimals, whole numbers as they are (the manifest holds 0.8996710526315788)
@@ -56,8 +58,10 @@ final class ZooModelTests: XCTestCase {
         try FileManager.default.createDirectory(at: pub, withIntermediateDirectories: true)
         let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         try FileManager.default.copyItem(at: repo.appendingPathComponent("zoo/\(entryName).opb"), to: pub.appendingPathComponent("m.opb"))
-        let env = ["OPACITY_USER_MANIFEST": dir.appendingPathComponent("manifest/zoo.json").path,
-                   "OPACITY_CACHE": dir.appendingPathComponent("cache").path]
+        let env = [
+            "OPACITY_USER_MANIFEST": dir.appendingPathComponent("manifest/zoo.json").path,
+            "OPACITY_CACHE": dir.appendingPathComponent("cache").path,
+        ]
         // outside the manifest's folder without --url: the hint names the URL to pass
         var r = try CLI.run(["zoo", "add", "m", "pub/m.opb", "--licence", "CC-BY-4.0"], in: dir, environment: env)
         XCTAssertNotEqual(r.status, 0)
@@ -77,6 +81,45 @@ final class ZooModelTests: XCTestCase {
         // fetching from another folder finds the file
         r = try CLI.run(["zoo", "fetch", "rel", "slashes", "-q"], in: pub, environment: env)
         XCTAssertEqual(r.status, 0, r.all)
+    }
+
+    /// `zoo add` given a symbolic link (a run's best.opb, which moves to each new best epoch)
+    /// records the file it points to, says so, and the entry stays valid when the link moves on
+    /// or goes (new-user trial: the entry recorded the link's path); a file: URL naming a link
+    /// likewise.
+    func testZooAddRecordsTheTargetOfALink() throws {
+        let dir = try CLI.tempDir("zoo-add-link")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let shelf = dir.appendingPathComponent("shelf")
+        let checkpoints = shelf.appendingPathComponent("runs/x/checkpoints")
+        try FileManager.default.createDirectory(at: checkpoints, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: repo.appendingPathComponent("zoo/\(entryName).opb"), to: checkpoints.appendingPathComponent("epoch_003.opb"))
+        let best = shelf.appendingPathComponent("runs/x/best.opb")
+        try FileManager.default.createSymbolicLink(atPath: best.path, withDestinationPath: "checkpoints/epoch_003.opb")
+        let manifestURL = shelf.appendingPathComponent("zoo.json")
+        let env = ["OPACITY_USER_MANIFEST": manifestURL.path, "OPACITY_CACHE": dir.appendingPathComponent("cache").path]
+        var r = try CLI.run(["zoo", "add", "m", "shelf/runs/x/best.opb", "--licence", "CC-BY-4.0"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
+        let target = checkpoints.appendingPathComponent("epoch_003.opb").resolvingSymlinksInPath().path
+        XCTAssertTrue(r.stderr.contains("note: shelf/runs/x/best.opb is a symbolic link; the entry records the file it points to, \(target)"), r.all)
+        XCTAssertEqual(try ZooManifest.read(manifestURL).entries.first { $0.name == "m" }?.file, "runs/x/checkpoints/epoch_003.opb")
+        // published elsewhere, named by a file: URL through the link: the URL names the target
+        r = try CLI.run(["zoo", "add", "u", "shelf/runs/x/best.opb", "--licence", "CC-BY-4.0", "--url", "file:shelf/runs/x/best.opb"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertEqual(try ZooManifest.read(manifestURL).entries.first { $0.name == "u" }?.url, URL(fileURLWithPath: target).absoluteString)
+        // the link moves on (a new best epoch), then goes: the entry still verifies
+        try FileManager.default.removeItem(at: best)
+        try FileManager.default.createSymbolicLink(atPath: best.path, withDestinationPath: "checkpoints/epoch_004.opb")
+        r = try CLI.run(["zoo", "verify", "m"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
+        try FileManager.default.removeItem(at: best)
+        r = try CLI.run(["zoo", "verify", "m"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
+        // a plain file: no note
+        r = try CLI.run(["zoo", "add", "p", "shelf/runs/x/checkpoints/epoch_003.opb", "--licence", "CC-BY-4.0"], in: dir, environment: env)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertFalse(r.stderr.contains("symbolic link"), r.all)
     }
 
     /// zoo add checks the manifest before reading and hashing the bundle: a name already taken,

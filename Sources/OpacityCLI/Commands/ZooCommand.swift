@@ -2,6 +2,12 @@ import ArgumentParser
 import Foundation
 import Opacity
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// `opacity zoo`: list, inspect, fetch and verify zoo models.
 struct ZooCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -156,7 +162,7 @@ struct ZooCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a bundle to a manifest (the user manifest by default).",
             discussion:
-                "Reads config, size, SHA-256, parameter count and metrics from the bundle. A bundle inside the manifest's folder is listed as a shipped file; pass --url for one published elsewhere."
+                "Reads config, size, SHA-256, parameter count and metrics from the bundle. A bundle inside the manifest's folder is listed as a shipped file; pass --url for one published elsewhere. A symbolic link (a run's best.opb) is recorded as the file it points to, as is a file: URL that names one, so that the entry stays valid when the link moves on."
         )
 
         @Argument(help: "The entry's name.")
@@ -192,15 +198,20 @@ struct ZooCommand: ParsableCommand {
             if existing != nil && !replace {
                 throw ValidationError("\(manifestURL.path) already has an entry '\(name)'; pass --replace to replace it, or choose another name")
             }
-            let bundleURL = URL(fileURLWithPath: bundle).standardizedFileURL
-            let folder = manifestURL.deletingLastPathComponent().standardizedFileURL.path + "/"
+            // a link (a run's best.opb moves to each new best epoch) is recorded as its target
+            // (new-user trial: the entry named the link, and broke when it moved)
+            let bundleURL = Self.resolved(URL(fileURLWithPath: bundle))
+            if bundleURL.path != URL(fileURLWithPath: bundle).standardizedFileURL.path, Self.isSymbolicLink(bundle) {
+                note("note: \(bundle) is a symbolic link; the entry records the file it points to, \(bundleURL.path)")
+            }
+            let folder = Self.resolved(manifestURL.deletingLastPathComponent()).path + "/"
             let file = bundleURL.path.hasPrefix(folder) ? String(bundleURL.path.dropFirst(folder.count)) : nil
             guard file != nil || url != nil else {
                 throw ValidationError(
                     "\(bundle) is outside the manifest's folder \(folder); pass --url with where it is published, or --url \(bundleURL.absoluteString) for this file where it is")
             }
             // a file: URL is stored absolute (file:///...), so the entry works from any folder
-            let url = self.url.map { u in Zoo.localPath(ofFileURL: u).map { URL(fileURLWithPath: $0).absoluteString } ?? u }
+            let url = self.url.map { u in Zoo.localPath(ofFileURL: u).map { Self.resolved(URL(fileURLWithPath: $0)).absoluteString } ?? u }
             let entry = try Zoo.makeEntry(name: name, bundle: bundleURL, file: file, url: url, data: data, licence: licence, description: about)
             if let i = existing {
                 m.entries[i] = entry
@@ -211,7 +222,22 @@ struct ZooCommand: ParsableCommand {
             try m.validate(file: manifestURL.path)
             try FileManager.default.createDirectory(at: manifestURL.deletingLastPathComponent(), withIntermediateDirectories: true)
             try m.write(to: manifestURL)
-            print("added \(name) to \(manifestURL.path): \(entry.config), \(entry.size) bytes, sha256 \(entry.sha256)")
+            say("added \(name) to \(manifestURL.path): \(entry.config), \(entry.size) bytes, sha256 \(entry.sha256)")
+        }
+
+        /// `url` with every symbolic link in its path resolved (`realpath`), absolute and
+        /// standardised; as given (standardised) when it does not exist.
+        static func resolved(_ url: URL) -> URL {
+            let standard = url.standardizedFileURL
+            guard let real = realpath(standard.path, nil) else { return standard }
+            defer { free(real) }
+            return URL(fileURLWithPath: String(cString: real))
+        }
+
+        /// Whether `path` itself is a symbolic link (not followed).
+        static func isSymbolicLink(_ path: String) -> Bool {
+            var st = stat()
+            return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
         }
 
         /// The manifest at `url` (empty when there is none yet), after checking that it can be
