@@ -332,10 +332,41 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("run has already run 2 epochs, more than --epochs 1"), r.all)
         XCTAssertTrue(r.stdout.contains("opacity train -o run --resume --epochs 4"), r.all)
         XCTAssertEqual(try TrainingSetup.savedOptions(in: run)?.epochs, 2, "options.json was rewritten")
-        // limits other than the run's own are still refused
+        // limits other than the run's own are still refused, as a usage error naming the option
         r = try CLI.run(["train", "-o", "run", "--resume", "--limit-val", "1"], in: dir)
-        XCTAssertNotEqual(r.status, 0, r.all)
-        XCTAssertTrue(r.stderr.contains("started with other limits"), r.all)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("--limit-val 1 cannot be given with --resume: run was started with no limits and without --skip-unreadable"), r.all)
+    }
+
+    /// Limits or skipping other than the run's own, given with `--resume`, are a usage error (64)
+    /// naming each option and its value, the run's own settings and the way on, before the data
+    /// loads (new-user trial: `train --resume --limit 4` exited 1); the run's own values pass.
+    func testOptionsRefusedWithResumeAreUsageErrors() throws {
+        let dir = try CLI.tempDir("resumelimits")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "16", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
+        let tiny = CLIRobustnessTests.tiny
+        var r = try CLI.run(
+            ["train", "--data", "data", "--config", tiny, "--epochs", "2", "--batch", "4", "-o", "run", "--limit-val", "3", "--stop-after", "1", "-q"], in: dir)
+        XCTAssertEqual(r.status, 130, r.all)
+        let refused: [([String], String)] = [
+            (
+                ["--limit", "4"],
+                "--limit 4 cannot be given with --resume: run was started with --limit-val 3, and --resume continues with the run's own; drop --limit to resume it"
+            ),
+            (["--limit-train", "5"], "--limit-train 5 cannot be given with --resume: run was started with --limit-val 3"),
+            (["--limit-val", "2", "--skip-unreadable"], "--limit-val 2 and --skip-unreadable cannot be given with --resume"),
+            (["--data", "data", "--limit", "4"], "--limit 4 cannot be given with --resume"),
+        ]
+        for (extra, message) in refused {
+            r = try CLI.run(["train", "-o", "run", "--resume"] + extra, in: dir)
+            XCTAssertEqual(r.status, 64, "\(extra): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(message), "\(extra): \(r.stderr)")
+            XCTAssertFalse(r.all.contains("resumed from"), "\(extra): the run was loaded: \(r.all)")
+        }
+        // the run's own limit, named again, resumes
+        r = try CLI.run(["train", "-o", "run", "--resume", "--limit-val", "3", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
     }
 
     /// A config string given on the command line that the registry refuses (an unknown

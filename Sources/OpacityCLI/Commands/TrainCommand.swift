@@ -144,6 +144,9 @@ struct TrainCommand: ParsableCommand {
             if let config, try commandLineConfig(config, option: "--config", registry: registry) != saved.config {
                 throw ValidationError("--config differs from the run's own (\(saved.config)); drop --config to resume, or use another -o/--output")
             }
+            // limits and skipping are the run's own: others are a usage error naming the option
+            // (new-user trial: `--resume --limit 4` exited 1 after the data had loaded)
+            if saved.dataRoot != nil || saved.labelsPath != nil, let refused = refusedWithResume(saved, run: out) { throw refused }
             // a run that has all its epochs: nothing is loaded or written, and the message says
             // how to go on (new-user trial: it printed "done: 0 epochs run"); limits or skipping
             // other than the run's own are left to the usual path, which refuses them
@@ -310,6 +313,29 @@ struct TrainCommand: ParsableCommand {
             summary.before?.takeBack()
             throw Self.withSkipHint(error, skipping: setup.skipProblemImages)
         }
+    }
+
+    /// The usage error for limits or skipping other than those `saved` (the run's own) was
+    /// started with, given with `--resume`; `nil` when every one given agrees with the run's.
+    ///
+    /// The message names each option given that differs, with its value, the run's own
+    /// settings (the valid choice: what `--resume` keeps when they are left out) and the way on.
+    func refusedWithResume(_ saved: TrainingOptions, run: String) -> ValidationError? {
+        var given: [String] = []
+        if let limit, (limitTrain == nil && limit != saved.limitTrain) || (limitVal == nil && limit != saved.limitValidation) {
+            given.append("--limit \(limit)")
+        }
+        if let limitTrain, limitTrain != saved.limitTrain { given.append("--limit-train \(limitTrain)") }
+        if let limitVal, limitVal != saved.limitValidation { given.append("--limit-val \(limitVal)") }
+        if dataOptions.skipUnreadable && saved.skipProblemImages != true { given.append("--skip-unreadable") }
+        guard !given.isEmpty else { return nil }
+        var own = [saved.limitTrain.map { "--limit-train \($0)" }, saved.limitValidation.map { "--limit-val \($0)" }].compactMap { $0 }
+        if saved.skipProblemImages == true { own.append("--skip-unreadable") }
+        let started = own.isEmpty ? "no limits and without --skip-unreadable" : own.joined(separator: " ")
+        let options = given.count == 1 ? given[0] : given.dropLast().joined(separator: ", ") + " and " + given.last!
+        return ValidationError(
+            "\(options) cannot be given with --resume: \(run) was started with \(started), and --resume continues with the run's own; "
+                + "drop \(given.map { $0.split(separator: " ")[0] }.joined(separator: " and ")) to resume it, or start a new run with another -o/--output")
     }
 
     /// An image that cannot be read, met while training without `--skip-unreadable`, with the
