@@ -311,4 +311,50 @@ final class EvalReportingTests: XCTestCase {
                 of: #"scoring fold 2 of 4 \(stratified split, 4 folds, seed 42\): 4 of 757 images \(the first 4 of the 1[89][0-9] chosen: --limit 4\); --all scores every image"#,
                 options: .regularExpression), r.stdout)
     }
+
+    /// A run folder scored on data other than its own: a warning on standard error names both
+    /// data locations and how many of the images scored were and were not in the run's data,
+    /// and how many of the data read are in none of its folds; the score is still made
+    /// (new-user trial: only the overlap was scored, without a word). Its own data: no warning.
+    func testRunScoredOnOtherDataIsWarnedAbout() throws {
+        let dir = try CLI.tempDir("evalotherdata")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "16", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
+        XCTAssertEqual(try CLI.run(["synth", "-o", "extra", "--count", "8", "--size", "64", "--seed", "5", "-q"], in: dir).status, 0)
+        let train = try CLI.run(["train", "--data", "data", "--config", CLIRobustnessTests.tiny, "--epochs", "1", "--batch", "4", "-o", "run", "-q"], in: dir)
+        XCTAssertEqual(train.status, 0, train.all)
+        // other data: the run's 16 images and 8 more
+        let data = dir.appendingPathComponent("data"), extra = dir.appendingPathComponent("extra"), more = dir.appendingPathComponent("more")
+        try fm.copyItem(at: data, to: more)
+        for name in try fm.contentsOfDirectory(atPath: extra.path) where name.hasSuffix(".csv") {
+            let lines = try String(contentsOf: extra.appendingPathComponent(name), encoding: .utf8).split(separator: "\n").dropFirst()
+            let handle = try FileHandle(forWritingTo: more.appendingPathComponent(name))
+            handle.seekToEndOfFile()
+            handle.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+            try handle.close()
+        }
+        let images = extra.appendingPathComponent("stage_2_train_images")
+        for name in try fm.contentsOfDirectory(atPath: images.path) {
+            try fm.copyItem(at: images.appendingPathComponent(name), to: more.appendingPathComponent("stage_2_train_images/\(name)"))
+        }
+        let own = "warning: run was trained on other data: \(data.standardizedFileURL.path) (options.json \"dataRoot\"), not \(more.standardizedFileURL.path) (--data)"
+        // the run's validation fold (its folds.csv): its 4 images, the 8 others in no fold
+        var r = try CLI.run(["eval", "--model", "run", "--data", "more", "-o", "ev1", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(
+            r.stderr.contains(
+                own + "; of the 4 images scored, 4 are in the run's data (its folds file \(dir.appendingPathComponent("run/folds.csv").path)) and 0 are not; "
+                    + "8 of the 24 images read are in none of the run's folds and are not scored (--all or --folds-file scores them); scoring anyway"), r.stderr)
+        XCTAssertTrue(fm.fileExists(atPath: dir.appendingPathComponent("ev1/report.json").path), r.all)
+        // every image
+        r = try CLI.run(["eval", "--model", "run", "--data", "more", "--all", "-o", "ev2", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains(own + "; of the 24 images scored, 16 are in the run's data"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("and 8 are not; scoring anyway"), r.stderr)
+        // its own data, named another way: no warning
+        r = try CLI.run(["eval", "--model", "run", "--data", "./data/", "-o", "ev3", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertFalse(r.stderr.contains("other data"), r.stderr)
+    }
 }

@@ -3,6 +3,12 @@ import Foundation
 import Opacity
 import OpacityDistributed
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// `opacity eval`.
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -211,6 +217,12 @@ struct EvalCommand: ParsableCommand {
                         + "the \(trained.count) it trained on), so this score is not a held-out one")
             }
         }
+        // a run folder trained on other data (new-user trial: only the overlap was scored, silently)
+        for m in model.models {
+            if let warning = Self.otherDataWarning(run: m, location: location, scored: records, all: dataset.records, foldFromRun: !all && foldsFile == nil) {
+                note(warning)
+            }
+        }
         guard !records.isEmpty else { throw ValidationError("no images to score") }
         let bar = outputSilenced ? nil : runtime.progressBar("eval")
         let t0 = Date()
@@ -306,5 +318,60 @@ struct EvalCommand: ParsableCommand {
         for s in ev.skipped { skipped.add(s.id, s.reason) }
         let skippedURL = outURL.appendingPathComponent("skipped.csv")
         try reportSkipped(skipped, to: skippedURL)
+    }
+}
+
+extension EvalCommand {
+    /// The data a run was trained on, as `options.json` records it, in words and as the
+    /// resolved paths it compares by; `nil` for a run of a version that did not record them.
+    static func recordedData(_ saved: TrainingOptions) -> (words: String, paths: [String])? {
+        if let root = saved.dataRoot { return ("\(root) (options.json \"dataRoot\")", [resolvedPath(root)]) }
+        if let l = saved.labelsPath, let i = saved.imagesPath {
+            return ("\(l) with \(i) (options.json \"labelsPath\", \"imagesPath\")", [resolvedPath(l), resolvedPath(i)])
+        }
+        return nil
+    }
+
+    /// The data this evaluation reads, in words and as resolved paths.
+    static func evaluatedData(_ location: DataLocation) -> (words: String, paths: [String]) {
+        switch location {
+        case .rsna(let root): return ("\(root.standardizedFileURL.path) (--data)", [resolvedPath(root.path)])
+        case .csv(let labels, let images):
+            return ("\(labels.standardizedFileURL.path) with \(images.standardizedFileURL.path) (--labels, --images)", [resolvedPath(labels.path), resolvedPath(images.path)])
+        }
+    }
+
+    /// `path` absolute, with its symbolic links resolved when it exists.
+    static func resolvedPath(_ path: String) -> String {
+        let standard = URL(fileURLWithPath: path).standardizedFileURL.path
+        guard let real = realpath(standard, nil) else { return standard }
+        defer { free(real) }
+        return String(cString: real)
+    }
+
+    /// The warning for a run folder `run` trained on data other than `location`: both data
+    /// locations, and how many of the `scored` images are in the run's data (its folds file
+    /// lists every patient it had) and how many are not; with `foldFromRun` (the fold came
+    /// from the run's folds file), how many images of `all` are in none of its folds and so
+    /// are not scored. `nil` when `run` is not a run folder, does not record its data, or was
+    /// trained on this very data.
+    static func otherDataWarning(run: String, location: DataLocation, scored: [DatasetRecord], all: [DatasetRecord], foldFromRun: Bool) -> String? {
+        let runURL = URL(fileURLWithPath: run)
+        guard let saved = try? TrainingSetup.savedOptions(in: runURL), let theirs = recordedData(saved) else { return nil }
+        let ours = evaluatedData(location)
+        guard theirs.paths != ours.paths else { return nil }
+        var text = "warning: \(run) was trained on other data: \(theirs.words), not \(ours.words)"
+        let foldsURL = saved.foldsFile.map { URL(fileURLWithPath: $0) } ?? runURL.appendingPathComponent("folds.csv")
+        guard let folds = try? Folds.read(from: foldsURL) else { return text + "; scoring anyway" }
+        let known = Set(folds.fold.keys)
+        let inRun = scored.filter { known.contains($0.id) }.count
+        text +=
+            "; of the \(Wording.count(scored.count, "image")) scored, \(inRun) \(inRun == 1 ? "is" : "are") in the run's data "
+            + "(its folds file \(foldsURL.path)) and \(scored.count - inRun) \(scored.count - inRun == 1 ? "is" : "are") not"
+        let outside = all.filter { !known.contains($0.id) }.count
+        if foldFromRun && outside > 0 {
+            text += "; \(outside) of the \(Wording.count(all.count, "image")) read are in none of the run's folds and are not scored (--all or --folds-file scores them)"
+        }
+        return text + "; scoring anyway"
     }
 }
