@@ -12,7 +12,7 @@ struct OpacityCommand: ParsableCommand {
 
             Start with `opacity demo`: it makes a synthetic chest X-ray set, trains a small model and shows what it finds. Models are named by config strings, e.g. `retinanet(encoder=resnet34, size=512, levels=2-7)`; `opacity plugins` lists every name.
 
-            Exit status: 0 success, 1 data or runtime error (the message names the file), 64 usage error (an option or value the command does not take), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (`train` saves a checkpoint first on either); `serve` instead stops accepting, answers what is queued and exits 0 on either.
+            Exit status: 0 success, 1 data or runtime error (the message names the file), 64 usage error (an option or value the command does not take), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (`train` saves a checkpoint first on either; `serve` instead stops accepting, answers what is queued and exits 0 on either), 141 standard output closed by its reader (`| head`: nothing more is printed; `train` saves a checkpoint first).
             """,
         version: OpacityMain.version,
         subcommands: commandList)

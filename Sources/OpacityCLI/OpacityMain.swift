@@ -36,9 +36,15 @@ public enum OpacityMain {
     /// Errors in the command line (parsing and each command's checks of its options) print
     /// the message and the command's usage; errors while running print the message (and its
     /// hint) only: a `ValidationError` thrown then (a path that does not exist, a fold the data
-    /// lacks) exits with status 64, any other error with 1.
+    /// lacks) exits with status 64, any other error with 1. SIGPIPE is ignored: when standard
+    /// output's reader goes away early (`| head`), the command prints nothing more, finishes
+    /// quietly (`train` stops with a checkpoint) and the process exits with status 141
+    /// (``ExitStatus/outputClosed``) unless an error came first.
     public static func run(plugins: [any OpacityPlugin.Type] = builtinPlugins, arguments: [String]? = nil) -> Never {
         CommandContext.shared.setPlugins(plugins)
+        // a reader that stops early fails the write (EPIPE, StandardStreams) rather than ending
+        // the process from a signal: a training run then still writes its checkpoint
+        signal(SIGPIPE, SIG_IGN)
         var command: any ParsableCommand
         do {
             command = try OpacityCommand.parseAsRoot(arguments)
@@ -49,7 +55,7 @@ public enum OpacityMain {
             if OpacityCommand.exitCode(for: error) == .validationFailure,
                 let amended = ChoiceErrors.amend(message) ?? StrayArguments.amend(message, arguments: arguments ?? Array(CommandLine.arguments.dropFirst()))
             {
-                FileHandle.standardError.write(Data((amended.hasSuffix("\n") ? amended : amended + "\n").utf8))
+                StandardStreams.writeError(amended.hasSuffix("\n") ? amended : amended + "\n")
                 exit(ExitStatus.usageError.rawValue)
             }
             // usage errors, --help and --version, as ArgumentParser prints them
@@ -62,13 +68,13 @@ public enum OpacityMain {
             // found while running: ArgumentParser would add the root command's usage line, which
             // says nothing about this command or this error
             OutputFolders.removeEmpty()
-            FileHandle.standardError.write(Data((rankPrefix + "Error: \(error.message)\n").utf8))
+            StandardStreams.writeError(rankPrefix + "Error: \(error.message)\n")
             exit(ExitStatus.usageError.rawValue)
         } catch {
             OutputFolders.removeEmpty()
             OpacityCommand.exit(withError: error)
         }
-        exit(0)
+        exit(StandardStreams.outputClosed ? ExitStatus.outputClosed.rawValue : ExitStatus.success.rawValue)
     }
 }
 

@@ -448,7 +448,7 @@ public enum DICOM {
 
     private static let warningLock = NSLock()
     nonisolated(unsafe) private static var _warningHandler: @Sendable (String, String) -> Void = { path, message in
-        FileHandle.standardError.write(Data("warning: '\(path)': \(message)\n".utf8))
+        try? FileHandle.standardError.write(contentsOf: Data("warning: '\(path)': \(message)\n".utf8))
     }
 
     static func reportWarnings(_ h: DICOMHeader, path: String) {

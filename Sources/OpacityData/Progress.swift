@@ -67,7 +67,7 @@ public final class TerminalProgressBar: @unchecked Sendable {
             if u.elapsed > 0 { line += String(format: " %.1f/s", Double(u.done) / u.elapsed) }
             if let r = u.remaining, u.done < u.total { line += " ETA " + TerminalProgressBar.format(r) }
             if u.done >= u.total { line += " done in " + TerminalProgressBar.format(u.elapsed) + "\n" }
-            output.write(Data(line.utf8))
+            try? output.write(contentsOf: Data(line.utf8))
         } else {
             let decile = u.done * 10 / total
             guard decile > lastPrinted * 10 / total || u.done == u.total || lastPrinted < 0 else { return }
@@ -76,7 +76,7 @@ public final class TerminalProgressBar: @unchecked Sendable {
             var line = "\(label): \(u.done)/\(u.total)"
             if let r = u.remaining, u.done < u.total { line += ", about " + TerminalProgressBar.format(r) + " left" }
             if u.done >= u.total { line += ", done in " + TerminalProgressBar.format(u.elapsed) }
-            output.write(Data((line + "\n").utf8))
+            try? output.write(contentsOf: Data((line + "\n").utf8))
         }
     }
 

@@ -325,7 +325,7 @@ public final class Communicator: @unchecked Sendable {
     /// `code` (`MPI_Abort`).
     public func abort(_ message: String, code: Int32 = 1) -> Never {
         fflush(nil)
-        FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
         MPI_Abort(handle, code)
         exit(code)
     }

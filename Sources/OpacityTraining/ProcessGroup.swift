@@ -74,7 +74,7 @@ public final class SingleProcess: ProcessGroup {
     public func makeGradientReducer(parameters: [Parameter]) -> GradientReducer { LocalReducer() }
     public func takeCommunicationCounters() -> CommunicationCounters { CommunicationCounters() }
     public func abort(_ message: String) -> Never {
-        FileHandle.standardError.write(Data((message + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((message + "\n").utf8))
         exit(1)
     }
 

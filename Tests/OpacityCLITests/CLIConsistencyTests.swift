@@ -243,7 +243,7 @@ final class CLIConsistencyTests: XCTestCase {
         let r = try CLI.run(["--help"], environment: ["COLUMNS": "1000"])
         XCTAssertEqual(r.status, 0, r.all)
         let line = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("Exit status:") }, r.stdout)
-        for status in [0, 1, 64, 130, 143] {  // OpacityCLI's ExitStatus cases
+        for status in [0, 1, 64, 130, 141, 143] {  // OpacityCLI's ExitStatus cases
             XCTAssertTrue(line.contains(" \(status) "), "\(status) missing: \(line)")
         }
         XCTAssertTrue(line.contains("`serve` instead stops accepting, answers what is queued and exits 0"), String(line))

@@ -142,7 +142,7 @@ struct ConvertCommand: ParsableCommand {
         let errors = summary.failureErrors
         summary.failures = summary.failures.map { f in (path: f.path, reason: errors[f.path].flatMap { frameNotInFile($0, path: f.path) } ?? f.reason) }
         if !runtime.quiet {
-            print(summary)
+            say("\(summary)")
         } else if !summary.failures.isEmpty {
             // -q: no counts, but the files that failed are errors and still print
             note(summary.failures.map { $0.reason.contains($0.path) ? $0.reason : "\($0.path): \($0.reason)" }.joined(separator: "\n"))
@@ -172,7 +172,7 @@ struct ConvertCommand: ParsableCommand {
                         + "Name another file with --labels-output (the PNGs written now are kept, so that rerun converts nothing again), "
                         + "delete \(path), or add --overwrite to replace it (--overwrite also converts again every PNG that exists)")
             }
-            if !runtime.quiet { print("labels: \(path) already holds these \(rows), byte for byte; left as it is") }
+            if !runtime.quiet { say("labels: \(path) already holds these \(rows), byte for byte; left as it is") }
             written = false
         } else {
             try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -185,7 +185,7 @@ struct ConvertCommand: ParsableCommand {
                 ? "unchanged: the PNGs have their sources' sizes"
                 : (scales.count == 1 ? "times \(scales.first!)" : "times \(scales.min()!) to \(scales.max()!), per image")
                     + ": each image's output over source size"
-            print("labels: \(scaled.table.rows.count) rows written to \(path) (boxes \(by))")
+            say("labels: \(scaled.table.rows.count) rows written to \(path) (boxes \(by))")
         }
         if !scaled.outside.isEmpty {
             var s =

@@ -58,7 +58,7 @@ struct FoldsCommand: ParsableCommand {
         // patients of unknown class (no class file: without boxes) get their own column
         let classes: [ImageClass?] = ImageClass.allCases + (dataset.unknownClassCount > 0 ? [nil] : [])
         for c in classes { for v in viewNames { header += "\t\(c?.shortName ?? "CLASS UNKNOWN")/\(v)" } }
-        print(header + "\ttotal")
+        say(header + "\ttotal")
         for k in 0..<folds {
             var line = "\(k)"
             let ids = Set(split.ids(inFold: k))
@@ -67,9 +67,9 @@ struct FoldsCommand: ParsableCommand {
                     line += "\t\(dataset.records.filter { ids.contains($0.id) && $0.imageClass == c && (views[$0.id] ?? "-") == v }.count)"
                 }
             }
-            print(line + "\t\(ids.count)")
+            say(line + "\t\(ids.count)")
         }
-        print("wrote \(url.path): \(split.ids.count) patients in \(folds) folds (stratified by \(stratify == .view ? "class and view" : "class"))")
+        say("wrote \(url.path): \(split.ids.count) patients in \(folds) folds (stratified by \(stratify == .view ? "class and view" : "class"))")
     }
 }
 

@@ -90,12 +90,12 @@ struct ImportCommand: ParsableCommand {
             from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
             storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,
             allowUnexpected: allowUnexpected, allowDifferentNumerics: allowDifferentNumerics)
-        print(report)
-        if verbose { print(report.details) }
+        say("\(report)")
+        if verbose { say(report.details) }
         if let out {
-            print("start training a detector from it with: --config \"retinanet(encoder=\(report.encoder))\" --encoder-weights \(out.path)")
+            say("start training a detector from it with: --config \"retinanet(encoder=\(report.encoder))\" --encoder-weights \(out.path)")
         } else {
-            print("dry run: nothing written")
+            say("dry run: nothing written")
         }
     }
 }

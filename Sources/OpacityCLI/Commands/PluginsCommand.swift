@@ -26,21 +26,21 @@ struct PluginsCommand: ParsableCommand {
         let registry = try pluginOptions.registry()
         if let canonical {
             // an error in it is a usage error (64), as in train's --config
-            print(try commandLineConfig(canonical, option: "--canonical", registry: registry))
+            say(try commandLineConfig(canonical, option: "--canonical", registry: registry))
             return
         }
         var kinds = ComponentKind.allCases
         if let kind { kinds = [kind] }
-        print("plugins: \(registry.plugins.joined(separator: ", "))")
+        say("plugins: \(registry.plugins.joined(separator: ", "))")
         for k in kinds {
             let items = registry.components.filter { $0.kind == k }
             guard !items.isEmpty else { continue }
-            print("\n\(k.rawValue)s:")
+            say("\n\(k.rawValue)s:")
             for info in items {
-                print("  \(info.key)  [\(info.plugin)]  \(info.summary)")
+                say("  \(info.key)  [\(info.plugin)]  \(info.summary)")
                 for p in info.parameters {
                     let def = "\(p.name)=\(p.defaultValue)"
-                    print("      \(def.padding(toLength: max(def.count, 28), withPad: " ", startingAt: 0))  \(p.kind)  \(p.summary)")
+                    say("      \(def.padding(toLength: max(def.count, 28), withPad: " ", startingAt: 0))  \(p.kind)  \(p.summary)")
                 }
             }
         }

@@ -111,7 +111,7 @@ struct AugmentPreviewCommand: ParsableCommand {
         }
         defer { if let cleanup { try? FileManager.default.removeItem(at: cleanup) } }
         if !dataset.report.missingImages.isEmpty || !dataset.report.unreadableImages.isEmpty {
-            FileHandle.standardError.write(Data("warning: \(dataset.report)\n".utf8))
+            StandardStreams.writeError("warning: \(dataset.report)\n")
         }
         if positivesOnly { dataset.records = dataset.records.filter { !$0.boxes.isEmpty } }
         guard !dataset.records.isEmpty else {

@@ -12,7 +12,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a detector on one fold, the paper's way.",
         discussion: """
-            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C or SIGTERM stops after writing a checkpoint; --resume continues exactly where the run stopped, with the data, limits and options saved in the run folder (options.json), so it needs only -o; with --epochs it extends the run. A run folder is locked (run.lock) while a run writes it. Every image is read once before the first step: images that cannot be read (or are missing) stop the run before it starts, naming them with the reason; with --skip-unreadable they are left out instead, listed in skipped.csv in the run folder, and the run stops when they are more than 10% of the data.
+            Defaults follow the paper: Adam at 1e-5, gradient-norm clip 0.05, ReduceLROnPlateau (patience 4, factor 0.2) on the validation regression loss, frozen batch norm, size 512 (from the config), fold 0 of 4, heavy augmentation. Each epoch writes a checkpoint bundle, a line to log.jsonl, and moves the best.opb link. Ctrl-C or SIGTERM stops after writing a checkpoint, as does a reader of the output that stops early (`| head`, exit status 141); --resume continues exactly where the run stopped, with the data, limits and options saved in the run folder (options.json), so it needs only -o; with --epochs it extends the run. A run folder is locked (run.lock) while a run writes it. Every image is read once before the first step: images that cannot be read (or are missing) stop the run before it starts, naming them with the reason; with --skip-unreadable they are left out instead, listed in skipped.csv in the run folder, and the run stops when they are more than 10% of the data.
 
             Examples:
               opacity train --data rsna \\
@@ -290,7 +290,8 @@ struct TrainCommand: ParsableCommand {
         let limit = stopAfter
         trainer.shouldStop = {
             steps += 1
-            return interrupt.isSet || (limit.map { steps >= $0 } ?? false)
+            // standard output's reader gone (`| head`): stop as after Ctrl-C, with a checkpoint
+            return interrupt.isSet || StandardStreams.outputClosed || (limit.map { steps >= $0 } ?? false)
         }
         do {
             let logs = try trainer.run()
@@ -303,7 +304,13 @@ struct TrainCommand: ParsableCommand {
             if let c = CommunicationFigures.total(logs.compactMap(\.communication)) { say(c.summary) }
         } catch let e as RunError {
             if case .interrupted = e {
-                say(e.description)
+                // standard output's reader gone (`| head`): the hint goes to standard error
+                if StandardStreams.outputClosed {
+                    note((interrupt.isSet ? "" : "stopped: standard output was closed by its reader (e.g. `| head`); ") + e.description)
+                    if !interrupt.isSet { throw ExitStatus.outputClosed.code }
+                } else {
+                    say(e.description)
+                }
                 throw (interrupt.signalNumber == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted).code
             }
             summary.before?.takeBack()
@@ -382,7 +389,7 @@ struct TrainCommand: ParsableCommand {
         } catch {
             text = "\(name): stopping all ranks; the checkpoint could not be written (\(error)); --resume continues from the previous one"
         }
-        FileHandle.standardError.write(Data(("\n" + rankPrefix + text + "\n").utf8))
+        StandardStreams.writeError("\n" + rankPrefix + text + "\n")
         fflush(nil)
         group?.announceLeaving()
         _exit(128 + sig)

@@ -28,11 +28,11 @@ struct ZooCommand: ParsableCommand {
             let zoo = try Zoo.standard()
             let items = zoo.items
             guard !items.isEmpty else {
-                print("the zoo has no entries yet (\(manifests(zoo)))")
-                print("add a bundle with: opacity zoo add NAME BUNDLE --licence LICENCE [--url URL]")
+                say("the zoo has no entries yet (\(manifests(zoo)))")
+                say("add a bundle with: opacity zoo add NAME BUNDLE --licence LICENCE [--url URL]")
                 return
             }
-            print("name".padding(toLength: 32, withPad: " ", startingAt: 0) + " kind      status       size MB   params  metrics")
+            say("name".padding(toLength: 32, withPad: " ", startingAt: 0) + " kind      status       size MB   params  metrics")
             for i in items {
                 let e = i.entry
                 let status: String
@@ -48,7 +48,7 @@ struct ZooCommand: ParsableCommand {
                 line += String(format: " %8.1f %7.1fM  ", Double(e.size) / 1e6, Double(e.parameters) / 1e6)
                 line += metrics
                 if i.source != "built-in" { line += "  [\(i.source)]" }
-                print(line)
+                say(line)
             }
         }
     }
@@ -63,24 +63,24 @@ struct ZooCommand: ParsableCommand {
             let zoo = try Zoo.standard()
             let item = try zoo.item(name)
             let e = item.entry
-            print("name:        \(e.name)  (\(item.source) manifest \(item.manifestURL.path))")
-            if let d = e.description { print("about:       \(d)") }
-            print("kind:        \(e.kind)")
-            print("config:      \(e.config)")
-            print("parameters:  \(e.parameters)")
-            print("data:        \(e.data.isEmpty ? "(not given)" : e.data)")
-            print("licence:     \(e.licence)")
-            print("metrics:     " + e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(metricText($0.value))" }.joined(separator: ", "))
-            print("size:        \(e.size) bytes")
-            print("sha256:      \(e.sha256)")
-            if let f = e.file { print("file:        \(f)") }
-            if let u = e.url { print("url:         \(u)") }
+            say("name:        \(e.name)  (\(item.source) manifest \(item.manifestURL.path))")
+            if let d = e.description { say("about:       \(d)") }
+            say("kind:        \(e.kind)")
+            say("config:      \(e.config)")
+            say("parameters:  \(e.parameters)")
+            say("data:        \(e.data.isEmpty ? "(not given)" : e.data)")
+            say("licence:     \(e.licence)")
+            say("metrics:     " + e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(metricText($0.value))" }.joined(separator: ", "))
+            say("size:        \(e.size) bytes")
+            say("sha256:      \(e.sha256)")
+            if let f = e.file { say("file:        \(f)") }
+            if let u = e.url { say("url:         \(u)") }
             switch try zoo.status(name) {
             case .shipped(let f), .cached(let f):
-                print("local:       \(f.path)")
+                say("local:       \(f.path)")
                 let info = try WeightBundle.info(f)
                 let m = info.metadata
-                print("bundle:      format \(info.formatVersion), written by Opacity \(m.frameworkVersion) on \(m.created), storage \(m.storage), \(info.tensors.count) tensors")
+                say("bundle:      format \(info.formatVersion), written by Opacity \(m.frameworkVersion) on \(m.created), storage \(m.storage), \(info.tensors.count) tensors")
                 let p = m.provenance
                 var prov: [String] = []
                 if let d = p.data { prov.append("data \(d)") }
@@ -88,15 +88,15 @@ struct ZooCommand: ParsableCommand {
                 if let e = p.epoch { prov.append("epoch \(e)") }
                 if let s = p.seed { prov.append("seed \(s)") }
                 if let s = p.source { prov.append("source \(s)") }
-                if !prov.isEmpty { print("provenance:  " + prov.joined(separator: ", ")) }
+                if !prov.isEmpty { say("provenance:  " + prov.joined(separator: ", ")) }
             case .notFetched:
-                print("local:       not fetched (run `opacity zoo fetch \(name)`; cache \(zoo.cacheDirectory.path))")
+                say("local:       not fetched (run `opacity zoo fetch \(name)`; cache \(zoo.cacheDirectory.path))")
             }
             var card = e.card
             if card == nil, case .shipped(let f)? = try? zoo.status(name) { card = (try? WeightBundle.info(f)).flatMap { ModelCard(metadata: $0.metadata) } }
             if card == nil, case .cached(let f)? = try? zoo.status(name) { card = (try? WeightBundle.info(f)).flatMap { ModelCard(metadata: $0.metadata) } }
-            print("")
-            print(card?.text ?? "model card: none (the entry and its bundle carry no card; see Documentation/Zoo.md, Model cards)", terminator: card == nil ? "\n" : "")
+            say("")
+            if let card { StandardStreams.writeOutput(card.text) } else { say("model card: none (the entry and its bundle carry no card; see Documentation/Zoo.md, Model cards)") }
         }
     }
 
@@ -129,7 +129,7 @@ struct ZooCommand: ParsableCommand {
                 if !quiet { progress = { p in printer.show(p) } }
                 let url = try zoo.fetch(name, force: force, progress: progress)
                 if !quiet { printer.finish() }
-                print("\(name): \(url.path) (sha256 ok)")
+                say("\(name): \(url.path) (sha256 ok)")
             }
         }
     }
@@ -143,15 +143,15 @@ struct ZooCommand: ParsableCommand {
         func run() throws {
             let zoo = try Zoo.standard()
             let targets = names.isEmpty ? zoo.items.map(\.entry.name).filter { (try? zoo.status($0)) != .notFetched } : names
-            if targets.isEmpty { print("nothing to verify: no entry is shipped or fetched") }
+            if targets.isEmpty { say("nothing to verify: no entry is shipped or fetched") }
             var failures = 0
             for name in targets {
                 do {
                     let f = try zoo.verify(name)
-                    print("\(name): ok (\(f.path))")
+                    say("\(name): ok (\(f.path))")
                 } catch {
                     failures += 1
-                    print("\(name): FAILED: \(error)")
+                    say("\(name): FAILED: \(error)")
                 }
             }
             if failures > 0 { throw ExitStatus.dataError.code }
@@ -270,10 +270,10 @@ final class ProgressPrinter: @unchecked Sendable {
         defer { lock.unlock() }
         guard step != lastStep else { return }
         lastStep = step
-        FileHandle.standardError.write(Data(String(format: "\r%@: %3.0f%% of %.1f MB", name, p.fraction * 100, Double(p.total) / 1e6).utf8))
+        StandardStreams.writeError(String(format: "\r%@: %3.0f%% of %.1f MB", name, p.fraction * 100, Double(p.total) / 1e6))
     }
 
-    func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+    func finish() { StandardStreams.writeError("\n") }
 }
 
 /// A metric as `opacity zoo info` prints it: whole numbers (epochs, counts) as they are,

@@ -2,17 +2,79 @@ import ArgumentParser
 import Foundation
 import Opacity
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Writes a PNG, making the folder.
 func writePNG(_ image: RGBImage, to url: URL) throws {
     try OutputFolders.create(url.deletingLastPathComponent())
     try PNG.write(image, to: url)
 }
 
-/// A result line on standard output.
-func say(_ s: String) { if !outputSilenced { FileHandle.standardOutput.write(Data((rankPrefix + s + "\n").utf8)) } }
+/// A result line on standard output (nothing once its reader has gone: ``StandardStreams``).
+func say(_ s: String) { if !outputSilenced { StandardStreams.writeOutput(rankPrefix + s + "\n") } }
 
 /// A warning or note on standard error (printed even under `--quiet`).
-func note(_ s: String) { if !outputSilenced { FileHandle.standardError.write(Data((rankPrefix + s + "\n").utf8)) } }
+func note(_ s: String) { if !outputSilenced { StandardStreams.writeError(rankPrefix + s + "\n") } }
+
+/// Standard output and standard error, written without Foundation's `FileHandle.write(_:)`,
+/// which traps when a write fails.
+///
+/// `opacity` ignores SIGPIPE (``OpacityMain/run(plugins:arguments:)``), so a reader that goes
+/// away early (`opacity train ... | head -3`) no longer kills the process from a signal: the
+/// write fails with EPIPE instead. From then on ``outputClosed`` is true and nothing more is
+/// written to standard output; the command goes on quietly (a training run stops as after
+/// Ctrl-C, writing its checkpoint: ``TrainCommand``) and the process exits with
+/// ``ExitStatus/outputClosed``. Other write errors on either stream are ignored: a message
+/// that cannot be shown never stops a command.
+enum StandardStreams {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var closed = false
+
+    /// Whether standard output's reader has gone (a write failed with EPIPE).
+    static var outputClosed: Bool { lock.withLock { closed } }
+
+    /// Writes `text` to standard output, whole, unless its reader has gone.
+    /// - Returns: false when its reader has gone (now or before): nothing was written.
+    @discardableResult
+    static func writeOutput(_ text: String) -> Bool {
+        lock.withLock {
+            guard !closed else { return false }
+            if write(text, to: STDOUT_FILENO) == EPIPE { closed = true }
+            return !closed
+        }
+    }
+
+    /// Writes `text` to standard error, whole; a failure (a closed pipe too) is ignored.
+    static func writeError(_ text: String) {
+        lock.withLock { _ = write(text, to: STDERR_FILENO) }
+    }
+
+    /// Writes all of `text` to `fd`, retrying after a signal and a partial write.
+    /// - Returns: 0, or the `errno` of the write that failed.
+    private static func write(_ text: String, to fd: Int32) -> Int32 {
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { buffer -> Int32 in
+            var offset = 0
+            while offset < buffer.count {
+                #if canImport(Glibc)
+                    let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                #else
+                    let n = Darwin.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                #endif
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                offset += n
+            }
+            return 0
+        }
+    }
+}
 
 /// The output path from `-o/--output` and the deprecated spelling `--out` (hidden from help,
 /// kept so existing scripts run): `--out` wins with a warning when `--output` was left at

@@ -18,8 +18,8 @@ final class TrainingProgress: TrainingObserver {
 
     init(quiet: Bool = false) { self.quiet = quiet }
 
-    func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
-    func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+    func write(_ s: String) { StandardStreams.writeError(s) }
+    func say(_ s: String) { StandardStreams.writeOutput(s + "\n") }
 
     func trainingWillStartEpoch(_ epoch: Int, of epochs: Int, steps: Int, startingAt step: Int) {
         self.epoch = epoch
@@ -112,14 +112,13 @@ final class InterruptFlag: @unchecked Sendable {
                     if ProcessLeaving.begin() { handler(sig) }
                 } else if c == 1 {
                     let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
-                    FileHandle.standardError.write(Data("\n\(name): stopping after this step (a checkpoint is written); Ctrl-C again to quit now\n".utf8))
+                    StandardStreams.writeError("\n\(name): stopping after this step (a checkpoint is written); Ctrl-C again to quit now\n")
                 } else {
                     // said, so that a run that ends here is not mistaken for one that vanished
                     let name = sig == SIGTERM ? "SIGTERM" : "Ctrl-C"
-                    FileHandle.standardError.write(
-                        Data(
-                            "\n\(name) again: quitting now; the step in flight is lost (--resume continues from the last checkpoint written, if any)\n"
-                                .utf8))
+                    StandardStreams.writeError(
+                        "\n\(name) again: quitting now; the step in flight is lost (--resume continues from the last checkpoint written, if any)\n"
+                    )
                     // _exit, not exit: exit's teardown (OpenBLAS's buffers among it) would run
                     // under the training thread still computing, which then crashed (SIGSEGV)
                     fflush(nil)

@@ -265,7 +265,7 @@ final class ConvolutionSelector: @unchecked Sendable {
         }
     }
 
-    private static func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+    private static func warn(_ s: String) { try? FileHandle.standardError.write(contentsOf: Data((s + "\n").utf8)) }
 
     /// Appends `line` to the file at `path` (created when missing) in one write.
     private static func append(_ line: String, to path: String) {
