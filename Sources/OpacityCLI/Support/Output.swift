@@ -31,26 +31,34 @@ func note(_ s: String) { if !outputSilenced { StandardStreams.writeError(rankPre
 /// ``ExitStatus/outputClosed``. Other write errors on either stream are ignored: a message
 /// that cannot be shown never stops a command.
 enum StandardStreams {
-    private static let lock = NSLock()
+    /// Guards ``outputClosed``; never held during a write, so that asking never waits for one.
+    private static let state = NSLock()
     nonisolated(unsafe) private static var closed = false
+    /// One write at a time per stream (whole lines stay whole); separate locks, so that a
+    /// write blocked on a full standard output (`| less`, paused) never holds up standard
+    /// error's (Ctrl-C's messages among them).
+    private static let outputWrites = NSLock(), errorWrites = NSLock()
 
     /// Whether standard output's reader has gone (a write failed with EPIPE).
-    static var outputClosed: Bool { lock.withLock { closed } }
+    static var outputClosed: Bool { state.withLock { closed } }
 
     /// Writes `text` to standard output, whole, unless its reader has gone.
     /// - Returns: false when its reader has gone (now or before): nothing was written.
     @discardableResult
     static func writeOutput(_ text: String) -> Bool {
-        lock.withLock {
-            guard !closed else { return false }
-            if write(text, to: STDOUT_FILENO) == EPIPE { closed = true }
-            return !closed
+        outputWrites.withLock {
+            if outputClosed { return false }
+            guard write(text, to: STDOUT_FILENO) != EPIPE else {
+                state.withLock { closed = true }
+                return false
+            }
+            return true
         }
     }
 
     /// Writes `text` to standard error, whole; a failure (a closed pipe too) is ignored.
     static func writeError(_ text: String) {
-        lock.withLock { _ = write(text, to: STDERR_FILENO) }
+        errorWrites.withLock { _ = write(text, to: STDERR_FILENO) }
     }
 
     /// Writes all of `text` to `fd`, retrying after a signal and a partial write.
