@@ -141,7 +141,7 @@ public final class Trainer {
         state = st
         if options.freezeBatchNorm { detector.freezeBatchNorm() }
         if group.isLeader { try repairRecords(upTo: st) }
-        observer?.trainingMessage("resumed from \(url.lastPathComponent): \(st.epoch) epochs done" + (st.step > 0 ? ", \(st.step) steps into epoch \(st.epoch + 1)" : ""))
+        observer?.trainingMessage("resumed from \(url.lastPathComponent): \(Wording.count(st.epoch, "epoch")) done" + (st.step > 0 ? ", \(Wording.count(st.step, "step")) into epoch \(st.epoch + 1)" : ""))
         return url
     }
 
