@@ -37,12 +37,25 @@ final class StagedTrainingStepTests: XCTestCase {
     }
 
     func testStagedStepEqualsOneBackwardPass() throws {
-        let plain = try detector()
+        try assertStagedEqualsOnePass(try detector(), try detector())
+    }
+
+    /// With the encoder in checkpoint segments, the last backward pass recomputes them.
+    func testStagedStepWithCheckpointedEncoder() throws {
+        let make = {
+            let d = try Initializer.withSeed(1) { try Registry.standard().makeDetector(String(self.config.dropLast()) + ", grad_checkpointing=encoder)") }
+            d.train()
+            d.freezeBatchNorm(true)
+            return d
+        }
+        try assertStagedEqualsOnePass(try make(), try make())
+    }
+
+    private func assertStagedEqualsOnePass(_ plain: Detector, _ staged: Detector) throws {
         let oracle = Autograd.recordingGradients { plain.losses(images, targets: targets) }
         oracle.total.backward()
         let expected = gradients(plain)
 
-        let staged = try detector()
         var parts: [String] = []
         var ready: [ObjectIdentifier: Int] = [:]
         let terms = staged.trainingLosses(images, targets: targets, parameterReady: { ready[ObjectIdentifier($0), default: 0] += 1 },
