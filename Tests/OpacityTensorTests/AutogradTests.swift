@@ -1,3 +1,4 @@
+import Foundation
 import OpacityTensor
 import XCTest
 
@@ -32,6 +33,32 @@ final class AutogradTests: XCTestCase {
             for _ in 0..<12 { y = (y.exp() + 1).log() - 0.5 }  // softplus chain
             return y
         }
+    }
+
+    /// A part of the graph differentiated on its own, through leaves standing for its inputs,
+    /// then the rest seeded with the leaves' gradients: the same gradients as one walk; each
+    /// leaf's gradient is moved into the walk, once, and two leaves of one tensor add up.
+    func testBackwardTakingTheGradientsOfLeaves() {
+        let x = Tensor(shape: [3], scalars: [1, 2, 3]).requiringGrad()
+        let y = x * x, w = x.exp()
+        let ly = y.requiringGrad(), lw = w.requiringGrad(), ly2 = y.requiringGrad()
+        (ly * 3).sum().backward()
+        (ly * lw).sum().backward()
+        (ly2 * 2).sum().backward()
+        for (g, e) in zip(ly.grad!.scalars, w.scalars) { XCTAssertEqual(g, 3 + e) }
+        let untracked = Tensor(shape: [3], repeating: 1)
+        Autograd.backward([y, w, y, untracked], takingGradientsOf: [ly, lw, ly2, untracked])
+        XCTAssertNil(ly.grad, "taken")
+        XCTAssertNil(lw.grad, "taken")
+        // one walk: d/dx of sum(3 y + y w + 2 y) with y = x^2, w = e^x
+        let expected = x.scalars.map { v -> Float in
+            let e = Float(Foundation.exp(Double(v)))
+            return 3 * 2 * v + (2 * v * e + v * v * e) + 2 * 2 * v
+        }
+        for (g, e) in zip(x.grad!.scalars, expected) { XCTAssertEqual(g, e, accuracy: 1e-4 * abs(e)) }
+        // nothing left to take: a second call changes nothing
+        Autograd.backward([y, w], takingGradientsOf: [ly, lw])
+        for (g, e) in zip(x.grad!.scalars, expected) { XCTAssertEqual(g, e, accuracy: 1e-4 * abs(e)) }
     }
 
     func testVeryDeepGraphDoesNotOverflowTheStack() {
