@@ -51,9 +51,12 @@ public enum OpacityMain {
         } catch {
             // a value refused for an option with a list of values: the message also names the nearest;
             // a path given bare to a command that takes it as an option: the command line meant
+            // a command name that names none (`opacity trian`): the nearest command and the list
             let message = OpacityCommand.fullMessage(for: error)
+            let words = arguments ?? Array(CommandLine.arguments.dropFirst())
             if OpacityCommand.exitCode(for: error) == .validationFailure,
-                let amended = ChoiceErrors.amend(message) ?? StrayArguments.amend(message, arguments: arguments ?? Array(CommandLine.arguments.dropFirst()))
+                let amended = UnknownCommand.amend(message, arguments: words) ?? ChoiceErrors.amend(message)
+                    ?? StrayArguments.amend(message, arguments: words)
             {
                 StandardStreams.writeError(amended.hasSuffix("\n") ? amended : amended + "\n")
                 exit(ExitStatus.usageError.rawValue)

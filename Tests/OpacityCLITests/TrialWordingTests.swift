@@ -315,4 +315,25 @@ final class TrialWordingTests: XCTestCase {
         XCTAssertEqual(Wording.count(0, "box", plural: "boxes"), "0 boxes")
         XCTAssertEqual(Wording.count(2, "patient"), "2 patients")
     }
+
+    /// A command name that is none (`opacity trian --data rsna`, `opacity zoo lst`): the word,
+    /// the group it is no command of, the nearest command for a typo and the list; not the
+    /// parser's `Unknown option '--data'`, which blames an option the meant command takes.
+    func testAMisspelledCommandNamesTheNearestCommand() throws {
+        let cases: [([String], String)] = [
+            (["trian", "--data", "rsna"], "Error: 'trian' is not a command of `opacity`; did you mean `opacity train`? The commands: demo, synth, train,"),
+            (["detcet", "x.dcm"], "Error: 'detcet' is not a command of `opacity`; did you mean `opacity detect`?"),
+            (["zoo", "lst"], "Error: 'lst' is not a command of `opacity zoo`; did you mean `opacity zoo list`? The commands: list, info, fetch, verify, add"),
+            (["zoo", "check", "name"], "Error: 'check' is not a command of `opacity zoo`. The commands: list, info, fetch, verify, add"),
+        ]
+        for (args, expected) in cases {
+            let r = try CLI.run(args)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.hasPrefix(expected), "\(args): \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("Unknown option"), "\(args): \(r.stderr)")
+        }
+        // a command's own arguments are not command names
+        let r = try CLI.run(["folds", "rsna-missing", "-o", "f.csv"])
+        XCTAssertTrue(r.stderr.contains("did you mean `opacity folds --data rsna-missing -o f.csv`?"), r.stderr)
+    }
 }
