@@ -36,7 +36,9 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     case csvLineTooLong(path: String, line: Int, limit: Int, fields: Int, headerFields: Int?, headerLine: Int, openQuoteLine: Int? = nil)
     /// Labels contradict each other (e.g. `Target` and the class disagree).
     case inconsistentLabels(path: String, line: Int, reason: String)
-    /// A directory or file required by a dataset layout is not there.
+    /// A directory or file required by a dataset layout is not there: nothing is at `path`, or
+    /// what is there is not what was expected (a file where a folder was expected, a folder
+    /// without the files it should hold); the message says which.
     case missingFile(path: String, expected: String)
     /// Images the labels name are missing or cannot be decoded (reported together).
     case imageProblems(missing: Int, unreadable: Int, examples: [String])
@@ -80,7 +82,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         case let .inconsistentLabels(path, line, reason):
             return "'\(path)'" + (line > 0 ? " line \(line)" : "") + ": \(InputLimits.quoted(reason, limit: 400))"
         case let .missingFile(path, expected):
-            return "'\(path)' does not exist; expected \(expected)"
+            return "'\(path)' \(Self.whatIsAt(path)); expected \(expected)"
         case let .imageProblems(missing, unreadable, examples):
             var s = "\(Wording.count(missing, "image")) missing and \(unreadable) unreadable"
             if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).map { InputLimits.quoted($0, limit: 300) }.joined(separator: "; ") }
@@ -119,6 +121,16 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         guard let n = nearest else { return "" }
         if Double(n) != nil { return " (nearest valid: \(n))" }
         return " (did you mean '\(InputLimits.quoted(n))'?)"
+    }
+
+    /// What is at `path`, for a missing input: "does not exist", or "is a file" / "is a
+    /// folder" when something is there that is not what was expected (`submit --images` given
+    /// a CSV, `convert` given a folder without DICOM files), so that the message never says
+    /// that an existing path does not exist.
+    static func whatIsAt(_ path: String) -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return "does not exist" }
+        return isDirectory.boolValue ? "is a folder" : "is a file"
     }
 
     /// Same as ``description``.

@@ -336,4 +336,22 @@ final class TrialWordingTests: XCTestCase {
         let r = try CLI.run(["folds", "rsna-missing", "-o", "f.csv"])
         XCTAssertTrue(r.stderr.contains("did you mean `opacity folds --data rsna-missing -o f.csv`?"), r.stderr)
     }
+
+    /// An input that is there but is not what was expected (a file given as `submit --images`,
+    /// a folder without DICOM files given to `convert`) is said to be a file or a folder, never
+    /// said not to exist.
+    func testAnExistingInputOfTheWrongKindIsNotSaidToBeMissing() throws {
+        let dir = try CLI.tempDir("wrong-kind")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data(Self.labels.utf8).write(to: dir.appendingPathComponent("labels.csv"))
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        let submit = try CLI.run(["submit", "--images", "labels.csv", "-o", "sub.csv"], in: dir)
+        XCTAssertEqual(submit.status, 1, submit.all)
+        XCTAssertTrue(submit.stderr.contains("labels.csv' is a file; expected a folder of images (.dcm, .png, .jpg)"), submit.stderr)
+        let convert = try CLI.run(["convert", "empty", "-o", "pngs"], in: dir)
+        XCTAssertEqual(convert.status, 1, convert.all)
+        XCTAssertTrue(convert.stderr.contains("empty' is a folder; expected a folder containing .dcm files"), convert.stderr)
+        for r in [submit, convert] { XCTAssertFalse(r.stderr.contains("does not exist"), r.stderr) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("sub.csv").path))
+    }
 }
