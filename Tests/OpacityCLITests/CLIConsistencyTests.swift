@@ -338,9 +338,11 @@ final class CLIConsistencyTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--limit-val 1 cannot be given with --resume: run was started with no limits and without --skip-unreadable"), r.all)
     }
 
-    /// Limits or skipping other than the run's own, given with `--resume`, are a usage error (64)
-    /// naming each option and its value, the run's own settings and the way on, before the data
-    /// loads (new-user trial: `train --resume --limit 4` exited 1); the run's own values pass.
+    /// Limits, skipping or recipe options (`--batch`, `--seed`, `--aug`, ...) other than the
+    /// run's own, given with `--resume`, are a usage error (64) naming each option and its
+    /// value, the run's own settings and the way on, before the data loads (new-user trials:
+    /// `train --resume --limit 4` exited 1; `--resume --batch 8 --seed 9` was ignored without a
+    /// word); the run's own values pass.
     func testOptionsRefusedWithResumeAreUsageErrors() throws {
         let dir = try CLI.tempDir("resumelimits")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -357,6 +359,13 @@ final class CLIConsistencyTests: XCTestCase {
             (["--limit-train", "5"], "--limit-train 5 cannot be given with --resume: run was started with --limit-val 3"),
             (["--limit-val", "2", "--skip-unreadable"], "--limit-val 2 and --skip-unreadable cannot be given with --resume"),
             (["--data", "data", "--limit", "4"], "--limit 4 cannot be given with --resume"),
+            // recipe options other than the run's own (new-user trial: dropped without a word)
+            (
+                ["--batch", "8", "--seed", "9"],
+                "--batch 8 and --seed 9 cannot be given with --resume: run was started with --batch 4 --seed 1234, and --resume continues with the run's own recipe; drop --batch and --seed to resume it"
+            ),
+            (["--aug", "light"], "--aug light cannot be given with --resume: run was started with --aug heavy"),
+            (["--freeze-bn", "off", "--fold", "1"], "--freeze-bn off and --fold 1 cannot be given with --resume: run was started with --freeze-bn on --fold 0"),
         ]
         for (extra, message) in refused {
             r = try CLI.run(["train", "-o", "run", "--resume"] + extra, in: dir)
@@ -364,8 +373,8 @@ final class CLIConsistencyTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(message), "\(extra): \(r.stderr)")
             XCTAssertFalse(r.all.contains("resumed from"), "\(extra): the run was loaded: \(r.all)")
         }
-        // the run's own limit, named again, resumes
-        r = try CLI.run(["train", "-o", "run", "--resume", "--limit-val", "3", "-q"], in: dir)
+        // the run's own limit and recipe, named again, resume
+        r = try CLI.run(["train", "-o", "run", "--resume", "--limit-val", "3", "--batch", "4", "--aug", "heavy", "-q"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
     }
 

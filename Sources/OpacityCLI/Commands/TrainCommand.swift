@@ -147,6 +147,7 @@ struct TrainCommand: ParsableCommand {
             // limits and skipping are the run's own: others are a usage error naming the option
             // (new-user trial: `--resume --limit 4` exited 1 after the data had loaded)
             if saved.dataRoot != nil || saved.labelsPath != nil, let refused = refusedWithResume(saved, run: out) { throw refused }
+            if let changed = recipeChangedOnResume(saved, run: out) { throw changed }
             // a run that has all its epochs: nothing is loaded or written, and the message says
             // how to go on (new-user trial: it printed "done: 0 epochs run"); limits or skipping
             // other than the run's own are left to the usual path, which refuses them
@@ -342,6 +343,44 @@ struct TrainCommand: ParsableCommand {
         let options = given.count == 1 ? given[0] : given.dropLast().joined(separator: ", ") + " and " + given.last!
         return ValidationError(
             "\(options) cannot be given with --resume: \(run) was started with \(started), and --resume continues with the run's own; "
+                + "drop \(given.map { $0.split(separator: " ")[0] }.joined(separator: " and ")) to resume it, or start a new run with another -o/--output")
+    }
+
+    /// The usage error for recipe options given with `--resume` that differ from the run's own
+    /// (`--batch`, `--seed`, `--aug`, `--freeze-bn`, `--clip`, `--patience`, `--factor`,
+    /// `--best-by`, `--fold`, `--folds`, `--encoder-weights`, `--init-weights`); `nil` when
+    /// none does.
+    ///
+    /// `--resume` continues with the recipe saved in `options.json`, so a value typed with it
+    /// would otherwise be dropped without a word (new-user trial: `--resume --batch 8 --seed 9
+    /// --aug light` trained on with batch 4, seed 1234 and heavy augmentation). An option at its
+    /// default is taken as not given. `--lr` and `--epochs` are not refused: they change the run
+    /// from the checkpoint on, as their help says.
+    func recipeChangedOnResume(_ saved: TrainingOptions, run: String) -> ValidationError? {
+        let d = Self.defaults
+        var given: [String] = [], own: [String] = []
+        func check<T: Equatable>(_ option: String, _ value: T, _ standard: T, _ saved: T, _ show: (T) -> String) {
+            guard value != standard && value != saved else { return }
+            given.append("\(option) \(show(value))")
+            own.append("\(option) \(show(saved))")
+        }
+        let onOff: (Bool) -> String = { $0 ? "on" : "off" }
+        check("--batch", batch, d.batchSize, saved.batchSize) { "\($0)" }
+        check("--seed", seed, d.seed, saved.seed) { "\($0)" }
+        check("--aug", aug, d.augmentation, saved.augmentation) { $0 }
+        check("--freeze-bn", freezeBn.isOn, d.freezeBatchNorm, saved.freezeBatchNorm, onOff)
+        check("--clip", clip, d.clipNorm, saved.clipNorm) { "\($0)" }
+        check("--patience", patience, d.plateauPatience, saved.plateauPatience) { "\($0)" }
+        check("--factor", factor, d.plateauFactor, saved.plateauFactor) { "\($0)" }
+        check("--best-by", bestBy.rawValue, d.bestBy, saved.bestBy) { $0 }
+        check("--fold", fold, d.fold, saved.fold) { "\($0)" }
+        check("--folds", folds, d.folds, saved.folds) { "\($0)" }
+        check("--encoder-weights", encoderWeights, d.encoderWeights, saved.encoderWeights) { $0 ?? "(none)" }
+        check("--init-weights", initWeights, d.initWeights, saved.initWeights) { $0 ?? "(none)" }
+        guard !given.isEmpty else { return nil }
+        let list = given.count == 1 ? given[0] : given.dropLast().joined(separator: ", ") + " and " + given.last!
+        return ValidationError(
+            "\(list) cannot be given with --resume: \(run) was started with \(own.joined(separator: " ")), and --resume continues with the run's own recipe; "
                 + "drop \(given.map { $0.split(separator: " ")[0] }.joined(separator: " and ")) to resume it, or start a new run with another -o/--output")
     }
 
