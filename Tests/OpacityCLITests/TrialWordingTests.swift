@@ -354,4 +354,26 @@ final class TrialWordingTests: XCTestCase {
         for r in [submit, convert] { XCTAssertFalse(r.stderr.contains("does not exist"), r.stderr) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("sub.csv").path))
     }
+
+    /// `detect` that stops on an input it cannot read (without --skip-unreadable) leaves none of
+    /// its outputs: no overlay PNG of the images before it without the detections file.
+    func testDetectStoppedByAnUnreadableInputLeavesNoOverlays() throws {
+        let dir = try CLI.tempDir("detect-stops")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = dir.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+        // a.png is read first; b.dcm is JPEG Extended, which the reader refuses
+        try FileManager.default.copyItem(at: CLI.realdata.appendingPathComponent("nih/00000001_000.png"), to: images.appendingPathComponent("a.png"))
+        try FileManager.default.copyItem(at: CLI.realdata.appendingPathComponent("dicom_conformance/JPGExtended.dcm"), to: images.appendingPathComponent("b.dcm"))
+        let r = try CLI.run(["detect", "images", "-o", "out", "--threads", "1"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("b.dcm': transfer syntax 1.2.840.10008.1.2.4.51"), r.stderr)
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("out").path)) ?? []
+        XCTAssertEqual(left, [], "left in out/: \(left)")
+        // with --skip-unreadable the same run writes the overlay and the detections file
+        let skipping = try CLI.run(["detect", "images", "-o", "out", "--threads", "1", "--skip-unreadable"], in: dir)
+        XCTAssertEqual(skipping.status, 0, skipping.all)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("out/a.overlay.png").path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("out/detections.json").path))
+    }
 }

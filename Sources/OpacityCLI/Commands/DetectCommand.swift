@@ -131,48 +131,60 @@ struct DetectCommand: ParsableCommand {
         // under MPI each rank takes a contiguous block of the files and writes their overlays;
         // rank 0 gathers the reports in order and writes the result file
         let mine = shardedRange(files.count, chunk: 1, group: group)
-        for (k, f) in files[mine].enumerated() {
-            let img: DecodedImage
-            do { img = try DetectionEngine.read(f, frame: frame) } catch {
-                // a frame the file lacks is said as --frame, the option that asked for it, with
-                // the file's frame count in convert's words (frameNotInFile)
-                let error = frameNotInFile(error, path: f.path).map { ValidationError($0) } ?? namingOption(error, ["frame": "--frame"])
-                if !skipUnreadable {
-                    if files.count > 1 { throw WithHint(error, "to leave out the files that cannot be read and go on, add --skip-unreadable (they are listed in skipped.csv)") }
-                    throw error
+        // the files this run has written so far: a run that stops on an input (one it cannot
+        // read without --skip-unreadable) removes them, so that no overlays are left without
+        // the detections file (new-user trial: `detect` on a folder with one unsupported file)
+        var written: [URL] = []
+        do {
+            for (k, f) in files[mine].enumerated() {
+                let img: DecodedImage
+                do { img = try DetectionEngine.read(f, frame: frame) } catch {
+                    // a frame the file lacks is said as --frame, the option that asked for it, with
+                    // the file's frame count in convert's words (frameNotInFile)
+                    let error = frameNotInFile(error, path: f.path).map { ValidationError($0) } ?? namingOption(error, ["frame": "--frame"])
+                    if !skipUnreadable {
+                        if files.count > 1 { throw WithHint(error, "to leave out the files that cannot be read and go on, add --skip-unreadable (they are listed in skipped.csv)") }
+                        throw error
+                    }
+                    skipped.add(f.path, "\(error)")
+                    bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
+                    continue
                 }
-                skipped.add(f.path, "\(error)")
-                bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
-                continue
-            }
-            let report = engine.run([img])[0]
-            all.append(report)
-            if !noOverlays {
-                try writePNG(img.image.overlay(detections: report.detections, thickness: max(2, img.image.width / 300)), to: overlayURL(f))
-            }
-            if dicomSR != nil || dicomOverlay != nil {
-                if img.format != .dicom {
-                    note("\(f.path): no DICOM SR or overlay written (not a DICOM file)")
-                } else {
-                    do {
-                        let index = mine.lowerBound + k
-                        if let dicomSR {
-                            let sr = try engine.structuredReport(img, report, placement: try placement("sr", dicomSR, img, index: index))
-                            try sr.write(to: dicomURL(dicomSR, f, ".sr.dcm"), options: .atomic)
-                            srWritten += 1
+                let report = engine.run([img])[0]
+                all.append(report)
+                if !noOverlays {
+                    try writePNG(img.image.overlay(detections: report.detections, thickness: max(2, img.image.width / 300)), to: overlayURL(f))
+                    written.append(overlayURL(f))
+                }
+                if dicomSR != nil || dicomOverlay != nil {
+                    if img.format != .dicom {
+                        note("\(f.path): no DICOM SR or overlay written (not a DICOM file)")
+                    } else {
+                        do {
+                            let index = mine.lowerBound + k
+                            if let dicomSR {
+                                let sr = try engine.structuredReport(img, report, placement: try placement("sr", dicomSR, img, index: index))
+                                try sr.write(to: dicomURL(dicomSR, f, ".sr.dcm"), options: .atomic)
+                                written.append(dicomURL(dicomSR, f, ".sr.dcm"))
+                                srWritten += 1
+                            }
+                            if let dicomOverlay {
+                                let sc = try engine.secondaryCapture(img, report, placement: try placement("sc", dicomOverlay, img, index: index))
+                                try sc.write(to: dicomURL(dicomOverlay, f, ".overlay.dcm"), options: .atomic)
+                                written.append(dicomURL(dicomOverlay, f, ".overlay.dcm"))
+                                dicomOverlaysWritten += 1
+                            }
+                        } catch {
+                            if !skipUnreadable { throw error }
+                            skipped.add(f.path, "\(error)")
                         }
-                        if let dicomOverlay {
-                            let sc = try engine.secondaryCapture(img, report, placement: try placement("sc", dicomOverlay, img, index: index))
-                            try sc.write(to: dicomURL(dicomOverlay, f, ".overlay.dcm"), options: .atomic)
-                            dicomOverlaysWritten += 1
-                        }
-                    } catch {
-                        if !skipUnreadable { throw error }
-                        skipped.add(f.path, "\(error)")
                     }
                 }
+                bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
             }
-            bar?(ProgressUpdate(done: k + 1, total: mine.count, elapsed: Date().timeIntervalSince(t0)))
+        } catch {
+            for url in written { try? FileManager.default.removeItem(at: url) }
+            throw error
         }
         if group.isDistributed {
             struct Part: Codable { var reports: [DetectionReport]; var skipped: [[String]]; var written: [Int] }
