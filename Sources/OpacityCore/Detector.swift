@@ -46,6 +46,12 @@ public final class Detector: Module {
     /// with `"encoder"`, `"neck"` and `"head"` as each part ends (for timing by part).
     public func forward(_ images: Tensor, partDone: (String) -> Void = { _ in }) -> HeadOutput {
         let (pyramid, deepest) = pyramid(images, partDone: partDone)
+        return predict(pyramid: pyramid, deepest: deepest, images: images, partDone: partDone)
+    }
+
+    /// The head in one piece (in checkpoint segments with `grad_checkpointing=head` or `all`
+    /// while recording), its anchor count checked against the layout for `images`.
+    private func predict(pyramid: [Tensor], deepest: Tensor, images: Tensor, partDone: (String) -> Void) -> HeadOutput {
         let recompute = Autograd.isRecording ? gradientCheckpointing : .none
         let out = recompute.head ? head.checkpointedPredict(pyramid: pyramid, deepest: deepest) : head.predict(pyramid: pyramid, deepest: deepest)
         TensorMemory.releaseTransientDerivedValues()
@@ -122,10 +128,7 @@ public final class Detector: Module {
             let (pyramid, deepest) = pyramid(images, partDone: partDone)
             let stages = lossFunction.isSeparable && !gradientCheckpointing.head ? head.trainingStages(pyramid: pyramid, deepest: deepest) : []
             guard !stages.isEmpty else {
-                let out = gradientCheckpointing.head ? head.checkpointedPredict(pyramid: pyramid, deepest: deepest) : head.predict(pyramid: pyramid, deepest: deepest)
-                TensorMemory.releaseTransientDerivedValues()
-                partDone("head")
-                checkAnchorCount(out.classLogits, images)
+                let out = predict(pyramid: pyramid, deepest: deepest, images: images, partDone: partDone)
                 let terms = lossFunction.loss(out, targets: targets, anchors: a)
                 partDone("loss")
                 try willBackward(terms)

@@ -23,6 +23,21 @@ enum CLI {
         var all: String { stdout + stderr }
     }
 
+    /// A process (not started) that runs `executable` (`opacity`) with `args` in `cwd`, with two
+    /// compute threads, the tests' zoo cache and `environment` on top of this process's.
+    static func process(_ args: [String], in cwd: URL?, environment: [String: String] = [:], executable: URL = CLI.executable) -> Process {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = args
+        if let cwd { p.currentDirectoryURL = cwd }
+        var env = ProcessInfo.processInfo.environment
+        env["OPACITY_THREADS"] = "2"
+        env["OPACITY_CACHE"] = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-cache").path
+        env.merge(environment) { _, new in new }
+        p.environment = env
+        return p
+    }
+
     /// Runs `opacity args...` in `cwd` with two compute threads.
     @discardableResult
     /// With `launcher` (e.g. `["/usr/bin/mpirun", "-np", "2"]`) the launcher runs `opacity`.
@@ -32,21 +47,12 @@ enum CLI {
         _ args: [String], in cwd: URL? = nil, environment: [String: String] = [:], timeout: TimeInterval = 900,
         launcher: [String] = [], program: String = "opacity", stdin: Data? = nil
     ) throws -> Result {
-        let p = Process()
         let binary = executable.deletingLastPathComponent().appendingPathComponent(program)
+        let p = process(args, in: cwd, environment: environment, executable: binary)
         if let first = launcher.first {
             p.executableURL = URL(fileURLWithPath: first)
             p.arguments = Array(launcher.dropFirst()) + [binary.path] + args
-        } else {
-            p.executableURL = binary
-            p.arguments = args
         }
-        if let cwd { p.currentDirectoryURL = cwd }
-        var env = ProcessInfo.processInfo.environment
-        env["OPACITY_THREADS"] = "2"
-        env["OPACITY_CACHE"] = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-cache").path
-        env.merge(environment) { _, new in new }
-        p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -24,14 +24,7 @@ final class ClosedOutputTests: XCTestCase {
     /// ignored signal, and the test process may ignore SIGPIPE): without its own handling, the
     /// first write after the close ends it.
     static func run(_ args: [String], in dir: URL, closingAfter lines: Int) throws -> Outcome {
-        let p = Process()
-        p.executableURL = CLI.executable
-        p.arguments = args
-        p.currentDirectoryURL = dir
-        var env = ProcessInfo.processInfo.environment
-        env["OPACITY_THREADS"] = "2"
-        env["OPACITY_CACHE"] = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-cache").path
-        p.environment = env
+        let p = CLI.process(args, in: dir)
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

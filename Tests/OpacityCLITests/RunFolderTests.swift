@@ -47,13 +47,7 @@ final class RunFolderTests: XCTestCase {
 
     /// Starts `opacity args` in the background.
     func start(_ args: [String], in dir: URL) throws -> Process {
-        let p = Process()
-        p.executableURL = CLI.executable
-        p.arguments = args
-        p.currentDirectoryURL = dir
-        var env = ProcessInfo.processInfo.environment
-        env["OPACITY_THREADS"] = "2"
-        p.environment = env
+        let p = CLI.process(args, in: dir)
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
