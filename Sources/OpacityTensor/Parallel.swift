@@ -125,6 +125,9 @@ package enum TuningVariable: String, CaseIterable, Sendable {
     /// 1 (the default): a ReLU's output (and a frozen norm's input before its ReLU) is kept for
     /// backward without its zeros; 0: as a map (``Autograd/sparseActivations``).
     case sparseActivations = "OPACITY_SPARSE_ACTIVATIONS"
+    /// 1 (the default, Linux): blocks of 2 MiB or more are aligned to 2 MiB and marked for
+    /// transparent huge pages; 0: plain pages (``TensorStorage/hugePages``).
+    case hugePages = "OPACITY_HUGE_PAGES"
 
     /// The values accepted.
     var range: ClosedRange<Int> {
@@ -134,7 +137,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .spinMicroseconds: return 0...1_000_000
         case .rowSplitThreads: return 2...1_000_000
         case .selectiveRecomputation: return 0...2
-        case .sparseActivations: return 0...1
+        case .sparseActivations, .hugePages: return 0...1
         }
     }
 
@@ -146,7 +149,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .spinMicroseconds: return 200
         case .rowSplitThreads: return 4
         case .selectiveRecomputation: return 2
-        case .sparseActivations: return 1
+        case .sparseActivations, .hugePages: return 1
         }
     }
 
@@ -156,7 +159,7 @@ package enum TuningVariable: String, CaseIterable, Sendable {
         case .derivedRecent: return ""
         case .spinMicroseconds: return " microseconds"
         case .rowSplitThreads: return " threads"
-        case .selectiveRecomputation, .sparseActivations: return ""
+        case .selectiveRecomputation, .sparseActivations, .hugePages: return ""
         }
     }
 

@@ -42,6 +42,60 @@ final class StorageTests: XCTestCase {
         }
     }
 
+    /// Blocks of 2 MiB or more start on a 2 MiB boundary and, where the kernel offers
+    /// transparent huge pages, are backed by them once written (Linux; `OPACITY_HUGE_PAGES`
+    /// unset). Smaller pooled blocks are plain mappings, page aligned.
+    func testLargeBlocksAreAlignedForHugePages() throws {
+        #if os(Linux)
+        try XCTSkipUnless(TensorStorage.hugePages, "OPACITY_HUGE_PAGES=0 is set")
+        let restore = Self.emptyPoolWithoutSlack()
+        defer { restore() }
+        let huge = 2 << 20
+        // 2 MiB, just over 3 MiB (a class that is not a multiple of 2 MiB), 9 MiB, and 1 MiB.
+        for count in [(2 << 20) / 4, (3 << 20) / 4 + 1, (9 << 20) / 4, (1 << 20) / 4] {
+            var t = Tensor(shape: [count], repeating: 1)
+            t.withUnsafeMutableBufferPointer { $0[count - 1] = 5 }  // the block's tail is writable
+            let address = t.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
+            if count * 4 >= huge {
+                XCTAssertEqual(address % huge, 0, "a block of \(count * 4) bytes starts on a 2 MiB boundary")
+            } else {
+                XCTAssertEqual(address % 4096, 0, "a pooled block of \(count * 4) bytes is page aligned")
+            }
+            XCTAssertEqual(t[flat: count - 1], 5)
+            XCTAssertEqual(t[flat: 0], 1)
+        }
+        // Where the kernel backs madvised memory with huge pages, a written 8 MiB block holds some.
+        let mode = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)) ?? ""
+        guard mode.contains("[always]") || mode.contains("[madvise]") else { return }
+        let t = Tensor(shape: [(8 << 20) / 4], repeating: 2)
+        let address = t.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+        let kB = try withExtendedLifetime(t) { try Self.anonHugePagesKiB(containing: address) }
+        XCTAssertGreaterThanOrEqual(kB, 2048, "the mapping of a written, 2 MiB aligned 8 MiB block holds a huge page")
+        #else
+        throw XCTSkip("transparent huge pages are a Linux feature")
+        #endif
+    }
+
+    /// The `AnonHugePages` field (KiB) of the mapping in /proc/self/smaps that contains `address`.
+    static func anonHugePagesKiB(containing address: UInt) throws -> Int {
+        // Read to the end: /proc files report a size of 0.
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
+        defer { try? handle.close() }
+        let smaps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        var inside = false
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
+                let bounds = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
+                inside = bounds.count == 2 && bounds[0] <= address && address < bounds[1]
+            } else if inside, fields.first == "AnonHugePages:", fields.count >= 2, let v = Int(fields[1]) {
+                return v
+            }
+        }
+        XCTFail("no mapping in /proc/self/smaps contains 0x\(String(address, radix: 16))")
+        return 0
+    }
+
     /// Freed blocks of sizes no longer asked for do not pile up: blocks in use plus blocks cached
     /// stay within the most in use at once (plus a slack, 1/64 by default, 0 here); a request without a block of its class
     /// takes a cached block up to twice its size as it is, maps a new block under the mark,
