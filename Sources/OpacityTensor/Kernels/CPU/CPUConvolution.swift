@@ -107,6 +107,26 @@ struct ConvPlan {
     /// Output rows `[lo, hi)` of tile `t` of `tiles` (an even split).
     @inline(__always)
     func rows(_ t: Int, of tiles: Int) -> Range<Int> { (ho * t / tiles)..<(ho * (t + 1) / tiles) }
+
+    /// The most output rows in one of `tiles` tiles (``rows(_:of:)``): `ceil(ho / tiles)`.
+    func maxTileRows(of tiles: Int) -> Int { (ho + tiles - 1) / tiles }
+
+    /// The most floats the per-thread unfolded tiles of the im2col weight gradient take in all
+    /// (24 MiB). Each thread unfolds `k` rows of at least 512 columns; on many threads that
+    /// is a large block held for the call and kept idle afterwards (16 threads, the RetinaNet
+    /// head's 3x3 256->36 output convolution at 128x128: 16 x 4.7 MiB, which put the resnet34
+    /// detector's 16-thread training peak 75 MiB above its 2-thread one). Past it, tiles get
+    /// fewer columns. On 2 threads only convolutions with more than 682 input channels
+    /// (`k` over 6144) reach it; in the registry's detectors those run on maps of a few rows
+    /// (the FPN's P6 convolution on C5, one tile either way), so 2-thread tiles and bits do
+    /// not change.
+    static let weightGradientScratchFloats = 6 << 20
+
+    /// The fewest columns per tile of the im2col weight gradient with `threads` threads: 512,
+    /// or fewer (at least 64) where ``weightGradientScratchFloats`` would be exceeded.
+    func weightGradientMinColumns(threads: Int) -> Int {
+        max(64, min(512, Self.weightGradientScratchFloats / max(1, threads * k)))
+    }
 }
 
 // MARK: - im2col / col2im
@@ -289,7 +309,7 @@ enum ConvKernels {
         let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
         let splitsWeightRows = pl.splitsWeightRows(threads: threads)
         if !splitsWeightRows && (tasks >= threads || threads == 1) {
-            let maxCols = ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
+            let maxCols = pl.maxTileRows(of: tiles) * pl.wo
             let colFloats = pl.pointwise ? 0 : pl.k * maxCols
             // Multiply straight into the output when it is one tile per image (contiguous
             // anyway) and for 1x1 convolutions on large maps, where the copy-out costs more
@@ -546,13 +566,13 @@ enum ConvKernels {
             return
         }
         let threads = Compute.threads
-        let tiles = pl.rowTiles(minColumns: 512)
+        let tiles = pl.rowTiles(minColumns: pl.weightGradientMinColumns(threads: threads))
         let tasks = pl.n * pl.groups * tiles
         let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
         let weightCount = pl.cout * pl.k
         let chunks = min(threads, tasks)
         if chunks > 1 && tasks >= 2 * threads && weightCount * (chunks - 1) <= 8 << 20 {
-            let maxColumns = pl.pointwise ? 0 : pl.k * ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
+            let maxColumns = pl.pointwise ? 0 : pl.k * pl.maxTileRows(of: tiles) * pl.wo
             // Chunk 0 accumulates straight into the result, the others into private copies.
             withScratch(perThread: maxColumns, shared: weightCount * (chunks - 1)) { scratch in
                 let partials = scratch(-1)

@@ -67,7 +67,7 @@ enum GroupedConvKernels {
     ) {
         BLAS.ensureConfigured()
         let tiles = pl.rowTiles(minColumns: 512, threads: 1)
-        let maxColumns = pl.pointwise ? 0 : pl.k * ((pl.ho + tiles - 1) / tiles + 1) * pl.wo
+        let maxColumns = pl.pointwise ? 0 : pl.k * pl.maxTileRows(of: tiles) * pl.wo
         let imageIn = pl.cin * pl.h * pl.w, imageOut = pl.cout * pl.p
         withScratch(perThread: maxColumns) { scratch in
             Compute.parallelChunks(pl.groups) { chunk, range in
