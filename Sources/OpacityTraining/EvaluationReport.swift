@@ -332,26 +332,52 @@ public struct EvaluationReport: Codable, Sendable {
     }
 
     /// The FROC chart on a log-2 axis of false positives per image, the standard rates marked.
+    ///
+    /// When the model made no detection at all, the chart is a flat line at sensitivity 0,
+    /// titled and labelled so ("no detections"), rather than no chart.
+    /// - Returns: `nil` when there is no FROC (no truth box: see ``figuresNotWritten()``).
     public func frocChart() -> LineChart? {
-        guard let f = froc, !frocPoints.isEmpty else { return nil }
-        // a step curve: each point holds until the next detection; after the last detection
-        // no false positive is added, so the sensitivity stays where it ended
+        guard let f = froc else { return nil }
+        var title = "FROC, opacity boxes (hit: IoU 0.5 or more)"
+        var name = String(format: "mean sensitivity %.3f", f.mean)
         var pts: [(x: Double, y: Double)] = []
-        for p in frocPoints where p.fpPerImage > 0 {
-            if let last = pts.last { pts.append((p.fpPerImage, last.y)) }
-            pts.append((p.fpPerImage, p.sensitivity))
+        if frocPoints.isEmpty {
+            // no detection: no false positive and no hit at any rate
+            title += ": the model made no detections"
+            name = "no detections: sensitivity 0 at every rate"
+            pts = [(1.0 / 16, 0), (16, 0)]
+        } else {
+            // a step curve: each point holds until the next detection; after the last detection
+            // no false positive is added, so the sensitivity stays where it ended
+            for p in frocPoints where p.fpPerImage > 0 {
+                if let last = pts.last { pts.append((p.fpPerImage, last.y)) }
+                pts.append((p.fpPerImage, p.sensitivity))
+            }
+            let start = frocPoints.filter { $0.fpPerImage == 0 }.map(\.sensitivity).max() ?? 0
+            pts.insert((1.0 / 16, start), at: 0)
+            pts.append((16, pts.last?.y ?? start))
         }
-        let start = frocPoints.filter { $0.fpPerImage == 0 }.map(\.sensitivity).max() ?? 0
-        pts.insert((1.0 / 16, start), at: 0)
-        pts.append((16, pts.last?.y ?? start))
-        var c = LineChart(title: "FROC, opacity boxes (hit: IoU 0.5 or more)", xLabel: "false positives per image (log scale)", yLabel: "sensitivity",
-                          series: [LineChart.Series(name: String(format: "mean sensitivity %.3f", f.mean), points: pts, color: LineChart.palette[2])])
+        var c = LineChart(title: title, xLabel: "false positives per image (log scale)", yLabel: "sensitivity",
+                          series: [LineChart.Series(name: name, points: pts, color: LineChart.palette[2])])
         c.series[0].markPoints = false
         c.logX = true
         c.xRange = 0.125...8
         c.yRange = 0...1.02
         c.markers = zip(f.fpPerImage, f.sensitivity).map { ($0, $1, LineChart.palette[3]) }
         return c
+    }
+
+    /// The figures ``write(to:metricChart:)`` leaves out, each as `name.png and name.svg not
+    /// written: why` (the precision-recall curve and the FROC need a truth box); empty when
+    /// every figure is written.
+    public func figuresNotWritten() -> [String] {
+        var out: [String] = []
+        let why = imagesWithOpacity == 0
+            ? (images == 1 ? "the one image has no truth box" : "none of the \(images) images has a truth box") + ", so there is no sensitivity or recall to plot"
+            : "no curve could be computed"
+        if precisionRecall == nil { out.append("precision_recall.png and precision_recall.svg not written: \(why)") }
+        if froc == nil { out.append("froc.png and froc.svg not written: \(why)") }
+        return out
     }
 
     /// Writes `report.json`, the figures (PNG + SVG) and `summary.md` into `folder`.
@@ -415,6 +441,7 @@ public struct EvaluationReport: Codable, Sendable {
         s += "## Boxes (COCO-style, opacity class)\n\n| AP@[.50:.95] | AP50 | AP75 | AR@100 |\n|---|---|---|---|\n"
         s += "| \(v(coco.ap)) | \(v(coco.ap50)) | \(v(coco.ap75)) | \(v(coco.ar100)) |\n\n"
         if figures["precision_recall"] != nil { s += "![precision-recall](precision_recall.png)\n\n" }
+        for line in figuresNotWritten() { s += "\(line).\n\n" }
         if let f = froc {
             s += "## FROC (IoU >= 0.5)\n\n| FP/image | " + f.fpPerImage.map { String(format: "%g", $0) }.joined(separator: " | ") + " | mean |\n"
             s += "|---|" + String(repeating: "---|", count: f.fpPerImage.count + 1) + "\n"

@@ -131,6 +131,9 @@ final class EvalReportingTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("an image with no truth box and no predicted box is left out of the mean"), r.stdout)
         XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct)"), r.stdout)
         XCTAssertFalse(r.stdout.contains("metric 0.0000"), r.stdout)
+        // the figures that need a truth box are named as not written, with the reason
+        XCTAssertTrue(r.stdout.contains("froc.png and froc.svg not written: none of the 4 images has a truth box"), r.stdout)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("ev/froc.png").path))
         let ch = try XCTUnwrap(try json(dir.appendingPathComponent("ev/report.json"))["challenge"] as? [String: Any])
         XCTAssertTrue(ch["bestMetric"] is NSNull && ch["bestThreshold"] is NSNull, "\(ch)")
         XCTAssertTrue(try XCTUnwrap(ch["undefinedReason"] as? String).contains("none of the 4 images has a truth box"))

@@ -328,6 +328,42 @@ final class EvaluationTests: XCTestCase {
         }
     }
 
+    /// A model that made no detection at all still gets its FROC figure: a flat line at
+    /// sensitivity 0, titled and labelled "no detections" (new-user trial: `opacity eval` wrote
+    /// no froc.png then, without a word); without any truth box the figures that need one are
+    /// named, with the reason, as not written.
+    func testNoDetectionsStillWriteAFlatFROC() throws {
+        let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
+        let images: [Evaluation.ImageResult] = [
+            .init(id: "a", truth: [box], detections: [], imageClass: .lungOpacity, classProbabilities: nil),
+            .init(id: "b", truth: [], detections: [], imageClass: .normal, classProbabilities: nil),
+        ]
+        var report = EvaluationReport(Evaluation(images: images), models: ["m.opb"], ensemble: "single", tta: nil, data: "test")
+        XCTAssertEqual(try XCTUnwrap(report.froc).sensitivity, [0, 0, 0, 0, 0, 0, 0])
+        let chart = try XCTUnwrap(report.frocChart(), "no FROC chart for a model without detections")
+        XCTAssertTrue(chart.title.contains("no detections"), chart.title)
+        XCTAssertEqual(chart.series.first?.name, "no detections: sensitivity 0 at every rate")
+        XCTAssertEqual(chart.series.first?.points.map(\.y), [0, 0])
+        XCTAssertEqual(report.figuresNotWritten(), [])
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-report-nodet-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let written = try report.write(to: dir, metricChart: Evaluation(images: images).chart(title: "metric"))
+        for name in ["froc.png", "froc.svg"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent(name).path), name)
+            XCTAssertTrue(written.map(\.lastPathComponent).contains(name), "\(written)")
+        }
+        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("summary.md"), encoding: .utf8).contains("![FROC](froc.png)"))
+        // negatives only: no FROC to draw, and the files left out are named with the reason
+        let negatives = EvaluationReport(Evaluation(images: [images[1]]), models: ["m.opb"], ensemble: "single", tta: nil, data: "test")
+        XCTAssertNil(negatives.frocChart())
+        XCTAssertEqual(
+            negatives.figuresNotWritten(),
+            [
+                "precision_recall.png and precision_recall.svg not written: the one image has no truth box, so there is no sensitivity or recall to plot",
+                "froc.png and froc.svg not written: the one image has no truth box, so there is no sensitivity or recall to plot",
+            ])
+    }
+
     func testReportHoldsEveryMeasureAndWritesItsFiles() throws {
         let box = BoundingBox(x: 100, y: 100, width: 200, height: 150)
         let images: [Evaluation.ImageResult] = [

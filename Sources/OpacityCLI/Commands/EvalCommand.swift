@@ -311,6 +311,8 @@ struct EvalCommand: ParsableCommand {
             say(String(format: "wrote %@ with operating point %.2f", opOut, point.threshold))
         }
         say("wrote \(outURL.appendingPathComponent("report.json").path), summary.md, per_image.csv, sweep.csv and figures (PNG + SVG) in \(outURL.path)")
+        // a figure left out is said, with the file and why (new-user trial: no froc.png, no word)
+        for line in report.figuresNotWritten() { say("  " + line) }
         // what was left out (--skip-unreadable): at loading, and while scoring
         var skipped = SkippedInputs()
         for id in dataset.report.missingImages { skipped.add(id, "missing") }
