@@ -130,7 +130,8 @@ public final class DetectionServer: @unchecked Sendable {
 
     private func answer(_ request: Request, start: ContinuousClock.Instant, bodyRead: Flag) async throws(ServeError) -> Response {
         let path = request.uri.path
-        if path != "/healthz", let tokenBytes {
+        // liveness and the API description are open; everything else needs the token
+        if path != "/healthz", path != "/openapi.yaml", let tokenBytes {
             let given = Array((request.headers[.authorization] ?? "").utf8)
             guard DetectionServer.constantTimeEqual(given, tokenBytes) else { throw .unauthorized }
         }
@@ -151,6 +152,9 @@ public final class DetectionServer: @unchecked Sendable {
             var r = Self.json(["status": stopping ? "draining" : "loading", "error": state], status: 503)
             r.headers[.retryAfter] = "2"
             return r
+        case "/openapi.yaml":
+            try only([.get])
+            return Self.response(Data(OpenAPIDocument.yaml.utf8), type: "application/yaml")
         case "/metrics":
             try only([.get])
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

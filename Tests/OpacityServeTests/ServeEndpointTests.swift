@@ -63,6 +63,25 @@ final class ServeEndpointTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Double(images?.split(separator: " ").last ?? "") ?? 0, 1)
     }
 
+    /// `GET /openapi.yaml` serves the API description built into the binary, as
+    /// `application/yaml`, byte for byte Documentation/openapi.yaml (new-user trial: the help
+    /// and Serving.md pointed to a document the server did not serve); the document lists
+    /// the path itself, and other methods are refused.
+    func testOpenAPIDocument() throws {
+        let documented = try Data(contentsOf: ServeFixtures.root.appendingPathComponent("Documentation/openapi.yaml"))
+        XCTAssertEqual(
+            Data(OpenAPIDocument.yaml.utf8), documented,
+            "Sources/OpacityServe/OpenAPIDocument.swift is not Documentation/openapi.yaml: run scripts/embed-openapi.sh")
+        let port = try server().port
+        let r = try HTTP.request(port: port, "GET", "/openapi.yaml")
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertEqual(r.headers["content-type"], "application/yaml")
+        XCTAssertEqual(r.body, documented)
+        XCTAssertTrue(r.text.contains("\n  /openapi.yaml:\n    get:"), "the document lists its own path")
+        let post = try HTTP.request(port: port, "POST", "/openapi.yaml", headers: ["Content-Type": "text/plain"], body: Data("x".utf8))
+        XCTAssertEqual(post.status, 405, post.text)
+    }
+
     /// The service and `opacity detect --format json` give the same report for the same DICOM.
     func testDICOMDetectionsEqualTheCLIs() throws {
         let port = try server().port

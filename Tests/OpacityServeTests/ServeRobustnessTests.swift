@@ -37,6 +37,7 @@ final class ServeRobustnessTests: XCTestCase {
         let s = try RunningServer { $0.token = "s3cret-token" }
         defer { XCTAssertNil(s.stop()) }
         XCTAssertEqual(try HTTP.request(port: s.port, "GET", "/healthz").status, 200)
+        XCTAssertEqual(try HTTP.request(port: s.port, "GET", "/openapi.yaml").status, 200, "the API description needs no token")
         for path in ["/readyz", "/v1/models", "/metrics"] {
             let none = try HTTP.request(port: s.port, "GET", path)
             XCTAssertEqual(none.status, 401, path)

@@ -9,7 +9,7 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Serve detection over HTTP: POST a DICOM or PNG (or several, multipart) to /v1/detect and get JSON boxes back.",
         discussion: """
-            Endpoints: POST /v1/detect, GET /v1/models, /healthz, /readyz, /metrics (Prometheus). The API is Documentation/openapi.yaml; the answer's schema (the same as `opacity detect --format json`) is Documentation/detections.schema.json. Concurrent requests are batched (up to --max-batch images, waiting at most --max-wait-ms); a full queue answers 503 with Retry-After. SIGTERM or SIGINT stops accepting, finishes what is queued and exits 0.
+            Endpoints: POST /v1/detect, GET /v1/models, /healthz, /readyz, /metrics (Prometheus), /openapi.yaml. The API is Documentation/openapi.yaml, which the server also serves at GET /openapi.yaml (no token needed); the answer's schema (the same as `opacity detect --format json`) is Documentation/detections.schema.json. Concurrent requests are batched (up to --max-batch images, waiting at most --max-wait-ms); a full queue answers 503 with Retry-After. SIGTERM or SIGINT stops accepting, finishes what is queued and exits 0.
 
             Without --token-file the server binds 127.0.0.1 only unless --host says otherwise.
 
@@ -24,7 +24,7 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(name: .long, parsing: .unconditional, help: "TCP port (0 picks a free one and prints it).") var port: Int = 8080
     @Option(name: .long, help: "Address to bind (default 127.0.0.1, this machine only).") var host: String = "127.0.0.1"
-    @Option(name: .long, help: "A file whose first line is the bearer token every request but /healthz must carry.") var tokenFile: String?
+    @Option(name: .long, help: "A file whose first line is the bearer token every request but /healthz and /openapi.yaml must carry.") var tokenFile: String?
     @Option(name: .long, parsing: .unconditional, help: "Most images in one forward pass.") var maxBatch: Int = 4
     @Option(name: .customLong("max-wait-ms"), parsing: .unconditional, help: "Longest wait, in milliseconds, for more images to fill a batch.") var maxWaitMs: Int = 10
     @Option(name: .long, parsing: .unconditional, help: "Most images waiting for the model; beyond it requests get 503.") var maxQueue: Int = 64
@@ -75,7 +75,7 @@ struct ServeCommand: ParsableCommand {
             c.token == nil
             ? "no token (--token-file): anyone who can reach \(host) may call it"
                 + (host == "127.0.0.1" || host == "localhost" || host == "::1" ? "; bound to this machine only" : "")
-            : "bearer token required on every endpoint but /healthz"
+            : "bearer token required on every endpoint but /healthz and /openapi.yaml"
         final class Listening: @unchecked Sendable { var yes = false }
         let listening = Listening()
         do {
