@@ -481,6 +481,55 @@ struct DICOMParser {
 
     func fail(_ reason: String) -> DataError { .malformedDICOM(path: path, reason: reason) }
 
+    /// What the element being read lies in (encapsulated Pixel Data, a sequence), innermost
+    /// last, for the message of a truncated file.
+    var enclosing: [String] = []
+
+    /// Names of the tags a truncation message is most likely to meet.
+    static let tagNames: [UInt32: String] = [
+        0x0002_0000: "File Meta Information Group Length", 0x0002_0001: "File Meta Information Version",
+        0x0002_0002: "Media Storage SOP Class UID", 0x0002_0003: "Media Storage SOP Instance UID", 0x0002_0010: "Transfer Syntax UID",
+        0x0002_0012: "Implementation Class UID", 0x0008_0018: "SOP Instance UID", 0x0010_0010: "Patient's Name", 0x0010_0020: "Patient ID",
+        0x0020_000D: "Study Instance UID", 0x0028_0010: "Rows", 0x0028_0011: "Columns", 0x0028_0030: "Pixel Spacing", 0x7FE0_0010: "Pixel Data",
+        0xFFFE_E000: "Item", 0xFFFE_E00D: "Item Delimitation Item", 0xFFFE_E0DD: "Sequence Delimitation Item",
+    ]
+
+    /// `(GGGG,EEEE)` and the tag's name where known, e.g. `(7FE0,0010) Pixel Data`.
+    static func tagText(_ g: UInt16, _ e: UInt16) -> String {
+        let tag = String(format: "(%04X,%04X)", g, e)
+        return tagNames[UInt32(g) << 16 | UInt32(e)].map { "\(tag) \($0)" } ?? tag
+    }
+
+    /// Where the enclosing values are, for a truncation message: `""` at the top level, else
+    /// e.g. ` in Pixel Data (7FE0,0010) at byte 1022`.
+    var enclosingText: String { enclosing.isEmpty ? "" : " in " + enclosing.reversed().joined(separator: " in ") }
+
+    /// The error for a file whose data ends inside the value of `el`: the byte offset where the
+    /// data ends, the element's tag and header offset, and the bytes its header declared.
+    func truncated(inside el: Element) -> DataError {
+        let present = max(0, bytes.count - el.valueOffset)
+        return fail(
+            "the file is truncated: its data ends at byte \(bytes.count), inside element \(DICOMParser.tagText(el.group, el.element)) at byte \(el.headerOffset)"
+                + "\(enclosingText), which declared \(el.length) bytes of value (\(present) present, \(Int(el.length) - present) missing)")
+    }
+
+    /// The error for a file whose data ends inside the header of the element at `start` (or
+    /// right before it), its tag named when its first 4 bytes are there.
+    func truncatedHeader(at start: Int) -> DataError {
+        let present = bytes.count - start
+        guard present > 0 else {
+            return fail("the file is truncated: its data ends at byte \(bytes.count)\(enclosingText), where another element or item was expected")
+        }
+        let element = present >= 4 ? "element \(DICOMParser.tagText(u16(start), u16(start + 2)))" : "an element (its tag is cut)"
+        var size = 8
+        if explicitVR, present >= 6, u16(start) != 0xFFFE, DICOMParser.longVRs.contains(String(decoding: [bytes[start + 4], bytes[start + 5]], as: UTF8.self)) {
+            size = 12
+        }
+        return fail(
+            "the file is truncated: its data ends at byte \(bytes.count), inside the header of \(element) at byte \(start)\(enclosingText), "
+                + "before its length (\(present) of the header's \(size) bytes present)")
+    }
+
     func u16(_ at: Int) -> UInt16 {
         let a = UInt16(bytes[at]), b = UInt16(bytes[at + 1])
         return bigEndian ? (a << 8 | b) : (b << 8 | a)
@@ -499,11 +548,13 @@ struct DICOMParser {
         var vr: String
         var length: UInt32  // 0xFFFFFFFF = undefined
         var valueOffset: Int
+        /// The byte offset of the element's tag.
+        var headerOffset: Int { valueOffset - (vr.isEmpty || !DICOMParser.longVRs.contains(vr) ? 8 : 12) }
     }
 
     /// Reads one element header at `pos` and advances to its value.
     mutating func readElementHeader() throws -> Element {
-        guard pos + 8 <= bytes.count else { throw fail("truncated element header at byte \(pos)") }
+        guard pos + 8 <= bytes.count else { throw truncatedHeader(at: pos) }
         let g = u16(pos), e = u16(pos + 2)
         // Item / delimitation tags never carry a VR.
         if g == 0xFFFE {
@@ -518,7 +569,7 @@ struct DICOMParser {
             }
             let vr = String(decoding: [v0, v1], as: UTF8.self)
             if DICOMParser.longVRs.contains(vr) {
-                guard pos + 12 <= bytes.count else { throw fail("truncated element header at byte \(pos)") }
+                guard pos + 12 <= bytes.count else { throw truncatedHeader(at: pos) }
                 let len = u32(pos + 8)
                 pos += 12
                 return Element(group: g, element: e, vr: vr, length: len, valueOffset: pos)
@@ -554,7 +605,7 @@ struct DICOMParser {
                 if el.length == 0xFFFF_FFFF {
                     try skipItemUndefined(depth: depth + 1)
                 } else {
-                    guard Int(el.length) <= bytes.count - pos else { throw fail("item at byte \(pos - 8) runs past the end of the file") }
+                    guard Int(el.length) <= bytes.count - pos else { throw truncated(inside: el) }
                     pos += Int(el.length)
                 }
             }
@@ -573,9 +624,7 @@ struct DICOMParser {
             if el.length == 0xFFFF_FFFF {
                 try skipUndefinedValue(el, depth: depth + 1)
             } else {
-                guard Int(el.length) <= bytes.count - pos else {
-                    throw fail(String(format: "element (%04X,%04X) at byte %d runs past the end of the file", el.group, el.element, el.valueOffset))
-                }
+                guard Int(el.length) <= bytes.count - pos else { throw truncated(inside: el) }
                 pos += Int(el.length)
             }
         }
@@ -585,6 +634,8 @@ struct DICOMParser {
     /// holds Implicit VR Little Endian data whatever the transfer syntax (PS3.5 6.2.2), so
     /// its items are read as implicit VR.
     mutating func skipUndefinedValue(_ el: Element, depth: Int) throws {
+        enclosing.append("\(DICOMParser.tagText(el.group, el.element)) at byte \(el.headerOffset) (undefined length)")
+        defer { enclosing.removeLast() }
         if el.vr == "UN" && explicitVR {
             let saved = (explicitVR, bigEndian)
             explicitVR = false
@@ -664,6 +715,9 @@ struct DICOMParser {
             pos = 132
         } else if bytes.count >= 8, bytes[1] == 0x00, bytes[0] == 0x02 || bytes[0] == 0x08 {
             pos = 0  // no preamble, starts with group 0002 or 0008
+        } else if bytes.count < 132, bytes.count >= 8, bytes.prefix(8).allSatisfy({ $0 == 0 }) {
+            // a zero preamble cut short
+            throw fail("the file is truncated: its data ends at byte \(bytes.count), inside the 128-byte preamble, before the 'DICM' prefix at byte 128")
         } else {
             throw fail("no 'DICM' prefix at byte 128 and no DICOM group at the start (is this a DICOM file?)")
         }
@@ -673,9 +727,10 @@ struct DICOMParser {
         bigEndian = false
         while pos + 8 <= bytes.count, u16(pos) == 0x0002 {
             let el = try readElementHeader()
-            guard el.length != 0xFFFF_FFFF, pos + Int(el.length) <= bytes.count else {
-                throw fail("file meta element (0002,\(String(format: "%04X", el.element))) has a bad length")
+            guard el.length != 0xFFFF_FFFF else {
+                throw fail("file meta element (0002,\(String(format: "%04X", el.element))) has an undefined length; expected a defined one")
             }
+            guard pos + Int(el.length) <= bytes.count else { throw truncated(inside: el) }
             if el.element == 0x0010 { syntaxUID = string(el) }
             pos += Int(el.length)
         }
@@ -715,9 +770,16 @@ struct DICOMParser {
         h.warnings = warnings
         var seen = Set<UInt32>()
         var pixelElement: Element?
+        // where the data ended inside an element's header, if it did (or trailing padding)
+        var cutHeader: Int?
+        var last: Element?  // the last element read, for a data set that ends before Pixel Data
         while pos < bytes.count {
-            if bytes.count - pos < 8 { break }  // trailing padding
+            if bytes.count - pos < 8 {  // trailing padding, or a file cut inside a header
+                cutHeader = pos
+                break
+            }
             let el = try readElementHeader()
+            last = el
             let tag = UInt32(el.group) << 16 | UInt32(el.element)
             if tag == 0x7FE0_0010 {
                 pixelElement = el
@@ -727,10 +789,7 @@ struct DICOMParser {
                 try skipUndefinedValue(el, depth: 1)
                 continue
             }
-            guard el.valueOffset + Int(el.length) <= bytes.count else {
-                throw fail(String(format: "element (%04X,%04X) of length %u runs past the end of the file (%d bytes)",
-                                  el.group, el.element, el.length, bytes.count))
-            }
+            guard el.valueOffset + Int(el.length) <= bytes.count else { throw truncated(inside: el) }
             seen.insert(tag)
             if DICOMHeader.copiedTagSet.contains(tag) {
                 h.copiedAttributes[tag] = Array(bytes[el.valueOffset..<(el.valueOffset + Int(el.length))])
@@ -772,6 +831,8 @@ struct DICOMParser {
         }
         for (tag, name) in [(UInt32(0x0028_0010), "Rows (0028,0010)"), (0x0028_0011, "Columns (0028,0011)"),
                             (0x0028_0100, "BitsAllocated (0028,0100)")] where !seen.contains(tag) {
+            // a file cut before them is said to be truncated, not to lack them
+            if let cutHeader { throw truncatedHeader(at: cutHeader) }
             throw fail("required attribute \(name) is missing")
         }
         if !seen.contains(0x0028_0101) { h.bitsStored = h.bitsAllocated }
@@ -816,7 +877,15 @@ struct DICOMParser {
                                              expected: "1...\(h.numberOfFrames) (NumberOfFrames of '\(path)')",
                                              nearest: "\(min(max(frame, 1), h.numberOfFrames))")
         }
-        guard let px = pixelElement else { throw fail("no Pixel Data element (7FE0,0010)") }
+        guard let px = pixelElement else {
+            if let cutHeader { throw truncatedHeader(at: cutHeader) }
+            if let last {
+                throw fail(
+                    "no Pixel Data element (7FE0,0010): the data ends at byte \(bytes.count), right after element "
+                        + "\(DICOMParser.tagText(last.group, last.element)) at byte \(last.headerOffset); the file is truncated or holds no image")
+            }
+            throw fail("no Pixel Data element (7FE0,0010)")
+        }
 
         if syntax == .jpegBaseline {
             guard px.length == 0xFFFF_FFFF else { throw fail("JPEG Baseline Pixel Data must be encapsulated (undefined length)") }
@@ -866,6 +935,7 @@ struct DICOMParser {
         let available = min(Int(px.length), bytes.count - px.valueOffset)
         let offset = (frame - 1) * need
         guard offset + need <= available else {
+            if px.valueOffset + Int(px.length) > bytes.count { throw truncated(inside: px) }
             throw fail("Pixel Data holds \(available) bytes; frame \(frame) of \(h.columns)x\(h.rows) at \(h.bitsAllocated) bits needs bytes \(offset)..<\(offset + need)")
         }
         let raw = UnsafeRawBufferPointer(rebasing: bytes[(px.valueOffset + offset)..<(px.valueOffset + offset + need)])
@@ -934,6 +1004,8 @@ struct DICOMParser {
     /// fragment per frame when the counts agree; else a new frame starts at each fragment
     /// that begins with `startMarker` (the codestream's first marker).
     mutating func frameFragments(frame: Int, of frames: Int, startMarker: [UInt8]?) throws -> [UInt8] {
+        enclosing.append("\(DICOMParser.tagText(0x7FE0, 0x0010)) (encapsulated)")
+        defer { enclosing.removeLast() }
         var fragments: [(item: Int, start: Int, length: Int)] = []
         var table: [Int] = []
         var first = true
@@ -945,9 +1017,10 @@ struct DICOMParser {
                 throw fail(String(format: "expected an item (FFFE,E000) in encapsulated Pixel Data at byte %d", pos - 8))
             }
             if el.element == 0xE0DD { break }
-            guard el.element == 0xE000, el.length != 0xFFFF_FFFF, Int(el.length) <= bytes.count - pos else {
+            guard el.element == 0xE000, el.length != 0xFFFF_FFFF else {
                 throw fail("bad fragment item in encapsulated Pixel Data at byte \(pos - 8)")
             }
+            guard Int(el.length) <= bytes.count - pos else { throw truncated(inside: el) }
             let start = pos, len = Int(el.length)
             pos += len
             if first {  // Basic Offset Table

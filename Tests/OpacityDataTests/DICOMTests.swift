@@ -206,6 +206,47 @@ final class DICOMTests: XCTestCase {
         assertThrows(try DICOM.read(badURL), containing: ["sof3.dcm", "JPEG"])
     }
 
+    /// A real RSNA file (JPEG Baseline: Pixel Data at byte 1022, its one fragment item at 1042
+    /// declaring 141990 bytes) cut short at points in the preamble, the file meta, the data
+    /// set, an element header and the pixel data: each error says the file is truncated,
+    /// names the file, the byte where the data ends, the element (tag) it ends in with the
+    /// element's offset, and the bytes that element declared (new-user trial: a cut file was
+    /// "a bad element length").
+    func testTruncatedFileIsSaidToBeTruncated() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let full = try Data(contentsOf: rsnaImages.appendingPathComponent("0004cfab-14fd-4e49-80ba-63a80b6bddd6.dcm"))
+        XCTAssertEqual(full.count, 143_048)
+        let cases: [(cut: Int, expected: String)] = [
+            (100, "its data ends at byte 100, inside the 128-byte preamble, before the 'DICM' prefix at byte 128"),
+            (
+                200,
+                "its data ends at byte 200, inside element (0002,0003) Media Storage SOP Instance UID at byte 192, which declared 56 bytes of value (0 present, 56 missing)"
+            ),
+            (576, "its data ends at byte 576, inside element (0010,0010) Patient's Name at byte 550, which declared 36 bytes of value (18 present, 18 missing)"),
+            (859, "its data ends at byte 859, inside the header of element (0028,0002) at byte 854, before its length (5 of the header's 8 bytes present)"),
+            (1028, "its data ends at byte 1028, inside the header of element (7FE0,0010) Pixel Data at byte 1022, before its length (6 of the header's 12 bytes present)"),
+            (
+                70_000,
+                "its data ends at byte 70000, inside element (FFFE,E000) Item at byte 1042 in (7FE0,0010) Pixel Data (encapsulated), which declared 141990 bytes of value (68950 present, 73040 missing)"
+            ),
+            (143_040, "its data ends at byte 143040 in (7FE0,0010) Pixel Data (encapsulated), where another element or item was expected"),
+        ]
+        for (cut, expected) in cases {
+            let url = dir.appendingPathComponent("cut\(cut).dcm")
+            try full.prefix(cut).write(to: url)
+            assertThrows(try DICOM.read(url), containing: [url.path, "the file is truncated: " + expected])
+            // the header alone of a file cut in its pixel data still reads
+            if cut > 1028 { XCTAssertNoThrow(try DICOM.readHeader(url)) }
+        }
+        // a file whose data set ends at an element boundary before Pixel Data
+        let url = dir.appendingPathComponent("boundary.dcm")
+        try full.prefix(1022).write(to: url)
+        assertThrows(
+            try DICOM.read(url),
+            containing: ["boundary.dcm", "no Pixel Data element (7FE0,0010): the data ends at byte 1022, right after element", "the file is truncated or holds no image"])
+    }
+
     /// Files we write read back: uncompressed and JPEG Baseline.
     func testWriteRoundTrip() throws {
         let dir = try temporaryFolder()
