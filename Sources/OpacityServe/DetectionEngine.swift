@@ -119,9 +119,14 @@ public final class DetectionEngine: @unchecked Sendable {
     ///   - name: the file name, used for the format hint and in error messages.
     ///   - maxPixels: the largest width x height accepted.
     ///   - frame: the frame of a multi-frame DICOM, from 1 (ignored for other formats).
+    ///   - window: how a DICOM's rescaled values map to `[0, 1]` (`opacity detect --window`):
+    ///     the file's window or the full range (``WindowSetting/automatic``, the default), the
+    ///     full range, or a fixed center and width in rescaled units (ignored for PNG and JPEG).
     /// - Throws: ``DetectionInputError``, or the decoders' ``DataError`` naming the file
     ///   (the same messages `opacity detect` prints).
-    public static func decode(_ data: Data, name: String, maxPixels: Int = .max, frame: Int = 1) throws -> DecodedImage {
+    public static func decode(_ data: Data, name: String, maxPixels: Int = .max, frame: Int = 1, window: WindowSetting = .automatic) throws
+        -> DecodedImage
+    {
         let t0 = DispatchTime.now().uptimeNanoseconds
         guard !data.isEmpty else { throw DetectionInputError.empty(name: name) }
         guard let format = ImageFile.format(of: data, url: URL(fileURLWithPath: name)) else {
@@ -139,7 +144,7 @@ public final class DetectionEngine: @unchecked Sendable {
             let h = try DICOM.decodeHeader(data, path: name)
             try check(h.columns, h.rows)
             header = h
-            image = try DICOM.decode(data, path: name, frame: frame).sourceImage()
+            image = try DICOM.decode(data, path: name, frame: frame).sourceImage(window: window)
         case .png:
             if let (w, h) = pngSize(data) { try check(w, h) }
             image = SourceImage(try PNG.decode(data, path: name))
@@ -151,14 +156,14 @@ public final class DetectionEngine: @unchecked Sendable {
                             decodeSeconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
-    /// Reads and decodes a file (see ``decode(_:name:maxPixels:frame:)``).
-    /// - Throws: ``DataError`` when the file cannot be read; as ``decode(_:name:maxPixels:frame:)``.
-    public static func read(_ url: URL, maxPixels: Int = .max, frame: Int = 1) throws -> DecodedImage {
+    /// Reads and decodes a file (see ``decode(_:name:maxPixels:frame:window:)``).
+    /// - Throws: ``DataError`` when the file cannot be read; as ``decode(_:name:maxPixels:frame:window:)``.
+    public static func read(_ url: URL, maxPixels: Int = .max, frame: Int = 1, window: WindowSetting = .automatic) throws -> DecodedImage {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw DataError.unreadableFile(path: url.path, reason: (error as NSError).localizedDescription)
         }
-        return try decode(data, name: url.path, maxPixels: maxPixels, frame: frame)
+        return try decode(data, name: url.path, maxPixels: maxPixels, frame: frame, window: window)
     }
 
     /// Width and height from a PNG's IHDR chunk, if the bytes hold one.

@@ -131,6 +131,7 @@ final class CLIConsistencyTests: XCTestCase {
             (["import", "x.safetensors", "--encoder", "resnet34", "--storage", "int9"], "--storage 'int9'", "int8"),
             (["convert", "a.dcm", "-o", "a.png", "--window", "atuo"], "--window 'atuo'", "auto"),
             (["convert", "a.dcm", "-o", "a.png", "--window", "minmx"], "--window 'minmx'", "minmax"),
+            (["detect", "x.dcm", "--window", "atuo"], "--window 'atuo'", "auto"),
             (["detect", "x.png", "--tta", "xyz"], "--tta 'xyz'", "flip"),
             (["preview", "--augmentation", "qqq"], "--augmentation", "none"),
             (["train", "--data", "d", "--aug", "qqq"], "--aug", "none"),
@@ -553,5 +554,39 @@ final class CLIConsistencyTests: XCTestCase {
         let bad = try CLI.run(["synth", "-o", "w", "--threads", "0"], in: dir)
         XCTAssertEqual(bad.status, 64, bad.all)
         XCTAssertTrue(bad.stderr.contains("--threads 0 is not valid; expected an integer in 1...1024 (nearest valid: 1)"), bad.stderr)
+    }
+
+    /// `detect --window` is convert's option (Documentation/DICOM.md: the window is "the one
+    /// asked for"): on a real RSNA DICOM a fixed window changes what the model sees, and so
+    /// the scores; `auto` (the default) and an unchanged run agree; a bad value is the same
+    /// usage error (64) in both commands, naming --window, the value and what is expected.
+    func testDetectWindowIsConvertsOption() throws {
+        let dir = try CLI.tempDir("detectwindow")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dcm = CLI.realdata.appendingPathComponent("rsna1k/stage_2_train_images/0004cfab-14fd-4e49-80ba-63a80b6bddd6.dcm").path
+        func scores(_ extra: [String], _ out: String) throws -> [Double] {
+            let r = try CLI.run(["detect", dcm, "-o", out, "--threshold", "0", "--no-overlays", "-q"] + extra, in: dir)
+            XCTAssertEqual(r.status, 0, "\(extra): \(r.all)")
+            let reports = try XCTUnwrap(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent(out + "/detections.json"))) as? [[String: Any]])
+            let boxes = try XCTUnwrap(reports.first?["boxes"] as? [[String: Any]], "\(reports)")
+            return boxes.compactMap { $0["score"] as? Double }
+        }
+        let automatic = try scores([], "a")
+        XCTAssertFalse(automatic.isEmpty)
+        XCTAssertEqual(try scores(["--window", "auto"], "b"), automatic)
+        XCTAssertNotEqual(try scores(["--window", "40,60"], "c"), automatic, "--window 40,60 did not change what the model saw")
+        for value in ["40", "40,0", "minmx"] {
+            let d = try CLI.run(["detect", dcm, "-o", "d", "--window", value], in: dir)
+            let c = try CLI.run(["convert", dcm, "-o", "c.png", "--window", value], in: dir)
+            XCTAssertEqual(d.status, 64, "\(value): \(d.all)")
+            XCTAssertEqual(c.status, 64, "\(value): \(c.all)")
+            XCTAssertTrue(d.stderr.contains("--window '\(value)'"), "\(value): \(d.stderr)")
+            let line = { (s: String) in s.split(separator: "\n").first { $0.contains("--window '") }.map(String.init) }
+            XCTAssertEqual(line(d.stderr), line(c.stderr), "\(value): detect and convert say it differently")
+        }
+        let form = try CLI.run(["detect", dcm, "--window", "40"], in: dir)
+        XCTAssertTrue(form.stderr.contains("--window '40' is not valid; expected auto, minmax, or CENTER,WIDTH such as 40,400"), form.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("d").path), "a refused run wrote its folder")
     }
 }

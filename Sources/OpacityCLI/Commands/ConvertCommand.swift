@@ -207,21 +207,3 @@ struct ConvertCommand: ParsableCommand {
         }
     }
 }
-
-/// Parses `auto`, `minmax` or `CENTER,WIDTH`.
-func parseWindow(_ text: String) throws -> WindowSetting {
-    switch text.lowercased() {
-    case "auto", "automatic": return .automatic
-    case "minmax", "min-max", "full": return .minMax
-    default:
-        let parts = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2, let c = parts[0], let w = parts[1] else {
-            // a word: the nearest of the named settings; numbers: the form they need
-            let near = text.contains(where: \.isLetter) ? nearestValue(text, in: ["auto", "minmax"]).map { " (nearest valid: '\($0)')" } ?? "" : ""
-            throw ValidationError("--window '\(InputLimits.quoted(text))' is not valid; expected auto, minmax, or CENTER,WIDTH such as 40,400" + near)
-        }
-        do { return try WindowSetting.fixed(center: c, width: w).validated() } catch {
-            throw ValidationError("--window '\(InputLimits.quoted(text))': \(error) (e.g. 40,400)")
-        }
-    }
-}

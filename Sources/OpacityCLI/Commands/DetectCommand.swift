@@ -32,6 +32,11 @@ struct DetectCommand: ParsableCommand {
     @Flag(name: .long, help: "Replace the detections file (and the overlay PNGs) of an earlier run in -o/--output.") var overwrite = false
     @Flag(name: .long, help: "Leave out images that cannot be read (listed in skipped.csv) instead of stopping.") var skipUnreadable = false
     @Option(name: .long, parsing: .unconditional, help: "The frame of multi-frame DICOM files, from 1.") var frame: Int = 1
+    @Option(
+        name: .long,
+        help: "DICOM windowing (as convert's): auto (the file's window, else the full range), minmax, or CENTER,WIDTH in rescaled units; PNG and JPEG are read as they are."
+    )
+    var window: String = "auto"
     @Option(name: .customLong("dicom-sr"), help: ArgumentHelp("Folder for a DICOM Structured Report per DICOM image (<name>.sr.dcm).", valueName: "dir"))
     var dicomSR: String?
     @Option(
@@ -46,6 +51,7 @@ struct DetectCommand: ParsableCommand {
         guard !inputs.isEmpty else { throw ValidationError("name at least one image or folder") }
         try requireRange("--threshold", threshold, 0, 1)
         try requireAtLeast("--frame", frame, 1)
+        _ = try parseWindow(window)
     }
 
     @OptionGroup var distributedOptions: DistributedOptions
@@ -56,6 +62,7 @@ struct DetectCommand: ParsableCommand {
     }
 
     private func detect(_ group: ProcessGroup) throws {
+        let windowSetting = try parseWindow(window)
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "detections") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the detections file and overlay PNGs")
         if let dicomSR { try requireOutputFolder(dicomSR, option: "--dicom-sr", for: "one DICOM SR per DICOM image") }
@@ -138,7 +145,7 @@ struct DetectCommand: ParsableCommand {
         do {
             for (k, f) in files[mine].enumerated() {
                 let img: DecodedImage
-                do { img = try DetectionEngine.read(f, frame: frame) } catch {
+                do { img = try DetectionEngine.read(f, frame: frame, window: windowSetting) } catch {
                     // a frame the file lacks is said as --frame, the option that asked for it, with
                     // the file's frame count in convert's words (frameNotInFile)
                     let error = frameNotInFile(error, path: f.path).map { ValidationError($0) } ?? namingOption(error, ["frame": "--frame"])

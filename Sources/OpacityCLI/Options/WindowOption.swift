@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import Opacity
+
+/// Parses a `--window` value (`convert`, `detect`): `auto` (the file's window, else the full
+/// range of the rescaled values), `minmax` (the full range), or `CENTER,WIDTH` in rescaled
+/// (modality) units, e.g. `40,400`.
+///
+/// - Parameter text: the value as given; `automatic`, `min-max` and `full` are accepted too.
+/// - Returns: the ``WindowSetting`` for DICOM decoding.
+/// - Throws: `ValidationError` (a usage error, 64) naming `--window` and the value: a word
+///   with the nearest valid one (`atuo` -> `auto`), a malformed pair with the form expected,
+///   or a center or width out of range (not finite, width below 1) with the library's reason.
+func parseWindow(_ text: String) throws -> WindowSetting {
+    switch text.lowercased() {
+    case "auto", "automatic": return .automatic
+    case "minmax", "min-max", "full": return .minMax
+    default:
+        let parts = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let c = parts[0], let w = parts[1] else {
+            // a word: the nearest of the named settings; numbers: the form they need
+            let near = text.contains(where: \.isLetter) ? nearestValue(text, in: ["auto", "minmax"]).map { " (nearest valid: '\($0)')" } ?? "" : ""
+            throw ValidationError("--window '\(InputLimits.quoted(text))' is not valid; expected auto, minmax, or CENTER,WIDTH such as 40,400" + near)
+        }
+        do { return try WindowSetting.fixed(center: c, width: w).validated() } catch {
+            throw ValidationError("--window '\(InputLimits.quoted(text))': \(error) (e.g. 40,400)")
+        }
+    }
+}
