@@ -200,12 +200,21 @@ final class RunFolderTests: XCTestCase {
         let p = try start(["train", "--data", "data", "-o", "locked"] + Self.recipe + ["--epochs", "200"], in: dir)
         let lockFile = run.appendingPathComponent("run.lock")
         waitFor { ((try? String(contentsOf: lockFile, encoding: .utf8)) ?? "").contains("pid") || !p.isRunning }
-        let r = try CLI.run(["train", "--data", "data", "-o", "locked"] + Self.recipe, in: dir)
-        XCTAssertNotEqual(r.status, 0, r.all)
-        XCTAssertTrue(r.all.contains("in use by another training run (pid \(p.processIdentifier)"), r.all)
-        // the lock comes before options.json: a kill in between (a fast suite) leaves nothing to resume
+        // a usage error (64), as the other refusals of -o/--output (new-user trial: it exited 1),
+        // naming the folder, the holding process and the way on; --resume likewise, once the
+        // run has written its options (the lock comes before options.json: a kill in between,
+        // in a fast suite, leaves nothing to resume)
+        func refused(_ extra: [String]) throws {
+            let r = try CLI.run(["train", "-o", "locked"] + extra, in: dir)
+            XCTAssertEqual(r.status, 64, "\(extra): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("locked is in use by another training run (pid \(p.processIdentifier)"), "\(extra): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("wait for it to finish, or choose another -o/--output"), "\(extra): \(r.all)")
+        }
+        try refused(["--data", "data"] + Self.recipe)
         let options = run.appendingPathComponent("options.json")
         waitFor { FileManager.default.fileExists(atPath: options.path) || !p.isRunning }
+        XCTAssertTrue(p.isRunning)
+        try refused(["--resume"])
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         let again = try CLI.run(["train", "-o", "locked", "--resume", "--epochs", "1"], in: dir)

@@ -243,7 +243,14 @@ struct TrainCommand: ParsableCommand {
             note("note: \(outURL.path) has no checkpoint yet; --resume starts the run from its first epoch")
         }
         let progress = TrainingProgress(quiet: runtime.quiet)
-        let (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: outputSilenced ? nil : progress)
+        let (trainer, summary): (Trainer, TrainingSetup.Summary)
+        do {
+            (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: outputSilenced ? nil : progress)
+        } catch RunError.locked(let path, let holder) {
+            // another run writes this folder: a usage error, like the other refusals of -o/--output
+            // (new-user trial: it exited 1); the message names the folder, the holder and the way on
+            throw ValidationError(RunError.locked(path: path, holder: holder).description)
+        }
         if resume, let lr, summary.resumedFrom != nil {
             trainer.setLearningRate(lr)
             if !outputSilenced { progress.write("learning rate set to \(lr) from here on\n") }
