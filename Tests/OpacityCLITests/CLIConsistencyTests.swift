@@ -6,6 +6,23 @@ import XCTest
 /// choices checked by the parser, the documented exit statuses, `--version`, and `train
 /// --resume --epochs N` extending a run whatever N is.
 final class CLIConsistencyTests: XCTestCase {
+    /// The tiny detector the training tests train (64 px; an epoch takes seconds).
+    static let tiny = CLIRobustnessTests.tiny
+
+    /// A fresh folder named after `name` (the caller removes it) with `synth`'s data in
+    /// `data/`: `count` images of 64 px from `seed`, in `format` (`png` or `dicom`).
+    func syntheticData(_ name: String, count: Int, seed: Int, format: String = "png") throws -> URL {
+        let dir = try CLI.tempDir(name)
+        let r = try CLI.run(["synth", "-o", "data", "--count", "\(count)", "--size", "64", "--seed", "\(seed)", "--format", format, "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        return dir
+    }
+
+    /// `opacity train --data data --config <tiny>` and `arguments`, run in `dir`.
+    func trainTiny(_ arguments: [String], in dir: URL) throws -> CLI.Result {
+        try CLI.run(["train", "--data", "data", "--config", Self.tiny] + arguments, in: dir)
+    }
+
     func testVersionPrintsAndExitsZero() throws {
         let r = try CLI.run(["--version"])
         XCTAssertEqual(r.status, 0, r.all)
@@ -272,9 +289,8 @@ final class CLIConsistencyTests: XCTestCase {
     /// `convert`'s older second argument still names the output and, as CLI.md says, warns;
     /// `-o` does not (new-user trial).
     func testConvertSecondArgumentWarns() throws {
-        let dir = try CLI.tempDir("convert-positional")
+        let dir = try syntheticData("convert-positional", count: 2, seed: 1, format: "dicom")
         defer { try? FileManager.default.removeItem(at: dir) }
-        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "2", "--size", "64", "--seed", "1", "--format", "dicom", "-q"], in: dir).status, 0)
         let image = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted().first)
         let input = "data/stage_2_train_images/\(image)"
         let old = try CLI.run(["convert", input, "two.png"], in: dir)
@@ -288,11 +304,9 @@ final class CLIConsistencyTests: XCTestCase {
 
     /// `--resume --epochs 16` extends a shorter run even though 16 is the default.
     func testResumeWithTheDefaultEpochCountExtendsAShorterRun() throws {
-        let dir = try CLI.tempDir("extend")
+        let dir = try syntheticData("extend", count: 16, seed: 2)
         defer { try? FileManager.default.removeItem(at: dir) }
-        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "16", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
-        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
-        var r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "4", "-o", "run"], in: dir)
+        var r = try trainTiny(["--epochs", "1", "--batch", "4", "-o", "run"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         r = try CLI.run(["train", "--data", "data", "-o", "run", "--resume", "--epochs", "16", "--stop-after", "1"], in: dir)
         XCTAssertEqual(r.status, 130, r.all)
@@ -303,11 +317,9 @@ final class CLIConsistencyTests: XCTestCase {
     /// command that extends it, changes nothing and exits 0 (new-user trial: it printed
     /// "done: 0 epochs run"); that command then trains the next epoch.
     func testResumingAFinishedRunSaysHowToExtendIt() throws {
-        let dir = try CLI.tempDir("finished")
+        let dir = try syntheticData("finished", count: 12, seed: 3)
         defer { try? FileManager.default.removeItem(at: dir) }
-        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "12", "--size", "64", "--seed", "3", "-q"], in: dir).status, 0)
-        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
-        var r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "4", "-o", "run", "-q"], in: dir)
+        var r = try trainTiny(["--epochs", "1", "--batch", "4", "-o", "run", "-q"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         let run = dir.appendingPathComponent("run")
         let files = ["options.json", "log.jsonl", "checkpoints/epoch_001.opb"]
@@ -482,13 +494,11 @@ final class CLIConsistencyTests: XCTestCase {
     /// `train --limit N` limits the training and the validation images as eval's `--limit`
     /// limits the scored ones; `--limit-train` and `--limit-val` override it for their part.
     func testTrainLimitLimitsBothParts() throws {
-        let dir = try CLI.tempDir("trainlimit")
+        let dir = try syntheticData("trainlimit", count: 16, seed: 2)
         defer { try? FileManager.default.removeItem(at: dir) }
-        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "16", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
-        let tiny = "retinanet(encoder=resnet18(width=0.125), neck=fpn(channels=16), head=retina(channels=16), size=64)"
         for (extra, train, validation) in [(["--limit", "3"], 3, 3), (["--limit", "3", "--limit-val", "2"], 3, 2)] {
             let run = "run\(extra.count)"
-            let r = try CLI.run(["train", "--data", "data", "--config", tiny, "--epochs", "1", "--batch", "1", "-o", run, "--stop-after", "1"] + extra, in: dir)
+            let r = try trainTiny(["--epochs", "1", "--batch", "1", "-o", run, "--stop-after", "1"] + extra, in: dir)
             XCTAssertEqual(r.status, 130, r.all)
             let saved = try XCTUnwrap(try TrainingSetup.savedOptions(in: dir.appendingPathComponent(run)))
             XCTAssertEqual(saved.limitTrain, train, "\(extra)")
@@ -504,9 +514,8 @@ final class CLIConsistencyTests: XCTestCase {
     /// Leaving out unreadable images is `--skip-unreadable` in every command, preview included;
     /// preview's old `--skip-bad-images` still works, with a deprecation warning, and is hidden.
     func testSkipUnreadableIsOneSpelling() throws {
-        let dir = try CLI.tempDir("skipspelling")
+        let dir = try syntheticData("skipspelling", count: 4, seed: 5)
         defer { try? FileManager.default.removeItem(at: dir) }
-        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "4", "--size", "64", "--seed", "5", "-q"], in: dir).status, 0)
         let images = dir.appendingPathComponent("data/stage_2_train_images")
         let first = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: images.path).sorted().first)
         try FileManager.default.removeItem(at: images.appendingPathComponent(first))
