@@ -357,12 +357,12 @@ final class CLIConsistencyTests: XCTestCase {
     /// `train --resume --limit 4` exited 1; `--resume --batch 8 --seed 9` was ignored without a
     /// word); the run's own values pass.
     func testOptionsRefusedWithResumeAreUsageErrors() throws {
-        let dir = try CLI.tempDir("resumelimits")
+        let dir = try syntheticData("resumelimits", count: 16, seed: 2)
         defer { try? FileManager.default.removeItem(at: dir) }
-        XCTAssertEqual(try CLI.run(["synth", "-o", "data", "--count", "16", "--size", "64", "--seed", "2", "-q"], in: dir).status, 0)
-        let tiny = CLIRobustnessTests.tiny
-        var r = try CLI.run(
-            ["train", "--data", "data", "--config", tiny, "--epochs", "2", "--batch", "4", "-o", "run", "--limit-val", "3", "--stop-after", "1", "-q"], in: dir)
+        // a recipe away from the defaults (batch 4, heavy, frozen batch norm, lr 1e-5)
+        var r = try trainTiny(
+            ["--epochs", "2", "--batch", "2", "--aug", "light", "--freeze-bn", "off", "--lr", "1e-4", "-o", "run", "--limit-val", "3", "--stop-after", "1", "-q"],
+            in: dir)
         XCTAssertEqual(r.status, 130, r.all)
         let refused: [([String], String)] = [
             (
@@ -375,10 +375,15 @@ final class CLIConsistencyTests: XCTestCase {
             // recipe options other than the run's own (new-user trial: dropped without a word)
             (
                 ["--batch", "8", "--seed", "9"],
-                "--batch 8 and --seed 9 cannot be given with --resume: run was started with --batch 4 --seed 1234, and --resume continues with the run's own recipe; drop --batch and --seed to resume it"
+                "--batch 8 and --seed 9 cannot be given with --resume: run was started with --batch 2 --seed 1234, and --resume continues with the run's own recipe; drop --batch and --seed to resume it"
             ),
-            (["--aug", "light"], "--aug light cannot be given with --resume: run was started with --aug heavy"),
-            (["--freeze-bn", "off", "--fold", "1"], "--freeze-bn off and --fold 1 cannot be given with --resume: run was started with --freeze-bn on --fold 0"),
+            (["--aug", "medium"], "--aug medium cannot be given with --resume: run was started with --aug light"),
+            (["--freeze-bn", "on", "--fold", "1"], "--freeze-bn on and --fold 1 cannot be given with --resume: run was started with --freeze-bn off --fold 0"),
+            // given at the default value is still given (new-user trial: taken as not given,
+            // so the run went on with its own value without a word)
+            (["--batch", "4"], "--batch 4 cannot be given with --resume: run was started with --batch 2"),
+            (["--aug", "heavy"], "--aug heavy cannot be given with --resume: run was started with --aug light"),
+            (["--freeze-bn", "on"], "--freeze-bn on cannot be given with --resume: run was started with --freeze-bn off"),
         ]
         for (extra, message) in refused {
             r = try CLI.run(["train", "-o", "run", "--resume"] + extra, in: dir)
@@ -386,9 +391,13 @@ final class CLIConsistencyTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(message), "\(extra): \(r.stderr)")
             XCTAssertFalse(r.all.contains("resumed from"), "\(extra): the run was loaded: \(r.all)")
         }
-        // the run's own limit and recipe, named again, resume
-        r = try CLI.run(["train", "-o", "run", "--resume", "--limit-val", "3", "--batch", "4", "--aug", "heavy", "-q"], in: dir)
+        // the run's own limit and recipe, named again, resume, defaults that are the run's own too;
+        // --lr changes the rate from the checkpoint on, at the default value too
+        r = try CLI.run(
+            ["train", "-o", "run", "--resume", "--limit-val", "3", "--batch", "2", "--aug", "light", "--freeze-bn", "off", "--seed", "1234", "--fold", "0", "--lr", "1e-05"],
+            in: dir)
         XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.all.contains("learning rate set to 1e-05 from here on"), r.all)
     }
 
     /// A config string given on the command line that the registry refuses (an unknown

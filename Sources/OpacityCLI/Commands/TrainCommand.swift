@@ -30,34 +30,45 @@ struct TrainCommand: ParsableCommand {
 
     @OptionGroup var dataOptions: DataOptions
 
-    @Option(name: .long, parsing: .unconditional, help: "Validation fold (0-based).") var fold: Int = Self.defaults.fold
-    @Option(name: .long, parsing: .unconditional, help: "Number of folds (stratified by the 3 classes, seed 42).") var folds: Int = Self.defaults.folds
+    // The recipe options are optional: `nil` is "not given", so that --resume can tell an
+    // option given at its default from one left out (each has a computed value below).
+    @Option(name: .customLong("fold"), parsing: .unconditional, help: "Validation fold (0-based). (default: \(Self.defaults.fold))")
+    var givenFold: Int?
+    @Option(
+        name: .customLong("folds"), parsing: .unconditional, help: "Number of folds (stratified by the 3 classes, seed 42). (default: \(Self.defaults.folds))")
+    var givenFolds: Int?
     @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
     @Option(name: .long, parsing: .unconditional, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
-    @Option(name: .long, parsing: .unconditional, help: "Images per optimizer step over all processes (the global batch); under MPI each of P processes builds batch/P of them.")
-    var batch: Int = Self
-        .defaults.batchSize
     @Option(
-        name: .long,
+        name: .customLong("batch"), parsing: .unconditional,
+        help: "Images per optimizer step over all processes (the global batch); under MPI each of P processes builds batch/P of them. (default: \(Self.defaults.batchSize))")
+    var givenBatch: Int?
+    @Option(
+        name: .customLong("aug"),
         help: ArgumentHelp(
-            "Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\".",
+            "Augmentation preset, optionally with overrides: none, light, medium, heavy, heavy_norotation, heavy_basic_rotation, ... e.g. \"heavy,rotation=3\". (default: \(Self.defaults.augmentation))",
             valueName: "preset"))
-    var aug: String = Self.defaults.augmentation
-    @Option(name: .long, parsing: .unconditional, help: "Seed for weights, order, augmentation and dropout.") var seed: UInt64 = Self.defaults.seed
+    var givenAug: String?
+    @Option(name: .customLong("seed"), parsing: .unconditional, help: "Seed for weights, order, augmentation and dropout. (default: \(Self.defaults.seed))")
+    var givenSeed: UInt64?
     @Option(name: [.short, .long], help: "Run folder (default: runs/<config>_fold<K>_seed<S>).") var output: String?
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Continue the run in -o/--output from its newest checkpoint.") var resume = false
     @Option(name: .long, parsing: .unconditional, help: "Adam learning rate (default: \(Self.defaults.learningRate); with --resume, changes the rate from the checkpoint on).")
     var lr: Double?
-    @Option(name: .long, parsing: .unconditional, help: "Gradient-norm clip.") var clip: Double = Self.defaults.clipNorm
-    @Option(name: .long, parsing: .unconditional, help: "ReduceLROnPlateau patience (epochs).") var patience: Int = Self.defaults.plateauPatience
-    @Option(name: .long, parsing: .unconditional, help: "ReduceLROnPlateau factor.") var factor: Double = Self.defaults.plateauFactor
-    @Option(name: .long, help: "Batch norm: on (frozen statistics, the paper), off (trained).")
-    var freezeBn = Switch(Self.defaults.freezeBatchNorm)
+    @Option(name: .customLong("clip"), parsing: .unconditional, help: "Gradient-norm clip. (default: \(Self.defaults.clipNorm))") var givenClip: Double?
+    @Option(name: .customLong("patience"), parsing: .unconditional, help: "ReduceLROnPlateau patience (epochs). (default: \(Self.defaults.plateauPatience))")
+    var givenPatience: Int?
+    @Option(name: .customLong("factor"), parsing: .unconditional, help: "ReduceLROnPlateau factor. (default: \(Self.defaults.plateauFactor))")
+    var givenFactor: Double?
+    @Option(
+        name: .customLong("freeze-bn"),
+        help: "Batch norm: on (frozen statistics, the paper), off (trained). (default: \(Switch(Self.defaults.freezeBatchNorm).rawValue))")
+    var givenFreezeBn: Switch?
     @Option(name: .long, help: "Start the encoder from a bundle or zoo entry (e.g. from `opacity import`).") var encoderWeights: String?
     @Option(name: .long, help: "Start every weight from a detector bundle or zoo entry (zoo:NAME) of the same architecture (transfer).")
     var initWeights: String?
-    @Option(name: .long, help: "Which epoch best.opb points to.") var bestBy = BestBy(rawValue: Self.defaults.bestBy) ?? .metric
+    @Option(name: .customLong("best-by"), help: "Which epoch best.opb points to. (default: \(Self.defaults.bestBy))") var givenBestBy: BestBy?
     @Option(
         name: .long, parsing: .unconditional,
         help: "Use at most this many training and at most this many validation images of the fold (as eval's --limit; --limit-train and --limit-val override it for their part)."
@@ -77,6 +88,27 @@ struct TrainCommand: ParsableCommand {
     var bucketMib: Double = 25
 
     @OptionGroup var pluginOptions: PluginOptions
+
+    /// `--fold`, else the default.
+    var fold: Int { givenFold ?? Self.defaults.fold }
+    /// `--folds`, else the default.
+    var folds: Int { givenFolds ?? Self.defaults.folds }
+    /// `--batch`, else the default.
+    var batch: Int { givenBatch ?? Self.defaults.batchSize }
+    /// `--aug`, else the default.
+    var aug: String { givenAug ?? Self.defaults.augmentation }
+    /// `--seed`, else the default.
+    var seed: UInt64 { givenSeed ?? Self.defaults.seed }
+    /// `--clip`, else the default.
+    var clip: Double { givenClip ?? Self.defaults.clipNorm }
+    /// `--patience`, else the default.
+    var patience: Int { givenPatience ?? Self.defaults.plateauPatience }
+    /// `--factor`, else the default.
+    var factor: Double { givenFactor ?? Self.defaults.plateauFactor }
+    /// `--freeze-bn`, else the default.
+    var freezeBn: Switch { givenFreezeBn ?? Switch(Self.defaults.freezeBatchNorm) }
+    /// `--best-by`, else the default.
+    var bestBy: BestBy { givenBestBy ?? BestBy(rawValue: Self.defaults.bestBy) ?? .metric }
 
     /// The training images' limit: `--limit-train`, else `--limit`.
     var trainLimit: Int? { limitTrain ?? limit }
@@ -360,30 +392,33 @@ struct TrainCommand: ParsableCommand {
     ///
     /// `--resume` continues with the recipe saved in `options.json`, so a value typed with it
     /// would otherwise be dropped without a word (new-user trial: `--resume --batch 8 --seed 9
-    /// --aug light` trained on with batch 4, seed 1234 and heavy augmentation). An option at its
-    /// default is taken as not given. `--lr` and `--epochs` are not refused: they change the run
-    /// from the checkpoint on, as their help says.
+    /// --aug light` trained on with batch 4, seed 1234 and heavy augmentation). An option counts
+    /// as given whenever it is on the command line, even at its default value (the options are
+    /// optionals: `nil` is "not given"), so `--batch 4` on a run with batch 8 is refused too.
+    /// `--lr` and `--epochs` are not refused: they change the run from the checkpoint on, as
+    /// their help says (`--lr` at its default value included).
     func recipeChangedOnResume(_ saved: TrainingOptions, run: String) -> ValidationError? {
-        let d = Self.defaults
         var given: [String] = [], own: [String] = []
-        func check<T: Equatable>(_ option: String, _ value: T, _ standard: T, _ saved: T, _ show: (T) -> String) {
-            guard value != standard && value != saved else { return }
+        // an option given (not nil) with a value other than the run's, even the default's
+        // (new-user trial: `--resume --batch 4` on a run with batch 8 went on with 8 without a word)
+        func check<T: Equatable>(_ option: String, _ value: T?, _ saved: T, _ show: (T) -> String) {
+            guard let value, value != saved else { return }
             given.append("\(option) \(show(value))")
             own.append("\(option) \(show(saved))")
         }
         let onOff: (Bool) -> String = { $0 ? "on" : "off" }
-        check("--batch", batch, d.batchSize, saved.batchSize) { "\($0)" }
-        check("--seed", seed, d.seed, saved.seed) { "\($0)" }
-        check("--aug", aug, d.augmentation, saved.augmentation) { $0 }
-        check("--freeze-bn", freezeBn.isOn, d.freezeBatchNorm, saved.freezeBatchNorm, onOff)
-        check("--clip", clip, d.clipNorm, saved.clipNorm) { "\($0)" }
-        check("--patience", patience, d.plateauPatience, saved.plateauPatience) { "\($0)" }
-        check("--factor", factor, d.plateauFactor, saved.plateauFactor) { "\($0)" }
-        check("--best-by", bestBy.rawValue, d.bestBy, saved.bestBy) { $0 }
-        check("--fold", fold, d.fold, saved.fold) { "\($0)" }
-        check("--folds", folds, d.folds, saved.folds) { "\($0)" }
-        check("--encoder-weights", encoderWeights, d.encoderWeights, saved.encoderWeights) { $0 ?? "(none)" }
-        check("--init-weights", initWeights, d.initWeights, saved.initWeights) { $0 ?? "(none)" }
+        check("--batch", givenBatch, saved.batchSize) { "\($0)" }
+        check("--seed", givenSeed, saved.seed) { "\($0)" }
+        check("--aug", givenAug, saved.augmentation) { $0 }
+        check("--freeze-bn", givenFreezeBn?.isOn, saved.freezeBatchNorm, onOff)
+        check("--clip", givenClip, saved.clipNorm) { "\($0)" }
+        check("--patience", givenPatience, saved.plateauPatience) { "\($0)" }
+        check("--factor", givenFactor, saved.plateauFactor) { "\($0)" }
+        check("--best-by", givenBestBy?.rawValue, saved.bestBy) { $0 }
+        check("--fold", givenFold, saved.fold) { "\($0)" }
+        check("--folds", givenFolds, saved.folds) { "\($0)" }
+        check("--encoder-weights", encoderWeights.map { Optional($0) }, saved.encoderWeights) { $0 ?? "(none)" }
+        check("--init-weights", initWeights.map { Optional($0) }, saved.initWeights) { $0 ?? "(none)" }
         guard !given.isEmpty else { return nil }
         let list = given.count == 1 ? given[0] : given.dropLast().joined(separator: ", ") + " and " + given.last!
         return ValidationError(
