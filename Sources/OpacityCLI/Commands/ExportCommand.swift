@@ -76,6 +76,18 @@ struct ExportCommand: ParsableCommand {
             throw ValidationError("--postprocess and --threshold apply to --format onnx")
         }
         try requireRange("--threshold", threshold, 0, 1)
+        // new-user trial: `export MODEL -o model.onnx` without --format wrote an Opacity bundle
+        // under the ONNX name, which ONNX Runtime then refused.
+        let ext = URL(fileURLWithPath: output).pathExtension.lowercased()
+        if format == .bundle && ext == "onnx" {
+            throw ValidationError(
+                "-o \(output) names an ONNX file, but --format is bundle (the default), which writes an Opacity bundle; add --format onnx for an ONNX model, or name the bundle .opb"
+            )
+        }
+        if format == .onnx && ext == "opb" {
+            throw ValidationError(
+                "-o \(output) names an Opacity bundle (.opb), but --format onnx writes an ONNX model; name it .onnx, or leave out --format onnx for a bundle")
+        }
         for m in metric {
             let kv = m.split(separator: "=", maxSplits: 1)
             guard kv.count == 2, Double(kv[1]) != nil else { throw ValidationError("--metric takes name=number, not '\(m)'") }

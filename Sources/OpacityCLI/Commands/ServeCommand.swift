@@ -63,7 +63,12 @@ struct ServeCommand: ParsableCommand {
         c.maxBodyBytes = maxBody
         c.maxPixels = maxPixels
         c.timeoutSeconds = timeout
-        if let tokenFile { c.token = try ServeConfiguration.readToken(tokenFile) }
+        if let tokenFile {
+            // trial: a misspelt token file was "cannot read the file" (exit 1), unlike every other
+            // path checked before anything loads (64, "no such file", the nearest file beside it)
+            try requireExistingPath("--token-file", tokenFile, directory: false, expected: "a file whose first line is the bearer token")
+            c.token = try ServeConfiguration.readToken(tokenFile)
+        }
         do { try c.validate() } catch { throw ValidationError("\(error)") }
         try requireRange("--threshold", threshold, 0, 1)
 

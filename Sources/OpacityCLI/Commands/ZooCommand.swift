@@ -168,7 +168,7 @@ struct ZooCommand: ParsableCommand {
         @Argument(help: "The entry's name.")
         var name: String
 
-        @Argument(help: "The bundle file.")
+        @Argument(help: "The bundle file, or a run folder (its best.opb).")
         var bundle: String
 
         @Option(name: .long, help: "The weights' licence, e.g. CC-BY-4.0.")
@@ -189,6 +189,23 @@ struct ZooCommand: ParsableCommand {
         @Flag(name: .long, help: "Replace an entry of the same name.")
         var replace = false
 
+        /// The bundle file `path` names: the file itself, or a run folder's best.opb. A path that
+        /// names nothing, or a folder without best.opb, is a usage error (64) saying what was expected.
+        static func bundleFile(_ path: String) throws -> String {
+            let expected = "a bundle file (.opb) or a run folder (its best.opb)"
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+                try requireExistingPath("the bundle argument", path, directory: false, expected: expected)
+                return path
+            }
+            guard isFolder.boolValue else { return path }
+            let best = URL(fileURLWithPath: path).appendingPathComponent("best.opb").path
+            guard FileManager.default.fileExists(atPath: best) else {
+                throw ValidationError("the bundle argument \(path) is a folder without best.opb; expected \(expected), or name one of its checkpoints")
+            }
+            return best
+        }
+
         func run() throws {
             let manifestURL = manifest.map { URL(fileURLWithPath: $0) } ?? Zoo.userManifestURL()
             // everything that would stop the manifest's write is checked before the bundle is
@@ -198,6 +215,9 @@ struct ZooCommand: ParsableCommand {
             if existing != nil && !replace {
                 throw ValidationError("\(manifestURL.path) already has an entry '\(name)'; pass --replace to replace it, or choose another name")
             }
+            // a run folder is its best.opb, as for --model everywhere (trial: `zoo add NAME runs/r34`
+            // was "cannot read at byte 0: Is a directory", a missing file "cannot open", both exit 1)
+            let bundle = try Self.bundleFile(self.bundle)
             // a link (a run's best.opb moves to each new best epoch) is recorded as its target
             // (new-user trial: the entry named the link, and broke when it moved)
             let bundleURL = Self.resolved(URL(fileURLWithPath: bundle))

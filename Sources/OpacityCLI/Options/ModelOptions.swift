@@ -87,8 +87,11 @@ struct ModelOptions: ParsableArguments {
             let n = max(1, models.count)
             guard ensemble == .wbf else { throw ValidationError("--model-weights applies to --ensemble wbf") }
             guard let ws = parsedWeights(w), ws.count == n, ws.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                // one number per model, counted in words that agree (trial: "expected 1 positive numbers")
+                let example = Array(repeating: "1", count: n).joined(separator: ":")
+                let numbers = n == 1 ? "1 positive number" : "\(n) positive numbers separated by ':'"
                 throw ValidationError(
-                    "--model-weights '\(w)': expected \(n) positive numbers separated by ':' (one per --model), e.g. \(Array(repeating: "1", count: n).joined(separator: ":"))")
+                    "--model-weights '\(w)': expected \(numbers), one per --model (\(Wording.count(n, "model")) given), e.g. \(example)")
             }
         }
         if let shrink, !(shrink.isFinite && shrink > 0.1 && shrink <= 2) {
