@@ -310,6 +310,7 @@ public final class Trainer {
                            checkpoint: "checkpoints/" + ckpt.lastPathComponent, best: better,
                            processes: group.size, globalBatch: options.batchSize)
         log.communication = communication
+        log.threads = Compute.threads
         boundary = nil
         guard group.isLeader else { return log }
         // The checkpoint (written atomically) is the record: it holds the epoch's log line

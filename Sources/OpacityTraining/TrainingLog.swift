@@ -46,6 +46,7 @@ public struct MetricSummary: Codable, Sendable, Equatable {
 /// - `processes` and `global_batch` (optional): data-parallel processes and images per step
 ///   over all of them,
 /// - `communication` (optional, data-parallel runs only): ``CommunicationFigures``.
+/// - `threads` (optional): compute threads per process.
 public struct EpochLog: Codable, Sendable, Equatable {
     public var epoch: Int
     public var time: String
@@ -67,6 +68,9 @@ public struct EpochLog: Codable, Sendable, Equatable {
     /// What the processes spent on communication in the epoch's training steps (absent in
     /// one-process runs and older logs).
     public var communication: CommunicationFigures?
+    /// Compute threads per process that trained the epoch (absent in older logs). Sums run in
+    /// another order with another count, so `--resume` says when it differs from the run's.
+    public var threads: Int?
 
     enum CodingKeys: String, CodingKey {
         case epoch, time, seconds, lr, train, val, metric
@@ -75,7 +79,7 @@ public struct EpochLog: Codable, Sendable, Equatable {
         case valImages = "val_images"
         case checkpoint, best, processes
         case globalBatch = "global_batch"
-        case communication
+        case communication, threads
     }
 
     /// The JSON line (no trailing newline), keys sorted.

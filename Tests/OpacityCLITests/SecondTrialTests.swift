@@ -102,4 +102,31 @@ final class SecondTrialTests: XCTestCase {
         let written = try String(contentsOf: dir.appendingPathComponent("zoo.json"), encoding: .utf8)
         XCTAssertTrue(written.contains("runs/r/checkpoints/epoch_001.opb") || written.contains("runs\\/r\\/checkpoints\\/epoch_001.opb"), written)
     }
+
+    /// A run resumed with another compute thread count than its last epoch's says so (the
+    /// weights then differ in the last bits from an uninterrupted run's, Training.md); the
+    /// count is recorded per epoch as `threads` in log.jsonl (trial: a run started with
+    /// `--threads 1` and resumed without it ended with other weights, without a word).
+    func testResumeWithAnotherThreadCountSaysSo() throws {
+        let dir = try CLI.tempDir("resume-threads")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let recipe = ["--config", CLIRobustnessTests.tiny, "--batch", "4", "--freeze-bn", "off", "--limit-val", "2", "--workers", "1", "-q"]
+        r = try CLI.run(["train", "--data", "data", "-o", "run", "--epochs", "1", "--threads", "1"] + recipe, in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let log = dir.appendingPathComponent("run/log.jsonl")
+        XCTAssertEqual(try EpochLog.read(log).map(\.threads), [1])
+        r = try CLI.run(["train", "-o", "run", "--resume", "--epochs", "2", "--threads", "2", "--workers", "1", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(
+            r.stderr.contains(
+                "note: the run trained with 1 compute thread per process and resumes with 2; sums run in another order, so its weights will not be the bits of an uninterrupted run (--threads 1 resumes with the run's own)"
+            ), r.all)
+        XCTAssertEqual(try EpochLog.read(log).map(\.threads), [1, 2])
+        // the same count as the last epoch's: no note
+        r = try CLI.run(["train", "-o", "run", "--resume", "--epochs", "3", "--threads", "2", "--workers", "1", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertFalse(r.stderr.contains("compute thread"), r.all)
+    }
 }

@@ -303,6 +303,16 @@ struct TrainCommand: ParsableCommand {
             note("\(Wording.count(skipped, "image")) skipped, missing or unreadable (listed in \(outURL.appendingPathComponent("skipped.csv").path))")
         }
         say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
+        // trial: a run started with --threads 1 and resumed with the default (all cores) ended
+        // with other weights than the uninterrupted run, without a word (Training.md: exact
+        // "with a fixed thread count")
+        if resume, summary.resumedFrom != nil, group.isLeader,
+            let ran = (try? EpochLog.read(outURL.appendingPathComponent("log.jsonl")))?.last?.threads, ran != Compute.threads
+        {
+            note(
+                "note: the run trained with \(Wording.count(ran, "compute thread")) per process and resumes with \(Compute.threads); sums run in another order, so its weights will not be the bits of an uninterrupted run (--threads \(ran) resumes with the run's own)"
+            )
+        }
         say(distributedOptions.describe(group))
         let b = trainer.options.batchSize, p = group.size
         say(
