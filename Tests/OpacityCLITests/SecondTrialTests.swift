@@ -129,4 +129,24 @@ final class SecondTrialTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertFalse(r.stderr.contains("compute thread"), r.all)
     }
+
+    /// A zoo entry name typed on the command line that names no entry (`zoo info`, `zoo fetch`)
+    /// or is not a valid name (`zoo add`) is a usage error (64) with the zoo's message, as for
+    /// `--model NAME` (trial: exit 1); `zoo add` says so before it reads the bundle, and writes
+    /// no manifest.
+    func testZooNamesTypedByTheUserAreUsageErrors() throws {
+        let dir = try CLI.tempDir("zoo-names")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let info = try CLI.run(["zoo", "info", "retinanet-r34-rsna2k"], in: dir)
+        XCTAssertEqual(info.status, 64, info.all)
+        XCTAssertTrue(info.stderr.contains("no zoo entry named 'retinanet-r34-rsna2k'; did you mean 'retinanet-r34-rsna1k'?"), info.all)
+        let fetch = try CLI.run(["zoo", "fetch", "retinanet-r34-rsna1k", "nosuch-model"], in: dir)
+        XCTAssertEqual(fetch.status, 64, fetch.all)
+        XCTAssertTrue(fetch.stderr.contains("no zoo entry named 'nosuch-model'"), fetch.all)
+        let add = try CLI.run(["zoo", "add", "../x", "missing.opb", "--manifest", "zoo.json", "--licence", "MIT"], in: dir)
+        XCTAssertEqual(add.status, 64, add.all)
+        XCTAssertTrue(add.stderr.contains("'../x'"), add.all)
+        XCTAssertFalse(add.all.contains("missing.opb"), "the name is refused before the bundle is looked at:\n\(add.all)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("zoo.json").path))
+    }
 }

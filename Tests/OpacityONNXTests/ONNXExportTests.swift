@@ -197,9 +197,14 @@ final class ONNXExportTests: XCTestCase {
         let bundle = folder.appendingPathComponent("small.opb")
         try detector.save(to: bundle)
         let before = try Data(contentsOf: bundle)
-        let same = try CLIRunner.run(["export", bundle.path, "--format", "onnx", "-o", bundle.path])
+        let same = try CLIRunner.run(["export", bundle.path, "-o", bundle.path])
         XCTAssertNotEqual(same.status, 0)
         XCTAssertTrue(same.all.contains("is the model being exported"), same.all)
+        XCTAssertEqual(try Data(contentsOf: bundle), before)
+        // with --format onnx, a .opb output is refused for its name first
+        let onnxOverBundle = try CLIRunner.run(["export", bundle.path, "--format", "onnx", "-o", bundle.path])
+        XCTAssertNotEqual(onnxOverBundle.status, 0)
+        XCTAssertTrue(onnxOverBundle.all.contains("name it .onnx"), onnxOverBundle.all)
         XCTAssertEqual(try Data(contentsOf: bundle), before)
     }
 

@@ -61,7 +61,7 @@ struct ZooCommand: ParsableCommand {
 
         func run() throws {
             let zoo = try Zoo.standard()
-            let item = try zoo.item(name)
+            let item = try entryNamedByUser { try zoo.item(name) }
             let e = item.entry
             say("name:        \(e.name)  (\(item.source) manifest \(item.manifestURL.path))")
             if let d = e.description { say("about:       \(d)") }
@@ -122,6 +122,7 @@ struct ZooCommand: ParsableCommand {
         func run() throws {
             let zoo = try Zoo.standard()
             let targets = all ? zoo.items.map(\.entry.name) : names
+            for name in names { _ = try entryNamedByUser { try zoo.item(name) } }  // every name, before any download
             for name in targets {
                 let quiet = self.quiet
                 let printer = ProgressPrinter(name: name)
@@ -211,6 +212,7 @@ struct ZooCommand: ParsableCommand {
             // everything that would stop the manifest's write is checked before the bundle is
             // read and hashed: where the manifest goes, the manifest itself, the name
             var m = try existingManifest(at: manifestURL)
+            try entryNamedByUser { try Zoo.checkName(name) }
             let existing = m.entries.firstIndex { $0.name == name }
             if existing != nil && !replace {
                 throw ValidationError("\(manifestURL.path) already has an entry '\(name)'; pass --replace to replace it, or choose another name")
@@ -272,6 +274,23 @@ struct ZooCommand: ParsableCommand {
                 throw ValidationError("\(option) \(url.path) is not writable; expected a manifest you can write to (or name another with --manifest)")
             }
             return try ZooManifest.read(url)
+        }
+    }
+}
+
+/// Runs `body`, turning the zoo's errors about a name typed on the command line (no entry of
+/// that name, with the nearest; a name that is not valid, with why) into usage errors (exit
+/// status 64), as `--model NAME` does. Other errors pass through.
+///
+/// - Throws: `ValidationError` with the zoo's message for ``ZooError/unknownEntry(name:nearest:known:)``
+///   and ``ZooError/invalidName(name:reason:)``; whatever else `body` throws.
+func entryNamedByUser<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ZooError {
+        switch error {
+        case .unknownEntry, .invalidName: throw ValidationError(error.description)
+        default: throw error
         }
     }
 }
