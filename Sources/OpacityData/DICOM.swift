@@ -549,18 +549,19 @@ struct DICOMParser {
         var length: UInt32  // 0xFFFFFFFF = undefined
         var valueOffset: Int
         /// The byte offset of the element's tag.
-        var headerOffset: Int { valueOffset - (vr.isEmpty || !DICOMParser.longVRs.contains(vr) ? 8 : 12) }
+        var headerOffset: Int
     }
 
     /// Reads one element header at `pos` and advances to its value.
     mutating func readElementHeader() throws -> Element {
         guard pos + 8 <= bytes.count else { throw truncatedHeader(at: pos) }
+        let start = pos
         let g = u16(pos), e = u16(pos + 2)
         // Item / delimitation tags never carry a VR.
         if g == 0xFFFE {
             let len = u32(pos + 4)
             pos += 8
-            return Element(group: g, element: e, vr: "", length: len, valueOffset: pos)
+            return Element(group: g, element: e, vr: "", length: len, valueOffset: pos, headerOffset: start)
         }
         if explicitVR {
             let v0 = bytes[pos + 4], v1 = bytes[pos + 5]
@@ -572,15 +573,15 @@ struct DICOMParser {
                 guard pos + 12 <= bytes.count else { throw truncatedHeader(at: pos) }
                 let len = u32(pos + 8)
                 pos += 12
-                return Element(group: g, element: e, vr: vr, length: len, valueOffset: pos)
+                return Element(group: g, element: e, vr: vr, length: len, valueOffset: pos, headerOffset: start)
             }
             let len = UInt32(u16(pos + 6))
             pos += 8
-            return Element(group: g, element: e, vr: vr, length: len, valueOffset: pos)
+            return Element(group: g, element: e, vr: vr, length: len, valueOffset: pos, headerOffset: start)
         }
         let len = u32(pos + 4)
         pos += 8
-        return Element(group: g, element: e, vr: "", length: len, valueOffset: pos)
+        return Element(group: g, element: e, vr: "", length: len, valueOffset: pos, headerOffset: start)
     }
 
     /// The deepest nesting of sequences and items the parser follows (each sequence and

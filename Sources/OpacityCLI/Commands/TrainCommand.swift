@@ -278,10 +278,11 @@ struct TrainCommand: ParsableCommand {
         let (trainer, summary): (Trainer, TrainingSetup.Summary)
         do {
             (trainer, summary) = try setup.makeTrainer(registry: registry, resume: resume, observer: outputSilenced ? nil : progress)
-        } catch RunError.locked(let path, let holder) {
+        } catch let error as RunError {
             // another run writes this folder: a usage error, like the other refusals of -o/--output
             // (new-user trial: it exited 1); the message names the folder, the holder and the way on
-            throw ValidationError(RunError.locked(path: path, holder: holder).description)
+            if case .locked = error { throw ValidationError(error.description) }
+            throw error
         }
         if resume, let lr, summary.resumedFrom != nil {
             trainer.setLearningRate(lr)

@@ -113,19 +113,23 @@ struct ConvPlan {
 
     /// The most floats the per-thread unfolded tiles of the im2col weight gradient take in all
     /// (24 MiB). Each thread unfolds `k` rows of at least 512 columns; on many threads that
-    /// is a large block held for the call and kept idle afterwards (16 threads, the RetinaNet
-    /// head's 3x3 256->36 output convolution at 128x128: 16 x 4.7 MiB, which put the resnet34
-    /// detector's 16-thread training peak 75 MiB above its 2-thread one). Past it, tiles get
-    /// fewer columns. On 2 threads only convolutions with more than 682 input channels
-    /// (`k` over 6144) reach it; in the registry's detectors those run on maps of a few rows
-    /// (the FPN's P6 convolution on C5, one tile either way), so 2-thread tiles and bits do
-    /// not change.
+    /// is a large block held for the call and kept idle afterwards (measured, 16 threads, the
+    /// RetinaNet head's 3x3 256->36 output convolution at 128x128 with a row to spare: 16 x 5.9
+    /// MiB; 96 MiB of idle kernel scratch at the backward's peak of the resnet34 detector's
+    /// training step, which peaked at 952 MiB resident against 879 at 2 threads). Past it,
+    /// tiles get fewer columns.
+    /// On 2 threads only convolutions with more than 682 input channels (`k` over 6144) reach
+    /// it; in the registry's detectors those run on maps of a few rows (the FPN's P6
+    /// convolution on C5, one tile either way), so 2-thread tiles and bits do not change.
     static let weightGradientScratchFloats = 6 << 20
 
     /// The fewest columns per tile of the im2col weight gradient with `threads` threads: 512,
-    /// or fewer (at least 64) where ``weightGradientScratchFloats`` would be exceeded.
+    /// or fewer (at least 64) where the unfolded tiles would exceed
+    /// ``weightGradientScratchFloats``. 1x1 convolutions unfold nothing (their tiles read the
+    /// input), so they keep 512 on any thread count.
     func weightGradientMinColumns(threads: Int) -> Int {
-        max(64, min(512, Self.weightGradientScratchFloats / max(1, threads * k)))
+        if pointwise { return 512 }
+        return max(64, min(512, Self.weightGradientScratchFloats / max(1, threads * k)))
     }
 }
 
