@@ -66,7 +66,8 @@ package enum BoundedRead {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
-            throw DataError.unreadableFile(path: path, reason: String(cString: strerror(errno)))
+            let code = errno
+            throw DataError.unreadableFile(path: path, reason: String(cString: strerror(code)))
         }
         let kind = st.st_mode & S_IFMT
         if kind == S_IFDIR {

@@ -677,7 +677,8 @@ enum StoragePool {
         let huge = hugePages && size >= hugePageBytes
         let request = huge ? size + hugePageBytes : size
         guard let raw = mmap(nil, request, PROT_READ | PROT_WRITE, flags, -1, 0), raw != MAP_FAILED else {
-            fatalError("TensorStorage: cannot map \(size) bytes: \(String(cString: strerror(errno)))")
+            let code = errno
+            fatalError("TensorStorage: cannot map \(size) bytes: \(String(cString: strerror(code)))")
         }
         guard huge else { return raw }
         // Keep the huge-page-aligned `size` bytes inside the larger mapping and give back the

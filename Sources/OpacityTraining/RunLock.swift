@@ -39,7 +39,8 @@ public final class RunLock: @unchecked Sendable {
         while true {
             fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
             guard fd >= 0 else {
-                throw RunError.incompatible("cannot open \(url.path): \(String(cString: strerror(errno)))")
+                let code = errno
+                throw RunError.incompatible("cannot open \(url.path): \(String(cString: strerror(code)))")
             }
             previous = RunLock.contents(fd)
             if flock(fd, LOCK_EX | LOCK_NB) != 0 {

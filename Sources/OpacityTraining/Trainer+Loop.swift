@@ -421,7 +421,8 @@ public final class Trainer {
         try? fm.removeItem(at: tmp)
         try fm.createSymbolicLink(atPath: tmp.path, withDestinationPath: "checkpoints/" + checkpoint.lastPathComponent)
         if rename(tmp.path, bestURL.path) != 0 {
-            throw RunError.incompatible("cannot update \(bestURL.path): \(String(cString: strerror(errno)))")
+            let code = errno
+            throw RunError.incompatible("cannot update \(bestURL.path): \(String(cString: strerror(code)))")
         }
     }
 

@@ -30,15 +30,15 @@ final class FileDescriptor {
 
     /// Opens an existing file for reading.
     static func open(reading path: String) throws -> FileDescriptor {
-        let fd = path.withCString { openFile($0, O_RDONLY | O_CLOEXEC, 0) }
-        guard fd >= 0 else { throw BundleError.io(file: path, operation: "open for reading", reason: errnoText()) }
+        let (fd, code) = path.withCString { (openFile($0, O_RDONLY | O_CLOEXEC, 0), errno) }
+        guard fd >= 0 else { throw BundleError.io(file: path, operation: "open for reading", reason: errnoText(code)) }
         return FileDescriptor(fd: fd, path: path)
     }
 
     /// Creates a new file that must not exist yet.
     static func create(_ path: String) throws -> FileDescriptor {
-        let fd = path.withCString { openFile($0, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
-        guard fd >= 0 else { throw BundleError.io(file: path, operation: "create", reason: errnoText()) }
+        let (fd, code) = path.withCString { (openFile($0, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644), errno) }
+        guard fd >= 0 else { throw BundleError.io(file: path, operation: "create", reason: errnoText(code)) }
         return FileDescriptor(fd: fd, path: path)
     }
 
@@ -46,7 +46,10 @@ final class FileDescriptor {
     func size() throws -> UInt64 {
         if let bytes { return UInt64(bytes.count) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw BundleError.io(file: path, operation: "stat", reason: errnoText()) }
+        guard fstat(fd, &st) == 0 else {
+            let code = errno
+            throw BundleError.io(file: path, operation: "stat", reason: errnoText(code))
+        }
         return UInt64(st.st_size)
     }
 
@@ -62,8 +65,9 @@ final class FileDescriptor {
         while done < buffer.count {
             let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
             if n < 0 {
-                if errno == EINTR { continue }
-                throw BundleError.io(file: path, operation: "read at byte \(offset + UInt64(done))", reason: errnoText())
+                let code = errno
+                if code == EINTR { continue }
+                throw BundleError.io(file: path, operation: "read at byte \(offset + UInt64(done))", reason: errnoText(code))
             }
             if n == 0 { break }
             done += n
@@ -84,8 +88,9 @@ final class FileDescriptor {
         while true {
             let n = sysRead(fd, buffer.baseAddress!, buffer.count)
             if n < 0 {
-                if errno == EINTR { continue }
-                throw BundleError.io(file: path, operation: "read", reason: errnoText())
+                let code = errno
+                if code == EINTR { continue }
+                throw BundleError.io(file: path, operation: "read", reason: errnoText(code))
             }
             return n
         }
@@ -98,8 +103,9 @@ final class FileDescriptor {
         while left > 0 {
             let n = sysWrite(fd, p, left)
             if n < 0 {
-                if errno == EINTR { continue }
-                throw BundleError.io(file: path, operation: "write", reason: errnoText())
+                let code = errno
+                if code == EINTR { continue }
+                throw BundleError.io(file: path, operation: "write", reason: errnoText(code))
             }
             p += n
             left -= n
@@ -113,8 +119,9 @@ final class FileDescriptor {
             while done < b.count {
                 let n = pwrite(fd, b.baseAddress! + done, b.count - done, off_t(offset) + off_t(done))
                 if n < 0 {
-                    if errno == EINTR { continue }
-                    throw BundleError.io(file: path, operation: "write at byte \(offset)", reason: errnoText())
+                    let code = errno
+                    if code == EINTR { continue }
+                    throw BundleError.io(file: path, operation: "write at byte \(offset)", reason: errnoText(code))
                 }
                 done += n
             }
@@ -123,7 +130,10 @@ final class FileDescriptor {
 
     /// Flushes the file's data to the storage device.
     func sync() throws {
-        guard fsync(fd) == 0 else { throw BundleError.io(file: path, operation: "fsync", reason: errnoText()) }
+        guard fsync(fd) == 0 else {
+            let code = errno
+            throw BundleError.io(file: path, operation: "fsync", reason: errnoText(code))
+        }
     }
 
     func close() {
@@ -157,7 +167,10 @@ private func openFile(_ path: UnsafePointer<CChar>, _ flags: Int32, _ mode: mode
 @inline(__always) func sysClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
 #endif
 
-func errnoText() -> String { String(cString: strerror(errno)) }
+/// The system's text for an `errno` value. Callers read `errno` into a constant right after
+/// the failing call: building the error's other strings may allocate, and nothing promises
+/// that leaves `errno` alone.
+func errnoText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
 /// Writes a file atomically: everything goes to a temporary file in the same folder, which
 /// is flushed (`fsync`) and renamed over the final name only when complete; the folder is
@@ -188,7 +201,8 @@ final class AtomicFile {
             try file.sync()
             file.close()
             guard rename(tempPath, finalPath) == 0 else {
-                throw BundleError.io(file: finalPath, operation: "rename \(tempPath) to it", reason: errnoText())
+                let code = errno
+                throw BundleError.io(file: finalPath, operation: "rename \(tempPath) to it", reason: errnoText(code))
             }
             finished = true
         } catch {

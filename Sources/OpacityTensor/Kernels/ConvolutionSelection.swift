@@ -271,7 +271,8 @@ final class ConvolutionSelector: @unchecked Sendable {
     private static func append(_ line: String, to path: String) {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
         guard fd >= 0 else {
-            warn("opacity: warning: cannot write the OPACITY_CONV_CHOICES file \(path): \(String(cString: strerror(errno)))")
+            let code = errno
+            warn("opacity: warning: cannot write the OPACITY_CONV_CHOICES file \(path): \(String(cString: strerror(code)))")
             return
         }
         defer { close(fd) }
