@@ -25,17 +25,34 @@ public final class Subnet: Module {
         callAsFunction(levels: [x], perAnchor: k)[0]
     }
 
-    /// Each level `[N, C, H_l, W_l]` -> `[N, H_l*W_l*A, outputs/A]`, layer by layer: each
-    /// convolution runs on every level before the next one starts, so that its weight's kernel
-    /// transforms are computed once for all levels (forward and backward) and kept only while
-    /// they are used (``TensorMemory/derivedCacheLimitBytes``). The same values, bit for bit, as
-    /// running the levels one after another (dropout draws its masks in level order either way).
+    /// Each level `[N, C, H_l, W_l]` -> `[N, H_l*W_l*A, outputs/A]`.
+    ///
+    /// While a graph is recorded (training), layer by layer: each convolution runs on every
+    /// level before the next one starts, so that its weight's kernel transforms are computed
+    /// once for all levels (forward and backward) and kept only while they are used
+    /// (``TensorMemory/derivedCacheLimitBytes``). Otherwise (inference), level by level: each
+    /// level's four convolutions run before the next level starts, so that the other levels'
+    /// intermediate maps are not alive beside the largest level's (resnet152 at 512 px: P3-P7's
+    /// 5.3 MiB at P2's peak), and the last three write over their input where a kernel can. Either order gives the same values, bit for
+    /// bit (each level's convolutions are independent of the others'; dropout draws its masks
+    /// in level order after all of them).
     func callAsFunction(levels: [Tensor], perAnchor k: Int) -> [Tensor] {
         var ys = levels
-        for conv in [conv1, conv2, conv3, conv4] {
-            // Level by level in place: each level's input is dropped as soon as its output
-            // exists, rather than all inputs living until the whole layer is done.
-            for i in ys.indices { ys[i] = conv(ys[i]).relu() }
+        let convs = [conv1, conv2, conv3, conv4]
+        if Autograd.isRecording {
+            for conv in convs {
+                // Level by level in place: each level's input is dropped as soon as its output
+                // exists, rather than all inputs living until the whole layer is done.
+                for i in ys.indices { ys[i] = conv(ys[i]).relu() }
+            }
+        } else {
+            ys = levels.map { level in
+                // The first convolution reads the pyramid's map, which the other subnet
+                // reads too; the next ones may write over their input (``Conv2d/inPlace(_:)``).
+                var x = conv1(level).relu()
+                for conv in convs.dropFirst() { x = conv.inPlace(consume x).relu() }
+                return x
+            }
         }
         if let dropout { ys = ys.map { dropout($0) } }
         return ys.map { x in

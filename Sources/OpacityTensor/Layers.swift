@@ -63,6 +63,13 @@ public final class Conv2d: Module, Layer {
         x.conv2d(weight.tensor, bias: bias?.tensor, stride: stride, padding: padding, dilation: dilation, groups: groups)
     }
 
+    /// `self(x)`, written over `x`'s storage where that is possible (inference, `x` held by
+    /// nothing else, a kernel that can: ``Tensor/conv2dInPlace(_:bias:stride:padding:dilation:groups:)``);
+    /// the same values either way. `[N, in, H, W]` -> `[N, out, Ho, Wo]`.
+    public func inPlace(_ x: consuming Tensor) -> Tensor {
+        x.conv2dInPlace(weight.tensor, bias: bias?.tensor, stride: stride, padding: padding, dilation: dilation, groups: groups)
+    }
+
     /// `self(x) + above.upsampleNearest2x()`, a feature pyramid's top-down merge, with `above`
     /// `[N, out, Ho / 2, Wo / 2]` (``Tensor/conv2d(_:bias:stride:padding:dilation:groups:addingUpsampled2x:)``:
     /// no upsampled map, and in training a recipe instead of the merged map).

@@ -111,6 +111,10 @@ public struct Tensor: @unchecked Sendable {
         return Tensor(shape: shape, storage: storage)
     }
 
+    /// Whether no other value shares this tensor's storage (no copy, view, trace or backward
+    /// closure holds it), so that an operation consuming the tensor may write over it.
+    package mutating func ownsStorageAlone() -> Bool { isKnownUniquelyReferenced(&storage) }
+
     /// A raw pointer to the storage for kernels that fill a freshly allocated tensor.
     @inlinable var mutablePointer: UnsafeMutablePointer<Float> { storage.base }
     /// A read pointer for kernels.

@@ -350,6 +350,65 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// `conv2dInPlace` with shared Winograd blocks writes over its input: the same bits as
+    /// `conv2d` into a new tensor (odd sizes, a batch, several blocks per image, a block of one
+    /// tile row, with and without bias). Where it cannot (the input held elsewhere, a graph
+    /// recorded, private blocks, other channel counts or padding) it returns a new tensor and
+    /// leaves the input as it was.
+    func testWinogradInPlaceGivesTheBitsOfANewOutput() {
+        let saved = (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradMode, ConvolutionSettings.winogradSharedTiles)
+        defer {
+            (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradMode, ConvolutionSettings.winogradSharedTiles) = saved
+        }
+        ConvolutionSettings.winograd = true
+        ConvolutionSettings.winogradMode = "shared"
+        // at least 160 tiles of 4x4 (``ConvPlan/winogradEligible``)
+        let cases: [([Int], Bool, Int)] = [([1, 24, 53, 45], true, 40), ([2, 16, 38, 33], false, 40), ([1, 16, 81, 29], true, 8)]
+        for threads in [3, 5] {
+            Compute.threads = threads
+            for (i, (shape, hasBias, tiles)) in cases.enumerated() {
+                ConvolutionSettings.winogradSharedTiles = tiles
+                let x = uniform(shape, seed: UInt64(800 + i))
+                let w = uniform([shape[1], shape[1], 3, 3], -0.5, 0.5, seed: UInt64(810 + i))
+                let b = hasBias ? uniform([shape[1]], seed: UInt64(820 + i)) : nil
+                let expected = Autograd.inference { x.conv2d(w, bias: b, padding: (1, 1)) }
+                let what = "\(shape), \(tiles) tiles per block, \(threads) threads"
+                let (wasInPlace, got) = Autograd.inference {
+                    let fresh = Tensor(shape: x.shape, scalars: x.scalars)
+                    let before = ObjectIdentifier(fresh.storage)
+                    let y = fresh.conv2dInPlace(w, bias: b, padding: (1, 1))
+                    return (ObjectIdentifier(y.storage) == before, y)
+                }
+                XCTAssertTrue(wasInPlace, what)
+                XCTAssertEqual(got.shape, expected.shape, what)
+                XCTAssertEqual(got.scalars, expected.scalars, "\(what): bit for bit")
+                // held elsewhere: a new tensor, the input untouched
+                let held = Autograd.inference { x.conv2dInPlace(w, bias: b, padding: (1, 1)) }
+                XCTAssertFalse(held.storage === x.storage, what)
+                XCTAssertEqual(held.scalars, expected.scalars, what)
+                XCTAssertEqual(x.scalars, uniform(shape, seed: UInt64(800 + i)).scalars, "\(what): input unchanged")
+            }
+        }
+        // where it cannot, a new output
+        Compute.threads = 3
+        ConvolutionSettings.winogradSharedTiles = 40
+        let x = uniform([1, 16, 70, 33], seed: 830), w = uniform([16, 16, 3, 3], -0.5, 0.5, seed: 831)
+        func inPlace(_ weight: Tensor, padding: (Int, Int), recording: Bool = false) -> Bool {
+            let run = {
+                let fresh = Tensor(shape: x.shape, scalars: x.scalars)
+                let before = ObjectIdentifier(fresh.storage)
+                return ObjectIdentifier(fresh.conv2dInPlace(weight, padding: padding).storage) == before
+            }
+            return recording ? run() : Autograd.inference(run)
+        }
+        XCTAssertTrue(inPlace(w, padding: (1, 1)))
+        XCTAssertFalse(inPlace(w, padding: (1, 1), recording: true), "a graph is recorded")
+        XCTAssertFalse(inPlace(uniform([24, 16, 3, 3], seed: 832), padding: (1, 1)), "Cout != Cin")
+        XCTAssertFalse(inPlace(w, padding: (2, 2)), "padding 2")
+        ConvolutionSettings.winogradMode = "private"
+        XCTAssertFalse(inPlace(w, padding: (1, 1)), "private blocks")
+    }
+
     /// The Winograd forward pass cuts the map into blocks of tiles (96 in inference by default,
     /// 192 while gradients are recorded, `OPACITY_WINOGRAD_TILES`); the block size changes the
     /// scratch memory, and the values by rounding at most (the GEMM library may split a wider

@@ -12,6 +12,11 @@ protocol ConvolutionKernels: Sendable {
     /// allocated, not shared and not initialised.
     func forward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor)
 
+    /// Writes `conv(input, weight) + bias` over `input`'s own storage, which nothing else
+    /// holds, and returns true, where a kernel of this provider can for this shape (the output
+    /// has the input's shape); else returns false and changes nothing.
+    func forwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int) -> Bool
+
     /// The gradient with respect to the input, `[N, Cin, H, W]` (`inputShape`), from the output
     /// gradient `gradOut` `[N, Cout, Ho, Wo]`. It does not read the input's values, so the
     /// convolution's backward can release the input (when it was written again for backward)
@@ -23,6 +28,11 @@ protocol ConvolutionKernels: Sendable {
 
     /// The gradient with respect to the bias, `[Cout]`: `gradOut` summed over `N`, `Ho`, `Wo`.
     func backwardBias(gradOut: Tensor) -> Tensor
+}
+
+extension ConvolutionKernels {
+    /// No kernel of this provider writes in place.
+    func forwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int) -> Bool { false }
 }
 
 /// The kernel providers the ops call.

@@ -426,6 +426,18 @@ struct SelectingConvolutionKernels: ConvolutionKernels {
         }
     }
 
+    /// In place only where the CPU kernels are this shape's choice already (forced, or measured
+    /// before): measuring the candidates runs each on the same input.
+    func forwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int) -> Bool {
+        let k = key(.forward, input, weight, geometry, groups, bias != nil)
+        guard (forced() ?? selector.choice(k)) == .cpu else { return false }
+        let done = ConvolutionKernelLog.timed("forward", input: input.shape, weight: weight.shape, geometry: geometry, groups: groups) {
+            cpu.forwardInPlace(input: input, weight: weight, bias: bias, geometry: geometry, groups: groups)
+        }
+        if done { note(.cpu, k) }
+        return done
+    }
+
     private func selectForward(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int, into out: Tensor) {
         let k = key(.forward, input, weight, geometry, groups, bias != nil)
         func run(_ c: ConvolutionCandidate) -> Bool {

@@ -10,6 +10,10 @@ struct CPUConvolutionKernels: ConvolutionKernels {
         ConvKernels.forward(input: input, weight: weight, bias: bias, geo: geometry, groups: groups, out: out)
     }
 
+    func forwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geometry: Conv2DGeometry, groups: Int) -> Bool {
+        ConvKernels.forwardInPlace(input: input, weight: weight, bias: bias, geo: geometry, groups: groups)
+    }
+
     func backwardData(inputShape: [Int], weight: Tensor, gradOut: Tensor, geometry: Conv2DGeometry, groups: Int) -> Tensor {
         ConvKernels.inputGradient(inputShape: inputShape, weight: weight, gradOut: gradOut, geo: geometry, groups: groups)
     }
@@ -246,6 +250,21 @@ enum ConvKernels {
     static func isDepthwise(cin: Int, groups: Int) -> Bool { groups > 1 && cin == groups }
 
     // MARK: Forward
+
+    /// Writes `conv(input, weight) + bias` over `input`'s storage when the Winograd kernel can
+    /// (``WinogradKernels/runsInPlace(_:)``) and returns true; else returns false and touches
+    /// nothing.
+    static func forwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry, groups: Int) -> Bool {
+        let plan = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
+        guard groups == 1, WinogradKernels.runsInPlace(plan) else { return false }
+        ConvolutionKernelLog.note("forward", plan, WinogradKernels.kernelName(plan))
+        let u = WinogradKernels.transformedWeights(weight)
+        withExtendedLifetime(u) {
+            WinogradKernels.sharedForward(
+                plan, input: input.pointer, transformed: u.base, bias: bias?.pointer, out: input.mutablePointer, inPlace: true)
+        }
+        return true
+    }
 
     static func forward(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry, groups: Int, out: Tensor) {
         let plan = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)

@@ -311,45 +311,66 @@ enum WinogradKernels {
     /// needs a block of its own: at 16 threads, a 512 px pass's P2 convolutions held 16 blocks
     /// of 64 tiles (75 MiB, computed) where 2 threads held 2 of 96 (14 MiB). Shared, the scratch is one
     /// block of ``ConvolutionSettings/winogradSharedTiles`` tiles whatever the thread count.
-    /// `auto` shares when the private blocks would take more than twice that, and never at 2
-    /// threads (every 2-thread figure in Benchmarks.md was measured with private blocks).
+    /// `auto` shares when the private blocks would take more than one shared block, and never
+    /// at 2 threads (every 2-thread figure in Benchmarks.md was measured with private blocks).
+    /// (It shared past twice one block until the 16-thread memory report showed a resnet152
+    /// RetinaNet's P3 convolutions, 64x64, holding 16 private blocks of 16 tiles, 18 MiB, whose
+    /// buffer the P2 convolutions' 14 MiB shared block then reused at the forward pass's peak.)
     static func sharesBlocks(_ wg: Plan, perThreadFloats: Int, threads: Int) -> Bool {
         switch ConvolutionSettings.winogradMode {
         case "shared": return threads > 1
         case "private": return false
         default:
             let shared = 36 * (wg.pl.cin + wg.pl.cout) * ConvolutionSettings.winogradSharedTiles
-            return threads > 2 && threads * perThreadFloats > 2 * shared
+            return threads > 2 && threads * perThreadFloats > shared
         }
+    }
+
+    /// Whether ``sharedForward(_:input:transformed:bias:out:inPlace:)`` can write `pl`'s output
+    /// over its input: the Winograd pass runs with shared blocks at this thread count, as many
+    /// channels out as in, and padding 1 (so the output has the input's shape).
+    static func runsInPlace(_ pl: ConvPlan) -> Bool {
+        pl.usesWinograd && pl.cin == pl.cout && pl.geo.padding == (1, 1) && pl.ho == pl.h && pl.wo == pl.w && layout(pl).shared
     }
 
     /// The forward pass with every thread working on the same block of tile rows at a time:
     /// the input transform split by input channels, the 36 products by cell and by rows of
     /// output channels, the output transform by output channels. The same arithmetic per tile
     /// as the private blocks (equal up to the GEMM library's rounding for other shapes).
+    ///
+    /// With `inPlace` (`op` is the input's own storage; only where ``runsInPlace(_:)``) the
+    /// output is written over the input: blocks run top to bottom, each block's input is
+    /// transformed before its output is written, and the one input row a block overwrites that
+    /// the next block still reads (the row above its first tile's outputs, padding 1) is copied
+    /// aside first. The same values, bit for bit, as writing to a separate output.
     static func sharedForward(
         _ pl: ConvPlan, input xp: UnsafePointer<Float>, transformed u: UnsafePointer<Float>, bias bp: UnsafePointer<Float>?,
-        out op: UnsafeMutablePointer<Float>
+        out op: UnsafeMutablePointer<Float>, inPlace: Bool = false
     ) {
+        precondition(!inPlace || runsInPlace(pl), "sharedForward: in place needs Cin == Cout and padding 1")
         let wg = Plan(pl, threads: 1, targetTiles: ConvolutionSettings.winogradSharedTiles)
         let (cin, cout, tw) = (pl.cin, pl.cout, wg.tw)
         let rowsPerBlock = max(1, min(wg.th, ConvolutionSettings.winogradSharedTiles / tw))
         let maxTiles = rowsPerBlock * tw
         let vSlot = (36 * cin * maxTiles + 15) & ~15, mSlot = (36 * cout * maxTiles + 15) & ~15
+        let haloSlot = inPlace ? (cin * pl.w + 15) & ~15 : 0
         // Rows of output channels per product task: 36 cells times enough row slices for
         // every thread to get several tasks (slices of at least 32 rows).
         let slices = max(1, min(cout / 32, (4 * Compute.threads + 35) / 36))
-        withScratch(perThread: 6 * wg.bufferWidth, shared: vSlot + mSlot) { scratch in
-            let v = scratch(-1), m = v + vSlot
+        withScratch(perThread: 6 * wg.bufferWidth, shared: vSlot + mSlot + haloSlot) { scratch in
+            let v = scratch(-1), m = v + vSlot, halo = m + mSlot
             for b in 0..<pl.n {
                 var ty0 = 0
                 while ty0 < wg.th {
                     let rows = ty0..<min(wg.th, ty0 + rowsPerBlock)
                     let tiles = rows.count * tw
+                    // In place, the row above this block's outputs was overwritten by the block
+                    // before; its input values were copied to `halo`.
+                    let haloRow = inPlace && ty0 > 0 ? (row: 4 * ty0 - 1, values: UnsafePointer(halo)) : nil
                     Compute.parallelChunks(cin) { chunk, range in
                         transformInput(
                             wg, image: xp + b * cin * pl.h * pl.w, tileRows: rows, rowBuffer: scratch(chunk), into: v, ldv: tiles,
-                            channels: range)
+                            channels: range, halo: haloRow)
                     }
                     Compute.parallelRanges(36 * slices, minPerThread: 1) { tasks in
                         for task in tasks {
@@ -358,6 +379,15 @@ enum WinogradKernels {
                             BLAS.gemmSerial(
                                 m: r1 - r0, n: tiles, k: cin, a: u + (xi * cout + r0) * cin, lda: cin, b: v + xi * cin * tiles,
                                 ldb: tiles, c: m + (xi * cout + r0) * tiles, ldc: tiles)
+                        }
+                    }
+                    if inPlace && rows.upperBound < wg.th {
+                        // The next block reads the input row just above its outputs, which this
+                        // block's outputs replace.
+                        let row = 4 * rows.upperBound - 1, plane = pl.h * pl.w
+                        let image = xp + b * cin * plane
+                        Compute.parallelRanges(cin, minPerThread: 16) { range in
+                            for c in range { (halo + c * pl.w).update(from: image + c * plane + row * pl.w, count: pl.w) }
                         }
                     }
                     Compute.parallelRanges(cout, minPerThread: 1) { range in
@@ -373,10 +403,11 @@ enum WinogradKernels {
     /// `tileRows` (tile `t = (ty - lowerBound) * tw + tx`), rows `ldv` floats apart.
     ///
     /// `channels` (default all) limits the work to those input channels, so that threads can
-    /// share one block.
+    /// share one block. `halo` gives one input row's values (channel `c`'s at `values + c * w`)
+    /// in place of the image's (an in-place pass, ``sharedForward(_:input:transformed:bias:out:inPlace:)``).
     static func transformInput(
         _ wg: Plan, image: UnsafePointer<Float>, tileRows: Range<Int>, rowBuffer: UnsafeMutablePointer<Float>,
-        into v: UnsafeMutablePointer<Float>, ldv: Int, channels: Range<Int>? = nil
+        into v: UnsafeMutablePointer<Float>, ldv: Int, channels: Range<Int>? = nil, halo: (row: Int, values: UnsafePointer<Float>)? = nil
     ) {
         let pl = wg.pl
         let (h, w, ph, pw) = (pl.h, pl.w, pl.geo.padding.0, pl.geo.padding.1)
@@ -398,7 +429,8 @@ enum WinogradKernels {
                             continue
                         }
                         if pw > 0 { row.update(repeating: 0, count: pw) }
-                        (row + pw).update(from: plane + iy * w, count: w)
+                        let source = halo.flatMap { iy == $0.row ? $0.values + c * w : nil } ?? plane + iy * w
+                        (row + pw).update(from: source, count: w)
                         if bw > pw + w { (row + pw + w).update(repeating: 0, count: bw - pw - w) }
                     }
                     let tbase = (ty - tileRows.lowerBound) * tw
