@@ -138,15 +138,15 @@ struct ConvertCommand: ParsableCommand {
         var summary = try ImageConversion.convert(
             input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
             options: options, progress: runtime.progressBar("convert"))
-        // a frame a file lacks is said as --frame, with the file's frame count (the library names its parameter)
+        // a frame a file lacks is said as --frame, with the file's frame count (the library names
+        // its parameter); an output that is an input, with the option that named it
         let errors = summary.failureErrors
-        summary.failures = summary.failures.map { f in (path: f.path, reason: errors[f.path].flatMap { frameNotInFile($0, path: f.path) } ?? f.reason) }
-        if !runtime.quiet {
-            say("\(summary)")
-        } else if !summary.failures.isEmpty {
-            // -q: no counts, but the files that failed are errors and still print
-            note(summary.failures.map { $0.reason.contains($0.path) ? $0.reason : "\($0.path): \($0.reason)" }.joined(separator: "\n"))
+        summary.failures = summary.failures.map { f in
+            let reason = errors[f.path].flatMap { frameNotInFile($0, path: f.path) } ?? f.reason
+            return (path: f.path, reason: reason.hasSuffix("; choose another output") ? String(reason.dropLast("output".count)) + "-o/--output" : reason)
         }
+        // the result, under -q too: -q drops the progress bar only (CLI.md's runtime options)
+        say("\(summary)")
         // Rows of images that are not in the input are not failures (a subset converted with the
         // whole labels file); images that failed to convert already make the status 1.
         if let labelsTable { try writeLabels(labelsTable, summary: summary) }
@@ -172,13 +172,13 @@ struct ConvertCommand: ParsableCommand {
                         + "Name another file with --labels-output (the PNGs written now are kept, so that rerun converts nothing again), "
                         + "delete \(path), or add --overwrite to replace it (--overwrite also converts again every PNG that exists)")
             }
-            if !runtime.quiet { say("labels: \(path) already holds these \(rows), byte for byte; left as it is") }
+            say("labels: \(path) already holds these \(rows), byte for byte; left as it is")
             written = false
         } else {
             try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
             try scaled.write(to: out)
         }
-        if written && !runtime.quiet {
+        if written {
             let scales = Set(summary.images.flatMap { [$0.scaleX, $0.scaleY] })
             let by =
                 scales.isEmpty || scales == [1]
