@@ -85,21 +85,18 @@ struct DetectCommand: ParsableCommand {
         }
         let resultURL = outURL.appendingPathComponent(format == .json ? "detections.json" : "detections.csv")
         // each output with the input it is made from (none for the shared files) and its kind
-        var outputs: [(url: URL, source: URL?, kind: String)] = [
-            (resultURL, nil, "output"), (outURL.appendingPathComponent("skipped.csv"), nil, "output"),
+        // and the option that names its folder (the message says which one to change)
+        var outputs: [(url: URL, source: URL?, kind: String, option: String)] = [
+            (resultURL, nil, "output", "-o/--output"), (outURL.appendingPathComponent("skipped.csv"), nil, "output", "-o/--output"),
         ]
-        if !noOverlays { outputs += files.map { (overlayURL($0), $0, "overlay") } }
+        if !noOverlays { outputs += files.map { (overlayURL($0), $0, "overlay", "-o/--output") } }
         func dicomURL(_ dir: String, _ f: URL, _ suffix: String) -> URL {
             let stem = f.deletingPathExtension().lastPathComponent
             return URL(fileURLWithPath: dir).appendingPathComponent((stems[stem]!.count > 1 ? f.lastPathComponent : stem) + suffix)
         }
-        if let dicomSR { outputs += files.map { (dicomURL(dicomSR, $0, ".sr.dcm"), $0, "DICOM SR") } }
-        if let dicomOverlay { outputs += files.map { (dicomURL(dicomOverlay, $0, ".overlay.dcm"), $0, "DICOM overlay") } }
-        for o in outputs {
-            do { try OutputPaths.refuseOverwriting(o.url, inputs: files, source: o.source, kind: o.kind) } catch {
-                throw ValidationError("\(error)")
-            }
-        }
+        if let dicomSR { outputs += files.map { (dicomURL(dicomSR, $0, ".sr.dcm"), $0, "DICOM SR", "--dicom-sr") } }
+        if let dicomOverlay { outputs += files.map { (dicomURL(dicomOverlay, $0, ".overlay.dcm"), $0, "DICOM overlay", "--dicom-overlay") } }
+        for o in outputs { try refuseOverwritingInput(o.url, inputs: files, source: o.source, kind: o.kind, option: o.option) }
         // An earlier run's results (in either format) are kept unless asked, as `convert` keeps
         // its --labels-output: a run in the other format would replace the overlays and leave a
         // results file that no longer matches them.

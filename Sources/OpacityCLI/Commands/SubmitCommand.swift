@@ -47,9 +47,7 @@ struct SubmitCommand: ParsableCommand {
         guard !listed.isEmpty else { throw ValidationError("\(images) holds no images (.dcm, .png, .jpg)") }
         let outURL = URL(fileURLWithPath: out)
         let skippedURL = outURL.deletingPathExtension().appendingPathExtension("skipped.csv")
-        for o in [outURL, skippedURL] {
-            do { try OutputPaths.refuseOverwriting(o, inputs: listed) } catch { throw ValidationError("\(error)") }
-        }
+        for o in [outURL, skippedURL] { try refuseOverwritingInput(o, inputs: listed, option: "-o/--output") }
         // an earlier submission is kept unless asked, before the model loads
         try refuseEarlierResults([out], overwrite: overwrite, replacing: "the earlier submission", otherwise: "name another file with -o/--output")
         // one row per patientId (the file stem)

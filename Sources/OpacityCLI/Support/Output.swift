@@ -158,6 +158,23 @@ func requireOutputFile(_ path: String, option: String, for contents: String) thr
     }
 }
 
+/// Refuses an output path that is one of the inputs (``OutputPaths/refuseOverwriting(_:inputs:source:kind:)``),
+/// in words that name the option to change: as the library says it, with "choose another
+/// output" said as the option that named the output's folder or file.
+/// - Parameters:
+///   - output: the output file.
+///   - inputs: the command's input files.
+///   - source: the input whose output `output` is (named in the message), if any.
+///   - kind: what the output is for that input ("overlay", "DICOM SR").
+///   - option: the option that named where `output` goes (`-o/--output`, `--dicom-sr`).
+/// - Throws: `ValidationError` (a usage error, 64) naming the output, the input it would
+///   replace and `option`.
+func refuseOverwritingInput(_ output: URL, inputs: [URL], source: URL? = nil, kind: String = "output", option: String) throws {
+    guard let input = OutputPaths.input(replacedBy: output, inputs: inputs) else { return }
+    let what = source.map { "the \(kind) of the input '\($0.path)'" } ?? "'\(output.path)'"
+    throw ValidationError("\(what) would replace the input '\(input.path)'; choose another \(option) (inputs are never overwritten)")
+}
+
 /// Refuses the results an earlier run left where this one writes, unless `--overwrite` was
 /// given: every command that writes results (`detect`, `submit`, `eval`, `export`, `compare`;
 /// `convert` checks its `--labels-output` after converting) calls this before anything is
