@@ -346,9 +346,12 @@ public struct Evaluation {
     public var skipped: [(id: String, reason: String)] = []
 
     /// Evaluates on dataset records (boxes in source pixels).
-    /// - Parameter progress: called after each batch with (done, total).
+    /// - Parameters:
+    ///   - window: how DICOM images are windowed to 8 bits (PNG and JPEG are read as they
+    ///     are), as `detect --window`; the file's own window by default.
+    ///   - progress: called after each batch with (done, total).
     public init(predictor: Predictor, records: [DatasetRecord], skipUnreadable: Bool = false,
-                progress: ((Int, Int) -> Void)? = nil) throws {
+                window: WindowSetting = .automatic, progress: ((Int, Int) -> Void)? = nil) throws {
         var results: [ImageResult] = []
         let saved = predictor.filter
         predictor.filter = nil
@@ -363,7 +366,7 @@ public struct Evaluation {
                     throw DataError.missingFile(path: r.id, expected: "an image file for \(r.id)")
                 }
                 do {
-                    let img = try ImageFile.readSource(url)
+                    let img = try ImageFile.readSource(url, window: window)
                     try r.checkBoxes(width: img.width, height: img.height)
                     imgs.append(img)
                     kept.append(r)

@@ -51,4 +51,46 @@ final class ThirdTrialTests: XCTestCase {
         for r in [detect, sr, submit] { XCTAssertFalse(r.stderr.contains("choose another output"), r.all) }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scans.path).sorted(), ["a.overlay.png", "a.png", "x.dcm", "x.sr.dcm"])
     }
+
+    /// `eval` and `submit` take `--window` as `detect` does (the same help, parser and errors),
+    /// and it reaches the images the model sees: a fixed window changes the results.
+    func testEvalAndSubmitTakeDetectsWindow() throws {
+        let dir = try CLI.tempDir("eval-submit-window")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let rsna1k = CLI.realdata.appendingPathComponent("rsna1k")
+        let id = "00436515-870c-4b36-a041-de91049b9ab4"
+        let lines = try String(contentsOf: rsna1k.appendingPathComponent("stage_2_train_labels.csv"), encoding: .utf8).split(separator: "\n")
+        try ([lines[0]] + lines.filter { $0.hasPrefix(id) }).joined(separator: "\n").write(
+            to: dir.appendingPathComponent("one.csv"), atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("dcm"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: rsna1k.appendingPathComponent("stage_2_train_images/\(id).dcm"), to: dir.appendingPathComponent("dcm/\(id).dcm"))
+        let model = ["--model", "retinanet-r34-rsna1k"]
+        // the same usage error as detect's
+        let detect = try CLI.run(["detect", "dcm", "--window", "atuo"], in: dir)
+        for args in [["eval"] + model + ["--labels", "one.csv", "--images", "dcm", "--all"], ["submit", "--images", "dcm"] + model] {
+            let bad = try CLI.run(args + ["--window", "atuo"], in: dir)
+            XCTAssertEqual(bad.status, 64, "\(args): \(bad.all)")
+            let line = { (s: String) in s.split(separator: "\n").first { $0.contains("--window '") }.map(String.init) }
+            XCTAssertNotNil(line(bad.stderr), bad.all)
+            XCTAssertEqual(line(bad.stderr), line(detect.stderr), "\(args)")
+            let help = try CLI.run([args[0], "--help"], in: dir)
+            XCTAssertTrue(help.stdout.contains("DICOM windowing (as convert's)"), help.stdout)
+        }
+        func evaluated(_ window: [String], _ out: String) throws -> String {
+            let r = try CLI.run(["eval"] + model + ["--labels", "one.csv", "--images", "dcm", "--all", "-o", out, "-q"] + window, in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            return try String(contentsOf: dir.appendingPathComponent(out + "/sweep.csv"), encoding: .utf8)
+        }
+        let auto = try evaluated([], "e1")
+        XCTAssertEqual(try evaluated(["--window", "auto"], "e2"), auto)
+        XCTAssertNotEqual(try evaluated(["--window", "40,60"], "e3"), auto, "eval --window 40,60 did not change what the model saw")
+        func submitted(_ window: [String], _ out: String) throws -> String {
+            let r = try CLI.run(["submit", "--images", "dcm", "--threshold", "0", "-o", out, "-q"] + model + window, in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            return try String(contentsOf: dir.appendingPathComponent(out), encoding: .utf8)
+        }
+        let plain = try submitted([], "s1.csv")
+        XCTAssertEqual(try submitted(["--window", "auto"], "s2.csv"), plain)
+        XCTAssertNotEqual(try submitted(["--window", "40,60"], "s3.csv"), plain, "submit --window 40,60 did not change what the model saw")
+    }
 }

@@ -32,11 +32,7 @@ struct DetectCommand: ParsableCommand {
     @Flag(name: .long, help: "Replace the detections file (and the overlay PNGs) of an earlier run in -o/--output.") var overwrite = false
     @Flag(name: .long, help: "Leave out images that cannot be read (listed in skipped.csv) instead of stopping.") var skipUnreadable = false
     @Option(name: .long, parsing: .unconditional, help: "The frame of multi-frame DICOM files, from 1.") var frame: Int = 1
-    @Option(
-        name: .long,
-        help: "DICOM windowing (as convert's): auto (the file's window, else the full range), minmax, or CENTER,WIDTH in rescaled units; PNG and JPEG are read as they are."
-    )
-    var window: String = "auto"
+    @OptionGroup var windowOption: ModelWindowOption
     @Option(name: .customLong("dicom-sr"), help: ArgumentHelp("Folder for a DICOM Structured Report per DICOM image (<name>.sr.dcm).", valueName: "dir"))
     var dicomSR: String?
     @Option(
@@ -51,7 +47,6 @@ struct DetectCommand: ParsableCommand {
         guard !inputs.isEmpty else { throw ValidationError("name at least one image or folder") }
         try requireRange("--threshold", threshold, 0, 1)
         try requireAtLeast("--frame", frame, 1)
-        _ = try parseWindow(window)
     }
 
     @OptionGroup var distributedOptions: DistributedOptions
@@ -62,7 +57,7 @@ struct DetectCommand: ParsableCommand {
     }
 
     private func detect(_ group: ProcessGroup) throws {
-        let windowSetting = try parseWindow(window)
+        let windowSetting = try windowOption.setting()
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "detections") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the detections file and overlay PNGs")
         if let dicomSR { try requireOutputFolder(dicomSR, option: "--dicom-sr", for: "one DICOM SR per DICOM image") }

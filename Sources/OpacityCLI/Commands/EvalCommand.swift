@@ -52,6 +52,7 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Replace the report, CSVs and figures of an earlier run in -o/--output, and an existing --operating-point-out file.")
     var overwrite = false
+    @OptionGroup var windowOption: ModelWindowOption
     @OptionGroup var runtime: RuntimeOptions
     @Option(
         name: .long,
@@ -228,7 +229,9 @@ struct EvalCommand: ParsableCommand {
         let t0 = Date()
         // under MPI each rank scores a block of whole batches; rank 0 gathers them in order
         let mine = shardedRange(records.count, chunk: predictor.batchSize, group: group)
-        var ev = try Evaluation(predictor: predictor, records: Array(records[mine]), skipUnreadable: dataOptions.skipUnreadable) { done, total in
+        var ev = try Evaluation(
+            predictor: predictor, records: Array(records[mine]), skipUnreadable: dataOptions.skipUnreadable, window: try windowOption.setting()
+        ) { done, total in
             bar?(ProgressUpdate(done: done, total: total, elapsed: Date().timeIntervalSince(t0)))
         }
         if group.isDistributed {

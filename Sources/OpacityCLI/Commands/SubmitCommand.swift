@@ -25,6 +25,7 @@ struct SubmitCommand: ParsableCommand {
     @Option(name: .customLong("out"), help: ArgumentHelp("Deprecated spelling of -o/--output.", visibility: .hidden)) var deprecatedOut: String?
     @Flag(name: .long, help: "Replace the submission file of an earlier run in -o/--output.") var overwrite = false
     @Flag(name: .long, help: "Leave out unreadable images (no row; listed in <output>.skipped.csv) instead of stopping.") var skipUnreadable = false
+    @OptionGroup var windowOption: ModelWindowOption
     @OptionGroup var runtime: RuntimeOptions
 
     @OptionGroup var pluginOptions: PluginOptions
@@ -40,6 +41,7 @@ struct SubmitCommand: ParsableCommand {
     }
 
     private func submit(_ group: ProcessGroup) throws {
+        let window = try windowOption.setting()
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "submission.csv") ?? output
         // before the model is loaded and every image run: a bad path would lose the whole run
         try requireOutputFile(out, option: "-o/--output", for: "the submission CSV")
@@ -76,7 +78,7 @@ struct SubmitCommand: ParsableCommand {
             var used: URL?
             for candidate in candidates {
                 do {
-                    let img = try ImageFile.readSource(candidate)
+                    let img = try ImageFile.readSource(candidate, window: window)
                     rows.append((id, predictor.detect([img])[0]))
                     used = candidate
                     break

@@ -27,3 +27,21 @@ func parseWindow(_ text: String) throws -> WindowSetting {
         }
     }
 }
+
+/// `--window` of the commands that run a model on image files (`detect`, `eval`, `submit`):
+/// how DICOM images are windowed before the model sees them, with convert's values and parser
+/// (``parseWindow(_:)``); PNG and JPEG are read as they are. One declaration, so that the
+/// three commands' help and errors are the same.
+struct ModelWindowOption: ParsableArguments {
+    @Option(
+        name: .long,
+        help: "DICOM windowing (as convert's): auto (the file's window, else the full range), minmax, or CENTER,WIDTH in rescaled units; PNG and JPEG are read as they are."
+    )
+    var window: String = "auto"
+
+    func validate() throws { _ = try parseWindow(window) }
+
+    /// The windowing asked for (checked by ``validate()`` before the command runs).
+    /// - Throws: as ``parseWindow(_:)``.
+    func setting() throws -> WindowSetting { try parseWindow(window) }
+}
