@@ -43,8 +43,14 @@ public final class RunLock: @unchecked Sendable {
                 throw RunError.incompatible("cannot open \(url.path): \(String(cString: strerror(code)))")
             }
             previous = RunLock.contents(fd)
-            if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-                let err = errno
+            // a reader that asks whether the run is live (``liveHolder(of:)``) holds a shared
+            // lock for a moment: tried again for up to 50 ms before the folder counts as held
+            var err: Int32 = flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno
+            for _ in 0..<10 where err == EWOULDBLOCK {
+                usleep(5_000)
+                err = flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno
+            }
+            if err != 0 {
                 close(fd)
                 if err == EWOULDBLOCK {
                     throw RunError.locked(path: runDirectory.path, holder: previous.isEmpty ? "it started a moment ago and has not written its process id yet" : previous)
@@ -80,6 +86,28 @@ public final class RunLock: @unchecked Sendable {
         if createdFolder, (try? fm.contentsOfDirectory(atPath: runDirectory.path)) == [] {
             try? fm.removeItem(at: runDirectory)
         }
+    }
+
+    /// The process that holds `runDirectory`'s lock now: a training run writing the folder.
+    ///
+    /// A `run.lock` that no process holds (a killed run's, stale) or no `run.lock` at all
+    /// gives nil; the lock is asked for, shared and without waiting, and let go at once (a run
+    /// that starts in that moment tries again: ``init(runDirectory:)``).
+    /// - Parameter runDirectory: the run folder.
+    /// - Returns: the holder line its lock file names (`pid N on HOST, started TIME`), or
+    ///   "a process that has not written its id yet" for a lock taken a moment ago; nil when
+    ///   no process holds the lock.
+    public static func liveHolder(of runDirectory: URL) -> String? {
+        let fd = open(runDirectory.appendingPathComponent("run.lock").path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            flock(fd, LOCK_UN)
+            return nil
+        }
+        guard errno == EWOULDBLOCK else { return nil }
+        let holder = contents(fd)
+        return holder.isEmpty ? "a process that has not written its id yet" : holder
     }
 
     /// The holder line of a lock file (at most 512 bytes).

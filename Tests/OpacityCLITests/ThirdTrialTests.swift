@@ -52,6 +52,43 @@ final class ThirdTrialTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scans.path).sorted(), ["a.overlay.png", "a.png", "x.dcm", "x.sr.dcm"])
     }
 
+    /// `compare` says on standard error that a run is still training (a process holds its
+    /// run.lock) and where its curves end; a killed run's lock file (no process holds it) is
+    /// stale and says nothing; a training run without a finished epoch is said so before the
+    /// "not a run folder" error (trial: no hint that a run was still training).
+    func testCompareSaysARunIsStillTraining() throws {
+        let dir = try CLI.tempDir("compare-training")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(
+            [
+                "train", "--data", "data", "-o", "run", "--epochs", "1", "--config", CLIRobustnessTests.tiny, "--batch", "4", "--freeze-bn", "off",
+                "--limit-val", "2", "--workers", "1", "-q",
+            ], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let run = dir.appendingPathComponent("run")
+        var lock: RunLock? = try RunLock(runDirectory: run)
+        r = try CLI.run(["compare", "run", "-o", "c1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("note: run is still training (pid \(getpid())); its curves end at epoch 1 of 1"), r.all)
+        XCTAssertTrue(r.stdout.contains("run: 1 run, final val loss"), r.all)
+        lock = nil
+        XCTAssertNil(lock)
+        // a killed run's lock file: stale
+        try Data("pid 999999 on elsewhere, started 2026-01-01T00:00:00Z".utf8).write(to: run.appendingPathComponent("run.lock"))
+        r = try CLI.run(["compare", "run", "-o", "c2"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertFalse(r.stderr.contains("still training"), r.all)
+        // training, no epoch finished yet
+        let fresh = dir.appendingPathComponent("fresh")
+        let freshLock = try RunLock(runDirectory: fresh)
+        r = try CLI.run(["compare", "fresh", "-o", "c3"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("note: fresh is still training (pid \(getpid())); it has finished no epoch yet, so it has no curves"), r.all)
+        withExtendedLifetime(freshLock) {}
+    }
+
     /// `eval` and `submit` take `--window` as `detect` does (the same help, parser and errors),
     /// and it reaches the images the model sees: a fixed window changes the results.
     func testEvalAndSubmitTakeDetectsWindow() throws {

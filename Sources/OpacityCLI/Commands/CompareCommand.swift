@@ -32,6 +32,14 @@ struct CompareCommand: ParsableCommand {
             otherwise: "name another folder with -o/--output")
     }
 
+    /// The process in a lock file's holder line, `pid N` (`pid N on HOST, started TIME`), or
+    /// the line as it is when it says no process id.
+    static func process(_ holder: String) -> String {
+        let words = holder.split(separator: " ")
+        guard words.count >= 2, words[0] == "pid", Int32(words[1].trimmingCharacters(in: .punctuationCharacters)) != nil else { return holder }
+        return "pid " + words[1].trimmingCharacters(in: .punctuationCharacters)
+    }
+
     func run() throws {
         if let fromCsv {
             guard runs.isEmpty else { throw ValidationError("give run folders or --from-csv, not both") }
@@ -58,8 +66,20 @@ struct CompareCommand: ParsableCommand {
         for run in runs where !FileManager.default.fileExists(atPath: run) {
             throw ValidationError(noSuchPathMessage("compare", run, directory: true, expected: "a run folder (with log.jsonl)"))
         }
+        // a run that a training process holds (a live run.lock; a killed run's is stale) is
+        // drawn as far as its log goes, and said so (new-user trial: no hint that it was training)
+        let training = runs.compactMap { run in RunLock.liveHolder(of: URL(fileURLWithPath: run)).map { (run: run, holder: Self.process($0)) } }
+        for t in training where !FileManager.default.fileExists(atPath: (t.run as NSString).appendingPathComponent("log.jsonl")) {
+            note("note: \(t.run) is still training (\(t.holder)); it has finished no epoch yet, so it has no curves")
+        }
         let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
         for w in cmp.warnings { note("warning: " + w) }
+        for t in training {
+            let run = cmp.groups.flatMap(\.runs).first { $0.folder.path == URL(fileURLWithPath: t.run).path }
+            let of = run?.options.map { " of \($0.epochs)" } ?? ""
+            let end = run?.logs.last.map { "its curves end at epoch \($0.epoch)\(of)" } ?? "it has finished no epoch yet"
+            note("note: \(t.run) is still training (\(t.holder)); \(end)")
+        }
         let outURL = URL(fileURLWithPath: out)
         try OutputFolders.create(outURL)
         var written: [String] = []
