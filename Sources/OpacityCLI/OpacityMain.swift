@@ -51,13 +51,14 @@ public enum OpacityMain {
         } catch {
             // a value refused for an option with a list of values: the message also names the nearest;
             // a path given bare to a command that takes it as an option: the command line meant
-            // a command name that names none (`opacity trian`): the nearest command and the list
+            // a command name that names none (`opacity trian`): the nearest command and the list;
+            // an option spelt longer or shorter than the command's (`--limit-validation`): that option
             let message = OpacityCommand.fullMessage(for: error)
             let words = arguments ?? Array(CommandLine.arguments.dropFirst())
-            if OpacityCommand.exitCode(for: error) == .validationFailure,
-                let amended = UnknownCommand.amend(message, arguments: words) ?? ChoiceErrors.amend(message)
-                    ?? StrayArguments.amend(message, arguments: words)
-            {
+            var amended = UnknownCommand.amend(message, arguments: words) ?? ChoiceErrors.amend(message) ?? StrayArguments.amend(message, arguments: words)
+            // (its first line, after the others: a value after the option may read as a stray argument)
+            if let option = UnknownOption.amend(amended ?? message, arguments: words) { amended = option }
+            if OpacityCommand.exitCode(for: error) == .validationFailure, let amended {
                 StandardStreams.writeError(amended.hasSuffix("\n") ? amended : amended + "\n")
                 exit(ExitStatus.usageError.rawValue)
             }

@@ -130,4 +130,30 @@ final class ThirdTrialTests: XCTestCase {
         XCTAssertEqual(try submitted(["--window", "auto"], "s2.csv"), plain)
         XCTAssertNotEqual(try submitted(["--window", "40,60"], "s3.csv"), plain, "submit --window 40,60 did not change what the model saw")
     }
+
+    /// An option typed longer or shorter than the command's own gets that option suggested, as
+    /// ArgumentParser suggests near typos (trial: `train --limit-validation 8` was told only
+    /// "Unknown option"); a name that starts no option's name and is started by none gets no
+    /// suggestion.
+    func testAnOptionSpeltLongerOrShorterIsSuggested() throws {
+        let dir = try CLI.tempDir("unknown-option")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String], String?)] = [
+            (["train", "--data", "d", "--limit-validation", "8"], "--limit-val"),
+            (["detect", "x.png", "--output-dir", "found"], "--output"),
+            (["zoo", "add", "n", "b.opb", "--licence", "MIT", "--manifest-file", "z.json"], "--manifest"),
+            (["eval", "--operating-point", "x.opb"], "--operating-point-out"),
+            (["detect", "x.png", "--frobnicate"], nil),
+        ]
+        for (args, near) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            let typed = args.last { $0.hasPrefix("--") }!
+            if let near {
+                XCTAssertTrue(r.stderr.hasPrefix("Error: Unknown option '\(typed)'. Did you mean '\(near)'?\n"), "\(args): \(r.all)")
+            } else {
+                XCTAssertTrue(r.stderr.hasPrefix("Error: Unknown option '\(typed)'\n"), "\(args): \(r.all)")
+            }
+        }
+    }
 }
