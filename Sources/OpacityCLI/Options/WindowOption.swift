@@ -22,7 +22,16 @@ func parseWindow(_ text: String) throws -> WindowSetting {
             let near = text.contains(where: \.isLetter) ? nearestValue(text, in: ["auto", "minmax"]).map { " (nearest valid: '\($0)')" } ?? "" : ""
             throw ValidationError("--window '\(InputLimits.quoted(text))' is not valid; expected auto, minmax, or CENTER,WIDTH such as 40,400" + near)
         }
-        do { return try WindowSetting.fixed(center: c, width: w).validated() } catch {
+        do { return try WindowSetting.fixed(center: c, width: w).validated() } catch let DataError.invalidParameter(name, value, expected, nearest) {
+            // the library's "parameter 'window centre'" said as the part of the value it is
+            let part = name.hasPrefix("window ") ? String(name.dropFirst("window ".count)) : name
+            // the number as typed (0, not 0.0)
+            let typed = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let shown = part == "centre" ? typed[0] : part == "width" ? typed[1] : value
+            throw ValidationError(
+                "--window '\(InputLimits.quoted(text))': the \(part) \(InputLimits.quoted(shown)) is not valid; expected \(expected)\(nearest.map { " (nearest valid: \($0))" } ?? ""), e.g. 40,400"
+            )
+        } catch {
             throw ValidationError("--window '\(InputLimits.quoted(text))': \(error) (e.g. 40,400)")
         }
     }
