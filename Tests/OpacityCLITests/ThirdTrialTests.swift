@@ -170,4 +170,23 @@ final class ThirdTrialTests: XCTestCase {
         XCTAssertTrue(width.stderr.contains("Error: --window '40,0': the width 0 is not valid; expected a finite number in (0, 1e9]"), width.all)
         XCTAssertFalse(centre.all.contains("parameter '") || width.all.contains("parameter '"))
     }
+
+    /// `submit` leaving out x.png because x.dcm is used says that the patientId has its row,
+    /// not "they have no row" (trial: the duplicate's patientId was in the submission).
+    func testSubmitSaysADuplicatesPatientIdHasItsRow() throws {
+        let dir = try CLI.tempDir("submit-dup-row")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = dir.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Self.dcm, to: images.appendingPathComponent("p1.dcm"))
+        var r = try CLI.run(["convert", "images/p1.dcm", "-o", "images/p1.png", "--size", "256", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(["submit", "--images", "images", "-o", "sub.csv", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("images/p1.png: same patientId as p1.dcm, which is used"), r.all)
+        XCTAssertTrue(r.stderr.contains("; each of their patientIds has its row in sub.csv, from the file used instead)"), r.all)
+        XCTAssertFalse(r.stderr.contains("no row"), r.all)
+        let rows = try String(contentsOf: dir.appendingPathComponent("sub.csv"), encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(rows.count, 2, "\(rows)")
+    }
 }

@@ -115,7 +115,16 @@ struct SubmitCommand: ParsableCommand {
         let sub = Submission(rows: rows)
         try createParentFolder(of: outURL, option: "-o/--output")
         try sub.write(to: outURL)
-        try reportSkipped(skipped, to: skippedURL, note: "; they have no row in \(out)")
+        // a file left out for another of its patientId (x.png beside x.dcm) leaves the patientId its row
+        let rowIDs = Set(rows.map(\.patientId))
+        let skippedIDs = Set(skipped.entries.map { URL(fileURLWithPath: $0.file).deletingPathExtension().lastPathComponent })
+        let rowless = skippedIDs.subtracting(rowIDs).count
+        let which =
+            rowless == 0
+            ? "; each of their patientIds has its row in \(out), from the file used instead"
+            : rowless == skippedIDs.count
+                ? "; they have no row in \(out)" : "; \(rowless) of their \(skippedIDs.count) patientIds have no row in \(out)"
+        try reportSkipped(skipped, to: skippedURL, note: which)
         let boxCount = rows.reduce(0) { $0 + $1.detections.count }, withBoxes = rows.filter { !$0.detections.isEmpty }.count
         say("wrote \(out): \(rows.count) patient\(rows.count == 1 ? "" : "s"), \(withBoxes) with boxes, \(boxCount) box\(boxCount == 1 ? "" : "es")")
     }
