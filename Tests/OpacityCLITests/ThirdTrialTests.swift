@@ -189,4 +189,35 @@ final class ThirdTrialTests: XCTestCase {
         let rows = try String(contentsOf: dir.appendingPathComponent("sub.csv"), encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(rows.count, 2, "\(rows)")
     }
+
+    /// `detect` and `submit` say where their threshold comes from, and warn when it is the
+    /// operating point of a model whose validation metric was 0 at every threshold (a run of an
+    /// epoch or two stores the lowest swept, 0.01; trial: `detect --model RUN` said only
+    /// "threshold 0.01"); `--threshold` says nothing more.
+    func testDetectSaysWhereItsThresholdComesFrom() throws {
+        let dir = try CLI.tempDir("threshold-source")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(
+            [
+                "train", "--data", "data", "-o", "run", "--epochs", "1", "--config", CLIRobustnessTests.tiny, "--batch", "4", "--freeze-bn", "off",
+                "--limit-val", "2", "--workers", "1", "-q",
+            ], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let metric = try XCTUnwrap(try EpochLog.read(dir.appendingPathComponent("run/log.jsonl")).last).metric.best
+        let image = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted().first)
+        let path = "data/stage_2_train_images/" + image
+        for command in [["detect", path, "-o", "d", "--no-overlays"], ["submit", "--images", "data/stage_2_train_images", "-o", "s.csv"]] {
+            r = try CLI.run(command + ["--model", "run", "-q"], in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertTrue(r.stderr.contains(" (the model's operating point)\n"), r.all)
+            XCTAssertEqual(r.stderr.contains("warning: the model's operating point 0.01 was picked where its validation metric is 0 at every threshold"), metric == 0, r.all)
+            r = try CLI.run(command + ["--model", "run", "-q", "--threshold", "0.3", "--overwrite"], in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertFalse(r.stderr.contains("operating point"), r.all)
+        }
+        r = try CLI.run(["detect", path, "-o", "z", "--no-overlays", "-q"], in: dir)
+        XCTAssertTrue(r.stderr.contains("threshold 0.11 (the model's operating point)\n"), r.all)
+    }
 }

@@ -120,7 +120,9 @@ struct DetectCommand: ParsableCommand {
             let series = DICOMUID.derived(fromHash: SHA256.hash("opacity series|\(kind)|\(study)|\(device.uid)|\(folder)").bytes)
             return DICOMSeriesPlacement(seriesInstanceUID: series, seriesNumber: kind == "sr" ? 9901 : 9902, instanceNumber: index + 1)
         }
-        note(model.describe(urls, predictor) + ", threshold \(engine.defaultThreshold)")
+        let source = ModelOptions.thresholdSource(given: threshold, urls: urls)
+        note(model.describe(urls, predictor) + ", threshold \(engine.defaultThreshold)" + source.words)
+        if let warning = source.warning { note(warning) }
         try OutputFolders.create(outURL)
         var skipped = SkippedInputs()
         var all: [DetectionReport] = []

@@ -64,7 +64,9 @@ struct SubmitCommand: ParsableCommand {
         let (predictor, urls) = try model.predictor(registry: registry)
         let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
         predictor.filter = ConfidenceFilter(threshold: t)
-        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t))
+        let source = ModelOptions.thresholdSource(given: threshold, urls: urls)
+        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t) + source.words)
+        if let warning = source.warning { note(warning) }
         var rows: [(patientId: String, detections: [Detection])] = []
         let bar = outputSilenced ? nil : runtime.progressBar("submit")
         let t0 = Date()

@@ -161,6 +161,29 @@ struct ModelOptions: ParsableArguments {
     }
 
     /// The description printed before results.
+    /// Where the score threshold of `detect` and `submit` comes from, for their model line, and
+    /// a warning when it is an operating point picked where the validation metric was 0.
+    ///
+    /// A checkpoint stores the threshold where its validation metric peaked
+    /// (`metrics.metric_threshold`); a model that found nothing on validation yet (a run of an
+    /// epoch or two) scores 0 at every threshold, and the lowest swept, 0.01, is stored
+    /// (new-user trial: `detect --model RUN` said only "threshold 0.01").
+    /// - Parameters:
+    ///   - given: `--threshold`, if given.
+    ///   - urls: the models' bundle files, in order (the first that stores one gives it).
+    /// - Returns: words to add after the threshold (empty for `--threshold`) and the warning, if any.
+    static func thresholdSource(given: Float?, urls: [URL]) -> (words: String, warning: String?) {
+        if given != nil { return ("", nil) }
+        guard let point = urls.lazy.compactMap(OperatingPoint.read).first else {
+            return (" (the default: the model stores no operating point)", nil)
+        }
+        guard point.metric <= 0 else { return (" (the model's operating point)", nil) }
+        let warning =
+            "warning: the model's operating point \(String(format: "%.2f", point.threshold)) was picked where its validation metric is 0 at every "
+            + "threshold (it found no opacity there yet), so it is no better than another; give --threshold (0.2 is the default for a model without one)"
+        return (" (the model's operating point)", warning)
+    }
+
     func describe(_ urls: [URL], _ p: Predictor) -> String {
         let tta = p.tta.map { ", TTA \($0)" } ?? ""
         if urls.count == 1 { return "model: \(urls[0].path) \(p.detectors[0].config)" + tta }
