@@ -279,7 +279,7 @@ public final class DetectionServer: @unchecked Sendable {
         var images: [DecodedImage] = []
         for f in files {
             do {
-                images.append(try DetectionEngine.decode(f.data, name: f.name, maxPixels: configuration.maxPixels, frame: frame))
+                images.append(try DetectionEngine.decode(f.data, name: f.name, maxPixels: configuration.maxPixels, frame: frame, window: configuration.window))
             } catch {
                 throw .unprocessable("\(error)")
             }

@@ -23,6 +23,9 @@ public struct ServeConfiguration: Sendable {
     public var timeoutSeconds: Double = 60
     /// Seconds an idle keep-alive connection stays open.
     public var idleTimeoutSeconds: Double = 75
+    /// How DICOM images are windowed before the model sees them (`--window`, as `opacity
+    /// detect --window`): the file's window, else the full range, by default.
+    public var window: WindowSetting = .automatic
 
     /// The defaults.
     public init() {}

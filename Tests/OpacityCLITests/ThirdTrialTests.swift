@@ -90,7 +90,8 @@ final class ThirdTrialTests: XCTestCase {
     }
 
     /// `eval` and `submit` take `--window` as `detect` does (the same help, parser and errors),
-    /// and it reaches the images the model sees: a fixed window changes the results.
+    /// and it reaches the images the model sees: a fixed window changes the results; `serve`
+    /// takes it too (ServeWindowTests: it reaches the model).
     func testEvalAndSubmitTakeDetectsWindow() throws {
         let dir = try CLI.tempDir("eval-submit-window")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -104,7 +105,7 @@ final class ThirdTrialTests: XCTestCase {
         let model = ["--model", "retinanet-r34-rsna1k"]
         // the same usage error as detect's
         let detect = try CLI.run(["detect", "dcm", "--window", "atuo"], in: dir)
-        for args in [["eval"] + model + ["--labels", "one.csv", "--images", "dcm", "--all"], ["submit", "--images", "dcm"] + model] {
+        for args in [["eval"] + model + ["--labels", "one.csv", "--images", "dcm", "--all"], ["submit", "--images", "dcm"] + model, ["serve", "--port", "0"] + model] {
             let bad = try CLI.run(args + ["--window", "atuo"], in: dir)
             XCTAssertEqual(bad.status, 64, "\(args): \(bad.all)")
             let line = { (s: String) in s.split(separator: "\n").first { $0.contains("--window '") }.map(String.init) }

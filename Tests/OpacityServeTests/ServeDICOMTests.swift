@@ -190,3 +190,22 @@ final class ServeDICOMTests: XCTestCase {
         return rest[..<end].split(whereSeparator: { $0 == "," || $0 == "/" }).compactMap { Double($0) }
     }
 }
+
+/// `serve --window` (``ServeConfiguration/window``) windows every DICOM request as `detect
+/// --window` does: a fixed window changes what the model sees, and so the scores.
+final class ServeWindowTests: XCTestCase {
+    func testWindowReachesTheModel() throws {
+        func scores(_ window: WindowSetting) throws -> [Float] {
+            let running = try RunningServer({ $0.window = window })
+            defer { running.stop() }
+            let r = try HTTP.request(
+                port: running.port, "POST", "/v1/detect?threshold=0.01", headers: ["Content-Type": "application/dicom"],
+                body: try Data(contentsOf: ServeFixtures.positiveDICOM))
+            XCTAssertEqual(r.status, 200, r.text)
+            return try JSONDecoder().decode([DetectionReport].self, from: r.body)[0].boxes.map(\.score)
+        }
+        let automatic = try scores(.automatic)
+        XCTAssertFalse(automatic.isEmpty)
+        XCTAssertNotEqual(try scores(.fixed(center: 40, width: 60)), automatic, "the window did not reach the model")
+    }
+}

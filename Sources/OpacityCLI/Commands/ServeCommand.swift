@@ -33,6 +33,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Seconds a request may take from arrival to answer.") var timeout: Double = 60
     @Option(name: .long, parsing: .unconditional, help: "Default score threshold (default: the one saved with the first model, else 0.2); requests may pass ?threshold=.")
     var threshold: Float?
+    @OptionGroup var windowOption: ModelWindowOption
     @OptionGroup var runtime: RuntimeOptions
 
     @OptionGroup var pluginOptions: PluginOptions
@@ -63,6 +64,7 @@ struct ServeCommand: ParsableCommand {
         c.maxBodyBytes = maxBody
         c.maxPixels = maxPixels
         c.timeoutSeconds = timeout
+        c.window = try windowOption.setting()
         if let tokenFile {
             // trial: a misspelt token file was "cannot read the file" (exit 1), unlike every other
             // path checked before anything loads (64, "no such file", the nearest file beside it)
