@@ -76,7 +76,7 @@ public enum OpacityMain {
             exit(ExitStatus.usageError.rawValue)
         } catch {
             OutputFolders.removeEmpty()
-            OpacityCommand.exit(withError: error)
+            OpacityCommand.exit(withError: LibraryWording.amend(error))
         }
         exit(StandardStreams.outputClosed ? ExitStatus.outputClosed.rawValue : ExitStatus.success.rawValue)
     }

@@ -221,4 +221,20 @@ final class ThirdTrialTests: XCTestCase {
         r = try CLI.run(["detect", path, "-o", "z", "--no-overlays", "-q"], in: dir)
         XCTAssertTrue(r.stderr.contains("threshold 0.11 (the model's operating point)\n"), r.all)
     }
+
+    /// Images that a labels CSV names but its folder lacks are said in the command line's
+    /// words: "add --skip-unreadable", not the library's "pass skipProblemImages (CLI:
+    /// --skip-unreadable)" (trial: `eval --labels` with a folder holding some of the images).
+    func testMissingImagesSayTheOption() throws {
+        let dir = try CLI.tempDir("missing-images")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("dcm"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Self.dcm, to: dir.appendingPathComponent("dcm/0004cfab-14fd-4e49-80ba-63a80b6bddd6.dcm"))
+        try Data("patientId,x,y,width,height,Target\n0004cfab-14fd-4e49-80ba-63a80b6bddd6,,,,,0\nmissing-one,,,,,0\n".utf8).write(
+            to: dir.appendingPathComponent("two.csv"))
+        let r = try CLI.run(["eval", "--labels", "two.csv", "--images", "dcm", "--all"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertTrue(r.stderr.contains("Error: 1 image missing and 0 unreadable, e.g. missing-one (missing); add --skip-unreadable to go on without them"), r.all)
+        XCTAssertFalse(r.all.contains("skipProblemImages"), r.all)
+    }
 }
