@@ -54,8 +54,8 @@ final class ThirdTrialTests: XCTestCase {
 
     /// `compare` says on standard error that a run is still training (a process holds its
     /// run.lock) and where its curves end; a killed run's lock file (no process holds it) is
-    /// stale and says nothing; a training run without a finished epoch is said so before the
-    /// "not a run folder" error (trial: no hint that a run was still training).
+    /// stale and says nothing; a training run without a finished epoch is left out, and said
+    /// so, or is an error when no other run is named (trial: no hint that a run was training).
     func testCompareSaysARunIsStillTraining() throws {
         let dir = try CLI.tempDir("compare-training")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -85,7 +85,16 @@ final class ThirdTrialTests: XCTestCase {
         let freshLock = try RunLock(runDirectory: fresh)
         r = try CLI.run(["compare", "fresh", "-o", "c3"], in: dir)
         XCTAssertEqual(r.status, 1, r.all)
-        XCTAssertTrue(r.stderr.contains("note: fresh is still training (pid \(getpid())); it has finished no epoch yet, so it has no curves"), r.all)
+        XCTAssertTrue(r.stderr.contains("note: fresh is still training (pid \(getpid())) and has finished no epoch yet, so it has no curves\n"), r.all)
+        XCTAssertTrue(
+            r.stderr.contains(
+                "Error: no run to compare: fresh is still training and has finished no epoch yet; compare after the first epoch"),
+            r.all)
+        // beside a run with curves: left out, and the other is drawn
+        r = try CLI.run(["compare", "fresh", "run", "-o", "c4"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("note: fresh is still training (pid \(getpid())) and has finished no epoch yet, so it has no curves; left out"), r.all)
+        XCTAssertTrue(r.stdout.contains("run: 1 run, final val loss"), r.all)
         withExtendedLifetime(freshLock) {}
     }
 

@@ -32,6 +32,12 @@ struct CompareCommand: ParsableCommand {
             otherwise: "name another folder with -o/--output")
     }
 
+    /// Every run folder named is training and has finished no epoch yet (exit status 1, as a
+    /// folder without a run).
+    struct StillTraining: Error, CustomStringConvertible {
+        let description: String
+    }
+
     /// The process in a lock file's holder line, `pid N` (`pid N on HOST, started TIME`), or
     /// the line as it is when it says no process id.
     static func process(_ holder: String) -> String {
@@ -68,13 +74,22 @@ struct CompareCommand: ParsableCommand {
         }
         // a run that a training process holds (a live run.lock; a killed run's is stale) is
         // drawn as far as its log goes, and said so (new-user trial: no hint that it was training)
+        // a run that has finished no epoch yet has no curves: left out, and said so
         let training = runs.compactMap { run in RunLock.liveHolder(of: URL(fileURLWithPath: run)).map { (run: run, holder: Self.process($0)) } }
-        for t in training where !FileManager.default.fileExists(atPath: (t.run as NSString).appendingPathComponent("log.jsonl")) {
-            note("note: \(t.run) is still training (\(t.holder)); it has finished no epoch yet, so it has no curves")
+        let starting = training.filter { !FileManager.default.fileExists(atPath: ($0.run as NSString).appendingPathComponent("log.jsonl")) }
+        let drawn = runs.filter { run in !starting.contains { $0.run == run } }
+        for t in starting {
+            note("note: \(t.run) is still training (\(t.holder)) and has finished no epoch yet, so it has no curves" + (drawn.isEmpty ? "" : "; left out"))
         }
-        let cmp = try RunComparison(folders: runs.map { URL(fileURLWithPath: $0) })
+        guard !drawn.isEmpty else {
+            let one = starting.count == 1
+            throw StillTraining(
+                description: "no run to compare: \(starting.map(\.run).joined(separator: ", ")) \(one ? "is" : "are") still training and "
+                    + "\(one ? "has" : "have") finished no epoch yet; compare after the first epoch (its line in log.jsonl)")
+        }
+        let cmp = try RunComparison(folders: drawn.map { URL(fileURLWithPath: $0) })
         for w in cmp.warnings { note("warning: " + w) }
-        for t in training {
+        for t in training where drawn.contains(t.run) {
             let run = cmp.groups.flatMap(\.runs).first { $0.folder.path == URL(fileURLWithPath: t.run).path }
             let of = run?.options.map { " of \($0.epochs)" } ?? ""
             let end = run?.logs.last.map { "its curves end at epoch \($0.epoch)\(of)" } ?? "it has finished no epoch yet"
