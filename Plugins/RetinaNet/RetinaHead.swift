@@ -33,9 +33,10 @@ public final class Subnet: Module {
     /// (``TensorMemory/derivedCacheLimitBytes``). Otherwise (inference), level by level: each
     /// level's four convolutions run before the next level starts, so that the other levels'
     /// intermediate maps are not alive beside the largest level's (resnet152 at 512 px: P3-P7's
-    /// 5.3 MiB at P2's peak), and the last three write over their input where a kernel can. Either order gives the same values, bit for
-    /// bit (each level's convolutions are independent of the others'; dropout draws its masks
-    /// in level order after all of them).
+    /// 5.3 MiB at P2's peak), and the last three write over their input where a kernel can
+    /// (``Conv2d/inPlace(_:)``). Either order gives the same values, bit for bit (each level's
+    /// convolutions are independent of the others'; dropout draws its masks in level order
+    /// after all of them).
     func callAsFunction(levels: [Tensor], perAnchor k: Int) -> [Tensor] {
         var ys = levels
         let convs = [conv1, conv2, conv3, conv4]

@@ -37,31 +37,16 @@ public struct Conv2DGeometry: Equatable, Sendable {
 // MARK: - conv2d
 
 extension Tensor {
-    /// 2-D convolution (cross-correlation, as PyTorch's `conv2d`).
-    ///
-    /// - Parameters:
-    ///   - weight: `[Cout, Cin/groups, kh, kw]`.
-    ///   - bias: `[Cout]` or `nil`.
-    ///   - stride, padding, dilation: `(vertical, horizontal)`.
-    ///   - groups: channel groups; `groups == Cin` with one input channel per group is a
-    ///     depthwise convolution (any channel multiplier `Cout / Cin`) and runs a direct kernel.
-    /// - Returns: `[N, Cout, Ho, Wo]` with `Ho = (H + 2p - d(k-1) - 1) / s + 1`.
-    ///
-    /// The arithmetic is done by ``KernelProviders/convolution`` (the CPU kernels in
-    /// `Kernels/CPU/`): dense and grouped convolutions reach SGEMM: a 1x1 stride-1 convolution multiplies
-    /// the input directly, others unfold tiles of output rows (im2col) small enough to
-    /// stay in cache. The input gradient of a stride-1 convolution is itself a convolution
-    /// (of the output gradient with the flipped, transposed kernel) and takes the same path.
     /// ``conv2d(_:bias:stride:padding:dilation:groups:)``, written over this tensor's own
     /// storage where that is possible, else into a new tensor as `conv2d` does: the same values,
     /// bit for bit, either way.
     ///
     /// In place takes: no graph recorded (``Autograd/isRecording`` false), this tensor with no
     /// gradient node and its storage held by nothing else (no copy, view or trace), and a
-    /// kernel that can: the Winograd kernel with shared blocks (more than 2 threads), `Cin ==
-    /// Cout`, a 3x3 stride-1 kernel with padding 1. Measured (resnet152 RetinaNet, 512 px, 16
-    /// threads): the head's P2 convolutions, 256 channels at 128x128, no longer hold a 16 MiB
-    /// output beside their input at the forward pass's peak.
+    /// kernel that can: the Winograd kernel with shared blocks (by default at more than 2
+    /// threads), `Cin == Cout`, a 3x3 stride-1 kernel with padding 1. Measured (resnet152
+    /// RetinaNet, 512 px, 16 threads): the head's P2 convolutions, 256 channels at 128x128, no
+    /// longer hold a 16 MiB output beside their input at the forward pass's peak.
     /// - Returns: `[N, Cout, Ho, Wo]`, as `conv2d`.
     public consuming func conv2dInPlace(
         _ weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1),
@@ -81,6 +66,21 @@ extension Tensor {
         return conv2d(weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
     }
 
+    /// 2-D convolution (cross-correlation, as PyTorch's `conv2d`).
+    ///
+    /// - Parameters:
+    ///   - weight: `[Cout, Cin/groups, kh, kw]`.
+    ///   - bias: `[Cout]` or `nil`.
+    ///   - stride, padding, dilation: `(vertical, horizontal)`.
+    ///   - groups: channel groups; `groups == Cin` with one input channel per group is a
+    ///     depthwise convolution (any channel multiplier `Cout / Cin`) and runs a direct kernel.
+    /// - Returns: `[N, Cout, Ho, Wo]` with `Ho = (H + 2p - d(k-1) - 1) / s + 1`.
+    ///
+    /// The arithmetic is done by ``KernelProviders/convolution`` (the CPU kernels in
+    /// `Kernels/CPU/`): dense and grouped convolutions reach SGEMM: a 1x1 stride-1 convolution multiplies
+    /// the input directly, others unfold tiles of output rows (im2col) small enough to
+    /// stay in cache. The input gradient of a stride-1 convolution is itself a convolution
+    /// (of the output gradient with the flipped, transposed kernel) and takes the same path.
     public func conv2d(_ weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                        dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
         shapeCheck(rank == 4 && weight.rank == 4, "conv2d", "input \(describe(shape)) and weight \(describe(weight.shape)) must both be rank 4")
