@@ -36,7 +36,7 @@ public enum BoxesCSV {
     ///   - options: problem-image policy and checks.
     /// - Returns: one record per image, in order of first appearance.
     /// - Throws: ``DataError`` naming the file, line and column of the first bad value;
-    ///   ``DataError/imageProblems(missing:unreadable:examples:)`` as for RSNA.
+    ///   ``DataError/imageProblems(missing:unreadable:examples:named:folder:)`` as for RSNA.
     public static func load(csv: URL, imageFolder: URL, options: Options = Options()) throws -> DetectionDataset {
         let t = try CSVTable(contentsOf: csv)
         let path = csv.path
@@ -102,7 +102,7 @@ public enum BoxesCSV {
             if let cls { report.classCounts[cls.rawValue] += 1 } else { report.unknownClass += 1 }
         }
         report.patients = records.count
-        let kept = try checkImages(records, check: options.imageCheck, policy: options.problemImages, report: &report)
+        let kept = try checkImages(records, check: options.imageCheck, policy: options.problemImages, folder: imageFolder, report: &report)
         return DetectionDataset(records: kept, report: report)
     }
 

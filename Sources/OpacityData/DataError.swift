@@ -40,8 +40,11 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
     /// what is there is not what was expected (a file where a folder was expected, a folder
     /// without the files it should hold); the message says which.
     case missingFile(path: String, expected: String)
-    /// Images the labels name are missing or cannot be decoded (reported together).
-    case imageProblems(missing: Int, unreadable: Int, examples: [String])
+    /// Images the labels name are missing or cannot be decoded (reported together); `named`
+    /// is how many images the labels name (0: not given) and `folder` the image folder they
+    /// were looked for in, so that the message can say how much of the data is not there
+    /// ("753 of the 757 images the labels name are not in DIR").
+    case imageProblems(missing: Int, unreadable: Int, examples: [String], named: Int = 0, folder: String? = nil)
     /// A parameter value is out of its valid range.
     case invalidParameter(name: String, value: String, expected: String, nearest: String?)
     /// An output path is one of the command's inputs; `source` names the input whose output
@@ -83,8 +86,11 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
             return "'\(path)'" + (line > 0 ? " line \(line)" : "") + ": \(InputLimits.quoted(reason, limit: 400))"
         case let .missingFile(path, expected):
             return "'\(path)' \(Self.whatIsAt(path)); expected \(expected)"
-        case let .imageProblems(missing, unreadable, examples):
+        case let .imageProblems(missing, unreadable, examples, named, folder):
             var s = "\(Wording.count(missing, "image")) missing and \(unreadable) unreadable"
+            if missing > 0, named > 0, let folder {
+                s += " (\(missing) of the \(Wording.count(named, "image")) the labels name \(missing == 1 ? "is" : "are") not in \(folder))"
+            }
             if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).map { InputLimits.quoted($0, limit: 300) }.joined(separator: "; ") }
             return s + "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
         case let .outputOverInput(output, input, source, kind):

@@ -48,7 +48,7 @@ extension DatasetRecord {
 
 /// What to do with images the labels name but which are missing or cannot be decoded.
 public enum ProblemImagePolicy: String, Sendable, CaseIterable {
-    /// Throw ``DataError/imageProblems(missing:unreadable:examples:)`` listing them together.
+    /// Throw ``DataError/imageProblems(missing:unreadable:examples:named:folder:)`` listing them together.
     case fail
     /// Drop them from the dataset and list them in the ``DatasetReport``.
     case skip
@@ -142,7 +142,8 @@ public struct DetectionDataset: Sendable {
 // MARK: - Implementation details
 
 /// Checks the image files of `records` and applies `policy`.
-func checkImages(_ records: [DatasetRecord], check: ImageCheck, policy: ProblemImagePolicy,
+/// `folder` is the image folder, for the message.
+func checkImages(_ records: [DatasetRecord], check: ImageCheck, policy: ProblemImagePolicy, folder: URL,
                  report: inout DatasetReport) throws -> [DatasetRecord] {
     var kept: [DatasetRecord] = []
     kept.reserveCapacity(records.count)
@@ -179,7 +180,7 @@ func checkImages(_ records: [DatasetRecord], check: ImageCheck, policy: ProblemI
     }
     if policy == .fail && (!report.missingImages.isEmpty || !report.unreadableImages.isEmpty) {
         throw DataError.imageProblems(missing: report.missingImages.count, unreadable: report.unreadableImages.count,
-                                      examples: examples)
+                                      examples: examples, named: records.count, folder: folder.path)
     }
     return kept
 }

@@ -211,7 +211,7 @@ public enum RSNADataset {
     /// - Returns: one record per patient (boxes in source 1024-px pixels) and a report.
     /// - Throws: ``DataError/missingFile(path:expected:)`` for a missing labels file or
     ///   image folder, label validation errors (see ``RSNALabels``), and
-    ///   ``DataError/imageProblems(missing:unreadable:examples:)`` when images are missing
+    ///   ``DataError/imageProblems(missing:unreadable:examples:named:folder:)`` when images are missing
     ///   or unreadable and the policy is ``ProblemImagePolicy/fail``.
     public static func load(root: URL, options: Options = Options()) throws -> DetectionDataset {
         let fm = FileManager.default
@@ -249,7 +249,7 @@ public enum RSNADataset {
         }
         let ids = Set(labels.patients.map(\.id))
         report.unlabelledImages = index.keys.filter { !ids.contains($0) }.count
-        let kept = try checkImages(records, check: options.imageCheck, policy: options.problemImages, report: &report)
+        let kept = try checkImages(records, check: options.imageCheck, policy: options.problemImages, folder: imageFolder, report: &report)
         return DetectionDataset(records: kept, report: report)
     }
 }

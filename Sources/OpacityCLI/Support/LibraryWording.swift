@@ -2,7 +2,7 @@ import Foundation
 import Opacity
 
 /// Library errors said in the command line's words where the library's message names its own
-/// API: ``DataError/imageProblems(missing:unreadable:examples:)`` ends "pass
+/// API: ``DataError/imageProblems(missing:unreadable:examples:named:folder:)`` ends "pass
 /// skipProblemImages (CLI: --skip-unreadable)", which `opacity` says as "add
 /// --skip-unreadable" (new-user trial: `eval --labels` with a folder holding only some of
 /// the images).
