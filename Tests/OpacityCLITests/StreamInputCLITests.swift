@@ -45,7 +45,7 @@ final class StreamInputCLITests: XCTestCase {
         try Data(Self.submission.utf8).write(to: dir.appendingPathComponent("sub.csv"))
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("folder"), withIntermediateDirectories: true)
         let cases: [([String], String)] = [
-            (["score", "sub.csv", "--labels", "folder"], "it is a folder; expected a CSV file"),
+            (["score", "sub.csv", "--labels", "folder"], "--labels folder is a folder; expected a CSV file of boxes"),
             (["score", "sub.csv", "--labels", "/dev/null"], "'/dev/null' line 1: empty file; expected the header 'patientId,"),
             (["score", "folder", "--labels", "/dev/null"], "it is a folder; expected a submission CSV"),
         ]

@@ -57,6 +57,10 @@ struct ScoreCommand: ParsableCommand {
                 DataError.csvHeader(path: foldsFile, found: Folds.header, expected: Folds.header + ["view"]),
                 "hint: `opacity folds --stratify view` writes the view column from the DICOM headers")
         }
+        // a folder: the option, what it takes, and the labels CSV in it (trial: `--labels few`
+        // said only "cannot read '.../few': it is a folder")
+        try requireNotAFolder(
+            "--labels", labels, expected: "a CSV file of boxes (patientId,x,y,width,height,Target), e.g. stage_2_train_labels.csv")
         // a labels file that is not there: named as --labels, with the nearest file beside it (exit 1, a data error)
         try requireExistingDataFile("--labels", labels, expected: "the RSNA labels CSV (patientId,x,y,width,height,Target)")
         let l = try RSNALabels.load(labels: URL(fileURLWithPath: labels), classInfo: nil)

@@ -23,6 +23,7 @@ struct DataOptions: ParsableArguments {
             try requireExistingPath("--data", d, directory: true, expected: "a folder in the Kaggle RSNA layout")
             return .rsna(URL(fileURLWithPath: d))
         case (nil, let l?, let i?):
+            try requireNotAFolder("--labels", l, expected: "a CSV file of boxes (patientId,x,y,width,height,Target), e.g. stage_2_train_labels.csv")
             try requireExistingPath("--labels", l, directory: false, expected: "a CSV of boxes")
             try requireExistingPath("--images", i, directory: true, expected: "the folder of images the CSV names")
             return .csv(labels: URL(fileURLWithPath: l), images: URL(fileURLWithPath: i))

@@ -36,9 +36,33 @@ func fileKind(_ path: String) -> String? {
 func requireRereadable(_ path: String, option: String, reason: String) throws {
     switch fileKind(path) {
     case nil: return
-    case "a folder": throw ValidationError("\(option) \(path) is a folder; expected a CSV file (a regular file)")
+    case "a folder": throw ValidationError(folderForFileMessage(option, path, expected: "a CSV file (a regular file)"))
     case let kind?: throw ValidationError("\(option) \(path) is \(kind); this input is read twice (\(reason)), give a regular file")
     }
+}
+
+/// Throws a usage error (exit status 64) when `path`, the value of `option` naming a CSV file,
+/// is a folder: ``folderForFileMessage(_:_:expected:)`` (new-user trial: `score --labels
+/// FOLDER` said "cannot read '...': it is a folder" without naming the option).
+/// - Throws: `ValidationError` naming the option, the path, `expected` and the CSV in it to
+///   pass instead, if one stands out.
+func requireNotAFolder(_ option: String, _ path: String, expected: String) throws {
+    guard fileKind(path) == "a folder" else { return }
+    throw ValidationError(folderForFileMessage(option, path, expected: expected))
+}
+
+/// `OPTION PATH is a folder; expected EXPECTED`, with ` (did you mean 'PATH/NAME'?)` when the
+/// folder holds the CSV to pass: `stage_2_train_labels.csv` for `--labels`, else its only
+/// `.csv` file.
+func folderForFileMessage(_ option: String, _ path: String, expected: String) -> String {
+    func inside(_ name: String) -> String { path.hasSuffix("/") ? path + name : path + "/" + name }
+    let csvs = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { name in
+        var isDirectory: ObjCBool = false
+        return name.lowercased().hasSuffix(".csv") && FileManager.default.fileExists(atPath: inside(name), isDirectory: &isDirectory) && !isDirectory.boolValue
+    }
+    let labels = "stage_2_train_labels.csv"
+    let pick = option == "--labels" && csvs.contains(labels) ? labels : csvs.count == 1 ? csvs[0] : nil
+    return "\(option) \(path) is a folder; expected \(expected)" + (pick.map { " (did you mean '\(inside($0))'?)" } ?? "")
 }
 
 /// Throws a usage error (exit status 64) when `path`, the value of `option`, names no
