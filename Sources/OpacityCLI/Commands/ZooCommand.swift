@@ -85,10 +85,14 @@ struct ZooCommand: ParsableCommand {
                 var prov: [String] = []
                 if let d = p.data { prov.append("data \(d)") }
                 if let f = p.fold { prov.append("fold \(f)" + (p.folds.map { " of \($0)" } ?? "")) }
-                if let e = p.epoch { prov.append("epoch \(e)") }
+                // the epoch counts in the run that wrote the checkpoint: a model trained in
+                // stages (a new run from another's weights) says the whole story in its notes
+                // (trial: "epoch 1" beside a card that says 3 epochs in all, 2 + 1)
+                if let e = p.epoch { prov.append("epoch \(e) of the training run that wrote the weights" + (p.notes == nil ? "" : " (see notes)")) }
                 if let s = p.seed { prov.append("seed \(s)") }
                 if let s = p.source { prov.append("source \(s)") }
                 if !prov.isEmpty { say("provenance:  " + prov.joined(separator: ", ")) }
+                if let n = p.notes { say("notes:       \(n)") }
             case .notFetched:
                 say("local:       not fetched (run `opacity zoo fetch \(name)`; cache \(zoo.cacheDirectory.path))")
             }
