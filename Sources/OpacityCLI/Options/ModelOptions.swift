@@ -14,7 +14,11 @@ let defaultModelName = Zoo.defaultModelName
 /// - Throws: `ValidationError` naming the option and the reference, what was expected, the
 ///   nearest zoo name if any, and where the zoo's names are listed.
 func requireModelReference(_ reference: String, option: String) throws {
-    if FileManager.default.fileExists(atPath: reference) { return }
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: reference, isDirectory: &isDirectory) {
+        if !isDirectory.boolValue, let message = notABundleInRunFolder(reference, option: option) { throw ValidationError(message) }
+        return
+    }
     let hint = "`opacity zoo list` lists the zoo's names"
     guard let zoo = try? Zoo.standard() else { return }
     if reference.contains("/") || reference.hasSuffix(".opb") {
@@ -27,6 +31,26 @@ func requireModelReference(_ reference: String, option: String) throws {
     do { _ = try zoo.item(reference) } catch let error as ZooError {
         throw ValidationError("\(option) \(reference): not a file or folder, and \(error); \(hint)")
     }
+}
+
+/// `OPTION FILE: not an Opacity bundle; pass the run folder RUN or RUN/best.opb` when `file`
+/// (an existing file) does not start with the bundle magic bytes and lies in a run folder (one
+/// holding `options.json`, `log.jsonl` or `best.opb`): the run's log or options given for its
+/// model (new-user trial: `detect --model runs/t1/log.jsonl` said only "not an Opacity bundle
+/// (first bytes ...)"). `nil` for a bundle, a file outside a run folder or one that cannot be
+/// read (loading says what is wrong with those).
+func notABundleInRunFolder(_ file: String, option: String) -> String? {
+    guard let handle = FileHandle(forReadingAtPath: file) else { return nil }
+    defer { try? handle.close() }
+    guard let head = try? handle.read(upToCount: BundleFormat.magic.count), Array(head) != BundleFormat.magic else { return nil }
+    // the folder part split by hand, as in noSuchPathMessage (NSString traps on one-character names)
+    let slash = file.lastIndex(of: "/")
+    let run = slash.map { $0 == file.startIndex ? "/" : String(file[..<$0]) } ?? "."
+    func inRun(_ name: String) -> String { run.hasSuffix("/") ? run + name : run + "/" + name }
+    let fm = FileManager.default
+    guard ["options.json", "log.jsonl", "best.opb"].contains(where: { fm.fileExists(atPath: inRun($0)) }) else { return nil }
+    let best = fm.fileExists(atPath: inRun("best.opb")) ? " or \(inRun("best.opb"))" : " (it has no best.opb yet: no epoch has finished)"
+    return "\(option) \(file): not an Opacity bundle; pass the run folder \(run)\(best)"
 }
 
 /// Options naming one model or an ensemble.
