@@ -81,10 +81,11 @@ public final class DetectionEngine: @unchecked Sendable {
     ///     `nil` the files are hashed here, which describes the loaded weights only if no
     ///     file changed since it was loaded.
     ///   - threshold: the default score threshold; nil means the threshold saved with the
-    ///     first model (`metric_threshold`), else 0.2.
+    ///     first model that saves one to use (``ModelReference/savedThreshold(_:)``: not one
+    ///     picked where the validation metric was 0), else 0.2.
     /// - Throws: ``DetectionInputError/badThreshold(_:)``; file read errors while hashing.
     public init(predictor: Predictor, references: [String], files: [URL], digests: [String]? = nil, threshold: Float? = nil) throws {
-        let t = threshold ?? files.compactMap(ModelReference.savedThreshold).first ?? 0.2
+        let t = threshold ?? files.compactMap(ModelReference.savedThreshold).first ?? OperatingPoint.defaultThreshold
         guard t >= 0 && t <= 1 else { throw DetectionInputError.badThreshold(t) }
         predictor.filter = nil
         self.predictor = predictor

@@ -11,7 +11,9 @@ extension ModelCard {
     public static let dicomHandling = "Rescale Slope/Intercept applied; the file's own window when it has one, else 8-bit unsigned data as stored (the RSNA films), else the minimum-to-maximum range, mapped to 8-bit grey; MONOCHROME1 inverted; the whole image resampled to the input size (no cropping)."
 
     /// A card drawn up from what a bundle records: config, provenance, metrics (measured on
-    /// its validation data) and operating point, with the project's research-only use.
+    /// its validation data) and operating point (none for one picked where the validation
+    /// metric was 0 at every threshold, ``OperatingPoint/pickedAtZeroMetric``), with the
+    /// project's research-only use.
     /// - Parameters:
     ///   - metadata: the bundle's metadata.
     ///   - inputSize: the detector's square input side in pixels.
@@ -26,7 +28,7 @@ extension ModelCard {
         let validation = p.data.map { "the validation split of \($0)" + (p.fold.map { " (fold \($0))" } ?? "") } ?? "the validation split"
         let metrics = metadata.metrics.sorted { $0.key < $1.key }.filter { $0.key != "epoch" && $0.key != "metric_threshold" }
             .map { Metric(name: $0.key, value: $0.value, data: validation) }
-        let op = OperatingPoint(metadata: metadata)
+        let op = OperatingPoint(metadata: metadata).flatMap { $0.pickedAtZeroMetric ? nil : $0 }
         return ModelCard(
             version: "1.0.0", intendedUse: researchUse, outOfScope: notClinical,
             input: Input(channels: 1, size: inputSize, intensityRange: "[0, 1] (8-bit grey / 255)", dicom: dicomHandling),

@@ -25,6 +25,17 @@ public struct OperatingPoint: Codable, Sendable, Hashable {
     /// The metadata key.
     public static let key = "operating_point"
 
+    /// The score threshold used when a model stores no operating point to use (none, or
+    /// one that ``pickedAtZeroMetric``): detect, submit, serve and ONNX post-processing.
+    public static let defaultThreshold: Float = 0.2
+
+    /// Whether the point was picked where the validation metric was 0 at every threshold
+    /// (its best, ``metric``, is 0): the model found no opacity on its validation images yet,
+    /// as after an epoch or two, and the sweep's lowest threshold (0.01) was stored, no
+    /// better than another. Such a point is not used: ``usable(_:)`` and
+    /// ``threshold(for:fallback:)`` pass over it, as over a model that stores none.
+    public var pickedAtZeroMetric: Bool { metric <= 0 }
+
     /// As a JSON value for ``BundleMetadata/extra``.
     public var json: JSONValue {
         .object(["threshold": .number(Double(threshold)), "metric": .number(metric), "data": .string(data), "images": .number(Double(images))])
@@ -52,10 +63,17 @@ public struct OperatingPoint: Codable, Sendable, Hashable {
         return OperatingPoint(metadata: info.metadata)
     }
 
-    /// The threshold to use for an ensemble: the first model's operating point, else
-    /// `fallback`.
-    public static func threshold(for urls: [URL], fallback: Float = 0.2) -> Float {
-        urls.lazy.compactMap(read).first?.threshold ?? fallback
+    /// The operating point stored in a bundle when it is one to use: `nil` when the bundle
+    /// stores none, cannot be read, or stores one that ``pickedAtZeroMetric``.
+    public static func usable(_ url: URL) -> OperatingPoint? {
+        guard let point = read(url), !point.pickedAtZeroMetric else { return nil }
+        return point
+    }
+
+    /// The threshold to use for an ensemble: the first model's operating point to use
+    /// (``usable(_:)``), else `fallback`.
+    public static func threshold(for urls: [URL], fallback: Float = defaultThreshold) -> Float {
+        urls.lazy.compactMap(usable).first?.threshold ?? fallback
     }
 
     /// Copies a bundle to `destination` with the operating point stored in its metadata;

@@ -86,8 +86,10 @@ public enum ModelReference {
     }
 
     /// The bundle's operating point threshold (``OperatingPoint``: `extra.operating_point`,
-    /// else the trainer's `metric_threshold`), if any.
-    public static func savedThreshold(_ url: URL) -> Float? { OperatingPoint.read(url)?.threshold }
+    /// else the trainer's `metric_threshold`), if any; `nil` too for one picked where the
+    /// validation metric was 0 at every threshold (``OperatingPoint/usable(_:)``), which is
+    /// no operating point.
+    public static func savedThreshold(_ url: URL) -> Float? { OperatingPoint.usable(url)?.threshold }
 }
 
 /// Runs one detector or an ensemble, optionally with test-time augmentation, on images of

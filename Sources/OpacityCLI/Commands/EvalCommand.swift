@@ -309,6 +309,12 @@ struct EvalCommand: ParsableCommand {
                     EvaluationError.noOperatingPoint(reason: report.challenge.undefinedReason ?? "the metric is undefined"),
                     "hint: score images with opacities (a fold or folder with Target 1 patients) to find an operating point")
             }
+            // a point picked where the metric is 0 everywhere is none: detect would pass it over
+            guard metric > 0 else {
+                throw WithHint(
+                    EvaluationError.noOperatingPoint(reason: "the metric is 0 at every threshold: the model found no opacity on these images"),
+                    "hint: train longer, or score images with opacities, to find an operating point")
+            }
             let point = OperatingPoint(threshold: best, metric: metric, data: what, images: ev.images.count)
             try OperatingPoint.write(point, from: urls[0], to: URL(fileURLWithPath: opOut))
             say(String(format: "wrote %@ with operating point %.2f", opOut, point.threshold))

@@ -137,6 +137,10 @@ struct ExportCommand: ParsableCommand {
         } else {
             modelCard = ModelCard.drawnUp(from: meta, inputSize: loaded.detector.inputSize)
             note("no model card given: drew one up from the bundle's metadata (pass --card card.json to give your own)")
+            if let zero = OperatingPoint(metadata: meta), zero.pickedAtZeroMetric {
+                let consequence = String(format: "the card gives none (detect, submit and serve use the default %.2f)", OperatingPoint.defaultThreshold)
+                note(ModelOptions.zeroMetricNote(zero, consequence: consequence))
+            }
         }
         let policy = exportStorage(source: loaded.info.metadata.storage)
         if let v = cardVersion {
@@ -177,7 +181,9 @@ struct ExportCommand: ParsableCommand {
             ("bundle", url.lastPathComponent),
         ])
         if postprocess {
-            let t = threshold ?? ModelReference.savedThreshold(url) ?? 0.2
+            let t = threshold ?? ModelReference.savedThreshold(url) ?? OperatingPoint.defaultThreshold
+            let consequence = String(format: "post-processing uses the default %.2f", OperatingPoint.defaultThreshold)
+            if let n = ModelOptions.zeroMetricNote(given: threshold, urls: [url], consequence: consequence) { note(n) }
             options.postprocess = try ONNXPostprocess.matching(detector, threshold: t)
         }
         try createParentFolder(of: target, option: "-o/--output")

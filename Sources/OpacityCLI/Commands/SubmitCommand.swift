@@ -62,7 +62,7 @@ struct SubmitCommand: ParsableCommand {
         var skipped = SkippedInputs()
         let registry = try pluginOptions.registry()
         let (predictor, urls) = try model.predictor(registry: registry)
-        let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? 0.2
+        let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? OperatingPoint.defaultThreshold
         predictor.filter = ConfidenceFilter(threshold: t)
         let source = ModelOptions.thresholdSource(given: threshold, urls: urls)
         note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t) + source.words)

@@ -184,30 +184,47 @@ struct ModelOptions: ParsableArguments {
         }
     }
 
-    /// The description printed before results.
     /// Where the score threshold of `detect` and `submit` comes from, for their model line, and
-    /// a warning when it is an operating point picked where the validation metric was 0.
+    /// a note when a model's operating point is passed over because it was picked where the
+    /// validation metric was 0 at every threshold.
     ///
     /// A checkpoint stores the threshold where its validation metric peaked
     /// (`metrics.metric_threshold`); a model that found nothing on validation yet (a run of an
     /// epoch or two) scores 0 at every threshold, and the lowest swept, 0.01, is stored
-    /// (new-user trial: `detect --model RUN` said only "threshold 0.01").
+    /// (new-user trial: `detect --model RUN` used 0.01). Such a point is no operating point
+    /// (``OperatingPoint/pickedAtZeroMetric``): the default is used, as for a model that stores
+    /// none.
     /// - Parameters:
     ///   - given: `--threshold`, if given.
-    ///   - urls: the models' bundle files, in order (the first that stores one gives it).
-    /// - Returns: words to add after the threshold (empty for `--threshold`) and the warning, if any.
+    ///   - urls: the models' bundle files, in order (the first that stores one to use gives it).
+    /// - Returns: words to add after the threshold (empty for `--threshold`) and the note, if any.
     static func thresholdSource(given: Float?, urls: [URL]) -> (words: String, warning: String?) {
         if given != nil { return ("", nil) }
-        guard let point = urls.lazy.compactMap(OperatingPoint.read).first else {
-            return (" (the default: the model stores no operating point)", nil)
-        }
-        guard point.metric <= 0 else { return (" (the model's operating point)", nil) }
-        let warning =
-            "warning: the model's operating point \(String(format: "%.2f", point.threshold)) was picked where its validation metric is 0 at every "
-            + "threshold (it found no opacity there yet), so it is no better than another; give --threshold (0.2 is the default for a model without one)"
-        return (" (the model's operating point)", warning)
+        let points = urls.compactMap(OperatingPoint.read)
+        if points.contains(where: { !$0.pickedAtZeroMetric }) { return (" (the model's operating point)", nil) }
+        guard let zero = points.first else { return (" (the default: the model stores no operating point)", nil) }
+        return (" (the default)", zeroMetricNote(zero, consequence: String(format: "using the default %.2f", OperatingPoint.defaultThreshold)))
     }
 
+    /// The note said once when a model's operating point is passed over
+    /// (``OperatingPoint/pickedAtZeroMetric``): why, and `consequence` (what is used
+    /// instead, e.g. "using the default 0.20").
+    static func zeroMetricNote(_ point: OperatingPoint, consequence: String) -> String {
+        "note: the model's operating point was picked where its validation metric was 0 at every threshold; \(consequence) "
+            + String(format: "(it stores %.2f, the lowest threshold swept: the model found no opacity on its validation images yet; ", point.threshold)
+            + "give --threshold to choose one)"
+    }
+
+    /// The note for the models in `urls` when none stores an operating point to use and the
+    /// first that stores one picked it at metric 0; `nil` otherwise or when `given`.
+    static func zeroMetricNote(given: Float?, urls: [URL], consequence: String) -> String? {
+        guard given == nil, !urls.contains(where: { OperatingPoint.usable($0) != nil }),
+            let zero = urls.lazy.compactMap(OperatingPoint.read).first
+        else { return nil }
+        return zeroMetricNote(zero, consequence: consequence)
+    }
+
+    /// The description printed before results.
     func describe(_ urls: [URL], _ p: Predictor) -> String {
         let tta = p.tta.map { ", TTA \($0)" } ?? ""
         if urls.count == 1 { return "model: \(urls[0].path) \(p.detectors[0].config)" + tta }
