@@ -7,6 +7,10 @@ import OpacityCore
 /// was expected, and gives the nearest valid value when there is one, so a user can fix
 /// the input without reading the code.
 public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    /// The advice that ends an ``imageProblems(missing:unreadable:examples:named:folder:)``
+    /// message (the command line says it in its own words, with its option).
+    public static let skipProblemImagesAdvice = "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
+
     /// A file could not be opened or read.
     case unreadableFile(path: String, reason: String)
     /// A file could not be written.
@@ -92,7 +96,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
                 s += " (\(missing) of the \(Wording.count(named, "image")) the labels name \(missing == 1 ? "is" : "are") not in \(folder))"
             }
             if !examples.isEmpty { s += ", e.g. " + examples.prefix(5).map { InputLimits.quoted($0, limit: 300) }.joined(separator: "; ") }
-            return s + "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
+            return s + Self.skipProblemImagesAdvice
         case let .outputOverInput(output, input, source, kind):
             if let source {
                 return "the \(kind) of the input '\(source)' would replace the input '\(input)'; choose another output (inputs are never overwritten)"

@@ -43,9 +43,8 @@ func notABundleInRunFolder(_ file: String, option: String) -> String? {
     guard let handle = FileHandle(forReadingAtPath: file) else { return nil }
     defer { try? handle.close() }
     guard let head = try? handle.read(upToCount: BundleFormat.magic.count), Array(head) != BundleFormat.magic else { return nil }
-    // the folder part split by hand, as in noSuchPathMessage (NSString traps on one-character names)
-    let slash = file.lastIndex(of: "/")
-    let run = slash.map { $0 == file.startIndex ? "/" : String(file[..<$0]) } ?? "."
+    let folder = splitPath(file).parent
+    let run = folder.isEmpty ? "." : folder
     func inRun(_ name: String) -> String { run.hasSuffix("/") ? run + name : run + "/" + name }
     let fm = FileManager.default
     guard ["options.json", "log.jsonl", "best.opb"].contains(where: { fm.fileExists(atPath: inRun($0)) }) else { return nil }

@@ -98,17 +98,23 @@ struct MissingInput: Error, CustomStringConvertible {
     var description: String { message }
 }
 
+/// The folder part (`""` for a bare name, `/` at the root) and the name of `path`, split by
+/// hand: Foundation's `NSString.deletingLastPathComponent` traps on a one-character name
+/// (`--data d`: SIGILL in String._startOfLastPathComponent). A trailing `/` is dropped first.
+func splitPath(_ path: String) -> (parent: String, leaf: String) {
+    let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+    let slash = trimmed.lastIndex(of: "/")
+    let parent = slash.map { $0 == trimmed.startIndex ? "/" : String(trimmed[..<$0]) } ?? ""
+    let leaf = slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+    return (parent, leaf)
+}
+
 /// `OPTION PATH: no such file; expected EXPECTED`, with ` (did you mean 'NEAR'?)` naming the
 /// nearest existing entry of the same kind (a folder for `directory`, else a file) in the
 /// folder of `path` when the name looks like a typo of one (`nearestMatch`, edit distance).
 func noSuchPathMessage(_ option: String, _ path: String, directory: Bool, expected: String) -> String {
     let kind = directory ? "folder" : "file"
-    // the folder part and the name, split by hand: Foundation's NSString.deletingLastPathComponent
-    // traps on a one-character name (`--data d`: SIGILL in String._startOfLastPathComponent)
-    let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
-    let slash = trimmed.lastIndex(of: "/")
-    let parent = slash.map { $0 == trimmed.startIndex ? "/" : String(trimmed[..<$0]) } ?? ""
-    let leaf = slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+    let (parent, leaf) = splitPath(path)
     func beside(_ name: String) -> String { parent.isEmpty ? name : parent.hasSuffix("/") ? parent + name : parent + "/" + name }
     let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.isEmpty ? "." : parent)) ?? []
     let sameKind = names.filter { name in

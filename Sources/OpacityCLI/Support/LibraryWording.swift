@@ -8,7 +8,7 @@ import Opacity
 /// the images).
 enum LibraryWording {
     /// The library's advice at the end of an image-problems message.
-    static let skipAdvice = "; pass skipProblemImages (CLI: --skip-unreadable) to go on without them"
+    static let skipAdvice = DataError.skipProblemImagesAdvice
 
     /// `error`, or an error with its message in the command line's words.
     static func amend(_ error: Error) -> Error {
