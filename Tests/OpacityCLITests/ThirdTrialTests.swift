@@ -59,14 +59,8 @@ final class ThirdTrialTests: XCTestCase {
     func testCompareSaysARunIsStillTraining() throws {
         let dir = try CLI.tempDir("compare-training")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir)
-        XCTAssertEqual(r.status, 0, r.all)
-        r = try CLI.run(
-            [
-                "train", "--data", "data", "-o", "run", "--epochs", "1", "--config", CLIRobustnessTests.tiny, "--batch", "4", "--freeze-bn", "off",
-                "--limit-val", "2", "--workers", "1", "-q",
-            ], in: dir)
-        XCTAssertEqual(r.status, 0, r.all)
+        try trainTinyRun(in: dir)
+        var r: CLI.Result
         let run = dir.appendingPathComponent("run")
         var lock: RunLock? = try RunLock(runDirectory: run)
         r = try CLI.run(["compare", "run", "-o", "c1"], in: dir)
@@ -207,14 +201,8 @@ final class ThirdTrialTests: XCTestCase {
     func testDetectSaysWhereItsThresholdComesFrom() throws {
         let dir = try CLI.tempDir("threshold-source")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir)
-        XCTAssertEqual(r.status, 0, r.all)
-        r = try CLI.run(
-            [
-                "train", "--data", "data", "-o", "run", "--epochs", "1", "--config", CLIRobustnessTests.tiny, "--batch", "4", "--freeze-bn", "off",
-                "--limit-val", "2", "--workers", "1", "-q",
-            ], in: dir)
-        XCTAssertEqual(r.status, 0, r.all)
+        try trainTinyRun(in: dir)
+        var r: CLI.Result
         let metric = try XCTUnwrap(try EpochLog.read(dir.appendingPathComponent("run/log.jsonl")).last).metric.best
         let image = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted().first)
         let path = "data/stage_2_train_images/" + image
@@ -247,5 +235,18 @@ final class ThirdTrialTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("Error: 1 image missing and 0 unreadable (1 of the 2 images the labels name is not in "), r.all)
         XCTAssertTrue(r.stderr.contains("/dcm), e.g. missing-one (missing); add --skip-unreadable to go on without them"), r.all)
         XCTAssertFalse(r.all.contains("skipProblemImages"), r.all)
+    }
+
+    /// Eight synthetic 64 px images in `dir`/data and a one-epoch run of the tiny config
+    /// trained on them in `dir`/run.
+    func trainTinyRun(in dir: URL) throws {
+        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(
+            [
+                "train", "--data", "data", "-o", "run", "--epochs", "1", "--config", CLIRobustnessTests.tiny, "--batch", "4", "--freeze-bn", "off",
+                "--limit-val", "2", "--workers", "1", "-q",
+            ], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
     }
 }
