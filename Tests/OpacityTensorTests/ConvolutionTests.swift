@@ -171,6 +171,38 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// The row expansion's forward pass in bands of output rows
+    /// (``ConvolutionSettings/rowExpansionBandFloats``) gives the bits of the whole image
+    /// expanded at once, and matches direct loops: bands of 1 to 3 rows and the rows two bands
+    /// share, stride 1 and 2, batch 2, 1 to 3 threads.
+    func testRowExpansionInBandsGivesTheBitsOfOneBand() {
+        let cases: [Case] = [
+            Case(name: "3x3 stride 1 pad 1, batch 2, bias", input: [2, 8, 30, 100], cout: 6, kernel: (3, 3), padding: (1, 1),
+                 bias: true),
+            Case(name: "3x3 stride 2 pad 1, odd rows", input: [1, 4, 31, 200], cout: 5, kernel: (3, 3), stride: (2, 2),
+                 padding: (1, 1)),
+        ]
+        let saved = (Compute.threads, ConvolutionSettings.rowExpansionBandFloats)
+        defer { (Compute.threads, ConvolutionSettings.rowExpansionBandFloats) = saved }
+        for (i, c) in cases.enumerated() {
+            let (x, w, b) = tensors(c, seed: UInt64(900 + i))
+            let ref = referenceConv2d(x, w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups)
+            let rowFloats = c.input[1] * c.kernel.1 * ref.shape[3]
+            for threads in [1, 2, 3] {
+                Compute.threads = threads
+                ConvolutionSettings.rowExpansionBandFloats = 1 << 30
+                let whole = conv(c, x, w, b)
+                assertClose(whole, ref.values, absolute: 1e-4, relative: 1e-4, "\(c.name), one band, \(threads) threads")
+                for bandRows in [3, 4, 5] {
+                    ConvolutionSettings.rowExpansionBandFloats = bandRows * rowFloats
+                    let banded = conv(c, x, w, b)
+                    let differ = zip(banded.scalars, whole.scalars).filter { $0.0.bitPattern != $0.1.bitPattern }.count
+                    XCTAssertEqual(differ, 0, "\(c.name), \(bandRows) expanded rows per band, \(threads) threads: values that differ")
+                }
+            }
+        }
+    }
+
     /// Grouped convolutions with enough groups for the per-group backward tasks
     /// (``ConvolutionSettings/groupedTasks``: the weight gradient one task per group, the
     /// strided input gradient one per image and group): gradients against direct loops and

@@ -64,6 +64,11 @@ public enum ConvolutionSettings {
     /// default 192).
     nonisolated(unsafe) package static var winogradSharedTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_SHARED_TILES", default: 192)
 
+    /// Expanded input floats that one band of the row-expansion forward pass (network stems:
+    /// few input channels, wide rows) keeps at most: 1 Mi floats (4 MiB), about a core's share
+    /// of a server's last-level cache. A band is at least as many output rows as threads.
+    nonisolated(unsafe) package static var rowExpansionBandFloats: Int = 1 << 20
+
     /// The fewest output tiles (4x4, over the batch) for the Winograd forward pass and input
     /// gradient (`OPACITY_WINOGRAD_MIN_TILES`, default 160; see ``ConvPlan/winogradEligible``).
     nonisolated(unsafe) static var winogradMinTiles: Int = positiveIntegerSetting("OPACITY_WINOGRAD_MIN_TILES", default: 160)
