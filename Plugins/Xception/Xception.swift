@@ -89,7 +89,7 @@ public final class Xception: Module, Encoder {
 }
 
 /// A depthwise 3x3 convolution (`conv1`) followed by a pointwise 1x1 one (`pointwise`).
-public final class XceptionSeparableConv2d: Module, Layer {
+public final class XceptionSeparableConv2d: Module, InPlaceLayer {
     /// The depthwise convolution (one group per channel).
     public let conv1: Conv2d
     /// The 1x1 convolution across channels.
@@ -107,6 +107,10 @@ public final class XceptionSeparableConv2d: Module, Layer {
 
     /// `pointwise(conv1(x))`.
     public func callAsFunction(_ x: Tensor) -> Tensor { pointwise(conv1(x)) }
+
+    /// `pointwise(conv1(x))` with the depthwise half written over `x` where it can
+    /// (``Conv2d/inPlace(_:)``): no second map of `x`'s size beside it. The same values.
+    public func inPlace(_ x: consuming Tensor) -> Tensor { pointwise(conv1.inPlace(consume x)) }
 }
 
 /// An Xception block: `reps` times (ReLU, separable 3x3, batch norm), a 3x3 stride-2 max pool

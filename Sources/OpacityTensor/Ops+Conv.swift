@@ -43,21 +43,29 @@ extension Tensor {
     ///
     /// In place takes: no graph recorded (``Autograd/isRecording`` false), this tensor with no
     /// gradient node and its storage held by nothing else (no copy, view or trace), and a
-    /// kernel that can: the Winograd kernel with shared blocks (by default at more than 2
-    /// threads), `Cin == Cout`, a 3x3 stride-1 kernel with padding 1. Measured (resnet152
-    /// RetinaNet, 512 px, 16 threads): the head's P2 convolutions, 256 channels at 128x128, no
-    /// longer hold a 16 MiB output beside their input at the forward pass's peak.
+    /// kernel that can:
+    /// - the Winograd kernel with shared blocks (by default at more than 2 threads), `Cin ==
+    ///   Cout`, a 3x3 stride-1 kernel with padding 1. Measured (resnet152 RetinaNet, 512 px,
+    ///   16 threads): the head's P2 convolutions, 256 channels at 128x128, no longer hold a
+    ///   16 MiB output beside their input at the forward pass's peak;
+    /// - a depthwise convolution (`groups == Cin == Cout`) whose output has the input's shape
+    ///   (stride 1, padding `dilation * (k - 1) / 2`), at any thread count: a separable
+    ///   convolution's depthwise half (``Sequential`` runs an ``InPlaceLayer`` this way).
     /// - Returns: `[N, Cout, Ho, Wo]`, as `conv2d`.
     public consuming func conv2dInPlace(
         _ weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1),
         groups: Int = 1
     ) -> Tensor {
-        if !Autograd.isRecording, node == nil, weight.node == nil, bias?.node == nil, rank == 4, weight.rank == 4, groups == 1,
-            weight.shape[0] == shape[1], weight.shape[1] == shape[1], bias.map({ $0.shape == [weight.shape[0]] }) ?? true,
-            weight.shape[2] == 3, weight.shape[3] == 3, stride == (1, 1), padding == (1, 1), dilation == (1, 1),
+        if !Autograd.isRecording, node == nil, weight.node == nil, bias?.node == nil, rank == 4, weight.rank == 4,
+            weight.shape[0] == shape[1], bias.map({ $0.shape == [weight.shape[0]] }) ?? true,
+            (groups == 1 && weight.shape[1] == shape[1]) || (groups == shape[1] && weight.shape[1] == 1),
+            stride.0 > 0, stride.1 > 0, dilation.0 > 0, dilation.1 > 0, padding.0 >= 0, padding.1 >= 0,
             OpTrace.current == nil, storage.regeneration == nil, ownsStorageAlone()
         {
-            let geo = Conv2DGeometry(kernel: (3, 3), stride: stride, padding: padding, dilation: dilation)
+            let geo = Conv2DGeometry(kernel: (weight.shape[2], weight.shape[3]), stride: stride, padding: padding, dilation: dilation)
+            guard geo.output(h: shape[2], w: shape[3]) == (shape[2], shape[3]) else {
+                return conv2d(weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+            }
             storage.contentsWillChange()
             if KernelProviders.convolution.forwardInPlace(input: self, weight: weight, bias: bias, geometry: geo, groups: groups) {
                 return self

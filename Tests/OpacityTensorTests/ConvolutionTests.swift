@@ -441,6 +441,93 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertFalse(inPlace(w, padding: (1, 1)), "private blocks")
     }
 
+    /// A depthwise convolution whose output has its input's shape runs in place at any thread
+    /// count (``Tensor/conv2dInPlace(_:bias:stride:padding:dilation:groups:)``): the bits of
+    /// `conv2d`, the input untouched when something else holds it, and a new output where the
+    /// shape changes, a graph is recorded or the channel multiplier is not 1.
+    func testDepthwiseInPlaceGivesTheBitsOfANewOutput() {
+        let saved = Compute.threads
+        defer { Compute.threads = saved }
+        // (input, kernel, padding, dilation, bias)
+        let cases: [([Int], Int, Int, Int, Bool)] = [
+            ([1, 12, 17, 23], 3, 1, 1, false), ([2, 5, 9, 31], 5, 2, 1, true), ([1, 7, 20, 11], 3, 2, 2, true),
+        ]
+        for threads in [1, 2, 3] {
+            Compute.threads = threads
+            for (i, (shape, k, p, d, hasBias)) in cases.enumerated() {
+                let c = shape[1]
+                let x = uniform(shape, seed: UInt64(850 + i))
+                let w = uniform([c, 1, k, k], -0.5, 0.5, seed: UInt64(860 + i))
+                let b = hasBias ? uniform([c], seed: UInt64(870 + i)) : nil
+                let expected = Autograd.inference { x.conv2d(w, bias: b, padding: (p, p), dilation: (d, d), groups: c) }
+                let reference = referenceConv2d(x, w, bias: b, padding: (p, p), dilation: (d, d), groups: c)
+                assertClose(expected, reference.values, "depthwise \(shape) k\(k) d\(d)")
+                let what = "\(shape), \(k)x\(k) padding \(p) dilation \(d), \(threads) threads"
+                let (wasInPlace, got) = Autograd.inference {
+                    let fresh = Tensor(shape: x.shape, scalars: x.scalars)
+                    let before = ObjectIdentifier(fresh.storage)
+                    let y = (consume fresh).conv2dInPlace(w, bias: b, padding: (p, p), dilation: (d, d), groups: c)
+                    return (ObjectIdentifier(y.storage) == before, y)
+                }
+                XCTAssertTrue(wasInPlace, what)
+                XCTAssertEqual(got.shape, expected.shape, what)
+                XCTAssertEqual(got.scalars, expected.scalars, "\(what): bit for bit")
+                let held = Autograd.inference { x.conv2dInPlace(w, bias: b, padding: (p, p), dilation: (d, d), groups: c) }
+                XCTAssertFalse(held.storage === x.storage, what)
+                XCTAssertEqual(held.scalars, expected.scalars, what)
+                XCTAssertEqual(x.scalars, uniform(shape, seed: UInt64(850 + i)).scalars, "\(what): input unchanged")
+            }
+        }
+        let x = uniform([1, 6, 12, 10], seed: 880), w = uniform([6, 1, 3, 3], -0.5, 0.5, seed: 881)
+        func inPlace(_ weight: Tensor, stride: Int = 1, padding: Int = 1, groups: Int = 6, recording: Bool = false) -> Bool {
+            let run = {
+                let fresh = Tensor(shape: x.shape, scalars: x.scalars)
+                let before = ObjectIdentifier(fresh.storage)
+                let y = (consume fresh).conv2dInPlace(weight, stride: (stride, stride), padding: (padding, padding), groups: groups)
+                XCTAssertEqual(
+                    y.scalars,
+                    x.conv2d(weight, stride: (stride, stride), padding: (padding, padding), groups: groups).scalars)
+                return ObjectIdentifier(y.storage) == before
+            }
+            return recording ? run() : Autograd.inference(run)
+        }
+        XCTAssertTrue(inPlace(w))
+        XCTAssertFalse(inPlace(w, recording: true), "a graph is recorded")
+        XCTAssertFalse(inPlace(w, stride: 2), "stride 2")
+        XCTAssertFalse(inPlace(w, padding: 0), "padding 0")
+        XCTAssertFalse(inPlace(uniform([12, 1, 3, 3], seed: 882)), "channel multiplier 2")
+        XCTAssertFalse(inPlace(uniform([6, 3, 3, 3], seed: 883), groups: 2), "grouped, not depthwise")
+    }
+
+    /// ``Sequential`` hands an ``InPlaceLayer`` after its first layer the previous output to
+    /// write over while no graph is recorded: the values of running each layer in turn, and the
+    /// caller's input untouched (the first layer never writes over it).
+    func testSequentialRunsInPlaceLayersOnItsOwnMaps() {
+        let depthwise = { (seed: UInt64) -> Conv2d in
+            let conv = Conv2d(8, 8, kernel: 3, padding: 1, groups: 8, bias: true)
+            conv.weight.value = uniform([8, 1, 3, 3], -0.5, 0.5, seed: seed)
+            conv.bias!.value = uniform([8], seed: seed + 1)
+            return conv
+        }
+        let first = depthwise(890), second = depthwise(892)
+        let x = uniform([1, 8, 15, 13], seed: 894)
+        let stepByStep = Autograd.inference { second(ReLU()(first(x))) }
+        let chained = Sequential([first, ReLU(), second])
+        let got = Autograd.inference { chained(x) }
+        XCTAssertEqual(got.scalars, stepByStep.scalars)
+        XCTAssertEqual(x.scalars, uniform([1, 8, 15, 13], seed: 894).scalars, "the caller's input is untouched")
+        // the first layer in place would write over the caller's map
+        let alone = Sequential([first])
+        XCTAssertEqual(Autograd.inference { alone(x) }.scalars, Autograd.inference { first(x) }.scalars)
+        XCTAssertEqual(x.scalars, uniform([1, 8, 15, 13], seed: 894).scalars, "the caller's input is untouched")
+        // recorded: the graph's gradients, as layer by layer
+        let xg = x.requiringGrad()
+        chained(xg).sum().backward()
+        let xs = x.requiringGrad()
+        second(ReLU()(first(xs))).sum().backward()
+        XCTAssertEqual(xg.grad?.scalars, xs.grad?.scalars)
+    }
+
     /// The Winograd forward pass cuts the map into blocks of tiles (96 in inference by default,
     /// 192 while gradients are recorded, `OPACITY_WINOGRAD_TILES`); the block size changes the
     /// scratch memory, and the values by rounding at most (the GEMM library may split a wider

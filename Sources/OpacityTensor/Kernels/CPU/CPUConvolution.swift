@@ -252,10 +252,16 @@ enum ConvKernels {
     // MARK: Forward
 
     /// Writes `conv(input, weight) + bias` over `input`'s storage when the Winograd kernel can
-    /// (``WinogradKernels/runsInPlace(_:)``) and returns true; else returns false and touches
-    /// nothing.
+    /// (``WinogradKernels/runsInPlace(_:)``) or the convolution is depthwise with the input's
+    /// shape out (``depthwiseForwardInPlace(input:weight:bias:geo:)``) and returns true; else
+    /// returns false and touches nothing.
     static func forwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry, groups: Int) -> Bool {
         let plan = ConvPlan(input: input.shape, cout: weight.shape[0], geo: geo, groups: groups)
+        if isDepthwise(cin: plan.cin, groups: groups) {
+            guard depthwiseForwardInPlace(input: input, weight: weight, bias: bias, geo: geo) else { return false }
+            ConvolutionKernelLog.note("forward", plan, "depthwise in place")
+            return true
+        }
         guard groups == 1, WinogradKernels.runsInPlace(plan) else { return false }
         ConvolutionKernelLog.note("forward", plan, WinogradKernels.kernelName(plan))
         let u = WinogradKernels.transformedWeights(weight)
@@ -814,35 +820,71 @@ enum ConvKernels {
         let (n, cin, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
         let cout = out.shape[1], ho = out.shape[2], wo = out.shape[3]
         let m = cout / cin
-        let (kh, kw) = geo.kernel, (sh, sw) = geo.stride, (ph, pw) = geo.padding, (dh, dw) = geo.dilation
         let xp = input.pointer, wp = weight.pointer, op = out.mutablePointer
         Compute.parallelFor(n * cout, minPerThread: 4) { idx in
             let b = idx / cout, oc = idx % cout, c = oc / m
-            let plane = xp + (b * cin + c) * h * w
-            let dst = op + idx * ho * wo
-            dst.update(repeating: 0, count: ho * wo)
-            let kern = wp + oc * kh * kw
-            for ki in 0..<kh {
-                for kj in 0..<kw {
-                    let wv = kern[ki * kw + kj]
-                    let off = kj * dw - pw
-                    let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
-                    let oxHi = w - off <= 0 ? 0 : min(wo, (w - off + sw - 1) / sw)
-                    if oxHi <= oxLo { continue }
-                    for oy in 0..<ho {
-                        let iy = oy * sh - ph + ki * dh
-                        if iy < 0 || iy >= h { continue }
-                        let srow = plane + iy * w + off
-                        let drow = dst + oy * wo
-                        if sw == 1 {
-                            for ox in oxLo..<oxHi { drow[ox] += wv * srow[ox] }
-                        } else {
-                            for ox in oxLo..<oxHi { drow[ox] += wv * srow[ox * sw] }
-                        }
+            depthwisePlane(
+                xp + (b * cin + c) * h * w, h: h, w: w, kernel: wp + oc * geo.kernel.0 * geo.kernel.1, geo: geo,
+                into: op + idx * ho * wo, ho: ho, wo: wo)
+        }
+    }
+
+    /// One output plane of a depthwise convolution: `dst` (`[ho, wo]`) = the `[h, w]` plane at
+    /// `plane` correlated with one `kh x kw` kernel. The arithmetic of every depthwise forward
+    /// pass, so that ``depthwiseForwardInPlace(input:weight:bias:geo:)`` gives the same bits.
+    @inline(__always)
+    static func depthwisePlane(
+        _ plane: UnsafePointer<Float>, h: Int, w: Int, kernel kern: UnsafePointer<Float>, geo: Conv2DGeometry,
+        into dst: UnsafeMutablePointer<Float>, ho: Int, wo: Int
+    ) {
+        let (kh, kw) = geo.kernel, (sh, sw) = geo.stride, (ph, pw) = geo.padding, (dh, dw) = geo.dilation
+        dst.update(repeating: 0, count: ho * wo)
+        for ki in 0..<kh {
+            for kj in 0..<kw {
+                let wv = kern[ki * kw + kj]
+                let off = kj * dw - pw
+                let oxLo = off < 0 ? min(wo, (-off + sw - 1) / sw) : 0
+                let oxHi = w - off <= 0 ? 0 : min(wo, (w - off + sw - 1) / sw)
+                if oxHi <= oxLo { continue }
+                for oy in 0..<ho {
+                    let iy = oy * sh - ph + ki * dh
+                    if iy < 0 || iy >= h { continue }
+                    let srow = plane + iy * w + off
+                    let drow = dst + oy * wo
+                    if sw == 1 {
+                        for ox in oxLo..<oxHi { drow[ox] += wv * srow[ox] }
+                    } else {
+                        for ox in oxLo..<oxHi { drow[ox] += wv * srow[ox * sw] }
                     }
                 }
             }
         }
+    }
+
+    /// A depthwise convolution with one output channel per input channel whose output has the
+    /// input's shape (stride 1, "same" padding), written over `input`: each thread copies a
+    /// plane aside (one plane of scratch per thread) and writes the plane's output where it
+    /// was. The same bits as ``depthwiseForward(input:weight:geo:out:)`` plus the bias. Returns
+    /// false, touching nothing, for any other depthwise convolution.
+    static func depthwiseForwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry) -> Bool {
+        let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+        guard weight.shape[0] == c, weight.shape[1] == 1, geo.output(h: h, w: w) == (h, w) else { return false }
+        let plane = h * w, wp = weight.pointer, xp = input.mutablePointer, bp = bias?.pointer
+        withScratch(perThread: plane) { scratch in
+            Compute.parallelChunks(n * c) { chunk, planes in
+                let copy = scratch(chunk)
+                for idx in planes {
+                    let dst = xp + idx * plane
+                    copy.update(from: dst, count: plane)
+                    depthwisePlane(copy, h: h, w: w, kernel: wp + (idx % c) * geo.kernel.0 * geo.kernel.1, geo: geo, into: dst, ho: h, wo: w)
+                    if let bp {
+                        let v = bp[idx % c]
+                        for j in 0..<plane { dst[j] += v }
+                    }
+                }
+            }
+        }
+        return true
     }
 
     /// A depthwise convolution's input gradient (`input` nil: only its shape is read) or its
