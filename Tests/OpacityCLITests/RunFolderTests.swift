@@ -226,6 +226,51 @@ final class RunFolderTests: XCTestCase {
         XCTAssertTrue(again.all.contains("stale lock"), again.all)
     }
 
+    /// `compare` on a run that a training process holds says, every time, that it is still
+    /// training, and leaves the run as it was: `compare` takes no lock, so the run goes on,
+    /// keeps its folder (a second run is still refused) and its holder line. Killed, the run
+    /// leaves a stale lock file (it names a process that is gone), which `compare` does not
+    /// take for a live run.
+    func testCompareSeesALiveRunWithoutDisturbingIt() throws {
+        let dir = try reference()
+        let run = dir.appendingPathComponent("watched")
+        try? FileManager.default.removeItem(at: run)
+        let p = try start(["train", "--data", "data", "-o", "watched"] + Self.recipe + ["--epochs", "200"], in: dir)
+        defer {
+            if p.isRunning {
+                kill(p.processIdentifier, SIGKILL)
+                p.waitUntilExit()
+            }
+        }
+        let log = run.appendingPathComponent("log.jsonl"), lockFile = run.appendingPathComponent("run.lock")
+        func epochs() -> Int { ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").count }
+        waitFor { epochs() >= 1 || !p.isRunning }
+        XCTAssertTrue(p.isRunning)
+        let holder = try String(contentsOf: lockFile, encoding: .utf8)
+        XCTAssertTrue(holder.hasPrefix("pid \(p.processIdentifier) on "), holder)
+        for k in 0..<3 {
+            let r = try CLI.run(["compare", "watched", "-o", "live\(k)"], in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertTrue(r.stderr.contains("note: watched is still training (pid \(p.processIdentifier)); its curves end at epoch "), r.all)
+        }
+        // undisturbed: it holds its folder under the same line and trains on
+        XCTAssertTrue(p.isRunning)
+        XCTAssertEqual(try String(contentsOf: lockFile, encoding: .utf8), holder)
+        XCTAssertThrowsError(try RunLock(runDirectory: run))
+        let seen = epochs()
+        waitFor { epochs() > seen || !p.isRunning }
+        XCTAssertGreaterThan(epochs(), seen, "the run stopped training")
+        XCTAssertTrue(p.isRunning)
+        // killed: its lock file stays, naming a process that is gone, and is stale
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertEqual(try String(contentsOf: lockFile, encoding: .utf8), holder)
+        XCTAssertNil(RunLock.liveHolder(of: run))
+        let r = try CLI.run(["compare", "watched", "-o", "killed"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertFalse(r.stderr.contains("still training"), r.all)
+    }
+
     /// eval --fold K on a run validated on another fold is refused unless asked for.
     func testEvalOnTheRunsTrainingFoldIsRefused() throws {
         let dir = try reference()

@@ -47,4 +47,92 @@ final class RunLockTests: XCTestCase {
         lock = nil
         XCTAssertFalse(FileManager.default.fileExists(atPath: file.path))
     }
+
+    /// Asks ``RunLock/liveHolder(of:)`` without pause on another thread while `body` runs;
+    /// the answers, in order.
+    func answers(of dir: URL, during body: () throws -> Void) throws -> [String?] {
+        final class Asker: @unchecked Sendable {
+            let lock = NSLock()
+            var stop = false
+            var answers: [String?] = []
+            let done = DispatchSemaphore(value: 0)
+            var count: Int { lock.lock(); defer { lock.unlock() }; return answers.count }
+        }
+        let asker = Asker()
+        Thread.detachNewThread {
+            while true {
+                let answer = RunLock.liveHolder(of: dir)
+                asker.lock.lock()
+                asker.answers.append(answer)
+                let stop = asker.stop
+                asker.lock.unlock()
+                if stop { break }
+            }
+            asker.done.signal()
+        }
+        while asker.count == 0 { usleep(100) }
+        let result = Result { try body() }
+        asker.lock.lock()
+        asker.stop = true
+        asker.lock.unlock()
+        asker.done.wait()
+        try result.get()
+        return asker.answers
+    }
+
+    /// Asking whether a run is live takes no lock (`compare` asks it of every run folder):
+    /// asked without pause while a run holds the folder, it never misses the run, and the run
+    /// keeps its lock and its holder line; asked without pause while runs start and end in
+    /// the folder, no run is refused (the shared lock the question took for a moment refused
+    /// a run that started then, which tried again for 50 ms to get past it).
+    func testAskingWhetherARunIsLiveTakesNoLock() throws {
+        let dir = try folder("probe")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("run.lock")
+        var lock: RunLock? = try RunLock(runDirectory: dir)
+        let holder = try String(contentsOf: file, encoding: .utf8)
+        let live = try answers(of: dir) { usleep(100_000) }
+        XCTAssertGreaterThan(live.count, 10)
+        XCTAssertEqual(Set(live.map { $0 ?? "nil" }), [holder], "a run holding its folder was missed")
+        XCTAssertEqual(try String(contentsOf: file, encoding: .utf8), holder)
+        XCTAssertThrowsError(try RunLock(runDirectory: dir), "the run lost its lock to the question")
+        lock = nil
+        XCTAssertNil(lock)
+        XCTAssertNil(RunLock.liveHolder(of: dir))
+        var started = 0
+        let asked = try answers(of: dir) {
+            for _ in 0..<500 {
+                var run: RunLock? = try RunLock(runDirectory: dir)
+                started += 1
+                run = nil
+                XCTAssertNil(run)
+            }
+        }
+        XCTAssertEqual(started, 500)
+        XCTAssertGreaterThan(asked.count, 10)
+    }
+
+    /// A lock file whose holder is gone is stale, not live: a killed run's (a process that
+    /// has exited), and on Linux one naming a process that runs but holds no lock on it (a
+    /// process id a new process got since): the lock decides, not the process id.
+    func testALockFileNoProcessHoldsIsNotLive() throws {
+        let dir = try folder("dead")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("run.lock")
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/sh")
+        gone.arguments = ["-c", "exit 0"]
+        try gone.run()
+        gone.waitUntilExit()
+        try Data("pid \(gone.processIdentifier) on \(ProcessInfo.processInfo.hostName), started 2026-01-01T00:00:00Z\n".utf8).write(to: file)
+        XCTAssertNil(RunLock.liveHolder(of: dir))
+        #if os(Linux)
+        try Data("pid \(getpid()) on \(ProcessInfo.processInfo.hostName), started 2026-01-01T00:00:00Z\n".utf8).write(to: file)
+        XCTAssertNil(RunLock.liveHolder(of: dir))
+        #endif
+        // and taken over by the next run
+        let lock = try RunLock(runDirectory: dir)
+        XCTAssertNotNil(lock.takenOverFrom)
+        XCTAssertEqual(RunLock.liveHolder(of: dir).map { $0.hasPrefix("pid \(getpid()) on ") }, true)
+    }
 }
