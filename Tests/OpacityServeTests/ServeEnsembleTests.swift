@@ -74,6 +74,7 @@ final class ServeProcess {
     let process = Process()
     private(set) var port = 0
     private(set) var log = ""
+    private var reader: FileHandle?
 
     /// Starts `opacity serve --port 0 ARGS` and waits until `/readyz` says ready.
     init(_ arguments: [String]) throws {
@@ -84,6 +85,7 @@ final class ServeProcess {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         let reader = err.fileHandleForReading
+        self.reader = reader
         let t0 = Date()
         while port == 0 {
             let chunk = reader.availableData
@@ -98,6 +100,19 @@ final class ServeProcess {
             guard process.isRunning, Date().timeIntervalSince(t0) < 300 else { throw RawHTTPError("opacity serve not ready: \(log)") }
             Thread.sleep(forTimeInterval: 0.05)
         }
+    }
+
+    /// Reads standard error on until `text` is in ``log`` (what the server says as it loads
+    /// comes after it listens); false when the server ends first (killed after `timeout` s).
+    func waitForLog(_ text: String, timeout: TimeInterval = 30) -> Bool {
+        let pid = process.processIdentifier
+        let killer = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        defer { killer.cancel() }
+        while !log.contains(text), let chunk = reader?.availableData, !chunk.isEmpty {
+            log += String(decoding: chunk, as: UTF8.self)
+        }
+        return log.contains(text)
     }
 
     /// SIGTERM, then the exit status.
