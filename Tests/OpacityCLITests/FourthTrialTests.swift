@@ -48,6 +48,37 @@ final class FourthTrialTests: XCTestCase {
         XCTAssertNil(card.operatingThreshold)
     }
 
+    /// An ensemble whose first model to store an operating point picked it at metric 0 uses
+    /// the next model's, and says so in the note detect and submit give for one such model (it
+    /// said nothing, so the threshold came from another model without a word); the other
+    /// order, or --threshold, gives no note.
+    func testEnsembleSaysItsFirstModelsZeroMetricPointIsPassedOver() throws {
+        let dir = try CLI.tempDir("zero-metric-ensemble")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = try Zoo.standard().verifiedFile("retinanet-r34-rsna1k")
+        try OperatingPoint.write(OperatingPoint(threshold: 0.01, metric: 0, data: "validation", images: 4), from: source, to: dir.appendingPathComponent("zero.opb"))
+        try FileManager.default.copyItem(at: source, to: dir.appendingPathComponent("good.opb"))
+        XCTAssertEqual(OperatingPoint.usable(dir.appendingPathComponent("good.opb"))?.threshold, 0.11)
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("images"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Self.dcm, to: dir.appendingPathComponent("images/x.dcm"))
+        let note =
+            "note: the operating point of zero.opb (the ensemble's first model that stores one) was picked where its validation metric was 0 at every threshold; "
+            + "using the operating point of good.opb, 0.11, instead (it stores 0.01, the lowest threshold swept"
+        for command in [["detect", "images/x.dcm", "-o", "d", "--no-overlays"], ["submit", "--images", "images", "-o", "s.csv"]] {
+            var r = try CLI.run(command + ["--model", "zero.opb", "--model", "good.opb", "-q"], in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertTrue(r.stderr.contains(", threshold 0.11 (the model's operating point)\n"), r.all)
+            XCTAssertEqual(r.stderr.components(separatedBy: note).count, 2, r.all)
+            r = try CLI.run(command + ["--model", "good.opb", "--model", "zero.opb", "-q", "--overwrite"], in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertTrue(r.stderr.contains(", threshold 0.11 (the model's operating point)\n"), r.all)
+            XCTAssertFalse(r.stderr.contains("validation metric was 0"), r.all)
+            r = try CLI.run(command + ["--model", "zero.opb", "--model", "good.opb", "-q", "--threshold", "0.3", "--overwrite"], in: dir)
+            XCTAssertEqual(r.status, 0, r.all)
+            XCTAssertFalse(r.stderr.contains("operating point"), r.all)
+        }
+    }
+
     /// A file of a run folder that is no bundle (its log, its options) given to --model is a
     /// usage error that names the option and suggests the run folder or its best.opb (trial:
     /// `detect --model runs/t1/log.jsonl` said only "not an Opacity bundle (first bytes ...)").

@@ -6,7 +6,7 @@ import XCTest
 /// `opacity serve` on a bundle whose operating point was picked where the validation metric
 /// was 0 at every threshold (a run of an epoch or two stores 0.01): as detect and submit, it
 /// passes the point over, says so once as it loads, and a detect request that gives no
-/// threshold uses the default 0.2.
+/// threshold uses the default 0.2; in an ensemble, the next model's operating point.
 final class ServeOperatingPointTests: XCTestCase {
     static let zeroPoint = OperatingPoint(threshold: 0.01, metric: 0, data: "validation", images: 4)
 
@@ -44,5 +44,23 @@ final class ServeOperatingPointTests: XCTestCase {
         XCTAssertEqual((m.object["threshold"] as? NSNumber)?.floatValue, 0.2, m.text)
         XCTAssertEqual(server.stop(), 0)
         XCTAssertEqual(server.log.components(separatedBy: why).count, 2, server.log)
+    }
+
+    /// An ensemble whose first model stores a zero-metric point: the next model's operating
+    /// point, with the note detect and submit give.
+    func testEnsembleUsesTheNextModelsOperatingPointAndSaysSo() throws {
+        let dir = try folder("zero-ensemble")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let good = dir.appendingPathComponent("good.opb")
+        try FileManager.default.copyItem(at: try Zoo.standard().verifiedFile("retinanet-r34-rsna1k"), to: good)
+        let used = try XCTUnwrap(OperatingPoint.usable(good)?.threshold)
+        let server = try ServeProcess(["--model", dir.appendingPathComponent("zero.opb").path, "--model", good.path, "--threads", "2"])
+        defer { server.stop() }
+        let note =
+            "note: the operating point of zero.opb (the ensemble's first model that stores one) was picked where its validation metric was 0 at every threshold; "
+            + String(format: "using the operating point of good.opb, %.2f, instead (it stores 0.01", used)
+        XCTAssertTrue(server.waitForLog(note), server.log)
+        XCTAssertEqual(try detect(server).first?.threshold, used)
+        XCTAssertEqual(server.stop(), 0)
     }
 }

@@ -192,7 +192,8 @@ struct ModelOptions: ParsableArguments {
     /// epoch or two) scores 0 at every threshold, and the lowest swept, 0.01, is stored
     /// (new-user trial: `detect --model RUN` used 0.01). Such a point is no operating point
     /// (``OperatingPoint/pickedAtZeroMetric``): the default is used, as for a model that stores
-    /// none.
+    /// none, or in an ensemble the next model's operating point (``OperatingPoint/threshold(for:fallback:)``),
+    /// said in the same note (``zeroMetricNote(given:urls:consequence:)``).
     /// - Parameters:
     ///   - given: `--threshold`, if given.
     ///   - urls: the models' bundle files, in order (the first that stores one to use gives it).
@@ -200,27 +201,37 @@ struct ModelOptions: ParsableArguments {
     static func thresholdSource(given: Float?, urls: [URL]) -> (words: String, warning: String?) {
         if given != nil { return ("", nil) }
         let points = urls.compactMap(OperatingPoint.read)
-        if points.contains(where: { !$0.pickedAtZeroMetric }) { return (" (the model's operating point)", nil) }
-        guard let zero = points.first else { return (" (the default: the model stores no operating point)", nil) }
-        return (" (the default)", zeroMetricNote(zero, consequence: String(format: "using the default %.2f", OperatingPoint.defaultThreshold)))
+        let note = zeroMetricNote(given: given, urls: urls, consequence: String(format: "using the default %.2f", OperatingPoint.defaultThreshold))
+        if points.contains(where: { !$0.pickedAtZeroMetric }) { return (" (the model's operating point)", note) }
+        if points.isEmpty { return (" (the default: the model stores no operating point)", nil) }
+        return (" (the default)", note)
     }
 
     /// The note said once when a model's operating point is passed over
     /// (``OperatingPoint/pickedAtZeroMetric``): why, and `consequence` (what is used
     /// instead, e.g. "using the default 0.20").
-    static func zeroMetricNote(_ point: OperatingPoint, consequence: String) -> String {
-        "note: the model's operating point was picked where its validation metric was 0 at every threshold; \(consequence) "
+    /// - Parameter model: the model's file name, said in an ensemble (nil: "the model's").
+    static func zeroMetricNote(_ point: OperatingPoint, model: String? = nil, consequence: String) -> String {
+        let whose = model.map { "the operating point of \($0) (the ensemble's first model that stores one)" } ?? "the model's operating point"
+        return "note: \(whose) was picked where its validation metric was 0 at every threshold; \(consequence) "
             + String(format: "(it stores %.2f, the lowest threshold swept: the model found no opacity on its validation images yet; ", point.threshold)
             + "give --threshold to choose one)"
     }
 
-    /// The note for the models in `urls` when none stores an operating point to use and the
-    /// first that stores one picked it at metric 0; `nil` otherwise or when `given`.
+    /// The note for the models in `urls` when the first that stores an operating point picked
+    /// it at metric 0; `nil` otherwise or when `given`. In an ensemble whose later model
+    /// stores one to use, that one is used (``OperatingPoint/threshold(for:fallback:)``) and
+    /// the note says so; else `consequence` (what is used instead, e.g. "using the default 0.20").
     static func zeroMetricNote(given: Float?, urls: [URL], consequence: String) -> String? {
-        guard given == nil, !urls.contains(where: { OperatingPoint.usable($0) != nil }),
-            let zero = urls.lazy.compactMap(OperatingPoint.read).first
+        guard given == nil, let first = urls.firstIndex(where: { OperatingPoint.read($0) != nil }),
+            let zero = OperatingPoint.read(urls[first]), zero.pickedAtZeroMetric
         else { return nil }
-        return zeroMetricNote(zero, consequence: consequence)
+        let model = urls.count > 1 ? urls[first].lastPathComponent : nil
+        guard let next = urls.firstIndex(where: { OperatingPoint.usable($0) != nil }), let used = OperatingPoint.usable(urls[next]) else {
+            return zeroMetricNote(zero, model: model, consequence: consequence)
+        }
+        let instead = String(format: "using the operating point of %@, %.2f, instead", urls[next].lastPathComponent, used.threshold)
+        return zeroMetricNote(zero, model: model, consequence: instead)
     }
 
     /// The description printed before results.
