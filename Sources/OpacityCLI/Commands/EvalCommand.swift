@@ -98,11 +98,19 @@ struct EvalCommand: ParsableCommand {
         }
         if let opOut = operatingPointOut {
             try requireOutputFile(opOut, option: "--operating-point-out", for: "the bundle with its operating point")
-            // the input bundle (a run folder's best.opb) is never replaced: refused now, not after scoring
+            // a zoo ensemble entry is one name for several bundles (--model twice is refused in validate)
+            if let m = model.models.first, let members = try? ModelReference.expand([m]).references, members.count > 1 {
+                throw ValidationError(
+                    "--operating-point-out needs a single model; \(m) is a zoo ensemble of \(members.count) models (an ensemble has no one bundle)")
+            }
+            // the input bundle (a run folder's best.opb or latest checkpoint, a zoo entry's file)
+            // is never replaced: refused now, not after scoring (a zoo name was refused only then)
             if let m = model.models.first {
                 var isDirectory: ObjCBool = false
                 let exists = FileManager.default.fileExists(atPath: m, isDirectory: &isDirectory)
-                let input = exists && isDirectory.boolValue ? URL(fileURLWithPath: m).appendingPathComponent("best.opb") : URL(fileURLWithPath: m)
+                let input =
+                    (try? ModelReference.resolve(m))
+                    ?? (exists && isDirectory.boolValue ? URL(fileURLWithPath: m).appendingPathComponent("best.opb") : URL(fileURLWithPath: m))
                 if OutputPaths.sameFile(URL(fileURLWithPath: opOut), input) {
                     throw ValidationError(
                         "--operating-point-out \(opOut) is the input bundle (\(m)); name a new file, e.g. \(input.deletingPathExtension().lastPathComponent)-op.opb")
