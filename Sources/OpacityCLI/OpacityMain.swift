@@ -45,6 +45,12 @@ public enum OpacityMain {
         // a reader that stops early fails the write (EPIPE, StandardStreams) rather than ending
         // the process from a signal: a training run then still writes its checkpoint
         signal(SIGPIPE, SIG_IGN)
+        // `opacity detet --help`: the parser would show the group's help and exit 0, as if the
+        // misspelt command were not there; say that it is no command, as without --help
+        if let refused = UnknownCommand.refuseHelp(arguments: arguments ?? Array(CommandLine.arguments.dropFirst())) {
+            StandardStreams.writeError(refused.hasSuffix("\n") ? refused : refused + "\n")
+            exit(ExitStatus.usageError.rawValue)
+        }
         var command: any ParsableCommand
         do {
             command = try OpacityCommand.parseAsRoot(arguments)

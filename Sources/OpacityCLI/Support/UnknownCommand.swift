@@ -30,6 +30,23 @@ enum UnknownCommand {
         return line + message[lineEnd...]
     }
 
+    /// For a help request (`-h`, `--help`, `-help`) whose command words name no command
+    /// (`opacity detet --help`, `opacity zoo lst -h`): the message the same line without the
+    /// help flag gets (the word, the nearest command, the list and the group's usage); `nil`
+    /// when every command word names a command, so that the help is shown.
+    static func refuseHelp(arguments: [String]) -> String? {
+        let helpFlags: Set<String> = ["-h", "--help", "-help"]
+        guard arguments.contains(where: { helpFlags.contains($0) }) else { return nil }
+        let rest = arguments.filter { !helpFlags.contains($0) }
+        guard unknown(arguments: rest) != nil else { return nil }
+        do {
+            _ = try OpacityCommand.parseAsRoot(rest)
+        } catch {
+            return amend(OpacityCommand.fullMessage(for: error), arguments: rest)
+        }
+        return nil
+    }
+
     /// The first word of `arguments` in a command's place that names none of its group's
     /// commands: the group's path (empty for the root), the word and the group's command names;
     /// `nil` when there is none (an option comes first, or every word names a command).
