@@ -89,7 +89,7 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         case let .inconsistentLabels(path, line, reason):
             return "'\(path)'" + (line > 0 ? " line \(line)" : "") + ": \(InputLimits.quoted(reason, limit: 400))"
         case let .missingFile(path, expected):
-            return "'\(path)' \(Self.whatIsAt(path)); expected \(expected)"
+            return "'\(path)' \(Self.whatIsAt(path)); expected \(expected)" + (Self.nearestBeside(path).map { " (did you mean '\($0)'?)" } ?? "")
         case let .imageProblems(missing, unreadable, examples, named, folder):
             var s = "\(Wording.count(missing, "image")) missing and \(unreadable) unreadable"
             if missing > 0, named > 0, let folder {
@@ -141,6 +141,23 @@ public enum DataError: Error, CustomStringConvertible, LocalizedError, Sendable,
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return "does not exist" }
         return isDirectory.boolValue ? "is a folder" : "is a file"
+    }
+
+    /// For an absolute `path` where nothing is: the entry of its folder whose name is nearest
+    /// to its last component when that looks like a typo of it (`/data/tst` beside
+    /// `/data/test`), as a path; `nil` otherwise, and for a path that is not absolute (an image
+    /// id) or a folder of more than 10,000 entries. `submit --images`, `convert`'s input and
+    /// `score`'s submission then name what was probably meant, as `--data` and `--labels` do.
+    static func nearestBeside(_ path: String) -> String? {
+        guard path.hasPrefix("/"), !FileManager.default.fileExists(atPath: path) else { return nil }
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        guard let slash = trimmed.lastIndex(of: "/") else { return nil }
+        let leaf = String(trimmed[trimmed.index(after: slash)...])
+        let parent = slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
+        guard !leaf.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: parent), names.count <= 10_000,
+            let near = nearestName(leaf, in: names)
+        else { return nil }
+        return parent.hasSuffix("/") ? parent + near : parent + "/" + near
     }
 
     /// Same as ``description``.

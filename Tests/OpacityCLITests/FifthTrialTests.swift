@@ -28,4 +28,32 @@ final class FifthTrialTests: XCTestCase {
             XCTAssertTrue(r.stdout.contains("USAGE: opacity"), "\(args): \(r.stdout)")
         }
     }
+
+    /// A misspelt input path of `submit --images`, `convert` and `score` (data errors, 1) names
+    /// the nearest entry beside it, as `eval --images` and `score --labels` do.
+    func testMissingInputsNameTheNearestEntryBesideThem() throws {
+        let dir = try CLI.tempDir("fifth-missing-input")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: dir.appendingPathComponent("test"), withIntermediateDirectories: true)
+        try fm.copyItem(at: ThirdTrialTests.dcm, to: dir.appendingPathComponent("test/x.dcm"))
+        try Data(TrialWordingTests.labels.utf8).write(to: dir.appendingPathComponent("labels.csv"))
+        try Data(TrialWordingTests.submission.utf8).write(to: dir.appendingPathComponent("sub.csv"))
+        let cases: [([String], String)] = [
+            (["submit", "--images", "tst", "-o", "s.csv"], "test"),
+            (["convert", "tset", "-o", "pngs"], "test"),
+            (["score", "su.csv", "--labels", "labels.csv"], "sub.csv"),
+        ]
+        for (args, near) in cases {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("does not exist; expected"), "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("(did you mean '\(dir.appendingPathComponent(near).path)'?)"), "\(args): \(r.stderr)")
+        }
+        // nothing near: no guess
+        let r = try CLI.run(["convert", "zzzzzzzz", "-o", "pngs"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        XCTAssertFalse(r.stderr.contains("did you mean"), r.stderr)
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("s.csv").path))
+    }
 }
