@@ -56,4 +56,19 @@ final class FifthTrialTests: XCTestCase {
         XCTAssertFalse(r.stderr.contains("did you mean"), r.stderr)
         XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("s.csv").path))
     }
+
+    /// `zoo add NAME RUN/log.jsonl` names the run folder and its best.opb to pass, as `--model`
+    /// does, a usage error (64); the manifest is not written.
+    func testZooAddOfARunFileSuggestsTheRunFolder() throws {
+        let dir = try CLI.tempDir("fifth-zoo-add-run-file")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let run = dir.appendingPathComponent("run")
+        try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+        try Data("{}\n".utf8).write(to: run.appendingPathComponent("options.json"))
+        try Data("{\"epoch\":1}\n".utf8).write(to: run.appendingPathComponent("log.jsonl"))
+        let r = try CLI.run(["zoo", "add", "mine", "run/log.jsonl", "--licence", "CC-BY-4.0", "--manifest", "m.json"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("the bundle argument run/log.jsonl: not an Opacity bundle; pass the run folder run"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("m.json").path))
+    }
 }

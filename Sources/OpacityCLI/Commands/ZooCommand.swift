@@ -203,7 +203,11 @@ struct ZooCommand: ParsableCommand {
                 try requireExistingPath("the bundle argument", path, directory: false, expected: expected)
                 return path
             }
-            guard isFolder.boolValue else { return path }
+            guard isFolder.boolValue else {
+                // a run's log.jsonl or options.json: the run folder or its best.opb to pass, as --model says
+                if let message = notABundleInRunFolder(path, option: "the bundle argument") { throw ValidationError(message) }
+                return path
+            }
             let best = URL(fileURLWithPath: path).appendingPathComponent("best.opb").path
             guard FileManager.default.fileExists(atPath: best) else {
                 throw ValidationError("the bundle argument \(path) is a folder without best.opb; expected \(expected), or name one of its checkpoints")
