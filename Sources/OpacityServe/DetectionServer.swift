@@ -225,17 +225,20 @@ public final class DetectionServer: @unchecked Sendable {
         var threshold = engine.defaultThreshold
         if let t = q["threshold"] {
             guard let v = Float(String(t)), v >= 0, v <= 1 else {
-                throw .badRequest("query parameter threshold must be a number in 0...1 (e.g. 0.2), not '\(t)'")
+                throw .badRequest("query parameter threshold must be a number in 0...1 (e.g. 0.2), not '\(InputLimits.quoted(t))'")
             }
             threshold = v
         }
         let format = q["format"].map(String.init) ?? "json"
-        guard ["json", "kaggle", "dicom-sr"].contains(format) else {
-            throw .badRequest("query parameter format takes json, kaggle or dicom-sr, not '\(format)'")
+        let formats = ["json", "kaggle", "dicom-sr"]
+        guard formats.contains(format) else {
+            // a value the client sent is quoted cut (a URI may be long), and a typo names the format meant
+            let near = nearestValue(format, in: formats).map { " (did you mean '\($0)'?)" } ?? ""
+            throw .badRequest("query parameter format takes json, kaggle or dicom-sr, not '\(InputLimits.quoted(format))'\(near)")
         }
         var frame = 1
         if let f = q["frame"] {
-            guard let v = Int(String(f)), v >= 1 else { throw .badRequest("query parameter frame must be a frame number from 1 (e.g. 1), not '\(f)'") }
+            guard let v = Int(String(f)), v >= 1 else { throw .badRequest("query parameter frame must be a frame number from 1 (e.g. 1), not '\(InputLimits.quoted(f))'") }
             frame = v
         }
         var overlay = false
@@ -243,7 +246,7 @@ public final class DetectionServer: @unchecked Sendable {
             switch o.lowercased() {
             case "1", "true", "yes": overlay = true
             case "0", "false", "no", "": overlay = false
-            default: throw .badRequest("query parameter overlay takes true or false, not '\(o)'")
+            default: throw .badRequest("query parameter overlay takes true or false, not '\(InputLimits.quoted(o))'")
             }
         }
         let contentType = request.headers[.contentType] ?? ""

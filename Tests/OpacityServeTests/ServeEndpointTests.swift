@@ -250,6 +250,15 @@ final class ServeEndpointTests: XCTestCase {
         check(try HTTP.request(port: port, "POST", "/v1/detect?threshold=2", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "threshold")
         check(try HTTP.request(port: port, "POST", "/v1/detect?format=xml", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "json, kaggle or dicom-sr")
         check(try HTTP.request(port: port, "POST", "/v1/detect?overlay=maybe", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "overlay")
+        // a misspelt format names the one meant; a long value is quoted cut, never echoed whole
+        check(try HTTP.request(port: port, "POST", "/v1/detect?format=kagle", headers: ["Content-Type": "application/dicom"], body: dcm), 400,
+              "not 'kagle' (did you mean 'kaggle'?)")
+        let long = String(repeating: "x", count: 4000)
+        for parameter in ["format", "threshold", "frame", "overlay"] {
+            let a = try HTTP.request(port: port, "POST", "/v1/detect?\(parameter)=\(long)", headers: ["Content-Type": "application/dicom"], body: dcm)
+            check(a, 400, "(4000 bytes)")
+            XCTAssertLessThan(a.text.utf8.count, 400, "\(parameter): \(a.text.prefix(200))")
+        }
         // a misspelt parameter is refused, not ignored (the default threshold would be used)
         check(try HTTP.request(port: port, "POST", "/v1/detect?tresh=0.1", headers: ["Content-Type": "application/dicom"], body: dcm), 400,
               "unknown query parameter 'tresh' (did you mean 'threshold'?)")
