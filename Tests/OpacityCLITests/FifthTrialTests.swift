@@ -71,4 +71,47 @@ final class FifthTrialTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("the bundle argument run/log.jsonl: not an Opacity bundle; pass the run folder run"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("m.json").path))
     }
+
+    /// `folds` and `preview` with `--overwrite` never replace the CSVs or images they read
+    /// (`folds --data rsna -o rsna/stage_2_train_labels.csv --overwrite` replaced the labels
+    /// with the folds), nor `import` its safetensors file: a usage error (64) naming the input
+    /// and -o/--output, and the input is left as it was.
+    func testFoldsPreviewAndImportNeverReplaceTheirInputs() throws {
+        let dir = try CLI.tempDir("fifth-data-inputs")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let synth = try CLI.run(["synth", "-o", "data", "--count", "6", "--size", "64", "--seed", "3", "-q"], in: dir)
+        XCTAssertEqual(synth.status, 0, synth.all)
+        let images = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted()
+        let image = "data/stage_2_train_images/" + images[0]
+        // a safetensors file import reads (one timm tensor; the rest left at initial values)
+        let values = 64 * 3 * 7 * 7
+        var header = Array(#"{"conv1.weight":{"dtype":"F32","shape":[64,3,7,7],"data_offsets":[0,\#(values * 4)]}}"#.utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var safetensors = Data(withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) })
+        safetensors.append(contentsOf: header)
+        safetensors.append(Data(count: values * 4))
+        try safetensors.write(to: dir.appendingPathComponent("w.safetensors"))
+        let dryRun = try CLI.run(["import", "w.safetensors", "--encoder", "resnet18", "--allow-missing", "--dry-run"], in: dir)
+        XCTAssertEqual(dryRun.status, 0, "the file is one import reads: \(dryRun.all)")
+        let cases: [([String], String)] = [
+            (["folds", "--data", "data", "-o", "data/stage_2_train_labels.csv", "--overwrite"], "data/stage_2_train_labels.csv"),
+            (["folds", "--data", "data", "-o", "data/stage_2_detailed_class_info.csv", "--overwrite"], "data/stage_2_detailed_class_info.csv"),
+            (
+                ["folds", "--labels", "data/stage_2_train_labels.csv", "--images", "data/stage_2_train_images", "-o", "data/stage_2_train_labels.csv", "--overwrite"],
+                "data/stage_2_train_labels.csv"
+            ),
+            (["folds", "--data", "data", "-o", image, "--overwrite"], image),
+            (["preview", "data", "--count", "2", "--size", "64", "-o", "data/stage_2_train_labels.csv", "--overwrite"], "data/stage_2_train_labels.csv"),
+            (["preview", "data", "--count", "2", "--size", "64", "-o", image, "--overwrite"], image),
+            (["import", "w.safetensors", "--encoder", "resnet18", "--allow-missing", "-o", "w.safetensors", "--overwrite"], "w.safetensors"),
+        ]
+        for (args, input) in cases {
+            let url = dir.appendingPathComponent(input)
+            let before = try Data(contentsOf: url)
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("would replace the input '\(url.path)'; choose another -o/--output"), "\(args): \(r.stderr)")
+            XCTAssertEqual(try Data(contentsOf: url), before, "\(args): the input changed")
+        }
+    }
 }

@@ -40,7 +40,14 @@ struct FoldsCommand: ParsableCommand {
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the folds CSV")
         try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier folds file", otherwise: "name another file with -o/--output")
-        let dataset = try dataOptions.location().load(skipProblemImages: dataOptions.skipUnreadable)
+        let location = try dataOptions.location()
+        // the folds file never replaces the labels or class-info CSV it is made from
+        switch location {
+        case .rsna(let root): try refuseOverwritingDataInputs(output, option: "-o/--output", folders: [root])
+        case .csv(let labels, _): try refuseOverwritingDataInputs(output, option: "-o/--output", files: [labels])
+        }
+        let dataset = try location.load(skipProblemImages: dataOptions.skipUnreadable)
+        try refuseOverwritingDataInputs(output, option: "-o/--output", images: dataset.records.compactMap(\.imageURL))
         var views: [String: String] = [:]
         if stratify == .view {
             // as eval reads them: an unreadable header stops with the file named

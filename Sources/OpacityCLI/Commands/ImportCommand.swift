@@ -82,6 +82,8 @@ struct ImportCommand: ParsableCommand {
         let src = URL(fileURLWithPath: source)
         let out = dryRun ? nil : URL(fileURLWithPath: output ?? src.deletingPathExtension().lastPathComponent + "." + BundleFormat.fileExtension)
         if let out {
+            // the bundle never replaces the safetensors file it is imported from
+            try refuseOverwritingInput(out, inputs: [src], option: "-o/--output")
             try refuseEarlierResults(
                 [output ?? out.lastPathComponent], overwrite: overwrite, replacing: "the earlier bundle", otherwise: "name another file with -o/--output")
             try createParentFolder(of: out, option: "-o/--output")

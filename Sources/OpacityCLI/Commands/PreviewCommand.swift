@@ -94,6 +94,9 @@ struct AugmentPreviewCommand: ParsableCommand {
         var cleanup: URL?
         if let data {
             let root = URL(fileURLWithPath: data)
+            // the preview PNG never replaces a CSV or an image it is drawn from
+            try refuseOverwritingDataInputs(
+                output, option: "-o/--output", folders: boxesCSV == nil ? [root] : [], files: boxesCSV.map { [URL(fileURLWithPath: $0)] } ?? [])
             if let boxesCSV {
                 dataset = try BoxesCSV.load(
                     csv: URL(fileURLWithPath: boxesCSV), imageFolder: root,
@@ -110,6 +113,7 @@ struct AugmentPreviewCommand: ParsableCommand {
             dataset = try RSNADataset.load(root: tmp)
         }
         defer { if let cleanup { try? FileManager.default.removeItem(at: cleanup) } }
+        try refuseOverwritingDataInputs(output, option: "-o/--output", images: dataset.records.compactMap(\.imageURL))
         if !dataset.report.missingImages.isEmpty || !dataset.report.unreadableImages.isEmpty {
             StandardStreams.writeError("warning: \(dataset.report)\n")
         }

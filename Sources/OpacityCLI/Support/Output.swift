@@ -175,6 +175,21 @@ func refuseOverwritingInput(_ output: URL, inputs: [URL], source: URL? = nil, ki
     throw ValidationError("\(what) would replace the input '\(input.path)'; choose another \(option) (inputs are never overwritten)")
 }
 
+/// Refuses an output file that is one of the files a data set is read from, before it is
+/// written (`folds -o rsna/stage_2_train_labels.csv --overwrite` replaced the labels it had
+/// just read; `preview` likewise): every file directly in `folders` (an RSNA-layout folder's
+/// labels and class-info CSVs), `files` (a `--labels` or boxes CSV, a source file) and
+/// `images` (the data set's image files, once it is loaded).
+/// - Throws: `ValidationError` (usage error, 64) naming the output, the input and `option`.
+func refuseOverwritingDataInputs(_ output: String, option: String, folders: [URL] = [], files: [URL] = [], images: [URL] = []) throws {
+    var inputs = files
+    for folder in folders {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        inputs += names.map { folder.appendingPathComponent($0) }
+    }
+    try refuseOverwritingInput(URL(fileURLWithPath: output), inputs: inputs + images, option: option)
+}
+
 /// Refuses the results an earlier run left where this one writes, unless `--overwrite` was
 /// given: every command that writes results (`detect`, `submit`, `eval`, `export`, `compare`;
 /// `convert` checks its `--labels-output` after converting) calls this before anything is
