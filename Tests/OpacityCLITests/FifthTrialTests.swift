@@ -114,4 +114,27 @@ final class FifthTrialTests: XCTestCase {
             XCTAssertEqual(try Data(contentsOf: url), before, "\(args): the input changed")
         }
     }
+
+    /// `eval` and `train` given a `--folds-file` where nothing is name the option, not only the
+    /// file, and the nearest file beside it: a data error (1), as `score --labels`; nothing is
+    /// written.
+    func testAMissingFoldsFileNamesTheOption() throws {
+        let dir = try CLI.tempDir("fifth-folds-file")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let synth = try CLI.run(["synth", "-o", "data", "--count", "6", "--size", "64", "--seed", "3", "-q"], in: dir)
+        XCTAssertEqual(synth.status, 0, synth.all)
+        let folds = try CLI.run(["folds", "--data", "data", "-o", "folds.csv"], in: dir)
+        XCTAssertEqual(folds.status, 0, folds.all)
+        let config = "retinanet(encoder=resnet18(width=0.25), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+        for args in [
+            ["eval", "--data", "data", "--folds-file", "fods.csv", "-o", "ev"],
+            ["train", "--data", "data", "--folds-file", "fods.csv", "--config", config, "-o", "run"],
+        ] {
+            let r = try CLI.run(args, in: dir)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("--folds-file fods.csv: no such file; expected a folds CSV"), "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("(did you mean 'folds.csv'?)"), "\(args): \(r.stderr)")
+        }
+        for leftover in ["ev", "run"] { XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent(leftover).path), leftover) }
+    }
 }

@@ -83,6 +83,9 @@ struct EvalCommand: ParsableCommand {
         try runCollectively(group, command: "eval") { try evaluate(group) }
     }
 
+    /// What `--folds-file` names, for a path where nothing is (`eval` and `train`).
+    static let foldsFileExpected = "a folds CSV (patientId,class,fold), as `opacity folds` writes"
+
     private func evaluate(_ group: ProcessGroup) throws {
         let out = try resolveOutput(output, deprecated: deprecatedOut, defaultValue: "eval") ?? output
         try requireOutputFolder(out, option: "-o/--output", for: "the report, CSVs and figures")
@@ -90,6 +93,8 @@ struct EvalCommand: ParsableCommand {
         try refuseEarlierResults(
             Self.reportFiles.map { (out as NSString).appendingPathComponent($0) }, overwrite: overwrite,
             replacing: "the earlier report, CSVs and figures", otherwise: "name another folder with -o/--output")
+        // a data error (1) that names the option and the nearest file, as score --labels
+        if let foldsFile { try requireExistingDataFile("--folds-file", foldsFile, expected: Self.foldsFileExpected) }
         if group.size > 1 {
             // one process reads a pipe; the others would find it empty
             let reason = "every one of the \(group.size) processes reads it"

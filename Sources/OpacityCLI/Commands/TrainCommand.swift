@@ -166,6 +166,8 @@ struct TrainCommand: ParsableCommand {
     }
 
     private func train(_ group: ProcessGroup) throws {
+        // a data error (1) that names the option and the nearest file, as score --labels
+        if let foldsFile { try requireExistingDataFile("--folds-file", foldsFile, expected: EvalCommand.foldsFileExpected) }
         let out = try resolveOutput(output, deprecated: deprecatedOut)
         if let out { try requireOutputFolder(out, option: "-o/--output", for: "the run: checkpoints, log.jsonl, curves") }
         let registry = try pluginOptions.registry()
