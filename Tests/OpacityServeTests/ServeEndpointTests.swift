@@ -245,6 +245,11 @@ final class ServeEndpointTests: XCTestCase {
         }
         let dcm = try Data(contentsOf: ServeFixtures.otherDICOM)
         check(try HTTP.request(port: port, "GET", "/v2/nothing"), 404, "/v2/nothing")
+        // a near path names the endpoint meant; a long one is quoted cut
+        check(try HTTP.request(port: port, "GET", "/health"), 404, "no endpoint /health (did you mean /healthz?)")
+        let longPath = try HTTP.request(port: port, "GET", "/" + String(repeating: "y", count: 4000))
+        check(longPath, 404, "(4001 bytes)")
+        XCTAssertLessThan(longPath.text.utf8.count, 400, String(longPath.text.prefix(200)))
         check(try HTTP.request(port: port, "GET", "/v1/detect"), 405, "use POST")
         check(try HTTP.request(port: port, "POST", "/v1/detect", headers: ["Content-Type": "text/plain"], body: Data("hi".utf8)), 415, "text/plain")
         check(try HTTP.request(port: port, "POST", "/v1/detect?threshold=2", headers: ["Content-Type": "application/dicom"], body: dcm), 400, "threshold")
