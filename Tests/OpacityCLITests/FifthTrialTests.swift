@@ -137,4 +137,21 @@ final class FifthTrialTests: XCTestCase {
         }
         for leftover in ["ev", "run"] { XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent(leftover).path), leftover) }
     }
+
+    /// `train`'s header says the thread count once, on the processes line with the BLAS
+    /// kernels (it said `threads: 2, BLAS kernels: ...` and then `processes: 1 (plain start),
+    /// threads: 2`).
+    func testTrainSaysItsThreadsOnce() throws {
+        let dir = try CLI.tempDir("fifth-train-header")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let synth = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "3", "-q"], in: dir)
+        XCTAssertEqual(synth.status, 0, synth.all)
+        let config = "retinanet(encoder=resnet18(width=0.25), neck=fpn(channels=16), head=retina(channels=16), size=64)"
+        let r = try CLI.run(
+            ["train", "--data", "data", "--config", config, "--epochs", "1", "--batch", "2", "--limit", "2", "--threads", "1", "--freeze-bn", "off", "-o", "run"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let lines = r.stdout.split(separator: "\n").filter { $0.contains("threads:") }
+        XCTAssertEqual(lines.count, 1, r.stdout)
+        XCTAssertTrue(lines.first?.hasPrefix("processes: 1 (plain start), threads: 1, BLAS kernels: ") == true, r.stdout)
+    }
 }

@@ -305,7 +305,6 @@ struct TrainCommand: ParsableCommand {
             // as detect and submit report theirs: the count, and where the list is
             note("\(Wording.count(skipped, "image")) skipped, missing or unreadable (listed in \(outURL.appendingPathComponent("skipped.csv").path))")
         }
-        say("threads: \(Compute.threads), BLAS kernels: \(BLAS.kernels.active)")
         // trial: a run started with --threads 1 and resumed with the default (all cores) ended
         // with other weights than the uninterrupted run, without a word (Training.md: exact
         // "with a fixed thread count")
@@ -316,7 +315,8 @@ struct TrainCommand: ParsableCommand {
                 "note: the run trained with \(Wording.count(ran, "compute thread")) per process and resumes with \(Compute.threads); sums run in another order, so its weights will not be the bits of an uninterrupted run (--threads \(ran) resumes with the run's own)"
             )
         }
-        say(distributedOptions.describe(group))
+        // one line for processes, threads and kernels (the threads were said twice)
+        say(distributedOptions.describe(group) + ", BLAS kernels: \(BLAS.kernels.active)")
         let b = trainer.options.batchSize, p = group.size
         say(
             "batch: \(b) images per step in all (global batch, --batch); per process \(b / p == (b + p - 1) / p ? "\(b / p)" : "\(b / p)-\((b + p - 1) / p)") x \(p) process\(p == 1 ? "" : "es")"
