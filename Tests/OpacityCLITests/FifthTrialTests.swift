@@ -154,4 +154,13 @@ final class FifthTrialTests: XCTestCase {
         XCTAssertEqual(lines.count, 1, r.stdout)
         XCTAssertTrue(lines.first?.hasPrefix("processes: 1 (plain start), threads: 1, BLAS kernels: ") == true, r.stdout)
     }
+
+    /// `zoo verify` of a name that is no entry is the usage error `zoo info` and `zoo fetch`
+    /// give (64, with the nearest name), not a `FAILED` line and exit status 1.
+    func testZooVerifyOfAnUnknownNameNamesTheNearest() throws {
+        let r = try CLI.run(["zoo", "verify", "retinanet-r34-rsnak"])
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("no zoo entry named 'retinanet-r34-rsnak'; did you mean 'retinanet-r34-rsna1k'?"), r.stderr)
+        XCTAssertFalse(r.all.contains("FAILED"), r.all)
+    }
 }

@@ -148,6 +148,8 @@ struct ZooCommand: ParsableCommand {
         func run() throws {
             let zoo = try Zoo.standard()
             let targets = names.isEmpty ? zoo.items.map(\.entry.name).filter { (try? zoo.status($0)) != .notFetched } : names
+            // a name that is no entry is the usage error (64, with the nearest name) info and fetch give, before any check
+            for name in names { _ = try entryNamedByUser { try zoo.item(name) } }
             if targets.isEmpty { say("nothing to verify: no entry is shipped or fetched") }
             var failures = 0
             for name in targets {
