@@ -495,7 +495,7 @@ final class CLIOutputTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let missing = try CLI.run(["detect", "/nonexistent/x.dcm", "-o", "d"], in: dir)
         XCTAssertEqual(missing.status, 64, missing.all)
-        XCTAssertEqual(missing.stderr, "Error: /nonexistent/x.dcm: no such file or folder\n")
+        XCTAssertEqual(missing.stderr, "Error: /nonexistent/x.dcm: no such file or folder; expected an image file (DICOM, PNG, JPEG) or a folder of them\n")
         let data = try CLI.run(["eval", "--data", dir.path, "--all"], in: dir)
         XCTAssertEqual(data.status, 1, data.all)
         XCTAssertTrue(data.stderr.contains("stage_2_train_labels.csv") && !data.stderr.contains("Usage:"), data.stderr)

@@ -163,4 +163,21 @@ final class FifthTrialTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("no zoo entry named 'retinanet-r34-rsnak'; did you mean 'retinanet-r34-rsna1k'?"), r.stderr)
         XCTAssertFalse(r.all.contains("FAILED"), r.all)
     }
+
+    /// `detect`'s inputs (a usage error, 64) and `import`'s source (a data error, 1) where
+    /// nothing is say what was expected and name the nearest entry beside them.
+    func testDetectAndImportNameTheNearestInput() throws {
+        let dir = try CLI.tempDir("fifth-detect-import-input")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("scans"), withIntermediateDirectories: true)
+        try Data("x".utf8).write(to: dir.appendingPathComponent("w.safetensors"))
+        let detect = try CLI.run(["detect", "scnas", "-o", "found"], in: dir)
+        XCTAssertEqual(detect.status, 64, detect.all)
+        XCTAssertTrue(detect.stderr.contains("scnas: no such file or folder; expected an image file (DICOM, PNG, JPEG) or a folder of them (did you mean 'scans'?)"), detect.stderr)
+        let importing = try CLI.run(["import", "w.safetensor", "--encoder", "resnet18", "-o", "r.opb"], in: dir)
+        XCTAssertEqual(importing.status, 1, importing.all)
+        XCTAssertTrue(
+            importing.stderr.contains("import w.safetensor: no such file; expected a safetensors file (timm's weights) (did you mean 'w.safetensors'?)"), importing.stderr)
+        for leftover in ["found", "r.opb"] { XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent(leftover).path), leftover) }
+    }
 }

@@ -66,7 +66,7 @@ struct DetectCommand: ParsableCommand {
         for i in inputs {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: i, isDirectory: &isDir) else {
-                throw ValidationError("\(i): no such file or folder")
+                throw ValidationError("\(i): no such file or folder; expected an image file (DICOM, PNG, JPEG) or a folder of them" + nearestEntryHint(i))
             }
             files += isDir.boolValue ? try ImageFile.list(in: URL(fileURLWithPath: i)) : [URL(fileURLWithPath: i)]
         }

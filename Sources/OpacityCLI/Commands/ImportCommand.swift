@@ -88,6 +88,10 @@ struct ImportCommand: ParsableCommand {
                 [output ?? out.lastPathComponent], overwrite: overwrite, replacing: "the earlier bundle", otherwise: "name another file with -o/--output")
             try createParentFolder(of: out, option: "-o/--output")
         }
+        // a data error (1), as other missing inputs, with the nearest file beside it
+        guard FileManager.default.fileExists(atPath: source) else {
+            throw MissingInput(message: "import \(source): no such file; expected a safetensors file (timm's weights)" + nearestEntryHint(source))
+        }
         let report = try WeightImport.importEncoder(
             from: src, encoder: encoder, registry: registry, keyMap: map, to: out,
             storage: StoragePolicy(name: storage)!, allowMissing: allowMissing,

@@ -109,6 +109,17 @@ func splitPath(_ path: String) -> (parent: String, leaf: String) {
     return (parent, leaf)
 }
 
+/// ` (did you mean 'NEAR'?)` naming the entry (a file or a folder) of the folder of `path`
+/// whose name is nearest to its last component when that looks like a typo of it, else `""`:
+/// for inputs that may be either (`detect`'s inputs, `import`'s source).
+func nearestEntryHint(_ path: String) -> String {
+    let (parent, leaf) = splitPath(path)
+    guard !leaf.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: parent.isEmpty ? "." : parent), names.count <= 10_000,
+        let near = nearestMatch(leaf, in: names)
+    else { return "" }
+    return " (did you mean '\(parent.isEmpty ? near : parent.hasSuffix("/") ? parent + near : parent + "/" + near)'?)"
+}
+
 /// `OPTION PATH: no such file; expected EXPECTED`, with ` (did you mean 'NEAR'?)` naming the
 /// nearest existing entry of the same kind (a folder for `directory`, else a file) in the
 /// folder of `path` when the name looks like a typo of one (`nearestMatch`, edit distance).
