@@ -66,8 +66,10 @@ extension Tensor {
             guard geo.output(h: shape[2], w: shape[3]) == (shape[2], shape[3]) else {
                 return conv2d(weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
             }
-            storage.contentsWillChange()
+            // This storage's only holder: the cached values derived from its old contents go
+            // once they are written over, and stay when no kernel can.
             if KernelProviders.convolution.forwardInPlace(input: self, weight: weight, bias: bias, geometry: geo, groups: groups) {
+                storage.contentsWillChange()
                 return self
             }
         }
