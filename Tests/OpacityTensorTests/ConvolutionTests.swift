@@ -513,8 +513,10 @@ final class ConvolutionTests: XCTestCase {
         let x = uniform([1, 8, 15, 13], seed: 894)
         let stepByStep = Autograd.inference { second(ReLU()(first(x))) }
         let chained = Sequential([first, ReLU(), second])
-        let got = Autograd.inference { chained(x) }
+        let (got, log) = ConvolutionKernelLog.record { Autograd.inference { chained(x) } }
         XCTAssertEqual(got.scalars, stepByStep.scalars)
+        // the first convolution reads the caller's map, the second writes over the ReLU's
+        XCTAssertEqual(log.map(\.entry.kernel), ["depthwise", "depthwise in place"])
         XCTAssertEqual(x.scalars, uniform([1, 8, 15, 13], seed: 894).scalars, "the caller's input is untouched")
         // the first layer in place would write over the caller's map
         let alone = Sequential([first])

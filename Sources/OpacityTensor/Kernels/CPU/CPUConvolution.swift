@@ -869,7 +869,7 @@ enum ConvKernels {
     static func depthwiseForwardInPlace(input: Tensor, weight: Tensor, bias: Tensor?, geo: Conv2DGeometry) -> Bool {
         let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
         guard weight.shape[0] == c, weight.shape[1] == 1, geo.output(h: h, w: w) == (h, w) else { return false }
-        let plane = h * w, wp = weight.pointer, xp = input.mutablePointer, bp = bias?.pointer
+        let plane = h * w, wp = weight.pointer, xp = input.mutablePointer
         withScratch(perThread: plane) { scratch in
             Compute.parallelChunks(n * c) { chunk, planes in
                 let copy = scratch(chunk)
@@ -877,13 +877,10 @@ enum ConvKernels {
                     let dst = xp + idx * plane
                     copy.update(from: dst, count: plane)
                     depthwisePlane(copy, h: h, w: w, kernel: wp + (idx % c) * geo.kernel.0 * geo.kernel.1, geo: geo, into: dst, ho: h, wo: w)
-                    if let bp {
-                        let v = bp[idx % c]
-                        for j in 0..<plane { dst[j] += v }
-                    }
                 }
             }
         }
+        if let bias { addBias(ConvPlan(input: input.shape, cout: c, geo: geo, groups: c), bias: bias.pointer, out: xp) }
         return true
     }
 
