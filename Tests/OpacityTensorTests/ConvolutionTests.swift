@@ -441,6 +441,33 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertFalse(inPlace(w, padding: (1, 1)), "private blocks")
     }
 
+    /// In `auto` mode at 2 threads, inference shares the Winograd blocks, so a 3x3 convolution
+    /// with as many channels out as in writes over its input (the bits of `conv2d` into a new
+    /// tensor); a pass that records a graph keeps a block per thread, and its values differ
+    /// from the shared blocks' by rounding only.
+    func testInferenceAtTwoThreadsSharesWinogradBlocksAndRunsInPlace() {
+        let saved = (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradMode)
+        defer { (Compute.threads, ConvolutionSettings.winograd, ConvolutionSettings.winogradMode) = saved }
+        ConvolutionSettings.winograd = true
+        ConvolutionSettings.winogradMode = "auto"
+        Compute.threads = 2
+        // 18 x 9 = 162 tiles of 4x4, at least 160 (``ConvPlan/winogradEligible``)
+        let x = uniform([1, 16, 70, 33], seed: 840), w = uniform([16, 16, 3, 3], -0.5, 0.5, seed: 841)
+        let (recorded, recordedLog) = ConvolutionKernelLog.record { x.conv2d(w, padding: (1, 1)) }
+        XCTAssertEqual(recordedLog.map(\.entry.kernel), ["winograd"], "a recorded pass: a block per thread")
+        let (expected, log) = ConvolutionKernelLog.record { Autograd.inference { x.conv2d(w, padding: (1, 1)) } }
+        XCTAssertEqual(log.map(\.entry.kernel), ["winograd shared"], "inference: shared blocks")
+        let (wasInPlace, got) = Autograd.inference {
+            let fresh = Tensor(shape: x.shape, scalars: x.scalars)
+            let before = ObjectIdentifier(fresh.storage)
+            let y = (consume fresh).conv2dInPlace(w, padding: (1, 1))
+            return (ObjectIdentifier(y.storage) == before, y)
+        }
+        XCTAssertTrue(wasInPlace, "inference at 2 threads writes over the input")
+        XCTAssertEqual(got.scalars, expected.scalars, "bit for bit")
+        assertClose(recorded, expected, absolute: 1e-5 * Double(expected.scalars.map(abs).max()!), relative: 0)
+    }
+
     /// A depthwise convolution whose output has its input's shape runs in place at any thread
     /// count (``Tensor/conv2dInPlace(_:bias:stride:padding:dilation:groups:)``): the bits of
     /// `conv2d`, the input untouched when something else holds it, and a new output where the

@@ -316,8 +316,16 @@ enum WinogradKernels {
     /// needs a block of its own: at 16 threads, a 512 px pass's P2 convolutions held 16 blocks
     /// of 64 tiles (75 MiB, computed) where 2 threads held 2 of 96 (14 MiB). Shared, the scratch is one
     /// block of ``ConvolutionSettings/winogradSharedTiles`` tiles whatever the thread count.
-    /// `auto` shares when the private blocks would take more than one shared block, and never
-    /// at 2 threads (every 2-thread figure in Benchmarks.md was measured with private blocks).
+    /// `auto` shares on two threads or more in inference (``Autograd/isInference``), and
+    /// otherwise (a pass that records a graph) when the private blocks would take more than one
+    /// shared block, never at 2 threads.
+    ///
+    /// In inference, sharing lets the RetinaNet head's convolutions write over their input
+    /// (``runsInPlace(_:)``) and makes one block of 192 tiles where 2 threads made two of 96.
+    /// Measured at 2 threads (512 px, batch 1, forward): resnet34 RetinaNet's head 560-562 ms
+    /// shared against 611-661 private, its peak 236-237 MiB against 247-248; resnet152's peak
+    /// 421 MiB against 428. The training step at 2 threads was 2-4% slower shared (5125-5258 ms
+    /// against 4971-5044), so passes that record keep the rule below.
     /// (It shared past twice one block until the 16-thread memory report showed a resnet152
     /// RetinaNet's P3 convolutions, 64x64, holding 16 private blocks of 16 tiles, 18 MiB, whose
     /// buffer the P2 convolutions' 14 MiB shared block then reused at the forward pass's peak.)
@@ -326,6 +334,7 @@ enum WinogradKernels {
         case "shared": return threads > 1
         case "private": return false
         default:
+            if Autograd.isInference { return threads > 1 }
             let shared = 36 * (wg.pl.cin + wg.pl.cout) * ConvolutionSettings.winogradSharedTiles
             return threads > 2 && threads * perThreadFloats > shared
         }
