@@ -323,7 +323,7 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("data has only \(images) with boxes; showing each once (\(tiles), not --count 12)"), r.stderr)
         let columns = min(4, positives), rows = (positives + columns - 1) / columns
         let (w, h) = (columns * 16 + (columns + 1) * 4, rows * 16 + (rows + 1) * 4)
-        XCTAssertTrue(r.stdout.contains("wrote p.png (\(w)x\(h), \(positives) sample\(positives == 1 ? "" : "s"),"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("wrote \(dir.appendingPathComponent("p.png").path) (\(w)x\(h), \(positives) sample\(positives == 1 ? "" : "s"),"), r.stdout)
         let png = try PNG.read(dir.appendingPathComponent("p.png")).gray
         XCTAssertEqual([png.width, png.height], [w, h])
         // enough images: no note, --count tiles

@@ -188,7 +188,7 @@ final class ThirdTrialTests: XCTestCase {
         r = try CLI.run(["submit", "--images", "images", "-o", "sub.csv", "-q"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains("images/p1.png: same patientId as p1.dcm, which is used"), r.all)
-        XCTAssertTrue(r.stderr.contains("; each of their patientIds has its row in sub.csv, from the file used instead)"), r.all)
+        XCTAssertTrue(r.stderr.contains("; each of their patientIds has its row in \(dir.appendingPathComponent("sub.csv").path), from the file used instead)"), r.all)
         XCTAssertFalse(r.stderr.contains("no row"), r.all)
         let rows = try String(contentsOf: dir.appendingPathComponent("sub.csv"), encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(rows.count, 2, "\(rows)")

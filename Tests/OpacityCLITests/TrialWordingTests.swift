@@ -160,7 +160,7 @@ final class TrialWordingTests: XCTestCase {
         for (option, file) in [("--aug", "a.png"), ("--augmentation", "b.png")] {
             let r = try CLI.run(["preview", "data", option, "light", "--count", "2", "--size", "16", "-o", file], in: dir)
             XCTAssertEqual(r.status, 0, "\(option): \(r.all)")
-            XCTAssertTrue(r.stdout.contains("wrote \(file)") && r.stdout.contains("augmentation light"), "\(option): \(r.stdout)")
+            XCTAssertTrue(r.stdout.contains("wrote \(dir.appendingPathComponent(file).path)") && r.stdout.contains("augmentation light"), "\(option): \(r.stdout)")
             XCTAssertEqual(r.stderr.contains("warning: --augmentation is deprecated; use --aug"), option == "--augmentation", "\(option): \(r.stderr)")
         }
         let help = try CLI.run(["preview", "--help"], environment: ["COLUMNS": "1000"])

@@ -130,7 +130,9 @@ struct AugmentPreviewCommand: ParsableCommand {
         let grid = try PreviewGrid.augmentations(
             of: dataset, augmenter: Augmenter(config: config, outputSize: size),
             count: tiles, columns: columns, seed: seed)
-        try PNG.write(grid, to: URL(fileURLWithPath: output))
-        say("wrote \(output) (\(grid.width)x\(grid.height), \(Wording.count(tiles, "sample")), augmentation \(config))")
+        let outURL = URL(fileURLWithPath: output)
+        try PNG.write(grid, to: outURL)
+        // named absolute, as the other commands name what they wrote
+        say("wrote \(outURL.standardizedFileURL.path) (\(grid.width)x\(grid.height), \(Wording.count(tiles, "sample")), augmentation \(config))")
     }
 }

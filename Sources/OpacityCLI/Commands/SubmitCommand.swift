@@ -121,13 +121,15 @@ struct SubmitCommand: ParsableCommand {
         let rowIDs = Set(rows.map(\.patientId))
         let skippedIDs = Set(skipped.entries.map { URL(fileURLWithPath: $0.file).deletingPathExtension().lastPathComponent })
         let rowless = skippedIDs.subtracting(rowIDs).count
+        // the submission named absolute, as the skipped list and the other commands' outputs are
+        let shown = outURL.standardizedFileURL.path
         let which =
             rowless == 0
-            ? "; each of their patientIds has its row in \(out), from the file used instead"
+            ? "; each of their patientIds has its row in \(shown), from the file used instead"
             : rowless == skippedIDs.count
-                ? "; they have no row in \(out)" : "; \(rowless) of their \(skippedIDs.count) patientIds have no row in \(out)"
-        try reportSkipped(skipped, to: skippedURL, note: which)
+                ? "; they have no row in \(shown)" : "; \(rowless) of their \(skippedIDs.count) patientIds have no row in \(shown)"
+        try reportSkipped(skipped, to: skippedURL.standardizedFileURL, note: which)
         let boxCount = rows.reduce(0) { $0 + $1.detections.count }, withBoxes = rows.filter { !$0.detections.isEmpty }.count
-        say("wrote \(out): \(rows.count) patient\(rows.count == 1 ? "" : "s"), \(withBoxes) with boxes, \(boxCount) box\(boxCount == 1 ? "" : "es")")
+        say("wrote \(shown): \(rows.count) patient\(rows.count == 1 ? "" : "s"), \(withBoxes) with boxes, \(boxCount) box\(boxCount == 1 ? "" : "es")")
     }
 }
