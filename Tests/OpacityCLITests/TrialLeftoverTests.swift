@@ -24,4 +24,35 @@ final class TrialLeftoverTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("wrote \(dir.appendingPathComponent("s.csv").path): 4 patients,"), r.stdout)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("s.csv").path))
     }
+
+    /// A `--model` that names nothing and no zoo entry is offered the nearest local model when
+    /// that is nearer than any zoo name: a run folder (beside the reference, or in `runs/`,
+    /// where `train` puts runs) or a bundle; a usage error (64) before anything loads. A near
+    /// zoo name is still offered as before.
+    func testAModelThatNamesNothingIsOfferedTheNearestLocalModel() throws {
+        let dir = try CLI.tempDir("leftover-model")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: dir.appendingPathComponent("runs/r1"), withIntermediateDirectories: true)
+        try Data("not read".utf8).write(to: dir.appendingPathComponent("runs/r1/best.opb"))
+        try fm.createDirectory(at: dir.appendingPathComponent("notes"), withIntermediateDirectories: true)
+        try Data("not read".utf8).write(to: dir.appendingPathComponent("mine.opb"))
+        let cases: [(String, String)] = [
+            ("r1", "--model r1: not a file or folder (did you mean the run folder 'runs/r1'?), and no zoo entry named 'r1'"),
+            ("mnie", "--model mnie: not a file or folder (did you mean the bundle 'mine.opb'?), and no zoo entry named 'mnie'"),
+            ("runs/r2", "--model runs/r2: no such file or folder; expected a bundle (.opb), a run folder (its best.opb) or a zoo name (did you mean the run folder 'runs/r1'?)"),
+            ("runs/r1/bets.opb", "(did you mean the bundle 'runs/r1/best.opb'?)"),
+            ("retinanet-r34-rsna1", "no zoo entry named 'retinanet-r34-rsna1'; did you mean 'retinanet-r34-rsna1k'?"),
+        ]
+        for (model, expected) in cases {
+            let r = try CLI.run(["detect", ThirdTrialTests.dcm.path, "--model", model, "-o", "found"], in: dir)
+            XCTAssertEqual(r.status, 64, "\(model): \(r.all)")
+            XCTAssertTrue(r.stderr.contains(expected), "\(model): expected '\(expected)' in \(r.stderr)")
+        }
+        // a folder that is no run is not offered
+        let r = try CLI.run(["detect", ThirdTrialTests.dcm.path, "--model", "note", "-o", "found"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertFalse(r.stderr.contains("notes"), r.stderr)
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("found").path))
+    }
 }

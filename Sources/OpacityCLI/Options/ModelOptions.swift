@@ -12,7 +12,8 @@ let defaultModelName = Zoo.defaultModelName
 ///   - reference: a bundle, a run folder or a zoo name, as given.
 ///   - option: what named it, for the message (`--model`).
 /// - Throws: `ValidationError` naming the option and the reference, what was expected, the
-///   nearest zoo name if any, and where the zoo's names are listed.
+///   nearest valid value if any (a zoo name, or a bundle or run folder near the reference:
+///   ``localModels(near:)``), and where the zoo's names are listed.
 func requireModelReference(_ reference: String, option: String) throws {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: reference, isDirectory: &isDirectory) {
@@ -21,16 +22,54 @@ func requireModelReference(_ reference: String, option: String) throws {
     }
     let hint = "`opacity zoo list` lists the zoo's names"
     guard let zoo = try? Zoo.standard() else { return }
-    if reference.contains("/") || reference.hasSuffix(".opb") {
-        let stem = URL(fileURLWithPath: reference).deletingPathExtension().lastPathComponent
-        let nearest = nearestMatch(stem, in: zoo.items.map(\.entry.name))
+    let names = zoo.items.map(\.entry.name)
+    let isPath = reference.contains("/") || reference.hasSuffix(".opb")
+    if !isPath, names.contains(reference) { return }
+    // the nearest of the local models and the zoo's names (a local one first on a tie): new-user
+    // trial, `--model r1` for the run folder runs/r1 was offered only zoo names
+    let local = localModels(near: reference)
+    let typed = reference.hasSuffix(".opb") ? String(splitPath(reference).leaf.dropLast(4)) : splitPath(reference).leaf
+    let nearest = nearestMatch(typed, in: local.map(\.name) + names)
+    let nearLocal = nearest.flatMap { n in local.first { $0.name == n } }
+    let localHint = nearLocal.map { " (did you mean \($0.kind) '\($0.path)'?)" } ?? ""
+    if isPath {
+        let zooHint = nearLocal == nil ? nearest.map { " (did you mean the zoo's '\($0)'?)" } ?? "" : ""
         throw ValidationError(
             "\(option) \(reference): no such file or folder; expected a bundle (.opb), a run folder (its best.opb) or a zoo name"
-                + (nearest.map { " (did you mean the zoo's '\($0)'?)" } ?? "") + "; \(hint)")
+                + localHint + zooHint + "; \(hint)")
+    }
+    if nearLocal != nil {
+        let error = ZooError.unknownEntry(name: reference, nearest: nil, known: names)
+        throw ValidationError("\(option) \(reference): not a file or folder\(localHint), and \(error); \(hint)")
     }
     do { _ = try zoo.item(reference) } catch let error as ZooError {
         throw ValidationError("\(option) \(reference): not a file or folder, and \(error); \(hint)")
     }
+}
+
+/// The models beside `reference` that a user may have meant by it: the bundles (`.opb`, named
+/// without the extension) and run folders (holding `best.opb`, `options.json` or `log.jsonl`)
+/// in its folder (the current folder for a bare name), and, for a bare name, the run folders
+/// in `runs/`, where `opacity train` puts them by default. Each with its name (what is
+/// compared with the reference), its path as it would be typed and its kind, for a message.
+/// Folders of more than 10,000 entries are not listed.
+func localModels(near reference: String) -> [(name: String, path: String, kind: String)] {
+    let fm = FileManager.default
+    let parent = splitPath(reference).parent
+    func models(in folder: String) -> [(name: String, path: String, kind: String)] {
+        func inside(_ name: String) -> String { folder.isEmpty ? name : folder.hasSuffix("/") ? folder + name : folder + "/" + name }
+        guard let entries = try? fm.contentsOfDirectory(atPath: folder.isEmpty ? "." : folder), entries.count <= 10_000 else { return [] }
+        return entries.sorted().compactMap { entry in
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: inside(entry), isDirectory: &isDirectory) else { return nil }
+            if isDirectory.boolValue {
+                let isRun = ["best.opb", "options.json", "log.jsonl"].contains { fm.fileExists(atPath: inside(entry) + "/" + $0) }
+                return isRun ? (entry, inside(entry), "the run folder") : nil
+            }
+            return entry.hasSuffix(".opb") && entry.count > 4 ? (String(entry.dropLast(4)), inside(entry), "the bundle") : nil
+        }
+    }
+    return models(in: parent) + (parent.isEmpty ? models(in: "runs") : [])
 }
 
 /// `OPTION FILE: not an Opacity bundle; pass the run folder RUN or RUN/best.opb` when `file`
