@@ -129,6 +129,9 @@ public struct SyntheticChestXRay: Sendable {
     private let classes: [ImageClass]
     private let backgrounds: [URL]
 
+    /// The smallest image side the generator draws, in pixels.
+    public static let minimumSize = 64
+
     /// A generator.
     /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` for a bad
     ///   count, size or fractions; ``DataError/missingFile(path:expected:)`` when the
@@ -137,8 +140,9 @@ public struct SyntheticChestXRay: Sendable {
         guard config.count >= 1 else {
             throw DataError.invalidParameter(name: "count", value: "\(config.count)", expected: "at least 1", nearest: "1")
         }
-        guard config.size >= 64 else {
-            throw DataError.invalidParameter(name: "size", value: "\(config.size)", expected: "at least 64 pixels", nearest: "64")
+        guard config.size >= Self.minimumSize else {
+            throw DataError.invalidParameter(
+                name: "size", value: "\(config.size)", expected: "at least \(Self.minimumSize) pixels", nearest: "\(Self.minimumSize)")
         }
         let f = config.classFractions
         guard f.lungOpacity >= 0, f.notNormal >= 0, f.normal >= 0, f.lungOpacity + f.notNormal + f.normal > 0 else {

@@ -178,8 +178,9 @@ final class CLIOutputTests: XCTestCase {
             (["train", "--data", "d", "--aug", "heavy,rotaton=3"], "(did you mean 'rotation'?)"),
             (["preview", "--augmentation", "ligth", "-o", "p.png"], "Error: --augmentation 'ligth' is not valid; expected one of "),
             (["preview", "--augmentation", "ligth", "-o", "p.png"], "(did you mean 'light'?)"),
-            (["synth", "-o", "s", "--size", "32"], "Error: --size '32' is not valid; expected at least 64 pixels (nearest valid: 64)"),
-            (["synth", "-o", "s", "--count", "0"], "Error: --count '0' is not valid; expected at least 1 (nearest valid: 1)"),
+            // numbers as every option out of range says them (new-user trial: the number was quoted)
+            (["synth", "-o", "s", "--size", "32"], "Error: --size 32 is not valid; expected a number of pixels of at least 64 (nearest valid: 64)"),
+            (["synth", "-o", "s", "--count", "0"], "Error: --count 0 is not valid; expected an integer of at least 1 (nearest valid: 1)"),
             // in convert's words (frameNotInFile), so the two commands agree
             (["detect", try firstDICOM().path, "--frame", "3", "-o", "d"], "Error: --frame 3 is not valid for \(try firstDICOM().path): it has one frame (nearest valid: 1)"),
         ]

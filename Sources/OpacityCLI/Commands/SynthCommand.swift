@@ -38,6 +38,10 @@ struct SynthCommand: ParsableCommand {
 
     func validate() throws {
         if output == nil && deprecatedOut == nil { throw ValidationError("name the output folder: -o/--output DIR") }
+        // the generator's own limits, said as every other number out of range is (its own
+        // words quoted the number: `--count '0' is not valid`)
+        try requireAtLeast("--count", count, 1)
+        try requireAtLeast("--size", size, SyntheticChestXRay.minimumSize, noun: "a number of pixels")
         try requireRange("--air-bronchograms", airBronchograms, 0, 1)
         if airBronchograms != 0.35, opacityStyle != .patchy {
             throw ValidationError("--air-bronchograms needs --opacity-style patchy (ovals have no air bronchograms)")
