@@ -55,4 +55,32 @@ final class TrialLeftoverTests: XCTestCase {
         XCTAssertFalse(r.stderr.contains("notes"), r.stderr)
         XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("found").path))
     }
+
+    /// `zoo add` of a training checkpoint (a run folder's best.opb) adds it as before, with a
+    /// note that it holds optimizer state and the exact `opacity export` and `opacity zoo add`
+    /// commands that add the model alone; those commands work as given, and a model-only bundle
+    /// gets no note.
+    func testZooAddOfACheckpointSaysHowToExportTheModel() throws {
+        let dir = try CLI.tempDir("leftover-zoo-add-checkpoint")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "2", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(["train", "--data", "data", "--config", CLIRobustnessTests.tiny, "--epochs", "1", "--batch", "4", "-o", "run", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(["zoo", "add", "mine", "run", "--licence", "MIT", "--manifest", "m.json"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains("note: run/best.opb is a training checkpoint: it holds the optimizer's state beside the weights ("), r.stderr)
+        let export = ["export", "run", "-o", "run/mine.opb"], add = ["zoo", "add", "mine", "run/mine.opb", "--licence", "MIT", "--manifest", "m.json", "--replace"]
+        XCTAssertTrue(r.stderr.contains("`opacity " + export.joined(separator: " ") + "` writes the weights alone"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("`opacity " + add.joined(separator: " ") + "` adds that in its place"), r.stderr)
+        r = try CLI.run(export, in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(add, in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertFalse(r.stderr.contains("training checkpoint"), r.stderr)
+        let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("run/mine.opb").path)[.size] as? NSNumber)
+        let entry = try XCTUnwrap(try ZooManifest.read(dir.appendingPathComponent("m.json")).entries.first { $0.name == "mine" })
+        XCTAssertEqual(entry.file, "run/mine.opb")
+        XCTAssertEqual(entry.size, size.int64Value)
+    }
 }

@@ -245,6 +245,9 @@ struct ZooCommand: ParsableCommand {
             // a file: URL is stored absolute (file:///...), so the entry works from any folder
             let url = self.url.map { u in Zoo.localPath(ofFileURL: u).map { Self.resolved(URL(fileURLWithPath: $0)).absoluteString } ?? u }
             let entry = try Zoo.makeEntry(name: name, bundle: bundleURL, file: file, url: url, data: data, licence: licence, description: about)
+            // a training checkpoint (a run's best.opb or epoch file) is added as it is, optimizer
+            // state and all: say how to add the model alone (new-user trial: no word of export)
+            if let checkpointNote = checkpointNote(bundle: bundle, file: bundleURL) { note(checkpointNote) }
             if let i = existing {
                 m.entries[i] = entry
             } else {
@@ -255,6 +258,34 @@ struct ZooCommand: ParsableCommand {
             try FileManager.default.createDirectory(at: manifestURL.deletingLastPathComponent(), withIntermediateDirectories: true)
             try m.write(to: manifestURL)
             say("added \(name) to \(manifestURL.path): \(entry.config), \(entry.size) bytes, sha256 \(entry.sha256)")
+        }
+
+        /// `note: ...` when `file` (the bundle argument's file, as found) is a training checkpoint,
+        /// holding the optimizer's state beside the weights, which only `train --resume` reads:
+        /// the share of the bundle's data it takes, the `opacity export` command that writes the
+        /// weights alone beside the file, and the `opacity zoo add ... --replace` that adds that
+        /// bundle instead. `nil` for a model-only bundle, and for a file whose header cannot be read.
+        func checkpointNote(bundle: String, file: URL) -> String? {
+            guard let info = try? WeightBundle.info(file), info.groups.contains(WeightBundle.optimizerGroup) else { return nil }
+            let optimizerBytes = info.tensors.filter { $0.group == WeightBundle.optimizerGroup }.reduce(UInt64(0)) { $0 + $1.length }
+            let share = info.rawDataBytes > 0 ? " (\(Int((100 * Double(optimizerBytes) / Double(info.rawDataBytes)).rounded()))% of its data)" : ""
+            // the model-only bundle beside the file, in a run folder given for its best.opb
+            let (parent, given) = splitPath(bundle)
+            let folder = bundle == self.bundle ? parent : self.bundle
+            let leaf = given == "\(name).opb" ? "\(name)-model.opb" : "\(name).opb"
+            func inFolder(_ file: String) -> String { folder.isEmpty ? file : folder.hasSuffix("/") ? folder + file : folder + "/" + file }
+            let output = inFolder(leaf)
+            let export = ["opacity", "export", self.bundle, "-o", output]
+            var add = ["opacity", "zoo", "add", name, output, "--licence", licence]
+            // not --url: that names where the checkpoint is published, not the new file
+            for (option, value) in [("--data", data), ("--about", about), ("--manifest", manifest)] {
+                if let value { add += [option, value] }
+            }
+            add.append("--replace")
+            func line(_ words: [String]) -> String { "`" + words.map(StrayArguments.shellWord).joined(separator: " ") + "`" }
+            return "note: \(bundle == self.bundle ? bundle : inFolder("best.opb")) is a training checkpoint: it holds the optimizer's state beside the weights\(share),"
+                + " which only `opacity train --resume` reads; \(line(export)) writes the weights alone (a smaller file),"
+                + " and \(line(add)) adds that in its place" + (url == nil ? "" : " (with the --url you publish it at)")
         }
 
         /// `url` with every symbolic link in its path resolved (`realpath`), absolute and
