@@ -1,4 +1,5 @@
 import Foundation
+import Opacity
 import XCTest
 
 /// Runs the built `opacity` executable (next to the test bundle) and captures its output.
@@ -23,8 +24,23 @@ enum CLI {
         var all: String { stdout + stderr }
     }
 
+    /// The user manifest every command of the tests reads unless a test names another: one of
+    /// this test process's own, which no test writes (each `zoo add` names its manifest), so it
+    /// does not exist. Not the machine's (`~/.config/opacity/zoo.json`), which any `opacity zoo
+    /// add` run meanwhile without `--manifest` (a person, another checkout's tests) writes, and
+    /// whose entries would then be in every test's zoo, or, unreadable, fail every command.
+    static let userManifest = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-user-\(getpid())/zoo.json")
+
+    /// The zoo the commands of the tests see (with ``userManifest``), for a test's own look-ups.
+    static func zoo() throws -> Zoo {
+        var environment = ProcessInfo.processInfo.environment
+        environment["OPACITY_USER_MANIFEST"] = userManifest.path
+        return try Zoo.standard(environment: environment)
+    }
+
     /// A process (not started) that runs `executable` (`opacity`) with `args` in `cwd`, with two
-    /// compute threads, the tests' zoo cache and `environment` on top of this process's.
+    /// compute threads, the tests' zoo cache, ``userManifest`` and `environment` on top of this
+    /// process's.
     static func process(_ args: [String], in cwd: URL?, environment: [String: String] = [:], executable: URL = CLI.executable) -> Process {
         let p = Process()
         p.executableURL = executable
@@ -33,6 +49,7 @@ enum CLI {
         var env = ProcessInfo.processInfo.environment
         env["OPACITY_THREADS"] = "2"
         env["OPACITY_CACHE"] = FileManager.default.temporaryDirectory.appendingPathComponent("opacity-cli-cache").path
+        env["OPACITY_USER_MANIFEST"] = userManifest.path
         env.merge(environment) { _, new in new }
         p.environment = env
         return p

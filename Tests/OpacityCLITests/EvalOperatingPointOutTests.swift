@@ -45,7 +45,7 @@ final class EvalOperatingPointOutTests: XCTestCase {
         let dir = try CLI.tempDir("eval-op-out-refusals")
         defer { try? FileManager.default.removeItem(at: dir) }
         let fm = FileManager.default
-        let zooFile = try Zoo.standard().verifiedFile("retinanet-r34-rsna1k")
+        let zooFile = try CLI.zoo().verifiedFile("retinanet-r34-rsna1k")
         let zooBytes = try Data(contentsOf: zooFile)
         try writeMissedLabels(to: dir.appendingPathComponent("missed.csv"))
         try fm.copyItem(at: zooFile, to: dir.appendingPathComponent("m.opb"))

@@ -17,7 +17,7 @@ final class FourthTrialTests: XCTestCase {
     func testZeroMetricOperatingPointIsPassedOver() throws {
         let dir = try CLI.tempDir("zero-metric-point")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let source = try Zoo.standard().verifiedFile("retinanet-r34-rsna1k")
+        let source = try CLI.zoo().verifiedFile("retinanet-r34-rsna1k")
         let zero = dir.appendingPathComponent("zero.opb")
         try OperatingPoint.write(OperatingPoint(threshold: 0.01, metric: 0, data: "validation", images: 4), from: source, to: zero)
         XCTAssertEqual(OperatingPoint.read(zero)?.pickedAtZeroMetric, true)
@@ -55,7 +55,7 @@ final class FourthTrialTests: XCTestCase {
     func testEnsembleSaysItsFirstModelsZeroMetricPointIsPassedOver() throws {
         let dir = try CLI.tempDir("zero-metric-ensemble")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let source = try Zoo.standard().verifiedFile("retinanet-r34-rsna1k")
+        let source = try CLI.zoo().verifiedFile("retinanet-r34-rsna1k")
         try OperatingPoint.write(OperatingPoint(threshold: 0.01, metric: 0, data: "validation", images: 4), from: source, to: dir.appendingPathComponent("zero.opb"))
         try FileManager.default.copyItem(at: source, to: dir.appendingPathComponent("good.opb"))
         XCTAssertEqual(OperatingPoint.usable(dir.appendingPathComponent("good.opb"))?.threshold, 0.11)
@@ -92,7 +92,7 @@ final class FourthTrialTests: XCTestCase {
         var r = try CLI.run(["detect", Self.dcm.path, "-o", "d", "--model", "runs/t1/log.jsonl"], in: dir)
         XCTAssertEqual(r.status, 64, r.all)
         XCTAssertTrue(r.stderr.contains("--model runs/t1/log.jsonl: not an Opacity bundle; pass the run folder runs/t1 (it has no best.opb yet"), r.all)
-        try FileManager.default.copyItem(at: try Zoo.standard().verifiedFile("retinanet-r34-rsna1k"), to: run.appendingPathComponent("best.opb"))
+        try FileManager.default.copyItem(at: try CLI.zoo().verifiedFile("retinanet-r34-rsna1k"), to: run.appendingPathComponent("best.opb"))
         r = try CLI.run(["detect", Self.dcm.path, "-o", "d", "--model", "runs/t1/options.json"], in: dir)
         XCTAssertEqual(r.status, 64, r.all)
         XCTAssertTrue(r.stderr.contains("--model runs/t1/options.json: not an Opacity bundle; pass the run folder runs/t1 or runs/t1/best.opb"), r.all)

@@ -5,7 +5,8 @@ import XCTest
 /// What was left over from a new-user trial: `submit` and `preview` named their outputs as
 /// typed (relative) where the other commands name them absolute; `--model r1` for the run
 /// folder runs/r1 was offered only the zoo's names; `zoo add` of a training checkpoint did not
-/// say how to add the model alone.
+/// say how to add the model alone. And a test that failed once while several checkouts ran
+/// their tests at the same time: the commands the tests run read the machine's user manifest.
 final class TrialLeftoverTests: XCTestCase {
     /// `submit` and `preview` name what they wrote as an absolute, standardized path (as `detect`,
     /// `eval`, `folds` and `train` do), however the output was typed.
@@ -82,5 +83,24 @@ final class TrialLeftoverTests: XCTestCase {
         let entry = try XCTUnwrap(try ZooManifest.read(dir.appendingPathComponent("m.json")).entries.first { $0.name == "mine" })
         XCTAssertEqual(entry.file, "run/mine.opb")
         XCTAssertEqual(entry.size, size.int64Value)
+    }
+
+    /// The commands the tests run read a user manifest of this test process's own
+    /// (``CLI/userManifest``), not the machine's, which an `opacity zoo add` without `--manifest`
+    /// run meanwhile (a person, another checkout's tests) writes: an unreadable one there made
+    /// every command that loads the zoo fail with exit status 1, as
+    /// `EvalOperatingPointOutTests.testAMetricOfZeroEverywhereStoresNoPoint` then expects for
+    /// another reason.
+    func testTheCommandsOfTheTestsReadNoUserManifestOfTheMachine() throws {
+        let dir = try CLI.tempDir("leftover-user-manifest")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = dir.appendingPathComponent("config/opacity")
+        try FileManager.default.createDirectory(at: config, withIntermediateDirectories: true)
+        try Data(#"{"format": "opacity-zoo", "version": 1, "entries": ["#.utf8).write(to: config.appendingPathComponent("zoo.json"))
+        let machine = ["XDG_CONFIG_HOME": dir.appendingPathComponent("config").path, "HOME": dir.path]
+        let r = try CLI.run(["zoo", "list"], in: dir, environment: machine)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("retinanet-r34-rsna1k"), r.stdout)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: CLI.userManifest.path), "a test wrote the tests' user manifest")
     }
 }

@@ -9,7 +9,7 @@ final class ZooModelTests: XCTestCase {
         .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/realdata")
 
     func testEntryIsVerifiedAndLoadsByName() throws {
-        let zoo = try Zoo.standard()
+        let zoo = try CLI.zoo()
         _ = try zoo.item(entryName)
         let detector = try Zoo.load(entryName, registry: try Registry.standard())
         XCTAssertEqual(detector.inputSize, 256)
