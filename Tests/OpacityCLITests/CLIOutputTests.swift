@@ -280,7 +280,9 @@ final class CLIOutputTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("d.opb").path))
         let m = try CLI.run(["export", "--model", "retinanet-r34-rsna1k", "--storage", "int8", "-o", "m.opb"], in: dir)
         XCTAssertEqual(m.status, 0, m.all)
-        XCTAssertTrue(m.stdout.contains("retinanet-r34-rsna1k.opb -> m.opb") && r.stdout.contains("retinanet-r34-rsna1k.opb -> d.opb"), r.stdout + m.stdout)
+        // what was written named absolute, as the other commands name their outputs
+        let (mPath, dPath) = (dir.appendingPathComponent("m.opb").path, dir.appendingPathComponent("d.opb").path)
+        XCTAssertTrue(m.stdout.contains("retinanet-r34-rsna1k.opb -> \(mPath)") && r.stdout.contains("retinanet-r34-rsna1k.opb -> \(dPath)"), r.stdout + m.stdout)
         let both = try CLI.run(["export", "retinanet-r34-composite", "--model", "retinanet-r34-rsna1k", "-o", "b.opb"], in: dir)
         XCTAssertEqual(both.status, 64, both.all)
         XCTAssertTrue(both.stderr.contains("name different models"), both.stderr)
@@ -294,7 +296,8 @@ final class CLIOutputTests: XCTestCase {
         let r = try CLI.run(["export", "retinanet-r34-composite", "-o", "kept.opb"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains("storage: int8, as the source bundle's"), r.stderr)
-        let source = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasSuffix(" -> kept.opb") }).dropLast(" -> kept.opb".count)
+        let arrow = " -> " + dir.appendingPathComponent("kept.opb").path
+        let source = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasSuffix(arrow) }).dropLast(arrow.count)
         XCTAssertEqual(try BundleReader(URL(fileURLWithPath: String(source))).info.metadata.storage, "int8")
         let kept = dir.appendingPathComponent("kept.opb")
         XCTAssertEqual(try BundleReader(kept).info.metadata.storage, "int8")

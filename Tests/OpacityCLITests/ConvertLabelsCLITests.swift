@@ -50,7 +50,8 @@ final class ConvertLabelsCLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stdout.contains("6 converted, 0 skipped (output exists), 0 failed\n"), r.all)
         XCTAssertTrue(
-            r.stdout.contains("labels: \(original.count) rows written to png/labels.csv (boxes times 0.5: each image's output over source size)"),
+            r.stdout.contains(
+                "labels: \(original.count) rows written to \(dir.appendingPathComponent("png/labels.csv").path) (boxes times 0.5: each image's output over source size)"),
             r.all)
         let scaled = try rows(dir.appendingPathComponent("png/labels.csv"))
         XCTAssertEqual(scaled.first?.joined(separator: ","), header)
@@ -128,7 +129,7 @@ final class ConvertLabelsCLITests: XCTestCase {
         let again = try CLI.run(command, in: dir)
         XCTAssertEqual(again.status, 0, again.all)
         XCTAssertTrue(again.stdout.contains("0 converted, 6 skipped (output exists), 0 failed\n"), again.all)
-        XCTAssertTrue(again.stdout.contains("labels: png/labels.csv already holds these \(rows.count) rows, byte for byte; left as it is"), again.all)
+        XCTAssertTrue(again.stdout.contains("labels: \(labels.path) already holds these \(rows.count) rows, byte for byte; left as it is"), again.all)
         XCTAssertFalse(again.stdout.contains("rows written to"), again.all)
         XCTAssertEqual(try Data(contentsOf: labels), first)
 
@@ -147,7 +148,7 @@ final class ConvertLabelsCLITests: XCTestCase {
         let elsewhere = try CLI.run(["convert", "dcm", "-o", "png", "--size", "512", "--labels", "fewer.csv", "--labels-output", "fewer-512.csv"], in: dir)
         XCTAssertEqual(elsewhere.status, 0, elsewhere.all)
         XCTAssertTrue(elsewhere.stdout.contains("0 converted, 6 skipped (output exists), 0 failed\n"), elsewhere.all)
-        XCTAssertTrue(elsewhere.stdout.contains("labels: \(rows.count - 1) rows written to fewer-512.csv"), elsewhere.all)
+        XCTAssertTrue(elsewhere.stdout.contains("labels: \(rows.count - 1) rows written to \(dir.appendingPathComponent("fewer-512.csv").path)"), elsewhere.all)
     }
 
     /// Rows of films that are not in the folder or fail to convert are left out, counted and
@@ -173,7 +174,7 @@ final class ConvertLabelsCLITests: XCTestCase {
         let r = try CLI.run(["convert", "dcm", "-o", "png", "--size", "512", "--labels", "more.csv", "--labels-output", "scaled.csv"], in: dir)
         XCTAssertEqual(r.status, 1, r.all)
         XCTAssertTrue(r.stdout.contains("5 converted, 1 skipped (output exists), 1 failed"), r.all)
-        XCTAssertTrue(r.stdout.contains("labels: \(original.count) rows written to scaled.csv (boxes times 0.25 to 0.5, per image"), r.all)
+        XCTAssertTrue(r.stdout.contains("labels: \(original.count) rows written to \(dir.appendingPathComponent("scaled.csv").path) (boxes times 0.25 to 0.5, per image"), r.all)
         XCTAssertTrue(r.stderr.contains("3 label rows (3 images) of more.csv not written to scaled.csv, as their images were not converted from dcm:"), r.all)
         let absentID = String(absent[0].prefix { $0 != "," })
         XCTAssertTrue(r.stderr.contains("line \(original.count + 2): \(absentID): no such input was converted"), r.all)

@@ -26,6 +26,57 @@ final class TrialLeftoverTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("s.csv").path))
     }
 
+    /// `synth`, `eval --operating-point-out`, `score --per-image`, `convert`'s labels line and
+    /// `export` name what they wrote absolute and standardized too, however it was typed
+    /// (`sub/../x` in the folder named the folder's x).
+    func testTheOtherWritersNameTheirOutputsAbsolute() throws {
+        let dir = try CLI.tempDir("leftover-absolute-others")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        func shown(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try fm.createDirectory(at: dir.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        var r = try CLI.run(["synth", "-o", "sub/../data", "--count", "2", "--size", "64", "--seed", "1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("wrote 2 images to \(shown("data")): "), r.stdout)
+        let rsna1k = CLI.realdata.appendingPathComponent("rsna1k")
+        let labels = rsna1k.appendingPathComponent("stage_2_train_labels.csv")
+        r = try CLI.run(["eval", "--data", rsna1k.path, "--all", "--limit", "4", "-o", "ev", "--operating-point-out", "sub/../op.opb"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("wrote \(shown("op.opb")) with operating point "), r.stdout)
+        try Data("patientId,PredictionString\n".utf8).write(to: dir.appendingPathComponent("s.csv"))
+        r = try CLI.run(["score", "s.csv", "--labels", labels.path, "--per-image", "sub/../scores.csv"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("wrote \(shown("scores.csv"))\n"), r.stdout)
+        // two films and their rows, converted to 64 px with the labels scaled; a rerun leaves them
+        let lines = try String(contentsOf: labels, encoding: .utf8).split(separator: "\n").map(String.init)
+        let films = rsna1k.appendingPathComponent("stage_2_train_images")
+        let ids = Array(
+            Set(lines.dropFirst().map { String($0.prefix { $0 != "," }) }).sorted()
+                .filter { fm.fileExists(atPath: films.appendingPathComponent("\($0).dcm").path) }.prefix(2))
+        try fm.createDirectory(at: dir.appendingPathComponent("dcm"), withIntermediateDirectories: true)
+        for id in ids {
+            try fm.copyItem(at: films.appendingPathComponent("\(id).dcm"), to: dir.appendingPathComponent("dcm/\(id).dcm"))
+        }
+        let rows = lines.dropFirst().filter { ids.contains(String($0.prefix { $0 != "," })) }
+        try ([lines[0]] + rows).joined(separator: "\n").write(to: dir.appendingPathComponent("two.csv"), atomically: true, encoding: .utf8)
+        let convert = ["convert", "dcm", "-o", "png", "--size", "64", "--labels", "two.csv", "--labels-output", "sub/../scaled.csv"]
+        r = try CLI.run(convert, in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("labels: \(rows.count) rows written to \(shown("scaled.csv")) (boxes "), r.stdout)
+        r = try CLI.run(convert, in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("labels: \(shown("scaled.csv")) already holds these \(rows.count) rows, byte for byte"), r.stdout)
+        r = try CLI.run(["export", "retinanet-r34-rsna1k", "-o", "sub/../m.opb"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("retinanet-r34-rsna1k.opb -> \(shown("m.opb"))\n"), r.stdout)
+        r = try CLI.run(["export", "retinanet-r34-rsna1k", "--format", "onnx", "-o", "sub/../m.onnx"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("retinanet-r34-rsna1k.opb -> \(shown("m.onnx"))\n"), r.stdout)
+        for name in ["data", "op.opb", "scores.csv", "scaled.csv", "m.opb", "m.onnx"] {
+            XCTAssertTrue(fm.fileExists(atPath: shown(name)), name)
+        }
+    }
+
     /// A `--model` that names nothing and no zoo entry is offered the nearest local model when
     /// that is nearer than any zoo name: a run folder (beside the reference, or in `runs/`,
     /// where `train` puts runs) or a bundle; a usage error (64) before anything loads. A near

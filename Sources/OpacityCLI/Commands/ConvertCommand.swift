@@ -172,7 +172,7 @@ struct ConvertCommand: ParsableCommand {
                         + "Name another file with --labels-output (the PNGs written now are kept, so that rerun converts nothing again), "
                         + "delete \(path), or add --overwrite to replace it (--overwrite also converts again every PNG that exists)")
             }
-            say("labels: \(path) already holds these \(rows), byte for byte; left as it is")
+            say("labels: \(shownPath(path)) already holds these \(rows), byte for byte; left as it is")
             written = false
         } else {
             try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -185,7 +185,7 @@ struct ConvertCommand: ParsableCommand {
                 ? "unchanged: the PNGs have their sources' sizes"
                 : (scales.count == 1 ? "times \(scales.first!)" : "times \(scales.min()!) to \(scales.max()!), per image")
                     + ": each image's output over source size"
-            say("labels: \(scaled.table.rows.count) rows written to \(path) (boxes \(by))")
+            say("labels: \(scaled.table.rows.count) rows written to \(shownPath(path)) (boxes \(by))")
         }
         if !scaled.outside.isEmpty {
             var s =

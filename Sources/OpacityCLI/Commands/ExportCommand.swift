@@ -152,7 +152,7 @@ struct ExportCommand: ParsableCommand {
         meta.extra[ModelCard.metadataKey] = modelCard.jsonValue
         try createParentFolder(of: URL(fileURLWithPath: output), option: "-o/--output")
         let summary = try loaded.detector.save(to: URL(fileURLWithPath: output), storage: policy, metadata: meta)
-        say("\(url.path) -> \(output)")
+        say("\(url.path) -> \(shownPath(output))")
         say(summary.description)
     }
 
@@ -188,7 +188,7 @@ struct ExportCommand: ParsableCommand {
         }
         try createParentFolder(of: target, option: "-o/--output")
         let model = try ONNXExporter.write(detector, to: target, options: options)
-        say("\(url.path) -> \(output)")
+        say("\(url.path) -> \(shownPath(output))")
         say(
             "ONNX opset \(ONNXModel.opsetVersion), IR \(ONNXModel.irVersion): \(model.nodes.count) nodes, \(model.initializers.count) initializers; outputs "
                 + model.outputs.map(\.name).joined(separator: ", "))

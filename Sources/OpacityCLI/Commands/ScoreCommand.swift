@@ -76,7 +76,7 @@ struct ScoreCommand: ParsableCommand {
             let csv = CSVTable.render(header: ["patientId", "score"], rows: s.perImage.map { [$0.patientId, $0.score.map { String(format: "%.6f", $0) } ?? ""] })
             try createParentFolder(of: out, option: "--per-image")
             try Data(csv.utf8).write(to: out, options: .atomic)
-            say("wrote \(perImage)")
+            say("wrote \(shownPath(perImage))")
         }
         if !s.missing.isEmpty {
             note(

@@ -64,7 +64,7 @@ struct SynthCommand: ParsableCommand {
         let cases = try generator.write(to: URL(fileURLWithPath: out), progress: runtime.progressBar("synth"))
         let counts = ImageClass.allCases.map { c in "\(cases.filter { $0.imageClass == c }.count) \(c.label)" }
         say(
-            "wrote \(Wording.count(cases.count, "image")) to \(out): \(counts.joined(separator: ", ")); \(Wording.count(cases.reduce(0) { $0 + $1.boxes.count }, "box", plural: "boxes"))"
+            "wrote \(Wording.count(cases.count, "image")) to \(shownPath(out)): \(counts.joined(separator: ", ")); \(Wording.count(cases.reduce(0) { $0 + $1.boxes.count }, "box", plural: "boxes"))"
         )
     }
 }

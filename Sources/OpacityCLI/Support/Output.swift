@@ -20,6 +20,10 @@ func say(_ s: String) { if !outputSilenced { StandardStreams.writeOutput(rankPre
 /// A warning or note on standard error (printed even under `--quiet`).
 func note(_ s: String) { if !outputSilenced { StandardStreams.writeError(rankPrefix + s + "\n") } }
 
+/// A path a command wrote, as its result lines name it: absolute and standardized, however it
+/// was typed (`sub/../s.csv`, typed in /home/me, is /home/me/s.csv).
+func shownPath(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+
 /// Standard output and standard error, written without Foundation's `FileHandle.write(_:)`,
 /// which traps when a write fails.
 ///
