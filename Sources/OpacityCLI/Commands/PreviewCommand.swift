@@ -133,6 +133,6 @@ struct AugmentPreviewCommand: ParsableCommand {
         let outURL = URL(fileURLWithPath: output)
         try PNG.write(grid, to: outURL)
         // named absolute, as the other commands name what they wrote
-        say("wrote \(outURL.standardizedFileURL.path) (\(grid.width)x\(grid.height), \(Wording.count(tiles, "sample")), augmentation \(config))")
+        say("wrote \(shownPath(output)) (\(grid.width)x\(grid.height), \(Wording.count(tiles, "sample")), augmentation \(config))")
     }
 }

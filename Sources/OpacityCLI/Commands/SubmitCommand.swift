@@ -122,7 +122,7 @@ struct SubmitCommand: ParsableCommand {
         let skippedIDs = Set(skipped.entries.map { URL(fileURLWithPath: $0.file).deletingPathExtension().lastPathComponent })
         let rowless = skippedIDs.subtracting(rowIDs).count
         // the submission named absolute, as the skipped list and the other commands' outputs are
-        let shown = outURL.standardizedFileURL.path
+        let shown = shownPath(out)
         let which =
             rowless == 0
             ? "; each of their patientIds has its row in \(shown), from the file used instead"
