@@ -35,7 +35,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("fold"), parsing: .unconditional, help: "Validation fold (0-based). (default: \(Self.defaults.fold))")
     var givenFold: Int?
     @Option(
-        name: .customLong("folds"), parsing: .unconditional, help: "Number of folds (stratified by the 3 classes, seed 42). (default: \(Self.defaults.folds))")
+        name: .customLong("folds"), parsing: .unconditional,
+        help: "Number of folds (stratified by the 3 classes, seed 42). (default: the --folds-file's, else \(Self.defaults.folds))")
     var givenFolds: Int?
     @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
     @Option(name: .long, parsing: .unconditional, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
@@ -91,8 +92,19 @@ struct TrainCommand: ParsableCommand {
 
     /// `--fold`, else the default.
     var fold: Int { givenFold ?? Self.defaults.fold }
-    /// `--folds`, else the default.
-    var folds: Int { givenFolds ?? Self.defaults.folds }
+    /// `--folds`, else the number of folds in `--folds-file`, else the default (trial: a
+    /// 5-fold file from `opacity folds --count 5` was refused at its first fold 4 unless
+    /// `--folds 5` was repeated, and `--fold 4` was said to be outside 0...3).
+    var folds: Int { givenFolds ?? foldsInFile ?? Self.defaults.folds }
+    /// The number of folds (highest fold + 1) of a `--folds-file` that is a regular file that
+    /// reads; `nil` otherwise (a pipe is refused by `validate()`, a missing or bad file by
+    /// `run()`, naming it).
+    var foldsInFile: Int? {
+        guard let foldsFile else { return nil }
+        var st = stat()
+        guard stat(foldsFile, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+        return try? Folds.read(from: URL(fileURLWithPath: foldsFile)).count
+    }
     /// `--batch`, else the default.
     var batch: Int { givenBatch ?? Self.defaults.batchSize }
     /// `--aug`, else the default.
@@ -130,6 +142,11 @@ struct TrainCommand: ParsableCommand {
         o.fold = fold
         o.folds = folds
         try requireAtLeast("--limit", limit, 1)
+        if let foldsFile, let givenFolds, let inFile = foldsInFile, inFile > givenFolds {
+            throw ValidationError(
+                "--folds \(givenFolds) disagrees with --folds-file \(foldsFile): it has \(inFile) folds (0...\(inFile - 1)); "
+                    + "leave out --folds, or pass --folds \(inFile)")
+        }
         o.limitTrain = trainLimit
         o.limitValidation = validationLimit
         do { try o.validate() } catch let e as RunError { throw ValidationError(e.description) }
