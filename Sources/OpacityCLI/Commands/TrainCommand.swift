@@ -36,7 +36,7 @@ struct TrainCommand: ParsableCommand {
     var givenFold: Int?
     @Option(
         name: .customLong("folds"), parsing: .unconditional,
-        help: "Number of folds (stratified by the 3 classes, seed 42). (default: the --folds-file's, else \(Self.defaults.folds))")
+        help: "Number of folds (stratified by the 3 classes, seed 42). (default: \(Self.defaults.folds), or the --folds-file's number when it has more)")
     var givenFolds: Int?
     @Option(name: .long, help: "A folds CSV (patientId,class,fold) to use instead of the run's own.") var foldsFile: String?
     @Option(name: .long, parsing: .unconditional, help: "Epochs (default: \(Self.defaults.epochs); with --resume, extends or shortens the run to this many).") var epochs: Int?
@@ -92,10 +92,10 @@ struct TrainCommand: ParsableCommand {
 
     /// `--fold`, else the default.
     var fold: Int { givenFold ?? Self.defaults.fold }
-    /// `--folds`, else the number of folds in `--folds-file`, else the default (trial: a
-    /// 5-fold file from `opacity folds --count 5` was refused at its first fold 4 unless
-    /// `--folds 5` was repeated, and `--fold 4` was said to be outside 0...3).
-    var folds: Int { givenFolds ?? foldsInFile ?? Self.defaults.folds }
+    /// `--folds`, else the default or, when `--folds-file` has more folds, the file's number
+    /// (trial: a 5-fold file from `opacity folds --count 5` was refused at its first fold 4
+    /// unless `--folds 5` was repeated, and `--fold 4` was said to be outside 0...3).
+    var folds: Int { givenFolds ?? max(Self.defaults.folds, foldsInFile ?? 0) }
     /// The number of folds (highest fold + 1) of a `--folds-file` that is a regular file that
     /// reads; `nil` otherwise (a pipe is refused by `validate()`, a missing or bad file by
     /// `run()`, naming it).
