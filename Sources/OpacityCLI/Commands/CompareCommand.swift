@@ -72,6 +72,14 @@ struct CompareCommand: ParsableCommand {
         for run in runs where !FileManager.default.fileExists(atPath: run) {
             throw ValidationError(noSuchPathMessage("compare", run, directory: true, expected: "a run folder (with log.jsonl)"))
         }
+        // a file is no run folder: a file of a run (its log.jsonl, options.json or a checkpoint)
+        // names the run folder to pass, as --model and zoo add do (new-user trial: `compare
+        // run1/log.jsonl` was told "not a run folder (no log.jsonl or options.json)", exit 1)
+        for run in runs {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: run, isDirectory: &isFolder), !isFolder.boolValue else { continue }
+            throw ValidationError(Self.fileGivenAsRun(run))
+        }
         // a run that a training process holds (a live run.lock; a killed run's is stale) is
         // drawn as far as its log goes, and said so (new-user trial: no hint that it was training)
         // a run that has finished no epoch yet has no curves: left out, and said so
@@ -114,5 +122,20 @@ struct CompareCommand: ParsableCommand {
             say(String(format: "%@: %@final val loss %.4f, best metric %.4f", g.label, count, val, best))
         }
         say("wrote " + (written + [csv.path]).joined(separator: ", "))
+    }
+
+    /// What a file given as a run says: the run folder it lies in (the folder above it, or above
+    /// `checkpoints/`) when that holds a run's `log.jsonl` or `options.json`.
+    static func fileGivenAsRun(_ file: String) -> String {
+        var folder = splitPath(file).parent
+        if folder.isEmpty { folder = "." }
+        if splitPath(folder).leaf == "checkpoints" {
+            let above = splitPath(folder).parent
+            folder = above.isEmpty ? "." : above
+        }
+        let isRun = ["log.jsonl", "options.json"].contains { FileManager.default.fileExists(atPath: folder + (folder.hasSuffix("/") ? "" : "/") + $0) }
+        return isRun
+            ? "compare \(file): a file of the run folder \(folder), not a run folder; pass the run folder \(folder)"
+            : "compare \(file): a file, not a run folder; expected a run folder (with log.jsonl)"
     }
 }
