@@ -110,6 +110,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
             let hint = nearest.map { " (nearest valid: \($0))" } ?? ""
             if !ok { throw RunError.invalidOption(name: name, value: InputLimits.quoted(value), expected: expected + hint) }
         }
+        // a whole number as typed (`--clip 0`, not `0.0`)
+        func plain(_ v: Double) -> String { v.isFinite && v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : "\(v)" }
         func clamp(_ v: Int, _ r: ClosedRange<Int>) -> String { "\(min(max(v, r.lowerBound), r.upperBound))" }
         func clamp(_ v: Double, _ lo: Double, _ hi: Double) -> String { v.isNaN ? "\(lo)" : "\(min(max(v, lo), hi))" }
         try check(epochs >= 1 && epochs <= Self.maximumEpochs, "epochs", "\(epochs)", "an integer in 1...\(Self.maximumEpochs)",
@@ -117,15 +119,16 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         try check(batchSize >= 1 && batchSize <= Self.maximumBatchSize, "batch", "\(batchSize)", "an integer in 1...\(Self.maximumBatchSize)",
                   nearest: clamp(batchSize, 1...Self.maximumBatchSize))
         // (no nearest positive number: the paper's rate instead)
-        try check(learningRate.isFinite && learningRate > 0, "lr", "\(learningRate)", "a finite positive number, e.g. 1e-5 (the paper's)")
-        try check(weightDecay.isFinite && weightDecay >= 0 && weightDecay <= 1, "weight-decay", "\(weightDecay)", "a number in [0, 1]",
+        try check(learningRate.isFinite && learningRate > 0, "lr", plain(learningRate), "a finite positive number, e.g. 1e-5 (the paper's)")
+        try check(weightDecay.isFinite && weightDecay >= 0 && weightDecay <= 1, "weight-decay", plain(weightDecay), "a number in [0, 1]",
                   nearest: weightDecay.isInfinite || weightDecay.isNaN ? nil : clamp(weightDecay, 0, 1))
-        try check(clipNorm.isFinite && clipNorm > 0 && clipNorm <= 1e6, "clip", "\(clipNorm)", "a number in (0, 1e6]",
+        try check(clipNorm.isFinite && clipNorm > 0 && clipNorm <= 1e6, "clip", plain(clipNorm),
+                  "a number in (0, 1e6]" + (clipNorm > 1e6 ? "" : ", e.g. 0.05 (the paper's)"),
                   nearest: clipNorm > 1e6 ? "1e6" : nil)
         try check(plateauPatience >= 0 && plateauPatience <= Self.maximumPatience, "patience", "\(plateauPatience)",
                   "an integer in 0...\(Self.maximumPatience)", nearest: clamp(plateauPatience, 0...Self.maximumPatience))
-        try check(plateauFactor.isFinite && plateauFactor > 0 && plateauFactor < 1, "factor", "\(plateauFactor)", "a number in (0, 1), e.g. 0.2")
-        try check(minLearningRate.isFinite && minLearningRate >= 0 && minLearningRate <= learningRate, "min-lr", "\(minLearningRate)",
+        try check(plateauFactor.isFinite && plateauFactor > 0 && plateauFactor < 1, "factor", plain(plateauFactor), "a number in (0, 1), e.g. 0.2")
+        try check(minLearningRate.isFinite && minLearningRate >= 0 && minLearningRate <= learningRate, "min-lr", plain(minLearningRate),
                   "a number in [0, lr]", nearest: minLearningRate.isNaN ? nil : clamp(minLearningRate, 0, learningRate))
         try check(folds >= 2 && folds <= 100, "folds", "\(folds)", "an integer in 2...100", nearest: clamp(folds, 2...100))
         try check(fold >= 0 && fold < folds, "fold", "\(fold)", "an integer in 0...\(folds - 1)", nearest: clamp(fold, 0...max(0, folds - 1)))
