@@ -246,7 +246,7 @@ public struct EvaluationReport: Codable, Sendable {
             var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(Wording.count(r.images, "image")), \(r.imagesWithOpacity) with opacity"
             if let t = b.threshold, let n = r.scoredImages {
                 if let m = r.metric {
-                    line += String(format: "; metric %.4f at %.2f over %d counted images", m, t, n)
+                    line += String(format: "; metric %.4f at %.2f over ", m, t) + Wording.count(n, "counted image")
                 } else {
                     line += String(format: "; metric undefined at %.2f: no image counts (all %d negatives predicted empty, correct)", t, r.images)
                 }

@@ -247,9 +247,10 @@ final class EvalReportingTests: XCTestCase {
         for (i, v) in vb.enumerated() {
             let name = try XCTUnwrap(v["view"] as? String), m = try XCTUnwrap(v["metric"] as? Double)
             let prefix = i == 0 ? "by view (the view column of folds.csv): " : String(repeating: " ", count: 40)
+            let counted = try XCTUnwrap(v["scoredImages"] as? Int)
             let line =
                 "\(prefix)\(name): \(v["images"] ?? "?") images, \(v["imagesWithOpacity"] ?? "?") with opacity; "
-                + String(format: "metric %.4f over %d counted images", m, try XCTUnwrap(v["scoredImages"] as? Int))
+                + String(format: "metric %.4f over ", m) + (counted == 1 ? "1 counted image" : "\(counted) counted images")
             XCTAssertTrue(score.stdout.contains(line + "\n"), "expected '\(line)' in:\n\(score.stdout)")
         }
         try "patientId,class,fold\n\(ids[0]),Lung Opacity,0\n\(ids[3]),,1\n".write(to: dir.appendingPathComponent("noview.csv"), atomically: true, encoding: .utf8)

@@ -116,7 +116,7 @@ struct ScoreCommand: ParsableCommand {
         for (i, r) in views.enumerated() {
             var line = (i == 0 ? head : String(repeating: " ", count: head.count)) + "\(r.view): \(Wording.count(r.images, "image")), \(r.imagesWithOpacity) with opacity"
             if let m = r.metric {
-                line += String(format: "; metric %.4f over %d counted images", m, r.scoredImages ?? 0)
+                line += String(format: "; metric %.4f over ", m) + Wording.count(r.scoredImages ?? 0, "counted image")
             } else {
                 line += "; metric undefined: no image counts (all \(r.images) negatives predicted empty, correct)"
             }
