@@ -13,6 +13,13 @@ public enum Wording {
         "\(n) " + (n == 1 ? singular : plural ?? singular + "s")
     }
 
+    /// A number as a user typed it: `-1`, not `-1.0`; `1.1` for a `Float` 1.1, not its `Double`
+    /// digits. Whole numbers below 1e15 in magnitude print without a fraction, others as
+    /// `description` does (`nan`, `inf`, `1e+20`).
+    public static func plainNumber<T: BinaryFloatingPoint & CustomStringConvertible>(_ v: T) -> String {
+        v.isFinite && v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : v.description
+    }
+
     /// The one wording of a value outside its valid range, for every option of the command line
     /// (`opacity`'s own checks, the recipe's ``RunError``-style checks, `opacity serve`'s):
     /// `--threshold -1 is not valid; expected a number in [0, 1] (nearest valid: 0)`.

@@ -111,7 +111,7 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
             if !ok { throw RunError.invalidOption(name: name, value: InputLimits.quoted(value), expected: expected + hint) }
         }
         // a whole number as typed (`--clip 0`, not `0.0`)
-        func plain(_ v: Double) -> String { v.isFinite && v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : "\(v)" }
+        let plain: (Double) -> String = Wording.plainNumber
         func clamp(_ v: Int, _ r: ClosedRange<Int>) -> String { "\(min(max(v, r.lowerBound), r.upperBound))" }
         func clamp(_ v: Double, _ lo: Double, _ hi: Double) -> String { v.isNaN ? "\(lo)" : "\(min(max(v, lo), hi))" }
         try check(epochs >= 1 && epochs <= Self.maximumEpochs, "epochs", "\(epochs)", "an integer in 1...\(Self.maximumEpochs)",

@@ -25,7 +25,7 @@ struct DemoCommand: ParsableCommand {
     func validate() throws {
         try requireAtLeast("--count", count, 1)
         try requireAtLeast("--epochs", epochs, 1)
-        guard lr.isFinite && lr > 0 else { throw outOfRange("--lr", plainNumber(lr), expected: "a finite positive number, e.g. 1e-3") }
+        guard lr.isFinite && lr > 0 else { throw outOfRange("--lr", Wording.plainNumber(lr), expected: "a finite positive number, e.g. 1e-3") }
     }
 
     func run() throws {

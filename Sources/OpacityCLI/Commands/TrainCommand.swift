@@ -128,7 +128,7 @@ struct TrainCommand: ParsableCommand {
     var validationLimit: Int? { limitVal ?? limit }
 
     func validate() throws {
-        if let lr, !(lr.isFinite && lr > 0) { throw outOfRange("--lr", plainNumber(lr), expected: "a finite positive number, e.g. 1e-5 (the paper's)") }
+        if let lr, !(lr.isFinite && lr > 0) { throw outOfRange("--lr", Wording.plainNumber(lr), expected: "a finite positive number, e.g. 1e-5 (the paper's)") }
         try requireRange("--workers", workers, 0, 64)
         try requireAtLeast("--stop-after", stopAfter, 1)
         // every number of the recipe, with its valid range

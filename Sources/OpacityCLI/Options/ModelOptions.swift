@@ -140,9 +140,9 @@ struct ModelOptions: ParsableArguments {
 
     func validate() throws {
         // open bounds have no nearest valid value: the usual setting instead
-        guard wbfIou > 0 && wbfIou < 1 else { throw outOfRange("--wbf-iou", plainNumber(wbfIou), expected: "a number in (0, 1), e.g. 0.55") }
+        guard wbfIou > 0 && wbfIou < 1 else { throw outOfRange("--wbf-iou", Wording.plainNumber(wbfIou), expected: "a number in (0, 1), e.g. 0.55") }
         guard wbfSkip >= 0 && wbfSkip < 1 else {
-            throw outOfRange("--wbf-skip", plainNumber(wbfSkip), expected: "a number in [0, 1), e.g. 0.02", nearest: wbfSkip < 0 ? "0" : nil)
+            throw outOfRange("--wbf-skip", Wording.plainNumber(wbfSkip), expected: "a number in [0, 1), e.g. 0.02", nearest: wbfSkip < 0 ? "0" : nil)
         }
         if let tta { _ = try parsedTTA(tta) }
         if let w = modelWeights {
@@ -157,7 +157,7 @@ struct ModelOptions: ParsableArguments {
             }
         }
         if let shrink, !(shrink.isFinite && shrink > 0.1 && shrink <= 2) {
-            throw outOfRange("--shrink", plainNumber(shrink), expected: "a number in (0.1, 2], e.g. 0.875 (the paper's)", nearest: shrink > 2 ? "2" : nil)
+            throw outOfRange("--shrink", Wording.plainNumber(shrink), expected: "a number in (0.1, 2], e.g. 0.875 (the paper's)", nearest: shrink > 2 ? "2" : nil)
         }
         try requireRange("--size-scale", sizeScale, 0, 10)
     }

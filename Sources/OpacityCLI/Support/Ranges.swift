@@ -1,11 +1,6 @@
 import ArgumentParser
 import Foundation
 
-/// A number as a user typed it: `-1`, not `-1.0`; `1.1` for a `Float` 1.1, not its `Double` digits.
-func plainNumber<T: BinaryFloatingPoint & CustomStringConvertible>(_ v: T) -> String {
-    v.isFinite && v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : v.description
-}
-
 /// The usage error for a value outside its range, in the one wording of every option
 /// (``Wording/outOfRange(_:_:expected:nearest:)``):
 /// `--threshold -1 is not valid; expected a number in [0, 1] (nearest valid: 0)`.
@@ -24,8 +19,8 @@ func outOfRange(_ option: String, _ value: String, expected: String, nearest: St
 func requireRange<T: BinaryFloatingPoint & CustomStringConvertible>(_ option: String, _ value: T?, _ lower: T, _ upper: T) throws {
     guard let value else { return }
     guard value.isFinite, value >= lower, value <= upper else {
-        let nearest = value.isNaN ? nil : plainNumber(min(max(value, lower), upper))
-        throw outOfRange(option, plainNumber(value), expected: "a number in [\(plainNumber(lower)), \(plainNumber(upper))]", nearest: nearest)
+        let nearest = value.isNaN ? nil : Wording.plainNumber(min(max(value, lower), upper))
+        throw outOfRange(option, Wording.plainNumber(value), expected: "a number in [\(Wording.plainNumber(lower)), \(Wording.plainNumber(upper))]", nearest: nearest)
     }
 }
 
