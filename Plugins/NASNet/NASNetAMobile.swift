@@ -72,7 +72,7 @@ public final class NASNetAMobile: Module, Encoder {
     public func features(_ images: Tensor) -> [Tensor] {
         let x0 = conv0(images)
         let s0 = cellStem0(x0, x0)
-        let s1 = cellStem1(s0, x0)
+        let s1 = cellStem1(s0, consume x0)  // freed here, not with the function's other locals
         var out = [s0]
         // Each cell reads the two previous maps: (x, xPrev).
         // a reduction cell's input is a pyramid level (C3, C4)

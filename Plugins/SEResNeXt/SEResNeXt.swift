@@ -71,7 +71,7 @@ public final class SEResNeXt: Module, Encoder {
     /// (sizes rounded up).
     public func features(_ images: Tensor) -> [Tensor] {
         let x = layer0(images).maxPool2d(kernel: (3, 3), stride: (2, 2), ceilMode: true)
-        let c2 = layer1(x)
+        let c2 = layer1(consume x)  // freed here, not with the function's other locals
         let c3 = layer2(c2)
         let c4 = layer3(c3)
         let c5 = layer4(c4)

@@ -587,13 +587,15 @@ enum StoragePool {
             return (p, size)
         }
         // A cached block of the next classes up (at most twice the size) serves as it is: its
-        // pages are touched already, and it goes back to its own class.
+        // pages are touched already, and it goes back to its own class. The pages past the
+        // request go back to the system (``releaseTail(_:used:size:)``).
         if !longLived, let key = free.keys.filter({ $0 > size && $0 <= 2 * size }).min(), var list = free[key], let p = list.popLast() {
             free[key] = list.isEmpty ? nil : list
             cached -= key
             inUse += key - size
             peakInUse = max(peakInUse, inUse)
             lock.unlock()
+            releaseTail(p, used: bytes, size: key)
             return (p, key)
         }
         // Below the high-water mark a fresh block costs no footprint beyond what the process
@@ -706,6 +708,25 @@ enum StoragePool {
         return false
         #endif
     }()
+
+    /// Gives the resident pages of the block `p` (`size` bytes) past its first `used` bytes
+    /// back to the system, keeping the mapping: the block serves a smaller request (see
+    /// ``allocate(_:longLived:)``), and its tail would otherwise stay resident for as long as
+    /// the request lives, unused. A later use of the whole block finds zero-filled pages there
+    /// (`madvise(MADV_DONTNEED)`, Linux; elsewhere nothing is given back). The cut is rounded up
+    /// to a whole huge page in a huge-page block (so its huge pages are not split), else to a
+    /// page.
+    ///
+    /// Measured (resnet152 RetinaNet, 512 px, batch 1): the encoder's stage outputs, which live
+    /// until the feature pyramid reads them, had taken 16 and 8 MiB blocks for 8 and 4 MiB maps.
+    static func releaseTail(_ p: UnsafeMutableRawPointer, used: Int, size: Int) {
+        #if os(Linux)
+        let unit = hugePages && size >= hugePageBytes ? hugePageBytes : Int(getpagesize())
+        let keep = (used + unit - 1) / unit * unit
+        guard size - keep >= minPooledBytes else { return }
+        _ = madvise(p + keep, size - keep, MADV_DONTNEED)
+        #endif
+    }
 
     /// Returns `size` bytes at `p` to the system.
     static func unmap(_ p: UnsafeMutableRawPointer, _ size: Int) {

@@ -144,6 +144,46 @@ final class StorageTests: XCTestCase {
         XCTAssertEqual(TensorMemory.livePeakBytes, TensorMemory.liveBytes)
     }
 
+    /// A cached block that serves a smaller request (one of a class up to twice the request's)
+    /// gives the pages past the request back to the system while the smaller tensor lives: an
+    /// encoder's stage output, kept until the feature pyramid reads it, no longer keeps a
+    /// larger block's tail resident (``StoragePool/releaseTail(_:used:size:)``).
+    func testALargerCachedBlockGivesItsTailBackToTheSystem() throws {
+        #if os(Linux)
+        let restore = Self.emptyPoolWithoutSlack()
+        defer { restore() }
+        let mib = 1 << 18  // floats
+        // 16 MiB, written (resident), then freed: cached
+        let block = Tensor(shape: [16 * mib], repeating: 1).withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
+        XCTAssertEqual(TensorStorage.cachedBytes, 16 << 20)
+        let t = Tensor(shape: [9 * mib], repeating: 2)  // a 9 MiB class: takes the 16 MiB block as it is
+        let address = t.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
+        XCTAssertEqual(address, block, "the cached 16 MiB block serves the 9 MiB request")
+        // past the request, rounded up to a whole huge page: 10 to 16 MiB
+        XCTAssertEqual(try Self.residentPages(address + (10 << 20), bytes: 6 << 20), 0, "the tail is no longer resident")
+        XCTAssertEqual(try Self.residentPages(address, bytes: 9 << 20), (9 << 20) / Int(getpagesize()), "the request's pages are")
+        XCTAssertTrue(t.scalars.allSatisfy { $0 == 2 })
+        _ = consume t
+        // Back in the pool, the block serves a 16 MiB request whole again.
+        let u = Tensor(shape: [16 * mib], repeating: 3)
+        XCTAssertEqual(u.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }, block)
+        XCTAssertTrue(u.scalars.allSatisfy { $0 == 3 })
+        #else
+        throw XCTSkip("the tail goes back with madvise(MADV_DONTNEED), on Linux")
+        #endif
+    }
+
+    #if os(Linux)
+    /// How many pages of `bytes` from the page-aligned `address` are resident (`mincore`).
+    static func residentPages(_ address: Int, bytes: Int) throws -> Int {
+        let page = Int(getpagesize())
+        var vector = [UInt8](repeating: 0, count: (bytes + page - 1) / page)
+        let rc = vector.withUnsafeMutableBufferPointer { mincore(UnsafeMutableRawPointer(bitPattern: address), bytes, $0.baseAddress) }
+        XCTAssertEqual(rc, 0, "mincore: \(String(cString: strerror(errno)))")
+        return vector.reduce(0) { $0 + Int($1 & 1) }
+    }
+    #endif
+
     /// Kernel scratch is kept across calls outside the pool: a kernel that runs every step with
     /// other allocations in between (which, at the pool's high-water mark, used to cut or unmap
     /// the freed scratch block and map it fresh at the next call) maps nothing after its first call.
