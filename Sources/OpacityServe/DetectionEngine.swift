@@ -103,7 +103,7 @@ public final class DetectionEngine: @unchecked Sendable {
                 hash = data.withUnsafeBytes { SHA256.hash($0) }.hex
             }
             models.append(DetectionReport.Model(name: ref, sha256: hash, config: predictor.detectors[min(k, predictor.detectors.count - 1)].config))
-            zoo.append(FileManager.default.fileExists(atPath: ref) ? nil : try? standardZoo?.item(ref).entry)
+            zoo.append(ModelReference.zooName(ref).flatMap { try? standardZoo?.item($0).entry })
         }
         self.models = models
         self.zooEntries = zoo

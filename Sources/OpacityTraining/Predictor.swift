@@ -6,16 +6,34 @@ import OpacityTensor
 
 /// Where a model comes from: a bundle file, a run folder (its `best.opb`), or a zoo name.
 public enum ModelReference {
+    /// The zoo entry a reference names, if it names one: `NAME` for `zoo:NAME` (always the
+    /// zoo's entry, even when a file or folder of that name exists here), the reference itself
+    /// for a bare name that is no file or folder here (no `/`, not ending in `.opb`); `nil` for
+    /// a path.
+    public static func zooName(_ reference: String) -> String? {
+        if reference.hasPrefix(zooPrefix) { return String(reference.dropFirst(zooPrefix.count)) }
+        if reference.contains("/") || reference.hasSuffix(".opb") || FileManager.default.fileExists(atPath: reference) { return nil }
+        return reference
+    }
+
+    /// The prefix that makes a reference a zoo name (`zoo:NAME`), as `train --init-weights`
+    /// and `--encoder-weights` take it.
+    public static let zooPrefix = "zoo:"
+
     /// Resolves a reference to a bundle file.
     ///
     /// - A path to a file is used as is; a run folder means its `best.opb`.
-    /// - Anything else is looked up in the zoo (built-in and user manifests); a zoo entry
-    ///   that is not on disk yet is fetched only when `allowFetch` is set.
+    /// - `zoo:NAME` is the zoo's entry NAME; anything else is looked up in the zoo (built-in
+    ///   and user manifests) unless a file or folder of that name exists; a zoo entry that is
+    ///   not on disk yet is fetched only when `allowFetch` is set.
     /// - Throws: ``RunError`` or the zoo's error (with the nearest name) when nothing matches.
     public static func resolve(_ reference: String, allowFetch: Bool = false) throws -> URL {
-        var isDir: ObjCBool = false
-        let fm = FileManager.default
-        if fm.fileExists(atPath: reference, isDirectory: &isDir) {
+        guard let name = zooName(reference) else {
+            var isDir: ObjCBool = false
+            let fm = FileManager.default
+            guard fm.fileExists(atPath: reference, isDirectory: &isDir) else {
+                throw RunError.missingFile(reference, "a model bundle (.opb) or run folder")
+            }
             let url = URL(fileURLWithPath: reference)
             if !isDir.boolValue { return url }
             let best = url.appendingPathComponent("best.opb")
@@ -23,15 +41,13 @@ public enum ModelReference {
             if let last = Trainer.latestCheckpoint(in: url) { return last }
             throw RunError.notARun(reference)
         }
-        if reference.contains("/") || reference.hasSuffix(".opb") {
-            throw RunError.missingFile(reference, "a model bundle (.opb) or run folder")
-        }
         let zoo = try Zoo.standard()
-        if allowFetch { return try zoo.fetch(reference) }
-        return try zoo.verifiedFile(reference)
+        if allowFetch { return try zoo.fetch(name) }
+        return try zoo.verifiedFile(name)
     }
 
-    /// Expands references that name zoo ensemble entries into their members.
+    /// Expands references that name zoo ensemble entries (`NAME` or `zoo:NAME`) into their
+    /// members, each as `zoo:MEMBER`.
     ///
     /// - Returns: the references to load, in order, and the ensemble rule of the first
     ///   ensemble entry met (`percentile` or `mean`), if any.
@@ -40,13 +56,14 @@ public enum ModelReference {
         var out: [String] = [], rule: String?
         var zoo: Zoo?
         for r in references {
-            if FileManager.default.fileExists(atPath: r) || r.contains("/") || r.hasSuffix(".opb") {
+            guard let name = zooName(r) else {
                 out.append(r)
                 continue
             }
             if zoo == nil { zoo = try Zoo.standard() }
-            if let (members, entryRule) = try zoo!.ensemble(r) {
-                out += members.map(\.name)
+            if let (members, entryRule) = try zoo!.ensemble(name) {
+                // as zoo:NAME: a member is the zoo's entry, never a file or folder of its name
+                out += members.map { zooPrefix + $0.name }
                 rule = rule ?? entryRule
             } else {
                 out.append(r)
@@ -73,12 +90,11 @@ public enum ModelReference {
     public static func loadHashed(_ reference: String, registry: Registry, allowFetch: Bool = false,
                                   allowNonFinite: Bool = false) throws -> (detector: Detector, url: URL, sha256: String) {
         let options: LoadOptions = allowNonFinite ? LoadOptions.strict.union(.allowNonFinite) : .strict
-        let fm = FileManager.default
         let loaded: LoadedDetector
-        if !fm.fileExists(atPath: reference), !reference.contains("/"), !reference.hasSuffix(".opb") {
+        if let name = zooName(reference) {
             let zoo = try Zoo.standard()
-            if allowFetch { _ = try zoo.fetch(reference) }
-            loaded = try zoo.loadDetector(reference, registry: registry, options: options)
+            if allowFetch { _ = try zoo.fetch(name) }
+            loaded = try zoo.loadDetector(name, registry: registry, options: options)
         } else {
             loaded = try Detector.loadHashed(from: try resolve(reference, allowFetch: allowFetch), registry: registry, options: options)
         }

@@ -131,8 +131,8 @@ struct EvalCommand: ParsableCommand {
         var zooHeldOut: (name: String, ids: Set<String>)?
         // and the images it lists as trained on
         var zooTrained: (name: String, ids: Set<String>)?
-        if references.count == 1, let name = references.first, !FileManager.default.fileExists(atPath: name), !name.contains("/"),
-            !name.hasSuffix(".opb"), let entry = try? Zoo.standard().item(name).entry
+        if references.count == 1, let reference = references.first, let name = ModelReference.zooName(reference),
+            let entry = try? Zoo.standard().item(name).entry
         {
             zooHeldOut = entry.heldOut.map { (name, Set($0)) }
             zooTrained = entry.trainedOn.map { (name, Set($0)) }

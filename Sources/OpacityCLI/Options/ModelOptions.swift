@@ -6,21 +6,31 @@ import Opacity
 let defaultModelName = Zoo.defaultModelName
 
 /// Refuses a model reference that names nothing: a path (it has a `/` or ends in `.opb`) that
-/// does not exist, or a name the zoo does not know. Other problems (a zoo that does not load,
-/// a bundle that does not parse) are left to loading, which reports them (exit status 1).
+/// does not exist, or a name the zoo does not know (`NAME` or `zoo:NAME`, the form `train
+/// --init-weights` takes: always the zoo's entry, never a file or folder). Other problems (a
+/// zoo that does not load, a bundle that does not parse) are left to loading, which reports
+/// them (exit status 1).
 /// - Parameters:
-///   - reference: a bundle, a run folder or a zoo name, as given.
+///   - reference: a bundle, a run folder or a zoo name (`NAME` or `zoo:NAME`), as given.
 ///   - option: what named it, for the message (`--model`).
 /// - Throws: `ValidationError` naming the option and the reference, what was expected, the
 ///   nearest valid value if any (a zoo name, or a bundle or run folder near the reference:
 ///   ``localModels(near:)``), and where the zoo's names are listed.
 func requireModelReference(_ reference: String, option: String) throws {
+    let hint = "`opacity zoo list` lists the zoo's names"
+    if reference.hasPrefix(ModelReference.zooPrefix) {
+        // the zoo's entry only: its nearest zoo names, never a local model
+        guard let zoo = try? Zoo.standard() else { return }
+        do { _ = try zoo.item(String(reference.dropFirst(ModelReference.zooPrefix.count))) } catch let error as ZooError {
+            throw ValidationError("\(option) \(reference): \(error); \(hint)")
+        }
+        return
+    }
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: reference, isDirectory: &isDirectory) {
         if !isDirectory.boolValue, let message = notABundleInRunFolder(reference, option: option) { throw ValidationError(message) }
         return
     }
-    let hint = "`opacity zoo list` lists the zoo's names"
     guard let zoo = try? Zoo.standard() else { return }
     let names = zoo.items.map(\.entry.name)
     let isPath = reference.contains("/") || reference.hasSuffix(".opb")
@@ -96,7 +106,7 @@ struct ModelOptions: ParsableArguments {
     @Option(
         name: .customLong("model"),
         help: ArgumentHelp(
-            "A bundle (.opb), a run folder (its best.opb) or a zoo name; repeat for an ensemble (folds x checkpoints). Default: the zoo's \(defaultModelName).",
+            "A bundle (.opb), a run folder (its best.opb) or a zoo name (NAME or zoo:NAME); repeat for an ensemble (folds x checkpoints). Default: the zoo's \(defaultModelName).",
             valueName: "model"))
     var models: [String] = []
 
