@@ -175,7 +175,10 @@ final class ConvertLabelsCLITests: XCTestCase {
         XCTAssertEqual(r.status, 1, r.all)
         XCTAssertTrue(r.stdout.contains("5 converted, 1 skipped (output exists), 1 failed"), r.all)
         XCTAssertTrue(r.stdout.contains("labels: \(original.count) rows written to \(dir.appendingPathComponent("scaled.csv").path) (boxes times 0.25 to 0.5, per image"), r.all)
-        XCTAssertTrue(r.stderr.contains("3 label rows (3 images) of more.csv not written to scaled.csv, as their images were not converted from dcm:"), r.all)
+        XCTAssertTrue(
+            r.stderr.contains(
+                "3 label rows (3 images) of more.csv not written to \(dir.appendingPathComponent("scaled.csv").path), as their images were not converted from dcm:"),
+            r.all)
         let absentID = String(absent[0].prefix { $0 != "," })
         XCTAssertTrue(r.stderr.contains("line \(original.count + 2): \(absentID): no such input was converted"), r.all)
         XCTAssertTrue(r.stderr.contains("line \(original.count + 4): broken: its conversion failed: "), r.all)
@@ -200,7 +203,7 @@ final class ConvertLabelsCLITests: XCTestCase {
         try FileManager.default.removeItem(at: dir.appendingPathComponent("dcm/broken.dcm"))
         let subset = try CLI.run(["convert", "dcm", "-o", "png4", "--size", "512", "--labels", "more.csv", "--labels-output", "subset.csv"], in: dir)
         XCTAssertEqual(subset.status, 0, subset.all)
-        XCTAssertTrue(subset.stderr.contains("3 label rows (3 images) of more.csv not written to subset.csv"), subset.all)
+        XCTAssertTrue(subset.stderr.contains("3 label rows (3 images) of more.csv not written to \(dir.appendingPathComponent("subset.csv").path)"), subset.all)
         XCTAssertTrue(subset.stderr.contains("line \(original.count + 4): broken: no such input was converted"), subset.all)
     }
 }

@@ -73,7 +73,8 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         try requireRange("--size", size, 1, 65_536, noun: "a number of pixels")
-        guard depth == 8 || depth == 16 else { throw ValidationError("--depth \(depth) is not valid; expected 8 or 16") }
+        // the PNG depths written; 12 (a 12-bit film's depth), as near 8 as 16, is kept only by 16
+        guard depth == 8 || depth == 16 else { throw outOfRange("--depth", "\(depth)", expected: "8 or 16 (bits per PNG sample)", nearest: depth < 12 ? "8" : "16") }
         try requireAtLeast("--frame", frame, 1, noun: "a frame number (frames count from 1)")
         _ = try parseWindow(window)
         _ = try outputPath()
@@ -138,12 +139,17 @@ struct ConvertCommand: ParsableCommand {
         var summary = try ImageConversion.convert(
             input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: try outputPath()),
             options: options, progress: runtime.progressBar("convert"))
-        // a frame a file lacks is said as --frame, with the file's frame count (the library names
-        // its parameter); an output that is an input, with the option that named it
         let errors = summary.failureErrors
+        // a frame a file lacks is said as --frame, with the file's frame count (the library names
+        // its parameter); an output that is an input, with the option that named it; the library's
+        // sentences about a file's output ("its output ... is the input ...") after the file they
+        // are about, as every other failure line (new-user trial: a DICOM scan.png converted onto
+        // itself was "its output /x/scan.png is the input /x/scan.png, ...", naming no file first)
         summary.failures = summary.failures.map { f in
-            let reason = errors[f.path].flatMap { frameNotInFile($0, path: f.path) } ?? f.reason
-            return (path: f.path, reason: reason.hasSuffix("; choose another output") ? String(reason.dropLast("output".count)) + "-o/--output" : reason)
+            var reason = errors[f.path].flatMap { frameNotInFile($0, path: f.path) } ?? f.reason
+            if reason.hasSuffix("; choose another output") { reason = String(reason.dropLast("output".count)) + "-o/--output" }
+            if reason.hasPrefix("its ") { reason = "\(f.path): " + reason }
+            return (path: f.path, reason: reason)
         }
         // the result, under -q too: -q drops the progress bar only (CLI.md's runtime options)
         say("\(summary)")
@@ -191,7 +197,7 @@ struct ConvertCommand: ParsableCommand {
             var s =
                 "warning: \(scaled.outside.count) label row\(scaled.outside.count == 1 ? "" : "s") of \(labels ?? "") "
                 + "reach\(scaled.outside.count == 1 ? "es" : "") beyond \(scaled.outside.count == 1 ? "its image" : "their images") "
-                + "(written scaled to \(path); train and eval will refuse them until they are fixed):"
+                + "(written scaled to \(shownPath(path)); train and eval will refuse them until they are fixed):"
             for d in scaled.outside.prefix(5) { s += "\n  line \(d.line): \(d.image): \(d.reason)" }
             if scaled.outside.count > 5 { s += "\n  ... and \(scaled.outside.count - 5) more" }
             note(s)
@@ -200,7 +206,7 @@ struct ConvertCommand: ParsableCommand {
             let images = Set(scaled.dropped.map(\.image)).count
             var s =
                 "\(scaled.dropped.count) label row\(scaled.dropped.count == 1 ? "" : "s") (\(images) image\(images == 1 ? "" : "s")) "
-                + "of \(labels ?? "") not written to \(path), as their images were not converted from \(input):"
+                + "of \(labels ?? "") not written to \(shownPath(path)), as their images were not converted from \(input):"
             for d in scaled.dropped.prefix(5) { s += "\n  line \(d.line): \(d.image): \(InputLimits.quoted(d.reason, limit: 300))" }
             if scaled.dropped.count > 5 { s += "\n  ... and \(scaled.dropped.count - 5) more" }
             note(s)
