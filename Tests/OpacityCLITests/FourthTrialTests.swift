@@ -29,7 +29,7 @@ final class FourthTrialTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("images"), withIntermediateDirectories: true)
         try FileManager.default.copyItem(at: Self.dcm, to: dir.appendingPathComponent("images/x.dcm"))
         let commands: [([String], String)] = [
-            (["detect", "images/x.dcm", "-o", "d", "--no-overlays"], ", threshold 0.2 (the default)\n"),
+            (["detect", "images/x.dcm", "-o", "d", "--no-overlays"], ", threshold 0.20 (the default)\n"),
             (["submit", "--images", "images", "-o", "s.csv"], ", threshold 0.20 (the default)\n"),
         ]
         for (command, line) in commands {

@@ -121,7 +121,7 @@ struct DetectCommand: ParsableCommand {
             return DICOMSeriesPlacement(seriesInstanceUID: series, seriesNumber: kind == "sr" ? 9901 : 9902, instanceNumber: index + 1)
         }
         let source = ModelOptions.thresholdSource(given: threshold, urls: urls)
-        note(model.describe(urls, predictor) + ", threshold \(engine.defaultThreshold)" + source.words)
+        note(model.describe(urls, predictor) + ", threshold \(thresholdText(engine.defaultThreshold))" + source.words)
         if let warning = source.warning { note(warning) }
         try OutputFolders.create(outURL)
         var skipped = SkippedInputs()

@@ -330,7 +330,7 @@ struct EvalCommand: ParsableCommand {
             }
             let point = OperatingPoint(threshold: best, metric: metric, data: what, images: ev.images.count)
             try OperatingPoint.write(point, from: urls[0], to: URL(fileURLWithPath: opOut))
-            say(String(format: "wrote %@ with operating point %.2f", shownPath(opOut), point.threshold))
+            say("wrote \(shownPath(opOut)) with operating point \(thresholdText(point.threshold))")
         }
         say("wrote \(outURL.appendingPathComponent("report.json").path), summary.md, per_image.csv, sweep.csv and figures (PNG + SVG) in \(outURL.path)")
         // a figure left out is said, with the file and why (new-user trial: no froc.png, no word)

@@ -138,7 +138,7 @@ struct ExportCommand: ParsableCommand {
             modelCard = ModelCard.drawnUp(from: meta, inputSize: loaded.detector.inputSize)
             note("no model card given: drew one up from the bundle's metadata (pass --card card.json to give your own)")
             if let zero = OperatingPoint(metadata: meta), zero.pickedAtZeroMetric {
-                let consequence = String(format: "the card gives none (detect, submit and serve use the default %.2f)", OperatingPoint.defaultThreshold)
+                let consequence = "the card gives none (detect, submit and serve use the default \(thresholdText(OperatingPoint.defaultThreshold)))"
                 note(ModelOptions.zeroMetricNote(zero, consequence: consequence))
             }
         }
@@ -182,7 +182,7 @@ struct ExportCommand: ParsableCommand {
         ])
         if postprocess {
             let t = threshold ?? ModelReference.savedThreshold(url) ?? OperatingPoint.defaultThreshold
-            let consequence = String(format: "post-processing uses the default %.2f", OperatingPoint.defaultThreshold)
+            let consequence = "post-processing uses the default \(thresholdText(OperatingPoint.defaultThreshold))"
             if let n = ModelOptions.zeroMetricNote(given: threshold, urls: [url], consequence: consequence) { note(n) }
             options.postprocess = try ONNXPostprocess.matching(detector, threshold: t)
         }

@@ -91,7 +91,7 @@ struct ServeCommand: ParsableCommand {
                     let registry = try CommandContext.registry(pluginPaths: pluginPaths)
                     let (predictor, urls, digests) = try options.hashedPredictor(registry: registry)
                     // an operating point picked at metric 0 is passed over, and said once
-                    let consequence = String(format: "using the default %.2f", OperatingPoint.defaultThreshold)
+                    let consequence = "using the default \(thresholdText(OperatingPoint.defaultThreshold))"
                     if let n = ModelOptions.zeroMetricNote(given: t, urls: urls, consequence: consequence) { note(n) }
                     let engine = try DetectionEngine(predictor: predictor, references: refs, files: urls, digests: digests, threshold: t)
                     engine.softwareVersion = "opacity " + OpacityMain.version

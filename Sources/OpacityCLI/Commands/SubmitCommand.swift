@@ -65,7 +65,7 @@ struct SubmitCommand: ParsableCommand {
         let t = threshold ?? urls.compactMap(ModelReference.savedThreshold).first ?? OperatingPoint.defaultThreshold
         predictor.filter = ConfidenceFilter(threshold: t)
         let source = ModelOptions.thresholdSource(given: threshold, urls: urls)
-        note(model.describe(urls, predictor) + String(format: ", threshold %.2f", t) + source.words)
+        note(model.describe(urls, predictor) + ", threshold \(thresholdText(t))" + source.words)
         if let warning = source.warning { note(warning) }
         var rows: [(patientId: String, detections: [Detection])] = []
         let bar = outputSilenced ? nil : runtime.progressBar("submit")

@@ -250,7 +250,7 @@ struct ModelOptions: ParsableArguments {
     static func thresholdSource(given: Float?, urls: [URL]) -> (words: String, warning: String?) {
         if given != nil { return ("", nil) }
         let points = urls.compactMap(OperatingPoint.read)
-        let note = zeroMetricNote(given: given, urls: urls, consequence: String(format: "using the default %.2f", OperatingPoint.defaultThreshold))
+        let note = zeroMetricNote(given: given, urls: urls, consequence: "using the default \(thresholdText(OperatingPoint.defaultThreshold))")
         if points.contains(where: { !$0.pickedAtZeroMetric }) { return (" (the model's operating point)", note) }
         if points.isEmpty { return (" (the default: the model stores no operating point)", nil) }
         return (" (the default)", note)
@@ -263,7 +263,7 @@ struct ModelOptions: ParsableArguments {
     static func zeroMetricNote(_ point: OperatingPoint, model: String? = nil, consequence: String) -> String {
         let whose = model.map { "the operating point of \($0) (the ensemble's first model that stores one)" } ?? "the model's operating point"
         return "note: \(whose) was picked where its validation metric was 0 at every threshold; \(consequence) "
-            + String(format: "(it stores %.2f, the lowest threshold swept: the model found no opacity on its validation images yet; ", point.threshold)
+            + "(it stores \(thresholdText(point.threshold)), the lowest threshold swept: the model found no opacity on its validation images yet; "
             + "give --threshold to choose one)"
     }
 
@@ -279,7 +279,7 @@ struct ModelOptions: ParsableArguments {
         guard let next = urls.firstIndex(where: { OperatingPoint.usable($0) != nil }), let used = OperatingPoint.usable(urls[next]) else {
             return zeroMetricNote(zero, model: model, consequence: consequence)
         }
-        let instead = String(format: "using the operating point of %@, %.2f, instead", urls[next].lastPathComponent, used.threshold)
+        let instead = "using the operating point of \(urls[next].lastPathComponent), \(thresholdText(used.threshold)), instead"
         return zeroMetricNote(zero, model: model, consequence: instead)
     }
 

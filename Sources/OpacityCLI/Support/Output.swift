@@ -24,6 +24,15 @@ func note(_ s: String) { if !outputSilenced { StandardStreams.writeError(rankPre
 /// was typed (`sub/../s.csv`, typed in /home/me, is /home/me/s.csv).
 func shownPath(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
 
+/// A score threshold as every line of the commands says it: two decimals (`0.20`, `0.07`), as
+/// `submit`'s model line, `eval`'s operating point and the notes about a model's operating
+/// point; more only for a value typed with more (`--threshold 0.125`). New-user trial: `detect`
+/// said "threshold 0.2 (the default)" on one line and "using the default 0.20" on the next.
+func thresholdText(_ t: Float) -> String {
+    let two = String(format: "%.2f", t)
+    return Float(two) == t ? two : Wording.plainNumber(t)
+}
+
 /// Standard output and standard error, written without Foundation's `FileHandle.write(_:)`,
 /// which traps when a write fails.
 ///

@@ -1,0 +1,30 @@
+import Foundation
+import Opacity
+import XCTest
+
+/// Wording a new-user trial found out of step: `--freeze-bn`'s help read "(default: on)
+/// (values: on, off)" where every other choice reads "(values: ...; default: ...)"; `detect`
+/// said "threshold 0.2 (the default)" and "using the default 0.20" in one run; `zoo list` said
+/// a metric as 0.07 where `zoo info` says 0.0700.
+final class LeftoverWordingTests: XCTestCase {
+    func testDetectSaysTheDefaultThresholdInOneFormat() throws {
+        let dir = try CLI.tempDir("threshold-format")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // a model whose operating point was picked at metric 0: the default is used, and said twice
+        let source = try CLI.zoo().verifiedFile("retinanet-r34-rsna1k")
+        try OperatingPoint.write(
+            OperatingPoint(threshold: 0.01, metric: 0, data: "validation", images: 4), from: source, to: dir.appendingPathComponent("zero.opb"))
+        var r = try CLI.run(["synth", "-o", "s", "--count", "1", "--size", "64", "--seed", "1", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let image = try XCTUnwrap(try ImageFile.list(in: dir.appendingPathComponent("s/stage_2_train_images")).first).path
+        r = try CLI.run(["detect", image, "--model", "zero.opb", "-o", "d", "--no-overlays", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains(", threshold 0.20 (the default)\n"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("using the default 0.20 (it stores 0.01,"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("threshold 0.2 "), r.stderr)
+        // a threshold typed with more decimals is said as typed
+        r = try CLI.run(["detect", image, "--model", "zero.opb", "-o", "d", "--no-overlays", "-q", "--threshold", "0.125", "--overwrite"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stderr.contains(", threshold 0.125\n"), r.stderr)
+    }
+}
