@@ -27,4 +27,14 @@ final class LeftoverWordingTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains(", threshold 0.125\n"), r.stderr)
     }
+
+    func testZooListSaysMetricsAsZooInfo() throws {
+        let list = try CLI.run(["zoo", "list"])
+        XCTAssertEqual(list.status, 0, list.all)
+        let info = try CLI.run(["zoo", "info", "retinanet-r34-composite"])
+        XCTAssertEqual(info.status, 0, info.all)
+        XCTAssertTrue(info.stdout.contains("metric_threshold=0.0700"), info.stdout)
+        let line = try XCTUnwrap(list.stdout.split(separator: "\n").first { $0.hasPrefix("retinanet-r34-composite ") }, list.stdout)
+        XCTAssertTrue(line.contains(" metric_threshold=0.0700 ") && line.contains(" metric=0.8997 ") && line.contains(" epoch=7 "), String(line))
+    }
 }

@@ -41,7 +41,8 @@ struct ZooCommand: ParsableCommand {
                 case .cached: status = "cached"
                 case .notFetched: status = "not fetched"
                 }
-                let metrics = e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.4g", $0.value))" }.joined(separator: " ")
+                // as `zoo info` says them (trial: list said 0.07 where info said 0.0700)
+                let metrics = e.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(metricText($0.value))" }.joined(separator: " ")
                 var line = e.name.padding(toLength: max(32, e.name.count), withPad: " ", startingAt: 0) + " "
                 line += e.kind.padding(toLength: 9, withPad: " ", startingAt: 0) + " "
                 line += status.padding(toLength: 11, withPad: " ", startingAt: 0)
@@ -356,7 +357,7 @@ final class ProgressPrinter: @unchecked Sendable {
     func finish() { StandardStreams.writeError("\n") }
 }
 
-/// A metric as `opacity zoo info` prints it: whole numbers (epochs, counts) as they are,
+/// A metric as `opacity zoo info` and `zoo list` print it: whole numbers (epochs, counts) as they are,
 /// anything else rounded to 4 decimals.
 func metricText<T: BinaryFloatingPoint>(_ v: T) -> String {
     let d = Double(v)
