@@ -7,6 +7,21 @@ import XCTest
 /// said "threshold 0.2 (the default)" and "using the default 0.20" in one run; `zoo list` said
 /// a metric as 0.07 where `zoo info` says 0.0700.
 final class LeftoverWordingTests: XCTestCase {
+    func testChoicesShowValuesAndDefaultAsEveryOtherChoice() throws {
+        let r = try CLI.run(["train", "--help"], environment: ["COLUMNS": "1000"])
+        XCTAssertEqual(r.status, 0, r.all)
+        let lines = r.stdout.split(separator: "\n")
+        for (option, tail) in [("--freeze-bn", "(values: on, off; default: on)"), ("--best-by", "(values: metric, loss; default: metric)")] {
+            let line = try XCTUnwrap(lines.first { $0.hasPrefix("  \(option) <") }, r.stdout)
+            XCTAssertTrue(line.hasSuffix(tail), String(line))
+            XCTAssertEqual(line.components(separatedBy: "default").count, 2, String(line))
+        }
+        // a value given is still told from the default (train --resume compares it with the run's)
+        let bad = try CLI.run(["train", "--data", "d", "--freeze-bn", "of"])
+        XCTAssertEqual(bad.status, 64, bad.all)
+        XCTAssertTrue(bad.stderr.contains("Please provide one of 'on' and 'off' (nearest valid: 'on')") || bad.stderr.contains("(nearest valid: 'off')"), bad.stderr)
+    }
+
     func testDetectSaysTheDefaultThresholdInOneFormat() throws {
         let dir = try CLI.tempDir("threshold-format")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -31,7 +31,9 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var dataOptions: DataOptions
 
     // The recipe options are optional: `nil` is "not given", so that --resume can tell an
-    // option given at its default from one left out (each has a computed value below).
+    // option given at its default from one left out (each has a computed value below); the
+    // choices (--freeze-bn, --best-by) are GivenChoice values, which tell it too and show their
+    // default in help as every other choice does.
     @Option(name: .customLong("fold"), parsing: .unconditional, help: "Validation fold (0-based). (default: \(Self.defaults.fold))")
     var givenFold: Int?
     @Option(
@@ -64,12 +66,13 @@ struct TrainCommand: ParsableCommand {
     var givenFactor: Double?
     @Option(
         name: .customLong("freeze-bn"),
-        help: "Batch norm: on (frozen statistics, the paper), off (trained). (default: \(Switch(Self.defaults.freezeBatchNorm).rawValue))")
-    var givenFreezeBn: Switch?
+        help: "Batch norm: on (frozen statistics, the paper), off (trained).")
+    var givenFreezeBn = GivenChoice<Switch>(default: Switch(TrainCommand.defaults.freezeBatchNorm))
     @Option(name: .long, help: "Start the encoder from a bundle or zoo entry (e.g. from `opacity import`).") var encoderWeights: String?
     @Option(name: .long, help: "Start every weight from a detector bundle or zoo entry (zoo:NAME) of the same architecture (transfer).")
     var initWeights: String?
-    @Option(name: .customLong("best-by"), help: "Which epoch best.opb points to. (default: \(Self.defaults.bestBy))") var givenBestBy: BestBy?
+    @Option(name: .customLong("best-by"), help: "Which epoch best.opb points to.")
+    var givenBestBy = GivenChoice<BestBy>(default: BestBy(rawValue: TrainCommand.defaults.bestBy) ?? .metric)
     @Option(
         name: .long, parsing: .unconditional,
         help: "Use at most this many training and at most this many validation images of the fold (as eval's --limit; --limit-train and --limit-val override it for their part)."
@@ -118,9 +121,9 @@ struct TrainCommand: ParsableCommand {
     /// `--factor`, else the default.
     var factor: Double { givenFactor ?? Self.defaults.plateauFactor }
     /// `--freeze-bn`, else the default.
-    var freezeBn: Switch { givenFreezeBn ?? Switch(Self.defaults.freezeBatchNorm) }
+    var freezeBn: Switch { givenFreezeBn.value }
     /// `--best-by`, else the default.
-    var bestBy: BestBy { givenBestBy ?? BestBy(rawValue: Self.defaults.bestBy) ?? .metric }
+    var bestBy: BestBy { givenBestBy.value }
 
     /// The training images' limit: `--limit-train`, else `--limit`.
     var trainLimit: Int? { limitTrain ?? limit }
@@ -424,7 +427,7 @@ struct TrainCommand: ParsableCommand {
     /// would otherwise be dropped without a word (new-user trial: `--resume --batch 8 --seed 9
     /// --aug light` trained on with batch 4, seed 1234 and heavy augmentation). An option counts
     /// as given whenever it is on the command line, even at its default value (the options are
-    /// optionals: `nil` is "not given"), so `--batch 4` on a run with batch 8 is refused too.
+    /// optionals, `nil` is "not given", or GivenChoice values), so `--batch 4` on a run with batch 8 is refused too.
     /// `--lr` and `--epochs` are not refused: they change the run from the checkpoint on, as
     /// their help says (`--lr` at its default value included).
     func recipeChangedOnResume(_ saved: TrainingOptions, run: String) -> ValidationError? {
@@ -440,11 +443,11 @@ struct TrainCommand: ParsableCommand {
         check("--batch", givenBatch, saved.batchSize) { "\($0)" }
         check("--seed", givenSeed, saved.seed) { "\($0)" }
         check("--aug", givenAug, saved.augmentation) { $0 }
-        check("--freeze-bn", givenFreezeBn?.isOn, saved.freezeBatchNorm, onOff)
+        check("--freeze-bn", givenFreezeBn.given?.isOn, saved.freezeBatchNorm, onOff)
         check("--clip", givenClip, saved.clipNorm) { "\($0)" }
         check("--patience", givenPatience, saved.plateauPatience) { "\($0)" }
         check("--factor", givenFactor, saved.plateauFactor) { "\($0)" }
-        check("--best-by", givenBestBy?.rawValue, saved.bestBy) { $0 }
+        check("--best-by", givenBestBy.given?.rawValue, saved.bestBy) { $0 }
         check("--fold", givenFold, saved.fold) { "\($0)" }
         check("--folds", givenFolds, saved.folds) { "\($0)" }
         check("--encoder-weights", encoderWeights.map { Optional($0) }, saved.encoderWeights) { $0 ?? "(none)" }

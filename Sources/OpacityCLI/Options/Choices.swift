@@ -55,6 +55,39 @@ enum BestBy: String, CaseIterable, ExpressibleByArgument {
     case metric, loss
 }
 
+/// A choice (one of `Value`'s cases) that tells a value given on the command line from the
+/// default, for the options that `train --resume` compares with the run's own (given means
+/// given, even at the default value), while the help reads as every other choice's:
+/// `(values: on, off; default: on)` (new-user trial: `--freeze-bn`, an optional for that,
+/// read "(default: on) (values: on, off)", its default written into its help text).
+struct GivenChoice<Value: CaseIterable & RawRepresentable & ExpressibleByArgument>: ExpressibleByArgument where Value.RawValue == String {
+    /// The value given, else the default.
+    var value: Value
+    /// Whether the command line gave it.
+    var isGiven: Bool
+
+    /// The default, not given.
+    init(default value: Value) {
+        self.value = value
+        isGiven = false
+    }
+
+    init?(argument: String) {
+        guard let value = Value(argument: argument) else { return nil }
+        self.value = value
+        isGiven = true
+    }
+
+    /// The value when the command line gave it; `nil` for the default.
+    var given: Value? { isGiven ? value : nil }
+
+    var defaultValueDescription: String { value.rawValue }
+
+    static var allValueStrings: [String] { Value.allValueStrings }
+
+    static var defaultCompletionKind: CompletionKind { Value.defaultCompletionKind }
+}
+
 /// A tensor storage type by its user name (`--storage fp32|fp16|bf16|int8`).
 struct StorageChoice: ExpressibleByArgument {
     var type: StorageType
