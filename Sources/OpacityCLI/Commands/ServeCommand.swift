@@ -23,7 +23,7 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @Option(name: .long, parsing: .unconditional, help: "TCP port (0 picks a free one and prints it).") var port: Int = 8080
-    @Option(name: .long, help: "Address to bind (default 127.0.0.1, this machine only).") var host: String = "127.0.0.1"
+    @Option(name: .long, help: "Address to bind (0.0.0.0: every interface).") var host: String = "127.0.0.1"
     @Option(name: .long, help: "A file whose first line is the bearer token every request but /healthz and /openapi.yaml must carry.") var tokenFile: String?
     @Option(name: .long, parsing: .unconditional, help: "Most images in one forward pass.") var maxBatch: Int = 4
     @Option(name: .customLong("max-wait-ms"), parsing: .unconditional, help: "Longest wait, in milliseconds, for more images to fill a batch.") var maxWaitMs: Int = 10
@@ -37,6 +37,28 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     @OptionGroup var pluginOptions: PluginOptions
+
+    /// The server's settings from the options; the token is read in ``serve()``.
+    var configuration: ServeConfiguration {
+        var c = ServeConfiguration()
+        c.host = host
+        c.port = port
+        c.maxBatch = maxBatch
+        c.maxWaitMilliseconds = maxWaitMs
+        c.maxQueue = maxQueue
+        c.maxBodyBytes = maxBody
+        c.maxPixels = maxPixels
+        c.timeoutSeconds = timeout
+        return c
+    }
+
+    /// The options' values, checked before anything runs, so that a value out of range is a
+    /// usage error with the command's usage line, as every other command's (new-user trial:
+    /// `serve --max-batch 0` printed no `Usage:` line, checked only once the command ran).
+    func validate() throws {
+        do { try configuration.validate() } catch { throw ValidationError("\(error)") }
+        try requireRange("--threshold", threshold, 0, 1)
+    }
 
     func run() throws {
         // the root command is synchronous: run the server on the concurrency pool and wait
@@ -55,15 +77,7 @@ struct ServeCommand: ParsableCommand {
         runtime.apply()
         // before the server starts: the models load in the background
         try model.requireReferences()
-        var c = ServeConfiguration()
-        c.host = host
-        c.port = port
-        c.maxBatch = maxBatch
-        c.maxWaitMilliseconds = maxWaitMs
-        c.maxQueue = maxQueue
-        c.maxBodyBytes = maxBody
-        c.maxPixels = maxPixels
-        c.timeoutSeconds = timeout
+        var c = configuration
         c.window = try windowOption.setting()
         if let tokenFile {
             // trial: a misspelt token file was "cannot read the file" (exit 1), unlike every other
@@ -71,8 +85,8 @@ struct ServeCommand: ParsableCommand {
             try requireExistingPath("--token-file", tokenFile, directory: false, expected: "a file whose first line is the bearer token")
             c.token = try ServeConfiguration.readToken(tokenFile)
         }
+        // the token's (the other settings were checked by validate())
         do { try c.validate() } catch { throw ValidationError("\(error)") }
-        try requireRange("--threshold", threshold, 0, 1)
 
         let server = DetectionServer(configuration: c, log: { note($0) })
         let host = c.host
