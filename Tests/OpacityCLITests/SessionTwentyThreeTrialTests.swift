@@ -25,4 +25,32 @@ final class SessionTwentyThreeTrialTests: XCTestCase {
             XCTAssertFalse(first.contains("Did you mean '--"), "\(arguments): \(r.stderr)")
         }
     }
+
+    /// `opacity folds --data D -o D/stage_2_train_labels.csv` (the labels it reads) was answered
+    /// "exists (an earlier run's); add --overwrite to replace the earlier folds file", and with
+    /// --overwrite it was then refused as an input: the first answer sent the user the wrong
+    /// way. `preview -o` over one of its images likewise. Both now say at once that the output
+    /// is an input, as `submit` does.
+    func testAnOutputThatIsAnInputIsSaidSoBeforeAnyEarlierResult() throws {
+        let dir = try CLI.tempDir("t23-output-is-input")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "1", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let image = try XCTUnwrap(
+            try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("data/stage_2_train_images").path).sorted().first)
+        let cases: [[String]] = [
+            ["folds", "--data", "data", "-o", "data/stage_2_train_labels.csv"],
+            ["folds", "--data", "data", "-o", "data/stage_2_train_images/\(image)"],
+            ["folds", "--labels", "data/stage_2_train_labels.csv", "--images", "data/stage_2_train_images", "-o", "data/stage_2_train_labels.csv"],
+            ["preview", "data", "-o", "data/stage_2_train_images/\(image)", "--count", "2", "--size", "64"],
+            ["preview", "data", "-o", "data/stage_2_detailed_class_info.csv", "--count", "2", "--size", "64"],
+        ]
+        for arguments in cases {
+            r = try CLI.run(arguments, in: dir)
+            XCTAssertEqual(r.status, 64, "\(arguments): \(r.all)")
+            XCTAssertTrue(r.stderr.contains("would replace the input"), "\(arguments): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("choose another -o/--output"), "\(arguments): \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("an earlier run's"), "\(arguments): \(r.stderr)")
+        }
+    }
 }

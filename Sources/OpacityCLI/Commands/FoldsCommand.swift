@@ -59,13 +59,15 @@ struct FoldsCommand: ParsableCommand {
 
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the folds CSV")
-        try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier folds file", otherwise: "name another file with -o/--output")
         let location = try dataOptions.location()
-        // the folds file never replaces the labels or class-info CSV it is made from
+        // the folds file never replaces the labels or class-info CSV or an image it is made from;
+        // said before an earlier result is (trial: "exists (an earlier run's); add --overwrite"
+        // for the labels CSV, and --overwrite was then refused as an input)
         switch location {
-        case .rsna(let root): try refuseOverwritingDataInputs(output, option: "-o/--output", folders: [root])
-        case .csv(let labels, _): try refuseOverwritingDataInputs(output, option: "-o/--output", files: [labels])
+        case .rsna(let root): try refuseOverwritingDataInputs(output, option: "-o/--output", folders: rsnaInputFolders(root))
+        case .csv(let labels, let images): try refuseOverwritingDataInputs(output, option: "-o/--output", folders: [images], files: [labels])
         }
+        try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier folds file", otherwise: "name another file with -o/--output")
         let dataset = try location.load(skipProblemImages: dataOptions.skipUnreadable)
         try requireFoldsFit(patients: Set(dataset.records.map(\.id)).count, location: location)
         try refuseOverwritingDataInputs(output, option: "-o/--output", images: dataset.records.compactMap(\.imageURL))

@@ -85,6 +85,13 @@ struct AugmentPreviewCommand: ParsableCommand {
 
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the preview PNG")
+        // the preview PNG never replaces a CSV or an image it is drawn from; said before an
+        // earlier result is, whose advice (--overwrite) would be refused then
+        if let data {
+            let root = URL(fileURLWithPath: data)
+            try refuseOverwritingDataInputs(
+                output, option: "-o/--output", folders: boxesCSV == nil ? rsnaInputFolders(root) : [root], files: boxesCSV.map { [URL(fileURLWithPath: $0)] } ?? [])
+        }
         try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier preview", otherwise: "name another file with -o/--output")
         let config = try AugmentationConfig(parsing: augmentation)
         if deprecatedAugmentation != nil { note("warning: --augmentation is deprecated; use --aug (as train)") }
@@ -94,9 +101,6 @@ struct AugmentPreviewCommand: ParsableCommand {
         var cleanup: URL?
         if let data {
             let root = URL(fileURLWithPath: data)
-            // the preview PNG never replaces a CSV or an image it is drawn from
-            try refuseOverwritingDataInputs(
-                output, option: "-o/--output", folders: boxesCSV == nil ? [root] : [], files: boxesCSV.map { [URL(fileURLWithPath: $0)] } ?? [])
             if let boxesCSV {
                 dataset = try BoxesCSV.load(
                     csv: URL(fileURLWithPath: boxesCSV), imageFolder: root,

@@ -203,6 +203,14 @@ func refuseOverwritingDataInputs(_ output: String, option: String, folders: [URL
     try refuseOverwritingInput(URL(fileURLWithPath: output), inputs: inputs + images, option: option)
 }
 
+/// The folders an RSNA-layout data set at `root` is read from, for
+/// ``refuseOverwritingDataInputs(_:option:folders:files:images:)`` before the data loads: the
+/// root (its labels and class-info CSVs) and each image folder the loader accepts under it
+/// (``RSNADataset/imageFolderNames``; those that do not exist hold nothing).
+func rsnaInputFolders(_ root: URL) -> [URL] {
+    [root] + RSNADataset.imageFolderNames.map { root.appendingPathComponent($0) }
+}
+
 /// Refuses the results an earlier run left where this one writes, unless `--overwrite` was
 /// given: every command that writes results (`detect`, `submit`, `eval`, `export`, `compare`;
 /// `convert` checks its `--labels-output` after converting) calls this before anything is
