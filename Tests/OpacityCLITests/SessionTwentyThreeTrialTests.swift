@@ -53,4 +53,24 @@ final class SessionTwentyThreeTrialTests: XCTestCase {
             XCTAssertFalse(r.stderr.contains("an earlier run's"), "\(arguments): \(r.stderr)")
         }
     }
+
+    /// `train --batch 100` on a fold of 6 training images said "batch: 100 images per step" and
+    /// trained on 6 per step (the loader takes at most the fold's images): the line now says
+    /// the batch used and why.
+    func testABatchLargerThanTheTrainingImagesIsSaidAsTheBatchUsed() throws {
+        let dir = try CLI.tempDir("t23-batch")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["synth", "-o", "data", "--count", "8", "--size", "64", "--seed", "1", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(
+            [
+                "train", "--data", "data", "-o", "run", "--epochs", "1", "--batch", "100", "--workers", "1", "-q",
+                "--config", "retinanet(encoder=resnet18(width=0.25), neck=fpn(channels=16), head=retina(channels=16), size=64)",
+            ], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let line = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("batch: ") }, r.all)
+        XCTAssertEqual(
+            String(line),
+            "batch: 6 images per step in all (--batch 100 is more than the fold's 6 training images); per process 6 x 1 process", r.all)
+    }
 }

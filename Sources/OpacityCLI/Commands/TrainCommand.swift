@@ -337,9 +337,12 @@ struct TrainCommand: ParsableCommand {
         }
         // one line for processes, threads and kernels (the threads were said twice)
         say(distributedOptions.describe(group) + ", BLAS kernels: \(BLAS.kernels.active)")
-        let b = trainer.options.batchSize, p = group.size
+        // the batch used: TrainingSetup's loader takes at most the fold's training images per
+        // step (trial: `--batch 100` on 6 images said "batch: 100 images per step")
+        let asked = trainer.options.batchSize, b = min(asked, summary.trainImages), p = group.size
+        let why = b < asked ? "--batch \(asked) is more than the fold's \(Wording.count(summary.trainImages, "training image"))" : "global batch, --batch"
         say(
-            "batch: \(b) images per step in all (global batch, --batch); per process \(b / p == (b + p - 1) / p ? "\(b / p)" : "\(b / p)-\((b + p - 1) / p)") x \(p) process\(p == 1 ? "" : "es")"
+            "batch: \(b) images per step in all (\(why)); per process \(b / p == (b + p - 1) / p ? "\(b / p)" : "\(b / p)-\((b + p - 1) / p)") x \(p) process\(p == 1 ? "" : "es")"
         )
         if validateOnly {
             guard summary.resumedFrom != nil else { throw ValidationError("--validate-only needs --resume and a run with a checkpoint") }
