@@ -266,7 +266,7 @@ final class CLIRobustnessTests: XCTestCase {
         let dcm = CLI.realdata.appendingPathComponent("rsna/stage_1_train_images/0004cfab-14fd-4e49-80ba-63a80b6bddd6.dcm")
         var r = try CLI.run(["convert", dcm.path, "-o", "one.png", "--size", "64", "-q"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        XCTAssertEqual(r.all, "1 converted, 0 skipped (output exists), 0 failed\n", "convert -q printed more than its result")
+        XCTAssertEqual(r.all, "1 converted, 0 skipped (output exists), 0 failed\nwrote \(dir.standardizedFileURL.path)/one.png\n", "convert -q printed more than its result")
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("one.png").path))
         r = try CLI.run(["convert", dcm.path, "-o", "two.png", "--size", "64"], in: dir)
         XCTAssertTrue(r.stdout.contains("1 converted"), r.all)

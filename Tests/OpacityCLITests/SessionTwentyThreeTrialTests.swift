@@ -73,4 +73,26 @@ final class SessionTwentyThreeTrialTests: XCTestCase {
             String(line),
             "batch: 6 images per step in all (--batch 100 is more than the fold's 6 training images); per process 6 x 1 process", r.all)
     }
+
+    /// `opacity convert x.dcm -o x.png` said "1 converted, 0 skipped (output exists), 0 failed"
+    /// and nowhere what it wrote, where every other writer names its output absolute (CLI.md).
+    func testConvertNamesWhatItWroteAbsolute() throws {
+        let dir = try CLI.tempDir("t23-convert-names")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dcm = CLI.realdata.appendingPathComponent("rsna/stage_1_train_images/0004cfab-14fd-4e49-80ba-63a80b6bddd6.dcm")
+        let shown = dir.standardizedFileURL.path
+        var r = try CLI.run(["convert", dcm.path, "-o", "./one.png", "--size", "64", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertEqual(r.stdout, "1 converted, 0 skipped (output exists), 0 failed\nwrote \(shown)/one.png\n", r.all)
+        let folder = dir.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: dcm, to: folder.appendingPathComponent("a.dcm"))
+        try FileManager.default.copyItem(at: dcm, to: folder.appendingPathComponent("b.dcm"))
+        r = try CLI.run(["convert", "in", "-o", "out/", "--size", "64", "-q"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertEqual(r.stdout, "2 converted, 0 skipped (output exists), 0 failed\nwrote 2 PNGs in \(shown)/out\n", r.all)
+        // nothing converted, nothing said to be written
+        r = try CLI.run(["convert", "in", "-o", "out", "--size", "64", "-q"], in: dir)
+        XCTAssertEqual(r.stdout, "0 converted, 2 skipped (output exists), 0 failed\n", r.all)
+    }
 }

@@ -16,7 +16,7 @@ final class ThirdTrialTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         var r = try CLI.run(["convert", Self.dcm.path, "-o", "one.png", "--size", "64", "-q"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        XCTAssertEqual(r.stdout, "1 converted, 0 skipped (output exists), 0 failed\n", r.all)
+        XCTAssertEqual(r.stdout, "1 converted, 0 skipped (output exists), 0 failed\nwrote \(dir.standardizedFileURL.path)/one.png\n", r.all)
         XCTAssertEqual(r.stderr, "", r.all)
         let folder = dir.appendingPathComponent("in")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

@@ -153,6 +153,15 @@ struct ConvertCommand: ParsableCommand {
         }
         // the result, under -q too: -q drops the progress bar only (CLI.md's runtime options)
         say("\(summary)")
+        // what was written, named absolute as every writer names its results (CLI.md; trial: the
+        // PNGs were named nowhere); nothing when nothing was converted
+        if summary.converted > 0 {
+            if inputIsFolder.boolValue {
+                say("wrote \(Wording.count(summary.converted, "PNG")) in \(shownPath(try outputPath()))")
+            } else if let written = summary.images.first(where: { !$0.existed }) {
+                say("wrote \(shownPath(written.output.path))")
+            }
+        }
         // Rows of images that are not in the input are not failures (a subset converted with the
         // whole labels file); images that failed to convert already make the status 1.
         if let labelsTable { try writeLabels(labelsTable, summary: summary) }
