@@ -31,55 +31,36 @@ public final class Subnet: Module {
     /// level before the next one starts, so that its weight's kernel transforms are computed
     /// once for all levels (forward and backward) and kept only while they are used
     /// (``TensorMemory/derivedCacheLimitBytes``). Otherwise (inference), level by level: each
-    /// level's four convolutions and its output convolution run before the next level starts,
-    /// so that the other levels' intermediate maps are not alive beside the largest level's
-    /// (resnet152 at 512 px: P3-P7's 5.3 MiB at P2's peak), and the last three write over their
-    /// input where a kernel can (``Conv2d/inPlace(_:)``). Either order gives the same values,
-    /// bit for bit (each level's convolutions are independent of the others'; dropout draws
-    /// its masks level by level in level order either way).
+    /// level's four convolutions run before the next level starts, so that the other levels'
+    /// intermediate maps are not alive beside the largest level's (resnet152 at 512 px: P3-P7's
+    /// 5.3 MiB at P2's peak), and the last three write over their input where a kernel can
+    /// (``Conv2d/inPlace(_:)``). Either order gives the same values, bit for bit (each level's
+    /// convolutions are independent of the others'; dropout draws its masks in level order
+    /// after all of them).
     func callAsFunction(levels: [Tensor], perAnchor k: Int) -> [Tensor] {
-        guard Autograd.isRecording else {
-            // The first convolution reads the pyramid's map, which the other subnet reads
-            // too; the next ones may write over their input (``Conv2d/inPlace(_:)``).
-            return levels.map { level in output(convolved(conv1(level).relu()), perAnchor: k) }
-        }
         var ys = levels
-        for conv in [conv1, conv2, conv3, conv4] {
-            // Level by level in place: each level's input is dropped as soon as its output
-            // exists, rather than all inputs living until the whole layer is done.
-            for i in ys.indices { ys[i] = conv(ys[i]).relu() }
+        let convs = [conv1, conv2, conv3, conv4]
+        if Autograd.isRecording {
+            for conv in convs {
+                // Level by level in place: each level's input is dropped as soon as its output
+                // exists, rather than all inputs living until the whole layer is done.
+                for i in ys.indices { ys[i] = conv(ys[i]).relu() }
+            }
+        } else {
+            ys = levels.map { level in
+                // The first convolution reads the pyramid's map, which the other subnet
+                // reads too; the next ones may write over their input (``Conv2d/inPlace(_:)``).
+                var x = conv1(level).relu()
+                for conv in convs.dropFirst() { x = conv.inPlace(consume x).relu() }
+                return x
+            }
         }
-        return ys.map { output($0, perAnchor: k) }
-    }
-
-    /// ``callAsFunction(levels:perAnchor:)`` as the last reader of `levels`: the same values,
-    /// bit for bit. While no graph is recorded, the first convolution may write over each
-    /// level's map too (``Conv2d/inPlace(_:)``) where the caller handed over the only
-    /// reference. The regression subnet, which runs after the classification subnet, so holds
-    /// no new map beside the pyramid's: 16 MiB less at P2 (256 channels at 128x128, a 512 px
-    /// input).
-    func callAsFunction(lastReadOf levels: consuming [Tensor], perAnchor k: Int) -> [Tensor] {
-        guard !Autograd.isRecording else { return callAsFunction(levels: levels, perAnchor: k) }
-        var rest = consume levels
-        rest.reverse()  // popped from the end, level 0 first: each map leaves the array as it is read
-        var ys: [Tensor] = []
-        while let level = rest.popLast() { ys.append(output(convolved(conv1.inPlace(consume level).relu()), perAnchor: k)) }
-        return ys
-    }
-
-    /// `conv2`..`conv4` with ReLU, each writing over its input where a kernel can (inference).
-    private func convolved(_ x: consuming Tensor) -> Tensor {
-        var y = consume x
-        for conv in [conv2, conv3, conv4] { y = conv.inPlace(consume y).relu() }
-        return y
-    }
-
-    /// Dropout (in training mode) and the output convolution: `[N, C, H_l, W_l]` ->
-    /// `[N, H_l*W_l*A, outputs/A]`. Called level by level in level order, so dropout draws its
-    /// masks in that order however the convolutions ran.
-    private func output(_ x: Tensor, perAnchor k: Int) -> Tensor {
-        let y = output(dropout.map { $0(x) } ?? x)
-        return y.permuted([0, 2, 3, 1]).reshaped([y.shape[0], -1, k])
+        if let dropout { ys = ys.map { dropout($0) } }
+        return ys.map { x in
+            let y = output(x)
+            let n = y.shape[0]
+            return y.permuted([0, 2, 3, 1]).reshaped([n, -1, k])
+        }
     }
 }
 
@@ -174,12 +155,9 @@ public final class RetinaHead: Module, Head {
         return [cls, reg]
     }
 
-    /// The classification subnet on every level, then the regression subnet, which reads the
-    /// pyramid last and so may write over its maps in inference
-    /// (``Subnet/callAsFunction(lastReadOf:perAnchor:)``).
-    public func predict(pyramid: consuming [Tensor], deepest: Tensor) -> HeadOutput {
+    public func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput {
         let cls = Tensor.concat(classificationModel(levels: pyramid, perAnchor: classes), axis: 1)
-        let reg = Tensor.concat(regressionModel(lastReadOf: consume pyramid, perAnchor: 4), axis: 1)
+        let reg = Tensor.concat(regressionModel(levels: pyramid, perAnchor: 4), axis: 1)
         return HeadOutput(classLogits: cls, boxDeltas: reg, globalLogProbs: globalClassificationModel?(deepest))
     }
 }

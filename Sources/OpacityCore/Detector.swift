@@ -46,16 +46,14 @@ public final class Detector: Module {
     /// with `"encoder"`, `"neck"` and `"head"` as each part ends (for timing by part).
     public func forward(_ images: Tensor, partDone: (String) -> Void = { _ in }) -> HeadOutput {
         let (pyramid, deepest) = pyramid(images, partDone: partDone)
-        // Handed over: the head may write over a level's map once it has read it for the last
-        // time (``Head/predict(pyramid:deepest:)``).
-        return predict(pyramid: consume pyramid, deepest: deepest, images: images, partDone: partDone)
+        return predict(pyramid: pyramid, deepest: deepest, images: images, partDone: partDone)
     }
 
     /// The head in one piece (in checkpoint segments with `grad_checkpointing=head` or `all`
     /// while recording), its anchor count checked against the layout for `images`.
-    private func predict(pyramid: consuming [Tensor], deepest: Tensor, images: Tensor, partDone: (String) -> Void) -> HeadOutput {
+    private func predict(pyramid: [Tensor], deepest: Tensor, images: Tensor, partDone: (String) -> Void) -> HeadOutput {
         let recompute = Autograd.isRecording ? gradientCheckpointing : .none
-        let out = recompute.head ? head.checkpointedPredict(pyramid: pyramid, deepest: deepest) : head.predict(pyramid: consume pyramid, deepest: deepest)
+        let out = recompute.head ? head.checkpointedPredict(pyramid: pyramid, deepest: deepest) : head.predict(pyramid: pyramid, deepest: deepest)
         TensorMemory.releaseTransientDerivedValues()
         partDone("head")
         checkAnchorCount(out.classLogits, images)

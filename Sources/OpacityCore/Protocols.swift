@@ -82,12 +82,7 @@ public protocol Head: Module {
     /// Anchors per pyramid location.
     var anchorsPerLocation: Int { get }
     /// Predicts for every anchor of every level, level-major then row-major then anchor.
-    ///
-    /// The pyramid is handed over (`consuming`): while no graph is recorded, a head may write
-    /// over a level's map once it no longer reads it, where the caller keeps no other
-    /// reference (``Tensor/conv2dInPlace(_:bias:stride:padding:dilation:groups:)``). A head
-    /// that borrows it instead (a plain `[Tensor]` parameter) still conforms.
-    func predict(pyramid: consuming [Tensor], deepest: Tensor) -> HeadOutput
+    func predict(pyramid: [Tensor], deepest: Tensor) -> HeadOutput
     /// The same output as ``predict(pyramid:deepest:)``, computed in checkpoint segments
     /// (``Autograd/checkpoint(_:_:)``; see ``GradientCheckpointing``). The default runs the
     /// whole head as one segment; a head whose subnets run level by level does better with a
