@@ -44,7 +44,7 @@ extension Tensor {
     /// In place takes: no graph recorded (``Autograd/isRecording`` false), this tensor with no
     /// gradient node and its storage held by nothing else (no copy, view or trace), and a
     /// kernel that can:
-    /// - the Winograd kernel with shared blocks (by default at more than 2 threads), `Cin ==
+    /// - the Winograd kernel with shared blocks (by default in inference from 2 threads up), `Cin ==
     ///   Cout`, a 3x3 stride-1 kernel with padding 1. Measured (resnet152 RetinaNet, 512 px,
     ///   16 threads): the head's P2 convolutions, 256 channels at 128x128, no longer hold a
     ///   16 MiB output beside their input at the forward pass's peak;

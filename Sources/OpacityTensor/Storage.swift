@@ -346,6 +346,15 @@ enum StorageAccounting {
     /// when first written; reused blocks cost none).
     package static var mappedBytes: Int { StoragePool.lockedMappedBytes }
 
+    /// Bytes of tail pages the pool has given back to the system so far: the pages past a
+    /// request in a larger cached block that served it and was still in use
+    /// `OPACITY_POOL_TAIL_AGE` requests later (default 8).
+    package static var tailBytesReleased: Int { StoragePool.lockedTailBytesReleased }
+
+    /// How many requests later a larger cached block serving a smaller request gives back its
+    /// tail if still in use (`OPACITY_POOL_TAIL_AGE`, default 8; read once).
+    package static var poolTailReleaseAge: Int { StoragePool.tailReleaseAge }
+
     /// Lets the pool's high-water mark of blocks in use start again from those in use now
     /// (for tests of its policy).
     package static func resetPoolHighWaterMark() { StoragePool.resetHighWaterMark() }
@@ -578,26 +587,34 @@ enum StoragePool {
         }
         var evicted: [(UnsafeMutableRawPointer, Int)] = []
         lock.lock()
+        requests += 1
         inUse += size
         peakInUse = max(peakInUse, inUse)
         if var list = free[size], let p = list.popLast() {
             free[size] = list.isEmpty ? nil : list
             cached -= size
+            let due = dueTails()
             lock.unlock()
+            for t in due { releaseTail(t.block, used: t.used, size: t.size) }
             return (p, size)
         }
         // A cached block of the next classes up (at most twice the size) serves as it is: its
-        // pages are touched already, and it goes back to its own class. The pages past the
-        // request go back to the system (``releaseTail(_:used:size:)``).
+        // pages are touched already, and it goes back to its own class. If it is still in use
+        // after ``tailReleaseAge`` more requests, the pages past the request go back to the
+        // system (``releaseTail(_:used:size:)``).
         if !longLived, let key = free.keys.filter({ $0 > size && $0 <= 2 * size }).min(), var list = free[key], let p = list.popLast() {
             free[key] = list.isEmpty ? nil : list
             cached -= key
             inUse += key - size
             peakInUse = max(peakInUse, inUse)
+            if key - size >= minPooledBytes { untrimmed.append((p, bytes, key, requests)) }
+            let due = dueTails()
             lock.unlock()
-            releaseTail(p, used: bytes, size: key)
+            for t in due { releaseTail(t.block, used: t.used, size: t.size) }
             return (p, key)
         }
+        let due = dueTails()
+        defer { for t in due { releaseTail(t.block, used: t.used, size: t.size) } }  // after the unlock on every path
         // Below the high-water mark a fresh block costs no footprint beyond what the process
         // already needed once; the cached blocks stay for their own sizes.
         if inUse + cached <= allowedFootprint {
@@ -632,6 +649,7 @@ enum StoragePool {
             return
         }
         lock.lock()
+        if !untrimmed.isEmpty, let i = untrimmed.firstIndex(where: { $0.block == p }) { untrimmed.remove(at: i) }  // died young
         inUse -= size
         if size > limit {
             lock.unlock()
@@ -709,6 +727,47 @@ enum StoragePool {
         #endif
     }()
 
+    /// Requests served so far (``allocate(_:longLived:)`` of pooled sizes). Read and written
+    /// with the lock held.
+    nonisolated(unsafe) private static var requests = 0
+
+    /// Blocks in use that serve a smaller request with their tail still resident: the block,
+    /// the bytes asked for, the block's size and the request number it was taken at. Read and
+    /// written with the lock held.
+    nonisolated(unsafe) private static var untrimmed: [(block: UnsafeMutableRawPointer, used: Int, size: Int, at: Int)] = []
+
+    /// How many requests later a larger block serving a smaller request gives back its tail if
+    /// it is still in use (`OPACITY_POOL_TAIL_AGE`, default 8; 0: at once). Most such blocks
+    /// hold a short-lived map that is freed within a few requests and keep their pages; one
+    /// still in use by then (an encoder stage's output, kept until the feature pyramid reads it)
+    /// would hold the tail for the rest of the pass. Measured (resnet152 RetinaNet, 512 px, 2
+    /// threads; forward peak / tail pages given back, and so faulted in again later, per pass):
+    /// never (before) 422 MiB / 0; at once 414 / 243 MiB; after 4 requests 415 / 156; 8: 415 /
+    /// 26; 16: 416 / 13; 32: 417-418 / 11.
+    static let tailReleaseAge: Int = {
+        if let s = ProcessInfo.processInfo.environment["OPACITY_POOL_TAIL_AGE"], let v = Int(s), v >= 0 { return v }
+        return 8
+    }()
+
+    /// Bytes of tail pages given back so far (``releaseTail(_:used:size:)``), for reports.
+    nonisolated(unsafe) private static var tailBytesReleased = 0
+    static var lockedTailBytesReleased: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return tailBytesReleased
+    }
+
+    /// Takes out of ``untrimmed`` the blocks due for ``releaseTail(_:used:size:)`` (in use for
+    /// ``tailReleaseAge`` requests), counting their tails. Call with the lock held; release the
+    /// tails after unlocking.
+    private static func dueTails() -> [(block: UnsafeMutableRawPointer, used: Int, size: Int, at: Int)] {
+        guard let first = untrimmed.first, requests - first.at >= tailReleaseAge else { return [] }
+        let due = untrimmed.prefix { requests - $0.at >= tailReleaseAge }
+        untrimmed.removeFirst(due.count)
+        for t in due { tailBytesReleased += t.size - tailStart(used: t.used, size: t.size) }
+        return Array(due)
+    }
+
     /// Gives the resident pages of the block `p` (`size` bytes) past its first `used` bytes
     /// back to the system, keeping the mapping: the block serves a smaller request (see
     /// ``allocate(_:longLived:)``), and its tail would otherwise stay resident for as long as
@@ -721,11 +780,18 @@ enum StoragePool {
     /// until the feature pyramid reads them, had taken 16 and 8 MiB blocks for 8 and 4 MiB maps.
     static func releaseTail(_ p: UnsafeMutableRawPointer, used: Int, size: Int) {
         #if os(Linux)
+        let keep = tailStart(used: used, size: size)
+        if keep < size { _ = madvise(p + keep, size - keep, MADV_DONTNEED) }
+        #endif
+    }
+
+    /// Where ``releaseTail(_:used:size:)`` cuts: `used` rounded up to a whole huge page in a
+    /// huge-page block, else to a page; `size` (nothing to give back) when less than
+    /// ``minPooledBytes`` would go.
+    static func tailStart(used: Int, size: Int) -> Int {
         let unit = hugePages && size >= hugePageBytes ? hugePageBytes : Int(getpagesize())
         let keep = (used + unit - 1) / unit * unit
-        guard size - keep >= minPooledBytes else { return }
-        _ = madvise(p + keep, size - keep, MADV_DONTNEED)
-        #endif
+        return size - keep >= minPooledBytes ? keep : size
     }
 
     /// Returns `size` bytes at `p` to the system.

@@ -244,6 +244,7 @@ enum DetectorBench {
         var start: Double?
         var liveBefore = 0
         var peakPart: String?
+        let tailsBefore = TensorStorage.tailBytesReleased
         let figures = measure(repetitions: repetitions) { last in
             if MemoryProbe.enabled && start == nil { start = currentResident() }
             if MemoryProbe.enabled && last {
@@ -266,7 +267,7 @@ enum DetectorBench {
             func mib(_ b: Double?) -> String { b.map { fmt($0 / 1_048_576, 1) } ?? "?" }
             let peak = Double(TensorMemory.livePeakBytes)
             print(
-                "    forward memory (OPACITY_MEMORY_REPORT; MiB): resident \(mib(start)) at the phase's start (after the trim, before the warm-up), \(mib(figures.peakBytes)) at its peak (every pass); the last pass: tensor storage alive \(mib(Double(liveBefore))) before it, at most \(mib(peak)) during it (a working set of \(mib(peak - Double(liveBefore))), at its peak in the \(peakPart ?? "?")); after it the pool caches \(mib(Double(TensorMemory.pooledBytes))) and \(mib(Double(TensorMemory.derivedRecentBytes))) of transforms are kept"
+                "    forward memory (OPACITY_MEMORY_REPORT; MiB): resident \(mib(start)) at the phase's start (after the trim, before the warm-up), \(mib(figures.peakBytes)) at its peak (every pass); the last pass: tensor storage alive \(mib(Double(liveBefore))) before it, at most \(mib(peak)) during it (a working set of \(mib(peak - Double(liveBefore))), at its peak in the \(peakPart ?? "?")); after it the pool caches \(mib(Double(TensorMemory.pooledBytes))) and \(mib(Double(TensorMemory.derivedRecentBytes))) of transforms are kept; the pool gave back \(mib(Double(TensorStorage.tailBytesReleased - tailsBefore) / Double(repetitions + 1))) of tail pages per pass (OPACITY_POOL_TAIL_AGE)"
             )
         }
         return figures

@@ -145,9 +145,10 @@ final class StorageTests: XCTestCase {
     }
 
     /// A cached block that serves a smaller request (one of a class up to twice the request's)
-    /// gives the pages past the request back to the system while the smaller tensor lives: an
-    /// encoder's stage output, kept until the feature pyramid reads it, no longer keeps a
-    /// larger block's tail resident (``StoragePool/releaseTail(_:used:size:)``).
+    /// gives the pages past the request back to the system once it has been in use for
+    /// `poolTailReleaseAge` more requests: an encoder's stage output, kept until the feature
+    /// pyramid reads it, no longer keeps a larger block's tail resident, while a short-lived map
+    /// keeps the block whole (its tail is not faulted in again at the next use).
     func testALargerCachedBlockGivesItsTailBackToTheSystem() throws {
         #if os(Linux)
         let restore = Self.emptyPoolWithoutSlack()
@@ -160,7 +161,14 @@ final class StorageTests: XCTestCase {
         let address = t.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
         XCTAssertEqual(address, block, "the cached 16 MiB block serves the 9 MiB request")
         // past the request, rounded up to a whole huge page: 10 to 16 MiB
-        XCTAssertEqual(try Self.residentPages(address + (10 << 20), bytes: 6 << 20), 0, "the tail is no longer resident")
+        let tail = (address + (10 << 20), 6 << 20)
+        let pages = (6 << 20) / Int(getpagesize())
+        XCTAssertEqual(try Self.residentPages(tail.0, bytes: tail.1), pages, "young: the tail stays")
+        let released = TensorStorage.tailBytesReleased
+        for _ in 0..<TensorStorage.poolTailReleaseAge { _ = Tensor(shape: [mib], repeating: 0) }  // 1 MiB maps come and go
+        XCTAssertEqual(try Self.residentPages(tail.0, bytes: tail.1), 0, "still in use after the age: the tail is no longer resident")
+        // the whole tail past the request, rounded to a huge page or a page
+        XCTAssertEqual(TensorStorage.tailBytesReleased - released, (16 << 20) - (TensorStorage.hugePages ? 10 << 20 : 9 << 20))
         XCTAssertEqual(try Self.residentPages(address, bytes: 9 << 20), (9 << 20) / Int(getpagesize()), "the request's pages are")
         XCTAssertTrue(t.scalars.allSatisfy { $0 == 2 })
         _ = consume t
