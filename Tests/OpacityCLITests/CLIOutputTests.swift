@@ -24,7 +24,7 @@ final class CLIOutputTests: XCTestCase {
         let last = try XCTUnwrap(r.stdout.split(separator: "\n").last.map(String.init))
         let stem = dcm.deletingPathExtension().lastPathComponent
         XCTAssertTrue(last.hasPrefix("wrote " + dir.appendingPathComponent("out/detections.json").path), last)
-        for part in ["1 overlay PNG in", "1 DICOM SR (.sr.dcm) in sr", "and 1 DICOM overlay (.overlay.dcm) in sc"] {
+        for part in ["1 overlay PNG in", "1 DICOM SR (.sr.dcm) in \(dir.standardizedFileURL.path)/sr", "and 1 DICOM overlay (.overlay.dcm) in \(dir.standardizedFileURL.path)/sc"] {
             XCTAssertTrue(last.contains(part), "\(part): \(last)")
         }
         for path in ["out/detections.json", "out/\(stem).overlay.png", "sr/\(stem).sr.dcm", "sc/\(stem).overlay.dcm"] {

@@ -217,9 +217,9 @@ struct DetectCommand: ParsableCommand {
         }
         var wrote = [resultURL.path]
         if !noOverlays { wrote.append("\(all.count) overlay PNG\(all.count == 1 ? "" : "s") in \(outURL.path)") }
-        if let dicomSR { wrote.append("\(srWritten) DICOM SR\(srWritten == 1 ? "" : "s") (.sr.dcm) in \(dicomSR)") }
+        if let dicomSR { wrote.append("\(srWritten) DICOM SR\(srWritten == 1 ? "" : "s") (.sr.dcm) in \(shownPath(dicomSR))") }
         if let dicomOverlay {
-            wrote.append("\(dicomOverlaysWritten) DICOM overlay\(dicomOverlaysWritten == 1 ? "" : "s") (.overlay.dcm) in \(dicomOverlay)")
+            wrote.append("\(dicomOverlaysWritten) DICOM overlay\(dicomOverlaysWritten == 1 ? "" : "s") (.overlay.dcm) in \(shownPath(dicomOverlay))")
         }
         say("wrote " + (wrote.count == 1 ? wrote[0] : wrote.dropLast().joined(separator: ", ") + " and " + wrote.last!))
         let skippedURL = outURL.appendingPathComponent("skipped.csv")
