@@ -318,7 +318,7 @@ struct TrainCommand: ParsableCommand {
         say("run: \(outURL.path)")
         say("model: \(trainer.options.config)  (\(trainer.detector.parameterCount) parameters)")
         say(
-            "data: \(trainer.options.data), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(Wording.count(summary.validationImages, "validation image"))"
+            "data: \(shownData(setup.data)), fold \(trainer.options.fold)/\(trainer.options.folds): \(summary.trainImages) training, \(Wording.count(summary.validationImages, "validation image"))"
         )
         let skipped = summary.dataset.missingImages.count + summary.dataset.unreadableImages.count
         if skipped > 0 && group.isLeader {

@@ -24,6 +24,17 @@ func note(_ s: String) { if !outputSilenced { StandardStreams.writeError(rankPre
 /// was typed (`sub/../s.csv`, typed in /home/me, is /home/me/s.csv).
 func shownPath(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
 
+/// Training data as a line on this machine names it: the folder (or the CSV and the image
+/// folder) absolute, with the layout, as `run:` names the run folder (`data:
+/// /home/me/kill/data (RSNA layout)`). New-user trial: `train --data ./kill/data` said
+/// "data: data (RSNA layout)", the label a bundle records.
+func shownData(_ data: DataLocation) -> String {
+    switch data {
+    case .rsna(let u): return "\(shownPath(u.path)) (RSNA layout)"
+    case .csv(let l, let i): return "\(shownPath(l.path)) + \(shownPath(i.path)) (boxes CSV)"
+    }
+}
+
 /// A score threshold as every line of the commands says it: two decimals (`0.20`, `0.07`), as
 /// `submit`'s model line, `eval`'s operating point and the notes about a model's operating
 /// point; more only for a value typed with more (`--threshold 0.125`). New-user trial: `detect`
