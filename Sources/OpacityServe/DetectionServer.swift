@@ -224,8 +224,14 @@ public final class DetectionServer: @unchecked Sendable {
         }
         var threshold = engine.defaultThreshold
         if let t = q["threshold"] {
-            guard let v = Float(String(t)), v >= 0, v <= 1 else {
-                throw .badRequest("query parameter threshold must be a number in 0...1 (e.g. 0.2), not '\(InputLimits.quoted(t))'")
+            guard let v = Float(String(t)) else {
+                throw .badRequest("query parameter threshold must be a number in [0, 1] (e.g. 0.2), not '\(InputLimits.quoted(t))'")
+            }
+            // out of range: the command line's one wording, with the nearest valid value (--threshold 2)
+            guard v.isFinite, v >= 0, v <= 1 else {
+                throw .badRequest(
+                    Wording.outOfRange("query parameter threshold", Wording.plainNumber(v), expected: "a number in [0, 1]",
+                                       nearest: v.isNaN ? nil : Wording.plainNumber(min(max(v, 0), 1))))
             }
             threshold = v
         }
@@ -238,7 +244,10 @@ public final class DetectionServer: @unchecked Sendable {
         }
         var frame = 1
         if let f = q["frame"] {
-            guard let v = Int(String(f)), v >= 1 else { throw .badRequest("query parameter frame must be a frame number from 1 (e.g. 1), not '\(InputLimits.quoted(f))'") }
+            guard let v = Int(String(f)) else { throw .badRequest("query parameter frame must be a frame number from 1 (e.g. 1), not '\(InputLimits.quoted(f))'") }
+            guard v >= 1 else {
+                throw .badRequest(Wording.outOfRange("query parameter frame", "\(v)", expected: "a frame number of at least 1", nearest: "1"))
+            }
             frame = v
         }
         var overlay = false
