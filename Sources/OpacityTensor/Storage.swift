@@ -593,9 +593,8 @@ enum StoragePool {
         if var list = free[size], let p = list.popLast() {
             free[size] = list.isEmpty ? nil : list
             cached -= size
-            let due = dueTails()
+            releaseDueTails()
             lock.unlock()
-            for t in due { releaseTail(t.block, used: t.used, size: t.size) }
             return (p, size)
         }
         // A cached block of the next classes up (at most twice the size) serves as it is: its
@@ -608,13 +607,11 @@ enum StoragePool {
             inUse += key - size
             peakInUse = max(peakInUse, inUse)
             if key - size >= minPooledBytes { untrimmed.append((p, bytes, key, requests)) }
-            let due = dueTails()
+            releaseDueTails()
             lock.unlock()
-            for t in due { releaseTail(t.block, used: t.used, size: t.size) }
             return (p, key)
         }
-        let due = dueTails()
-        defer { for t in due { releaseTail(t.block, used: t.used, size: t.size) } }  // after the unlock on every path
+        releaseDueTails()
         // Below the high-water mark a fresh block costs no footprint beyond what the process
         // already needed once; the cached blocks stay for their own sizes.
         if inUse + cached <= allowedFootprint {
@@ -757,15 +754,18 @@ enum StoragePool {
         return tailBytesReleased
     }
 
-    /// Takes out of ``untrimmed`` the blocks due for ``releaseTail(_:used:size:)`` (in use for
-    /// ``tailReleaseAge`` requests), counting their tails. Call with the lock held; release the
-    /// tails after unlocking.
-    private static func dueTails() -> [(block: UnsafeMutableRawPointer, used: Int, size: Int, at: Int)] {
-        guard let first = untrimmed.first, requests - first.at >= tailReleaseAge else { return [] }
+    /// Gives back the tails of the blocks in ``untrimmed`` that have been in use for
+    /// ``tailReleaseAge`` requests (``releaseTail(_:used:size:)``) and counts them. Call with
+    /// the lock held: the `madvise` must run before the block can be freed and handed whole to
+    /// another request, whose data in the tail it would otherwise wipe (a few calls per pass).
+    private static func releaseDueTails() {
+        guard let first = untrimmed.first, requests - first.at >= tailReleaseAge else { return }
         let due = untrimmed.prefix { requests - $0.at >= tailReleaseAge }
         untrimmed.removeFirst(due.count)
-        for t in due { tailBytesReleased += t.size - tailStart(used: t.used, size: t.size) }
-        return Array(due)
+        for t in due {
+            tailBytesReleased += t.size - tailStart(used: t.used, size: t.size)
+            releaseTail(t.block, used: t.used, size: t.size)
+        }
     }
 
     /// Gives the resident pages of the block `p` (`size` bytes) past its first `used` bytes
