@@ -757,7 +757,8 @@ enum StoragePool {
     /// Gives back the tails of the blocks in ``untrimmed`` that have been in use for
     /// ``tailReleaseAge`` requests (``releaseTail(_:used:size:)``) and counts them. Call with
     /// the lock held: the `madvise` must run before the block can be freed and handed whole to
-    /// another request, whose data in the tail it would otherwise wipe (a few calls per pass).
+    /// another request, whose data in the tail it would otherwise wipe (26-27 MiB per resnet152 forward pass
+    /// at the default age, Benchmarks.md).
     private static func releaseDueTails() {
         guard let first = untrimmed.first, requests - first.at >= tailReleaseAge else { return }
         let due = untrimmed.prefix { requests - $0.at >= tailReleaseAge }

@@ -11,14 +11,10 @@ public enum ModelReference {
     /// for a bare name that is no file or folder here (no `/`, not ending in `.opb`); `nil` for
     /// a path.
     public static func zooName(_ reference: String) -> String? {
-        if reference.hasPrefix(zooPrefix) { return String(reference.dropFirst(zooPrefix.count)) }
+        if let name = Zoo.entryName(inReference: reference) { return name }
         if reference.contains("/") || reference.hasSuffix(".opb") || FileManager.default.fileExists(atPath: reference) { return nil }
         return reference
     }
-
-    /// The prefix that makes a reference a zoo name (`zoo:NAME`), as `train --init-weights`
-    /// and `--encoder-weights` take it.
-    public static let zooPrefix = "zoo:"
 
     /// Resolves a reference to a bundle file.
     ///
@@ -63,7 +59,7 @@ public enum ModelReference {
             if zoo == nil { zoo = try Zoo.standard() }
             if let (members, entryRule) = try zoo!.ensemble(name) {
                 // as zoo:NAME: a member is the zoo's entry, never a file or folder of its name
-                out += members.map { zooPrefix + $0.name }
+                out += members.map { Zoo.referencePrefix + $0.name }
                 rule = rule ?? entryRule
             } else {
                 out.append(r)

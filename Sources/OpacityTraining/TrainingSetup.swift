@@ -17,8 +17,8 @@ public struct TrainingSetup {
     /// or `nil` when it cannot be read (the load error already says why).
     static func bundleConfig(_ reference: String, registry: Registry) -> String? {
         let config: String?
-        if reference.hasPrefix("zoo:") {
-            config = try? Zoo.standard().item(String(reference.dropFirst(4))).entry.config
+        if let name = Zoo.entryName(inReference: reference) {
+            config = try? Zoo.standard().item(name).entry.config
         } else {
             config = try? BundleReader(URL(fileURLWithPath: reference)).info.metadata.config
         }
@@ -54,6 +54,9 @@ public struct TrainingSetup {
         public var dataset: DatasetReport
         public var trainImages: Int
         public var validationImages: Int
+        /// Images per optimizer step over all processes as the loader builds them:
+        /// `options.batchSize`, at most `trainImages`.
+        public var batchSize: Int
         public var resumedFrom: URL?
         /// What the run folder held before this setup wrote into it: a run that fails before
         /// its first checkpoint takes back what it wrote with ``RunFolderSnapshot/takeBack()``
@@ -278,7 +281,7 @@ public struct TrainingSetup {
         if group.isLeader { try trainer.prepareRunDirectory() }
         var resumed: URL?
         if resume { resumed = try trainer.resume() }
-        return (trainer, Summary(dataset: dataset.report, trainImages: train.records.count, validationImages: validation.records.count,
+        return (trainer, Summary(dataset: dataset.report, trainImages: train.records.count, validationImages: validation.records.count, batchSize: batch,
                                  resumedFrom: resumed, before: before))
     }
 

@@ -156,7 +156,7 @@ struct TrainCommand: ParsableCommand {
         do { _ = try AugmentationConfig(parsing: aug) } catch { throw namingOption(error, ["augmentation": "--aug"], keysOf: "--aug") }
         // a bundle path that names nothing (zoo:NAME and zoo names are looked up later)
         for (option, value) in [("--init-weights", initWeights), ("--encoder-weights", encoderWeights)] {
-            guard let value, !value.hasPrefix("zoo:") else { continue }
+            guard let value, Zoo.entryName(inReference: value) == nil else { continue }
             if value.hasSuffix(".opb") || value.contains("/") {
                 try requireExistingPath(option, value, directory: false, expected: "a bundle (.opb) or zoo:NAME")
             } else if !FileManager.default.fileExists(atPath: value) {
@@ -339,7 +339,7 @@ struct TrainCommand: ParsableCommand {
         say(distributedOptions.describe(group) + ", BLAS kernels: \(BLAS.kernels.active)")
         // the batch used: TrainingSetup's loader takes at most the fold's training images per
         // step (trial: `--batch 100` on 6 images said "batch: 100 images per step")
-        let asked = trainer.options.batchSize, b = min(asked, summary.trainImages), p = group.size
+        let asked = trainer.options.batchSize, b = summary.batchSize, p = group.size
         let why = b < asked ? "--batch \(asked) is more than the fold's \(Wording.count(summary.trainImages, "training image"))" : "global batch, --batch"
         say(
             "batch: \(b) images per step in all (\(why)); per process \(b / p == (b + p - 1) / p ? "\(b / p)" : "\(b / p)-\((b + p - 1) / p)") x \(p) process\(p == 1 ? "" : "es")"

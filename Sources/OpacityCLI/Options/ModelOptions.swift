@@ -18,10 +18,10 @@ let defaultModelName = Zoo.defaultModelName
 ///   ``localModels(near:)``), and where the zoo's names are listed.
 func requireModelReference(_ reference: String, option: String) throws {
     let hint = "`opacity zoo list` lists the zoo's names"
-    if reference.hasPrefix(ModelReference.zooPrefix) {
+    if let name = Zoo.entryName(inReference: reference) {
         // the zoo's entry only: its nearest zoo names, never a local model
         guard let zoo = try? Zoo.standard() else { return }
-        do { _ = try zoo.item(String(reference.dropFirst(ModelReference.zooPrefix.count))) } catch let error as ZooError {
+        do { _ = try zoo.item(name) } catch let error as ZooError {
             throw ValidationError("\(option) \(reference): \(error); \(hint)")
         }
         return

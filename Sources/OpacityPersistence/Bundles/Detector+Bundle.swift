@@ -291,9 +291,9 @@ extension Detector {
     /// - Throws: ``BundleError`` or ``ZooError``; the detector is unchanged on failure.
     @discardableResult
     public func loadWeights(reference: String, part: WeightPart = .all) throws -> LoadReport {
-        if reference.hasPrefix("zoo:") {
+        if let name = Zoo.entryName(inReference: reference) {
             let zoo = try Zoo.standard()
-            let (url, bytes) = try zoo.verifiedBytes(String(reference.dropFirst(4)))
+            let (url, bytes) = try zoo.verifiedBytes(name)
             return try loadWeights(reader: try BundleReader(bytes: bytes, url: url), part: part, options: .strict)
         }
         return try loadWeights(from: URL(fileURLWithPath: reference), part: part)

@@ -23,6 +23,16 @@ public struct Zoo: Sendable {
     /// ResNet-34 RetinaNet trained on the real rsna1k images (Documentation/Zoo.md).
     public static let defaultModelName = "retinanet-r34-rsna1k"
 
+    /// The prefix that makes a model reference the zoo's entry (`zoo:NAME`), whatever files or
+    /// folders of that name exist: `train --init-weights` and `--encoder-weights`, and
+    /// `--model` of detect, eval, submit, serve and export.
+    public static let referencePrefix = "zoo:"
+
+    /// `NAME` for a reference `zoo:NAME`, else `nil`.
+    public static func entryName(inReference reference: String) -> String? {
+        reference.hasPrefix(referencePrefix) ? String(reference.dropFirst(referencePrefix.count)) : nil
+    }
+
     /// One manifest the zoo reads.
     public struct Source: Sendable {
         /// `built-in` or `user` (or a caller's label).
