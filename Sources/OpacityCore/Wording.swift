@@ -20,6 +20,17 @@ public enum Wording {
         v.isFinite && v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : v.description
     }
 
+    /// A bound of a valid range as messages write it: a power of ten from 1e6 up as `1e6`
+    /// (`-1e7`), which a user can type back; any other number as ``plainNumber(_:)``
+    /// (`10000`, `0.5`). Never C's `%g` form (`1e+06`).
+    public static func boundNumber(_ v: Double) -> String {
+        if v.isFinite, v != 0 {
+            let e = log10(abs(v)).rounded()
+            if e >= 6, e < 300, abs(v) == pow(10, e) { return (v < 0 ? "-" : "") + "1e\(Int(e))" }
+        }
+        return plainNumber(v)
+    }
+
     /// The one wording of a value outside its valid range, for every option of the command line
     /// (`opacity`'s own checks, the recipe's ``RunError``-style checks, `opacity serve`'s):
     /// `--threshold -1 is not valid; expected a number in [0, 1] (nearest valid: 0)`.

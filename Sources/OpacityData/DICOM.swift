@@ -1,4 +1,5 @@
 import Foundation
+import OpacityCore
 
 /// A DICOM transfer syntax: how the dataset and its pixels are encoded.
 public struct TransferSyntax: Sendable, Hashable, CustomStringConvertible {
@@ -665,8 +666,10 @@ struct DICOMParser {
             if t.isEmpty { continue }
             guard let v = Double(t), v.isFinite, range.contains(v) else {
                 let shown = t.count > 40 ? String(t.prefix(40)) + "..." : t
-                throw fail("\(name) is '\(shown)'; expected a finite number in "
-                           + String(format: "%g...%g", range.lowerBound, range.upperBound))
+                // the nearest valid value for a number out of range (infinity too); none for NaN or text
+                let nearest = Double(t).flatMap { $0.isNaN ? nil : min(max($0, range.lowerBound), range.upperBound) }
+                throw fail("\(name) is '\(shown)'; expected a finite number in [\(Wording.boundNumber(range.lowerBound)), "
+                           + "\(Wording.boundNumber(range.upperBound))]" + (nearest.map { " (nearest valid: \(Wording.boundNumber($0)))" } ?? ""))
             }
             out.append(v)
         }

@@ -40,8 +40,9 @@ public struct Folds: Sendable, Equatable {
     ///   - patients: `(id, class)` pairs; duplicate ids are counted once.
     ///   - count: the number of folds, at least 2.
     ///   - seed: the shuffle seed.
-    /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` for a bad
-    ///   fold count, ``DataError/inconsistentLabels(path:line:reason:)`` when one id has two classes.
+    /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` named `folds` for
+    ///   a fold count under 2 or over the number of distinct patients (the nearest valid count
+    ///   with it), ``DataError/inconsistentLabels(path:line:reason:)`` when one id has two classes.
     public static func stratified(_ patients: [(id: String, imageClass: ImageClass?)], count: Int = 4, seed: UInt64 = 42) throws -> Folds {
         try stratified(patients, count: count, seed: seed, strata: [:])
     }
@@ -71,6 +72,16 @@ public struct Folds: Sendable, Equatable {
                                                    reason: "patient \(p.id) has classes '\(c?.label ?? "unknown")' and '\(p.imageClass?.label ?? "unknown")'")
             }
             seen[p.id] = p.imageClass
+        }
+        // patients are dealt over the folds: folds beyond the patients would be empty
+        guard count <= seen.count else {
+            let has = "the data has \(Wording.count(seen.count, "patient"))"
+            guard seen.count >= 2 else {
+                throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "a split of at least 2 patients, and \(has)", nearest: nil)
+            }
+            throw DataError.invalidParameter(
+                name: "folds", value: "\(count)",
+                expected: "an integer in 2...\(seen.count): more folds than patients leave folds empty, and \(has)", nearest: "\(seen.count)")
         }
         var fold: [String: Int] = [:]
         var ids: [String] = []

@@ -101,7 +101,7 @@ extension WindowSetting {
     public func validated() throws -> WindowSetting {
         if case let .fixed(c, w) = self {
             guard c.isFinite, abs(c) <= 1e9 else {
-                throw DataError.invalidParameter(name: "window centre", value: "\(c)", expected: "a finite number in -1e9...1e9", nearest: nil)
+                throw DataError.invalidParameter(name: "window centre", value: "\(c)", expected: "a finite number in [-1e9, 1e9]", nearest: nil)
             }
             guard w.isFinite, w > 0, w <= 1e9 else {
                 throw DataError.invalidParameter(name: "window width", value: "\(w)", expected: "a finite number in (0, 1e9]", nearest: nil)

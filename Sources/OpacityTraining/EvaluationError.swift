@@ -8,7 +8,8 @@ public enum EvaluationError: Error, CustomStringConvertible, Equatable, Sendable
     case invalidSpecification(option: String, value: String, reason: String)
     /// A report could not be written.
     case cannotWrite(file: String, reason: String)
-    /// No best threshold to store as an operating point (the metric is undefined: `reason`).
+    /// No best threshold to store as an operating point; `reason` says why (the challenge
+    /// metric is undefined on these images, or 0 at every threshold).
     case noOperatingPoint(reason: String)
 
     public var description: String {
@@ -16,7 +17,7 @@ public enum EvaluationError: Error, CustomStringConvertible, Equatable, Sendable
         case .invalidArgument(let m): return m
         case .invalidSpecification(let o, let v, let r): return "\(o) '\(v)': \(r)"
         case .cannotWrite(let f, let r): return "cannot write \(f): \(r)"
-        case .noOperatingPoint(let r): return "no operating point to store: the challenge metric is undefined (\(r))"
+        case .noOperatingPoint(let r): return "no operating point to store: \(r)"
         }
     }
 }

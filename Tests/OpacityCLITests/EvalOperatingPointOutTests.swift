@@ -112,6 +112,8 @@ final class EvalOperatingPointOutTests: XCTestCase {
         XCTAssertEqual(r.status, 1, r.all)
         XCTAssertTrue(r.stderr.contains("no operating point to store"), r.all)
         XCTAssertTrue(r.stderr.contains("the metric is 0 at every threshold: the model found no opacity on these images"), r.all)
+        // a metric of 0 is defined: the message does not call it undefined (it did, in brackets)
+        XCTAssertFalse(r.stderr.contains("undefined"), r.all)
         XCTAssertTrue(r.stderr.contains("hint: train longer, or score images with opacities, to find an operating point"), r.all)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("op.opb").path))
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("ev/report.json").path))

@@ -404,7 +404,7 @@ final class RunFolderTests: XCTestCase {
         r = try CLI.run(train + ["-o", "many", "--skip-unreadable"], in: dir)
         XCTAssertNotEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stderr.contains("3 of 20 images are missing or unreadable"), r.all)
-        XCTAssertTrue(r.stderr.contains("expected a finite number in -1e+06...1e+06); ") && !r.stderr.contains("bytes)"), r.all)
+        XCTAssertTrue(r.stderr.contains("expected a finite number in [-1e6, 1e6]); ") && !r.stderr.contains("bytes)"), r.all)
     }
 
     /// Without --skip-unreadable, images that cannot be read (or are missing) stop train before

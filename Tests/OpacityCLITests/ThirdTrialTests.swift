@@ -168,7 +168,7 @@ final class ThirdTrialTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let centre = try CLI.run(["convert", Self.dcm.path, "-o", "x.png", "--window", "nan,400"], in: dir)
         XCTAssertEqual(centre.status, 64, centre.all)
-        XCTAssertTrue(centre.stderr.contains("Error: --window 'nan,400': the centre nan is not valid; expected a finite number in -1e9...1e9, e.g. 40,400"), centre.all)
+        XCTAssertTrue(centre.stderr.contains("Error: --window 'nan,400': the centre nan is not valid; expected a finite number in [-1e9, 1e9], e.g. 40,400"), centre.all)
         let width = try CLI.run(["detect", Self.dcm.path, "--window", "40,0"], in: dir)
         XCTAssertEqual(width.status, 64, width.all)
         XCTAssertTrue(width.stderr.contains("Error: --window '40,0': the width 0 is not valid; expected a finite number in (0, 1e9]"), width.all)

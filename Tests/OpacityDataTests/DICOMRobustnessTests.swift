@@ -102,6 +102,34 @@ final class DICOMHostileInputTests: XCTestCase {
         XCTAssertNil(try DICOM.readHeader(conformance.appendingPathComponent("RG1_UNCI.dcm")).pixelSpacing)
     }
 
+    /// An out-of-range number is said with its range as a user types numbers (`[-1e6, 1e6]`,
+    /// not C's `-1e+06...1e+06`) and the nearest valid value; NaN and text get none.
+    func testOutOfRangeNumbersNameTheRangeAndTheNearestValidValue() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [(UInt16, String, String)] = [
+            (0x1053, "1e300", "RescaleSlope (0028,1053) is '1e300'; expected a finite number in [-1e6, 1e6] (nearest valid: 1e6)"),
+            (0x1053, "-infinity", "RescaleSlope (0028,1053) is '-infinity'; expected a finite number in [-1e6, 1e6] (nearest valid: -1e6)"),
+            (0x1052, "-2e7", "RescaleIntercept (0028,1052) is '-2e7'; expected a finite number in [-1e7, 1e7] (nearest valid: -1e7)"),
+            (0x0030, "0.2\\20000", "PixelSpacing (0028,0030) is '20000'; expected a finite number in [0, 10000] (nearest valid: 10000)"),
+            (0x1053, "nan", "RescaleSlope (0028,1053) is 'nan'; expected a finite number in [-1e6, 1e6]"),
+            (0x1051, "abc", "WindowWidth (0028,1051) is 'abc'; expected a finite number in [-1e8, 1e8]"),
+        ]
+        for (i, (element, value, message)) in cases.enumerated() {
+            let url = dir.appendingPathComponent("range\(i).dcm")
+            try DICOMBytes.image(extra: [(element, "DS", value)]).write(to: url)
+            do {
+                _ = try DICOM.readHeader(url)
+                XCTFail("\(value): expected an error")
+            } catch {
+                let text = "\(error)"
+                XCTAssertTrue(text.contains(message), text)
+                XCTAssertFalse(text.contains("e+"), text)
+                if value == "nan" || value == "abc" { XCTAssertFalse(text.contains("nearest valid"), text) }
+            }
+        }
+    }
+
     /// Values outside what the standard allows but that other readers read: a
     /// PixelRepresentation other than 0/1, a HighBit outside BitsStored-1...BitsAllocated-1 and a
     /// WindowWidth below 1 are read as those readers do, each with a warning naming the field.

@@ -198,7 +198,8 @@ struct EvalCommand: ParsableCommand {
                 records = records.filter { heldOut.contains($0.id) }
                 foldLine = "scoring the \(Wording.count(records.count, "image")) \(name) held out from its training (listed in its zoo entry)"
             } else {
-                let f = try readFolds?.folds ?? Folds.stratified(dataset, count: folds)
+                let f: Folds
+                do { f = try readFolds?.folds ?? Folds.stratified(dataset, count: folds) } catch { throw foldCountAsOption(error) }
                 guard fold >= 0 && fold < f.count else { throw ValidationError("--fold \(fold) does not exist; expected 0...\(f.count - 1)") }
                 let ids = Set(f.ids(inFold: fold))
                 records = records.filter { ids.contains($0.id) }
@@ -319,7 +320,7 @@ struct EvalCommand: ParsableCommand {
         if let opOut = operatingPointOut {
             guard let best = report.challenge.bestThreshold, let metric = report.challenge.bestMetric else {
                 throw WithHint(
-                    EvaluationError.noOperatingPoint(reason: report.challenge.undefinedReason ?? "the metric is undefined"),
+                    EvaluationError.noOperatingPoint(reason: "the challenge metric is undefined (\(report.challenge.undefinedReason ?? "no reason given"))"),
                     "hint: score images with opacities (a fold or folder with Target 1 patients) to find an operating point")
             }
             // a point picked where the metric is 0 everywhere is none: detect would pass it over

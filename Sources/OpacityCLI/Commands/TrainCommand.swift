@@ -305,6 +305,9 @@ struct TrainCommand: ParsableCommand {
             // (new-user trial: it exited 1); the message names the folder, the holder and the way on
             if case .locked = error { throw ValidationError(error.description) }
             throw error
+        } catch {
+            // more folds than the data has patients, known once the labels are read
+            throw foldCountAsOption(error)
         }
         if resume, let lr, summary.resumedFrom != nil {
             trainer.setLearningRate(lr)

@@ -30,6 +30,20 @@ func namingOption(_ error: Error, _ options: [String: String], keysOf: String? =
     return error
 }
 
+/// The library's refusal of a fold count (``Folds/stratified(_:count:seed:)``: under 2, or
+/// more folds than the data has patients), said as `option` in the words of every range
+/// error (``Wording/outOfRange(_:_:expected:nearest:)``): `--folds 100 is not valid; expected
+/// an integer in 2...40: more folds than patients leave folds empty, and the data has 40
+/// patients (nearest valid: 40)`. `train` and `eval` say it so (new-user trial: `train --folds
+/// 100` on 40 patients trained on fold 0's one validation image, and `--fold 70` was told only
+/// that the fold had no validation images).
+/// - Returns: a `ValidationError` (usage error, exit status 64); `error` as it is when it is
+///   no such refusal.
+func foldCountAsOption(_ error: Error, option: String = "--folds") -> Error {
+    guard case let .invalidParameter("folds", value, expected, nearest)? = error as? DataError, Int(value) != nil else { return error }
+    return ValidationError(Wording.outOfRange(option, value, expected: expected, nearest: nearest))
+}
+
 /// A library error about a frame that `path` lacks (``DataError/invalidParameter(name:value:expected:nearest:)``
 /// named `frame`), said as `--frame`: the option and the frame asked for, the file, how many
 /// frames it has (numbered from 1) and the nearest valid frame. The frame count is read from
