@@ -1,5 +1,6 @@
 import Foundation
 import Opacity
+import OpacityTraining
 import XCTest
 
 /// The run folder's lock: held (and named) while a run writes, gone once the run ends, and a
@@ -134,5 +135,26 @@ final class RunLockTests: XCTestCase {
         let lock = try RunLock(runDirectory: dir)
         XCTAssertNotNil(lock.takenOverFrom)
         XCTAssertEqual(RunLock.liveHolder(of: dir).map { $0.hasPrefix("pid \(getpid()) on ") }, true)
+    }
+
+    /// The holder check that takes the place of the lock where there are no open file
+    /// description locks (not Linux): a live process of this host holds; a process that has
+    /// ended, another host's process, or a line that names none does not; an empty line (a run
+    /// that has not written its id yet) counts as held.
+    func testTheHolderLineNamesALiveProcessOfThisHostOnly() throws {
+        let dir = try folder("holder")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let lock = try RunLock(runDirectory: dir)
+        let line = try String(contentsOf: dir.appendingPathComponent("run.lock"), encoding: .utf8)
+        withExtendedLifetime(lock) {}
+        XCTAssertTrue(RunLock.holderIsAlive(line), line)
+        XCTAssertTrue(RunLock.holderIsAlive(""))
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        XCTAssertFalse(RunLock.holderIsAlive(line.replacingOccurrences(of: "pid \(getpid()) ", with: "pid \(ended.processIdentifier) ")))
+        XCTAssertFalse(RunLock.holderIsAlive("pid \(getpid()) on another-host.invalid, started now"))
+        XCTAssertFalse(RunLock.holderIsAlive("held by someone"))
     }
 }
