@@ -372,6 +372,10 @@ struct TrainCommand: ParsableCommand {
             // standard output's reader gone (`| head`): stop as after Ctrl-C, with a checkpoint
             return interrupt.isSet || StandardStreams.outputClosed || (limit.map { steps >= $0 } ?? false)
         }
+        // the run folder's lock goes with the run, however it ends: under mpirun rank 0's
+        // SIGCONT handler holds the trainer until the process exits, and with it the lock,
+        // which left run.lock in a finished run's folder (trial: `mpirun -np 2 opacity train`)
+        defer { trainer.lock = nil }
         do {
             let logs = try trainer.run()
             if logs.isEmpty, summary.resumedFrom != nil {
