@@ -25,4 +25,23 @@ final class SessionTwentyFourTrialTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("best.opb").path), r.all)
         XCTAssertFalse(FileManager.default.fileExists(atPath: run.appendingPathComponent("run.lock").path), "a finished run leaves no run.lock")
     }
+
+    /// Trial: `opacity compare runs/* -o cmp` wrote every figure as PNG and SVG but its result
+    /// line named the PNGs and curves.csv only, so the SVGs looked missing (`--from-csv` said
+    /// "(each with an SVG)"). The line now says so too.
+    func testCompareResultLineSaysEachFigureHasAnSVG() throws {
+        let dir = try CLI.tempDir("s24-compare")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "--output", "data", "--count", "12", "--size", "64", "--seed", "5"], in: dir).status, 0)
+        var r = try CLI.run(
+            ["train", "--data", "data", "--config", DistributedTests.tiny, "--epochs", "1", "--batch", "4", "--threads", "1", "-o", "run"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        r = try CLI.run(["compare", "run", "-o", "cmp"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        let cmp = dir.appendingPathComponent("cmp").standardizedFileURL.path
+        XCTAssertTrue(FileManager.default.fileExists(atPath: cmp + "/metric.svg"), r.all)
+        let line = r.stdout.split(separator: "\n").first { $0.hasPrefix("wrote ") }.map(String.init) ?? ""
+        XCTAssertTrue(line.contains("\(cmp)/metric.png"), r.all)
+        XCTAssertTrue(line.hasSuffix("\(cmp)/curves.csv (each figure with an SVG)"), line)
+    }
 }

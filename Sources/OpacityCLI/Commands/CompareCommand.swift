@@ -121,7 +121,8 @@ struct CompareCommand: ParsableCommand {
             let count = g.runs.count == 1 ? "1 run, " : ""
             say(String(format: "%@: %@final val loss %.4f, best metric %.4f", g.label, count, val, best))
         }
-        say("wrote " + (written + [csv.path]).joined(separator: ", "))
+        // every figure is written as PNG and SVG (trial: the line named the PNGs only)
+        say("wrote " + (written + [csv.path]).joined(separator: ", ") + " (each figure with an SVG)")
     }
 
     /// What a file given as a run says: the run folder it lies in (the folder above it, or above
