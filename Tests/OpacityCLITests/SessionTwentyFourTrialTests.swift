@@ -44,4 +44,24 @@ final class SessionTwentyFourTrialTests: XCTestCase {
         XCTAssertTrue(line.contains("\(cmp)/metric.png"), r.all)
         XCTAssertTrue(line.hasSuffix("\(cmp)/curves.csv (each figure with an SVG)"), line)
     }
+
+    /// Trial: `opacity detect x.dcm --model-weights 2:1` (and with two models, no --ensemble)
+    /// said only "--model-weights applies to --ensemble wbf": not which rule was asked for nor
+    /// what to change. It now names the --ensemble given (or none) and the way on, in every command that
+    /// takes the model options.
+    func testModelWeightsWithoutWBFSaysTheRuleInForceAndTheWayOn() throws {
+        let dir = try CLI.tempDir("s24-weights")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var r = try CLI.run(["detect", "x.dcm", "--model-weights", "2:1"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(
+            r.stderr.contains(
+                "--model-weights weighs the models of --ensemble wbf only, and no --ensemble was given (the default rule is percentile); add --ensemble wbf, or leave out --model-weights"
+            ), r.all)
+        r = try CLI.run(["submit", "--images", "imgs", "-o", "s.csv", "--ensemble", "mean", "--model-weights", "1"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(
+            r.stderr.contains("--model-weights weighs the models of --ensemble wbf only, not --ensemble mean; use --ensemble wbf, or leave out --model-weights"),
+            r.all)
+    }
 }

@@ -157,7 +157,16 @@ struct ModelOptions: ParsableArguments {
         if let tta { _ = try parsedTTA(tta) }
         if let w = modelWeights {
             let n = max(1, models.count)
-            guard ensemble == .wbf else { throw ValidationError("--model-weights applies to --ensemble wbf") }
+            guard ensemble == .wbf else {
+                // the rule in force and the way on (trial: "--model-weights applies to --ensemble wbf" said neither)
+                if let ensemble {
+                    throw ValidationError(
+                        "--model-weights weighs the models of --ensemble wbf only, not --ensemble \(ensemble.rawValue); use --ensemble wbf, or leave out --model-weights")
+                }
+                throw ValidationError(
+                    "--model-weights weighs the models of --ensemble wbf only, and no --ensemble was given (the default rule is percentile); add --ensemble wbf, or leave out --model-weights"
+                )
+            }
             guard let ws = parsedWeights(w), ws.count == n, ws.allSatisfy({ $0 > 0 && $0.isFinite }) else {
                 // one number per model, counted in words that agree (trial: "expected 1 positive numbers")
                 let example = Array(repeating: "1", count: n).joined(separator: ":")
