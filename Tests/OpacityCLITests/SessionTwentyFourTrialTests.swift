@@ -64,4 +64,33 @@ final class SessionTwentyFourTrialTests: XCTestCase {
             r.stderr.contains("--model-weights weighs the models of --ensemble wbf only, not --ensemble mean; use --ensemble wbf, or leave out --model-weights"),
             r.all)
     }
+
+    /// Trial: a 30-epoch run stopped by Ctrl-C 5 steps into epoch 5, then `train -o RUN --resume
+    /// --epochs 2` said "has already run 4 epochs, more than --epochs 2; nothing to train" but
+    /// rewrote options.json with 2 epochs: a plain `--resume` afterwards said the run "has
+    /// already finished its 4 epochs" and never went on to 30. Now nothing is written, the
+    /// message says where the run stopped and how to continue it, and `--resume` continues.
+    func testResumeWithFewerEpochsThanRunLeavesAStoppedRunAsItWas() throws {
+        let dir = try CLI.tempDir("s24-resume-fewer")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertEqual(try CLI.run(["synth", "--output", "data", "--count", "12", "--size", "64", "--seed", "5"], in: dir).status, 0)
+        var r = try CLI.run(
+            [
+                "train", "--data", "data", "--config", DistributedTests.tiny, "--epochs", "5", "--batch", "4", "--threads", "1", "-o", "run",
+                "--stop-after", "4",
+            ], in: dir)
+        XCTAssertEqual(r.status, 130, r.all)
+        let run = dir.appendingPathComponent("run")
+        let options = run.appendingPathComponent("options.json")
+        let before = try Data(contentsOf: options)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/interrupted.opb").path), r.all)
+        r = try CLI.run(["train", "-o", "run", "--resume", "--epochs", "2", "--threads", "1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertEqual(try Data(contentsOf: options), before, "options.json must not change: \(r.all)")
+        XCTAssertTrue(r.stdout.contains("run stopped 1 step into epoch 3 of its 5; --epochs 2 asks for no more than the 2 epochs it has run"), r.all)
+        XCTAssertTrue(r.stdout.contains("nothing to train, nothing changed. To continue it: opacity train -o run --resume (to its 5 epochs)"), r.all)
+        r = try CLI.run(["train", "-o", "run", "--resume", "--threads", "1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+        XCTAssertTrue(r.stdout.contains("done: 3 epochs run"), r.all)
+    }
 }

@@ -212,6 +212,14 @@ struct TrainCommand: ParsableCommand {
                 say(Self.alreadyFinished(out, state: done, epochs: epochs))
                 return
             }
+            // a run stopped in the middle of an epoch, asked for no more epochs than it has run:
+            // nothing to train, and its options.json keeps its own epochs (trial: `--resume
+            // --epochs 2` on a 30-epoch run stopped in epoch 5 rewrote them to 2, and a plain
+            // --resume then called the run finished)
+            if !validateOnly, sameLimits, let epochs, let stopped = Self.stoppedInEpoch(in: URL(fileURLWithPath: out)), epochs <= stopped.epoch {
+                say(Self.stoppedBeyond(out, state: stopped, epochs: epochs, planned: saved.epochs))
+                return
+            }
             // the run's own data, limits and folds; data options given now replace the data
             // location only (a moved folder)
             if dataOptions.data == nil && dataOptions.labels == nil && dataOptions.images == nil {
@@ -555,6 +563,33 @@ extension TrainCommand {
             "; nothing to train" + (untouched ? ", nothing changed" : "")
             + ". To train it further, resume it with more epochs than \(n): opacity train -o \(shellWord(out)) --resume --epochs \(2 * n)"
         return text
+    }
+
+    /// Where the newest checkpoint of a run folder stands when the run stopped in the middle
+    /// of an epoch (`checkpoints/interrupted.opb`, `step` > 0); `nil` otherwise.
+    static func stoppedInEpoch(in runDirectory: URL) -> TrainerState? {
+        guard let url = Trainer.latestCheckpoint(in: runDirectory),
+            let state = try? BundleReader(url).info.metadata.extra(BundleCheckpointStore.trainerKey, as: TrainerState.self), state.step > 0
+        else { return nil }
+        return state
+    }
+
+    /// What `--resume --epochs N` says about a run stopped in the middle of an epoch that has
+    /// already run N epochs or more: where it stopped, that nothing changed, and how to continue.
+    /// - Parameters:
+    ///   - out: the run folder as given with -o/--output.
+    ///   - state: its newest checkpoint's state (``stoppedInEpoch(in:)``).
+    ///   - epochs: `--epochs` as given.
+    ///   - planned: the epochs the run's options.json names.
+    static func stoppedBeyond(_ out: String, state: TrainerState, epochs: Int, planned: Int) -> String {
+        let n = state.epoch
+        let onward =
+            planned > n
+            ? "opacity train -o \(shellWord(out)) --resume (to its \(planned) epochs), or with --epochs above \(n)"
+            : "opacity train -o \(shellWord(out)) --resume --epochs \(2 * max(n, 1))"
+        let of = planned > n ? " of its \(planned)" : ""
+        return "\(out) stopped \(Wording.count(state.step, "step")) into epoch \(n + 1)\(of); --epochs \(epochs) asks for no more than the "
+            + "\(Wording.count(n, "epoch")) it has run: nothing to train, nothing changed. To continue it: \(onward)"
     }
 
     /// `s` as one shell word (single-quoted when it holds anything but letters, digits and `-_./+,:=@%`).
