@@ -93,4 +93,37 @@ final class SessionTwentyFourTrialTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stdout.contains("done: 3 epochs run"), r.all)
     }
+
+    /// Trial: `opacity detect coll/a coll/b` with a file x.dcm in each folder said "wrote
+    /// detections.json and 2 overlay PNGs" but wrote one, x.dcm.overlay.png: the second
+    /// image's overlay replaced the first's (likewise their --dicom-sr reports). Two inputs
+    /// whose outputs would share a name are now refused before anything loads (exit 64),
+    /// naming both inputs, the shared file and the way on.
+    func testDetectRefusesTwoInputsWhoseOutputsWouldShareAName() throws {
+        let dir = try CLI.tempDir("s24-shared-overlay")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = CLI.realdata.appendingPathComponent("rsna1k/stage_2_train_images")
+        let fm = FileManager.default
+        for (folder, id) in [("a", "0004cfab-14fd-4e49-80ba-63a80b6bddd6"), ("b", "000924cf-0f8d-42bd-9158-1af53881a557")] {
+            try fm.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
+            try fm.copyItem(at: images.appendingPathComponent(id + ".dcm"), to: dir.appendingPathComponent("\(folder)/x.dcm"))
+        }
+        let root = dir.standardizedFileURL.path
+        var r = try CLI.run(["detect", "a", "b", "-o", "found", "--threads", "1"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(
+            r.stderr.contains(
+                "the inputs '\(root)/a/x.dcm' and '\(root)/b/x.dcm' would both write their overlay to '\(root)/found/x.dcm.overlay.png'"),
+            r.all)
+        XCTAssertTrue(r.stderr.contains("(outputs are named after the input's file name); run them with different -o/--output folders, or rename one"), r.all)
+        XCTAssertFalse(fm.fileExists(atPath: dir.appendingPathComponent("found").path), r.all)
+        // without overlays the DICOM SRs would collide the same way
+        r = try CLI.run(["detect", "a", "b", "-o", "found", "--no-overlays", "--dicom-sr", "sr", "--threads", "1"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("would both write their DICOM SR to '\(root)/sr/x.dcm.sr.dcm'"), r.all)
+        XCTAssertTrue(r.stderr.contains("run them with different --dicom-sr folders"), r.all)
+        // without per-image outputs nothing is shared: both images are reported
+        r = try CLI.run(["detect", "a", "b", "-o", "found", "--no-overlays", "--threads", "1"], in: dir)
+        XCTAssertEqual(r.status, 0, r.all)
+    }
 }

@@ -10,7 +10,7 @@ struct DetectCommand: ParsableCommand {
         commandName: "detect",
         abstract: "Find lung opacities on DICOM or PNG images: boxes with scores, and an overlay PNG per image.",
         discussion: """
-            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png). With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. In detections.json, boxes are also given in millimetres when the DICOM gives a pixel spacing (Pixel Spacing, else Imager Pixel Spacing); detections.csv gives pixels only. 12- to 16-bit DICOM reach the model at full depth. With --dicom-sr, a DICOM Structured Report (TID 1500 Measurement Report, one rectangle per box with its score, the model as observer device) is written per DICOM image; with --dicom-overlay, a Secondary Capture with the boxes burned in; both in the source's patient and study, in a new series (see Documentation/DICOM.md). detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes. An existing detections.json or detections.csv in the output folder, an earlier run's in either format, is not replaced without --overwrite (which also removes the other format's file, so that what stays matches the overlays).
+            Boxes are in each image's own pixels (x, y of the top-left corner, width, height). Outputs never replace an input: an output folder that would overwrite one of the images is refused, and two inputs with one name stem (a.dcm, a.png) get overlays named after their whole file names (a.dcm.overlay.png); two inputs of one file name in different folders (a/x.dcm, b/x.dcm) are refused, as their outputs would share a name. With --skip-unreadable, images that cannot be read are left out and listed, with the reason, on the terminal and in skipped.csv in the output folder. In detections.json, boxes are also given in millimetres when the DICOM gives a pixel spacing (Pixel Spacing, else Imager Pixel Spacing); detections.csv gives pixels only. 12- to 16-bit DICOM reach the model at full depth. With --dicom-sr, a DICOM Structured Report (TID 1500 Measurement Report, one rectangle per box with its score, the model as observer device) is written per DICOM image; with --dicom-overlay, a Secondary Capture with the boxes burned in; both in the source's patient and study, in a new series (see Documentation/DICOM.md). detections.json follows Documentation/detections.schema.json, the same schema `opacity serve` answers with; detections.csv has one row per box and one row with empty box fields for each image without boxes. An existing detections.json or detections.csv in the output folder, an earlier run's in either format, is not replaced without --overwrite (which also removes the other format's file, so that what stays matches the overlays).
 
             Examples:
               opacity detect patient.dcm
@@ -92,6 +92,19 @@ struct DetectCommand: ParsableCommand {
         if let dicomSR { outputs += files.map { (dicomURL(dicomSR, $0, ".sr.dcm"), $0, "DICOM SR", "--dicom-sr") } }
         if let dicomOverlay { outputs += files.map { (dicomURL(dicomOverlay, $0, ".overlay.dcm"), $0, "DICOM overlay", "--dicom-overlay") } }
         for o in outputs { try refuseOverwritingInput(o.url, inputs: files, source: o.source, kind: o.kind, option: o.option) }
+        // two inputs of one file name in different folders get one output name (trial: `detect
+        // a b` with a/x.dcm and b/x.dcm wrote one x.dcm.overlay.png and said "2 overlay PNGs")
+        var writer: [String: URL] = [:]
+        for o in outputs {
+            guard let source = o.source?.standardizedFileURL else { continue }
+            let key = o.url.standardizedFileURL.path
+            if let first = writer[key], first.path != source.path {
+                throw ValidationError(
+                    "the inputs '\(first.path)' and '\(source.path)' would both write their \(o.kind) to '\(key)' (outputs are named after the input's file name); "
+                        + "run them with different \(o.option) folders, or rename one")
+            }
+            writer[key] = source
+        }
         // An earlier run's results (in either format) are kept unless asked, as `convert` keeps
         // its --labels-output: a run in the other format would replace the overlays and leave a
         // results file that no longer matches them.
