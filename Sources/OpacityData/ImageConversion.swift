@@ -99,7 +99,10 @@ public enum ImageConversion {
         var jobs: [(URL, URL)] = []
         if isDir.boolValue {
             let files = try dicomFiles(in: input)
-            guard !files.isEmpty else { throw DataError.missingFile(path: input.path, expected: "a folder containing .dcm files") }
+            guard !files.isEmpty else {
+                // a study kept as study/series/*.dcm: say which subfolders hold images
+                throw DataError.missingFile(path: input.path, expected: "a folder containing .dcm files" + ImageFile.subfolderHint(in: input, shown: input.path))
+            }
             jobs = files.map { ($0, output.appendingPathComponent($0.deletingPathExtension().lastPathComponent + ".png")) }
         } else {
             let dest = output.pathExtension.lowercased() == "png" ? output

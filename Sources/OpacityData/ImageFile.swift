@@ -1,4 +1,5 @@
 import Foundation
+import OpacityCore
 
 /// Reading any supported image file (DICOM, PNG, JPEG) as an 8-bit gray image.
 public enum ImageFile {
@@ -86,6 +87,29 @@ public enum ImageFile {
         case nil:
             throw DataError.unknownImageFormat(path: url.path, expected: "DICOM (.dcm), PNG (.png) or JPEG (.jpg)")
         }
+    }
+
+    /// What to say when `folder` holds no image directly: the subfolders that do (images are
+    /// looked for directly in a folder, never in its subfolders, and a DICOM study is often
+    /// kept as study/series/*.dcm). Empty when no subfolder holds one.
+    /// - Parameters:
+    ///   - folder: the folder given.
+    ///   - shown: the folder as the user typed it (the subfolders are named under it).
+    /// - Returns: e.g. `; subfolders are not searched, and 2 of them hold images: name them (scans/a scans/b)`.
+    public static func subfolderHint(in folder: URL, shown: String) -> String {
+        let fm = FileManager.default
+        let names = ((try? fm.contentsOfDirectory(atPath: folder.path)) ?? []).sorted()
+        let holding = names.filter { name in
+            var isDir: ObjCBool = false
+            let sub = folder.appendingPathComponent(name)
+            guard fm.fileExists(atPath: sub.path, isDirectory: &isDir), isDir.boolValue else { return false }
+            return ((try? list(in: sub)) ?? []).isEmpty == false
+        }
+        guard !holding.isEmpty else { return "" }
+        let base = shown.hasSuffix("/") ? String(shown.dropLast()) : shown
+        let named = holding.prefix(5).map { base + "/" + $0 }.joined(separator: " ") + (holding.count > 5 ? " ..." : "")
+        return "; subfolders are not searched, and \(Wording.count(holding.count, "of them", plural: "of them")) "
+            + (holding.count == 1 ? "holds" : "hold") + " images: name \(holding.count == 1 ? "it" : "them") (\(named))"
     }
 
     /// The image files directly inside `folder` (not recursive), sorted by name.

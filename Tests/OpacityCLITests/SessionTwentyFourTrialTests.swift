@@ -126,4 +126,40 @@ final class SessionTwentyFourTrialTests: XCTestCase {
         r = try CLI.run(["detect", "a", "b", "-o", "found", "--no-overlays", "--threads", "1"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
     }
+
+    /// Trial: `opacity detect coll` on a study kept as coll/a/x.dcm, coll/b/x.dcm said only "no
+    /// images (.dcm, .png, .jpg) in coll", `submit --images coll` "coll holds no images", and
+    /// `convert coll` "'.../coll' is a folder; expected a folder containing .dcm files": none
+    /// said that subfolders are not searched, nor that coll/a and coll/b hold images. They do now.
+    func testAFolderWhoseImagesLieInSubfoldersSaysSubfoldersAreNotSearched() throws {
+        let dir = try CLI.tempDir("s24-subfolders")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = CLI.realdata.appendingPathComponent("rsna1k/stage_2_train_images")
+        let fm = FileManager.default
+        for folder in ["coll/a", "coll/b", "coll/empty"] {
+            try fm.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        for folder in ["a", "b"] {
+            try fm.copyItem(
+                at: images.appendingPathComponent("0004cfab-14fd-4e49-80ba-63a80b6bddd6.dcm"), to: dir.appendingPathComponent("coll/\(folder)/x.dcm"))
+        }
+        let hint = "subfolders are not searched, and 2 of them hold images: name them (coll/a coll/b)"
+        var r = try CLI.run(["detect", "coll", "-o", "found"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("no images (.dcm, .png, .jpg) in coll; " + hint), r.all)
+        r = try CLI.run(["submit", "--images", "coll", "-o", "s.csv"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("coll holds no images (.dcm, .png, .jpg); " + hint), r.all)
+        r = try CLI.run(["convert", "coll", "-o", "pngs"], in: dir)
+        XCTAssertEqual(r.status, 1, r.all)
+        let root = dir.standardizedFileURL.path
+        XCTAssertTrue(
+            r.stderr.contains(
+                "expected a folder containing .dcm files; subfolders are not searched, and 2 of them hold images: name them (\(root)/coll/a \(root)/coll/b)"),
+            r.all)
+        // an empty folder keeps its message as it was
+        r = try CLI.run(["detect", "coll/empty", "-o", "found"], in: dir)
+        XCTAssertEqual(r.status, 64, r.all)
+        XCTAssertTrue(r.stderr.contains("no images (.dcm, .png, .jpg) in coll/empty\n"), r.all)
+    }
 }

@@ -70,7 +70,11 @@ struct DetectCommand: ParsableCommand {
             }
             files += isDir.boolValue ? try ImageFile.list(in: URL(fileURLWithPath: i)) : [URL(fileURLWithPath: i)]
         }
-        guard !files.isEmpty else { throw ValidationError("no images (.dcm, .png, .jpg) in \(inputs.joined(separator: ", "))") }
+        guard !files.isEmpty else {
+            // a study kept as study/series/*.dcm: say that subfolders are not searched, and which hold images
+            let hints = inputs.map { ImageFile.subfolderHint(in: URL(fileURLWithPath: $0), shown: $0) }.joined()
+            throw ValidationError("no images (.dcm, .png, .jpg) in \(inputs.joined(separator: ", "))" + hints)
+        }
         let outURL = URL(fileURLWithPath: out)
         // every output path, decided before anything is written: never an input, never shared
         let stems = Dictionary(grouping: files, by: { $0.deletingPathExtension().lastPathComponent })

@@ -46,7 +46,9 @@ struct SubmitCommand: ParsableCommand {
         // before the model is loaded and every image run: a bad path would lose the whole run
         try requireOutputFile(out, option: "-o/--output", for: "the submission CSV")
         let listed = try ImageFile.list(in: URL(fileURLWithPath: images))
-        guard !listed.isEmpty else { throw ValidationError("\(images) holds no images (.dcm, .png, .jpg)") }
+        guard !listed.isEmpty else {
+            throw ValidationError("\(images) holds no images (.dcm, .png, .jpg)" + ImageFile.subfolderHint(in: URL(fileURLWithPath: images), shown: images))
+        }
         let outURL = URL(fileURLWithPath: out)
         let skippedURL = outURL.deletingPathExtension().appendingPathExtension("skipped.csv")
         for o in [outURL, skippedURL] { try refuseOverwritingInput(o, inputs: listed, option: "-o/--output") }
