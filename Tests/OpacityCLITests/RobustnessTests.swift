@@ -255,7 +255,7 @@ final class CLIRobustnessTests: XCTestCase {
         r = try CLI.run(["score", "partial.csv", "--labels", "labels.csv"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
         XCTAssertTrue(r.stdout.contains("negatives predicted empty (correct): 2 of 2 (100.0%), 1 of them not in the submission"), r.all)
-        XCTAssertTrue(r.all.contains("1 labelled patient is not in the submission (scored as no boxes); --only-submitted"), r.all)
+        XCTAssertTrue(r.all.contains("1 labelled patient is not in the submission (scored as no boxes): F; --only-submitted"), r.all)
     }
 
     /// `convert -q` prints no progress, only its result line when every file converts; a file

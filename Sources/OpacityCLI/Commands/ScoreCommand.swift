@@ -36,6 +36,14 @@ struct ScoreCommand: ParsableCommand {
         count > 0 ? ", \(count) of them not in the submission" : ""
     }
 
+    /// The patient ids a note is about, for the user to look up (trial: "1 submitted patient is
+    /// not in the labels (ignored)" named none): `: a` for one, `: a, b, c` for up to three,
+    /// `, e.g. a, b, c` for more, in the order given.
+    static func named(_ ids: [String]) -> String {
+        let shown = ids.prefix(3).map { InputLimits.quoted($0) }.joined(separator: ", ")
+        return ids.count <= 3 ? ": " + shown : ", e.g. " + shown
+    }
+
     func run() throws {
         if let perImage {
             // before anything is read: the output path is checked first
@@ -80,10 +88,12 @@ struct ScoreCommand: ParsableCommand {
         }
         if !s.missing.isEmpty {
             note(
-                "\(s.missing.count) labelled patient\(s.missing.count == 1 ? " is" : "s are") not in the submission (scored as no boxes); "
-                    + "--only-submitted scores only the patients it names")
+                "\(s.missing.count) labelled patient\(s.missing.count == 1 ? " is" : "s are") not in the submission (scored as no boxes)"
+                    + Self.named(s.missing) + "; --only-submitted scores only the patients it names")
         }
-        if !s.unknown.isEmpty { note("\(s.unknown.count) submitted patient\(s.unknown.count == 1 ? " is" : "s are") not in the labels (ignored)") }
+        if !s.unknown.isEmpty {
+            note("\(s.unknown.count) submitted patient\(s.unknown.count == 1 ? " is" : "s are") not in the labels (ignored)" + Self.named(s.unknown))
+        }
         let total = s.perImage.count, counted = s.counted, left = total - counted
         let negatives =
             String(format: "negatives predicted empty (correct): %d of %d", s.emptyNegatives, s.negatives)
