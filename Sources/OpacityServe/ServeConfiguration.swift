@@ -133,9 +133,11 @@ public enum ServeError: Error, CustomStringConvertible, LocalizedError, Sendable
         case let .badOption(m), let .badRequest(m), let .unprocessable(m), let .unavailable(m), let .internalError(m): return m
         case .unauthorized: return "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the token from --token-file"
         case let .notFound(p):
-            // the path as sent is quoted cut (a URI may be long); a near one (`/health`) is named
+            // the path as sent is quoted cut (a URI may be long); a near one (`/health`,
+            // `/v2/detect`) is named, a path like no endpoint (`/v2/x`) gets none (trial: it was
+            // offered /readyz, the least far of far paths)
             let endpoints = ["/v1/detect", "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.yaml"]
-            let near = nearestValue(p, in: endpoints).map { " (did you mean \($0)?)" } ?? ""
+            let near = nearestMatch(p, in: endpoints).map { " (did you mean \($0)?)" } ?? ""
             return "no endpoint \(InputLimits.quoted(p))\(near); the API has POST /v1/detect, GET /v1/models, /healthz, /readyz, /metrics, /openapi.yaml"
         case let .methodNotAllowed(m): return m
         case let .bodyTimeout(s): return String(format: "the request body did not arrive within %.1f s (--timeout)", s)

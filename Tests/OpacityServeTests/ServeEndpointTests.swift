@@ -247,6 +247,11 @@ final class ServeEndpointTests: XCTestCase {
         check(try HTTP.request(port: port, "GET", "/v2/nothing"), 404, "/v2/nothing")
         // a near path names the endpoint meant; a long one is quoted cut
         check(try HTTP.request(port: port, "GET", "/health"), 404, "no endpoint /health (did you mean /healthz?)")
+        check(try HTTP.request(port: port, "GET", "/v2/detect"), 404, "no endpoint /v2/detect (did you mean /v1/detect?)")
+        // a path near no endpoint is offered none (it was offered /readyz)
+        let far = try HTTP.request(port: port, "GET", "/v2/x")
+        check(far, 404, "no endpoint /v2/x; the API has POST /v1/detect")
+        XCTAssertFalse(far.text.contains("did you mean"), far.text)
         let longPath = try HTTP.request(port: port, "GET", "/" + String(repeating: "y", count: 4000))
         check(longPath, 404, "(4001 bytes)")
         XCTAssertLessThan(longPath.text.utf8.count, 400, String(longPath.text.prefix(200)))
