@@ -123,14 +123,20 @@ public final class Predictor {
     /// Images per forward pass.
     public var batchSize = 4
 
+    /// - Parameter names: what the message of a refused ensemble calls each detector (the
+    ///   references it was loaded from, as `--model` gave them); `nil` names them by config only.
     /// - Throws: ``RunError/incompatible(_:)`` when the detectors differ in input size or
-    ///   anchor layout; ``EvaluationError/invalidArgument(_:)`` when WBF weights do not
-    ///   match the models or are not positive.
-    public init(detectors: [Detector], method: EnsembleMethod = .paper, tta: TestTimeAugmentation? = nil) throws {
+    ///   anchor layout, naming the first two that differ; ``EvaluationError/invalidArgument(_:)``
+    ///   when WBF weights do not match the models or are not positive.
+    public init(detectors: [Detector], method: EnsembleMethod = .paper, tta: TestTimeAugmentation? = nil, names: [String]? = nil) throws {
         precondition(!detectors.isEmpty, "Predictor: no detectors")
         let size = detectors[0].inputSize, levels = detectors[0].anchorGenerator
-        for d in detectors where d.inputSize != size || d.anchorGenerator != levels {
-            throw RunError.incompatible("an ensemble needs one input size and anchor layout; \(detectors[0].config) and \(d.config) differ")
+        if let i = detectors.indices.first(where: { detectors[$0].inputSize != size || detectors[$0].anchorGenerator != levels }) {
+            func named(_ k: Int) -> String {
+                guard let names, names.indices.contains(k) else { return detectors[k].config }
+                return "\(names[k]) is \(detectors[k].config)"
+            }
+            throw RunError.incompatible("an ensemble needs one input size and anchor layout: \(named(0)), \(named(i)); ensemble models of one size")
         }
         if case .wbf(let w, let weights) = method, let weights {
             _ = try w.fuse(detectors.map { _ in [WeightedBoxesFusion.Box]() }, weights: weights)

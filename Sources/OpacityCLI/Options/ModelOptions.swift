@@ -216,16 +216,9 @@ struct ModelOptions: ParsableArguments {
         case .wbf: method = .wbf(fusion, weights: modelWeights.flatMap(parsedWeights))
         case .percentile: method = .percentile(scale: sizeScale)
         }
-        // the models named, not only their configs (trial: the library's message gave two config
-        // strings and left the user to find which --model each came from)
-        if let i = detectors.indices.first(where: {
-            detectors[$0].inputSize != detectors[0].inputSize || detectors[$0].anchorGenerator != detectors[0].anchorGenerator
-        }) {
-            throw RunError.incompatible(
-                "an ensemble needs one input size and anchor layout: --model \(refs[0]) is \(detectors[0].config), "
-                    + "--model \(refs[i]) is \(detectors[i].config); ensemble models of one size")
-        }
-        let p = try Predictor(detectors: detectors, method: method, tta: try tta.map(parsedTTA))
+        // the models named, not only their configs (trial: the message gave two config strings
+        // and left the user to find which --model each came from)
+        let p = try Predictor(detectors: detectors, method: method, tta: try tta.map(parsedTTA), names: refs.map { "--model \($0)" })
         if let shrink { p.shrink = shrink }
         return (p, urls, digests)
     }
