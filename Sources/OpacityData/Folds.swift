@@ -73,16 +73,7 @@ public struct Folds: Sendable, Equatable {
             }
             seen[p.id] = p.imageClass
         }
-        // patients are dealt over the folds: folds beyond the patients would be empty
-        guard count <= seen.count else {
-            let has = "the data has \(Wording.count(seen.count, "patient"))"
-            guard seen.count >= 2 else {
-                throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "a split of at least 2 patients, and \(has)", nearest: nil)
-            }
-            throw DataError.invalidParameter(
-                name: "folds", value: "\(count)",
-                expected: "an integer in 2...\(seen.count): more folds than patients leave folds empty, and \(has)", nearest: "\(seen.count)")
-        }
+        try requireFit(count: count, patients: seen.count)
         var fold: [String: Int] = [:]
         var ids: [String] = []
         var offset = 0
@@ -106,6 +97,25 @@ public struct Folds: Sendable, Equatable {
         }
         ids.sort()
         return Folds(count: count, ids: ids, fold: fold, classes: seen.compactMapValues { $0 })
+    }
+
+    /// Refuses a fold count the patients cannot fill: the split deals patients over the
+    /// folds, so folds beyond the patients would be empty. ``stratified(_:count:seed:strata:)``
+    /// calls it; `opacity folds` calls it before it reads any image header.
+    /// - Parameters:
+    ///   - count: the number of folds asked for.
+    ///   - patients: the number of distinct patients.
+    /// - Throws: ``DataError/invalidParameter(name:value:expected:nearest:)`` named `folds`,
+    ///   with `patients` as the nearest valid count when there are at least 2.
+    public static func requireFit(count: Int, patients: Int) throws {
+        guard count > patients else { return }
+        let has = "the data has \(Wording.count(patients, "patient"))"
+        guard patients >= 2 else {
+            throw DataError.invalidParameter(name: "folds", value: "\(count)", expected: "a split of at least 2 patients, and \(has)", nearest: nil)
+        }
+        throw DataError.invalidParameter(
+            name: "folds", value: "\(count)",
+            expected: "an integer in 2...\(patients): more folds than patients leave folds empty, and \(has)", nearest: "\(patients)")
     }
 
     /// A stratified split of a dataset's records (see ``stratified(_:count:seed:)``).

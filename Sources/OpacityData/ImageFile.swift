@@ -108,8 +108,8 @@ public enum ImageFile {
         guard !holding.isEmpty else { return "" }
         let base = shown.hasSuffix("/") ? String(shown.dropLast()) : shown
         let named = holding.prefix(5).map { base + "/" + $0 }.joined(separator: " ") + (holding.count > 5 ? " ..." : "")
-        return "; subfolders are not searched, and \(Wording.count(holding.count, "of them", plural: "of them")) "
-            + (holding.count == 1 ? "holds" : "hold") + " images: name \(holding.count == 1 ? "it" : "them") (\(named))"
+        let one = holding.count == 1
+        return "; subfolders are not searched, and \(holding.count) of them \(one ? "holds" : "hold") images: name \(one ? "it" : "them") (\(named))"
     }
 
     /// The image files directly inside `folder` (not recursive), sorted by name.

@@ -11,14 +11,13 @@ final class LeftoverFoldsCountTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         var r = try CLI.run(["synth", "-o", "s", "--count", "12", "--size", "64", "--seed", "2", "-q"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        let data = dir.appendingPathComponent("s").standardizedFileURL.path
         for option in ["--count", "--folds"] {
             r = try CLI.run(["folds", "--data", "s", option, "20", "-o", "f.csv"], in: dir)
             XCTAssertEqual(r.status, 64, r.all)
             XCTAssertTrue(
                 r.stderr.hasPrefix(
                     "Error: \(option) 20 is not valid; expected an integer in 2...12: more folds than patients leave folds empty, "
-                        + "and the labels in \(data) have 12 patients (nearest valid: 12)"), r.stderr)
+                        + "and the data has 12 patients (nearest valid: 12)"), r.stderr)
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("f.csv").path), r.all)
         }
         // one fold per patient is the most
@@ -36,7 +35,8 @@ final class LeftoverFoldsCountTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         var r = try CLI.run(["synth", "-o", "s", "--count", "8", "--size", "64", "--seed", "2", "-q"], in: dir)
         XCTAssertEqual(r.status, 0, r.all)
-        let refusal = "Error: --folds 20 is not valid; expected an integer in 2...8: more folds than patients leave folds empty, "
+        let refusal =
+            "Error: --folds 20 is not valid; expected an integer in 2...8: more folds than patients leave folds empty, "
             + "and the data has 8 patients (nearest valid: 8)"
         for extra in [[String](), ["--fold", "15"]] {
             r = try CLI.run(["train", "--data", "s", "--config", CLIRobustnessTests.tiny, "--folds", "20", "--epochs", "1", "-o", "run", "-q"] + extra, in: dir)

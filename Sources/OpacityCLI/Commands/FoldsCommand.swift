@@ -37,26 +37,6 @@ struct FoldsCommand: ParsableCommand {
         try requireRange(option, folds, 2, Folds.maximumCount)
     }
 
-    /// Refuses more folds than the labels have patients, before anything is written: the
-    /// split deals patients over the folds, so the folds beyond the patients would be empty
-    /// (new-user trial: `--count 100` on 40 patients wrote 60 empty folds, silently).
-    /// - Throws: a usage error naming the option, both counts and the nearest valid count.
-    func requireFoldsFit(patients: Int, location: DataLocation) throws {
-        guard folds > patients else { return }
-        let option = foldsSpelling == nil ? "--count" : "--folds"
-        let data: String
-        switch location {
-        case .rsna(let root): data = "the labels in \(shownPath(root.path))"
-        case .csv(let labels, _): data = "the labels \(shownPath(labels.path))"
-        }
-        let has = "\(data) \(patients == 1 ? "has" : "have") \(Wording.count(patients, "patient"))"
-        guard patients >= 2 else {
-            throw ValidationError("\(option) \(folds) is not valid: a split needs at least 2 patients, and \(has)")
-        }
-        throw outOfRange(
-            option, "\(folds)", expected: "an integer in 2...\(patients): more folds than patients leave folds empty, and \(has)", nearest: "\(patients)")
-    }
-
     func run() throws {
         try requireOutputFile(output, option: "-o/--output", for: "the folds CSV")
         let location = try dataOptions.location()
@@ -69,7 +49,11 @@ struct FoldsCommand: ParsableCommand {
         }
         try refuseEarlierResults([output], overwrite: overwrite, replacing: "the earlier folds file", otherwise: "name another file with -o/--output")
         let dataset = try location.load(skipProblemImages: dataOptions.skipUnreadable)
-        try requireFoldsFit(patients: Set(dataset.records.map(\.id)).count, location: location)
+        // more folds than patients, refused before anything is written or any header read (new-user
+        // trial: `--count 100` on 40 patients wrote 60 empty folds, silently)
+        do { try Folds.requireFit(count: folds, patients: Set(dataset.records.map(\.id)).count) } catch {
+            throw foldCountAsOption(error, option: foldsSpelling == nil ? "--count" : "--folds")
+        }
         try refuseOverwritingDataInputs(output, option: "-o/--output", images: dataset.records.compactMap(\.imageURL))
         var views: [String: String] = [:]
         if stratify == .view {
